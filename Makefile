@@ -1,0 +1,38 @@
+# A thin layer over CMake. The README's two commands:
+#   make demo   installs what is missing, builds, and reports on a real corpus
+#   make test   installs what is missing, builds plain and with ASan+UBSan,
+#               and runs every test in both
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+DEMO_LENGTHS ?= fixtures/lengths/sharegpt_opt_first_turn_total_lengths.txt
+DEMO_ARGS ?= --max-seq-len 2048 --overlong truncate
+
+.PHONY: all deps build demo test test-plain test-sanitize bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPREPACK_WERROR=ON
+	cmake --build build -j $(JOBS)
+
+demo: build
+	./build/prepack stats --lengths $(DEMO_LENGTHS) $(DEMO_ARGS)
+
+test: test-plain test-sanitize
+
+test-plain: build
+	cd build && ctest --output-on-failure -j $(JOBS)
+
+test-sanitize: deps
+	cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPREPACK_SANITIZE=ON -DPREPACK_WERROR=ON -DPREPACK_BUILD_BENCH=OFF
+	cmake --build build-sanitize -j $(JOBS)
+	cd build-sanitize && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	./build/bench/bench_plan
+
+clean:
+	rm -rf build build-sanitize

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages prepack builds against, and only those missing.
+# Used by `make demo` and `make test` (and so by CI): a fresh Debian 12 machine
+# with gcc, cmake and make needs nothing else.
+set -euo pipefail
+
+packages=(pkg-config libzstd-dev libmsgpack-dev libcmocka-dev libxxhash-dev)
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+for p in "${packages[@]}"; do
+    is_installed "$p" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "prepack: installing missing packages: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+# A fresh image has empty package lists: update once before installing.
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

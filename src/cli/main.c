@@ -1,0 +1,41 @@
+/* prepack: the command-line tool. Dispatches to one file per subcommand. */
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+    "usage: prepack COMMAND [OPTIONS]\n"
+    "\n"
+    "Pack variable-length token sequences into fixed-length rows.\n"
+    "\n"
+    "Commands:\n"
+    "  stats    plan rows for a file of sequence lengths and report the\n"
+    "           padding that packing removes\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help       show this help\n"
+    "  -V, --version    show the version\n"
+    "\n"
+    "'prepack COMMAND --help' lists a command's options.\n"
+    "Exit status: 0 success, 1 data error (bad input, I/O), 2 usage error.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        printf("prepack %s\n", prepack_version());
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "stats"))
+        return cmd_stats(argc - 1, argv + 1);
+    fprintf(stderr, "prepack: unknown command '%s'\n%s", cmd, usage_text);
+    return EXIT_USAGE;
+}

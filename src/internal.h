@@ -1,0 +1,177 @@
+/* Helpers shared by the library's files; never part of the public API. */
+#ifndef PREPACK_INTERNAL_H
+#define PREPACK_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "prepack.h"
+
+/* ---- allocation (alloc.c) ---------------------------------------------- */
+
+/* Every allocation goes through the caller's allocator (or libc's), so a
+ * test can fail the k-th allocation and check nothing leaks. Sizes are
+ * element count x element size with overflow checked: NULL on overflow. */
+void *pp_alloc(const prepack_allocator *a, size_t count, size_t size);
+void *pp_calloc(const prepack_allocator *a, size_t count, size_t size);
+void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
+                 size_t size);
+void pp_free(const prepack_allocator *a, void *p);
+
+/* ---- diagnostics (error.c) --------------------------------------------- */
+
+/* Fills diag (when not NULL) and returns code, so callers can write
+ * `return pp_fail(diag, PREPACK_EINVAL, rec, "...", ...);`. */
+int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt,
+            ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* ---- items (items.c) --------------------------------------------------- */
+
+/* What the planner places: sequences after the overlong policy and with
+ * zero-length ones left out. Arrays are stored only when they differ from
+ * the identity, so the common case (nothing skipped, dropped or split)
+ * costs no memory: item i is then sequence i, min(lengths[i], L) long. */
+typedef struct pp_items {
+    size_t count;
+    const uint32_t *lengths; /* the caller's, borrowed during planning */
+    uint32_t max_len;        /* L */
+    uint32_t *src;           /* source sequence, or NULL for identity */
+    uint32_t *len;           /* length, or NULL for min(lengths[src], L) */
+    uint32_t *off;           /* token offset, or NULL for 0 */
+    const prepack_allocator *alloc;
+} pp_items;
+
+/* How one sequence of length len becomes items under a policy: *count
+ * items, each max_len long except the last, which is *last long. *count
+ * is 0 for an empty or dropped sequence. ERROR is treated as TRUNCATE;
+ * callers reject overlong sequences before. */
+static inline uint64_t pp_item_shape(uint32_t len, uint32_t max_len,
+                                     prepack_overlong policy, uint32_t *last)
+{
+    *last = len;
+    if (len == 0)
+        return 0;
+    if (len <= max_len)
+        return 1;
+    switch (policy) {
+    case PREPACK_OVERLONG_DROP:
+        return 0;
+    case PREPACK_OVERLONG_SPLIT: {
+        uint64_t chunks = ((uint64_t)len + max_len - 1) / max_len;
+        *last = (uint32_t)(len - (chunks - 1) * max_len);
+        return chunks;
+    }
+    default:
+        *last = max_len;
+        return 1;
+    }
+}
+
+/* Applies the overlong policy and fills the item counts of *stats
+ * (sequences, input_tokens, zero_length, overlong, truncated_tokens,
+ * split_chunks, dropped_*, items, tokens). */
+int pp_items_build(pp_items *it, const uint32_t *lengths, size_t n,
+                   uint32_t max_len, prepack_overlong policy,
+                   prepack_plan_stats *stats, const prepack_allocator *a,
+                   prepack_diag *diag);
+void pp_items_destroy(pp_items *it);
+
+static inline uint32_t pp_item_src(const pp_items *it, size_t i)
+{
+    return it->src ? it->src[i] : (uint32_t)i;
+}
+
+static inline uint32_t pp_item_len(const pp_items *it, size_t i)
+{
+    if (it->len)
+        return it->len[i];
+    uint32_t l = it->lengths[pp_item_src(it, i)];
+    return l < it->max_len ? l : it->max_len;
+}
+
+static inline uint32_t pp_item_off(const pp_items *it, size_t i)
+{
+    return it->off ? it->off[i] : 0;
+}
+
+/* ---- sorting (sort.c) -------------------------------------------------- */
+
+/* Writes to order[0..count) the item indices sorted by length descending,
+ * ties by index ascending, and to count_of[0..L] how many items have each
+ * length (count_of must hold L + 1 entries). A counting sort: O(count + L),
+ * since every length is in 1..L. */
+void pp_sort_by_length_desc(const pp_items *it, uint32_t *order,
+                            uint32_t *count_of);
+
+/* ---- the first-fit index (segtree.c) ----------------------------------- */
+
+/* Max segment tree over rows' free space: first fit in O(log rows). */
+typedef struct pp_segtree {
+    uint32_t *node;  /* node[1] is the root; leaves at [cap, 2 cap) */
+    size_t cap;      /* leaves, a power of two */
+    size_t used;     /* rows appended so far */
+    const prepack_allocator *alloc;
+} pp_segtree;
+
+int pp_segtree_init(pp_segtree *t, size_t expected_rows,
+                    const prepack_allocator *a);
+void pp_segtree_destroy(pp_segtree *t);
+/* Appends a row with the given free space; its index is the old `used`. */
+int pp_segtree_push(pp_segtree *t, uint32_t free_space);
+/* The lowest-numbered row with free space >= need, or SIZE_MAX. */
+size_t pp_segtree_first_fit(const pp_segtree *t, uint32_t need);
+/* Sets row i's free space. */
+void pp_segtree_set(pp_segtree *t, size_t i, uint32_t free_space);
+
+/* ---- the best-fit index (buckets.c) ------------------------------------ */
+
+/* Rows grouped by exact free space 1..L; a hierarchical bitset finds the
+ * smallest non-empty bucket >= need in O(log64 L), and a pairing heap per
+ * bucket yields its lowest-numbered row. Rows with free space 0 are kept
+ * out: they can take nothing. */
+typedef struct pp_buckets {
+    uint32_t *head;      /* [L+1] root row of each bucket's heap, or NIL */
+    uint32_t *child;     /* per row: first child in the heap */
+    uint32_t *sibling;   /* per row: next sibling in the heap */
+    size_t rows_cap;
+    uint64_t *bits[6];   /* bits[0] over buckets, bits[k+1] over bits[k] */
+    size_t words[6];
+    int levels;
+    uint32_t max_free;
+    const prepack_allocator *alloc;
+} pp_buckets;
+
+#define PP_NIL UINT32_MAX
+
+int pp_buckets_init(pp_buckets *b, uint32_t max_free, size_t expected_rows,
+                    const prepack_allocator *a);
+void pp_buckets_destroy(pp_buckets *b);
+/* Puts row r (new or just removed) into bucket free_space (> 0). */
+int pp_buckets_insert(pp_buckets *b, uint32_t r, uint32_t free_space);
+/* The smallest non-empty bucket >= need, or 0 when none. */
+uint32_t pp_buckets_best(const pp_buckets *b, uint32_t need);
+/* Removes and returns the lowest-numbered row of a non-empty bucket. */
+uint32_t pp_buckets_pop(pp_buckets *b, uint32_t free_space);
+
+/* ---- the plan (plan.c) ------------------------------------------------- */
+
+struct prepack_plan {
+    prepack_allocator alloc;   /* copy of the caller's, or zeroed = libc */
+    const prepack_allocator *allocp; /* &alloc or NULL */
+    prepack_plan_stats stats;
+    size_t rows;
+    size_t items;
+    uint32_t *row_start;  /* [rows + 1] first entry of each physical row */
+    uint32_t *row_perm;   /* [rows] logical -> physical row, or NULL */
+    uint32_t *seq;        /* [items] source sequence of each entry */
+    uint32_t *len;        /* [items] tokens of each entry */
+    uint32_t *off;        /* [items] token offset, NULL when none split */
+    prepack_overlong overlong; /* the policy, for the report */
+};
+
+#endif

@@ -1,0 +1,439 @@
+/* The planner: which items share a row (FFD, BFD, next-fit), the plan
+ * handle and its accessors.
+ *
+ * Placement records each item's row; the rows are then laid out as one
+ * array of entries with row_start offsets (CSR), so a plan costs 8 bytes per
+ * item (12 with split chunks) and 4 per row. */
+#include <assert.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Scratch for FFD/BFD placement. */
+typedef struct placement {
+    const pp_items *items;
+    uint32_t max_len;
+    uint32_t max_per_row;   /* 0 = unlimited */
+    uint32_t *order;        /* [items] item indices, longest first */
+    uint32_t *row_of;       /* [items] row of order[k] */
+    uint32_t *row_size;     /* [rows_cap] items per row */
+    size_t rows, rows_cap;
+    const prepack_allocator *alloc;
+} placement;
+
+/* ---- rows ------------------------------------------------------------- */
+
+static int open_row(placement *p, uint32_t *row)
+{
+    if (p->rows == p->rows_cap) {
+        size_t cap = p->rows_cap * 2;
+        uint32_t *s = pp_realloc(p->alloc, p->row_size, cap, sizeof *s);
+        if (!s)
+            return PREPACK_ENOMEM;
+        p->row_size = s;
+        p->rows_cap = cap;
+    }
+    *row = (uint32_t)p->rows++;
+    p->row_size[*row] = 1;
+    return PREPACK_OK;
+}
+
+/* Room left in a row after adding an item: 0 once it holds
+ * max_seqs_per_row items, so no later item is offered to it. */
+static uint32_t room_after(const placement *p, uint32_t row, uint32_t free)
+{
+    if (p->max_per_row && p->row_size[row] >= p->max_per_row)
+        return 0;
+    return free;
+}
+
+/* An item longer than L/2 can share no row already open: every open row
+ * holds an item at least as long (items come longest first), so its free
+ * space is under L/2. It opens a row without a search. */
+static int opens_own_row(const placement *p, uint32_t len)
+{
+    return (uint64_t)len * 2 > p->max_len || p->max_per_row == 1;
+}
+
+/* ---- first-fit decreasing --------------------------------------------- */
+
+static int place_ffd(placement *p, pp_segtree *tree)
+{
+    for (size_t k = 0; k < p->items->count; k++) {
+        uint32_t len = pp_item_len(p->items, p->order[k]);
+        size_t hit = opens_own_row(p, len) ? SIZE_MAX
+                                           : pp_segtree_first_fit(tree, len);
+        uint32_t row;
+        if (hit == SIZE_MAX) {
+            if (open_row(p, &row) != PREPACK_OK ||
+                pp_segtree_push(tree, room_after(p, row, p->max_len - len)))
+                return PREPACK_ENOMEM;
+        } else {
+            row = (uint32_t)hit;
+            p->row_size[row]++;
+            uint32_t free = tree->node[tree->cap + row] - len;
+            pp_segtree_set(tree, row, room_after(p, row, free));
+        }
+        p->row_of[k] = row;
+    }
+    return PREPACK_OK;
+}
+
+/* ---- best-fit decreasing ---------------------------------------------- */
+
+static int place_bfd(placement *p, pp_buckets *b)
+{
+    for (size_t k = 0; k < p->items->count; k++) {
+        uint32_t len = pp_item_len(p->items, p->order[k]);
+        uint32_t free = opens_own_row(p, len) ? 0 : pp_buckets_best(b, len);
+        uint32_t row;
+        if (free == 0) {
+            if (open_row(p, &row) != PREPACK_OK)
+                return PREPACK_ENOMEM;
+            free = p->max_len;
+        } else {
+            row = pp_buckets_pop(b, free);
+            p->row_size[row]++;
+        }
+        uint32_t left = room_after(p, row, free - len);
+        if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
+            return PREPACK_ENOMEM;
+        p->row_of[k] = row;
+    }
+    return PREPACK_OK;
+}
+
+/* ---- laying out the plan ---------------------------------------------- */
+
+static int alloc_entries(prepack_plan *plan, int with_offsets)
+{
+    const prepack_allocator *a = plan->allocp;
+    plan->row_start = pp_alloc(a, plan->rows + 1, sizeof *plan->row_start);
+    plan->seq = pp_alloc(a, plan->items, sizeof *plan->seq);
+    plan->len = pp_alloc(a, plan->items, sizeof *plan->len);
+    if (with_offsets)
+        plan->off = pp_alloc(a, plan->items, sizeof *plan->off);
+    if (!plan->row_start || !plan->seq || !plan->len ||
+        (with_offsets && !plan->off))
+        return PREPACK_ENOMEM;
+    return PREPACK_OK;
+}
+
+static void put_entry(prepack_plan *plan, size_t e, const pp_items *it,
+                      uint32_t item)
+{
+    plan->seq[e] = pp_item_src(it, item);
+    plan->len[e] = pp_item_len(it, item);
+    if (plan->off)
+        plan->off[e] = pp_item_off(it, item);
+}
+
+/* Rows in CSR form, each row's items in the order they were placed. */
+static int lay_out_rows(prepack_plan *plan, placement *p)
+{
+    plan->rows = p->rows;
+    if (alloc_entries(plan, p->items->off != NULL) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    uint32_t total = 0;
+    for (size_t r = 0; r < p->rows; r++) {
+        plan->row_start[r] = total;
+        total += p->row_size[r];
+        p->row_size[r] = plan->row_start[r]; /* now: next free entry */
+    }
+    plan->row_start[p->rows] = total;
+    for (size_t k = 0; k < p->items->count; k++)
+        put_entry(plan, p->row_size[p->row_of[k]]++, p->items, p->order[k]);
+    return PREPACK_OK;
+}
+
+static int plan_decreasing(prepack_plan *plan, const pp_items *it,
+                           const prepack_plan_options *o)
+{
+    const prepack_allocator *a = plan->allocp;
+    /* Rows rarely exceed the lower bound by much: start the row arrays
+     * there and let them double. */
+    size_t guess = (size_t)(plan->stats.tokens / o->max_seq_len) + 64;
+    placement p = {.items = it,
+                   .max_len = o->max_seq_len,
+                   .max_per_row = o->max_seqs_per_row,
+                   .rows_cap = guess,
+                   .alloc = a};
+    uint32_t *count_of = pp_alloc(a, (size_t)o->max_seq_len + 1,
+                                  sizeof *count_of);
+    p.order = pp_alloc(a, it->count, sizeof *p.order);
+    p.row_of = pp_alloc(a, it->count, sizeof *p.row_of);
+    p.row_size = pp_alloc(a, guess, sizeof *p.row_size);
+    int rc = PREPACK_ENOMEM;
+    if (count_of && p.order && p.row_of && p.row_size) {
+        pp_sort_by_length_desc(it, p.order, count_of);
+        if (o->algo == PREPACK_ALGO_FFD) {
+            pp_segtree tree;
+            rc = pp_segtree_init(&tree, guess, a);
+            if (rc == PREPACK_OK)
+                rc = place_ffd(&p, &tree);
+            pp_segtree_destroy(&tree);
+        } else {
+            pp_buckets b;
+            rc = pp_buckets_init(&b, o->max_seq_len, guess, a);
+            if (rc == PREPACK_OK)
+                rc = place_bfd(&p, &b);
+            pp_buckets_destroy(&b);
+        }
+    }
+    pp_free(a, count_of);
+    if (rc == PREPACK_OK)
+        rc = lay_out_rows(plan, &p);
+    pp_free(a, p.order);
+    pp_free(a, p.row_of);
+    pp_free(a, p.row_size);
+    return rc;
+}
+
+/* ---- next-fit ---------------------------------------------------------- */
+
+/* One open row, items in input order: rows are contiguous runs of items,
+ * so the entries are the items themselves and only row starts are found. */
+static int plan_next_fit(prepack_plan *plan, const pp_items *it,
+                         const prepack_plan_options *o)
+{
+    size_t rows = 0;
+    uint32_t used = 0, size = 0;
+    for (size_t i = 0; i < it->count; i++) {
+        uint32_t len = pp_item_len(it, i);
+        if (rows == 0 || len > o->max_seq_len - used ||
+            (o->max_seqs_per_row && size == o->max_seqs_per_row)) {
+            rows++;
+            used = size = 0;
+        }
+        used += len;
+        size++;
+    }
+    plan->rows = rows;
+    if (alloc_entries(plan, it->off != NULL) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    size_t r = 0;
+    used = size = 0;
+    for (size_t i = 0; i < it->count; i++) {
+        uint32_t len = pp_item_len(it, i);
+        if (i == 0 || len > o->max_seq_len - used ||
+            (o->max_seqs_per_row && size == o->max_seqs_per_row)) {
+            plan->row_start[r++] = (uint32_t)i;
+            used = size = 0;
+        }
+        used += len;
+        size++;
+        put_entry(plan, i, it, (uint32_t)i);
+    }
+    plan->row_start[rows] = (uint32_t)it->count;
+    return PREPACK_OK;
+}
+
+/* ---- shuffling rows ----------------------------------------------------- */
+
+/* splitmix64 (Steele, Lea and Flood 2014): a tiny generator with a fixed
+ * definition, so a seed gives the same shuffle on every platform. */
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, bound) without modulo bias: rejection on the low bits of
+ * a 32x32 multiply (Lemire 2019). */
+static uint32_t bounded(uint64_t *state, uint32_t bound)
+{
+    uint32_t threshold = (uint32_t)(-bound) % bound;
+    for (;;) {
+        uint64_t m = (uint64_t)(uint32_t)(splitmix64(state) >> 32) * bound;
+        if ((uint32_t)m >= threshold)
+            return (uint32_t)(m >> 32);
+    }
+}
+
+static int shuffle_rows(prepack_plan *plan, uint64_t seed)
+{
+    plan->row_perm = pp_alloc(plan->allocp, plan->rows, sizeof(uint32_t));
+    if (!plan->row_perm)
+        return PREPACK_ENOMEM;
+    for (size_t i = 0; i < plan->rows; i++)
+        plan->row_perm[i] = (uint32_t)i;
+    uint64_t state = seed;
+    for (size_t i = plan->rows; i > 1; i--) { /* Fisher-Yates */
+        uint32_t j = bounded(&state, (uint32_t)i);
+        uint32_t t = plan->row_perm[i - 1];
+        plan->row_perm[i - 1] = plan->row_perm[j];
+        plan->row_perm[j] = t;
+    }
+    return PREPACK_OK;
+}
+
+/* ---- statistics --------------------------------------------------------- */
+
+static void finish_stats(prepack_plan *plan, uint32_t max_len)
+{
+    prepack_plan_stats *s = &plan->stats;
+    s->max_seq_len = max_len;
+    s->rows = plan->rows;
+    s->lower_bound = (s->tokens + max_len - 1) / max_len;
+    for (size_t r = 0; r < plan->rows; r++) {
+        uint32_t size = plan->row_start[r + 1] - plan->row_start[r];
+        if (size > s->max_items_per_row)
+            s->max_items_per_row = size;
+    }
+    if (plan->rows) {
+        s->efficiency = (double)s->tokens / ((double)plan->rows * max_len);
+        s->mean_items_per_row = (double)s->items / (double)plan->rows;
+    }
+}
+
+/* ---- the public API ------------------------------------------------------ */
+
+static int check_options(const uint32_t *lengths, size_t n,
+                         const prepack_plan_options *o)
+{
+    prepack_diag *d = o->diag;
+    if (o->max_seq_len == 0 || o->max_seq_len > PREPACK_MAX_SEQ_LEN_LIMIT)
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "max_seq_len must be 1..%u, not %u",
+                       PREPACK_MAX_SEQ_LEN_LIMIT, o->max_seq_len);
+    if (!prepack_algo_name(o->algo))
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "unknown algorithm %d", (int)o->algo);
+    if (!prepack_overlong_name(o->overlong))
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "unknown overlong policy %d", (int)o->overlong);
+    if (n > 0 && !lengths)
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "lengths is NULL but n is %zu", n);
+    if (n > PREPACK_MAX_ITEMS)
+        return pp_fail(d, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                       "%zu sequences, more than the %u one plan holds; "
+                       "plan in partitions",
+                       n, PREPACK_MAX_ITEMS);
+    const prepack_allocator *a = o->allocator;
+    if (a && (!a->malloc_fn || !a->realloc_fn || !a->free_fn))
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "allocator needs all three functions");
+    return PREPACK_OK;
+}
+
+int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
+                        const prepack_plan_options *opts)
+{
+    if (!out || !opts)
+        return PREPACK_EINVAL;
+    *out = NULL;
+    int rc = check_options(lengths, n, opts);
+    if (rc != PREPACK_OK)
+        return rc;
+    const prepack_allocator *a = opts->allocator;
+    prepack_plan *plan = pp_calloc(a, 1, sizeof *plan);
+    if (!plan)
+        return pp_fail(opts->diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    plan->overlong = opts->overlong;
+    if (a) {
+        plan->alloc = *a;
+        plan->allocp = &plan->alloc;
+    }
+    pp_items items;
+    rc = pp_items_build(&items, lengths, n, opts->max_seq_len,
+                        opts->overlong, &plan->stats, plan->allocp,
+                        opts->diag);
+    if (rc == PREPACK_OK) {
+        plan->items = items.count;
+        rc = opts->algo == PREPACK_ALGO_NEXTFIT
+                 ? plan_next_fit(plan, &items, opts)
+                 : plan_decreasing(plan, &items, opts);
+        pp_items_destroy(&items);
+    }
+    if (rc == PREPACK_OK && opts->shuffle_rows)
+        rc = shuffle_rows(plan, opts->shuffle_seed);
+    if (rc != PREPACK_OK) {
+        prepack_plan_free(plan);
+        if (rc == PREPACK_ENOMEM)
+            pp_fail(opts->diag, rc, PREPACK_NO_RECORD,
+                    "out of memory planning %zu sequences", n);
+        return rc;
+    }
+    finish_stats(plan, opts->max_seq_len);
+    *out = plan;
+    return PREPACK_OK;
+}
+
+void prepack_plan_free(prepack_plan *plan)
+{
+    if (!plan)
+        return;
+    const prepack_allocator *a = plan->allocp;
+    pp_free(a, plan->row_start);
+    pp_free(a, plan->row_perm);
+    pp_free(a, plan->seq);
+    pp_free(a, plan->len);
+    pp_free(a, plan->off);
+    pp_free(a, plan);
+}
+
+size_t prepack_plan_row_count(const prepack_plan *plan)
+{
+    return plan->rows;
+}
+
+size_t prepack_plan_item_count(const prepack_plan *plan)
+{
+    return plan->items;
+}
+
+/* Logical row (what callers number) to where its entries are stored. */
+static size_t physical_row(const prepack_plan *plan, size_t row)
+{
+    assert(row < plan->rows);
+    return plan->row_perm ? plan->row_perm[row] : row;
+}
+
+size_t prepack_plan_row_size(const prepack_plan *plan, size_t row)
+{
+    size_t r = physical_row(plan, row);
+    return plan->row_start[r + 1] - plan->row_start[r];
+}
+
+uint32_t prepack_plan_row_tokens(const prepack_plan *plan, size_t row)
+{
+    size_t r = physical_row(plan, row);
+    uint32_t sum = 0;
+    for (uint32_t e = plan->row_start[r]; e < plan->row_start[r + 1]; e++)
+        sum += plan->len[e];
+    return sum;
+}
+
+static prepack_item entry(const prepack_plan *plan, size_t e)
+{
+    prepack_item item = {plan->seq[e], plan->off ? plan->off[e] : 0,
+                         plan->len[e]};
+    return item;
+}
+
+prepack_item prepack_plan_item(const prepack_plan *plan, size_t row, size_t k)
+{
+    size_t r = physical_row(plan, row);
+    assert(k < plan->row_start[r + 1] - plan->row_start[r]);
+    return entry(plan, plan->row_start[r] + k);
+}
+
+size_t prepack_plan_row_items(const prepack_plan *plan, size_t row,
+                              prepack_item *out, size_t cap)
+{
+    size_t r = physical_row(plan, row);
+    size_t first = plan->row_start[r];
+    size_t size = plan->row_start[r + 1] - first;
+    for (size_t k = 0; k < size && k < cap; k++)
+        out[k] = entry(plan, first + k);
+    return size;
+}
+
+void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out)
+{
+    *out = plan->stats;
+}

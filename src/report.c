@@ -1,0 +1,78 @@
+/* The padding report: the same items laid out as naive padded batches, as
+ * rows padded to L, and as the plan's packed rows. */
+#include <string.h>
+
+#include "internal.h"
+
+static void finish_layout(prepack_layout *l, uint64_t tokens)
+{
+    l->pad_tokens = l->slots - tokens;
+    l->pad_fraction = l->slots ? (double)l->pad_tokens / (double)l->slots : 0;
+}
+
+/* Accumulates naive batching one item at a time, in input order. */
+typedef struct batcher {
+    uint32_t batch_size, in_batch, longest;
+    prepack_layout *out;
+    double varlen_cost; /* sum of l^2: the packed layout's attention */
+} batcher;
+
+static void close_batch(batcher *b)
+{
+    if (b->in_batch == 0)
+        return;
+    double w = b->longest;
+    b->out->slots += (uint64_t)b->in_batch * b->longest;
+    b->out->attention_cost += b->in_batch * w * w;
+    b->in_batch = b->longest = 0;
+}
+
+static void add_item(batcher *b, uint32_t len)
+{
+    b->out->rows++;
+    b->varlen_cost += (double)len * len;
+    if (len > b->longest)
+        b->longest = len;
+    if (++b->in_batch == b->batch_size)
+        close_batch(b);
+}
+
+int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
+                           size_t n, uint32_t batch_size, prepack_report *out)
+{
+    if (!plan || !out || (n && !lengths) || plan->stats.sequences != n)
+        return PREPACK_EINVAL;
+    const prepack_plan_stats *st = &plan->stats;
+    uint32_t max_len = st->max_seq_len;
+    memset(out, 0, sizeof *out);
+    out->plan = *st;
+    out->batch_size = batch_size ? batch_size : PREPACK_DEFAULT_BATCH_SIZE;
+
+    batcher b = {.batch_size = out->batch_size, .out = &out->naive_batch};
+    uint64_t input_tokens = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t last;
+        uint64_t count = pp_item_shape(lengths[i], max_len, plan->overlong,
+                                       &last);
+        for (uint64_t c = 0; c < count; c++)
+            add_item(&b, c + 1 < count ? max_len : last);
+        input_tokens += lengths[i];
+    }
+    close_batch(&b);
+    if (input_tokens != st->input_tokens || b.out->rows != st->items)
+        return PREPACK_EINVAL; /* not the lengths this plan was made from */
+    finish_layout(&out->naive_batch, st->tokens);
+
+    double w = max_len;
+    out->padded_to_max.rows = st->items;
+    out->padded_to_max.slots = st->items * max_len;
+    out->padded_to_max.attention_cost = (double)st->items * w * w;
+    finish_layout(&out->padded_to_max, st->tokens);
+
+    out->packed.rows = st->rows;
+    out->packed.slots = st->rows * max_len;
+    out->packed.attention_cost = b.varlen_cost;
+    finish_layout(&out->packed, st->tokens);
+    out->packed_dense_attention_cost = (double)st->rows * w * w;
+    return PREPACK_OK;
+}

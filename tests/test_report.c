@@ -1,0 +1,123 @@
+/* The padding report, on cases small enough to work out by hand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "prepack.h"
+
+static prepack_plan *make_plan(const uint32_t *len, size_t n, uint32_t L,
+                               prepack_overlong policy)
+{
+    prepack_plan_options o = {.max_seq_len = L, .overlong = policy};
+    prepack_plan *p = NULL;
+    assert_int_equal(prepack_plan_create(&p, len, n, &o), PREPACK_OK);
+    return p;
+}
+
+static void test_hand_example(void **state)
+{
+    (void)state;
+    uint32_t len[] = {7, 9, 6, 10};
+    prepack_plan *p = make_plan(len, 4, 16, PREPACK_OVERLONG_ERROR);
+    prepack_report r;
+    assert_int_equal(prepack_report_compute(p, len, 4, 4, &r), PREPACK_OK);
+    assert_int_equal(r.batch_size, 4);
+    /* one batch of 4 padded to 10 */
+    assert_int_equal(r.naive_batch.rows, 4);
+    assert_int_equal(r.naive_batch.slots, 40);
+    assert_int_equal(r.naive_batch.pad_tokens, 8);
+    assert_float_equal(r.naive_batch.pad_fraction, 0.2, 1e-12);
+    assert_float_equal(r.naive_batch.attention_cost, 400, 0);
+    /* every sequence padded to 16 */
+    assert_int_equal(r.padded_to_max.slots, 64);
+    assert_int_equal(r.padded_to_max.pad_tokens, 32);
+    assert_float_equal(r.padded_to_max.attention_cost, 1024, 0);
+    /* two full packed rows, varlen attention 49 + 81 + 36 + 100 */
+    assert_int_equal(r.packed.rows, 2);
+    assert_int_equal(r.packed.slots, 32);
+    assert_int_equal(r.packed.pad_tokens, 0);
+    assert_float_equal(r.packed.attention_cost, 266, 0);
+    assert_float_equal(r.packed_dense_attention_cost, 512, 0);
+    assert_int_equal(r.plan.rows, 2);
+
+    /* batches of 3: [7 9 6] -> 27 slots, [10] -> 10 */
+    assert_int_equal(prepack_report_compute(p, len, 4, 3, &r), PREPACK_OK);
+    assert_int_equal(r.naive_batch.slots, 37);
+    assert_float_equal(r.naive_batch.attention_cost, 3 * 81 + 100, 0);
+    /* 0 means the default batch size */
+    assert_int_equal(prepack_report_compute(p, len, 4, 0, &r), PREPACK_OK);
+    assert_int_equal(r.batch_size, PREPACK_DEFAULT_BATCH_SIZE);
+    prepack_plan_free(p);
+}
+
+static void test_policies_shape_naive_batches(void **state)
+{
+    (void)state;
+    uint32_t len[] = {10, 0, 3};
+    /* split at L = 4: items 4 4 2 3, one batch padded to 4 */
+    prepack_plan *p = make_plan(len, 3, 4, PREPACK_OVERLONG_SPLIT);
+    prepack_report r;
+    assert_int_equal(prepack_report_compute(p, len, 3, 8, &r), PREPACK_OK);
+    assert_int_equal(r.naive_batch.rows, 4);
+    assert_int_equal(r.naive_batch.slots, 16);
+    assert_int_equal(r.naive_batch.pad_tokens, 3);
+    assert_int_equal(r.plan.tokens, 13);
+    prepack_plan_free(p);
+    /* drop: only the 3 remains */
+    p = make_plan(len, 3, 4, PREPACK_OVERLONG_DROP);
+    assert_int_equal(prepack_report_compute(p, len, 3, 8, &r), PREPACK_OK);
+    assert_int_equal(r.naive_batch.rows, 1);
+    assert_int_equal(r.naive_batch.slots, 3);
+    assert_int_equal(r.packed.slots, 4);
+    assert_int_equal(r.packed.pad_tokens, 1);
+    prepack_plan_free(p);
+    /* truncate: 4 and 3 */
+    p = make_plan(len, 3, 4, PREPACK_OVERLONG_TRUNCATE);
+    assert_int_equal(prepack_report_compute(p, len, 3, 1, &r), PREPACK_OK);
+    assert_int_equal(r.naive_batch.slots, 7);
+    assert_int_equal(r.naive_batch.pad_tokens, 0);
+    assert_float_equal(r.naive_batch.attention_cost, 16 + 9, 0);
+    prepack_plan_free(p);
+}
+
+static void test_rejects_other_lengths(void **state)
+{
+    (void)state;
+    uint32_t len[] = {7, 9, 6, 10};
+    uint32_t other[] = {7, 9, 6, 11};
+    prepack_plan *p = make_plan(len, 4, 16, PREPACK_OVERLONG_ERROR);
+    prepack_report r;
+    assert_int_equal(prepack_report_compute(p, len, 3, 8, &r), PREPACK_EINVAL);
+    assert_int_equal(prepack_report_compute(p, other, 4, 8, &r),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_report_compute(NULL, len, 4, 8, &r),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_report_compute(p, NULL, 4, 8, &r),
+                     PREPACK_EINVAL);
+    prepack_plan_free(p);
+}
+
+static void test_empty(void **state)
+{
+    (void)state;
+    prepack_plan *p = make_plan(NULL, 0, 16, PREPACK_OVERLONG_ERROR);
+    prepack_report r;
+    assert_int_equal(prepack_report_compute(p, NULL, 0, 8, &r), PREPACK_OK);
+    assert_int_equal(r.naive_batch.slots, 0);
+    assert_float_equal(r.naive_batch.pad_fraction, 0, 0);
+    assert_int_equal(r.packed.rows, 0);
+    prepack_plan_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hand_example),
+        cmocka_unit_test(test_policies_shape_naive_batches),
+        cmocka_unit_test(test_rejects_other_lengths),
+        cmocka_unit_test(test_empty),
+    };
+    return cmocka_run_group_tests_name("report", tests, NULL, NULL);
+}
