@@ -110,11 +110,17 @@ void pp_sort_by_length_desc(const pp_items *it, uint32_t *order,
 
 /* ---- the first-fit index (segtree.c) ----------------------------------- */
 
-/* Max segment tree over rows' free space: first fit in O(log rows). */
+/* Max tree over rows' free space, 16 children a node: first fit in
+ * O(log16 rows). Levels are stored leaves first in one array. */
 typedef struct pp_segtree {
-    uint32_t *node;  /* node[1] is the root; leaves at [cap, 2 cap) */
-    size_t cap;      /* leaves, a power of two */
-    size_t used;     /* rows appended so far */
+    uint32_t *node;       /* all levels, leaves (one per row) first */
+    unsigned char *raw;   /* the allocation node points into */
+    size_t level[16];     /* offset of each level in node */
+    int levels;           /* the last holds exactly 16 entries */
+    size_t nodes;
+    size_t cap;           /* leaves, a power of two >= 16 */
+    size_t used;          /* rows appended so far */
+    uint32_t root;        /* maximum over all rows */
     const prepack_allocator *alloc;
 } pp_segtree;
 
@@ -127,6 +133,8 @@ int pp_segtree_push(pp_segtree *t, uint32_t free_space);
 size_t pp_segtree_first_fit(const pp_segtree *t, uint32_t need);
 /* Sets row i's free space. */
 void pp_segtree_set(pp_segtree *t, size_t i, uint32_t free_space);
+/* Row i's free space. */
+uint32_t pp_segtree_get(const pp_segtree *t, size_t i);
 
 /* ---- the best-fit index (buckets.c) ------------------------------------ */
 

@@ -15,6 +15,7 @@ typedef struct placement {
     uint32_t max_len;
     uint32_t max_per_row;   /* 0 = unlimited */
     uint32_t *order;        /* [items] item indices, longest first */
+    uint32_t *count_of;     /* [L + 1] items of each length */
     uint32_t *row_of;       /* [items] row of order[k] */
     uint32_t *row_size;     /* [rows_cap] items per row */
     size_t rows, rows_cap;
@@ -57,49 +58,68 @@ static int opens_own_row(const placement *p, uint32_t len)
 
 /* ---- first-fit decreasing --------------------------------------------- */
 
+/* Items are visited longest first as (position k, length) through the
+ * sort's counts per length: looking lengths up per item would cost a cache
+ * miss each. */
+static int place_one_ffd(placement *p, pp_segtree *tree, size_t k,
+                         uint32_t len)
+{
+    size_t hit = opens_own_row(p, len) ? SIZE_MAX
+                                       : pp_segtree_first_fit(tree, len);
+    uint32_t row;
+    if (hit == SIZE_MAX) {
+        if (open_row(p, &row) != PREPACK_OK ||
+            pp_segtree_push(tree, room_after(p, row, p->max_len - len)))
+            return PREPACK_ENOMEM;
+    } else {
+        row = (uint32_t)hit;
+        p->row_size[row]++;
+        uint32_t free = pp_segtree_get(tree, row) - len;
+        pp_segtree_set(tree, row, room_after(p, row, free));
+    }
+    p->row_of[k] = row;
+    return PREPACK_OK;
+}
+
 static int place_ffd(placement *p, pp_segtree *tree)
 {
-    for (size_t k = 0; k < p->items->count; k++) {
-        uint32_t len = pp_item_len(p->items, p->order[k]);
-        size_t hit = opens_own_row(p, len) ? SIZE_MAX
-                                           : pp_segtree_first_fit(tree, len);
-        uint32_t row;
-        if (hit == SIZE_MAX) {
-            if (open_row(p, &row) != PREPACK_OK ||
-                pp_segtree_push(tree, room_after(p, row, p->max_len - len)))
+    size_t k = 0;
+    for (uint32_t len = p->max_len; len >= 1; len--)
+        for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
+            if (place_one_ffd(p, tree, k, len) != PREPACK_OK)
                 return PREPACK_ENOMEM;
-        } else {
-            row = (uint32_t)hit;
-            p->row_size[row]++;
-            uint32_t free = tree->node[tree->cap + row] - len;
-            pp_segtree_set(tree, row, room_after(p, row, free));
-        }
-        p->row_of[k] = row;
-    }
     return PREPACK_OK;
 }
 
 /* ---- best-fit decreasing ---------------------------------------------- */
 
+static int place_one_bfd(placement *p, pp_buckets *b, size_t k,
+                         uint32_t len)
+{
+    uint32_t free = opens_own_row(p, len) ? 0 : pp_buckets_best(b, len);
+    uint32_t row;
+    if (free == 0) {
+        if (open_row(p, &row) != PREPACK_OK)
+            return PREPACK_ENOMEM;
+        free = p->max_len;
+    } else {
+        row = pp_buckets_pop(b, free);
+        p->row_size[row]++;
+    }
+    uint32_t left = room_after(p, row, free - len);
+    if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    p->row_of[k] = row;
+    return PREPACK_OK;
+}
+
 static int place_bfd(placement *p, pp_buckets *b)
 {
-    for (size_t k = 0; k < p->items->count; k++) {
-        uint32_t len = pp_item_len(p->items, p->order[k]);
-        uint32_t free = opens_own_row(p, len) ? 0 : pp_buckets_best(b, len);
-        uint32_t row;
-        if (free == 0) {
-            if (open_row(p, &row) != PREPACK_OK)
+    size_t k = 0;
+    for (uint32_t len = p->max_len; len >= 1; len--)
+        for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
+            if (place_one_bfd(p, b, k, len) != PREPACK_OK)
                 return PREPACK_ENOMEM;
-            free = p->max_len;
-        } else {
-            row = pp_buckets_pop(b, free);
-            p->row_size[row]++;
-        }
-        uint32_t left = room_after(p, row, free - len);
-        if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
-            return PREPACK_ENOMEM;
-        p->row_of[k] = row;
-    }
     return PREPACK_OK;
 }
 
@@ -120,10 +140,10 @@ static int alloc_entries(prepack_plan *plan, int with_offsets)
 }
 
 static void put_entry(prepack_plan *plan, size_t e, const pp_items *it,
-                      uint32_t item)
+                      uint32_t item, uint32_t len)
 {
     plan->seq[e] = pp_item_src(it, item);
-    plan->len[e] = pp_item_len(it, item);
+    plan->len[e] = len;
     if (plan->off)
         plan->off[e] = pp_item_off(it, item);
 }
@@ -141,8 +161,11 @@ static int lay_out_rows(prepack_plan *plan, placement *p)
         p->row_size[r] = plan->row_start[r]; /* now: next free entry */
     }
     plan->row_start[p->rows] = total;
-    for (size_t k = 0; k < p->items->count; k++)
-        put_entry(plan, p->row_size[p->row_of[k]]++, p->items, p->order[k]);
+    size_t k = 0;
+    for (uint32_t len = p->max_len; len >= 1; len--)
+        for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
+            put_entry(plan, p->row_size[p->row_of[k]]++, p->items,
+                      p->order[k], len);
     return PREPACK_OK;
 }
 
@@ -158,14 +181,13 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
                    .max_per_row = o->max_seqs_per_row,
                    .rows_cap = guess,
                    .alloc = a};
-    uint32_t *count_of = pp_alloc(a, (size_t)o->max_seq_len + 1,
-                                  sizeof *count_of);
+    p.count_of = pp_alloc(a, (size_t)o->max_seq_len + 1, sizeof *p.count_of);
     p.order = pp_alloc(a, it->count, sizeof *p.order);
     p.row_of = pp_alloc(a, it->count, sizeof *p.row_of);
     p.row_size = pp_alloc(a, guess, sizeof *p.row_size);
     int rc = PREPACK_ENOMEM;
-    if (count_of && p.order && p.row_of && p.row_size) {
-        pp_sort_by_length_desc(it, p.order, count_of);
+    if (p.count_of && p.order && p.row_of && p.row_size) {
+        pp_sort_by_length_desc(it, p.order, p.count_of);
         if (o->algo == PREPACK_ALGO_FFD) {
             pp_segtree tree;
             rc = pp_segtree_init(&tree, guess, a);
@@ -180,9 +202,9 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
             pp_buckets_destroy(&b);
         }
     }
-    pp_free(a, count_of);
     if (rc == PREPACK_OK)
         rc = lay_out_rows(plan, &p);
+    pp_free(a, p.count_of);
     pp_free(a, p.order);
     pp_free(a, p.row_of);
     pp_free(a, p.row_size);
@@ -222,7 +244,7 @@ static int plan_next_fit(prepack_plan *plan, const pp_items *it,
         }
         used += len;
         size++;
-        put_entry(plan, i, it, (uint32_t)i);
+        put_entry(plan, i, it, (uint32_t)i, len);
     }
     plan->row_start[rows] = (uint32_t)it->count;
     return PREPACK_OK;

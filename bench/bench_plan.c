@@ -1,0 +1,286 @@
+/* Planner benchmark: how long FFD, BFD and next-fit take on realistic
+ * length mixes, how many rows they use against the lower bound, and how
+ * much memory they hold at peak, with qsort of the same lengths timed in the
+ * same run as the baseline.
+ *
+ *   bench_plan [--scale F] [--runs N] [--fixtures DIR]
+ *
+ * (a) SFT-like: 10,000,000 log-normal lengths (median 450, sigma 1.0,
+ *     capped at L) at L = 4096.
+ * (b) pretraining-like: 16,000,000 lengths drawn from the BERT Wikipedia
+ *     length histogram (fixtures/lengths/wikipedia_seq512_histogram.csv) at
+ *     L = 512.
+ * --scale multiplies the sizes (CI runs --scale 0.01). Times are medians. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "prepack.h"
+
+#ifndef PREPACK_FIXTURES_DIR
+#define PREPACK_FIXTURES_DIR "fixtures"
+#endif
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+static double uniform01(uint64_t *s)
+{
+    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+/* ---- workloads ------------------------------------------------------------ */
+
+static void lognormal_lengths(uint32_t *out, size_t n, double median,
+                              double sigma, uint32_t cap, uint64_t seed)
+{
+    const double two_pi = 6.283185307179586;
+    for (size_t i = 0; i < n; i++) { /* Box-Muller */
+        double z = sqrt(-2.0 * log(uniform01(&seed))) *
+                   cos(two_pi * uniform01(&seed));
+        double v = median * exp(sigma * z);
+        out[i] = v < 1 ? 1 : v > cap ? cap : (uint32_t)v;
+    }
+}
+
+/* Reads `length,count` rows; returns the number of lengths (<= max). */
+static size_t read_histogram(const char *path, uint32_t *len, double *count,
+                             size_t max)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[128];
+    size_t k = 0;
+    while (k < max && fgets(line, sizeof line, f)) {
+        unsigned l;
+        double c;
+        if (sscanf(line, "%u,%lf", &l, &c) == 2 && c > 0) {
+            len[k] = l;
+            count[k++] = c;
+        }
+    }
+    fclose(f);
+    return k;
+}
+
+static int histogram_lengths(uint32_t *out, size_t n, const char *path,
+                             uint64_t seed)
+{
+    enum { MAXH = 8192 };
+    static uint32_t hl[MAXH];
+    static double hc[MAXH];
+    size_t k = read_histogram(path, hl, hc, MAXH);
+    if (k == 0)
+        return -1;
+    for (size_t j = 1; j < k; j++)
+        hc[j] += hc[j - 1]; /* cumulative */
+    for (size_t i = 0; i < n; i++) {
+        double u = uniform01(&seed) * hc[k - 1];
+        size_t lo = 0, hi = k - 1;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (hc[mid] < u)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        out[i] = hl[lo];
+    }
+    return 0;
+}
+
+/* ---- a peak-tracking allocator ---------------------------------------------- */
+
+typedef struct peak_alloc {
+    size_t live, peak;
+} peak_alloc;
+
+/* Each block carries its size in a 16-byte header. */
+static void *pa_malloc(void *o, size_t size)
+{
+    peak_alloc *pa = o;
+    size_t *p = malloc(size + 16);
+    if (!p)
+        return NULL;
+    p[0] = size;
+    pa->live += size;
+    if (pa->live > pa->peak)
+        pa->peak = pa->live;
+    return (char *)p + 16;
+}
+
+static void pa_free(void *o, void *ptr)
+{
+    if (!ptr)
+        return;
+    peak_alloc *pa = o;
+    size_t *p = (size_t *)((char *)ptr - 16);
+    pa->live -= p[0];
+    free(p);
+}
+
+static void *pa_realloc(void *o, void *ptr, size_t size)
+{
+    if (!ptr)
+        return pa_malloc(o, size);
+    peak_alloc *pa = o;
+    size_t *p = (size_t *)((char *)ptr - 16);
+    size_t old = p[0];
+    size_t *q = realloc(p, size + 16);
+    if (!q)
+        return NULL;
+    q[0] = size;
+    pa->live = pa->live - old + size;
+    if (pa->live > pa->peak)
+        pa->peak = pa->live;
+    return (char *)q + 16;
+}
+
+/* ---- timing ------------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double time_qsort(const uint32_t *len, size_t n, int runs)
+{
+    uint32_t *copy = malloc(n * sizeof *copy);
+    double t[32];
+    for (int r = 0; r < runs; r++) {
+        memcpy(copy, len, n * sizeof *copy);
+        double t0 = now();
+        qsort(copy, n, sizeof *copy, cmp_u32);
+        t[r] = now() - t0;
+    }
+    free(copy);
+    return median(t, runs);
+}
+
+static int bench_algo(const char *workload, const uint32_t *len, size_t n,
+                      uint32_t L, prepack_algo algo, int runs,
+                      double qsort_s)
+{
+    double t[32];
+    peak_alloc pa = {0, 0};
+    prepack_allocator a = {pa_malloc, pa_realloc, pa_free, &pa};
+    prepack_plan_stats s;
+    for (int r = 0; r < runs; r++) {
+        prepack_plan_options o = {.max_seq_len = L, .algo = algo,
+                                  .allocator = &a};
+        prepack_plan *p = NULL;
+        double t0 = now();
+        int rc = prepack_plan_create(&p, len, n, &o);
+        t[r] = now() - t0;
+        if (rc != PREPACK_OK) {
+            fprintf(stderr, "plan failed: %s\n", prepack_strerror(rc));
+            return 1;
+        }
+        prepack_plan_get_stats(p, &s);
+        prepack_plan_free(p);
+    }
+    double med = median(t, runs);
+    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx %10llu %10llu %+8.4f%% "
+           "%8.2f %9.1f\n",
+           workload, prepack_algo_name(algo), n, L, med, med * 1e9 / (double)n,
+           med / qsort_s, (unsigned long long)s.rows,
+           (unsigned long long)s.lower_bound,
+           100.0 * ((double)s.rows - (double)s.lower_bound) /
+               (double)s.lower_bound,
+           (double)pa.peak / (double)n, (double)pa.peak / 1048576.0);
+    return 0;
+}
+
+static int bench_workload(const char *name, const uint32_t *len, size_t n,
+                          uint32_t L, int runs)
+{
+    double q = time_qsort(len, n, runs);
+    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx\n", name, "qsort", n, L,
+           q, q * 1e9 / (double)n, 1.0);
+    for (int algo = 0; algo < 3; algo++)
+        if (bench_algo(name, len, n, L, (prepack_algo)algo, runs, q))
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    double scale = 1.0;
+    int runs = 5;
+    const char *fixtures = PREPACK_FIXTURES_DIR;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--scale") && i + 1 < argc)
+            scale = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--fixtures") && i + 1 < argc)
+            fixtures = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_plan [--scale F] [--runs N] "
+                            "[--fixtures DIR]\n");
+            return 2;
+        }
+    }
+    if (runs < 1 || runs > 31 || !(scale > 0)) {
+        fprintf(stderr, "bench_plan: --runs must be 1..31, --scale > 0\n");
+        return 2;
+    }
+    size_t n_sft = (size_t)(10000000 * scale);
+    size_t n_pre = (size_t)(16000000 * scale);
+    uint32_t *len = malloc((n_pre > n_sft ? n_pre : n_sft) * sizeof *len);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lengths/wikipedia_seq512_histogram.csv",
+             fixtures);
+
+    printf("prepack %s planner benchmark: median of %d runs, one thread\n",
+           prepack_version(), runs);
+    printf("%-10s %-8s %10s %6s %9s %8s %7s %10s %10s %9s %8s %9s\n",
+           "workload", "algo", "n", "L", "median_s", "ns/seq", "/qsort",
+           "rows", "lower_bd", "excess", "B/seq", "peak_MiB");
+    lognormal_lengths(len, n_sft, 450, 1.0, 4096, 1);
+    int rc = bench_workload("sft", len, n_sft, 4096, runs);
+    if (rc == 0) {
+        if (histogram_lengths(len, n_pre, path, 2) != 0) {
+            fprintf(stderr, "bench_plan: cannot read %s\n", path);
+            rc = 1;
+        } else {
+            rc = bench_workload("pretrain", len, n_pre, 512, runs);
+        }
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("process max RSS %.1f MiB (includes the input lengths)\n",
+           (double)ru.ru_maxrss / 1024.0);
+    free(len);
+    return rc;
+}
