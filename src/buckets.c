@@ -19,8 +19,21 @@ static size_t words_for(size_t bits)
     return (bits + 63) / 64;
 }
 
+static int init_lowest(pp_buckets *b)
+{
+    b->lowest_cap = 1;
+    while (b->lowest_cap <= b->max_free)
+        b->lowest_cap *= 2;
+    b->lowest = pp_alloc(b->alloc, 2 * b->lowest_cap, sizeof *b->lowest);
+    if (!b->lowest)
+        return PREPACK_ENOMEM;
+    for (size_t i = 0; i < 2 * b->lowest_cap; i++)
+        b->lowest[i] = UINT64_MAX;
+    return PREPACK_OK;
+}
+
 int pp_buckets_init(pp_buckets *b, uint32_t max_free, size_t expected_rows,
-                    const prepack_allocator *a)
+                    int first_fit, const prepack_allocator *a)
 {
     memset(b, 0, sizeof *b);
     b->alloc = a;
@@ -40,6 +53,8 @@ int pp_buckets_init(pp_buckets *b, uint32_t max_free, size_t expected_rows,
             break;
         bits = b->words[lv];
     }
+    if (ok && first_fit)
+        ok = init_lowest(b) == PREPACK_OK;
     if (!ok) {
         pp_buckets_destroy(b);
         return PREPACK_ENOMEM;
@@ -56,6 +71,7 @@ void pp_buckets_destroy(pp_buckets *b)
     pp_free(b->alloc, b->sibling);
     for (int lv = 0; lv < LEVELS_MAX; lv++)
         pp_free(b->alloc, b->bits[lv]);
+    pp_free(b->alloc, b->lowest);
     memset(b, 0, sizeof *b);
 }
 
@@ -99,6 +115,50 @@ static size_t bit_next(const pp_buckets *b, int lv, size_t i)
     if (nw == SIZE_MAX)
         return SIZE_MAX;
     return nw * 64 + (size_t)__builtin_ctzll(b->bits[lv][nw]);
+}
+
+/* ---- first fit: a min tree over each bucket's lowest row ---------------
+ *
+ * The lowest-numbered row with free >= need is the least of the buckets'
+ * lowest rows over need..L. A binary min tree over those L + 1 values
+ * answers in O(log L), and for L of a few thousand it is small enough to
+ * stay in cache, where a tree over rows would not. Each node holds
+ * (row << 32 | bucket), so the minimum names its bucket without a walk
+ * down the tree. */
+
+static void lowest_changed(pp_buckets *b, size_t f)
+{
+    uint64_t *t = b->lowest;
+    if (!t)
+        return;
+    uint32_t h = b->head[f];
+    size_t i = f + b->lowest_cap;
+    t[i] = h == PP_NIL ? UINT64_MAX : (uint64_t)h << 32 | f;
+    for (i >>= 1; i >= 1; i >>= 1) {
+        uint64_t m = t[2 * i] < t[2 * i + 1] ? t[2 * i] : t[2 * i + 1];
+        if (t[i] == m)
+            break;
+        t[i] = m;
+    }
+}
+
+uint32_t pp_buckets_lowest(const pp_buckets *b, uint32_t need,
+                           uint32_t *free_space)
+{
+    const uint64_t *t = b->lowest;
+    uint64_t best = UINT64_MAX;
+    /* The suffix need..cap-1 as O(log L) disjoint subtrees, bottom-up:
+     * a left boundary that is a right child is taken whole. */
+    for (size_t l = need + b->lowest_cap; l > 1; l >>= 1) {
+        if (l & 1) {
+            best = t[l] < best ? t[l] : best;
+            l++;
+        }
+    }
+    if (best == UINT64_MAX)
+        return PP_NIL;
+    *free_space = (uint32_t)best;
+    return (uint32_t)(best >> 32);
 }
 
 /* ---- pairing heaps of row numbers ------------------------------------ */
@@ -151,7 +211,7 @@ static int ensure_rows(pp_buckets *b, uint32_t r)
 {
     if (r < b->rows_cap)
         return PREPACK_OK;
-    size_t cap = b->rows_cap * 2;
+    size_t cap = b->rows_cap + b->rows_cap / 2;
     uint32_t *c = pp_realloc(b->alloc, b->child, cap, sizeof *c);
     if (!c)
         return PREPACK_ENOMEM;
@@ -176,6 +236,8 @@ int pp_buckets_insert(pp_buckets *b, uint32_t r, uint32_t free_space)
     } else {
         b->head[free_space] = meld(b, h, r);
     }
+    if (b->head[free_space] == r)
+        lowest_changed(b, free_space);
     return PREPACK_OK;
 }
 
@@ -192,5 +254,6 @@ uint32_t pp_buckets_pop(pp_buckets *b, uint32_t free_space)
     b->head[free_space] = rest;
     if (rest == PP_NIL)
         bit_clear(b, free_space);
+    lowest_changed(b, free_space);
     return r;
 }

@@ -108,40 +108,13 @@ static inline uint32_t pp_item_off(const pp_items *it, size_t i)
 void pp_sort_by_length_desc(const pp_items *it, uint32_t *order,
                             uint32_t *count_of);
 
-/* ---- the first-fit index (segtree.c) ----------------------------------- */
+/* ---- the free-space index (buckets.c) ----------------------------------- */
 
-/* Max tree over rows' free space, 16 children a node: first fit in
- * O(log16 rows). Levels are stored leaves first in one array. */
-typedef struct pp_segtree {
-    uint32_t *node;       /* all levels, leaves (one per row) first */
-    unsigned char *raw;   /* the allocation node points into */
-    size_t level[16];     /* offset of each level in node */
-    int levels;           /* the last holds exactly 16 entries */
-    size_t nodes;
-    size_t cap;           /* leaves, a power of two >= 16 */
-    size_t used;          /* rows appended so far */
-    uint32_t root;        /* maximum over all rows */
-    const prepack_allocator *alloc;
-} pp_segtree;
-
-int pp_segtree_init(pp_segtree *t, size_t expected_rows,
-                    const prepack_allocator *a);
-void pp_segtree_destroy(pp_segtree *t);
-/* Appends a row with the given free space; its index is the old `used`. */
-int pp_segtree_push(pp_segtree *t, uint32_t free_space);
-/* The lowest-numbered row with free space >= need, or SIZE_MAX. */
-size_t pp_segtree_first_fit(const pp_segtree *t, uint32_t need);
-/* Sets row i's free space. */
-void pp_segtree_set(pp_segtree *t, size_t i, uint32_t free_space);
-/* Row i's free space. */
-uint32_t pp_segtree_get(const pp_segtree *t, size_t i);
-
-/* ---- the best-fit index (buckets.c) ------------------------------------ */
-
-/* Rows grouped by exact free space 1..L; a hierarchical bitset finds the
- * smallest non-empty bucket >= need in O(log64 L), and a pairing heap per
- * bucket yields its lowest-numbered row. Rows with free space 0 are kept
- * out: they can take nothing. */
+/* Rows grouped by exact free space 1..L, each bucket a pairing heap that
+ * yields its lowest-numbered row. Best fit: a hierarchical bitset finds the
+ * smallest non-empty bucket >= need in O(log64 L). First fit: a min tree
+ * over the buckets' lowest rows finds the lowest row in any bucket >= need
+ * in O(log L). Rows with free space 0 are kept out: they take nothing. */
 typedef struct pp_buckets {
     uint32_t *head;      /* [L+1] root row of each bucket's heap, or NIL */
     uint32_t *child;     /* per row: first child in the heap */
@@ -151,18 +124,26 @@ typedef struct pp_buckets {
     size_t words[6];
     int levels;
     uint32_t max_free;
+    uint64_t *lowest;    /* first fit only: min tree over (head[f], f), or
+                            NULL */
+    size_t lowest_cap;   /* its leaves, a power of two > max_free */
     const prepack_allocator *alloc;
 } pp_buckets;
 
 #define PP_NIL UINT32_MAX
 
+/* first_fit: also keep the tree that pp_buckets_lowest needs. */
 int pp_buckets_init(pp_buckets *b, uint32_t max_free, size_t expected_rows,
-                    const prepack_allocator *a);
+                    int first_fit, const prepack_allocator *a);
 void pp_buckets_destroy(pp_buckets *b);
 /* Puts row r (new or just removed) into bucket free_space (> 0). */
 int pp_buckets_insert(pp_buckets *b, uint32_t r, uint32_t free_space);
 /* The smallest non-empty bucket >= need, or 0 when none. */
 uint32_t pp_buckets_best(const pp_buckets *b, uint32_t need);
+/* First fit: the lowest-numbered row in any bucket >= need, with its
+ * bucket in *free_space; PP_NIL when none. O(log L). */
+uint32_t pp_buckets_lowest(const pp_buckets *b, uint32_t need,
+                           uint32_t *free_space);
 /* Removes and returns the lowest-numbered row of a non-empty bucket. */
 uint32_t pp_buckets_pop(pp_buckets *b, uint32_t free_space);
 

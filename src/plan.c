@@ -27,7 +27,7 @@ typedef struct placement {
 static int open_row(placement *p, uint32_t *row)
 {
     if (p->rows == p->rows_cap) {
-        size_t cap = p->rows_cap * 2;
+        size_t cap = p->rows_cap + p->rows_cap / 2;
         uint32_t *s = pp_realloc(p->alloc, p->row_size, cap, sizeof *s);
         if (!s)
             return PREPACK_ENOMEM;
@@ -61,32 +61,33 @@ static int opens_own_row(const placement *p, uint32_t len)
 /* Items are visited longest first as (position k, length) through the
  * sort's counts per length: looking lengths up per item would cost a cache
  * miss each. */
-static int place_one_ffd(placement *p, pp_segtree *tree, size_t k,
+static int place_one_ffd(placement *p, pp_buckets *b, size_t k,
                          uint32_t len)
 {
-    size_t hit = opens_own_row(p, len) ? SIZE_MAX
-                                       : pp_segtree_first_fit(tree, len);
-    uint32_t row;
-    if (hit == SIZE_MAX) {
-        if (open_row(p, &row) != PREPACK_OK ||
-            pp_segtree_push(tree, room_after(p, row, p->max_len - len)))
+    uint32_t free = 0, row = PP_NIL;
+    if (!opens_own_row(p, len))
+        row = pp_buckets_lowest(b, len, &free);
+    if (row == PP_NIL) {
+        if (open_row(p, &row) != PREPACK_OK)
             return PREPACK_ENOMEM;
+        free = p->max_len;
     } else {
-        row = (uint32_t)hit;
+        pp_buckets_pop(b, free);
         p->row_size[row]++;
-        uint32_t free = pp_segtree_get(tree, row) - len;
-        pp_segtree_set(tree, row, room_after(p, row, free));
     }
+    uint32_t left = room_after(p, row, free - len);
+    if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
+        return PREPACK_ENOMEM;
     p->row_of[k] = row;
     return PREPACK_OK;
 }
 
-static int place_ffd(placement *p, pp_segtree *tree)
+static int place_ffd(placement *p, pp_buckets *b)
 {
     size_t k = 0;
     for (uint32_t len = p->max_len; len >= 1; len--)
         for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
-            if (place_one_ffd(p, tree, k, len) != PREPACK_OK)
+            if (place_one_ffd(p, b, k, len) != PREPACK_OK)
                 return PREPACK_ENOMEM;
     return PREPACK_OK;
 }
@@ -173,9 +174,11 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
                            const prepack_plan_options *o)
 {
     const prepack_allocator *a = plan->allocp;
-    /* Rows rarely exceed the lower bound by much: start the row arrays
-     * there and let them double. */
-    size_t guess = (size_t)(plan->stats.tokens / o->max_seq_len) + 64;
+    /* FFD and BFD rarely need more than the lower bound + 1% rows (see
+     * docs/BENCHMARKS.md): start the row arrays a little above it and let
+     * them grow by half when short. */
+    uint64_t bound = plan->stats.tokens / o->max_seq_len;
+    size_t guess = (size_t)(bound + bound / 32 + 64);
     placement p = {.items = it,
                    .max_len = o->max_seq_len,
                    .max_per_row = o->max_seqs_per_row,
@@ -188,19 +191,12 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
     int rc = PREPACK_ENOMEM;
     if (p.count_of && p.order && p.row_of && p.row_size) {
         pp_sort_by_length_desc(it, p.order, p.count_of);
-        if (o->algo == PREPACK_ALGO_FFD) {
-            pp_segtree tree;
-            rc = pp_segtree_init(&tree, guess, a);
-            if (rc == PREPACK_OK)
-                rc = place_ffd(&p, &tree);
-            pp_segtree_destroy(&tree);
-        } else {
-            pp_buckets b;
-            rc = pp_buckets_init(&b, o->max_seq_len, guess, a);
-            if (rc == PREPACK_OK)
-                rc = place_bfd(&p, &b);
-            pp_buckets_destroy(&b);
-        }
+        int ffd = o->algo == PREPACK_ALGO_FFD;
+        pp_buckets b;
+        rc = pp_buckets_init(&b, o->max_seq_len, guess, ffd, a);
+        if (rc == PREPACK_OK)
+            rc = ffd ? place_ffd(&p, &b) : place_bfd(&p, &b);
+        pp_buckets_destroy(&b);
     }
     if (rc == PREPACK_OK)
         rc = lay_out_rows(plan, &p);
