@@ -99,14 +99,17 @@ static inline uint32_t pp_item_off(const pp_items *it, size_t i)
     return it->off ? it->off[i] : 0;
 }
 
-/* ---- sorting (sort.c) -------------------------------------------------- */
+/* ---- longest first (sort.c) -------------------------------------------- */
 
-/* Writes to order[0..count) the item indices sorted by length descending,
- * ties by index ascending, and to count_of[0..L] how many items have each
- * length (count_of must hold L + 1 entries). A counting sort: O(count + L),
- * since every length is in 1..L. */
-void pp_sort_by_length_desc(const pp_items *it, uint32_t *order,
-                            uint32_t *count_of);
+/* Items sort by length descending, ties by index ascending (the FFD/BFD
+ * order). count_of must hold L + 1 entries. */
+
+/* count_of[v] = how many items have length v. O(items + L). */
+void pp_count_lengths(const pp_items *it, uint32_t *count_of);
+/* Turns those counts, in place, into the position of each length's first
+ * item in longest-first order; then `count_of[len(i)]++` visited in index
+ * order yields each item's position. O(L). */
+void pp_first_positions_desc(uint32_t *count_of, uint32_t max_len);
 
 /* ---- the free-space index (buckets.c) ----------------------------------- */
 
