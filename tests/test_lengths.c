@@ -65,6 +65,8 @@ static void test_errors_name_the_line(void **state)
               "t.txt:1: length too large (max 4294967295)");
     parse_err("99999999999999999999999\n", PREPACK_ERANGE, 1,
               "t.txt:1: length too large (max 4294967295)");
+    parse_err("99999999999x\n", PREPACK_EFORMAT, 1,
+              "t.txt:1: not a non-negative integer: '99999999999x'");
     parse_err("12abc\n", PREPACK_EFORMAT, 1,
               "t.txt:1: not a non-negative integer: '12abc'");
     parse_err("1.5\n", PREPACK_EFORMAT, 1,

@@ -610,6 +610,43 @@ static void test_largest_max_seq_len(void **state)
     }
 }
 
+/* Rows longer than the insertion-sort cutoff, holding split chunks: the
+ * merge-sort path of the layout, offsets included. */
+static void test_long_rows_with_split_chunks(void **state)
+{
+    (void)state;
+    enum { N = 260 };
+    uint32_t len[N];
+    for (size_t i = 0; i < N; i++)
+        len[i] = i % 13 == 0 ? 65 + (uint32_t)(i % 3) : 1;
+    for (int algo = 0; algo < 3; algo++) {
+        instance in = {.family = "long-rows-split", .len = len, .n = N};
+        in.o.max_seq_len = 64;
+        in.o.algo = (prepack_algo)algo;
+        in.o.overlong = PREPACK_OVERLONG_SPLIT;
+        check_against_reference(&in);
+    }
+}
+
+/* More items than a plan holds is refused before anything is allocated. */
+static void test_too_many_items(void **state)
+{
+    (void)state;
+    uint32_t len[] = {UINT32_MAX, UINT32_MAX};
+    prepack_diag d = {0};
+    prepack_plan_options o = {.max_seq_len = 1,
+                              .overlong = PREPACK_OVERLONG_SPLIT,
+                              .diag = &d};
+    prepack_plan *p = NULL;
+    assert_int_equal(prepack_plan_create(&p, len, 2, &o), PREPACK_ERANGE);
+    assert_null(p);
+    assert_non_null(strstr(d.message, "plan in partitions"));
+    /* n itself over the limit: refused before lengths are read */
+    o.overlong = PREPACK_OVERLONG_ERROR;
+    assert_int_equal(prepack_plan_create(&p, len, (size_t)UINT32_MAX, &o),
+                     PREPACK_ERANGE);
+}
+
 /* ---- allocation failure ------------------------------------------------------ */
 
 /* Fails each allocation in turn: the call must return ENOMEM with no plan
@@ -651,6 +688,41 @@ static void test_every_allocation_failure(void **state)
     free(len);
 }
 
+/* The same where the row arrays must grow past their first guess (many
+ * items over L/2 each open a row), and where rows are long enough for the
+ * layout's merge-sort scratch. */
+static void test_allocation_failure_while_growing(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    uint32_t *len = malloc(N * sizeof *len);
+    for (int shape = 0; shape < 2; shape++) {
+        for (size_t i = 0; i < N; i++)
+            len[i] = shape == 0 ? (i < N / 2 ? 40 : 1)   /* grows */
+                                : (i < 100 ? 40 : 1); /* rows of 64 ones */
+        for (int algo = 0; algo < 2; algo++) {
+            for (size_t k = 0;; k++) {
+                counting_alloc ca = {0, k, 0};
+                prepack_allocator a = counting_allocator(&ca);
+                prepack_plan_options o = {.max_seq_len = 64,
+                                          .algo = (prepack_algo)algo,
+                                          .allocator = &a};
+                prepack_plan *p = NULL;
+                int rc = prepack_plan_create(&p, len, N, &o);
+                if (rc == PREPACK_OK) {
+                    prepack_plan_free(p);
+                    assert_int_equal(ca.live, 0);
+                    break;
+                }
+                assert_int_equal(rc, PREPACK_ENOMEM);
+                assert_null(p);
+                assert_int_equal(ca.live, 0);
+            }
+        }
+    }
+    free(len);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,7 +743,10 @@ int main(void)
         cmocka_unit_test(test_largest_max_seq_len),
         cmocka_unit_test(test_property_random),
         cmocka_unit_test(test_property_adversarial),
+        cmocka_unit_test(test_long_rows_with_split_chunks),
+        cmocka_unit_test(test_too_many_items),
         cmocka_unit_test(test_every_allocation_failure),
+        cmocka_unit_test(test_allocation_failure_while_growing),
     };
     return cmocka_run_group_tests_name("plan", tests, NULL, NULL);
 }
