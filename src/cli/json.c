@@ -71,7 +71,7 @@ void json_key_double(json_writer *w, const char *key, double v)
     else if (v == floor(v) && fabs(v) < 9007199254740992.0)
         fprintf(w->out, "%.0f", v); /* integral costs print as integers */
     else
-        fprintf(w->out, "%.6g", v);
+        fprintf(w->out, "%.9g", v);
     w->need_comma = 1;
 }
 
