@@ -73,9 +73,14 @@ expect_in "$tmp/out" "sequences            6,144"
 expect_in "$tmp/out" "packed rows (varlen attention)"
 printf '7\n9\n6\n10\n' | "$prepack" stats --lengths - --max-seq-len 16 --json >"$tmp/out"
 [ $? -eq 0 ] && ok || bad "stdin --json exit"
-py=/usr/bin/python3
-[ -x "$py" ] || py=python3
-if "$py" - "$tmp/out" <<'PY'
+py=${PREPACK_TEST_PYTHON-/usr/bin/python3}
+[ -x "$py" ] || py=$(command -v python3 || true)
+if [ -z "$py" ]; then
+    # No Python on this machine: check the key figures textually.
+    for want in '"rows": 2,' '"lower_bound": 2,' '"efficiency": 1,' '"plan_s": '; do
+        expect_in "$tmp/out" "$want"
+    done
+elif "$py" - "$tmp/out" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["rows"] == 2 and d["lower_bound"] == 2, d
