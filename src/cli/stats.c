@@ -205,7 +205,7 @@ static void print_text(const stats_args *a, const prepack_report *r,
     print_layout_row("packed rows (varlen attention)", &r->packed);
 
     const prepack_layout *n = &r->naive_batch, *p = &r->packed;
-    printf("\n  packing removes %s of %s naive pad tokens (%.1f%%); "
+    printf("\n  packing removes %s of %s naive pad tokens (%.3f%%); "
            "computes %.3fx the token slots\n",
            fmt_count(b1, n->pad_tokens > p->pad_tokens
                              ? n->pad_tokens - p->pad_tokens
