@@ -91,11 +91,11 @@ typedef struct prepack_allocator {
  *
  *  FFD      first-fit decreasing (default): items sorted by length descending,
  *           ties by input order; each goes into the lowest-numbered row with
- *           room, a new row only when none has. O(N log N), via a max
- *           segment tree over the rows' free space.
+ *           room, a new row only when none has.
  *  BFD      best-fit decreasing: same order; each goes into the row with the
  *           least free space that still fits, lowest-numbered among equals.
- *           O(N log L), via buckets by free space.
+ *           Both run in O(N log L) through buckets of rows by free space
+ *           (docs/DESIGN.md), L = max_seq_len.
  *  NEXTFIT  keeps input order: one open row; an item that does not fit
  *           closes it and opens the next. O(N). For curricula and streams.
  */
@@ -155,8 +155,12 @@ typedef struct prepack_plan prepack_plan;
  * items), PREPACK_EOVERLONG (a sequence longer than L under the ERROR
  * policy; diag names the first one), PREPACK_ENOMEM.
  *
- * Memory: about 12 bytes per sequence while planning, 8 per sequence
- * (12 when split) plus 4 per row once planned, plus O(L). */
+ * Time: O(N + L) for NEXTFIT, O(N log L) amortised for FFD and BFD.
+ * Memory: at peak about 12 bytes per item plus 12 per row, plus O(L)
+ * (13-16 bytes per sequence on real mixes, see docs/BENCHMARKS.md); a
+ * finished plan holds 8 bytes per item (12 with split chunks) and 4 per
+ * row. Zero-length, dropped or split sequences add 4 bytes per item while
+ * planning. */
 int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
                         const prepack_plan_options *opts);
 

@@ -142,8 +142,7 @@ static void lowest_changed(pp_buckets *b, size_t f)
     }
 }
 
-uint32_t pp_buckets_lowest(const pp_buckets *b, uint32_t need,
-                           uint32_t *free_space)
+uint32_t pp_buckets_first(const pp_buckets *b, uint32_t need)
 {
     const uint64_t *t = b->lowest;
     uint64_t best = UINT64_MAX;
@@ -155,10 +154,7 @@ uint32_t pp_buckets_lowest(const pp_buckets *b, uint32_t need,
             l++;
         }
     }
-    if (best == UINT64_MAX)
-        return PP_NIL;
-    *free_space = (uint32_t)best;
-    return (uint32_t)(best >> 32);
+    return best == UINT64_MAX ? 0 : (uint32_t)best;
 }
 
 /* ---- pairing heaps of row numbers ------------------------------------ */

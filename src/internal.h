@@ -135,7 +135,7 @@ typedef struct pp_buckets {
 
 #define PP_NIL UINT32_MAX
 
-/* first_fit: also keep the tree that pp_buckets_lowest needs. */
+/* first_fit: also keep the tree that pp_buckets_first needs. */
 int pp_buckets_init(pp_buckets *b, uint32_t max_free, size_t expected_rows,
                     int first_fit, const prepack_allocator *a);
 void pp_buckets_destroy(pp_buckets *b);
@@ -143,10 +143,9 @@ void pp_buckets_destroy(pp_buckets *b);
 int pp_buckets_insert(pp_buckets *b, uint32_t r, uint32_t free_space);
 /* The smallest non-empty bucket >= need, or 0 when none. */
 uint32_t pp_buckets_best(const pp_buckets *b, uint32_t need);
-/* First fit: the lowest-numbered row in any bucket >= need, with its
- * bucket in *free_space; PP_NIL when none. O(log L). */
-uint32_t pp_buckets_lowest(const pp_buckets *b, uint32_t need,
-                           uint32_t *free_space);
+/* First fit: the bucket >= need that holds the lowest-numbered row of all
+ * buckets >= need, or 0 when none. O(log L). */
+uint32_t pp_buckets_first(const pp_buckets *b, uint32_t need);
 /* Removes and returns the lowest-numbered row of a non-empty bucket. */
 uint32_t pp_buckets_pop(pp_buckets *b, uint32_t free_space);
 

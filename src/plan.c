@@ -14,6 +14,7 @@ typedef struct placement {
     const pp_items *items;
     uint32_t max_len;
     uint32_t max_per_row;   /* 0 = unlimited */
+    int first_fit;          /* FFD, else BFD */
     uint32_t *count_of;     /* [L + 1] items of each length */
     uint32_t *row_of;       /* [items] row of the k-th item, longest first */
     uint32_t *row_size;     /* [rows_cap] items per row */
@@ -55,49 +56,22 @@ static int opens_own_row(const placement *p, uint32_t len)
     return (uint64_t)len * 2 > p->max_len || p->max_per_row == 1;
 }
 
-/* ---- first-fit decreasing --------------------------------------------- */
+/* ---- first-fit and best-fit decreasing -------------------------------- */
 
-/* Items are visited longest first as (position k, length) through the
- * sort's counts per length: looking lengths up per item would cost a cache
- * miss each. */
-static int place_one_ffd(placement *p, pp_buckets *b, size_t k,
-                         uint32_t len)
+/* The bucket (free space) an item of this length goes to, or 0 for a new
+ * row. FFD: the bucket holding the lowest-numbered row with room; BFD: the
+ * least free space with room. Either way the bucket's lowest row is taken. */
+static uint32_t choose_bucket(const placement *p, const pp_buckets *b,
+                              uint32_t len)
 {
-    uint32_t free = 0, row = PP_NIL;
-    if (!opens_own_row(p, len))
-        row = pp_buckets_lowest(b, len, &free);
-    if (row == PP_NIL) {
-        if (open_row(p, &row) != PREPACK_OK)
-            return PREPACK_ENOMEM;
-        free = p->max_len;
-    } else {
-        pp_buckets_pop(b, free);
-        p->row_size[row]++;
-    }
-    uint32_t left = room_after(p, row, free - len);
-    if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
-        return PREPACK_ENOMEM;
-    p->row_of[k] = row;
-    return PREPACK_OK;
+    if (opens_own_row(p, len))
+        return 0;
+    return p->first_fit ? pp_buckets_first(b, len) : pp_buckets_best(b, len);
 }
 
-static int place_ffd(placement *p, pp_buckets *b)
+static int place_one(placement *p, pp_buckets *b, size_t k, uint32_t len)
 {
-    size_t k = 0;
-    for (uint32_t len = p->max_len; len >= 1; len--)
-        for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
-            if (place_one_ffd(p, b, k, len) != PREPACK_OK)
-                return PREPACK_ENOMEM;
-    return PREPACK_OK;
-}
-
-/* ---- best-fit decreasing ---------------------------------------------- */
-
-static int place_one_bfd(placement *p, pp_buckets *b, size_t k,
-                         uint32_t len)
-{
-    uint32_t free = opens_own_row(p, len) ? 0 : pp_buckets_best(b, len);
-    uint32_t row;
+    uint32_t free = choose_bucket(p, b, len), row;
     if (free == 0) {
         if (open_row(p, &row) != PREPACK_OK)
             return PREPACK_ENOMEM;
@@ -113,12 +87,15 @@ static int place_one_bfd(placement *p, pp_buckets *b, size_t k,
     return PREPACK_OK;
 }
 
-static int place_bfd(placement *p, pp_buckets *b)
+/* Items are visited longest first as (position k, length) through the
+ * counts per length: looking lengths up per item would cost a cache miss
+ * each. */
+static int place_decreasing(placement *p, pp_buckets *b)
 {
     size_t k = 0;
     for (uint32_t len = p->max_len; len >= 1; len--)
         for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
-            if (place_one_bfd(p, b, k, len) != PREPACK_OK)
+            if (place_one(p, b, k, len) != PREPACK_OK)
                 return PREPACK_ENOMEM;
     return PREPACK_OK;
 }
@@ -278,6 +255,7 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
     placement p = {.items = it,
                    .max_len = o->max_seq_len,
                    .max_per_row = o->max_seqs_per_row,
+                   .first_fit = o->algo == PREPACK_ALGO_FFD,
                    .rows_cap = guess,
                    .alloc = a};
     p.count_of = pp_alloc(a, (size_t)o->max_seq_len + 1, sizeof *p.count_of);
@@ -286,11 +264,10 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
     int rc = PREPACK_ENOMEM;
     if (p.count_of && p.row_of && p.row_size) {
         pp_count_lengths(it, p.count_of);
-        int ffd = o->algo == PREPACK_ALGO_FFD;
         pp_buckets b;
-        rc = pp_buckets_init(&b, o->max_seq_len, guess, ffd, a);
+        rc = pp_buckets_init(&b, o->max_seq_len, guess, p.first_fit, a);
         if (rc == PREPACK_OK)
-            rc = ffd ? place_ffd(&p, &b) : place_bfd(&p, &b);
+            rc = place_decreasing(&p, &b);
         pp_buckets_destroy(&b);
     }
     if (rc == PREPACK_OK)
