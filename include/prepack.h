@@ -254,6 +254,154 @@ int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
                            size_t n, uint32_t batch_size, prepack_report *out);
 
 /* ------------------------------------------------------------------------ */
+/* The token store                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Where ingest puts tokens for the row builder: one file-backed,
+ * memory-mapped token array (uint16 or uint32), per-sequence lengths and
+ * offsets, the loss mask when an input has one, and the inputs it came
+ * from. The token files are created under a directory of the caller's
+ * choosing and unlinked at once, so nothing is left behind however the
+ * process ends.
+ *
+ * Writing: append tokens to the open sequence, end it, repeat; then
+ * prepack_store_finish. Reading (after finish): lengths, offsets, tokens.
+ * Memory: 12 bytes per sequence plus a few MiB of buffers; tokens live in
+ * the file. */
+
+typedef enum prepack_dtype {
+    PREPACK_DTYPE_AUTO = 0,   /* uint16 while every id fits, else uint32 */
+    PREPACK_DTYPE_UINT16 = 1,
+    PREPACK_DTYPE_UINT32 = 2
+} prepack_dtype;
+
+/* "auto", "uint16", "uint32"; NULL when out of range. */
+const char *prepack_dtype_name(prepack_dtype dtype);
+int prepack_dtype_parse(const char *name, prepack_dtype *out);
+
+/* Input formats (names: "jsonl", "megatron", "llmc", "raw-u16"). */
+typedef enum prepack_format {
+    PREPACK_FORMAT_AUTO = 0, /* detect by name and magic */
+    PREPACK_FORMAT_JSONL,    /* .jsonl, .jsonl.zst, .jsonl.gz */
+    PREPACK_FORMAT_MEGATRON, /* X.bin + X.idx (MMIDIDX) */
+    PREPACK_FORMAT_LLMC,     /* llm.c .bin: 256 x int32 header + tokens */
+    PREPACK_FORMAT_RAW_U16   /* headerless uint16 tokens (nanoGPT) */
+} prepack_format;
+
+const char *prepack_format_name(prepack_format format);
+int prepack_format_parse(const char *name, prepack_format *out);
+
+typedef struct prepack_store_options {
+    const char *tmp_dir;      /* NULL: $TMPDIR, else /tmp */
+    prepack_dtype dtype;      /* default AUTO */
+    const prepack_allocator *allocator; /* NULL = libc */
+} prepack_store_options;
+
+typedef struct prepack_store prepack_store;
+
+/* Creates an empty store. PREPACK_EIO when tmp_dir is unusable (diag names
+ * it). */
+int prepack_store_create(prepack_store **out, const prepack_store_options *o,
+                         prepack_diag *diag);
+/* Frees a store and its files. NULL is fine. */
+void prepack_store_free(prepack_store *s);
+
+/* Appends n tokens (and, when loss_mask is not NULL, their mask bytes,
+ * 1 = trained) to the open sequence. A store with a forced UINT16 dtype
+ * refuses ids over 65535 (PREPACK_ERANGE). A sequence over UINT32_MAX
+ * tokens is PREPACK_ERANGE. */
+int prepack_store_add(prepack_store *s, const uint32_t *tokens, size_t n,
+                      const uint8_t *loss_mask, prepack_diag *diag);
+/* The same for 16-bit tokens, without a mask (the binary formats' path). */
+int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens, size_t n,
+                          prepack_diag *diag);
+/* Ends the open sequence; an empty one is not a sequence. */
+int prepack_store_end_sequence(prepack_store *s, prepack_diag *diag);
+/* The next sequence starts a document (Megatron's document index). */
+int prepack_store_begin_document(prepack_store *s);
+
+/* Inputs: call begin before adding an input's sequences. `path` is
+ * copied. Sequences get ids 0.. in the order they are added, over all
+ * inputs. */
+int prepack_store_begin_input(prepack_store *s, const char *path,
+                              prepack_format format);
+/* Counts a partial sequence of the current input (e.g. llm.c text before
+ * the first delimiter). */
+void prepack_store_count_partial(prepack_store *s);
+
+/* Flushes and maps the tokens; no more adding. */
+int prepack_store_finish(prepack_store *s, prepack_diag *diag);
+
+typedef struct prepack_input_info {
+    const char *path;          /* owned by the store */
+    prepack_format format;
+    uint64_t first_sequence;   /* id of its first sequence */
+    uint64_t sequences;
+    uint64_t tokens;
+    uint64_t documents;        /* 0 when the format has no documents */
+    uint64_t partial_sequences;
+} prepack_input_info;
+
+size_t prepack_store_input_count(const prepack_store *s);
+/* Fills *out for input i (< input_count). */
+void prepack_store_input(const prepack_store *s, size_t i,
+                         prepack_input_info *out);
+
+/* After finish: */
+size_t prepack_store_sequence_count(const prepack_store *s);
+uint64_t prepack_store_token_count(const prepack_store *s);
+/* UINT16 or UINT32 (AUTO resolved). */
+prepack_dtype prepack_store_dtype(const prepack_store *s);
+/* Lengths of all sequences: the array prepack_plan_create takes. Valid
+ * until the store is freed. */
+const uint32_t *prepack_store_lengths(const prepack_store *s);
+/* First token of sequence i within the token array. */
+uint64_t prepack_store_offset(const prepack_store *s, size_t i);
+/* All tokens, little-endian uint16 or uint32 by dtype (NULL when there are
+ * none); and the loss mask, one byte a token, or NULL when no input had
+ * one. Valid until the store is freed. */
+const void *prepack_store_tokens(const prepack_store *s);
+const uint8_t *prepack_store_loss_mask(const prepack_store *s);
+/* Copies sequence i's tokens as uint32 into out (room for its length). */
+void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out);
+/* Documents recorded by prepack_store_begin_document, and the first
+ * sequence of document d. */
+size_t prepack_store_document_count(const prepack_store *s);
+uint64_t prepack_store_document_start(const prepack_store *s, size_t d);
+
+/* ------------------------------------------------------------------------ */
+/* Ingest: tokenized corpora into a store                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef enum prepack_sep_position {
+    PREPACK_SEP_DEFAULT = 0, /* before for llm.c, after for raw files */
+    PREPACK_SEP_BEFORE,      /* the delimiter opens each document */
+    PREPACK_SEP_AFTER        /* the delimiter closes each document */
+} prepack_sep_position;
+
+typedef struct prepack_ingest_options {
+    prepack_format format;    /* default AUTO */
+    const char *field;        /* JSONL token field; NULL = "input_ids" */
+    int has_doc_sep;          /* non-zero: use doc_sep */
+    uint32_t doc_sep;         /* llm.c / raw delimiter; default: the llm.c
+                                 header's tokenizer (50256 GPT-2, 128000
+                                 LLaMA-3); required for raw files */
+    prepack_sep_position sep_position;
+} prepack_ingest_options;
+
+/* The format of a file: by name (.jsonl[.zst|.gz], .idx, or X.bin with an
+ * X.idx beside it), then by magic (llm.c header). A .bin that is neither is
+ * PREPACK_EFORMAT ("pass a format"). */
+int prepack_format_detect(const char *path, prepack_format *out,
+                          prepack_diag *diag);
+
+/* Reads one input into the store (begin_input is done here). For Megatron,
+ * `path` may name X, X.bin or X.idx. Errors name the file and the line or
+ * record and leave the store unusable (free it). */
+int prepack_ingest_file(prepack_store *s, const char *path,
+                        const prepack_ingest_options *o, prepack_diag *diag);
+
+/* ------------------------------------------------------------------------ */
 /* Lengths files                                                              */
 /* ------------------------------------------------------------------------ */
 

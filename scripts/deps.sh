@@ -4,7 +4,8 @@
 # with gcc, cmake and make needs nothing else.
 set -euo pipefail
 
-packages=(pkg-config libzstd-dev libmsgpack-dev libcmocka-dev libxxhash-dev)
+packages=(pkg-config g++ libzstd-dev zlib1g-dev libsimdjson-dev libmsgpack-dev
+          libcmocka-dev libxxhash-dev)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

@@ -149,6 +149,38 @@ uint32_t pp_buckets_first(const pp_buckets *b, uint32_t need);
 /* Removes and returns the lowest-numbered row of a non-empty bucket. */
 uint32_t pp_buckets_pop(pp_buckets *b, uint32_t free_space);
 
+/* ---- byte sources (source.c) ------------------------------------------- */
+
+/* A file read front to back: plain, zstd or gzip (by magic bytes). */
+typedef struct pp_source pp_source;
+int pp_source_open(pp_source **out, const char *path,
+                   const prepack_allocator *a, prepack_diag *diag);
+/* Reads up to cap bytes; *got == 0 at the end. Corrupt or cut-short
+ * streams are PREPACK_EFORMAT naming the file. */
+int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
+                   prepack_diag *diag);
+void pp_source_close(pp_source *s);
+
+/* ---- the store, for ingest (store.c) ------------------------------------- */
+
+/* Ends the open sequence; keep_empty makes an empty one a sequence of
+ * length 0 (formats whose records are sequences: a JSONL line, a Megatron
+ * index entry), so ids stay aligned with records. */
+int pp_store_end_sequence(prepack_store *s, int keep_empty,
+                          prepack_diag *diag);
+/* The allocator a store was made with (NULL = libc). */
+const prepack_allocator *pp_store_allocator(const prepack_store *s);
+
+/* ---- readers (ingest_*.c, ingest_jsonl.cpp) ------------------------------ */
+
+int pp_ingest_jsonl(prepack_store *s, const char *path, const char *field,
+                    prepack_diag *diag);
+int pp_ingest_megatron(prepack_store *s, const char *prefix,
+                       prepack_diag *diag);
+int pp_ingest_tokens(prepack_store *s, const char *path,
+                     prepack_format format, const prepack_ingest_options *o,
+                     prepack_diag *diag);
+
 /* ---- the plan (plan.c) ------------------------------------------------- */
 
 struct prepack_plan {

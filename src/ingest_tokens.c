@@ -1,0 +1,239 @@
+/* Flat token files: llm.c's .bin (a 256 x int32 header, then uint16 or
+ * uint32 tokens) and nanoGPT's headerless uint16 files. Documents are told
+ * apart by a delimiter token: llm.c writes it before each document, nanoGPT
+ * after. The delimiter stays in its sequence. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+enum { HEADER_BYTES = 1024, CHUNK_TOKENS = 1 << 18 };
+
+#define LLMC_GPT2_MAGIC 20240520u   /* version 1: uint16 tokens */
+#define LLMC_LLAMA3_MAGIC 20240801u /* version 7: uint32 tokens */
+
+typedef struct token_file {
+    const char *path;
+    int fd;
+    uint64_t size;
+    unsigned width;      /* bytes per token */
+    uint64_t first_byte; /* where tokens start */
+    uint32_t default_sep;
+} token_file;
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static int read_llmc_header(token_file *f, prepack_diag *diag)
+{
+    unsigned char h[HEADER_BYTES];
+    if (f->size < HEADER_BYTES ||
+        pread(f->fd, h, HEADER_BYTES, 0) != HEADER_BYTES)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes, shorter than the 1024-byte llm.c "
+                       "header",
+                       f->path, (unsigned long long)f->size);
+    uint32_t magic = le32(h), version = le32(h + 4), count = le32(h + 8);
+    if (magic == LLMC_GPT2_MAGIC && version == 1) {
+        f->width = 2;
+        f->default_sep = 50256; /* GPT-2 <|endoftext|> */
+    } else if (magic == LLMC_LLAMA3_MAGIC && version == 7) {
+        f->width = 4;
+        f->default_sep = 128000; /* LLaMA-3 <|begin_of_text|> */
+    } else if (magic == LLMC_GPT2_MAGIC || magic == LLMC_LLAMA3_MAGIC) {
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: llm.c magic %u with unknown version %u (known: "
+                       "20240520 v1, 20240801 v7)",
+                       f->path, magic, version);
+    } else {
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: bad llm.c magic %u (expected 20240520 or "
+                       "20240801)",
+                       f->path, magic);
+    }
+    f->first_byte = HEADER_BYTES;
+    uint64_t want = HEADER_BYTES + (uint64_t)count * f->width;
+    if (count > INT32_MAX || want != f->size)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: header says %u tokens (%llu bytes with the "
+                       "header) but the file has %llu bytes",
+                       f->path, count, (unsigned long long)want,
+                       (unsigned long long)f->size);
+    return PREPACK_OK;
+}
+
+/* Splits a token stream into sequences at the delimiter. */
+typedef struct splitter {
+    prepack_store *store;
+    uint32_t sep;
+    int before;        /* delimiter opens a document (llm.c) */
+    int seen_sep;      /* a delimiter came already */
+    uint64_t open;     /* tokens in the piece being built */
+} splitter;
+
+static int add_piece(splitter *sp, const void *t, unsigned width, size_t n,
+                     prepack_diag *diag)
+{
+    if (n == 0)
+        return PREPACK_OK;
+    sp->open += n;
+    return width == 2 ? prepack_store_add_u16(sp->store, t, n, diag)
+                      : prepack_store_add(sp->store, t, n, NULL, diag);
+}
+
+/* Closes the piece being built, counting it partial when it is cut:
+ * before the first delimiter (before mode) or after the last (after). */
+static int close_piece(splitter *sp, int partial, prepack_diag *diag)
+{
+    if (sp->open == 0)
+        return PREPACK_OK;
+    if (partial)
+        prepack_store_count_partial(sp->store);
+    sp->open = 0;
+    return prepack_store_end_sequence(sp->store, diag);
+}
+
+static uint32_t token_at(const void *t, unsigned width, size_t i)
+{
+    return width == 2 ? ((const uint16_t *)t)[i] : ((const uint32_t *)t)[i];
+}
+
+static int split_chunk(splitter *sp, const void *t, unsigned width, size_t n,
+                       prepack_diag *diag)
+{
+    const unsigned char *base = t;
+    size_t start = 0;
+    int rc = PREPACK_OK;
+    for (size_t i = 0; i < n && rc == PREPACK_OK; i++) {
+        if (token_at(t, width, i) != sp->sep)
+            continue;
+        if (sp->before) { /* the delimiter opens the next sequence */
+            rc = add_piece(sp, base + start * width, width, i - start, diag);
+            if (rc == PREPACK_OK)
+                rc = close_piece(sp, !sp->seen_sep, diag);
+            start = i;
+        } else { /* the delimiter closes this one */
+            rc = add_piece(sp, base + start * width, width, i + 1 - start,
+                           diag);
+            if (rc == PREPACK_OK)
+                rc = close_piece(sp, 0, diag);
+            start = i + 1;
+        }
+        sp->seen_sep = 1;
+    }
+    if (rc == PREPACK_OK)
+        rc = add_piece(sp, base + start * width, width, n - start, diag);
+    return rc;
+}
+
+/* Tokens are read little-endian; on a big-endian host they are swapped. */
+static void to_host_order(void *t, unsigned width, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    unsigned char *p = t;
+    for (size_t i = 0; i < n; i++, p += width)
+        for (unsigned a = 0, b = width - 1; a < b; a++, b--) {
+            unsigned char c = p[a];
+            p[a] = p[b];
+            p[b] = c;
+        }
+#else
+    (void)t;
+    (void)width;
+    (void)n;
+#endif
+}
+
+static int stream_tokens(token_file *f, splitter *sp, void *buf,
+                         prepack_diag *diag)
+{
+    uint64_t pos = f->first_byte;
+    while (pos < f->size) {
+        size_t want = (size_t)CHUNK_TOKENS * f->width;
+        if (f->size - pos < want)
+            want = (size_t)(f->size - pos);
+        ssize_t got = pread(f->fd, buf, want, (off_t)pos);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || (size_t)got % f->width)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "%s: read failed at byte %llu", f->path,
+                           (unsigned long long)pos);
+        size_t n = (size_t)got / f->width;
+        to_host_order(buf, f->width, n);
+        int rc = split_chunk(sp, buf, f->width, n, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        pos += (uint64_t)got;
+    }
+    /* The last piece: complete in llm.c files (a document runs to the end);
+     * in raw files it lacks its closing delimiter, so it was cut. */
+    return close_piece(sp, sp->before ? !sp->seen_sep : 1, diag);
+}
+
+static int open_token_file(token_file *f, const char *path,
+                           prepack_format format, prepack_diag *diag)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->fd = open(path, O_RDONLY);
+    if (f->fd < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(f->fd, &st) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s: %s", path,
+                       strerror(errno));
+    f->size = (uint64_t)st.st_size;
+    if (format == PREPACK_FORMAT_LLMC)
+        return read_llmc_header(f, diag);
+    f->width = 2;
+    if (f->size % 2)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes, an odd size for uint16 tokens",
+                       path, (unsigned long long)f->size);
+    return PREPACK_OK;
+}
+
+int pp_ingest_tokens(prepack_store *s, const char *path,
+                     prepack_format format, const prepack_ingest_options *o,
+                     prepack_diag *diag)
+{
+    token_file f;
+    int rc = open_token_file(&f, path, format, diag);
+    splitter sp = {.store = s};
+    if (rc == PREPACK_OK) {
+        int raw = format == PREPACK_FORMAT_RAW_U16;
+        if (raw && !o->has_doc_sep)
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s: raw token files need a document delimiter "
+                         "(--doc-sep ID, 50256 for GPT-2)",
+                         path);
+        sp.sep = o->has_doc_sep ? o->doc_sep : f.default_sep;
+        sp.before = o->sep_position == PREPACK_SEP_DEFAULT
+                        ? !raw
+                        : o->sep_position == PREPACK_SEP_BEFORE;
+        if (rc == PREPACK_OK && f.width == 2 && sp.sep > UINT16_MAX)
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s: delimiter %u cannot occur in uint16 tokens",
+                         path, sp.sep);
+    }
+    if (rc == PREPACK_OK) {
+        const prepack_allocator *a = pp_store_allocator(s);
+        void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
+        rc = buf ? stream_tokens(&f, &sp, buf, diag)
+                 : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory");
+        pp_free(a, buf);
+    }
+    if (f.fd >= 0)
+        close(f.fd);
+    return rc;
+}
