@@ -229,8 +229,17 @@ typedef struct prepack_layout {
                                varlen packing (exact below 2^53) */
 } prepack_layout;
 
+/* The distribution of the input lengths (all n, zero-length included).
+ * Percentiles are nearest-rank: the smallest length with at least p% of
+ * the lengths at or below it. */
+typedef struct prepack_length_summary {
+    uint32_t min, median, p90, p99, max;
+    uint64_t over_max_seq_len; /* lengths > L */
+} prepack_length_summary;
+
 typedef struct prepack_report {
     prepack_plan_stats plan;
+    prepack_length_summary lengths;
     uint32_t batch_size;     /* B used for naive batching */
     /* The plan's items in input order, B at a time, each batch padded to
      * its longest item: what a plain padding collator does. */
@@ -249,7 +258,8 @@ typedef struct prepack_report {
 
 /* Computes the report for a plan made from exactly these n lengths (same
  * array as given to prepack_plan_create; PREPACK_EINVAL if n differs).
- * batch_size 0 means PREPACK_DEFAULT_BATCH_SIZE. O(n), no allocation. */
+ * batch_size 0 means PREPACK_DEFAULT_BATCH_SIZE. O(n); exact percentiles
+ * take two passes and 256 KiB of scratch (PREPACK_ENOMEM without it). */
 int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
                            size_t n, uint32_t batch_size, prepack_report *out);
 

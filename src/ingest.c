@@ -104,6 +104,24 @@ int prepack_format_detect(const char *path, prepack_format *out,
                    path);
 }
 
+static int read_input(prepack_store *s, const char *path,
+                      prepack_format format, const prepack_ingest_options *o,
+                      prepack_diag *diag)
+{
+    switch (format) {
+    case PREPACK_FORMAT_JSONL:
+        return pp_ingest_jsonl(s, path, o->field ? o->field : "input_ids",
+                               diag);
+    case PREPACK_FORMAT_MEGATRON: {
+        char prefix[4096];
+        megatron_prefix(path, prefix, sizeof prefix);
+        return pp_ingest_megatron(s, prefix, diag);
+    }
+    default:
+        return pp_ingest_tokens(s, path, format, o, diag);
+    }
+}
+
 int prepack_ingest_file(prepack_store *s, const char *path,
                         const prepack_ingest_options *o, prepack_diag *diag)
 {
@@ -125,16 +143,13 @@ int prepack_ingest_file(prepack_store *s, const char *path,
     if (prepack_store_begin_input(s, path, format) != PREPACK_OK)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
-    switch (format) {
-    case PREPACK_FORMAT_JSONL:
-        return pp_ingest_jsonl(s, path, o->field ? o->field : "input_ids",
-                               diag);
-    case PREPACK_FORMAT_MEGATRON: {
-        char prefix[4096];
-        megatron_prefix(path, prefix, sizeof prefix);
-        return pp_ingest_megatron(s, prefix, diag);
-    }
-    default:
-        return pp_ingest_tokens(s, path, format, o, diag);
-    }
+    int rc = read_input(s, path, format, o, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    prepack_input_info in;
+    prepack_store_input(s, prepack_store_input_count(s) - 1, &in);
+    if (in.sequences == 0)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: empty input: no sequences", path);
+    return PREPACK_OK;
 }

@@ -1,5 +1,6 @@
 /* The padding report: the same items laid out as naive padded batches, as
  * rows padded to L, and as the plan's packed rows. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -35,6 +36,66 @@ static void add_item(batcher *b, uint32_t len)
         b->longest = len;
     if (++b->in_batch == b->batch_size)
         close_batch(b);
+}
+
+/* ---- exact percentiles in two passes -------------------------------------
+ *
+ * A histogram of the high 16 bits finds the bucket holding each wanted
+ * rank; a second pass histograms the low 16 bits of that bucket alone.
+ * Exact, O(n), without sorting or copying the lengths. */
+
+enum { BINS = 1 << 16 };
+
+/* The rank-th smallest length (0-based). */
+static uint32_t nth_length(const uint32_t *len, size_t n, uint64_t rank,
+                           const uint32_t *high, uint32_t *low)
+{
+    uint32_t bucket = 0;
+    uint64_t below = 0;
+    while (below + high[bucket] <= rank)
+        below += high[bucket++];
+    memset(low, 0, BINS * sizeof *low);
+    for (size_t i = 0; i < n; i++)
+        if (len[i] >> 16 == bucket)
+            low[len[i] & 0xFFFF]++;
+    uint32_t v = 0;
+    while (below + low[v] <= rank)
+        below += low[v++];
+    return bucket << 16 | v;
+}
+
+static uint64_t nearest_rank(size_t n, unsigned percent)
+{
+    uint64_t r = ((uint64_t)n * percent + 99) / 100; /* ceil(p n / 100) */
+    return r ? r - 1 : 0;
+}
+
+static int summarize_lengths(const uint32_t *len, size_t n, uint32_t max_len,
+                             prepack_length_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    if (n == 0)
+        return PREPACK_OK;
+    uint32_t *high = calloc(BINS, sizeof *high);
+    uint32_t *low = malloc(BINS * sizeof *low);
+    if (!high || !low) {
+        free(high);
+        free(low);
+        return PREPACK_ENOMEM;
+    }
+    out->min = UINT32_MAX;
+    for (size_t i = 0; i < n; i++) {
+        high[len[i] >> 16]++;
+        out->min = len[i] < out->min ? len[i] : out->min;
+        out->max = len[i] > out->max ? len[i] : out->max;
+        out->over_max_seq_len += len[i] > max_len;
+    }
+    out->median = nth_length(len, n, nearest_rank(n, 50), high, low);
+    out->p90 = nth_length(len, n, nearest_rank(n, 90), high, low);
+    out->p99 = nth_length(len, n, nearest_rank(n, 99), high, low);
+    free(high);
+    free(low);
+    return PREPACK_OK;
 }
 
 int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
@@ -74,5 +135,5 @@ int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
     out->packed.attention_cost = b.varlen_cost;
     finish_layout(&out->packed, st->tokens);
     out->packed_dense_attention_cost = (double)st->rows * w * w;
-    return PREPACK_OK;
+    return summarize_lengths(lengths, n, max_len, &out->lengths);
 }

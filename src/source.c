@@ -24,6 +24,8 @@ struct pp_source {
     int in_eof;
     uint64_t in_offset;     /* compressed bytes consumed before `in` */
     ZSTD_DCtx *zstd;
+    size_t zstd_hint;       /* last hint from a call that made progress:
+                               0 = the input ended a frame */
     z_stream gz;
     int gz_ready, gz_member_done;
 };
@@ -150,6 +152,8 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap,
         int at_eof = s->in_pos == s->in_len;
         ZSTD_inBuffer in = {s->in, s->in_len, s->in_pos};
         size_t r = ZSTD_decompressStream(s->zstd, &out, &in);
+        if (in.pos > s->in_pos || out.pos > 0)
+            s->zstd_hint = r; /* an idle call hints at the next frame */
         s->in_pos = in.pos;
         if (ZSTD_isError(r))
             return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
@@ -158,7 +162,7 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap,
                            (unsigned long long)(s->in_offset + in.pos),
                            ZSTD_getErrorName(r));
         if (at_eof && out.pos == 0) {
-            if (r != 0)
+            if (s->zstd_hint != 0)
                 return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
                                "%s: zstd stream cut short", s->path);
             break;

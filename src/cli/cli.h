@@ -52,6 +52,8 @@ typedef struct json_writer {
 
 void json_begin_object(json_writer *w, const char *key);
 void json_end_object(json_writer *w);
+void json_begin_array(json_writer *w, const char *key);
+void json_end_array(json_writer *w);
 void json_key_u64(json_writer *w, const char *key, uint64_t v);
 void json_key_double(json_writer *w, const char *key, double v);
 void json_key_string(json_writer *w, const char *key, const char *v);

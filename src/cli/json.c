@@ -46,14 +46,32 @@ void json_begin_object(json_writer *w, const char *key)
     w->need_comma = 0;
 }
 
-void json_end_object(json_writer *w)
+static void close_container(json_writer *w, char bracket)
 {
     w->depth--;
     fputc('\n', w->out);
     for (int i = 0; i < w->depth; i++)
         fputs("  ", w->out);
-    fputc('}', w->out);
+    fputc(bracket, w->out);
     w->need_comma = 1;
+}
+
+void json_end_object(json_writer *w)
+{
+    close_container(w, '}');
+}
+
+void json_begin_array(json_writer *w, const char *key)
+{
+    put_key(w, key);
+    fputc('[', w->out);
+    w->depth++;
+    w->need_comma = 0;
+}
+
+void json_end_array(json_writer *w)
+{
+    close_container(w, ']');
 }
 
 void json_key_u64(json_writer *w, const char *key, uint64_t v)

@@ -2,8 +2,8 @@
 # End-to-end checks of the prepack command: exit codes, error messages that
 # name file and line, --help, --json. Usage: test_cli.sh PREPACK FIXTURES
 set -u
-prepack=$1
-fixtures=$2
+prepack=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+fixtures=$(cd "$2" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 passed=0
@@ -42,7 +42,13 @@ lengths=$fixtures/lengths/openchat_v1_multipack_testdata_lengths.txt
 expect_exit 2 "$prepack"
 expect_exit 2 "$prepack" frobnicate
 expect_exit 2 "$prepack" stats --max-seq-len 2048
-expect_in "$tmp/err" "--lengths FILE is required"
+expect_in "$tmp/err" "give INPUT files or --lengths FILE"
+expect_exit 2 "$prepack" stats x.jsonl --lengths "$lengths" --max-seq-len 2048
+expect_in "$tmp/err" "not both"
+expect_exit 2 "$prepack" stats x.jsonl --max-seq-len 2048 --format csv
+expect_exit 2 "$prepack" stats x.jsonl --max-seq-len 2048 --token-dtype int8
+expect_exit 2 "$prepack" stats x.jsonl --max-seq-len 2048 --sep-position middle
+expect_exit 2 "$prepack" stats x.jsonl --max-seq-len 2048 --doc-sep -1
 expect_exit 2 "$prepack" stats --lengths "$lengths"
 expect_in "$tmp/err" "--max-seq-len L is required"
 expect_exit 2 "$prepack" stats --lengths "$lengths" --max-seq-len 0
@@ -62,6 +68,24 @@ expect_in "$tmp/err" "cannot open $tmp/missing.txt"
 for input in "$fixtures"/malformed/lengths/*.txt; do
     expect_exit 1 "$prepack" stats --lengths "$input" --max-seq-len 4096
     expect_in "$tmp/err" "prepack: $(dirname "$input")/$(cat "${input%.txt}.expected")"
+done
+# Malformed corpora: each case's input is the file named like its .expected
+# (the .idx of a Megatron pair), with extra arguments from its .args. The
+# token store must leave nothing in --tmp-dir, whatever happens.
+mkdir -p "$tmp/store"
+for expected in "$fixtures"/malformed/ingest/*.expected; do
+    base=$(basename "${expected%.expected}")
+    input=$(cd "$fixtures/malformed/ingest" && ls "$base".* |
+            grep -vE '\.(expected|args|bin)$' | head -n 1)
+    [ -n "$input" ] || input=$base.bin
+    args=$(cat "${expected%.expected}.args" 2>/dev/null || true)
+    (cd "$fixtures/malformed/ingest" &&
+     "$prepack" stats "$input" $args --max-seq-len 4096 --tmp-dir "$tmp/store") \
+        >"$tmp/out" 2>"$tmp/err"
+    code=$?
+    [ "$code" -eq 1 ] && ok || bad "$input: exit $code, want 1"
+    expect_in "$tmp/err" "prepack: $(cat "$expected")"
+    [ -z "$(ls -A "$tmp/store")" ] && ok || bad "$input: left files in --tmp-dir"
 done
 printf '5\nx\n' | "$prepack" stats --lengths - --max-seq-len 8 >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 1 ] && ok || bad "stdin error exit"

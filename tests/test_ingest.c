@@ -1,0 +1,705 @@
+/* Ingest and the token store, through the public header. Every input is
+ * written here by a tiny writer that follows the format's definition (not
+ * prepack's code), and the store must hold exactly the sequences that
+ * writer meant. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "prepack.h"
+#include "test_util.h"
+
+/* ---- expectations ------------------------------------------------------ */
+
+typedef struct expect {
+    size_t n;          /* sequences */
+    uint32_t **seq;    /* tokens of each */
+    uint32_t *len;
+    uint8_t **mask;    /* NULL entries: all trained */
+} expect;
+
+static void expect_add(expect *e, const uint32_t *t, uint32_t len,
+                       const uint8_t *mask)
+{
+    e->seq = realloc(e->seq, (e->n + 1) * sizeof *e->seq);
+    e->len = realloc(e->len, (e->n + 1) * sizeof *e->len);
+    e->mask = realloc(e->mask, (e->n + 1) * sizeof *e->mask);
+    e->seq[e->n] = malloc((len + 1) * sizeof(uint32_t));
+    memcpy(e->seq[e->n], t, len * sizeof(uint32_t));
+    e->len[e->n] = len;
+    e->mask[e->n] = NULL;
+    if (mask) {
+        e->mask[e->n] = malloc(len + 1);
+        memcpy(e->mask[e->n], mask, len);
+    }
+    e->n++;
+}
+
+static void expect_free(expect *e)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        free(e->seq[i]);
+        free(e->mask[i]);
+    }
+    free(e->seq);
+    free(e->len);
+    free(e->mask);
+    memset(e, 0, sizeof *e);
+}
+
+static void check_store(const prepack_store *s, const expect *e, size_t first)
+{
+    assert_true(prepack_store_sequence_count(s) >= first + e->n);
+    const uint32_t *lengths = prepack_store_lengths(s);
+    const uint8_t *mask = prepack_store_loss_mask(s);
+    for (size_t i = 0; i < e->n; i++) {
+        if (lengths[first + i] != e->len[i])
+            fail_msg("sequence %zu: %u tokens, want %u", first + i,
+                     lengths[first + i], e->len[i]);
+        uint32_t *got = malloc((e->len[i] + 1) * sizeof *got);
+        prepack_store_copy(s, first + i, got);
+        for (uint32_t k = 0; k < e->len[i]; k++) {
+            if (got[k] != e->seq[i][k])
+                fail_msg("sequence %zu token %u: %u, want %u", first + i, k,
+                         got[k], e->seq[i][k]);
+            if (mask) {
+                uint8_t want = e->mask[i] ? e->mask[i][k] : 1;
+                uint64_t at = prepack_store_offset(s, first + i) + k;
+                if (mask[at] != want)
+                    fail_msg("sequence %zu mask %u: %u, want %u", first + i,
+                             k, mask[at], want);
+            }
+        }
+        free(got);
+    }
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static char tmpdir[256];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/prepack-test-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *path_of(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+    return buf[k];
+}
+
+static void write_file(const char *name, const void *data, size_t n)
+{
+    FILE *f = fopen(path_of(name), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+/* A store with its files in the test folder. */
+static prepack_store *new_store(prepack_dtype dtype)
+{
+    prepack_store_options o = {.tmp_dir = tmpdir, .dtype = dtype};
+    prepack_store *s = NULL;
+    prepack_diag d = {0};
+    if (prepack_store_create(&s, &o, &d) != PREPACK_OK)
+        fail_msg("%s", d.message);
+    return s;
+}
+
+static void ingest_ok(prepack_store *s, const char *name,
+                      const prepack_ingest_options *o)
+{
+    prepack_diag d = {0};
+    int rc = prepack_ingest_file(s, path_of(name), o, &d);
+    if (rc != PREPACK_OK)
+        fail_msg("%s: %s", name, d.message);
+}
+
+static void finish_ok(prepack_store *s)
+{
+    prepack_diag d = {0};
+    if (prepack_store_finish(s, &d) != PREPACK_OK)
+        fail_msg("%s", d.message);
+}
+
+/* ---- a growable text buffer --------------------------------------------- */
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+} text;
+
+static void tprintf(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        t->cap = t->cap * 2 + (size_t)n + 64;
+        t->p = realloc(t->p, t->cap);
+    }
+}
+
+/* ---- JSONL ---------------------------------------------------------------- */
+
+/* One line, fields shuffled around the ids, with strings, escapes,
+ * unicode and a nested decoy "input_ids" that must be ignored. */
+static void jsonl_line(text *t, rng *r, const uint32_t *ids, uint32_t n,
+                       const uint8_t *mask, int use_labels)
+{
+    tprintf(t, "{");
+    if (rng_range(r, 0, 1))
+        tprintf(t, "\"text\": \"caf\\u00e9 \\\"quoted\\\" \\n\\t\xc3\xa9\", ");
+    if (rng_range(r, 0, 1))
+        tprintf(t, "\"meta\": {\"input_ids\": [9, 9], \"n\": -1.5e3}, ");
+    tprintf(t, "\"input_ids\"%s:%s[", rng_range(r, 0, 1) ? " " : "",
+            rng_range(r, 0, 1) ? "\t" : "");
+    for (uint32_t i = 0; i < n; i++)
+        tprintf(t, "%s%u", i ? (rng_range(r, 0, 3) ? "," : " , ") : "", ids[i]);
+    tprintf(t, "]");
+    if (mask && !use_labels) {
+        tprintf(t, ", \"loss_mask\": [");
+        for (uint32_t i = 0; i < n; i++)
+            tprintf(t, "%s%u", i ? "," : "", mask[i]);
+        tprintf(t, "]");
+    } else if (mask) {
+        tprintf(t, ", \"labels\": [");
+        for (uint32_t i = 0; i < n; i++)
+            tprintf(t, i ? ",%lld" : "%lld",
+                    mask[i] ? (long long)ids[i] : -100LL);
+        tprintf(t, "]");
+    }
+    if (rng_range(r, 0, 1))
+        tprintf(t, ", \"id\": %u, \"ok\": true, \"none\": null", n);
+    tprintf(t, "}\n");
+}
+
+/* Writes `lines` random lines and the matching expectation. */
+static text make_jsonl(rng *r, size_t lines, uint32_t max_len,
+                       uint32_t max_id, int with_masks, expect *e)
+{
+    text t = {0};
+    uint32_t *ids = malloc((max_len + 1) * sizeof *ids);
+    uint8_t *mask = malloc(max_len + 1);
+    for (size_t l = 0; l < lines; l++) {
+        uint32_t n = rng_range(r, 0, max_len);
+        for (uint32_t i = 0; i < n; i++) {
+            ids[i] = rng_range(r, 0, max_id);
+            mask[i] = (uint8_t)rng_range(r, 0, 1);
+        }
+        int m = with_masks && rng_range(r, 0, 2) != 0;
+        jsonl_line(&t, r, ids, n, m ? mask : NULL, (int)rng_range(r, 0, 1));
+        expect_add(e, ids, n, m ? mask : NULL);
+    }
+    free(ids);
+    free(mask);
+    return t;
+}
+
+static void test_jsonl_plain(void **state)
+{
+    (void)state;
+    rng r = {1};
+    expect e = {0};
+    text t = make_jsonl(&r, 500, 40, 60000, 1, &e);
+    write_file("a.jsonl", t.p, t.len);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "a.jsonl", NULL);
+    finish_ok(s);
+    assert_int_equal(prepack_store_sequence_count(s), 500);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT16);
+    assert_non_null(prepack_store_loss_mask(s));
+    check_store(s, &e, 0);
+    prepack_input_info in;
+    prepack_store_input(s, 0, &in);
+    assert_int_equal(in.format, PREPACK_FORMAT_JSONL);
+    assert_int_equal(in.sequences, 500);
+    prepack_store_free(s);
+    expect_free(&e);
+    free(t.p);
+}
+
+/* Over the 16 MiB first chunk: lines straddle chunk boundaries; then one
+ * line longer than a chunk, which makes the buffer grow. */
+static void test_jsonl_chunks_and_long_lines(void **state)
+{
+    (void)state;
+    rng r = {2};
+    expect e = {0};
+    text t = make_jsonl(&r, 40000, 200, 200000, 0, &e);
+    uint32_t big_n = 3u << 20; /* ~3M ids of 7-8 bytes: over 16 MiB */
+    uint32_t *big = malloc(big_n * sizeof *big);
+    for (uint32_t i = 0; i < big_n; i++)
+        big[i] = 1000000 + i % 7;
+    jsonl_line(&t, &r, big, big_n, NULL, 0);
+    expect_add(&e, big, big_n, NULL);
+    free(big);
+    write_file("big.jsonl", t.p, t.len);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "big.jsonl", NULL);
+    finish_ok(s);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
+    assert_null(prepack_store_loss_mask(s));
+    assert_int_equal(prepack_store_sequence_count(s), e.n);
+    check_store(s, &e, 0);
+    prepack_store_free(s);
+    expect_free(&e);
+    free(t.p);
+}
+
+static void test_jsonl_compressed(void **state)
+{
+    (void)state;
+    rng r = {3};
+    expect e = {0};
+    text t = make_jsonl(&r, 3000, 60, 50000, 1, &e);
+    /* zstd: two frames back to back, as concatenated files are */
+    size_t half = t.len / 2;
+    while (t.p[half - 1] != '\n')
+        half--;
+    size_t bound = ZSTD_compressBound(t.len) + 64;
+    unsigned char *z = malloc(2 * bound);
+    size_t a = ZSTD_compress(z, bound, t.p, half, 3);
+    size_t b = ZSTD_compress(z + a, bound, t.p + half, t.len - half, 19);
+    assert_false(ZSTD_isError(a) || ZSTD_isError(b));
+    write_file("c.jsonl.zst", z, a + b);
+    free(z);
+    /* gzip through zlib's own writer */
+    gzFile g = gzopen(path_of("c.jsonl.gz"), "wb9");
+    assert_non_null(g);
+    assert_int_equal(gzwrite(g, t.p, (unsigned)t.len), (int)t.len);
+    gzclose(g);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "c.jsonl.zst", NULL);
+    ingest_ok(s, "c.jsonl.gz", NULL);
+    finish_ok(s);
+    check_store(s, &e, 0);
+    check_store(s, &e, e.n);
+    prepack_input_info in;
+    prepack_store_input(s, 1, &in);
+    assert_int_equal(in.first_sequence, e.n);
+    prepack_store_free(s);
+    expect_free(&e);
+    free(t.p);
+}
+
+static void test_jsonl_custom_field(void **state)
+{
+    (void)state;
+    const char *doc = "{\"ids\": [7, 8], \"input_ids\": [1]}\n"
+                      "{\"input_ids\": [2], \"ids\": []}\n";
+    write_file("f.jsonl", doc, strlen(doc));
+    prepack_store *s = new_store(PREPACK_DTYPE_UINT32);
+    prepack_ingest_options o = {.field = "ids"};
+    ingest_ok(s, "f.jsonl", &o);
+    finish_ok(s);
+    expect e = {0};
+    uint32_t a[] = {7, 8};
+    expect_add(&e, a, 2, NULL);
+    expect_add(&e, a, 0, NULL); /* an empty line of ids is a sequence */
+    check_store(s, &e, 0);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
+    prepack_store_free(s);
+    expect_free(&e);
+}
+
+/* ---- llm.c and raw token files ------------------------------------------- */
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* An llm.c file: header (magic, version, count), then tokens. */
+static void write_llmc(const char *name, uint32_t magic, uint32_t version,
+                       const uint32_t *tok, size_t n, unsigned width)
+{
+    size_t size = 1024 + n * width;
+    unsigned char *buf = calloc(1, size);
+    put_le32(buf, magic);
+    put_le32(buf + 4, version);
+    put_le32(buf + 8, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        for (unsigned b = 0; b < width; b++)
+            buf[1024 + i * width + b] = (unsigned char)(tok[i] >> (8 * b));
+    write_file(name, buf, size);
+    free(buf);
+}
+
+/* Pieces of `tok` cut before (or after) each `sep`. */
+static void expect_split(expect *e, const uint32_t *tok, size_t n,
+                         uint32_t sep, int before)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tok[i] != sep)
+            continue;
+        size_t end = before ? i : i + 1;
+        if (end > start)
+            expect_add(e, tok + start, (uint32_t)(end - start), NULL);
+        start = end;
+    }
+    if (n > start)
+        expect_add(e, tok + start, (uint32_t)(n - start), NULL);
+}
+
+static void test_llmc_gpt2_and_llama3(void **state)
+{
+    (void)state;
+    /* GPT-2: a cut-off piece, then <|endoftext|> before each document */
+    uint32_t g[] = {11, 12, 50256, 1, 2, 3, 50256, 4, 50256, 50256, 5, 6};
+    write_llmc("g.bin", 20240520, 1, g, 12, 2);
+    /* LLaMA-3: <|begin_of_text|> = 128000 before each, uint32 ids */
+    uint32_t l[] = {128000, 70000, 1, 128000, 128255, 2};
+    write_llmc("l.bin", 20240801, 7, l, 6, 4);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "g.bin", NULL);
+    ingest_ok(s, "l.bin", NULL);
+    finish_ok(s);
+    expect e = {0};
+    expect_split(&e, g, 12, 50256, 1);
+    expect_split(&e, l, 6, 128000, 1);
+    check_store(s, &e, 0);
+    assert_int_equal(prepack_store_sequence_count(s), e.n);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
+    prepack_input_info in;
+    prepack_store_input(s, 0, &in);
+    assert_int_equal(in.format, PREPACK_FORMAT_LLMC);
+    assert_int_equal(in.partial_sequences, 1); /* 11 12 */
+    assert_int_equal(in.sequences, 5);
+    prepack_store_input(s, 1, &in);
+    assert_int_equal(in.partial_sequences, 0);
+    prepack_store_free(s);
+    expect_free(&e);
+}
+
+static void test_raw_and_separator_options(void **state)
+{
+    (void)state;
+    /* nanoGPT: <|endoftext|> after each document; the tail is cut */
+    uint16_t raw[] = {1, 2, 50256, 3, 50256, 50256, 4, 5};
+    write_file("r.u16", raw, sizeof raw);
+    uint32_t as32[8];
+    for (int i = 0; i < 8; i++)
+        as32[i] = raw[i];
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    prepack_ingest_options o = {.format = PREPACK_FORMAT_RAW_U16,
+                                .has_doc_sep = 1,
+                                .doc_sep = 50256};
+    ingest_ok(s, "r.u16", &o);
+    /* the same file with the delimiter taken as an opener */
+    o.sep_position = PREPACK_SEP_BEFORE;
+    ingest_ok(s, "r.u16", &o);
+    /* an llm.c file split on another id */
+    uint32_t g[] = {7, 1, 7, 2, 3};
+    write_llmc("g7.bin", 20240520, 1, g, 5, 2);
+    prepack_ingest_options o7 = {.has_doc_sep = 1, .doc_sep = 7,
+                                 .sep_position = PREPACK_SEP_AFTER};
+    ingest_ok(s, "g7.bin", &o7);
+    finish_ok(s);
+    expect e = {0};
+    expect_split(&e, as32, 8, 50256, 0);
+    expect_split(&e, as32, 8, 50256, 1);
+    expect_split(&e, g, 5, 7, 0);
+    check_store(s, &e, 0);
+    prepack_input_info in;
+    prepack_store_input(s, 0, &in);
+    assert_int_equal(in.sequences, 4);
+    assert_int_equal(in.partial_sequences, 1); /* 4 5 lacks its delimiter */
+    prepack_store_free(s);
+    expect_free(&e);
+}
+
+/* ---- Megatron --------------------------------------------------------------- */
+
+typedef struct mg_seq {
+    uint32_t len;
+    uint64_t ptr;
+} mg_seq;
+
+static void put_le(unsigned char *p, uint64_t v, unsigned width)
+{
+    for (unsigned i = 0; i < width; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Writes X.idx for sequences at the given byte pointers. */
+static void write_idx(const char *name, unsigned dtype_code, const mg_seq *s,
+                      size_t n, const uint64_t *docs, size_t d,
+                      int multimodal)
+{
+    size_t size = 34 + 12 * n + 8 * d + (multimodal ? n : 0);
+    unsigned char *b = calloc(1, size), *p = b;
+    memcpy(p, "MMIDIDX\0\0", 9);
+    put_le(p + 9, 1, 8);
+    p[17] = (unsigned char)dtype_code;
+    put_le(p + 18, n, 8);
+    put_le(p + 26, d, 8);
+    p += 34;
+    for (size_t i = 0; i < n; i++, p += 4)
+        put_le(p, s[i].len, 4);
+    for (size_t i = 0; i < n; i++, p += 8)
+        put_le(p, s[i].ptr, 8);
+    for (size_t i = 0; i < d; i++, p += 8)
+        put_le(p, docs[i], 8);
+    write_file(name, b, size);
+    free(b);
+}
+
+static void megatron_case(unsigned code, unsigned width, uint32_t max_id,
+                          int multimodal, uint64_t seed)
+{
+    rng r = {seed};
+    enum { N = 300 };
+    mg_seq seqs[N];
+    expect e = {0};
+    /* Sequences written to .bin in reverse order, so pointers jump back:
+     * the reader must follow pointers, not assume a stream. */
+    uint32_t *tok[N];
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < N; i++) {
+        seqs[i].len = i == 7 ? 0 : rng_range(&r, 1, 50);
+        tok[i] = malloc((seqs[i].len + 1) * sizeof(uint32_t));
+        for (uint32_t k = 0; k < seqs[i].len; k++)
+            tok[i][k] = rng_range(&r, 0, max_id);
+        bytes += (uint64_t)seqs[i].len * width;
+    }
+    unsigned char *bin = calloc(1, bytes + 1);
+    uint64_t at = 0;
+    for (size_t i = N; i-- > 0;) {
+        seqs[i].ptr = at;
+        for (uint32_t k = 0; k < seqs[i].len; k++, at += width)
+            put_le(bin + at, tok[i][k], width);
+    }
+    for (size_t i = 0; i < N; i++) {
+        expect_add(&e, tok[i], seqs[i].len, NULL);
+        free(tok[i]);
+    }
+    uint64_t docs[] = {0, 5, 5, 100, 299, N}; /* doc 1 is empty */
+    write_idx("m.idx", code, seqs, N, docs, 6, multimodal);
+    write_file("m.bin", bin, bytes);
+    free(bin);
+
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "m", NULL); /* the prefix names the pair */
+    finish_ok(s);
+    assert_int_equal(prepack_store_sequence_count(s), N); /* empty kept */
+    check_store(s, &e, 0);
+    assert_int_equal(prepack_store_document_count(s), 4);
+    assert_int_equal(prepack_store_document_start(s, 0), 0);
+    assert_int_equal(prepack_store_document_start(s, 1), 5);
+    assert_int_equal(prepack_store_document_start(s, 2), 100);
+    assert_int_equal(prepack_store_document_start(s, 3), 299);
+    prepack_store_free(s);
+    expect_free(&e);
+}
+
+static void test_megatron_dtypes(void **state)
+{
+    (void)state;
+    megatron_case(8, 2, 65535, 0, 10);      /* uint16 */
+    megatron_case(4, 4, 1u << 20, 0, 11);   /* int32 */
+    megatron_case(1, 1, 255, 1, 12);        /* uint8, multimodal index */
+    megatron_case(5, 8, UINT32_MAX, 0, 13); /* int64 */
+    megatron_case(3, 2, 32767, 0, 14);      /* int16 */
+}
+
+/* A sequence longer than the reader's 4 MiB window. */
+static void test_megatron_long_sequence(void **state)
+{
+    (void)state;
+    uint32_t n = 3u << 20; /* 6 MiB of uint16 */
+    uint16_t *t = malloc(n * sizeof *t);
+    uint32_t *t32 = malloc(n * sizeof *t32);
+    for (uint32_t i = 0; i < n; i++)
+        t32[i] = t[i] = (uint16_t)(i * 2654435761u >> 16);
+    write_file("long.bin", t, n * sizeof *t);
+    mg_seq s1[2] = {{n - 5, 10}, {5, 0}};
+    uint64_t docs[] = {0, 2};
+    write_idx("long.idx", 8, s1, 2, docs, 2, 0);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "long.idx", NULL);
+    finish_ok(s);
+    expect e = {0};
+    expect_add(&e, t32 + 5, n - 5, NULL);
+    expect_add(&e, t32, 5, NULL);
+    check_store(s, &e, 0);
+    prepack_store_free(s);
+    expect_free(&e);
+    free(t);
+    free(t32);
+}
+
+/* ---- the store itself ---------------------------------------------------------- */
+
+static void test_store_widens_and_masks(void **state)
+{
+    (void)state;
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    prepack_diag d = {0};
+    assert_int_equal(prepack_store_begin_input(s, "mem", PREPACK_FORMAT_AUTO),
+                     PREPACK_OK);
+    expect e = {0};
+    /* many uint16 tokens, then one that needs 32 bits, then a mask */
+    uint32_t small[1000];
+    for (int i = 0; i < 1000; i++)
+        small[i] = (uint32_t)i * 60;
+    for (int k = 0; k < 700; k++) { /* 700k tokens: more than one buffer */
+        assert_int_equal(prepack_store_add(s, small, 1000, NULL, &d),
+                         PREPACK_OK);
+        assert_int_equal(prepack_store_end_sequence(s, &d), PREPACK_OK);
+        expect_add(&e, small, 1000, NULL);
+    }
+    uint32_t wide[] = {1, 70000, 3};
+    uint8_t m[] = {0, 1, 0};
+    assert_int_equal(prepack_store_add(s, wide, 3, m, &d), PREPACK_OK);
+    assert_int_equal(prepack_store_end_sequence(s, &d), PREPACK_OK);
+    expect_add(&e, wide, 3, m);
+    uint16_t tail[] = {9, 8};
+    uint32_t tail32[] = {9, 8};
+    assert_int_equal(prepack_store_add_u16(s, tail, 2, &d), PREPACK_OK);
+    assert_int_equal(prepack_store_end_sequence(s, &d), PREPACK_OK);
+    expect_add(&e, tail32, 2, NULL);
+    assert_int_equal(prepack_store_end_sequence(s, &d), PREPACK_OK); /* no-op */
+    finish_ok(s);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
+    assert_int_equal(prepack_store_sequence_count(s), 702);
+    assert_int_equal(prepack_store_token_count(s), 700005);
+    assert_non_null(prepack_store_tokens(s));
+    check_store(s, &e, 0);
+    assert_int_equal(prepack_store_document_count(s), 0);
+    /* no more adding once finished */
+    assert_int_equal(prepack_store_add(s, wide, 1, NULL, &d), PREPACK_EINVAL);
+    prepack_store_free(s);
+    expect_free(&e);
+}
+
+static void test_store_forced_dtype_and_errors(void **state)
+{
+    (void)state;
+    prepack_store *s = new_store(PREPACK_DTYPE_UINT16);
+    prepack_diag d = {0};
+    uint32_t wide[] = {1, 70000};
+    assert_int_equal(prepack_store_add(s, wide, 2, NULL, &d), PREPACK_ERANGE);
+    assert_non_null(strstr(d.message, "does not fit the uint16 token dtype"));
+    prepack_store_free(s);
+
+    prepack_store_options o = {.tmp_dir = "/nonexistent/dir"};
+    prepack_store *t = (prepack_store *)&o;
+    assert_int_equal(prepack_store_create(&t, &o, &d), PREPACK_EIO);
+    assert_null(t);
+    assert_non_null(strstr(d.message, "/nonexistent/dir"));
+    o.tmp_dir = NULL;
+    o.dtype = (prepack_dtype)9;
+    assert_int_equal(prepack_store_create(&t, &o, &d), PREPACK_EINVAL);
+    prepack_store_free(NULL);
+
+    prepack_dtype dt;
+    assert_int_equal(prepack_dtype_parse("uint32", &dt), PREPACK_OK);
+    assert_int_equal(dt, PREPACK_DTYPE_UINT32);
+    assert_int_equal(prepack_dtype_parse("int8", &dt), PREPACK_EINVAL);
+    assert_null(prepack_dtype_name((prepack_dtype)5));
+    prepack_format f;
+    assert_int_equal(prepack_format_parse("raw-u16", &f), PREPACK_OK);
+    assert_int_equal(f, PREPACK_FORMAT_RAW_U16);
+    assert_string_equal(prepack_format_name(PREPACK_FORMAT_MEGATRON),
+                        "megatron");
+    assert_int_equal(prepack_format_parse("csv", &f), PREPACK_EINVAL);
+}
+
+/* Nothing is left in the store's directory, during or after. */
+static void test_store_leaves_no_files(void **state)
+{
+    (void)state;
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/empty-dir", tmpdir);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    prepack_store_options o = {.tmp_dir = dir};
+    prepack_store *s = NULL;
+    assert_int_equal(prepack_store_create(&s, &o, NULL), PREPACK_OK);
+    uint32_t t[] = {1, 2, 3};
+    uint8_t m[] = {1, 1, 0};
+    assert_int_equal(prepack_store_add(s, t, 3, m, NULL), PREPACK_OK);
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
+    assert_int_equal(system(cmd), 0); /* unlinked at creation */
+    prepack_store_free(s);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_detect(void **state)
+{
+    (void)state;
+    prepack_format f;
+    prepack_diag d = {0};
+    write_file("x.jsonl", "", 0);
+    assert_int_equal(prepack_format_detect(path_of("x.jsonl"), &f, &d),
+                     PREPACK_OK);
+    assert_int_equal(f, PREPACK_FORMAT_JSONL);
+    uint32_t g[] = {50256};
+    write_llmc("d.bin", 20240520, 1, g, 1, 2);
+    assert_int_equal(prepack_format_detect(path_of("d.bin"), &f, &d),
+                     PREPACK_OK);
+    assert_int_equal(f, PREPACK_FORMAT_LLMC);
+    write_file("p.bin", "\1\0\2\0", 4);
+    write_file("p.idx", "", 0);
+    assert_int_equal(prepack_format_detect(path_of("p.bin"), &f, &d),
+                     PREPACK_OK);
+    assert_int_equal(f, PREPACK_FORMAT_MEGATRON);
+    write_file("q.bin", "\1\0\2\0", 4);
+    assert_int_equal(prepack_format_detect(path_of("q.bin"), &f, &d),
+                     PREPACK_EFORMAT);
+    assert_non_null(strstr(d.message, "pass a format"));
+    assert_int_equal(prepack_format_detect(path_of("none.bin"), &f, &d),
+                     PREPACK_EIO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jsonl_plain),
+        cmocka_unit_test(test_jsonl_chunks_and_long_lines),
+        cmocka_unit_test(test_jsonl_compressed),
+        cmocka_unit_test(test_jsonl_custom_field),
+        cmocka_unit_test(test_llmc_gpt2_and_llama3),
+        cmocka_unit_test(test_raw_and_separator_options),
+        cmocka_unit_test(test_megatron_dtypes),
+        cmocka_unit_test(test_megatron_long_sequence),
+        cmocka_unit_test(test_store_widens_and_masks),
+        cmocka_unit_test(test_store_forced_dtype_and_errors),
+        cmocka_unit_test(test_store_leaves_no_files),
+        cmocka_unit_test(test_detect),
+    };
+    return cmocka_run_group_tests_name("ingest", tests, setup, teardown);
+}
