@@ -69,68 +69,72 @@ static int read_llmc_header(token_file *f, prepack_diag *diag)
     return PREPACK_OK;
 }
 
-/* Splits a token stream into sequences at the delimiter. */
+/* ---- finding delimiters -------------------------------------------------- */
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* The index of the next `sep` in t[from, n), or n. 8 or 4 tokens a step
+ * with SSE2; the scan is most of the work for these formats. */
+static size_t find_sep(const void *t, unsigned width, size_t from, size_t n,
+                       uint32_t sep)
+{
+    const unsigned char *p = t;
+    size_t i = from;
+#if defined(__SSE2__)
+    __m128i want = width == 2 ? _mm_set1_epi16((short)(uint16_t)sep)
+                              : _mm_set1_epi32((int)sep);
+    size_t step = 16 / width;
+    for (; i + step <= n; i += step) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i * width));
+        __m128i eq = width == 2 ? _mm_cmpeq_epi16(v, want)
+                                : _mm_cmpeq_epi32(v, want);
+        unsigned mask = (unsigned)_mm_movemask_epi8(eq);
+        if (mask)
+            return i + (size_t)__builtin_ctz(mask) / width;
+    }
+#endif
+    for (; i < n; i++) {
+        uint32_t v = width == 2 ? ((const uint16_t *)t)[i]
+                                : ((const uint32_t *)t)[i];
+        if (v == sep)
+            return i;
+    }
+    return n;
+}
+
+/* ---- splitting into sequences -------------------------------------------- */
+
 typedef struct splitter {
     prepack_store *store;
     uint32_t sep;
     int before;        /* delimiter opens a document (llm.c) */
     int seen_sep;      /* a delimiter came already */
     uint64_t open;     /* tokens in the piece being built */
+    size_t *ends;      /* [CHUNK_TOKENS] where pieces end in a chunk */
 } splitter;
 
-static int add_piece(splitter *sp, const void *t, unsigned width, size_t n,
-                     prepack_diag *diag)
-{
-    if (n == 0)
-        return PREPACK_OK;
-    sp->open += n;
-    return width == 2 ? prepack_store_add_u16(sp->store, t, n, diag)
-                      : prepack_store_add(sp->store, t, n, NULL, diag);
-}
-
-/* Closes the piece being built, counting it partial when it is cut:
- * before the first delimiter (before mode) or after the last (after). */
-static int close_piece(splitter *sp, int partial, prepack_diag *diag)
-{
-    if (sp->open == 0)
-        return PREPACK_OK;
-    if (partial)
-        prepack_store_count_partial(sp->store);
-    sp->open = 0;
-    return prepack_store_end_sequence(sp->store, diag);
-}
-
-static uint32_t token_at(const void *t, unsigned width, size_t i)
-{
-    return width == 2 ? ((const uint16_t *)t)[i] : ((const uint32_t *)t)[i];
-}
-
+/* Adds a chunk: pieces end before each delimiter (before mode) or after
+ * it (after mode). The piece before the first delimiter in before mode is
+ * cut (llm.c shards start mid-document) and counted partial. */
 static int split_chunk(splitter *sp, const void *t, unsigned width, size_t n,
                        prepack_diag *diag)
 {
-    const unsigned char *base = t;
-    size_t start = 0;
-    int rc = PREPACK_OK;
-    for (size_t i = 0; i < n && rc == PREPACK_OK; i++) {
-        if (token_at(t, width, i) != sp->sep)
-            continue;
-        if (sp->before) { /* the delimiter opens the next sequence */
-            rc = add_piece(sp, base + start * width, width, i - start, diag);
-            if (rc == PREPACK_OK)
-                rc = close_piece(sp, !sp->seen_sep, diag);
-            start = i;
-        } else { /* the delimiter closes this one */
-            rc = add_piece(sp, base + start * width, width, i + 1 - start,
-                           diag);
-            if (rc == PREPACK_OK)
-                rc = close_piece(sp, 0, diag);
-            start = i + 1;
-        }
+    size_t nends = 0, last = 0;
+    for (size_t i = find_sep(t, width, 0, n, sp->sep); i < n;
+         i = find_sep(t, width, i + 1, n, sp->sep)) {
+        size_t end = sp->before ? i : i + 1;
+        if (sp->before && !sp->seen_sep && sp->open + end > 0)
+            prepack_store_count_partial(sp->store);
         sp->seen_sep = 1;
+        sp->ends[nends++] = end;
+        sp->open = 0;
+        last = end;
     }
-    if (rc == PREPACK_OK)
-        rc = add_piece(sp, base + start * width, width, n - start, diag);
-    return rc;
+    sp->open += n - last;
+    return pp_store_add_ends(sp->store, t, width, n, sp->ends, nends, NULL, 0,
+                             diag);
 }
 
 /* Tokens are read little-endian; on a big-endian host they are swapped. */
@@ -173,9 +177,12 @@ static int stream_tokens(token_file *f, splitter *sp, void *buf,
             return rc;
         pos += (uint64_t)got;
     }
-    /* The last piece: complete in llm.c files (a document runs to the end);
-     * in raw files it lacks its closing delimiter, so it was cut. */
-    return close_piece(sp, sp->before ? !sp->seen_sep : 1, diag);
+    /* The last piece: complete in llm.c files (a document runs to the end)
+     * unless no delimiter came at all; in raw files it lacks its closing
+     * delimiter, so it was cut. */
+    if (sp->open > 0 && (!sp->before || !sp->seen_sep))
+        prepack_store_count_partial(sp->store);
+    return prepack_store_end_sequence(sp->store, diag);
 }
 
 static int open_token_file(token_file *f, const char *path,
@@ -228,10 +235,12 @@ int pp_ingest_tokens(prepack_store *s, const char *path,
     if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);
         void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
-        rc = buf ? stream_tokens(&f, &sp, buf, diag)
-                 : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                           "out of memory");
+        sp.ends = pp_alloc(a, CHUNK_TOKENS, sizeof *sp.ends);
+        rc = buf && sp.ends ? stream_tokens(&f, &sp, buf, diag)
+                            : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                                      "out of memory");
         pp_free(a, buf);
+        pp_free(a, sp.ends);
     }
     if (f.fd >= 0)
         close(f.fd);

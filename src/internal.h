@@ -168,6 +168,15 @@ void pp_source_close(pp_source *s);
  * index entry), so ids stay aligned with records. */
 int pp_store_end_sequence(prepack_store *s, int keep_empty,
                           prepack_diag *diag);
+/* Appends n tokens (width 2: uint16, 4: uint32, host order) that end the
+ * open sequence before t[ends[0]], hold whole sequences [ends[k-1],
+ * ends[k]), and leave t[ends[nends-1]..n) open: many sequences in one
+ * write. ends rise, each <= n. starts_doc (or NULL): the sequence closed
+ * at ends[k] starts a document. */
+int pp_store_add_ends(prepack_store *s, const void *t, unsigned width,
+                      size_t n, const size_t *ends, size_t nends,
+                      const uint8_t *starts_doc, int keep_empty,
+                      prepack_diag *diag);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 

@@ -395,33 +395,100 @@ int prepack_store_add(prepack_store *s, const uint32_t *tokens, size_t n,
     return rc;
 }
 
-int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens, size_t n,
-                          prepack_diag *diag)
+/* Large little-endian uint16 runs skip the buffer: one copy into the file
+ * instead of two. */
+static int write_u16(prepack_store *s, const uint16_t *t, size_t n,
+                     prepack_diag *diag)
 {
-    int rc = check_sequence_length(s, n, diag);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (s->dtype == PREPACK_DTYPE_UINT16 && n * 2 >= WRITE_BUFFER / 4) {
+        int rc = tmp_flush(&s->tok, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (write_all(s->tok.fd, (const unsigned char *)t, n * 2) != 0)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "writing the token store failed: %s",
+                           strerror(errno));
+        s->tok.size += n * 2;
+        return PREPACK_OK;
+    }
+#endif
+    int rc = PREPACK_OK;
     for (size_t done = 0; rc == PREPACK_OK && done < n;) {
         size_t k = n - done > CHUNK_TOKENS ? CHUNK_TOKENS : n - done;
         if (s->dtype == PREPACK_DTYPE_UINT16) {
             unsigned char *p = tmp_reserve(&s->tok, k * 2, diag);
             if (!p)
                 return PREPACK_EIO;
-            put_u16(p, tokens + done, k);
+            put_u16(p, t + done, k);
         } else {
             uint32_t wide[1024];
             for (size_t i = 0; i < k && rc == PREPACK_OK; i += 1024) {
                 size_t m = k - i < 1024 ? k - i : 1024;
                 for (size_t j = 0; j < m; j++)
-                    wide[j] = tokens[done + i + j];
+                    wide[j] = t[done + i + j];
                 rc = add_chunk(s, wide, m, diag);
             }
         }
         done += k;
     }
+    return rc;
+}
+
+int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens, size_t n,
+                          prepack_diag *diag)
+{
+    size_t end = 0;
+    return pp_store_add_ends(s, tokens, 2, n, &end, 0, NULL, 0, diag);
+}
+
+static int write_u32(prepack_store *s, const uint32_t *t, size_t n,
+                     prepack_diag *diag)
+{
+    int rc = PREPACK_OK;
+    for (size_t done = 0; rc == PREPACK_OK && done < n;) {
+        size_t k = n - done > CHUNK_TOKENS ? CHUNK_TOKENS : n - done;
+        rc = add_chunk(s, t + done, k, diag);
+        done += k;
+    }
+    return rc;
+}
+
+int pp_store_add_ends(prepack_store *s, const void *t, unsigned width,
+                      size_t n, const size_t *ends, size_t nends,
+                      const uint8_t *starts_doc, int keep_empty,
+                      prepack_diag *diag)
+{
+    /* Check every sequence's length before writing anything: the first
+     * continues the open sequence, the others start afresh. */
+    int rc = check_sequence_length(s, 0, diag);
+    size_t prev = 0;
+    for (size_t k = 0; rc == PREPACK_OK && k <= nends; k++) {
+        size_t end = k < nends ? ends[k] : n;
+        uint64_t len = (k == 0 ? s->open_len : 0) + (end - prev);
+        if (len > UINT32_MAX)
+            rc = pp_fail(diag, PREPACK_ERANGE, s->count + k,
+                         "sequence %zu is longer than %u tokens",
+                         s->count + k, UINT32_MAX);
+        prev = end;
+    }
+    if (rc != PREPACK_OK)
+        return rc;
+    rc = width == 2 ? write_u16(s, t, n, diag) : write_u32(s, t, n, diag);
     if (rc == PREPACK_OK)
         rc = add_mask(s, NULL, n, diag);
+    prev = 0;
+    for (size_t k = 0; rc == PREPACK_OK && k < nends; k++) {
+        s->open_len += ends[k] - prev;
+        s->tokens += ends[k] - prev;
+        if (starts_doc && starts_doc[k])
+            s->doc_pending = 1;
+        rc = pp_store_end_sequence(s, keep_empty, diag);
+        prev = ends[k];
+    }
     if (rc == PREPACK_OK) {
-        s->open_len += n;
-        s->tokens += n;
+        s->open_len += n - prev;
+        s->tokens += n - prev;
     }
     return rc;
 }

@@ -1,0 +1,329 @@
+/* Ingest benchmark: MB/s reading generated corpora of each format into a
+ * token store, against plain read() of the same file in the same run.
+ *
+ *   bench_ingest [--size-mb N] [--runs N] [--dir DIR] [--keep]
+ *
+ * Writes, in DIR (default /tmp/prepack-bench): corpus.jsonl (integer
+ * arrays), corpus.jsonl.zst, corpus.bin/.idx (Megatron, uint16) and
+ * llmc.bin (llm.c GPT-2), each about N MB (default 1024), with GPT-2 ids
+ * and log-normal document lengths (median 450 tokens). Reports the median
+ * of --runs runs (default 3). The files are removed unless --keep; keep
+ * them to measure peak memory with `/usr/bin/time -v prepack stats FILE`
+ * (bench/ingest_memory.sh). */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "prepack.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+static double uniform01(uint64_t *s)
+{
+    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+static uint32_t doc_length(uint64_t *s)
+{
+    double z = sqrt(-2.0 * log(uniform01(s))) * cos(6.283185307179586 *
+                                                     uniform01(s));
+    double v = 450.0 * exp(z);
+    return v < 1 ? 1 : v > 32768 ? 32768 : (uint32_t)v;
+}
+
+static uint32_t token(uint64_t *s)
+{
+    return (uint32_t)(splitmix64(s) % 50256); /* GPT-2 ids, no delimiter */
+}
+
+static char path_buf[8][4096];
+static const char *in_dir(const char *dir, const char *name, int slot)
+{
+    snprintf(path_buf[slot], sizeof path_buf[slot], "%s/%s", dir, name);
+    return path_buf[slot];
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_ingest: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+/* ---- generating the corpora -------------------------------------------- */
+
+typedef struct writers {
+    FILE *jsonl, *bin, *llmc;
+    FILE *idx_len, *idx_ptr; /* index arrays, joined at the end */
+    uint64_t bin_bytes, llmc_tokens, docs;
+} writers;
+
+static void put_le(FILE *f, uint64_t v, unsigned width)
+{
+    unsigned char b[8];
+    for (unsigned i = 0; i < width; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    if (fwrite(b, 1, width, f) != width)
+        die("write");
+}
+
+static void write_document(writers *w, const uint16_t *t, uint32_t n)
+{
+    fputs("{\"input_ids\": [", w->jsonl);
+    for (uint32_t i = 0; i < n; i++)
+        fprintf(w->jsonl, i ? ", %u" : "%u", t[i]);
+    fputs("]}\n", w->jsonl);
+    put_le(w->idx_len, n, 4);
+    put_le(w->idx_ptr, w->bin_bytes, 8);
+    if (fwrite(t, 2, n, w->bin) != n)
+        die("write");
+    w->bin_bytes += 2ull * n;
+    uint16_t sep = 50256; /* llm.c: the delimiter opens each document */
+    if (fwrite(&sep, 2, 1, w->llmc) != 1 || fwrite(t, 2, n, w->llmc) != n)
+        die("write");
+    w->llmc_tokens += n + 1;
+    w->docs++;
+}
+
+static void copy_into(FILE *out, FILE *in)
+{
+    char buf[1 << 16];
+    size_t n;
+    rewind(in);
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            die("write");
+}
+
+/* The Megatron index: header, lengths, pointers, then one document per
+ * sequence (document index 0..n). */
+static void write_index(const char *dir, writers *w)
+{
+    FILE *idx = fopen(in_dir(dir, "corpus.idx", 0), "wb");
+    if (!idx)
+        die("corpus.idx");
+    fwrite("MMIDIDX\0\0", 1, 9, idx);
+    put_le(idx, 1, 8);
+    fputc(8, idx); /* uint16 */
+    put_le(idx, w->docs, 8);
+    put_le(idx, w->docs + 1, 8);
+    copy_into(idx, w->idx_len);
+    copy_into(idx, w->idx_ptr);
+    for (uint64_t d = 0; d <= w->docs; d++)
+        put_le(idx, d, 8);
+    fclose(idx);
+}
+
+static void generate(const char *dir, uint64_t target_bytes)
+{
+    writers w = {0};
+    w.jsonl = fopen(in_dir(dir, "corpus.jsonl", 0), "wb");
+    w.bin = fopen(in_dir(dir, "corpus.bin", 1), "wb");
+    w.llmc = fopen(in_dir(dir, "llmc.bin", 2), "wb");
+    w.idx_len = tmpfile();
+    w.idx_ptr = tmpfile();
+    if (!w.jsonl || !w.bin || !w.llmc || !w.idx_len || !w.idx_ptr)
+        die("creating the corpus");
+    char header[1024] = {0};
+    fwrite(header, 1, sizeof header, w.llmc); /* filled in at the end */
+    static uint16_t t[32768];
+    uint64_t seed = 42;
+    /* The binary files hold 2 bytes a token, JSONL about 6.7: size the
+     * corpus by the larger binary one, so every file is >= target. */
+    while ((uint64_t)ftell(w.jsonl) < target_bytes || w.bin_bytes < target_bytes) {
+        uint32_t n = doc_length(&seed);
+        for (uint32_t i = 0; i < n; i++)
+            t[i] = (uint16_t)token(&seed);
+        write_document(&w, t, n);
+    }
+    int32_t h[256] = {20240520, 1, (int32_t)w.llmc_tokens};
+    fseek(w.llmc, 0, SEEK_SET);
+    fwrite(h, sizeof h, 1, w.llmc);
+    fclose(w.jsonl);
+    fclose(w.bin);
+    fclose(w.llmc);
+    write_index(dir, &w);
+    fclose(w.idx_len);
+    fclose(w.idx_ptr);
+}
+
+static void compress_jsonl(const char *dir)
+{
+    FILE *in = fopen(in_dir(dir, "corpus.jsonl", 0), "rb");
+    FILE *out = fopen(in_dir(dir, "corpus.jsonl.zst", 1), "wb");
+    if (!in || !out)
+        die("corpus.jsonl.zst");
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 3);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    static char ib[1 << 20], ob[1 << 20];
+    size_t n;
+    do {
+        n = fread(ib, 1, sizeof ib, in);
+        ZSTD_EndDirective mode = n < sizeof ib ? ZSTD_e_end : ZSTD_e_continue;
+        ZSTD_inBuffer input = {ib, n, 0};
+        int done;
+        do {
+            ZSTD_outBuffer output = {ob, sizeof ob, 0};
+            size_t left = ZSTD_compressStream2(c, &output, &input, mode);
+            fwrite(ob, 1, output.pos, out);
+            done = mode == ZSTD_e_end ? left == 0 : input.pos == input.size;
+        } while (!done);
+    } while (n == sizeof ib);
+    ZSTD_freeCCtx(c);
+    fclose(in);
+    fclose(out);
+}
+
+/* ---- timing ------------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Plain read() of a file into a 1 MiB buffer: the baseline. */
+static double time_read(const char *path)
+{
+    static char buf[1 << 20];
+    double t0 = now();
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        die(path);
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    close(fd);
+    return now() - t0;
+}
+
+static double time_ingest(const char *dir, const char *path,
+                          uint64_t *sequences, uint64_t *tokens)
+{
+    prepack_store_options so = {.tmp_dir = dir};
+    prepack_store *s = NULL;
+    prepack_diag d = {0};
+    double t0 = now();
+    int rc = prepack_store_create(&s, &so, &d);
+    if (rc == PREPACK_OK)
+        rc = prepack_ingest_file(s, path, NULL, &d);
+    if (rc == PREPACK_OK)
+        rc = prepack_store_finish(s, &d);
+    double t = now() - t0;
+    if (rc != PREPACK_OK) {
+        fprintf(stderr, "bench_ingest: %s\n", d.message);
+        exit(1);
+    }
+    *sequences = prepack_store_sequence_count(s);
+    *tokens = prepack_store_token_count(s);
+    prepack_store_free(s);
+    return t;
+}
+
+/* Ingests `name` and reads it plainly, alternately, `runs` times. MB/s
+ * counts the bytes of `content` (the uncompressed JSON for .zst); the
+ * baseline reads `name` itself. */
+static void bench_file(const char *dir, const char *name, const char *label,
+                       const char *content, int runs)
+{
+    char path[4096], plain[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(plain, sizeof plain, "%s/%s", dir, content);
+    double tr[32], ti[32];
+    uint64_t seqs = 0, toks = 0;
+    for (int r = 0; r < runs; r++) {
+        tr[r] = time_read(path);
+        ti[r] = time_ingest(dir, path, &seqs, &toks);
+    }
+    double file_mb = (double)file_size(path) / 1e6;
+    double mb = (double)file_size(plain) / 1e6;
+    double read_s = median(tr, runs), ingest_s = median(ti, runs);
+    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx\n",
+           label, file_mb, mb, (unsigned long long)seqs,
+           (unsigned long long)toks, ingest_s, mb / ingest_s,
+           file_mb / read_s, ingest_s / read_s);
+}
+
+int main(int argc, char **argv)
+{
+    double size_mb = 1024;
+    int runs = 3, keep = 0;
+    const char *dir = "/tmp/prepack-bench";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--size-mb") && i + 1 < argc)
+            size_mb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+            dir = argv[++i];
+        else if (!strcmp(argv[i], "--keep"))
+            keep = 1;
+        else {
+            fprintf(stderr, "usage: bench_ingest [--size-mb N] [--runs N] "
+                            "[--dir DIR] [--keep]\n");
+            return 2;
+        }
+    }
+    if (runs < 1 || runs > 31 || !(size_mb > 0)) {
+        fprintf(stderr, "bench_ingest: --runs 1..31, --size-mb > 0\n");
+        return 2;
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        die(dir);
+    double t0 = now();
+    generate(dir, (uint64_t)(size_mb * 1e6));
+    compress_jsonl(dir);
+    fprintf(stderr, "generated in %.1f s\n", now() - t0);
+
+    printf("prepack %s ingest benchmark: median of %d runs, one thread\n",
+           prepack_version(), runs);
+    printf("%-10s %9s %9s %9s %11s %9s %9s %10s %8s\n", "format", "file_MB",
+           "data_MB", "seqs", "tokens", "ingest_s", "MB/s", "read_MB/s",
+           "/read");
+    bench_file(dir, "corpus.jsonl", "jsonl", "corpus.jsonl", runs);
+    bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl",
+               runs);
+    bench_file(dir, "corpus.bin", "megatron", "corpus.bin", runs);
+    bench_file(dir, "llmc.bin", "llmc", "llmc.bin", runs);
+    if (!keep) {
+        const char *names[] = {"corpus.jsonl", "corpus.jsonl.zst",
+                               "corpus.bin", "corpus.idx", "llmc.bin"};
+        for (int i = 0; i < 5; i++)
+            unlink(in_dir(dir, names[i], 0));
+        rmdir(dir);
+    }
+    return 0;
+}
