@@ -267,17 +267,18 @@ int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
 /* The token store                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Where ingest puts tokens for the row builder: one file-backed,
- * memory-mapped token array (uint16 or uint32), per-sequence lengths and
- * offsets, the loss mask when an input has one, and the inputs it came
- * from. The token files are created under a directory of the caller's
+/* Where ingest puts tokens for the row builder, without copying what need
+ * not be copied: a sequence of a binary input (Megatron, llm.c, raw
+ * tokens) is a reference into that file, which the store keeps open and
+ * maps once finished; tokens known only after parsing (JSONL, or added
+ * through prepack_store_add) go to a temporary file, uint16 while every id
+ * fits. Temporary files are created under a directory of the caller's
  * choosing and unlinked at once, so nothing is left behind however the
- * process ends.
+ * process ends. Inputs must not change while the store lives.
  *
  * Writing: append tokens to the open sequence, end it, repeat; then
- * prepack_store_finish. Reading (after finish): lengths, offsets, tokens.
- * Memory: 12 bytes per sequence plus a few MiB of buffers; tokens live in
- * the file. */
+ * prepack_store_finish. Reading (after finish): lengths and tokens.
+ * Memory: 12 bytes per sequence plus a few MiB of buffers. */
 
 typedef enum prepack_dtype {
     PREPACK_DTYPE_AUTO = 0,   /* uint16 while every id fits, else uint32 */
@@ -360,20 +361,17 @@ void prepack_store_input(const prepack_store *s, size_t i,
 /* After finish: */
 size_t prepack_store_sequence_count(const prepack_store *s);
 uint64_t prepack_store_token_count(const prepack_store *s);
-/* UINT16 or UINT32 (AUTO resolved). */
+/* UINT16 or UINT32: forced, or (AUTO) the narrowest that holds every id. */
 prepack_dtype prepack_store_dtype(const prepack_store *s);
 /* Lengths of all sequences: the array prepack_plan_create takes. Valid
  * until the store is freed. */
 const uint32_t *prepack_store_lengths(const prepack_store *s);
-/* First token of sequence i within the token array. */
-uint64_t prepack_store_offset(const prepack_store *s, size_t i);
-/* All tokens, little-endian uint16 or uint32 by dtype (NULL when there are
- * none); and the loss mask, one byte a token, or NULL when no input had
- * one. Valid until the store is freed. */
-const void *prepack_store_tokens(const prepack_store *s);
-const uint8_t *prepack_store_loss_mask(const prepack_store *s);
 /* Copies sequence i's tokens as uint32 into out (room for its length). */
 void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out);
+/* Whether any input had a loss mask; and sequence i's mask (one byte a
+ * token, 1 = trained), or NULL when all its tokens are trained. */
+int prepack_store_has_loss_mask(const prepack_store *s);
+const uint8_t *prepack_store_loss_mask(const prepack_store *s, size_t i);
 /* Documents recorded by prepack_store_begin_document, and the first
  * sequence of document d. */
 size_t prepack_store_document_count(const prepack_store *s);

@@ -34,10 +34,12 @@ constexpr size_t kFirstChunk = size_t(16) << 20;
 constexpr size_t kMaxChunk = size_t(1) << 30;
 constexpr size_t kMinBatch = size_t(1) << 20;
 
+size_t count_newlines(const unsigned char *p, size_t n);
+
 struct JsonlReader {
     prepack_store *store;
     const char *path;
-    std::string_view field;
+    std::string field;
     prepack_diag *diag;
     pp_source *src = nullptr;
     std::vector<unsigned char> buf; // cap + SIMDJSON_PADDING bytes
@@ -63,10 +65,17 @@ struct JsonlReader {
         ;
     int run();
     int fill();
-    int parse_chunk(size_t end, size_t *consumed);
-    int take_document(simdjson::dom::element doc, uint64_t at_line);
-    int read_ids(simdjson::dom::array ids, uint64_t at_line);
-    int read_mask(simdjson::dom::array arr, bool labels, uint64_t at_line);
+    int parse_chunk(size_t end, size_t *consumed, size_t *newlines);
+    // The line of the document at byte `at` of the chunk: counted only
+    // when an error needs it.
+    uint64_t line_at(size_t at) const
+    {
+        return line + count_newlines(buf.data(), at);
+    }
+    int take_document(simdjson::dom::element doc, size_t at);
+    int read_ids(simdjson::dom::array ids, size_t at);
+    int bad_id(simdjson::dom::element v, size_t i, size_t at);
+    int read_mask(simdjson::dom::array arr, bool labels, size_t at);
 };
 
 int JsonlReader::fail(int code, uint64_t at_line, const char *fmt, ...)
@@ -92,15 +101,17 @@ size_t count_newlines(const unsigned char *p, size_t n)
     }
 }
 
-// The longest line in [p, p + n), newline included.
-size_t longest_line(const unsigned char *p, size_t n)
+// The longest line in [p, p + n), newline included, and the newlines.
+size_t longest_line(const unsigned char *p, size_t n, size_t *newlines)
 {
     size_t longest = 0;
+    *newlines = 0;
     for (const unsigned char *end = p + n; p < end;) {
         const void *nl = std::memchr(p, '\n', size_t(end - p));
         const unsigned char *stop =
             nl ? static_cast<const unsigned char *>(nl) + 1 : end;
         longest = std::max(longest, size_t(stop - p));
+        *newlines += nl != nullptr;
         p = stop;
     }
     return longest;
@@ -132,72 +143,69 @@ const char *type_name(simdjson::dom::element_type t)
     }
 }
 
-int JsonlReader::read_ids(simdjson::dom::array ids, uint64_t at_line)
+// Why element i of the ids is not a token id (the slow path).
+int JsonlReader::bad_id(simdjson::dom::element v, size_t i, size_t at)
 {
     using T = simdjson::dom::element_type;
-    const std::string f(field);
-    tokens.clear();
+    const char *f = field.c_str();
+    T t = v.type();
+    if (t == T::INT64 && int64_t(v) < 0)
+        return fail(PREPACK_EFORMAT, line_at(at),
+                    "%s[%zu] is %lld: token ids must be non-negative", f, i,
+                    (long long)int64_t(v));
+    if (t == T::INT64 || t == T::UINT64)
+        return fail(PREPACK_ERANGE, line_at(at),
+                    "%s[%zu] is %llu: token ids must be at most 4294967295",
+                    f, i,
+                    t == T::INT64 ? (unsigned long long)int64_t(v)
+                                  : (unsigned long long)uint64_t(v));
+    if (t == T::DOUBLE)
+        return fail(PREPACK_EFORMAT, line_at(at),
+                    "%s[%zu] is %g, not an integer", f, i, double(v));
+    return fail(PREPACK_EFORMAT, line_at(at), "%s[%zu] is %s, not an integer",
+                f, i, type_name(t));
+}
+
+int JsonlReader::read_ids(simdjson::dom::array ids, size_t at)
+{
+    tokens.resize(ids.size());
     size_t i = 0;
     for (simdjson::dom::element v : ids) {
-        T t = v.type();
-        if (t == T::INT64) {
-            int64_t x = int64_t(v);
-            if (x < 0)
-                return fail(PREPACK_EFORMAT, at_line,
-                            "%s[%zu] is %lld: token ids must be "
-                            "non-negative",
-                            f.c_str(), i, (long long)x);
-            if (x > int64_t(UINT32_MAX))
-                return fail(PREPACK_ERANGE, at_line,
-                            "%s[%zu] is %lld: token ids must be at most "
-                            "4294967295",
-                            f.c_str(), i, (long long)x);
-            tokens.push_back(uint32_t(x));
-        } else if (t == T::UINT64) {
-            return fail(PREPACK_ERANGE, at_line,
-                        "%s[%zu] is %llu: token ids must be at most "
-                        "4294967295",
-                        f.c_str(), i, (unsigned long long)uint64_t(v));
-        } else if (t == T::DOUBLE) {
-            return fail(PREPACK_EFORMAT, at_line,
-                        "%s[%zu] is %g, not an integer", f.c_str(), i,
-                        double(v));
-        } else {
-            return fail(PREPACK_EFORMAT, at_line,
-                        "%s[%zu] is %s, not an integer", f.c_str(), i,
-                        type_name(t));
-        }
-        i++;
+        int64_t x;
+        if (v.get_int64().get(x) != simdjson::SUCCESS || x < 0 ||
+            x > int64_t(UINT32_MAX))
+            return bad_id(v, i, at);
+        tokens[i++] = uint32_t(x);
     }
+    tokens.resize(i);
     return PREPACK_OK;
 }
 
 // loss_mask: 0/1 per token. labels (Hugging Face): the token itself, or
 // -100 for a token that is not trained.
-int JsonlReader::read_mask(simdjson::dom::array arr, bool labels,
-                           uint64_t at_line)
+int JsonlReader::read_mask(simdjson::dom::array arr, bool labels, size_t at)
 {
     using T = simdjson::dom::element_type;
     const char *name = labels ? "labels" : "loss_mask";
-    const std::string f(field);
+    const std::string &f = field;
     size_t n = arr.size();
     if (n != tokens.size())
-        return fail(PREPACK_EFORMAT, at_line, "%s has %zu values, %s %zu",
+        return fail(PREPACK_EFORMAT, line_at(at), "%s has %zu values, %s %zu",
                     name, n, f.c_str(), tokens.size());
     mask.clear();
     size_t i = 0;
     for (simdjson::dom::element v : arr) {
         if (v.type() != T::INT64)
-            return fail(PREPACK_EFORMAT, at_line, "%s[%zu] is %s, not %s",
+            return fail(PREPACK_EFORMAT, line_at(at), "%s[%zu] is %s, not %s",
                         name, i, type_name(v.type()),
                         labels ? "a token id or -100" : "0 or 1");
         int64_t x = int64_t(v);
         if (!labels && x != 0 && x != 1)
-            return fail(PREPACK_EFORMAT, at_line,
+            return fail(PREPACK_EFORMAT, line_at(at),
                         "%s[%zu] is %lld: must be 0 or 1", name, i,
                         (long long)x);
         if (labels && x != -100 && x != int64_t(tokens[i]))
-            return fail(PREPACK_EFORMAT, at_line,
+            return fail(PREPACK_EFORMAT, line_at(at),
                         "labels[%zu] is %lld but %s[%zu] is %u (labels "
                         "must be the token or -100)",
                         i, (long long)x, f.c_str(), i, tokens[i]);
@@ -207,12 +215,12 @@ int JsonlReader::read_mask(simdjson::dom::array arr, bool labels,
     return PREPACK_OK;
 }
 
-int JsonlReader::take_document(simdjson::dom::element doc, uint64_t at_line)
+int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
 {
-    const std::string f(field);
+    const std::string &f = field;
     simdjson::dom::object obj;
     if (doc.get_object().get(obj))
-        return fail(PREPACK_EFORMAT, at_line, "expected a JSON object, got %s",
+        return fail(PREPACK_EFORMAT, line_at(at), "expected a JSON object, got %s",
                     type_name(doc.type()));
     simdjson::dom::array ids, mask_arr, labels_arr;
     bool has_ids = false, has_mask = false, has_labels = false;
@@ -225,23 +233,23 @@ int JsonlReader::take_document(simdjson::dom::element doc, uint64_t at_line)
         const char *name = is_ids ? f.c_str() : is_mask ? "loss_mask"
                                                         : "labels";
         if (seen)
-            return fail(PREPACK_EFORMAT, at_line, "field \"%s\" appears twice",
+            return fail(PREPACK_EFORMAT, line_at(at), "field \"%s\" appears twice",
                         name);
         seen = true;
         simdjson::dom::array &dst = is_ids ? ids : is_mask ? mask_arr
                                                            : labels_arr;
         if (kv.value.get_array().get(dst))
-            return fail(PREPACK_EFORMAT, at_line, "\"%s\" is %s, not an array",
+            return fail(PREPACK_EFORMAT, line_at(at), "\"%s\" is %s, not an array",
                         name, type_name(kv.value.type()));
     }
     if (!has_ids)
-        return fail(PREPACK_EFORMAT, at_line, "no \"%s\" field", f.c_str());
+        return fail(PREPACK_EFORMAT, line_at(at), "no \"%s\" field", f.c_str());
     if (has_mask && has_labels)
-        return fail(PREPACK_EFORMAT, at_line,
+        return fail(PREPACK_EFORMAT, line_at(at),
                     "both \"loss_mask\" and \"labels\": give one");
-    int rc = read_ids(ids, at_line);
+    int rc = read_ids(ids, at);
     if (rc == PREPACK_OK && (has_mask || has_labels))
-        rc = read_mask(has_mask ? mask_arr : labels_arr, has_labels, at_line);
+        rc = read_mask(has_mask ? mask_arr : labels_arr, has_labels, at);
     if (rc == PREPACK_OK)
         rc = prepack_store_add(store, tokens.data(), tokens.size(),
                                has_mask || has_labels ? mask.data() : nullptr,
@@ -252,25 +260,22 @@ int JsonlReader::take_document(simdjson::dom::element doc, uint64_t at_line)
 }
 
 // Parses buf[0, end); *consumed = bytes of complete documents.
-int JsonlReader::parse_chunk(size_t end, size_t *consumed)
+int JsonlReader::parse_chunk(size_t end, size_t *consumed, size_t *newlines)
 {
-    size_t batch = std::max(kMinBatch, longest_line(buf.data(), end) + 1);
+    size_t batch = std::max(kMinBatch,
+                            longest_line(buf.data(), end, newlines) + 1);
     simdjson::dom::document_stream stream;
     auto err = parser.parse_many(buf.data(), end, batch).get(stream);
     if (err)
         return fail(PREPACK_EFORMAT, line, "invalid JSON: %s",
                     simdjson::error_message(err));
-    size_t seen = 0;       // bytes before the document at hand
-    uint64_t at_line = line;
     for (auto it = stream.begin(); it != stream.end(); ++it) {
         size_t at = it.current_index();
-        at_line += count_newlines(buf.data() + seen, at - seen);
-        seen = at;
         simdjson::dom::element doc;
         if ((err = (*it).get(doc)))
-            return fail(PREPACK_EFORMAT, at_line, "invalid JSON: %s",
+            return fail(PREPACK_EFORMAT, line_at(at), "invalid JSON: %s",
                         simdjson::error_message(err));
-        int rc = take_document(doc, at_line);
+        int rc = take_document(doc, at);
         if (rc != PREPACK_OK)
             return rc;
     }
@@ -295,8 +300,9 @@ int JsonlReader::run()
             while (end > 0 && p[end - 1] != '\n')
                 end--;
         }
-        size_t consumed = 0;
-        if (end > 0 && (rc = parse_chunk(end, &consumed)) != PREPACK_OK)
+        size_t consumed = 0, newlines = 0;
+        if (end > 0 &&
+            (rc = parse_chunk(end, &consumed, &newlines)) != PREPACK_OK)
             return rc;
         if (consumed == 0) { // no complete document in a full buffer
             if (eof)
@@ -310,7 +316,8 @@ int JsonlReader::run()
             buf.resize(cap + simdjson::SIMDJSON_PADDING);
             continue;
         }
-        line += count_newlines(buf.data(), consumed);
+        line += consumed == end ? newlines
+                                : count_newlines(buf.data(), consumed);
         std::memmove(buf.data(), buf.data() + consumed, len - consumed);
         len -= consumed;
     }

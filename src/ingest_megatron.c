@@ -4,9 +4,11 @@
  *
  * The .idx arrays follow a 34-byte header, so they are not aligned to
  * their width: every value is decoded from bytes, never read through a
- * cast pointer. The .idx is read in blocks with pread; the .bin through a
- * sliding 64 MiB mapping, so its bytes are copied once (into the store)
- * rather than twice, and memory stays bounded on any size. */
+ * cast pointer. The .idx is read in blocks with pread. The .bin is not
+ * copied: each sequence becomes a reference into it (see store.c). Only
+ * signed dtypes are read, through a sliding 64 MiB mapping, to check that
+ * every id is a valid token (non-negative); uint8 and uint16 ids always
+ * are, so for them ingest reads the .idx alone. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -58,8 +60,9 @@ typedef struct megatron {
     /* the .bin window: a read-only mapping of part of the file */
     unsigned char *map;
     uint64_t map_start, map_len;
-    uint32_t *wide;                            /* decoded tokens */
     prepack_store *store;
+    size_t source;                             /* the .bin in the store */
+    uint32_t max_id;
     const prepack_allocator *alloc;
 } megatron;
 
@@ -172,36 +175,15 @@ static int read_header(megatron *m, prepack_diag *diag)
 
 /* ---- tokens --------------------------------------------------------------- */
 
-/* Decodes n tokens of the dataset's dtype into m->wide. Returns the index
- * of the first id outside 0..2^32-1 (its value in *bad), or n. */
-static size_t decode(megatron *m, const unsigned char *p, size_t n,
-                     int64_t *bad)
+/* The id at p, sign-extended for signed dtypes. */
+static int64_t id_at(const megatron *m, const unsigned char *p)
 {
     unsigned w = m->dtype.width;
-    for (size_t i = 0; i < n; i++, p += w) {
-        uint64_t u = le(p, w);
-        if (m->dtype.kind == KIND_SIGNED && w < 8 && (u >> (8 * w - 1)))
-            u |= ~UINT64_C(0) << (8 * w); /* sign-extend */
-        if ((m->dtype.kind == KIND_SIGNED && (int64_t)u < 0) ||
-            u > UINT32_MAX) {
-            *bad = m->dtype.kind == KIND_SIGNED || u <= INT64_MAX
-                       ? (int64_t)u
-                       : INT64_MAX;
-            return i;
-        }
-        m->wide[i] = (uint32_t)u;
-    }
-    return n;
-}
-
-static int bad_token(const megatron *m, uint64_t seq, uint64_t token,
-                     int64_t value, prepack_diag *diag)
-{
-    return pp_fail(diag, PREPACK_EFORMAT, seq,
-                   "%s: sequence %llu, token %llu: id %lld is not in "
-                   "0..4294967295",
-                   m->bin.path, (unsigned long long)seq,
-                   (unsigned long long)token, (long long)value);
+    uint64_t u = le(p, w);
+    if (m->dtype.kind == KIND_SIGNED && w < 8 && (u >> (8 * w - 1)))
+        u |= ~UINT64_C(0) << (8 * w);
+    return m->dtype.kind == KIND_SIGNED || u <= INT64_MAX ? (int64_t)u
+                                                         : INT64_MAX;
 }
 
 /* Makes bytes [at, at + n) (n <= RUN) addressable; returns them. */
@@ -220,12 +202,8 @@ static const unsigned char *window(megatron *m, uint64_t at, size_t n,
                      : WINDOW;
     if (n == 0 || m->map_len == 0)
         return (const unsigned char *)"";
-    int flags = MAP_PRIVATE;
-#ifdef MAP_POPULATE
-    flags |= MAP_POPULATE; /* fault the window in at once */
-#endif
-    void *p = mmap(NULL, (size_t)m->map_len, PROT_READ, flags, m->bin.fd,
-                   (off_t)m->map_start);
+    void *p = mmap(NULL, (size_t)m->map_len, PROT_READ, MAP_PRIVATE,
+                   m->bin.fd, (off_t)m->map_start);
     if (p == MAP_FAILED) {
         pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                 "%s: cannot map bytes %llu..%llu: %s", m->bin.path,
@@ -238,45 +216,27 @@ static const unsigned char *window(megatron *m, uint64_t at, size_t n,
     return m->map + (at - m->map_start);
 }
 
-/* uint16 tokens that need no decoding: little-endian host, unsigned,
- * aligned in the mapping (an odd pointer goes through decode). */
-static int stored_as_is(const megatron *m, uint64_t at)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return m->dtype.kind == KIND_UNSIGNED && m->dtype.width == 2 && at % 2 == 0;
-#else
-    (void)m;
-    (void)at;
-    return 0;
-#endif
-}
-
-static int add_tokens(megatron *m, uint64_t seq, uint64_t ptr, uint64_t len,
-                      prepack_diag *diag)
+/* Checks that sequence `seq`'s ids are in 0..2^32-1, raising *max. */
+static int check_ids(megatron *m, uint64_t seq, uint64_t ptr, uint64_t len,
+                     uint32_t *max, prepack_diag *diag)
 {
     unsigned w = m->dtype.width;
     size_t per_run = RUN / w;
     for (uint64_t done = 0; done < len;) {
         size_t k = len - done < per_run ? (size_t)(len - done) : per_run;
-        uint64_t at = ptr + done * w;
-        const unsigned char *p = window(m, at, k * w, diag);
+        const unsigned char *p = window(m, ptr + done * w, k * w, diag);
         if (!p)
             return PREPACK_EIO;
-        int rc;
-        if (stored_as_is(m, at))
-            rc = prepack_store_add_u16(m->store,
-                                       (const uint16_t *)(const void *)p, k,
-                                       diag);
-        else
-        {
-            int64_t bad;
-            size_t at_bad = decode(m, p, k, &bad);
-            rc = at_bad < k ? bad_token(m, seq, done + at_bad, bad, diag)
-                            : prepack_store_add(m->store, m->wide, k, NULL,
-                                                diag);
+        for (size_t i = 0; i < k; i++, p += w) {
+            int64_t v = id_at(m, p);
+            if (v < 0 || v > (int64_t)UINT32_MAX)
+                return pp_fail(diag, PREPACK_EFORMAT, seq,
+                               "%s: sequence %llu, token %llu: id %lld is "
+                               "not in 0..4294967295",
+                               m->bin.path, (unsigned long long)seq,
+                               (unsigned long long)(done + i), (long long)v);
+            *max = (uint32_t)v > *max ? (uint32_t)v : *max;
         }
-        if (rc != PREPACK_OK)
-            return rc;
         done += k;
     }
     return PREPACK_OK;
@@ -375,102 +335,34 @@ static int check_entry(const megatron *m, uint64_t i, int64_t len,
     return PREPACK_OK;
 }
 
-/* A run: consecutive sequences stored back to back in .bin, read and
- * stored with one window access and one store call. */
-typedef struct run {
-    uint64_t first_seq, ptr, bytes;
-    size_t count;
-    size_t *ends;      /* [BLOCK] cumulative token counts */
-    uint8_t *starts;   /* [BLOCK] the sequence starts a document */
-} run;
-
-/* Decodes a run, naming the sequence and token of a bad id. */
-static int decode_run(megatron *m, const run *r, const unsigned char *p,
-                      size_t n, prepack_diag *diag)
-{
-    int64_t bad;
-    size_t at = decode(m, p, n, &bad);
-    if (at == n)
-        return PREPACK_OK;
-    size_t k = 0;
-    while (r->ends[k] <= at) /* the sequence holding token `at` */
-        k++;
-    return bad_token(m, r->first_seq + k, at - (k ? r->ends[k - 1] : 0), bad,
-                     diag);
-}
-
-static int store_run(megatron *m, const run *r, prepack_diag *diag)
-{
-    const unsigned char *p = window(m, r->ptr, (size_t)r->bytes, diag);
-    if (!p)
-        return PREPACK_EIO;
-    size_t n = r->count ? r->ends[r->count - 1] : 0;
-    if (stored_as_is(m, r->ptr))
-        return pp_store_add_ends(m->store, p, 2, n, r->ends, r->count,
-                                 r->starts, 1, diag);
-    int rc = decode_run(m, r, p, n, diag);
-    if (rc == PREPACK_OK)
-        rc = pp_store_add_ends(m->store, m->wide, 4, n, r->ends, r->count,
-                               r->starts, 1, diag);
-    return rc;
-}
-
-/* A sequence longer than a run, stored piece by piece. */
-static int store_long(megatron *m, uint64_t i, uint64_t ptr, uint64_t len,
-                      uint8_t starts_doc, prepack_diag *diag)
-{
-    if (starts_doc)
-        prepack_store_begin_document(m->store);
-    int rc = add_tokens(m, i, ptr, len, diag);
-    return rc == PREPACK_OK ? pp_store_end_sequence(m->store, 1, diag) : rc;
-}
-
 static int read_block(megatron *m, uint64_t first, size_t count,
                       unsigned char *lens, unsigned char *ptrs,
-                      doc_cursor *docs, run *r, prepack_diag *diag)
+                      doc_cursor *docs, prepack_diag *diag)
 {
     int rc = read_at(&m->idx, lens, 4 * count, m->lengths_at + 4 * first,
                      diag);
     if (rc == PREPACK_OK)
         rc = read_at(&m->idx, ptrs, 8 * count, m->pointers_at + 8 * first,
                      diag);
-    unsigned w = m->dtype.width;
-    r->count = 0;
+    int scan = m->dtype.kind == KIND_SIGNED;
     for (size_t k = 0; k < count && rc == PREPACK_OK; k++) {
         uint64_t i = first + k;
         int64_t len = (int32_t)(uint32_t)le(lens + 4 * k, 4);
         int64_t ptr = (int64_t)le(ptrs + 8 * k, 8);
-        rc = check_entry(m, i, len, ptr, diag);
-        if (rc != PREPACK_OK)
-            break;
-        uint64_t bytes = (uint64_t)len * w;
-        int joins = r->count > 0 && (uint64_t)ptr == r->ptr + r->bytes &&
-                    r->bytes + bytes <= RUN;
-        if (!joins && r->count > 0) {
-            rc = store_run(m, r, diag);
-            r->count = 0;
-        }
         uint8_t starts = 0;
+        rc = check_entry(m, i, len, ptr, diag);
         if (rc == PREPACK_OK)
             rc = documents_at(m, docs, i, &starts, diag);
+        if (rc == PREPACK_OK && scan)
+            rc = check_ids(m, i, (uint64_t)ptr, (uint64_t)len, &m->max_id,
+                           diag);
         if (rc != PREPACK_OK)
             break;
-        if (bytes > RUN) {
-            rc = store_long(m, i, (uint64_t)ptr, (uint64_t)len, starts, diag);
-            continue;
-        }
-        if (r->count == 0) {
-            r->first_seq = i;
-            r->ptr = (uint64_t)ptr;
-            r->bytes = 0;
-        }
-        r->ends[r->count] = (r->count ? r->ends[r->count - 1] : 0) +
-                            (size_t)len;
-        r->starts[r->count++] = starts;
-        r->bytes += bytes;
+        if (starts)
+            prepack_store_begin_document(m->store);
+        rc = pp_store_add_ref(m->store, m->source, (uint64_t)ptr,
+                              (uint64_t)len, diag);
     }
-    if (rc == PREPACK_OK && r->count > 0)
-        rc = store_run(m, r, diag);
     return rc;
 }
 
@@ -478,13 +370,8 @@ static int read_all(megatron *m, prepack_diag *diag)
 {
     unsigned char *lens = pp_alloc(m->alloc, BLOCK, 4);
     unsigned char *ptrs = pp_alloc(m->alloc, BLOCK, 8);
-    m->wide = pp_alloc(m->alloc, RUN, sizeof *m->wide);
     doc_cursor docs = {0, 0, pp_alloc(m->alloc, BLOCK, 8), 0, 0};
-    run r = {0};
-    r.ends = pp_alloc(m->alloc, BLOCK, sizeof *r.ends);
-    r.starts = pp_alloc(m->alloc, BLOCK, 1);
-    int rc = lens && ptrs && m->wide && docs.buf && r.ends &&
-                     r.starts
+    int rc = lens && ptrs && docs.buf
                  ? PREPACK_OK
                  : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                            "out of memory");
@@ -493,18 +380,15 @@ static int read_all(megatron *m, prepack_diag *diag)
         size_t count = m->sequences - first < BLOCK
                            ? (size_t)(m->sequences - first)
                            : BLOCK;
-        rc = read_block(m, first, count, lens, ptrs, &docs, &r, diag);
+        rc = read_block(m, first, count, lens, ptrs, &docs, diag);
     }
     if (rc == PREPACK_OK)
         rc = finish_documents(m, &docs, diag);
     pp_free(m->alloc, docs.buf);
-    pp_free(m->alloc, r.ends);
-    pp_free(m->alloc, r.starts);
     pp_free(m->alloc, lens);
     pp_free(m->alloc, ptrs);
     if (m->map)
         munmap(m->map, (size_t)m->map_len);
-    pp_free(m->alloc, m->wide);
     return rc;
 }
 
@@ -522,7 +406,16 @@ int pp_ingest_megatron(prepack_store *s, const char *prefix,
     if (rc == PREPACK_OK)
         rc = read_header(&m, diag);
     if (rc == PREPACK_OK)
+        rc = pp_store_add_file(s, m.bin.fd, m.dtype.width,
+                               m.dtype.kind == KIND_SIGNED, m.bin.size,
+                               &m.source, diag);
+    if (rc == PREPACK_OK)
         rc = read_all(&m, diag);
+    if (rc == PREPACK_OK) /* unsigned dtypes: their width bounds the ids */
+        pp_store_source_max_id(s, m.source,
+                               m.dtype.kind == KIND_SIGNED ? m.max_id
+                               : m.dtype.width == 1        ? UINT8_MAX
+                                                           : UINT16_MAX);
     if (m.idx.fd >= 0)
         close(m.idx.fd);
     if (m.bin.fd >= 0)

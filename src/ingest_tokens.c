@@ -1,7 +1,9 @@
 /* Flat token files: llm.c's .bin (a 256 x int32 header, then uint16 or
  * uint32 tokens) and nanoGPT's headerless uint16 files. Documents are told
  * apart by a delimiter token: llm.c writes it before each document, nanoGPT
- * after. The delimiter stays in its sequence. */
+ * after. The delimiter stays in its sequence. The file is read once to
+ * find the delimiters; each sequence becomes a reference into it (see
+ * store.c), never a copy. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -108,33 +110,56 @@ static size_t find_sep(const void *t, unsigned width, size_t from, size_t n,
 
 typedef struct splitter {
     prepack_store *store;
+    size_t source;     /* the file, in the store */
+    uint64_t first_byte;
+    unsigned width;
     uint32_t sep;
     int before;        /* delimiter opens a document (llm.c) */
     int seen_sep;      /* a delimiter came already */
-    uint64_t open;     /* tokens in the piece being built */
-    size_t *ends;      /* [CHUNK_TOKENS] where pieces end in a chunk */
+    uint64_t start;    /* token index where the open piece starts */
 } splitter;
 
-/* Adds a chunk: pieces end before each delimiter (before mode) or after
- * it (after mode). The piece before the first delimiter in before mode is
- * cut (llm.c shards start mid-document) and counted partial. */
-static int split_chunk(splitter *sp, const void *t, unsigned width, size_t n,
+/* Closes the piece [start, end) as a sequence (empty pieces are none). */
+static int close_piece(splitter *sp, uint64_t end, prepack_diag *diag)
+{
+    int rc = PREPACK_OK;
+    if (end > sp->start)
+        rc = pp_store_add_ref(sp->store, sp->source,
+                              sp->first_byte + sp->start * sp->width,
+                              end - sp->start, diag);
+    sp->start = end;
+    return rc;
+}
+
+/* Splits a chunk whose first token is token `base` of the file: pieces
+ * end before each delimiter (before mode) or after it (after mode). The
+ * piece before the first delimiter in before mode is cut (llm.c shards
+ * start mid-document) and counted partial. */
+static int split_chunk(splitter *sp, const void *t, size_t n, uint64_t base,
                        prepack_diag *diag)
 {
-    size_t nends = 0, last = 0;
-    for (size_t i = find_sep(t, width, 0, n, sp->sep); i < n;
-         i = find_sep(t, width, i + 1, n, sp->sep)) {
-        size_t end = sp->before ? i : i + 1;
-        if (sp->before && !sp->seen_sep && sp->open + end > 0)
+    int rc = PREPACK_OK;
+    for (size_t i = find_sep(t, sp->width, 0, n, sp->sep);
+         i < n && rc == PREPACK_OK; i = find_sep(t, sp->width, i + 1, n, sp->sep)) {
+        uint64_t end = base + (sp->before ? i : i + 1);
+        if (sp->before && !sp->seen_sep && end > sp->start)
             prepack_store_count_partial(sp->store);
         sp->seen_sep = 1;
-        sp->ends[nends++] = end;
-        sp->open = 0;
-        last = end;
+        rc = close_piece(sp, end, diag);
     }
-    sp->open += n - last;
-    return pp_store_add_ends(sp->store, t, width, n, sp->ends, nends, NULL, 0,
-                             diag);
+    return rc;
+}
+
+/* The largest id of a chunk of uint32 tokens (uint16 ones fit anyway). */
+static uint32_t chunk_max(const void *t, unsigned width, size_t n)
+{
+    if (width == 2)
+        return 0;
+    const uint32_t *u = t;
+    uint32_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        max = u[i] > max ? u[i] : max;
+    return max;
 }
 
 /* Tokens are read little-endian; on a big-endian host they are swapped. */
@@ -158,7 +183,7 @@ static void to_host_order(void *t, unsigned width, size_t n)
 static int stream_tokens(token_file *f, splitter *sp, void *buf,
                          prepack_diag *diag)
 {
-    uint64_t pos = f->first_byte;
+    uint64_t pos = f->first_byte, max = f->width == 2 ? UINT16_MAX : 0;
     while (pos < f->size) {
         size_t want = (size_t)CHUNK_TOKENS * f->width;
         if (f->size - pos < want)
@@ -172,17 +197,22 @@ static int stream_tokens(token_file *f, splitter *sp, void *buf,
                            (unsigned long long)pos);
         size_t n = (size_t)got / f->width;
         to_host_order(buf, f->width, n);
-        int rc = split_chunk(sp, buf, f->width, n, diag);
+        uint32_t m = chunk_max(buf, f->width, n);
+        max = m > max ? m : max;
+        int rc = split_chunk(sp, buf, n, (pos - f->first_byte) / f->width,
+                             diag);
         if (rc != PREPACK_OK)
             return rc;
         pos += (uint64_t)got;
     }
+    pp_store_source_max_id(sp->store, sp->source, (uint32_t)max);
     /* The last piece: complete in llm.c files (a document runs to the end)
      * unless no delimiter came at all; in raw files it lacks its closing
      * delimiter, so it was cut. */
-    if (sp->open > 0 && (!sp->before || !sp->seen_sep))
+    uint64_t end = (f->size - f->first_byte) / f->width;
+    if (end > sp->start && (!sp->before || !sp->seen_sep))
         prepack_store_count_partial(sp->store);
-    return prepack_store_end_sequence(sp->store, diag);
+    return close_piece(sp, end, diag);
 }
 
 static int open_token_file(token_file *f, const char *path,
@@ -233,14 +263,17 @@ int pp_ingest_tokens(prepack_store *s, const char *path,
                          path, sp.sep);
     }
     if (rc == PREPACK_OK) {
+        sp.width = f.width;
+        sp.first_byte = f.first_byte;
+        rc = pp_store_add_file(s, f.fd, f.width, 0, f.size, &sp.source, diag);
+    }
+    if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);
         void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
-        sp.ends = pp_alloc(a, CHUNK_TOKENS, sizeof *sp.ends);
-        rc = buf && sp.ends ? stream_tokens(&f, &sp, buf, diag)
-                            : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                                      "out of memory");
+        rc = buf ? stream_tokens(&f, &sp, buf, diag)
+                 : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory");
         pp_free(a, buf);
-        pp_free(a, sp.ends);
     }
     if (f.fd >= 0)
         close(f.fd);

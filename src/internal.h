@@ -168,15 +168,16 @@ void pp_source_close(pp_source *s);
  * index entry), so ids stay aligned with records. */
 int pp_store_end_sequence(prepack_store *s, int keep_empty,
                           prepack_diag *diag);
-/* Appends n tokens (width 2: uint16, 4: uint32, host order) that end the
- * open sequence before t[ends[0]], hold whole sequences [ends[k-1],
- * ends[k]), and leave t[ends[nends-1]..n) open: many sequences in one
- * write. ends rise, each <= n. starts_doc (or NULL): the sequence closed
- * at ends[k] starts a document. */
-int pp_store_add_ends(prepack_store *s, const void *t, unsigned width,
-                      size_t n, const size_t *ends, size_t nends,
-                      const uint8_t *starts_doc, int keep_empty,
-                      prepack_diag *diag);
+/* Binary inputs are referenced, not copied: add_file keeps a duplicate of
+ * fd as a new source (tokens `width` bytes each, little-endian, signed or
+ * not) and add_ref appends a sequence of len tokens at byte `offset` in
+ * it. The reader checks ids (non-negative, < 2^32) and reports the largest
+ * through source_max_id, which decides the store's dtype. */
+int pp_store_add_file(prepack_store *s, int fd, unsigned width, int is_signed,
+                      uint64_t size, size_t *index, prepack_diag *diag);
+int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
+                     uint64_t len, prepack_diag *diag);
+void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 

@@ -1,6 +1,14 @@
-/* The token store: tokens in an unlinked temporary file written through a
- * buffer and memory-mapped once finished; per-sequence lengths and offsets
- * in memory (12 bytes a sequence). */
+/* The token store: where every sequence's tokens are, without copying
+ * what need not be copied.
+ *
+ * Tokens live in *sources*. Binary inputs (Megatron .bin, llm.c and raw
+ * token files) are sources themselves: a sequence is a reference (byte
+ * offset, length) into the input file, which is mapped once ingest is
+ * done, so a 100 GB corpus is never copied to plan or pack it. Tokens that
+ * exist only after parsing (JSONL) go to source 0, an unlinked temporary
+ * file written through a buffer, uint16 while every id fits, else uint32.
+ * Per sequence the store keeps a byte offset and a length (12 bytes);
+ * consecutive sequences of one source form a segment. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
@@ -11,7 +19,7 @@
 
 #include "internal.h"
 
-enum { WRITE_BUFFER = 1 << 20 };
+enum { WRITE_BUFFER = 1 << 20, CHUNK_TOKENS = WRITE_BUFFER / 4 };
 
 /* ---- temporary files --------------------------------------------------- */
 
@@ -98,26 +106,47 @@ static unsigned char *tmp_reserve(tmp_file *f, size_t bytes,
 
 /* ---- the store ------------------------------------------------------------ */
 
+typedef struct source {
+    int fd;              /* owned */
+    unsigned width;      /* bytes per token */
+    int is_signed;       /* two's complement ids (checked >= 0 at ingest) */
+    uint64_t size;       /* bytes */
+    unsigned char *map;  /* the whole file, mapped at finish */
+    uint32_t max_id;
+    size_t input;        /* the input it belongs to, for messages */
+} source;
+
 struct prepack_store {
     prepack_allocator alloc;
     const prepack_allocator *allocp;
     char tmp_dir[4096];
-    prepack_dtype forced;    /* the caller's choice */
-    prepack_dtype dtype;     /* the width now: UINT16 or UINT32 */
+    prepack_dtype forced;     /* the caller's choice */
+    /* source 0: the temporary file, with its loss mask file beside it */
     tmp_file tok, mask;
+    unsigned tmp_width;       /* 2 or 4 */
     int has_mask;
-    uint64_t tokens;         /* all tokens added */
-    uint64_t open_len;       /* tokens in the open sequence */
+    uint64_t tmp_tokens;      /* tokens in the temporary file */
+    uint64_t open_len;        /* tokens in its open sequence */
+    source *sources;
+    size_t nsources, sources_cap;
+    /* sequences */
     uint32_t *lengths;
-    uint64_t *offsets;
+    uint64_t *offsets;        /* byte offset in its source */
     size_t count, cap;
+    uint64_t tokens;
+    /* segments: sequences seg_first[k] .. seg_first[k+1]-1 are in source
+     * seg_source[k] */
+    uint64_t *seg_first;
+    uint32_t *seg_source;
+    size_t nseg, seg_cap;
     uint64_t *doc_start;
     size_t docs, docs_cap;
     int doc_pending;
     prepack_input_info *inputs;
     size_t ninputs, inputs_cap;
+    uint32_t max_id;
+    prepack_dtype dtype;      /* resolved at finish */
     int finished;
-    void *tok_map;
     uint8_t *mask_map;
 };
 
@@ -147,6 +176,41 @@ static const char *default_tmp_dir(void)
     return t && *t ? t : "/tmp";
 }
 
+/* ---- growing arrays ---------------------------------------------------- */
+
+static int grow(const prepack_allocator *a, void **arr, size_t *cap,
+                size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return PREPACK_OK;
+    size_t n = *cap ? *cap + *cap / 2 : 1024;
+    if (n < need)
+        n = need;
+    void *p = pp_realloc(a, *arr, n, elem);
+    if (!p)
+        return PREPACK_ENOMEM;
+    *arr = p;
+    *cap = n;
+    return PREPACK_OK;
+}
+
+static int add_source(prepack_store *s, int fd, unsigned width, int is_signed,
+                      uint64_t size, size_t *index)
+{
+    if (grow(s->allocp, (void **)&s->sources, &s->sources_cap,
+             s->nsources + 1, sizeof *s->sources) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    source *src = &s->sources[s->nsources];
+    memset(src, 0, sizeof *src);
+    src->fd = fd;
+    src->width = width;
+    src->is_signed = is_signed;
+    src->size = size;
+    src->input = s->ninputs ? s->ninputs - 1 : 0;
+    *index = s->nsources++;
+    return PREPACK_OK;
+}
+
 int prepack_store_create(prepack_store **out, const prepack_store_options *o,
                          prepack_diag *diag)
 {
@@ -171,9 +235,12 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
     snprintf(s->tmp_dir, sizeof s->tmp_dir, "%s",
              o->tmp_dir ? o->tmp_dir : default_tmp_dir());
     s->forced = o->dtype;
-    s->dtype = o->dtype == PREPACK_DTYPE_UINT32 ? PREPACK_DTYPE_UINT32
-                                                : PREPACK_DTYPE_UINT16;
+    s->tmp_width = o->dtype == PREPACK_DTYPE_UINT32 ? 4 : 2;
+    size_t zero;
     int rc = tmp_open(&s->tok, s->tmp_dir, s->allocp, diag);
+    if (rc == PREPACK_OK && add_source(s, -1, s->tmp_width, 0, 0, &zero))
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "out of memory");
     if (rc != PREPACK_OK) {
         prepack_store_free(s);
         return rc;
@@ -187,8 +254,13 @@ void prepack_store_free(prepack_store *s)
     if (!s)
         return;
     const prepack_allocator *a = s->allocp;
-    if (s->tok_map)
-        munmap(s->tok_map, (size_t)s->tok.size);
+    for (size_t i = 0; i < s->nsources; i++) {
+        source *src = &s->sources[i];
+        if (src->map)
+            munmap(src->map, (size_t)src->size);
+        if (i > 0 && src->fd >= 0)
+            close(src->fd);
+    }
     if (s->mask_map)
         munmap(s->mask_map, (size_t)s->mask.size);
     tmp_close(&s->tok, a);
@@ -196,34 +268,87 @@ void prepack_store_free(prepack_store *s)
     for (size_t i = 0; i < s->ninputs; i++)
         pp_free(a, (void *)s->inputs[i].path);
     pp_free(a, s->inputs);
+    pp_free(a, s->sources);
     pp_free(a, s->lengths);
     pp_free(a, s->offsets);
+    pp_free(a, s->seg_first);
+    pp_free(a, s->seg_source);
     pp_free(a, s->doc_start);
     pp_free(a, s);
 }
 
-/* ---- growing arrays ---------------------------------------------------- */
+/* ---- sequences ------------------------------------------------------------ */
 
-static int grow(const prepack_allocator *a, void **arr, size_t *cap,
-                size_t need, size_t elem)
+static prepack_input_info *current_input(prepack_store *s)
 {
-    if (need <= *cap)
-        return PREPACK_OK;
-    size_t n = *cap ? *cap + *cap / 2 : 1024;
-    if (n < need)
-        n = need;
-    void *p = pp_realloc(a, *arr, n, elem);
-    if (!p)
-        return PREPACK_ENOMEM;
-    *arr = p;
-    *cap = n;
+    return s->ninputs ? &s->inputs[s->ninputs - 1] : NULL;
+}
+
+/* Records a finished sequence of `len` tokens at `offset` in `src`. */
+static int push_sequence(prepack_store *s, size_t src, uint64_t offset,
+                         uint32_t len, prepack_diag *diag)
+{
+    const prepack_allocator *a = s->allocp;
+    size_t cap = s->cap;
+    if (grow(a, (void **)&s->lengths, &cap, s->count + 1,
+             sizeof *s->lengths) != PREPACK_OK ||
+        grow(a, (void **)&s->offsets, &s->cap, s->count + 1,
+             sizeof *s->offsets) != PREPACK_OK)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory for %zu sequences", s->count + 1);
+    if (s->nseg == 0 || s->seg_source[s->nseg - 1] != src) {
+        size_t seg_cap = s->seg_cap;
+        if (grow(a, (void **)&s->seg_first, &seg_cap, s->nseg + 1,
+                 sizeof *s->seg_first) != PREPACK_OK ||
+            grow(a, (void **)&s->seg_source, &s->seg_cap, s->nseg + 1,
+                 sizeof *s->seg_source) != PREPACK_OK)
+            return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory");
+        s->seg_first[s->nseg] = s->count;
+        s->seg_source[s->nseg++] = (uint32_t)src;
+    }
+    prepack_input_info *in = current_input(s);
+    if (s->doc_pending) {
+        if (grow(a, (void **)&s->doc_start, &s->docs_cap, s->docs + 1,
+                 sizeof *s->doc_start) != PREPACK_OK)
+            return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory");
+        s->doc_start[s->docs++] = s->count;
+        s->doc_pending = 0;
+        if (in)
+            in->documents++;
+    }
+    s->lengths[s->count] = len;
+    s->offsets[s->count] = offset;
+    s->count++;
+    s->tokens += len;
+    if (in) {
+        in->sequences++;
+        in->tokens += len;
+    }
     return PREPACK_OK;
 }
 
-/* ---- widening uint16 to uint32 -------------------------------------------- */
+/* The source holding sequence i: the last segment starting at or before
+ * it. */
+static const source *source_of(const prepack_store *s, size_t i)
+{
+    size_t lo = 0, hi = s->nseg;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (s->seg_first[mid] <= i)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return &s->sources[s->seg_source[lo]];
+}
+
+/* ---- the temporary file: widening uint16 to uint32 -------------------------- */
 
 /* The first id over 65535 under AUTO: rewrite what was stored as uint32
- * into a new file. Happens at most once per store. */
+ * into a new file, and double the offsets of the sequences in it. Happens
+ * at most once per store. */
 static int widen(prepack_store *s, prepack_diag *diag)
 {
     int rc = tmp_flush(&s->tok, diag);
@@ -261,14 +386,21 @@ static int widen(prepack_store *s, prepack_diag *diag)
     }
     tmp_close(&s->tok, s->allocp);
     s->tok = wide;
-    s->dtype = PREPACK_DTYPE_UINT32;
+    s->tmp_width = 4;
+    s->sources[0].width = 4;
+    for (size_t k = 0; k < s->nseg; k++) {
+        if (s->seg_source[k] != 0)
+            continue;
+        uint64_t end = k + 1 < s->nseg ? s->seg_first[k + 1] : s->count;
+        for (uint64_t i = s->seg_first[k]; i < end; i++)
+            s->offsets[i] *= 2;
+    }
     return PREPACK_OK;
 }
 
-/* ---- adding ----------------------------------------------------------------- */
+/* ---- adding tokens to the temporary file ------------------------------------ */
 
-static int check_sequence_length(prepack_store *s, size_t n,
-                                 prepack_diag *diag)
+static int check_open(prepack_store *s, size_t n, prepack_diag *diag)
 {
     if (s->finished)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
@@ -290,7 +422,7 @@ static int add_mask(prepack_store *s, const uint8_t *mask, size_t n,
         if (rc != PREPACK_OK)
             return rc;
         s->has_mask = 1;
-        for (uint64_t left = s->tokens; left > 0;) {
+        for (uint64_t left = s->tmp_tokens; left > 0;) {
             size_t k = left > WRITE_BUFFER ? WRITE_BUFFER : (size_t)left;
             unsigned char *p = tmp_reserve(&s->mask, k, diag);
             if (!p)
@@ -313,74 +445,49 @@ static int add_mask(prepack_store *s, const uint8_t *mask, size_t n,
     return PREPACK_OK;
 }
 
-static void put_u32(unsigned char *out, const uint32_t *t, size_t n)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(out, t, n * 4);
-#else
-    for (size_t i = 0; i < n; i++) {
-        out[4 * i] = (unsigned char)t[i];
-        out[4 * i + 1] = (unsigned char)(t[i] >> 8);
-        out[4 * i + 2] = (unsigned char)(t[i] >> 16);
-        out[4 * i + 3] = (unsigned char)(t[i] >> 24);
-    }
-#endif
-}
-
-static void put_u16(unsigned char *out, const uint16_t *t, size_t n)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(out, t, n * 2);
-#else
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = (unsigned char)t[i];
-        out[2 * i + 1] = (unsigned char)(t[i] >> 8);
-    }
-#endif
-}
-
-/* Appends at most a buffer's worth of tokens. */
+/* Appends at most CHUNK_TOKENS tokens. */
 static int add_chunk(prepack_store *s, const uint32_t *t, size_t n,
                      prepack_diag *diag)
 {
-    if (s->dtype == PREPACK_DTYPE_UINT16) {
-        uint32_t max = 0;
-        for (size_t i = 0; i < n; i++)
-            max = t[i] > max ? t[i] : max;
-        if (max > UINT16_MAX) {
-            if (s->forced == PREPACK_DTYPE_UINT16)
-                return pp_fail(diag, PREPACK_ERANGE, s->count,
-                               "token id %u in sequence %zu does not fit "
-                               "the uint16 token dtype",
-                               max, s->count);
-            int rc = widen(s, diag);
-            if (rc != PREPACK_OK)
-                return rc;
-        }
+    uint32_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        max = t[i] > max ? t[i] : max;
+    if (max > UINT16_MAX && s->tmp_width == 2) {
+        if (s->forced == PREPACK_DTYPE_UINT16)
+            return pp_fail(diag, PREPACK_ERANGE, s->count,
+                           "token id %u in sequence %zu does not fit the "
+                           "uint16 token dtype",
+                           max, s->count);
+        int rc = widen(s, diag);
+        if (rc != PREPACK_OK)
+            return rc;
     }
-    if (s->dtype == PREPACK_DTYPE_UINT32) {
-        unsigned char *p = tmp_reserve(&s->tok, n * 4, diag);
-        if (!p)
-            return PREPACK_EIO;
-        put_u32(p, t, n);
-    } else {
-        unsigned char *p = tmp_reserve(&s->tok, n * 2, diag);
-        if (!p)
-            return PREPACK_EIO;
-        for (size_t i = 0; i < n; i++) {
-            uint16_t v = (uint16_t)t[i];
-            put_u16(p + 2 * i, &v, 1);
-        }
+    s->max_id = max > s->max_id ? max : s->max_id;
+    unsigned w = s->tmp_width;
+    unsigned char *p = tmp_reserve(&s->tok, n * w, diag);
+    if (!p)
+        return PREPACK_EIO;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (w == 4) {
+        memcpy(p, t, n * 4);
+        return PREPACK_OK;
     }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t v = (uint16_t)t[i];
+        memcpy(p + 2 * i, &v, 2);
+    }
+#else
+    for (size_t i = 0; i < n; i++)
+        for (unsigned b = 0; b < w; b++)
+            p[w * i + b] = (unsigned char)(t[i] >> (8 * b));
+#endif
     return PREPACK_OK;
 }
-
-enum { CHUNK_TOKENS = WRITE_BUFFER / 4 };
 
 int prepack_store_add(prepack_store *s, const uint32_t *tokens, size_t n,
                       const uint8_t *loss_mask, prepack_diag *diag)
 {
-    int rc = check_sequence_length(s, n, diag);
+    int rc = check_open(s, n, diag);
     for (size_t done = 0; rc == PREPACK_OK && done < n;) {
         size_t k = n - done > CHUNK_TOKENS ? CHUNK_TOKENS : n - done;
         rc = add_chunk(s, tokens + done, k, diag);
@@ -390,47 +497,7 @@ int prepack_store_add(prepack_store *s, const uint32_t *tokens, size_t n,
         rc = add_mask(s, loss_mask, n, diag);
     if (rc == PREPACK_OK) {
         s->open_len += n;
-        s->tokens += n;
-    }
-    return rc;
-}
-
-/* Large little-endian uint16 runs skip the buffer: one copy into the file
- * instead of two. */
-static int write_u16(prepack_store *s, const uint16_t *t, size_t n,
-                     prepack_diag *diag)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (s->dtype == PREPACK_DTYPE_UINT16 && n * 2 >= WRITE_BUFFER / 4) {
-        int rc = tmp_flush(&s->tok, diag);
-        if (rc != PREPACK_OK)
-            return rc;
-        if (write_all(s->tok.fd, (const unsigned char *)t, n * 2) != 0)
-            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                           "writing the token store failed: %s",
-                           strerror(errno));
-        s->tok.size += n * 2;
-        return PREPACK_OK;
-    }
-#endif
-    int rc = PREPACK_OK;
-    for (size_t done = 0; rc == PREPACK_OK && done < n;) {
-        size_t k = n - done > CHUNK_TOKENS ? CHUNK_TOKENS : n - done;
-        if (s->dtype == PREPACK_DTYPE_UINT16) {
-            unsigned char *p = tmp_reserve(&s->tok, k * 2, diag);
-            if (!p)
-                return PREPACK_EIO;
-            put_u16(p, t + done, k);
-        } else {
-            uint32_t wide[1024];
-            for (size_t i = 0; i < k && rc == PREPACK_OK; i += 1024) {
-                size_t m = k - i < 1024 ? k - i : 1024;
-                for (size_t j = 0; j < m; j++)
-                    wide[j] = t[done + i + j];
-                rc = add_chunk(s, wide, m, diag);
-            }
-        }
-        done += k;
+        s->tmp_tokens += n;
     }
     return rc;
 }
@@ -438,64 +505,16 @@ static int write_u16(prepack_store *s, const uint16_t *t, size_t n,
 int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens, size_t n,
                           prepack_diag *diag)
 {
-    size_t end = 0;
-    return pp_store_add_ends(s, tokens, 2, n, &end, 0, NULL, 0, diag);
-}
-
-static int write_u32(prepack_store *s, const uint32_t *t, size_t n,
-                     prepack_diag *diag)
-{
+    uint32_t wide[1024];
     int rc = PREPACK_OK;
     for (size_t done = 0; rc == PREPACK_OK && done < n;) {
-        size_t k = n - done > CHUNK_TOKENS ? CHUNK_TOKENS : n - done;
-        rc = add_chunk(s, t + done, k, diag);
+        size_t k = n - done < 1024 ? n - done : 1024;
+        for (size_t i = 0; i < k; i++)
+            wide[i] = tokens[done + i];
+        rc = prepack_store_add(s, wide, k, NULL, diag);
         done += k;
     }
     return rc;
-}
-
-int pp_store_add_ends(prepack_store *s, const void *t, unsigned width,
-                      size_t n, const size_t *ends, size_t nends,
-                      const uint8_t *starts_doc, int keep_empty,
-                      prepack_diag *diag)
-{
-    /* Check every sequence's length before writing anything: the first
-     * continues the open sequence, the others start afresh. */
-    int rc = check_sequence_length(s, 0, diag);
-    size_t prev = 0;
-    for (size_t k = 0; rc == PREPACK_OK && k <= nends; k++) {
-        size_t end = k < nends ? ends[k] : n;
-        uint64_t len = (k == 0 ? s->open_len : 0) + (end - prev);
-        if (len > UINT32_MAX)
-            rc = pp_fail(diag, PREPACK_ERANGE, s->count + k,
-                         "sequence %zu is longer than %u tokens",
-                         s->count + k, UINT32_MAX);
-        prev = end;
-    }
-    if (rc != PREPACK_OK)
-        return rc;
-    rc = width == 2 ? write_u16(s, t, n, diag) : write_u32(s, t, n, diag);
-    if (rc == PREPACK_OK)
-        rc = add_mask(s, NULL, n, diag);
-    prev = 0;
-    for (size_t k = 0; rc == PREPACK_OK && k < nends; k++) {
-        s->open_len += ends[k] - prev;
-        s->tokens += ends[k] - prev;
-        if (starts_doc && starts_doc[k])
-            s->doc_pending = 1;
-        rc = pp_store_end_sequence(s, keep_empty, diag);
-        prev = ends[k];
-    }
-    if (rc == PREPACK_OK) {
-        s->open_len += n - prev;
-        s->tokens += n - prev;
-    }
-    return rc;
-}
-
-static prepack_input_info *current_input(prepack_store *s)
-{
-    return s->ninputs ? &s->inputs[s->ninputs - 1] : NULL;
 }
 
 const prepack_allocator *pp_store_allocator(const prepack_store *s)
@@ -513,34 +532,47 @@ int pp_store_end_sequence(prepack_store *s, int keep_empty,
 {
     if (s->open_len == 0 && !keep_empty)
         return PREPACK_OK;
-    const prepack_allocator *a = s->allocp;
-    size_t cap = s->cap;
-    if (grow(a, (void **)&s->lengths, &cap, s->count + 1,
-             sizeof *s->lengths) != PREPACK_OK ||
-        grow(a, (void **)&s->offsets, &s->cap, s->count + 1,
-             sizeof *s->offsets) != PREPACK_OK)
-        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                       "out of memory for %zu sequences", s->count + 1);
-    prepack_input_info *in = current_input(s);
-    if (s->doc_pending) {
-        if (grow(a, (void **)&s->doc_start, &s->docs_cap, s->docs + 1,
-                 sizeof *s->doc_start) != PREPACK_OK)
-            return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                           "out of memory");
-        s->doc_start[s->docs++] = s->count;
-        s->doc_pending = 0;
-        if (in)
-            in->documents++;
-    }
-    s->lengths[s->count] = (uint32_t)s->open_len;
-    s->offsets[s->count] = s->tokens - s->open_len;
-    s->count++;
-    if (in) {
-        in->sequences++;
-        in->tokens += s->open_len;
-    }
+    uint64_t first = s->tmp_tokens - s->open_len;
+    int rc = push_sequence(s, 0, first * s->tmp_width, (uint32_t)s->open_len,
+                           diag);
     s->open_len = 0;
+    return rc;
+}
+
+/* ---- referencing input files -------------------------------------------------- */
+
+int pp_store_add_file(prepack_store *s, int fd, unsigned width, int is_signed,
+                      uint64_t size, size_t *index, prepack_diag *diag)
+{
+    if (s->open_len)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "a sequence is open");
+    int copy = dup(fd);
+    if (copy < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot keep the input open: %s", strerror(errno));
+    if (add_source(s, copy, width, is_signed, size, index) != PREPACK_OK) {
+        close(copy);
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    }
     return PREPACK_OK;
+}
+
+int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
+                     uint64_t len, prepack_diag *diag)
+{
+    if (len > UINT32_MAX)
+        return pp_fail(diag, PREPACK_ERANGE, s->count,
+                       "sequence %zu is longer than %u tokens", s->count,
+                       UINT32_MAX);
+    return push_sequence(s, src, offset, (uint32_t)len, diag);
+}
+
+void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id)
+{
+    s->sources[src].max_id = max_id;
+    s->max_id = max_id > s->max_id ? max_id : s->max_id;
 }
 
 int prepack_store_begin_document(prepack_store *s)
@@ -575,12 +607,32 @@ void prepack_store_count_partial(prepack_store *s)
         in->partial_sequences++;
 }
 
-static void *map_file(tmp_file *f)
+/* ---- finishing ------------------------------------------------------------------ */
+
+static void *map_whole(int fd, uint64_t size)
 {
-    if (f->size == 0)
+    if (size == 0)
         return NULL;
-    void *p = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, f->fd, 0);
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* The token dtype: forced, or uint16 while every id fits. */
+static int resolve_dtype(prepack_store *s, prepack_diag *diag)
+{
+    if (s->forced == PREPACK_DTYPE_UINT16 && s->max_id > UINT16_MAX) {
+        for (size_t i = 1; i < s->nsources; i++)
+            if (s->sources[i].max_id > UINT16_MAX)
+                return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                               "%s: token id %u does not fit the uint16 "
+                               "token dtype",
+                               s->inputs[s->sources[i].input].path,
+                               s->sources[i].max_id);
+    }
+    s->dtype = s->forced != PREPACK_DTYPE_AUTO ? s->forced
+               : s->max_id > UINT16_MAX        ? PREPACK_DTYPE_UINT32
+                                               : PREPACK_DTYPE_UINT16;
+    return PREPACK_OK;
 }
 
 int prepack_store_finish(prepack_store *s, prepack_diag *diag)
@@ -592,16 +644,28 @@ int prepack_store_finish(prepack_store *s, prepack_diag *diag)
         rc = tmp_flush(&s->tok, diag);
     if (rc == PREPACK_OK && s->has_mask)
         rc = tmp_flush(&s->mask, diag);
+    if (rc == PREPACK_OK)
+        rc = resolve_dtype(s, diag);
     if (rc != PREPACK_OK)
         return rc;
     pp_free(s->allocp, s->tok.buf);
     pp_free(s->allocp, s->mask.buf);
     s->tok.buf = s->mask.buf = NULL;
-    s->tok_map = map_file(&s->tok);
-    s->mask_map = s->has_mask ? map_file(&s->mask) : NULL;
-    if ((s->tok.size && !s->tok_map) || (s->mask.size && !s->mask_map))
+    s->sources[0].fd = s->tok.fd;
+    s->sources[0].size = s->tok.size;
+    for (size_t i = 0; i < s->nsources; i++) {
+        source *src = &s->sources[i];
+        src->map = map_whole(src->fd, src->size);
+        if (src->size && !src->map)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "cannot map the tokens of %s: %s",
+                           i ? s->inputs[src->input].path : "the store",
+                           strerror(errno));
+    }
+    s->mask_map = s->has_mask ? map_whole(s->mask.fd, s->mask.size) : NULL;
+    if (s->has_mask && s->mask.size && !s->mask_map)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot map the token store: %s", strerror(errno));
+                       "cannot map the loss mask: %s", strerror(errno));
     s->finished = 1;
     return PREPACK_OK;
 }
@@ -639,34 +703,29 @@ const uint32_t *prepack_store_lengths(const prepack_store *s)
     return s->lengths;
 }
 
-uint64_t prepack_store_offset(const prepack_store *s, size_t i)
+int prepack_store_has_loss_mask(const prepack_store *s)
 {
-    return s->offsets[i];
+    return s->has_mask;
 }
 
-const void *prepack_store_tokens(const prepack_store *s)
+const uint8_t *prepack_store_loss_mask(const prepack_store *s, size_t i)
 {
-    return s->tok_map;
-}
-
-const uint8_t *prepack_store_loss_mask(const prepack_store *s)
-{
-    return s->mask_map;
+    const source *src = source_of(s, i);
+    if (!s->mask_map || src != &s->sources[0])
+        return NULL;
+    return s->mask_map + s->offsets[i] / src->width;
 }
 
 void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out)
 {
-    const unsigned char *p = s->tok_map;
-    uint64_t first = s->offsets[i];
-    for (uint32_t k = 0; k < s->lengths[i]; k++) {
-        if (s->dtype == PREPACK_DTYPE_UINT16) {
-            const unsigned char *q = p + 2 * (first + k);
-            out[k] = (uint32_t)q[0] | (uint32_t)q[1] << 8;
-        } else {
-            const unsigned char *q = p + 4 * (first + k);
-            out[k] = (uint32_t)q[0] | (uint32_t)q[1] << 8 |
-                     (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
-        }
+    const source *src = source_of(s, i);
+    const unsigned char *p = src->map + s->offsets[i];
+    unsigned w = src->width;
+    for (uint32_t k = 0; k < s->lengths[i]; k++, p += w) {
+        uint32_t v = 0;
+        for (unsigned b = 0; b < w && b < 4; b++)
+            v |= (uint32_t)p[b] << (8 * b);
+        out[k] = v; /* ids were checked to fit 32 bits at ingest */
     }
 }
 

@@ -60,8 +60,8 @@ static void check_store(const prepack_store *s, const expect *e, size_t first)
 {
     assert_true(prepack_store_sequence_count(s) >= first + e->n);
     const uint32_t *lengths = prepack_store_lengths(s);
-    const uint8_t *mask = prepack_store_loss_mask(s);
     for (size_t i = 0; i < e->n; i++) {
+        const uint8_t *mask = prepack_store_loss_mask(s, first + i);
         if (lengths[first + i] != e->len[i])
             fail_msg("sequence %zu: %u tokens, want %u", first + i,
                      lengths[first + i], e->len[i]);
@@ -71,13 +71,10 @@ static void check_store(const prepack_store *s, const expect *e, size_t first)
             if (got[k] != e->seq[i][k])
                 fail_msg("sequence %zu token %u: %u, want %u", first + i, k,
                          got[k], e->seq[i][k]);
-            if (mask) {
-                uint8_t want = e->mask[i] ? e->mask[i][k] : 1;
-                uint64_t at = prepack_store_offset(s, first + i) + k;
-                if (mask[at] != want)
-                    fail_msg("sequence %zu mask %u: %u, want %u", first + i,
-                             k, mask[at], want);
-            }
+            uint8_t want = e->mask[i] ? e->mask[i][k] : 1;
+            if ((mask ? mask[k] : 1) != want)
+                fail_msg("sequence %zu mask %u: %u, want %u", first + i, k,
+                         mask ? mask[k] : 1, want);
         }
         free(got);
     }
@@ -237,7 +234,7 @@ static void test_jsonl_plain(void **state)
     finish_ok(s);
     assert_int_equal(prepack_store_sequence_count(s), 500);
     assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT16);
-    assert_non_null(prepack_store_loss_mask(s));
+    assert_true(prepack_store_has_loss_mask(s));
     check_store(s, &e, 0);
     prepack_input_info in;
     prepack_store_input(s, 0, &in);
@@ -268,7 +265,8 @@ static void test_jsonl_chunks_and_long_lines(void **state)
     ingest_ok(s, "big.jsonl", NULL);
     finish_ok(s);
     assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
-    assert_null(prepack_store_loss_mask(s));
+    assert_false(prepack_store_has_loss_mask(s));
+    assert_null(prepack_store_loss_mask(s, 0));
     assert_int_equal(prepack_store_sequence_count(s), e.n);
     check_store(s, &e, 0);
     prepack_store_free(s);
@@ -560,6 +558,48 @@ static void test_megatron_long_sequence(void **state)
     free(t32);
 }
 
+/* Referenced inputs and parsed ones in one store: dtypes, masks, ids. */
+static void test_mixed_inputs(void **state)
+{
+    (void)state;
+    uint32_t g[] = {50256, 1, 2, 50256, 3};
+    write_llmc("mix.bin", 20240520, 1, g, 5, 2);
+    const char *doc = "{\"input_ids\": [70000, 5], \"loss_mask\": [0, 1]}\n";
+    write_file("mix.jsonl", doc, strlen(doc));
+    uint32_t l[] = {128000, 99999, 128000, 7};
+    write_llmc("mix32.bin", 20240801, 7, l, 4, 4);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "mix.bin", NULL);
+    ingest_ok(s, "mix.jsonl", NULL);
+    ingest_ok(s, "mix32.bin", NULL);
+    ingest_ok(s, "mix.bin", NULL);
+    finish_ok(s);
+    expect e = {0};
+    expect_split(&e, g, 5, 50256, 1);
+    uint32_t j[] = {70000, 5};
+    uint8_t jm[] = {0, 1};
+    expect_add(&e, j, 2, jm);
+    expect_split(&e, l, 4, 128000, 1);
+    expect_split(&e, g, 5, 50256, 1);
+    check_store(s, &e, 0);
+    assert_int_equal(prepack_store_sequence_count(s), e.n);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
+    assert_true(prepack_store_has_loss_mask(s));
+    assert_null(prepack_store_loss_mask(s, 0)); /* referenced: all trained */
+    prepack_store_free(s);
+    expect_free(&e);
+
+    /* uint16 forced: the LLaMA-3 file's ids do not fit, and the error
+     * names it */
+    s = new_store(PREPACK_DTYPE_UINT16);
+    ingest_ok(s, "mix.bin", NULL);
+    ingest_ok(s, "mix32.bin", NULL);
+    prepack_diag d = {0};
+    assert_int_equal(prepack_store_finish(s, &d), PREPACK_ERANGE);
+    assert_non_null(strstr(d.message, "mix32.bin: token id 128000"));
+    prepack_store_free(s);
+}
+
 /* ---- the store itself ---------------------------------------------------------- */
 
 static void test_store_widens_and_masks(void **state)
@@ -595,7 +635,6 @@ static void test_store_widens_and_masks(void **state)
     assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
     assert_int_equal(prepack_store_sequence_count(s), 702);
     assert_int_equal(prepack_store_token_count(s), 700005);
-    assert_non_null(prepack_store_tokens(s));
     check_store(s, &e, 0);
     assert_int_equal(prepack_store_document_count(s), 0);
     /* no more adding once finished */
@@ -696,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_raw_and_separator_options),
         cmocka_unit_test(test_megatron_dtypes),
         cmocka_unit_test(test_megatron_long_sequence),
+        cmocka_unit_test(test_mixed_inputs),
         cmocka_unit_test(test_store_widens_and_masks),
         cmocka_unit_test(test_store_forced_dtype_and_errors),
         cmocka_unit_test(test_store_leaves_no_files),
