@@ -305,6 +305,11 @@ int prepack_format_parse(const char *name, prepack_format *out);
 typedef struct prepack_store_options {
     const char *tmp_dir;      /* NULL: $TMPDIR, else /tmp */
     prepack_dtype dtype;      /* default AUTO */
+    int lengths_only;         /* non-zero: parse and check every token but
+                                 keep only lengths (prepack stats needs no
+                                 more); prepack_store_copy and
+                                 prepack_store_loss_mask are then
+                                 unavailable */
     const prepack_allocator *allocator; /* NULL = libc */
 } prepack_store_options;
 

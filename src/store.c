@@ -121,6 +121,7 @@ struct prepack_store {
     const prepack_allocator *allocp;
     char tmp_dir[4096];
     prepack_dtype forced;     /* the caller's choice */
+    int lengths_only;         /* tokens are checked, not kept */
     /* source 0: the temporary file, with its loss mask file beside it */
     tmp_file tok, mask;
     unsigned tmp_width;       /* 2 or 4 */
@@ -235,6 +236,7 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
     snprintf(s->tmp_dir, sizeof s->tmp_dir, "%s",
              o->tmp_dir ? o->tmp_dir : default_tmp_dir());
     s->forced = o->dtype;
+    s->lengths_only = o->lengths_only;
     s->tmp_width = o->dtype == PREPACK_DTYPE_UINT32 ? 4 : 2;
     size_t zero;
     int rc = tmp_open(&s->tok, s->tmp_dir, s->allocp, diag);
@@ -415,7 +417,7 @@ static int check_open(prepack_store *s, size_t n, prepack_diag *diag)
 static int add_mask(prepack_store *s, const uint8_t *mask, size_t n,
                     prepack_diag *diag)
 {
-    if (!mask && !s->has_mask)
+    if ((!mask && !s->has_mask) || s->lengths_only)
         return PREPACK_OK;
     if (mask && !s->has_mask) { /* first mask: earlier tokens were trained */
         int rc = tmp_open(&s->mask, s->tmp_dir, s->allocp, diag);
@@ -458,11 +460,13 @@ static int add_chunk(prepack_store *s, const uint32_t *t, size_t n,
                            "token id %u in sequence %zu does not fit the "
                            "uint16 token dtype",
                            max, s->count);
-        int rc = widen(s, diag);
+        int rc = s->lengths_only ? PREPACK_OK : widen(s, diag);
         if (rc != PREPACK_OK)
             return rc;
     }
     s->max_id = max > s->max_id ? max : s->max_id;
+    if (s->lengths_only)
+        return PREPACK_OK;
     unsigned w = s->tmp_width;
     unsigned char *p = tmp_reserve(&s->tok, n * w, diag);
     if (!p)

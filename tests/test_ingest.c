@@ -600,6 +600,37 @@ static void test_mixed_inputs(void **state)
     prepack_store_free(s);
 }
 
+/* lengths_only: everything is parsed and checked, only lengths kept. */
+static void test_lengths_only(void **state)
+{
+    (void)state;
+    rng r = {21};
+    expect e = {0};
+    text t = make_jsonl(&r, 200, 30, 100000, 1, &e);
+    write_file("lo.jsonl", t.p, t.len);
+    prepack_store_options o = {.tmp_dir = tmpdir, .lengths_only = 1};
+    prepack_store *s = NULL;
+    assert_int_equal(prepack_store_create(&s, &o, NULL), PREPACK_OK);
+    ingest_ok(s, "lo.jsonl", NULL);
+    finish_ok(s);
+    assert_int_equal(prepack_store_sequence_count(s), e.n);
+    for (size_t i = 0; i < e.n; i++)
+        assert_int_equal(prepack_store_lengths(s)[i], e.len[i]);
+    assert_int_equal(prepack_store_dtype(s), PREPACK_DTYPE_UINT32);
+    prepack_store_free(s);
+    /* a bad id is still found */
+    const char *bad = "{\"input_ids\": [1]}\n{\"input_ids\": [-1]}\n";
+    write_file("lo_bad.jsonl", bad, strlen(bad));
+    assert_int_equal(prepack_store_create(&s, &o, NULL), PREPACK_OK);
+    prepack_diag d = {0};
+    assert_int_equal(prepack_ingest_file(s, path_of("lo_bad.jsonl"), NULL, &d),
+                     PREPACK_EFORMAT);
+    assert_non_null(strstr(d.message, "lo_bad.jsonl:2: input_ids[0] is -1"));
+    prepack_store_free(s);
+    expect_free(&e);
+    free(t.p);
+}
+
 /* ---- the store itself ---------------------------------------------------------- */
 
 static void test_store_widens_and_masks(void **state)
@@ -736,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_megatron_dtypes),
         cmocka_unit_test(test_megatron_long_sequence),
         cmocka_unit_test(test_mixed_inputs),
+        cmocka_unit_test(test_lengths_only),
         cmocka_unit_test(test_store_widens_and_masks),
         cmocka_unit_test(test_store_forced_dtype_and_errors),
         cmocka_unit_test(test_store_leaves_no_files),

@@ -465,10 +465,13 @@ static int plan_error(const stats_args *a, const lengths_source *src, int rc,
             prepack_input_info in;
             prepack_store_input(src->store, i, &in);
             if (d->record >= in.first_sequence)
-                return data_error("%s: record %llu: %s %s", in.path,
+                return data_error("%s: sequence %llu has %u tokens, more "
+                                  "than max_seq_len %u %s",
+                                  in.path,
                                   (unsigned long long)(d->record -
                                                        in.first_sequence),
-                                  d->message, hint);
+                                  src->lengths[d->record],
+                                  a->plan.max_seq_len, hint);
         }
     }
     return data_error("%s", d->message[0] ? d->message : prepack_strerror(rc));
@@ -496,7 +499,9 @@ static int load_lengths_file(const stats_args *a, lengths_source *src)
 static int load_inputs(const stats_args *a, lengths_source *src)
 {
     prepack_diag diag = {0};
-    int rc = prepack_store_create(&src->store, &a->store, &diag);
+    prepack_store_options so = a->store;
+    so.lengths_only = 1; /* stats needs lengths; tokens are still checked */
+    int rc = prepack_store_create(&src->store, &so, &diag);
     for (int i = 0; rc == PREPACK_OK && i < a->ninputs; i++)
         rc = prepack_ingest_file(src->store, a->inputs[i], &a->ingest, &diag);
     if (rc == PREPACK_OK)
