@@ -25,33 +25,11 @@
 #include <zstd.h>
 
 #include "prepack.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s)
-{
-    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
+#include "bench_util.h"
 
 static uint32_t doc_length(uint64_t *s)
 {
-    double z = sqrt(-2.0 * log(uniform01(s))) * cos(6.283185307179586 *
-                                                     uniform01(s));
-    double v = 450.0 * exp(z);
-    return v < 1 ? 1 : v > 32768 ? 32768 : (uint32_t)v;
+    return lognormal_length(s, 450.0, 1.0, 32768);
 }
 
 static uint32_t token(uint64_t *s)
@@ -198,18 +176,6 @@ static void compress_jsonl(const char *dir)
 }
 
 /* ---- timing ------------------------------------------------------------------ */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static uint64_t file_size(const char *path)
 {

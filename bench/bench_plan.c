@@ -20,43 +20,19 @@
 #include <time.h>
 
 #include "prepack.h"
+#include "bench_util.h"
 
 #ifndef PREPACK_FIXTURES_DIR
 #define PREPACK_FIXTURES_DIR "fixtures"
 #endif
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s)
-{
-    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
 /* ---- workloads ------------------------------------------------------------ */
 
-static void lognormal_lengths(uint32_t *out, size_t n, double median,
+static void lognormal_lengths(uint32_t *out, size_t n, double med,
                               double sigma, uint32_t cap, uint64_t seed)
 {
-    const double two_pi = 6.283185307179586;
-    for (size_t i = 0; i < n; i++) { /* Box-Muller */
-        double z = sqrt(-2.0 * log(uniform01(&seed))) *
-                   cos(two_pi * uniform01(&seed));
-        double v = median * exp(sigma * z);
-        out[i] = v < 1 ? 1 : v > cap ? cap : (uint32_t)v;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = lognormal_length(&seed, med, sigma, cap);
 }
 
 /* Reads `length,count` rows; returns the number of lengths (<= max). */
@@ -154,18 +130,6 @@ static void *pa_realloc(void *o, void *ptr, size_t size)
 }
 
 /* ---- timing ------------------------------------------------------------------ */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int cmp_u32(const void *a, const void *b)
 {

@@ -651,6 +651,30 @@ static void test_too_many_items(void **state)
 
 /* Fails each allocation in turn: the call must return ENOMEM with no plan
  * and nothing left allocated, until it succeeds. */
+/* Fails allocation 0, 1, 2, ... of prepack_plan_create in turn: each must
+ * give ENOMEM, no plan, nothing left allocated; returns how many failed
+ * before it succeeded. */
+static size_t fail_each_allocation(const uint32_t *len, size_t n,
+                                   prepack_plan_options o)
+{
+    for (size_t k = 0;; k++) {
+        counting_alloc ca = {0, k, 0};
+        prepack_allocator a = counting_allocator(&ca);
+        o.allocator = &a;
+        prepack_plan *p = NULL;
+        int rc = prepack_plan_create(&p, len, n, &o);
+        if (rc == PREPACK_OK) {
+            assert_true(ca.live > 0);
+            prepack_plan_free(p);
+            assert_int_equal(ca.live, 0);
+            return k;
+        }
+        assert_int_equal(rc, PREPACK_ENOMEM);
+        assert_null(p);
+        assert_int_equal(ca.live, 0);
+    }
+}
+
 static void test_every_allocation_failure(void **state)
 {
     (void)state;
@@ -659,32 +683,15 @@ static void test_every_allocation_failure(void **state)
     rng r = {3};
     for (size_t i = 0; i < N; i++)
         len[i] = rng_range(&r, 0, 40); /* zeros and overlong at L = 32 */
-    for (int algo = 0; algo < 3; algo++) {
+    for (int algo = 0; algo < 3; algo++)
         for (int pol = 1; pol < 4; pol++) {
-            size_t k = 0;
-            for (;; k++) {
-                counting_alloc ca = {0, k, 0};
-                prepack_allocator a = counting_allocator(&ca);
-                prepack_plan_options o = {.max_seq_len = 32,
-                                          .algo = (prepack_algo)algo,
-                                          .overlong = (prepack_overlong)pol,
-                                          .shuffle_rows = 1,
-                                          .allocator = &a};
-                prepack_plan *p = NULL;
-                int rc = prepack_plan_create(&p, len, N, &o);
-                if (rc == PREPACK_OK) {
-                    assert_true(ca.live > 0);
-                    prepack_plan_free(p);
-                    assert_int_equal(ca.live, 0);
-                    break;
-                }
-                assert_int_equal(rc, PREPACK_ENOMEM);
-                assert_null(p);
-                assert_int_equal(ca.live, 0);
-            }
-            assert_true(k >= 3); /* it did fail some allocations */
+            prepack_plan_options o = {.max_seq_len = 32,
+                                      .algo = (prepack_algo)algo,
+                                      .overlong = (prepack_overlong)pol,
+                                      .shuffle_rows = 1};
+            /* it did fail some allocations */
+            assert_true(fail_each_allocation(len, N, o) >= 3);
         }
-    }
     free(len);
 }
 
@@ -701,23 +708,9 @@ static void test_allocation_failure_while_growing(void **state)
             len[i] = shape == 0 ? (i < N / 2 ? 40 : 1)   /* grows */
                                 : (i < 100 ? 40 : 1); /* rows of 64 ones */
         for (int algo = 0; algo < 2; algo++) {
-            for (size_t k = 0;; k++) {
-                counting_alloc ca = {0, k, 0};
-                prepack_allocator a = counting_allocator(&ca);
-                prepack_plan_options o = {.max_seq_len = 64,
-                                          .algo = (prepack_algo)algo,
-                                          .allocator = &a};
-                prepack_plan *p = NULL;
-                int rc = prepack_plan_create(&p, len, N, &o);
-                if (rc == PREPACK_OK) {
-                    prepack_plan_free(p);
-                    assert_int_equal(ca.live, 0);
-                    break;
-                }
-                assert_int_equal(rc, PREPACK_ENOMEM);
-                assert_null(p);
-                assert_int_equal(ca.live, 0);
-            }
+            prepack_plan_options o = {.max_seq_len = 64,
+                                      .algo = (prepack_algo)algo};
+            fail_each_allocation(len, N, o);
         }
     }
     free(len);
