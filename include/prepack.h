@@ -415,6 +415,81 @@ int prepack_ingest_file(prepack_store *s, const char *path,
                         const prepack_ingest_options *o, prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
+/* Rows: what a varlen attention kernel needs                                */
+/* ------------------------------------------------------------------------ */
+
+/* One packed row: k sequences (or chunks) concatenated, T tokens, T <= L.
+ * A view: the arrays belong to whatever produced it (a row builder, a
+ * reader) and stay valid until that handle's next call. No padding is
+ * stored; the derived-field functions below pad on request. */
+typedef struct prepack_row {
+    size_t num_tokens;          /* T */
+    size_t num_seqs;            /* k >= 1 */
+    prepack_dtype token_dtype;  /* UINT16 or UINT32 */
+    const void *input_ids;      /* T tokens, host byte order */
+    const int32_t *cu_seqlens;  /* k + 1 entries: 0, l_0, l_0 + l_1, ..., T;
+                                   strictly increasing, as flash-attn's
+                                   cu_seqlens_q/k for this row */
+    const uint64_t *seq_ids;    /* k: each sequence's id in the input */
+    const uint8_t *loss_mask;   /* T (1 = token i is trained as a target),
+                                   or NULL: every token is */
+    const uint32_t *seq_starts; /* k: each chunk's first token within its
+                                   source sequence, or NULL when no
+                                   sequence was split */
+} prepack_row;
+
+/* Token i of the row as uint32. */
+uint32_t prepack_row_token(const prepack_row *row, size_t i);
+
+/* The longest sequence in the row: flash-attn's max_seqlen. */
+uint32_t prepack_row_max_seqlen(const prepack_row *row);
+
+/* position_ids: 0..l-1 for each sequence, as Hugging Face's
+ * DataCollatorWithFlattening emits; out[T..width) = 0 (padding).
+ * width >= T. O(width). */
+void prepack_row_position_ids(const prepack_row *row, int64_t *out,
+                              size_t width);
+
+/* Per-token document ids, FlexAttention style (doc[q] == doc[kv]):
+ * first_doc + the sequence's index in the row; -1 on padding
+ * out[T..width). For a flat batch of rows pass as first_doc the number of
+ * sequences in the rows before, so no two rows share an id. */
+void prepack_row_doc_ids(const prepack_row *row, int64_t first_doc,
+                         int64_t *out, size_t width);
+
+/* Shifted next-token labels: out[i] = input_ids[i + 1] when token i + 1 is
+ * in the same sequence and trained (loss mask 1), else -100; -100 on the
+ * last token of every sequence and on padding. No token learns to predict
+ * another sequence's first token. */
+void prepack_row_labels(const prepack_row *row, int64_t *out, size_t width);
+
+/* Hugging Face's unshifted labels (the model shifts): input_ids, with -100
+ * on the first token of every sequence, on untrained tokens (loss mask 0)
+ * and on padding. */
+void prepack_row_labels_unshifted(const prepack_row *row, int64_t *out,
+                                  size_t width);
+
+/* The dense block-diagonal causal mask, width x width, row-major:
+ * out[q * width + k] = 1 when q and k are in the same sequence and k <= q,
+ * else 0 (padding rows and columns are 0). O(width^2): on request only. */
+void prepack_row_dense_mask(const prepack_row *row, uint8_t *out,
+                            size_t width);
+
+/* Builds rows from a plan and the store it was planned from (the plan must
+ * come from prepack_store_lengths of this finished store). */
+typedef struct prepack_row_builder prepack_row_builder;
+
+int prepack_row_builder_create(prepack_row_builder **out,
+                               const prepack_plan *plan,
+                               const prepack_store *store,
+                               prepack_diag *diag);
+void prepack_row_builder_free(prepack_row_builder *b);
+/* Fills *row with row r of the plan (r < row count). The view is valid
+ * until the next call on b. */
+int prepack_row_builder_get(prepack_row_builder *b, size_t r,
+                            prepack_row *row);
+
+/* ------------------------------------------------------------------------ */
 /* Lengths files                                                              */
 /* ------------------------------------------------------------------------ */
 

@@ -178,6 +178,10 @@ int pp_store_add_file(prepack_store *s, int fd, unsigned width, int is_signed,
 int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
                      uint64_t len, prepack_diag *diag);
 void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
+/* Copies tokens [first, first + n) of sequence i as out_width-byte
+ * (2 or 4) host-order integers. */
+void pp_store_copy_range(const prepack_store *s, size_t i, uint32_t first,
+                         uint32_t n, unsigned out_width, void *out);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 

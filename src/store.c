@@ -722,14 +722,31 @@ const uint8_t *prepack_store_loss_mask(const prepack_store *s, size_t i)
 
 void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out)
 {
+    pp_store_copy_range(s, i, 0, s->lengths[i], 4, out);
+}
+
+void pp_store_copy_range(const prepack_store *s, size_t i, uint32_t first,
+                         uint32_t n, unsigned out_width, void *out)
+{
     const source *src = source_of(s, i);
-    const unsigned char *p = src->map + s->offsets[i];
     unsigned w = src->width;
-    for (uint32_t k = 0; k < s->lengths[i]; k++, p += w) {
+    const unsigned char *p = src->map + s->offsets[i] + (uint64_t)first * w;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (w == out_width && !src->is_signed) { /* the common case */
+        memcpy(out, p, (size_t)n * w);
+        return;
+    }
+#endif
+    for (uint32_t k = 0; k < n; k++, p += w) {
         uint32_t v = 0;
         for (unsigned b = 0; b < w && b < 4; b++)
             v |= (uint32_t)p[b] << (8 * b);
-        out[k] = v; /* ids were checked to fit 32 bits at ingest */
+        /* ids were checked at ingest: non-negative, within 32 bits, and
+         * within 16 when the output is uint16 */
+        if (out_width == 2)
+            ((uint16_t *)out)[k] = (uint16_t)v;
+        else
+            ((uint32_t *)out)[k] = v;
     }
 }
 
