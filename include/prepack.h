@@ -490,6 +490,78 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r,
                             prepack_row *row);
 
 /* ------------------------------------------------------------------------ */
+/* Shards: packed rows on disk (docs/FORMAT.md)                                */
+/* ------------------------------------------------------------------------ */
+
+/* A shard set is a directory: shard-00000.zst, ... (independent zstd
+ * frames of msgpack rows, a seek table at the end) and manifest.json,
+ * written last. See docs/FORMAT.md for the exact layout. */
+
+#define PREPACK_DEFAULT_ROWS_PER_FRAME 64u
+#define PREPACK_DEFAULT_SHARD_ROWS 16384u
+#define PREPACK_DEFAULT_ZSTD_LEVEL 3
+
+typedef struct prepack_writer_options {
+    uint32_t rows_per_frame;  /* 0 = 64; lowered so no frame can exceed
+                                 4 GiB decompressed */
+    uint64_t shard_rows;      /* rows per shard file, 0 = 16384; rounded
+                                 up to whole frames */
+    int level;                /* zstd level, 0 = 3 */
+    int overwrite;            /* replace what a non-empty dir holds */
+    const prepack_allocator *allocator; /* NULL = libc */
+} prepack_writer_options;
+
+typedef struct prepack_writer prepack_writer;
+
+/* Starts a shard set in dir (created if missing). An existing non-empty
+ * dir is PREPACK_EINVAL unless overwrite, which first removes its
+ * manifest.json (so no manifest ever describes a half-written set) and
+ * its shard files. max_seq_len * token width must stay under 2^32 bytes
+ * (a msgpack bin's limit): PREPACK_ERANGE otherwise. */
+int prepack_writer_create(prepack_writer **out, const char *dir,
+                          uint32_t max_seq_len, prepack_dtype token_dtype,
+                          const prepack_writer_options *o,
+                          prepack_diag *diag);
+/* Appends a row (num_tokens <= max_seq_len, tokens of the set's dtype). */
+int prepack_writer_add(prepack_writer *w, const prepack_row *row,
+                       prepack_diag *diag);
+
+/* What the manifest records besides the shards. */
+typedef struct prepack_manifest_info {
+    const prepack_plan_options *plan;  /* algorithm, overlong, seed, ... */
+    const prepack_store *store;        /* its inputs, or NULL */
+    const prepack_report *report;      /* "stats", or NULL */
+} prepack_manifest_info;
+
+/* Closes the last shard and writes manifest.json (temporary name, fsync,
+ * rename, fsync of the directory). Every shard file was written the same
+ * way, so a run stopped at any moment leaves no manifest or a complete
+ * set. */
+int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
+                          prepack_diag *diag);
+/* Bytes of shard files written so far. */
+uint64_t prepack_writer_bytes(const prepack_writer *w);
+/* Frees the writer; unfinished, it removes its temporary files. */
+void prepack_writer_free(prepack_writer *w);
+
+typedef struct prepack_reader prepack_reader;
+
+/* Opens a shard set: reads and checks manifest.json and each shard's seek
+ * table. Errors name the file and the cause (PREPACK_EIO, PREPACK_EFORMAT,
+ * PREPACK_ECORRUPT). */
+int prepack_reader_open(prepack_reader **out, const char *dir,
+                        prepack_diag *diag);
+void prepack_reader_free(prepack_reader *r);
+size_t prepack_reader_row_count(const prepack_reader *r);
+uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
+prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
+/* Row i: decompresses its frame (the last frame is cached) and fills *row,
+ * a view valid until the next call on r. A damaged frame is
+ * PREPACK_ECORRUPT naming the shard, the frame and the cause. */
+int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
+                       prepack_diag *diag);
+
+/* ------------------------------------------------------------------------ */
 /* Lengths files                                                              */
 /* ------------------------------------------------------------------------ */
 

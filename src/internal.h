@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "prepack.h"
 
@@ -194,6 +195,32 @@ int pp_ingest_megatron(prepack_store *s, const char *prefix,
 int pp_ingest_tokens(prepack_store *s, const char *path,
                      prepack_format format, const prepack_ingest_options *o,
                      prepack_diag *diag);
+
+/* ---- shard sets (manifest.c, manifest_read.cpp) -------------------------- */
+
+typedef struct pp_shard_info {
+    char file[32];
+    uint64_t rows, tokens, bytes, xxh64;
+} pp_shard_info;
+
+/* Writes manifest.json's content (docs/FORMAT.md). */
+void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
+                       uint32_t rows_per_frame, int level,
+                       const pp_shard_info *shards, size_t nshards,
+                       const prepack_manifest_info *info);
+
+/* What a reader needs of a manifest. */
+typedef struct pp_manifest {
+    uint32_t max_seq_len;
+    prepack_dtype dtype;
+    uint32_t rows_per_frame;
+    pp_shard_info *shards;   /* malloc'd */
+    size_t nshards;
+} pp_manifest;
+
+/* Parses and checks a manifest; errors name `path`. */
+int pp_manifest_read(const char *path, pp_manifest *out, prepack_diag *diag);
+void pp_manifest_free(pp_manifest *m);
 
 /* ---- the plan (plan.c) ------------------------------------------------- */
 

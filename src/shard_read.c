@@ -1,0 +1,418 @@
+/* Reading shard sets: the manifest, each shard's seek table, and row i by
+ * decompressing the one frame that holds it (the last frame is cached).
+ * Everything read is checked; damage is PREPACK_ECORRUPT naming the shard,
+ * the frame and the cause, never a crash. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "internal.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shards hold little-endian arrays; this reader copies them as is"
+#endif
+
+#define SKIPPABLE_MAGIC 0x184D2A5Eu
+#define SEEKABLE_MAGIC 0x8F92EAB1u
+
+typedef struct frame_entry {
+    uint64_t offset;
+    uint32_t compressed, decompressed, checksum;
+} frame_entry;
+
+typedef struct shard {
+    char path[4400];
+    uint64_t first_row, rows;
+    frame_entry *frames;
+    size_t nframes;
+} shard;
+
+struct prepack_reader {
+    pp_manifest m;
+    shard *shards;
+    size_t rows;
+    unsigned width;
+    /* the open shard and the cached frame */
+    int fd;
+    size_t fd_shard;
+    size_t cached_shard, cached_frame;
+    unsigned char *cbuf, *dbuf;
+    size_t cbuf_cap, dbuf_cap;
+    ZSTD_DCtx *dctx;
+    msgpack_unpacked unp;
+    int unp_live;
+    /* aligned copies of the row handed out */
+    void *tokens;
+    int32_t *cu;
+    uint64_t *seq_ids;
+    uint8_t *mask;
+    uint32_t *starts;
+};
+
+static uint32_t le32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static int corrupt(prepack_diag *diag, const char *path, const char *fmt,
+                   ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static int corrupt(prepack_diag *diag, const char *path, const char *fmt,
+                   ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD, "%s: %s", path,
+                   msg);
+}
+
+static int read_at(int fd, void *buf, size_t n, uint64_t at)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = pread(fd, p, n, (off_t)at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        p += got;
+        at += (uint64_t)got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* ---- opening ----------------------------------------------------------------- */
+
+/* Reads and checks a shard's seek table: frames that tile the file up to
+ * the table, one per rows_per_frame rows. */
+static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
+                           int fd, prepack_diag *diag)
+{
+    unsigned char foot[9];
+    if (size < 17 || read_at(fd, foot, 9, size - 9) != 0)
+        return corrupt(diag, s->path, "too short for a seek table");
+    uint32_t n = le32(foot);
+    if (le32(foot + 5) != SEEKABLE_MAGIC || foot[4] != 0x80)
+        return corrupt(diag, s->path, "no seek table at the end (cut short?)");
+    uint64_t table = (uint64_t)n * 12 + 9 + 8;
+    uint64_t want = (s->rows + r->m.rows_per_frame - 1) / r->m.rows_per_frame;
+    if (table > size || n != want)
+        return corrupt(diag, s->path,
+                       "seek table lists %u frames, %llu rows need %llu", n,
+                       (unsigned long long)s->rows, (unsigned long long)want);
+    unsigned char *t = malloc((size_t)table);
+    s->frames = calloc(n ? n : 1, sizeof *s->frames);
+    if (!t || !s->frames) {
+        free(t);
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    }
+    int rc = PREPACK_OK;
+    if (read_at(fd, t, (size_t)table, size - table) != 0)
+        rc = corrupt(diag, s->path, "cannot read the seek table");
+    else if (le32(t) != SKIPPABLE_MAGIC || le32(t + 4) != table - 8)
+        rc = corrupt(diag, s->path, "bad seek table frame header");
+    uint64_t at = 0;
+    for (uint32_t i = 0; rc == PREPACK_OK && i < n; i++) {
+        const unsigned char *e = t + 8 + 12 * (size_t)i;
+        frame_entry *f = &s->frames[i];
+        f->offset = at;
+        f->compressed = le32(e);
+        f->decompressed = le32(e + 4);
+        f->checksum = le32(e + 8);
+        at += f->compressed;
+    }
+    if (rc == PREPACK_OK && at != size - table)
+        rc = corrupt(diag, s->path,
+                     "frames cover %llu bytes, the file holds %llu before "
+                     "its seek table",
+                     (unsigned long long)at,
+                     (unsigned long long)(size - table));
+    s->nframes = n;
+    free(t);
+    return rc;
+}
+
+static int open_shard(prepack_reader *r, const char *dir, size_t i,
+                      uint64_t first_row, prepack_diag *diag)
+{
+    shard *s = &r->shards[i];
+    const pp_shard_info *info = &r->m.shards[i];
+    snprintf(s->path, sizeof s->path, "%s/%s", dir, info->file);
+    s->first_row = first_row;
+    s->rows = info->rows;
+    int fd = open(s->path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", s->path, strerror(e));
+    }
+    int rc = PREPACK_OK;
+    if ((uint64_t)st.st_size != info->bytes)
+        rc = corrupt(diag, s->path, "%llu bytes, the manifest says %llu",
+                     (unsigned long long)st.st_size,
+                     (unsigned long long)info->bytes);
+    if (rc == PREPACK_OK)
+        rc = read_seek_table(r, s, (uint64_t)st.st_size, fd, diag);
+    close(fd);
+    return rc;
+}
+
+int prepack_reader_open(prepack_reader **out, const char *dir,
+                        prepack_diag *diag)
+{
+    if (!out || !dir)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "invalid argument");
+    *out = NULL;
+    prepack_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    r->fd = -1;
+    r->cached_shard = r->fd_shard = SIZE_MAX;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    int rc = pp_manifest_read(path, &r->m, diag);
+    if (rc == PREPACK_OK) {
+        r->width = r->m.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
+        r->shards = calloc(r->m.nshards ? r->m.nshards : 1, sizeof *r->shards);
+        size_t L = r->m.max_seq_len;
+        r->tokens = malloc(L * r->width);
+        r->cu = malloc((L + 1) * sizeof *r->cu);
+        r->seq_ids = malloc(L * sizeof *r->seq_ids);
+        r->mask = malloc(L);
+        r->starts = malloc(L * sizeof *r->starts);
+        r->dctx = ZSTD_createDCtx();
+        if (!r->shards || !r->tokens || !r->cu || !r->seq_ids || !r->mask ||
+            !r->starts || !r->dctx)
+            rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                         "out of memory");
+    }
+    for (size_t i = 0; rc == PREPACK_OK && i < r->m.nshards; i++) {
+        rc = open_shard(r, dir, i, r->rows, diag);
+        r->rows += r->m.shards[i].rows;
+    }
+    if (rc != PREPACK_OK) {
+        prepack_reader_free(r);
+        return rc;
+    }
+    *out = r;
+    return PREPACK_OK;
+}
+
+void prepack_reader_free(prepack_reader *r)
+{
+    if (!r)
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    for (size_t i = 0; r->shards && i < r->m.nshards; i++)
+        free(r->shards[i].frames);
+    free(r->shards);
+    pp_manifest_free(&r->m);
+    if (r->unp_live)
+        msgpack_unpacked_destroy(&r->unp);
+    ZSTD_freeDCtx(r->dctx);
+    free(r->cbuf);
+    free(r->dbuf);
+    free(r->tokens);
+    free(r->cu);
+    free(r->seq_ids);
+    free(r->mask);
+    free(r->starts);
+    free(r);
+}
+
+size_t prepack_reader_row_count(const prepack_reader *r)
+{
+    return r->rows;
+}
+
+uint32_t prepack_reader_max_seq_len(const prepack_reader *r)
+{
+    return r->m.max_seq_len;
+}
+
+prepack_dtype prepack_reader_token_dtype(const prepack_reader *r)
+{
+    return r->m.dtype;
+}
+
+/* ---- frames ------------------------------------------------------------------- */
+
+static int ensure(unsigned char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    unsigned char *p = realloc(*buf, need);
+    if (!p)
+        return -1;
+    *buf = p;
+    *cap = need;
+    return 0;
+}
+
+/* Decompresses, checks and parses frame f of shard s into r->unp. */
+static int load_frame(prepack_reader *r, size_t si, size_t f,
+                      prepack_diag *diag)
+{
+    if (r->cached_shard == si && r->cached_frame == f)
+        return PREPACK_OK;
+    shard *s = &r->shards[si];
+    frame_entry *e = &s->frames[f];
+    r->cached_shard = SIZE_MAX;
+    if (r->fd_shard != si) {
+        if (r->fd >= 0)
+            close(r->fd);
+        r->fd = open(s->path, O_RDONLY);
+        r->fd_shard = r->fd >= 0 ? si : SIZE_MAX;
+        if (r->fd < 0)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "cannot open %s: %s", s->path, strerror(errno));
+    }
+    if (ensure(&r->cbuf, &r->cbuf_cap, e->compressed) ||
+        ensure(&r->dbuf, &r->dbuf_cap, (size_t)e->decompressed + 1))
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    if (read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
+        return corrupt(diag, s->path, "frame %zu: cannot read", f);
+    size_t n = ZSTD_decompressDCtx(r->dctx, r->dbuf, (size_t)e->decompressed + 1,
+                                   r->cbuf, e->compressed);
+    if (ZSTD_isError(n))
+        return corrupt(diag, s->path, "frame %zu: %s", f,
+                       ZSTD_getErrorName(n));
+    if (n != e->decompressed ||
+        (uint32_t)XXH64(r->dbuf, n, 0) != e->checksum)
+        return corrupt(diag, s->path,
+                       "frame %zu: content does not match its seek table "
+                       "entry",
+                       f);
+    if (r->unp_live)
+        msgpack_unpacked_destroy(&r->unp);
+    msgpack_unpacked_init(&r->unp);
+    r->unp_live = 1;
+    size_t off = 0;
+    uint64_t rows = s->rows - (uint64_t)f * r->m.rows_per_frame;
+    if (rows > r->m.rows_per_frame)
+        rows = r->m.rows_per_frame;
+    if (msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off) !=
+            MSGPACK_UNPACK_SUCCESS ||
+        off != n || r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
+        r->unp.data.via.array.size != rows)
+        return corrupt(diag, s->path,
+                       "frame %zu: not a msgpack array of %llu rows", f,
+                       (unsigned long long)rows);
+    r->cached_shard = si;
+    r->cached_frame = f;
+    return PREPACK_OK;
+}
+
+/* ---- rows ---------------------------------------------------------------------- */
+
+/* The bin under `key` in a row map, or NULL (size in *n). */
+static const void *field(const msgpack_object *map, const char *key,
+                         size_t *n)
+{
+    size_t klen = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR &&
+            kv->key.via.str.size == klen &&
+            memcmp(kv->key.via.str.ptr, key, klen) == 0) {
+            if (kv->val.type != MSGPACK_OBJECT_BIN)
+                return NULL;
+            *n = kv->val.via.bin.size;
+            return kv->val.via.bin.ptr;
+        }
+    }
+    return NULL;
+}
+
+static int fill_row(prepack_reader *r, const msgpack_object *map,
+                    prepack_row *row, const char *path, size_t f, size_t j,
+                    prepack_diag *diag)
+{
+    size_t nt = 0, nc = 0, ns = 0, nm = 0, nst = 0;
+    const void *t = NULL, *c = NULL, *sq = NULL, *m = NULL, *st = NULL;
+    if (map->type == MSGPACK_OBJECT_MAP) {
+        t = field(map, "input_ids", &nt);
+        c = field(map, "cu_seqlens", &nc);
+        sq = field(map, "seq_ids", &ns);
+        m = field(map, "loss_mask", &nm);
+        st = field(map, "seq_starts", &nst);
+    }
+    size_t T = nt / r->width, k = nc / 4 ? nc / 4 - 1 : 0;
+    if (!t || !c || !sq || nt % r->width || nc % 4 || T > r->m.max_seq_len ||
+        k == 0 || k > r->m.max_seq_len || ns != 8 * k ||
+        (m && nm != T) || (st && nst != 4 * k))
+        return corrupt(diag, path, "frame %zu row %zu: bad fields", f, j);
+    memcpy(r->tokens, t, nt);
+    memcpy(r->cu, c, nc);
+    memcpy(r->seq_ids, sq, ns);
+    if (m)
+        memcpy(r->mask, m, nm);
+    if (st)
+        memcpy(r->starts, st, nst);
+    if (r->cu[0] != 0 || r->cu[k] != (int32_t)T)
+        return corrupt(diag, path, "frame %zu row %zu: cu_seqlens must run "
+                       "from 0 to the row's %zu tokens", f, j, T);
+    for (size_t i = 0; i < k; i++)
+        if (r->cu[i + 1] <= r->cu[i])
+            return corrupt(diag, path, "frame %zu row %zu: cu_seqlens not "
+                           "strictly increasing", f, j);
+    row->num_tokens = T;
+    row->num_seqs = k;
+    row->token_dtype = r->m.dtype;
+    row->input_ids = r->tokens;
+    row->cu_seqlens = r->cu;
+    row->seq_ids = r->seq_ids;
+    row->loss_mask = m ? r->mask : NULL;
+    row->seq_starts = st ? r->starts : NULL;
+    return PREPACK_OK;
+}
+
+int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
+                       prepack_diag *diag)
+{
+    if (i >= r->rows)
+        return pp_fail(diag, PREPACK_EINVAL, i, "row %zu of %zu", i, r->rows);
+    size_t lo = 0, hi = r->m.nshards;
+    while (hi - lo > 1) { /* the shard holding row i */
+        size_t mid = (lo + hi) / 2;
+        if (r->shards[mid].first_row <= i)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    shard *s = &r->shards[lo];
+    size_t in_shard = (size_t)(i - s->first_row);
+    size_t f = in_shard / r->m.rows_per_frame;
+    size_t j = in_shard % r->m.rows_per_frame;
+    int rc = load_frame(r, lo, f, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    return fill_row(r, &r->unp.data.via.array.ptr[j], row, s->path, f, j,
+                    diag);
+}

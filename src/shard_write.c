@@ -1,0 +1,473 @@
+/* Writing shard sets: rows as msgpack maps, rows_per_frame of them in each
+ * zstd frame, a seek table closing each shard, the manifest last. Every
+ * file is written under a temporary name, fsynced and renamed, so a run
+ * stopped at any moment leaves no manifest or a complete set. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "internal.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shards hold little-endian arrays; this writer copies host memory"
+#endif
+
+typedef struct seek_entry {
+    uint32_t compressed, decompressed, checksum;
+} seek_entry;
+
+struct prepack_writer {
+    char dir[4096];
+    uint32_t max_seq_len;
+    prepack_dtype dtype;
+    uint32_t rows_per_frame;
+    uint64_t shard_rows;
+    int level;
+    const prepack_allocator *alloc;
+    ZSTD_CCtx *cctx;
+    msgpack_sbuffer frame;    /* the frame being filled */
+    msgpack_packer pk;
+    uint32_t frame_rows;
+    void *out;                /* compressed frame */
+    size_t out_cap;
+    /* the shard being written */
+    int fd;
+    char tmp_path[4200];
+    uint64_t shard_rows_done, shard_tokens, shard_bytes;
+    XXH64_state_t *hash;
+    seek_entry *seek;
+    size_t nseek, seek_cap;
+    /* finished shards */
+    pp_shard_info *shards;
+    size_t nshards, shards_cap;
+    uint64_t rows, tokens, bytes, raw_bytes;
+    int finished;
+};
+
+/* ---- files ------------------------------------------------------------- */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int io_fail(prepack_diag *diag, const char *what, const char *path)
+{
+    return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s %s: %s", what,
+                   path, strerror(errno));
+}
+
+/* fsync of a directory makes its renames durable. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int is_ours(const char *name)
+{
+    return strcmp(name, "manifest.json") == 0 ||
+           strcmp(name, "manifest.json.tmp") == 0 ||
+           (strncmp(name, "shard-", 6) == 0 &&
+            (strstr(name, ".zst") != NULL));
+}
+
+/* An empty or missing dir is fine; a non-empty one only with overwrite,
+ * and then only if it holds nothing but a shard set's files. */
+static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return io_fail(diag, "cannot create", dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return io_fail(diag, "cannot open", dir);
+    int rc = PREPACK_OK;
+    char path[4400];
+    /* the manifest goes first: from here on no manifest describes dir */
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    struct dirent *e;
+    while (rc == PREPACK_OK && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (!overwrite)
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s is not empty (pass overwrite to replace a "
+                         "shard set)",
+                         dir);
+        else if (!is_ours(e->d_name))
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s holds %s, not a shard set's file: not "
+                         "overwriting",
+                         dir, e->d_name);
+    }
+    closedir(d);
+    if (rc != PREPACK_OK || !overwrite)
+        return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return io_fail(diag, "cannot remove", path);
+    sync_dir(dir);
+    if (!(d = opendir(dir)))
+        return io_fail(diag, "cannot open", dir);
+    while ((e = readdir(d)) != NULL) {
+        if (!is_ours(e->d_name))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    return PREPACK_OK;
+}
+
+/* ---- creating ------------------------------------------------------------- */
+
+static unsigned width_of(prepack_dtype d)
+{
+    return d == PREPACK_DTYPE_UINT16 ? 2 : 4;
+}
+
+/* The largest rows_per_frame <= want whose frames stay under 4 GiB
+ * decompressed (a seek-table entry holds 32 bits). A row's worst case:
+ * L tokens, L + 1 cu_seqlens, L ids and starts, L mask bytes, headers. */
+static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
+{
+    uint64_t row = (uint64_t)L * (w + 4 + 8 + 4 + 1) + 4 + 128;
+    uint64_t fit = (UINT64_C(0xFFFFFFFF) - 16) / row;
+    return fit < want ? (uint32_t)(fit ? fit : 1) : want;
+}
+
+int prepack_writer_create(prepack_writer **out, const char *dir,
+                          uint32_t max_seq_len, prepack_dtype token_dtype,
+                          const prepack_writer_options *o,
+                          prepack_diag *diag)
+{
+    prepack_writer_options none = {0};
+    if (!out || !dir || max_seq_len == 0 ||
+        (token_dtype != PREPACK_DTYPE_UINT16 &&
+         token_dtype != PREPACK_DTYPE_UINT32))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "invalid argument");
+    *out = NULL;
+    if (!o)
+        o = &none;
+    unsigned w = width_of(token_dtype);
+    if ((uint64_t)max_seq_len * w >= UINT64_C(0xFFFFFFFF))
+        return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                       "max_seq_len %u x %u-byte tokens does not fit a "
+                       "msgpack bin (under 2^32 bytes)",
+                       max_seq_len, w);
+    int rc = prepare_dir(dir, o->overwrite, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    prepack_writer *wr = pp_calloc(o->allocator, 1, sizeof *wr);
+    if (!wr)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    snprintf(wr->dir, sizeof wr->dir, "%s", dir);
+    wr->alloc = o->allocator;
+    wr->max_seq_len = max_seq_len;
+    wr->dtype = token_dtype;
+    wr->rows_per_frame = frame_rows_that_fit(
+        o->rows_per_frame ? o->rows_per_frame : PREPACK_DEFAULT_ROWS_PER_FRAME,
+        max_seq_len, w);
+    uint64_t shard = o->shard_rows ? o->shard_rows : PREPACK_DEFAULT_SHARD_ROWS;
+    wr->shard_rows = (shard + wr->rows_per_frame - 1) / wr->rows_per_frame *
+                     wr->rows_per_frame;
+    wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
+    wr->fd = -1;
+    wr->cctx = ZSTD_createCCtx();
+    wr->hash = XXH64_createState();
+    msgpack_sbuffer_init(&wr->frame);
+    msgpack_packer_init(&wr->pk, &wr->frame, msgpack_sbuffer_write);
+    if (!wr->cctx || !wr->hash) {
+        prepack_writer_free(wr);
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    }
+    /* Same bytes whatever the machine: single-threaded zstd, checksums. */
+    ZSTD_CCtx_setParameter(wr->cctx, ZSTD_c_compressionLevel, wr->level);
+    ZSTD_CCtx_setParameter(wr->cctx, ZSTD_c_checksumFlag, 1);
+    ZSTD_CCtx_setParameter(wr->cctx, ZSTD_c_contentSizeFlag, 1);
+    *out = wr;
+    return PREPACK_OK;
+}
+
+void prepack_writer_free(prepack_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0) {
+        close(w->fd);
+        unlink(w->tmp_path);
+    }
+    ZSTD_freeCCtx(w->cctx);
+    if (w->hash)
+        XXH64_freeState(w->hash);
+    msgpack_sbuffer_destroy(&w->frame);
+    pp_free(w->alloc, w->out);
+    pp_free(w->alloc, w->seek);
+    pp_free(w->alloc, w->shards);
+    pp_free(w->alloc, w);
+}
+
+uint64_t prepack_writer_bytes(const prepack_writer *w)
+{
+    return w->bytes + w->shard_bytes;
+}
+
+/* ---- shards and frames ------------------------------------------------------ */
+
+static int grow(const prepack_allocator *a, void **arr, size_t *cap,
+                size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return PREPACK_OK;
+    size_t n = *cap ? *cap * 2 : 64;
+    while (n < need)
+        n *= 2;
+    void *p = pp_realloc(a, *arr, n, elem);
+    if (!p)
+        return PREPACK_ENOMEM;
+    *arr = p;
+    *cap = n;
+    return PREPACK_OK;
+}
+
+static int shard_write(prepack_writer *w, const void *p, size_t n,
+                       prepack_diag *diag)
+{
+    if (write_all(w->fd, p, n) != 0)
+        return io_fail(diag, "writing", w->tmp_path);
+    XXH64_update(w->hash, p, n);
+    w->shard_bytes += n;
+    return PREPACK_OK;
+}
+
+static int open_shard(prepack_writer *w, prepack_diag *diag)
+{
+    snprintf(w->tmp_path, sizeof w->tmp_path, "%s/shard-%05zu.zst.tmp",
+             w->dir, w->nshards);
+    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (w->fd < 0)
+        return io_fail(diag, "cannot create", w->tmp_path);
+    XXH64_reset(w->hash, 0);
+    w->shard_rows_done = w->shard_tokens = w->shard_bytes = 0;
+    w->nseek = 0;
+    return PREPACK_OK;
+}
+
+/* Compresses the rows gathered so far into one frame of the shard. */
+static int flush_frame(prepack_writer *w, prepack_diag *diag)
+{
+    if (w->frame_rows == 0)
+        return PREPACK_OK;
+    /* the array header goes in front: rebuild as [array n][rows...] */
+    msgpack_sbuffer framed;
+    msgpack_sbuffer_init(&framed);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &framed, msgpack_sbuffer_write);
+    int bad = msgpack_pack_array(&pk, w->frame_rows) ||
+              msgpack_sbuffer_write(&framed, w->frame.data,
+                                    w->frame.size);
+    size_t bound = ZSTD_compressBound(framed.size);
+    if (!bad && grow(w->alloc, &w->out, &w->out_cap, bound, 1) != PREPACK_OK)
+        bad = 1;
+    size_t z = bad ? 0
+                   : ZSTD_compress2(w->cctx, w->out, w->out_cap, framed.data,
+                                    framed.size);
+    int rc = bad || ZSTD_isError(z)
+                 ? pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "compressing a frame failed%s%s",
+                           bad ? "" : ": ",
+                           bad ? "" : ZSTD_getErrorName(z))
+                 : PREPACK_OK;
+    if (rc == PREPACK_OK &&
+        grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
+             sizeof *w->seek) != PREPACK_OK)
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "out of memory");
+    if (rc == PREPACK_OK) {
+        seek_entry *e = &w->seek[w->nseek++];
+        e->compressed = (uint32_t)z;
+        e->decompressed = (uint32_t)framed.size;
+        e->checksum = (uint32_t)XXH64(framed.data, framed.size, 0);
+        w->raw_bytes += framed.size;
+        rc = shard_write(w, w->out, z, diag);
+    }
+    msgpack_sbuffer_destroy(&framed);
+    msgpack_sbuffer_clear(&w->frame);
+    w->frame_rows = 0;
+    return rc;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* little-endian host */
+}
+
+/* The zstd seekable format's seek table, in a skippable frame:
+ * magic 0x184D2A5E, frame size, then per frame (compressed size,
+ * decompressed size, XXH64 low 32 bits), then frame count, descriptor
+ * (bit 7: checksums present) and magic 0x8F92EAB1. */
+static int write_seek_table(prepack_writer *w, prepack_diag *diag)
+{
+    size_t body = w->nseek * 12 + 9;
+    unsigned char *t = pp_alloc(w->alloc, body + 8, 1);
+    if (!t)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    put_u32(t, 0x184D2A5Eu);
+    put_u32(t + 4, (uint32_t)body);
+    unsigned char *p = t + 8;
+    for (size_t i = 0; i < w->nseek; i++, p += 12) {
+        put_u32(p, w->seek[i].compressed);
+        put_u32(p + 4, w->seek[i].decompressed);
+        put_u32(p + 8, w->seek[i].checksum);
+    }
+    put_u32(p, (uint32_t)w->nseek);
+    p[4] = 0x80;
+    put_u32(p + 5, 0x8F92EAB1u);
+    int rc = shard_write(w, t, body + 8, diag);
+    pp_free(w->alloc, t);
+    return rc;
+}
+
+static int close_shard(prepack_writer *w, prepack_diag *diag)
+{
+    if (w->fd < 0)
+        return PREPACK_OK;
+    int rc = flush_frame(w, diag);
+    if (rc == PREPACK_OK)
+        rc = write_seek_table(w, diag);
+    if (rc == PREPACK_OK && fsync(w->fd) != 0)
+        rc = io_fail(diag, "fsync", w->tmp_path);
+    if (rc == PREPACK_OK &&
+        grow(w->alloc, (void **)&w->shards, &w->shards_cap, w->nshards + 1,
+             sizeof *w->shards) != PREPACK_OK)
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "out of memory");
+    if (rc != PREPACK_OK)
+        return rc;
+    close(w->fd);
+    w->fd = -1;
+    pp_shard_info *s = &w->shards[w->nshards];
+    snprintf(s->file, sizeof s->file, "shard-%05zu.zst", w->nshards);
+    char final[4400];
+    snprintf(final, sizeof final, "%s/%s", w->dir, s->file);
+    if (rename(w->tmp_path, final) != 0)
+        return io_fail(diag, "cannot rename", w->tmp_path);
+    s->rows = w->shard_rows_done;
+    s->tokens = w->shard_tokens;
+    s->bytes = w->shard_bytes;
+    s->xxh64 = XXH64_digest(w->hash);
+    w->nshards++;
+    w->bytes += w->shard_bytes;
+    w->shard_bytes = 0;
+    return PREPACK_OK;
+}
+
+/* ---- rows -------------------------------------------------------------------- */
+
+static int pack_bin(msgpack_packer *pk, const char *key, const void *data,
+                    size_t bytes)
+{
+    return msgpack_pack_str_with_body(pk, key, strlen(key)) ||
+           msgpack_pack_bin_with_body(pk, data, bytes);
+}
+
+static int pack_row(prepack_writer *w, const prepack_row *row)
+{
+    msgpack_packer *pk = &w->pk;
+    size_t k = row->num_seqs, t = row->num_tokens;
+    size_t keys = 3 + (size_t)(row->loss_mask != NULL) +
+                  (size_t)(row->seq_starts != NULL);
+    return msgpack_pack_map(pk, keys) ||
+           pack_bin(pk, "input_ids", row->input_ids,
+                    t * width_of(w->dtype)) ||
+           pack_bin(pk, "cu_seqlens", row->cu_seqlens, (k + 1) * 4) ||
+           pack_bin(pk, "seq_ids", row->seq_ids, k * 8) ||
+           (row->loss_mask && pack_bin(pk, "loss_mask", row->loss_mask, t)) ||
+           (row->seq_starts &&
+            pack_bin(pk, "seq_starts", row->seq_starts, k * 4));
+}
+
+int prepack_writer_add(prepack_writer *w, const prepack_row *row,
+                       prepack_diag *diag)
+{
+    if (w->finished || row->token_dtype != w->dtype ||
+        row->num_tokens > w->max_seq_len || row->num_seqs == 0)
+        return pp_fail(diag, PREPACK_EINVAL, w->rows,
+                       "row %llu does not fit this shard set",
+                       (unsigned long long)w->rows);
+    int rc = PREPACK_OK;
+    if (w->fd < 0)
+        rc = open_shard(w, diag);
+    if (rc == PREPACK_OK && pack_row(w, row))
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "out of memory packing row %llu",
+                     (unsigned long long)w->rows);
+    if (rc != PREPACK_OK)
+        return rc;
+    w->rows++;
+    w->tokens += row->num_tokens;
+    w->shard_rows_done++;
+    w->shard_tokens += row->num_tokens;
+    if (++w->frame_rows == w->rows_per_frame)
+        rc = flush_frame(w, diag);
+    if (rc == PREPACK_OK && w->shard_rows_done == w->shard_rows)
+        rc = close_shard(w, diag);
+    return rc;
+}
+
+/* ---- the manifest ------------------------------------------------------------ */
+
+int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
+                          prepack_diag *diag)
+{
+    int rc = close_shard(w, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    char tmp[4400], final[4400];
+    snprintf(tmp, sizeof tmp, "%s/manifest.json.tmp", w->dir);
+    snprintf(final, sizeof final, "%s/manifest.json", w->dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return io_fail(diag, "cannot create", tmp);
+    pp_manifest_write(f, w->max_seq_len, prepack_dtype_name(w->dtype),
+                      w->rows_per_frame, w->level, w->shards, w->nshards,
+                      info);
+    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        unlink(tmp);
+        return io_fail(diag, "writing", tmp);
+    }
+    if (rename(tmp, final) != 0)
+        return io_fail(diag, "cannot rename", tmp);
+    sync_dir(w->dir);
+    w->finished = 1;
+    return PREPACK_OK;
+}

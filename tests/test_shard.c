@@ -1,0 +1,379 @@
+/* Shard sets: round trips (every token back in place), determinism, the
+ * writer's directory rules, and damage the reader must report. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "prepack.h"
+#include "test_util.h"
+
+static char tmpdir[256];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/prepack-shard-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *path_of(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+    return buf[k];
+}
+
+/* ---- a corpus, planned --------------------------------------------------- */
+
+enum { N = 300, L = 48 };
+
+typedef struct corpus {
+    uint32_t *seq[N];
+    uint8_t *mask[N];
+    uint32_t len[N];
+    prepack_store *store;
+    prepack_plan *plan;
+    prepack_plan_options opts;
+    prepack_report report;
+} corpus;
+
+static void make_corpus(corpus *c, uint64_t seed, uint32_t max_id)
+{
+    rng r = {seed};
+    memset(c, 0, sizeof *c);
+    prepack_store_options so = {.tmp_dir = tmpdir};
+    assert_int_equal(prepack_store_create(&c->store, &so, NULL), PREPACK_OK);
+    for (size_t i = 0; i < N; i++) {
+        c->len[i] = rng_range(&r, 1, 80);
+        c->seq[i] = malloc(c->len[i] * sizeof(uint32_t));
+        c->mask[i] = malloc(c->len[i]);
+        for (uint32_t k = 0; k < c->len[i]; k++) {
+            c->seq[i][k] = rng_range(&r, 0, max_id);
+            c->mask[i][k] = (uint8_t)rng_range(&r, 0, 1);
+        }
+        assert_int_equal(prepack_store_add(c->store, c->seq[i], c->len[i],
+                                           c->mask[i], NULL),
+                         PREPACK_OK);
+        assert_int_equal(prepack_store_end_sequence(c->store, NULL),
+                         PREPACK_OK);
+    }
+    assert_int_equal(prepack_store_finish(c->store, NULL), PREPACK_OK);
+    c->opts.max_seq_len = L;
+    c->opts.overlong = PREPACK_OVERLONG_SPLIT;
+    c->opts.shuffle_rows = 1;
+    c->opts.shuffle_seed = seed;
+    const uint32_t *lengths = prepack_store_lengths(c->store);
+    assert_int_equal(prepack_plan_create(&c->plan, lengths, N, &c->opts),
+                     PREPACK_OK);
+    assert_int_equal(prepack_report_compute(c->plan, lengths, N, 0,
+                                            &c->report),
+                     PREPACK_OK);
+}
+
+static void free_corpus(corpus *c)
+{
+    for (size_t i = 0; i < N; i++) {
+        free(c->seq[i]);
+        free(c->mask[i]);
+    }
+    prepack_plan_free(c->plan);
+    prepack_store_free(c->store);
+}
+
+static void write_set(corpus *c, const char *dir, uint32_t rows_per_frame,
+                      uint64_t shard_rows, int overwrite)
+{
+    prepack_writer_options wo = {.rows_per_frame = rows_per_frame,
+                                 .shard_rows = shard_rows,
+                                 .overwrite = overwrite};
+    prepack_writer *w = NULL;
+    prepack_diag d = {0};
+    if (prepack_writer_create(&w, dir, L, prepack_store_dtype(c->store), &wo,
+                              &d) != PREPACK_OK)
+        fail_msg("%s", d.message);
+    prepack_row_builder *b = NULL;
+    assert_int_equal(prepack_row_builder_create(&b, c->plan, c->store, NULL),
+                     PREPACK_OK);
+    for (size_t r = 0; r < prepack_plan_row_count(c->plan); r++) {
+        prepack_row row;
+        assert_int_equal(prepack_row_builder_get(b, r, &row), PREPACK_OK);
+        if (prepack_writer_add(w, &row, &d) != PREPACK_OK)
+            fail_msg("%s", d.message);
+    }
+    prepack_manifest_info info = {&c->opts, c->store, &c->report};
+    if (prepack_writer_finish(w, &info, &d) != PREPACK_OK)
+        fail_msg("%s", d.message);
+    assert_true(prepack_writer_bytes(w) > 0);
+    prepack_writer_free(w);
+    prepack_row_builder_free(b);
+}
+
+/* ---- round trips ------------------------------------------------------------ */
+
+static void check_set(corpus *c, const char *dir)
+{
+    prepack_reader *r = NULL;
+    prepack_diag d = {0};
+    if (prepack_reader_open(&r, dir, &d) != PREPACK_OK)
+        fail_msg("%s", d.message);
+    size_t rows = prepack_plan_row_count(c->plan);
+    assert_int_equal(prepack_reader_row_count(r), rows);
+    assert_int_equal(prepack_reader_max_seq_len(r), L);
+    assert_int_equal(prepack_reader_token_dtype(r),
+                     prepack_store_dtype(c->store));
+    /* every chunk back in place: rebuild each sequence from the rows */
+    uint32_t *seen = calloc(N, sizeof *seen);
+    for (size_t k = 0; k < rows; k++) {
+        size_t i = k % 2 ? rows - 1 - k / 2 : k / 2; /* jump around */
+        prepack_row row;
+        if (prepack_reader_row(r, i, &row, &d) != PREPACK_OK)
+            fail_msg("%s", d.message);
+        assert_int_equal(row.num_seqs, prepack_plan_row_size(c->plan, i));
+        assert_non_null(row.loss_mask);
+        assert_non_null(row.seq_starts);
+        for (size_t j = 0; j < row.num_seqs; j++) {
+            size_t s = (size_t)row.seq_ids[j], off = row.seq_starts[j];
+            prepack_item it = prepack_plan_item(c->plan, i, j);
+            assert_int_equal(it.seq_id, s);
+            assert_int_equal(it.offset, off);
+            for (int32_t t = row.cu_seqlens[j]; t < row.cu_seqlens[j + 1]; t++) {
+                size_t at = off + (size_t)(t - row.cu_seqlens[j]);
+                assert_int_equal(prepack_row_token(&row, (size_t)t),
+                                 c->seq[s][at]);
+                assert_int_equal(row.loss_mask[t], c->mask[s][at]);
+                seen[s]++;
+            }
+        }
+    }
+    for (size_t s = 0; s < N; s++)
+        assert_int_equal(seen[s], c->len[s]);
+    free(seen);
+    prepack_diag d2 = {0};
+    prepack_row row;
+    assert_int_equal(prepack_reader_row(r, rows, &row, &d2), PREPACK_EINVAL);
+    prepack_reader_free(r);
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 1, 60000);
+    write_set(&c, path_of("a"), 3, 10, 0); /* many frames and shards */
+    check_set(&c, path_of("a"));
+    write_set(&c, path_of("b"), 0, 0, 0); /* defaults: one shard */
+    check_set(&c, path_of("b"));
+    free_corpus(&c);
+    make_corpus(&c, 2, 3000000); /* uint32 tokens */
+    assert_int_equal(prepack_store_dtype(c.store), PREPACK_DTYPE_UINT32);
+    write_set(&c, path_of("c"), 5, 7, 0);
+    check_set(&c, path_of("c"));
+    free_corpus(&c);
+}
+
+static int same_file(const char *a, const char *b)
+{
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
+}
+
+static void test_deterministic(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 3, 60000);
+    write_set(&c, path_of("d1"), 4, 20, 0);
+    write_set(&c, path_of("d2"), 4, 20, 0);
+    char a[600], b[600];
+    for (int i = 0; i < 3; i++) {
+        snprintf(a, sizeof a, "%s/shard-%05d.zst", path_of("d1"), i);
+        snprintf(b, sizeof b, "%s/shard-%05d.zst", path_of("d2"), i);
+        assert_true(same_file(a, b));
+    }
+    /* the manifest too, but for the paths of the inputs: none here */
+    snprintf(a, sizeof a, "%s/manifest.json", path_of("d1"));
+    snprintf(b, sizeof b, "%s/manifest.json", path_of("d2"));
+    assert_true(same_file(a, b));
+    free_corpus(&c);
+}
+
+/* ---- the writer's directory rules ---------------------------------------------- */
+
+static int exists(const char *dir, const char *name)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static void test_writer_directory_rules(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 4, 1000);
+    const char *dir = path_of("w");
+    write_set(&c, dir, 2, 4, 0);
+    assert_true(exists(dir, "shard-00003.zst"));
+    /* a non-empty directory needs overwrite */
+    prepack_writer *w = NULL;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
+                                           NULL, &d),
+                     PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "not empty"));
+    /* overwrite replaces the set: fewer shards, none stale */
+    write_set(&c, dir, 64, 0, 1);
+    assert_true(exists(dir, "shard-00000.zst"));
+    assert_false(exists(dir, "shard-00003.zst"));
+    check_set(&c, dir);
+    /* an unfinished writer leaves no manifest and no temporary file */
+    prepack_writer_options wo = {.overwrite = 1};
+    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
+                                           &wo, &d),
+                     PREPACK_OK);
+    assert_false(exists(dir, "manifest.json"));
+    uint16_t t[] = {1, 2, 3};
+    int32_t cu[] = {0, 3};
+    uint64_t ids[] = {0};
+    prepack_row row = {3, 1, PREPACK_DTYPE_UINT16, t, cu, ids, NULL, NULL};
+    assert_int_equal(prepack_writer_add(w, &row, &d), PREPACK_OK);
+    prepack_writer_free(w);
+    assert_false(exists(dir, "manifest.json"));
+    assert_false(exists(dir, "shard-00000.zst.tmp"));
+    /* not ours: refuse to overwrite */
+    FILE *f = fopen(path_of("w/notes.txt"), "w");
+    fclose(f);
+    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
+                                           &wo, &d),
+                     PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "notes.txt"));
+    /* rows that cannot fit a msgpack bin */
+    assert_int_equal(prepack_writer_create(&w, path_of("big"), 1u << 30,
+                                           PREPACK_DTYPE_UINT32, NULL, &d),
+                     PREPACK_ERANGE);
+    free_corpus(&c);
+}
+
+/* ---- damage ---------------------------------------------------------------------- */
+
+static void copy_dir(const char *from, const char *to)
+{
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", to, from, to);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Opens dir and reads every row; returns the first error (diag filled). */
+static int read_all(const char *dir, prepack_diag *d)
+{
+    prepack_reader *r = NULL;
+    int rc = prepack_reader_open(&r, dir, d);
+    for (size_t i = 0; rc == PREPACK_OK && i < prepack_reader_row_count(r);
+         i++) {
+        prepack_row row;
+        rc = prepack_reader_row(r, i, &row, d);
+    }
+    prepack_reader_free(r);
+    return rc;
+}
+
+static void flip_byte(const char *path, long at)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, at, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(c ^ 0x5A, f);
+    fclose(f);
+}
+
+static void test_damage_is_reported(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 5, 60000);
+    const char *good = path_of("good");
+    write_set(&c, good, 4, 40, 0);
+    prepack_diag d = {0};
+    assert_int_equal(read_all(good, &d), PREPACK_OK);
+    const char *bad = path_of("bad");
+    char shard[600], cmd[1200];
+    snprintf(shard, sizeof shard, "%s/shard-00001.zst", bad);
+    struct stat st;
+
+    /* a flipped byte anywhere in a shard: every position of a sample */
+    copy_dir(good, bad);
+    assert_int_equal(stat(shard, &st), 0);
+    for (long at = 0; at < st.st_size; at += 37) {
+        copy_dir(good, bad);
+        flip_byte(shard, at);
+        memset(&d, 0, sizeof d);
+        int rc = read_all(bad, &d);
+        if (rc == PREPACK_OK)
+            fail_msg("flipped byte %ld of %ld went unnoticed", at,
+                     (long)st.st_size);
+        assert_int_equal(rc, PREPACK_ECORRUPT);
+        assert_non_null(strstr(d.message, "shard-00001.zst"));
+    }
+    /* truncated */
+    copy_dir(good, bad);
+    assert_int_equal(truncate(shard, st.st_size - 10), 0);
+    assert_int_equal(read_all(bad, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "the manifest says"));
+    /* missing */
+    copy_dir(good, bad);
+    unlink(shard);
+    assert_int_equal(read_all(bad, &d), PREPACK_EIO);
+    assert_non_null(strstr(d.message, "shard-00001.zst"));
+    /* manifests that lie or point outside */
+    copy_dir(good, bad);
+    snprintf(cmd, sizeof cmd,
+             "sed -i 's/shard-00000.zst/..\\/..\\/etc\\/passwd/' '%s/manifest.json'",
+             bad);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(read_all(bad, &d), PREPACK_EFORMAT);
+    assert_non_null(strstr(d.message, "bad file name"));
+    copy_dir(good, bad);
+    snprintf(cmd, sizeof cmd,
+             "sed -i 's/prepack-shards/other/' '%s/manifest.json'", bad);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(read_all(bad, &d), PREPACK_EFORMAT);
+    copy_dir(good, bad);
+    snprintf(cmd, sizeof cmd, "echo '{' > '%s/manifest.json'", bad);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(read_all(bad, &d), PREPACK_EFORMAT);
+    assert_int_equal(read_all(path_of("none"), &d), PREPACK_EIO);
+    free_corpus(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_writer_directory_rules),
+        cmocka_unit_test(test_damage_is_reported),
+    };
+    return cmocka_run_group_tests_name("shard", tests, setup, teardown);
+}
