@@ -555,6 +555,20 @@ void prepack_reader_free(prepack_reader *r);
 size_t prepack_reader_row_count(const prepack_reader *r);
 uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
 prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
+/* Shards and the rows each holds, in order. */
+size_t prepack_reader_shard_count(const prepack_reader *r);
+uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i);
+
+/* Checks everything the set promises: each shard file's xxh64 against the
+ * manifest, every frame (zstd checksum, seek-table entry) and every row
+ * (fields, cu_seqlens from 0 strictly up to the row's length, at most L
+ * tokens). Each problem is passed to report (when not NULL) as it is
+ * found; the check goes on past it. Returns the number of problems. */
+size_t prepack_reader_verify(prepack_reader *r,
+                             void (*report)(void *opaque,
+                                            const prepack_diag *d),
+                             void *opaque);
+
 /* Row i: decompresses its frame (the last frame is cached) and fills *row,
  * a view valid until the next call on r. A damaged frame is
  * PREPACK_ECORRUPT naming the shard, the frame and the cause. */

@@ -416,3 +416,87 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
     return fill_row(r, &r->unp.data.via.array.ptr[j], row, s->path, f, j,
                     diag);
 }
+
+/* ---- verifying ------------------------------------------------------------------ */
+
+size_t prepack_reader_shard_count(const prepack_reader *r)
+{
+    return r->m.nshards;
+}
+
+uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i)
+{
+    return r->shards[i].rows;
+}
+
+static int check_file_hash(const shard *s, uint64_t want, prepack_diag *diag)
+{
+    int fd = open(s->path, O_RDONLY);
+    if (fd < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", s->path, strerror(errno));
+    XXH64_state_t *h = XXH64_createState();
+    unsigned char *buf = malloc(1 << 20);
+    int rc = h && buf ? PREPACK_OK
+                      : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                                "out of memory");
+    if (rc == PREPACK_OK)
+        XXH64_reset(h, 0);
+    ssize_t got;
+    while (rc == PREPACK_OK && (got = read(fd, buf, 1 << 20)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                         "reading %s: %s", s->path, strerror(errno));
+        else
+            XXH64_update(h, buf, (size_t)got);
+    }
+    if (rc == PREPACK_OK && XXH64_digest(h) != want)
+        rc = corrupt(diag, s->path, "xxh64 %016llx, the manifest says %016llx",
+                     (unsigned long long)XXH64_digest(h),
+                     (unsigned long long)want);
+    free(buf);
+    if (h)
+        XXH64_freeState(h);
+    close(fd);
+    return rc;
+}
+
+size_t prepack_reader_verify(prepack_reader *r,
+                             void (*report)(void *opaque,
+                                            const prepack_diag *d),
+                             void *opaque)
+{
+    size_t problems = 0;
+    prepack_diag d;
+#define PROBLEM()                                                            \
+    do {                                                                     \
+        problems++;                                                          \
+        if (report)                                                          \
+            report(opaque, &d);                                              \
+    } while (0)
+    for (size_t si = 0; si < r->m.nshards; si++) {
+        shard *s = &r->shards[si];
+        memset(&d, 0, sizeof d);
+        if (check_file_hash(s, r->m.shards[si].xxh64, &d) != PREPACK_OK)
+            PROBLEM();
+        for (size_t f = 0; f < s->nframes; f++) {
+            memset(&d, 0, sizeof d);
+            if (load_frame(r, si, f, &d) != PREPACK_OK) {
+                PROBLEM();
+                continue;
+            }
+            uint32_t n = r->unp.data.via.array.size;
+            for (uint32_t j = 0; j < n; j++) {
+                prepack_row row;
+                memset(&d, 0, sizeof d);
+                if (fill_row(r, &r->unp.data.via.array.ptr[j], &row, s->path,
+                             f, j, &d) != PREPACK_OK)
+                    PROBLEM();
+            }
+        }
+    }
+#undef PROBLEM
+    return problems;
+}

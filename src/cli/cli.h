@@ -2,6 +2,7 @@
 #ifndef PREPACK_CLI_H
 #define PREPACK_CLI_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +14,65 @@ enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
 
 /* Subcommands: argv[0] is the subcommand's name. */
 int cmd_stats(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+/* ---- args.c: the options of stats and pack ------------------------------- */
+
+typedef struct job_args {
+    const char *cmd;           /* "stats" or "pack" */
+    int is_pack;
+    const char *lengths_path;  /* stats --lengths */
+    char **inputs;
+    int ninputs;
+    prepack_plan_options plan;
+    prepack_ingest_options ingest;
+    prepack_store_options store;
+    prepack_writer_options writer;
+    const char *out_dir;       /* pack -o */
+    uint32_t batch_size;
+    int json;
+} job_args;
+
+/* Parses argv (argv[0] = cmd). Returns -1 when --help was printed, else
+ * EXIT_OK or a usage error (already reported). */
+int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
+                   job_args *a);
+
+/* ---- load.c: where lengths come from --------------------------------------- */
+
+typedef struct lengths_source {
+    uint32_t *owned;          /* parsed from a lengths file */
+    prepack_store *store;     /* or ingested from INPUTs */
+    const uint32_t *lengths;
+    size_t n;
+} lengths_source;
+
+int load_lengths(const job_args *a, lengths_source *src);
+void release_lengths(lengths_source *src);
+/* Reports a planner failure in terms of the input; returns EXIT_DATA. */
+int plan_error(const job_args *a, const lengths_source *src, int rc,
+               const prepack_diag *d);
+
+/* ---- report_print.c ------------------------------------------------------------ */
+
+typedef struct timings {
+    double read_s, plan_s, write_s;
+} timings;
+
+/* What pack wrote, for the report. */
+typedef struct pack_result {
+    const char *dir;
+    uint64_t rows, bytes, token_bytes;
+} pack_result;
+
+void print_report_text(const job_args *a, const prepack_store *store,
+                       const prepack_report *r, timings t,
+                       const pack_result *out);
+void print_report_json(const job_args *a, const prepack_store *store,
+                       const prepack_report *r, timings t,
+                       const pack_result *out);
 
 /* ---- util.c ----------------------------------------------------------- */
 

@@ -9,8 +9,12 @@ static const char usage_text[] =
     "Pack variable-length token sequences into fixed-length rows.\n"
     "\n"
     "Commands:\n"
-    "  stats    plan rows for a file of sequence lengths and report the\n"
-    "           padding that packing removes\n"
+    "  stats    plan rows for tokenized inputs (or a file of lengths) and\n"
+    "           report the padding that packing removes\n"
+    "  pack     pack tokenized inputs into a shard set of rows with varlen\n"
+    "           attention metadata\n"
+    "  verify   check a shard set (and, given its inputs, every token)\n"
+    "  inspect  show a shard set's summary or one row\n"
     "\n"
     "Options:\n"
     "  -h, --help       show this help\n"
@@ -36,6 +40,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "stats"))
         return cmd_stats(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pack"))
+        return cmd_pack(argc - 1, argv + 1);
+    if (!strcmp(cmd, "verify"))
+        return cmd_verify(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect"))
+        return cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "prepack: unknown command '%s'\n%s", cmd, usage_text);
     return EXIT_USAGE;
 }

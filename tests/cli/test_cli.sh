@@ -128,5 +128,56 @@ for algo in ffd bfd nextfit; do
     done
 done
 
+# ---- pack, verify, inspect ----------------------------------------------------
+corpus=$tmp/corpus.jsonl
+for i in $(seq 1 60); do
+    n=$(( (i * 37) % 50 + 1 ))
+    ids=$(seq -s, $i $((i + n - 1)))
+    mask=$(yes 1 | head -n $n | paste -sd,)
+    printf '{"text": "doc %d", "input_ids": [%s], "loss_mask": [%s]}\n' "$i" "$ids" "$mask"
+done > "$corpus"
+expect_exit 0 "$prepack" pack --help
+for opt in --output --max-seq-len --rows-per-frame --shard-rows --level --overwrite --shuffle --seed; do
+    expect_in "$tmp/out" "$opt"
+done
+expect_exit 2 "$prepack" pack "$corpus" --max-seq-len 64
+expect_in "$tmp/err" "-o DIR is required"
+expect_exit 2 "$prepack" pack -o "$tmp/set" --max-seq-len 64
+expect_exit 2 "$prepack" pack "$corpus" -o "$tmp/set" --max-seq-len 64 --lengths x
+expect_exit 2 "$prepack" stats "$corpus" --max-seq-len 64 -o "$tmp/set"
+expect_exit 2 "$prepack" pack "$corpus" -o "$tmp/set" --max-seq-len 64 --level 99
+expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/set" --max-seq-len 64 \
+    --rows-per-frame 4 --shard-rows 8 --shuffle --seed 3
+expect_in "$tmp/out" "written"
+[ -f "$tmp/set/manifest.json" ] && [ -f "$tmp/set/shard-00001.zst" ] && ok || bad "pack wrote no shards"
+expect_exit 1 "$prepack" pack "$corpus" -o "$tmp/set" --max-seq-len 64
+expect_in "$tmp/err" "not empty"
+expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/set2" --max-seq-len 64 \
+    --rows-per-frame 4 --shard-rows 8 --shuffle --seed 3 --json
+cmp -s "$tmp/set/shard-00000.zst" "$tmp/set2/shard-00000.zst" && ok || bad "pack is not deterministic"
+expect_exit 0 "$prepack" verify "$tmp/set" --input "$corpus"
+expect_in "$tmp/err" "all checks pass"
+expect_exit 0 "$prepack" inspect "$tmp/set"
+expect_in "$tmp/out" "shards, max_seq_len 64, uint16 tokens"
+expect_exit 0 "$prepack" inspect "$tmp/set" --row 0 --json
+expect_in "$tmp/out" '"sequences": ['
+expect_exit 1 "$prepack" inspect "$tmp/set" --row 100000
+# a set packed from other tokens fails --input
+printf '{"input_ids": [9]}\n' > "$tmp/other.jsonl"
+expect_exit 1 "$prepack" verify "$tmp/set" --input "$tmp/other.jsonl"
+# damage: a flipped byte, a truncated shard, a missing shard
+cp -r "$tmp/set" "$tmp/flip"
+printf '\x55' | dd of="$tmp/flip/shard-00000.zst" bs=1 seek=40 conv=notrunc status=none
+expect_exit 1 "$prepack" verify "$tmp/flip"
+expect_in "$tmp/out" "shard-00000.zst"
+cp -r "$tmp/set" "$tmp/cut"
+truncate -s -5 "$tmp/cut/shard-00001.zst"
+expect_exit 1 "$prepack" verify "$tmp/cut"
+expect_in "$tmp/out" "shard-00001.zst"
+cp -r "$tmp/set" "$tmp/gone"
+rm "$tmp/gone/shard-00001.zst"
+expect_exit 1 "$prepack" verify "$tmp/gone"
+expect_in "$tmp/out" "cannot open"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,135 @@
+/* prepack inspect: a shard set's summary, or one row in detail. */
+#define _GNU_SOURCE /* getopt_long */
+#include <getopt.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char inspect_help[] =
+    "usage: prepack inspect DIR [--row I] [--json]\n"
+    "\n"
+    "Without --row: the shard set's rows, shards, max_seq_len and token\n"
+    "dtype. With --row I: row I's tokens and sequences, with each one's id,\n"
+    "start within its source, length and first tokens.\n"
+    "\n"
+    "Options:\n"
+    "  --row I                  the row to show (0-based)\n"
+    "  --json                   print one JSON object\n"
+    "  -h, --help               show this help\n";
+
+enum { OPT_ROW = 256, OPT_JSON };
+
+static const struct option inspect_options[] = {
+    {"row", required_argument, NULL, OPT_ROW},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}};
+
+enum { SHOWN_TOKENS = 8 };
+
+static void summary(const prepack_reader *r, const char *dir, int json)
+{
+    size_t shards = prepack_reader_shard_count(r);
+    const char *dtype = prepack_dtype_name(prepack_reader_token_dtype(r));
+    if (json) {
+        json_writer w = {stdout, 0, 0};
+        json_begin_object(&w, NULL);
+        json_key_string(&w, "dir", dir);
+        json_key_u64(&w, "rows", prepack_reader_row_count(r));
+        json_key_u64(&w, "max_seq_len", prepack_reader_max_seq_len(r));
+        json_key_string(&w, "token_dtype", dtype);
+        json_begin_array(&w, "shard_rows");
+        for (size_t i = 0; i < shards; i++)
+            json_key_u64(&w, NULL, prepack_reader_shard_rows(r, i));
+        json_end_array(&w);
+        json_end_object(&w);
+        json_finish(&w);
+        return;
+    }
+    char b[32];
+    printf("%s: %s rows in %zu shard%s, max_seq_len %u, %s tokens\n", dir,
+           fmt_count(b, prepack_reader_row_count(r)), shards,
+           shards == 1 ? "" : "s", prepack_reader_max_seq_len(r), dtype);
+}
+
+static void show_row(const prepack_row *row, size_t i, int json)
+{
+    if (json) {
+        json_writer w = {stdout, 0, 0};
+        json_begin_object(&w, NULL);
+        json_key_u64(&w, "row", i);
+        json_key_u64(&w, "tokens", row->num_tokens);
+        json_key_u64(&w, "max_seqlen", prepack_row_max_seqlen(row));
+        json_begin_array(&w, "sequences");
+        for (size_t j = 0; j < row->num_seqs; j++) {
+            json_begin_object(&w, NULL);
+            json_key_u64(&w, "id", row->seq_ids[j]);
+            json_key_u64(&w, "start", row->seq_starts ? row->seq_starts[j] : 0);
+            json_key_u64(&w, "offset", (uint64_t)row->cu_seqlens[j]);
+            json_key_u64(&w, "length", (uint64_t)(row->cu_seqlens[j + 1] -
+                                                  row->cu_seqlens[j]));
+            json_end_object(&w);
+        }
+        json_end_array(&w);
+        json_end_object(&w);
+        json_finish(&w);
+        return;
+    }
+    printf("row %zu: %zu tokens, %zu sequences, max_seqlen %u\n", i,
+           row->num_tokens, row->num_seqs, prepack_row_max_seqlen(row));
+    printf("  %6s %12s %8s %8s  first tokens\n", "offset", "sequence",
+           "start", "length");
+    for (size_t j = 0; j < row->num_seqs; j++) {
+        size_t first = (size_t)row->cu_seqlens[j];
+        size_t len = (size_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]);
+        printf("  %6zu %12llu %8u %8zu ", first,
+               (unsigned long long)row->seq_ids[j],
+               row->seq_starts ? row->seq_starts[j] : 0, len);
+        for (size_t t = 0; t < len && t < SHOWN_TOKENS; t++)
+            printf(" %u", prepack_row_token(row, first + t));
+        puts(len > SHOWN_TOKENS ? " ..." : "");
+    }
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    uint64_t row_index = UINT64_MAX, v;
+    int json = 0, opt;
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":h", inspect_options, NULL)) != -1) {
+        if (opt == 'h') {
+            fputs(inspect_help, stdout);
+            return EXIT_OK;
+        }
+        if (opt == OPT_JSON)
+            json = 1;
+        else if (opt == OPT_ROW && parse_u64(optarg, 0, UINT64_MAX, &v) == 0)
+            row_index = v;
+        else
+            return usage_error("inspect", "bad option '%s'", argv[optind - 1]);
+    }
+    if (argc - optind != 1)
+        return usage_error("inspect", "give one shard set directory");
+    const char *dir = argv[optind];
+    prepack_reader *r = NULL;
+    prepack_diag d = {0};
+    if (prepack_reader_open(&r, dir, &d) != PREPACK_OK)
+        return data_error("%s", d.message);
+    int rc = EXIT_OK;
+    if (row_index == UINT64_MAX) {
+        summary(r, dir, json);
+    } else if (row_index >= prepack_reader_row_count(r)) {
+        rc = data_error("%s: no row %llu (it has %zu)", dir,
+                        (unsigned long long)row_index,
+                        prepack_reader_row_count(r));
+    } else {
+        prepack_row row;
+        if (prepack_reader_row(r, (size_t)row_index, &row, &d) != PREPACK_OK)
+            rc = data_error("%s", d.message);
+        else
+            show_row(&row, (size_t)row_index, json);
+    }
+    prepack_reader_free(r);
+    return rc;
+}

@@ -1,0 +1,82 @@
+/* Where a command's lengths come from: a lengths file, or INPUTs ingested
+ * into a token store; and planner errors told in terms of those. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* A planner failure, told in terms of the input: for a lengths file the
+ * line is the sequence + 1; for inputs, the input and its record. */
+int plan_error(const job_args *a, const lengths_source *src, int rc,
+                      const prepack_diag *d)
+{
+    const char *hint = "(choose --overlong truncate, split or drop)";
+    if (rc == PREPACK_EOVERLONG && a->lengths_path)
+        return data_error("%s:%llu: %s %s", a->lengths_path,
+                          (unsigned long long)d->record + 1, d->message, hint);
+    if (rc == PREPACK_EOVERLONG) {
+        for (size_t i = prepack_store_input_count(src->store); i-- > 0;) {
+            prepack_input_info in;
+            prepack_store_input(src->store, i, &in);
+            if (d->record >= in.first_sequence)
+                return data_error("%s: sequence %llu has %u tokens, more "
+                                  "than max_seq_len %u %s",
+                                  in.path,
+                                  (unsigned long long)(d->record -
+                                                       in.first_sequence),
+                                  src->lengths[d->record],
+                                  a->plan.max_seq_len, hint);
+        }
+    }
+    return data_error("%s", d->message[0] ? d->message : prepack_strerror(rc));
+}
+
+static int load_lengths_file(const job_args *a, lengths_source *src)
+{
+    char *text = NULL;
+    size_t size = 0;
+    int rc = read_whole_file(a->lengths_path, &text, &size);
+    if (rc != EXIT_OK)
+        return rc;
+    const char *name = strcmp(a->lengths_path, "-") ? a->lengths_path
+                                                    : "stdin";
+    prepack_diag diag = {0};
+    int prc = prepack_lengths_parse(text, size, name, &src->owned, &src->n,
+                                    NULL, &diag);
+    free(text);
+    if (prc != PREPACK_OK)
+        return data_error("%s", diag.message);
+    src->lengths = src->owned;
+    return EXIT_OK;
+}
+
+static int load_inputs(const job_args *a, lengths_source *src)
+{
+    prepack_diag diag = {0};
+    prepack_store_options so = a->store;
+    /* stats needs lengths only (tokens are still checked); pack needs all */
+    so.lengths_only = !a->is_pack;
+    int rc = prepack_store_create(&src->store, &so, &diag);
+    for (int i = 0; rc == PREPACK_OK && i < a->ninputs; i++)
+        rc = prepack_ingest_file(src->store, a->inputs[i], &a->ingest, &diag);
+    if (rc == PREPACK_OK)
+        rc = prepack_store_finish(src->store, &diag);
+    if (rc != PREPACK_OK)
+        return data_error("%s", diag.message[0] ? diag.message
+                                                : prepack_strerror(rc));
+    src->lengths = prepack_store_lengths(src->store);
+    src->n = prepack_store_sequence_count(src->store);
+    return EXIT_OK;
+}
+
+void release_lengths(lengths_source *src)
+{
+    prepack_free(src->owned, NULL);
+    prepack_store_free(src->store);
+}
+
+int load_lengths(const job_args *a, lengths_source *src)
+{
+    memset(src, 0, sizeof *src);
+    return a->lengths_path ? load_lengths_file(a, src) : load_inputs(a, src);
+}

@@ -1,0 +1,112 @@
+/* prepack pack: ingest, plan, build rows, write a shard set, report. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char pack_help[] =
+    "usage: prepack pack INPUT... -o DIR --max-seq-len L [OPTIONS]\n"
+    "\n"
+    "Pack tokenized INPUTs (JSONL, Megatron .bin/.idx, llm.c .bin, raw\n"
+    "uint16 tokens; see 'prepack stats --help') into rows of at most L\n"
+    "tokens and write them to DIR as a shard set (docs/FORMAT.md):\n"
+    "zstd-compressed msgpack shards with a seek table each, and\n"
+    "manifest.json, written last. Then print the report.\n"
+    "\n"
+    "Options:\n"
+    "  -o, --output DIR         the shard set's directory (required)\n"
+    "  --max-seq-len L          row capacity in tokens (required, 1..16777216)\n"
+    "  --algo ALGO              ffd | bfd | nextfit (default: ffd)\n"
+    "  --overlong POLICY        error | truncate | split | drop (default:\n"
+    "                           error)\n"
+    "  --max-seqs-per-row K     at most K sequences in a row (default: 0,\n"
+    "                           unlimited)\n"
+    "  --shuffle                shuffle the finished rows\n"
+    "  --seed S                 the shuffle's seed (default: 0)\n"
+    "  --rows-per-frame R       rows in each zstd frame (default: 64)\n"
+    "  --shard-rows N           rows in each shard file (default: 16384)\n"
+    "  --level N                zstd level, 1..22 (default: 3)\n"
+    "  --overwrite              replace the shard set already in DIR\n"
+    "  --batch-size B           naive batch size for the report (default: 8)\n"
+    "  --json                   print the report as one JSON object\n"
+    "  --format, --field, --doc-sep, --sep-position, --token-dtype,\n"
+    "  --tmp-dir                how to read INPUTs, as for 'prepack stats'\n"
+    "  -h, --help               show this help\n"
+    "\n"
+    "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";
+
+/* Builds every row of the plan and hands it to the writer. */
+static int write_rows(const job_args *a, const lengths_source *src,
+                      const prepack_plan *plan, const prepack_report *report,
+                      pack_result *out)
+{
+    prepack_diag d = {0};
+    prepack_row_builder *b = NULL;
+    prepack_writer *w = NULL;
+    prepack_dtype dtype = prepack_store_dtype(src->store);
+    int rc = prepack_row_builder_create(&b, plan, src->store, &d);
+    if (rc == PREPACK_OK)
+        rc = prepack_writer_create(&w, a->out_dir, a->plan.max_seq_len, dtype,
+                                   &a->writer, &d);
+    size_t rows = rc == PREPACK_OK ? prepack_plan_row_count(plan) : 0;
+    for (size_t r = 0; rc == PREPACK_OK && r < rows; r++) {
+        prepack_row row;
+        rc = prepack_row_builder_get(b, r, &row);
+        if (rc == PREPACK_OK)
+            rc = prepack_writer_add(w, &row, &d);
+    }
+    prepack_manifest_info info = {&a->plan, src->store, report};
+    if (rc == PREPACK_OK)
+        rc = prepack_writer_finish(w, &info, &d);
+    if (rc == PREPACK_OK) {
+        out->dir = a->out_dir;
+        out->rows = rows;
+        out->bytes = prepack_writer_bytes(w);
+        out->token_bytes = report->plan.tokens *
+                           (dtype == PREPACK_DTYPE_UINT16 ? 2u : 4u);
+    }
+    prepack_writer_free(w);
+    prepack_row_builder_free(b);
+    if (rc != PREPACK_OK)
+        return data_error("%s", d.message[0] ? d.message
+                                             : prepack_strerror(rc));
+    return EXIT_OK;
+}
+
+int cmd_pack(int argc, char **argv)
+{
+    job_args a;
+    int rc = parse_job_args(argc, argv, "pack", pack_help, &a);
+    if (rc != EXIT_OK)
+        return rc < 0 ? EXIT_OK : rc;
+    double t0 = now_seconds();
+    lengths_source src;
+    rc = load_lengths(&a, &src);
+    double t1 = now_seconds(), t2 = t1, t3 = t1;
+    prepack_plan *plan = NULL;
+    prepack_report report;
+    pack_result out = {0};
+    if (rc == EXIT_OK) {
+        prepack_diag diag = {0};
+        a.plan.diag = &diag;
+        int prc = prepack_plan_create(&plan, src.lengths, src.n, &a.plan);
+        if (prc == PREPACK_OK)
+            prc = prepack_report_compute(plan, src.lengths, src.n,
+                                         a.batch_size, &report);
+        a.plan.diag = NULL;
+        t2 = now_seconds();
+        rc = prc == PREPACK_OK ? write_rows(&a, &src, plan, &report, &out)
+                               : plan_error(&a, &src, prc, &diag);
+        t3 = now_seconds();
+    }
+    if (rc == EXIT_OK) {
+        timings t = {t1 - t0, t2 - t1, t3 - t2};
+        if (a.json)
+            print_report_json(&a, src.store, &report, t, &out);
+        else
+            print_report_text(&a, src.store, &report, t, &out);
+    }
+    prepack_plan_free(plan);
+    release_lengths(&src);
+    return rc;
+}
