@@ -6,7 +6,8 @@
  * Writes, in DIR (default /tmp/prepack-bench): corpus.jsonl (integer
  * arrays), corpus.jsonl.zst, corpus.bin/.idx (Megatron, uint16) and
  * llmc.bin (llm.c GPT-2), each about N MB (default 1024), with GPT-2 ids
- * and log-normal document lengths (median 450 tokens). Reports the median
+ * (log-uniform ranks, compressible like real text) and log-normal
+ * document lengths (median 450 tokens). Reports the median
  * of --runs runs (default 3). The files are removed unless --keep; keep
  * them to measure peak memory with `/usr/bin/time -v prepack stats FILE`
  * (bench/ingest_memory.sh). */
@@ -32,9 +33,15 @@ static uint32_t doc_length(uint64_t *s)
     return lognormal_length(s, 450.0, 1.0, 32768);
 }
 
+/* A GPT-2 id (never the 50256 delimiter) with a heavy-tailed, roughly
+ * Zipfian frequency (log-uniform rank), as token ids of real text have:
+ * uniform ids would not compress at all, and flatter every ratio against
+ * zstd. */
 static uint32_t token(uint64_t *s)
 {
-    return (uint32_t)(splitmix64(s) % 50256); /* GPT-2 ids, no delimiter */
+    double rank = exp(uniform01(s) * log(50256.0)); /* 1 .. 50256 */
+    uint32_t id = (uint32_t)rank - 1;
+    return id < 50256 ? id : 50255;
 }
 
 static char path_buf[8][4096];

@@ -284,26 +284,22 @@ static int flush_frame(prepack_writer *w, prepack_diag *diag)
 {
     if (w->frame_rows == 0)
         return PREPACK_OK;
-    /* the array header goes in front: rebuild as [array n][rows...] */
-    msgpack_sbuffer framed;
-    msgpack_sbuffer_init(&framed);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &framed, msgpack_sbuffer_write);
-    int bad = msgpack_pack_array(&pk, w->frame_rows) ||
-              msgpack_sbuffer_write(&framed, w->frame.data,
-                                    w->frame.size);
-    size_t bound = ZSTD_compressBound(framed.size);
-    if (!bad && grow(w->alloc, &w->out, &w->out_cap, bound, 1) != PREPACK_OK)
-        bad = 1;
-    size_t z = bad ? 0
-                   : ZSTD_compress2(w->cctx, w->out, w->out_cap, framed.data,
-                                    framed.size);
-    int rc = bad || ZSTD_isError(z)
-                 ? pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                           "compressing a frame failed%s%s",
-                           bad ? "" : ": ",
-                           bad ? "" : ZSTD_getErrorName(z))
-                 : PREPACK_OK;
+    /* The frame began with a 5-byte msgpack array 32 header (0xdd and a
+     * big-endian count) whose count is known only now: patch it in. */
+    unsigned char *hdr = (unsigned char *)w->frame.data;
+    for (int b = 0; b < 4; b++)
+        hdr[1 + b] = (unsigned char)(w->frame_rows >> (8 * (3 - b)));
+    const void *data = w->frame.data;
+    size_t size = w->frame.size;
+    int rc = grow(w->alloc, &w->out, &w->out_cap, ZSTD_compressBound(size), 1);
+    size_t z = rc == PREPACK_OK
+                   ? ZSTD_compress2(w->cctx, w->out, w->out_cap, data, size)
+                   : 0;
+    if (rc != PREPACK_OK || ZSTD_isError(z))
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "compressing a frame failed: %s",
+                     rc != PREPACK_OK ? "out of memory"
+                                      : ZSTD_getErrorName(z));
     if (rc == PREPACK_OK &&
         grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
              sizeof *w->seek) != PREPACK_OK)
@@ -312,12 +308,11 @@ static int flush_frame(prepack_writer *w, prepack_diag *diag)
     if (rc == PREPACK_OK) {
         seek_entry *e = &w->seek[w->nseek++];
         e->compressed = (uint32_t)z;
-        e->decompressed = (uint32_t)framed.size;
-        e->checksum = (uint32_t)XXH64(framed.data, framed.size, 0);
-        w->raw_bytes += framed.size;
+        e->decompressed = (uint32_t)size;
+        e->checksum = (uint32_t)XXH64(data, size, 0);
+        w->raw_bytes += size;
         rc = shard_write(w, w->out, z, diag);
     }
-    msgpack_sbuffer_destroy(&framed);
     msgpack_sbuffer_clear(&w->frame);
     w->frame_rows = 0;
     return rc;
@@ -425,6 +420,11 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
     int rc = PREPACK_OK;
     if (w->fd < 0)
         rc = open_shard(w, diag);
+    static const unsigned char array32[5] = {0xdd, 0, 0, 0, 0};
+    if (rc == PREPACK_OK && w->frame.size == 0 &&
+        msgpack_sbuffer_write(&w->frame, (const char *)array32, 5) != 0)
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "out of memory");
     if (rc == PREPACK_OK && pack_row(w, row))
         rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                      "out of memory packing row %llu",
