@@ -179,5 +179,34 @@ rm "$tmp/gone/shard-00001.zst"
 expect_exit 1 "$prepack" verify "$tmp/gone"
 expect_in "$tmp/out" "cannot open"
 
+# ---- killed at any moment: no manifest, or a complete set ---------------------
+head -c 6000000 /dev/urandom > "$tmp/random.u16"
+for delay in 0.02 0.1 0.2 0.3 5; do
+    rm -rf "$tmp/killed"
+    (timeout -s KILL "$delay" "$prepack" pack "$tmp/random.u16" --format raw-u16 \
+        --doc-sep 7 -o "$tmp/killed" --max-seq-len 512 --overlong split \
+        --level 19 --rows-per-frame 8 --shard-rows 64 >/dev/null 2>&1) 2>/dev/null
+    if [ -f "$tmp/killed/manifest.json" ]; then
+        expect_exit 0 "$prepack" verify "$tmp/killed"
+    else
+        ok
+    fi
+done
+# a killed run's leftovers are replaced with --overwrite
+expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/killed" --max-seq-len 64 --overwrite
+[ -z "$(ls "$tmp/killed" | grep tmp)" ] && ok || bad "temporary files left after --overwrite"
+
+# ---- golden shard set: the on-disk format, byte for byte ---------------------
+golden=$fixtures/expected
+(cd "$tmp" && cp "$golden/input.jsonl" . &&
+ "$prepack" pack input.jsonl -o golden --max-seq-len 16 --overlong split \
+     --rows-per-frame 4 --shard-rows 12 --shuffle --seed 7 >/dev/null) && ok || bad "golden pack"
+for f in "$golden"/set/*; do
+    cmp -s "$f" "$tmp/golden/$(basename "$f")" && ok ||
+        bad "$(basename "$f") differs from fixtures/expected/set"
+done
+[ "$(ls "$tmp/golden" | wc -l)" -eq "$(ls "$golden/set" | wc -l)" ] && ok || bad "golden file count"
+expect_exit 0 "$prepack" verify "$golden/set" --input "$golden/input.jsonl"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
