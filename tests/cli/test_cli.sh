@@ -183,9 +183,13 @@ expect_in "$tmp/out" "cannot open"
 head -c 6000000 /dev/urandom > "$tmp/random.u16"
 for delay in 0.02 0.1 0.2 0.3 5; do
     rm -rf "$tmp/killed"
-    (timeout -s KILL "$delay" "$prepack" pack "$tmp/random.u16" --format raw-u16 \
-        --doc-sep 7 -o "$tmp/killed" --max-seq-len 512 --overlong split \
-        --level 19 --rows-per-frame 8 --shard-rows 64 >/dev/null 2>&1) 2>/dev/null
+    "$prepack" pack "$tmp/random.u16" --format raw-u16 --doc-sep 7 \
+        -o "$tmp/killed" --max-seq-len 512 --overlong split --level 19 \
+        --rows-per-frame 8 --shard-rows 64 >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
     if [ -f "$tmp/killed/manifest.json" ]; then
         expect_exit 0 "$prepack" verify "$tmp/killed"
     else
