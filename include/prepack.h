@@ -555,6 +555,41 @@ void prepack_reader_free(prepack_reader *r);
 size_t prepack_reader_row_count(const prepack_reader *r);
 uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
 prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
+/* A batch of rows in the forms training steps feed (int64 where PyTorch
+ * wants LongTensor). Flat (varlen): the rows' tokens concatenated, one
+ * cu_seqlens of sum(k) + 1 entries offset per row, document ids numbered
+ * over the whole batch (so FlexAttention never joins two rows'
+ * sequences). Padded: [B, L] arrays, pad_id and attention_mask, document
+ * ids per row (-1 on padding), and on request the [B, L, L] block-diagonal
+ * causal mask. Labels are shifted next-token targets (-100 at sequence ends,
+ * on untrained tokens and on padding). */
+typedef struct prepack_batch_options {
+    int padded;          /* non-zero: [B, L]; zero: flat */
+    int64_t pad_id;      /* padded: the padding token (default 0) */
+    int dense_mask;      /* padded: also fill dense_mask */
+} prepack_batch_options;
+
+typedef struct prepack_batch {
+    size_t rows;                   /* B */
+    size_t width;                  /* flat: total tokens T; padded: L */
+    size_t num_seqs;               /* sequences over all rows */
+    uint32_t max_seqlen;           /* longest sequence in the batch */
+    const int64_t *input_ids;      /* flat [T]; padded [B, L] */
+    const int64_t *position_ids;   /* same shape */
+    const int64_t *doc_ids;        /* same shape */
+    const int64_t *labels;         /* same shape */
+    const int32_t *cu_seqlens;     /* flat: [num_seqs + 1]; padded: NULL */
+    const uint64_t *seq_ids;       /* [num_seqs] */
+    const uint8_t *attention_mask; /* padded: [B, L] 1 on tokens; flat NULL */
+    const uint8_t *dense_mask;     /* padded with dense_mask: [B, L, L] */
+} prepack_batch;
+
+/* Reads rows[0..n) into one batch. The arrays belong to r and stay valid
+ * until its next call. Errors as prepack_reader_row. */
+int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
+                         const prepack_batch_options *o, prepack_batch *out,
+                         prepack_diag *diag);
+
 /* Shards and the rows each holds, in order. */
 size_t prepack_reader_shard_count(const prepack_reader *r);
 uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i);

@@ -222,6 +222,16 @@ typedef struct pp_manifest {
 int pp_manifest_read(const char *path, pp_manifest *out, prepack_diag *diag);
 void pp_manifest_free(pp_manifest *m);
 
+/* ---- batches (batch.c) --------------------------------------------------- */
+
+typedef struct pp_batch_buffers pp_batch_buffers;
+/* Fills *out from the reader's rows into *bufs (created on first use). */
+int pp_reader_batch(prepack_reader *r, pp_batch_buffers **bufs,
+                    const size_t *rows, size_t n,
+                    const prepack_batch_options *o, prepack_batch *out,
+                    prepack_diag *diag);
+void pp_batch_buffers_free(pp_batch_buffers *b);
+
 /* ---- the plan (plan.c) ------------------------------------------------- */
 
 struct prepack_plan {

@@ -56,6 +56,7 @@ struct prepack_reader {
     uint64_t *seq_ids;
     uint8_t *mask;
     uint32_t *starts;
+    pp_batch_buffers *batch;
 };
 
 static uint32_t le32(const unsigned char *p)
@@ -242,7 +243,18 @@ void prepack_reader_free(prepack_reader *r)
     free(r->seq_ids);
     free(r->mask);
     free(r->starts);
+    pp_batch_buffers_free(r->batch);
     free(r);
+}
+
+int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
+                         const prepack_batch_options *o, prepack_batch *out,
+                         prepack_diag *diag)
+{
+    if (!r || (!rows && n) || !out)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "invalid argument");
+    return pp_reader_batch(r, &r->batch, rows, n, o, out, diag);
 }
 
 size_t prepack_reader_row_count(const prepack_reader *r)

@@ -216,6 +216,89 @@ static void test_deterministic(void **state)
     free_corpus(&c);
 }
 
+/* ---- batches --------------------------------------------------------------------- */
+
+static void test_batches(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 6, 60000);
+    write_set(&c, path_of("batch"), 4, 12, 0);
+    prepack_reader *r = NULL;
+    assert_int_equal(prepack_reader_open(&r, path_of("batch"), NULL),
+                     PREPACK_OK);
+    size_t pick[] = {5, 0, 17, 5};
+    enum { B = 4 };
+    /* each row alone, for comparison */
+    size_t T[B], K[B];
+    uint64_t *ids[B];
+    int64_t *lab[B];
+    for (size_t i = 0; i < B; i++) {
+        prepack_row row;
+        assert_int_equal(prepack_reader_row(r, pick[i], &row, NULL),
+                         PREPACK_OK);
+        T[i] = row.num_tokens;
+        K[i] = row.num_seqs;
+        ids[i] = malloc(row.num_tokens * sizeof **ids);
+        lab[i] = malloc(row.num_tokens * sizeof **lab);
+        for (size_t t = 0; t < row.num_tokens; t++)
+            ids[i][t] = prepack_row_token(&row, t);
+        prepack_row_labels(&row, lab[i], row.num_tokens);
+    }
+    /* flat: rows back to back, cu_seqlens continuing, documents unique */
+    prepack_batch b;
+    assert_int_equal(prepack_reader_batch(r, pick, B, NULL, &b, NULL),
+                     PREPACK_OK);
+    size_t at = 0, seqs = 0;
+    assert_int_equal(b.cu_seqlens[0], 0);
+    assert_null(b.attention_mask);
+    for (size_t i = 0; i < B; i++) {
+        for (size_t t = 0; t < T[i]; t++) {
+            assert_int_equal(b.input_ids[at + t], (int64_t)ids[i][t]);
+            assert_int_equal(b.labels[at + t], lab[i][t]);
+            assert_true(b.doc_ids[at + t] >= (int64_t)seqs &&
+                        b.doc_ids[at + t] < (int64_t)(seqs + K[i]));
+        }
+        at += T[i];
+        seqs += K[i];
+        assert_int_equal(b.cu_seqlens[seqs], (int32_t)at);
+    }
+    assert_int_equal(b.width, at);
+    assert_int_equal(b.num_seqs, seqs);
+    assert_true(b.max_seqlen >= 1 && b.max_seqlen <= L);
+    /* padded: [B, L], pad_id, attention mask, per-row documents */
+    prepack_batch_options po = {.padded = 1, .pad_id = 50256,
+                                .dense_mask = 1};
+    assert_int_equal(prepack_reader_batch(r, pick, B, &po, &b, NULL),
+                     PREPACK_OK);
+    assert_int_equal(b.width, L);
+    assert_null(b.cu_seqlens);
+    for (size_t i = 0; i < B; i++)
+        for (size_t t = 0; t < L; t++) {
+            size_t p = i * L + t;
+            int in = t < T[i];
+            assert_int_equal(b.attention_mask[p], in);
+            assert_int_equal(b.input_ids[p], in ? (int64_t)ids[i][t] : 50256);
+            assert_int_equal(b.labels[p], in ? lab[i][t] : -100);
+            if (!in)
+                assert_int_equal(b.doc_ids[p], -1);
+            else
+                assert_true(b.doc_ids[p] >= 0 && b.doc_ids[p] < (int64_t)K[i]);
+            /* the diagonal of the dense mask: tokens see themselves */
+            assert_int_equal(b.dense_mask[i * L * L + t * L + t], in);
+        }
+    for (size_t i = 0; i < B; i++) {
+        free(ids[i]);
+        free(lab[i]);
+    }
+    size_t bad[] = {0, 100000};
+    prepack_diag d = {0};
+    assert_int_equal(prepack_reader_batch(r, bad, 2, NULL, &b, &d),
+                     PREPACK_EINVAL);
+    prepack_reader_free(r);
+    free_corpus(&c);
+}
+
 /* ---- the writer's directory rules ---------------------------------------------- */
 
 static int exists(const char *dir, const char *name)
@@ -372,6 +455,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_batches),
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_damage_is_reported),
     };

@@ -1,0 +1,140 @@
+/* Batches: rows read from a shard set laid out flat (varlen) or padded,
+ * with every derived field a training step feeds. */
+#include <string.h>
+
+#include "internal.h"
+
+/* Buffers a reader keeps for its batches (growing, never shrinking). */
+struct pp_batch_buffers {
+    int64_t *ids, *pos, *doc, *lab;
+    int32_t *cu;
+    uint64_t *seq;
+    uint8_t *attn, *dense;
+    size_t tokens_cap, seqs_cap, dense_cap;
+};
+
+void pp_batch_buffers_free(pp_batch_buffers *b)
+{
+    if (!b)
+        return;
+    pp_free(NULL, b->ids);
+    pp_free(NULL, b->pos);
+    pp_free(NULL, b->doc);
+    pp_free(NULL, b->lab);
+    pp_free(NULL, b->cu);
+    pp_free(NULL, b->seq);
+    pp_free(NULL, b->attn);
+    pp_free(NULL, b->dense);
+    pp_free(NULL, b);
+}
+
+static int grow_to(void **p, size_t need, size_t elem)
+{
+    void *q = pp_realloc(NULL, *p, need, elem);
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+/* Room for `tokens` token slots, `seqs` sequences and `dense` mask bytes;
+ * capacities double, so a flat batch grown row by row costs O(total). */
+static int reserve(pp_batch_buffers *b, size_t tokens, size_t seqs,
+                   size_t dense)
+{
+    if (tokens > b->tokens_cap) {
+        size_t cap = tokens > 2 * b->tokens_cap ? tokens : 2 * b->tokens_cap;
+        if (grow_to((void **)&b->ids, cap, sizeof *b->ids) ||
+            grow_to((void **)&b->pos, cap, sizeof *b->pos) ||
+            grow_to((void **)&b->doc, cap, sizeof *b->doc) ||
+            grow_to((void **)&b->lab, cap, sizeof *b->lab) ||
+            grow_to((void **)&b->attn, cap, 1))
+            return -1;
+        b->tokens_cap = cap;
+    }
+    if (seqs + 1 > b->seqs_cap) {
+        size_t cap = seqs + 1 > 2 * b->seqs_cap ? seqs + 1 : 2 * b->seqs_cap;
+        if (grow_to((void **)&b->cu, cap, sizeof *b->cu) ||
+            grow_to((void **)&b->seq, cap, sizeof *b->seq))
+            return -1;
+        b->seqs_cap = cap;
+    }
+    if (dense > b->dense_cap) {
+        if (grow_to((void **)&b->dense, dense, 1))
+            return -1;
+        b->dense_cap = dense;
+    }
+    return 0;
+}
+
+/* Appends one row at token slot `at` (width slots in the padded form). */
+static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
+                    size_t width, size_t first_seq, int padded,
+                    int64_t pad_id)
+{
+    for (size_t t = 0; t < row->num_tokens; t++)
+        b->ids[at + t] = prepack_row_token(row, t);
+    for (size_t t = row->num_tokens; t < width; t++)
+        b->ids[at + t] = pad_id;
+    prepack_row_position_ids(row, b->pos + at, width);
+    prepack_row_doc_ids(row, padded ? 0 : (int64_t)first_seq, b->doc + at,
+                        width);
+    prepack_row_labels(row, b->lab + at, width);
+    memset(b->attn + at, 1, row->num_tokens);
+    memset(b->attn + at + row->num_tokens, 0, width - row->num_tokens);
+    for (size_t j = 0; j < row->num_seqs; j++) {
+        b->seq[first_seq + j] = row->seq_ids[j];
+        b->cu[first_seq + j + 1] = (int32_t)(at + (size_t)row->cu_seqlens[j + 1]);
+    }
+}
+
+int pp_reader_batch(prepack_reader *r, pp_batch_buffers **bufs,
+                    const size_t *rows, size_t n,
+                    const prepack_batch_options *o, prepack_batch *out,
+                    prepack_diag *diag)
+{
+    prepack_batch_options none = {0};
+    if (!o)
+        o = &none;
+    if (!*bufs && !(*bufs = pp_calloc(NULL, 1, sizeof **bufs)))
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    pp_batch_buffers *b = *bufs;
+    size_t L = prepack_reader_max_seq_len(r);
+    size_t tokens = 0, seqs = 0;
+    uint32_t longest = 0;
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        prepack_row row;
+        int rc = prepack_reader_row(r, rows[i], &row, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        size_t width = o->padded ? L : row.num_tokens;
+        size_t at = o->padded ? i * L : tokens;
+        size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
+        if (reserve(b, at + width, seqs + row.num_seqs, dense))
+            return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory for a batch of %zu rows", n);
+        b->cu[0] = 0;
+        put_row(b, &row, at, width, seqs, o->padded, o->pad_id);
+        if (dense)
+            prepack_row_dense_mask(&row, b->dense + i * L * L, L);
+        uint32_t m = prepack_row_max_seqlen(&row);
+        longest = m > longest ? m : longest;
+        tokens = at + width;
+        seqs += row.num_seqs;
+    }
+    out->rows = n;
+    out->width = o->padded ? L : tokens;
+    out->num_seqs = seqs;
+    out->max_seqlen = longest;
+    out->input_ids = b->ids;
+    out->position_ids = b->pos;
+    out->doc_ids = b->doc;
+    out->labels = b->lab;
+    out->cu_seqlens = o->padded ? NULL : b->cu;
+    out->seq_ids = b->seq;
+    out->attention_mask = o->padded ? b->attn : NULL;
+    out->dense_mask = o->padded && o->dense_mask ? b->dense : NULL;
+    return PREPACK_OK;
+}
