@@ -508,6 +508,9 @@ typedef struct prepack_writer_options {
                                  up to whole frames */
     int level;                /* zstd level, 0 = 3 */
     int overwrite;            /* replace what a non-empty dir holds */
+    int threads;              /* compress frames on this many threads;
+                                 0 or 1 = the calling thread. The bytes
+                                 written are the same for any value. */
     const prepack_allocator *allocator; /* NULL = libc */
 } prepack_writer_options;
 

@@ -222,6 +222,27 @@ typedef struct pp_manifest {
 int pp_manifest_read(const char *path, pp_manifest *out, prepack_diag *diag);
 void pp_manifest_free(pp_manifest *m);
 
+/* ---- compressing frames (compress_pool.c) -------------------------------- */
+
+typedef struct pp_pool pp_pool;
+typedef struct pp_frame_result {
+    const void *data;   /* compressed bytes, valid until the next submit */
+    size_t size, raw_size;
+    uint32_t checksum;  /* XXH64 low 32 bits of the raw bytes */
+    size_t error;       /* a zstd error code, or 0 */
+} pp_frame_result;
+
+/* threads <= 1: compress on the caller's thread. */
+int pp_pool_create(pp_pool **out, int threads, int level);
+void pp_pool_free(pp_pool *p);
+int pp_pool_full(const pp_pool *p);
+int pp_pool_empty(const pp_pool *p);
+/* Takes ownership of data (malloc'd); the pool must not be full. */
+int pp_pool_submit(pp_pool *p, void *data, size_t size);
+/* The oldest submitted frame once compressed (waiting if wait): 1, or 0
+ * when there is none ready. Results come in submission order. */
+int pp_pool_take(pp_pool *p, int wait, pp_frame_result *out);
+
 /* ---- batches (batch.c) --------------------------------------------------- */
 
 typedef struct pp_batch_buffers pp_batch_buffers;

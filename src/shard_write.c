@@ -34,12 +34,10 @@ struct prepack_writer {
     uint64_t shard_rows;
     int level;
     const prepack_allocator *alloc;
-    ZSTD_CCtx *cctx;
+    pp_pool *pool;            /* compresses frames, maybe on workers */
     msgpack_sbuffer frame;    /* the frame being filled */
     msgpack_packer pk;
     uint32_t frame_rows;
-    void *out;                /* compressed frame */
-    size_t out_cap;
     /* the shard being written */
     int fd;
     char tmp_path[4200];
@@ -198,19 +196,14 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
                      wr->rows_per_frame;
     wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
     wr->fd = -1;
-    wr->cctx = ZSTD_createCCtx();
     wr->hash = XXH64_createState();
     msgpack_sbuffer_init(&wr->frame);
     msgpack_packer_init(&wr->pk, &wr->frame, msgpack_sbuffer_write);
-    if (!wr->cctx || !wr->hash) {
+    if (!wr->hash || pp_pool_create(&wr->pool, o->threads, wr->level)) {
         prepack_writer_free(wr);
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
     }
-    /* Same bytes whatever the machine: single-threaded zstd, checksums. */
-    ZSTD_CCtx_setParameter(wr->cctx, ZSTD_c_compressionLevel, wr->level);
-    ZSTD_CCtx_setParameter(wr->cctx, ZSTD_c_checksumFlag, 1);
-    ZSTD_CCtx_setParameter(wr->cctx, ZSTD_c_contentSizeFlag, 1);
     *out = wr;
     return PREPACK_OK;
 }
@@ -223,11 +216,10 @@ void prepack_writer_free(prepack_writer *w)
         close(w->fd);
         unlink(w->tmp_path);
     }
-    ZSTD_freeCCtx(w->cctx);
+    pp_pool_free(w->pool);
     if (w->hash)
         XXH64_freeState(w->hash);
     msgpack_sbuffer_destroy(&w->frame);
-    pp_free(w->alloc, w->out);
     pp_free(w->alloc, w->seek);
     pp_free(w->alloc, w->shards);
     pp_free(w->alloc, w);
@@ -279,7 +271,38 @@ static int open_shard(prepack_writer *w, prepack_diag *diag)
     return PREPACK_OK;
 }
 
-/* Compresses the rows gathered so far into one frame of the shard. */
+/* Appends a compressed frame to the shard, in submission order. */
+static int write_result(prepack_writer *w, const pp_frame_result *f,
+                        prepack_diag *diag)
+{
+    if (f->error)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "compressing a frame failed: %s",
+                       ZSTD_getErrorName(f->error));
+    if (grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
+             sizeof *w->seek) != PREPACK_OK)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    seek_entry *e = &w->seek[w->nseek++];
+    e->compressed = (uint32_t)f->size;
+    e->decompressed = (uint32_t)f->raw_size;
+    e->checksum = f->checksum;
+    w->raw_bytes += f->raw_size;
+    return shard_write(w, f->data, f->size, diag);
+}
+
+/* Writes finished frames: all of them when wait, else those ready. */
+static int drain(prepack_writer *w, int wait, prepack_diag *diag)
+{
+    pp_frame_result f;
+    int rc = PREPACK_OK;
+    while (rc == PREPACK_OK && !pp_pool_empty(w->pool) &&
+           pp_pool_take(w->pool, wait, &f))
+        rc = write_result(w, &f, diag);
+    return rc;
+}
+
+/* Hands the rows gathered so far, as one frame, to the compressors. */
 static int flush_frame(prepack_writer *w, prepack_diag *diag)
 {
     if (w->frame_rows == 0)
@@ -289,33 +312,17 @@ static int flush_frame(prepack_writer *w, prepack_diag *diag)
     unsigned char *hdr = (unsigned char *)w->frame.data;
     for (int b = 0; b < 4; b++)
         hdr[1 + b] = (unsigned char)(w->frame_rows >> (8 * (3 - b)));
-    const void *data = w->frame.data;
+    int rc = PREPACK_OK;
+    pp_frame_result f;
+    while (rc == PREPACK_OK && pp_pool_full(w->pool) &&
+           pp_pool_take(w->pool, 1, &f))
+        rc = write_result(w, &f, diag);
+    if (rc != PREPACK_OK)
+        return rc;
     size_t size = w->frame.size;
-    int rc = grow(w->alloc, &w->out, &w->out_cap, ZSTD_compressBound(size), 1);
-    size_t z = rc == PREPACK_OK
-                   ? ZSTD_compress2(w->cctx, w->out, w->out_cap, data, size)
-                   : 0;
-    if (rc != PREPACK_OK || ZSTD_isError(z))
-        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                     "compressing a frame failed: %s",
-                     rc != PREPACK_OK ? "out of memory"
-                                      : ZSTD_getErrorName(z));
-    if (rc == PREPACK_OK &&
-        grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
-             sizeof *w->seek) != PREPACK_OK)
-        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                     "out of memory");
-    if (rc == PREPACK_OK) {
-        seek_entry *e = &w->seek[w->nseek++];
-        e->compressed = (uint32_t)z;
-        e->decompressed = (uint32_t)size;
-        e->checksum = (uint32_t)XXH64(data, size, 0);
-        w->raw_bytes += size;
-        rc = shard_write(w, w->out, z, diag);
-    }
-    msgpack_sbuffer_clear(&w->frame);
+    pp_pool_submit(w->pool, msgpack_sbuffer_release(&w->frame), size);
     w->frame_rows = 0;
-    return rc;
+    return drain(w, 0, diag);
 }
 
 static void put_u32(unsigned char *p, uint32_t v)
@@ -355,6 +362,8 @@ static int close_shard(prepack_writer *w, prepack_diag *diag)
     if (w->fd < 0)
         return PREPACK_OK;
     int rc = flush_frame(w, diag);
+    if (rc == PREPACK_OK)
+        rc = drain(w, 1, diag);
     if (rc == PREPACK_OK)
         rc = write_seek_table(w, diag);
     if (rc == PREPACK_OK && fsync(w->fd) != 0)

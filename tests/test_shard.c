@@ -98,12 +98,15 @@ static void free_corpus(corpus *c)
     prepack_store_free(c->store);
 }
 
+static int threads_for_next_set = 0;
+
 static void write_set(corpus *c, const char *dir, uint32_t rows_per_frame,
                       uint64_t shard_rows, int overwrite)
 {
     prepack_writer_options wo = {.rows_per_frame = rows_per_frame,
                                  .shard_rows = shard_rows,
-                                 .overwrite = overwrite};
+                                 .overwrite = overwrite,
+                                 .threads = threads_for_next_set};
     prepack_writer *w = NULL;
     prepack_diag d = {0};
     if (prepack_writer_create(&w, dir, L, prepack_store_dtype(c->store), &wo,
@@ -184,7 +187,9 @@ static void test_round_trip(void **state)
     free_corpus(&c);
     make_corpus(&c, 2, 3000000); /* uint32 tokens */
     assert_int_equal(prepack_store_dtype(c.store), PREPACK_DTYPE_UINT32);
+    threads_for_next_set = 2;
     write_set(&c, path_of("c"), 5, 7, 0);
+    threads_for_next_set = 0;
     check_set(&c, path_of("c"));
     free_corpus(&c);
 }
@@ -202,7 +207,9 @@ static void test_deterministic(void **state)
     corpus c;
     make_corpus(&c, 3, 60000);
     write_set(&c, path_of("d1"), 4, 20, 0);
+    threads_for_next_set = 3; /* the same bytes from three threads */
     write_set(&c, path_of("d2"), 4, 20, 0);
+    threads_for_next_set = 0;
     char a[600], b[600];
     for (int i = 0; i < 3; i++) {
         snprintf(a, sizeof a, "%s/shard-%05d.zst", path_of("d1"), i);

@@ -10,7 +10,7 @@
 enum { OPT_LENGTHS = 256, OPT_MAXLEN, OPT_ALGO, OPT_OVERLONG, OPT_PERROW,
        OPT_BATCH, OPT_JSON, OPT_FORMAT, OPT_FIELD, OPT_DOCSEP, OPT_SEPPOS,
        OPT_DTYPE, OPT_TMPDIR, OPT_OUT, OPT_RPF, OPT_LEVEL, OPT_SHARD_ROWS,
-       OPT_OVERWRITE, OPT_SHUFFLE, OPT_SEED };
+       OPT_OVERWRITE, OPT_SHUFFLE, OPT_SEED, OPT_THREADS };
 
 /* One table for both commands; each refuses the other's own options. */
 static const struct option job_options[] = {
@@ -34,6 +34,7 @@ static const struct option job_options[] = {
     {"overwrite", no_argument, NULL, OPT_OVERWRITE},
     {"shuffle", no_argument, NULL, OPT_SHUFFLE},
     {"seed", required_argument, NULL, OPT_SEED},
+    {"threads", required_argument, NULL, OPT_THREADS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
@@ -68,6 +69,12 @@ static int apply_output_option(job_args *a, int opt, const char *val)
         return EXIT_OK;
     case OPT_OVERWRITE:
         a->writer.overwrite = 1;
+        return EXIT_OK;
+    case OPT_THREADS:
+        if (parse_u64(val, 1, 256, &v))
+            return usage_error(a->cmd, "--threads must be 1..256, not '%s'",
+                               val);
+        a->writer.threads = (int)v;
         return EXIT_OK;
     case OPT_SHUFFLE:
         a->plan.shuffle_rows = 1;
@@ -190,7 +197,8 @@ static int foreign(const job_args *a, int opt)
 {
     int pack_only = opt == OPT_OUT || opt == OPT_RPF || opt == OPT_LEVEL ||
                     opt == OPT_SHARD_ROWS || opt == OPT_OVERWRITE ||
-                    opt == OPT_SHUFFLE || opt == OPT_SEED;
+                    opt == OPT_SHUFFLE || opt == OPT_SEED ||
+                    opt == OPT_THREADS;
     return a->is_pack ? opt == OPT_LENGTHS : pack_only;
 }
 

@@ -26,6 +26,8 @@ static const char pack_help[] =
     "  --rows-per-frame R       rows in each zstd frame (default: 64)\n"
     "  --shard-rows N           rows in each shard file (default: 16384)\n"
     "  --level N                zstd level, 1..22 (default: 3)\n"
+    "  --threads N              compress frames on N threads (default: 1);\n"
+    "                           the output is the same for any N\n"
     "  --overwrite              replace the shard set already in DIR\n"
     "  --batch-size B           naive batch size for the report (default: 8)\n"
     "  --json                   print the report as one JSON object\n"
