@@ -90,19 +90,10 @@ static int open_file(mg_file *f, const char *prefix, const char *ext,
 static int read_at(const mg_file *f, void *buf, size_t n, uint64_t at,
                    prepack_diag *diag)
 {
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(f->fd, p, n, (off_t)at);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                           "%s: read failed at byte %llu", f->path,
-                           (unsigned long long)at);
-        p += got;
-        at += (uint64_t)got;
-        n -= (size_t)got;
-    }
+    if (pp_read_at(f->fd, buf, n, at) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: read failed at byte %llu", f->path,
+                       (unsigned long long)at);
     return PREPACK_OK;
 }
 

@@ -20,6 +20,13 @@ void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
                  size_t size);
 void pp_free(const prepack_allocator *a, void *p);
 
+/* ---- descriptors (io.c) ------------------------------------------------ */
+
+/* All n bytes, retrying short and interrupted calls; 0 or -1 (errno). */
+int pp_write_all(int fd, const void *data, size_t n);
+/* n bytes at offset `at`; -1 on an error or when the file ends first. */
+int pp_read_at(int fd, void *buf, size_t n, uint64_t at);
+
 /* ---- diagnostics (error.c) --------------------------------------------- */
 
 /* Fills diag (when not NULL) and returns code, so callers can write

@@ -84,22 +84,6 @@ static int corrupt(prepack_diag *diag, const char *path, const char *fmt,
                    msg);
 }
 
-static int read_at(int fd, void *buf, size_t n, uint64_t at)
-{
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t got = pread(fd, p, n, (off_t)at);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return -1;
-        p += got;
-        at += (uint64_t)got;
-        n -= (size_t)got;
-    }
-    return 0;
-}
-
 /* ---- opening ----------------------------------------------------------------- */
 
 /* Reads and checks a shard's seek table: frames that tile the file up to
@@ -108,7 +92,7 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
                            int fd, prepack_diag *diag)
 {
     unsigned char foot[9];
-    if (size < 17 || read_at(fd, foot, 9, size - 9) != 0)
+    if (size < 17 || pp_read_at(fd, foot, 9, size - 9) != 0)
         return corrupt(diag, s->path, "too short for a seek table");
     uint32_t n = le32(foot);
     if (le32(foot + 5) != SEEKABLE_MAGIC || foot[4] != 0x80)
@@ -127,7 +111,7 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
                        "out of memory");
     }
     int rc = PREPACK_OK;
-    if (read_at(fd, t, (size_t)table, size - table) != 0)
+    if (pp_read_at(fd, t, (size_t)table, size - table) != 0)
         rc = corrupt(diag, s->path, "cannot read the seek table");
     else if (le32(t) != SKIPPABLE_MAGIC || le32(t + 4) != table - 8)
         rc = corrupt(diag, s->path, "bad seek table frame header");
@@ -308,7 +292,7 @@ static int load_frame(prepack_reader *r, size_t si, size_t f,
         ensure(&r->dbuf, &r->dbuf_cap, (size_t)e->decompressed + 1))
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
-    if (read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
+    if (pp_read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
         return corrupt(diag, s->path, "frame %zu: cannot read", f);
     size_t n = ZSTD_decompressDCtx(r->dctx, r->dbuf, (size_t)e->decompressed + 1,
                                    r->cbuf, e->compressed);

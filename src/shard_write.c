@@ -54,21 +54,6 @@ struct prepack_writer {
 
 /* ---- files ------------------------------------------------------------- */
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int io_fail(prepack_diag *diag, const char *what, const char *path)
 {
     return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s %s: %s", what,
@@ -251,7 +236,7 @@ static int grow(const prepack_allocator *a, void **arr, size_t *cap,
 static int shard_write(prepack_writer *w, const void *p, size_t n,
                        prepack_diag *diag)
 {
-    if (write_all(w->fd, p, n) != 0)
+    if (pp_write_all(w->fd, p, n) != 0)
         return io_fail(diag, "writing", w->tmp_path);
     XXH64_update(w->hash, p, n);
     w->shard_bytes += n;

@@ -68,23 +68,9 @@ static void tmp_close(tmp_file *f, const prepack_allocator *a)
     f->buf = NULL;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int tmp_flush(tmp_file *f, prepack_diag *diag)
 {
-    if (f->used && write_all(f->fd, f->buf, f->used) != 0)
+    if (f->used && pp_write_all(f->fd, f->buf, f->used) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "writing the token store failed: %s",
                        strerror(errno));

@@ -16,6 +16,7 @@
 #include <zstd.h>
 
 #include "prepack.h"
+#include "test_tmpdir.h"
 #include "test_util.h"
 
 /* ---- expectations ------------------------------------------------------ */
@@ -82,31 +83,6 @@ static void check_store(const prepack_store *s, const expect *e, size_t first)
 
 /* ---- files -------------------------------------------------------------- */
 
-static char tmpdir[256];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/prepack-test-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *path_of(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 static void write_file(const char *name, const void *data, size_t n)
 {
@@ -119,7 +95,7 @@ static void write_file(const char *name, const void *data, size_t n)
 /* A store with its files in the test folder. */
 static prepack_store *new_store(prepack_dtype dtype)
 {
-    prepack_store_options o = {.tmp_dir = tmpdir, .dtype = dtype};
+    prepack_store_options o = {.tmp_dir = test_tmpdir, .dtype = dtype};
     prepack_store *s = NULL;
     prepack_diag d = {0};
     if (prepack_store_create(&s, &o, &d) != PREPACK_OK)
@@ -608,7 +584,7 @@ static void test_lengths_only(void **state)
     expect e = {0};
     text t = make_jsonl(&r, 200, 30, 100000, 1, &e);
     write_file("lo.jsonl", t.p, t.len);
-    prepack_store_options o = {.tmp_dir = tmpdir, .lengths_only = 1};
+    prepack_store_options o = {.tmp_dir = test_tmpdir, .lengths_only = 1};
     prepack_store *s = NULL;
     assert_int_equal(prepack_store_create(&s, &o, NULL), PREPACK_OK);
     ingest_ok(s, "lo.jsonl", NULL);
@@ -712,7 +688,7 @@ static void test_store_leaves_no_files(void **state)
 {
     (void)state;
     char dir[300];
-    snprintf(dir, sizeof dir, "%s/empty-dir", tmpdir);
+    snprintf(dir, sizeof dir, "%s/empty-dir", test_tmpdir);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
     assert_int_equal(system(cmd), 0);
@@ -773,5 +749,5 @@ int main(void)
         cmocka_unit_test(test_store_leaves_no_files),
         cmocka_unit_test(test_detect),
     };
-    return cmocka_run_group_tests_name("ingest", tests, setup, teardown);
+    return cmocka_run_group_tests_name("ingest", tests, tmpdir_setup, tmpdir_teardown);
 }

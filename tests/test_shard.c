@@ -13,33 +13,9 @@
 #include <cmocka.h>
 
 #include "prepack.h"
+#include "test_tmpdir.h"
 #include "test_util.h"
 
-static char tmpdir[256];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/prepack-shard-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *path_of(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 /* ---- a corpus, planned --------------------------------------------------- */
 
@@ -59,7 +35,7 @@ static void make_corpus(corpus *c, uint64_t seed, uint32_t max_id)
 {
     rng r = {seed};
     memset(c, 0, sizeof *c);
-    prepack_store_options so = {.tmp_dir = tmpdir};
+    prepack_store_options so = {.tmp_dir = test_tmpdir};
     assert_int_equal(prepack_store_create(&c->store, &so, NULL), PREPACK_OK);
     for (size_t i = 0; i < N; i++) {
         c->len[i] = rng_range(&r, 1, 80);
@@ -466,5 +442,5 @@ int main(void)
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_damage_is_reported),
     };
-    return cmocka_run_group_tests_name("shard", tests, setup, teardown);
+    return cmocka_run_group_tests_name("shard", tests, tmpdir_setup, tmpdir_teardown);
 }

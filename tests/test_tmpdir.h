@@ -1,0 +1,40 @@
+/* A scratch directory per test program, for tests that write files.
+ * Include after defining _POSIX_C_SOURCE 200809L (mkdtemp). */
+#ifndef TEST_TMPDIR_H
+#define TEST_TMPDIR_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ---- a scratch directory per test program ------------------------------ */
+
+static char test_tmpdir[256];
+
+/* cmocka group setup/teardown: a fresh /tmp/prepack-test-XXXXXX, removed
+ * with everything in it. */
+static inline int tmpdir_setup(void **state)
+{
+    (void)state;
+    snprintf(test_tmpdir, sizeof test_tmpdir, "/tmp/prepack-test-XXXXXX");
+    return mkdtemp(test_tmpdir) ? 0 : -1;
+}
+
+static inline int tmpdir_teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", test_tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* test_tmpdir/name, in one of four rotating buffers. */
+static inline const char *path_of(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", test_tmpdir, name);
+    return buf[k];
+}
+
+#endif
