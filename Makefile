@@ -3,8 +3,8 @@
 #   make test   installs what is missing, builds plain and with ASan+UBSan,
 #               and runs every test in both
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-DEMO_LENGTHS ?= fixtures/lengths/sharegpt_opt_first_turn_total_lengths.txt
-DEMO_ARGS ?= --max-seq-len 2048 --overlong truncate
+DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
+DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
 .PHONY: all deps build demo test test-plain test-sanitize bench clean
 
@@ -18,7 +18,10 @@ build: deps
 	cmake --build build -j $(JOBS)
 
 demo: build
-	./build/prepack stats --lengths $(DEMO_LENGTHS) $(DEMO_ARGS)
+	@rm -f out/report.svg
+	./build/prepack pack $(DEMO_CORPUS) -o out --overwrite $(DEMO_ARGS) --svg out/report.svg.tmp
+	./build/prepack verify out --input $(DEMO_CORPUS)
+	@mv out/report.svg.tmp out/report.svg && echo "report drawn in out/report.svg"
 
 test: test-plain test-sanitize
 

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -262,6 +263,15 @@ typedef struct prepack_report {
  * take two passes and 256 KiB of scratch (PREPACK_ENOMEM without it). */
 int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
                            size_t n, uint32_t batch_size, prepack_report *out);
+
+/* Writes the report as a self-contained SVG picture to out: the histogram
+ * of input lengths with L marked, the histogram of row fill for packed rows
+ * against naive padded batches, and real against padding tokens for naive
+ * batching, padding to L and packing. plan and lengths are those the report
+ * was computed from. PREPACK_EIO when writing fails. */
+int prepack_report_write_svg(const prepack_report *report,
+                             const prepack_plan *plan,
+                             const uint32_t *lengths, size_t n, FILE *out);
 
 /* ------------------------------------------------------------------------ */
 /* The token store                                                            */

@@ -1,7 +1,11 @@
 /* The padding report, on cases small enough to work out by hand. */
+#define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -111,6 +115,43 @@ static void test_empty(void **state)
     prepack_plan_free(p);
 }
 
+static void test_svg(void **state)
+{
+    (void)state;
+    uint32_t len[200];
+    for (size_t i = 0; i < 200; i++)
+        len[i] = (uint32_t)(i * 37 % 300 + 1);
+    prepack_plan_options o = {.max_seq_len = 128,
+                              .overlong = PREPACK_OVERLONG_SPLIT};
+    prepack_plan *p = NULL;
+    assert_int_equal(prepack_plan_create(&p, len, 200, &o), PREPACK_OK);
+    prepack_report r;
+    assert_int_equal(prepack_report_compute(p, len, 200, 4, &r), PREPACK_OK);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    assert_int_equal(prepack_report_write_svg(&r, p, len, 200, f), PREPACK_OK);
+    fclose(f);
+    assert_non_null(strstr(buf, "<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert_non_null(strstr(buf, "Sequence lengths: 200 sequences"));
+    assert_non_null(strstr(buf, "L = 128"));
+    assert_non_null(strstr(buf, "Row fill"));
+    assert_non_null(strstr(buf, "naive padded rows"));
+    assert_non_null(strstr(buf, "padded to L"));
+    assert_true(size > 1000 && strcmp(buf + size - 7, "</svg>\n") == 0);
+    /* every element that opens closes: count tags */
+    size_t open = 0, close = 0;
+    for (const char *q = buf; (q = strstr(q, "<text")); q++)
+        open++;
+    for (const char *q = buf; (q = strstr(q, "</text>")); q++)
+        close++;
+    assert_int_equal(open, close);
+    free(buf);
+    assert_int_equal(prepack_report_write_svg(&r, p, len, 199, stdout),
+                     PREPACK_EINVAL);
+    prepack_plan_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +159,7 @@ int main(void)
         cmocka_unit_test(test_policies_shape_naive_batches),
         cmocka_unit_test(test_rejects_other_lengths),
         cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_svg),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@ typedef struct job_args {
     prepack_store_options store;
     prepack_writer_options writer;
     const char *out_dir;       /* pack -o */
+    const char *svg_path;      /* --svg */
     uint32_t batch_size;
     int json;
 } job_args;
@@ -51,6 +52,9 @@ typedef struct lengths_source {
 
 int load_lengths(const job_args *a, lengths_source *src);
 void release_lengths(lengths_source *src);
+/* Draws the report to --svg FILE, if asked. */
+int write_svg(const job_args *a, const prepack_report *r,
+              const prepack_plan *plan, const lengths_source *src);
 /* Reports a planner failure in terms of the input; returns EXIT_DATA. */
 int plan_error(const job_args *a, const lengths_source *src, int rc,
                const prepack_diag *d);

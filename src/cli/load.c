@@ -80,3 +80,17 @@ int load_lengths(const job_args *a, lengths_source *src)
     memset(src, 0, sizeof *src);
     return a->lengths_path ? load_lengths_file(a, src) : load_inputs(a, src);
 }
+
+int write_svg(const job_args *a, const prepack_report *r,
+              const prepack_plan *plan, const lengths_source *src)
+{
+    if (!a->svg_path)
+        return EXIT_OK;
+    FILE *f = fopen(a->svg_path, "w");
+    if (!f)
+        return data_error("cannot create %s", a->svg_path);
+    int rc = prepack_report_write_svg(r, plan, src->lengths, src->n, f);
+    if (fclose(f) != 0 || rc != PREPACK_OK)
+        return data_error("writing %s failed", a->svg_path);
+    return EXIT_OK;
+}

@@ -31,6 +31,7 @@ static const char pack_help[] =
     "  --overwrite              replace the shard set already in DIR\n"
     "  --batch-size B           naive batch size for the report (default: 8)\n"
     "  --json                   print the report as one JSON object\n"
+    "  --svg FILE               also draw the report as an SVG picture\n"
     "  --format, --field, --doc-sep, --sep-position, --token-dtype,\n"
     "  --tmp-dir                how to read INPUTs, as for 'prepack stats'\n"
     "  -h, --help               show this help\n"
@@ -101,6 +102,8 @@ int cmd_pack(int argc, char **argv)
                                : plan_error(&a, &src, prc, &diag);
         t3 = now_seconds();
     }
+    if (rc == EXIT_OK)
+        rc = write_svg(&a, &report, plan, &src);
     if (rc == EXIT_OK) {
         timings t = {t1 - t0, t2 - t1, t3 - t2};
         if (a.json)

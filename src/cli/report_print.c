@@ -131,9 +131,11 @@ void print_report_text(const job_args *a, const prepack_store *store,
                out->token_bytes ? (double)out->bytes / (double)out->token_bytes
                                 : 0.0,
                fmt_count(b3, out->token_bytes));
-        printf("  time                 read %.3f s, plan %.3f s, write %.3f s"
-               "\n",
-               t.read_s, t.plan_s, t.write_s);
+        double all = t.read_s + t.plan_s + t.write_s;
+        printf("  time                 %.3f s: read %.3f s, plan %.3f s, "
+               "write %.3f s (%.1f M tokens/s)\n",
+               all, t.read_s, t.plan_s, t.write_s,
+               all > 0 ? (double)s->tokens / all / 1e6 : 0.0);
         return;
     }
     printf("  time                 read %.3f s, plan %.3f s\n", t.read_s,

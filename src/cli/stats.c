@@ -26,6 +26,7 @@ static const char stats_help[] =
     "  --batch-size B           batch size of the naive padded batching it\n"
     "                           compares against (default: 8)\n"
     "  --json                   print one JSON object (keys in docs/CLI.md)\n"
+    "  --svg FILE               also draw the report as an SVG picture\n"
     "\n"
     "Input options:\n"
     "  --format FMT             auto | jsonl | megatron | llmc | raw-u16\n"
@@ -70,16 +71,16 @@ int cmd_stats(int argc, char **argv)
     if (prc == PREPACK_OK)
         prc = prepack_report_compute(plan, src.lengths, src.n, a.batch_size,
                                      &report);
-    prepack_plan_free(plan);
     if (prc != PREPACK_OK) {
         rc = plan_error(&a, &src, prc, &diag);
-    } else {
+    } else if ((rc = write_svg(&a, &report, plan, &src)) == EXIT_OK) {
         timings t = {t1 - t0, t2 - t1, 0};
         if (a.json)
             print_report_json(&a, src.store, &report, t, NULL);
         else
             print_report_text(&a, src.store, &report, t, NULL);
     }
+    prepack_plan_free(plan);
     release_lengths(&src);
     return rc;
 }

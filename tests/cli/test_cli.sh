@@ -160,6 +160,9 @@ for f in "$tmp"/set/*; do
 done
 expect_exit 0 "$prepack" verify "$tmp/set" --input "$corpus"
 expect_in "$tmp/err" "all checks pass"
+expect_exit 0 "$prepack" stats "$corpus" --max-seq-len 64 --svg "$tmp/r.svg"
+expect_in "$tmp/r.svg" "</svg>"
+expect_exit 1 "$prepack" stats "$corpus" --max-seq-len 64 --svg "$tmp/no/such/dir.svg"
 expect_exit 0 "$prepack" inspect "$tmp/set"
 expect_in "$tmp/out" "shards, max_seq_len 64, uint16 tokens"
 expect_exit 0 "$prepack" inspect "$tmp/set" --row 0 --json
