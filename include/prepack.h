@@ -402,6 +402,11 @@ typedef enum prepack_sep_position {
     PREPACK_SEP_AFTER        /* the delimiter closes each document */
 } prepack_sep_position;
 
+/* Progress of a long call: `done` of `total` units of `stage` ("ingest":
+ * input bytes). Called from the calling thread, every few MiB. */
+typedef void (*prepack_progress_fn)(void *opaque, const char *stage,
+                                    uint64_t done, uint64_t total);
+
 typedef struct prepack_ingest_options {
     prepack_format format;    /* default AUTO */
     const char *field;        /* JSONL token field; NULL = "input_ids" */
@@ -410,6 +415,8 @@ typedef struct prepack_ingest_options {
                                  header's tokenizer (50256 GPT-2, 128000
                                  LLaMA-3); required for raw files */
     prepack_sep_position sep_position;
+    prepack_progress_fn progress;  /* optional */
+    void *progress_opaque;
 } prepack_ingest_options;
 
 /* The format of a file: by name (.jsonl[.zst|.gz], .idx, or X.bin with an

@@ -110,12 +110,11 @@ static int read_input(prepack_store *s, const char *path,
 {
     switch (format) {
     case PREPACK_FORMAT_JSONL:
-        return pp_ingest_jsonl(s, path, o->field ? o->field : "input_ids",
-                               diag);
+        return pp_ingest_jsonl(s, path, o, diag);
     case PREPACK_FORMAT_MEGATRON: {
         char prefix[4096];
         megatron_prefix(path, prefix, sizeof prefix);
-        return pp_ingest_megatron(s, prefix, diag);
+        return pp_ingest_megatron(s, prefix, o, diag);
     }
     default:
         return pp_ingest_tokens(s, path, format, o, diag);

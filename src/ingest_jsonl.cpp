@@ -49,10 +49,12 @@ struct JsonlReader {
     std::vector<uint32_t> tokens;
     std::vector<uint8_t> mask;
     simdjson::dom::parser parser;
+    const prepack_ingest_options *opts;
 
-    JsonlReader(prepack_store *s, const char *p, const char *f,
-                prepack_diag *d)
-        : store(s), path(p), field(f), diag(d)
+    JsonlReader(prepack_store *s, const char *p,
+                const prepack_ingest_options *o, prepack_diag *d)
+        : store(s), path(p), field(o->field ? o->field : "input_ids"),
+          diag(d), opts(o)
     {
     }
     JsonlReader(const JsonlReader &) = delete;
@@ -127,6 +129,9 @@ int JsonlReader::fill()
         eof = got == 0;
         len += got;
     }
+    if (opts->progress)
+        opts->progress(opts->progress_opaque, "ingest", pp_source_done(src),
+                       pp_source_size(src));
     return PREPACK_OK;
 }
 
@@ -326,10 +331,11 @@ int JsonlReader::run()
 } // namespace
 
 extern "C" int pp_ingest_jsonl(prepack_store *s, const char *path,
-                               const char *field, prepack_diag *diag)
+                               const prepack_ingest_options *o,
+                               prepack_diag *diag)
 {
     try {
-        JsonlReader r(s, path, field, diag);
+        JsonlReader r(s, path, o, diag);
         int rc = pp_source_open(&r.src, path, pp_store_allocator(s), diag);
         return rc == PREPACK_OK ? r.run() : rc;
     } catch (const std::bad_alloc &) {

@@ -61,6 +61,7 @@ typedef struct megatron {
     unsigned char *map;
     uint64_t map_start, map_len;
     prepack_store *store;
+    const prepack_ingest_options *opts;
     size_t source;                             /* the .bin in the store */
     uint32_t max_id;
     const prepack_allocator *alloc;
@@ -372,6 +373,10 @@ static int read_all(megatron *m, prepack_diag *diag)
                            ? (size_t)(m->sequences - first)
                            : BLOCK;
         rc = read_block(m, first, count, lens, ptrs, &docs, diag);
+        if (m->opts->progress) /* index bytes read, of the index */
+            m->opts->progress(m->opts->progress_opaque, "ingest",
+                              m->lengths_at + 12 * (first + count),
+                              m->idx.size);
     }
     if (rc == PREPACK_OK)
         rc = finish_documents(m, &docs, diag);
@@ -384,12 +389,13 @@ static int read_all(megatron *m, prepack_diag *diag)
 }
 
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
-                       prepack_diag *diag)
+                       const prepack_ingest_options *o, prepack_diag *diag)
 {
     megatron m;
     memset(&m, 0, sizeof m);
     m.idx.fd = m.bin.fd = -1;
     m.store = s;
+    m.opts = o;
     m.alloc = pp_store_allocator(s);
     int rc = open_file(&m.idx, prefix, ".idx", diag);
     if (rc == PREPACK_OK)

@@ -181,7 +181,7 @@ static void to_host_order(void *t, unsigned width, size_t n)
 }
 
 static int stream_tokens(token_file *f, splitter *sp, void *buf,
-                         prepack_diag *diag)
+                         const prepack_ingest_options *o, prepack_diag *diag)
 {
     uint64_t pos = f->first_byte, max = f->width == 2 ? UINT16_MAX : 0;
     while (pos < f->size) {
@@ -204,6 +204,8 @@ static int stream_tokens(token_file *f, splitter *sp, void *buf,
         if (rc != PREPACK_OK)
             return rc;
         pos += (uint64_t)got;
+        if (o->progress)
+            o->progress(o->progress_opaque, "ingest", pos, f->size);
     }
     pp_store_source_max_id(sp->store, sp->source, (uint32_t)max);
     /* The last piece: complete in llm.c files (a document runs to the end)
@@ -270,7 +272,7 @@ int pp_ingest_tokens(prepack_store *s, const char *path,
     if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);
         void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
-        rc = buf ? stream_tokens(&f, &sp, buf, diag)
+        rc = buf ? stream_tokens(&f, &sp, buf, o, diag)
                  : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                            "out of memory");
         pp_free(a, buf);

@@ -168,6 +168,9 @@ int pp_source_open(pp_source **out, const char *path,
 int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
                    prepack_diag *diag);
 void pp_source_close(pp_source *s);
+/* File bytes consumed so far, and the file's size: for progress. */
+uint64_t pp_source_done(const pp_source *s);
+uint64_t pp_source_size(const pp_source *s);
 
 /* ---- the store, for ingest (store.c) ------------------------------------- */
 
@@ -195,10 +198,10 @@ const prepack_allocator *pp_store_allocator(const prepack_store *s);
 
 /* ---- readers (ingest_*.c, ingest_jsonl.cpp) ------------------------------ */
 
-int pp_ingest_jsonl(prepack_store *s, const char *path, const char *field,
-                    prepack_diag *diag);
+int pp_ingest_jsonl(prepack_store *s, const char *path,
+                    const prepack_ingest_options *o, prepack_diag *diag);
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
-                       prepack_diag *diag);
+                       const prepack_ingest_options *o, prepack_diag *diag);
 int pp_ingest_tokens(prepack_store *s, const char *path,
                      prepack_format format, const prepack_ingest_options *o,
                      prepack_diag *diag);

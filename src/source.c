@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -23,6 +24,8 @@ struct pp_source {
     size_t in_len, in_pos;
     int in_eof;
     uint64_t in_offset;     /* compressed bytes consumed before `in` */
+    uint64_t size;          /* the file's size */
+    uint64_t plain_read;    /* plain files: bytes handed out */
     ZSTD_DCtx *zstd;
     size_t zstd_hint;       /* last hint from a call that made progress:
                                0 = the input ended a frame */
@@ -79,6 +82,9 @@ int pp_source_open(pp_source **out, const char *path,
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot open %s: %s", path, strerror(e));
     }
+    struct stat st;
+    if (fstat(s->fd, &st) == 0)
+        s->size = (uint64_t)st.st_size;
     s->in = pp_alloc(a, IN_BUFFER, 1);
     int rc = s->in ? refill(s, diag)
                    : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
@@ -135,6 +141,7 @@ static int read_plain(pp_source *s, unsigned char *buf, size_t cap,
         return io_error(s, diag);
     }
     *got = n;
+    s->plain_read += n;
     return PREPACK_OK;
 }
 
@@ -222,4 +229,14 @@ int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
     case GZIP: return read_gzip(s, buf, cap, got, diag);
     default: return read_plain(s, buf, cap, got, diag);
     }
+}
+
+uint64_t pp_source_done(const pp_source *s)
+{
+    return s->kind == PLAIN ? s->plain_read : s->in_offset + s->in_pos;
+}
+
+uint64_t pp_source_size(const pp_source *s)
+{
+    return s->size;
 }

@@ -10,7 +10,7 @@
 enum { OPT_LENGTHS = 256, OPT_MAXLEN, OPT_ALGO, OPT_OVERLONG, OPT_PERROW,
        OPT_BATCH, OPT_JSON, OPT_FORMAT, OPT_FIELD, OPT_DOCSEP, OPT_SEPPOS,
        OPT_DTYPE, OPT_TMPDIR, OPT_OUT, OPT_RPF, OPT_LEVEL, OPT_SHARD_ROWS,
-       OPT_OVERWRITE, OPT_SHUFFLE, OPT_SEED, OPT_THREADS, OPT_SVG };
+       OPT_OVERWRITE, OPT_SHUFFLE, OPT_SEED, OPT_THREADS, OPT_SVG, OPT_QUIET };
 
 /* One table for both commands; each refuses the other's own options. */
 static const struct option job_options[] = {
@@ -36,6 +36,7 @@ static const struct option job_options[] = {
     {"seed", required_argument, NULL, OPT_SEED},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"svg", required_argument, NULL, OPT_SVG},
+    {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
@@ -190,6 +191,9 @@ static int apply_option(job_args *a, int opt, const char *val)
         return EXIT_OK;
     case OPT_SVG:
         a->svg_path = val;
+        return EXIT_OK;
+    case OPT_QUIET:
+        a->quiet = 1;
         return EXIT_OK;
     default:
         return apply_input_option(a, opt, val);

@@ -9,6 +9,8 @@
 
 #include "prepack.h"
 
+typedef struct progress progress;
+
 /* Exit codes, documented in docs/CLI.md. */
 enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
 
@@ -34,6 +36,8 @@ typedef struct job_args {
     const char *svg_path;      /* --svg */
     uint32_t batch_size;
     int json;
+    int quiet;                 /* --quiet: no progress */
+    progress *progress;        /* set up by the command */
 } job_args;
 
 /* Parses argv (argv[0] = cmd). Returns -1 when --help was printed, else
@@ -102,6 +106,23 @@ int read_whole_file(const char *path, char **data, size_t *size);
 
 /* Seconds from a monotonic clock. */
 double now_seconds(void);
+
+/* Progress on stderr, only when it is a terminal and not --quiet: one
+ * line rewritten in place (stage, done/total, rate, ETA), cleared when
+ * the run ends, so nothing reaches logs. */
+struct progress {
+    int enabled;
+    double begin;         /* the run's start */
+    double start, last;   /* the current stage's start, the last update */
+    const char *stage;
+};
+
+void progress_init(progress *p, int quiet);
+/* A prepack_progress_fn: opaque is a progress. */
+void progress_update(void *opaque, const char *stage, uint64_t done,
+                     uint64_t total);
+/* Clears the line and, on a terminal, prints one summary line. */
+void progress_done(progress *p, const char *summary);
 
 /* Formats n with thousands separators into buf (at least 32 bytes). */
 const char *fmt_count(char *buf, uint64_t n);

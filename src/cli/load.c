@@ -57,8 +57,11 @@ static int load_inputs(const job_args *a, lengths_source *src)
     /* stats needs lengths only (tokens are still checked); pack needs all */
     so.lengths_only = !a->is_pack;
     int rc = prepack_store_create(&src->store, &so, &diag);
+    prepack_ingest_options io = a->ingest;
+    io.progress = progress_update;
+    io.progress_opaque = a->progress;
     for (int i = 0; rc == PREPACK_OK && i < a->ninputs; i++)
-        rc = prepack_ingest_file(src->store, a->inputs[i], &a->ingest, &diag);
+        rc = prepack_ingest_file(src->store, a->inputs[i], &io, &diag);
     if (rc == PREPACK_OK)
         rc = prepack_store_finish(src->store, &diag);
     if (rc != PREPACK_OK)

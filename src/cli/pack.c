@@ -32,6 +32,8 @@ static const char pack_help[] =
     "  --batch-size B           naive batch size for the report (default: 8)\n"
     "  --json                   print the report as one JSON object\n"
     "  --svg FILE               also draw the report as an SVG picture\n"
+    "  --quiet                  no progress on stderr (shown only when it\n"
+    "                           is a terminal)\n"
     "  --format, --field, --doc-sep, --sep-position, --token-dtype,\n"
     "  --tmp-dir                how to read INPUTs, as for 'prepack stats'\n"
     "  -h, --help               show this help\n"
@@ -57,6 +59,8 @@ static int write_rows(const job_args *a, const lengths_source *src,
         rc = prepack_row_builder_get(b, r, &row);
         if (rc == PREPACK_OK)
             rc = prepack_writer_add(w, &row, &d);
+        if ((r & 255) == 0 || r + 1 == rows)
+            progress_update(a->progress, "write", r + 1, rows);
     }
     prepack_manifest_info info = {&a->plan, src->store, report};
     if (rc == PREPACK_OK)
@@ -82,6 +86,9 @@ int cmd_pack(int argc, char **argv)
     int rc = parse_job_args(argc, argv, "pack", pack_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
+    progress prog;
+    progress_init(&prog, a.quiet);
+    a.progress = &prog;
     double t0 = now_seconds();
     lengths_source src;
     rc = load_lengths(&a, &src);
@@ -104,6 +111,12 @@ int cmd_pack(int argc, char **argv)
     }
     if (rc == EXIT_OK)
         rc = write_svg(&a, &report, plan, &src);
+    if (rc == EXIT_OK) {
+        char b[32], line[128];
+        snprintf(line, sizeof line, "prepack pack: %s rows written to %s",
+                 fmt_count(b, out.rows), out.dir);
+        progress_done(&prog, line);
+    }
     if (rc == EXIT_OK) {
         timings t = {t1 - t0, t2 - t1, t3 - t2};
         if (a.json)

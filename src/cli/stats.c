@@ -27,6 +27,8 @@ static const char stats_help[] =
     "                           compares against (default: 8)\n"
     "  --json                   print one JSON object (keys in docs/CLI.md)\n"
     "  --svg FILE               also draw the report as an SVG picture\n"
+    "  --quiet                  no progress on stderr (shown only when it\n"
+    "                           is a terminal)\n"
     "\n"
     "Input options:\n"
     "  --format FMT             auto | jsonl | megatron | llmc | raw-u16\n"
@@ -53,6 +55,9 @@ int cmd_stats(int argc, char **argv)
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
 
+    progress prog;
+    progress_init(&prog, a.quiet);
+    a.progress = &prog;
     double t0 = now_seconds();
     lengths_source src;
     rc = load_lengths(&a, &src);
@@ -74,6 +79,11 @@ int cmd_stats(int argc, char **argv)
     if (prc != PREPACK_OK) {
         rc = plan_error(&a, &src, prc, &diag);
     } else if ((rc = write_svg(&a, &report, plan, &src)) == EXIT_OK) {
+        char b[32];
+        char line[96];
+        snprintf(line, sizeof line, "prepack stats: %s tokens planned",
+                 fmt_count(b, report.plan.tokens));
+        progress_done(&prog, line);
         timings t = {t1 - t0, t2 - t1, 0};
         if (a.json)
             print_report_json(&a, src.store, &report, t, NULL);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -109,4 +110,58 @@ const char *fmt_count(char *buf, uint64_t n)
     }
     buf[out] = '\0';
     return buf;
+}
+
+void progress_init(progress *p, int quiet)
+{
+    memset(p, 0, sizeof *p);
+    p->enabled = !quiet && isatty(STDERR_FILENO);
+    p->begin = p->start = p->last = now_seconds();
+}
+
+static void human(char *buf, size_t cap, double v)
+{
+    const char *unit[] = {"", "k", "M", "G", "T"};
+    int u = 0;
+    while (v >= 1000 && u < 4) {
+        v /= 1000;
+        u++;
+    }
+    snprintf(buf, cap, u ? "%.1f %s" : "%.0f%s", v, unit[u]);
+}
+
+void progress_update(void *opaque, const char *stage, uint64_t done,
+                     uint64_t total)
+{
+    progress *p = opaque;
+    double t = now_seconds();
+    if (!p || !p->enabled)
+        return;
+    if (!p->stage || strcmp(p->stage, stage) != 0) { /* a new stage */
+        p->stage = stage;
+        p->start = t;
+    }
+    if (t - p->last < 0.2 && done < total)
+        return;
+    p->last = t;
+    double rate = t > p->start ? (double)done / (t - p->start) : 0;
+    char d[32], n[32], r[32];
+    human(d, sizeof d, (double)done);
+    human(n, sizeof n, (double)total);
+    human(r, sizeof r, rate);
+    const char *unit = strcmp(stage, "ingest") == 0 ? "B" : " rows";
+    fprintf(stderr, "\r\033[K%-7s %5.1f%%  %s%s / %s%s  %s%s/s", stage,
+            total ? 100.0 * (double)done / (double)total : 100.0, d, unit, n,
+            unit, r, unit);
+    if (rate > 0 && total > done)
+        fprintf(stderr, "  ETA %.0f s", (double)(total - done) / rate);
+    fflush(stderr);
+}
+
+void progress_done(progress *p, const char *summary)
+{
+    if (!p || !p->enabled)
+        return;
+    fprintf(stderr, "\r\033[K%s (%.2f s)\n", summary,
+            now_seconds() - p->begin);
 }
