@@ -216,6 +216,49 @@ typedef struct prepack_plan_stats {
 void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out);
 
 /* ------------------------------------------------------------------------ */
+/* In memory: pack sequences given as pointers, no files                       */
+/* ------------------------------------------------------------------------ */
+
+/* For a data loader or an inference server packing on the fly: the same
+ * planner and row contract, with every array in one allocation. */
+typedef struct prepack_pack_options {
+    uint32_t max_seq_len;       /* row capacity; 0 = the longest sequence */
+    prepack_algo algo;          /* default FFD */
+    prepack_overlong overlong;  /* ERROR (default), TRUNCATE or DROP; SPLIT
+                                   is for stores (PREPACK_EINVAL here) */
+    uint32_t max_seqs_per_row;  /* 0 = unlimited */
+} prepack_pack_options;
+
+typedef struct prepack_packed {
+    size_t rows;                /* R */
+    size_t num_seqs;            /* sequences placed (dropped and empty ones
+                                   are not) */
+    size_t num_tokens;          /* T, over all rows */
+    uint32_t max_seq_len;       /* the capacity used */
+    const uint32_t *input_ids;  /* [T]: row 0's tokens, then row 1's, ... */
+    const int32_t *row_start;   /* [R + 1]: row r is input_ids[row_start[r]
+                                   .. row_start[r + 1]) */
+    const int32_t *cu_seqlens;  /* [num_seqs + 1] over the flat batch, as
+                                   flash_attn_varlen_func takes it */
+    const int32_t *position_ids;/* [T]: 0.. in each sequence */
+    const uint64_t *seq_ids;    /* [num_seqs]: input index of each, in the
+                                   order placed */
+    const uint32_t *seq_row;    /* [n]: each input sequence's row, or
+                                   UINT32_MAX when dropped or empty */
+    const uint32_t *seq_offset; /* [n]: its first token within its row */
+    uint32_t max_seqlen;        /* the longest placed sequence */
+} prepack_packed;
+
+/* Packs n sequences (tokens[i] holds lengths[i] ids; the arrays are only
+ * read during the call) into rows. On success *out (free with
+ * prepack_packed_free) holds everything; errors as prepack_plan_create,
+ * plus PREPACK_EINVAL for the SPLIT policy. O(T + n log L). */
+int prepack_pack_sequences(prepack_packed **out, const uint32_t *const *tokens,
+                           const uint32_t *lengths, size_t n,
+                           const prepack_pack_options *o, prepack_diag *diag);
+void prepack_packed_free(prepack_packed *p);
+
+/* ------------------------------------------------------------------------ */
 /* The padding report: what packing buys over naive batching                  */
 /* ------------------------------------------------------------------------ */
 

@@ -295,12 +295,76 @@ static void test_builder_errors(void **state)
     prepack_store_free(store);
 }
 
+/* prepack_pack_sequences: every sequence at its (row, offset), whole. */
+static void test_pack_in_memory(void **state)
+{
+    (void)state;
+    enum { N = 500 };
+    rng r = {11};
+    uint32_t *seq[N], len[N];
+    for (size_t i = 0; i < N; i++) {
+        len[i] = rng_range(&r, 0, 140); /* empty and overlong too */
+        seq[i] = malloc((len[i] + 1) * sizeof **seq);
+        for (uint32_t k = 0; k < len[i]; k++)
+            seq[i][k] = rng_range(&r, 0, 1u << 20);
+    }
+    for (int pol = 1; pol <= 3; pol += 2) { /* truncate, drop */
+        prepack_pack_options o = {.max_seq_len = 128,
+                                  .overlong = (prepack_overlong)pol};
+        prepack_packed *p = NULL;
+        prepack_diag d = {0};
+        assert_int_equal(prepack_pack_sequences(&p,
+                                                (const uint32_t *const *)seq,
+                                                len, N, &o, &d),
+                         PREPACK_OK);
+        assert_int_equal(p->cu_seqlens[0], 0);
+        assert_int_equal(p->cu_seqlens[p->num_seqs], (int32_t)p->num_tokens);
+        assert_int_equal(p->row_start[p->rows], (int32_t)p->num_tokens);
+        size_t placed = 0;
+        for (size_t i = 0; i < N; i++) {
+            int kept = len[i] > 0 && (len[i] <= 128 || pol == 1);
+            if (!kept) {
+                assert_int_equal(p->seq_row[i], UINT32_MAX);
+                continue;
+            }
+            placed++;
+            uint32_t n = len[i] < 128 ? len[i] : 128;
+            assert_true(p->seq_row[i] < p->rows);
+            size_t at = (size_t)p->row_start[p->seq_row[i]] + p->seq_offset[i];
+            assert_true(at + n <= (size_t)p->row_start[p->seq_row[i] + 1]);
+            for (uint32_t k = 0; k < n; k++) {
+                assert_int_equal(p->input_ids[at + k], seq[i][k]);
+                assert_int_equal(p->position_ids[at + k], (int32_t)k);
+            }
+        }
+        assert_int_equal(placed, p->num_seqs);
+        for (size_t row = 0; row < p->rows; row++)
+            assert_true(p->row_start[row + 1] - p->row_start[row] <= 128);
+        prepack_packed_free(p);
+    }
+    prepack_pack_options split = {.overlong = PREPACK_OVERLONG_SPLIT};
+    prepack_packed *p = NULL;
+    assert_int_equal(prepack_pack_sequences(&p, (const uint32_t *const *)seq,
+                                            len, N, &split, NULL),
+                     PREPACK_EINVAL);
+    /* capacity 0: the longest sequence */
+    assert_int_equal(prepack_pack_sequences(&p, (const uint32_t *const *)seq,
+                                            len, N, NULL, NULL),
+                     PREPACK_OK);
+    assert_int_equal(p->max_seq_len, 140);
+    prepack_packed_free(p);
+    prepack_packed_free(NULL);
+    for (size_t i = 0; i < N; i++)
+        free(seq[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_derived_fields),
         cmocka_unit_test(test_rows_attention_and_labels),
         cmocka_unit_test(test_builder_errors),
+        cmocka_unit_test(test_pack_in_memory),
     };
     return cmocka_run_group_tests_name("row", tests, NULL, NULL);
 }
