@@ -5,7 +5,10 @@
 set -euo pipefail
 
 packages=(pkg-config g++ libzstd-dev zlib1g-dev libsimdjson-dev libmsgpack-dev
-          libcmocka-dev libxxhash-dev)
+          libcmocka-dev libxxhash-dev
+          # the Python package's tests (Debian's, for /usr/bin/python3)
+          python3 python3-pytest python3-numpy python3-zstandard
+          python3-msgpack python3-xxhash python3-torch)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

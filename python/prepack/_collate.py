@@ -1,0 +1,174 @@
+"""Rows into batches, in the forms training code feeds (docs/FORMAT.md gives
+the row contract; the derived fields match include/prepack.h)."""
+
+import numpy as np
+
+IGNORE_INDEX = -100  # PyTorch cross-entropy's ignore_index
+FORMS = ("varlen", "hf", "flex", "padded")
+
+
+def _seq_index(cu, t):
+    """For each of t tokens, the index of its sequence given cu_seqlens."""
+    return np.repeat(np.arange(len(cu) - 1), np.diff(cu))[:t]
+
+
+def _positions(cu):
+    t = int(cu[-1])
+    return np.arange(t, dtype=np.int64) - np.repeat(cu[:-1], np.diff(cu))
+
+
+def _trained(row):
+    mask = row.get("loss_mask")
+    t = len(row["input_ids"])
+    return np.ones(t, bool) if mask is None else mask.astype(bool)
+
+
+def _shifted_labels(row):
+    """labels[i] = input_ids[i+1] when i+1 is in the same sequence and is
+    trained, else -100: never across a boundary."""
+    ids = row["input_ids"].astype(np.int64)
+    cu = row["cu_seqlens"]
+    labels = np.full(len(ids), IGNORE_INDEX, np.int64)
+    if len(ids) > 1:
+        labels[:-1] = np.where(_trained(row)[1:], ids[1:], IGNORE_INDEX)
+    labels[cu[1:] - 1] = IGNORE_INDEX  # the last token of each sequence
+    return labels
+
+
+def _unshifted_labels(row):
+    """Hugging Face's convention (the model shifts): the token itself, -100
+    at each sequence's first token and where the loss mask is 0."""
+    ids = row["input_ids"].astype(np.int64)
+    labels = np.where(_trained(row), ids, IGNORE_INDEX)
+    labels[row["cu_seqlens"][:-1]] = IGNORE_INDEX
+    return labels
+
+
+def _flat(rows):
+    """Rows concatenated: ids, cu_seqlens over the batch, positions, shifted
+    labels, batch-wide document ids, the longest sequence."""
+    ids, cus, pos, lab, uns, seq = [], [0], [], [], [], []
+    offset = 0
+    for r in rows:
+        cu = r["cu_seqlens"].astype(np.int64)
+        ids.append(r["input_ids"].astype(np.int64))
+        cus.extend((cu[1:] + offset).tolist())
+        pos.append(_positions(cu))
+        lab.append(_shifted_labels(r))
+        uns.append(_unshifted_labels(r))
+        seq.append(r["seq_ids"])
+        offset += int(cu[-1])
+    cu = np.asarray(cus, np.int32)
+    lengths = np.diff(cu)
+    return {
+        "input_ids": np.concatenate(ids) if ids else np.zeros(0, np.int64),
+        "cu_seqlens": cu,
+        "max_seqlen": int(lengths.max()) if len(lengths) else 0,
+        "position_ids": np.concatenate(pos) if pos else np.zeros(0, np.int64),
+        "labels": np.concatenate(lab) if lab else np.zeros(0, np.int64),
+        "unshifted": np.concatenate(uns) if uns else np.zeros(0, np.int64),
+        "doc_ids": _seq_index(cu, offset).astype(np.int64),
+        "seq_ids": np.concatenate(seq) if seq else np.zeros(0, np.uint64),
+    }
+
+
+def _padded(rows, max_seq_len, pad_id, mask_4d):
+    b, width = len(rows), max_seq_len
+    out = {
+        "input_ids": np.full((b, width), pad_id, np.int64),
+        "attention_mask": np.zeros((b, width), np.int64),
+        "position_ids": np.zeros((b, width), np.int64),
+        "labels": np.full((b, width), IGNORE_INDEX, np.int64),
+        "doc_ids": np.full((b, width), -1, np.int64),
+    }
+    if mask_4d:
+        out["mask_4d"] = np.zeros((b, 1, width, width), bool)
+    for i, r in enumerate(rows):
+        t = len(r["input_ids"])
+        if t > width:
+            raise ValueError(f"row {i} has {t} tokens, more than {width}")
+        cu = r["cu_seqlens"]
+        out["input_ids"][i, :t] = r["input_ids"]
+        out["attention_mask"][i, :t] = 1
+        out["position_ids"][i, :t] = _positions(cu.astype(np.int64))
+        out["labels"][i, :t] = _shifted_labels(r)
+        out["doc_ids"][i, :t] = _seq_index(cu, t)
+        if mask_4d:
+            doc = out["doc_ids"][i]
+            same = (doc[:, None] == doc[None, :]) & (doc[:, None] >= 0)
+            out["mask_4d"][i, 0] = same & np.tri(width, dtype=bool)
+    return out
+
+
+def flex_mask_mod(doc_ids):
+    """A FlexAttention mask_mod over flat batch document ids: a query sees
+    keys of its own document at or before it. Pass it, with the batch's
+    length and `device=`, to torch.nn.attention.flex_attention's
+    create_block_mask (torch >= 2.5; it defaults to CUDA)."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (doc_ids[q_idx] == doc_ids[kv_idx]) & (q_idx >= kv_idx)
+    return mask_mod
+
+
+def _to_torch(batch):
+    import torch
+    return {k: torch.from_numpy(np.ascontiguousarray(v))
+            if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
+            mask_4d=False, return_flash_attn_kwargs=False,
+            return_seq_idx=False):
+    """Turns a list of rows (ShardSet items) into one batch.
+
+    form="varlen": input_ids [T], cu_seqlens int32 [N+1], max_seqlen (int),
+        position_ids, labels (shifted; -100 at sequence ends and masked
+        tokens), seq_ids: flash_attn_varlen_func's arguments.
+    form="hf": what transformers' DataCollatorWithFlattening returns:
+        input_ids, labels (unshifted: -100 at each sequence's first token
+        and masked tokens), position_ids, all int64 [1, T]; with
+        return_flash_attn_kwargs, cu_seq_lens_q/k (int32 [N+1]) and
+        max_length_q/k (ints); with return_seq_idx, seq_idx int32 [1, T].
+        Never an attention_mask (it would override position_ids and let
+        sequences attend to each other).
+    form="flex": input_ids, position_ids, labels (shifted), doc_ids unique
+        over the batch, and mask_mod (see flex_mask_mod).
+    form="padded": [B, L] input_ids (pad_id), attention_mask, position_ids,
+        labels (shifted, -100 on padding), doc_ids (per row, -1 on
+        padding); with mask_4d, the [B, 1, L, L] block-diagonal causal mask.
+
+    tensors="pt" returns torch tensors instead of numpy arrays."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+    if form == "padded":
+        width = max_seq_len or max(len(r["input_ids"]) for r in rows)
+        batch = _padded(rows, width, pad_id, mask_4d)
+    else:
+        flat = _flat(rows)
+        if form == "varlen":
+            batch = {k: flat[k] for k in ("input_ids", "cu_seqlens",
+                                          "max_seqlen", "position_ids",
+                                          "labels", "seq_ids")}
+        elif form == "hf":
+            batch = {"input_ids": flat["input_ids"][None],
+                     "labels": flat["unshifted"][None],
+                     "position_ids": flat["position_ids"][None]}
+            if return_flash_attn_kwargs:
+                batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = \
+                    flat["cu_seqlens"]
+                batch["max_length_q"] = batch["max_length_k"] = \
+                    flat["max_seqlen"]
+            if return_seq_idx:
+                batch["seq_idx"] = flat["doc_ids"].astype(np.int32)[None]
+        else:
+            batch = {k: flat[k] for k in ("input_ids", "position_ids",
+                                          "labels", "doc_ids")}
+    if tensors == "pt":
+        batch = _to_torch(batch)
+        if form == "flex":
+            batch["mask_mod"] = flex_mask_mod(batch["doc_ids"])
+    elif tensors != "np":
+        raise ValueError(f"tensors must be 'np' or 'pt', not {tensors!r}")
+    elif form == "flex":
+        batch["mask_mod"] = flex_mask_mod(batch["doc_ids"])
+    return batch

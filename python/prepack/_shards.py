@@ -1,0 +1,222 @@
+"""Reading a shard set (docs/FORMAT.md): the manifest, each shard's seek
+table, and row i by decompressing the one zstd frame that holds it."""
+
+import json
+import os
+import struct
+
+import msgpack
+import numpy as np
+import zstandard
+
+try:  # checks the seek table's and the manifest's XXH64 when present
+    import xxhash
+except ImportError:  # pragma: no cover - Debian's python3-xxhash is optional
+    xxhash = None
+
+SKIPPABLE_MAGIC = 0x184D2A5E
+SEEKABLE_MAGIC = 0x8F92EAB1
+_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+_FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
+           "seq_ids": np.dtype("<u8"), "loss_mask": np.dtype("u1"),
+           "seq_starts": np.dtype("<u4")}
+
+
+class ShardSetError(Exception):
+    """A shard set that cannot be opened: no manifest, a bad one."""
+
+
+class CorruptShardError(ShardSetError):
+    """Damaged data: the message names the shard, the frame and the cause."""
+
+
+class _Shard:
+    def __init__(self, path, rows, size, rows_per_frame):
+        self.path = path
+        self.rows = rows
+        self.frames = []  # (offset, compressed, decompressed, checksum)
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            actual = f.tell()
+            if actual != size:
+                raise CorruptShardError(
+                    f"{path}: {actual} bytes, the manifest says {size}")
+            if size < 17:
+                raise CorruptShardError(f"{path}: too short for a seek table")
+            f.seek(size - 9)
+            n, desc, magic = struct.unpack("<IBI", f.read(9))
+            if magic != SEEKABLE_MAGIC or desc != 0x80:
+                raise CorruptShardError(f"{path}: no seek table at the end")
+            table = 12 * n + 9 + 8
+            want = -(-rows // rows_per_frame)
+            if table > size or n != want:
+                raise CorruptShardError(
+                    f"{path}: seek table lists {n} frames, {rows} rows need "
+                    f"{want}")
+            f.seek(size - table)
+            head = f.read(8)
+            body = f.read(12 * n)
+        skip_magic, frame_size = struct.unpack("<II", head)
+        if skip_magic != SKIPPABLE_MAGIC or frame_size != table - 8:
+            raise CorruptShardError(f"{path}: bad seek table frame header")
+        offset = 0
+        for i in range(n):
+            c, d, s = struct.unpack_from("<III", body, 12 * i)
+            self.frames.append((offset, c, d, s))
+            offset += c
+        if offset != size - table:
+            raise CorruptShardError(
+                f"{path}: frames cover {offset} bytes, the file holds "
+                f"{size - table} before its seek table")
+
+
+class ShardSet:
+    """A shard set directory. `len(s)`, `s[i]` (a row: a dict of numpy
+    arrays `input_ids`, `cu_seqlens`, `seq_ids`, and `loss_mask` /
+    `seq_starts` when the set has them), iteration, and `manifest`.
+
+    Rows are views into the decompressed frame (`numpy.frombuffer`); the
+    last frame read is cached, so reading rows in order decompresses each
+    frame once."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        manifest_path = os.path.join(self.path, "manifest.json")
+        try:
+            with open(manifest_path, "rb") as f:
+                self.manifest = json.loads(f.read())
+        except FileNotFoundError:
+            raise ShardSetError(f"{manifest_path}: no manifest (not a shard "
+                                f"set, or its writing was interrupted)")
+        except ValueError as e:
+            raise ShardSetError(f"{manifest_path}: invalid JSON: {e}")
+        m = self.manifest
+        if not isinstance(m, dict) or m.get("format") != "prepack-shards" \
+                or m.get("version") != 1:
+            raise ShardSetError(f"{manifest_path}: not a prepack shard set "
+                                f"manifest (version 1)")
+        try:
+            self.max_seq_len = int(m["max_seq_len"])
+            self.token_dtype = _DTYPES[m["token_dtype"]]
+            self.rows_per_frame = int(m["rows_per_frame"])
+            entries = list(m["shards"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ShardSetError(f"{manifest_path}: bad or missing key {e}")
+        self._shards = []
+        self._first = []
+        rows = 0
+        for e in entries:
+            name = e["file"]
+            if not (isinstance(name, str) and name.startswith("shard-")
+                    and name.endswith(".zst") and "/" not in name
+                    and name[6:-4].isdigit()):
+                raise ShardSetError(f"{manifest_path}: bad shard name {name!r}")
+            path = os.path.join(self.path, name)
+            if not os.path.exists(path):
+                raise ShardSetError(f"{path}: missing")
+            self._first.append(rows)
+            self._shards.append(_Shard(path, int(e["rows"]), int(e["bytes"]),
+                                       self.rows_per_frame))
+            rows += int(e["rows"])
+        self._rows = rows
+        self._dctx = zstandard.ZstdDecompressor()
+        self._cache_key = None
+        self._cache = None
+
+    def __len__(self):
+        return self._rows
+
+    def __iter__(self):
+        for i in range(self._rows):
+            yield self[i]
+
+    def __getitem__(self, i):
+        if i < 0:
+            i += self._rows
+        if not 0 <= i < self._rows:
+            raise IndexError(f"row {i} of {self._rows}")
+        lo, hi = 0, len(self._first)
+        while hi - lo > 1:  # the shard holding row i
+            mid = (lo + hi) // 2
+            if self._first[mid] <= i:
+                lo = mid
+            else:
+                hi = mid
+        local = i - self._first[lo]
+        frame = local // self.rows_per_frame
+        rows = self._frame(lo, frame)
+        return self._row(rows[local % self.rows_per_frame], lo, frame)
+
+    def _frame(self, s, f):
+        if self._cache_key == (s, f):
+            return self._cache
+        shard = self._shards[s]
+        offset, comp, decomp, checksum = shard.frames[f]
+        where = f"{shard.path}: frame {f}"
+        with open(shard.path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(comp)
+        try:
+            # python-zstandard 0.20's decompress() reads one frame and needs
+            # its size: both come from the seek table.
+            raw = self._dctx.decompress(data, max_output_size=decomp)
+        except zstandard.ZstdError as e:
+            raise CorruptShardError(f"{where}: {e}") from None
+        if len(raw) != decomp or (
+                xxhash and xxhash.xxh64_intdigest(raw) & 0xFFFFFFFF != checksum):
+            raise CorruptShardError(
+                f"{where}: content does not match its seek table entry")
+        try:
+            rows = msgpack.unpackb(raw, raw=False, use_list=True)
+        except Exception as e:
+            raise CorruptShardError(f"{where}: not msgpack: {e}") from None
+        expect = min(self.rows_per_frame,
+                     shard.rows - f * self.rows_per_frame)
+        if not isinstance(rows, list) or len(rows) != expect:
+            raise CorruptShardError(f"{where}: not an array of {expect} rows")
+        self._cache_key, self._cache = (s, f), rows
+        return rows
+
+    def _row(self, obj, s, f):
+        where = f"{self._shards[s].path}: frame {f}"
+        if not isinstance(obj, dict):
+            raise CorruptShardError(f"{where}: a row is not a map")
+        row = {}
+        for key, dtype in _FIELDS.items():
+            value = obj.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, bytes):
+                raise CorruptShardError(f"{where}: {key} is not a bin")
+            dtype = dtype or self.token_dtype
+            if len(value) % dtype.itemsize:
+                raise CorruptShardError(f"{where}: {key} has a partial value")
+            row[key] = np.frombuffer(value, dtype=dtype)
+        for key in ("input_ids", "cu_seqlens", "seq_ids"):
+            if key not in row:
+                raise CorruptShardError(f"{where}: a row lacks {key}")
+        cu, t = row["cu_seqlens"], len(row["input_ids"])
+        k = len(cu) - 1
+        if (k < 1 or cu[0] != 0 or cu[-1] != t or np.any(np.diff(cu) <= 0)
+                or t > self.max_seq_len or len(row["seq_ids"]) != k
+                or ("loss_mask" in row and len(row["loss_mask"]) != t)
+                or ("seq_starts" in row and len(row["seq_starts"]) != k)):
+            raise CorruptShardError(f"{where}: a row's fields disagree")
+        return row
+
+    def verify(self):
+        """Checks every shard file's XXH64 against the manifest and reads
+        every row; raises CorruptShardError at the first problem."""
+        if xxhash is None:  # pragma: no cover
+            raise ShardSetError("verify() needs the xxhash module")
+        for entry, shard in zip(self.manifest["shards"], self._shards):
+            h = xxhash.xxh64()
+            with open(shard.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            if h.hexdigest() != entry["xxh64"]:
+                raise CorruptShardError(
+                    f"{shard.path}: xxh64 {h.hexdigest()}, the manifest "
+                    f"says {entry['xxh64']}")
+        for _ in self:
+            pass

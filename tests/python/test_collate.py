@@ -1,0 +1,71 @@
+"""Collation forms, checked against definitions written out here."""
+import numpy as np
+import pytest
+
+import prepack
+
+
+def row(seqs, mask=None):
+    ids = np.array([t for s in seqs for t in s], np.uint16)
+    cu = np.cumsum([0] + [len(s) for s in seqs]).astype(np.int32)
+    r = {"input_ids": ids, "cu_seqlens": cu,
+         "seq_ids": np.arange(len(seqs), dtype=np.uint64)}
+    if mask is not None:
+        r["loss_mask"] = np.array(mask, np.uint8)
+    return r
+
+
+ROWS = [row([[5, 6, 7], [8, 9]], mask=[1, 1, 0, 0, 1]), row([[1, 2, 3, 4]])]
+
+
+def test_varlen():
+    b = prepack.collate(ROWS, "varlen")
+    assert b["input_ids"].tolist() == [5, 6, 7, 8, 9, 1, 2, 3, 4]
+    assert b["cu_seqlens"].tolist() == [0, 3, 5, 9]
+    assert b["cu_seqlens"].dtype == np.int32
+    assert b["max_seqlen"] == 4
+    assert b["position_ids"].tolist() == [0, 1, 2, 0, 1, 0, 1, 2, 3]
+    # shifted: 5->6, 6->7 is masked, 7 ends, 8->9, 9 ends, 1->2, 2->3, 3->4
+    assert b["labels"].tolist() == [6, -100, -100, 9, -100, 2, 3, 4, -100]
+
+
+def test_hf_matches_data_collator_with_flattening():
+    b = prepack.collate(ROWS, "hf", return_flash_attn_kwargs=True,
+                        return_seq_idx=True)
+    assert b["input_ids"].shape == (1, 9) and b["input_ids"].dtype == np.int64
+    # unshifted: -100 at each sequence's first token and masked tokens
+    assert b["labels"].tolist() == [[-100, 6, -100, -100, 9, -100, 2, 3, 4]]
+    assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
+    assert b["cu_seq_lens_q"].tolist() == [0, 3, 5, 9]
+    assert b["max_length_k"] == 4 and isinstance(b["max_length_q"], int)
+    assert b["seq_idx"].tolist() == [[0, 0, 0, 1, 1, 2, 2, 2, 2]]
+    assert "attention_mask" not in b
+
+
+def test_flex_documents_never_join_rows():
+    b = prepack.collate(ROWS, "flex")
+    doc = b["doc_ids"]
+    assert doc.tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    m = b["mask_mod"]
+    assert m(0, 0, 2, 0) and m(0, 0, 4, 3) and not m(0, 0, 3, 2)
+    assert not m(0, 0, 5, 4) and not m(0, 0, 1, 2)  # other row; future
+
+
+def test_padded():
+    b = prepack.collate(ROWS, "padded", max_seq_len=6, pad_id=50256, mask_4d=True)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9, 50256],
+                                       [1, 2, 3, 4, 50256, 50256]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]]
+    assert b["labels"][1].tolist() == [2, 3, 4, -100, -100, -100]
+    assert b["doc_ids"][0].tolist() == [0, 0, 0, 1, 1, -1]
+    m = b["mask_4d"]
+    assert m.shape == (2, 1, 6, 6)
+    assert m[0, 0, 4].tolist() == [False, False, False, True, True, False]
+    assert not m[0, 0, 5].any()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        prepack.collate(ROWS, "dense")
+    with pytest.raises(ValueError):
+        prepack.collate(ROWS, "padded", max_seq_len=3)
