@@ -112,8 +112,13 @@ def flex_mask_mod(doc_ids):
 
 def _to_torch(batch):
     import torch
-    return {k: torch.from_numpy(np.ascontiguousarray(v))
-            if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+    def tensor(v):
+        if v.dtype in (np.uint16, np.uint32, np.uint64):
+            v = v.astype(np.int64)  # torch has no wide unsigned types
+        return torch.from_numpy(np.ascontiguousarray(v))
+    return {k: tensor(v) if isinstance(v, np.ndarray) else v
+            for k, v in batch.items()}
 
 
 def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,

@@ -1,0 +1,121 @@
+"""PyTorch datasets over a shard set.
+
+    from torch.utils.data import DataLoader
+    from prepack.torch import PackedDataset
+
+    ds = PackedDataset("shards/", batch_rows=8, form="varlen", seed=0,
+                       rank=rank, world_size=world_size)
+    for batch in DataLoader(ds, batch_size=None, num_workers=3):
+        ...
+
+The dataset yields whole batches (batch_rows rows collated) so that a
+DataLoader with batch_size=None hands them out in the same order whatever
+num_workers is: worker w of W builds batches w, w + W, ... and the
+DataLoader takes them round robin. Across ranks every row is in exactly one
+rank's share each epoch.
+"""
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from ._collate import collate
+from ._shards import ShardSet
+
+
+def epoch_order(rows, seed, epoch, shuffle=True):
+    """The epoch's row order: a permutation fixed by (seed, epoch)."""
+    if not shuffle:
+        return np.arange(rows)
+    return np.random.default_rng([seed, epoch]).permutation(rows)
+
+
+class PackedDataset(IterableDataset):
+    """Batches of `batch_rows` rows from a shard set, collated in `form`
+    (see prepack.collate; tensors are torch tensors).
+
+    Rows are shuffled per epoch with a generator seeded by (seed, epoch);
+    rank r of world_size takes every world_size-th row of that order, so
+    the ranks' shares are disjoint and cover every row; each rank's batches
+    come in an order that does not depend on the DataLoader's num_workers.
+    The last batch of a rank may hold fewer rows. state_dict() and
+    load_state_dict() resume mid-epoch."""
+
+    def __init__(self, path, batch_rows=1, form="varlen", shuffle=True,
+                 seed=0, rank=0, world_size=1, **collate_options):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.path = path
+        self.batch_rows = batch_rows
+        self.form = form
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.collate_options = collate_options
+        self.epoch = 0
+        self.start_batch = 0
+        self._rows = len(ShardSet(path))
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.start_batch = 0
+
+    def rank_rows(self):
+        """This rank's rows for the current epoch, in order."""
+        order = epoch_order(self._rows, self.seed, self.epoch, self.shuffle)
+        return order[self.rank::self.world_size]
+
+    def __len__(self):
+        return -(-len(self.rank_rows()) // self.batch_rows)
+
+    def state_dict(self, batches_done):
+        """Where to resume after the training loop consumed batches_done
+        batches of this epoch."""
+        return {"epoch": self.epoch, "batch": self.start_batch + batches_done,
+                "seed": self.seed, "world_size": self.world_size,
+                "rank": self.rank}
+
+    def load_state_dict(self, state):
+        if state["seed"] != self.seed or state["world_size"] != self.world_size:
+            raise ValueError("the state was saved with another seed or world size")
+        self.epoch = state["epoch"]
+        self.start_batch = state["batch"]
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        shards = ShardSet(self.path)  # one per worker: no shared file state
+        rows = self.rank_rows()
+        for b in range(self.start_batch, len(self)):
+            if (b - self.start_batch) % workers != worker:
+                continue
+            pick = rows[b * self.batch_rows:(b + 1) * self.batch_rows]
+            yield collate([shards[int(i)] for i in pick], self.form,
+                          tensors="pt", **self.collate_options)
+
+
+class PackedMapDataset(Dataset):
+    """Map-style access to single rows, for samplers of your own: item i is
+    row i as torch tensors (input_ids int64, cu_seqlens int32, seq_ids int64,
+    loss_mask and seq_starts when present)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._shards = None
+        self._rows = len(ShardSet(path))
+
+    def __len__(self):
+        return self._rows
+
+    def __getitem__(self, i):
+        if self._shards is None:  # opened lazily, in each worker
+            self._shards = ShardSet(self.path)
+        row = self._shards[i]
+        out = {"input_ids": torch.from_numpy(row["input_ids"].astype(np.int64)),
+               "cu_seqlens": torch.from_numpy(row["cu_seqlens"].copy()),
+               "seq_ids": torch.from_numpy(row["seq_ids"].astype(np.int64))}
+        for key in ("loss_mask", "seq_starts"):
+            if key in row:
+                out[key] = torch.from_numpy(row[key].astype(np.int64))
+        return out
