@@ -1,27 +1,35 @@
 /* prepack inspect: a shard set's summary, or one row in detail. */
 #define _GNU_SOURCE /* getopt_long */
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
 static const char inspect_help[] =
-    "usage: prepack inspect DIR [--row I] [--json]\n"
+    "usage: prepack inspect DIR [--row I | --batch I,J,... [--padded]] "
+    "[--json]\n"
     "\n"
     "Without --row: the shard set's rows, shards, max_seq_len and token\n"
     "dtype. With --row I: row I's tokens and sequences, with each one's id,\n"
-    "start within its source, length and first tokens.\n"
+    "start within its source, length and first tokens. With --batch: the\n"
+    "rows collated as the library's reader batches them (flat, or --padded\n"
+    "[B, L]), every array in full, as JSON.\n"
     "\n"
     "Options:\n"
     "  --row I                  the row to show (0-based)\n"
+    "  --batch I,J,...          rows to collate into one batch\n"
+    "  --padded                 the batch as [B, L] arrays (default: flat)\n"
     "  --json                   print one JSON object\n"
     "  -h, --help               show this help\n";
 
-enum { OPT_ROW = 256, OPT_JSON };
+enum { OPT_ROW = 256, OPT_JSON, OPT_BATCH, OPT_PADDED };
 
 static const struct option inspect_options[] = {
     {"row", required_argument, NULL, OPT_ROW},
     {"json", no_argument, NULL, OPT_JSON},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"padded", no_argument, NULL, OPT_PADDED},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
@@ -91,10 +99,68 @@ static void show_row(const prepack_row *row, size_t i, int json)
     }
 }
 
+static void json_i64s(json_writer *w, const char *key, const int64_t *v,
+                      size_t n)
+{
+    json_begin_array(w, key);
+    for (size_t i = 0; i < n; i++)
+        fprintf(w->out, "%s%lld", i ? ", " : " ", (long long)v[i]);
+    fputs(" ]", w->out);
+    w->depth--;
+    w->need_comma = 1;
+}
+
+/* The batch's arrays as JSON (flat or padded), for cross-checks. */
+static int show_batch(prepack_reader *r, const char *list, int padded)
+{
+    size_t rows[4096], n = 0;
+    for (const char *p = list; *p && n < 4096;) {
+        char *end;
+        rows[n++] = (size_t)strtoull(p, &end, 10);
+        if (end == p)
+            return usage_error("inspect", "--batch takes row numbers: I,J,...");
+        p = *end == ',' ? end + 1 : end;
+    }
+    prepack_batch_options o = {.padded = padded};
+    prepack_batch b;
+    prepack_diag d = {0};
+    if (prepack_reader_batch(r, rows, n, &o, &b, &d) != PREPACK_OK)
+        return data_error("%s", d.message);
+    size_t cells = padded ? b.rows * b.width : b.width;
+    json_writer w = {stdout, 0, 0};
+    json_begin_object(&w, NULL);
+    json_key_u64(&w, "rows", b.rows);
+    json_key_u64(&w, "width", b.width);
+    json_key_u64(&w, "max_seqlen", b.max_seqlen);
+    json_i64s(&w, "input_ids", b.input_ids, cells);
+    json_i64s(&w, "position_ids", b.position_ids, cells);
+    json_i64s(&w, "doc_ids", b.doc_ids, cells);
+    json_i64s(&w, "labels", b.labels, cells);
+    if (!padded) {
+        int64_t *cu = malloc((b.num_seqs + 1) * sizeof *cu);
+        for (size_t i = 0; cu && i <= b.num_seqs; i++)
+            cu[i] = b.cu_seqlens[i];
+        if (cu)
+            json_i64s(&w, "cu_seqlens", cu, b.num_seqs + 1);
+        free(cu);
+    } else {
+        int64_t *m = malloc(cells * sizeof *m);
+        for (size_t i = 0; m && i < cells; i++)
+            m[i] = b.attention_mask[i];
+        if (m)
+            json_i64s(&w, "attention_mask", m, cells);
+        free(m);
+    }
+    json_end_object(&w);
+    json_finish(&w);
+    return EXIT_OK;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     uint64_t row_index = UINT64_MAX, v;
-    int json = 0, opt;
+    int json = 0, opt, padded = 0;
+    const char *batch = NULL;
     opterr = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":h", inspect_options, NULL)) != -1) {
@@ -104,6 +170,10 @@ int cmd_inspect(int argc, char **argv)
         }
         if (opt == OPT_JSON)
             json = 1;
+        else if (opt == OPT_BATCH)
+            batch = optarg;
+        else if (opt == OPT_PADDED)
+            padded = 1;
         else if (opt == OPT_ROW && parse_u64(optarg, 0, UINT64_MAX, &v) == 0)
             row_index = v;
         else
@@ -117,7 +187,9 @@ int cmd_inspect(int argc, char **argv)
     if (prepack_reader_open(&r, dir, &d) != PREPACK_OK)
         return data_error("%s", d.message);
     int rc = EXIT_OK;
-    if (row_index == UINT64_MAX) {
+    if (batch) {
+        rc = show_batch(r, batch, padded);
+    } else if (row_index == UINT64_MAX) {
         summary(r, dir, json);
     } else if (row_index >= prepack_reader_row_count(r)) {
         rc = data_error("%s: no row %llu (it has %zu)", dir,

@@ -79,3 +79,28 @@ def test_damage_raises_naming_shard_and_frame(shard_set, tmp_path):
     os.remove(bad / "manifest.json")
     with pytest.raises(prepack.ShardSetError, match="no manifest"):
         prepack.ShardSet(bad)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_batches_equal_the_c_reader(shard_set, prepack_bin, padded):
+    s = prepack.ShardSet(shard_set)
+    for pick in ([0, 1, 2], [1706, 3, 500, 16], [42]):
+        args = [prepack_bin, "inspect", shard_set, "--batch",
+                ",".join(map(str, pick))] + (["--padded"] if padded else [])
+        c = json.loads(subprocess.run(args, check=True,
+                                      capture_output=True).stdout)
+        rows = [s[i] for i in pick]
+        if padded:
+            b = prepack.collate(rows, "padded", max_seq_len=s.max_seq_len)
+            pairs = [("input_ids", "input_ids"), ("position_ids", "position_ids"),
+                     ("labels", "labels"), ("doc_ids", "doc_ids"),
+                     ("attention_mask", "attention_mask")]
+        else:
+            b = prepack.collate(rows, "flex")
+            b.update(prepack.collate(rows, "varlen"))
+            pairs = [("input_ids", "input_ids"), ("position_ids", "position_ids"),
+                     ("labels", "labels"), ("doc_ids", "doc_ids"),
+                     ("cu_seqlens", "cu_seqlens")]
+            assert c["max_seqlen"] == b["max_seqlen"]
+        for ours, theirs in pairs:
+            assert np.asarray(b[ours]).ravel().tolist() == c[theirs], ours
