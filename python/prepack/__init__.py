@@ -10,7 +10,8 @@ spec alone: numpy, zstandard and msgpack, no C extension.
 
 from ._shards import CorruptShardError, ShardSet, ShardSetError
 from ._collate import FORMS, collate, flex_mask_mod
+from ._native import pack
 
 __all__ = ["ShardSet", "ShardSetError", "CorruptShardError", "collate",
-           "flex_mask_mod", "FORMS"]
+           "flex_mask_mod", "FORMS", "pack"]
 __version__ = "0.1.0"

@@ -46,29 +46,38 @@ def _unshifted_labels(row):
 
 def _flat(rows):
     """Rows concatenated: ids, cu_seqlens over the batch, positions, shifted
-    labels, batch-wide document ids, the longest sequence."""
-    ids, cus, pos, lab, uns, seq = [], [0], [], [], [], []
-    offset = 0
-    for r in rows:
-        cu = r["cu_seqlens"].astype(np.int64)
-        ids.append(r["input_ids"].astype(np.int64))
-        cus.extend((cu[1:] + offset).tolist())
-        pos.append(_positions(cu))
-        lab.append(_shifted_labels(r))
-        uns.append(_unshifted_labels(r))
-        seq.append(r["seq_ids"])
-        offset += int(cu[-1])
-    cu = np.asarray(cus, np.int32)
+    and unshifted labels, batch-wide document ids, the longest sequence.
+    Computed for the whole batch at once, not row by row."""
+    if not rows:
+        z = np.zeros(0, np.int64)
+        return {"input_ids": z, "cu_seqlens": np.zeros(1, np.int32),
+                "max_seqlen": 0, "position_ids": z, "labels": z,
+                "unshifted": z, "doc_ids": z, "seq_ids": np.zeros(0, np.uint64)}
+    ids = np.concatenate([r["input_ids"] for r in rows]).astype(np.int64)
+    sizes = [len(r["input_ids"]) for r in rows]
+    offsets = np.cumsum([0] + sizes[:-1])
+    cu = np.concatenate([[0]] + [r["cu_seqlens"][1:].astype(np.int64) + o
+                                 for r, o in zip(rows, offsets)])
     lengths = np.diff(cu)
+    starts = np.repeat(cu[:-1], lengths)
+    if any("loss_mask" in r for r in rows):
+        trained = np.concatenate([_trained(r) for r in rows])
+    else:
+        trained = np.ones(len(ids), bool)
+    shifted = np.full(len(ids), IGNORE_INDEX, np.int64)
+    shifted[:-1] = np.where(trained[1:], ids[1:], IGNORE_INDEX)
+    shifted[cu[1:] - 1] = IGNORE_INDEX  # never across a boundary
+    unshifted = np.where(trained, ids, IGNORE_INDEX)
+    unshifted[cu[:-1]] = IGNORE_INDEX
     return {
-        "input_ids": np.concatenate(ids) if ids else np.zeros(0, np.int64),
-        "cu_seqlens": cu,
-        "max_seqlen": int(lengths.max()) if len(lengths) else 0,
-        "position_ids": np.concatenate(pos) if pos else np.zeros(0, np.int64),
-        "labels": np.concatenate(lab) if lab else np.zeros(0, np.int64),
-        "unshifted": np.concatenate(uns) if uns else np.zeros(0, np.int64),
-        "doc_ids": _seq_index(cu, offset).astype(np.int64),
-        "seq_ids": np.concatenate(seq) if seq else np.zeros(0, np.uint64),
+        "input_ids": ids,
+        "cu_seqlens": cu.astype(np.int32),
+        "max_seqlen": int(lengths.max()),
+        "position_ids": np.arange(len(ids), dtype=np.int64) - starts,
+        "labels": shifted,
+        "unshifted": unshifted,
+        "doc_ids": np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
+        "seq_ids": np.concatenate([r["seq_ids"] for r in rows]),
     }
 
 

@@ -197,7 +197,7 @@ class ShardSet:
                 raise CorruptShardError(f"{where}: a row lacks {key}")
         cu, t = row["cu_seqlens"], len(row["input_ids"])
         k = len(cu) - 1
-        if (k < 1 or cu[0] != 0 or cu[-1] != t or np.any(np.diff(cu) <= 0)
+        if (k < 1 or cu[0] != 0 or cu[-1] != t or (cu[1:] <= cu[:-1]).any()
                 or t > self.max_seq_len or len(row["seq_ids"]) != k
                 or ("loss_mask" in row and len(row["loss_mask"]) != t)
                 or ("seq_starts" in row and len(row["seq_starts"]) != k)):

@@ -1,0 +1,108 @@
+"""The optional fast path: packing sequences in memory through the C
+library (libprepack, over its public API with ctypes)."""
+
+import ctypes
+import ctypes.util
+import os
+
+import numpy as np
+
+_ALGOS = {"ffd": 0, "bfd": 1, "nextfit": 2}
+_OVERLONG = {"error": 0, "truncate": 1, "drop": 3}
+_INSTALL = ("libprepack not found: build and install prepack "
+            "(cmake --install build, or make install-style steps in the "
+            "README), or set PREPACK_LIBRARY to the path of libprepack.so")
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
+                ("overlong", ctypes.c_int), ("max_seqs_per_row", ctypes.c_uint32)]
+
+
+class _Packed(ctypes.Structure):
+    _fields_ = [("rows", ctypes.c_size_t), ("num_seqs", ctypes.c_size_t),
+                ("num_tokens", ctypes.c_size_t), ("max_seq_len", ctypes.c_uint32),
+                ("input_ids", ctypes.POINTER(ctypes.c_uint32)),
+                ("row_start", ctypes.POINTER(ctypes.c_int32)),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("position_ids", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("seq_row", ctypes.POINTER(ctypes.c_uint32)),
+                ("seq_offset", ctypes.POINTER(ctypes.c_uint32)),
+                ("max_seqlen", ctypes.c_uint32)]
+
+
+class _Diag(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("record", ctypes.c_uint64),
+                ("message", ctypes.c_char * 256)]
+
+
+_lib = None
+
+
+def _library():
+    global _lib
+    if _lib is None:
+        path = os.environ.get("PREPACK_LIBRARY") or ctypes.util.find_library("prepack")
+        if not path:
+            raise RuntimeError(_INSTALL)
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            raise RuntimeError(f"{_INSTALL} ({e})") from None
+        lib.prepack_pack_sequences.argtypes = [
+            ctypes.POINTER(ctypes.POINTER(_Packed)),
+            ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32)),
+            ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t,
+            ctypes.POINTER(_Options), ctypes.POINTER(_Diag)]
+        lib.prepack_packed_free.argtypes = [ctypes.POINTER(_Packed)]
+        _lib = lib
+    return _lib
+
+
+def _view(ptr, n, dtype):
+    return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)
+
+
+def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
+         max_seqs_per_row=0):
+    """Packs a list of token sequences (lists or integer arrays) into rows
+    with the C library's planner, returning rows shaped like ShardSet
+    items (input_ids uint32, cu_seqlens int32, seq_ids uint64), ready for
+    prepack.collate. max_seq_len 0 means the longest sequence. Raises
+    RuntimeError when libprepack is not installed, ValueError on bad input
+    (the library's message)."""
+    lib = _library()
+    arrays = [np.ascontiguousarray(s, dtype=np.uint32) for s in sequences]
+    n = len(arrays)
+    ptrs = (ctypes.POINTER(ctypes.c_uint32) * max(n, 1))(
+        *[a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)) for a in arrays])
+    lengths = (ctypes.c_uint32 * max(n, 1))(*[len(a) for a in arrays])
+    if algo not in _ALGOS or overlong not in _OVERLONG:
+        raise ValueError(f"algo must be one of {list(_ALGOS)} and overlong one of "
+                         f"{list(_OVERLONG)}")
+    opts = _Options(max_seq_len, _ALGOS[algo], _OVERLONG[overlong], max_seqs_per_row)
+    out = ctypes.POINTER(_Packed)()
+    diag = _Diag()
+    rc = lib.prepack_pack_sequences(ctypes.byref(out), ptrs, lengths, n,
+                                    ctypes.byref(opts), ctypes.byref(diag))
+    if rc != 0:
+        raise ValueError(diag.message.decode() or f"prepack error {rc}")
+    try:
+        p = out.contents
+        ids = _view(p.input_ids, p.num_tokens, np.uint32)
+        starts = _view(p.row_start, p.rows + 1, np.int64)
+        cu = _view(p.cu_seqlens, p.num_seqs + 1, np.int64)
+        seq = _view(p.seq_ids, p.num_seqs, np.uint64)
+        rows, k = [], 0
+        for r in range(p.rows):
+            lo, hi = starts[r], starts[r + 1]
+            first = k
+            while k < p.num_seqs and cu[k] < hi:
+                k += 1
+            rows.append({"input_ids": ids[lo:hi],
+                         "cu_seqlens": (cu[first:k + 1] - lo).astype(np.int32),
+                         "seq_ids": seq[first:k]})
+        return rows
+    finally:
+        lib.prepack_packed_free(out)
