@@ -6,14 +6,19 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
 DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
-.PHONY: all deps build demo test test-plain test-sanitize bench clean
+.PHONY: all deps deps-test build build-only demo test test-plain test-sanitize bench clean
 
 all: build
 
 deps:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh build
 
-build: deps
+deps-test:
+	@bash scripts/deps.sh test
+
+build: deps build-only
+
+build-only:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPREPACK_WERROR=ON
 	cmake --build build -j $(JOBS)
 
@@ -25,10 +30,10 @@ demo: build
 
 test: test-plain test-sanitize
 
-test-plain: build
+test-plain: deps-test build-only
 	cd build && ctest --output-on-failure -j $(JOBS)
 
-test-sanitize: deps
+test-sanitize: deps-test
 	cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DPREPACK_SANITIZE=ON -DPREPACK_WERROR=ON -DPREPACK_BUILD_BENCH=OFF
 	cmake --build build-sanitize -j $(JOBS)

@@ -4,11 +4,14 @@
 # with gcc, cmake and make needs nothing else.
 set -euo pipefail
 
+# Building needs the C libraries; testing also the Python package's
+# dependencies (Debian's, for /usr/bin/python3). Usage: deps.sh [build|test]
 packages=(pkg-config g++ libzstd-dev zlib1g-dev libsimdjson-dev libmsgpack-dev
-          libcmocka-dev libxxhash-dev
-          # the Python package's tests (Debian's, for /usr/bin/python3)
-          python3 python3-pytest python3-numpy python3-zstandard
-          python3-msgpack python3-xxhash python3-torch)
+          libxxhash-dev)
+if [ "${1:-test}" = test ]; then
+    packages+=(libcmocka-dev python3 python3-pytest python3-numpy
+               python3-zstandard python3-msgpack python3-xxhash python3-torch)
+fi
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
