@@ -259,6 +259,52 @@ int prepack_pack_sequences(prepack_packed **out, const uint32_t *const *tokens,
 void prepack_packed_free(prepack_packed *p);
 
 /* ------------------------------------------------------------------------ */
+/* Prefill: packing a batch of prompts for inference (Prepacking)              */
+/* ------------------------------------------------------------------------ */
+
+/* Prepacking (Zhao et al. 2024): pack a batch's prompts into rows of
+ * capacity C, prefill them with a block-diagonal causal mask and restarted
+ * positions, then take each prompt's last-token logits and KV cache back
+ * out. Best-fit decreasing by default, as the authors' implementation. */
+typedef struct prepack_prefill_options {
+    uint32_t capacity;   /* C; 0 = the longest prompt */
+    int use_ffd;         /* non-zero: first-fit decreasing instead of the
+                            default best-fit decreasing */
+    uint32_t pad_id;     /* fills the rows past their tokens */
+} prepack_prefill_options;
+
+typedef struct prepack_prefill {
+    size_t rows;                  /* R */
+    uint32_t capacity;            /* C */
+    size_t num_prompts;           /* N (empty prompts are an error) */
+    const uint32_t *input_ids;    /* [R, C], pad_id past each row's tokens */
+    const int32_t *position_ids;  /* [R, C], 0.. per prompt, 0 on padding */
+    const int32_t *prompt_index;  /* [R, C]: input index, -1 on padding */
+    const int32_t *row_tokens;    /* [R]: tokens in each row */
+    const int32_t *cu_seqlens;    /* [N + 1]: the prompts as placed, over
+                                     the rows' tokens concatenated */
+    const int32_t *row_first;     /* [R + 1]: row r holds placed prompts
+                                     row_first[r] .. row_first[r+1]-1 */
+    const uint32_t *order;        /* [N]: input index of each placed prompt
+                                     (placement order) */
+    const uint32_t *prompt_row;   /* [N], by input index: its row */
+    const uint32_t *prompt_start; /* [N]: its first token within the row */
+    const uint32_t *prompt_length;/* [N] */
+    const uint64_t *last_index;   /* [N]: flat index (row * C + start +
+                                     length - 1) of its last token */
+} prepack_prefill;
+
+/* Packs n prompts (tokens[i] of lengths[i] >= 1 ids) for prefill. Every
+ * array is in one allocation owned by *out (prepack_prefill_free). A
+ * prompt longer than the capacity is PREPACK_EOVERLONG. O(n log C + R C). */
+int prepack_prefill_create(prepack_prefill **out,
+                           const uint32_t *const *tokens,
+                           const uint32_t *lengths, size_t n,
+                           const prepack_prefill_options *o,
+                           prepack_diag *diag);
+void prepack_prefill_free(prepack_prefill *p);
+
+/* ------------------------------------------------------------------------ */
 /* The padding report: what packing buys over naive batching                  */
 /* ------------------------------------------------------------------------ */
 

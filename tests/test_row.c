@@ -358,6 +358,61 @@ static void test_pack_in_memory(void **state)
         free(seq[i]);
 }
 
+/* prepack_prefill_create: rows [R, C] and the maps back to each prompt. */
+static void test_prefill(void **state)
+{
+    (void)state;
+    enum { N = 64 };
+    rng r = {12};
+    uint32_t *p[N], len[N];
+    for (size_t i = 0; i < N; i++) {
+        len[i] = rng_range(&r, 1, 300);
+        p[i] = malloc(len[i] * sizeof **p);
+        for (uint32_t k = 0; k < len[i]; k++)
+            p[i][k] = rng_range(&r, 0, 128000);
+    }
+    prepack_prefill_options o = {.pad_id = 7};
+    prepack_prefill *f = NULL;
+    assert_int_equal(prepack_prefill_create(&f, (const uint32_t *const *)p, len,
+                                            N, &o, NULL),
+                     PREPACK_OK);
+    size_t C = f->capacity;
+    assert_int_equal(C, 300 > C ? C : 300); /* the longest prompt */
+    int *seen = calloc(N, sizeof *seen);
+    for (size_t k = 0; k < N; k++)
+        seen[f->order[k]]++;
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(seen[i], 1); /* a permutation */
+        size_t r0 = f->prompt_row[i], s0 = f->prompt_start[i];
+        assert_int_equal(f->prompt_length[i], len[i]);
+        assert_int_equal(f->last_index[i], r0 * C + s0 + len[i] - 1);
+        for (uint32_t k = 0; k < len[i]; k++) {
+            size_t at = r0 * C + s0 + k;
+            assert_int_equal(f->input_ids[at], p[i][k]);
+            assert_int_equal(f->position_ids[at], (int32_t)k);
+            assert_int_equal(f->prompt_index[at], (int32_t)i);
+        }
+    }
+    size_t tokens = 0;
+    for (size_t row = 0; row < f->rows; row++) {
+        for (size_t q = (size_t)f->row_tokens[row]; q < C; q++) {
+            assert_int_equal(f->input_ids[row * C + q], 7);
+            assert_int_equal(f->prompt_index[row * C + q], -1);
+        }
+        tokens += (size_t)f->row_tokens[row];
+    }
+    assert_int_equal(f->cu_seqlens[N], (int32_t)tokens);
+    assert_int_equal(f->row_first[f->rows], N);
+    prepack_prefill_free(f);
+    len[3] = 0;
+    assert_int_equal(prepack_prefill_create(&f, (const uint32_t *const *)p, len,
+                                            N, &o, NULL),
+                     PREPACK_EINVAL);
+    for (size_t i = 0; i < N; i++)
+        free(p[i]);
+    free(seen);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +420,7 @@ int main(void)
         cmocka_unit_test(test_rows_attention_and_labels),
         cmocka_unit_test(test_builder_errors),
         cmocka_unit_test(test_pack_in_memory),
+        cmocka_unit_test(test_prefill),
     };
     return cmocka_run_group_tests_name("row", tests, NULL, NULL);
 }
