@@ -105,7 +105,7 @@ def test_last_token_logits_equal(prompts):
 
 def greedy(model, caches, real, last_logits, lengths, steps=16):
     """Greedy decoding from a left-padded cache: real marks cache slots."""
-    out = []
+    out, seen = [], []
     token = last_logits.argmax(-1)
     pos = torch.tensor(lengths)
     for _ in range(steps):
@@ -113,9 +113,10 @@ def greedy(model, caches, real, last_logits, lengths, steps=16):
         real = torch.cat([real, torch.ones(len(lengths), 1, dtype=torch.bool)], 1)
         logits, caches = model(token[:, None], pos[:, None], real[:, None, None, :],
                                past=caches)
+        seen.append(logits[:, -1])
         token = logits[:, -1].argmax(-1)
         pos = pos + 1
-    return torch.stack(out, 1)
+    return torch.stack(out, 1), torch.stack(seen, 1)
 
 
 @torch.no_grad()
@@ -127,7 +128,7 @@ def test_greedy_generation_matches_padded_baseline(prompts):
     # baseline: prefill the left-padded batch, decode
     ids, pos, mask, real = left_padded(prompts, torch.float64)
     logits, caches = model(ids, pos, mask)
-    want = greedy(model, caches, real, logits[:, -1], lengths)
+    want, want_logits = greedy(model, caches, real, logits[:, -1], lengths)
     # prepacked: one prefill over the rows, caches unpacked and left-padded
     pp = pack_prompts(prompts).to_torch()
     logits, packed = model(pp.input_ids, pp.position_ids, pp.attention_mask_4d)
@@ -136,9 +137,11 @@ def test_greedy_generation_matches_padded_baseline(prompts):
         ks, kmask = pp.to_left_padded(pp.unpack(k, dim=2), dim=1)
         vs, _ = pp.to_left_padded(pp.unpack(v, dim=2), dim=1)
         caches.append((ks, vs))
-    got = greedy(model, caches, kmask.bool(), pp.last_token_logits(logits),
-                 lengths)
-    assert torch.equal(got, want)
+    got, got_logits = greedy(model, caches, kmask.bool(),
+                             pp.last_token_logits(logits), lengths)
+    assert torch.equal(got, want)  # the same tokens for every prompt
+    # and the same logits at every step: the unpacked caches are the same
+    assert torch.allclose(got_logits, want_logits, atol=1e-9)
 
 
 def test_errors():
