@@ -150,3 +150,17 @@ def test_errors():
         pack_prompts([[1, 2], []])
     with pytest.raises(ValueError, match="more than max_seq_len"):
         pack_prompts([[1] * 10], capacity=4)
+
+
+def test_docs_example_runs():
+    """examples/prefill.py, the example in docs/PREFILL.md."""
+    needs_library()
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "prefill.py")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "4 prompts -> 3 rows of 7" in run.stdout
+    assert "mask rows: [7, 3, 6, 2]" in run.stdout
