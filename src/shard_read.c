@@ -115,6 +115,11 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
         rc = corrupt(diag, s->path, "cannot read the seek table");
     else if (le32(t) != SKIPPABLE_MAGIC || le32(t + 4) != table - 8)
         rc = corrupt(diag, s->path, "bad seek table frame header");
+    /* No frame may promise more than rows_per_frame rows of L tokens:
+     * a hostile seek table cannot make the reader allocate beyond that. */
+    uint64_t w = r->width, L = r->m.max_seq_len;
+    uint64_t most = (uint64_t)r->m.rows_per_frame *
+                        (L * (w + 4 + 8 + 4 + 1) + 4 + 128) + 16;
     uint64_t at = 0;
     for (uint32_t i = 0; rc == PREPACK_OK && i < n; i++) {
         const unsigned char *e = t + 8 + 12 * (size_t)i;
@@ -124,6 +129,13 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
         f->decompressed = le32(e + 4);
         f->checksum = le32(e + 8);
         at += f->compressed;
+        if (f->decompressed > most)
+            rc = corrupt(diag, s->path,
+                         "frame %u claims %u bytes, more than %llu rows of "
+                         "%llu tokens can hold",
+                         i, f->decompressed,
+                         (unsigned long long)r->m.rows_per_frame,
+                         (unsigned long long)L);
     }
     if (rc == PREPACK_OK && at != size - table)
         rc = corrupt(diag, s->path,
