@@ -1,8 +1,31 @@
 /* prepack pack: ingest, plan, build rows, write a shard set, report. */
+#define _POSIX_C_SOURCE 200809L /* sigaction */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+
+/* SIGINT/SIGTERM stop the write loop between rows, so the writer can remove
+ * its temporary shard before exiting: an interrupted pack leaves neither a
+ * manifest nor a half-written file. (SIGKILL cannot be caught; it leaves a
+ * .tmp shard that the next --overwrite removes, and still no manifest.) */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    interrupted = sig;
+}
+
+static void catch_interrupts(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static const char pack_help[] =
     "usage: prepack pack INPUT... -o DIR --max-seq-len L [OPTIONS]\n"
@@ -55,6 +78,13 @@ static int write_rows(const job_args *a, const lengths_source *src,
                                    &a->writer, &d);
     size_t rows = rc == PREPACK_OK ? prepack_plan_row_count(plan) : 0;
     for (size_t r = 0; rc == PREPACK_OK && r < rows; r++) {
+        if (interrupted) {
+            prepack_writer_free(w); /* removes the temporary shard */
+            prepack_row_builder_free(b);
+            fprintf(stderr, "prepack pack: interrupted; %s has no manifest\n",
+                    a->out_dir);
+            return 128 + interrupted;
+        }
         prepack_row row;
         rc = prepack_row_builder_get(b, r, &row);
         if (rc == PREPACK_OK)
@@ -86,6 +116,7 @@ int cmd_pack(int argc, char **argv)
     int rc = parse_job_args(argc, argv, "pack", pack_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
+    catch_interrupts();
     progress prog;
     progress_init(&prog, a.quiet);
     a.progress = &prog;

@@ -202,6 +202,25 @@ for delay in 0.02 0.1 0.2 0.3 5; do
         ok
     fi
 done
+# SIGINT: the run stops between rows and removes its temporary shard
+for delay in 0.05 0.15; do
+    rm -rf "$tmp/interrupted"
+    "$prepack" pack "$tmp/random.u16" --format raw-u16 --doc-sep 7 \
+        -o "$tmp/interrupted" --max-seq-len 512 --overlong split --level 19 \
+        --rows-per-frame 8 --shard-rows 64 >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -INT "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    code=$?
+    if [ -f "$tmp/interrupted/manifest.json" ]; then
+        expect_exit 0 "$prepack" verify "$tmp/interrupted" # finished first
+    else
+        [ "$code" -ne 0 ] && ok || bad "interrupted pack exited 0 without a manifest"
+        [ -z "$(ls "$tmp/interrupted" 2>/dev/null | grep tmp)" ] && ok ||
+            bad "SIGINT left a temporary file"
+    fi
+done
 # a killed run's leftovers are replaced with --overwrite
 expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/killed" --max-seq-len 64 --overwrite
 [ -z "$(ls "$tmp/killed" | grep tmp)" ] && ok || bad "temporary files left after --overwrite"
