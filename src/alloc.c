@@ -58,3 +58,39 @@ void prepack_free(void *ptr, const prepack_allocator *allocator)
 {
     pp_free(allocator, ptr);
 }
+
+int pp_grow(const prepack_allocator *a, void **arr, size_t *cap, size_t need,
+            size_t elem)
+{
+    if (need <= *cap)
+        return PREPACK_OK;
+    size_t n = *cap ? *cap + *cap / 2 : 64;
+    if (n < need)
+        n = need;
+    void *p = pp_realloc(a, *arr, n, elem);
+    if (!p)
+        return PREPACK_ENOMEM;
+    *arr = p;
+    *cap = n;
+    return PREPACK_OK;
+}
+
+void *pp_alloc_parts(const size_t *bytes, size_t count, void **part)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = (bytes[i] + 7) & ~(size_t)7; /* 8-byte aligned parts */
+        if (n < bytes[i] || total + n < total)
+            return NULL;
+        total += n;
+    }
+    unsigned char *block = pp_calloc(NULL, 1, total);
+    if (!block)
+        return NULL;
+    unsigned char *at = block;
+    for (size_t i = 0; i < count; i++) {
+        part[i] = at;
+        at += (bytes[i] + 7) & ~(size_t)7;
+    }
+    return block;
+}

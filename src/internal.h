@@ -19,6 +19,16 @@ void *pp_calloc(const prepack_allocator *a, size_t count, size_t size);
 void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
                  size_t size);
 void pp_free(const prepack_allocator *a, void *p);
+/* One zeroed allocation (libc's, freed with pp_free(NULL, ...)) holding
+ * `count` parts of bytes[i] bytes, each 8-byte aligned; part[i] receives
+ * each part's address, part[0] being the block's. NULL when out of memory
+ * or when the sizes overflow. For results handed out as one block. */
+void *pp_alloc_parts(const size_t *bytes, size_t count, void **part);
+/* Makes *arr hold at least `need` elements of `elem` bytes, growing *cap by
+ * half (so appending one at a time is O(1) amortised). PREPACK_ENOMEM
+ * leaves *arr and *cap as they were. */
+int pp_grow(const prepack_allocator *a, void **arr, size_t *cap, size_t need,
+            size_t elem);
 
 /* ---- descriptors (io.c) ------------------------------------------------ */
 

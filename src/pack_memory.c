@@ -4,16 +4,6 @@
 
 #include "internal.h"
 
-/* The packed result and its arrays, allocated as one block. */
-typedef struct packed_block {
-    prepack_packed pub; /* first: its address is the block's */
-} packed_block;
-
-static size_t align8(size_t n)
-{
-    return (n + 7) & ~(size_t)7;
-}
-
 static uint32_t longest(const uint32_t *lengths, size_t n)
 {
     uint32_t m = 0;
@@ -22,40 +12,32 @@ static uint32_t longest(const uint32_t *lengths, size_t n)
     return m;
 }
 
-/* Carves the arrays out of one block sized for R rows, S sequences, T
- * tokens and n inputs. */
-static packed_block *alloc_block(size_t R, size_t S, size_t T, size_t n)
+/* The result and its arrays in one block, sized for R rows, S sequences,
+ * T tokens and n inputs. */
+static prepack_packed *alloc_block(size_t R, size_t S, size_t T, size_t n)
 {
-    size_t sizes[] = {align8(sizeof(packed_block)),
-                      align8(T * 4),           /* input_ids */
-                      align8((R + 1) * 4),     /* row_start */
-                      align8((S + 1) * 4),     /* cu_seqlens */
-                      align8(T * 4),           /* position_ids */
-                      align8(S * 8),           /* seq_ids */
-                      align8(n * 4),           /* seq_row */
-                      align8(n * 4)};          /* seq_offset */
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
-        total += sizes[i];
-    unsigned char *p = pp_calloc(NULL, 1, total);
+    size_t bytes[] = {sizeof(prepack_packed), T * 4 /* input_ids */,
+                      (R + 1) * 4 /* row_start */, (S + 1) * 4 /* cu */,
+                      T * 4 /* position_ids */, S * 8 /* seq_ids */,
+                      n * 4 /* seq_row */, n * 4 /* seq_offset */};
+    void *part[sizeof bytes / sizeof *bytes];
+    prepack_packed *p = pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes,
+                                       part);
     if (!p)
         return NULL;
-    packed_block *b = (packed_block *)(void *)p;
-    unsigned char *at = p + sizes[0];
-    b->pub.input_ids = (const uint32_t *)(void *)at;
-    b->pub.row_start = (const int32_t *)(void *)(at += sizes[1]);
-    b->pub.cu_seqlens = (const int32_t *)(void *)(at += sizes[2]);
-    b->pub.position_ids = (const int32_t *)(void *)(at += sizes[3]);
-    b->pub.seq_ids = (const uint64_t *)(void *)(at += sizes[4]);
-    b->pub.seq_row = (const uint32_t *)(void *)(at += sizes[5]);
-    b->pub.seq_offset = (const uint32_t *)(void *)(at += sizes[6]);
-    return b;
+    p->input_ids = part[1];
+    p->row_start = part[2];
+    p->cu_seqlens = part[3];
+    p->position_ids = part[4];
+    p->seq_ids = part[5];
+    p->seq_row = part[6];
+    p->seq_offset = part[7];
+    return p;
 }
 
-static void lay_out(packed_block *b, const prepack_plan *plan,
+static void lay_out(prepack_packed *p, const prepack_plan *plan,
                     const uint32_t *const *tokens, size_t n)
 {
-    prepack_packed *p = &b->pub;
     uint32_t *ids = (uint32_t *)p->input_ids;
     int32_t *rs = (int32_t *)p->row_start, *cu = (int32_t *)p->cu_seqlens;
     int32_t *pos = (int32_t *)p->position_ids;
@@ -116,24 +98,24 @@ int prepack_pack_sequences(prepack_packed **out, const uint32_t *const *tokens,
                        "%llu tokens: more than int32 cu_seqlens hold",
                        (unsigned long long)plan->stats.tokens);
     }
-    packed_block *b = alloc_block(plan->rows, plan->items,
-                                  (size_t)plan->stats.tokens, n);
+    prepack_packed *b = alloc_block(plan->rows, plan->items,
+                                    (size_t)plan->stats.tokens, n);
     if (!b) {
         prepack_plan_free(plan);
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
     }
-    b->pub.rows = plan->rows;
-    b->pub.num_seqs = plan->items;
-    b->pub.num_tokens = (size_t)plan->stats.tokens;
-    b->pub.max_seq_len = po.max_seq_len;
+    b->rows = plan->rows;
+    b->num_seqs = plan->items;
+    b->num_tokens = (size_t)plan->stats.tokens;
+    b->max_seq_len = po.max_seq_len;
     lay_out(b, plan, tokens, n);
     prepack_plan_free(plan);
-    *out = &b->pub;
+    *out = b;
     return PREPACK_OK;
 }
 
 void prepack_packed_free(prepack_packed *p)
 {
-    pp_free(NULL, p); /* the block starts with it */
+    pp_free(NULL, p); /* the block starts with it (pp_alloc_parts) */
 }

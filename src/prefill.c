@@ -5,37 +5,28 @@
 
 #include "internal.h"
 
-static size_t a8(size_t n)
-{
-    return (n + 7) & ~(size_t)7;
-}
-
 /* One block: the struct, then every array. */
 static prepack_prefill *alloc_block(size_t R, size_t C, size_t N)
 {
-    size_t sizes[] = {a8(sizeof(prepack_prefill)), a8(R * C * 4),
-                      a8(R * C * 4), a8(R * C * 4), a8(R * 4),
-                      a8((N + 1) * 4), a8((R + 1) * 4), a8(N * 4),
-                      a8(N * 4), a8(N * 4), a8(N * 4), a8(N * 8)};
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
-        total += sizes[i];
-    unsigned char *p = pp_calloc(NULL, 1, total);
-    if (!p)
+    size_t bytes[] = {sizeof(prepack_prefill), R * C * 4, R * C * 4,
+                      R * C * 4, R * 4, (N + 1) * 4, (R + 1) * 4, N * 4,
+                      N * 4, N * 4, N * 4, N * 8};
+    void *part[sizeof bytes / sizeof *bytes];
+    prepack_prefill *f = pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes,
+                                        part);
+    if (!f)
         return NULL;
-    prepack_prefill *f = (prepack_prefill *)(void *)p;
-    unsigned char *at = p + sizes[0];
-    f->input_ids = (const uint32_t *)(void *)at;
-    f->position_ids = (const int32_t *)(void *)(at += sizes[1]);
-    f->prompt_index = (const int32_t *)(void *)(at += sizes[2]);
-    f->row_tokens = (const int32_t *)(void *)(at += sizes[3]);
-    f->cu_seqlens = (const int32_t *)(void *)(at += sizes[4]);
-    f->row_first = (const int32_t *)(void *)(at += sizes[5]);
-    f->order = (const uint32_t *)(void *)(at += sizes[6]);
-    f->prompt_row = (const uint32_t *)(void *)(at += sizes[7]);
-    f->prompt_start = (const uint32_t *)(void *)(at += sizes[8]);
-    f->prompt_length = (const uint32_t *)(void *)(at += sizes[9]);
-    f->last_index = (const uint64_t *)(void *)(at += sizes[10]);
+    f->input_ids = part[1];
+    f->position_ids = part[2];
+    f->prompt_index = part[3];
+    f->row_tokens = part[4];
+    f->cu_seqlens = part[5];
+    f->row_first = part[6];
+    f->order = part[7];
+    f->prompt_row = part[8];
+    f->prompt_start = part[9];
+    f->prompt_length = part[10];
+    f->last_index = part[11];
     return f;
 }
 

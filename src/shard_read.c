@@ -270,18 +270,6 @@ prepack_dtype prepack_reader_token_dtype(const prepack_reader *r)
 
 /* ---- frames ------------------------------------------------------------------- */
 
-static int ensure(unsigned char **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    unsigned char *p = realloc(*buf, need);
-    if (!p)
-        return -1;
-    *buf = p;
-    *cap = need;
-    return 0;
-}
-
 /* Decompresses, checks and parses frame f of shard s into r->unp. */
 static int load_frame(prepack_reader *r, size_t si, size_t f,
                       prepack_diag *diag)
@@ -300,8 +288,9 @@ static int load_frame(prepack_reader *r, size_t si, size_t f,
             return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                            "cannot open %s: %s", s->path, strerror(errno));
     }
-    if (ensure(&r->cbuf, &r->cbuf_cap, e->compressed) ||
-        ensure(&r->dbuf, &r->dbuf_cap, (size_t)e->decompressed + 1))
+    if (pp_grow(NULL, (void **)&r->cbuf, &r->cbuf_cap, e->compressed, 1) ||
+        pp_grow(NULL, (void **)&r->dbuf, &r->dbuf_cap,
+                (size_t)e->decompressed + 1, 1))
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
     if (pp_read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)

@@ -217,22 +217,6 @@ uint64_t prepack_writer_bytes(const prepack_writer *w)
 
 /* ---- shards and frames ------------------------------------------------------ */
 
-static int grow(const prepack_allocator *a, void **arr, size_t *cap,
-                size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return PREPACK_OK;
-    size_t n = *cap ? *cap * 2 : 64;
-    while (n < need)
-        n *= 2;
-    void *p = pp_realloc(a, *arr, n, elem);
-    if (!p)
-        return PREPACK_ENOMEM;
-    *arr = p;
-    *cap = n;
-    return PREPACK_OK;
-}
-
 static int shard_write(prepack_writer *w, const void *p, size_t n,
                        prepack_diag *diag)
 {
@@ -264,7 +248,7 @@ static int write_result(prepack_writer *w, const pp_frame_result *f,
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "compressing a frame failed: %s",
                        ZSTD_getErrorName(f->error));
-    if (grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
+    if (pp_grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
              sizeof *w->seek) != PREPACK_OK)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
@@ -354,7 +338,7 @@ static int close_shard(prepack_writer *w, prepack_diag *diag)
     if (rc == PREPACK_OK && fsync(w->fd) != 0)
         rc = io_fail(diag, "fsync", w->tmp_path);
     if (rc == PREPACK_OK &&
-        grow(w->alloc, (void **)&w->shards, &w->shards_cap, w->nshards + 1,
+        pp_grow(w->alloc, (void **)&w->shards, &w->shards_cap, w->nshards + 1,
              sizeof *w->shards) != PREPACK_OK)
         rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                      "out of memory");

@@ -165,26 +165,10 @@ static const char *default_tmp_dir(void)
 
 /* ---- growing arrays ---------------------------------------------------- */
 
-static int grow(const prepack_allocator *a, void **arr, size_t *cap,
-                size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return PREPACK_OK;
-    size_t n = *cap ? *cap + *cap / 2 : 1024;
-    if (n < need)
-        n = need;
-    void *p = pp_realloc(a, *arr, n, elem);
-    if (!p)
-        return PREPACK_ENOMEM;
-    *arr = p;
-    *cap = n;
-    return PREPACK_OK;
-}
-
 static int add_source(prepack_store *s, int fd, unsigned width, int is_signed,
                       uint64_t size, size_t *index)
 {
-    if (grow(s->allocp, (void **)&s->sources, &s->sources_cap,
+    if (pp_grow(s->allocp, (void **)&s->sources, &s->sources_cap,
              s->nsources + 1, sizeof *s->sources) != PREPACK_OK)
         return PREPACK_ENOMEM;
     source *src = &s->sources[s->nsources];
@@ -278,17 +262,17 @@ static int push_sequence(prepack_store *s, size_t src, uint64_t offset,
 {
     const prepack_allocator *a = s->allocp;
     size_t cap = s->cap;
-    if (grow(a, (void **)&s->lengths, &cap, s->count + 1,
+    if (pp_grow(a, (void **)&s->lengths, &cap, s->count + 1,
              sizeof *s->lengths) != PREPACK_OK ||
-        grow(a, (void **)&s->offsets, &s->cap, s->count + 1,
+        pp_grow(a, (void **)&s->offsets, &s->cap, s->count + 1,
              sizeof *s->offsets) != PREPACK_OK)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory for %zu sequences", s->count + 1);
     if (s->nseg == 0 || s->seg_source[s->nseg - 1] != src) {
         size_t seg_cap = s->seg_cap;
-        if (grow(a, (void **)&s->seg_first, &seg_cap, s->nseg + 1,
+        if (pp_grow(a, (void **)&s->seg_first, &seg_cap, s->nseg + 1,
                  sizeof *s->seg_first) != PREPACK_OK ||
-            grow(a, (void **)&s->seg_source, &s->seg_cap, s->nseg + 1,
+            pp_grow(a, (void **)&s->seg_source, &s->seg_cap, s->nseg + 1,
                  sizeof *s->seg_source) != PREPACK_OK)
             return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                            "out of memory");
@@ -297,7 +281,7 @@ static int push_sequence(prepack_store *s, size_t src, uint64_t offset,
     }
     prepack_input_info *in = current_input(s);
     if (s->doc_pending) {
-        if (grow(a, (void **)&s->doc_start, &s->docs_cap, s->docs + 1,
+        if (pp_grow(a, (void **)&s->doc_start, &s->docs_cap, s->docs + 1,
                  sizeof *s->doc_start) != PREPACK_OK)
             return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                            "out of memory");
@@ -574,7 +558,7 @@ int prepack_store_begin_document(prepack_store *s)
 int prepack_store_begin_input(prepack_store *s, const char *path,
                               prepack_format format)
 {
-    if (grow(s->allocp, (void **)&s->inputs, &s->inputs_cap, s->ninputs + 1,
+    if (pp_grow(s->allocp, (void **)&s->inputs, &s->inputs_cap, s->ninputs + 1,
              sizeof *s->inputs) != PREPACK_OK)
         return PREPACK_ENOMEM;
     size_t len = strlen(path);

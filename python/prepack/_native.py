@@ -60,8 +60,20 @@ def _library():
     return _lib
 
 
-def _view(ptr, n, dtype):
+def copy_array(ptr, n, dtype):
+    """Copies n elements the library owns into a new numpy array."""
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)
+
+
+def sequence_args(sequences):
+    """The (arrays, pointers, lengths, n) that the library's packers take for
+    a list of token sequences; keep `arrays` alive until the call returns."""
+    arrays = [np.ascontiguousarray(s, dtype=np.uint32) for s in sequences]
+    n = len(arrays)
+    ptrs = (ctypes.POINTER(ctypes.c_uint32) * max(n, 1))(
+        *[a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)) for a in arrays])
+    lengths = (ctypes.c_uint32 * max(n, 1))(*[len(a) for a in arrays])
+    return arrays, ptrs, lengths, n
 
 
 def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
@@ -73,11 +85,7 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
     RuntimeError when libprepack is not installed, ValueError on bad input
     (the library's message)."""
     lib = _library()
-    arrays = [np.ascontiguousarray(s, dtype=np.uint32) for s in sequences]
-    n = len(arrays)
-    ptrs = (ctypes.POINTER(ctypes.c_uint32) * max(n, 1))(
-        *[a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)) for a in arrays])
-    lengths = (ctypes.c_uint32 * max(n, 1))(*[len(a) for a in arrays])
+    arrays, ptrs, lengths, n = sequence_args(sequences)
     if algo not in _ALGOS or overlong not in _OVERLONG:
         raise ValueError(f"algo must be one of {list(_ALGOS)} and overlong one of "
                          f"{list(_OVERLONG)}")
@@ -90,10 +98,10 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
         raise ValueError(diag.message.decode() or f"prepack error {rc}")
     try:
         p = out.contents
-        ids = _view(p.input_ids, p.num_tokens, np.uint32)
-        starts = _view(p.row_start, p.rows + 1, np.int64)
-        cu = _view(p.cu_seqlens, p.num_seqs + 1, np.int64)
-        seq = _view(p.seq_ids, p.num_seqs, np.uint64)
+        ids = copy_array(p.input_ids, p.num_tokens, np.uint32)
+        starts = copy_array(p.row_start, p.rows + 1, np.int64)
+        cu = copy_array(p.cu_seqlens, p.num_seqs + 1, np.int64)
+        seq = copy_array(p.seq_ids, p.num_seqs, np.uint64)
         rows, k = [], 0
         for r in range(p.rows):
             lo, hi = starts[r], starts[r + 1]

@@ -52,9 +52,7 @@ def _bind(lib):
     return lib
 
 
-def _copy(ptr, n, dtype):
-    return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else \
-        np.zeros(0, dtype)
+_copy = _native.copy_array
 
 
 def _is_torch(x):
@@ -142,11 +140,7 @@ def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
     tokens (default: the longest prompt) with best-fit decreasing (or
     algo="ffd"), through libprepack. Returns a PackedPrompts."""
     lib = _bind(_native._library())
-    arrays = [np.ascontiguousarray(p, dtype=np.uint32) for p in prompts]
-    n = len(arrays)
-    ptrs = (ctypes.POINTER(ctypes.c_uint32) * max(n, 1))(
-        *[a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)) for a in arrays])
-    lengths = (ctypes.c_uint32 * max(n, 1))(*[len(a) for a in arrays])
+    arrays, ptrs, lengths, n = _native.sequence_args(prompts)
     if algo not in ("bfd", "ffd"):
         raise ValueError("algo must be 'bfd' or 'ffd'")
     opts = _Options(capacity or 0, 1 if algo == "ffd" else 0, pad_id)

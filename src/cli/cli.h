@@ -59,9 +59,10 @@ void release_lengths(lengths_source *src);
 /* Draws the report to --svg FILE, if asked. */
 int write_svg(const job_args *a, const prepack_report *r,
               const prepack_plan *plan, const lengths_source *src);
-/* Reports a planner failure in terms of the input; returns EXIT_DATA. */
-int plan_error(const job_args *a, const lengths_source *src, int rc,
-               const prepack_diag *d);
+/* Plans the rows and computes the report; a planner failure is reported in
+ * terms of the input (file and record) and returns EXIT_DATA. */
+int plan_and_report(job_args *a, const lengths_source *src,
+                    prepack_plan **plan, prepack_report *report);
 
 /* ---- report_print.c ------------------------------------------------------------ */
 

@@ -7,7 +7,7 @@
 
 /* A planner failure, told in terms of the input: for a lengths file the
  * line is the sequence + 1; for inputs, the input and its record. */
-int plan_error(const job_args *a, const lengths_source *src, int rc,
+static int plan_error(const job_args *a, const lengths_source *src, int rc,
                       const prepack_diag *d)
 {
     const char *hint = "(choose --overlong truncate, split or drop)";
@@ -29,6 +29,19 @@ int plan_error(const job_args *a, const lengths_source *src, int rc,
         }
     }
     return data_error("%s", d->message[0] ? d->message : prepack_strerror(rc));
+}
+
+int plan_and_report(job_args *a, const lengths_source *src,
+                    prepack_plan **plan, prepack_report *report)
+{
+    prepack_diag diag = {0};
+    a->plan.diag = &diag;
+    int rc = prepack_plan_create(plan, src->lengths, src->n, &a->plan);
+    a->plan.diag = NULL;
+    if (rc == PREPACK_OK)
+        rc = prepack_report_compute(*plan, src->lengths, src->n,
+                                    a->batch_size, report);
+    return rc == PREPACK_OK ? EXIT_OK : plan_error(a, src, rc, &diag);
 }
 
 static int load_lengths_file(const job_args *a, lengths_source *src)

@@ -128,16 +128,10 @@ int cmd_pack(int argc, char **argv)
     prepack_report report;
     pack_result out = {0};
     if (rc == EXIT_OK) {
-        prepack_diag diag = {0};
-        a.plan.diag = &diag;
-        int prc = prepack_plan_create(&plan, src.lengths, src.n, &a.plan);
-        if (prc == PREPACK_OK)
-            prc = prepack_report_compute(plan, src.lengths, src.n,
-                                         a.batch_size, &report);
-        a.plan.diag = NULL;
+        rc = plan_and_report(&a, &src, &plan, &report);
         t2 = now_seconds();
-        rc = prc == PREPACK_OK ? write_rows(&a, &src, plan, &report, &out)
-                               : plan_error(&a, &src, prc, &diag);
+        if (rc == EXIT_OK)
+            rc = write_rows(&a, &src, plan, &report, &out);
         t3 = now_seconds();
     }
     if (rc == EXIT_OK)

@@ -67,18 +67,13 @@ int cmd_stats(int argc, char **argv)
     }
     double t1 = now_seconds();
 
-    prepack_diag diag = {0};
-    a.plan.diag = &diag;
     prepack_plan *plan = NULL;
-    int prc = prepack_plan_create(&plan, src.lengths, src.n, &a.plan);
-    double t2 = now_seconds();
     prepack_report report;
-    if (prc == PREPACK_OK)
-        prc = prepack_report_compute(plan, src.lengths, src.n, a.batch_size,
-                                     &report);
-    if (prc != PREPACK_OK) {
-        rc = plan_error(&a, &src, prc, &diag);
-    } else if ((rc = write_svg(&a, &report, plan, &src)) == EXIT_OK) {
+    rc = plan_and_report(&a, &src, &plan, &report);
+    double t2 = now_seconds();
+    if (rc == EXIT_OK)
+        rc = write_svg(&a, &report, plan, &src);
+    if (rc == EXIT_OK) {
         char b[32];
         char line[96];
         snprintf(line, sizeof line, "prepack stats: %s tokens planned",
