@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     put(path, manifest, (size_t)n);
     prepack_reader *r = NULL;
     prepack_diag d;
-    if (prepack_reader_open(&r, dir, &d) == PREPACK_OK) {
+    if (prepack_reader_open(&r, dir, NULL, &d) == PREPACK_OK) {
         prepack_reader_verify(r, NULL, NULL);
         size_t pick[3] = {0, 1, 2};
         prepack_batch b;

@@ -655,11 +655,21 @@ void prepack_writer_free(prepack_writer *w);
 
 typedef struct prepack_reader prepack_reader;
 
+typedef struct prepack_reader_options {
+    /* NULL = libc. Everything the reader allocates goes through it (its
+     * buffers, zstd's context) except msgpack-c's per-frame zone, which
+     * uses malloc; its failure is still PREPACK_ENOMEM. */
+    const prepack_allocator *allocator;
+} prepack_reader_options;
+
 /* Opens a shard set: reads and checks manifest.json and each shard's seek
- * table. Errors name the file and the cause (PREPACK_EIO, PREPACK_EFORMAT,
- * PREPACK_ECORRUPT). */
+ * table (o may be NULL). Nothing a file says can make the reader allocate
+ * more than the manifest's shard count, each seek table (checked against
+ * the file's size) and rows_per_frame rows of max_seq_len tokens per
+ * frame. Errors name the file and the cause (PREPACK_EIO, PREPACK_EFORMAT,
+ * PREPACK_ECORRUPT, PREPACK_ENOMEM). */
 int prepack_reader_open(prepack_reader **out, const char *dir,
-                        prepack_diag *diag);
+                        const prepack_reader_options *o, prepack_diag *diag);
 void prepack_reader_free(prepack_reader *r);
 size_t prepack_reader_row_count(const prepack_reader *r);
 uint32_t prepack_reader_max_seq_len(const prepack_reader *r);

@@ -13,24 +13,25 @@ struct pp_batch_buffers {
     size_t tokens_cap, seqs_cap, dense_cap;
 };
 
-void pp_batch_buffers_free(pp_batch_buffers *b)
+void pp_batch_buffers_free(const prepack_allocator *a, pp_batch_buffers *b)
 {
     if (!b)
         return;
-    pp_free(NULL, b->ids);
-    pp_free(NULL, b->pos);
-    pp_free(NULL, b->doc);
-    pp_free(NULL, b->lab);
-    pp_free(NULL, b->cu);
-    pp_free(NULL, b->seq);
-    pp_free(NULL, b->attn);
-    pp_free(NULL, b->dense);
-    pp_free(NULL, b);
+    pp_free(a, b->ids);
+    pp_free(a, b->pos);
+    pp_free(a, b->doc);
+    pp_free(a, b->lab);
+    pp_free(a, b->cu);
+    pp_free(a, b->seq);
+    pp_free(a, b->attn);
+    pp_free(a, b->dense);
+    pp_free(a, b);
 }
 
-static int grow_to(void **p, size_t need, size_t elem)
+static int grow_to(const prepack_allocator *a, void **p, size_t need,
+                   size_t elem)
 {
-    void *q = pp_realloc(NULL, *p, need, elem);
+    void *q = pp_realloc(a, *p, need, elem);
     if (!q)
         return -1;
     *p = q;
@@ -39,28 +40,28 @@ static int grow_to(void **p, size_t need, size_t elem)
 
 /* Room for `tokens` token slots, `seqs` sequences and `dense` mask bytes;
  * capacities double, so a flat batch grown row by row costs O(total). */
-static int reserve(pp_batch_buffers *b, size_t tokens, size_t seqs,
-                   size_t dense)
+static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
+                   size_t tokens, size_t seqs, size_t dense)
 {
     if (tokens > b->tokens_cap) {
         size_t cap = tokens > 2 * b->tokens_cap ? tokens : 2 * b->tokens_cap;
-        if (grow_to((void **)&b->ids, cap, sizeof *b->ids) ||
-            grow_to((void **)&b->pos, cap, sizeof *b->pos) ||
-            grow_to((void **)&b->doc, cap, sizeof *b->doc) ||
-            grow_to((void **)&b->lab, cap, sizeof *b->lab) ||
-            grow_to((void **)&b->attn, cap, 1))
+        if (grow_to(a, (void **)&b->ids, cap, sizeof *b->ids) ||
+            grow_to(a, (void **)&b->pos, cap, sizeof *b->pos) ||
+            grow_to(a, (void **)&b->doc, cap, sizeof *b->doc) ||
+            grow_to(a, (void **)&b->lab, cap, sizeof *b->lab) ||
+            grow_to(a, (void **)&b->attn, cap, 1))
             return -1;
         b->tokens_cap = cap;
     }
     if (seqs + 1 > b->seqs_cap) {
         size_t cap = seqs + 1 > 2 * b->seqs_cap ? seqs + 1 : 2 * b->seqs_cap;
-        if (grow_to((void **)&b->cu, cap, sizeof *b->cu) ||
-            grow_to((void **)&b->seq, cap, sizeof *b->seq))
+        if (grow_to(a, (void **)&b->cu, cap, sizeof *b->cu) ||
+            grow_to(a, (void **)&b->seq, cap, sizeof *b->seq))
             return -1;
         b->seqs_cap = cap;
     }
     if (dense > b->dense_cap) {
-        if (grow_to((void **)&b->dense, dense, 1))
+        if (grow_to(a, (void **)&b->dense, dense, 1))
             return -1;
         b->dense_cap = dense;
     }
@@ -88,7 +89,8 @@ static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
     }
 }
 
-int pp_reader_batch(prepack_reader *r, pp_batch_buffers **bufs,
+int pp_reader_batch(prepack_reader *r, const prepack_allocator *a,
+                    pp_batch_buffers **bufs,
                     const size_t *rows, size_t n,
                     const prepack_batch_options *o, prepack_batch *out,
                     prepack_diag *diag)
@@ -96,7 +98,7 @@ int pp_reader_batch(prepack_reader *r, pp_batch_buffers **bufs,
     prepack_batch_options none = {0};
     if (!o)
         o = &none;
-    if (!*bufs && !(*bufs = pp_calloc(NULL, 1, sizeof **bufs)))
+    if (!*bufs && !(*bufs = pp_calloc(a, 1, sizeof **bufs)))
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
     pp_batch_buffers *b = *bufs;
@@ -112,7 +114,7 @@ int pp_reader_batch(prepack_reader *r, pp_batch_buffers **bufs,
         size_t width = o->padded ? L : row.num_tokens;
         size_t at = o->padded ? i * L : tokens;
         size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
-        if (reserve(b, at + width, seqs + row.num_seqs, dense))
+        if (reserve(a, b, at + width, seqs + row.num_seqs, dense))
             return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                            "out of memory for a batch of %zu rows", n);
         b->cu[0] = 0;

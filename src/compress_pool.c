@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createCCtx_advanced */
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -30,6 +31,7 @@ typedef struct job {
 } job;
 
 struct pp_pool {
+    const prepack_allocator *alloc; /* everything below, zstd's too */
     int threads;
     int level;
     job *ring;
@@ -43,9 +45,20 @@ struct pp_pool {
     int stop;
 };
 
-static ZSTD_CCtx *new_cctx(int level)
+static void *zstd_alloc(void *opaque, size_t size)
 {
-    ZSTD_CCtx *c = ZSTD_createCCtx();
+    return pp_alloc(opaque, size, 1);
+}
+
+static void zstd_free(void *opaque, void *p)
+{
+    pp_free(opaque, p);
+}
+
+static ZSTD_CCtx *new_cctx(const prepack_allocator *a, int level)
+{
+    ZSTD_customMem mem = {zstd_alloc, zstd_free, (void *)a};
+    ZSTD_CCtx *c = a ? ZSTD_createCCtx_advanced(mem) : ZSTD_createCCtx();
     if (c) {
         ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
         ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
@@ -55,12 +68,12 @@ static ZSTD_CCtx *new_cctx(int level)
     return c;
 }
 
-static void compress_job(job *j, ZSTD_CCtx *c)
+static void compress_job(const prepack_allocator *a, job *j, ZSTD_CCtx *c)
 {
     size_t bound = ZSTD_compressBound(j->in_size);
     if (bound > j->out_cap) {
-        free(j->out);
-        j->out = malloc(bound);
+        pp_free(a, j->out);
+        j->out = pp_alloc(a, bound, 1);
         j->out_cap = j->out ? bound : 0;
     }
     j->checksum = (uint32_t)XXH64(j->in, j->in_size, 0);
@@ -92,7 +105,7 @@ static void *worker(void *arg)
         }
         j->state = RUNNING;
         pthread_mutex_unlock(&p->mu);
-        compress_job(j, p->cctx[me]);
+        compress_job(p->alloc, j, p->cctx[me]);
         pthread_mutex_lock(&p->mu);
         j->state = DONE;
         pthread_cond_broadcast(&p->done);
@@ -101,22 +114,24 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int pp_pool_create(pp_pool **out, int threads, int level)
+int pp_pool_create(pp_pool **out, int threads, int level,
+                   const prepack_allocator *a)
 {
     *out = NULL;
-    pp_pool *p = calloc(1, sizeof *p);
+    pp_pool *p = pp_calloc(a, 1, sizeof *p);
     if (!p)
         return PREPACK_ENOMEM;
+    p->alloc = a;
     p->threads = threads > 1 ? threads : 0;
     p->level = level;
     p->cap = p->threads ? 2 * (size_t)p->threads : 1;
     size_t contexts = p->threads ? (size_t)p->threads : 1;
-    p->ring = calloc(p->cap, sizeof *p->ring);
-    p->cctx = calloc(contexts, sizeof *p->cctx);
-    p->workers = calloc(contexts, sizeof *p->workers);
+    p->ring = pp_calloc(a, p->cap, sizeof *p->ring);
+    p->cctx = pp_calloc(a, contexts, sizeof *p->cctx);
+    p->workers = pp_calloc(a, contexts, sizeof *p->workers);
     int ok = p->ring && p->cctx && p->workers;
     for (size_t i = 0; ok && i < contexts; i++)
-        ok = (p->cctx[i] = new_cctx(level)) != NULL;
+        ok = (p->cctx[i] = new_cctx(a, level)) != NULL;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -145,17 +160,18 @@ void pp_pool_free(pp_pool *p)
     size_t contexts = p->threads ? (size_t)p->threads : 1;
     for (size_t i = 0; p->cctx && i < contexts; i++)
         ZSTD_freeCCtx(p->cctx[i]);
+    const prepack_allocator *a = p->alloc;
     for (size_t i = 0; p->ring && i < p->cap; i++) {
-        free(p->ring[i].in);
-        free(p->ring[i].out);
+        pp_free(a, p->ring[i].in);
+        pp_free(a, p->ring[i].out);
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->done);
-    free(p->ring);
-    free(p->cctx);
-    free(p->workers);
-    free(p);
+    pp_free(a, p->ring);
+    pp_free(a, p->cctx);
+    pp_free(a, p->workers);
+    pp_free(a, p);
 }
 
 int pp_pool_full(const pp_pool *p)
@@ -176,7 +192,7 @@ int pp_pool_submit(pp_pool *p, void *data, size_t size)
         return PREPACK_EINVAL; /* take results first */
     }
     job *j = &p->ring[(p->head + p->count) % p->cap];
-    free(j->in);
+    pp_free(p->alloc, j->in);
     j->in = data;
     j->in_size = size;
     j->error = 0;
@@ -188,7 +204,7 @@ int pp_pool_submit(pp_pool *p, void *data, size_t size)
         return PREPACK_OK;
     }
     pthread_mutex_unlock(&p->mu);
-    compress_job(j, p->cctx[0]); /* no workers: here and now */
+    compress_job(p->alloc, j, p->cctx[0]); /* no workers: here and now */
     j->state = DONE;
     return PREPACK_OK;
 }

@@ -33,6 +33,7 @@ namespace {
 constexpr size_t kFirstChunk = size_t(16) << 20;
 constexpr size_t kMaxChunk = size_t(1) << 30;
 constexpr size_t kMinBatch = size_t(1) << 20;
+constexpr size_t kSmallChunk = size_t(64) << 10;
 
 size_t count_newlines(const unsigned char *p, size_t n);
 
@@ -267,7 +268,7 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
 // Parses buf[0, end); *consumed = bytes of complete documents.
 int JsonlReader::parse_chunk(size_t end, size_t *consumed, size_t *newlines)
 {
-    size_t batch = std::max(kMinBatch,
+    size_t batch = std::max(std::min(kMinBatch, end),
                             longest_line(buf.data(), end, newlines) + 1);
     simdjson::dom::document_stream stream;
     auto err = parser.parse_many(buf.data(), end, batch).get(stream);
@@ -290,7 +291,11 @@ int JsonlReader::parse_chunk(size_t end, size_t *consumed, size_t *newlines)
 
 int JsonlReader::run()
 {
-    cap = kFirstChunk;
+    // A small file gets a buffer its size (it grows when a line needs it):
+    // no 16 MiB buffer, and no parser capacity to match, for a few lines.
+    cap = std::min<uint64_t>(kFirstChunk,
+                             std::max<uint64_t>(kSmallChunk,
+                                                pp_source_size(src) + 1));
     buf.resize(cap + simdjson::SIMDJSON_PADDING);
     for (;;) {
         int rc = fill();

@@ -231,15 +231,17 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
 
 /* What a reader needs of a manifest. */
 typedef struct pp_manifest {
+    const prepack_allocator *alloc; /* what shards was allocated with */
     uint32_t max_seq_len;
     prepack_dtype dtype;
     uint32_t rows_per_frame;
-    pp_shard_info *shards;   /* malloc'd */
+    pp_shard_info *shards;   /* through alloc */
     size_t nshards;
 } pp_manifest;
 
 /* Parses and checks a manifest; errors name `path`. */
-int pp_manifest_read(const char *path, pp_manifest *out, prepack_diag *diag);
+int pp_manifest_read(const char *path, const prepack_allocator *a,
+                     pp_manifest *out, prepack_diag *diag);
 void pp_manifest_free(pp_manifest *m);
 
 /* ---- compressing frames (compress_pool.c) -------------------------------- */
@@ -252,12 +254,15 @@ typedef struct pp_frame_result {
     size_t error;       /* a zstd error code, or 0 */
 } pp_frame_result;
 
-/* threads <= 1: compress on the caller's thread. */
-int pp_pool_create(pp_pool **out, int threads, int level);
+/* threads <= 1: compress on the caller's thread. Buffers and zstd contexts
+ * come from a (NULL = libc), from the workers' threads too. */
+int pp_pool_create(pp_pool **out, int threads, int level,
+                   const prepack_allocator *a);
 void pp_pool_free(pp_pool *p);
 int pp_pool_full(const pp_pool *p);
 int pp_pool_empty(const pp_pool *p);
-/* Takes ownership of data (malloc'd); the pool must not be full. */
+/* Takes ownership of data (from the pool's allocator); the pool must not
+ * be full. */
 int pp_pool_submit(pp_pool *p, void *data, size_t size);
 /* The oldest submitted frame once compressed (waiting if wait): 1, or 0
  * when there is none ready. Results come in submission order. */
@@ -267,11 +272,12 @@ int pp_pool_take(pp_pool *p, int wait, pp_frame_result *out);
 
 typedef struct pp_batch_buffers pp_batch_buffers;
 /* Fills *out from the reader's rows into *bufs (created on first use). */
-int pp_reader_batch(prepack_reader *r, pp_batch_buffers **bufs,
+int pp_reader_batch(prepack_reader *r, const prepack_allocator *a,
+                    pp_batch_buffers **bufs,
                     const size_t *rows, size_t n,
                     const prepack_batch_options *o, prepack_batch *out,
                     prepack_diag *diag);
-void pp_batch_buffers_free(pp_batch_buffers *b);
+void pp_batch_buffers_free(const prepack_allocator *a, pp_batch_buffers *b);
 
 /* ---- the plan (plan.c) ------------------------------------------------- */
 

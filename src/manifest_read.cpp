@@ -48,7 +48,7 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
         return bad(diag, path, "no \"shards\" array");
     m->nshards = shards.size();
     m->shards = static_cast<pp_shard_info *>(
-        calloc(m->nshards ? m->nshards : 1, sizeof *m->shards));
+        pp_calloc(m->alloc, m->nshards ? m->nshards : 1, sizeof *m->shards));
     if (!m->shards)
         throw std::bad_alloc();
     size_t i = 0;
@@ -114,10 +114,11 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
 
 } // namespace
 
-extern "C" int pp_manifest_read(const char *path, pp_manifest *m,
-                                prepack_diag *diag)
+extern "C" int pp_manifest_read(const char *path, const prepack_allocator *a,
+                                pp_manifest *m, prepack_diag *diag)
 {
     std::memset(m, 0, sizeof *m);
+    m->alloc = a;
     try {
         int rc = read_manifest(path, m, diag);
         if (rc != PREPACK_OK)
@@ -132,7 +133,7 @@ extern "C" int pp_manifest_read(const char *path, pp_manifest *m,
 
 extern "C" void pp_manifest_free(pp_manifest *m)
 {
-    free(m->shards);
+    pp_free(m->alloc, m->shards);
     m->shards = nullptr;
     m->nshards = 0;
 }

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <msgpack.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack */
 #include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDCtx_advanced */
 #include <zstd.h>
 
 #include "internal.h"
@@ -37,6 +39,8 @@ typedef struct shard {
 } shard;
 
 struct prepack_reader {
+    prepack_allocator alloc_copy;  /* the caller's, when one was given */
+    const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
     pp_manifest m;
     shard *shards;
     size_t rows;
@@ -103,10 +107,10 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
         return corrupt(diag, s->path,
                        "seek table lists %u frames, %llu rows need %llu", n,
                        (unsigned long long)s->rows, (unsigned long long)want);
-    unsigned char *t = malloc((size_t)table);
-    s->frames = calloc(n ? n : 1, sizeof *s->frames);
+    unsigned char *t = pp_alloc(r->alloc, (size_t)table, 1);
+    s->frames = pp_calloc(r->alloc, n ? n : 1, sizeof *s->frames);
     if (!t || !s->frames) {
-        free(t);
+        pp_free(r->alloc, t);
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
     }
@@ -144,7 +148,7 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
                      (unsigned long long)at,
                      (unsigned long long)(size - table));
     s->nframes = n;
-    free(t);
+    pp_free(r->alloc, t);
     return rc;
 }
 
@@ -176,32 +180,59 @@ static int open_shard(prepack_reader *r, const char *dir, size_t i,
     return rc;
 }
 
+/* zstd's allocation hooks, over the reader's allocator */
+static void *zstd_alloc(void *opaque, size_t size)
+{
+    const prepack_allocator *a = opaque;
+    return pp_alloc(a, size, 1);
+}
+
+static void zstd_free(void *opaque, void *p)
+{
+    pp_free(opaque, p);
+}
+
+static ZSTD_DCtx *create_dctx(const prepack_allocator *a)
+{
+    if (!a)
+        return ZSTD_createDCtx();
+    ZSTD_customMem mem = {zstd_alloc, zstd_free, (void *)a};
+    return ZSTD_createDCtx_advanced(mem);
+}
+
 int prepack_reader_open(prepack_reader **out, const char *dir,
-                        prepack_diag *diag)
+                        const prepack_reader_options *o, prepack_diag *diag)
 {
     if (!out || !dir)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "invalid argument");
     *out = NULL;
-    prepack_reader *r = calloc(1, sizeof *r);
+    const prepack_allocator *a = o ? o->allocator : NULL;
+    prepack_reader *r = pp_calloc(a, 1, sizeof *r);
     if (!r)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
+    if (a) {
+        r->alloc_copy = *a;
+        r->alloc = &r->alloc_copy;
+    }
     r->fd = -1;
     r->cached_shard = r->fd_shard = SIZE_MAX;
     char path[4400];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
-    int rc = pp_manifest_read(path, &r->m, diag);
+    int rc = pp_manifest_read(path, r->alloc, &r->m, diag);
     if (rc == PREPACK_OK) {
+        const prepack_allocator *ra = r->alloc;
         r->width = r->m.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
-        r->shards = calloc(r->m.nshards ? r->m.nshards : 1, sizeof *r->shards);
+        r->shards = pp_calloc(ra, r->m.nshards ? r->m.nshards : 1,
+                              sizeof *r->shards);
         size_t L = r->m.max_seq_len;
-        r->tokens = malloc(L * r->width);
-        r->cu = malloc((L + 1) * sizeof *r->cu);
-        r->seq_ids = malloc(L * sizeof *r->seq_ids);
-        r->mask = malloc(L);
-        r->starts = malloc(L * sizeof *r->starts);
-        r->dctx = ZSTD_createDCtx();
+        r->tokens = pp_alloc(ra, L, r->width);
+        r->cu = pp_alloc(ra, L + 1, sizeof *r->cu);
+        r->seq_ids = pp_alloc(ra, L, sizeof *r->seq_ids);
+        r->mask = pp_alloc(ra, L, 1);
+        r->starts = pp_alloc(ra, L, sizeof *r->starts);
+        r->dctx = create_dctx(ra);
         if (!r->shards || !r->tokens || !r->cu || !r->seq_ids || !r->mask ||
             !r->starts || !r->dctx)
             rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
@@ -225,22 +256,24 @@ void prepack_reader_free(prepack_reader *r)
         return;
     if (r->fd >= 0)
         close(r->fd);
+    const prepack_allocator *a = r->alloc;
     for (size_t i = 0; r->shards && i < r->m.nshards; i++)
-        free(r->shards[i].frames);
-    free(r->shards);
+        pp_free(a, r->shards[i].frames);
+    pp_free(a, r->shards);
     pp_manifest_free(&r->m);
     if (r->unp_live)
         msgpack_unpacked_destroy(&r->unp);
     ZSTD_freeDCtx(r->dctx);
-    free(r->cbuf);
-    free(r->dbuf);
-    free(r->tokens);
-    free(r->cu);
-    free(r->seq_ids);
-    free(r->mask);
-    free(r->starts);
-    pp_batch_buffers_free(r->batch);
-    free(r);
+    pp_free(a, r->cbuf);
+    pp_free(a, r->dbuf);
+    pp_free(a, r->tokens);
+    pp_free(a, r->cu);
+    pp_free(a, r->seq_ids);
+    pp_free(a, r->mask);
+    pp_free(a, r->starts);
+    pp_batch_buffers_free(a, r->batch);
+    prepack_allocator copy = r->alloc_copy; /* r itself goes with it */
+    pp_free(a ? &copy : NULL, r);
 }
 
 int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
@@ -250,7 +283,7 @@ int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
     if (!r || (!rows && n) || !out)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "invalid argument");
-    return pp_reader_batch(r, &r->batch, rows, n, o, out, diag);
+    return pp_reader_batch(r, r->alloc, &r->batch, rows, n, o, out, diag);
 }
 
 size_t prepack_reader_row_count(const prepack_reader *r)
@@ -288,8 +321,8 @@ static int load_frame(prepack_reader *r, size_t si, size_t f,
             return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                            "cannot open %s: %s", s->path, strerror(errno));
     }
-    if (pp_grow(NULL, (void **)&r->cbuf, &r->cbuf_cap, e->compressed, 1) ||
-        pp_grow(NULL, (void **)&r->dbuf, &r->dbuf_cap,
+    if (pp_grow(r->alloc, (void **)&r->cbuf, &r->cbuf_cap, e->compressed, 1) ||
+        pp_grow(r->alloc, (void **)&r->dbuf, &r->dbuf_cap,
                 (size_t)e->decompressed + 1, 1))
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
@@ -314,9 +347,12 @@ static int load_frame(prepack_reader *r, size_t si, size_t f,
     uint64_t rows = s->rows - (uint64_t)f * r->m.rows_per_frame;
     if (rows > r->m.rows_per_frame)
         rows = r->m.rows_per_frame;
-    if (msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off) !=
-            MSGPACK_UNPACK_SUCCESS ||
-        off != n || r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
+    msgpack_unpack_return ur =
+        msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    if (ur != MSGPACK_UNPACK_SUCCESS || off != n || r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
         r->unp.data.via.array.size != rows)
         return corrupt(diag, s->path,
                        "frame %zu: not a msgpack array of %llu rows", f,
@@ -426,19 +462,19 @@ uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i)
     return r->shards[i].rows;
 }
 
-static int check_file_hash(const shard *s, uint64_t want, prepack_diag *diag)
+static int check_file_hash(const prepack_reader *r, const shard *s,
+                           uint64_t want, prepack_diag *diag)
 {
     int fd = open(s->path, O_RDONLY);
     if (fd < 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot open %s: %s", s->path, strerror(errno));
-    XXH64_state_t *h = XXH64_createState();
-    unsigned char *buf = malloc(1 << 20);
-    int rc = h && buf ? PREPACK_OK
-                      : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                                "out of memory");
-    if (rc == PREPACK_OK)
-        XXH64_reset(h, 0);
+    XXH64_state_t state, *h = &state;
+    XXH64_reset(h, 0);
+    unsigned char *buf = pp_alloc(r->alloc, 1 << 20, 1);
+    int rc = buf ? PREPACK_OK
+                 : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory");
     ssize_t got;
     while (rc == PREPACK_OK && (got = read(fd, buf, 1 << 20)) != 0) {
         if (got < 0 && errno == EINTR)
@@ -453,9 +489,7 @@ static int check_file_hash(const shard *s, uint64_t want, prepack_diag *diag)
         rc = corrupt(diag, s->path, "xxh64 %016llx, the manifest says %016llx",
                      (unsigned long long)XXH64_digest(h),
                      (unsigned long long)want);
-    free(buf);
-    if (h)
-        XXH64_freeState(h);
+    pp_free(r->alloc, buf);
     close(fd);
     return rc;
 }
@@ -476,7 +510,7 @@ size_t prepack_reader_verify(prepack_reader *r,
     for (size_t si = 0; si < r->m.nshards; si++) {
         shard *s = &r->shards[si];
         memset(&d, 0, sizeof d);
-        if (check_file_hash(s, r->m.shards[si].xxh64, &d) != PREPACK_OK)
+        if (check_file_hash(r, s, r->m.shards[si].xxh64, &d) != PREPACK_OK)
             PROBLEM();
         for (size_t f = 0; f < s->nframes; f++) {
             memset(&d, 0, sizeof d);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <msgpack.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH64_state_t inside the writer */
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -26,6 +27,26 @@ typedef struct seek_entry {
     uint32_t compressed, decompressed, checksum;
 } seek_entry;
 
+/* A growing byte buffer msgpack packs into, through the writer's
+ * allocator (msgpack's own sbuffer would use malloc). */
+typedef struct frame_buffer {
+    unsigned char *data;
+    size_t size, cap;
+    const prepack_allocator *alloc;
+} frame_buffer;
+
+static int frame_append(void *opaque, const char *p, size_t n)
+{
+    frame_buffer *f = opaque;
+    if (n > SIZE_MAX - f->size ||
+        pp_grow(f->alloc, (void **)&f->data, &f->cap, f->size + n, 1) !=
+            PREPACK_OK)
+        return -1;
+    memcpy(f->data + f->size, p, n);
+    f->size += n;
+    return 0;
+}
+
 struct prepack_writer {
     char dir[4096];
     uint32_t max_seq_len;
@@ -35,14 +56,14 @@ struct prepack_writer {
     int level;
     const prepack_allocator *alloc;
     pp_pool *pool;            /* compresses frames, maybe on workers */
-    msgpack_sbuffer frame;    /* the frame being filled */
+    frame_buffer frame;       /* the frame being filled */
     msgpack_packer pk;
     uint32_t frame_rows;
     /* the shard being written */
     int fd;
     char tmp_path[4200];
     uint64_t shard_rows_done, shard_tokens, shard_bytes;
-    XXH64_state_t *hash;
+    XXH64_state_t hash;
     seek_entry *seek;
     size_t nseek, seek_cap;
     /* finished shards */
@@ -181,10 +202,9 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
                      wr->rows_per_frame;
     wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
     wr->fd = -1;
-    wr->hash = XXH64_createState();
-    msgpack_sbuffer_init(&wr->frame);
-    msgpack_packer_init(&wr->pk, &wr->frame, msgpack_sbuffer_write);
-    if (!wr->hash || pp_pool_create(&wr->pool, o->threads, wr->level)) {
+    wr->frame.alloc = o->allocator;
+    msgpack_packer_init(&wr->pk, &wr->frame, frame_append);
+    if (pp_pool_create(&wr->pool, o->threads, wr->level, o->allocator)) {
         prepack_writer_free(wr);
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");
@@ -202,9 +222,7 @@ void prepack_writer_free(prepack_writer *w)
         unlink(w->tmp_path);
     }
     pp_pool_free(w->pool);
-    if (w->hash)
-        XXH64_freeState(w->hash);
-    msgpack_sbuffer_destroy(&w->frame);
+    pp_free(w->alloc, w->frame.data);
     pp_free(w->alloc, w->seek);
     pp_free(w->alloc, w->shards);
     pp_free(w->alloc, w);
@@ -222,7 +240,7 @@ static int shard_write(prepack_writer *w, const void *p, size_t n,
 {
     if (pp_write_all(w->fd, p, n) != 0)
         return io_fail(diag, "writing", w->tmp_path);
-    XXH64_update(w->hash, p, n);
+    XXH64_update(&w->hash, p, n);
     w->shard_bytes += n;
     return PREPACK_OK;
 }
@@ -234,7 +252,7 @@ static int open_shard(prepack_writer *w, prepack_diag *diag)
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (w->fd < 0)
         return io_fail(diag, "cannot create", w->tmp_path);
-    XXH64_reset(w->hash, 0);
+    XXH64_reset(&w->hash, 0);
     w->shard_rows_done = w->shard_tokens = w->shard_bytes = 0;
     w->nseek = 0;
     return PREPACK_OK;
@@ -288,8 +306,9 @@ static int flush_frame(prepack_writer *w, prepack_diag *diag)
         rc = write_result(w, &f, diag);
     if (rc != PREPACK_OK)
         return rc;
-    size_t size = w->frame.size;
-    pp_pool_submit(w->pool, msgpack_sbuffer_release(&w->frame), size);
+    pp_pool_submit(w->pool, w->frame.data, w->frame.size);
+    w->frame.data = NULL; /* the pool owns it now */
+    w->frame.size = w->frame.cap = 0;
     w->frame_rows = 0;
     return drain(w, 0, diag);
 }
@@ -355,7 +374,7 @@ static int close_shard(prepack_writer *w, prepack_diag *diag)
     s->rows = w->shard_rows_done;
     s->tokens = w->shard_tokens;
     s->bytes = w->shard_bytes;
-    s->xxh64 = XXH64_digest(w->hash);
+    s->xxh64 = XXH64_digest(&w->hash);
     w->nshards++;
     w->bytes += w->shard_bytes;
     w->shard_bytes = 0;
@@ -400,7 +419,7 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
         rc = open_shard(w, diag);
     static const unsigned char array32[5] = {0xdd, 0, 0, 0, 0};
     if (rc == PREPACK_OK && w->frame.size == 0 &&
-        msgpack_sbuffer_write(&w->frame, (const char *)array32, 5) != 0)
+        frame_append(&w->frame, (const char *)array32, 5) != 0)
         rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                      "out of memory");
     if (rc == PREPACK_OK && pack_row(w, row))

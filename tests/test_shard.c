@@ -111,7 +111,7 @@ static void check_set(corpus *c, const char *dir)
 {
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    if (prepack_reader_open(&r, dir, &d) != PREPACK_OK)
+    if (prepack_reader_open(&r, dir, NULL, &d) != PREPACK_OK)
         fail_msg("%s", d.message);
     size_t rows = prepack_plan_row_count(c->plan);
     assert_int_equal(prepack_reader_row_count(r), rows);
@@ -208,7 +208,7 @@ static void test_batches(void **state)
     make_corpus(&c, 6, 60000);
     write_set(&c, path_of("batch"), 4, 12, 0);
     prepack_reader *r = NULL;
-    assert_int_equal(prepack_reader_open(&r, path_of("batch"), NULL),
+    assert_int_equal(prepack_reader_open(&r, path_of("batch"), NULL, NULL),
                      PREPACK_OK);
     size_t pick[] = {5, 0, 17, 5};
     enum { B = 4 };
@@ -353,7 +353,7 @@ static void copy_dir(const char *from, const char *to)
 static int read_all(const char *dir, prepack_diag *d)
 {
     prepack_reader *r = NULL;
-    int rc = prepack_reader_open(&r, dir, d);
+    int rc = prepack_reader_open(&r, dir, NULL, d);
     for (size_t i = 0; rc == PREPACK_OK && i < prepack_reader_row_count(r);
          i++) {
         prepack_row row;

@@ -184,7 +184,7 @@ int cmd_inspect(int argc, char **argv)
     const char *dir = argv[optind];
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    if (prepack_reader_open(&r, dir, &d) != PREPACK_OK)
+    if (prepack_reader_open(&r, dir, NULL, &d) != PREPACK_OK)
         return data_error("%s", d.message);
     int rc = EXIT_OK;
     if (batch) {

@@ -215,7 +215,7 @@ int cmd_verify(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    if (prepack_reader_open(&r, a.dir, &d) != PREPACK_OK) {
+    if (prepack_reader_open(&r, a.dir, NULL, &d) != PREPACK_OK) {
         printf("%s\n", d.message);
         return EXIT_DATA;
     }

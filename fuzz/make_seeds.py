@@ -1,0 +1,94 @@
+"""Builds the seed corpora of the fuzz targets that take composite inputs
+(megatron, llmc, manifest, roundtrip) from the fixtures and a few valid
+files written here. Run from the repository root:
+    /usr/bin/python3 fuzz/make_seeds.py
+libFuzzer adds what it finds to these directories; keep the small ones."""
+import glob
+import json
+import os
+import random
+import struct
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAL = os.path.join(ROOT, 'fixtures', 'malformed', 'ingest')
+CORPUS = os.path.join(ROOT, 'fuzz', 'corpus')
+
+
+def put(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+def idx(dtype, lengths, pointers, docs):
+    head = b'MMIDIDX\x00\x00' + struct.pack('<QBQQ', 1, dtype, len(lengths),
+                                           len(docs))
+    return (head + b''.join(struct.pack('<i', n) for n in lengths) +
+            b''.join(struct.pack('<q', p) for p in pointers) +
+            b''.join(struct.pack('<q', d) for d in docs))
+
+
+def megatron_seeds():
+    for path in sorted(glob.glob(os.path.join(MAL, 'mg_*.idx'))):
+        stem = path[:-4]
+        i = open(path, 'rb').read()
+        b = open(stem + '.bin', 'rb').read()
+        put('megatron', os.path.basename(stem), struct.pack('<I', len(i)) + i + b)
+    for dtype, width, fmt in ((8, 2, '<H'), (4, 4, '<i'), (1, 1, '<B')):
+        lengths = [3, 1, 5]
+        pointers, off = [], 0
+        for n in lengths:
+            pointers.append(off)
+            off += n * width
+        i = idx(dtype, lengths, pointers, [0, 1, 3])
+        b = b''.join(struct.pack(fmt, t % 200) for t in range(sum(lengths)))
+        put('megatron', 'valid_dtype%d' % dtype, struct.pack('<I', len(i)) + i + b)
+
+
+def llmc_seeds():
+    for path in sorted(glob.glob(os.path.join(MAL, 'llmc_*.bin')) +
+                       glob.glob(os.path.join(MAL, 'raw_*.u16'))):
+        put('llmc', os.path.basename(path), open(path, 'rb').read())
+    for version, width, sep in ((1, 2, 50256), (2, 4, 128000)):
+        toks = [sep, 5, 6, 7, sep, 8, sep, 9, 10]
+        head = struct.pack('<3i', 20240520, version, len(toks)) + bytes(4 * 253)
+        fmt = '<H' if width == 2 else '<I'
+        put('llmc', 'valid_v%d' % version,
+            head + b''.join(struct.pack(fmt, t) for t in toks))
+
+
+def manifest_seeds():
+    golden = open(os.path.join(ROOT, 'fixtures', 'expected', 'set',
+                               'manifest.json'), 'rb').read()
+    put('manifest', 'golden', golden)
+    m = json.loads(golden)
+    variants = {
+        'rows_off': lambda m: m['shards'][0].update(rows=13),
+        'bytes_off': lambda m: m['shards'][1].update(bytes=634),
+        'one_shard': lambda m: m.update(shards=m['shards'][:1], rows=12),
+        'wrong_dtype': lambda m: m.update(token_dtype='uint32'),
+        'big_len': lambda m: m.update(max_seq_len=4294967295),
+        'frame_rows': lambda m: m.update(rows_per_frame=1),
+        'version': lambda m: m.update(version=2),
+        'file_path': lambda m: m['shards'][0].update(file='../shard-00000.zst'),
+    }
+    for name, change in variants.items():
+        v = json.loads(golden)
+        change(v)
+        put('manifest', name, json.dumps(v).encode())
+
+
+def roundtrip_seeds():
+    rng = random.Random(9)
+    for i in range(12):
+        head = bytes(rng.randrange(256) for _ in range(8))
+        body = bytes(rng.choice((0, 1, 2, 7, 30, 95, 96, 97, 200, 255))
+                     for _ in range(rng.randrange(1, 60)))
+        put('roundtrip', 'random%02d' % i, head + body)
+
+
+megatron_seeds()
+llmc_seeds()
+manifest_seeds()
+roundtrip_seeds()
