@@ -229,6 +229,11 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
                        const pp_shard_info *shards, size_t nshards,
                        const prepack_manifest_info *info);
 
+/* Whether a file name is one a writer makes in a set's directory (shards,
+ * the manifest, their temporary names): what overwrite may remove and
+ * what verify expects the manifest to list. */
+int pp_is_set_file(const char *name);
+
 /* What a reader needs of a manifest. */
 typedef struct pp_manifest {
     const prepack_allocator *alloc; /* what shards was allocated with */

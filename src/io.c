@@ -13,6 +13,8 @@ int pp_write_all(int fd, const void *data, size_t n)
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w == 0)
+            errno = EIO; /* no progress and no reason given */
         if (w <= 0)
             return -1;
         p += w;

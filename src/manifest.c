@@ -135,3 +135,10 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
         fputs("  \"stats\": null\n", f);
     fputs("}\n", f);
 }
+
+int pp_is_set_file(const char *name)
+{
+    return strcmp(name, "manifest.json") == 0 ||
+           strcmp(name, "manifest.json.tmp") == 0 ||
+           (strncmp(name, "shard-", 6) == 0 && strstr(name, ".zst") != NULL);
+}

@@ -4,6 +4,7 @@
  * the frame and the cause, never a crash. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ typedef struct shard {
 } shard;
 
 struct prepack_reader {
+    char dir[4096];
     prepack_allocator alloc_copy;  /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
     pp_manifest m;
@@ -216,6 +218,7 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
         r->alloc_copy = *a;
         r->alloc = &r->alloc_copy;
     }
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
     r->fd = -1;
     r->cached_shard = r->fd_shard = SIZE_MAX;
     char path[4400];
@@ -494,6 +497,45 @@ static int check_file_hash(const prepack_reader *r, const shard *s,
     return rc;
 }
 
+/* Whether `name` is the file of one of the manifest's shards. */
+static int listed(const prepack_reader *r, const char *name)
+{
+    if (strcmp(name, "manifest.json") == 0)
+        return 1;
+    for (size_t i = 0; i < r->m.nshards; i++)
+        if (strcmp(name, r->m.shards[i].file) == 0)
+            return 1;
+    return 0;
+}
+
+/* Shard-set files in the directory that the manifest does not list: a
+ * stray shard or a temporary file left by another run. Each is reported;
+ * returns how many. */
+static size_t report_strays(const prepack_reader *r,
+                            void (*report)(void *, const prepack_diag *),
+                            void *opaque)
+{
+    DIR *dir = opendir(r->dir);
+    if (!dir)
+        return 0; /* the shards were opened: nothing more to learn here */
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (!pp_is_set_file(e->d_name) || listed(r, e->d_name))
+            continue;
+        prepack_diag d;
+        memset(&d, 0, sizeof d);
+        pp_fail(&d, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                "%s/%s: not listed in the manifest (left by another run?)",
+                r->dir, e->d_name);
+        n++;
+        if (report)
+            report(opaque, &d);
+    }
+    closedir(dir);
+    return n;
+}
+
 size_t prepack_reader_verify(prepack_reader *r,
                              void (*report)(void *opaque,
                                             const prepack_diag *d),
@@ -529,5 +571,5 @@ size_t prepack_reader_verify(prepack_reader *r,
         }
     }
 #undef PROBLEM
-    return problems;
+    return problems + report_strays(r, report, opaque);
 }

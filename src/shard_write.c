@@ -92,14 +92,6 @@ static int sync_dir(const char *dir)
     return rc;
 }
 
-static int is_ours(const char *name)
-{
-    return strcmp(name, "manifest.json") == 0 ||
-           strcmp(name, "manifest.json.tmp") == 0 ||
-           (strncmp(name, "shard-", 6) == 0 &&
-            (strstr(name, ".zst") != NULL));
-}
-
 /* An empty or missing dir is fine; a non-empty one only with overwrite,
  * and then only if it holds nothing but a shard set's files. */
 static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
@@ -122,7 +114,7 @@ static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
                          "%s is not empty (pass overwrite to replace a "
                          "shard set)",
                          dir);
-        else if (!is_ours(e->d_name))
+        else if (!pp_is_set_file(e->d_name))
             rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                          "%s holds %s, not a shard set's file: not "
                          "overwriting",
@@ -137,7 +129,7 @@ static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
     if (!(d = opendir(dir)))
         return io_fail(diag, "cannot open", dir);
     while ((e = readdir(d)) != NULL) {
-        if (!is_ours(e->d_name))
+        if (!pp_is_set_file(e->d_name))
             continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         unlink(path);

@@ -433,6 +433,175 @@ static void test_damage_is_reported(void **state)
     free_corpus(&c);
 }
 
+/* ---- damage, region by region ------------------------------------------------ */
+
+/* Frame offsets and sizes of a shard, from its seek table; returns the
+ * frame count and the seek table's offset in *table_at. */
+static size_t frames_of(const char *path, long *off, long *size, size_t cap,
+                        long *table_at)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long end = ftell(f);
+    unsigned char foot[9], e[12];
+    fseek(f, end - 9, SEEK_SET);
+    assert_int_equal(fread(foot, 1, 9, f), 9);
+    uint32_t n = (uint32_t)foot[0] | (uint32_t)foot[1] << 8 |
+                 (uint32_t)foot[2] << 16 | (uint32_t)foot[3] << 24;
+    assert_true(n <= cap);
+    *table_at = end - (long)(n * 12 + 17);
+    long at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        fseek(f, *table_at + 8 + 12 * (long)i, SEEK_SET);
+        assert_int_equal(fread(e, 1, 12, f), 12);
+        off[i] = at;
+        size[i] = (long)((uint32_t)e[0] | (uint32_t)e[1] << 8 |
+                         (uint32_t)e[2] << 16 | (uint32_t)e[3] << 24);
+        at += size[i];
+    }
+    fclose(f);
+    return n;
+}
+
+typedef struct problems {
+    size_t n;
+    char text[4096];
+} problems;
+
+static void collect(void *opaque, const prepack_diag *d)
+{
+    problems *p = opaque;
+    p->n++;
+    size_t used = strlen(p->text);
+    snprintf(p->text + used, sizeof p->text - used, "%s\n", d->message);
+}
+
+/* Opens dir and verifies it: the open's error, or each problem verify
+ * found, in p->text. Returns the problem count (1 for a failed open). */
+static size_t verify_dir(const char *dir, problems *p)
+{
+    memset(p, 0, sizeof *p);
+    prepack_reader *r = NULL;
+    prepack_diag d = {0};
+    if (prepack_reader_open(&r, dir, NULL, &d) != PREPACK_OK) {
+        collect(p, &d);
+        return p->n;
+    }
+    size_t n = prepack_reader_verify(r, collect, p);
+    assert_int_equal(n, p->n);
+    prepack_reader_free(r);
+    return n;
+}
+
+static void expect_problem(const char *dir, const char *a, const char *b)
+{
+    problems p;
+    if (verify_dir(dir, &p) == 0)
+        fail_msg("no problem found, expected \"%s\"", a);
+    if (!strstr(p.text, a) || (b && !strstr(p.text, b)))
+        fail_msg("expected \"%s\"%s%s%s in:\n%s", a, b ? " and \"" : "",
+                 b ? b : "", b ? "\"" : "", p.text);
+}
+
+/* Rewrites the number (or hex string) that follows `key` in the manifest
+ * entry of `file`, adding `delta` to it (for a hex string: flips its
+ * first digit). */
+static void edit_manifest(const char *dir, const char *file, const char *key,
+                          long delta)
+{
+    char path[700], text[8192], out[8300];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    char *entry = strstr(text, file);
+    assert_non_null(entry);
+    char *at = strstr(entry, key);
+    assert_non_null(at);
+    at += strlen(key);
+    size_t head = (size_t)(at - text);
+    memcpy(out, text, head);
+    char *rest;
+    if (*at == '"') { /* a hex string: change its first digit */
+        memcpy(out + head, at, 2);
+        out[head + 1] = at[1] == '0' ? '1' : '0';
+        rest = at + 2;
+        head += 2;
+    } else {
+        long v = strtol(at, &rest, 10);
+        head += (size_t)sprintf(out + head, "%ld", v + delta);
+    }
+    strcpy(out + head, rest);
+    f = fopen(path, "wb");
+    fputs(out, f);
+    fclose(f);
+}
+
+/* A flipped byte in each region of a shard, and manifests that describe
+ * something else: the problem names the file, the frame and the region. */
+static void test_damage_names_the_region(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 11, 60000);
+    const char *good = path_of("regions-good");
+    write_set(&c, good, 4, 40, 0);
+    const char *bad = path_of("regions-bad");
+    char shard[600];
+    snprintf(shard, sizeof shard, "%s/shard-00001.zst", bad);
+    long off[64], size[64], table;
+    copy_dir(good, bad);
+    size_t nf = frames_of(shard, off, size, 64, &table);
+    assert_true(nf >= 3);
+
+    copy_dir(good, bad); /* frame header: the zstd magic number */
+    flip_byte(shard, off[1]);
+    expect_problem(bad, "shard-00001.zst", "frame 1:");
+    copy_dir(good, bad); /* payload */
+    flip_byte(shard, off[1] + size[1] / 2);
+    expect_problem(bad, "shard-00001.zst", "frame 1:");
+    copy_dir(good, bad); /* the frame's own checksum, its last 4 bytes */
+    flip_byte(shard, off[1] + size[1] - 2);
+    expect_problem(bad, "frame 1:", "xxh64");
+    copy_dir(good, bad); /* seek table: frame 2's checksum entry */
+    flip_byte(shard, table + 8 + 12 * 2 + 8);
+    expect_problem(bad, "frame 2: content does not match its seek table",
+                   NULL);
+    copy_dir(good, bad); /* seek table: frame 0's compressed size */
+    flip_byte(shard, table + 8);
+    expect_problem(bad, "shard-00001.zst", "frames cover");
+    copy_dir(good, bad); /* seek table footer: the frame count */
+    flip_byte(shard, table + 12 * (long)nf + 8);
+    expect_problem(bad, "shard-00001.zst", "seek table lists");
+
+    /* manifests describing something else */
+    copy_dir(good, bad);
+    edit_manifest(bad, "shard-00001.zst", "\"xxh64\": ", 0);
+    expect_problem(bad, "shard-00001.zst: xxh64", "the manifest says");
+    copy_dir(good, bad);
+    edit_manifest(bad, "shard-00001.zst", "\"bytes\": ", 1);
+    expect_problem(bad, "shard-00001.zst", "bytes, the manifest says");
+    copy_dir(good, bad);
+    edit_manifest(bad, "shard-00001.zst", "\"rows\": ", 8);
+    expect_problem(bad, "shard-00001.zst", "seek table lists");
+
+    /* files the manifest does not list */
+    copy_dir(good, bad);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s/shard-00009.zst' && touch "
+             "'%s/shard-00002.zst.tmp' '%s/notes.txt'", shard, bad, bad, bad);
+    assert_int_equal(system(cmd), 0);
+    problems p;
+    assert_int_equal(verify_dir(bad, &p), 2);
+    assert_non_null(strstr(p.text, "shard-00009.zst: not listed"));
+    assert_non_null(strstr(p.text, "shard-00002.zst.tmp: not listed"));
+    assert_null(strstr(p.text, "notes.txt"));
+    free_corpus(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_damage_is_reported),
+        cmocka_unit_test(test_damage_names_the_region),
     };
     return cmocka_run_group_tests_name("shard", tests, tmpdir_setup, tmpdir_teardown);
 }
