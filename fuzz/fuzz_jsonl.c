@@ -30,8 +30,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         prepack_store_finish(s, &d) == PREPACK_OK) {
         uint32_t buf[64];
         for (size_t i = 0; i < prepack_store_sequence_count(s); i++)
-            if (prepack_store_lengths(s)[i] <= 64)
+            if (prepack_store_lengths(s)[i] <= 64) {
                 prepack_store_copy(s, i, buf);
+                (void)prepack_store_loss_mask(s, i);
+            }
     }
     prepack_store_free(s);
     unlink(path);

@@ -698,6 +698,8 @@ void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out)
 void pp_store_copy_range(const prepack_store *s, size_t i, uint32_t first,
                          uint32_t n, unsigned out_width, void *out)
 {
+    if (n == 0)
+        return; /* an empty sequence may sit in an empty, unmapped file */
     const source *src = source_of(s, i);
     unsigned w = src->width;
     const unsigned char *p = src->map + s->offsets[i] + (uint64_t)first * w;
