@@ -1,30 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of the prepack command: exit codes, error messages that
 # name file and line, --help, --json. Usage: test_cli.sh PREPACK FIXTURES
-set -u
-prepack=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-fixtures=$(cd "$2" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-
-# expect_exit CODE CMD...: runs CMD, stdout/stderr to $tmp/out, $tmp/err
-expect_exit() {
-    local want=$1; shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else
-        bad "exit $got, want $want: $*"; sed 's/^/    /' "$tmp/err" >&2; fi
-}
-
-expect_in() { # expect_in FILE TEXT
-    if grep -qF -- "$2" "$1"; then ok; else
-        bad "'$2' not in $1:"; sed 's/^/    /' "$1" >&2; fi
-}
+source "$(dirname "$0")/lib.sh"
 
 # ---- help and version ----------------------------------------------------
 expect_exit 0 "$prepack" --help
@@ -184,46 +161,6 @@ cp -r "$tmp/set" "$tmp/gone"
 rm "$tmp/gone/shard-00001.zst"
 expect_exit 1 "$prepack" verify "$tmp/gone"
 expect_in "$tmp/out" "cannot open"
-
-# ---- killed at any moment: no manifest, or a complete set ---------------------
-head -c 6000000 /dev/urandom > "$tmp/random.u16"
-for delay in 0.02 0.1 0.2 0.3 5; do
-    rm -rf "$tmp/killed"
-    "$prepack" pack "$tmp/random.u16" --format raw-u16 --doc-sep 7 \
-        -o "$tmp/killed" --max-seq-len 512 --overlong split --level 19 \
-        --rows-per-frame 8 --shard-rows 64 >/dev/null 2>&1 &
-    pid=$!
-    sleep "$delay"
-    kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    if [ -f "$tmp/killed/manifest.json" ]; then
-        expect_exit 0 "$prepack" verify "$tmp/killed"
-    else
-        ok
-    fi
-done
-# SIGINT: the run stops between rows and removes its temporary shard
-for delay in 0.05 0.15; do
-    rm -rf "$tmp/interrupted"
-    "$prepack" pack "$tmp/random.u16" --format raw-u16 --doc-sep 7 \
-        -o "$tmp/interrupted" --max-seq-len 512 --overlong split --level 19 \
-        --rows-per-frame 8 --shard-rows 64 >/dev/null 2>&1 &
-    pid=$!
-    sleep "$delay"
-    kill -INT "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    code=$?
-    if [ -f "$tmp/interrupted/manifest.json" ]; then
-        expect_exit 0 "$prepack" verify "$tmp/interrupted" # finished first
-    else
-        [ "$code" -ne 0 ] && ok || bad "interrupted pack exited 0 without a manifest"
-        [ -z "$(ls "$tmp/interrupted" 2>/dev/null | grep tmp)" ] && ok ||
-            bad "SIGINT left a temporary file"
-    fi
-done
-# a killed run's leftovers are replaced with --overwrite
-expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/killed" --max-seq-len 64 --overwrite
-[ -z "$(ls "$tmp/killed" | grep tmp)" ] && ok || bad "temporary files left after --overwrite"
 
 # ---- golden shard set: the on-disk format, byte for byte ---------------------
 golden=$fixtures/expected
