@@ -3,6 +3,9 @@
 // taken, and every one is checked.
 #include <simdjson.h>
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -79,8 +82,21 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
     return PREPACK_OK;
 }
 
+// 2^20 shards of 16384 rows: far beyond any set, far below memory limits.
+constexpr uint64_t kMaxManifestBytes = uint64_t(256) << 20;
+
 int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
 {
+    // A manifest is ~150 bytes a shard: refuse what no set would need
+    // rather than read a hostile file of any size into memory.
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot read %s: %s", path, std::strerror(errno));
+    if (uint64_t(st.st_size) > kMaxManifestBytes)
+        return bad(diag, path, "holds " + std::to_string(st.st_size) +
+                                   " bytes, more than a manifest can (" +
+                                   std::to_string(kMaxManifestBytes) + ")");
     simdjson::padded_string json;
     if (simdjson::padded_string::load(path).get(json))
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,

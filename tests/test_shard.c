@@ -430,6 +430,13 @@ static void test_damage_is_reported(void **state)
     assert_int_equal(system(cmd), 0);
     assert_int_equal(read_all(bad, &d), PREPACK_EFORMAT);
     assert_int_equal(read_all(path_of("none"), &d), PREPACK_EIO);
+    assert_non_null(strstr(d.message, "No such file"));
+    /* a manifest no set could need is refused before it is read */
+    copy_dir(good, bad);
+    snprintf(cmd, sizeof cmd, "%s/manifest.json", bad);
+    assert_int_equal(truncate(cmd, 300L << 20), 0); /* sparse */
+    assert_int_equal(read_all(bad, &d), PREPACK_EFORMAT);
+    assert_non_null(strstr(d.message, "more than a manifest can"));
     free_corpus(&c);
 }
 
