@@ -650,7 +650,9 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
                           prepack_diag *diag);
 /* Bytes of shard files written so far. */
 uint64_t prepack_writer_bytes(const prepack_writer *w);
-/* Frees the writer; unfinished, it removes its temporary files. */
+/* Frees the writer. Unfinished (no prepack_writer_finish, or it failed),
+ * it removes every file it wrote: its temporary shard and the shards it
+ * completed, so an error or an interrupted run leaves no partial set. */
 void prepack_writer_free(prepack_writer *w);
 
 typedef struct prepack_reader prepack_reader;

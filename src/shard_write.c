@@ -213,6 +213,13 @@ void prepack_writer_free(prepack_writer *w)
         close(w->fd);
         unlink(w->tmp_path);
     }
+    /* Unfinished: the shards it completed are of no use without a
+     * manifest; leave the directory as the run found it (emptied). */
+    for (size_t i = 0; !w->finished && i < w->nshards; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", w->dir, w->shards[i].file);
+        unlink(path);
+    }
     pp_pool_free(w->pool);
     pp_free(w->alloc, w->frame.data);
     pp_free(w->alloc, w->seek);

@@ -6,10 +6,13 @@
 
 #include "cli.h"
 
-/* SIGINT/SIGTERM stop the write loop between rows, so the writer can remove
- * its temporary shard before exiting: an interrupted pack leaves neither a
- * manifest nor a half-written file. (SIGKILL cannot be caught; it leaves a
- * .tmp shard that the next --overwrite removes, and still no manifest.) */
+/* While shards are written, SIGINT/SIGTERM stop the write loop between
+ * rows, so the writer can remove what it wrote before exiting: an
+ * interrupted pack leaves neither a manifest nor a shard. Before that (ingest,
+ * planning) nothing is in the output directory and the signals keep their
+ * default effect, so Ctrl-C stops a long ingest at once. (SIGKILL cannot be
+ * caught; it leaves shards and a .tmp that the next --overwrite removes, and
+ * still no manifest.) */
 static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig)
@@ -17,11 +20,12 @@ static void on_signal(int sig)
     interrupted = sig;
 }
 
-static void catch_interrupts(void)
+/* handler: on_signal, or SIG_DFL to restore the default */
+static void set_interrupt_handler(void (*handler)(int))
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
+    sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -72,6 +76,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
     prepack_row_builder *b = NULL;
     prepack_writer *w = NULL;
     prepack_dtype dtype = prepack_store_dtype(src->store);
+    set_interrupt_handler(on_signal);
     int rc = prepack_row_builder_create(&b, plan, src->store, &d);
     if (rc == PREPACK_OK)
         rc = prepack_writer_create(&w, a->out_dir, a->plan.max_seq_len, dtype,
@@ -79,7 +84,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
     size_t rows = rc == PREPACK_OK ? prepack_plan_row_count(plan) : 0;
     for (size_t r = 0; rc == PREPACK_OK && r < rows; r++) {
         if (interrupted) {
-            prepack_writer_free(w); /* removes the temporary shard */
+            prepack_writer_free(w); /* removes every file it wrote */
             prepack_row_builder_free(b);
             fprintf(stderr, "prepack pack: interrupted; %s has no manifest\n",
                     a->out_dir);
@@ -104,6 +109,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
     }
     prepack_writer_free(w);
     prepack_row_builder_free(b);
+    set_interrupt_handler(SIG_DFL);
     if (rc != PREPACK_OK)
         return data_error("%s", d.message[0] ? d.message
                                              : prepack_strerror(rc));
@@ -116,7 +122,6 @@ int cmd_pack(int argc, char **argv)
     int rc = parse_job_args(argc, argv, "pack", pack_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
-    catch_interrupts();
     progress prog;
     progress_init(&prog, a.quiet);
     a.progress = &prog;

@@ -50,12 +50,12 @@ for round in 1 2 3 4 5 6 7 8 9; do
     wait "$pid" 2>/dev/null
     code=$?
     complete_or_absent "$dir" "SIG$sig after ${delay}s"
-    if [ "$sig" != KILL ]; then
-        no_temporaries "$dir" "SIG$sig after ${delay}s"
-        if [ ! -f "$dir/manifest.json" ]; then
-            [ "$code" -ne 0 ] && ok ||
-                bad "SIG$sig after ${delay}s: exit 0 without a manifest"
-        fi
+    if [ "$sig" != KILL ] && [ ! -f "$dir/manifest.json" ]; then
+        [ "$code" -ne 0 ] && ok ||
+            bad "SIG$sig after ${delay}s: exit 0 without a manifest"
+        # caught or not (before writing starts), nothing of the run is left
+        [ -z "$(ls "$dir" 2>/dev/null)" ] && ok ||
+            bad "SIG$sig after ${delay}s left $(ls "$dir" | head -3 | tr '\n' ' ')"
     fi
     rerun_succeeds "$dir"
 done
@@ -71,8 +71,7 @@ for blocks in 4 24 48; do
     [ "$code" -eq 1 ] && ok || bad "file size limit $blocks KiB: exit $code, want 1"
     expect_in "$tmp/err" "File too large"
     expect_in "$tmp/err" "$dir/"
-    [ ! -f "$dir/manifest.json" ] && ok || bad "file size limit: a manifest was written"
-    no_temporaries "$dir" "a file size limit"
+    [ -z "$(ls "$dir" 2>/dev/null)" ] && ok || bad "file size limit: files left: $(ls "$dir" | head -3)"
 done
 rerun_succeeds "$dir"
 
@@ -87,8 +86,7 @@ if mkdir -p "$tmp/tiny" && mount -t tmpfs -o size=256k tmpfs "$tmp/tiny" 2>/dev/
     mounted+=("$tmp/tiny")
     expect_exit 1 "$prepack" "${pack_args[@]}" -o "$tmp/tiny/set"
     expect_in "$tmp/err" "No space left on device"
-    [ ! -f "$tmp/tiny/set/manifest.json" ] && ok || bad "ENOSPC: a manifest was written"
-    no_temporaries "$tmp/tiny/set" "a full file system"
+    [ -z "$(ls "$tmp/tiny/set" 2>/dev/null)" ] && ok || bad "ENOSPC: files left: $(ls "$tmp/tiny/set" | head -3)"
     # room again: the rerun replaces what the failed run left
     umount "$tmp/tiny" && mount -t tmpfs -o size=64m tmpfs "$tmp/tiny"
     rerun_succeeds "$tmp/tiny/set"
