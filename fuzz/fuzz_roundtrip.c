@@ -12,6 +12,16 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Durability is not what this target tests, and the writer's fsyncs (each
+ * shard, the manifest, the directory) dominated its time: this definition
+ * takes the place of the C library's for the library linked in here. */
+int fsync(int fd);
+int fsync(int fd)
+{
+    (void)fd;
+    return 0;
+}
+
 #define CHECK(x)                                                              \
     do {                                                                      \
         if (!(x)) {                                                           \
