@@ -662,6 +662,11 @@ typedef struct prepack_reader_options {
      * buffers, zstd's context) except msgpack-c's per-frame zone, which
      * uses malloc; its failure is still PREPACK_ENOMEM. */
     const prepack_allocator *allocator;
+    /* Non-zero: a shard that fails its checks at open (missing, a size
+     * other than the manifest's, a bad seek table) does not fail the open;
+     * reading its rows returns that error and prepack_reader_verify
+     * reports it, so one check lists every damaged shard. */
+    int open_damaged;
 } prepack_reader_options;
 
 /* Opens a shard set: reads and checks manifest.json and each shard's seek

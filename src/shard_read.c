@@ -37,6 +37,7 @@ typedef struct shard {
     uint64_t first_row, rows;
     frame_entry *frames;
     size_t nframes;
+    prepack_diag *damage; /* open_damaged: why it failed its open, or NULL */
 } shard;
 
 struct prepack_reader {
@@ -202,6 +203,22 @@ static ZSTD_DCtx *create_dctx(const prepack_allocator *a)
     return ZSTD_createDCtx_advanced(mem);
 }
 
+/* open_damaged: keeps why shard s failed its open in place of its
+ * frames, so its rows and verify can report it. */
+static int keep_damage(prepack_reader *r, shard *s, const prepack_diag *why,
+                       prepack_diag *diag)
+{
+    pp_free(r->alloc, s->frames);
+    s->frames = NULL;
+    s->nframes = 0;
+    s->damage = pp_alloc(r->alloc, 1, sizeof *s->damage);
+    if (!s->damage)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory");
+    *s->damage = *why;
+    return PREPACK_OK;
+}
+
 int prepack_reader_open(prepack_reader **out, const char *dir,
                         const prepack_reader_options *o, prepack_diag *diag)
 {
@@ -241,9 +258,16 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
             rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                          "out of memory");
     }
+    int keep_damaged = o && o->open_damaged;
     for (size_t i = 0; rc == PREPACK_OK && i < r->m.nshards; i++) {
-        rc = open_shard(r, dir, i, r->rows, diag);
+        prepack_diag why;
+        memset(&why, 0, sizeof why);
+        rc = open_shard(r, dir, i, r->rows, &why);
         r->rows += r->m.shards[i].rows;
+        if (rc != PREPACK_OK && rc != PREPACK_ENOMEM && keep_damaged)
+            rc = keep_damage(r, &r->shards[i], &why, diag);
+        else if (rc != PREPACK_OK && diag)
+            *diag = why;
     }
     if (rc != PREPACK_OK) {
         prepack_reader_free(r);
@@ -260,8 +284,10 @@ void prepack_reader_free(prepack_reader *r)
     if (r->fd >= 0)
         close(r->fd);
     const prepack_allocator *a = r->alloc;
-    for (size_t i = 0; r->shards && i < r->m.nshards; i++)
+    for (size_t i = 0; r->shards && i < r->m.nshards; i++) {
         pp_free(a, r->shards[i].frames);
+        pp_free(a, r->shards[i].damage);
+    }
     pp_free(a, r->shards);
     pp_manifest_free(&r->m);
     if (r->unp_live)
@@ -443,6 +469,11 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
             hi = mid;
     }
     shard *s = &r->shards[lo];
+    if (s->damage) {
+        if (diag)
+            *diag = *s->damage;
+        return s->damage->code;
+    }
     size_t in_shard = (size_t)(i - s->first_row);
     size_t f = in_shard / r->m.rows_per_frame;
     size_t j = in_shard % r->m.rows_per_frame;
@@ -551,6 +582,11 @@ size_t prepack_reader_verify(prepack_reader *r,
     } while (0)
     for (size_t si = 0; si < r->m.nshards; si++) {
         shard *s = &r->shards[si];
+        if (s->damage) { /* found at open: its frames cannot be trusted */
+            d = *s->damage;
+            PROBLEM();
+            continue;
+        }
         memset(&d, 0, sizeof d);
         if (check_file_hash(r, s, r->m.shards[si].xxh64, &d) != PREPACK_OK)
             PROBLEM();

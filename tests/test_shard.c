@@ -606,6 +606,30 @@ static void test_damage_names_the_region(void **state)
     assert_non_null(strstr(p.text, "shard-00009.zst: not listed"));
     assert_non_null(strstr(p.text, "shard-00002.zst.tmp: not listed"));
     assert_null(strstr(p.text, "notes.txt"));
+
+    /* open_damaged: every damaged shard listed, the intact ones readable */
+    copy_dir(good, bad);
+    snprintf(cmd, sizeof cmd, "rm '%s/shard-00000.zst' && truncate -s -3 '%s'",
+             bad, shard);
+    assert_int_equal(system(cmd), 0);
+    prepack_reader_options ro = {.open_damaged = 1};
+    prepack_reader *r = NULL;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_reader_open(&r, bad, &ro, &d), PREPACK_OK);
+    memset(&p, 0, sizeof p);
+    assert_int_equal(prepack_reader_verify(r, collect, &p), 2);
+    assert_non_null(strstr(p.text, "cannot open"));
+    assert_non_null(strstr(p.text, "shard-00001.zst"));
+    prepack_row row;
+    assert_int_equal(prepack_reader_row(r, 0, &row, &d), PREPACK_EIO);
+    assert_non_null(strstr(d.message, "shard-00000.zst"));
+    assert_int_equal(prepack_reader_row(r, 45, &row, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "shard-00001.zst"));
+    size_t rows = prepack_reader_row_count(r);
+    assert_int_equal(prepack_reader_row(r, rows - 1, &row, &d), PREPACK_OK);
+    prepack_reader_free(r);
+    assert_int_equal(prepack_reader_open(&r, bad, NULL, &d), PREPACK_EIO);
+    assert_null(r);
     free_corpus(&c);
 }
 

@@ -107,15 +107,23 @@ static void print_problem(void *opaque, const prepack_diag *d)
     printf("%s\n", d->message);
 }
 
-/* ---- against the inputs ----------------------------------------------------- */
+/* ---- sequences placed once, and against the inputs -------------------------- */
+
+/* One placed sequence or chunk. */
+typedef struct placed {
+    uint64_t id;
+    uint32_t start, len;
+    size_t row;
+} placed;
 
 typedef struct coverage {
     const prepack_store *store;  /* NULL without --input */
     uint32_t max_len;
-    uint64_t *placed;            /* tokens placed per sequence id */
-    uint32_t *buf;
-    size_t n;
+    placed *items;               /* every item of every readable row */
+    size_t nitems, cap;
+    uint32_t *buf;               /* one input sequence */
     size_t problems;
+    int out_of_memory;
 } coverage;
 
 static void problem(coverage *c, const char *fmt, ...)
@@ -133,53 +141,73 @@ static void problem(coverage *c, const char *fmt, ...)
     c->problems++;
 }
 
-static void check_sequence(coverage *c, const prepack_row *row, size_t r,
-                           size_t j)
+/* Row r's item j against the input it came from (with --input). */
+static void check_tokens(coverage *c, const prepack_row *row, size_t r,
+                         size_t j, const placed *p)
 {
-    uint64_t id = row->seq_ids[j];
-    uint32_t start = row->seq_starts ? row->seq_starts[j] : 0;
-    uint32_t len = (uint32_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]);
-    if (id >= c->n) {
+    size_t n = prepack_store_sequence_count(c->store);
+    if (p->id >= n) {
         problem(c, "row %zu: sequence id %llu, but the inputs hold %zu", r,
-                (unsigned long long)id, c->n);
+                (unsigned long long)p->id, n);
         return;
     }
-    if (!row->seq_starts && c->placed[id])
-        problem(c, "row %zu: sequence %llu placed twice", r,
-                (unsigned long long)id);
-    c->placed[id] += len;
-    if (!c->store)
-        return;
     const uint32_t *lengths = prepack_store_lengths(c->store);
-    if ((uint64_t)start + len > lengths[id]) {
+    if ((uint64_t)p->start + p->len > lengths[p->id]) {
         problem(c, "row %zu: sequence %llu tokens %u..%u, past its %u", r,
-                (unsigned long long)id, start, start + len, lengths[id]);
+                (unsigned long long)p->id, p->start, p->start + p->len,
+                lengths[p->id]);
         return;
     }
-    prepack_store_copy(c->store, (size_t)id, c->buf);
+    prepack_store_copy(c->store, (size_t)p->id, c->buf);
     size_t first = (size_t)row->cu_seqlens[j];
-    for (uint32_t t = 0; t < len; t++)
-        if (prepack_row_token(row, first + t) != c->buf[start + t]) {
+    for (uint32_t t = 0; t < p->len; t++)
+        if (prepack_row_token(row, first + t) != c->buf[p->start + t]) {
             problem(c, "row %zu: sequence %llu token %u is %u, the input has "
                     "%u",
-                    r, (unsigned long long)id, start + t,
-                    prepack_row_token(row, first + t), c->buf[start + t]);
+                    r, (unsigned long long)p->id, p->start + t,
+                    prepack_row_token(row, first + t), c->buf[p->start + t]);
             return;
         }
 }
 
-/* After all rows: each sequence placed whole, truncated to L, or not. */
-static void check_complete(coverage *c)
+static int by_id_then_start(const void *x, const void *y)
 {
-    if (!c->store)
-        return;
-    const uint32_t *lengths = prepack_store_lengths(c->store);
-    for (size_t id = 0; id < c->n; id++) {
-        uint64_t got = c->placed[id];
-        if (got != 0 && got != lengths[id] &&
+    const placed *a = x, *b = y;
+    if (a->id != b->id)
+        return a->id < b->id ? -1 : 1;
+    if (a->start != b->start)
+        return a->start < b->start ? -1 : 1;
+    return a->row < b->row ? -1 : a->row > b->row; /* messages name rows in order */
+}
+
+/* After all rows, with the items sorted by id: no token of a sequence
+ * placed twice; with --input, each sequence placed whole, truncated to L,
+ * or not at all. Memory follows the items the set holds, never the ids it
+ * claims (a damaged set may claim any). */
+static void check_placement(coverage *c)
+{
+    qsort(c->items, c->nitems, sizeof *c->items, by_id_then_start);
+    const uint32_t *lengths = c->store ? prepack_store_lengths(c->store) : NULL;
+    size_t n = c->store ? prepack_store_sequence_count(c->store) : 0;
+    for (size_t i = 0; i < c->nitems;) {
+        uint64_t id = c->items[i].id, got = 0, end = 0;
+        size_t k = i;
+        for (; k < c->nitems && c->items[k].id == id; k++) {
+            const placed *p = &c->items[k];
+            if (k > i && p->start < end)
+                problem(c, "row %zu: sequence %llu tokens from %u placed "
+                        "again (row %zu has them)",
+                        p->row, (unsigned long long)id, p->start,
+                        c->items[k - 1].row);
+            got += p->len;
+            end = (uint64_t)p->start + p->len;
+        }
+        if (lengths && id < n && got != lengths[id] &&
             !(lengths[id] > c->max_len && got == c->max_len))
-            problem(c, "sequence %zu: %llu of its %u tokens placed", id,
-                    (unsigned long long)got, lengths[id]);
+            problem(c, "sequence %llu: %llu of its %u tokens placed",
+                    (unsigned long long)id, (unsigned long long)got,
+                    lengths[id]);
+        i = k;
     }
 }
 
@@ -194,17 +222,42 @@ static int load_inputs(const verify_args *a, prepack_store **store)
     return rc == PREPACK_OK ? EXIT_OK : data_error("%s", d.message);
 }
 
+static int remember(coverage *c, const placed *p)
+{
+    if (c->nitems == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 1024;
+        placed *q = realloc(c->items, cap * sizeof *q);
+        if (!q)
+            return -1;
+        c->items = q;
+        c->cap = cap;
+    }
+    c->items[c->nitems++] = *p;
+    return 0;
+}
+
+/* Every readable row (the others were reported by prepack_reader_verify):
+ * its items remembered, their tokens checked against the inputs. */
 static void check_rows(prepack_reader *r, coverage *c)
 {
     for (size_t i = 0; i < prepack_reader_row_count(r); i++) {
         prepack_row row;
         prepack_diag d = {0};
         if (prepack_reader_row(r, i, &row, &d) != PREPACK_OK)
-            continue; /* reported by prepack_reader_verify */
-        for (size_t j = 0; j < row.num_seqs; j++)
-            check_sequence(c, &row, i, j);
+            continue;
+        for (size_t j = 0; j < row.num_seqs; j++) {
+            placed p = {row.seq_ids[j], row.seq_starts ? row.seq_starts[j] : 0,
+                        (uint32_t)(row.cu_seqlens[j + 1] - row.cu_seqlens[j]),
+                        i};
+            if (c->store)
+                check_tokens(c, &row, i, j, &p);
+            if (remember(c, &p) != 0) {
+                c->out_of_memory = 1;
+                return;
+            }
+        }
     }
-    check_complete(c);
+    check_placement(c);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -215,40 +268,30 @@ int cmd_verify(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    if (prepack_reader_open(&r, a.dir, NULL, &d) != PREPACK_OK) {
+    /* a damaged shard is one problem among others, not the end of the check */
+    prepack_reader_options ro = {.open_damaged = 1};
+    if (prepack_reader_open(&r, a.dir, &ro, &d) != PREPACK_OK) {
         printf("%s\n", d.message);
         return EXIT_DATA;
     }
     size_t problems = prepack_reader_verify(r, print_problem, NULL);
-    coverage c = {NULL, prepack_reader_max_seq_len(r), NULL, NULL, 0, 0};
+    coverage c = {.max_len = prepack_reader_max_seq_len(r)};
     prepack_store *store = NULL;
     rc = a.ninputs ? load_inputs(&a, &store) : EXIT_OK;
     if (rc == EXIT_OK) {
         c.store = store;
-        c.n = store ? prepack_store_sequence_count(store) : SIZE_MAX;
-        /* without inputs ids are only checked for repeats */
-        size_t ids = store ? c.n : 0;
-        for (size_t i = 0; !store && i < prepack_reader_row_count(r); i++) {
-            prepack_row row;
-            if (prepack_reader_row(r, i, &row, &d) == PREPACK_OK)
-                for (size_t j = 0; j < row.num_seqs; j++)
-                    ids = row.seq_ids[j] + 1 > ids ? (size_t)row.seq_ids[j] + 1
-                                                   : ids;
-        }
-        c.n = ids;
-        c.placed = calloc(ids + 1, sizeof *c.placed);
         uint32_t longest = 0;
-        for (size_t i = 0; store && i < c.n; i++)
+        for (size_t i = 0; store && i < prepack_store_sequence_count(store); i++)
             if (prepack_store_lengths(store)[i] > longest)
                 longest = prepack_store_lengths(store)[i];
         c.buf = malloc(((size_t)longest + 1) * sizeof *c.buf);
-        if (!c.placed || !c.buf)
-            rc = data_error("out of memory");
-        else
+        if (c.buf)
             check_rows(r, &c);
+        if (!c.buf || c.out_of_memory)
+            rc = data_error("out of memory");
     }
     problems += c.problems;
-    free(c.placed);
+    free(c.items);
     free(c.buf);
     prepack_store_free(store);
     size_t rows = prepack_reader_row_count(r);

@@ -161,6 +161,21 @@ cp -r "$tmp/set" "$tmp/gone"
 rm "$tmp/gone/shard-00001.zst"
 expect_exit 1 "$prepack" verify "$tmp/gone"
 expect_in "$tmp/out" "cannot open"
+# intact on disk but a sequence placed twice: only the placement check sees it
+if /usr/bin/python3 "$(dirname "$0")/duplicate_row.py" "$fixtures/expected/set" "$tmp/dup" 2>/dev/null; then
+    expect_exit 1 "$prepack" verify "$tmp/dup"
+    expect_in "$tmp/out" "row 1: sequence 0 tokens from 0 placed again (row 0 has them)"
+    expect_exit 1 "$prepack" verify "$tmp/dup" --input "$fixtures/expected/input.jsonl"
+    expect_in "$tmp/out" "sequence 24: 32 of its 40 tokens placed"
+else
+    echo "test_cli: python3 with msgpack, xxhash, zstandard missing: duplicate-row check skipped"
+fi
+# every damaged shard is listed, not only the first
+truncate -s -5 "$tmp/gone/shard-00000.zst"
+expect_exit 1 "$prepack" verify "$tmp/gone"
+expect_in "$tmp/out" "shard-00000.zst"
+expect_in "$tmp/out" "shard-00001.zst"
+expect_in "$tmp/err" "2 problems"
 
 # ---- golden shard set: the on-disk format, byte for byte ---------------------
 golden=$fixtures/expected
