@@ -1,7 +1,12 @@
-/* Fuzz target: reading a shard set whose one shard holds the input bytes
- * after the first two (rows - 1 and rows_per_frame - 1), with a manifest
- * made to agree on the size, so the reader gets past it and has to
- * survive the seek table, frames and msgpack rows. */
+/* Fuzz target: reading a shard set of one shard, with a manifest made to
+ * agree on its size. Byte 0: bit 7 picks the mode, bits 0-6 are rows - 1;
+ * byte 1: rows_per_frame - 1.
+ *  - shard mode (bit 7 clear): the rest is the shard file, so the reader
+ *    has to survive any seek table, frame and row;
+ *  - rows mode (bit 7 set): the rest is one frame's content (msgpack rows),
+ *    which the target compresses and gives a correct seek table, so the
+ *    fuzzer's changes reach the row decoder instead of dying at zstd's
+ *    checksum. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +15,7 @@
 #include <unistd.h>
 
 #include "prepack.h"
+#include "shard_wrap.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,11 +34,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!mkdtemp(dir))
         return 0;
     char path[128], manifest[1024];
-    unsigned rows = size > 0 ? 1u + data[0] : 1;
+    int rows_mode = size > 0 && (data[0] & 0x80);
+    unsigned rows = size > 0 ? 1u + (data[0] & 0x7F) : 1;
     unsigned rpf = size > 1 ? 1u + data[1] % 64 : 4;
     size_t skip = size < 2 ? size : 2;
     data += skip;
     size -= skip;
+    static unsigned char wrapped[1 << 17];
+    if (rows_mode) {
+        rpf = rows; /* one frame holds them all */
+        size = wrap_as_shard(data, size, wrapped, sizeof wrapped);
+        data = wrapped;
+    }
     snprintf(path, sizeof path, "%s/shard-00000.zst", dir);
     put(path, data, size);
     int n = snprintf(manifest, sizeof manifest,

@@ -79,6 +79,25 @@ def manifest_seeds():
         put('manifest', name, json.dumps(v).encode())
 
 
+def shard_rows_seeds():
+    """Rows mode of the shard target: 0x80 | (rows - 1), rows_per_frame - 1,
+    then one frame's msgpack rows, from the golden set's frames."""
+    import zstandard
+    d = os.path.join(ROOT, 'fixtures', 'expected', 'set')
+    for name in ('shard-00000.zst', 'shard-00001.zst'):
+        data = open(os.path.join(d, name), 'rb').read()
+        n = struct.unpack_from('<I', data, len(data) - 9)[0]
+        table = len(data) - (12 * n + 17)
+        at = 0
+        for i in range(n):
+            size = struct.unpack_from('<I', data, table + 8 + 12 * i)[0]
+            raw = zstandard.ZstdDecompressor().decompress(data[at:at + size])
+            at += size
+            rows = struct.unpack_from('>I', raw, 1)[0]
+            put('shard', 'rows-%s-frame%d' % (name[:11], i),
+                bytes([0x80 | (rows - 1), rows - 1]) + raw)
+
+
 def roundtrip_seeds():
     rng = random.Random(9)
     for i in range(12):
@@ -91,4 +110,5 @@ def roundtrip_seeds():
 megatron_seeds()
 llmc_seeds()
 manifest_seeds()
+shard_rows_seeds()
 roundtrip_seeds()

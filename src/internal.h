@@ -234,6 +234,11 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
  * what verify expects the manifest to list. */
 int pp_is_set_file(const char *name);
 
+/* The bytes one msgpack object at p[0..n) spans, or 0 when it is cut
+ * short, uses an unknown type byte, nests over 32 deep, or has a container
+ * claiming more elements than bytes remain (msgpack_check.c). */
+size_t pp_msgpack_span(const unsigned char *p, size_t n);
+
 /* What a reader needs of a manifest. */
 typedef struct pp_manifest {
     const prepack_allocator *alloc; /* what shards was allocated with */

@@ -376,8 +376,12 @@ static int load_frame(prepack_reader *r, size_t si, size_t f,
     uint64_t rows = s->rows - (uint64_t)f * r->m.rows_per_frame;
     if (rows > r->m.rows_per_frame)
         rows = r->m.rows_per_frame;
+    /* counts checked against the bytes first: msgpack-c allocates from
+     * them as they are */
     msgpack_unpack_return ur =
-        msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off);
+        pp_msgpack_span(r->dbuf, n) != n
+            ? MSGPACK_UNPACK_PARSE_ERROR
+            : msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off);
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory");

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "prepack.h"
+#include "shard_wrap.h"
 #include "test_tmpdir.h"
 #include "test_util.h"
 
@@ -633,6 +634,92 @@ static void test_damage_names_the_region(void **state)
     free_corpus(&c);
 }
 
+/* ---- rows that lie, behind intact checksums ------------------------------------ */
+
+/* A set of one shard whose one frame holds `raw` (rows rows), compressed
+ * and listed correctly: only the row decoding can object. */
+static int read_raw_frame(const char *name, const unsigned char *raw,
+                          size_t n, unsigned rows, prepack_diag *d)
+{
+    const char *dir = path_of(name);
+    assert_int_equal(mkdir(dir, 0777), 0);
+    static unsigned char shard[1 << 16];
+    size_t size = wrap_as_shard(raw, n, shard, sizeof shard);
+    assert_true(size > 0);
+    char path[700], text[600];
+    snprintf(path, sizeof path, "%s/shard-00000.zst", dir);
+    FILE *f = fopen(path, "wb");
+    fwrite(shard, 1, size, f);
+    fclose(f);
+    snprintf(text, sizeof text,
+             "{\"format\": \"prepack-shards\", \"version\": 1, "
+             "\"max_seq_len\": 8, \"token_dtype\": \"uint16\", "
+             "\"rows_per_frame\": %u, \"shards\": [{\"file\": "
+             "\"shard-00000.zst\", \"rows\": %u, \"tokens\": 0, "
+             "\"bytes\": %zu, \"xxh64\": \"%016llx\"}]}",
+             rows, rows, size, (unsigned long long)XXH64(shard, size, 0));
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return read_all(dir, d);
+}
+
+static void test_hostile_rows(void **state)
+{
+    (void)state;
+    /* a row: {"input_ids": bin 2 tokens, "cu_seqlens": [0, 2], "seq_ids": [7]} */
+    static const unsigned char good[] = {
+        0xdd, 0, 0, 0, 1, 0x83,
+        0xa9, 'i', 'n', 'p', 'u', 't', '_', 'i', 'd', 's', 0xc4, 4, 5, 0, 6, 0,
+        0xaa, 'c', 'u', '_', 's', 'e', 'q', 'l', 'e', 'n', 's', 0xc4, 8,
+        0, 0, 0, 0, 2, 0, 0, 0,
+        0xa7, 's', 'e', 'q', '_', 'i', 'd', 's', 0xc4, 8, 7, 0, 0, 0, 0, 0, 0, 0};
+    prepack_diag d = {0};
+    assert_int_equal(read_raw_frame("raw-good", good, sizeof good, 1, &d),
+                     PREPACK_OK);
+    unsigned char bad[sizeof good + 64];
+    struct {
+        const char *name;
+        size_t at;           /* where to overwrite */
+        unsigned char with[8];
+        size_t len;
+        const char *says;
+    } cases[] = {
+        /* the frame's array claims 2^32 - 1 rows: msgpack-c would ask for
+         * ~100 GB from this count alone */
+        {"raw-count", 1, {0xff, 0xff, 0xff, 0xff}, 4, "not a msgpack array"},
+        /* the row map claims 2^32 - 1 entries */
+        {"raw-map", 5, {0xdf, 0xff, 0xff, 0xff, 0xff}, 5, "not a msgpack"},
+        /* a bin claiming 2^32 - 1 bytes */
+        {"raw-bin", 16, {0xc6, 0xff, 0xff, 0xff, 0xff}, 5, "not a msgpack"},
+        /* cu_seqlens going down: 0, 2 -> 3, 2 */
+        {"raw-cu", 35, {3}, 1, "cu_seqlens must run from 0"},
+        /* input_ids one byte short: everything after it shifts */
+        {"raw-odd", 17, {3}, 1, "not a msgpack"},
+        /* the one byte msgpack never uses */
+        {"raw-c1", 5, {0xc1}, 1, "not a msgpack"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(bad, good, sizeof good);
+        memcpy(bad + cases[i].at, cases[i].with, cases[i].len);
+        memset(&d, 0, sizeof d);
+        int rc = read_raw_frame(cases[i].name, bad, sizeof good, 1, &d);
+        if (rc != PREPACK_ECORRUPT || !strstr(d.message, cases[i].says))
+            fail_msg("%s: %s (%s), expected \"%s\"", cases[i].name,
+                     prepack_strerror(rc), d.message, cases[i].says);
+    }
+    /* nesting far deeper than a row needs */
+    size_t n = 0;
+    memcpy(bad, good, 5);
+    n = 5;
+    for (int k = 0; k < 40; k++)
+        bad[n++] = 0x91;
+    bad[n++] = 0xc0;
+    assert_int_equal(read_raw_frame("raw-deep", bad, n, 1, &d),
+                     PREPACK_ECORRUPT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -642,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_damage_is_reported),
         cmocka_unit_test(test_damage_names_the_region),
+        cmocka_unit_test(test_hostile_rows),
     };
     return cmocka_run_group_tests_name("shard", tests, tmpdir_setup, tmpdir_teardown);
 }
