@@ -672,8 +672,8 @@ typedef struct prepack_reader_options {
 /* Opens a shard set: reads and checks manifest.json and each shard's seek
  * table (o may be NULL). Nothing a file says can make the reader allocate
  * more than the manifest's shard count, each seek table (checked against
- * the file's size) and rows_per_frame rows of max_seq_len tokens per
- * frame. Errors name the file and the cause (PREPACK_EIO, PREPACK_EFORMAT,
+ * the file's size), rows_per_frame rows of max_seq_len tokens per frame,
+ * and a small multiple of a frame's size to decode it. Errors name the file and the cause (PREPACK_EIO, PREPACK_EFORMAT,
  * PREPACK_ECORRUPT, PREPACK_ENOMEM). */
 int prepack_reader_open(prepack_reader **out, const char *dir,
                         const prepack_reader_options *o, prepack_diag *diag);
