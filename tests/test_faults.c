@@ -164,6 +164,52 @@ static void test_row_builder_allocation_failures(void **state)
     free_corpus(&c);
 }
 
+/* One attempt at some work with the allocator given: PREPACK_OK, or the
+ * first error with d filled. */
+typedef int (*attempt_fn)(void *ctx, const prepack_allocator *a,
+                          prepack_diag *d);
+
+/* Runs attempt with allocation 0, 1, 2, ... failing: each run must give
+ * PREPACK_ENOMEM and leave nothing allocated (and then pass after_failure,
+ * when given), until one succeeds. Returns how many runs failed. */
+static size_t fail_each_allocation(attempt_fn attempt, void *ctx,
+                                   void (*after_failure)(void *ctx))
+{
+    for (size_t k = 0;; k++) {
+        counting_alloc ca = {0, k, 0};
+        prepack_allocator a = counting_allocator(&ca);
+        prepack_diag d = {0};
+        int rc = attempt(ctx, &a, &d);
+        assert_int_equal(ca.live, 0);
+        if (rc == PREPACK_OK)
+            return k;
+        if (rc != PREPACK_ENOMEM)
+            fail_msg("allocation %zu failing gave %s: %s", k,
+                     prepack_strerror(rc), d.message);
+        if (after_failure)
+            after_failure(ctx);
+    }
+}
+
+typedef struct writer_sweep {
+    corpus *c;
+    const char *dir;
+    prepack_writer_options wo;
+} writer_sweep;
+
+static int write_with(void *ctx, const prepack_allocator *a, prepack_diag *d)
+{
+    writer_sweep *w = ctx;
+    w->wo.allocator = a;
+    return write_rows(w->c, w->dir, w->wo, d);
+}
+
+static void nothing_left(void *ctx)
+{
+    writer_sweep *w = ctx;
+    assert_int_equal(count_files(w->dir, NULL), 0);
+}
+
 /* The writer: each allocation (its buffers, the compressor pool, zstd's
  * context) fails in turn. Each failure is ENOMEM, leaks nothing and leaves
  * no manifest and no temporary shard; once nothing fails, the set is byte
@@ -178,21 +224,9 @@ static void test_writer_allocation_failures(void **state)
     const char *ref = path_of("writer-ref");
     prepack_diag d = {0};
     assert_int_equal(write_rows(&c, ref, wo, &d), PREPACK_OK);
-    const char *dir = path_of("writer-sweep");
-    size_t k;
-    for (k = 0;; k++) {
-        counting_alloc ca = {0, k, 0};
-        prepack_allocator a = counting_allocator(&ca);
-        wo.allocator = &a;
-        int rc = write_rows(&c, dir, wo, &d);
-        assert_int_equal(ca.live, 0);
-        if (rc == PREPACK_OK)
-            break;
-        if (rc != PREPACK_ENOMEM)
-            fail_msg("allocation %zu failing gave %s: %s", k,
-                     prepack_strerror(rc), d.message);
-        assert_int_equal(count_files(dir, NULL), 0); /* nothing left */
-    }
+    writer_sweep w = {&c, path_of("writer-sweep"), wo};
+    const char *dir = w.dir;
+    size_t k = fail_each_allocation(write_with, &w, nothing_left);
     assert_true(k > 5);
     print_message("writer: %zu allocations failed in turn\n", k);
     int files = count_files(ref, NULL);
@@ -237,6 +271,17 @@ static int read_everything(const char *dir, const prepack_allocator *a,
     return rc;
 }
 
+typedef struct reader_sweep {
+    const char *dir;
+    size_t rows;
+} reader_sweep;
+
+static int read_with(void *ctx, const prepack_allocator *a, prepack_diag *d)
+{
+    reader_sweep *r = ctx;
+    return read_everything(r->dir, a, r->rows, d);
+}
+
 static void test_reader_allocation_failures(void **state)
 {
     (void)state;
@@ -246,19 +291,9 @@ static void test_reader_allocation_failures(void **state)
     const char *dir = path_of("reader-sweep");
     prepack_diag d = {0};
     assert_int_equal(write_rows(&c, dir, wo, &d), PREPACK_OK);
-    size_t rows = prepack_plan_row_count(c.plan), k;
-    assert_true(rows > 10);
-    for (k = 0;; k++) {
-        counting_alloc ca = {0, k, 0};
-        prepack_allocator a = counting_allocator(&ca);
-        int rc = read_everything(dir, &a, rows, &d);
-        assert_int_equal(ca.live, 0);
-        if (rc == PREPACK_OK)
-            break;
-        if (rc != PREPACK_ENOMEM)
-            fail_msg("allocation %zu failing gave %s: %s", k,
-                     prepack_strerror(rc), d.message);
-    }
+    reader_sweep rs = {dir, prepack_plan_row_count(c.plan)};
+    assert_true(rs.rows > 10);
+    size_t k = fail_each_allocation(read_with, &rs, NULL);
     assert_true(k > 5);
     print_message("reader: %zu allocations failed in turn\n", k);
     free_corpus(&c);
