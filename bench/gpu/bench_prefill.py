@@ -35,7 +35,9 @@ SMALL = os.environ.get("PREPACK_BENCH_SMALL") == "1"
 D, HEADS, LAYERS, FFN, VOCAB = (64, 4, 2, 128, 32000) if SMALL else (2048, 16, 8, 5632, 32000)
 HD = D // HEADS
 DEV = "cpu" if SMALL else "cuda"
-DT = torch.float32 if SMALL else torch.bfloat16
+# PREPACK_BENCH_FP32=1: float32 on the GPU, where the three ways must agree
+# to float32 rounding (bf16's own rounding hides less obvious mistakes).
+DT = torch.float32 if SMALL or os.environ.get("PREPACK_BENCH_FP32") == "1" else torch.bfloat16
 
 
 def _rms_norm(x, shape):  # F.rms_norm arrived in torch 2.4
