@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Faults around `prepack pack`: killed (SIGKILL) or interrupted (SIGINT,
 # SIGTERM) after random delays, a file size limit and a full file system
-# mid-write, a read-only output directory. After each: no manifest, or a
+# mid-write, a read-only output directory; and hostile sizes. After each: no manifest, or a
 # complete set that verifies; no temporary file after a signal it could
 # catch; a clear error and exit 1 for a write that fails; a rerun succeeds.
 # Usage: test_faults.sh PREPACK FIXTURES. PREPACK_TEST_SEED repeats a run's
@@ -130,6 +130,24 @@ if [ -n "$ro" ]; then
     chmod 755 "$ro"
     rm -rf "$ro"
 fi
+
+# ---- hostile sizes ---------------------------------------------------------------
+printf '2147483647\n4294967295\n5\n' > "$tmp/big.txt"
+expect_exit 2 "$prepack" stats --lengths "$tmp/big.txt" --max-seq-len 2147483647
+expect_in "$tmp/err" "1..16777216"
+expect_exit 0 "$prepack" stats --lengths "$tmp/big.txt" --max-seq-len 16777216 --overlong split
+expect_in "$tmp/out" "split: 384 chunks"
+expect_in "$tmp/out" "6,442,450,947 in 385 items"
+expect_exit 0 "$prepack" stats --lengths "$tmp/big.txt" --max-seq-len 1 --overlong truncate
+expect_in "$tmp/out" "rows                 3 "
+printf '4294967296\n' > "$tmp/too.txt"
+expect_exit 1 "$prepack" stats --lengths "$tmp/too.txt" --max-seq-len 8
+expect_in "$tmp/err" "too.txt:1: length too large"
+printf '{"input_ids": [4294967295, 0]}\n' > "$tmp/bigid.jsonl"
+expect_exit 0 "$prepack" pack "$tmp/bigid.jsonl" -o "$tmp/bigid" --max-seq-len 4
+expect_exit 0 "$prepack" inspect "$tmp/bigid" --row 0
+expect_in "$tmp/out" "4294967295 0"
+expect_exit 0 "$prepack" verify "$tmp/bigid" --input "$tmp/bigid.jsonl"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
