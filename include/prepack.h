@@ -200,7 +200,11 @@ typedef struct prepack_plan_stats {
     uint64_t items;              /* items placed */
     uint64_t tokens;             /* tokens placed (sum of item lengths) */
     uint64_t rows;
-    uint64_t lower_bound;        /* ceil(tokens / L): no plan has fewer rows */
+    uint64_t lower_bound;        /* no plan has fewer rows: the largest of
+                                    ceil(tokens / L), Martello and Toth's
+                                    L2 (items over L/2 need a row each;
+                                    docs/DESIGN.md) and, with
+                                    max_seqs_per_row K, ceil(items / K) */
     double efficiency;           /* tokens / (rows * L); 0 when no rows */
     uint32_t max_items_per_row;
     double mean_items_per_row;   /* items / rows; 0 when no rows */

@@ -99,6 +99,12 @@ int pp_items_build(pp_items *it, const uint32_t *lengths, size_t n,
                    prepack_diag *diag);
 void pp_items_destroy(pp_items *it);
 
+/* The rows no plan can do with fewer than, from the items' count per
+ * length (count_of[0..max_len]): the largest of ceil(tokens / L),
+ * Martello and Toth's L2 and ceil(items / max_per_row) (bound.c). */
+uint64_t pp_lower_bound(const uint32_t *count_of, uint32_t max_len,
+                        uint64_t tokens, uint64_t items, uint32_t max_per_row);
+
 static inline uint32_t pp_item_src(const pp_items *it, size_t i)
 {
     return it->src ? it->src[i] : (uint32_t)i;

@@ -264,6 +264,9 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
     int rc = PREPACK_ENOMEM;
     if (p.count_of && p.row_of && p.row_size) {
         pp_count_lengths(it, p.count_of);
+        plan->stats.lower_bound =
+            pp_lower_bound(p.count_of, o->max_seq_len, plan->stats.tokens,
+                           it->count, o->max_seqs_per_row);
         pp_buckets b;
         rc = pp_buckets_init(&b, o->max_seq_len, guess, p.first_fit, a);
         if (rc == PREPACK_OK)
@@ -280,11 +283,30 @@ static int plan_decreasing(prepack_plan *plan, const pp_items *it,
 
 /* ---- next-fit ---------------------------------------------------------- */
 
+/* Next-fit needs no counts per length but the bound does: O(items + L)
+ * time, L + 1 counts of memory, freed before the rows are laid out. */
+static int compute_lower_bound(prepack_plan *plan, const pp_items *it,
+                               const prepack_plan_options *o)
+{
+    uint32_t *count_of =
+        pp_alloc(plan->allocp, (size_t)o->max_seq_len + 1, sizeof *count_of);
+    if (!count_of)
+        return PREPACK_ENOMEM;
+    pp_count_lengths(it, count_of);
+    plan->stats.lower_bound =
+        pp_lower_bound(count_of, o->max_seq_len, plan->stats.tokens,
+                       it->count, o->max_seqs_per_row);
+    pp_free(plan->allocp, count_of);
+    return PREPACK_OK;
+}
+
 /* One open row, items in input order: rows are contiguous runs of items,
  * so the entries are the items themselves and only row starts are found. */
 static int plan_next_fit(prepack_plan *plan, const pp_items *it,
                          const prepack_plan_options *o)
 {
+    if (compute_lower_bound(plan, it, o) != PREPACK_OK)
+        return PREPACK_ENOMEM;
     size_t rows = 0;
     uint32_t used = 0, size = 0;
     for (size_t i = 0; i < it->count; i++) {
@@ -365,7 +387,6 @@ static void finish_stats(prepack_plan *plan, uint32_t max_len)
     prepack_plan_stats *s = &plan->stats;
     s->max_seq_len = max_len;
     s->rows = plan->rows;
-    s->lower_bound = (s->tokens + max_len - 1) / max_len;
     for (size_t r = 0; r < plan->rows; r++) {
         uint32_t size = plan->row_start[r + 1] - plan->row_start[r];
         if (size > s->max_items_per_row)

@@ -128,3 +128,65 @@ void ref_plan_free(ref_plan *p)
     free(p->entry);
     memset(p, 0, sizeof *p);
 }
+
+uint64_t ref_lower_bound(const uint32_t *item_len, size_t m, uint32_t max_len,
+                         uint32_t max_per_row)
+{
+    uint64_t L = max_len, tokens = 0, best;
+    for (size_t i = 0; i < m; i++)
+        tokens += item_len[i];
+    best = (tokens + L - 1) / L;
+    for (uint64_t k = 0; 2 * k <= L; k++) {
+        uint64_t j12 = 0, room = 0, j3 = 0;
+        for (size_t i = 0; i < m; i++) {
+            uint64_t w = item_len[i];
+            if (2 * w > L) { /* J1 or J2 */
+                j12++;
+                if (w <= L - k)
+                    room += L - w; /* J2 */
+            } else if (w >= k) {
+                j3 += w;
+            }
+        }
+        uint64_t need = j12 + (j3 > room ? (j3 - room + L - 1) / L : 0);
+        if (need > best)
+            best = need;
+    }
+    if (max_per_row && (m + max_per_row - 1) / max_per_row > best)
+        best = (m + max_per_row - 1) / max_per_row;
+    return best;
+}
+
+/* Depth-first: item i into each row with room (rows holding the same load
+ * are interchangeable: try one), or a new row while that can still beat
+ * the best found. */
+static void search(const uint32_t *w, size_t m, size_t i, uint32_t L,
+                   uint32_t *load, size_t rows, size_t *best)
+{
+    if (rows >= *best)
+        return;
+    if (i == m) {
+        *best = rows;
+        return;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        int seen = 0;
+        for (size_t q = 0; q < r && !seen; q++)
+            seen = load[q] == load[r];
+        if (seen || load[r] + w[i] > L)
+            continue;
+        load[r] += w[i];
+        search(w, m, i + 1, L, load, rows, best);
+        load[r] -= w[i];
+    }
+    load[rows] = w[i];
+    search(w, m, i + 1, L, load, rows + 1, best);
+}
+
+size_t ref_optimum_rows(const uint32_t *item_len, size_t m, uint32_t max_len)
+{
+    uint32_t load[12];
+    size_t best = m + 1;
+    search(item_len, m, 0, max_len, load, 0, &best);
+    return m ? best : 0;
+}

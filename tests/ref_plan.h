@@ -25,4 +25,12 @@ int ref_plan_build(const uint32_t *lengths, size_t n, uint32_t max_len,
                    uint32_t max_per_row, ref_plan *out, size_t *bad);
 void ref_plan_free(ref_plan *p);
 
+/* The lower bound by its definition (Martello and Toth's L2 over every
+ * k in 0..L/2, ceil(tokens / L), ceil(items / K)): O(m x L). */
+uint64_t ref_lower_bound(const uint32_t *item_len, size_t m, uint32_t max_len,
+                         uint32_t max_per_row);
+
+/* The fewest rows any plan needs (exhaustive search; m <= 12). */
+size_t ref_optimum_rows(const uint32_t *item_len, size_t m, uint32_t max_len);
+
 #endif

@@ -398,7 +398,18 @@ static void check_invariants(const instance *in, const prepack_plan *p)
     prepack_plan_get_stats(p, &s);
     CHECK(s.tokens == tokens && s.rows == rows, "stats disagree");
     CHECK(rows >= (tokens + L - 1) / L, "fewer rows than the lower bound");
-    CHECK(s.lower_bound == (tokens + L - 1) / L, "wrong lower bound");
+    CHECK(s.lower_bound >= (tokens + L - 1) / L && s.lower_bound <= rows,
+          "lower bound %llu outside [ceil(tokens / L), rows]",
+          (unsigned long long)s.lower_bound);
+    if ((uint64_t)m * (L / 2 + 1) <= 20000000) { /* the definition, O(m L) */
+        uint32_t *lens = malloc((m + 1) * sizeof *lens);
+        for (size_t i = 0; i < m; i++)
+            lens[i] = all[i].length;
+        uint64_t want = ref_lower_bound(lens, m, L, K);
+        free(lens);
+        CHECK(s.lower_bound == want, "lower bound %llu, by definition %llu",
+              (unsigned long long)s.lower_bound, (unsigned long long)want);
+    }
 
     qsort(all, m, sizeof *all, cmp_item);
     size_t j = 0;
@@ -576,6 +587,72 @@ static void test_property_adversarial(void **state)
     free(len);
 }
 
+/* The lower bound is one: no plan beats it. Tiny instances against the
+ * exhaustive optimum; and it must be tighter than ceil(tokens / L) where
+ * long items cannot share rows. */
+static void test_lower_bound_never_above_optimum(void **state)
+{
+    (void)state;
+    rng r = {42};
+    size_t tighter = 0, exact = 0, runs = 3000;
+    for (size_t t = 0; t < runs; t++) {
+        uint32_t L = rng_range(&r, 2, 24), len[10];
+        size_t n = rng_range(&r, 1, 10);
+        uint64_t tokens = 0;
+        for (size_t i = 0; i < n; i++) {
+            len[i] = rng_range(&r, 1, L);
+            tokens += len[i];
+        }
+        prepack_plan_options o = {.max_seq_len = L};
+        prepack_plan *p = plan_or_fail(len, n, o);
+        prepack_plan_stats s;
+        prepack_plan_get_stats(p, &s);
+        /* the search wants the items' lengths, longest first */
+        uint32_t w[10];
+        size_t m = 0;
+        for (size_t row = 0; row < prepack_plan_row_count(p); row++)
+            for (size_t k = 0; k < prepack_plan_row_size(p, row); k++)
+                w[m++] = prepack_plan_item(p, row, k).length;
+        for (size_t a = 1; a < m; a++) /* insertion sort, descending */
+            for (size_t b = a; b > 0 && w[b - 1] < w[b]; b--) {
+                uint32_t x = w[b];
+                w[b] = w[b - 1];
+                w[b - 1] = x;
+            }
+        size_t opt = ref_optimum_rows(w, m, L);
+        if (s.lower_bound > opt)
+            fail_msg("lower bound %llu above the optimum %zu (L %u, n %zu)",
+                     (unsigned long long)s.lower_bound, opt, L, n);
+        tighter += s.lower_bound > (tokens + L - 1) / L;
+        exact += s.lower_bound == opt;
+        prepack_plan_free(p);
+    }
+    assert_true(tighter > 0);
+    print_message("lower bound: tighter than ceil(tokens / L) in %zu of %zu, "
+                  "equal to the optimum in %zu\n", tighter, runs, exact);
+}
+
+/* Four items of 6 at L = 10: ceil(24 / 10) = 3, but no two share a row. */
+static void test_lower_bound_counts_long_items(void **state)
+{
+    (void)state;
+    uint32_t len[4] = {6, 6, 6, 6};
+    prepack_plan_options o = {.max_seq_len = 10};
+    prepack_plan *p = plan_or_fail(len, 4, o);
+    prepack_plan_stats s;
+    prepack_plan_get_stats(p, &s);
+    assert_int_equal(s.lower_bound, 4);
+    assert_int_equal(s.rows, 4);
+    prepack_plan_free(p);
+    /* max_seqs_per_row: 6 items of 1, K = 2 -> 3 rows */
+    uint32_t ones[6] = {1, 1, 1, 1, 1, 1};
+    prepack_plan_options k2 = {.max_seq_len = 10, .max_seqs_per_row = 2};
+    p = plan_or_fail(ones, 6, k2);
+    prepack_plan_get_stats(p, &s);
+    assert_int_equal(s.lower_bound, 3);
+    prepack_plan_free(p);
+}
+
 static void test_single_sequence_and_L1(void **state)
 {
     (void)state;
@@ -732,6 +809,8 @@ int main(void)
         cmocka_unit_test(test_invalid_options),
         cmocka_unit_test(test_names_and_errors),
         cmocka_unit_test(test_shuffle_permutes_rows),
+        cmocka_unit_test(test_lower_bound_never_above_optimum),
+        cmocka_unit_test(test_lower_bound_counts_long_items),
         cmocka_unit_test(test_single_sequence_and_L1),
         cmocka_unit_test(test_largest_max_seq_len),
         cmocka_unit_test(test_property_random),
