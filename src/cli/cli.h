@@ -143,6 +143,7 @@ void json_end_array(json_writer *w);
 void json_key_u64(json_writer *w, const char *key, uint64_t v);
 void json_key_double(json_writer *w, const char *key, double v);
 void json_key_string(json_writer *w, const char *key, const char *v);
+void json_key_bool(json_writer *w, const char *key, int v);
 void json_finish(json_writer *w);
 
 #endif

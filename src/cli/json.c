@@ -93,6 +93,13 @@ void json_key_double(json_writer *w, const char *key, double v)
     w->need_comma = 1;
 }
 
+void json_key_bool(json_writer *w, const char *key, int v)
+{
+    put_key(w, key);
+    fputs(v ? "true" : "false", w->out);
+    w->need_comma = 1;
+}
+
 void json_key_string(json_writer *w, const char *key, const char *v)
 {
     put_key(w, key);

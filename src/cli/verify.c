@@ -23,11 +23,15 @@ static const char verify_help[] =
     "  --input INPUT            an input of the set, repeatable, in order\n"
     "  --format, --field, --doc-sep, --sep-position\n"
     "                           how to read the inputs, as for 'prepack stats'\n"
+    "  --json                   print one JSON object: dir, rows, shards,\n"
+    "                           ok, problems (count) and messages (the\n"
+    "                           first 1000)\n"
     "  -h, --help               show this help\n"
     "\n"
     "Exit status: 0 all checks pass, 1 a problem was found, 2 usage error.\n";
 
-enum { OPT_INPUT = 256, OPT_FORMAT, OPT_FIELD, OPT_DOCSEP, OPT_SEPPOS };
+enum { OPT_INPUT = 256, OPT_FORMAT, OPT_FIELD, OPT_DOCSEP, OPT_SEPPOS,
+       OPT_JSON };
 
 static const struct option verify_options[] = {
     {"input", required_argument, NULL, OPT_INPUT},
@@ -35,6 +39,7 @@ static const struct option verify_options[] = {
     {"field", required_argument, NULL, OPT_FIELD},
     {"doc-sep", required_argument, NULL, OPT_DOCSEP},
     {"sep-position", required_argument, NULL, OPT_SEPPOS},
+    {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
@@ -43,6 +48,7 @@ typedef struct verify_args {
     const char *inputs[256];
     int ninputs;
     prepack_ingest_options ingest;
+    int json;
 } verify_args;
 
 static int apply(verify_args *a, int opt, const char *val)
@@ -60,6 +66,9 @@ static int apply(verify_args *a, int opt, const char *val)
         return EXIT_OK;
     case OPT_FIELD:
         a->ingest.field = val;
+        return EXIT_OK;
+    case OPT_JSON:
+        a->json = 1;
         return EXIT_OK;
     case OPT_DOCSEP:
         if (parse_u64(val, 0, UINT32_MAX, &v))
@@ -101,10 +110,53 @@ static int parse(int argc, char **argv, verify_args *a)
     return EXIT_OK;
 }
 
-static void print_problem(void *opaque, const prepack_diag *d)
+/* ---- problems: a line each, or kept for the JSON object ------------------ */
+
+enum { JSON_MESSAGES = 1000 };
+
+typedef struct problem_list {
+    int json;
+    size_t count;
+    char *kept[JSON_MESSAGES];
+    size_t nkept;
+} problem_list;
+
+static void add_problem(problem_list *p, const char *message)
 {
-    (void)opaque;
-    printf("%s\n", d->message);
+    p->count++;
+    if (!p->json)
+        printf("%s\n", message);
+    else if (p->nkept < JSON_MESSAGES && (p->kept[p->nkept] = strdup(message)))
+        p->nkept++;
+}
+
+static void reader_problem(void *opaque, const prepack_diag *d)
+{
+    add_problem(opaque, d->message);
+}
+
+static void print_json(const problem_list *p, const char *dir, size_t rows,
+                       size_t shards)
+{
+    json_writer w = {stdout, 0, 0};
+    json_begin_object(&w, NULL);
+    json_key_string(&w, "dir", dir);
+    json_key_u64(&w, "rows", rows);
+    json_key_u64(&w, "shards", shards);
+    json_key_bool(&w, "ok", p->count == 0);
+    json_key_u64(&w, "problems", p->count);
+    json_begin_array(&w, "messages");
+    for (size_t i = 0; i < p->nkept; i++)
+        json_key_string(&w, NULL, p->kept[i]);
+    json_end_array(&w);
+    json_end_object(&w);
+    json_finish(&w);
+}
+
+static void free_problems(problem_list *p)
+{
+    for (size_t i = 0; i < p->nkept; i++)
+        free(p->kept[i]);
 }
 
 /* ---- sequences placed once, and against the inputs -------------------------- */
@@ -122,7 +174,7 @@ typedef struct coverage {
     placed *items;               /* every item of every readable row */
     size_t nitems, cap;
     uint32_t *buf;               /* one input sequence */
-    size_t problems;
+    problem_list *sink;
     int out_of_memory;
 } coverage;
 
@@ -133,12 +185,12 @@ static void problem(coverage *c, const char *fmt, ...)
     ;
 static void problem(coverage *c, const char *fmt, ...)
 {
+    char message[512];
     va_list ap;
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    putchar('\n');
-    c->problems++;
+    add_problem(c->sink, message);
 }
 
 /* Row r's item j against the input it came from (with --input). */
@@ -268,14 +320,20 @@ int cmd_verify(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     prepack_reader *r = NULL;
     prepack_diag d = {0};
+    static problem_list found; /* large: off the stack */
+    memset(&found, 0, sizeof found);
+    found.json = a.json;
     /* a damaged shard is one problem among others, not the end of the check */
     prepack_reader_options ro = {.open_damaged = 1};
     if (prepack_reader_open(&r, a.dir, &ro, &d) != PREPACK_OK) {
-        printf("%s\n", d.message);
+        add_problem(&found, d.message);
+        if (a.json)
+            print_json(&found, a.dir, 0, 0);
+        free_problems(&found);
         return EXIT_DATA;
     }
-    size_t problems = prepack_reader_verify(r, print_problem, NULL);
-    coverage c = {.max_len = prepack_reader_max_seq_len(r)};
+    prepack_reader_verify(r, reader_problem, &found);
+    coverage c = {.max_len = prepack_reader_max_seq_len(r), .sink = &found};
     prepack_store *store = NULL;
     rc = a.ninputs ? load_inputs(&a, &store) : EXIT_OK;
     if (rc == EXIT_OK) {
@@ -290,12 +348,16 @@ int cmd_verify(int argc, char **argv)
         if (!c.buf || c.out_of_memory)
             rc = data_error("out of memory");
     }
-    problems += c.problems;
     free(c.items);
     free(c.buf);
     prepack_store_free(store);
     size_t rows = prepack_reader_row_count(r);
+    size_t shards = prepack_reader_shard_count(r);
     prepack_reader_free(r);
+    size_t problems = found.count;
+    if (rc == EXIT_OK && a.json)
+        print_json(&found, a.dir, rows, shards);
+    free_problems(&found);
     if (rc != EXIT_OK)
         return rc;
     if (problems) {

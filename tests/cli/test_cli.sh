@@ -176,6 +176,20 @@ expect_exit 1 "$prepack" verify "$tmp/gone"
 expect_in "$tmp/out" "shard-00000.zst"
 expect_in "$tmp/out" "shard-00001.zst"
 expect_in "$tmp/err" "2 problems"
+# --json: one object a script can read, the same problems
+expect_exit 1 "$prepack" verify "$tmp/gone" --json
+/usr/bin/python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] is False and d["problems"] == 2 and len(d["messages"]) == 2, d
+assert any("shard-00000.zst" in m for m in d["messages"]), d
+' "$tmp/out" && ok || bad "verify --json on a damaged set"
+expect_exit 0 "$prepack" verify "$tmp/set" --json
+/usr/bin/python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] is True and d["problems"] == 0 and d["rows"] > 0, d
+' "$tmp/out" && ok || bad "verify --json on a good set"
 
 # ---- golden shard set: the on-disk format, byte for byte ---------------------
 golden=$fixtures/expected
