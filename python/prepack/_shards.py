@@ -30,8 +30,25 @@ class CorruptShardError(ShardSetError):
     """Damaged data: the message names the shard, the frame and the cause."""
 
 
+def _frame_bytes_bound(rows_per_frame, max_seq_len, width):
+    """The most bytes a frame of rows_per_frame rows can decompress to (the
+    C reader's bound): a seek table claiming more is damaged, and is
+    refused before anything is allocated for it."""
+    per_token = width + 4 + 8 + 4 + 1  # id, cu, seq id, start, mask
+    return rows_per_frame * (max_seq_len * per_token + 4 + 128) + 16
+
+
+def _uint(where, obj, key, lo, hi):
+    """obj[key] as an int in [lo, hi], or ShardSetError naming it."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if type(value) is not int or not lo <= value <= hi:
+        raise ShardSetError(f"{where}: {key} must be an integer in "
+                            f"{lo}..{hi}, not {value!r}")
+    return value
+
+
 class _Shard:
-    def __init__(self, path, rows, size, rows_per_frame):
+    def __init__(self, path, rows, size, rows_per_frame, frame_bound):
         self.path = path
         self.rows = rows
         self.frames = []  # (offset, compressed, decompressed, checksum)
@@ -62,6 +79,10 @@ class _Shard:
         offset = 0
         for i in range(n):
             c, d, s = struct.unpack_from("<III", body, 12 * i)
+            if d > frame_bound:
+                raise CorruptShardError(
+                    f"{path}: frame {i} claims {d} bytes, more than "
+                    f"{rows_per_frame} rows can hold")
             self.frames.append((offset, c, d, s))
             offset += c
         if offset != size - table:
@@ -95,29 +116,45 @@ class ShardSet:
                 or m.get("version") != 1:
             raise ShardSetError(f"{manifest_path}: not a prepack shard set "
                                 f"manifest (version 1)")
-        try:
-            self.max_seq_len = int(m["max_seq_len"])
-            self.token_dtype = _DTYPES[m["token_dtype"]]
-            self.rows_per_frame = int(m["rows_per_frame"])
-            entries = list(m["shards"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ShardSetError(f"{manifest_path}: bad or missing key {e}")
+        # every value checked for type and range: a manifest is input too
+        self.max_seq_len = _uint(manifest_path, m, "max_seq_len", 1, 1 << 24)
+        self.rows_per_frame = _uint(manifest_path, m, "rows_per_frame", 1,
+                                    2**32 - 1)
+        if not isinstance(m.get("token_dtype"), str) or \
+                m["token_dtype"] not in _DTYPES:
+            raise ShardSetError(f"{manifest_path}: token_dtype must be uint16 "
+                                f"or uint32, not {m.get('token_dtype')!r}")
+        self.token_dtype = _DTYPES[m["token_dtype"]]
+        entries = m.get("shards")
+        if not isinstance(entries, list):
+            raise ShardSetError(f"{manifest_path}: shards must be a list")
+        bound = _frame_bytes_bound(self.rows_per_frame, self.max_seq_len,
+                                   self.token_dtype.itemsize)
         self._shards = []
         self._first = []
         rows = 0
-        for e in entries:
-            name = e["file"]
+        for i, e in enumerate(entries):
+            where = f"{manifest_path}: shard entry {i}"
+            if not isinstance(e, dict):
+                raise ShardSetError(f"{where} is not an object")
+            name = e.get("file")
             if not (isinstance(name, str) and name.startswith("shard-")
                     and name.endswith(".zst") and "/" not in name
                     and name[6:-4].isdigit()):
                 raise ShardSetError(f"{manifest_path}: bad shard name {name!r}")
+            digest = e.get("xxh64")
+            if not (isinstance(digest, str) and len(digest) == 16
+                    and all(c in "0123456789abcdef" for c in digest)):
+                raise ShardSetError(f"{where}: xxh64 must be 16 hex digits")
+            n = _uint(where, e, "rows", 0, 2**63)
+            size = _uint(where, e, "bytes", 0, 2**63)
             path = os.path.join(self.path, name)
             if not os.path.exists(path):
                 raise ShardSetError(f"{path}: missing")
             self._first.append(rows)
-            self._shards.append(_Shard(path, int(e["rows"]), int(e["bytes"]),
-                                       self.rows_per_frame))
-            rows += int(e["rows"])
+            self._shards.append(_Shard(path, n, size, self.rows_per_frame,
+                                       bound))
+            rows += n
         self._rows = rows
         self._dctx = zstandard.ZstdDecompressor()
         self._cache_key = None
