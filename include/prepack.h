@@ -34,6 +34,11 @@ extern "C" {
 
 /* The library's version string, e.g. "0.1.0". */
 const char *prepack_version(void);
+/* The version of a library prepack uses: "zstd" and "msgpack-c" as linked
+ * at run time, "simdjson" and "xxhash" as built with; NULL for other
+ * names. zstd's matters for byte-identical shards: another zstd version
+ * may compress the same rows to other bytes. */
+const char *prepack_dependency_version(const char *name);
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */

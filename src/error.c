@@ -4,11 +4,6 @@
 
 #include "internal.h"
 
-const char *prepack_version(void)
-{
-    return PREPACK_VERSION_STRING;
-}
-
 const char *prepack_strerror(int code)
 {
     switch (code) {

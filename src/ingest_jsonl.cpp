@@ -348,3 +348,10 @@ extern "C" int pp_ingest_jsonl(prepack_store *s, const char *path,
                        "%s: out of memory", path);
     }
 }
+
+extern "C" const char *pp_simdjson_version(void)
+{
+#define PP_SIMDJSON_STR2(x) #x
+#define PP_SIMDJSON_STR(x) PP_SIMDJSON_STR2(x)
+    return PP_SIMDJSON_STR(SIMDJSON_VERSION);
+}

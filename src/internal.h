@@ -245,6 +245,9 @@ int pp_is_set_file(const char *name);
  * claiming more elements than bytes remain (msgpack_check.c). */
 size_t pp_msgpack_span(const unsigned char *p, size_t n);
 
+/* simdjson's version (ingest_jsonl.cpp: its header is C++). */
+const char *pp_simdjson_version(void);
+
 /* What a reader needs of a manifest. */
 typedef struct pp_manifest {
     const prepack_allocator *alloc; /* what shards was allocated with */

@@ -265,6 +265,15 @@ static void test_invalid_options(void **state)
 static void test_names_and_errors(void **state)
 {
     (void)state;
+    assert_string_equal(prepack_version(), PREPACK_VERSION_STRING);
+    const char *deps[] = {"zstd", "msgpack-c", "simdjson", "xxhash"};
+    for (int i = 0; i < 4; i++) {
+        const char *v = prepack_dependency_version(deps[i]);
+        assert_non_null(v);
+        assert_true(v[0] >= '0' && v[0] <= '9' && strchr(v, '.') != NULL);
+    }
+    assert_null(prepack_dependency_version("zlib-ng"));
+    assert_null(prepack_dependency_version(NULL));
     const char *algos[] = {"ffd", "bfd", "nextfit"};
     for (int i = 0; i < 3; i++) {
         prepack_algo a;

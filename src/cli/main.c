@@ -35,7 +35,11 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
-        printf("prepack %s\n", prepack_version());
+        printf("prepack %s (zstd %s, msgpack-c %s, simdjson %s, xxhash %s)\n",
+               prepack_version(), prepack_dependency_version("zstd"),
+               prepack_dependency_version("msgpack-c"),
+               prepack_dependency_version("simdjson"),
+               prepack_dependency_version("xxhash"));
         return EXIT_OK;
     }
     if (!strcmp(cmd, "stats"))
