@@ -12,6 +12,11 @@ static int mul_overflows(size_t count, size_t size, size_t *bytes)
     return 0;
 }
 
+int pp_allocator_incomplete(const prepack_allocator *a)
+{
+    return a && (!a->malloc_fn || !a->realloc_fn || !a->free_fn);
+}
+
 void *pp_alloc(const prepack_allocator *a, size_t count, size_t size)
 {
     size_t bytes;

@@ -15,6 +15,9 @@
  * test can fail the k-th allocation and check nothing leaks. Sizes are
  * element count x element size with overflow checked: NULL on overflow. */
 void *pp_alloc(const prepack_allocator *a, size_t count, size_t size);
+/* Non-zero for an allocator missing one of its three functions (NULL,
+ * the C library's, is complete): callers refuse it with PREPACK_EINVAL. */
+int pp_allocator_incomplete(const prepack_allocator *a);
 void *pp_calloc(const prepack_allocator *a, size_t count, size_t size);
 void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
                  size_t size);

@@ -82,6 +82,9 @@ int prepack_lengths_parse(const char *text, size_t size, const char *name,
                        "invalid argument");
     *lengths = NULL;
     *n = 0;
+    if (pp_allocator_incomplete(allocator))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "allocator needs all three functions");
     if (!name)
         name = "<lengths>";
     size_t lines = count_lines(text, size);

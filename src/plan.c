@@ -423,7 +423,7 @@ static int check_options(const uint32_t *lengths, size_t n,
                        "plan in partitions",
                        n, PREPACK_MAX_ITEMS);
     const prepack_allocator *a = o->allocator;
-    if (a && (!a->malloc_fn || !a->realloc_fn || !a->free_fn))
+    if (pp_allocator_incomplete(a))
         return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "allocator needs all three functions");
     return PREPACK_OK;

@@ -227,6 +227,9 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
                        "invalid argument");
     *out = NULL;
     const prepack_allocator *a = o ? o->allocator : NULL;
+    if (pp_allocator_incomplete(a))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "allocator needs all three functions");
     prepack_reader *r = pp_calloc(a, 1, sizeof *r);
     if (!r)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,

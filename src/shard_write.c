@@ -169,6 +169,9 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
     *out = NULL;
     if (!o)
         o = &none;
+    if (pp_allocator_incomplete(o->allocator))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "allocator needs all three functions");
     unsigned w = width_of(token_dtype);
     if ((uint64_t)max_seq_len * w >= UINT64_C(0xFFFFFFFF))
         return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,

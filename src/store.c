@@ -194,6 +194,9 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
     if (!prepack_dtype_name(o->dtype))
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "unknown token dtype %d", (int)o->dtype);
+    if (pp_allocator_incomplete(o->allocator))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "allocator needs all three functions");
     prepack_store *s = pp_calloc(o->allocator, 1, sizeof *s);
     if (!s)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,

@@ -299,6 +299,38 @@ static void test_reader_allocation_failures(void **state)
     free_corpus(&c);
 }
 
+/* Every call that takes an allocator refuses one missing a function. */
+static void test_incomplete_allocator(void **state)
+{
+    (void)state;
+    counting_alloc ca = {0, SIZE_MAX, 0};
+    prepack_allocator a = counting_allocator(&ca);
+    a.realloc_fn = NULL;
+    prepack_diag d = {0};
+    prepack_store *st = NULL;
+    prepack_store_options so = {.allocator = &a};
+    assert_int_equal(prepack_store_create(&st, &so, &d), PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "allocator"));
+    prepack_writer *w = NULL;
+    prepack_writer_options wo = {.allocator = &a};
+    assert_int_equal(prepack_writer_create(&w, path_of("incomplete"), 8,
+                                           PREPACK_DTYPE_UINT16, &wo, &d),
+                     PREPACK_EINVAL);
+    prepack_reader *r = NULL;
+    prepack_reader_options ro = {.allocator = &a};
+    assert_int_equal(prepack_reader_open(&r, test_tmpdir, &ro, &d),
+                     PREPACK_EINVAL);
+    uint32_t *len = NULL;
+    size_t n = 0;
+    assert_int_equal(prepack_lengths_parse("1\n", 2, "x", &len, &n, &a, &d),
+                     PREPACK_EINVAL);
+    prepack_plan *p = NULL;
+    uint32_t one = 1;
+    prepack_plan_options po = {.max_seq_len = 4, .allocator = &a, .diag = &d};
+    assert_int_equal(prepack_plan_create(&p, &one, 1, &po), PREPACK_EINVAL);
+    assert_int_equal(ca.calls, 0);
+}
+
 /* ---- a full disk ------------------------------------------------------------ */
 
 /* RLIMIT_FSIZE stands in for a full disk (the write fails with EFBIG, as
@@ -524,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_row_builder_allocation_failures),
         cmocka_unit_test(test_writer_allocation_failures),
         cmocka_unit_test(test_reader_allocation_failures),
+        cmocka_unit_test(test_incomplete_allocator),
         cmocka_unit_test(test_file_size_limit),
         cmocka_unit_test(test_max_seq_len_limits),
         cmocka_unit_test(test_lengths_near_2_to_32),
