@@ -59,6 +59,16 @@ void pp_free(const prepack_allocator *a, void *p)
         free(p);
 }
 
+void *pp_zstd_alloc(void *opaque, size_t size)
+{
+    return pp_alloc(opaque, size, 1);
+}
+
+void pp_zstd_free(void *opaque, void *p)
+{
+    pp_free(opaque, p);
+}
+
 void prepack_free(void *ptr, const prepack_allocator *allocator)
 {
     pp_free(allocator, ptr);

@@ -45,19 +45,9 @@ struct pp_pool {
     int stop;
 };
 
-static void *zstd_alloc(void *opaque, size_t size)
-{
-    return pp_alloc(opaque, size, 1);
-}
-
-static void zstd_free(void *opaque, void *p)
-{
-    pp_free(opaque, p);
-}
-
 static ZSTD_CCtx *new_cctx(const prepack_allocator *a, int level)
 {
-    ZSTD_customMem mem = {zstd_alloc, zstd_free, (void *)a};
+    ZSTD_customMem mem = {pp_zstd_alloc, pp_zstd_free, (void *)a};
     ZSTD_CCtx *c = a ? ZSTD_createCCtx_advanced(mem) : ZSTD_createCCtx();
     if (c) {
         ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);

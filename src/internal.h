@@ -18,6 +18,10 @@ void *pp_alloc(const prepack_allocator *a, size_t count, size_t size);
 /* Non-zero for an allocator missing one of its three functions (NULL,
  * the C library's, is complete): callers refuse it with PREPACK_EINVAL. */
 int pp_allocator_incomplete(const prepack_allocator *a);
+/* zstd's ZSTD_customMem hooks over an allocator (opaque: the allocator),
+ * so zstd's contexts allocate where the caller's handle does. */
+void *pp_zstd_alloc(void *opaque, size_t size);
+void pp_zstd_free(void *opaque, void *p);
 void *pp_calloc(const prepack_allocator *a, size_t count, size_t size);
 void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
                  size_t size);

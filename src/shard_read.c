@@ -183,23 +183,11 @@ static int open_shard(prepack_reader *r, const char *dir, size_t i,
     return rc;
 }
 
-/* zstd's allocation hooks, over the reader's allocator */
-static void *zstd_alloc(void *opaque, size_t size)
-{
-    const prepack_allocator *a = opaque;
-    return pp_alloc(a, size, 1);
-}
-
-static void zstd_free(void *opaque, void *p)
-{
-    pp_free(opaque, p);
-}
-
 static ZSTD_DCtx *create_dctx(const prepack_allocator *a)
 {
     if (!a)
         return ZSTD_createDCtx();
-    ZSTD_customMem mem = {zstd_alloc, zstd_free, (void *)a};
+    ZSTD_customMem mem = {pp_zstd_alloc, pp_zstd_free, (void *)a};
     return ZSTD_createDCtx_advanced(mem);
 }
 

@@ -320,9 +320,7 @@ int cmd_verify(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    static problem_list found; /* large: off the stack */
-    memset(&found, 0, sizeof found);
-    found.json = a.json;
+    problem_list found = {.json = a.json};
     /* a damaged shard is one problem among others, not the end of the check */
     prepack_reader_options ro = {.open_damaged = 1};
     if (prepack_reader_open(&r, a.dir, &ro, &d) != PREPACK_OK) {
