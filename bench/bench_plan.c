@@ -164,7 +164,7 @@ static int bench_algo(const char *workload, const uint32_t *len, size_t n,
                                   .allocator = &a};
         prepack_plan *p = NULL;
         double t0 = now();
-        int rc = prepack_plan_create(&p, len, n, &o);
+        int rc = prepack_plan_create(&p, len, n, &o, NULL);
         t[r] = now() - t0;
         if (rc != PREPACK_OK) {
             fprintf(stderr, "plan failed: %s\n", prepack_strerror(rc));

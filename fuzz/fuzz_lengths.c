@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                   .algo = (prepack_algo)algo,
                                   .overlong = PREPACK_OVERLONG_SPLIT};
         prepack_plan *p = NULL;
-        if (prepack_plan_create(&p, len, n, &o) == PREPACK_OK) {
+        if (prepack_plan_create(&p, len, n, &o, NULL) == PREPACK_OK) {
             prepack_report r;
             prepack_report_compute(p, len, n, 8, &r);
         }

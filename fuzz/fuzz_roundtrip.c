@@ -112,7 +112,7 @@ static void run(const uint8_t *h, const uint32_t *len, size_t n,
     const uint32_t *slen = prepack_store_lengths(s);
     prepack_plan *plan = NULL;
     prepack_diag d;
-    int rc = prepack_plan_create(&plan, slen, m, &po);
+    int rc = prepack_plan_create(&plan, slen, m, &po, NULL);
     if (rc != PREPACK_OK) {
         CHECK(po.overlong == PREPACK_OVERLONG_ERROR && rc == PREPACK_EOVERLONG);
         prepack_store_free(s);

@@ -145,7 +145,6 @@ typedef struct prepack_plan_options {
     int shuffle_rows;           /* non-zero: shuffle the finished rows */
     uint64_t shuffle_seed;      /* seed for that shuffle (any value) */
     const prepack_allocator *allocator; /* NULL = malloc/realloc/free */
-    prepack_diag *diag;         /* optional: receives failure details */
 } prepack_plan_options;
 
 typedef struct prepack_plan prepack_plan;
@@ -155,7 +154,7 @@ typedef struct prepack_plan prepack_plan;
  * lengths and options: same input, same plan, on every platform.
  *
  * On success *out owns a new plan (free with prepack_plan_free). On failure
- * *out is NULL, nothing is leaked, and opts->diag (when set) says why:
+ * *out is NULL, nothing is leaked, and diag (when not NULL) says why:
  * PREPACK_EINVAL (bad options: L of 0 or over the limit, unknown enum,
  * lengths NULL with n > 0), PREPACK_ERANGE (more than PREPACK_MAX_ITEMS
  * items), PREPACK_EOVERLONG (a sequence longer than L under the ERROR
@@ -168,7 +167,7 @@ typedef struct prepack_plan prepack_plan;
  * row. Zero-length, dropped or split sequences add 4 bytes per item while
  * planning. */
 int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
-                        const prepack_plan_options *opts);
+                        const prepack_plan_options *opts, prepack_diag *diag);
 
 /* Frees a plan. NULL is fine. */
 void prepack_plan_free(prepack_plan *plan);
@@ -274,11 +273,12 @@ void prepack_packed_free(prepack_packed *p);
 /* Prepacking (Zhao et al. 2024): pack a batch's prompts into rows of
  * capacity C, prefill them with a block-diagonal causal mask and restarted
  * positions, then take each prompt's last-token logits and KV cache back
- * out. Best-fit decreasing by default, as the authors' implementation. */
+ * out. First-fit decreasing by default, as everywhere in prepack; the
+ * authors' implementation uses best fit (PREPACK_ALGO_BFD), which Python's
+ * pack_prompts chooses by default. */
 typedef struct prepack_prefill_options {
     uint32_t capacity;   /* C; 0 = the longest prompt */
-    int use_ffd;         /* non-zero: first-fit decreasing instead of the
-                            default best-fit decreasing */
+    prepack_algo algo;   /* default FFD */
     uint32_t pad_id;     /* fills the rows past their tokens */
 } prepack_prefill_options;
 

@@ -7,7 +7,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "internal.h"
+#include "ingest/readers.h"
 
 #define PP_STR2(x) #x
 #define PP_STR(x) PP_STR2(x)

@@ -62,7 +62,7 @@ static void make_corpus(corpus *c, uint32_t max_id)
     c->opts.overlong = PREPACK_OVERLONG_SPLIT;
     assert_int_equal(prepack_plan_create(&c->plan,
                                          prepack_store_lengths(c->store), N,
-                                         &c->opts),
+                                         &c->opts, NULL),
                      PREPACK_OK);
 }
 
@@ -326,8 +326,8 @@ static void test_incomplete_allocator(void **state)
                      PREPACK_EINVAL);
     prepack_plan *p = NULL;
     uint32_t one = 1;
-    prepack_plan_options po = {.max_seq_len = 4, .allocator = &a, .diag = &d};
-    assert_int_equal(prepack_plan_create(&p, &one, 1, &po), PREPACK_EINVAL);
+    prepack_plan_options po = {.max_seq_len = 4, .allocator = &a};
+    assert_int_equal(prepack_plan_create(&p, &one, 1, &po, &d), PREPACK_EINVAL);
     assert_int_equal(ca.calls, 0);
 }
 
@@ -374,15 +374,14 @@ static void test_max_seq_len_limits(void **state)
     uint32_t bad[3] = {0, PREPACK_MAX_SEQ_LEN_LIMIT + 1, 0x7FFFFFFFu};
     for (int i = 0; i < 3; i++) {
         prepack_plan_options o = {.max_seq_len = bad[i]};
-        o.diag = &d;
-        assert_int_equal(prepack_plan_create(&p, len, 3, &o), PREPACK_EINVAL);
+        assert_int_equal(prepack_plan_create(&p, len, 3, &o, &d), PREPACK_EINVAL);
         assert_null(p);
         assert_non_null(strstr(d.message, "max_seq_len"));
     }
     /* L = 1: one token per row */
     prepack_plan_options one = {.max_seq_len = 1,
                                 .overlong = PREPACK_OVERLONG_SPLIT};
-    assert_int_equal(prepack_plan_create(&p, len, 3, &one), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&p, len, 3, &one, &d), PREPACK_OK);
     assert_int_equal(prepack_plan_row_count(p), 6);
     for (size_t r = 0; r < 6; r++)
         assert_int_equal(prepack_plan_row_tokens(p, r), 1);
@@ -410,7 +409,7 @@ static void test_lengths_near_2_to_32(void **state)
     prepack_plan_options o = {.max_seq_len = Lbig,
                               .overlong = PREPACK_OVERLONG_SPLIT};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, len, 4, &o), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&p, len, 4, &o, NULL), PREPACK_OK);
     prepack_plan_stats s;
     prepack_plan_get_stats(p, &s);
     uint64_t total = 0x7FFFFFFFull + 0x80000000ull + UINT32_MAX + 5;
@@ -422,14 +421,13 @@ static void test_lengths_near_2_to_32(void **state)
     assert_true(rep.packed.slots >= total);
     prepack_plan_free(p);
     o.overlong = PREPACK_OVERLONG_TRUNCATE;
-    assert_int_equal(prepack_plan_create(&p, len, 4, &o), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&p, len, 4, &o, NULL), PREPACK_OK);
     prepack_plan_get_stats(p, &s);
     assert_true(s.tokens == 3ull * Lbig + 5);
     prepack_plan_free(p);
     prepack_diag d = {0};
     o.overlong = PREPACK_OVERLONG_ERROR;
-    o.diag = &d;
-    assert_int_equal(prepack_plan_create(&p, len, 4, &o), PREPACK_EOVERLONG);
+    assert_int_equal(prepack_plan_create(&p, len, 4, &o, &d), PREPACK_EOVERLONG);
     assert_int_equal(d.record, 0);
 }
 
@@ -443,7 +441,7 @@ static void test_no_sequences(void **state)
     assert_int_equal(prepack_store_finish(st, NULL), PREPACK_OK);
     prepack_plan_options o = {.max_seq_len = 8};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, prepack_store_lengths(st), 0, &o),
+    assert_int_equal(prepack_plan_create(&p, prepack_store_lengths(st), 0, &o, NULL),
                      PREPACK_OK);
     assert_int_equal(prepack_plan_row_count(p), 0);
     prepack_report rep;
@@ -482,7 +480,7 @@ static void test_many_empty_sequences(void **state)
     len[n - 1] = 3;
     prepack_plan_options o = {.max_seq_len = 4};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, len, n, &o), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&p, len, n, &o, NULL), PREPACK_OK);
     prepack_plan_stats s;
     prepack_plan_get_stats(p, &s);
     assert_true(s.zero_length == n - 1);
@@ -509,7 +507,7 @@ static void test_largest_token_ids(void **state)
     assert_int_equal(prepack_store_dtype(st), PREPACK_DTYPE_UINT32);
     prepack_plan_options o = {.max_seq_len = 4};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, prepack_store_lengths(st), 2, &o),
+    assert_int_equal(prepack_plan_create(&p, prepack_store_lengths(st), 2, &o, NULL),
                      PREPACK_OK);
     const char *dir = path_of("big-ids");
     prepack_writer *w = NULL;

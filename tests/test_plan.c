@@ -17,9 +17,8 @@ static prepack_plan *plan_or_fail(const uint32_t *lengths, size_t n,
                                   prepack_plan_options o)
 {
     prepack_diag d = {0};
-    o.diag = &d;
     prepack_plan *p = NULL;
-    int rc = prepack_plan_create(&p, lengths, n, &o);
+    int rc = prepack_plan_create(&p, lengths, n, &o, &d);
     if (rc != PREPACK_OK)
         fail_msg("plan failed: %s: %s", prepack_strerror(rc), d.message);
     return p;
@@ -138,9 +137,9 @@ static void test_overlong_error_names_sequence(void **state)
     (void)state;
     uint32_t len[] = {3, 9, 12, 4};
     prepack_diag d = {0};
-    prepack_plan_options o = {.max_seq_len = 8, .diag = &d};
+    prepack_plan_options o = {.max_seq_len = 8};
     prepack_plan *p = (prepack_plan *)&d; /* must be reset to NULL */
-    assert_int_equal(prepack_plan_create(&p, len, 4, &o), PREPACK_EOVERLONG);
+    assert_int_equal(prepack_plan_create(&p, len, 4, &o, &d), PREPACK_EOVERLONG);
     assert_null(p);
     assert_int_equal(d.code, PREPACK_EOVERLONG);
     assert_int_equal(d.record, 1);
@@ -239,25 +238,25 @@ static void test_invalid_options(void **state)
     uint32_t len[] = {1};
     prepack_plan *p = NULL;
     prepack_diag d;
-    prepack_plan_options o = {.max_seq_len = 0, .diag = &d};
-    assert_int_equal(prepack_plan_create(&p, len, 1, &o), PREPACK_EINVAL);
+    prepack_plan_options o = {.max_seq_len = 0};
+    assert_int_equal(prepack_plan_create(&p, len, 1, &o, &d), PREPACK_EINVAL);
     assert_non_null(strstr(d.message, "max_seq_len"));
     o.max_seq_len = PREPACK_MAX_SEQ_LEN_LIMIT + 1;
-    assert_int_equal(prepack_plan_create(&p, len, 1, &o), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(&p, len, 1, &o, &d), PREPACK_EINVAL);
     o.max_seq_len = 8;
     o.algo = (prepack_algo)7;
-    assert_int_equal(prepack_plan_create(&p, len, 1, &o), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(&p, len, 1, &o, &d), PREPACK_EINVAL);
     o.algo = PREPACK_ALGO_FFD;
     o.overlong = (prepack_overlong)9;
-    assert_int_equal(prepack_plan_create(&p, len, 1, &o), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(&p, len, 1, &o, &d), PREPACK_EINVAL);
     o.overlong = PREPACK_OVERLONG_ERROR;
-    assert_int_equal(prepack_plan_create(&p, NULL, 1, &o), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(&p, NULL, 1, &o, &d), PREPACK_EINVAL);
     prepack_allocator half = {ca_malloc, NULL, ca_free, NULL};
     o.allocator = &half;
-    assert_int_equal(prepack_plan_create(&p, len, 1, &o), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(&p, len, 1, &o, &d), PREPACK_EINVAL);
     o.allocator = NULL;
-    assert_int_equal(prepack_plan_create(NULL, len, 1, &o), PREPACK_EINVAL);
-    assert_int_equal(prepack_plan_create(&p, len, 1, NULL), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(NULL, len, 1, &o, &d), PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_create(&p, len, 1, NULL, &d), PREPACK_EINVAL);
     assert_null(p);
     prepack_plan_free(NULL);
 }
@@ -447,9 +446,8 @@ static void check_against_reference(const instance *in)
 {
     prepack_diag d = {0};
     prepack_plan_options o = in->o;
-    o.diag = &d;
     prepack_plan *p = NULL;
-    int rc = prepack_plan_create(&p, in->len, in->n, &o);
+    int rc = prepack_plan_create(&p, in->len, in->n, &o, &d);
     ref_plan ref;
     size_t bad = SIZE_MAX;
     int want = ref_plan_build(in->len, in->n, o.max_seq_len, o.algo,
@@ -721,15 +719,14 @@ static void test_too_many_items(void **state)
     uint32_t len[] = {UINT32_MAX, UINT32_MAX};
     prepack_diag d = {0};
     prepack_plan_options o = {.max_seq_len = 1,
-                              .overlong = PREPACK_OVERLONG_SPLIT,
-                              .diag = &d};
+                              .overlong = PREPACK_OVERLONG_SPLIT};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, len, 2, &o), PREPACK_ERANGE);
+    assert_int_equal(prepack_plan_create(&p, len, 2, &o, &d), PREPACK_ERANGE);
     assert_null(p);
     assert_non_null(strstr(d.message, "plan in partitions"));
     /* n itself over the limit: refused before lengths are read */
     o.overlong = PREPACK_OVERLONG_ERROR;
-    assert_int_equal(prepack_plan_create(&p, len, (size_t)UINT32_MAX, &o),
+    assert_int_equal(prepack_plan_create(&p, len, (size_t)UINT32_MAX, &o, &d),
                      PREPACK_ERANGE);
 }
 
@@ -748,7 +745,7 @@ static size_t fail_each_allocation(const uint32_t *len, size_t n,
         prepack_allocator a = counting_allocator(&ca);
         o.allocator = &a;
         prepack_plan *p = NULL;
-        int rc = prepack_plan_create(&p, len, n, &o);
+        int rc = prepack_plan_create(&p, len, n, &o, NULL);
         if (rc == PREPACK_OK) {
             assert_true(ca.live > 0);
             prepack_plan_free(p);

@@ -16,7 +16,7 @@ static prepack_plan *make_plan(const uint32_t *len, size_t n, uint32_t L,
 {
     prepack_plan_options o = {.max_seq_len = L, .overlong = policy};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, len, n, &o), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&p, len, n, &o, NULL), PREPACK_OK);
     return p;
 }
 
@@ -124,7 +124,7 @@ static void test_svg(void **state)
     prepack_plan_options o = {.max_seq_len = 128,
                               .overlong = PREPACK_OVERLONG_SPLIT};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, len, 200, &o), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&p, len, 200, &o, NULL), PREPACK_OK);
     prepack_report r;
     assert_int_equal(prepack_report_compute(p, len, 200, 4, &r), PREPACK_OK);
     char *buf = NULL;

@@ -150,7 +150,7 @@ static void test_rows_attention_and_labels(void **state)
                               .overlong = PREPACK_OVERLONG_SPLIT};
     prepack_plan *plan = NULL;
     assert_int_equal(prepack_plan_create(&plan, prepack_store_lengths(store),
-                                         N, &o),
+                                         N, &o, NULL),
                      PREPACK_OK);
     prepack_row_builder *b = NULL;
     assert_int_equal(prepack_row_builder_create(&b, plan, store, NULL),
@@ -269,7 +269,7 @@ static void test_builder_errors(void **state)
     uint32_t other[] = {2, 3};
     prepack_plan_options o = {.max_seq_len = 8};
     prepack_plan *plan = NULL;
-    assert_int_equal(prepack_plan_create(&plan, other, 2, &o), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&plan, other, 2, &o, NULL), PREPACK_OK);
     prepack_row_builder *b = (prepack_row_builder *)&o;
     prepack_diag d = {0};
     assert_int_equal(prepack_row_builder_create(&b, plan, store, &d),
@@ -278,7 +278,7 @@ static void test_builder_errors(void **state)
     assert_non_null(strstr(d.message, "2 sequences, the store 1"));
     prepack_plan_free(plan);
     assert_int_equal(prepack_plan_create(&plan, prepack_store_lengths(store),
-                                         1, &o),
+                                         1, &o, NULL),
                      PREPACK_OK);
     assert_int_equal(prepack_row_builder_create(&b, plan, store, &d),
                      PREPACK_OK);

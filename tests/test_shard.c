@@ -58,7 +58,7 @@ static void make_corpus(corpus *c, uint64_t seed, uint32_t max_id)
     c->opts.shuffle_rows = 1;
     c->opts.shuffle_seed = seed;
     const uint32_t *lengths = prepack_store_lengths(c->store);
-    assert_int_equal(prepack_plan_create(&c->plan, lengths, N, &c->opts),
+    assert_int_equal(prepack_plan_create(&c->plan, lengths, N, &c->opts, NULL),
                      PREPACK_OK);
     assert_int_equal(prepack_report_compute(c->plan, lengths, N, 0,
                                             &c->report),

@@ -35,9 +35,7 @@ int plan_and_report(job_args *a, const lengths_source *src,
                     prepack_plan **plan, prepack_report *report)
 {
     prepack_diag diag = {0};
-    a->plan.diag = &diag;
-    int rc = prepack_plan_create(plan, src->lengths, src->n, &a->plan);
-    a->plan.diag = NULL;
+    int rc = prepack_plan_create(plan, src->lengths, src->n, &a->plan, &diag);
     if (rc == PREPACK_OK)
         rc = prepack_report_compute(*plan, src->lengths, src->n,
                                     a->batch_size, report);

@@ -18,7 +18,7 @@ int main(void)
     prepack_plan *p = NULL;
     prepack_row_builder *rb = NULL;
     prepack_row row;
-    if (prepack_plan_create(&p, prepack_store_lengths(s), 2, &o) ||
+    if (prepack_plan_create(&p, prepack_store_lengths(s), 2, &o, NULL) ||
         prepack_row_builder_create(&rb, p, s, NULL) ||
         prepack_row_builder_get(rb, 0, &row))
         return 1;

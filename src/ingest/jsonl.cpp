@@ -1,0 +1,360 @@
+// JSON lines: one object per line with an integer array of token ids and
+// optionally a loss_mask (0/1) or Hugging Face labels (-100 = not trained).
+//
+// The one C++ file of the library, behind a C function: simdjson's DOM
+// parse_many validates every byte of every document (On Demand validates
+// only what is read, and a corrupt unused field must still be an error)
+// and reads JSON lines at hundreds of MB/s. See docs/DESIGN.md.
+//
+// Traps of simdjson 3.0.1 handled here: a document longer than the batch
+// size fails, so the batch size follows the longest line of each chunk;
+// the buffer needs SIMDJSON_PADDING readable bytes past its end, so chunks
+// are copied into a padded buffer, never parsed from a mapping; and a
+// document cut short shows only in truncated_bytes(), so chunks end at a
+// newline, the remainder is carried over, and a remainder at the end of
+// the file is an error.
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+extern "C" {
+#include "common/error.h"
+#include "ingest/readers.h"
+#include "ingest/source.h"
+#include "ingest/store.h"
+}
+
+namespace {
+
+constexpr size_t kFirstChunk = size_t(16) << 20;
+constexpr size_t kMaxChunk = size_t(1) << 30;
+constexpr size_t kMinBatch = size_t(1) << 20;
+constexpr size_t kSmallChunk = size_t(64) << 10;
+
+size_t count_newlines(const unsigned char *p, size_t n);
+
+struct JsonlReader {
+    prepack_store *store;
+    const char *path;
+    std::string field;
+    prepack_diag *diag;
+    pp_source *src = nullptr;
+    std::vector<unsigned char> buf; // cap + SIMDJSON_PADDING bytes
+    size_t cap = 0, len = 0;
+    bool eof = false;
+    uint64_t line = 1; // line number of buf[0]
+    std::vector<uint32_t> tokens;
+    std::vector<uint8_t> mask;
+    simdjson::dom::parser parser;
+    const prepack_ingest_options *opts;
+
+    JsonlReader(prepack_store *s, const char *p,
+                const prepack_ingest_options *o, prepack_diag *d)
+        : store(s), path(p), field(o->field ? o->field : "input_ids"),
+          diag(d), opts(o)
+    {
+    }
+    JsonlReader(const JsonlReader &) = delete;
+    JsonlReader &operator=(const JsonlReader &) = delete;
+    ~JsonlReader() { pp_source_close(src); }
+    int fail(int code, uint64_t at_line, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 4, 5)))
+#endif
+        ;
+    int run();
+    int fill();
+    int parse_chunk(size_t end, size_t *consumed, size_t *newlines);
+    // The line of the document at byte `at` of the chunk: counted only
+    // when an error needs it.
+    uint64_t line_at(size_t at) const
+    {
+        return line + count_newlines(buf.data(), at);
+    }
+    int take_document(simdjson::dom::element doc, size_t at);
+    int read_ids(simdjson::dom::array ids, size_t at);
+    int bad_id(simdjson::dom::element v, size_t i, size_t at);
+    int read_mask(simdjson::dom::array arr, bool labels, size_t at);
+};
+
+int JsonlReader::fail(int code, uint64_t at_line, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return pp_fail(diag, code, at_line, "%s:%llu: %s", path,
+                   (unsigned long long)at_line, msg);
+}
+
+size_t count_newlines(const unsigned char *p, size_t n)
+{
+    size_t count = 0;
+    for (const unsigned char *end = p + n;;) {
+        const void *nl = std::memchr(p, '\n', size_t(end - p));
+        if (!nl)
+            return count;
+        count++;
+        p = static_cast<const unsigned char *>(nl) + 1;
+    }
+}
+
+// The longest line in [p, p + n), newline included, and the newlines.
+size_t longest_line(const unsigned char *p, size_t n, size_t *newlines)
+{
+    size_t longest = 0;
+    *newlines = 0;
+    for (const unsigned char *end = p + n; p < end;) {
+        const void *nl = std::memchr(p, '\n', size_t(end - p));
+        const unsigned char *stop =
+            nl ? static_cast<const unsigned char *>(nl) + 1 : end;
+        longest = std::max(longest, size_t(stop - p));
+        *newlines += nl != nullptr;
+        p = stop;
+    }
+    return longest;
+}
+
+int JsonlReader::fill()
+{
+    while (!eof && len < cap) {
+        size_t got = 0;
+        int rc = pp_source_read(src, buf.data() + len, cap - len, &got, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        eof = got == 0;
+        len += got;
+    }
+    if (opts->progress)
+        opts->progress(opts->progress_opaque, "ingest", pp_source_done(src),
+                       pp_source_size(src));
+    return PREPACK_OK;
+}
+
+const char *type_name(simdjson::dom::element_type t)
+{
+    using T = simdjson::dom::element_type;
+    switch (t) {
+    case T::ARRAY: return "an array";
+    case T::OBJECT: return "an object";
+    case T::STRING: return "a string";
+    case T::BOOL: return "a boolean";
+    case T::NULL_VALUE: return "null";
+    default: return "a number";
+    }
+}
+
+// Why element i of the ids is not a token id (the slow path).
+int JsonlReader::bad_id(simdjson::dom::element v, size_t i, size_t at)
+{
+    using T = simdjson::dom::element_type;
+    const char *f = field.c_str();
+    T t = v.type();
+    if (t == T::INT64 && int64_t(v) < 0)
+        return fail(PREPACK_EFORMAT, line_at(at),
+                    "%s[%zu] is %lld: token ids must be non-negative", f, i,
+                    (long long)int64_t(v));
+    if (t == T::INT64 || t == T::UINT64)
+        return fail(PREPACK_ERANGE, line_at(at),
+                    "%s[%zu] is %llu: token ids must be at most 4294967295",
+                    f, i,
+                    t == T::INT64 ? (unsigned long long)int64_t(v)
+                                  : (unsigned long long)uint64_t(v));
+    if (t == T::DOUBLE)
+        return fail(PREPACK_EFORMAT, line_at(at),
+                    "%s[%zu] is %g, not an integer", f, i, double(v));
+    return fail(PREPACK_EFORMAT, line_at(at), "%s[%zu] is %s, not an integer",
+                f, i, type_name(t));
+}
+
+int JsonlReader::read_ids(simdjson::dom::array ids, size_t at)
+{
+    tokens.resize(ids.size());
+    size_t i = 0;
+    for (simdjson::dom::element v : ids) {
+        int64_t x;
+        if (v.get_int64().get(x) != simdjson::SUCCESS || x < 0 ||
+            x > int64_t(UINT32_MAX))
+            return bad_id(v, i, at);
+        tokens[i++] = uint32_t(x);
+    }
+    tokens.resize(i);
+    return PREPACK_OK;
+}
+
+// loss_mask: 0/1 per token. labels (Hugging Face): the token itself, or
+// -100 for a token that is not trained.
+int JsonlReader::read_mask(simdjson::dom::array arr, bool labels, size_t at)
+{
+    using T = simdjson::dom::element_type;
+    const char *name = labels ? "labels" : "loss_mask";
+    const std::string &f = field;
+    size_t n = arr.size();
+    if (n != tokens.size())
+        return fail(PREPACK_EFORMAT, line_at(at), "%s has %zu values, %s %zu",
+                    name, n, f.c_str(), tokens.size());
+    mask.clear();
+    size_t i = 0;
+    for (simdjson::dom::element v : arr) {
+        if (v.type() != T::INT64)
+            return fail(PREPACK_EFORMAT, line_at(at), "%s[%zu] is %s, not %s",
+                        name, i, type_name(v.type()),
+                        labels ? "a token id or -100" : "0 or 1");
+        int64_t x = int64_t(v);
+        if (!labels && x != 0 && x != 1)
+            return fail(PREPACK_EFORMAT, line_at(at),
+                        "%s[%zu] is %lld: must be 0 or 1", name, i,
+                        (long long)x);
+        if (labels && x != -100 && x != int64_t(tokens[i]))
+            return fail(PREPACK_EFORMAT, line_at(at),
+                        "labels[%zu] is %lld but %s[%zu] is %u (labels "
+                        "must be the token or -100)",
+                        i, (long long)x, f.c_str(), i, tokens[i]);
+        mask.push_back(labels ? uint8_t(x != -100) : uint8_t(x));
+        i++;
+    }
+    return PREPACK_OK;
+}
+
+int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
+{
+    const std::string &f = field;
+    simdjson::dom::object obj;
+    if (doc.get_object().get(obj))
+        return fail(PREPACK_EFORMAT, line_at(at), "expected a JSON object, got %s",
+                    type_name(doc.type()));
+    simdjson::dom::array ids, mask_arr, labels_arr;
+    bool has_ids = false, has_mask = false, has_labels = false;
+    for (simdjson::dom::key_value_pair kv : obj) {
+        bool is_ids = kv.key == field, is_mask = kv.key == "loss_mask",
+             is_labels = kv.key == "labels";
+        if (!is_ids && !is_mask && !is_labels)
+            continue;
+        bool &seen = is_ids ? has_ids : is_mask ? has_mask : has_labels;
+        const char *name = is_ids ? f.c_str() : is_mask ? "loss_mask"
+                                                        : "labels";
+        if (seen)
+            return fail(PREPACK_EFORMAT, line_at(at), "field \"%s\" appears twice",
+                        name);
+        seen = true;
+        simdjson::dom::array &dst = is_ids ? ids : is_mask ? mask_arr
+                                                           : labels_arr;
+        if (kv.value.get_array().get(dst))
+            return fail(PREPACK_EFORMAT, line_at(at), "\"%s\" is %s, not an array",
+                        name, type_name(kv.value.type()));
+    }
+    if (!has_ids)
+        return fail(PREPACK_EFORMAT, line_at(at), "no \"%s\" field", f.c_str());
+    if (has_mask && has_labels)
+        return fail(PREPACK_EFORMAT, line_at(at),
+                    "both \"loss_mask\" and \"labels\": give one");
+    int rc = read_ids(ids, at);
+    if (rc == PREPACK_OK && (has_mask || has_labels))
+        rc = read_mask(has_mask ? mask_arr : labels_arr, has_labels, at);
+    if (rc == PREPACK_OK)
+        rc = prepack_store_add(store, tokens.data(), tokens.size(),
+                               has_mask || has_labels ? mask.data() : nullptr,
+                               diag);
+    if (rc == PREPACK_OK)
+        rc = pp_store_end_sequence(store, 1, diag);
+    return rc;
+}
+
+// Parses buf[0, end); *consumed = bytes of complete documents.
+int JsonlReader::parse_chunk(size_t end, size_t *consumed, size_t *newlines)
+{
+    size_t batch = std::max(std::min(kMinBatch, end),
+                            longest_line(buf.data(), end, newlines) + 1);
+    simdjson::dom::document_stream stream;
+    auto err = parser.parse_many(buf.data(), end, batch).get(stream);
+    if (err)
+        return fail(PREPACK_EFORMAT, line, "invalid JSON: %s",
+                    simdjson::error_message(err));
+    for (auto it = stream.begin(); it != stream.end(); ++it) {
+        size_t at = it.current_index();
+        simdjson::dom::element doc;
+        if ((err = (*it).get(doc)))
+            return fail(PREPACK_EFORMAT, line_at(at), "invalid JSON: %s",
+                        simdjson::error_message(err));
+        int rc = take_document(doc, at);
+        if (rc != PREPACK_OK)
+            return rc;
+    }
+    *consumed = end - stream.truncated_bytes();
+    return PREPACK_OK;
+}
+
+int JsonlReader::run()
+{
+    // A small file gets a buffer its size (it grows when a line needs it):
+    // no 16 MiB buffer, and no parser capacity to match, for a few lines.
+    cap = std::min<uint64_t>(kFirstChunk,
+                             std::max<uint64_t>(kSmallChunk,
+                                                pp_source_size(src) + 1));
+    buf.resize(cap + simdjson::SIMDJSON_PADDING);
+    for (;;) {
+        int rc = fill();
+        if (rc != PREPACK_OK)
+            return rc;
+        if (len == 0)
+            return PREPACK_OK;
+        // Parse whole lines only; the rest waits for the next chunk.
+        size_t end = len;
+        if (!eof) {
+            const unsigned char *p = buf.data();
+            while (end > 0 && p[end - 1] != '\n')
+                end--;
+        }
+        size_t consumed = 0, newlines = 0;
+        if (end > 0 &&
+            (rc = parse_chunk(end, &consumed, &newlines)) != PREPACK_OK)
+            return rc;
+        if (consumed == 0) { // no complete document in a full buffer
+            if (eof)
+                return fail(PREPACK_EFORMAT, line,
+                            "JSON cut short: the last document is not "
+                            "closed");
+            if (cap >= kMaxChunk)
+                return fail(PREPACK_ERANGE, line,
+                            "a line longer than %zu bytes", kMaxChunk);
+            cap *= 2;
+            buf.resize(cap + simdjson::SIMDJSON_PADDING);
+            continue;
+        }
+        line += consumed == end ? newlines
+                                : count_newlines(buf.data(), consumed);
+        std::memmove(buf.data(), buf.data() + consumed, len - consumed);
+        len -= consumed;
+    }
+}
+
+} // namespace
+
+extern "C" int pp_ingest_jsonl(prepack_store *s, const char *path,
+                               const prepack_ingest_options *o,
+                               prepack_diag *diag)
+{
+    try {
+        JsonlReader r(s, path, o, diag);
+        int rc = pp_source_open(&r.src, path, pp_store_allocator(s), diag);
+        return rc == PREPACK_OK ? r.run() : rc;
+    } catch (const std::bad_alloc &) {
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "%s: out of memory", path);
+    }
+}
+
+extern "C" const char *pp_simdjson_version(void)
+{
+#define PP_SIMDJSON_STR2(x) #x
+#define PP_SIMDJSON_STR(x) PP_SIMDJSON_STR2(x)
+    return PP_SIMDJSON_STR(SIMDJSON_VERSION);
+}

@@ -1,0 +1,417 @@
+/* Megatron-LM indexed datasets: X.idx (header, sequence lengths, byte
+ * pointers into X.bin, document index) and X.bin (the tokens), as
+ * Megatron's IndexedDatasetBuilder writes them.
+ *
+ * The .idx arrays follow a 34-byte header, so they are not aligned to
+ * their width: every value is decoded from bytes, never read through a
+ * cast pointer. The .idx is read in blocks with pread. The .bin is not
+ * copied: each sequence becomes a reference into it (see store.c). Only
+ * signed dtypes are read, through a sliding 64 MiB mapping, to check that
+ * every id is a valid token (non-negative); uint8 and uint16 ids always
+ * are, so for them ingest reads the .idx alone. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/bytes.h"
+#include "common/error.h"
+#include "common/io.h"
+#include "ingest/readers.h"
+#include "ingest/store.h"
+
+enum {
+    HEADER = 34,              /* 9 magic + 8 version + 1 dtype + 8 + 8 */
+    BLOCK = 1 << 16,          /* index entries read at a time */
+    RUN = 4 << 20,            /* .bin bytes stored at a time */
+    WINDOW = 64 << 20         /* .bin bytes mapped at a time */
+};
+
+static const unsigned char MAGIC[9] = {'M', 'M', 'I', 'D', 'I',
+                                       'D', 'X', 0,   0};
+
+typedef enum { KIND_UNSIGNED, KIND_SIGNED, KIND_FLOAT } dtype_kind;
+
+typedef struct mg_dtype {
+    unsigned width;
+    dtype_kind kind;
+    const char *name;
+} mg_dtype;
+
+/* Megatron's dtype codes (megatron/core/datasets/indexed_dataset.py). */
+static const mg_dtype DTYPES[9] = {
+    {0, KIND_UNSIGNED, NULL},      {1, KIND_UNSIGNED, "uint8"},
+    {1, KIND_SIGNED, "int8"},      {2, KIND_SIGNED, "int16"},
+    {4, KIND_SIGNED, "int32"},     {8, KIND_SIGNED, "int64"},
+    {8, KIND_FLOAT, "float64"},    {4, KIND_FLOAT, "float32"},
+    {2, KIND_UNSIGNED, "uint16"}};
+
+typedef struct mg_file {
+    char path[4112];
+    int fd;
+    uint64_t size;
+} mg_file;
+
+typedef struct megatron {
+    mg_file idx, bin;
+    mg_dtype dtype;
+    uint64_t sequences, doc_entries;
+    uint64_t lengths_at, pointers_at, docs_at; /* byte offsets in .idx */
+    /* the .bin window: a read-only mapping of part of the file */
+    unsigned char *map;
+    uint64_t map_start, map_len;
+    prepack_store *store;
+    const prepack_ingest_options *opts;
+    size_t source;                             /* the .bin in the store */
+    uint32_t max_id;
+    const prepack_allocator *alloc;
+} megatron;
+
+static int open_file(mg_file *f, const char *prefix, const char *ext,
+                     prepack_diag *diag)
+{
+    snprintf(f->path, sizeof f->path, "%s%s", prefix, ext);
+    f->fd = open(f->path, O_RDONLY);
+    struct stat st;
+    if (f->fd < 0 || fstat(f->fd, &st) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", f->path, strerror(errno));
+    f->size = (uint64_t)st.st_size;
+    return PREPACK_OK;
+}
+
+static int read_at(const mg_file *f, void *buf, size_t n, uint64_t at,
+                   prepack_diag *diag)
+{
+    if (pp_read_at(f->fd, buf, n, at) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: read failed at byte %llu", f->path,
+                       (unsigned long long)at);
+    return PREPACK_OK;
+}
+
+/* ---- the header --------------------------------------------------------- */
+
+static int check_sizes(megatron *m, prepack_diag *diag)
+{
+    uint64_t n = m->sequences, d = m->doc_entries;
+    /* Guard the arithmetic: counts past the file cannot be right. */
+    if (n > m->idx.size / 12 || d > m->idx.size / 8)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: header counts (%llu sequences, %llu document "
+                       "indices) do not fit its %llu bytes",
+                       m->idx.path, (unsigned long long)n,
+                       (unsigned long long)d,
+                       (unsigned long long)m->idx.size);
+    uint64_t want = HEADER + 12 * n + 8 * d;
+    /* Multimodal indexes add one int8 mode a sequence; only the size
+     * tells. */
+    if (m->idx.size != want && m->idx.size != want + n)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes, but its header (%llu sequences, "
+                       "%llu document indices) needs %llu",
+                       m->idx.path, (unsigned long long)m->idx.size,
+                       (unsigned long long)n, (unsigned long long)d,
+                       (unsigned long long)want);
+    if (d == 0)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: no document index (it holds documents + 1 "
+                       "entries, at least 1)",
+                       m->idx.path);
+    m->lengths_at = HEADER;
+    m->pointers_at = HEADER + 4 * n;
+    m->docs_at = HEADER + 12 * n;
+    return PREPACK_OK;
+}
+
+static int read_header(megatron *m, prepack_diag *diag)
+{
+    unsigned char h[HEADER];
+    if (m->idx.size < HEADER)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes, shorter than the 34-byte header",
+                       m->idx.path, (unsigned long long)m->idx.size);
+    int rc = read_at(&m->idx, h, HEADER, 0, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (memcmp(h, MAGIC, sizeof MAGIC) != 0)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: bad magic (not a Megatron MMIDIDX index)",
+                       m->idx.path);
+    uint64_t version = pp_load_le(h + 9, 8);
+    if (version != 1)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: index version %llu, only version 1 is known",
+                       m->idx.path, (unsigned long long)version);
+    unsigned code = h[17];
+    if (code == 0 || code > 8)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: unknown dtype code %u", m->idx.path, code);
+    m->dtype = DTYPES[code];
+    if (m->dtype.kind == KIND_FLOAT)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: dtype %s (code %u): token ids must be integers",
+                       m->idx.path, m->dtype.name, code);
+    m->sequences = pp_load_le(h + 18, 8);
+    m->doc_entries = pp_load_le(h + 26, 8);
+    return check_sizes(m, diag);
+}
+
+/* ---- tokens --------------------------------------------------------------- */
+
+/* The id at p, sign-extended for signed dtypes. */
+static int64_t id_at(const megatron *m, const unsigned char *p)
+{
+    unsigned w = m->dtype.width;
+    uint64_t u = pp_load_le(p, w);
+    if (m->dtype.kind == KIND_SIGNED && w < 8 && (u >> (8 * w - 1)))
+        u |= ~UINT64_C(0) << (8 * w);
+    return m->dtype.kind == KIND_SIGNED || u <= INT64_MAX ? (int64_t)u
+                                                         : INT64_MAX;
+}
+
+/* Makes bytes [at, at + n) (n <= RUN) addressable; returns them. */
+static const unsigned char *window(megatron *m, uint64_t at, size_t n,
+                                   prepack_diag *diag)
+{
+    if (m->map && at >= m->map_start && at + n <= m->map_start + m->map_len)
+        return m->map + (at - m->map_start);
+    if (m->map)
+        munmap(m->map, (size_t)m->map_len);
+    m->map = NULL;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    m->map_start = at - at % page;
+    m->map_len = m->bin.size - m->map_start < WINDOW
+                     ? m->bin.size - m->map_start
+                     : WINDOW;
+    if (n == 0 || m->map_len == 0)
+        return (const unsigned char *)"";
+    void *p = mmap(NULL, (size_t)m->map_len, PROT_READ, MAP_PRIVATE,
+                   m->bin.fd, (off_t)m->map_start);
+    if (p == MAP_FAILED) {
+        pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                "%s: cannot map bytes %llu..%llu: %s", m->bin.path,
+                (unsigned long long)m->map_start,
+                (unsigned long long)(m->map_start + m->map_len),
+                strerror(errno));
+        return NULL;
+    }
+    m->map = p;
+    return m->map + (at - m->map_start);
+}
+
+/* Checks that sequence `seq`'s ids are in 0..2^32-1, raising *max. */
+static int check_ids(megatron *m, uint64_t seq, uint64_t ptr, uint64_t len,
+                     uint32_t *max, prepack_diag *diag)
+{
+    unsigned w = m->dtype.width;
+    size_t per_run = RUN / w;
+    for (uint64_t done = 0; done < len;) {
+        size_t k = len - done < per_run ? (size_t)(len - done) : per_run;
+        const unsigned char *p = window(m, ptr + done * w, k * w, diag);
+        if (!p)
+            return PREPACK_EIO;
+        for (size_t i = 0; i < k; i++, p += w) {
+            int64_t v = id_at(m, p);
+            if (v < 0 || v > (int64_t)UINT32_MAX)
+                return pp_fail(diag, PREPACK_EFORMAT, seq,
+                               "%s: sequence %llu, token %llu: id %lld is "
+                               "not in 0..4294967295",
+                               m->bin.path, (unsigned long long)seq,
+                               (unsigned long long)(done + i), (long long)v);
+            *max = (uint32_t)v > *max ? (uint32_t)v : *max;
+        }
+        done += k;
+    }
+    return PREPACK_OK;
+}
+
+/* ---- the index, block by block --------------------------------------------- */
+
+/* The document index: entries e_0 = 0 <= e_1 <= ... <= e_{d-1} = n;
+ * document j holds sequences e_j .. e_{j+1} - 1. Read in blocks. */
+typedef struct doc_cursor {
+    uint64_t entry;              /* next entry to consume */
+    uint64_t prev;               /* the last entry consumed */
+    unsigned char *buf;          /* BLOCK entries */
+    uint64_t buf_first, buf_count;
+} doc_cursor;
+
+static int doc_value(megatron *m, doc_cursor *c, uint64_t j, uint64_t *v,
+                     prepack_diag *diag)
+{
+    if (j < c->buf_first || j >= c->buf_first + c->buf_count) {
+        c->buf_first = j;
+        c->buf_count = m->doc_entries - j < BLOCK ? m->doc_entries - j : BLOCK;
+        int rc = read_at(&m->idx, c->buf, (size_t)(8 * c->buf_count),
+                         m->docs_at + 8 * j, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+    }
+    *v = pp_load_le(c->buf + 8 * (j - c->buf_first), 8);
+    return PREPACK_OK;
+}
+
+static int bad_doc_entry(const megatron *m, uint64_t j, uint64_t v,
+                         prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_EFORMAT, j,
+                   "%s: document index entry %llu is %llu; entries must "
+                   "rise from 0 to the number of sequences (%llu)",
+                   m->idx.path, (unsigned long long)j, (unsigned long long)v,
+                   (unsigned long long)m->sequences);
+}
+
+/* Consumes the entries equal to sequence i (more than one: empty
+ * documents) and sets *starts when there were any: i starts a document.
+ * The last entry closes the last document and is left to
+ * finish_documents. */
+static int documents_at(megatron *m, doc_cursor *c, uint64_t i,
+                        uint8_t *starts, prepack_diag *diag)
+{
+    *starts = 0;
+    while (c->entry + 1 < m->doc_entries) {
+        uint64_t v;
+        int rc = doc_value(m, c, c->entry, &v, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (v > i)
+            break;
+        if (v < i || v < c->prev || (c->entry == 0 && v != 0))
+            return bad_doc_entry(m, c->entry, v, diag);
+        c->prev = v;
+        c->entry++;
+        *starts = 1;
+    }
+    return PREPACK_OK;
+}
+
+/* After the last sequence every remaining entry must equal n. */
+static int finish_documents(megatron *m, doc_cursor *c, prepack_diag *diag)
+{
+    for (; c->entry < m->doc_entries; c->entry++) {
+        uint64_t v;
+        int rc = doc_value(m, c, c->entry, &v, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (v != m->sequences)
+            return bad_doc_entry(m, c->entry, v, diag);
+    }
+    return PREPACK_OK;
+}
+
+static int check_entry(const megatron *m, uint64_t i, int64_t len,
+                       int64_t ptr, prepack_diag *diag)
+{
+    if (len < 0)
+        return pp_fail(diag, PREPACK_EFORMAT, i,
+                       "%s: sequence %llu has negative length %lld",
+                       m->idx.path, (unsigned long long)i, (long long)len);
+    uint64_t bytes = (uint64_t)len * m->dtype.width;
+    if (ptr < 0 || (uint64_t)ptr > m->bin.size ||
+        bytes > m->bin.size - (uint64_t)ptr)
+        return pp_fail(diag, PREPACK_EFORMAT, i,
+                       "%s: sequence %llu points at bytes %lld..%lld, "
+                       "outside %s (%llu bytes)",
+                       m->idx.path, (unsigned long long)i, (long long)ptr,
+                       (long long)ptr + (long long)bytes, m->bin.path,
+                       (unsigned long long)m->bin.size);
+    return PREPACK_OK;
+}
+
+static int read_block(megatron *m, uint64_t first, size_t count,
+                      unsigned char *lens, unsigned char *ptrs,
+                      doc_cursor *docs, prepack_diag *diag)
+{
+    int rc = read_at(&m->idx, lens, 4 * count, m->lengths_at + 4 * first,
+                     diag);
+    if (rc == PREPACK_OK)
+        rc = read_at(&m->idx, ptrs, 8 * count, m->pointers_at + 8 * first,
+                     diag);
+    int scan = m->dtype.kind == KIND_SIGNED;
+    for (size_t k = 0; k < count && rc == PREPACK_OK; k++) {
+        uint64_t i = first + k;
+        int64_t len = (int32_t)(uint32_t)pp_load_le(lens + 4 * k, 4);
+        int64_t ptr = (int64_t)pp_load_le(ptrs + 8 * k, 8);
+        uint8_t starts = 0;
+        rc = check_entry(m, i, len, ptr, diag);
+        if (rc == PREPACK_OK)
+            rc = documents_at(m, docs, i, &starts, diag);
+        if (rc == PREPACK_OK && scan)
+            rc = check_ids(m, i, (uint64_t)ptr, (uint64_t)len, &m->max_id,
+                           diag);
+        if (rc != PREPACK_OK)
+            break;
+        if (starts)
+            prepack_store_begin_document(m->store);
+        rc = pp_store_add_ref(m->store, m->source, (uint64_t)ptr,
+                              (uint64_t)len, diag);
+    }
+    return rc;
+}
+
+static int read_all(megatron *m, prepack_diag *diag)
+{
+    unsigned char *lens = pp_alloc(m->alloc, BLOCK, 4);
+    unsigned char *ptrs = pp_alloc(m->alloc, BLOCK, 8);
+    doc_cursor docs = {0, 0, pp_alloc(m->alloc, BLOCK, 8), 0, 0};
+    int rc = lens && ptrs && docs.buf
+                 ? PREPACK_OK
+                 : pp_out_of_memory(diag);
+    for (uint64_t first = 0; rc == PREPACK_OK && first < m->sequences;
+         first += BLOCK) {
+        size_t count = m->sequences - first < BLOCK
+                           ? (size_t)(m->sequences - first)
+                           : BLOCK;
+        rc = read_block(m, first, count, lens, ptrs, &docs, diag);
+        if (m->opts->progress) /* index bytes read, of the index */
+            m->opts->progress(m->opts->progress_opaque, "ingest",
+                              m->lengths_at + 12 * (first + count),
+                              m->idx.size);
+    }
+    if (rc == PREPACK_OK)
+        rc = finish_documents(m, &docs, diag);
+    pp_free(m->alloc, docs.buf);
+    pp_free(m->alloc, lens);
+    pp_free(m->alloc, ptrs);
+    if (m->map)
+        munmap(m->map, (size_t)m->map_len);
+    return rc;
+}
+
+int pp_ingest_megatron(prepack_store *s, const char *prefix,
+                       const prepack_ingest_options *o, prepack_diag *diag)
+{
+    megatron m;
+    memset(&m, 0, sizeof m);
+    m.idx.fd = m.bin.fd = -1;
+    m.store = s;
+    m.opts = o;
+    m.alloc = pp_store_allocator(s);
+    int rc = open_file(&m.idx, prefix, ".idx", diag);
+    if (rc == PREPACK_OK)
+        rc = open_file(&m.bin, prefix, ".bin", diag);
+    if (rc == PREPACK_OK)
+        rc = read_header(&m, diag);
+    if (rc == PREPACK_OK)
+        rc = pp_store_add_file(s, m.bin.fd, m.dtype.width,
+                               m.dtype.kind == KIND_SIGNED, m.bin.size,
+                               &m.source, diag);
+    if (rc == PREPACK_OK)
+        rc = read_all(&m, diag);
+    if (rc == PREPACK_OK) /* unsigned dtypes: their width bounds the ids */
+        pp_store_source_max_id(s, m.source,
+                               m.dtype.kind == KIND_SIGNED ? m.max_id
+                               : m.dtype.width == 1        ? UINT8_MAX
+                                                           : UINT16_MAX);
+    if (m.idx.fd >= 0)
+        close(m.idx.fd);
+    if (m.bin.fd >= 0)
+        close(m.bin.fd);
+    return rc;
+}

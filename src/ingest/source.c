@@ -1,0 +1,240 @@
+/* A byte source over a file: plain, zstd or gzip, told apart by magic
+ * bytes, read sequentially in caller-sized pieces. Decompression streams,
+ * so memory stays bounded whatever the file's size. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zlib.h>
+#include <zstd.h>
+
+#include "common/alloc.h"
+#include "common/error.h"
+#include "ingest/source.h"
+
+enum { IN_BUFFER = 1 << 20 };
+
+struct pp_source {
+    int fd;
+    enum { PLAIN, ZSTD, GZIP } kind;
+    const char *path;
+    const prepack_allocator *alloc;
+    unsigned char *in;      /* compressed input buffer */
+    size_t in_len, in_pos;
+    int in_eof;
+    uint64_t in_offset;     /* compressed bytes consumed before `in` */
+    uint64_t size;          /* the file's size */
+    uint64_t plain_read;    /* plain files: bytes handed out */
+    ZSTD_DCtx *zstd;
+    size_t zstd_hint;       /* last hint from a call that made progress:
+                               0 = the input ended a frame */
+    z_stream gz;
+    int gz_ready, gz_member_done;
+};
+
+static int read_some(int fd, unsigned char *buf, size_t cap, size_t *got)
+{
+    for (;;) {
+        ssize_t r = read(fd, buf, cap);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        *got = (size_t)r;
+        return 0;
+    }
+}
+
+static int io_error(const pp_source *s, prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s: read failed: %s",
+                   s->path, strerror(errno));
+}
+
+/* Refills the compressed input buffer when it is used up. */
+static int refill(pp_source *s, prepack_diag *diag)
+{
+    if (s->in_pos < s->in_len || s->in_eof)
+        return PREPACK_OK;
+    s->in_offset += s->in_len;
+    s->in_pos = s->in_len = 0;
+    if (read_some(s->fd, s->in, IN_BUFFER, &s->in_len) != 0)
+        return io_error(s, diag);
+    s->in_eof = s->in_len == 0;
+    return PREPACK_OK;
+}
+
+int pp_source_open(pp_source **out, const char *path,
+                   const prepack_allocator *a, prepack_diag *diag)
+{
+    *out = NULL;
+    pp_source *s = pp_calloc(a, 1, sizeof *s);
+    if (!s)
+        return pp_out_of_memory(diag);
+    s->alloc = a;
+    s->path = path;
+    s->fd = open(path, O_RDONLY);
+    if (s->fd < 0) {
+        int e = errno;
+        pp_free(a, s);
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) == 0)
+        s->size = (uint64_t)st.st_size;
+    s->in = pp_alloc(a, IN_BUFFER, 1);
+    int rc = s->in ? refill(s, diag)
+                   : pp_out_of_memory(diag);
+    if (rc == PREPACK_OK) {
+        static const unsigned char zmagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
+        if (s->in_len >= 4 && memcmp(s->in, zmagic, 4) == 0) {
+            s->kind = ZSTD;
+            s->zstd = ZSTD_createDCtx();
+            if (!s->zstd)
+                rc = pp_out_of_memory(diag);
+        } else if (s->in_len >= 2 && s->in[0] == 0x1F && s->in[1] == 0x8B) {
+            s->kind = GZIP;
+            /* 15 + 16: gzip wrapper only, largest window */
+            if (inflateInit2(&s->gz, 15 + 16) != Z_OK)
+                rc = pp_out_of_memory(diag);
+            else
+                s->gz_ready = 1;
+        }
+    }
+    if (rc != PREPACK_OK) {
+        pp_source_close(s);
+        return rc;
+    }
+    *out = s;
+    return PREPACK_OK;
+}
+
+void pp_source_close(pp_source *s)
+{
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    if (s->zstd)
+        ZSTD_freeDCtx(s->zstd);
+    if (s->gz_ready)
+        inflateEnd(&s->gz);
+    pp_free(s->alloc, s->in);
+    pp_free(s->alloc, s);
+}
+
+static int read_plain(pp_source *s, unsigned char *buf, size_t cap,
+                      size_t *got, prepack_diag *diag)
+{
+    size_t n = 0;
+    if (s->in_pos < s->in_len) { /* what magic detection read first */
+        n = s->in_len - s->in_pos < cap ? s->in_len - s->in_pos : cap;
+        memcpy(buf, s->in + s->in_pos, n);
+        s->in_pos += n;
+    } else if (read_some(s->fd, buf, cap, &n) != 0) {
+        return io_error(s, diag);
+    }
+    *got = n;
+    s->plain_read += n;
+    return PREPACK_OK;
+}
+
+/* Decompresses until some output appears. At the end of the file the
+ * decoder is still called, with no input, to flush what it holds; only a
+ * decoder that then produces nothing mid-frame means the stream was cut. */
+static int read_zstd(pp_source *s, unsigned char *buf, size_t cap,
+                     size_t *got, prepack_diag *diag)
+{
+    ZSTD_outBuffer out = {buf, cap, 0};
+    while (out.pos == 0) {
+        int rc = refill(s, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        int at_eof = s->in_pos == s->in_len;
+        ZSTD_inBuffer in = {s->in, s->in_len, s->in_pos};
+        size_t r = ZSTD_decompressStream(s->zstd, &out, &in);
+        if (in.pos > s->in_pos || out.pos > 0)
+            s->zstd_hint = r; /* an idle call hints at the next frame */
+        s->in_pos = in.pos;
+        if (ZSTD_isError(r))
+            return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                           "%s: corrupt zstd stream near byte %llu: %s",
+                           s->path,
+                           (unsigned long long)(s->in_offset + in.pos),
+                           ZSTD_getErrorName(r));
+        if (at_eof && out.pos == 0) {
+            if (s->zstd_hint != 0)
+                return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                               "%s: zstd stream cut short", s->path);
+            break;
+        }
+    }
+    *got = out.pos;
+    return PREPACK_OK;
+}
+
+static int read_gzip(pp_source *s, unsigned char *buf, size_t cap,
+                     size_t *got, prepack_diag *diag)
+{
+    size_t produced = 0;
+    uInt room = (uInt)(cap > UINT32_MAX ? UINT32_MAX : cap);
+    while (produced == 0) {
+        int rc = refill(s, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        int at_eof = s->in_pos == s->in_len;
+        if (s->gz_member_done) {
+            if (at_eof)
+                break; /* the clean end */
+            inflateReset(&s->gz); /* another gzip member follows */
+            s->gz_member_done = 0;
+        }
+        s->gz.next_in = s->in + s->in_pos;
+        s->gz.avail_in = (uInt)(s->in_len - s->in_pos);
+        s->gz.next_out = buf;
+        s->gz.avail_out = room;
+        int z = inflate(&s->gz, Z_NO_FLUSH);
+        s->in_pos = s->in_len - s->gz.avail_in;
+        produced = room - s->gz.avail_out;
+        if (z == Z_STREAM_END)
+            s->gz_member_done = 1;
+        else if (z != Z_OK && z != Z_BUF_ERROR)
+            return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                           "%s: corrupt gzip stream near byte %llu: %s",
+                           s->path,
+                           (unsigned long long)(s->in_offset + s->in_pos),
+                           s->gz.msg ? s->gz.msg : "data error");
+        else if (at_eof && produced == 0)
+            return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                           "%s: gzip stream cut short", s->path);
+    }
+    *got = produced;
+    return PREPACK_OK;
+}
+
+int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
+                   prepack_diag *diag)
+{
+    *got = 0;
+    if (cap == 0)
+        return PREPACK_OK;
+    switch (s->kind) {
+    case ZSTD: return read_zstd(s, buf, cap, got, diag);
+    case GZIP: return read_gzip(s, buf, cap, got, diag);
+    default: return read_plain(s, buf, cap, got, diag);
+    }
+}
+
+uint64_t pp_source_done(const pp_source *s)
+{
+    return s->kind == PLAIN ? s->plain_read : s->in_offset + s->in_pos;
+}
+
+uint64_t pp_source_size(const pp_source *s)
+{
+    return s->size;
+}

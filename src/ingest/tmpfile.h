@@ -1,0 +1,32 @@
+/* The token store's temporary files: unlinked the moment they are made,
+ * so they vanish with the process however it ends, and written through a
+ * buffer. Used by store.c alone. */
+#ifndef PP_INGEST_TMPFILE_H
+#define PP_INGEST_TMPFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "prepack.h"
+
+enum { PP_TMPFILE_BUFFER = 1 << 20 };
+
+typedef struct pp_tmpfile {
+    int fd;             /* -1 when closed */
+    unsigned char *buf; /* PP_TMPFILE_BUFFER bytes */
+    size_t used;
+    uint64_t size;      /* bytes written, flushed or not */
+} pp_tmpfile;
+
+/* Creates and at once unlinks a file in dir. */
+int pp_tmpfile_open(pp_tmpfile *f, const char *dir,
+                    const prepack_allocator *a, prepack_diag *diag);
+/* Closes it (fd -1 is fine) and frees its buffer. */
+void pp_tmpfile_close(pp_tmpfile *f, const prepack_allocator *a);
+int pp_tmpfile_flush(pp_tmpfile *f, prepack_diag *diag);
+/* Room for `bytes` more in the buffer (bytes <= PP_TMPFILE_BUFFER),
+ * flushing first if needed; NULL (diag says why) when a flush fails. */
+unsigned char *pp_tmpfile_reserve(pp_tmpfile *f, size_t bytes,
+                                  prepack_diag *diag);
+
+#endif

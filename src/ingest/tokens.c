@@ -1,0 +1,277 @@
+/* Flat token files: llm.c's .bin (a 256 x int32 header, then uint16 or
+ * uint32 tokens) and nanoGPT's headerless uint16 files. Documents are told
+ * apart by a delimiter token: llm.c writes it before each document, nanoGPT
+ * after. The delimiter stays in its sequence. The file is read once to
+ * find the delimiters; each sequence becomes a reference into it (see
+ * store.c), never a copy. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/bytes.h"
+#include "common/error.h"
+#include "ingest/readers.h"
+#include "ingest/store.h"
+
+enum { HEADER_BYTES = 1024, CHUNK_TOKENS = 1 << 18 };
+
+typedef struct token_file {
+    const char *path;
+    int fd;
+    uint64_t size;
+    unsigned width;      /* bytes per token */
+    uint64_t first_byte; /* where tokens start */
+    uint32_t default_sep;
+} token_file;
+
+static int read_llmc_header(token_file *f, prepack_diag *diag)
+{
+    unsigned char h[HEADER_BYTES];
+    if (f->size < HEADER_BYTES ||
+        pread(f->fd, h, HEADER_BYTES, 0) != HEADER_BYTES)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes, shorter than the 1024-byte llm.c "
+                       "header",
+                       f->path, (unsigned long long)f->size);
+    uint32_t magic = pp_load_le32(h), version = pp_load_le32(h + 4), count = pp_load_le32(h + 8);
+    if (magic == PP_LLMC_GPT2_MAGIC && version == 1) {
+        f->width = 2;
+        f->default_sep = 50256; /* GPT-2 <|endoftext|> */
+    } else if (magic == PP_LLMC_LLAMA3_MAGIC && version == 7) {
+        f->width = 4;
+        f->default_sep = 128000; /* LLaMA-3 <|begin_of_text|> */
+    } else if (magic == PP_LLMC_GPT2_MAGIC || magic == PP_LLMC_LLAMA3_MAGIC) {
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: llm.c magic %u with unknown version %u (known: "
+                       "20240520 v1, 20240801 v7)",
+                       f->path, magic, version);
+    } else {
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: bad llm.c magic %u (expected 20240520 or "
+                       "20240801)",
+                       f->path, magic);
+    }
+    f->first_byte = HEADER_BYTES;
+    uint64_t want = HEADER_BYTES + (uint64_t)count * f->width;
+    if (count > INT32_MAX || want != f->size)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: header says %u tokens (%llu bytes with the "
+                       "header) but the file has %llu bytes",
+                       f->path, count, (unsigned long long)want,
+                       (unsigned long long)f->size);
+    return PREPACK_OK;
+}
+
+/* ---- finding delimiters -------------------------------------------------- */
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* The index of the next `sep` in t[from, n), or n. 8 or 4 tokens a step
+ * with SSE2; the scan is most of the work for these formats. */
+static size_t find_sep(const void *t, unsigned width, size_t from, size_t n,
+                       uint32_t sep)
+{
+    const unsigned char *p = t;
+    size_t i = from;
+#if defined(__SSE2__)
+    __m128i want = width == 2 ? _mm_set1_epi16((short)(uint16_t)sep)
+                              : _mm_set1_epi32((int)sep);
+    size_t step = 16 / width;
+    for (; i + step <= n; i += step) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i * width));
+        __m128i eq = width == 2 ? _mm_cmpeq_epi16(v, want)
+                                : _mm_cmpeq_epi32(v, want);
+        unsigned mask = (unsigned)_mm_movemask_epi8(eq);
+        if (mask)
+            return i + (size_t)__builtin_ctz(mask) / width;
+    }
+#endif
+    for (; i < n; i++) {
+        uint32_t v = width == 2 ? ((const uint16_t *)t)[i]
+                                : ((const uint32_t *)t)[i];
+        if (v == sep)
+            return i;
+    }
+    return n;
+}
+
+/* ---- splitting into sequences -------------------------------------------- */
+
+typedef struct splitter {
+    prepack_store *store;
+    size_t source;     /* the file, in the store */
+    uint64_t first_byte;
+    unsigned width;
+    uint32_t sep;
+    int before;        /* delimiter opens a document (llm.c) */
+    int seen_sep;      /* a delimiter came already */
+    uint64_t start;    /* token index where the open piece starts */
+} splitter;
+
+/* Closes the piece [start, end) as a sequence (empty pieces are none). */
+static int close_piece(splitter *sp, uint64_t end, prepack_diag *diag)
+{
+    int rc = PREPACK_OK;
+    if (end > sp->start)
+        rc = pp_store_add_ref(sp->store, sp->source,
+                              sp->first_byte + sp->start * sp->width,
+                              end - sp->start, diag);
+    sp->start = end;
+    return rc;
+}
+
+/* Splits a chunk whose first token is token `base` of the file: pieces
+ * end before each delimiter (before mode) or after it (after mode). The
+ * piece before the first delimiter in before mode is cut (llm.c shards
+ * start mid-document) and counted partial. */
+static int split_chunk(splitter *sp, const void *t, size_t n, uint64_t base,
+                       prepack_diag *diag)
+{
+    int rc = PREPACK_OK;
+    for (size_t i = find_sep(t, sp->width, 0, n, sp->sep);
+         i < n && rc == PREPACK_OK; i = find_sep(t, sp->width, i + 1, n, sp->sep)) {
+        uint64_t end = base + (sp->before ? i : i + 1);
+        if (sp->before && !sp->seen_sep && end > sp->start)
+            prepack_store_count_partial(sp->store);
+        sp->seen_sep = 1;
+        rc = close_piece(sp, end, diag);
+    }
+    return rc;
+}
+
+/* The largest id of a chunk of uint32 tokens (uint16 ones fit anyway). */
+static uint32_t chunk_max(const void *t, unsigned width, size_t n)
+{
+    if (width == 2)
+        return 0;
+    const uint32_t *u = t;
+    uint32_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        max = u[i] > max ? u[i] : max;
+    return max;
+}
+
+/* Tokens are read little-endian; on a big-endian host they are swapped. */
+static void to_host_order(void *t, unsigned width, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    unsigned char *p = t;
+    for (size_t i = 0; i < n; i++, p += width)
+        for (unsigned a = 0, b = width - 1; a < b; a++, b--) {
+            unsigned char c = p[a];
+            p[a] = p[b];
+            p[b] = c;
+        }
+#else
+    (void)t;
+    (void)width;
+    (void)n;
+#endif
+}
+
+static int stream_tokens(token_file *f, splitter *sp, void *buf,
+                         const prepack_ingest_options *o, prepack_diag *diag)
+{
+    uint64_t pos = f->first_byte, max = f->width == 2 ? UINT16_MAX : 0;
+    while (pos < f->size) {
+        size_t want = (size_t)CHUNK_TOKENS * f->width;
+        if (f->size - pos < want)
+            want = (size_t)(f->size - pos);
+        ssize_t got = pread(f->fd, buf, want, (off_t)pos);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || (size_t)got % f->width)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "%s: read failed at byte %llu", f->path,
+                           (unsigned long long)pos);
+        size_t n = (size_t)got / f->width;
+        to_host_order(buf, f->width, n);
+        uint32_t m = chunk_max(buf, f->width, n);
+        max = m > max ? m : max;
+        int rc = split_chunk(sp, buf, n, (pos - f->first_byte) / f->width,
+                             diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        pos += (uint64_t)got;
+        if (o->progress)
+            o->progress(o->progress_opaque, "ingest", pos, f->size);
+    }
+    pp_store_source_max_id(sp->store, sp->source, (uint32_t)max);
+    /* The last piece: complete in llm.c files (a document runs to the end)
+     * unless no delimiter came at all; in raw files it lacks its closing
+     * delimiter, so it was cut. */
+    uint64_t end = (f->size - f->first_byte) / f->width;
+    if (end > sp->start && (!sp->before || !sp->seen_sep))
+        prepack_store_count_partial(sp->store);
+    return close_piece(sp, end, diag);
+}
+
+static int open_token_file(token_file *f, const char *path,
+                           prepack_format format, prepack_diag *diag)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->fd = open(path, O_RDONLY);
+    if (f->fd < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(f->fd, &st) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s: %s", path,
+                       strerror(errno));
+    f->size = (uint64_t)st.st_size;
+    if (format == PREPACK_FORMAT_LLMC)
+        return read_llmc_header(f, diag);
+    f->width = 2;
+    if (f->size % 2)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes, an odd size for uint16 tokens",
+                       path, (unsigned long long)f->size);
+    return PREPACK_OK;
+}
+
+int pp_ingest_tokens(prepack_store *s, const char *path,
+                     prepack_format format, const prepack_ingest_options *o,
+                     prepack_diag *diag)
+{
+    token_file f;
+    int rc = open_token_file(&f, path, format, diag);
+    splitter sp = {.store = s};
+    if (rc == PREPACK_OK) {
+        int raw = format == PREPACK_FORMAT_RAW_U16;
+        if (raw && !o->has_doc_sep)
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s: raw token files need a document delimiter "
+                         "(--doc-sep ID, 50256 for GPT-2)",
+                         path);
+        sp.sep = o->has_doc_sep ? o->doc_sep : f.default_sep;
+        sp.before = o->sep_position == PREPACK_SEP_DEFAULT
+                        ? !raw
+                        : o->sep_position == PREPACK_SEP_BEFORE;
+        if (rc == PREPACK_OK && f.width == 2 && sp.sep > UINT16_MAX)
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s: delimiter %u cannot occur in uint16 tokens",
+                         path, sp.sep);
+    }
+    if (rc == PREPACK_OK) {
+        sp.width = f.width;
+        sp.first_byte = f.first_byte;
+        rc = pp_store_add_file(s, f.fd, f.width, 0, f.size, &sp.source, diag);
+    }
+    if (rc == PREPACK_OK) {
+        const prepack_allocator *a = pp_store_allocator(s);
+        void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
+        rc = buf ? stream_tokens(&f, &sp, buf, o, diag)
+                 : pp_out_of_memory(diag);
+        pp_free(a, buf);
+    }
+    if (f.fd >= 0)
+        close(f.fd);
+    return rc;
+}

@@ -1,0 +1,569 @@
+/* The planner: which items share a row (FFD, BFD, next-fit), the plan
+ * handle and its accessors.
+ *
+ * Placement records each item's row; the rows are then laid out as one
+ * array of entries with row_start offsets (CSR), so a plan costs 8 bytes per
+ * item (12 with split chunks) and 4 per row. */
+#include <assert.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/error.h"
+#include "plan/bound.h"
+#include "plan/buckets.h"
+#include "plan/items.h"
+#include "plan/plan.h"
+#include "plan/sort.h"
+
+struct prepack_plan {
+    prepack_allocator alloc_copy;    /* the caller's, when one was given */
+    const prepack_allocator *alloc;  /* &alloc_copy or NULL (libc) */
+    prepack_plan_stats stats;
+    size_t rows;
+    size_t items;
+    uint32_t *row_start;  /* [rows + 1] first entry of each physical row */
+    uint32_t *row_perm;   /* [rows] logical -> physical row, or NULL */
+    uint32_t *seq;        /* [items] source sequence of each entry */
+    uint32_t *len;        /* [items] tokens of each entry */
+    uint32_t *off;        /* [items] token offset, NULL when none split */
+    prepack_overlong overlong; /* the policy, for the report */
+};
+
+/* Scratch for FFD/BFD placement. */
+typedef struct placement {
+    const pp_items *items;
+    uint32_t max_len;
+    uint32_t max_per_row;   /* 0 = unlimited */
+    int first_fit;          /* FFD, else BFD */
+    uint32_t *count_of;     /* [L + 1] items of each length */
+    uint32_t *row_of;       /* [items] row of the k-th item, longest first */
+    uint32_t *row_size;     /* [rows_cap] items per row */
+    size_t rows, rows_cap;
+    const prepack_allocator *alloc;
+} placement;
+
+/* ---- rows ------------------------------------------------------------- */
+
+static int open_row(placement *p, uint32_t *row)
+{
+    if (p->rows == p->rows_cap) {
+        size_t cap = p->rows_cap + p->rows_cap / 2;
+        uint32_t *s = pp_realloc(p->alloc, p->row_size, cap, sizeof *s);
+        if (!s)
+            return PREPACK_ENOMEM;
+        p->row_size = s;
+        p->rows_cap = cap;
+    }
+    *row = (uint32_t)p->rows++;
+    p->row_size[*row] = 1;
+    return PREPACK_OK;
+}
+
+/* Room left in a row after adding an item: 0 once it holds
+ * max_seqs_per_row items, so no later item is offered to it. */
+static uint32_t room_after(const placement *p, uint32_t row, uint32_t free)
+{
+    if (p->max_per_row && p->row_size[row] >= p->max_per_row)
+        return 0;
+    return free;
+}
+
+/* An item longer than L/2 can share no row already open: every open row
+ * holds an item at least as long (items come longest first), so its free
+ * space is under L/2. It opens a row without a search. */
+static int opens_own_row(const placement *p, uint32_t len)
+{
+    return (uint64_t)len * 2 > p->max_len || p->max_per_row == 1;
+}
+
+/* ---- first-fit and best-fit decreasing -------------------------------- */
+
+/* The bucket (free space) an item of this length goes to, or 0 for a new
+ * row. FFD: the bucket holding the lowest-numbered row with room; BFD: the
+ * least free space with room. Either way the bucket's lowest row is taken. */
+static uint32_t choose_bucket(const placement *p, const pp_buckets *b,
+                              uint32_t len)
+{
+    if (opens_own_row(p, len))
+        return 0;
+    return p->first_fit ? pp_buckets_first(b, len) : pp_buckets_best(b, len);
+}
+
+static int place_one(placement *p, pp_buckets *b, size_t k, uint32_t len)
+{
+    uint32_t free = choose_bucket(p, b, len), row;
+    if (free == 0) {
+        if (open_row(p, &row) != PREPACK_OK)
+            return PREPACK_ENOMEM;
+        free = p->max_len;
+    } else {
+        row = pp_buckets_pop(b, free);
+        p->row_size[row]++;
+    }
+    uint32_t left = room_after(p, row, free - len);
+    if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    p->row_of[k] = row;
+    return PREPACK_OK;
+}
+
+/* Items are visited longest first as (position k, length) through the
+ * counts per length: looking lengths up per item would cost a cache miss
+ * each. */
+static int place_decreasing(placement *p, pp_buckets *b)
+{
+    size_t k = 0;
+    for (uint32_t len = p->max_len; len >= 1; len--)
+        for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
+            if (place_one(p, b, k, len) != PREPACK_OK)
+                return PREPACK_ENOMEM;
+    return PREPACK_OK;
+}
+
+/* ---- laying out the plan ---------------------------------------------- */
+
+static int alloc_entries(prepack_plan *plan, int with_offsets)
+{
+    const prepack_allocator *a = plan->alloc;
+    plan->row_start = pp_alloc(a, plan->rows + 1, sizeof *plan->row_start);
+    plan->seq = pp_alloc(a, plan->items, sizeof *plan->seq);
+    plan->len = pp_alloc(a, plan->items, sizeof *plan->len);
+    if (with_offsets)
+        plan->off = pp_alloc(a, plan->items, sizeof *plan->off);
+    if (!plan->row_start || !plan->seq || !plan->len ||
+        (with_offsets && !plan->off))
+        return PREPACK_ENOMEM;
+    return PREPACK_OK;
+}
+
+static void put_entry(prepack_plan *plan, size_t e, const pp_items *it,
+                      uint32_t item, uint32_t len)
+{
+    plan->seq[e] = pp_item_src(it, item);
+    plan->len[e] = len;
+    if (plan->off)
+        plan->off[e] = pp_item_off(it, item);
+}
+
+/* Stable insertion sort of entries [s, t) by length, longest first. */
+static void insertion_sort(prepack_plan *plan, size_t s, size_t t)
+{
+    uint32_t *seq = plan->seq, *len = plan->len, *off = plan->off;
+    for (size_t i = s + 1; i < t; i++) {
+        uint32_t q = seq[i], l = len[i], o = off ? off[i] : 0;
+        size_t j = i;
+        for (; j > s && len[j - 1] < l; j--) {
+            seq[j] = seq[j - 1];
+            len[j] = len[j - 1];
+            if (off)
+                off[j] = off[j - 1];
+        }
+        seq[j] = q;
+        len[j] = l;
+        if (off)
+            off[j] = o;
+    }
+}
+
+/* Stable bottom-up merge sort of entries [s, t) by length, longest first,
+ * through scratch (2 x (t - s) entries), for the rare long rows. */
+static void merge_sort(prepack_plan *plan, size_t s, size_t t,
+                       prepack_item *scratch)
+{
+    size_t n = t - s;
+    prepack_item *a = scratch, *b = scratch + n;
+    for (size_t i = 0; i < n; i++)
+        a[i] = (prepack_item){plan->seq[s + i], plan->off ? plan->off[s + i] : 0,
+                              plan->len[s + i]};
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n;
+            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                b[k++] = a[j].length > a[i].length ? a[j++] : a[i++];
+            while (i < mid)
+                b[k++] = a[i++];
+            while (j < hi)
+                b[k++] = a[j++];
+        }
+        prepack_item *t2 = a;
+        a = b;
+        b = t2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        plan->seq[s + i] = (uint32_t)a[i].seq_id;
+        plan->len[s + i] = a[i].length;
+        if (plan->off)
+            plan->off[s + i] = a[i].offset;
+    }
+}
+
+enum { SHORT_ROW = 32 };
+
+/* Entries arrive in each row in input order; placement order is longest
+ * first, ties in input order: a stable sort by length within each row. */
+static int sort_rows_longest_first(prepack_plan *plan)
+{
+    size_t longest = 0;
+    for (size_t r = 0; r < plan->rows; r++) {
+        size_t size = plan->row_start[r + 1] - plan->row_start[r];
+        longest = size > longest ? size : longest;
+    }
+    prepack_item *scratch = NULL;
+    if (longest > SHORT_ROW) {
+        scratch = pp_alloc(plan->alloc, 2 * longest, sizeof *scratch);
+        if (!scratch)
+            return PREPACK_ENOMEM;
+    }
+    for (size_t r = 0; r < plan->rows; r++) {
+        size_t s = plan->row_start[r], t = plan->row_start[r + 1];
+        if (t - s <= SHORT_ROW)
+            insertion_sort(plan, s, t);
+        else
+            merge_sort(plan, s, t, scratch);
+    }
+    pp_free(plan->alloc, scratch);
+    return PREPACK_OK;
+}
+
+/* Writes every item to its row's next free entry. (A prefetching
+ * pipeline over the three dependent accesses here gained under 5%: not
+ * worth its complexity.) */
+static void scatter_entries(prepack_plan *plan, placement *p)
+{
+    for (size_t i = 0; i < p->items->count; i++) {
+        uint32_t len = pp_item_len(p->items, i);
+        uint32_t k = p->count_of[len]++;
+        put_entry(plan, p->row_size[p->row_of[k]]++, p->items, (uint32_t)i,
+                  len);
+    }
+}
+
+/* Rows in CSR form. Placement kept only each item's row by its position in
+ * the longest-first order; the items are visited in input order, their
+ * positions recomputed from the length counts, which saves holding that
+ * order (4 bytes an item) beside the plan being written. */
+static int lay_out_rows(prepack_plan *plan, placement *p)
+{
+    plan->rows = p->rows;
+    if (alloc_entries(plan, p->items->off != NULL) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    uint32_t total = 0;
+    for (size_t r = 0; r < p->rows; r++) {
+        plan->row_start[r] = total;
+        total += p->row_size[r];
+        p->row_size[r] = plan->row_start[r]; /* now: next free entry */
+    }
+    plan->row_start[p->rows] = total;
+    pp_first_positions_desc(p->count_of, p->max_len);
+    scatter_entries(plan, p);
+    pp_free(p->alloc, p->row_of);
+    p->row_of = NULL;
+    return sort_rows_longest_first(plan);
+}
+
+static int plan_decreasing(prepack_plan *plan, const pp_items *it,
+                           const prepack_plan_options *o)
+{
+    const prepack_allocator *a = plan->alloc;
+    /* FFD and BFD rarely need more than the lower bound + 1% rows (see
+     * docs/BENCHMARKS.md): start the row arrays a little above it and let
+     * them grow by half when short. */
+    uint64_t bound = plan->stats.tokens / o->max_seq_len;
+    size_t guess = (size_t)(bound + bound / 32 + 64);
+    placement p = {.items = it,
+                   .max_len = o->max_seq_len,
+                   .max_per_row = o->max_seqs_per_row,
+                   .first_fit = o->algo == PREPACK_ALGO_FFD,
+                   .rows_cap = guess,
+                   .alloc = a};
+    p.count_of = pp_alloc(a, (size_t)o->max_seq_len + 1, sizeof *p.count_of);
+    p.row_of = pp_alloc(a, it->count, sizeof *p.row_of);
+    p.row_size = pp_alloc(a, guess, sizeof *p.row_size);
+    int rc = PREPACK_ENOMEM;
+    if (p.count_of && p.row_of && p.row_size) {
+        pp_count_lengths(it, p.count_of);
+        plan->stats.lower_bound =
+            pp_lower_bound(p.count_of, o->max_seq_len, plan->stats.tokens,
+                           it->count, o->max_seqs_per_row);
+        pp_buckets b;
+        rc = pp_buckets_init(&b, o->max_seq_len, guess, p.first_fit, a);
+        if (rc == PREPACK_OK)
+            rc = place_decreasing(&p, &b);
+        pp_buckets_destroy(&b);
+    }
+    if (rc == PREPACK_OK)
+        rc = lay_out_rows(plan, &p);
+    pp_free(a, p.count_of);
+    pp_free(a, p.row_of);
+    pp_free(a, p.row_size);
+    return rc;
+}
+
+/* ---- next-fit ---------------------------------------------------------- */
+
+/* Next-fit needs no counts per length but the bound does: O(items + L)
+ * time, L + 1 counts of memory, freed before the rows are laid out. */
+static int compute_lower_bound(prepack_plan *plan, const pp_items *it,
+                               const prepack_plan_options *o)
+{
+    uint32_t *count_of =
+        pp_alloc(plan->alloc, (size_t)o->max_seq_len + 1, sizeof *count_of);
+    if (!count_of)
+        return PREPACK_ENOMEM;
+    pp_count_lengths(it, count_of);
+    plan->stats.lower_bound =
+        pp_lower_bound(count_of, o->max_seq_len, plan->stats.tokens,
+                       it->count, o->max_seqs_per_row);
+    pp_free(plan->alloc, count_of);
+    return PREPACK_OK;
+}
+
+/* One open row, items in input order: rows are contiguous runs of items,
+ * so the entries are the items themselves and only row starts are found. */
+static int plan_next_fit(prepack_plan *plan, const pp_items *it,
+                         const prepack_plan_options *o)
+{
+    if (compute_lower_bound(plan, it, o) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    size_t rows = 0;
+    uint32_t used = 0, size = 0;
+    for (size_t i = 0; i < it->count; i++) {
+        uint32_t len = pp_item_len(it, i);
+        if (rows == 0 || len > o->max_seq_len - used ||
+            (o->max_seqs_per_row && size == o->max_seqs_per_row)) {
+            rows++;
+            used = size = 0;
+        }
+        used += len;
+        size++;
+    }
+    plan->rows = rows;
+    if (alloc_entries(plan, it->off != NULL) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    size_t r = 0;
+    used = size = 0;
+    for (size_t i = 0; i < it->count; i++) {
+        uint32_t len = pp_item_len(it, i);
+        if (i == 0 || len > o->max_seq_len - used ||
+            (o->max_seqs_per_row && size == o->max_seqs_per_row)) {
+            plan->row_start[r++] = (uint32_t)i;
+            used = size = 0;
+        }
+        used += len;
+        size++;
+        put_entry(plan, i, it, (uint32_t)i, len);
+    }
+    plan->row_start[rows] = (uint32_t)it->count;
+    return PREPACK_OK;
+}
+
+/* ---- shuffling rows ----------------------------------------------------- */
+
+/* splitmix64 (Steele, Lea and Flood 2014): a tiny generator with a fixed
+ * definition, so a seed gives the same shuffle on every platform. */
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, bound) without modulo bias: rejection on the low bits of
+ * a 32x32 multiply (Lemire 2019). */
+static uint32_t bounded(uint64_t *state, uint32_t bound)
+{
+    uint32_t threshold = (uint32_t)(-bound) % bound;
+    for (;;) {
+        uint64_t m = (uint64_t)(uint32_t)(splitmix64(state) >> 32) * bound;
+        if ((uint32_t)m >= threshold)
+            return (uint32_t)(m >> 32);
+    }
+}
+
+static int shuffle_rows(prepack_plan *plan, uint64_t seed)
+{
+    plan->row_perm = pp_alloc(plan->alloc, plan->rows, sizeof(uint32_t));
+    if (!plan->row_perm)
+        return PREPACK_ENOMEM;
+    for (size_t i = 0; i < plan->rows; i++)
+        plan->row_perm[i] = (uint32_t)i;
+    uint64_t state = seed;
+    for (size_t i = plan->rows; i > 1; i--) { /* Fisher-Yates */
+        uint32_t j = bounded(&state, (uint32_t)i);
+        uint32_t t = plan->row_perm[i - 1];
+        plan->row_perm[i - 1] = plan->row_perm[j];
+        plan->row_perm[j] = t;
+    }
+    return PREPACK_OK;
+}
+
+/* ---- statistics --------------------------------------------------------- */
+
+static void finish_stats(prepack_plan *plan, uint32_t max_len)
+{
+    prepack_plan_stats *s = &plan->stats;
+    s->max_seq_len = max_len;
+    s->rows = plan->rows;
+    for (size_t r = 0; r < plan->rows; r++) {
+        uint32_t size = plan->row_start[r + 1] - plan->row_start[r];
+        if (size > s->max_items_per_row)
+            s->max_items_per_row = size;
+    }
+    if (plan->rows) {
+        s->efficiency = (double)s->tokens / ((double)plan->rows * max_len);
+        s->mean_items_per_row = (double)s->items / (double)plan->rows;
+    }
+}
+
+/* ---- the public API ------------------------------------------------------ */
+
+static int check_options(const uint32_t *lengths, size_t n,
+                         const prepack_plan_options *o, prepack_diag *d)
+{
+    if (o->max_seq_len == 0 || o->max_seq_len > PREPACK_MAX_SEQ_LEN_LIMIT)
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "max_seq_len must be 1..%u, not %u",
+                       PREPACK_MAX_SEQ_LEN_LIMIT, o->max_seq_len);
+    if (!prepack_algo_name(o->algo))
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "unknown algorithm %d", (int)o->algo);
+    if (!prepack_overlong_name(o->overlong))
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "unknown overlong policy %d", (int)o->overlong);
+    if (n > 0 && !lengths)
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "lengths is NULL but n is %zu", n);
+    if (n > PREPACK_MAX_ITEMS)
+        return pp_fail(d, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                       "%zu sequences, more than the %u one plan holds; "
+                       "plan in partitions",
+                       n, PREPACK_MAX_ITEMS);
+    return pp_check_allocator(o->allocator, d);
+}
+
+int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
+                        const prepack_plan_options *opts, prepack_diag *diag)
+{
+    if (!out || !opts)
+        return pp_invalid_argument(diag);
+    *out = NULL;
+    int rc = check_options(lengths, n, opts, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    prepack_plan *plan = pp_calloc(opts->allocator, 1, sizeof *plan);
+    if (!plan)
+        return pp_out_of_memory(diag);
+    plan->overlong = opts->overlong;
+    plan->alloc = pp_allocator_keep(&plan->alloc_copy, opts->allocator);
+    pp_items items;
+    rc = pp_items_build(&items, lengths, n, opts->max_seq_len,
+                        opts->overlong, &plan->stats, plan->alloc, diag);
+    if (rc == PREPACK_OK) {
+        plan->items = items.count;
+        rc = opts->algo == PREPACK_ALGO_NEXTFIT
+                 ? plan_next_fit(plan, &items, opts)
+                 : plan_decreasing(plan, &items, opts);
+        pp_items_destroy(&items);
+    }
+    if (rc == PREPACK_OK && opts->shuffle_rows)
+        rc = shuffle_rows(plan, opts->shuffle_seed);
+    if (rc != PREPACK_OK) {
+        prepack_plan_free(plan);
+        if (rc == PREPACK_ENOMEM)
+            pp_fail(diag, rc, PREPACK_NO_RECORD,
+                    "out of memory planning %zu sequences", n);
+        return rc;
+    }
+    finish_stats(plan, opts->max_seq_len);
+    *out = plan;
+    return PREPACK_OK;
+}
+
+void prepack_plan_free(prepack_plan *plan)
+{
+    if (!plan)
+        return;
+    prepack_allocator copy = plan->alloc_copy; /* plan itself goes with it */
+    const prepack_allocator *a = plan->alloc ? &copy : NULL;
+    pp_free(a, plan->row_start);
+    pp_free(a, plan->row_perm);
+    pp_free(a, plan->seq);
+    pp_free(a, plan->len);
+    pp_free(a, plan->off);
+    pp_free(a, plan);
+}
+
+size_t prepack_plan_row_count(const prepack_plan *plan)
+{
+    return plan->rows;
+}
+
+size_t prepack_plan_item_count(const prepack_plan *plan)
+{
+    return plan->items;
+}
+
+/* Logical row (what callers number) to where its entries are stored. */
+static size_t physical_row(const prepack_plan *plan, size_t row)
+{
+    assert(row < plan->rows);
+    return plan->row_perm ? plan->row_perm[row] : row;
+}
+
+size_t prepack_plan_row_size(const prepack_plan *plan, size_t row)
+{
+    size_t r = physical_row(plan, row);
+    return plan->row_start[r + 1] - plan->row_start[r];
+}
+
+uint32_t prepack_plan_row_tokens(const prepack_plan *plan, size_t row)
+{
+    size_t r = physical_row(plan, row);
+    uint32_t sum = 0;
+    for (uint32_t e = plan->row_start[r]; e < plan->row_start[r + 1]; e++)
+        sum += plan->len[e];
+    return sum;
+}
+
+static prepack_item entry(const prepack_plan *plan, size_t e)
+{
+    prepack_item item = {plan->seq[e], plan->off ? plan->off[e] : 0,
+                         plan->len[e]};
+    return item;
+}
+
+prepack_item prepack_plan_item(const prepack_plan *plan, size_t row, size_t k)
+{
+    size_t r = physical_row(plan, row);
+    assert(k < plan->row_start[r + 1] - plan->row_start[r]);
+    return entry(plan, plan->row_start[r] + k);
+}
+
+size_t prepack_plan_row_items(const prepack_plan *plan, size_t row,
+                              prepack_item *out, size_t cap)
+{
+    size_t r = physical_row(plan, row);
+    size_t first = plan->row_start[r];
+    size_t size = plan->row_start[r + 1] - first;
+    for (size_t k = 0; k < size && k < cap; k++)
+        out[k] = entry(plan, first + k);
+    return size;
+}
+
+void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out)
+{
+    *out = plan->stats;
+}
+
+prepack_overlong pp_plan_overlong(const prepack_plan *plan)
+{
+    return plan->overlong;
+}
+
+int pp_plan_has_offsets(const prepack_plan *plan)
+{
+    return plan->off != NULL;
+}

@@ -1,0 +1,15 @@
+/* What the rest of the library needs of a plan beyond the public
+ * accessors (struct prepack_plan itself is private to plan.c). */
+#ifndef PP_PLAN_PLAN_H
+#define PP_PLAN_PLAN_H
+
+#include "prepack.h"
+
+/* The overlong policy the plan was made with: the report and its picture
+ * lay the same items out naively. */
+prepack_overlong pp_plan_overlong(const prepack_plan *plan);
+/* Whether any item starts past token 0 of its sequence (split chunks):
+ * the row builder then stores each item's start. */
+int pp_plan_has_offsets(const prepack_plan *plan);
+
+#endif

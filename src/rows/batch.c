@@ -1,0 +1,152 @@
+/* Batches: rows laid out flat (varlen) or padded, with every derived
+ * field a training step feeds. */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/error.h"
+#include "rows/batch.h"
+
+/* Buffers a reader keeps for its batches (growing, never shrinking). */
+struct pp_batch_buffers {
+    int64_t *ids, *pos, *doc, *lab;
+    int32_t *cu;
+    uint64_t *seq;
+    uint8_t *attn, *dense;
+    size_t tokens_cap, seqs_cap, dense_cap;
+};
+
+void pp_batch_buffers_free(const prepack_allocator *a, pp_batch_buffers *b)
+{
+    if (!b)
+        return;
+    pp_free(a, b->ids);
+    pp_free(a, b->pos);
+    pp_free(a, b->doc);
+    pp_free(a, b->lab);
+    pp_free(a, b->cu);
+    pp_free(a, b->seq);
+    pp_free(a, b->attn);
+    pp_free(a, b->dense);
+    pp_free(a, b);
+}
+
+static int grow_to(const prepack_allocator *a, void **p, size_t need,
+                   size_t elem)
+{
+    void *q = pp_realloc(a, *p, need, elem);
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+/* Room for `tokens` token slots, `seqs` sequences and `dense` mask bytes;
+ * capacities double, so a flat batch grown row by row costs O(total). */
+static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
+                   size_t tokens, size_t seqs, size_t dense)
+{
+    if (tokens > b->tokens_cap) {
+        size_t cap = tokens > 2 * b->tokens_cap ? tokens : 2 * b->tokens_cap;
+        if (grow_to(a, (void **)&b->ids, cap, sizeof *b->ids) ||
+            grow_to(a, (void **)&b->pos, cap, sizeof *b->pos) ||
+            grow_to(a, (void **)&b->doc, cap, sizeof *b->doc) ||
+            grow_to(a, (void **)&b->lab, cap, sizeof *b->lab) ||
+            grow_to(a, (void **)&b->attn, cap, 1))
+            return -1;
+        b->tokens_cap = cap;
+    }
+    if (seqs + 1 > b->seqs_cap) {
+        size_t cap = seqs + 1 > 2 * b->seqs_cap ? seqs + 1 : 2 * b->seqs_cap;
+        if (grow_to(a, (void **)&b->cu, cap, sizeof *b->cu) ||
+            grow_to(a, (void **)&b->seq, cap, sizeof *b->seq))
+            return -1;
+        b->seqs_cap = cap;
+    }
+    if (dense > b->dense_cap) {
+        if (grow_to(a, (void **)&b->dense, dense, 1))
+            return -1;
+        b->dense_cap = dense;
+    }
+    return 0;
+}
+
+/* Appends one row at token slot `at` (width slots in the padded form). */
+static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
+                    size_t width, size_t first_seq, int padded,
+                    int64_t pad_id)
+{
+    for (size_t t = 0; t < row->num_tokens; t++)
+        b->ids[at + t] = prepack_row_token(row, t);
+    for (size_t t = row->num_tokens; t < width; t++)
+        b->ids[at + t] = pad_id;
+    prepack_row_position_ids(row, b->pos + at, width);
+    prepack_row_doc_ids(row, padded ? 0 : (int64_t)first_seq, b->doc + at,
+                        width);
+    prepack_row_labels(row, b->lab + at, width);
+    memset(b->attn + at, 1, row->num_tokens);
+    memset(b->attn + at + row->num_tokens, 0, width - row->num_tokens);
+    for (size_t j = 0; j < row->num_seqs; j++) {
+        b->seq[first_seq + j] = row->seq_ids[j];
+        b->cu[first_seq + j + 1] = (int32_t)(at + (size_t)row->cu_seqlens[j + 1]);
+    }
+}
+
+int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
+                   const prepack_allocator *a, size_t rows,
+                   uint32_t max_seq_len, const prepack_batch_options *o,
+                   prepack_diag *diag)
+{
+    memset(bt, 0, sizeof *bt);
+    if (o)
+        bt->o = *o;
+    if (!*bufs && !(*bufs = pp_calloc(a, 1, sizeof **bufs)))
+        return pp_out_of_memory(diag);
+    bt->b = *bufs;
+    bt->alloc = a;
+    bt->rows = rows;
+    bt->max_seq_len = max_seq_len;
+    return PREPACK_OK;
+}
+
+int pp_batch_add_row(pp_batcher *bt, const prepack_row *row,
+                     prepack_diag *diag)
+{
+    const prepack_batch_options *o = &bt->o;
+    size_t L = bt->max_seq_len, n = bt->rows, i = bt->added;
+    size_t width = o->padded ? L : row->num_tokens;
+    size_t at = o->padded ? i * L : bt->tokens;
+    size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
+    if (reserve(bt->alloc, bt->b, at + width, bt->seqs + row->num_seqs,
+                dense))
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory for a batch of %zu rows", n);
+    bt->b->cu[0] = 0;
+    put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
+    if (dense)
+        prepack_row_dense_mask(row, bt->b->dense + i * L * L, L);
+    uint32_t m = prepack_row_max_seqlen(row);
+    bt->longest = m > bt->longest ? m : bt->longest;
+    bt->tokens = at + width;
+    bt->seqs += row->num_seqs;
+    bt->added++;
+    return PREPACK_OK;
+}
+
+void pp_batch_finish(const pp_batcher *bt, prepack_batch *out)
+{
+    const prepack_batch_options *o = &bt->o;
+    const pp_batch_buffers *b = bt->b;
+    memset(out, 0, sizeof *out);
+    out->rows = bt->added;
+    out->width = o->padded ? bt->max_seq_len : bt->tokens;
+    out->num_seqs = bt->seqs;
+    out->max_seqlen = bt->longest;
+    out->input_ids = b->ids;
+    out->position_ids = b->pos;
+    out->doc_ids = b->doc;
+    out->labels = b->lab;
+    out->cu_seqlens = o->padded ? NULL : b->cu;
+    out->seq_ids = b->seq;
+    out->attention_mask = o->padded ? b->attn : NULL;
+    out->dense_mask = o->padded && o->dense_mask ? b->dense : NULL;
+}

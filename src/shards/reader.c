@@ -1,0 +1,437 @@
+/* Reading shard sets: the manifest, each shard's seek table, and row i by
+ * decompressing the one frame that holds it (the last frame is cached).
+ * Everything read is checked; damage is PREPACK_ECORRUPT naming the shard,
+ * the frame and the cause, never a crash. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+#include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDCtx_advanced */
+#include <zstd.h>
+
+#include "common/alloc.h"
+#include "common/bytes.h"
+#include "common/error.h"
+#include "common/io.h"
+#include "rows/batch.h"
+#include "shards/manifest.h"
+#include "shards/msgpack_check.h"
+#include "shards/reader.h"
+#include "shards/shard_format.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shards hold little-endian arrays; this reader copies them as is"
+#endif
+
+int pp_reader_corrupt(prepack_diag *diag, const char *path, const char *fmt,
+                      ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD, "%s: %s", path,
+                   msg);
+}
+
+/* ---- opening ----------------------------------------------------------------- */
+
+/* Reads and checks a shard's seek table: frames that tile the file up to
+ * the table, one per rows_per_frame rows. */
+static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
+                           int fd, prepack_diag *diag)
+{
+    unsigned char foot[PP_SEEK_FOOTER_BYTES];
+    if (size < pp_seek_table_bytes(0) ||
+        pp_read_at(fd, foot, sizeof foot, size - sizeof foot) != 0)
+        return pp_reader_corrupt(diag, s->path, "too short for a seek table");
+    uint32_t n = pp_load_le32(foot);
+    if (pp_load_le32(foot + 5) != PP_SEEKABLE_MAGIC ||
+        foot[4] != PP_SEEK_CHECKSUMS)
+        return pp_reader_corrupt(diag, s->path,
+                                 "no seek table at the end (cut short?)");
+    uint64_t table = pp_seek_table_bytes(n);
+    uint64_t want = (s->rows + r->m.rows_per_frame - 1) / r->m.rows_per_frame;
+    if (table > size || n != want)
+        return pp_reader_corrupt(diag, s->path,
+                       "seek table lists %u frames, %llu rows need %llu", n,
+                       (unsigned long long)s->rows, (unsigned long long)want);
+    unsigned char *t = pp_alloc(r->alloc, (size_t)table, 1);
+    s->frames = pp_calloc(r->alloc, n ? n : 1, sizeof *s->frames);
+    if (!t || !s->frames) {
+        pp_free(r->alloc, t);
+        return pp_out_of_memory(diag);
+    }
+    int rc = PREPACK_OK;
+    if (pp_read_at(fd, t, (size_t)table, size - table) != 0)
+        rc = pp_reader_corrupt(diag, s->path, "cannot read the seek table");
+    else if (pp_load_le32(t) != PP_SKIPPABLE_MAGIC ||
+             pp_load_le32(t + 4) != table - PP_SEEK_HEADER_BYTES)
+        rc = pp_reader_corrupt(diag, s->path, "bad seek table frame header");
+    /* No frame may promise more than rows_per_frame rows of L tokens:
+     * a hostile seek table cannot make the reader allocate beyond that. */
+    uint64_t L = r->m.max_seq_len;
+    uint64_t most = pp_frame_bytes_bound(r->m.rows_per_frame, L, r->width);
+    uint64_t at = 0;
+    for (uint32_t i = 0; rc == PREPACK_OK && i < n; i++) {
+        const unsigned char *e =
+            t + PP_SEEK_HEADER_BYTES + PP_SEEK_ENTRY_BYTES * (size_t)i;
+        frame_entry *f = &s->frames[i];
+        f->offset = at;
+        f->compressed = pp_load_le32(e);
+        f->decompressed = pp_load_le32(e + 4);
+        f->checksum = pp_load_le32(e + 8);
+        at += f->compressed;
+        if (f->decompressed > most)
+            rc = pp_reader_corrupt(diag, s->path,
+                         "frame %u claims %u bytes, more than %llu rows of "
+                         "%llu tokens can hold",
+                         i, f->decompressed,
+                         (unsigned long long)r->m.rows_per_frame,
+                         (unsigned long long)L);
+    }
+    if (rc == PREPACK_OK && at != size - table)
+        rc = pp_reader_corrupt(diag, s->path,
+                     "frames cover %llu bytes, the file holds %llu before "
+                     "its seek table",
+                     (unsigned long long)at,
+                     (unsigned long long)(size - table));
+    s->nframes = n;
+    pp_free(r->alloc, t);
+    return rc;
+}
+
+static int open_shard(prepack_reader *r, const char *dir, size_t i,
+                      uint64_t first_row, prepack_diag *diag)
+{
+    shard *s = &r->shards[i];
+    const pp_shard_info *info = &r->m.shards[i];
+    snprintf(s->path, sizeof s->path, "%s/%s", dir, info->file);
+    s->first_row = first_row;
+    s->rows = info->rows;
+    int fd = open(s->path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s: %s", s->path, strerror(e));
+    }
+    int rc = PREPACK_OK;
+    if ((uint64_t)st.st_size != info->bytes)
+        rc = pp_reader_corrupt(diag, s->path, "%llu bytes, the manifest says %llu",
+                     (unsigned long long)st.st_size,
+                     (unsigned long long)info->bytes);
+    if (rc == PREPACK_OK)
+        rc = read_seek_table(r, s, (uint64_t)st.st_size, fd, diag);
+    close(fd);
+    return rc;
+}
+
+static ZSTD_DCtx *create_dctx(const prepack_allocator *a)
+{
+    if (!a)
+        return ZSTD_createDCtx();
+    ZSTD_customMem mem = {pp_zstd_alloc, pp_zstd_free, (void *)a};
+    return ZSTD_createDCtx_advanced(mem);
+}
+
+/* open_damaged: keeps why shard s failed its open in place of its
+ * frames, so its rows and verify can report it. */
+static int keep_damage(prepack_reader *r, shard *s, const prepack_diag *why,
+                       prepack_diag *diag)
+{
+    pp_free(r->alloc, s->frames);
+    s->frames = NULL;
+    s->nframes = 0;
+    s->damage = pp_alloc(r->alloc, 1, sizeof *s->damage);
+    if (!s->damage)
+        return pp_out_of_memory(diag);
+    *s->damage = *why;
+    return PREPACK_OK;
+}
+
+int prepack_reader_open(prepack_reader **out, const char *dir,
+                        const prepack_reader_options *o, prepack_diag *diag)
+{
+    if (!out || !dir)
+        return pp_invalid_argument(diag);
+    *out = NULL;
+    const prepack_allocator *a = o ? o->allocator : NULL;
+    int rc = pp_check_allocator(a, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    prepack_reader *r = pp_calloc(a, 1, sizeof *r);
+    if (!r)
+        return pp_out_of_memory(diag);
+    r->alloc = pp_allocator_keep(&r->alloc_copy, a);
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
+    r->fd = -1;
+    r->cached_shard = r->fd_shard = SIZE_MAX;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/" PP_MANIFEST_NAME, dir);
+    rc = pp_manifest_read(path, r->alloc, &r->m, diag);
+    if (rc == PREPACK_OK) {
+        const prepack_allocator *ra = r->alloc;
+        r->width = r->m.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
+        r->shards = pp_calloc(ra, r->m.nshards ? r->m.nshards : 1,
+                              sizeof *r->shards);
+        size_t L = r->m.max_seq_len;
+        r->tokens = pp_alloc(ra, L, r->width);
+        r->cu = pp_alloc(ra, L + 1, sizeof *r->cu);
+        r->seq_ids = pp_alloc(ra, L, sizeof *r->seq_ids);
+        r->mask = pp_alloc(ra, L, 1);
+        r->starts = pp_alloc(ra, L, sizeof *r->starts);
+        r->dctx = create_dctx(ra);
+        if (!r->shards || !r->tokens || !r->cu || !r->seq_ids || !r->mask ||
+            !r->starts || !r->dctx)
+            rc = pp_out_of_memory(diag);
+    }
+    int keep_damaged = o && o->open_damaged;
+    for (size_t i = 0; rc == PREPACK_OK && i < r->m.nshards; i++) {
+        prepack_diag why;
+        memset(&why, 0, sizeof why);
+        rc = open_shard(r, dir, i, r->rows, &why);
+        r->rows += r->m.shards[i].rows;
+        if (rc != PREPACK_OK && rc != PREPACK_ENOMEM && keep_damaged)
+            rc = keep_damage(r, &r->shards[i], &why, diag);
+        else if (rc != PREPACK_OK && diag)
+            *diag = why;
+    }
+    if (rc != PREPACK_OK) {
+        prepack_reader_free(r);
+        return rc;
+    }
+    *out = r;
+    return PREPACK_OK;
+}
+
+void prepack_reader_free(prepack_reader *r)
+{
+    if (!r)
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    const prepack_allocator *a = r->alloc;
+    for (size_t i = 0; r->shards && i < r->m.nshards; i++) {
+        pp_free(a, r->shards[i].frames);
+        pp_free(a, r->shards[i].damage);
+    }
+    pp_free(a, r->shards);
+    pp_manifest_free(&r->m);
+    if (r->unp_live)
+        msgpack_unpacked_destroy(&r->unp);
+    ZSTD_freeDCtx(r->dctx);
+    pp_free(a, r->cbuf);
+    pp_free(a, r->dbuf);
+    pp_free(a, r->tokens);
+    pp_free(a, r->cu);
+    pp_free(a, r->seq_ids);
+    pp_free(a, r->mask);
+    pp_free(a, r->starts);
+    pp_batch_buffers_free(a, r->batch);
+    prepack_allocator copy = r->alloc_copy; /* r itself goes with it */
+    pp_free(a ? &copy : NULL, r);
+}
+
+int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
+                         const prepack_batch_options *o, prepack_batch *out,
+                         prepack_diag *diag)
+{
+    if (!r || (!rows && n) || !out)
+        return pp_invalid_argument(diag);
+    memset(out, 0, sizeof *out);
+    pp_batcher bt;
+    int rc = pp_batch_begin(&bt, &r->batch, r->alloc, n, r->m.max_seq_len, o,
+                            diag);
+    for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
+        prepack_row row;
+        rc = prepack_reader_row(r, rows[i], &row, diag);
+        if (rc == PREPACK_OK)
+            rc = pp_batch_add_row(&bt, &row, diag);
+    }
+    if (rc == PREPACK_OK)
+        pp_batch_finish(&bt, out);
+    return rc;
+}
+
+size_t prepack_reader_row_count(const prepack_reader *r)
+{
+    return r->rows;
+}
+
+uint32_t prepack_reader_max_seq_len(const prepack_reader *r)
+{
+    return r->m.max_seq_len;
+}
+
+prepack_dtype prepack_reader_token_dtype(const prepack_reader *r)
+{
+    return r->m.dtype;
+}
+
+/* ---- frames ------------------------------------------------------------------- */
+
+/* Decompresses, checks and parses frame f of shard s into r->unp. */
+int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
+                         prepack_diag *diag)
+{
+    if (r->cached_shard == si && r->cached_frame == f)
+        return PREPACK_OK;
+    shard *s = &r->shards[si];
+    frame_entry *e = &s->frames[f];
+    r->cached_shard = SIZE_MAX;
+    if (r->fd_shard != si) {
+        if (r->fd >= 0)
+            close(r->fd);
+        r->fd = open(s->path, O_RDONLY);
+        r->fd_shard = r->fd >= 0 ? si : SIZE_MAX;
+        if (r->fd < 0)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "cannot open %s: %s", s->path, strerror(errno));
+    }
+    if (pp_grow(r->alloc, (void **)&r->cbuf, &r->cbuf_cap, e->compressed, 1) ||
+        pp_grow(r->alloc, (void **)&r->dbuf, &r->dbuf_cap,
+                (size_t)e->decompressed + 1, 1))
+        return pp_out_of_memory(diag);
+    if (pp_read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
+        return pp_reader_corrupt(diag, s->path, "frame %zu: cannot read", f);
+    size_t n = ZSTD_decompressDCtx(r->dctx, r->dbuf, (size_t)e->decompressed + 1,
+                                   r->cbuf, e->compressed);
+    if (ZSTD_isError(n))
+        return pp_reader_corrupt(diag, s->path, "frame %zu: %s", f,
+                       ZSTD_getErrorName(n));
+    if (n != e->decompressed ||
+        (uint32_t)XXH64(r->dbuf, n, 0) != e->checksum)
+        return pp_reader_corrupt(diag, s->path,
+                       "frame %zu: content does not match its seek table "
+                       "entry",
+                       f);
+    if (r->unp_live)
+        msgpack_unpacked_destroy(&r->unp);
+    msgpack_unpacked_init(&r->unp);
+    r->unp_live = 1;
+    size_t off = 0;
+    uint64_t rows = s->rows - (uint64_t)f * r->m.rows_per_frame;
+    if (rows > r->m.rows_per_frame)
+        rows = r->m.rows_per_frame;
+    /* counts checked against the bytes first: msgpack-c allocates from
+     * them as they are */
+    msgpack_unpack_return ur =
+        pp_msgpack_span(r->dbuf, n) != n
+            ? MSGPACK_UNPACK_PARSE_ERROR
+            : msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
+        return pp_out_of_memory(diag);
+    if (ur != MSGPACK_UNPACK_SUCCESS || off != n || r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
+        r->unp.data.via.array.size != rows)
+        return pp_reader_corrupt(diag, s->path,
+                       "frame %zu: not a msgpack array of %llu rows", f,
+                       (unsigned long long)rows);
+    r->cached_shard = si;
+    r->cached_frame = f;
+    return PREPACK_OK;
+}
+
+/* ---- rows ---------------------------------------------------------------------- */
+
+/* The bin under `key` in a row map, or NULL (size in *n). */
+static const void *field(const msgpack_object *map, const char *key,
+                         size_t *n)
+{
+    size_t klen = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR &&
+            kv->key.via.str.size == klen &&
+            memcmp(kv->key.via.str.ptr, key, klen) == 0) {
+            if (kv->val.type != MSGPACK_OBJECT_BIN)
+                return NULL;
+            *n = kv->val.via.bin.size;
+            return kv->val.via.bin.ptr;
+        }
+    }
+    return NULL;
+}
+
+int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
+                       prepack_row *row, const char *path, size_t f,
+                       size_t j, prepack_diag *diag)
+{
+    size_t nt = 0, nc = 0, ns = 0, nm = 0, nst = 0;
+    const void *t = NULL, *c = NULL, *sq = NULL, *m = NULL, *st = NULL;
+    if (map->type == MSGPACK_OBJECT_MAP) {
+        t = field(map, "input_ids", &nt);
+        c = field(map, "cu_seqlens", &nc);
+        sq = field(map, "seq_ids", &ns);
+        m = field(map, "loss_mask", &nm);
+        st = field(map, "seq_starts", &nst);
+    }
+    size_t T = nt / r->width, k = nc / 4 ? nc / 4 - 1 : 0;
+    if (!t || !c || !sq || nt % r->width || nc % 4 || T > r->m.max_seq_len ||
+        k == 0 || k > r->m.max_seq_len || ns != 8 * k ||
+        (m && nm != T) || (st && nst != 4 * k))
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: bad fields", f, j);
+    memcpy(r->tokens, t, nt);
+    memcpy(r->cu, c, nc);
+    memcpy(r->seq_ids, sq, ns);
+    if (m)
+        memcpy(r->mask, m, nm);
+    if (st)
+        memcpy(r->starts, st, nst);
+    if (r->cu[0] != 0 || r->cu[k] != (int32_t)T)
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: cu_seqlens must run "
+                       "from 0 to the row's %zu tokens", f, j, T);
+    for (size_t i = 0; i < k; i++)
+        if (r->cu[i + 1] <= r->cu[i])
+            return pp_reader_corrupt(diag, path, "frame %zu row %zu: cu_seqlens not "
+                           "strictly increasing", f, j);
+    row->num_tokens = T;
+    row->num_seqs = k;
+    row->token_dtype = r->m.dtype;
+    row->input_ids = r->tokens;
+    row->cu_seqlens = r->cu;
+    row->seq_ids = r->seq_ids;
+    row->loss_mask = m ? r->mask : NULL;
+    row->seq_starts = st ? r->starts : NULL;
+    return PREPACK_OK;
+}
+
+int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
+                       prepack_diag *diag)
+{
+    if (i >= r->rows)
+        return pp_fail(diag, PREPACK_EINVAL, i, "row %zu of %zu", i, r->rows);
+    size_t lo = 0, hi = r->m.nshards;
+    while (hi - lo > 1) { /* the shard holding row i */
+        size_t mid = (lo + hi) / 2;
+        if (r->shards[mid].first_row <= i)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    shard *s = &r->shards[lo];
+    if (s->damage) {
+        if (diag)
+            *diag = *s->damage;
+        return s->damage->code;
+    }
+    size_t in_shard = (size_t)(i - s->first_row);
+    size_t f = in_shard / r->m.rows_per_frame;
+    size_t j = in_shard % r->m.rows_per_frame;
+    int rc = pp_reader_load_frame(r, lo, f, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    return pp_reader_fill_row(r, &r->unp.data.via.array.ptr[j], row, s->path, f, j,
+                    diag);
+}

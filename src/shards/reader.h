@@ -1,0 +1,74 @@
+/* The reader's layout, shared by reader.c (opening, frames, rows,
+ * batches) and verify.c (checking a whole set) alone, as SQLite's
+ * btreeInt.h is shared by the b-tree's files. */
+#ifndef PP_SHARDS_READER_H
+#define PP_SHARDS_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+#include <zstd.h>
+
+#include "prepack.h"
+#include "rows/batch.h"
+#include "shards/manifest.h"
+
+typedef struct frame_entry {
+    uint64_t offset;
+    uint32_t compressed, decompressed, checksum;
+} frame_entry;
+
+typedef struct shard {
+    char path[4400];
+    uint64_t first_row, rows;
+    frame_entry *frames;
+    size_t nframes;
+    prepack_diag *damage; /* open_damaged: why it failed its open, or NULL */
+} shard;
+
+struct prepack_reader {
+    char dir[4096];
+    prepack_allocator alloc_copy;  /* the caller's, when one was given */
+    const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
+    pp_manifest m;
+    shard *shards;
+    size_t rows;
+    unsigned width;
+    /* the open shard and the cached frame */
+    int fd;
+    size_t fd_shard;
+    size_t cached_shard, cached_frame;
+    unsigned char *cbuf, *dbuf;
+    size_t cbuf_cap, dbuf_cap;
+    ZSTD_DCtx *dctx;
+    msgpack_unpacked unp;
+    int unp_live;
+    /* aligned copies of the row handed out */
+    void *tokens;
+    int32_t *cu;
+    uint64_t *seq_ids;
+    uint8_t *mask;
+    uint32_t *starts;
+    pp_batch_buffers *batch;
+};
+
+/* PREPACK_ECORRUPT with "path: message". */
+int pp_reader_corrupt(prepack_diag *diag, const char *path, const char *fmt,
+                      ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Decompresses, checks and parses frame f of shard si into r->unp (kept
+ * as the cached frame). */
+int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
+                         prepack_diag *diag);
+
+/* Checks row j of frame f (a msgpack map) and fills *row from it. */
+int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
+                       prepack_row *row, const char *path, size_t f,
+                       size_t j, prepack_diag *diag);
+
+#endif

@@ -1,0 +1,72 @@
+/* The shard set's on-disk format in one place (docs/FORMAT.md): the
+ * writer and the reader both include this, so the two sides cannot
+ * disagree on a magic number, a size or a file name.
+ *
+ * A shard is zstd frames of msgpack rows closed by a seek table in a
+ * skippable frame, after zstd's seekable format:
+ *
+ *   u32 PP_SKIPPABLE_MAGIC, u32 body size
+ *   per frame: u32 compressed, u32 decompressed, u32 XXH64 low 32 bits
+ *   u32 frame count, u8 descriptor (PP_SEEK_CHECKSUMS), u32 PP_SEEKABLE_MAGIC
+ */
+#ifndef PP_SHARDS_SHARD_FORMAT_H
+#define PP_SHARDS_SHARD_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PP_SKIPPABLE_MAGIC 0x184D2A5Eu
+#define PP_SEEKABLE_MAGIC 0x8F92EAB1u
+
+enum {
+    PP_SEEK_HEADER_BYTES = 8,  /* skippable magic, body size */
+    PP_SEEK_ENTRY_BYTES = 12,  /* per frame */
+    PP_SEEK_FOOTER_BYTES = 9,  /* frame count, descriptor, seekable magic */
+    PP_SEEK_CHECKSUMS = 0x80   /* descriptor bit 7: checksums present */
+};
+
+/* The seek table's size, skippable frame header included, for n frames. */
+static inline uint64_t pp_seek_table_bytes(uint64_t frames)
+{
+    return frames * PP_SEEK_ENTRY_BYTES + PP_SEEK_FOOTER_BYTES +
+           PP_SEEK_HEADER_BYTES;
+}
+
+/* The most bytes one row of at most L tokens `width` bytes wide packs to:
+ * L tokens, L + 1 cu_seqlens, L sequence ids and starts, L mask bytes,
+ * and the map's keys and headers. */
+static inline uint64_t pp_row_bytes_bound(uint64_t L, uint64_t width)
+{
+    return L * (width + 4 + 8 + 4 + 1) + 4 + 128;
+}
+
+/* The most bytes a frame of `rows` such rows decompresses to (the array
+ * header included): the writer keeps frames under 4 GiB with it, and the
+ * reader refuses a seek table claiming more before allocating for it. */
+static inline uint64_t pp_frame_bytes_bound(uint64_t rows, uint64_t L,
+                                            uint64_t width)
+{
+    return rows * pp_row_bytes_bound(L, width) + 16;
+}
+
+/* ---- file names ------------------------------------------------------ */
+
+#define PP_MANIFEST_NAME "manifest.json"
+#define PP_TMP_SUFFIX ".tmp" /* written under name + this, then renamed */
+enum { PP_SHARD_NAME_MAX = 32 }; /* with its NUL */
+
+/* shard-NNNNN.zst for shard i (at least five digits). */
+void pp_shard_name(char out[PP_SHARD_NAME_MAX], size_t i);
+
+/* Whether s[0..n) is a shard's name: "shard-", one or more digits,
+ * ".zst", shorter than PP_SHARD_NAME_MAX. The one rule: a manifest may
+ * name nothing else (so it cannot point outside its directory), and
+ * overwrite and verify treat nothing else as a shard. */
+int pp_is_shard_name(const char *s, size_t n);
+
+/* Whether a file name is one a writer makes in a set's directory: the
+ * manifest, a shard, or either's temporary name. What overwrite may
+ * remove and what verify expects the manifest to list. */
+int pp_is_set_file(const char *name);
+
+#endif

@@ -1,0 +1,453 @@
+/* Writing shard sets: rows as msgpack maps, rows_per_frame of them in each
+ * zstd frame, a seek table closing each shard, the manifest last. Every
+ * file is written under a temporary name, fsynced and renamed, so a run
+ * stopped at any moment leaves no manifest or a complete set. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH64_state_t inside the writer */
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "common/alloc.h"
+#include "common/bytes.h"
+#include "common/error.h"
+#include "common/io.h"
+#include "shards/compress_pool.h"
+#include "shards/manifest.h"
+#include "shards/shard_format.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shards hold little-endian arrays; this writer copies host memory"
+#endif
+
+typedef struct seek_entry {
+    uint32_t compressed, decompressed, checksum;
+} seek_entry;
+
+/* A growing byte buffer msgpack packs into, through the writer's
+ * allocator (msgpack's own sbuffer would use malloc). */
+typedef struct frame_buffer {
+    unsigned char *data;
+    size_t size, cap;
+    const prepack_allocator *alloc;
+} frame_buffer;
+
+static int frame_append(void *opaque, const char *p, size_t n)
+{
+    frame_buffer *f = opaque;
+    if (n > SIZE_MAX - f->size ||
+        pp_grow(f->alloc, (void **)&f->data, &f->cap, f->size + n, 1) !=
+            PREPACK_OK)
+        return -1;
+    memcpy(f->data + f->size, p, n);
+    f->size += n;
+    return 0;
+}
+
+struct prepack_writer {
+    char dir[4096];
+    uint32_t max_seq_len;
+    prepack_dtype dtype;
+    uint32_t rows_per_frame;
+    uint64_t shard_rows;
+    int level;
+    prepack_allocator alloc_copy;   /* the caller's, when one was given */
+    const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
+    pp_pool *pool;            /* compresses frames, maybe on workers */
+    frame_buffer frame;       /* the frame being filled */
+    msgpack_packer pk;
+    uint32_t frame_rows;
+    /* the shard being written */
+    int fd;
+    char tmp_path[4200];
+    uint64_t shard_rows_done, shard_tokens, shard_bytes;
+    XXH64_state_t hash;
+    seek_entry *seek;
+    size_t nseek, seek_cap;
+    /* finished shards */
+    pp_shard_info *shards;
+    size_t nshards, shards_cap;
+    uint64_t rows, tokens, bytes, raw_bytes;
+    int finished;
+};
+
+/* ---- files ------------------------------------------------------------- */
+
+static int io_fail(prepack_diag *diag, const char *what, const char *path)
+{
+    return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s %s: %s", what,
+                   path, strerror(errno));
+}
+
+/* An empty or missing dir is fine; a non-empty one only with overwrite,
+ * and then only if it holds nothing but a shard set's files. */
+static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return io_fail(diag, "cannot create", dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return io_fail(diag, "cannot open", dir);
+    int rc = PREPACK_OK;
+    char path[4400];
+    /* the manifest goes first: from here on no manifest describes dir */
+    snprintf(path, sizeof path, "%s/" PP_MANIFEST_NAME, dir);
+    struct dirent *e;
+    while (rc == PREPACK_OK && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (!overwrite)
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s is not empty (pass overwrite to replace a "
+                         "shard set)",
+                         dir);
+        else if (!pp_is_set_file(e->d_name))
+            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s holds %s, not a shard set's file: not "
+                         "overwriting",
+                         dir, e->d_name);
+    }
+    closedir(d);
+    if (rc != PREPACK_OK || !overwrite)
+        return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return io_fail(diag, "cannot remove", path);
+    pp_sync_dir(dir);
+    if (!(d = opendir(dir)))
+        return io_fail(diag, "cannot open", dir);
+    while ((e = readdir(d)) != NULL) {
+        if (!pp_is_set_file(e->d_name))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    return PREPACK_OK;
+}
+
+/* ---- creating ------------------------------------------------------------- */
+
+static unsigned width_of(prepack_dtype d)
+{
+    return d == PREPACK_DTYPE_UINT16 ? 2 : 4;
+}
+
+/* The largest rows_per_frame <= want whose frames stay under 4 GiB
+ * decompressed (a seek-table entry holds 32 bits). */
+static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
+{
+    uint64_t fit = (UINT64_C(0xFFFFFFFF) - pp_frame_bytes_bound(0, L, w)) /
+                   pp_row_bytes_bound(L, w);
+    return fit < want ? (uint32_t)(fit ? fit : 1) : want;
+}
+
+int prepack_writer_create(prepack_writer **out, const char *dir,
+                          uint32_t max_seq_len, prepack_dtype token_dtype,
+                          const prepack_writer_options *o,
+                          prepack_diag *diag)
+{
+    prepack_writer_options none = {0};
+    if (!out || !dir || max_seq_len == 0 ||
+        (token_dtype != PREPACK_DTYPE_UINT16 &&
+         token_dtype != PREPACK_DTYPE_UINT32))
+        return pp_invalid_argument(diag);
+    *out = NULL;
+    if (!o)
+        o = &none;
+    int rc = pp_check_allocator(o->allocator, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    unsigned w = width_of(token_dtype);
+    if ((uint64_t)max_seq_len * w >= UINT64_C(0xFFFFFFFF))
+        return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                       "max_seq_len %u x %u-byte tokens does not fit a "
+                       "msgpack bin (under 2^32 bytes)",
+                       max_seq_len, w);
+    rc = prepare_dir(dir, o->overwrite, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    prepack_writer *wr = pp_calloc(o->allocator, 1, sizeof *wr);
+    if (!wr)
+        return pp_out_of_memory(diag);
+    snprintf(wr->dir, sizeof wr->dir, "%s", dir);
+    wr->alloc = pp_allocator_keep(&wr->alloc_copy, o->allocator);
+    wr->max_seq_len = max_seq_len;
+    wr->dtype = token_dtype;
+    wr->rows_per_frame = frame_rows_that_fit(
+        o->rows_per_frame ? o->rows_per_frame : PREPACK_DEFAULT_ROWS_PER_FRAME,
+        max_seq_len, w);
+    uint64_t shard = o->shard_rows ? o->shard_rows : PREPACK_DEFAULT_SHARD_ROWS;
+    wr->shard_rows = (shard + wr->rows_per_frame - 1) / wr->rows_per_frame *
+                     wr->rows_per_frame;
+    wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
+    wr->fd = -1;
+    wr->frame.alloc = wr->alloc;
+    msgpack_packer_init(&wr->pk, &wr->frame, frame_append);
+    if (pp_pool_create(&wr->pool, o->threads, wr->level, wr->alloc)) {
+        prepack_writer_free(wr);
+        return pp_out_of_memory(diag);
+    }
+    *out = wr;
+    return PREPACK_OK;
+}
+
+void prepack_writer_free(prepack_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0) {
+        close(w->fd);
+        unlink(w->tmp_path);
+    }
+    /* Unfinished: the shards it completed are of no use without a
+     * manifest; leave the directory as the run found it (emptied). */
+    for (size_t i = 0; !w->finished && i < w->nshards; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", w->dir, w->shards[i].file);
+        unlink(path);
+    }
+    pp_pool_free(w->pool);
+    pp_free(w->alloc, w->frame.data);
+    pp_free(w->alloc, w->seek);
+    pp_free(w->alloc, w->shards);
+    prepack_allocator copy = w->alloc_copy; /* w itself goes with it */
+    pp_free(w->alloc ? &copy : NULL, w);
+}
+
+uint64_t prepack_writer_bytes(const prepack_writer *w)
+{
+    return w->bytes + w->shard_bytes;
+}
+
+/* ---- shards and frames ------------------------------------------------------ */
+
+static int shard_write(prepack_writer *w, const void *p, size_t n,
+                       prepack_diag *diag)
+{
+    if (pp_write_all(w->fd, p, n) != 0)
+        return io_fail(diag, "writing", w->tmp_path);
+    XXH64_update(&w->hash, p, n);
+    w->shard_bytes += n;
+    return PREPACK_OK;
+}
+
+static int open_shard(prepack_writer *w, prepack_diag *diag)
+{
+    char name[PP_SHARD_NAME_MAX];
+    pp_shard_name(name, w->nshards);
+    snprintf(w->tmp_path, sizeof w->tmp_path, "%s/%s" PP_TMP_SUFFIX, w->dir,
+             name);
+    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (w->fd < 0)
+        return io_fail(diag, "cannot create", w->tmp_path);
+    XXH64_reset(&w->hash, 0);
+    w->shard_rows_done = w->shard_tokens = w->shard_bytes = 0;
+    w->nseek = 0;
+    return PREPACK_OK;
+}
+
+/* Appends a compressed frame to the shard, in submission order. */
+static int write_result(prepack_writer *w, const pp_frame_result *f,
+                        prepack_diag *diag)
+{
+    if (f->error)
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "compressing a frame failed: %s",
+                       ZSTD_getErrorName(f->error));
+    if (pp_grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
+             sizeof *w->seek) != PREPACK_OK)
+        return pp_out_of_memory(diag);
+    seek_entry *e = &w->seek[w->nseek++];
+    e->compressed = (uint32_t)f->size;
+    e->decompressed = (uint32_t)f->raw_size;
+    e->checksum = f->checksum;
+    w->raw_bytes += f->raw_size;
+    return shard_write(w, f->data, f->size, diag);
+}
+
+/* Writes finished frames: all of them when wait, else those ready. */
+static int drain(prepack_writer *w, int wait, prepack_diag *diag)
+{
+    pp_frame_result f;
+    int rc = PREPACK_OK;
+    while (rc == PREPACK_OK && !pp_pool_empty(w->pool) &&
+           pp_pool_take(w->pool, wait, &f))
+        rc = write_result(w, &f, diag);
+    return rc;
+}
+
+/* Hands the rows gathered so far, as one frame, to the compressors. */
+static int flush_frame(prepack_writer *w, prepack_diag *diag)
+{
+    if (w->frame_rows == 0)
+        return PREPACK_OK;
+    /* The frame began with a 5-byte msgpack array 32 header (0xdd and a
+     * big-endian count) whose count is known only now: patch it in. */
+    pp_store_be32((unsigned char *)w->frame.data + 1, w->frame_rows);
+    int rc = PREPACK_OK;
+    pp_frame_result f;
+    while (rc == PREPACK_OK && pp_pool_full(w->pool) &&
+           pp_pool_take(w->pool, 1, &f))
+        rc = write_result(w, &f, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    pp_pool_submit(w->pool, w->frame.data, w->frame.size);
+    w->frame.data = NULL; /* the pool owns it now */
+    w->frame.size = w->frame.cap = 0;
+    w->frame_rows = 0;
+    return drain(w, 0, diag);
+}
+
+/* The seek table (shard_format.h), in a skippable frame. */
+static int write_seek_table(prepack_writer *w, prepack_diag *diag)
+{
+    size_t bytes = (size_t)pp_seek_table_bytes(w->nseek);
+    unsigned char *t = pp_alloc(w->alloc, bytes, 1);
+    if (!t)
+        return pp_out_of_memory(diag);
+    pp_store_le32(t, PP_SKIPPABLE_MAGIC);
+    pp_store_le32(t + 4, (uint32_t)(bytes - PP_SEEK_HEADER_BYTES));
+    unsigned char *p = t + PP_SEEK_HEADER_BYTES;
+    for (size_t i = 0; i < w->nseek; i++, p += PP_SEEK_ENTRY_BYTES) {
+        pp_store_le32(p, w->seek[i].compressed);
+        pp_store_le32(p + 4, w->seek[i].decompressed);
+        pp_store_le32(p + 8, w->seek[i].checksum);
+    }
+    pp_store_le32(p, (uint32_t)w->nseek);
+    p[4] = PP_SEEK_CHECKSUMS;
+    pp_store_le32(p + 5, PP_SEEKABLE_MAGIC);
+    int rc = shard_write(w, t, bytes, diag);
+    pp_free(w->alloc, t);
+    return rc;
+}
+
+static int close_shard(prepack_writer *w, prepack_diag *diag)
+{
+    if (w->fd < 0)
+        return PREPACK_OK;
+    int rc = flush_frame(w, diag);
+    if (rc == PREPACK_OK)
+        rc = drain(w, 1, diag);
+    if (rc == PREPACK_OK)
+        rc = write_seek_table(w, diag);
+    if (rc == PREPACK_OK && fsync(w->fd) != 0)
+        rc = io_fail(diag, "fsync", w->tmp_path);
+    if (rc == PREPACK_OK &&
+        pp_grow(w->alloc, (void **)&w->shards, &w->shards_cap, w->nshards + 1,
+             sizeof *w->shards) != PREPACK_OK)
+        rc = pp_out_of_memory(diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    close(w->fd);
+    w->fd = -1;
+    pp_shard_info *s = &w->shards[w->nshards];
+    pp_shard_name(s->file, w->nshards);
+    char final[4400];
+    snprintf(final, sizeof final, "%s/%s", w->dir, s->file);
+    if (rename(w->tmp_path, final) != 0)
+        return io_fail(diag, "cannot rename", w->tmp_path);
+    s->rows = w->shard_rows_done;
+    s->tokens = w->shard_tokens;
+    s->bytes = w->shard_bytes;
+    s->xxh64 = XXH64_digest(&w->hash);
+    w->nshards++;
+    w->bytes += w->shard_bytes;
+    w->shard_bytes = 0;
+    return PREPACK_OK;
+}
+
+/* ---- rows -------------------------------------------------------------------- */
+
+static int pack_bin(msgpack_packer *pk, const char *key, const void *data,
+                    size_t bytes)
+{
+    return msgpack_pack_str_with_body(pk, key, strlen(key)) ||
+           msgpack_pack_bin_with_body(pk, data, bytes);
+}
+
+static int pack_row(prepack_writer *w, const prepack_row *row)
+{
+    msgpack_packer *pk = &w->pk;
+    size_t k = row->num_seqs, t = row->num_tokens;
+    size_t keys = 3 + (size_t)(row->loss_mask != NULL) +
+                  (size_t)(row->seq_starts != NULL);
+    return msgpack_pack_map(pk, keys) ||
+           pack_bin(pk, "input_ids", row->input_ids,
+                    t * width_of(w->dtype)) ||
+           pack_bin(pk, "cu_seqlens", row->cu_seqlens, (k + 1) * 4) ||
+           pack_bin(pk, "seq_ids", row->seq_ids, k * 8) ||
+           (row->loss_mask && pack_bin(pk, "loss_mask", row->loss_mask, t)) ||
+           (row->seq_starts &&
+            pack_bin(pk, "seq_starts", row->seq_starts, k * 4));
+}
+
+int prepack_writer_add(prepack_writer *w, const prepack_row *row,
+                       prepack_diag *diag)
+{
+    if (w->finished || row->token_dtype != w->dtype ||
+        row->num_tokens > w->max_seq_len || row->num_seqs == 0)
+        return pp_fail(diag, PREPACK_EINVAL, w->rows,
+                       "row %llu does not fit this shard set",
+                       (unsigned long long)w->rows);
+    int rc = PREPACK_OK;
+    if (w->fd < 0)
+        rc = open_shard(w, diag);
+    static const unsigned char array32[5] = {0xdd, 0, 0, 0, 0};
+    if (rc == PREPACK_OK && w->frame.size == 0 &&
+        frame_append(&w->frame, (const char *)array32, 5) != 0)
+        rc = pp_out_of_memory(diag);
+    if (rc == PREPACK_OK && pack_row(w, row))
+        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                     "out of memory packing row %llu",
+                     (unsigned long long)w->rows);
+    if (rc != PREPACK_OK)
+        return rc;
+    w->rows++;
+    w->tokens += row->num_tokens;
+    w->shard_rows_done++;
+    w->shard_tokens += row->num_tokens;
+    if (++w->frame_rows == w->rows_per_frame)
+        rc = flush_frame(w, diag);
+    if (rc == PREPACK_OK && w->shard_rows_done == w->shard_rows)
+        rc = close_shard(w, diag);
+    return rc;
+}
+
+/* ---- the manifest ------------------------------------------------------------ */
+
+int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
+                          prepack_diag *diag)
+{
+    int rc = close_shard(w, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    char tmp[4400], final[4400];
+    snprintf(tmp, sizeof tmp, "%s/" PP_MANIFEST_NAME PP_TMP_SUFFIX, w->dir);
+    snprintf(final, sizeof final, "%s/" PP_MANIFEST_NAME, w->dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return io_fail(diag, "cannot create", tmp);
+    pp_manifest_write(f, w->max_seq_len, prepack_dtype_name(w->dtype),
+                      w->rows_per_frame, w->level, w->shards, w->nshards,
+                      info);
+    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        unlink(tmp);
+        return io_fail(diag, "writing", tmp);
+    }
+    if (rename(tmp, final) != 0)
+        return io_fail(diag, "cannot rename", tmp);
+    pp_sync_dir(w->dir);
+    w->finished = 1;
+    return PREPACK_OK;
+}
