@@ -452,20 +452,19 @@ static size_t frames_of(const char *path, long *off, long *size, size_t cap,
     assert_non_null(f);
     fseek(f, 0, SEEK_END);
     long end = ftell(f);
-    unsigned char foot[9], e[12];
-    fseek(f, end - 9, SEEK_SET);
-    assert_int_equal(fread(foot, 1, 9, f), 9);
-    uint32_t n = (uint32_t)foot[0] | (uint32_t)foot[1] << 8 |
-                 (uint32_t)foot[2] << 16 | (uint32_t)foot[3] << 24;
+    unsigned char foot[PP_SEEK_FOOTER_BYTES], e[PP_SEEK_ENTRY_BYTES];
+    fseek(f, end - PP_SEEK_FOOTER_BYTES, SEEK_SET);
+    assert_int_equal(fread(foot, 1, sizeof foot, f), sizeof foot);
+    uint32_t n = pp_load_le32(foot);
     assert_true(n <= cap);
-    *table_at = end - (long)(n * 12 + 17);
+    *table_at = end - (long)pp_seek_table_bytes(n);
     long at = 0;
     for (uint32_t i = 0; i < n; i++) {
-        fseek(f, *table_at + 8 + 12 * (long)i, SEEK_SET);
-        assert_int_equal(fread(e, 1, 12, f), 12);
+        fseek(f, *table_at + PP_SEEK_HEADER_BYTES + (long)sizeof e * i,
+              SEEK_SET);
+        assert_int_equal(fread(e, 1, sizeof e, f), sizeof e);
         off[i] = at;
-        size[i] = (long)((uint32_t)e[0] | (uint32_t)e[1] << 8 |
-                         (uint32_t)e[2] << 16 | (uint32_t)e[3] << 24);
+        size[i] = (long)pp_load_le32(e);
         at += size[i];
     }
     fclose(f);

@@ -1,5 +1,7 @@
-"""The optional fast path: packing sequences in memory through the C
-library (libprepack, over its public API with ctypes)."""
+"""libprepack under Python, over its public API with ctypes: the one
+module that declares the C structs and function signatures (prepack.h),
+and packing sequences in memory through it. prefill.py uses the same
+declarations."""
 
 import ctypes
 import ctypes.util
@@ -7,19 +9,22 @@ import os
 
 import numpy as np
 
-_ALGOS = {"ffd": 0, "bfd": 1, "nextfit": 2}
+# prepack_algo and prepack_overlong, as prepack.h numbers them.
+ALGOS = {"ffd": 0, "bfd": 1, "nextfit": 2}
 _OVERLONG = {"error": 0, "truncate": 1, "drop": 3}
-_INSTALL = ("libprepack not found: build and install prepack "
-            "(cmake --install build, or make install-style steps in the "
-            "README), or set PREPACK_LIBRARY to the path of libprepack.so")
+_INSTALL = ("libprepack not found: build it (`make build`) and set "
+            "PREPACK_LIBRARY to build/libprepack.so, or install it "
+            "(`cmake --install build`) where the loader finds it")
 
 
 class _Options(ctypes.Structure):
+    """prepack_pack_options"""
     _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
                 ("overlong", ctypes.c_int), ("max_seqs_per_row", ctypes.c_uint32)]
 
 
 class _Packed(ctypes.Structure):
+    """prepack_packed"""
     _fields_ = [("rows", ctypes.c_size_t), ("num_seqs", ctypes.c_size_t),
                 ("num_tokens", ctypes.c_size_t), ("max_seq_len", ctypes.c_uint32),
                 ("input_ids", ctypes.POINTER(ctypes.c_uint32)),
@@ -32,15 +37,43 @@ class _Packed(ctypes.Structure):
                 ("max_seqlen", ctypes.c_uint32)]
 
 
-class _Diag(ctypes.Structure):
+class Diag(ctypes.Structure):
+    """prepack_diag"""
     _fields_ = [("code", ctypes.c_int), ("record", ctypes.c_uint64),
                 ("message", ctypes.c_char * 256)]
+
+
+class PrefillOptions(ctypes.Structure):
+    """prepack_prefill_options"""
+    _fields_ = [("capacity", ctypes.c_uint32), ("algo", ctypes.c_int),
+                ("pad_id", ctypes.c_uint32)]
+
+
+class Prefill(ctypes.Structure):
+    """prepack_prefill"""
+    _fields_ = [("rows", ctypes.c_size_t), ("capacity", ctypes.c_uint32),
+                ("num_prompts", ctypes.c_size_t),
+                ("input_ids", ctypes.POINTER(ctypes.c_uint32)),
+                ("position_ids", ctypes.POINTER(ctypes.c_int32)),
+                ("prompt_index", ctypes.POINTER(ctypes.c_int32)),
+                ("row_tokens", ctypes.POINTER(ctypes.c_int32)),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("row_first", ctypes.POINTER(ctypes.c_int32)),
+                ("order", ctypes.POINTER(ctypes.c_uint32)),
+                ("prompt_row", ctypes.POINTER(ctypes.c_uint32)),
+                ("prompt_start", ctypes.POINTER(ctypes.c_uint32)),
+                ("prompt_length", ctypes.POINTER(ctypes.c_uint32)),
+                ("last_index", ctypes.POINTER(ctypes.c_uint64))]
+
+
+_TOKENS = ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32))
 
 
 _lib = None
 
 
-def _library():
+def library():
+    """libprepack, loaded once with every signature declared."""
     global _lib
     if _lib is None:
         path = os.environ.get("PREPACK_LIBRARY") or ctypes.util.find_library("prepack")
@@ -51,11 +84,15 @@ def _library():
         except OSError as e:
             raise RuntimeError(f"{_INSTALL} ({e})") from None
         lib.prepack_pack_sequences.argtypes = [
-            ctypes.POINTER(ctypes.POINTER(_Packed)),
-            ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32)),
+            ctypes.POINTER(ctypes.POINTER(_Packed)), _TOKENS,
             ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t,
-            ctypes.POINTER(_Options), ctypes.POINTER(_Diag)]
+            ctypes.POINTER(_Options), ctypes.POINTER(Diag)]
         lib.prepack_packed_free.argtypes = [ctypes.POINTER(_Packed)]
+        lib.prepack_prefill_create.argtypes = [
+            ctypes.POINTER(ctypes.POINTER(Prefill)), _TOKENS,
+            ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t,
+            ctypes.POINTER(PrefillOptions), ctypes.POINTER(Diag)]
+        lib.prepack_prefill_free.argtypes = [ctypes.POINTER(Prefill)]
         _lib = lib
     return _lib
 
@@ -84,14 +121,14 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
     prepack.collate. max_seq_len 0 means the longest sequence. Raises
     RuntimeError when libprepack is not installed, ValueError on bad input
     (the library's message)."""
-    lib = _library()
+    lib = library()
     arrays, ptrs, lengths, n = sequence_args(sequences)
-    if algo not in _ALGOS or overlong not in _OVERLONG:
-        raise ValueError(f"algo must be one of {list(_ALGOS)} and overlong one of "
+    if algo not in ALGOS or overlong not in _OVERLONG:
+        raise ValueError(f"algo must be one of {list(ALGOS)} and overlong one of "
                          f"{list(_OVERLONG)}")
-    opts = _Options(max_seq_len, _ALGOS[algo], _OVERLONG[overlong], max_seqs_per_row)
+    opts = _Options(max_seq_len, ALGOS[algo], _OVERLONG[overlong], max_seqs_per_row)
     out = ctypes.POINTER(_Packed)()
-    diag = _Diag()
+    diag = Diag()
     rc = lib.prepack_pack_sequences(ctypes.byref(out), ptrs, lengths, n,
                                     ctypes.byref(opts), ctypes.byref(diag))
     if rc != 0:

@@ -14,8 +14,21 @@ try:  # checks the seek table's and the manifest's XXH64 when present
 except ImportError:  # pragma: no cover - Debian's python3-xxhash is optional
     xxhash = None
 
+# The seek table (docs/FORMAT.md): a skippable frame (magic, body size),
+# an entry per frame (compressed, decompressed, XXH64 low 32 bits), then
+# frame count, descriptor (bit 7: checksums) and the seekable magic.
 SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
+SEEK_HEADER = struct.Struct("<II")
+SEEK_ENTRY = struct.Struct("<III")
+SEEK_FOOTER = struct.Struct("<IBI")
+SEEK_CHECKSUMS = 0x80
+
+
+def seek_table_bytes(frames):
+    """The seek table's size for this many frames, header included."""
+    return SEEK_HEADER.size + frames * SEEK_ENTRY.size + SEEK_FOOTER.size
+
 _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 _FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
            "seq_ids": np.dtype("<u8"), "loss_mask": np.dtype("u1"),
@@ -58,27 +71,27 @@ class _Shard:
             if actual != size:
                 raise CorruptShardError(
                     f"{path}: {actual} bytes, the manifest says {size}")
-            if size < 17:
+            if size < seek_table_bytes(0):
                 raise CorruptShardError(f"{path}: too short for a seek table")
-            f.seek(size - 9)
-            n, desc, magic = struct.unpack("<IBI", f.read(9))
-            if magic != SEEKABLE_MAGIC or desc != 0x80:
+            f.seek(size - SEEK_FOOTER.size)
+            n, desc, magic = SEEK_FOOTER.unpack(f.read(SEEK_FOOTER.size))
+            if magic != SEEKABLE_MAGIC or desc != SEEK_CHECKSUMS:
                 raise CorruptShardError(f"{path}: no seek table at the end")
-            table = 12 * n + 9 + 8
+            table = seek_table_bytes(n)
             want = -(-rows // rows_per_frame)
             if table > size or n != want:
                 raise CorruptShardError(
                     f"{path}: seek table lists {n} frames, {rows} rows need "
                     f"{want}")
             f.seek(size - table)
-            head = f.read(8)
-            body = f.read(12 * n)
-        skip_magic, frame_size = struct.unpack("<II", head)
-        if skip_magic != SKIPPABLE_MAGIC or frame_size != table - 8:
+            head = f.read(SEEK_HEADER.size)
+            body = f.read(SEEK_ENTRY.size * n)
+        skip_magic, frame_size = SEEK_HEADER.unpack(head)
+        if skip_magic != SKIPPABLE_MAGIC or frame_size != table - SEEK_HEADER.size:
             raise CorruptShardError(f"{path}: bad seek table frame header")
         offset = 0
         for i in range(n):
-            c, d, s = struct.unpack_from("<III", body, 12 * i)
+            c, d, s = SEEK_ENTRY.unpack_from(body, SEEK_ENTRY.size * i)
             if d > frame_bound:
                 raise CorruptShardError(
                     f"{path}: frame {i} claims {d} bytes, more than "

@@ -1,5 +1,6 @@
 """Prepacking for batched inference (Zhao et al. 2024): pack a batch's
-prompts into rows with the C library's planner (best fit decreasing), run
+prompts into rows with the C library's planner (best fit decreasing by
+default, as Prepacking's authors), run
 one prefill over the rows with a block-diagonal causal mask and restarted
 positions, then take each prompt's last-token logits and KV cache back out
 and continue decoding as usual. docs/PREFILL.md walks through it.
@@ -17,39 +18,6 @@ import ctypes
 import numpy as np
 
 from . import _native
-
-
-class _Options(ctypes.Structure):
-    _fields_ = [("capacity", ctypes.c_uint32), ("use_ffd", ctypes.c_int),
-                ("pad_id", ctypes.c_uint32)]
-
-
-class _Prefill(ctypes.Structure):
-    _fields_ = [("rows", ctypes.c_size_t), ("capacity", ctypes.c_uint32),
-                ("num_prompts", ctypes.c_size_t),
-                ("input_ids", ctypes.POINTER(ctypes.c_uint32)),
-                ("position_ids", ctypes.POINTER(ctypes.c_int32)),
-                ("prompt_index", ctypes.POINTER(ctypes.c_int32)),
-                ("row_tokens", ctypes.POINTER(ctypes.c_int32)),
-                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
-                ("row_first", ctypes.POINTER(ctypes.c_int32)),
-                ("order", ctypes.POINTER(ctypes.c_uint32)),
-                ("prompt_row", ctypes.POINTER(ctypes.c_uint32)),
-                ("prompt_start", ctypes.POINTER(ctypes.c_uint32)),
-                ("prompt_length", ctypes.POINTER(ctypes.c_uint32)),
-                ("last_index", ctypes.POINTER(ctypes.c_uint64))]
-
-
-def _bind(lib):
-    if not hasattr(lib, "_prefill_bound"):
-        lib.prepack_prefill_create.argtypes = [
-            ctypes.POINTER(ctypes.POINTER(_Prefill)),
-            ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32)),
-            ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t,
-            ctypes.POINTER(_Options), ctypes.POINTER(_native._Diag)]
-        lib.prepack_prefill_free.argtypes = [ctypes.POINTER(_Prefill)]
-        lib._prefill_bound = True
-    return lib
 
 
 _copy = _native.copy_array
@@ -138,14 +106,15 @@ class PackedPrompts:
 def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
     """Packs prompts (sequences of token ids) into rows of `capacity`
     tokens (default: the longest prompt) with best-fit decreasing (or
-    algo="ffd"), through libprepack. Returns a PackedPrompts."""
-    lib = _bind(_native._library())
+    algo="ffd" or "nextfit"), through libprepack. Returns a
+    PackedPrompts."""
+    lib = _native.library()
     arrays, ptrs, lengths, n = _native.sequence_args(prompts)
-    if algo not in ("bfd", "ffd"):
-        raise ValueError("algo must be 'bfd' or 'ffd'")
-    opts = _Options(capacity or 0, 1 if algo == "ffd" else 0, pad_id)
-    out = ctypes.POINTER(_Prefill)()
-    diag = _native._Diag()
+    if algo not in _native.ALGOS:
+        raise ValueError(f"algo must be one of {list(_native.ALGOS)}")
+    opts = _native.PrefillOptions(capacity or 0, _native.ALGOS[algo], pad_id)
+    out = ctypes.POINTER(_native.Prefill)()
+    diag = _native.Diag()
     rc = lib.prepack_prefill_create(ctypes.byref(out), ptrs, lengths, n,
                                     ctypes.byref(opts), ctypes.byref(diag))
     if rc != 0:

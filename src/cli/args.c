@@ -92,40 +92,59 @@ static int apply_output_option(job_args *a, int opt, const char *val)
     }
 }
 
-/* The options that say how to read INPUTs. */
-static int apply_input_option(job_args *a, int opt, const char *val)
+int apply_ingest_option(const char *cmd, const char *name, const char *val,
+                        prepack_ingest_options *o)
 {
     uint64_t v;
-    switch (opt) {
-    case OPT_FORMAT:
-        if (prepack_format_parse(val, &a->ingest.format))
-            return usage_error(a->cmd,
+    if (strcmp(name, "format") == 0) {
+        if (prepack_format_parse(val, &o->format))
+            return usage_error(cmd,
                                "--format must be auto, jsonl, megatron, "
                                "llmc or raw-u16, not '%s'",
                                val);
-        return EXIT_OK;
-    case OPT_FIELD:
+    } else if (strcmp(name, "field") == 0) {
         if (!*val)
-            return usage_error(a->cmd, "--field needs a name");
-        a->ingest.field = val;
-        return EXIT_OK;
-    case OPT_DOCSEP:
+            return usage_error(cmd, "--field needs a name");
+        o->field = val;
+    } else if (strcmp(name, "doc-sep") == 0) {
         if (parse_u64(val, 0, UINT32_MAX, &v))
-            return usage_error(a->cmd,
-                               "--doc-sep must be a token id, not '%s'", val);
-        a->ingest.has_doc_sep = 1;
-        a->ingest.doc_sep = (uint32_t)v;
-        return EXIT_OK;
-    case OPT_SEPPOS:
+            return usage_error(cmd, "--doc-sep must be a token id, not '%s'",
+                               val);
+        o->has_doc_sep = 1;
+        o->doc_sep = (uint32_t)v;
+    } else if (strcmp(name, "sep-position") == 0) {
         if (strcmp(val, "before") && strcmp(val, "after"))
-            return usage_error(a->cmd,
+            return usage_error(cmd,
                                "--sep-position must be before or after, not "
                                "'%s'",
                                val);
-        a->ingest.sep_position = strcmp(val, "before") == 0
-                                     ? PREPACK_SEP_BEFORE
-                                     : PREPACK_SEP_AFTER;
-        return EXIT_OK;
+        o->sep_position = strcmp(val, "before") == 0 ? PREPACK_SEP_BEFORE
+                                                     : PREPACK_SEP_AFTER;
+    } else {
+        return -1;
+    }
+    return EXIT_OK;
+}
+
+/* An option's long name, from the table. */
+static const char *option_name(int opt)
+{
+    for (const struct option *o = job_options; o->name; o++)
+        if (o->val == opt)
+            return o->name;
+    return "";
+}
+
+/* The options that say how to read INPUTs and where tokens wait. */
+static int apply_input_option(job_args *a, int opt, const char *val)
+{
+    switch (opt) {
+    case OPT_FORMAT:
+    case OPT_FIELD:
+    case OPT_DOCSEP:
+    case OPT_SEPPOS:
+        return apply_ingest_option(a->cmd, option_name(opt), val,
+                                   &a->ingest);
     case OPT_DTYPE:
         if (prepack_dtype_parse(val, &a->store.dtype))
             return usage_error(a->cmd,

@@ -45,6 +45,13 @@ typedef struct job_args {
 int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
                    job_args *a);
 
+/* The options that say how to read INPUTs (--format, --field, --doc-sep,
+ * --sep-position), shared by stats, pack and verify: `name` without its
+ * dashes. Returns EXIT_OK, or a usage error (reported) for a bad value;
+ * -1 when `name` is not one of them. */
+int apply_ingest_option(const char *cmd, const char *name, const char *val,
+                        prepack_ingest_options *o);
+
 /* ---- load.c: where lengths come from --------------------------------------- */
 
 typedef struct lengths_source {
@@ -55,6 +62,10 @@ typedef struct lengths_source {
 } lengths_source;
 
 int load_lengths(const job_args *a, lengths_source *src);
+/* Ingests INPUTs, in order, into a new finished store (*out, freed by the
+ * caller even on failure). A failure is reported; returns EXIT_DATA. */
+int ingest_inputs(char *const *inputs, int n, const prepack_store_options *so,
+                  const prepack_ingest_options *io, prepack_store **out);
 void release_lengths(lengths_source *src);
 /* Draws the report to --svg FILE, if asked. */
 int write_svg(const job_args *a, const prepack_report *r,
@@ -97,6 +108,10 @@ int data_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
+
+/* The one way to report a library failure: the diag's message, or the
+ * code's name when the library gave none. Returns EXIT_DATA. */
+int library_error(int rc, const prepack_diag *d);
 
 /* Parses a whole decimal string into [min, max]; 0 on success. */
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
@@ -144,6 +159,9 @@ void json_key_u64(json_writer *w, const char *key, uint64_t v);
 void json_key_double(json_writer *w, const char *key, double v);
 void json_key_string(json_writer *w, const char *key, const char *v);
 void json_key_bool(json_writer *w, const char *key, int v);
+/* An array of integers on one line: [ 1, 2, 3 ]. */
+void json_key_i64s(json_writer *w, const char *key, const int64_t *v,
+                   size_t n);
 void json_finish(json_writer *w);
 
 #endif

@@ -99,17 +99,6 @@ static void show_row(const prepack_row *row, size_t i, int json)
     }
 }
 
-static void json_i64s(json_writer *w, const char *key, const int64_t *v,
-                      size_t n)
-{
-    json_begin_array(w, key);
-    for (size_t i = 0; i < n; i++)
-        fprintf(w->out, "%s%lld", i ? ", " : " ", (long long)v[i]);
-    fputs(" ]", w->out);
-    w->depth--;
-    w->need_comma = 1;
-}
-
 /* The batch's arrays as JSON (flat or padded), for cross-checks. */
 static int show_batch(prepack_reader *r, const char *list, int padded)
 {
@@ -124,31 +113,32 @@ static int show_batch(prepack_reader *r, const char *list, int padded)
     prepack_batch_options o = {.padded = padded};
     prepack_batch b;
     prepack_diag d = {0};
-    if (prepack_reader_batch(r, rows, n, &o, &b, &d) != PREPACK_OK)
-        return data_error("%s", d.message);
+    int rc = prepack_reader_batch(r, rows, n, &o, &b, &d);
+    if (rc != PREPACK_OK)
+        return library_error(rc, &d);
     size_t cells = padded ? b.rows * b.width : b.width;
     json_writer w = {stdout, 0, 0};
     json_begin_object(&w, NULL);
     json_key_u64(&w, "rows", b.rows);
     json_key_u64(&w, "width", b.width);
     json_key_u64(&w, "max_seqlen", b.max_seqlen);
-    json_i64s(&w, "input_ids", b.input_ids, cells);
-    json_i64s(&w, "position_ids", b.position_ids, cells);
-    json_i64s(&w, "doc_ids", b.doc_ids, cells);
-    json_i64s(&w, "labels", b.labels, cells);
+    json_key_i64s(&w, "input_ids", b.input_ids, cells);
+    json_key_i64s(&w, "position_ids", b.position_ids, cells);
+    json_key_i64s(&w, "doc_ids", b.doc_ids, cells);
+    json_key_i64s(&w, "labels", b.labels, cells);
     if (!padded) {
         int64_t *cu = malloc((b.num_seqs + 1) * sizeof *cu);
         for (size_t i = 0; cu && i <= b.num_seqs; i++)
             cu[i] = b.cu_seqlens[i];
         if (cu)
-            json_i64s(&w, "cu_seqlens", cu, b.num_seqs + 1);
+            json_key_i64s(&w, "cu_seqlens", cu, b.num_seqs + 1);
         free(cu);
     } else {
         int64_t *m = malloc(cells * sizeof *m);
         for (size_t i = 0; m && i < cells; i++)
             m[i] = b.attention_mask[i];
         if (m)
-            json_i64s(&w, "attention_mask", m, cells);
+            json_key_i64s(&w, "attention_mask", m, cells);
         free(m);
     }
     json_end_object(&w);
@@ -184,9 +174,9 @@ int cmd_inspect(int argc, char **argv)
     const char *dir = argv[optind];
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    if (prepack_reader_open(&r, dir, NULL, &d) != PREPACK_OK)
-        return data_error("%s", d.message);
-    int rc = EXIT_OK;
+    int rc = prepack_reader_open(&r, dir, NULL, &d);
+    if (rc != PREPACK_OK)
+        return library_error(rc, &d);
     if (batch) {
         rc = show_batch(r, batch, padded);
     } else if (row_index == UINT64_MAX) {
@@ -197,8 +187,9 @@ int cmd_inspect(int argc, char **argv)
                         prepack_reader_row_count(r));
     } else {
         prepack_row row;
-        if (prepack_reader_row(r, (size_t)row_index, &row, &d) != PREPACK_OK)
-            rc = data_error("%s", d.message);
+        rc = prepack_reader_row(r, (size_t)row_index, &row, &d);
+        if (rc != PREPACK_OK)
+            rc = library_error(rc, &d);
         else
             show_row(&row, (size_t)row_index, json);
     }

@@ -107,6 +107,17 @@ void json_key_string(json_writer *w, const char *key, const char *v)
     w->need_comma = 1;
 }
 
+void json_key_i64s(json_writer *w, const char *key, const int64_t *v,
+                   size_t n)
+{
+    put_key(w, key);
+    fputc('[', w->out);
+    for (size_t i = 0; i < n; i++)
+        fprintf(w->out, "%s%lld", i ? ", " : " ", (long long)v[i]);
+    fputs(" ]", w->out);
+    w->need_comma = 1;
+}
+
 void json_finish(json_writer *w)
 {
     fputc('\n', w->out);

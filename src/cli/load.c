@@ -28,7 +28,7 @@ static int plan_error(const job_args *a, const lengths_source *src, int rc,
                                   a->plan.max_seq_len, hint);
         }
     }
-    return data_error("%s", d->message[0] ? d->message : prepack_strerror(rc));
+    return library_error(rc, d);
 }
 
 int plan_and_report(job_args *a, const lengths_source *src,
@@ -56,28 +56,34 @@ static int load_lengths_file(const job_args *a, lengths_source *src)
                                     NULL, &diag);
     free(text);
     if (prc != PREPACK_OK)
-        return data_error("%s", diag.message);
+        return library_error(prc, &diag);
     src->lengths = src->owned;
     return EXIT_OK;
 }
 
-static int load_inputs(const job_args *a, lengths_source *src)
+int ingest_inputs(char *const *inputs, int n, const prepack_store_options *so,
+                  const prepack_ingest_options *io, prepack_store **out)
 {
     prepack_diag diag = {0};
+    int rc = prepack_store_create(out, so, &diag);
+    for (int i = 0; rc == PREPACK_OK && i < n; i++)
+        rc = prepack_ingest_file(*out, inputs[i], io, &diag);
+    if (rc == PREPACK_OK)
+        rc = prepack_store_finish(*out, &diag);
+    return rc == PREPACK_OK ? EXIT_OK : library_error(rc, &diag);
+}
+
+static int load_inputs(const job_args *a, lengths_source *src)
+{
     prepack_store_options so = a->store;
     /* stats needs lengths only (tokens are still checked); pack needs all */
     so.lengths_only = !a->is_pack;
-    int rc = prepack_store_create(&src->store, &so, &diag);
     prepack_ingest_options io = a->ingest;
     io.progress = progress_update;
     io.progress_opaque = a->progress;
-    for (int i = 0; rc == PREPACK_OK && i < a->ninputs; i++)
-        rc = prepack_ingest_file(src->store, a->inputs[i], &io, &diag);
-    if (rc == PREPACK_OK)
-        rc = prepack_store_finish(src->store, &diag);
-    if (rc != PREPACK_OK)
-        return data_error("%s", diag.message[0] ? diag.message
-                                                : prepack_strerror(rc));
+    int rc = ingest_inputs(a->inputs, a->ninputs, &so, &io, &src->store);
+    if (rc != EXIT_OK)
+        return rc;
     src->lengths = prepack_store_lengths(src->store);
     src->n = prepack_store_sequence_count(src->store);
     return EXIT_OK;

@@ -111,8 +111,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
     prepack_row_builder_free(b);
     set_interrupt_handler(SIG_DFL);
     if (rc != PREPACK_OK)
-        return data_error("%s", d.message[0] ? d.message
-                                             : prepack_strerror(rc));
+        return library_error(rc, &d);
     return EXIT_OK;
 }
 

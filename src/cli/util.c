@@ -31,6 +31,12 @@ int data_error(const char *fmt, ...)
     return EXIT_DATA;
 }
 
+int library_error(int rc, const prepack_diag *d)
+{
+    return data_error("%s", d && d->message[0] ? d->message
+                                               : prepack_strerror(rc));
+}
+
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || *s < '0' || *s > '9')

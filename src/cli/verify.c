@@ -45,7 +45,7 @@ static const struct option verify_options[] = {
 
 typedef struct verify_args {
     const char *dir;
-    const char *inputs[256];
+    char *inputs[256];
     int ninputs;
     prepack_ingest_options ingest;
     int json;
@@ -53,36 +53,20 @@ typedef struct verify_args {
 
 static int apply(verify_args *a, int opt, const char *val)
 {
-    uint64_t v;
     switch (opt) {
     case OPT_INPUT:
         if (a->ninputs == 256)
             return usage_error("verify", "at most 256 --input");
-        a->inputs[a->ninputs++] = val;
-        return EXIT_OK;
-    case OPT_FORMAT:
-        if (prepack_format_parse(val, &a->ingest.format))
-            return usage_error("verify", "unknown --format '%s'", val);
-        return EXIT_OK;
-    case OPT_FIELD:
-        a->ingest.field = val;
+        a->inputs[a->ninputs++] = (char *)val;
         return EXIT_OK;
     case OPT_JSON:
         a->json = 1;
         return EXIT_OK;
-    case OPT_DOCSEP:
-        if (parse_u64(val, 0, UINT32_MAX, &v))
-            return usage_error("verify", "--doc-sep must be a token id");
-        a->ingest.has_doc_sep = 1;
-        a->ingest.doc_sep = (uint32_t)v;
-        return EXIT_OK;
-    case OPT_SEPPOS:
-        if (strcmp(val, "before") && strcmp(val, "after"))
-            return usage_error("verify", "--sep-position before|after");
-        a->ingest.sep_position =
-            strcmp(val, "before") ? PREPACK_SEP_AFTER : PREPACK_SEP_BEFORE;
-        return EXIT_OK;
-    default:
+    default: /* how to read the inputs, as stats and pack do */
+        for (const struct option *o = verify_options; o->name; o++)
+            if (o->val == opt)
+                return apply_ingest_option("verify", o->name, val,
+                                           &a->ingest);
         return usage_error("verify", "unknown option");
     }
 }
@@ -263,17 +247,6 @@ static void check_placement(coverage *c)
     }
 }
 
-static int load_inputs(const verify_args *a, prepack_store **store)
-{
-    prepack_diag d = {0};
-    int rc = prepack_store_create(store, NULL, &d);
-    for (int i = 0; rc == PREPACK_OK && i < a->ninputs; i++)
-        rc = prepack_ingest_file(*store, a->inputs[i], &a->ingest, &d);
-    if (rc == PREPACK_OK)
-        rc = prepack_store_finish(*store, &d);
-    return rc == PREPACK_OK ? EXIT_OK : data_error("%s", d.message);
-}
-
 static int remember(coverage *c, const placed *p)
 {
     if (c->nitems == c->cap) {
@@ -333,7 +306,9 @@ int cmd_verify(int argc, char **argv)
     prepack_reader_verify(r, reader_problem, &found);
     coverage c = {.max_len = prepack_reader_max_seq_len(r), .sink = &found};
     prepack_store *store = NULL;
-    rc = a.ninputs ? load_inputs(&a, &store) : EXIT_OK;
+    rc = a.ninputs ? ingest_inputs(a.inputs, a.ninputs, NULL, &a.ingest,
+                                   &store)
+                   : EXIT_OK;
     if (rc == EXIT_OK) {
         c.store = store;
         uint32_t longest = 0;
