@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
 DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
-.PHONY: all deps deps-test build build-only demo test test-plain test-sanitize bench clean
+.PHONY: all deps deps-test build build-only demo test test-plain test-sanitize bench format clean
 
 all: build
 
@@ -41,6 +41,14 @@ test-sanitize: deps-test
 
 bench: build
 	./build/bench/bench_plan
+
+# clang-format over the C and C++ sources (.clang-format), installing it
+# first if missing.
+FORMAT_FILES = $(shell git ls-files 'src/*.[ch]' 'src/*.cpp' 'include/*.h' \
+  'tests/*.[ch]' 'bench/*.[ch]' 'fuzz/*.[ch]' 'examples/*.c')
+format:
+	@command -v clang-format >/dev/null || bash scripts/deps.sh format
+	clang-format -i $(FORMAT_FILES)
 
 clean:
 	rm -rf build build-sanitize

@@ -137,7 +137,8 @@ static void generate(const char *dir, uint64_t target_bytes)
     uint64_t seed = 42;
     /* The binary files hold 2 bytes a token, JSONL about 6.7: size the
      * corpus by the larger binary one, so every file is >= target. */
-    while ((uint64_t)ftell(w.jsonl) < target_bytes || w.bin_bytes < target_bytes) {
+    while ((uint64_t)ftell(w.jsonl) < target_bytes ||
+           w.bin_bytes < target_bytes) {
         uint32_t n = doc_length(&seed);
         for (uint32_t i = 0; i < n; i++)
             t[i] = (uint16_t)token(&seed);
@@ -245,10 +246,9 @@ static void bench_file(const char *dir, const char *name, const char *label,
     double file_mb = (double)file_size(path) / 1e6;
     double mb = (double)file_size(plain) / 1e6;
     double read_s = median(tr, runs), ingest_s = median(ti, runs);
-    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx\n",
-           label, file_mb, mb, (unsigned long long)seqs,
-           (unsigned long long)toks, ingest_s, mb / ingest_s,
-           file_mb / read_s, ingest_s / read_s);
+    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx\n", label,
+           file_mb, mb, (unsigned long long)seqs, (unsigned long long)toks,
+           ingest_s, mb / ingest_s, file_mb / read_s, ingest_s / read_s);
 }
 
 int main(int argc, char **argv)
@@ -292,15 +292,14 @@ int main(int argc, char **argv)
            "/read");
     bench_file(dir, "corpus.jsonl", "jsonl", "corpus.jsonl", 0, runs);
     bench_file(dir, "corpus.jsonl", "jsonl*", "corpus.jsonl", 1, runs);
-    bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl", 0,
-               runs);
+    bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl", 0, runs);
     bench_file(dir, "corpus.bin", "megatron", "corpus.bin", 0, runs);
     bench_file(dir, "llmc.bin", "llmc", "llmc.bin", 0, runs);
     printf("jsonl*: lengths only (what prepack stats does); megatron reads "
            "the .idx alone (uint16 ids need no check)\n");
     if (!keep) {
-        const char *names[] = {"corpus.jsonl", "corpus.jsonl.zst",
-                               "corpus.bin", "corpus.idx", "llmc.bin"};
+        const char *names[] = {"corpus.jsonl", "corpus.jsonl.zst", "corpus.bin",
+                               "corpus.idx", "llmc.bin"};
         for (int i = 0; i < 5; i++)
             unlink(in_dir(dir, names[i], 0));
         rmdir(dir);

@@ -28,8 +28,8 @@
 
 /* ---- workloads ------------------------------------------------------------ */
 
-static void lognormal_lengths(uint32_t *out, size_t n, double med,
-                              double sigma, uint32_t cap, uint64_t seed)
+static void lognormal_lengths(uint32_t *out, size_t n, double med, double sigma,
+                              uint32_t cap, uint64_t seed)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = lognormal_length(&seed, med, sigma, cap);
@@ -152,16 +152,15 @@ static double time_qsort(const uint32_t *len, size_t n, int runs)
 }
 
 static int bench_algo(const char *workload, const uint32_t *len, size_t n,
-                      uint32_t L, prepack_algo algo, int runs,
-                      double qsort_s)
+                      uint32_t L, prepack_algo algo, int runs, double qsort_s)
 {
     double t[32];
     peak_alloc pa = {0, 0};
     prepack_allocator a = {pa_malloc, pa_realloc, pa_free, &pa};
     prepack_plan_stats s;
     for (int r = 0; r < runs; r++) {
-        prepack_plan_options o = {.max_seq_len = L, .algo = algo,
-                                  .allocator = &a};
+        prepack_plan_options o = {
+            .max_seq_len = L, .algo = algo, .allocator = &a};
         prepack_plan *p = NULL;
         double t0 = now();
         int rc = prepack_plan_create(&p, len, n, &o, NULL);
@@ -189,8 +188,8 @@ static int bench_workload(const char *name, const uint32_t *len, size_t n,
                           uint32_t L, int runs)
 {
     double q = time_qsort(len, n, runs);
-    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx\n", name, "qsort", n, L,
-           q, q * 1e9 / (double)n, 1.0);
+    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx\n", name, "qsort", n, L, q,
+           q * 1e9 / (double)n, 1.0);
     for (int algo = 0; algo < 3; algo++)
         if (bench_algo(name, len, n, L, (prepack_algo)algo, runs, q))
             return 1;
@@ -229,8 +228,8 @@ int main(int argc, char **argv)
     printf("prepack %s planner benchmark: median of %d runs, one thread\n",
            prepack_version(), runs);
     printf("%-10s %-8s %10s %6s %9s %8s %7s %10s %10s %9s %8s %9s\n",
-           "workload", "algo", "n", "L", "median_s", "ns/seq", "/qsort",
-           "rows", "lower_bd", "excess", "B/seq", "peak_MiB");
+           "workload", "algo", "n", "L", "median_s", "ns/seq", "/qsort", "rows",
+           "lower_bd", "excess", "B/seq", "peak_MiB");
     lognormal_lengths(len, n_sft, 450, 1.0, 4096, 1);
     int rc = bench_workload("sft", len, n_sft, 4096, runs);
     if (rc == 0) {

@@ -13,9 +13,8 @@ static void ingest(const char *path, prepack_format format, int has_sep)
 {
     prepack_store *s = NULL;
     prepack_diag d;
-    prepack_ingest_options io = {.format = format,
-                                 .has_doc_sep = has_sep,
-                                 .doc_sep = 50256};
+    prepack_ingest_options io = {
+        .format = format, .has_doc_sep = has_sep, .doc_sep = 50256};
     if (prepack_store_create(&s, NULL, &d) == PREPACK_OK &&
         prepack_ingest_file(s, path, &io, &d) == PREPACK_OK &&
         prepack_store_finish(s, &d) == PREPACK_OK) {

@@ -22,12 +22,12 @@ int fsync(int fd)
     return 0;
 }
 
-#define CHECK(x)                                                              \
-    do {                                                                      \
-        if (!(x)) {                                                           \
+#define CHECK(x)                                                               \
+    do {                                                                       \
+        if (!(x)) {                                                            \
             fprintf(stderr, "roundtrip: %s failed (line %d)\n", #x, __LINE__); \
-            __builtin_trap();                                                 \
-        }                                                                     \
+            __builtin_trap();                                                  \
+        }                                                                      \
     } while (0)
 
 enum { HEADER = 8, MAX_SEQS = 512 };
@@ -163,14 +163,11 @@ static void run(const uint8_t *h, const uint32_t *len, size_t n,
     for (size_t i = 0; i < m; i++) {
         switch (po.overlong) {
         case PREPACK_OVERLONG_ERROR:
-        case PREPACK_OVERLONG_SPLIT:
-            CHECK(seen[i] == slen[i]);
-            break;
+        case PREPACK_OVERLONG_SPLIT: CHECK(seen[i] == slen[i]); break;
         case PREPACK_OVERLONG_TRUNCATE:
             CHECK(seen[i] == (slen[i] < L ? slen[i] : L));
             break;
-        default:
-            CHECK(seen[i] == (slen[i] <= L ? slen[i] : 0));
+        default: CHECK(seen[i] == (slen[i] <= L ? slen[i] : 0));
         }
     }
     free(seen);

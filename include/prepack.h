@@ -138,12 +138,12 @@ int prepack_overlong_parse(const char *name, prepack_overlong *out);
 #define PREPACK_MAX_ITEMS (UINT32_MAX - 1u)
 
 typedef struct prepack_plan_options {
-    uint32_t max_seq_len;       /* L, required: 1..PREPACK_MAX_SEQ_LEN_LIMIT */
-    prepack_algo algo;          /* default FFD */
-    prepack_overlong overlong;  /* default ERROR */
-    uint32_t max_seqs_per_row;  /* 0 = unlimited */
-    int shuffle_rows;           /* non-zero: shuffle the finished rows */
-    uint64_t shuffle_seed;      /* seed for that shuffle (any value) */
+    uint32_t max_seq_len;      /* L, required: 1..PREPACK_MAX_SEQ_LEN_LIMIT */
+    prepack_algo algo;         /* default FFD */
+    prepack_overlong overlong; /* default ERROR */
+    uint32_t max_seqs_per_row; /* 0 = unlimited */
+    int shuffle_rows;          /* non-zero: shuffle the finished rows */
+    uint64_t shuffle_seed;     /* seed for that shuffle (any value) */
     const prepack_allocator *allocator; /* NULL = malloc/realloc/free */
 } prepack_plan_options;
 
@@ -175,9 +175,9 @@ void prepack_plan_free(prepack_plan *plan);
 /* One placed item: a whole sequence, or for the TRUNCATE policy its first
  * `length` tokens, or for SPLIT one chunk of it starting at token `offset`. */
 typedef struct prepack_item {
-    uint64_t seq_id;  /* index of the source sequence in the input */
-    uint32_t offset;  /* first token of this item within the sequence */
-    uint32_t length;  /* tokens in this item, 1..L */
+    uint64_t seq_id; /* index of the source sequence in the input */
+    uint32_t offset; /* first token of this item within the sequence */
+    uint32_t length; /* tokens in this item, 1..L */
 } prepack_item;
 
 /* Number of rows. */
@@ -199,24 +199,24 @@ size_t prepack_plan_row_items(const prepack_plan *plan, size_t row,
 
 typedef struct prepack_plan_stats {
     uint32_t max_seq_len;
-    uint64_t sequences;          /* n, as given */
-    uint64_t input_tokens;       /* sum of all n lengths */
-    uint64_t items;              /* items placed */
-    uint64_t tokens;             /* tokens placed (sum of item lengths) */
+    uint64_t sequences;    /* n, as given */
+    uint64_t input_tokens; /* sum of all n lengths */
+    uint64_t items;        /* items placed */
+    uint64_t tokens;       /* tokens placed (sum of item lengths) */
     uint64_t rows;
-    uint64_t lower_bound;        /* no plan has fewer rows: the largest of
+    uint64_t lower_bound; /* no plan has fewer rows: the largest of
                                     ceil(tokens / L), Martello and Toth's
                                     L2 (items over L/2 need a row each;
                                     docs/DESIGN.md) and, with
                                     max_seqs_per_row K, ceil(items / K) */
-    double efficiency;           /* tokens / (rows * L); 0 when no rows */
+    double efficiency;    /* tokens / (rows * L); 0 when no rows */
     uint32_t max_items_per_row;
-    double mean_items_per_row;   /* items / rows; 0 when no rows */
-    uint64_t zero_length;        /* sequences of length 0, skipped */
-    uint64_t overlong;           /* sequences longer than L (any policy) */
-    uint64_t truncated_tokens;   /* tokens cut off by TRUNCATE */
-    uint64_t split_chunks;       /* items made from overlong sequences */
-    uint64_t dropped_sequences;  /* by DROP */
+    double mean_items_per_row;  /* items / rows; 0 when no rows */
+    uint64_t zero_length;       /* sequences of length 0, skipped */
+    uint64_t overlong;          /* sequences longer than L (any policy) */
+    uint64_t truncated_tokens;  /* tokens cut off by TRUNCATE */
+    uint64_t split_chunks;      /* items made from overlong sequences */
+    uint64_t dropped_sequences; /* by DROP */
     uint64_t dropped_tokens;
 } prepack_plan_stats;
 
@@ -230,31 +230,31 @@ void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out);
 /* For a data loader or an inference server packing on the fly: the same
  * planner and row contract, with every array in one allocation. */
 typedef struct prepack_pack_options {
-    uint32_t max_seq_len;       /* row capacity; 0 = the longest sequence */
-    prepack_algo algo;          /* default FFD */
-    prepack_overlong overlong;  /* ERROR (default), TRUNCATE or DROP; SPLIT
+    uint32_t max_seq_len;      /* row capacity; 0 = the longest sequence */
+    prepack_algo algo;         /* default FFD */
+    prepack_overlong overlong; /* ERROR (default), TRUNCATE or DROP; SPLIT
                                    is for stores (PREPACK_EINVAL here) */
-    uint32_t max_seqs_per_row;  /* 0 = unlimited */
+    uint32_t max_seqs_per_row; /* 0 = unlimited */
 } prepack_pack_options;
 
 typedef struct prepack_packed {
-    size_t rows;                /* R */
-    size_t num_seqs;            /* sequences placed (dropped and empty ones
+    size_t rows;                 /* R */
+    size_t num_seqs;             /* sequences placed (dropped and empty ones
                                    are not) */
-    size_t num_tokens;          /* T, over all rows */
-    uint32_t max_seq_len;       /* the capacity used */
-    const uint32_t *input_ids;  /* [T]: row 0's tokens, then row 1's, ... */
-    const int32_t *row_start;   /* [R + 1]: row r is input_ids[row_start[r]
+    size_t num_tokens;           /* T, over all rows */
+    uint32_t max_seq_len;        /* the capacity used */
+    const uint32_t *input_ids;   /* [T]: row 0's tokens, then row 1's, ... */
+    const int32_t *row_start;    /* [R + 1]: row r is input_ids[row_start[r]
                                    .. row_start[r + 1]) */
-    const int32_t *cu_seqlens;  /* [num_seqs + 1] over the flat batch, as
+    const int32_t *cu_seqlens;   /* [num_seqs + 1] over the flat batch, as
                                    flash_attn_varlen_func takes it */
-    const int32_t *position_ids;/* [T]: 0.. in each sequence */
-    const uint64_t *seq_ids;    /* [num_seqs]: input index of each, in the
+    const int32_t *position_ids; /* [T]: 0.. in each sequence */
+    const uint64_t *seq_ids;     /* [num_seqs]: input index of each, in the
                                    order placed */
-    const uint32_t *seq_row;    /* [n]: each input sequence's row, or
+    const uint32_t *seq_row;     /* [n]: each input sequence's row, or
                                    UINT32_MAX when dropped or empty */
-    const uint32_t *seq_offset; /* [n]: its first token within its row */
-    uint32_t max_seqlen;        /* the longest placed sequence */
+    const uint32_t *seq_offset;  /* [n]: its first token within its row */
+    uint32_t max_seqlen;         /* the longest placed sequence */
 } prepack_packed;
 
 /* Packs n sequences (tokens[i] holds lengths[i] ids; the arrays are only
@@ -277,37 +277,36 @@ void prepack_packed_free(prepack_packed *p);
  * authors' implementation uses best fit (PREPACK_ALGO_BFD), which Python's
  * pack_prompts chooses by default. */
 typedef struct prepack_prefill_options {
-    uint32_t capacity;   /* C; 0 = the longest prompt */
-    prepack_algo algo;   /* default FFD */
-    uint32_t pad_id;     /* fills the rows past their tokens */
+    uint32_t capacity; /* C; 0 = the longest prompt */
+    prepack_algo algo; /* default FFD */
+    uint32_t pad_id;   /* fills the rows past their tokens */
 } prepack_prefill_options;
 
 typedef struct prepack_prefill {
-    size_t rows;                  /* R */
-    uint32_t capacity;            /* C */
-    size_t num_prompts;           /* N (empty prompts are an error) */
-    const uint32_t *input_ids;    /* [R, C], pad_id past each row's tokens */
-    const int32_t *position_ids;  /* [R, C], 0.. per prompt, 0 on padding */
-    const int32_t *prompt_index;  /* [R, C]: input index, -1 on padding */
-    const int32_t *row_tokens;    /* [R]: tokens in each row */
-    const int32_t *cu_seqlens;    /* [N + 1]: the prompts as placed, over
+    size_t rows;                   /* R */
+    uint32_t capacity;             /* C */
+    size_t num_prompts;            /* N (empty prompts are an error) */
+    const uint32_t *input_ids;     /* [R, C], pad_id past each row's tokens */
+    const int32_t *position_ids;   /* [R, C], 0.. per prompt, 0 on padding */
+    const int32_t *prompt_index;   /* [R, C]: input index, -1 on padding */
+    const int32_t *row_tokens;     /* [R]: tokens in each row */
+    const int32_t *cu_seqlens;     /* [N + 1]: the prompts as placed, over
                                      the rows' tokens concatenated */
-    const int32_t *row_first;     /* [R + 1]: row r holds placed prompts
+    const int32_t *row_first;      /* [R + 1]: row r holds placed prompts
                                      row_first[r] .. row_first[r+1]-1 */
-    const uint32_t *order;        /* [N]: input index of each placed prompt
+    const uint32_t *order;         /* [N]: input index of each placed prompt
                                      (placement order) */
-    const uint32_t *prompt_row;   /* [N], by input index: its row */
-    const uint32_t *prompt_start; /* [N]: its first token within the row */
-    const uint32_t *prompt_length;/* [N] */
-    const uint64_t *last_index;   /* [N]: flat index (row * C + start +
+    const uint32_t *prompt_row;    /* [N], by input index: its row */
+    const uint32_t *prompt_start;  /* [N]: its first token within the row */
+    const uint32_t *prompt_length; /* [N] */
+    const uint64_t *last_index;    /* [N]: flat index (row * C + start +
                                      length - 1) of its last token */
 } prepack_prefill;
 
 /* Packs n prompts (tokens[i] of lengths[i] >= 1 ids) for prefill. Every
  * array is in one allocation owned by *out (prepack_prefill_free). A
  * prompt longer than the capacity is PREPACK_EOVERLONG. O(n log C + R C). */
-int prepack_prefill_create(prepack_prefill **out,
-                           const uint32_t *const *tokens,
+int prepack_prefill_create(prepack_prefill **out, const uint32_t *const *tokens,
                            const uint32_t *lengths, size_t n,
                            const prepack_prefill_options *o,
                            prepack_diag *diag);
@@ -319,11 +318,11 @@ void prepack_prefill_free(prepack_prefill *p);
 
 /* One way of laying the same items out in rows of fixed width. */
 typedef struct prepack_layout {
-    uint64_t rows;          /* rows (padded sequences or packed rows) */
-    uint64_t slots;         /* token positions computed: rows x their width */
-    uint64_t pad_tokens;    /* slots - real tokens */
-    double pad_fraction;    /* pad_tokens / slots; 0 when no slots */
-    double attention_cost;  /* score-matrix entries, query x key, computed:
+    uint64_t rows;         /* rows (padded sequences or packed rows) */
+    uint64_t slots;        /* token positions computed: rows x their width */
+    uint64_t pad_tokens;   /* slots - real tokens */
+    double pad_fraction;   /* pad_tokens / slots; 0 when no slots */
+    double attention_cost; /* score-matrix entries, query x key, computed:
                                width^2 per padded row, l^2 per sequence for
                                varlen packing (exact below 2^53) */
 } prepack_layout;
@@ -339,7 +338,7 @@ typedef struct prepack_length_summary {
 typedef struct prepack_report {
     prepack_plan_stats plan;
     prepack_length_summary lengths;
-    uint32_t batch_size;     /* B used for naive batching */
+    uint32_t batch_size; /* B used for naive batching */
     /* The plan's items in input order, B at a time, each batch padded to
      * its longest item: what a plain padding collator does. */
     prepack_layout naive_batch;
@@ -368,8 +367,8 @@ int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
  * batching, padding to L and packing. plan and lengths are those the report
  * was computed from. PREPACK_EIO when writing fails. */
 int prepack_report_write_svg(const prepack_report *report,
-                             const prepack_plan *plan,
-                             const uint32_t *lengths, size_t n, FILE *out);
+                             const prepack_plan *plan, const uint32_t *lengths,
+                             size_t n, FILE *out);
 
 /* ------------------------------------------------------------------------ */
 /* The token store                                                            */
@@ -389,7 +388,7 @@ int prepack_report_write_svg(const prepack_report *report,
  * Memory: 12 bytes per sequence plus a few MiB of buffers. */
 
 typedef enum prepack_dtype {
-    PREPACK_DTYPE_AUTO = 0,   /* uint16 while every id fits, else uint32 */
+    PREPACK_DTYPE_AUTO = 0, /* uint16 while every id fits, else uint32 */
     PREPACK_DTYPE_UINT16 = 1,
     PREPACK_DTYPE_UINT32 = 2
 } prepack_dtype;
@@ -411,9 +410,9 @@ const char *prepack_format_name(prepack_format format);
 int prepack_format_parse(const char *name, prepack_format *out);
 
 typedef struct prepack_store_options {
-    const char *tmp_dir;      /* NULL: $TMPDIR, else /tmp */
-    prepack_dtype dtype;      /* default AUTO */
-    int lengths_only;         /* non-zero: parse and check every token but
+    const char *tmp_dir; /* NULL: $TMPDIR, else /tmp */
+    prepack_dtype dtype; /* default AUTO */
+    int lengths_only;    /* non-zero: parse and check every token but
                                  keep only lengths (prepack stats needs no
                                  more); prepack_store_copy and
                                  prepack_store_loss_mask are then
@@ -457,12 +456,12 @@ void prepack_store_count_partial(prepack_store *s);
 int prepack_store_finish(prepack_store *s, prepack_diag *diag);
 
 typedef struct prepack_input_info {
-    const char *path;          /* owned by the store */
+    const char *path; /* owned by the store */
     prepack_format format;
-    uint64_t first_sequence;   /* id of its first sequence */
+    uint64_t first_sequence; /* id of its first sequence */
     uint64_t sequences;
     uint64_t tokens;
-    uint64_t documents;        /* 0 when the format has no documents */
+    uint64_t documents; /* 0 when the format has no documents */
     uint64_t partial_sequences;
 } prepack_input_info;
 
@@ -506,14 +505,14 @@ typedef void (*prepack_progress_fn)(void *opaque, const char *stage,
                                     uint64_t done, uint64_t total);
 
 typedef struct prepack_ingest_options {
-    prepack_format format;    /* default AUTO */
-    const char *field;        /* JSONL token field; NULL = "input_ids" */
-    int has_doc_sep;          /* non-zero: use doc_sep */
-    uint32_t doc_sep;         /* llm.c / raw delimiter; default: the llm.c
+    prepack_format format; /* default AUTO */
+    const char *field;     /* JSONL token field; NULL = "input_ids" */
+    int has_doc_sep;       /* non-zero: use doc_sep */
+    uint32_t doc_sep;      /* llm.c / raw delimiter; default: the llm.c
                                  header's tokenizer (50256 GPT-2, 128000
                                  LLaMA-3); required for raw files */
     prepack_sep_position sep_position;
-    prepack_progress_fn progress;  /* optional */
+    prepack_progress_fn progress; /* optional */
     void *progress_opaque;
 } prepack_ingest_options;
 
@@ -587,8 +586,7 @@ void prepack_row_labels_unshifted(const prepack_row *row, int64_t *out,
 /* The dense block-diagonal causal mask, width x width, row-major:
  * out[q * width + k] = 1 when q and k are in the same sequence and k <= q,
  * else 0 (padding rows and columns are 0). O(width^2): on request only. */
-void prepack_row_dense_mask(const prepack_row *row, uint8_t *out,
-                            size_t width);
+void prepack_row_dense_mask(const prepack_row *row, uint8_t *out, size_t width);
 
 /* Builds rows from a plan and the store it was planned from (the plan must
  * come from prepack_store_lengths of this finished store). */
@@ -596,13 +594,11 @@ typedef struct prepack_row_builder prepack_row_builder;
 
 int prepack_row_builder_create(prepack_row_builder **out,
                                const prepack_plan *plan,
-                               const prepack_store *store,
-                               prepack_diag *diag);
+                               const prepack_store *store, prepack_diag *diag);
 void prepack_row_builder_free(prepack_row_builder *b);
 /* Fills *row with row r of the plan (r < row count). The view is valid
  * until the next call on b. */
-int prepack_row_builder_get(prepack_row_builder *b, size_t r,
-                            prepack_row *row);
+int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row);
 
 /* ------------------------------------------------------------------------ */
 /* Shards: packed rows on disk (docs/FORMAT.md)                                */
@@ -617,13 +613,13 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r,
 #define PREPACK_DEFAULT_ZSTD_LEVEL 3
 
 typedef struct prepack_writer_options {
-    uint32_t rows_per_frame;  /* 0 = 64; lowered so no frame can exceed
+    uint32_t rows_per_frame; /* 0 = 64; lowered so no frame can exceed
                                  4 GiB decompressed */
-    uint64_t shard_rows;      /* rows per shard file, 0 = 16384; rounded
+    uint64_t shard_rows;     /* rows per shard file, 0 = 16384; rounded
                                  up to whole frames */
-    int level;                /* zstd level, 0 = 3 */
-    int overwrite;            /* replace what a non-empty dir holds */
-    int threads;              /* compress frames on this many threads;
+    int level;               /* zstd level, 0 = 3 */
+    int overwrite;           /* replace what a non-empty dir holds */
+    int threads;             /* compress frames on this many threads;
                                  0 or 1 = the calling thread. The bytes
                                  written are the same for any value. */
     const prepack_allocator *allocator; /* NULL = libc */
@@ -638,17 +634,16 @@ typedef struct prepack_writer prepack_writer;
  * (a msgpack bin's limit): PREPACK_ERANGE otherwise. */
 int prepack_writer_create(prepack_writer **out, const char *dir,
                           uint32_t max_seq_len, prepack_dtype token_dtype,
-                          const prepack_writer_options *o,
-                          prepack_diag *diag);
+                          const prepack_writer_options *o, prepack_diag *diag);
 /* Appends a row (num_tokens <= max_seq_len, tokens of the set's dtype). */
 int prepack_writer_add(prepack_writer *w, const prepack_row *row,
                        prepack_diag *diag);
 
 /* What the manifest records besides the shards. */
 typedef struct prepack_manifest_info {
-    const prepack_plan_options *plan;  /* algorithm, overlong, seed, ... */
-    const prepack_store *store;        /* its inputs, or NULL */
-    const prepack_report *report;      /* "stats", or NULL */
+    const prepack_plan_options *plan; /* algorithm, overlong, seed, ... */
+    const prepack_store *store;       /* its inputs, or NULL */
+    const prepack_report *report;     /* "stats", or NULL */
 } prepack_manifest_info;
 
 /* Closes the last shard and writes manifest.json (temporary name, fsync,
@@ -699,9 +694,9 @@ prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
  * causal mask. Labels are shifted next-token targets (-100 at sequence ends,
  * on untrained tokens and on padding). */
 typedef struct prepack_batch_options {
-    int padded;          /* non-zero: [B, L]; zero: flat */
-    int64_t pad_id;      /* padded: the padding token (default 0) */
-    int dense_mask;      /* padded: also fill dense_mask */
+    int padded;     /* non-zero: [B, L]; zero: flat */
+    int64_t pad_id; /* padded: the padding token (default 0) */
+    int dense_mask; /* padded: also fill dense_mask */
 } prepack_batch_options;
 
 typedef struct prepack_batch {

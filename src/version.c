@@ -26,8 +26,8 @@ const char *prepack_dependency_version(const char *name)
     if (!strcmp(name, "msgpack-c"))
         return msgpack_version();
     if (!strcmp(name, "xxhash")) /* header-only use: the version built with */
-        return PP_STR(XXH_VERSION_MAJOR) "." PP_STR(XXH_VERSION_MINOR) "."
-            PP_STR(XXH_VERSION_RELEASE);
+        return PP_STR(XXH_VERSION_MAJOR) "." PP_STR(
+            XXH_VERSION_MINOR) "." PP_STR(XXH_VERSION_RELEASE);
     if (!strcmp(name, "simdjson"))
         return pp_simdjson_version();
     return NULL;

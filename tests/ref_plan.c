@@ -26,8 +26,8 @@ static size_t make_items(const uint32_t *lengths, size_t n, uint32_t L,
             } else if (policy == PREPACK_OVERLONG_SPLIT) {
                 for (uint64_t off = 0; off < l; off += L) {
                     uint64_t rest = l - off;
-                    items[m++] = (prepack_item){i, (uint32_t)off,
-                                                (uint32_t)(rest < L ? rest : L)};
+                    items[m++] = (prepack_item){
+                        i, (uint32_t)off, (uint32_t)(rest < L ? rest : L)};
                     p->split_chunks++;
                 }
             } else {

@@ -12,8 +12,8 @@
 typedef struct ref_plan {
     size_t rows;
     size_t items;
-    size_t *row_start;    /* [rows + 1] */
-    prepack_item *entry;  /* [items], row by row, in placement order */
+    size_t *row_start;   /* [rows + 1] */
+    prepack_item *entry; /* [items], row by row, in placement order */
     uint64_t zero_length, overlong, truncated_tokens, split_chunks,
         dropped_sequences, dropped_tokens, tokens;
 } ref_plan;

@@ -29,7 +29,7 @@
 enum { N = 120, L = 40 };
 
 typedef struct corpus {
-    counting_alloc ca;     /* the store's allocator (and so the builder's) */
+    counting_alloc ca; /* the store's allocator (and so the builder's) */
     prepack_allocator a;
     prepack_store *store;
     prepack_plan *plan;
@@ -82,7 +82,8 @@ static int count_files(const char *dir, const char *containing)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.' && (!containing || strstr(e->d_name, containing)))
+        if (e->d_name[0] != '.' &&
+            (!containing || strstr(e->d_name, containing)))
             n++;
     closedir(d);
     return n;
@@ -147,8 +148,8 @@ static void test_row_builder_allocation_failures(void **state)
         prepack_row_builder *b = NULL;
         prepack_diag d = {0};
         int rc = prepack_row_builder_create(&b, c.plan, c.store, &d);
-        for (size_t r = 0; rc == PREPACK_OK && r < prepack_plan_row_count(c.plan);
-             r++) {
+        for (size_t r = 0;
+             rc == PREPACK_OK && r < prepack_plan_row_count(c.plan); r++) {
             prepack_row row;
             rc = prepack_row_builder_get(b, r, &row);
         }
@@ -219,8 +220,8 @@ static void test_writer_allocation_failures(void **state)
     (void)state;
     corpus c;
     make_corpus(&c, 60000);
-    prepack_writer_options wo = {.rows_per_frame = 4, .shard_rows = 12,
-                                 .overwrite = 1};
+    prepack_writer_options wo = {
+        .rows_per_frame = 4, .shard_rows = 12, .overwrite = 1};
     const char *ref = path_of("writer-ref");
     prepack_diag d = {0};
     assert_int_equal(write_rows(&c, ref, wo, &d), PREPACK_OK);
@@ -349,8 +350,8 @@ static void test_file_size_limit(void **state)
         lim = old;
         lim.rlim_cur = cap;
         assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-        prepack_writer_options wo = {.rows_per_frame = 2, .shard_rows = 20,
-                                     .overwrite = 1, .level = 1};
+        prepack_writer_options wo = {
+            .rows_per_frame = 2, .shard_rows = 20, .overwrite = 1, .level = 1};
         prepack_diag d = {0};
         int rc = write_rows(&c, dir, wo, &d);
         assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
@@ -374,7 +375,8 @@ static void test_max_seq_len_limits(void **state)
     uint32_t bad[3] = {0, PREPACK_MAX_SEQ_LEN_LIMIT + 1, 0x7FFFFFFFu};
     for (int i = 0; i < 3; i++) {
         prepack_plan_options o = {.max_seq_len = bad[i]};
-        assert_int_equal(prepack_plan_create(&p, len, 3, &o, &d), PREPACK_EINVAL);
+        assert_int_equal(prepack_plan_create(&p, len, 3, &o, &d),
+                         PREPACK_EINVAL);
         assert_null(p);
         assert_non_null(strstr(d.message, "max_seq_len"));
     }
@@ -427,7 +429,8 @@ static void test_lengths_near_2_to_32(void **state)
     prepack_plan_free(p);
     prepack_diag d = {0};
     o.overlong = PREPACK_OVERLONG_ERROR;
-    assert_int_equal(prepack_plan_create(&p, len, 4, &o, &d), PREPACK_EOVERLONG);
+    assert_int_equal(prepack_plan_create(&p, len, 4, &o, &d),
+                     PREPACK_EOVERLONG);
     assert_int_equal(d.record, 0);
 }
 
@@ -441,8 +444,9 @@ static void test_no_sequences(void **state)
     assert_int_equal(prepack_store_finish(st, NULL), PREPACK_OK);
     prepack_plan_options o = {.max_seq_len = 8};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, prepack_store_lengths(st), 0, &o, NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_plan_create(&p, prepack_store_lengths(st), 0, &o, NULL),
+        PREPACK_OK);
     assert_int_equal(prepack_plan_row_count(p), 0);
     prepack_report rep;
     assert_int_equal(prepack_report_compute(p, NULL, 0, 0, &rep), PREPACK_OK);
@@ -450,9 +454,9 @@ static void test_no_sequences(void **state)
     prepack_writer *w = NULL;
     prepack_writer_options wo = {0};
     const char *dir = path_of("empty-set");
-    assert_int_equal(prepack_writer_create(&w, dir, 8, PREPACK_DTYPE_UINT16,
-                                           &wo, NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_writer_create(&w, dir, 8, PREPACK_DTYPE_UINT16, &wo, NULL),
+        PREPACK_OK);
     prepack_manifest_info info = {&o, st, &rep};
     assert_int_equal(prepack_writer_finish(w, &info, NULL), PREPACK_OK);
     prepack_writer_free(w);
@@ -507,14 +511,15 @@ static void test_largest_token_ids(void **state)
     assert_int_equal(prepack_store_dtype(st), PREPACK_DTYPE_UINT32);
     prepack_plan_options o = {.max_seq_len = 4};
     prepack_plan *p = NULL;
-    assert_int_equal(prepack_plan_create(&p, prepack_store_lengths(st), 2, &o, NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_plan_create(&p, prepack_store_lengths(st), 2, &o, NULL),
+        PREPACK_OK);
     const char *dir = path_of("big-ids");
     prepack_writer *w = NULL;
     prepack_writer_options wo = {0};
-    assert_int_equal(prepack_writer_create(&w, dir, 4, PREPACK_DTYPE_UINT32,
-                                           &wo, NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_writer_create(&w, dir, 4, PREPACK_DTYPE_UINT32, &wo, NULL),
+        PREPACK_OK);
     prepack_row_builder *rb = NULL;
     assert_int_equal(prepack_row_builder_create(&rb, p, st, NULL), PREPACK_OK);
     prepack_row row;

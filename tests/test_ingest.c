@@ -22,10 +22,10 @@
 /* ---- expectations ------------------------------------------------------ */
 
 typedef struct expect {
-    size_t n;          /* sequences */
-    uint32_t **seq;    /* tokens of each */
+    size_t n;       /* sequences */
+    uint32_t **seq; /* tokens of each */
     uint32_t *len;
-    uint8_t **mask;    /* NULL entries: all trained */
+    uint8_t **mask; /* NULL entries: all trained */
 } expect;
 
 static void expect_add(expect *e, const uint32_t *t, uint32_t len,
@@ -82,7 +82,6 @@ static void check_store(const prepack_store *s, const expect *e, size_t first)
 }
 
 /* ---- files -------------------------------------------------------------- */
-
 
 static void write_file(const char *name, const void *data, size_t n)
 {
@@ -177,8 +176,8 @@ static void jsonl_line(text *t, rng *r, const uint32_t *ids, uint32_t n,
 }
 
 /* Writes `lines` random lines and the matching expectation. */
-static text make_jsonl(rng *r, size_t lines, uint32_t max_len,
-                       uint32_t max_id, int with_masks, expect *e)
+static text make_jsonl(rng *r, size_t lines, uint32_t max_len, uint32_t max_id,
+                       int with_masks, expect *e)
 {
     text t = {0};
     uint32_t *ids = malloc((max_len + 1) * sizeof *ids);
@@ -331,8 +330,8 @@ static void write_llmc(const char *name, uint32_t magic, uint32_t version,
 }
 
 /* Pieces of `tok` cut before (or after) each `sep`. */
-static void expect_split(expect *e, const uint32_t *tok, size_t n,
-                         uint32_t sep, int before)
+static void expect_split(expect *e, const uint32_t *tok, size_t n, uint32_t sep,
+                         int before)
 {
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
@@ -387,9 +386,8 @@ static void test_raw_and_separator_options(void **state)
     for (int i = 0; i < 8; i++)
         as32[i] = raw[i];
     prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
-    prepack_ingest_options o = {.format = PREPACK_FORMAT_RAW_U16,
-                                .has_doc_sep = 1,
-                                .doc_sep = 50256};
+    prepack_ingest_options o = {
+        .format = PREPACK_FORMAT_RAW_U16, .has_doc_sep = 1, .doc_sep = 50256};
     ingest_ok(s, "r.u16", &o);
     /* the same file with the delimiter taken as an opener */
     o.sep_position = PREPACK_SEP_BEFORE;
@@ -397,8 +395,8 @@ static void test_raw_and_separator_options(void **state)
     /* an llm.c file split on another id */
     uint32_t g[] = {7, 1, 7, 2, 3};
     write_llmc("g7.bin", 20240520, 1, g, 5, 2);
-    prepack_ingest_options o7 = {.has_doc_sep = 1, .doc_sep = 7,
-                                 .sep_position = PREPACK_SEP_AFTER};
+    prepack_ingest_options o7 = {
+        .has_doc_sep = 1, .doc_sep = 7, .sep_position = PREPACK_SEP_AFTER};
     ingest_ok(s, "g7.bin", &o7);
     finish_ok(s);
     expect e = {0};
@@ -429,8 +427,7 @@ static void put_le(unsigned char *p, uint64_t v, unsigned width)
 
 /* Writes X.idx for sequences at the given byte pointers. */
 static void write_idx(const char *name, unsigned dtype_code, const mg_seq *s,
-                      size_t n, const uint64_t *docs, size_t d,
-                      int multimodal)
+                      size_t n, const uint64_t *docs, size_t d, int multimodal)
 {
     size_t size = 34 + 12 * n + 8 * d + (multimodal ? n : 0);
     unsigned char *b = calloc(1, size), *p = b;
@@ -749,5 +746,6 @@ int main(void)
         cmocka_unit_test(test_store_leaves_no_files),
         cmocka_unit_test(test_detect),
     };
-    return cmocka_run_group_tests_name("ingest", tests, tmpdir_setup, tmpdir_teardown);
+    return cmocka_run_group_tests_name("ingest", tests, tmpdir_setup,
+                                       tmpdir_teardown);
 }

@@ -14,8 +14,8 @@ static void parse_ok(const char *text, const uint32_t *want, size_t n)
     uint32_t *got = NULL;
     size_t m = 0;
     prepack_diag d = {0};
-    int rc = prepack_lengths_parse(text, strlen(text), "t.txt", &got, &m,
-                                   NULL, &d);
+    int rc =
+        prepack_lengths_parse(text, strlen(text), "t.txt", &got, &m, NULL, &d);
     if (rc != PREPACK_OK)
         fail_msg("'%s': %s", text, d.message);
     assert_int_equal(m, n);
@@ -30,8 +30,8 @@ static void parse_err(const char *text, int code, uint64_t line,
     uint32_t *got = (uint32_t *)&code;
     size_t m = 99;
     prepack_diag d = {0};
-    int rc = prepack_lengths_parse(text, strlen(text), "t.txt", &got, &m,
-                                   NULL, &d);
+    int rc =
+        prepack_lengths_parse(text, strlen(text), "t.txt", &got, &m, NULL, &d);
     assert_int_equal(rc, code);
     assert_null(got);
     assert_int_equal(m, 0);
@@ -44,7 +44,7 @@ static void test_valid(void **state)
     (void)state;
     const uint32_t a[] = {1, 22, 0, 4294967295u};
     parse_ok("1\n22\n0\n4294967295\n", a, 4);
-    parse_ok("1\n22\n0\n4294967295", a, 4);       /* no final newline */
+    parse_ok("1\n22\n0\n4294967295", a, 4);            /* no final newline */
     parse_ok("1\r\n 22 \r\n\t0\n+4294967295\n", a, 4); /* CRLF, blanks */
     const uint32_t b[] = {7};
     parse_ok("007", b, 1);
@@ -88,9 +88,9 @@ static void test_binary_garbage_and_nul(void **state)
     uint32_t *got = NULL;
     size_t m = 0;
     prepack_diag d = {0};
-    assert_int_equal(prepack_lengths_parse(text, sizeof text, "t.txt", &got,
-                                           &m, NULL, &d),
-                     PREPACK_EFORMAT);
+    assert_int_equal(
+        prepack_lengths_parse(text, sizeof text, "t.txt", &got, &m, NULL, &d),
+        PREPACK_EFORMAT);
     assert_int_equal(d.record, 2);
 }
 
@@ -106,13 +106,11 @@ static void test_arguments_and_allocation(void **state)
     counting_alloc ca = {0, 0, 0};
     prepack_allocator a = counting_allocator(&ca);
     prepack_diag d = {0};
-    assert_int_equal(prepack_lengths_parse("1\n2\n", 4, NULL, &got, &m, &a,
-                                           &d),
+    assert_int_equal(prepack_lengths_parse("1\n2\n", 4, NULL, &got, &m, &a, &d),
                      PREPACK_ENOMEM);
     assert_int_equal(ca.live, 0);
     ca.fail_at = SIZE_MAX;
-    assert_int_equal(prepack_lengths_parse("1\n2\n", 4, NULL, &got, &m, &a,
-                                           &d),
+    assert_int_equal(prepack_lengths_parse("1\n2\n", 4, NULL, &got, &m, &a, &d),
                      PREPACK_OK);
     assert_int_equal(ca.live, 1);
     prepack_free(got, &a);

@@ -91,8 +91,7 @@ static void test_next_fit_keeps_input_order(void **state)
 {
     (void)state;
     uint32_t len[] = {5, 3, 8, 1, 4};
-    prepack_plan_options o = {.max_seq_len = 10,
-                              .algo = PREPACK_ALGO_NEXTFIT};
+    prepack_plan_options o = {.max_seq_len = 10, .algo = PREPACK_ALGO_NEXTFIT};
     prepack_plan *p = plan_or_fail(len, 5, o);
     const char *want[] = {"0 1", "2 3", "4"};
     assert_rows(p, want, 3);
@@ -103,8 +102,7 @@ static void test_empty_input(void **state)
 {
     (void)state;
     for (int algo = 0; algo < 3; algo++) {
-        prepack_plan_options o = {.max_seq_len = 8,
-                                  .algo = (prepack_algo)algo};
+        prepack_plan_options o = {.max_seq_len = 8, .algo = (prepack_algo)algo};
         prepack_plan *p = plan_or_fail(NULL, 0, o);
         prepack_plan_stats s;
         prepack_plan_get_stats(p, &s);
@@ -139,7 +137,8 @@ static void test_overlong_error_names_sequence(void **state)
     prepack_diag d = {0};
     prepack_plan_options o = {.max_seq_len = 8};
     prepack_plan *p = (prepack_plan *)&d; /* must be reset to NULL */
-    assert_int_equal(prepack_plan_create(&p, len, 4, &o, &d), PREPACK_EOVERLONG);
+    assert_int_equal(prepack_plan_create(&p, len, 4, &o, &d),
+                     PREPACK_EOVERLONG);
     assert_null(p);
     assert_int_equal(d.code, PREPACK_EOVERLONG);
     assert_int_equal(d.record, 1);
@@ -362,17 +361,17 @@ typedef struct instance {
     prepack_plan_options o;
 } instance;
 
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            print_error("seed %llu family %s n %zu L %u algo %s overlong %s " \
-                        "K %u: ",                                           \
-                        (unsigned long long)in->seed, in->family, in->n,    \
-                        in->o.max_seq_len, prepack_algo_name(in->o.algo),   \
-                        prepack_overlong_name(in->o.overlong),              \
-                        in->o.max_seqs_per_row);                            \
-            fail_msg(__VA_ARGS__);                                          \
-        }                                                                   \
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            print_error("seed %llu family %s n %zu L %u algo %s overlong %s "  \
+                        "K %u: ",                                              \
+                        (unsigned long long)in->seed, in->family, in->n,       \
+                        in->o.max_seq_len, prepack_algo_name(in->o.algo),      \
+                        prepack_overlong_name(in->o.overlong),                 \
+                        in->o.max_seqs_per_row);                               \
+            fail_msg(__VA_ARGS__);                                             \
+        }                                                                      \
     } while (0)
 
 static int cmp_item(const void *a, const void *b)
@@ -425,9 +424,8 @@ static void check_invariants(const instance *in, const prepack_plan *p)
         uint32_t l = in->len[i];
         uint64_t off = 0;
         int keep = l > 0 && (l <= L || in->o.overlong != PREPACK_OVERLONG_DROP);
-        uint32_t want = l > L && in->o.overlong == PREPACK_OVERLONG_TRUNCATE
-                            ? L
-                            : l;
+        uint32_t want =
+            l > L && in->o.overlong == PREPACK_OVERLONG_TRUNCATE ? L : l;
         while (keep && off < want) {
             uint32_t chunk = want - off < L ? (uint32_t)(want - off) : L;
             CHECK(j < m && all[j].seq_id == i && all[j].offset == off &&
@@ -450,8 +448,8 @@ static void check_against_reference(const instance *in)
     int rc = prepack_plan_create(&p, in->len, in->n, &o, &d);
     ref_plan ref;
     size_t bad = SIZE_MAX;
-    int want = ref_plan_build(in->len, in->n, o.max_seq_len, o.algo,
-                              o.overlong, o.max_seqs_per_row, &ref, &bad);
+    int want = ref_plan_build(in->len, in->n, o.max_seq_len, o.algo, o.overlong,
+                              o.max_seqs_per_row, &ref, &bad);
     CHECK(rc == want, "rc %d, reference %d", rc, want);
     if (rc != PREPACK_OK) {
         CHECK(d.record == bad, "error names %llu, first overlong is %zu",
@@ -468,8 +466,8 @@ static void check_against_reference(const instance *in)
             prepack_item b = ref.entry[ref.row_start[r] + k];
             CHECK(a.seq_id == b.seq_id && a.offset == b.offset &&
                       a.length == b.length,
-                  "row %zu item %zu: seq %llu@%u+%u, reference %llu@%u+%u",
-                  r, k, (unsigned long long)a.seq_id, a.offset, a.length,
+                  "row %zu item %zu: seq %llu@%u+%u, reference %llu@%u+%u", r,
+                  k, (unsigned long long)a.seq_id, a.offset, a.length,
                   (unsigned long long)b.seq_id, b.offset, b.length);
         }
     }
@@ -488,11 +486,20 @@ static void check_against_reference(const instance *in)
 }
 
 enum family {
-    F_UNIFORM, F_SKEWED, F_ALL_EQUAL, F_ALL_L, F_ALL_ONE, F_OVER_HALF,
-    F_UNDER_HALF, F_POW2, F_WITH_OVERLONG, F_COUNT
+    F_UNIFORM,
+    F_SKEWED,
+    F_ALL_EQUAL,
+    F_ALL_L,
+    F_ALL_ONE,
+    F_OVER_HALF,
+    F_UNDER_HALF,
+    F_POW2,
+    F_WITH_OVERLONG,
+    F_COUNT
 };
 static const char *const family_names[] = {
-    "uniform", "skewed", "all-equal", "all-L", "all-1", "just-over-L/2",
+    "uniform",        "skewed",      "all-equal",
+    "all-L",          "all-1",       "just-over-L/2",
     "just-under-L/2", "powers-of-2", "with-overlong-and-zero"};
 
 static uint32_t draw_length(rng *r, enum family f, uint32_t L, uint32_t eq)
@@ -540,9 +547,8 @@ static void random_instance(instance *in, rng *r, size_t max_n)
     in->family = family_names[f];
     in->n = rng_range(r, 0, (uint32_t)max_n);
     memset(&in->o, 0, sizeof in->o);
-    in->o.max_seq_len = rng_range(r, 0, 3) == 0
-                            ? rng_range(r, 1, 5000)
-                            : Ls[rng_range(r, 0, 8)];
+    in->o.max_seq_len = rng_range(r, 0, 3) == 0 ? rng_range(r, 1, 5000)
+                                                : Ls[rng_range(r, 0, 8)];
     in->o.algo = (prepack_algo)rng_range(r, 0, 2);
     in->o.overlong = (prepack_overlong)rng_range(r, 0, 3);
     in->o.max_seqs_per_row = rng_range(r, 0, 2) == 0 ? rng_range(r, 1, 5) : 0;
@@ -580,8 +586,10 @@ static void test_property_adversarial(void **state)
                     /* the policy matters only where sequences are overlong */
                     if (f != F_WITH_OVERLONG && pol != 1)
                         continue;
-                    instance in = {.seed = r.s, .family = family_names[f],
-                                   .len = len, .n = N};
+                    instance in = {.seed = r.s,
+                                   .family = family_names[f],
+                                   .len = len,
+                                   .n = N};
                     in.o.max_seq_len = Ls[li];
                     in.o.algo = (prepack_algo)algo;
                     in.o.overlong = (prepack_overlong)pol;
@@ -636,7 +644,8 @@ static void test_lower_bound_never_above_optimum(void **state)
     }
     assert_true(tighter > 0);
     print_message("lower bound: tighter than ceil(tokens / L) in %zu of %zu, "
-                  "equal to the optimum in %zu\n", tighter, runs, exact);
+                  "equal to the optimum in %zu\n",
+                  tighter, runs, exact);
 }
 
 /* Four items of 6 at L = 10: ceil(24 / 10) = 3, but no two share a row. */
@@ -788,8 +797,8 @@ static void test_allocation_failure_while_growing(void **state)
     uint32_t *len = malloc(N * sizeof *len);
     for (int shape = 0; shape < 2; shape++) {
         for (size_t i = 0; i < N; i++)
-            len[i] = shape == 0 ? (i < N / 2 ? 40 : 1)   /* grows */
-                                : (i < 100 ? 40 : 1); /* rows of 64 ones */
+            len[i] = shape == 0 ? (i < N / 2 ? 40 : 1) /* grows */
+                                : (i < 100 ? 40 : 1);  /* rows of 64 ones */
         for (int algo = 0; algo < 2; algo++) {
             prepack_plan_options o = {.max_seq_len = 64,
                                       .algo = (prepack_algo)algo};

@@ -98,8 +98,7 @@ static void test_rejects_other_lengths(void **state)
                      PREPACK_EINVAL);
     assert_int_equal(prepack_report_compute(NULL, len, 4, 8, &r),
                      PREPACK_EINVAL);
-    assert_int_equal(prepack_report_compute(p, NULL, 4, 8, &r),
-                     PREPACK_EINVAL);
+    assert_int_equal(prepack_report_compute(p, NULL, 4, 8, &r), PREPACK_EINVAL);
     prepack_plan_free(p);
 }
 

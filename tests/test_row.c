@@ -69,8 +69,8 @@ static void test_derived_fields(void **state)
 enum { D = 8 };
 
 /* Causal softmax attention of query q over keys/values [first, q]. */
-static void attend(const double *Q, const double *K, const double *V,
-                   size_t q, size_t first, double *out)
+static void attend(const double *Q, const double *K, const double *V, size_t q,
+                   size_t first, double *out)
 {
     double scale = 1.0 / sqrt((double)D), mx = -INFINITY, sum = 0;
     double *w = malloc((q - first + 1) * sizeof *w);
@@ -149,9 +149,9 @@ static void test_rows_attention_and_labels(void **state)
     prepack_plan_options o = {.max_seq_len = L,
                               .overlong = PREPACK_OVERLONG_SPLIT};
     prepack_plan *plan = NULL;
-    assert_int_equal(prepack_plan_create(&plan, prepack_store_lengths(store),
-                                         N, &o, NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_plan_create(&plan, prepack_store_lengths(store), N, &o, NULL),
+        PREPACK_OK);
     prepack_row_builder *b = NULL;
     assert_int_equal(prepack_row_builder_create(&b, plan, store, NULL),
                      PREPACK_OK);
@@ -269,7 +269,8 @@ static void test_builder_errors(void **state)
     uint32_t other[] = {2, 3};
     prepack_plan_options o = {.max_seq_len = 8};
     prepack_plan *plan = NULL;
-    assert_int_equal(prepack_plan_create(&plan, other, 2, &o, NULL), PREPACK_OK);
+    assert_int_equal(prepack_plan_create(&plan, other, 2, &o, NULL),
+                     PREPACK_OK);
     prepack_row_builder *b = (prepack_row_builder *)&o;
     prepack_diag d = {0};
     assert_int_equal(prepack_row_builder_create(&b, plan, store, &d),
@@ -277,9 +278,9 @@ static void test_builder_errors(void **state)
     assert_null(b);
     assert_non_null(strstr(d.message, "2 sequences, the store 1"));
     prepack_plan_free(plan);
-    assert_int_equal(prepack_plan_create(&plan, prepack_store_lengths(store),
-                                         1, &o, NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_plan_create(&plan, prepack_store_lengths(store), 1, &o, NULL),
+        PREPACK_OK);
     assert_int_equal(prepack_row_builder_create(&b, plan, store, &d),
                      PREPACK_OK);
     prepack_row row;
@@ -313,9 +314,8 @@ static void test_pack_in_memory(void **state)
                                   .overlong = (prepack_overlong)pol};
         prepack_packed *p = NULL;
         prepack_diag d = {0};
-        assert_int_equal(prepack_pack_sequences(&p,
-                                                (const uint32_t *const *)seq,
-                                                len, N, &o, &d),
+        assert_int_equal(prepack_pack_sequences(
+                             &p, (const uint32_t *const *)seq, len, N, &o, &d),
                          PREPACK_OK);
         assert_int_equal(p->cu_seqlens[0], 0);
         assert_int_equal(p->cu_seqlens[p->num_seqs], (int32_t)p->num_tokens);
@@ -413,9 +413,54 @@ static void test_prefill(void **state)
     free(seen);
 }
 
+/* Prefill places prompts as the planner does with the same algorithm and
+ * capacity: row by row, item by item. */
+static void test_prefill_follows_the_planner(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    rng r = {5};
+    uint32_t *p[N], len[N];
+    for (size_t i = 0; i < N; i++) {
+        len[i] = rng_range(&r, 1, 90);
+        p[i] = calloc(len[i], sizeof **p);
+    }
+    for (int algo = 0; algo < 3; algo++) {
+        prepack_prefill_options o = {.capacity = 100,
+                                     .algo = (prepack_algo)algo};
+        prepack_prefill *f = NULL;
+        assert_int_equal(prepack_prefill_create(&f, (const uint32_t *const *)p,
+                                                len, N, &o, NULL),
+                         PREPACK_OK);
+        prepack_plan_options po = {.max_seq_len = 100,
+                                   .algo = (prepack_algo)algo};
+        prepack_plan *plan = NULL;
+        assert_int_equal(prepack_plan_create(&plan, len, N, &po, NULL),
+                         PREPACK_OK);
+        assert_int_equal(f->rows, prepack_plan_row_count(plan));
+        size_t k = 0;
+        for (size_t row = 0; row < f->rows; row++) {
+            assert_int_equal(f->row_first[row], (int32_t)k);
+            for (size_t j = 0; j < prepack_plan_row_size(plan, row); j++, k++)
+                assert_int_equal(f->order[k],
+                                 prepack_plan_item(plan, row, j).seq_id);
+        }
+        prepack_plan_free(plan);
+        prepack_prefill_free(f);
+    }
+    prepack_prefill_options bad = {.algo = (prepack_algo)7};
+    prepack_prefill *f = NULL;
+    assert_int_equal(prepack_prefill_create(&f, (const uint32_t *const *)p, len,
+                                            N, &bad, NULL),
+                     PREPACK_EINVAL);
+    for (size_t i = 0; i < N; i++)
+        free(p[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prefill_follows_the_planner),
         cmocka_unit_test(test_derived_fields),
         cmocka_unit_test(test_rows_attention_and_labels),
         cmocka_unit_test(test_builder_errors),

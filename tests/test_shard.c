@@ -17,7 +17,6 @@
 #include "test_tmpdir.h"
 #include "test_util.h"
 
-
 /* ---- a corpus, planned --------------------------------------------------- */
 
 enum { N = 300, L = 48 };
@@ -46,9 +45,9 @@ static void make_corpus(corpus *c, uint64_t seed, uint32_t max_id)
             c->seq[i][k] = rng_range(&r, 0, max_id);
             c->mask[i][k] = (uint8_t)rng_range(&r, 0, 1);
         }
-        assert_int_equal(prepack_store_add(c->store, c->seq[i], c->len[i],
-                                           c->mask[i], NULL),
-                         PREPACK_OK);
+        assert_int_equal(
+            prepack_store_add(c->store, c->seq[i], c->len[i], c->mask[i], NULL),
+            PREPACK_OK);
         assert_int_equal(prepack_store_end_sequence(c->store, NULL),
                          PREPACK_OK);
     }
@@ -60,8 +59,7 @@ static void make_corpus(corpus *c, uint64_t seed, uint32_t max_id)
     const uint32_t *lengths = prepack_store_lengths(c->store);
     assert_int_equal(prepack_plan_create(&c->plan, lengths, N, &c->opts, NULL),
                      PREPACK_OK);
-    assert_int_equal(prepack_report_compute(c->plan, lengths, N, 0,
-                                            &c->report),
+    assert_int_equal(prepack_report_compute(c->plan, lengths, N, 0, &c->report),
                      PREPACK_OK);
 }
 
@@ -134,7 +132,8 @@ static void check_set(corpus *c, const char *dir)
             prepack_item it = prepack_plan_item(c->plan, i, j);
             assert_int_equal(it.seq_id, s);
             assert_int_equal(it.offset, off);
-            for (int32_t t = row.cu_seqlens[j]; t < row.cu_seqlens[j + 1]; t++) {
+            for (int32_t t = row.cu_seqlens[j]; t < row.cu_seqlens[j + 1];
+                 t++) {
                 size_t at = off + (size_t)(t - row.cu_seqlens[j]);
                 assert_int_equal(prepack_row_token(&row, (size_t)t),
                                  c->seq[s][at]);
@@ -251,8 +250,7 @@ static void test_batches(void **state)
     assert_int_equal(b.num_seqs, seqs);
     assert_true(b.max_seqlen >= 1 && b.max_seqlen <= L);
     /* padded: [B, L], pad_id, attention mask, per-row documents */
-    prepack_batch_options po = {.padded = 1, .pad_id = 50256,
-                                .dense_mask = 1};
+    prepack_batch_options po = {.padded = 1, .pad_id = 50256, .dense_mask = 1};
     assert_int_equal(prepack_reader_batch(r, pick, B, &po, &b, NULL),
                      PREPACK_OK);
     assert_int_equal(b.width, L);
@@ -304,9 +302,9 @@ static void test_writer_directory_rules(void **state)
     /* a non-empty directory needs overwrite */
     prepack_writer *w = NULL;
     prepack_diag d = {0};
-    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
-                                           NULL, &d),
-                     PREPACK_EINVAL);
+    assert_int_equal(
+        prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16, NULL, &d),
+        PREPACK_EINVAL);
     assert_non_null(strstr(d.message, "not empty"));
     /* overwrite replaces the set: fewer shards, none stale */
     write_set(&c, dir, 64, 0, 1);
@@ -315,9 +313,9 @@ static void test_writer_directory_rules(void **state)
     check_set(&c, dir);
     /* an unfinished writer leaves no manifest and no temporary file */
     prepack_writer_options wo = {.overwrite = 1};
-    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
-                                           &wo, &d),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16, &wo, &d),
+        PREPACK_OK);
     assert_false(exists(dir, "manifest.json"));
     uint16_t t[] = {1, 2, 3};
     int32_t cu[] = {0, 3};
@@ -330,9 +328,9 @@ static void test_writer_directory_rules(void **state)
     /* not ours: refuse to overwrite */
     FILE *f = fopen(path_of("w/notes.txt"), "w");
     fclose(f);
-    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
-                                           &wo, &d),
-                     PREPACK_EINVAL);
+    assert_int_equal(
+        prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16, &wo, &d),
+        PREPACK_EINVAL);
     assert_non_null(strstr(d.message, "notes.txt"));
     /* rows that cannot fit a msgpack bin */
     assert_int_equal(prepack_writer_create(&w, path_of("big"), 1u << 30,
@@ -415,9 +413,10 @@ static void test_damage_is_reported(void **state)
     assert_non_null(strstr(d.message, "shard-00001.zst"));
     /* manifests that lie or point outside */
     copy_dir(good, bad);
-    snprintf(cmd, sizeof cmd,
-             "sed -i 's/shard-00000.zst/..\\/..\\/etc\\/passwd/' '%s/manifest.json'",
-             bad);
+    snprintf(
+        cmd, sizeof cmd,
+        "sed -i 's/shard-00000.zst/..\\/..\\/etc\\/passwd/' '%s/manifest.json'",
+        bad);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(read_all(bad, &d), PREPACK_EFORMAT);
     assert_non_null(strstr(d.message, "bad file name"));
@@ -575,8 +574,7 @@ static void test_damage_names_the_region(void **state)
     expect_problem(bad, "frame 1:", "xxh64");
     copy_dir(good, bad); /* seek table: frame 2's checksum entry */
     flip_byte(shard, table + 8 + 12 * 2 + 8);
-    expect_problem(bad, "frame 2: content does not match its seek table",
-                   NULL);
+    expect_problem(bad, "frame 2: content does not match its seek table", NULL);
     copy_dir(good, bad); /* seek table: frame 0's compressed size */
     flip_byte(shard, table + 8);
     expect_problem(bad, "shard-00001.zst", "frames cover");
@@ -598,8 +596,10 @@ static void test_damage_names_the_region(void **state)
     /* files the manifest does not list */
     copy_dir(good, bad);
     char cmd[1400];
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s/shard-00009.zst' && touch "
-             "'%s/shard-00002.zst.tmp' '%s/notes.txt'", shard, bad, bad, bad);
+    snprintf(cmd, sizeof cmd,
+             "cp '%s' '%s/shard-00009.zst' && touch "
+             "'%s/shard-00002.zst.tmp' '%s/notes.txt'",
+             shard, bad, bad, bad);
     assert_int_equal(system(cmd), 0);
     problems p;
     assert_int_equal(verify_dir(bad, &p), 2);
@@ -637,8 +637,8 @@ static void test_damage_names_the_region(void **state)
 
 /* A set of one shard whose one frame holds `raw` (rows rows), compressed
  * and listed correctly: only the row decoding can object. */
-static int read_raw_frame(const char *name, const unsigned char *raw,
-                          size_t n, unsigned rows, prepack_diag *d)
+static int read_raw_frame(const char *name, const unsigned char *raw, size_t n,
+                          unsigned rows, prepack_diag *d)
 {
     const char *dir = path_of(name);
     assert_int_equal(mkdir(dir, 0777), 0);
@@ -669,18 +669,18 @@ static void test_hostile_rows(void **state)
     (void)state;
     /* a row: {"input_ids": bin 2 tokens, "cu_seqlens": [0, 2], "seq_ids": [7]} */
     static const unsigned char good[] = {
-        0xdd, 0, 0, 0, 1, 0x83,
-        0xa9, 'i', 'n', 'p', 'u', 't', '_', 'i', 'd', 's', 0xc4, 4, 5, 0, 6, 0,
-        0xaa, 'c', 'u', '_', 's', 'e', 'q', 'l', 'e', 'n', 's', 0xc4, 8,
-        0, 0, 0, 0, 2, 0, 0, 0,
-        0xa7, 's', 'e', 'q', '_', 'i', 'd', 's', 0xc4, 8, 7, 0, 0, 0, 0, 0, 0, 0};
+        0xdd, 0,   0,   0,    1,    0x83, 0xa9, 'i',  'n', 'p',  'u', 't', '_',
+        'i',  'd', 's', 0xc4, 4,    5,    0,    6,    0,   0xaa, 'c', 'u', '_',
+        's',  'e', 'q', 'l',  'e',  'n',  's',  0xc4, 8,   0,    0,   0,   0,
+        2,    0,   0,   0,    0xa7, 's',  'e',  'q',  '_', 'i',  'd', 's', 0xc4,
+        8,    7,   0,   0,    0,    0,    0,    0,    0};
     prepack_diag d = {0};
     assert_int_equal(read_raw_frame("raw-good", good, sizeof good, 1, &d),
                      PREPACK_OK);
     unsigned char bad[sizeof good + 64];
     struct {
         const char *name;
-        size_t at;           /* where to overwrite */
+        size_t at; /* where to overwrite */
         unsigned char with[8];
         size_t len;
         const char *says;
@@ -730,5 +730,6 @@ int main(void)
         cmocka_unit_test(test_damage_names_the_region),
         cmocka_unit_test(test_hostile_rows),
     };
-    return cmocka_run_group_tests_name("shard", tests, tmpdir_setup, tmpdir_teardown);
+    return cmocka_run_group_tests_name("shard", tests, tmpdir_setup,
+                                       tmpdir_teardown);
 }

@@ -7,10 +7,31 @@
 
 #include "cli.h"
 
-enum { OPT_LENGTHS = 256, OPT_MAXLEN, OPT_ALGO, OPT_OVERLONG, OPT_PERROW,
-       OPT_BATCH, OPT_JSON, OPT_FORMAT, OPT_FIELD, OPT_DOCSEP, OPT_SEPPOS,
-       OPT_DTYPE, OPT_TMPDIR, OPT_OUT, OPT_RPF, OPT_LEVEL, OPT_SHARD_ROWS,
-       OPT_OVERWRITE, OPT_SHUFFLE, OPT_SEED, OPT_THREADS, OPT_SVG, OPT_QUIET };
+enum {
+    OPT_LENGTHS = 256,
+    OPT_MAXLEN,
+    OPT_ALGO,
+    OPT_OVERLONG,
+    OPT_PERROW,
+    OPT_BATCH,
+    OPT_JSON,
+    OPT_FORMAT,
+    OPT_FIELD,
+    OPT_DOCSEP,
+    OPT_SEPPOS,
+    OPT_DTYPE,
+    OPT_TMPDIR,
+    OPT_OUT,
+    OPT_RPF,
+    OPT_LEVEL,
+    OPT_SHARD_ROWS,
+    OPT_OVERWRITE,
+    OPT_SHUFFLE,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_SVG,
+    OPT_QUIET
+};
 
 /* One table for both commands; each refuses the other's own options. */
 static const struct option job_options[] = {
@@ -45,9 +66,7 @@ static int apply_output_option(job_args *a, int opt, const char *val)
 {
     uint64_t v;
     switch (opt) {
-    case OPT_OUT:
-        a->out_dir = val;
-        return EXIT_OK;
+    case OPT_OUT: a->out_dir = val; return EXIT_OK;
     case OPT_RPF:
         if (parse_u64(val, 1, UINT32_MAX, &v))
             return usage_error(a->cmd,
@@ -69,26 +88,21 @@ static int apply_output_option(job_args *a, int opt, const char *val)
                                val);
         a->writer.shard_rows = v;
         return EXIT_OK;
-    case OPT_OVERWRITE:
-        a->writer.overwrite = 1;
-        return EXIT_OK;
+    case OPT_OVERWRITE: a->writer.overwrite = 1; return EXIT_OK;
     case OPT_THREADS:
         if (parse_u64(val, 1, 256, &v))
             return usage_error(a->cmd, "--threads must be 1..256, not '%s'",
                                val);
         a->writer.threads = (int)v;
         return EXIT_OK;
-    case OPT_SHUFFLE:
-        a->plan.shuffle_rows = 1;
-        return EXIT_OK;
+    case OPT_SHUFFLE: a->plan.shuffle_rows = 1; return EXIT_OK;
     case OPT_SEED:
         if (parse_u64(val, 0, UINT64_MAX, &v))
             return usage_error(a->cmd, "--seed must be an integer, not '%s'",
                                val);
         a->plan.shuffle_seed = v;
         return EXIT_OK;
-    default:
-        return usage_error(a->cmd, "unknown option");
+    default: return usage_error(a->cmd, "unknown option");
     }
 }
 
@@ -118,8 +132,8 @@ int apply_ingest_option(const char *cmd, const char *name, const char *val,
                                "--sep-position must be before or after, not "
                                "'%s'",
                                val);
-        o->sep_position = strcmp(val, "before") == 0 ? PREPACK_SEP_BEFORE
-                                                     : PREPACK_SEP_AFTER;
+        o->sep_position =
+            strcmp(val, "before") == 0 ? PREPACK_SEP_BEFORE : PREPACK_SEP_AFTER;
     } else {
         return -1;
     }
@@ -143,8 +157,7 @@ static int apply_input_option(job_args *a, int opt, const char *val)
     case OPT_FIELD:
     case OPT_DOCSEP:
     case OPT_SEPPOS:
-        return apply_ingest_option(a->cmd, option_name(opt), val,
-                                   &a->ingest);
+        return apply_ingest_option(a->cmd, option_name(opt), val, &a->ingest);
     case OPT_DTYPE:
         if (prepack_dtype_parse(val, &a->store.dtype))
             return usage_error(a->cmd,
@@ -152,11 +165,8 @@ static int apply_input_option(job_args *a, int opt, const char *val)
                                "uint32, not '%s'",
                                val);
         return EXIT_OK;
-    case OPT_TMPDIR:
-        a->store.tmp_dir = val;
-        return EXIT_OK;
-    default:
-        return apply_output_option(a, opt, val);
+    case OPT_TMPDIR: a->store.tmp_dir = val; return EXIT_OK;
+    default: return apply_output_option(a, opt, val);
     }
 }
 
@@ -165,9 +175,7 @@ static int apply_option(job_args *a, int opt, const char *val)
 {
     uint64_t v;
     switch (opt) {
-    case OPT_LENGTHS:
-        a->lengths_path = val;
-        return EXIT_OK;
+    case OPT_LENGTHS: a->lengths_path = val; return EXIT_OK;
     case OPT_MAXLEN:
         if (parse_u64(val, 1, PREPACK_MAX_SEQ_LEN_LIMIT, &v))
             return usage_error(a->cmd,
@@ -178,9 +186,8 @@ static int apply_option(job_args *a, int opt, const char *val)
         return EXIT_OK;
     case OPT_ALGO:
         if (prepack_algo_parse(val, &a->plan.algo))
-            return usage_error(a->cmd,
-                               "--algo must be ffd, bfd or nextfit, not '%s'",
-                               val);
+            return usage_error(
+                a->cmd, "--algo must be ffd, bfd or nextfit, not '%s'", val);
         return EXIT_OK;
     case OPT_OVERLONG:
         if (prepack_overlong_parse(val, &a->plan.overlong))
@@ -205,17 +212,10 @@ static int apply_option(job_args *a, int opt, const char *val)
                                val);
         a->batch_size = (uint32_t)v;
         return EXIT_OK;
-    case OPT_JSON:
-        a->json = 1;
-        return EXIT_OK;
-    case OPT_SVG:
-        a->svg_path = val;
-        return EXIT_OK;
-    case OPT_QUIET:
-        a->quiet = 1;
-        return EXIT_OK;
-    default:
-        return apply_input_option(a, opt, val);
+    case OPT_JSON: a->json = 1; return EXIT_OK;
+    case OPT_SVG: a->svg_path = val; return EXIT_OK;
+    case OPT_QUIET: a->quiet = 1; return EXIT_OK;
+    default: return apply_input_option(a, opt, val);
     }
 }
 
@@ -224,8 +224,7 @@ static int foreign(const job_args *a, int opt)
 {
     int pack_only = opt == OPT_OUT || opt == OPT_RPF || opt == OPT_LEVEL ||
                     opt == OPT_SHARD_ROWS || opt == OPT_OVERWRITE ||
-                    opt == OPT_SHUFFLE || opt == OPT_SEED ||
-                    opt == OPT_THREADS;
+                    opt == OPT_SHUFFLE || opt == OPT_SEED || opt == OPT_THREADS;
     return a->is_pack ? opt == OPT_LENGTHS : pack_only;
 }
 
@@ -272,4 +271,3 @@ int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
         return usage_error(cmd, "--max-seq-len L is required");
     return EXIT_OK;
 }
-

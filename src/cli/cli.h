@@ -23,21 +23,21 @@ int cmd_inspect(int argc, char **argv);
 /* ---- args.c: the options of stats and pack ------------------------------- */
 
 typedef struct job_args {
-    const char *cmd;           /* "stats" or "pack" */
+    const char *cmd; /* "stats" or "pack" */
     int is_pack;
-    const char *lengths_path;  /* stats --lengths */
+    const char *lengths_path; /* stats --lengths */
     char **inputs;
     int ninputs;
     prepack_plan_options plan;
     prepack_ingest_options ingest;
     prepack_store_options store;
     prepack_writer_options writer;
-    const char *out_dir;       /* pack -o */
-    const char *svg_path;      /* --svg */
+    const char *out_dir;  /* pack -o */
+    const char *svg_path; /* --svg */
     uint32_t batch_size;
     int json;
-    int quiet;                 /* --quiet: no progress */
-    progress *progress;        /* set up by the command */
+    int quiet;          /* --quiet: no progress */
+    progress *progress; /* set up by the command */
 } job_args;
 
 /* Parses argv (argv[0] = cmd). Returns -1 when --help was printed, else
@@ -55,8 +55,8 @@ int apply_ingest_option(const char *cmd, const char *name, const char *val,
 /* ---- load.c: where lengths come from --------------------------------------- */
 
 typedef struct lengths_source {
-    uint32_t *owned;          /* parsed from a lengths file */
-    prepack_store *store;     /* or ingested from INPUTs */
+    uint32_t *owned;      /* parsed from a lengths file */
+    prepack_store *store; /* or ingested from INPUTs */
     const uint32_t *lengths;
     size_t n;
 } lengths_source;
@@ -72,8 +72,8 @@ int write_svg(const job_args *a, const prepack_report *r,
               const prepack_plan *plan, const lengths_source *src);
 /* Plans the rows and computes the report; a planner failure is reported in
  * terms of the input (file and record) and returns EXIT_DATA. */
-int plan_and_report(job_args *a, const lengths_source *src,
-                    prepack_plan **plan, prepack_report *report);
+int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
+                    prepack_report *report);
 
 /* ---- report_print.c ------------------------------------------------------------ */
 
@@ -128,8 +128,8 @@ double now_seconds(void);
  * the run ends, so nothing reaches logs. */
 struct progress {
     int enabled;
-    double begin;         /* the run's start */
-    double start, last;   /* the current stage's start, the last update */
+    double begin;       /* the run's start */
+    double start, last; /* the current stage's start, the last update */
     const char *stage;
 };
 
@@ -160,8 +160,7 @@ void json_key_double(json_writer *w, const char *key, double v);
 void json_key_string(json_writer *w, const char *key, const char *v);
 void json_key_bool(json_writer *w, const char *key, int v);
 /* An array of integers on one line: [ 1, 2, 3 ]. */
-void json_key_i64s(json_writer *w, const char *key, const int64_t *v,
-                   size_t n);
+void json_key_i64s(json_writer *w, const char *key, const int64_t *v, size_t n);
 void json_finish(json_writer *w);
 
 #endif

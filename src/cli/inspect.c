@@ -74,8 +74,9 @@ static void show_row(const prepack_row *row, size_t i, int json)
             json_key_u64(&w, "id", row->seq_ids[j]);
             json_key_u64(&w, "start", row->seq_starts ? row->seq_starts[j] : 0);
             json_key_u64(&w, "offset", (uint64_t)row->cu_seqlens[j]);
-            json_key_u64(&w, "length", (uint64_t)(row->cu_seqlens[j + 1] -
-                                                  row->cu_seqlens[j]));
+            json_key_u64(
+                &w, "length",
+                (uint64_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]));
             json_end_object(&w);
         }
         json_end_array(&w);
@@ -85,8 +86,8 @@ static void show_row(const prepack_row *row, size_t i, int json)
     }
     printf("row %zu: %zu tokens, %zu sequences, max_seqlen %u\n", i,
            row->num_tokens, row->num_seqs, prepack_row_max_seqlen(row));
-    printf("  %6s %12s %8s %8s  first tokens\n", "offset", "sequence",
-           "start", "length");
+    printf("  %6s %12s %8s %8s  first tokens\n", "offset", "sequence", "start",
+           "length");
     for (size_t j = 0; j < row->num_seqs; j++) {
         size_t first = (size_t)row->cu_seqlens[j];
         size_t len = (size_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]);

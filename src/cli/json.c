@@ -107,8 +107,7 @@ void json_key_string(json_writer *w, const char *key, const char *v)
     w->need_comma = 1;
 }
 
-void json_key_i64s(json_writer *w, const char *key, const int64_t *v,
-                   size_t n)
+void json_key_i64s(json_writer *w, const char *key, const int64_t *v, size_t n)
 {
     put_key(w, key);
     fputc('[', w->out);

@@ -19,26 +19,25 @@ static int plan_error(const job_args *a, const lengths_source *src, int rc,
             prepack_input_info in;
             prepack_store_input(src->store, i, &in);
             if (d->record >= in.first_sequence)
-                return data_error("%s: sequence %llu has %u tokens, more "
-                                  "than max_seq_len %u %s",
-                                  in.path,
-                                  (unsigned long long)(d->record -
-                                                       in.first_sequence),
-                                  src->lengths[d->record],
-                                  a->plan.max_seq_len, hint);
+                return data_error(
+                    "%s: sequence %llu has %u tokens, more "
+                    "than max_seq_len %u %s",
+                    in.path,
+                    (unsigned long long)(d->record - in.first_sequence),
+                    src->lengths[d->record], a->plan.max_seq_len, hint);
         }
     }
     return library_error(rc, d);
 }
 
-int plan_and_report(job_args *a, const lengths_source *src,
-                    prepack_plan **plan, prepack_report *report)
+int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
+                    prepack_report *report)
 {
     prepack_diag diag = {0};
     int rc = prepack_plan_create(plan, src->lengths, src->n, &a->plan, &diag);
     if (rc == PREPACK_OK)
-        rc = prepack_report_compute(*plan, src->lengths, src->n,
-                                    a->batch_size, report);
+        rc = prepack_report_compute(*plan, src->lengths, src->n, a->batch_size,
+                                    report);
     return rc == PREPACK_OK ? EXIT_OK : plan_error(a, src, rc, &diag);
 }
 
@@ -49,8 +48,7 @@ static int load_lengths_file(const job_args *a, lengths_source *src)
     int rc = read_whole_file(a->lengths_path, &text, &size);
     if (rc != EXIT_OK)
         return rc;
-    const char *name = strcmp(a->lengths_path, "-") ? a->lengths_path
-                                                    : "stdin";
+    const char *name = strcmp(a->lengths_path, "-") ? a->lengths_path : "stdin";
     prepack_diag diag = {0};
     int prc = prepack_lengths_parse(text, size, name, &src->owned, &src->n,
                                     NULL, &diag);

@@ -42,7 +42,8 @@ static const char pack_help[] =
     "\n"
     "Options:\n"
     "  -o, --output DIR         the shard set's directory (required)\n"
-    "  --max-seq-len L          row capacity in tokens (required, 1..16777216)\n"
+    "  --max-seq-len L          row capacity in tokens (required, "
+    "1..16777216)\n"
     "  --algo ALGO              ffd | bfd | nextfit (default: ffd)\n"
     "  --overlong POLICY        error | truncate | split | drop (default:\n"
     "                           error)\n"
@@ -104,8 +105,8 @@ static int write_rows(const job_args *a, const lengths_source *src,
         out->dir = a->out_dir;
         out->rows = rows;
         out->bytes = prepack_writer_bytes(w);
-        out->token_bytes = report->plan.tokens *
-                           (dtype == PREPACK_DTYPE_UINT16 ? 2u : 4u);
+        out->token_bytes =
+            report->plan.tokens * (dtype == PREPACK_DTYPE_UINT16 ? 2u : 4u);
     }
     prepack_writer_free(w);
     prepack_row_builder_free(b);

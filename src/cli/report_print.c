@@ -85,13 +85,13 @@ void print_report_text(const job_args *a, const prepack_store *store,
            fmt_count(b1, s->sequences), fmt_count(b2, s->zero_length));
     print_lengths(&r->lengths, s->max_seq_len);
     print_overlong(s, &a->plan);
-    printf("  tokens packed        %s in %s items\n",
-           fmt_count(b1, s->tokens), fmt_count(b2, s->items));
+    printf("  tokens packed        %s in %s items\n", fmt_count(b1, s->tokens),
+           fmt_count(b2, s->items));
     printf("  rows                 %s (lower bound %s, +%.3f%%)\n",
            fmt_count(b1, s->rows), fmt_count(b3, s->lower_bound),
-           s->lower_bound ? pct((double)(s->rows - s->lower_bound),
-                                (double)s->lower_bound)
-                          : 0.0);
+           s->lower_bound
+               ? pct((double)(s->rows - s->lower_bound), (double)s->lower_bound)
+               : 0.0);
     printf("  efficiency           %.3f%% of row capacity holds tokens\n",
            100.0 * s->efficiency);
     printf("  sequences per row    %.2f mean, %u max\n\n",
@@ -237,10 +237,9 @@ void print_report_json(const job_args *a, const prepack_store *store,
         json_key_u64(&w, "rows", out->rows);
         json_key_u64(&w, "bytes", out->bytes);
         json_key_u64(&w, "token_bytes", out->token_bytes);
-        json_key_double(&w, "compression_ratio",
-                        out->bytes ? (double)out->token_bytes /
-                                         (double)out->bytes
-                                   : 0.0);
+        json_key_double(
+            &w, "compression_ratio",
+            out->bytes ? (double)out->token_bytes / (double)out->bytes : 0.0);
         json_end_object(&w);
     }
     json_begin_object(&w, "timings");
@@ -252,4 +251,3 @@ void print_report_json(const job_args *a, const prepack_store *store,
     json_end_object(&w);
     json_finish(&w);
 }
-

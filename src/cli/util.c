@@ -33,8 +33,8 @@ int data_error(const char *fmt, ...)
 
 int library_error(int rc, const prepack_diag *d)
 {
-    return data_error("%s", d && d->message[0] ? d->message
-                                               : prepack_strerror(rc));
+    return data_error("%s",
+                      d && d->message[0] ? d->message : prepack_strerror(rc));
 }
 
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -168,6 +168,5 @@ void progress_done(progress *p, const char *summary)
 {
     if (!p || !p->enabled)
         return;
-    fprintf(stderr, "\r\033[K%s (%.2f s)\n", summary,
-            now_seconds() - p->begin);
+    fprintf(stderr, "\r\033[K%s (%.2f s)\n", summary, now_seconds() - p->begin);
 }

@@ -22,7 +22,8 @@ static const char verify_help[] =
     "Options:\n"
     "  --input INPUT            an input of the set, repeatable, in order\n"
     "  --format, --field, --doc-sep, --sep-position\n"
-    "                           how to read the inputs, as for 'prepack stats'\n"
+    "                           how to read the inputs, as for 'prepack "
+    "stats'\n"
     "  --json                   print one JSON object: dir, rows, shards,\n"
     "                           ok, problems (count) and messages (the\n"
     "                           first 1000)\n"
@@ -30,8 +31,14 @@ static const char verify_help[] =
     "\n"
     "Exit status: 0 all checks pass, 1 a problem was found, 2 usage error.\n";
 
-enum { OPT_INPUT = 256, OPT_FORMAT, OPT_FIELD, OPT_DOCSEP, OPT_SEPPOS,
-       OPT_JSON };
+enum {
+    OPT_INPUT = 256,
+    OPT_FORMAT,
+    OPT_FIELD,
+    OPT_DOCSEP,
+    OPT_SEPPOS,
+    OPT_JSON
+};
 
 static const struct option verify_options[] = {
     {"input", required_argument, NULL, OPT_INPUT},
@@ -59,14 +66,11 @@ static int apply(verify_args *a, int opt, const char *val)
             return usage_error("verify", "at most 256 --input");
         a->inputs[a->ninputs++] = (char *)val;
         return EXIT_OK;
-    case OPT_JSON:
-        a->json = 1;
-        return EXIT_OK;
+    case OPT_JSON: a->json = 1; return EXIT_OK;
     default: /* how to read the inputs, as stats and pack do */
         for (const struct option *o = verify_options; o->name; o++)
             if (o->val == opt)
-                return apply_ingest_option("verify", o->name, val,
-                                           &a->ingest);
+                return apply_ingest_option("verify", o->name, val, &a->ingest);
         return usage_error("verify", "unknown option");
     }
 }
@@ -153,11 +157,11 @@ typedef struct placed {
 } placed;
 
 typedef struct coverage {
-    const prepack_store *store;  /* NULL without --input */
+    const prepack_store *store; /* NULL without --input */
     uint32_t max_len;
-    placed *items;               /* every item of every readable row */
+    placed *items; /* every item of every readable row */
     size_t nitems, cap;
-    uint32_t *buf;               /* one input sequence */
+    uint32_t *buf; /* one input sequence */
     problem_list *sink;
     int out_of_memory;
 } coverage;
@@ -198,7 +202,8 @@ static void check_tokens(coverage *c, const prepack_row *row, size_t r,
     size_t first = (size_t)row->cu_seqlens[j];
     for (uint32_t t = 0; t < p->len; t++)
         if (prepack_row_token(row, first + t) != c->buf[p->start + t]) {
-            problem(c, "row %zu: sequence %llu token %u is %u, the input has "
+            problem(c,
+                    "row %zu: sequence %llu token %u is %u, the input has "
                     "%u",
                     r, (unsigned long long)p->id, p->start + t,
                     prepack_row_token(row, first + t), c->buf[p->start + t]);
@@ -213,7 +218,8 @@ static int by_id_then_start(const void *x, const void *y)
         return a->id < b->id ? -1 : 1;
     if (a->start != b->start)
         return a->start < b->start ? -1 : 1;
-    return a->row < b->row ? -1 : a->row > b->row; /* messages name rows in order */
+    return a->row < b->row ? -1
+                           : a->row > b->row; /* messages name rows in order */
 }
 
 /* After all rows, with the items sorted by id: no token of a sequence
@@ -231,7 +237,8 @@ static void check_placement(coverage *c)
         for (; k < c->nitems && c->items[k].id == id; k++) {
             const placed *p = &c->items[k];
             if (k > i && p->start < end)
-                problem(c, "row %zu: sequence %llu tokens from %u placed "
+                problem(c,
+                        "row %zu: sequence %llu tokens from %u placed "
                         "again (row %zu has them)",
                         p->row, (unsigned long long)id, p->start,
                         c->items[k - 1].row);
@@ -306,13 +313,13 @@ int cmd_verify(int argc, char **argv)
     prepack_reader_verify(r, reader_problem, &found);
     coverage c = {.max_len = prepack_reader_max_seq_len(r), .sink = &found};
     prepack_store *store = NULL;
-    rc = a.ninputs ? ingest_inputs(a.inputs, a.ninputs, NULL, &a.ingest,
-                                   &store)
+    rc = a.ninputs ? ingest_inputs(a.inputs, a.ninputs, NULL, &a.ingest, &store)
                    : EXIT_OK;
     if (rc == EXIT_OK) {
         c.store = store;
         uint32_t longest = 0;
-        for (size_t i = 0; store && i < prepack_store_sequence_count(store); i++)
+        for (size_t i = 0; store && i < prepack_store_sequence_count(store);
+             i++)
             if (prepack_store_lengths(store)[i] > longest)
                 longest = prepack_store_lengths(store)[i];
         c.buf = malloc(((size_t)longest + 1) * sizeof *c.buf);

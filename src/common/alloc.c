@@ -51,8 +51,7 @@ void *pp_calloc(const prepack_allocator *a, size_t count, size_t size)
     return p;
 }
 
-void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
-                 size_t size)
+void *pp_realloc(const prepack_allocator *a, void *p, size_t count, size_t size)
 {
     size_t bytes;
     if (mul_overflows(count, size, &bytes))

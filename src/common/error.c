@@ -19,8 +19,7 @@ const char *prepack_strerror(int code)
     }
 }
 
-int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt,
-            ...)
+int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt, ...)
 {
     if (diag) {
         va_list ap;
@@ -40,6 +39,5 @@ int pp_out_of_memory(prepack_diag *diag)
 
 int pp_invalid_argument(prepack_diag *diag)
 {
-    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                   "invalid argument");
+    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD, "invalid argument");
 }

@@ -16,8 +16,8 @@
 
 /* Fills diag (when not NULL) and returns code, so callers can write
  * `return pp_fail(diag, PREPACK_EINVAL, rec, "...", ...);`. */
-int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt,
-            ...) PP_PRINTF(4, 5);
+int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt, ...)
+    PP_PRINTF(4, 5);
 
 /* The two failures every handle has: PREPACK_ENOMEM ("out of memory") and
  * PREPACK_EINVAL ("invalid argument": a NULL where the header forbids

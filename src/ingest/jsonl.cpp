@@ -31,7 +31,8 @@ extern "C" {
 #include "ingest/store.h"
 }
 
-namespace {
+namespace
+{
 
 constexpr size_t kFirstChunk = size_t(16) << 20;
 constexpr size_t kMaxChunk = size_t(1) << 30;
@@ -57,13 +58,16 @@ struct JsonlReader {
 
     JsonlReader(prepack_store *s, const char *p,
                 const prepack_ingest_options *o, prepack_diag *d)
-        : store(s), path(p), field(o->field ? o->field : "input_ids"),
-          diag(d), opts(o)
+        : store(s), path(p), field(o->field ? o->field : "input_ids"), diag(d),
+          opts(o)
     {
     }
     JsonlReader(const JsonlReader &) = delete;
     JsonlReader &operator=(const JsonlReader &) = delete;
-    ~JsonlReader() { pp_source_close(src); }
+    ~JsonlReader()
+    {
+        pp_source_close(src);
+    }
     int fail(int code, uint64_t at_line, const char *fmt, ...)
 #if defined(__GNUC__)
         __attribute__((format(printf, 4, 5)))
@@ -164,8 +168,8 @@ int JsonlReader::bad_id(simdjson::dom::element v, size_t i, size_t at)
                     (long long)int64_t(v));
     if (t == T::INT64 || t == T::UINT64)
         return fail(PREPACK_ERANGE, line_at(at),
-                    "%s[%zu] is %llu: token ids must be at most 4294967295",
-                    f, i,
+                    "%s[%zu] is %llu: token ids must be at most 4294967295", f,
+                    i,
                     t == T::INT64 ? (unsigned long long)int64_t(v)
                                   : (unsigned long long)uint64_t(v));
     if (t == T::DOUBLE)
@@ -229,8 +233,8 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
     const std::string &f = field;
     simdjson::dom::object obj;
     if (doc.get_object().get(obj))
-        return fail(PREPACK_EFORMAT, line_at(at), "expected a JSON object, got %s",
-                    type_name(doc.type()));
+        return fail(PREPACK_EFORMAT, line_at(at),
+                    "expected a JSON object, got %s", type_name(doc.type()));
     simdjson::dom::array ids, mask_arr, labels_arr;
     bool has_ids = false, has_mask = false, has_labels = false;
     for (simdjson::dom::key_value_pair kv : obj) {
@@ -239,17 +243,20 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
         if (!is_ids && !is_mask && !is_labels)
             continue;
         bool &seen = is_ids ? has_ids : is_mask ? has_mask : has_labels;
-        const char *name = is_ids ? f.c_str() : is_mask ? "loss_mask"
-                                                        : "labels";
+        const char *name = is_ids    ? f.c_str()
+                           : is_mask ? "loss_mask"
+                                     : "labels";
         if (seen)
-            return fail(PREPACK_EFORMAT, line_at(at), "field \"%s\" appears twice",
-                        name);
+            return fail(PREPACK_EFORMAT, line_at(at),
+                        "field \"%s\" appears twice", name);
         seen = true;
-        simdjson::dom::array &dst = is_ids ? ids : is_mask ? mask_arr
-                                                           : labels_arr;
+        simdjson::dom::array &dst = is_ids    ? ids
+                                    : is_mask ? mask_arr
+                                              : labels_arr;
         if (kv.value.get_array().get(dst))
-            return fail(PREPACK_EFORMAT, line_at(at), "\"%s\" is %s, not an array",
-                        name, type_name(kv.value.type()));
+            return fail(PREPACK_EFORMAT, line_at(at),
+                        "\"%s\" is %s, not an array", name,
+                        type_name(kv.value.type()));
     }
     if (!has_ids)
         return fail(PREPACK_EFORMAT, line_at(at), "no \"%s\" field", f.c_str());
@@ -296,9 +303,8 @@ int JsonlReader::run()
 {
     // A small file gets a buffer its size (it grows when a line needs it):
     // no 16 MiB buffer, and no parser capacity to match, for a few lines.
-    cap = std::min<uint64_t>(kFirstChunk,
-                             std::max<uint64_t>(kSmallChunk,
-                                                pp_source_size(src) + 1));
+    cap = std::min<uint64_t>(
+        kFirstChunk, std::max<uint64_t>(kSmallChunk, pp_source_size(src) + 1));
     buf.resize(cap + simdjson::SIMDJSON_PADDING);
     for (;;) {
         int rc = fill();
@@ -329,8 +335,8 @@ int JsonlReader::run()
             buf.resize(cap + simdjson::SIMDJSON_PADDING);
             continue;
         }
-        line += consumed == end ? newlines
-                                : count_newlines(buf.data(), consumed);
+        line +=
+            consumed == end ? newlines : count_newlines(buf.data(), consumed);
         std::memmove(buf.data(), buf.data() + consumed, len - consumed);
         len -= consumed;
     }

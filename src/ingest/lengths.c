@@ -11,8 +11,7 @@ static int is_blank(char c)
 }
 
 /* The next line's bounds; returns the index just past its newline. */
-static size_t next_line(const char *text, size_t size, size_t pos,
-                        size_t *end)
+static size_t next_line(const char *text, size_t size, size_t pos, size_t *end)
 {
     const char *nl = memchr(text + pos, '\n', size - pos);
     *end = nl ? (size_t)(nl - text) : size;
@@ -34,10 +33,9 @@ static int parse_line(const char *p, const char *e, const char *name,
                        "%s:%llu: empty line, expected a length", name,
                        (unsigned long long)line);
     if (*p == '-' && e - p > 1 && p[1] >= '0' && p[1] <= '9')
-        return pp_fail(diag, PREPACK_EFORMAT, line,
-                       "%s:%llu: negative length '%.*s'", name,
-                       (unsigned long long)line, (int)(e - p > 40 ? 40 : e - p),
-                       p);
+        return pp_fail(
+            diag, PREPACK_EFORMAT, line, "%s:%llu: negative length '%.*s'",
+            name, (unsigned long long)line, (int)(e - p > 40 ? 40 : e - p), p);
     if (*p == '+')
         p++;
     uint64_t v = 0;
@@ -102,8 +100,7 @@ int prepack_lengths_parse(const char *text, size_t size, const char *name,
     for (size_t i = 0; i < lines; i++) {
         size_t end;
         size_t after = next_line(text, size, pos, &end);
-        int rc = parse_line(text + pos, text + end, name, i + 1, &out[i],
-                            diag);
+        int rc = parse_line(text + pos, text + end, name, i + 1, &out[i], diag);
         if (rc != PREPACK_OK) {
             pp_free(allocator, out);
             return rc;

@@ -26,14 +26,13 @@
 #include "ingest/store.h"
 
 enum {
-    HEADER = 34,              /* 9 magic + 8 version + 1 dtype + 8 + 8 */
-    BLOCK = 1 << 16,          /* index entries read at a time */
-    RUN = 4 << 20,            /* .bin bytes stored at a time */
-    WINDOW = 64 << 20         /* .bin bytes mapped at a time */
+    HEADER = 34,      /* 9 magic + 8 version + 1 dtype + 8 + 8 */
+    BLOCK = 1 << 16,  /* index entries read at a time */
+    RUN = 4 << 20,    /* .bin bytes stored at a time */
+    WINDOW = 64 << 20 /* .bin bytes mapped at a time */
 };
 
-static const unsigned char MAGIC[9] = {'M', 'M', 'I', 'D', 'I',
-                                       'D', 'X', 0,   0};
+static const unsigned char MAGIC[9] = {'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0};
 
 typedef enum { KIND_UNSIGNED, KIND_SIGNED, KIND_FLOAT } dtype_kind;
 
@@ -45,10 +44,10 @@ typedef struct mg_dtype {
 
 /* Megatron's dtype codes (megatron/core/datasets/indexed_dataset.py). */
 static const mg_dtype DTYPES[9] = {
-    {0, KIND_UNSIGNED, NULL},      {1, KIND_UNSIGNED, "uint8"},
-    {1, KIND_SIGNED, "int8"},      {2, KIND_SIGNED, "int16"},
-    {4, KIND_SIGNED, "int32"},     {8, KIND_SIGNED, "int64"},
-    {8, KIND_FLOAT, "float64"},    {4, KIND_FLOAT, "float32"},
+    {0, KIND_UNSIGNED, NULL},    {1, KIND_UNSIGNED, "uint8"},
+    {1, KIND_SIGNED, "int8"},    {2, KIND_SIGNED, "int16"},
+    {4, KIND_SIGNED, "int32"},   {8, KIND_SIGNED, "int64"},
+    {8, KIND_FLOAT, "float64"},  {4, KIND_FLOAT, "float32"},
     {2, KIND_UNSIGNED, "uint16"}};
 
 typedef struct mg_file {
@@ -67,7 +66,7 @@ typedef struct megatron {
     uint64_t map_start, map_len;
     prepack_store *store;
     const prepack_ingest_options *opts;
-    size_t source;                             /* the .bin in the store */
+    size_t source; /* the .bin in the store */
     uint32_t max_id;
     const prepack_allocator *alloc;
 } megatron;
@@ -106,8 +105,7 @@ static int check_sizes(megatron *m, prepack_diag *diag)
                        "%s: header counts (%llu sequences, %llu document "
                        "indices) do not fit its %llu bytes",
                        m->idx.path, (unsigned long long)n,
-                       (unsigned long long)d,
-                       (unsigned long long)m->idx.size);
+                       (unsigned long long)d, (unsigned long long)m->idx.size);
     uint64_t want = HEADER + 12 * n + 8 * d;
     /* Multimodal indexes add one int8 mode a sequence; only the size
      * tells. */
@@ -172,7 +170,7 @@ static int64_t id_at(const megatron *m, const unsigned char *p)
     if (m->dtype.kind == KIND_SIGNED && w < 8 && (u >> (8 * w - 1)))
         u |= ~UINT64_C(0) << (8 * w);
     return m->dtype.kind == KIND_SIGNED || u <= INT64_MAX ? (int64_t)u
-                                                         : INT64_MAX;
+                                                          : INT64_MAX;
 }
 
 /* Makes bytes [at, at + n) (n <= RUN) addressable; returns them. */
@@ -191,8 +189,8 @@ static const unsigned char *window(megatron *m, uint64_t at, size_t n,
                      : WINDOW;
     if (n == 0 || m->map_len == 0)
         return (const unsigned char *)"";
-    void *p = mmap(NULL, (size_t)m->map_len, PROT_READ, MAP_PRIVATE,
-                   m->bin.fd, (off_t)m->map_start);
+    void *p = mmap(NULL, (size_t)m->map_len, PROT_READ, MAP_PRIVATE, m->bin.fd,
+                   (off_t)m->map_start);
     if (p == MAP_FAILED) {
         pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                 "%s: cannot map bytes %llu..%llu: %s", m->bin.path,
@@ -236,9 +234,9 @@ static int check_ids(megatron *m, uint64_t seq, uint64_t ptr, uint64_t len,
 /* The document index: entries e_0 = 0 <= e_1 <= ... <= e_{d-1} = n;
  * document j holds sequences e_j .. e_{j+1} - 1. Read in blocks. */
 typedef struct doc_cursor {
-    uint64_t entry;              /* next entry to consume */
-    uint64_t prev;               /* the last entry consumed */
-    unsigned char *buf;          /* BLOCK entries */
+    uint64_t entry;     /* next entry to consume */
+    uint64_t prev;      /* the last entry consumed */
+    unsigned char *buf; /* BLOCK entries */
     uint64_t buf_first, buf_count;
 } doc_cursor;
 
@@ -271,8 +269,8 @@ static int bad_doc_entry(const megatron *m, uint64_t j, uint64_t v,
  * documents) and sets *starts when there were any: i starts a document.
  * The last entry closes the last document and is left to
  * finish_documents. */
-static int documents_at(megatron *m, doc_cursor *c, uint64_t i,
-                        uint8_t *starts, prepack_diag *diag)
+static int documents_at(megatron *m, doc_cursor *c, uint64_t i, uint8_t *starts,
+                        prepack_diag *diag)
 {
     *starts = 0;
     while (c->entry + 1 < m->doc_entries) {
@@ -305,8 +303,8 @@ static int finish_documents(megatron *m, doc_cursor *c, prepack_diag *diag)
     return PREPACK_OK;
 }
 
-static int check_entry(const megatron *m, uint64_t i, int64_t len,
-                       int64_t ptr, prepack_diag *diag)
+static int check_entry(const megatron *m, uint64_t i, int64_t len, int64_t ptr,
+                       prepack_diag *diag)
 {
     if (len < 0)
         return pp_fail(diag, PREPACK_EFORMAT, i,
@@ -328,11 +326,10 @@ static int read_block(megatron *m, uint64_t first, size_t count,
                       unsigned char *lens, unsigned char *ptrs,
                       doc_cursor *docs, prepack_diag *diag)
 {
-    int rc = read_at(&m->idx, lens, 4 * count, m->lengths_at + 4 * first,
-                     diag);
+    int rc = read_at(&m->idx, lens, 4 * count, m->lengths_at + 4 * first, diag);
     if (rc == PREPACK_OK)
-        rc = read_at(&m->idx, ptrs, 8 * count, m->pointers_at + 8 * first,
-                     diag);
+        rc =
+            read_at(&m->idx, ptrs, 8 * count, m->pointers_at + 8 * first, diag);
     int scan = m->dtype.kind == KIND_SIGNED;
     for (size_t k = 0; k < count && rc == PREPACK_OK; k++) {
         uint64_t i = first + k;
@@ -343,14 +340,14 @@ static int read_block(megatron *m, uint64_t first, size_t count,
         if (rc == PREPACK_OK)
             rc = documents_at(m, docs, i, &starts, diag);
         if (rc == PREPACK_OK && scan)
-            rc = check_ids(m, i, (uint64_t)ptr, (uint64_t)len, &m->max_id,
-                           diag);
+            rc =
+                check_ids(m, i, (uint64_t)ptr, (uint64_t)len, &m->max_id, diag);
         if (rc != PREPACK_OK)
             break;
         if (starts)
             prepack_store_begin_document(m->store);
-        rc = pp_store_add_ref(m->store, m->source, (uint64_t)ptr,
-                              (uint64_t)len, diag);
+        rc = pp_store_add_ref(m->store, m->source, (uint64_t)ptr, (uint64_t)len,
+                              diag);
     }
     return rc;
 }
@@ -360,9 +357,7 @@ static int read_all(megatron *m, prepack_diag *diag)
     unsigned char *lens = pp_alloc(m->alloc, BLOCK, 4);
     unsigned char *ptrs = pp_alloc(m->alloc, BLOCK, 8);
     doc_cursor docs = {0, 0, pp_alloc(m->alloc, BLOCK, 8), 0, 0};
-    int rc = lens && ptrs && docs.buf
-                 ? PREPACK_OK
-                 : pp_out_of_memory(diag);
+    int rc = lens && ptrs && docs.buf ? PREPACK_OK : pp_out_of_memory(diag);
     for (uint64_t first = 0; rc == PREPACK_OK && first < m->sequences;
          first += BLOCK) {
         size_t count = m->sequences - first < BLOCK

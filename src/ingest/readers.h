@@ -18,9 +18,8 @@ int pp_ingest_jsonl(prepack_store *s, const char *path,
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
                        const prepack_ingest_options *o, prepack_diag *diag);
 /* llm.c .bin and raw uint16 token files (tokens.c). */
-int pp_ingest_tokens(prepack_store *s, const char *path,
-                     prepack_format format, const prepack_ingest_options *o,
-                     prepack_diag *diag);
+int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
+                     const prepack_ingest_options *o, prepack_diag *diag);
 
 /* The simdjson version the JSONL reader was built with (its header is
  * C++, so jsonl.cpp answers for version.c). */

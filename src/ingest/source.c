@@ -22,14 +22,14 @@ struct pp_source {
     enum { PLAIN, ZSTD, GZIP } kind;
     const char *path;
     const prepack_allocator *alloc;
-    unsigned char *in;      /* compressed input buffer */
+    unsigned char *in; /* compressed input buffer */
     size_t in_len, in_pos;
     int in_eof;
-    uint64_t in_offset;     /* compressed bytes consumed before `in` */
-    uint64_t size;          /* the file's size */
-    uint64_t plain_read;    /* plain files: bytes handed out */
+    uint64_t in_offset;  /* compressed bytes consumed before `in` */
+    uint64_t size;       /* the file's size */
+    uint64_t plain_read; /* plain files: bytes handed out */
     ZSTD_DCtx *zstd;
-    size_t zstd_hint;       /* last hint from a call that made progress:
+    size_t zstd_hint; /* last hint from a call that made progress:
                                0 = the input ended a frame */
     z_stream gz;
     int gz_ready, gz_member_done;
@@ -87,8 +87,7 @@ int pp_source_open(pp_source **out, const char *path,
     if (fstat(s->fd, &st) == 0)
         s->size = (uint64_t)st.st_size;
     s->in = pp_alloc(a, IN_BUFFER, 1);
-    int rc = s->in ? refill(s, diag)
-                   : pp_out_of_memory(diag);
+    int rc = s->in ? refill(s, diag) : pp_out_of_memory(diag);
     if (rc == PREPACK_OK) {
         static const unsigned char zmagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
         if (s->in_len >= 4 && memcmp(s->in, zmagic, 4) == 0) {
@@ -127,8 +126,8 @@ void pp_source_close(pp_source *s)
     pp_free(s->alloc, s);
 }
 
-static int read_plain(pp_source *s, unsigned char *buf, size_t cap,
-                      size_t *got, prepack_diag *diag)
+static int read_plain(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
+                      prepack_diag *diag)
 {
     size_t n = 0;
     if (s->in_pos < s->in_len) { /* what magic detection read first */
@@ -146,8 +145,8 @@ static int read_plain(pp_source *s, unsigned char *buf, size_t cap,
 /* Decompresses until some output appears. At the end of the file the
  * decoder is still called, with no input, to flush what it holds; only a
  * decoder that then produces nothing mid-frame means the stream was cut. */
-static int read_zstd(pp_source *s, unsigned char *buf, size_t cap,
-                     size_t *got, prepack_diag *diag)
+static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
+                     prepack_diag *diag)
 {
     ZSTD_outBuffer out = {buf, cap, 0};
     while (out.pos == 0) {
@@ -163,8 +162,7 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap,
         if (ZSTD_isError(r))
             return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
                            "%s: corrupt zstd stream near byte %llu: %s",
-                           s->path,
-                           (unsigned long long)(s->in_offset + in.pos),
+                           s->path, (unsigned long long)(s->in_offset + in.pos),
                            ZSTD_getErrorName(r));
         if (at_eof && out.pos == 0) {
             if (s->zstd_hint != 0)
@@ -177,8 +175,8 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap,
     return PREPACK_OK;
 }
 
-static int read_gzip(pp_source *s, unsigned char *buf, size_t cap,
-                     size_t *got, prepack_diag *diag)
+static int read_gzip(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
+                     prepack_diag *diag)
 {
     size_t produced = 0;
     uInt room = (uInt)(cap > UINT32_MAX ? UINT32_MAX : cap);
@@ -189,7 +187,7 @@ static int read_gzip(pp_source *s, unsigned char *buf, size_t cap,
         int at_eof = s->in_pos == s->in_len;
         if (s->gz_member_done) {
             if (at_eof)
-                break; /* the clean end */
+                break;            /* the clean end */
             inflateReset(&s->gz); /* another gzip member follows */
             s->gz_member_done = 0;
         }

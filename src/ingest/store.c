@@ -28,32 +28,32 @@ enum { WRITE_BUFFER = PP_TMPFILE_BUFFER, CHUNK_TOKENS = WRITE_BUFFER / 4 };
 /* ---- the store ------------------------------------------------------------ */
 
 typedef struct source {
-    int fd;              /* owned */
-    unsigned width;      /* bytes per token */
-    int is_signed;       /* two's complement ids (checked >= 0 at ingest) */
-    uint64_t size;       /* bytes */
-    unsigned char *map;  /* the whole file, mapped at finish */
+    int fd;             /* owned */
+    unsigned width;     /* bytes per token */
+    int is_signed;      /* two's complement ids (checked >= 0 at ingest) */
+    uint64_t size;      /* bytes */
+    unsigned char *map; /* the whole file, mapped at finish */
     uint32_t max_id;
-    size_t input;        /* the input it belongs to, for messages */
+    size_t input; /* the input it belongs to, for messages */
 } source;
 
 struct prepack_store {
     prepack_allocator alloc_copy;   /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
     char tmp_dir[4096];
-    prepack_dtype forced;     /* the caller's choice */
-    int lengths_only;         /* tokens are checked, not kept */
+    prepack_dtype forced; /* the caller's choice */
+    int lengths_only;     /* tokens are checked, not kept */
     /* source 0: the temporary file, with its loss mask file beside it */
     pp_tmpfile tok, mask;
-    unsigned tmp_width;       /* 2 or 4 */
+    unsigned tmp_width; /* 2 or 4 */
     int has_mask;
-    uint64_t tmp_tokens;      /* tokens in the temporary file */
-    uint64_t open_len;        /* tokens in its open sequence */
+    uint64_t tmp_tokens; /* tokens in the temporary file */
+    uint64_t open_len;   /* tokens in its open sequence */
     source *sources;
     size_t nsources, sources_cap;
     /* sequences */
     uint32_t *lengths;
-    uint64_t *offsets;        /* byte offset in its source */
+    uint64_t *offsets; /* byte offset in its source */
     size_t count, cap;
     uint64_t tokens;
     /* segments: sequences seg_first[k] .. seg_first[k+1]-1 are in source
@@ -67,7 +67,7 @@ struct prepack_store {
     prepack_input_info *inputs;
     size_t ninputs, inputs_cap;
     uint32_t max_id;
-    prepack_dtype dtype;      /* resolved at finish */
+    prepack_dtype dtype; /* resolved at finish */
     int finished;
     uint8_t *mask_map;
 };
@@ -84,7 +84,7 @@ static int add_source(prepack_store *s, int fd, unsigned width, int is_signed,
                       uint64_t size, size_t *index)
 {
     if (pp_grow(s->alloc, (void **)&s->sources, &s->sources_cap,
-             s->nsources + 1, sizeof *s->sources) != PREPACK_OK)
+                s->nsources + 1, sizeof *s->sources) != PREPACK_OK)
         return PREPACK_ENOMEM;
     source *src = &s->sources[s->nsources];
     memset(src, 0, sizeof *src);
@@ -176,17 +176,17 @@ static int push_sequence(prepack_store *s, size_t src, uint64_t offset,
     const prepack_allocator *a = s->alloc;
     size_t cap = s->cap;
     if (pp_grow(a, (void **)&s->lengths, &cap, s->count + 1,
-             sizeof *s->lengths) != PREPACK_OK ||
+                sizeof *s->lengths) != PREPACK_OK ||
         pp_grow(a, (void **)&s->offsets, &s->cap, s->count + 1,
-             sizeof *s->offsets) != PREPACK_OK)
+                sizeof *s->offsets) != PREPACK_OK)
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory for %zu sequences", s->count + 1);
     if (s->nseg == 0 || s->seg_source[s->nseg - 1] != src) {
         size_t seg_cap = s->seg_cap;
         if (pp_grow(a, (void **)&s->seg_first, &seg_cap, s->nseg + 1,
-                 sizeof *s->seg_first) != PREPACK_OK ||
+                    sizeof *s->seg_first) != PREPACK_OK ||
             pp_grow(a, (void **)&s->seg_source, &s->seg_cap, s->nseg + 1,
-                 sizeof *s->seg_source) != PREPACK_OK)
+                    sizeof *s->seg_source) != PREPACK_OK)
             return pp_out_of_memory(diag);
         s->seg_first[s->nseg] = s->count;
         s->seg_source[s->nseg++] = (uint32_t)src;
@@ -194,7 +194,7 @@ static int push_sequence(prepack_store *s, size_t src, uint64_t offset,
     prepack_input_info *in = current_input(s);
     if (s->doc_pending) {
         if (pp_grow(a, (void **)&s->doc_start, &s->docs_cap, s->docs + 1,
-                 sizeof *s->doc_start) != PREPACK_OK)
+                    sizeof *s->doc_start) != PREPACK_OK)
             return pp_out_of_memory(diag);
         s->doc_start[s->docs++] = s->count;
         s->doc_pending = 0;
@@ -412,14 +412,13 @@ int prepack_store_end_sequence(prepack_store *s, prepack_diag *diag)
     return pp_store_end_sequence(s, 0, diag);
 }
 
-int pp_store_end_sequence(prepack_store *s, int keep_empty,
-                          prepack_diag *diag)
+int pp_store_end_sequence(prepack_store *s, int keep_empty, prepack_diag *diag)
 {
     if (s->open_len == 0 && !keep_empty)
         return PREPACK_OK;
     uint64_t first = s->tmp_tokens - s->open_len;
-    int rc = push_sequence(s, 0, first * s->tmp_width, (uint32_t)s->open_len,
-                           diag);
+    int rc =
+        push_sequence(s, 0, first * s->tmp_width, (uint32_t)s->open_len, diag);
     s->open_len = 0;
     return rc;
 }
@@ -469,7 +468,7 @@ int prepack_store_begin_input(prepack_store *s, const char *path,
                               prepack_format format)
 {
     if (pp_grow(s->alloc, (void **)&s->inputs, &s->inputs_cap, s->ninputs + 1,
-             sizeof *s->inputs) != PREPACK_OK)
+                sizeof *s->inputs) != PREPACK_OK)
         return PREPACK_ENOMEM;
     size_t len = strlen(path);
     char *copy = pp_alloc(s->alloc, len + 1, 1);

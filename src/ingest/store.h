@@ -14,8 +14,7 @@
 /* Ends the open sequence; keep_empty makes an empty one a sequence of
  * length 0 (formats whose records are sequences: a JSONL line, a Megatron
  * index entry), so ids stay aligned with records. */
-int pp_store_end_sequence(prepack_store *s, int keep_empty,
-                          prepack_diag *diag);
+int pp_store_end_sequence(prepack_store *s, int keep_empty, prepack_diag *diag);
 /* Binary inputs are referenced, not copied: add_file keeps a duplicate of
  * fd as a new source (tokens `width` bytes each, little-endian, signed or
  * not) and add_ref appends a sequence of len tokens at byte `offset` in

@@ -14,8 +14,8 @@
 
 /* Creates and at once unlinks a file in dir: it vanishes with its last
  * descriptor, whatever way the process ends. */
-int pp_tmpfile_open(pp_tmpfile *f, const char *dir,
-                    const prepack_allocator *a, prepack_diag *diag)
+int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const prepack_allocator *a,
+                    prepack_diag *diag)
 {
     char path[4096];
     int len = snprintf(path, sizeof path, "%s/prepack-tokens-XXXXXX", dir);
@@ -53,17 +53,17 @@ int pp_tmpfile_flush(pp_tmpfile *f, prepack_diag *diag)
 {
     if (f->used && pp_write_all(f->fd, f->buf, f->used) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "writing the token store failed: %s",
-                       strerror(errno));
+                       "writing the token store failed: %s", strerror(errno));
     f->used = 0;
     return PREPACK_OK;
 }
 
 /* Room for `bytes` more in the buffer (bytes <= PP_TMPFILE_BUFFER). */
 unsigned char *pp_tmpfile_reserve(pp_tmpfile *f, size_t bytes,
-                                   prepack_diag *diag)
+                                  prepack_diag *diag)
 {
-    if (f->used + bytes > PP_TMPFILE_BUFFER && pp_tmpfile_flush(f, diag) != PREPACK_OK)
+    if (f->used + bytes > PP_TMPFILE_BUFFER &&
+        pp_tmpfile_flush(f, diag) != PREPACK_OK)
         return NULL;
     unsigned char *p = f->buf + f->used;
     f->used += bytes;

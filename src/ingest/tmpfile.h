@@ -15,12 +15,12 @@ typedef struct pp_tmpfile {
     int fd;             /* -1 when closed */
     unsigned char *buf; /* PP_TMPFILE_BUFFER bytes */
     size_t used;
-    uint64_t size;      /* bytes written, flushed or not */
+    uint64_t size; /* bytes written, flushed or not */
 } pp_tmpfile;
 
 /* Creates and at once unlinks a file in dir. */
-int pp_tmpfile_open(pp_tmpfile *f, const char *dir,
-                    const prepack_allocator *a, prepack_diag *diag);
+int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const prepack_allocator *a,
+                    prepack_diag *diag);
 /* Closes it (fd -1 is fine) and frees its buffer. */
 void pp_tmpfile_close(pp_tmpfile *f, const prepack_allocator *a);
 int pp_tmpfile_flush(pp_tmpfile *f, prepack_diag *diag);

@@ -37,7 +37,8 @@ static int read_llmc_header(token_file *f, prepack_diag *diag)
                        "%s: %llu bytes, shorter than the 1024-byte llm.c "
                        "header",
                        f->path, (unsigned long long)f->size);
-    uint32_t magic = pp_load_le32(h), version = pp_load_le32(h + 4), count = pp_load_le32(h + 8);
+    uint32_t magic = pp_load_le32(h), version = pp_load_le32(h + 4),
+             count = pp_load_le32(h + 8);
     if (magic == PP_LLMC_GPT2_MAGIC && version == 1) {
         f->width = 2;
         f->default_sep = 50256; /* GPT-2 <|endoftext|> */
@@ -84,17 +85,18 @@ static size_t find_sep(const void *t, unsigned width, size_t from, size_t n,
                               : _mm_set1_epi32((int)sep);
     size_t step = 16 / width;
     for (; i + step <= n; i += step) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i * width));
-        __m128i eq = width == 2 ? _mm_cmpeq_epi16(v, want)
-                                : _mm_cmpeq_epi32(v, want);
+        __m128i v =
+            _mm_loadu_si128((const __m128i *)(const void *)(p + i * width));
+        __m128i eq =
+            width == 2 ? _mm_cmpeq_epi16(v, want) : _mm_cmpeq_epi32(v, want);
         unsigned mask = (unsigned)_mm_movemask_epi8(eq);
         if (mask)
             return i + (size_t)__builtin_ctz(mask) / width;
     }
 #endif
     for (; i < n; i++) {
-        uint32_t v = width == 2 ? ((const uint16_t *)t)[i]
-                                : ((const uint32_t *)t)[i];
+        uint32_t v =
+            width == 2 ? ((const uint16_t *)t)[i] : ((const uint32_t *)t)[i];
         if (v == sep)
             return i;
     }
@@ -105,13 +107,13 @@ static size_t find_sep(const void *t, unsigned width, size_t from, size_t n,
 
 typedef struct splitter {
     prepack_store *store;
-    size_t source;     /* the file, in the store */
+    size_t source; /* the file, in the store */
     uint64_t first_byte;
     unsigned width;
     uint32_t sep;
-    int before;        /* delimiter opens a document (llm.c) */
-    int seen_sep;      /* a delimiter came already */
-    uint64_t start;    /* token index where the open piece starts */
+    int before;     /* delimiter opens a document (llm.c) */
+    int seen_sep;   /* a delimiter came already */
+    uint64_t start; /* token index where the open piece starts */
 } splitter;
 
 /* Closes the piece [start, end) as a sequence (empty pieces are none). */
@@ -135,7 +137,8 @@ static int split_chunk(splitter *sp, const void *t, size_t n, uint64_t base,
 {
     int rc = PREPACK_OK;
     for (size_t i = find_sep(t, sp->width, 0, n, sp->sep);
-         i < n && rc == PREPACK_OK; i = find_sep(t, sp->width, i + 1, n, sp->sep)) {
+         i < n && rc == PREPACK_OK;
+         i = find_sep(t, sp->width, i + 1, n, sp->sep)) {
         uint64_t end = base + (sp->before ? i : i + 1);
         if (sp->before && !sp->seen_sep && end > sp->start)
             prepack_store_count_partial(sp->store);
@@ -194,8 +197,8 @@ static int stream_tokens(token_file *f, splitter *sp, void *buf,
         to_host_order(buf, f->width, n);
         uint32_t m = chunk_max(buf, f->width, n);
         max = m > max ? m : max;
-        int rc = split_chunk(sp, buf, n, (pos - f->first_byte) / f->width,
-                             diag);
+        int rc =
+            split_chunk(sp, buf, n, (pos - f->first_byte) / f->width, diag);
         if (rc != PREPACK_OK)
             return rc;
         pos += (uint64_t)got;
@@ -231,14 +234,13 @@ static int open_token_file(token_file *f, const char *path,
     f->width = 2;
     if (f->size % 2)
         return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
-                       "%s: %llu bytes, an odd size for uint16 tokens",
-                       path, (unsigned long long)f->size);
+                       "%s: %llu bytes, an odd size for uint16 tokens", path,
+                       (unsigned long long)f->size);
     return PREPACK_OK;
 }
 
-int pp_ingest_tokens(prepack_store *s, const char *path,
-                     prepack_format format, const prepack_ingest_options *o,
-                     prepack_diag *diag)
+int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
+                     const prepack_ingest_options *o, prepack_diag *diag)
 {
     token_file f;
     int rc = open_token_file(&f, path, format, diag);
@@ -256,8 +258,8 @@ int pp_ingest_tokens(prepack_store *s, const char *path,
                         : o->sep_position == PREPACK_SEP_BEFORE;
         if (rc == PREPACK_OK && f.width == 2 && sp.sep > UINT16_MAX)
             rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                         "%s: delimiter %u cannot occur in uint16 tokens",
-                         path, sp.sep);
+                         "%s: delimiter %u cannot occur in uint16 tokens", path,
+                         sp.sep);
     }
     if (rc == PREPACK_OK) {
         sp.width = f.width;
@@ -267,8 +269,8 @@ int pp_ingest_tokens(prepack_store *s, const char *path,
     if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);
         void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
-        rc = buf ? stream_tokens(&f, &sp, buf, o, diag)
-                 : pp_out_of_memory(diag);
+        rc =
+            buf ? stream_tokens(&f, &sp, buf, o, diag) : pp_out_of_memory(diag);
         pp_free(a, buf);
     }
     if (f.fd >= 0)

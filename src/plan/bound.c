@@ -23,7 +23,7 @@ uint64_t pp_lower_bound(const uint32_t *count_of, uint32_t max_len,
                         uint64_t tokens, uint64_t items, uint32_t max_per_row)
 {
     uint64_t L = max_len, half = max_len / 2; /* J3: lengths <= half */
-    uint64_t big = 0, room = 0, small = 0;   /* |J1|+|J2|, J2's room, sum J3 */
+    uint64_t big = 0, room = 0, small = 0;    /* |J1|+|J2|, J2's room, sum J3 */
     for (uint64_t v = half + 1; v <= L; v++) {
         big += count_of[v];
         room += (L - v) * count_of[v];

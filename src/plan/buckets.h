@@ -14,17 +14,17 @@
  * over the buckets' lowest rows finds the lowest row in any bucket >= need
  * in O(log L). Rows with free space 0 are kept out: they take nothing. */
 typedef struct pp_buckets {
-    uint32_t *head;      /* [L+1] root row of each bucket's heap, or NIL */
-    uint32_t *child;     /* per row: first child in the heap */
-    uint32_t *sibling;   /* per row: next sibling in the heap */
+    uint32_t *head;    /* [L+1] root row of each bucket's heap, or NIL */
+    uint32_t *child;   /* per row: first child in the heap */
+    uint32_t *sibling; /* per row: next sibling in the heap */
     size_t rows_cap;
-    uint64_t *bits[6];   /* bits[0] over buckets, bits[k+1] over bits[k] */
+    uint64_t *bits[6]; /* bits[0] over buckets, bits[k+1] over bits[k] */
     size_t words[6];
     int levels;
     uint32_t max_free;
-    uint64_t *lowest;    /* first fit only: min tree over (head[f], f), or
+    uint64_t *lowest;  /* first fit only: min tree over (head[f], f), or
                             NULL */
-    size_t lowest_cap;   /* its leaves, a power of two > max_free */
+    size_t lowest_cap; /* its leaves, a power of two > max_free */
     const prepack_allocator *alloc;
 } pp_buckets;
 

@@ -91,8 +91,8 @@ int pp_items_build(pp_items *it, const uint32_t *lengths, size_t n,
     if (rc != PREPACK_OK)
         return rc;
     it->count = (size_t)stats->items;
-    int compacted = stats->zero_length || stats->dropped_sequences ||
-                    stats->split_chunks;
+    int compacted =
+        stats->zero_length || stats->dropped_sequences || stats->split_chunks;
     if (!compacted)
         return PREPACK_OK;
     it->src = pp_alloc(a, it->count, sizeof *it->src);

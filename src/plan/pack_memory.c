@@ -17,13 +17,13 @@ static uint32_t longest(const uint32_t *lengths, size_t n)
  * T tokens and n inputs. */
 static prepack_packed *alloc_block(size_t R, size_t S, size_t T, size_t n)
 {
-    size_t bytes[] = {sizeof(prepack_packed), T * 4 /* input_ids */,
+    size_t bytes[] = {sizeof(prepack_packed),      T * 4 /* input_ids */,
                       (R + 1) * 4 /* row_start */, (S + 1) * 4 /* cu */,
-                      T * 4 /* position_ids */, S * 8 /* seq_ids */,
-                      n * 4 /* seq_row */, n * 4 /* seq_offset */};
+                      T * 4 /* position_ids */,    S * 8 /* seq_ids */,
+                      n * 4 /* seq_row */,         n * 4 /* seq_offset */};
     void *part[sizeof bytes / sizeof *bytes];
-    prepack_packed *p = pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes,
-                                       part);
+    prepack_packed *p =
+        pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes, part);
     if (!p)
         return NULL;
     p->input_ids = part[1];
@@ -58,8 +58,8 @@ static void lay_out(prepack_packed *p, const prepack_plan *plan,
             srow[it.seq_id] = (uint32_t)r;
             soff[it.seq_id] = (uint32_t)(t - (size_t)rs[r]);
             cu[k] = (int32_t)t;
-            p->max_seqlen = it.length > p->max_seqlen ? it.length
-                                                      : p->max_seqlen;
+            p->max_seqlen =
+                it.length > p->max_seqlen ? it.length : p->max_seqlen;
             t += it.length;
         }
     }

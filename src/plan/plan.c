@@ -16,16 +16,16 @@
 #include "plan/sort.h"
 
 struct prepack_plan {
-    prepack_allocator alloc_copy;    /* the caller's, when one was given */
-    const prepack_allocator *alloc;  /* &alloc_copy or NULL (libc) */
+    prepack_allocator alloc_copy;   /* the caller's, when one was given */
+    const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
     prepack_plan_stats stats;
     size_t rows;
     size_t items;
-    uint32_t *row_start;  /* [rows + 1] first entry of each physical row */
-    uint32_t *row_perm;   /* [rows] logical -> physical row, or NULL */
-    uint32_t *seq;        /* [items] source sequence of each entry */
-    uint32_t *len;        /* [items] tokens of each entry */
-    uint32_t *off;        /* [items] token offset, NULL when none split */
+    uint32_t *row_start;       /* [rows + 1] first entry of each physical row */
+    uint32_t *row_perm;        /* [rows] logical -> physical row, or NULL */
+    uint32_t *seq;             /* [items] source sequence of each entry */
+    uint32_t *len;             /* [items] tokens of each entry */
+    uint32_t *off;             /* [items] token offset, NULL when none split */
     prepack_overlong overlong; /* the policy, for the report */
 };
 
@@ -33,11 +33,11 @@ struct prepack_plan {
 typedef struct placement {
     const pp_items *items;
     uint32_t max_len;
-    uint32_t max_per_row;   /* 0 = unlimited */
-    int first_fit;          /* FFD, else BFD */
-    uint32_t *count_of;     /* [L + 1] items of each length */
-    uint32_t *row_of;       /* [items] row of the k-th item, longest first */
-    uint32_t *row_size;     /* [rows_cap] items per row */
+    uint32_t max_per_row; /* 0 = unlimited */
+    int first_fit;        /* FFD, else BFD */
+    uint32_t *count_of;   /* [L + 1] items of each length */
+    uint32_t *row_of;     /* [items] row of the k-th item, longest first */
+    uint32_t *row_size;   /* [rows_cap] items per row */
     size_t rows, rows_cap;
     const prepack_allocator *alloc;
 } placement;
@@ -173,8 +173,9 @@ static void merge_sort(prepack_plan *plan, size_t s, size_t t,
     size_t n = t - s;
     prepack_item *a = scratch, *b = scratch + n;
     for (size_t i = 0; i < n; i++)
-        a[i] = (prepack_item){plan->seq[s + i], plan->off ? plan->off[s + i] : 0,
-                              plan->len[s + i]};
+        a[i] =
+            (prepack_item){plan->seq[s + i], plan->off ? plan->off[s + i] : 0,
+                           plan->len[s + i]};
     for (size_t width = 1; width < n; width *= 2) {
         for (size_t lo = 0; lo < n; lo += 2 * width) {
             size_t mid = lo + width < n ? lo + width : n;
@@ -314,8 +315,8 @@ static int compute_lower_bound(prepack_plan *plan, const pp_items *it,
         return PREPACK_ENOMEM;
     pp_count_lengths(it, count_of);
     plan->stats.lower_bound =
-        pp_lower_bound(count_of, o->max_seq_len, plan->stats.tokens,
-                       it->count, o->max_seqs_per_row);
+        pp_lower_bound(count_of, o->max_seq_len, plan->stats.tokens, it->count,
+                       o->max_seqs_per_row);
     pp_free(plan->alloc, count_of);
     return PREPACK_OK;
 }
@@ -459,8 +460,8 @@ int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
     plan->overlong = opts->overlong;
     plan->alloc = pp_allocator_keep(&plan->alloc_copy, opts->allocator);
     pp_items items;
-    rc = pp_items_build(&items, lengths, n, opts->max_seq_len,
-                        opts->overlong, &plan->stats, plan->alloc, diag);
+    rc = pp_items_build(&items, lengths, n, opts->max_seq_len, opts->overlong,
+                        &plan->stats, plan->alloc, diag);
     if (rc == PREPACK_OK) {
         plan->items = items.count;
         rc = opts->algo == PREPACK_ALGO_NEXTFIT

@@ -9,12 +9,21 @@
 /* One block: the struct, then every array. */
 static prepack_prefill *alloc_block(size_t R, size_t C, size_t N)
 {
-    size_t bytes[] = {sizeof(prepack_prefill), R * C * 4, R * C * 4,
-                      R * C * 4, R * 4, (N + 1) * 4, (R + 1) * 4, N * 4,
-                      N * 4, N * 4, N * 4, N * 8};
+    size_t bytes[] = {sizeof(prepack_prefill),
+                      R * C * 4,
+                      R * C * 4,
+                      R * C * 4,
+                      R * 4,
+                      (N + 1) * 4,
+                      (R + 1) * 4,
+                      N * 4,
+                      N * 4,
+                      N * 4,
+                      N * 4,
+                      N * 8};
     void *part[sizeof bytes / sizeof *bytes];
-    prepack_prefill *f = pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes,
-                                        part);
+    prepack_prefill *f =
+        pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes, part);
     if (!f)
         return NULL;
     f->input_ids = part[1];
@@ -36,7 +45,8 @@ static void lay_out(prepack_prefill *f, const prepack_plan *plan,
 {
     size_t C = f->capacity;
     uint32_t *ids = (uint32_t *)f->input_ids;
-    int32_t *pos = (int32_t *)f->position_ids, *who = (int32_t *)f->prompt_index;
+    int32_t *pos = (int32_t *)f->position_ids,
+            *who = (int32_t *)f->prompt_index;
     int32_t *rt = (int32_t *)f->row_tokens, *cu = (int32_t *)f->cu_seqlens;
     int32_t *rf = (int32_t *)f->row_first;
     uint32_t *order = (uint32_t *)f->order, *prow = (uint32_t *)f->prompt_row;
@@ -75,11 +85,9 @@ static void lay_out(prepack_prefill *f, const prepack_plan *plan,
     cu[k] = (int32_t)flat;
 }
 
-int prepack_prefill_create(prepack_prefill **out,
-                           const uint32_t *const *tokens,
+int prepack_prefill_create(prepack_prefill **out, const uint32_t *const *tokens,
                            const uint32_t *lengths, size_t n,
-                           const prepack_prefill_options *o,
-                           prepack_diag *diag)
+                           const prepack_prefill_options *o, prepack_diag *diag)
 {
     prepack_prefill_options none = {0};
     if (!out || (n && (!tokens || !lengths)))

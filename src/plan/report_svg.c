@@ -197,8 +197,12 @@ static void fill_panel(FILE *f, double y0, const fills *fl, uint32_t batch)
     axes(f, y0, 1.0, ymax, "fill", "% of rows", "%.0f%%", 100);
     double bottom = y0 + TOP + plot_h, bw = plot_w / FILL_BINS;
     for (int b = 0; b < FILL_BINS; b++) {
-        double hn = nrows ? 100.0 * (double)naive[b] / (double)nrows / ymax * plot_h : 0;
-        double hp = prows ? 100.0 * (double)packed[b] / (double)prows / ymax * plot_h : 0;
+        double hn =
+            nrows ? 100.0 * (double)naive[b] / (double)nrows / ymax * plot_h
+                  : 0;
+        double hp =
+            prows ? 100.0 * (double)packed[b] / (double)prows / ymax * plot_h
+                  : 0;
         rect(f, LEFT + b * bw + 2, bottom - hn, bw / 2 - 2, hn, ORANGE);
         rect(f, LEFT + b * bw + bw / 2, bottom - hp, bw / 2 - 2, hp, BLUE);
     }
@@ -240,8 +244,8 @@ static void tokens_panel(FILE *f, double y0, const prepack_report *r)
 }
 
 int prepack_report_write_svg(const prepack_report *report,
-                             const prepack_plan *plan,
-                             const uint32_t *lengths, size_t n, FILE *out)
+                             const prepack_plan *plan, const uint32_t *lengths,
+                             size_t n, FILE *out)
 {
     if (!report || !plan || !out || (n && !lengths))
         return PREPACK_EINVAL;

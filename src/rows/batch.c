@@ -72,8 +72,7 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
 
 /* Appends one row at token slot `at` (width slots in the padded form). */
 static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
-                    size_t width, size_t first_seq, int padded,
-                    int64_t pad_id)
+                    size_t width, size_t first_seq, int padded, int64_t pad_id)
 {
     for (size_t t = 0; t < row->num_tokens; t++)
         b->ids[at + t] = prepack_row_token(row, t);
@@ -87,7 +86,8 @@ static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
     memset(b->attn + at + row->num_tokens, 0, width - row->num_tokens);
     for (size_t j = 0; j < row->num_seqs; j++) {
         b->seq[first_seq + j] = row->seq_ids[j];
-        b->cu[first_seq + j + 1] = (int32_t)(at + (size_t)row->cu_seqlens[j + 1]);
+        b->cu[first_seq + j + 1] =
+            (int32_t)(at + (size_t)row->cu_seqlens[j + 1]);
     }
 }
 
@@ -108,16 +108,14 @@ int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
     return PREPACK_OK;
 }
 
-int pp_batch_add_row(pp_batcher *bt, const prepack_row *row,
-                     prepack_diag *diag)
+int pp_batch_add_row(pp_batcher *bt, const prepack_row *row, prepack_diag *diag)
 {
     const prepack_batch_options *o = &bt->o;
     size_t L = bt->max_seq_len, n = bt->rows, i = bt->added;
     size_t width = o->padded ? L : row->num_tokens;
     size_t at = o->padded ? i * L : bt->tokens;
     size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
-    if (reserve(bt->alloc, bt->b, at + width, bt->seqs + row->num_seqs,
-                dense))
+    if (reserve(bt->alloc, bt->b, at + width, bt->seqs + row->num_seqs, dense))
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory for a batch of %zu rows", n);
     bt->b->cu[0] = 0;

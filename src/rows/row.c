@@ -61,8 +61,9 @@ void prepack_row_labels(const prepack_row *row, int64_t *out, size_t width)
         size_t first = (size_t)row->cu_seqlens[j];
         size_t end = (size_t)row->cu_seqlens[j + 1];
         for (size_t i = first; i + 1 < end; i++)
-            out[i] = trained(row, i + 1) ? (int64_t)prepack_row_token(row, i + 1)
-                                         : IGNORE_INDEX;
+            out[i] = trained(row, i + 1)
+                         ? (int64_t)prepack_row_token(row, i + 1)
+                         : IGNORE_INDEX;
         out[end - 1] = IGNORE_INDEX; /* nothing after it in its sequence */
     }
     for (size_t i = row->num_tokens; i < width; i++)
@@ -84,8 +85,7 @@ void prepack_row_labels_unshifted(const prepack_row *row, int64_t *out,
         out[i] = IGNORE_INDEX;
 }
 
-void prepack_row_dense_mask(const prepack_row *row, uint8_t *out,
-                            size_t width)
+void prepack_row_dense_mask(const prepack_row *row, uint8_t *out, size_t width)
 {
     memset(out, 0, width * width);
     for (size_t j = 0; j < row->num_seqs; j++) {
@@ -102,12 +102,12 @@ struct prepack_row_builder {
     const prepack_plan *plan;
     const prepack_store *store;
     const prepack_allocator *alloc;
-    unsigned width;           /* token bytes: 2 or 4 */
-    void *tokens;             /* [L] */
-    int32_t *cu;              /* [L + 1] */
-    uint64_t *seq_ids;        /* [L] */
-    uint8_t *mask;            /* [L] or NULL */
-    uint32_t *starts;         /* [L] or NULL */
+    unsigned width;    /* token bytes: 2 or 4 */
+    void *tokens;      /* [L] */
+    int32_t *cu;       /* [L + 1] */
+    uint64_t *seq_ids; /* [L] */
+    uint8_t *mask;     /* [L] or NULL */
+    uint32_t *starts;  /* [L] or NULL */
 };
 
 void prepack_row_builder_free(prepack_row_builder *b)
@@ -125,8 +125,7 @@ void prepack_row_builder_free(prepack_row_builder *b)
 
 int prepack_row_builder_create(prepack_row_builder **out,
                                const prepack_plan *plan,
-                               const prepack_store *store,
-                               prepack_diag *diag)
+                               const prepack_store *store, prepack_diag *diag)
 {
     if (!out || !plan || !store)
         return pp_invalid_argument(diag);
@@ -173,8 +172,7 @@ static void copy_mask(const prepack_row_builder *b, const prepack_item *it,
         memset(out, 1, it->length);
 }
 
-int prepack_row_builder_get(prepack_row_builder *b, size_t r,
-                            prepack_row *row)
+int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row)
 {
     if (r >= prepack_plan_row_count(b->plan))
         return PREPACK_EINVAL;
@@ -196,8 +194,8 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r,
     }
     row->num_tokens = (size_t)t;
     row->num_seqs = k;
-    row->token_dtype = b->width == 2 ? PREPACK_DTYPE_UINT16
-                                     : PREPACK_DTYPE_UINT32;
+    row->token_dtype =
+        b->width == 2 ? PREPACK_DTYPE_UINT16 : PREPACK_DTYPE_UINT32;
     row->input_ids = b->tokens;
     row->cu_seqlens = b->cu;
     row->seq_ids = b->seq_ids;

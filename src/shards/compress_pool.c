@@ -23,12 +23,12 @@ enum { FREE, QUEUED, RUNNING, DONE };
 
 typedef struct job {
     int state;
-    void *in;                 /* the frame's bytes (owned) */
+    void *in; /* the frame's bytes (owned) */
     size_t in_size;
-    void *out;                /* compressed */
+    void *out; /* compressed */
     size_t out_cap, out_size;
-    uint32_t checksum;        /* XXH64 low 32 bits of `in` */
-    size_t error;             /* a zstd error code, or 0 */
+    uint32_t checksum; /* XXH64 low 32 bits of `in` */
+    size_t error;      /* a zstd error code, or 0 */
 } job;
 
 struct pp_pool {
@@ -38,9 +38,9 @@ struct pp_pool {
     int threads;
     int level;
     job *ring;
-    size_t cap;               /* ring slots */
-    size_t head, count;       /* oldest job, jobs in the ring */
-    ZSTD_CCtx **cctx;         /* one per worker (or one for the caller) */
+    size_t cap;         /* ring slots */
+    size_t head, count; /* oldest job, jobs in the ring */
+    ZSTD_CCtx **cctx;   /* one per worker (or one for the caller) */
     pthread_t *workers;
     size_t nworkers;
     pthread_mutex_t mu;

@@ -11,10 +11,10 @@
 
 typedef struct pp_pool pp_pool;
 typedef struct pp_frame_result {
-    const void *data;   /* compressed bytes, valid until the next submit */
+    const void *data; /* compressed bytes, valid until the next submit */
     size_t size, raw_size;
-    uint32_t checksum;  /* XXH64 low 32 bits of the raw bytes */
-    size_t error;       /* a zstd error code, or 0 */
+    uint32_t checksum; /* XXH64 low 32 bits of the raw bytes */
+    size_t error;      /* a zstd error code, or 0 */
 } pp_frame_result;
 
 /* threads <= 1: compress on the caller's thread. Buffers and zstd contexts

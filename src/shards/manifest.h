@@ -30,7 +30,7 @@ typedef struct pp_manifest {
     uint32_t max_seq_len;
     prepack_dtype dtype;
     uint32_t rows_per_frame;
-    pp_shard_info *shards;   /* through alloc */
+    pp_shard_info *shards; /* through alloc */
     size_t nshards;
 } pp_manifest;
 

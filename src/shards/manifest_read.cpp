@@ -20,7 +20,8 @@ extern "C" {
 #include "shards/shard_format.h"
 }
 
-namespace {
+namespace
+{
 
 int bad(prepack_diag *diag, const char *path, const std::string &what)
 {
@@ -58,8 +59,8 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
             return bad(diag, path,
                        at + "needs file, rows, tokens, bytes and xxh64");
         if (!pp_is_shard_name(file.data(), file.size()))
-            return bad(diag, path, at + "bad file name '" +
-                                       std::string(file) + "'");
+            return bad(diag, path,
+                       at + "bad file name '" + std::string(file) + "'");
         char *end = nullptr;
         std::string h(hash);
         s->xxh64 = strtoull(h.c_str(), &end, 16);
@@ -84,19 +85,21 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot read %s: %s", path, std::strerror(errno));
     if (uint64_t(st.st_size) > kMaxManifestBytes)
-        return bad(diag, path, "holds " + std::to_string(st.st_size) +
-                                   " bytes, more than a manifest can (" +
-                                   std::to_string(kMaxManifestBytes) + ")");
+        return bad(diag, path,
+                   "holds " + std::to_string(st.st_size) +
+                       " bytes, more than a manifest can (" +
+                       std::to_string(kMaxManifestBytes) + ")");
     simdjson::padded_string json;
     if (simdjson::padded_string::load(path).get(json))
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot read %s", path);
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "cannot read %s",
+                       path);
     simdjson::dom::parser parser;
     simdjson::dom::object root;
     auto err = parser.parse(json).get_object().get(root);
     if (err)
-        return bad(diag, path, std::string("invalid JSON: ") +
-                                   simdjson::error_message(err));
+        return bad(diag, path,
+                   std::string("invalid JSON: ") +
+                       simdjson::error_message(err));
     std::string_view format, dtype;
     uint64_t version = 0, L = 0, rpf = 0;
     if (root["format"].get_string().get(format) || format != "prepack-shards")
@@ -106,8 +109,7 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     if (!get_u64(root, "max_seq_len", &L) || L == 0 ||
         L > PREPACK_MAX_SEQ_LEN_LIMIT)
         return bad(diag, path, "bad max_seq_len");
-    if (!get_u64(root, "rows_per_frame", &rpf) || rpf == 0 ||
-        rpf > UINT32_MAX)
+    if (!get_u64(root, "rows_per_frame", &rpf) || rpf == 0 || rpf > UINT32_MAX)
         return bad(diag, path, "bad rows_per_frame");
     if (root["token_dtype"].get_string().get(dtype) ||
         (dtype != "uint16" && dtype != "uint32"))

@@ -125,8 +125,8 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
             prepack_algo_name(o ? o->algo : PREPACK_ALGO_FFD),
             prepack_overlong_name(o ? o->overlong : PREPACK_OVERLONG_ERROR),
             o ? o->max_seqs_per_row : 0,
-            o && o->shuffle_rows ? "true" : "false",
-            o ? o->shuffle_seed : 0, rows_per_frame, level, rows, tokens);
+            o && o->shuffle_rows ? "true" : "false", o ? o->shuffle_seed : 0,
+            rows_per_frame, level, rows, tokens);
     write_inputs(f, info ? info->store : NULL);
     write_shards(f, shards, nshards);
     if (info && info->report)

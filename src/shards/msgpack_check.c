@@ -24,7 +24,7 @@ static int describe(unsigned char b, unsigned *size_bytes, uint64_t *payload,
     *payload = 0;
     *per_entry = 0;
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return 1; /* fixints, nil, booleans */
+        return 1;    /* fixints, nil, booleans */
     if (b <= 0x8f) { /* fixmap */
         *payload = b & 0x0f;
         *per_entry = 2;
@@ -40,27 +40,55 @@ static int describe(unsigned char b, unsigned *size_bytes, uint64_t *payload,
         return 1;
     }
     switch (b) {
-    case 0xc4: case 0xd9: *size_bytes = 1; return 1; /* bin8, str8 */
-    case 0xc5: case 0xda: *size_bytes = 2; return 1; /* bin16, str16 */
-    case 0xc6: case 0xdb: *size_bytes = 4; return 1; /* bin32, str32 */
-    case 0xc7: *size_bytes = 1; *payload = 1; return 1; /* ext8: + type */
-    case 0xc8: *size_bytes = 2; *payload = 1; return 1;
-    case 0xc9: *size_bytes = 4; *payload = 1; return 1;
+    case 0xc4:
+    case 0xd9: *size_bytes = 1; return 1; /* bin8, str8 */
+    case 0xc5:
+    case 0xda: *size_bytes = 2; return 1; /* bin16, str16 */
+    case 0xc6:
+    case 0xdb: *size_bytes = 4; return 1; /* bin32, str32 */
+    case 0xc7:
+        *size_bytes = 1;
+        *payload = 1;
+        return 1; /* ext8: + type */
+    case 0xc8:
+        *size_bytes = 2;
+        *payload = 1;
+        return 1;
+    case 0xc9:
+        *size_bytes = 4;
+        *payload = 1;
+        return 1;
     case 0xca: *payload = 4; return 1; /* float32 */
     case 0xcb: *payload = 8; return 1; /* float64 */
-    case 0xcc: case 0xd0: *payload = 1; return 1;
-    case 0xcd: case 0xd1: *payload = 2; return 1;
-    case 0xce: case 0xd2: *payload = 4; return 1;
-    case 0xcf: case 0xd3: *payload = 8; return 1;
-    case 0xd4: *payload = 2; return 1;  /* fixext1: type + 1 */
+    case 0xcc:
+    case 0xd0: *payload = 1; return 1;
+    case 0xcd:
+    case 0xd1: *payload = 2; return 1;
+    case 0xce:
+    case 0xd2: *payload = 4; return 1;
+    case 0xcf:
+    case 0xd3: *payload = 8; return 1;
+    case 0xd4: *payload = 2; return 1; /* fixext1: type + 1 */
     case 0xd5: *payload = 3; return 1;
     case 0xd6: *payload = 5; return 1;
     case 0xd7: *payload = 9; return 1;
     case 0xd8: *payload = 17; return 1;
-    case 0xdc: *size_bytes = 2; *per_entry = 1; return 1; /* array16 */
-    case 0xdd: *size_bytes = 4; *per_entry = 1; return 1; /* array32 */
-    case 0xde: *size_bytes = 2; *per_entry = 2; return 1; /* map16 */
-    case 0xdf: *size_bytes = 4; *per_entry = 2; return 1; /* map32 */
+    case 0xdc:
+        *size_bytes = 2;
+        *per_entry = 1;
+        return 1; /* array16 */
+    case 0xdd:
+        *size_bytes = 4;
+        *per_entry = 1;
+        return 1; /* array32 */
+    case 0xde:
+        *size_bytes = 2;
+        *per_entry = 2;
+        return 1; /* map16 */
+    case 0xdf:
+        *size_bytes = 4;
+        *per_entry = 2;
+        return 1;      /* map32 */
     default: return 0; /* 0xc1 */
     }
 }

@@ -47,8 +47,8 @@ int pp_reader_corrupt(prepack_diag *diag, const char *path, const char *fmt,
 
 /* Reads and checks a shard's seek table: frames that tile the file up to
  * the table, one per rows_per_frame rows. */
-static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
-                           int fd, prepack_diag *diag)
+static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
+                           prepack_diag *diag)
 {
     unsigned char foot[PP_SEEK_FOOTER_BYTES];
     if (size < pp_seek_table_bytes(0) ||
@@ -62,9 +62,9 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
     uint64_t table = pp_seek_table_bytes(n);
     uint64_t want = (s->rows + r->m.rows_per_frame - 1) / r->m.rows_per_frame;
     if (table > size || n != want)
-        return pp_reader_corrupt(diag, s->path,
-                       "seek table lists %u frames, %llu rows need %llu", n,
-                       (unsigned long long)s->rows, (unsigned long long)want);
+        return pp_reader_corrupt(
+            diag, s->path, "seek table lists %u frames, %llu rows need %llu", n,
+            (unsigned long long)s->rows, (unsigned long long)want);
     unsigned char *t = pp_alloc(r->alloc, (size_t)table, 1);
     s->frames = pp_calloc(r->alloc, n ? n : 1, sizeof *s->frames);
     if (!t || !s->frames) {
@@ -92,19 +92,19 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size,
         f->checksum = pp_load_le32(e + 8);
         at += f->compressed;
         if (f->decompressed > most)
-            rc = pp_reader_corrupt(diag, s->path,
-                         "frame %u claims %u bytes, more than %llu rows of "
-                         "%llu tokens can hold",
-                         i, f->decompressed,
-                         (unsigned long long)r->m.rows_per_frame,
-                         (unsigned long long)L);
+            rc = pp_reader_corrupt(
+                diag, s->path,
+                "frame %u claims %u bytes, more than %llu rows of "
+                "%llu tokens can hold",
+                i, f->decompressed, (unsigned long long)r->m.rows_per_frame,
+                (unsigned long long)L);
     }
     if (rc == PREPACK_OK && at != size - table)
-        rc = pp_reader_corrupt(diag, s->path,
-                     "frames cover %llu bytes, the file holds %llu before "
-                     "its seek table",
-                     (unsigned long long)at,
-                     (unsigned long long)(size - table));
+        rc = pp_reader_corrupt(
+            diag, s->path,
+            "frames cover %llu bytes, the file holds %llu before "
+            "its seek table",
+            (unsigned long long)at, (unsigned long long)(size - table));
     s->nframes = n;
     pp_free(r->alloc, t);
     return rc;
@@ -129,9 +129,9 @@ static int open_shard(prepack_reader *r, const char *dir, size_t i,
     }
     int rc = PREPACK_OK;
     if ((uint64_t)st.st_size != info->bytes)
-        rc = pp_reader_corrupt(diag, s->path, "%llu bytes, the manifest says %llu",
-                     (unsigned long long)st.st_size,
-                     (unsigned long long)info->bytes);
+        rc = pp_reader_corrupt(
+            diag, s->path, "%llu bytes, the manifest says %llu",
+            (unsigned long long)st.st_size, (unsigned long long)info->bytes);
     if (rc == PREPACK_OK)
         rc = read_seek_table(r, s, (uint64_t)st.st_size, fd, diag);
     close(fd);
@@ -184,8 +184,8 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
     if (rc == PREPACK_OK) {
         const prepack_allocator *ra = r->alloc;
         r->width = r->m.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
-        r->shards = pp_calloc(ra, r->m.nshards ? r->m.nshards : 1,
-                              sizeof *r->shards);
+        r->shards =
+            pp_calloc(ra, r->m.nshards ? r->m.nshards : 1, sizeof *r->shards);
         size_t L = r->m.max_seq_len;
         r->tokens = pp_alloc(ra, L, r->width);
         r->cu = pp_alloc(ra, L + 1, sizeof *r->cu);
@@ -252,8 +252,8 @@ int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
         return pp_invalid_argument(diag);
     memset(out, 0, sizeof *out);
     pp_batcher bt;
-    int rc = pp_batch_begin(&bt, &r->batch, r->alloc, n, r->m.max_seq_len, o,
-                            diag);
+    int rc =
+        pp_batch_begin(&bt, &r->batch, r->alloc, n, r->m.max_seq_len, o, diag);
     for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
         prepack_row row;
         rc = prepack_reader_row(r, rows[i], &row, diag);
@@ -306,17 +306,17 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
         return pp_out_of_memory(diag);
     if (pp_read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
         return pp_reader_corrupt(diag, s->path, "frame %zu: cannot read", f);
-    size_t n = ZSTD_decompressDCtx(r->dctx, r->dbuf, (size_t)e->decompressed + 1,
-                                   r->cbuf, e->compressed);
+    size_t n = ZSTD_decompressDCtx(
+        r->dctx, r->dbuf, (size_t)e->decompressed + 1, r->cbuf, e->compressed);
     if (ZSTD_isError(n))
         return pp_reader_corrupt(diag, s->path, "frame %zu: %s", f,
-                       ZSTD_getErrorName(n));
-    if (n != e->decompressed ||
-        (uint32_t)XXH64(r->dbuf, n, 0) != e->checksum)
-        return pp_reader_corrupt(diag, s->path,
-                       "frame %zu: content does not match its seek table "
-                       "entry",
-                       f);
+                                 ZSTD_getErrorName(n));
+    if (n != e->decompressed || (uint32_t)XXH64(r->dbuf, n, 0) != e->checksum)
+        return pp_reader_corrupt(
+            diag, s->path,
+            "frame %zu: content does not match its seek table "
+            "entry",
+            f);
     if (r->unp_live)
         msgpack_unpacked_destroy(&r->unp);
     msgpack_unpacked_init(&r->unp);
@@ -333,11 +333,12 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
             : msgpack_unpack_next(&r->unp, (const char *)r->dbuf, n, &off);
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
         return pp_out_of_memory(diag);
-    if (ur != MSGPACK_UNPACK_SUCCESS || off != n || r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
+    if (ur != MSGPACK_UNPACK_SUCCESS || off != n ||
+        r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
         r->unp.data.via.array.size != rows)
         return pp_reader_corrupt(diag, s->path,
-                       "frame %zu: not a msgpack array of %llu rows", f,
-                       (unsigned long long)rows);
+                                 "frame %zu: not a msgpack array of %llu rows",
+                                 f, (unsigned long long)rows);
     r->cached_shard = si;
     r->cached_frame = f;
     return PREPACK_OK;
@@ -346,8 +347,7 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
 /* ---- rows ---------------------------------------------------------------------- */
 
 /* The bin under `key` in a row map, or NULL (size in *n). */
-static const void *field(const msgpack_object *map, const char *key,
-                         size_t *n)
+static const void *field(const msgpack_object *map, const char *key, size_t *n)
 {
     size_t klen = strlen(key);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
@@ -365,8 +365,8 @@ static const void *field(const msgpack_object *map, const char *key,
 }
 
 int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
-                       prepack_row *row, const char *path, size_t f,
-                       size_t j, prepack_diag *diag)
+                       prepack_row *row, const char *path, size_t f, size_t j,
+                       prepack_diag *diag)
 {
     size_t nt = 0, nc = 0, ns = 0, nm = 0, nst = 0;
     const void *t = NULL, *c = NULL, *sq = NULL, *m = NULL, *st = NULL;
@@ -379,9 +379,10 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     }
     size_t T = nt / r->width, k = nc / 4 ? nc / 4 - 1 : 0;
     if (!t || !c || !sq || nt % r->width || nc % 4 || T > r->m.max_seq_len ||
-        k == 0 || k > r->m.max_seq_len || ns != 8 * k ||
-        (m && nm != T) || (st && nst != 4 * k))
-        return pp_reader_corrupt(diag, path, "frame %zu row %zu: bad fields", f, j);
+        k == 0 || k > r->m.max_seq_len || ns != 8 * k || (m && nm != T) ||
+        (st && nst != 4 * k))
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: bad fields", f,
+                                 j);
     memcpy(r->tokens, t, nt);
     memcpy(r->cu, c, nc);
     memcpy(r->seq_ids, sq, ns);
@@ -390,12 +391,16 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     if (st)
         memcpy(r->starts, st, nst);
     if (r->cu[0] != 0 || r->cu[k] != (int32_t)T)
-        return pp_reader_corrupt(diag, path, "frame %zu row %zu: cu_seqlens must run "
-                       "from 0 to the row's %zu tokens", f, j, T);
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: cu_seqlens must run "
+                                 "from 0 to the row's %zu tokens",
+                                 f, j, T);
     for (size_t i = 0; i < k; i++)
         if (r->cu[i + 1] <= r->cu[i])
-            return pp_reader_corrupt(diag, path, "frame %zu row %zu: cu_seqlens not "
-                           "strictly increasing", f, j);
+            return pp_reader_corrupt(diag, path,
+                                     "frame %zu row %zu: cu_seqlens not "
+                                     "strictly increasing",
+                                     f, j);
     row->num_tokens = T;
     row->num_seqs = k;
     row->token_dtype = r->m.dtype;
@@ -432,6 +437,6 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
     int rc = pp_reader_load_frame(r, lo, f, diag);
     if (rc != PREPACK_OK)
         return rc;
-    return pp_reader_fill_row(r, &r->unp.data.via.array.ptr[j], row, s->path, f, j,
-                    diag);
+    return pp_reader_fill_row(r, &r->unp.data.via.array.ptr[j], row, s->path, f,
+                              j, diag);
 }

@@ -29,7 +29,7 @@ typedef struct shard {
 
 struct prepack_reader {
     char dir[4096];
-    prepack_allocator alloc_copy;  /* the caller's, when one was given */
+    prepack_allocator alloc_copy;   /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
     pp_manifest m;
     shard *shards;
@@ -68,7 +68,7 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
 
 /* Checks row j of frame f (a msgpack map) and fills *row from it. */
 int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
-                       prepack_row *row, const char *path, size_t f,
-                       size_t j, prepack_diag *diag);
+                       prepack_row *row, const char *path, size_t f, size_t j,
+                       prepack_diag *diag);
 
 #endif

@@ -13,8 +13,8 @@ int pp_is_shard_name(const char *s, size_t n)
 {
     static const char prefix[] = "shard-", suffix[] = ".zst";
     size_t p = sizeof prefix - 1, q = sizeof suffix - 1;
-    if (n < p + 1 + q || n >= PP_SHARD_NAME_MAX ||
-        memcmp(s, prefix, p) != 0 || memcmp(s + n - q, suffix, q) != 0)
+    if (n < p + 1 + q || n >= PP_SHARD_NAME_MAX || memcmp(s, prefix, p) != 0 ||
+        memcmp(s + n - q, suffix, q) != 0)
         return 0;
     for (size_t i = p; i < n - q; i++)
         if (s[i] < '0' || s[i] > '9')

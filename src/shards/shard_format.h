@@ -19,10 +19,10 @@
 #define PP_SEEKABLE_MAGIC 0x8F92EAB1u
 
 enum {
-    PP_SEEK_HEADER_BYTES = 8,  /* skippable magic, body size */
-    PP_SEEK_ENTRY_BYTES = 12,  /* per frame */
-    PP_SEEK_FOOTER_BYTES = 9,  /* frame count, descriptor, seekable magic */
-    PP_SEEK_CHECKSUMS = 0x80   /* descriptor bit 7: checksums present */
+    PP_SEEK_HEADER_BYTES = 8, /* skippable magic, body size */
+    PP_SEEK_ENTRY_BYTES = 12, /* per frame */
+    PP_SEEK_FOOTER_BYTES = 9, /* frame count, descriptor, seekable magic */
+    PP_SEEK_CHECKSUMS = 0x80  /* descriptor bit 7: checksums present */
 };
 
 /* The seek table's size, skippable frame header included, for n frames. */
@@ -52,7 +52,7 @@ static inline uint64_t pp_frame_bytes_bound(uint64_t rows, uint64_t L,
 /* ---- file names ------------------------------------------------------ */
 
 #define PP_MANIFEST_NAME "manifest.json"
-#define PP_TMP_SUFFIX ".tmp" /* written under name + this, then renamed */
+#define PP_TMP_SUFFIX ".tmp"     /* written under name + this, then renamed */
 enum { PP_SHARD_NAME_MAX = 32 }; /* with its NUL */
 
 /* shard-NNNNN.zst for shard i (at least five digits). */

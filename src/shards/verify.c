@@ -36,22 +36,21 @@ static int check_file_hash(const prepack_reader *r, const shard *s,
     XXH64_state_t state, *h = &state;
     XXH64_reset(h, 0);
     unsigned char *buf = pp_alloc(r->alloc, 1 << 20, 1);
-    int rc = buf ? PREPACK_OK
-                 : pp_out_of_memory(diag);
+    int rc = buf ? PREPACK_OK : pp_out_of_memory(diag);
     ssize_t got;
     while (rc == PREPACK_OK && (got = read(fd, buf, 1 << 20)) != 0) {
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0)
-            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                         "reading %s: %s", s->path, strerror(errno));
+            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "reading %s: %s",
+                         s->path, strerror(errno));
         else
             XXH64_update(h, buf, (size_t)got);
     }
     if (rc == PREPACK_OK && XXH64_digest(h) != want)
-        rc = pp_reader_corrupt(diag, s->path, "xxh64 %016llx, the manifest says %016llx",
-                     (unsigned long long)XXH64_digest(h),
-                     (unsigned long long)want);
+        rc = pp_reader_corrupt(
+            diag, s->path, "xxh64 %016llx, the manifest says %016llx",
+            (unsigned long long)XXH64_digest(h), (unsigned long long)want);
     pp_free(r->alloc, buf);
     close(fd);
     return rc;
@@ -103,11 +102,11 @@ size_t prepack_reader_verify(prepack_reader *r,
 {
     size_t problems = 0;
     prepack_diag d;
-#define PROBLEM()                                                            \
-    do {                                                                     \
-        problems++;                                                          \
-        if (report)                                                          \
-            report(opaque, &d);                                              \
+#define PROBLEM()                                                              \
+    do {                                                                       \
+        problems++;                                                            \
+        if (report)                                                            \
+            report(opaque, &d);                                                \
     } while (0)
     for (size_t si = 0; si < r->m.nshards; si++) {
         shard *s = &r->shards[si];
@@ -129,8 +128,8 @@ size_t prepack_reader_verify(prepack_reader *r,
             for (uint32_t j = 0; j < n; j++) {
                 prepack_row row;
                 memset(&d, 0, sizeof d);
-                if (pp_reader_fill_row(r, &r->unp.data.via.array.ptr[j], &row, s->path,
-                             f, j, &d) != PREPACK_OK)
+                if (pp_reader_fill_row(r, &r->unp.data.via.array.ptr[j], &row,
+                                       s->path, f, j, &d) != PREPACK_OK)
                     PROBLEM();
             }
         }

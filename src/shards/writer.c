@@ -44,9 +44,8 @@ typedef struct frame_buffer {
 static int frame_append(void *opaque, const char *p, size_t n)
 {
     frame_buffer *f = opaque;
-    if (n > SIZE_MAX - f->size ||
-        pp_grow(f->alloc, (void **)&f->data, &f->cap, f->size + n, 1) !=
-            PREPACK_OK)
+    if (n > SIZE_MAX - f->size || pp_grow(f->alloc, (void **)&f->data, &f->cap,
+                                          f->size + n, 1) != PREPACK_OK)
         return -1;
     memcpy(f->data + f->size, p, n);
     f->size += n;
@@ -62,8 +61,8 @@ struct prepack_writer {
     int level;
     prepack_allocator alloc_copy;   /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
-    pp_pool *pool;            /* compresses frames, maybe on workers */
-    frame_buffer frame;       /* the frame being filled */
+    pp_pool *pool;                  /* compresses frames, maybe on workers */
+    frame_buffer frame;             /* the frame being filled */
     msgpack_packer pk;
     uint32_t frame_rows;
     /* the shard being written */
@@ -152,8 +151,7 @@ static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
 
 int prepack_writer_create(prepack_writer **out, const char *dir,
                           uint32_t max_seq_len, prepack_dtype token_dtype,
-                          const prepack_writer_options *o,
-                          prepack_diag *diag)
+                          const prepack_writer_options *o, prepack_diag *diag)
 {
     prepack_writer_options none = {0};
     if (!out || !dir || max_seq_len == 0 ||
@@ -264,7 +262,7 @@ static int write_result(prepack_writer *w, const pp_frame_result *f,
                        "compressing a frame failed: %s",
                        ZSTD_getErrorName(f->error));
     if (pp_grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
-             sizeof *w->seek) != PREPACK_OK)
+                sizeof *w->seek) != PREPACK_OK)
         return pp_out_of_memory(diag);
     seek_entry *e = &w->seek[w->nseek++];
     e->compressed = (uint32_t)f->size;
@@ -343,7 +341,7 @@ static int close_shard(prepack_writer *w, prepack_diag *diag)
         rc = io_fail(diag, "fsync", w->tmp_path);
     if (rc == PREPACK_OK &&
         pp_grow(w->alloc, (void **)&w->shards, &w->shards_cap, w->nshards + 1,
-             sizeof *w->shards) != PREPACK_OK)
+                sizeof *w->shards) != PREPACK_OK)
         rc = pp_out_of_memory(diag);
     if (rc != PREPACK_OK)
         return rc;
@@ -381,8 +379,7 @@ static int pack_row(prepack_writer *w, const prepack_row *row)
     size_t keys = 3 + (size_t)(row->loss_mask != NULL) +
                   (size_t)(row->seq_starts != NULL);
     return msgpack_pack_map(pk, keys) ||
-           pack_bin(pk, "input_ids", row->input_ids,
-                    t * width_of(w->dtype)) ||
+           pack_bin(pk, "input_ids", row->input_ids, t * width_of(w->dtype)) ||
            pack_bin(pk, "cu_seqlens", row->cu_seqlens, (k + 1) * 4) ||
            pack_bin(pk, "seq_ids", row->seq_ids, k * 8) ||
            (row->loss_mask && pack_bin(pk, "loss_mask", row->loss_mask, t)) ||
@@ -437,8 +434,7 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
     if (!f)
         return io_fail(diag, "cannot create", tmp);
     pp_manifest_write(f, w->max_seq_len, prepack_dtype_name(w->dtype),
-                      w->rows_per_frame, w->level, w->shards, w->nshards,
-                      info);
+                      w->rows_per_frame, w->level, w->shards, w->nshards, info);
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
     if (bad) {

@@ -5,7 +5,8 @@
 
 int main(void)
 {
-    uint32_t a[] = {1, 2, 3, 4, 5, 6, 7}, b[] = {8, 9, 10, 11, 12, 13, 14, 15, 16};
+    uint32_t a[] = {1, 2, 3, 4, 5, 6, 7},
+             b[] = {8, 9, 10, 11, 12, 13, 14, 15, 16};
     prepack_store *s = NULL;
     if (prepack_store_create(&s, NULL, NULL) != PREPACK_OK)
         return 1;

@@ -144,6 +144,22 @@ def test_greedy_generation_matches_padded_baseline(prompts):
     assert torch.allclose(got_logits, want_logits, atol=1e-9)
 
 
+def test_algo_reaches_the_planner():
+    """Lengths 5 3 8 1 4 at capacity 10: first fit puts the 1 beside the 8,
+    best fit beside the 5 and 4; next fit keeps input order."""
+    needs_library()
+    prompts = [[7] * n for n in (5, 3, 8, 1, 4)]
+    want = {"ffd": [[2, 3], [0, 4], [1]], "bfd": [[2], [0, 4, 3], [1]],
+            "nextfit": [[0, 1], [2, 3], [4]]}
+    for algo, rows in want.items():
+        pp = pack_prompts(prompts, capacity=10, algo=algo)
+        got = [[i for i in range(5) if pp.row[i] == r] for r in range(pp.rows)]
+        assert sorted(map(sorted, got)) == sorted(map(sorted, rows)), algo
+    assert pack_prompts(prompts, capacity=10).rows == 3  # bfd by default
+    with pytest.raises(ValueError, match="algo"):
+        pack_prompts(prompts, algo="worst")
+
+
 def test_errors():
     needs_library()
     with pytest.raises(ValueError, match="empty"):
