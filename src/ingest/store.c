@@ -19,7 +19,6 @@
 
 #include "common/alloc.h"
 #include "common/error.h"
-#include "common/io.h"
 #include "ingest/store.h"
 #include "ingest/tmpfile.h"
 
