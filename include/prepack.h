@@ -715,7 +715,8 @@ typedef struct prepack_batch {
 } prepack_batch;
 
 /* Reads rows[0..n) into one batch. The arrays belong to r and stay valid
- * until its next call. Errors as prepack_reader_row. */
+ * until its next call. n may be 0: an empty batch whose flat cu_seqlens
+ * is [0]. Errors as prepack_reader_row. */
 int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
                          const prepack_batch_options *o, prepack_batch *out,
                          prepack_diag *diag);

@@ -281,6 +281,39 @@ static void test_batches(void **state)
     free_corpus(&c);
 }
 
+/* A batch of no rows is empty, not a crash: flat cu_seqlens is [0], on a
+ * fresh reader (no buffers yet) and after a larger batch alike. */
+static void test_empty_batch(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 7, 60000);
+    write_set(&c, path_of("empty_batch"), 4, 12, 0);
+    prepack_reader *r = NULL;
+    assert_int_equal(prepack_reader_open(&r, path_of("empty_batch"), NULL,
+                                         NULL),
+                     PREPACK_OK);
+    for (int round = 0; round < 2; round++) {
+        prepack_batch b;
+        assert_int_equal(prepack_reader_batch(r, NULL, 0, NULL, &b, NULL),
+                         PREPACK_OK);
+        assert_int_equal(b.rows, 0);
+        assert_int_equal(b.width, 0);
+        assert_int_equal(b.num_seqs, 0);
+        assert_non_null(b.cu_seqlens);
+        assert_int_equal(b.cu_seqlens[0], 0);
+        prepack_batch_options po = {.padded = 1, .dense_mask = 1};
+        assert_int_equal(prepack_reader_batch(r, NULL, 0, &po, &b, NULL),
+                         PREPACK_OK);
+        assert_int_equal(b.rows, 0);
+        size_t two[] = {0, 1};
+        assert_int_equal(prepack_reader_batch(r, two, 2, NULL, &b, NULL),
+                         PREPACK_OK);
+    }
+    prepack_reader_free(r);
+    free_corpus(&c);
+}
+
 /* ---- the writer's directory rules ---------------------------------------------- */
 
 static int exists(const char *dir, const char *name)
@@ -725,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_batches),
+        cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_damage_is_reported),
         cmocka_unit_test(test_damage_names_the_region),

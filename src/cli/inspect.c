@@ -100,21 +100,49 @@ static void show_row(const prepack_row *row, size_t i, int json)
     }
 }
 
+/* "I,J,..." as row numbers (each a whole decimal number): *rows is
+ * malloc'd. A usage error (reported) for an empty list or a bad number. */
+static int parse_row_list(const char *list, size_t **rows, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = list; *p; p++)
+        cap += *p == ',';
+    *rows = malloc(cap * sizeof **rows);
+    *n = 0;
+    if (!*rows)
+        return data_error("out of memory");
+    for (const char *p = list;; p++) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char num[32];
+        uint64_t v;
+        snprintf(num, sizeof num, "%.*s", (int)(len < 31 ? len : 31), p);
+        if (len == 0 || len > 20 || parse_u64(num, 0, SIZE_MAX, &v)) {
+            free(*rows);
+            *rows = NULL;
+            return usage_error("inspect",
+                               "--batch takes row numbers I,J,..., not '%s'",
+                               list);
+        }
+        (*rows)[(*n)++] = (size_t)v;
+        if (!end)
+            return EXIT_OK;
+        p = end;
+    }
+}
+
 /* The batch's arrays as JSON (flat or padded), for cross-checks. */
 static int show_batch(prepack_reader *r, const char *list, int padded)
 {
-    size_t rows[4096], n = 0;
-    for (const char *p = list; *p && n < 4096;) {
-        char *end;
-        rows[n++] = (size_t)strtoull(p, &end, 10);
-        if (end == p)
-            return usage_error("inspect", "--batch takes row numbers: I,J,...");
-        p = *end == ',' ? end + 1 : end;
-    }
+    size_t *rows = NULL, n = 0;
+    int rc = parse_row_list(list, &rows, &n);
+    if (rc != EXIT_OK)
+        return rc;
     prepack_batch_options o = {.padded = padded};
     prepack_batch b;
     prepack_diag d = {0};
-    int rc = prepack_reader_batch(r, rows, n, &o, &b, &d);
+    rc = prepack_reader_batch(r, rows, n, &o, &b, &d);
+    free(rows);
     if (rc != PREPACK_OK)
         return library_error(rc, &d);
     size_t cells = padded ? b.rows * b.width : b.width;
@@ -165,10 +193,17 @@ int cmd_inspect(int argc, char **argv)
             batch = optarg;
         else if (opt == OPT_PADDED)
             padded = 1;
-        else if (opt == OPT_ROW && parse_u64(optarg, 0, UINT64_MAX, &v) == 0)
+        else if (opt == OPT_ROW && parse_u64(optarg, 0, UINT64_MAX - 1, &v))
+            return usage_error("inspect",
+                               "--row takes a row number, not '%s'", optarg);
+        else if (opt == OPT_ROW)
             row_index = v;
+        else if (opt == ':')
+            return usage_error("inspect", "option '%s' needs a value",
+                               argv[optind - 1]);
         else
-            return usage_error("inspect", "bad option '%s'", argv[optind - 1]);
+            return usage_error("inspect", "unknown option '%s'",
+                               argv[optind - 1]);
     }
     if (argc - optind != 1)
         return usage_error("inspect", "give one shard set directory");

@@ -105,6 +105,10 @@ int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
     bt->alloc = a;
     bt->rows = rows;
     bt->max_seq_len = max_seq_len;
+    /* cu_seqlens always holds its leading 0, a batch of no rows too */
+    if (reserve(a, bt->b, 0, 0, 0))
+        return pp_out_of_memory(diag);
+    bt->b->cu[0] = 0;
     return PREPACK_OK;
 }
 

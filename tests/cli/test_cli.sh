@@ -145,6 +145,21 @@ expect_in "$tmp/out" "shards, max_seq_len 64, uint16 tokens"
 expect_exit 0 "$prepack" inspect "$tmp/set" --row 0 --json
 expect_in "$tmp/out" '"sequences": ['
 expect_exit 1 "$prepack" inspect "$tmp/set" --row 100000
+# row lists: every entry a row number, never an empty batch or a negative row
+for bad in '' '--batch=' ',' '1,' ',1' '1,,2' '5,-1' '-1' 'x' '1 2' \
+           '99999999999999999999999'; do
+    if [ "$bad" = "--batch=" ]; then
+        expect_exit 2 "$prepack" inspect "$tmp/set" --batch=
+    else
+        expect_exit 2 "$prepack" inspect "$tmp/set" --batch "$bad"
+    fi
+    expect_in "$tmp/err" "--batch takes row numbers"
+done
+expect_exit 2 "$prepack" inspect "$tmp/set" --row -1
+expect_in "$tmp/err" "--row takes a row number, not '-1'"
+expect_exit 2 "$prepack" inspect "$tmp/set" --row
+expect_exit 1 "$prepack" inspect "$tmp/set" --batch 0,100000
+expect_exit 0 "$prepack" inspect "$tmp/set" --batch 1,0,1
 # a set packed from other tokens fails --input
 printf '{"input_ids": [9]}\n' > "$tmp/other.jsonl"
 expect_exit 1 "$prepack" verify "$tmp/set" --input "$tmp/other.jsonl"
