@@ -307,6 +307,76 @@ static void test_jsonl_custom_field(void **state)
 
 /* ---- llm.c and raw token files ------------------------------------------- */
 
+/* n values of a cycle of one-digit values ("0,1," is 0 1 0 1 ...),
+ * comma-separated, without a trailing comma. */
+static void write_cycle(FILE *f, const char *cycle, size_t n)
+{
+    enum { BLOCK = 65540 }; /* a multiple of every period used: 1, 2, 10 */
+    size_t period = strlen(cycle) / 2; /* values per cycle */
+    static char block[2 * BLOCK];
+    for (size_t i = 0; i < BLOCK; i++)
+        memcpy(block + 2 * i, cycle + 2 * (i % period), 2);
+    size_t left = n;
+    while (left > 0) {
+        size_t k = left < BLOCK ? left : BLOCK;
+        fwrite(block, 1, 2 * k - (k == left), f); /* no comma at the end */
+        left -= k;
+    }
+}
+
+/* Records past 2^24 - 1 values: simdjson's DOM array::size() saturates at
+ * 0xFFFFFF, and sizing from it wrote past the token buffer. Each id is
+ * i % 10, each mask value i % 2, so the file stays small. */
+static void test_jsonl_records_past_2_to_24(void **state)
+{
+    (void)state;
+    const size_t n = (size_t)0xFFFFFF + 3;
+    FILE *f = fopen(path_of("huge.jsonl"), "wb");
+    assert_non_null(f);
+    fputs("{\"input_ids\":[1,2]}\n{\"input_ids\":[", f);
+    write_cycle(f, "0,1,2,3,4,5,6,7,8,9,", n);
+    fputs("],\"loss_mask\":[", f);
+    write_cycle(f, "0,1,", n);
+    fputs("]}\n{\"input_ids\":[3]}\n", f);
+    fclose(f);
+    prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+    ingest_ok(s, "huge.jsonl", NULL);
+    finish_ok(s);
+    assert_int_equal(prepack_store_sequence_count(s), 3);
+    const uint32_t *len = prepack_store_lengths(s);
+    assert_int_equal(len[0], 2);
+    assert_int_equal(len[1], n);
+    assert_int_equal(len[2], 1);
+    uint32_t *tok = malloc(n * sizeof *tok);
+    assert_non_null(tok);
+    prepack_store_copy(s, 1, tok);
+    const uint8_t *mask = prepack_store_loss_mask(s, 1);
+    assert_non_null(mask);
+    for (size_t i = 0; i < n; i++) {
+        if (tok[i] != i % 10 || mask[i] != i % 2)
+            fail_msg("token %zu: %u (mask %u)", i, tok[i], mask[i]);
+    }
+    free(tok);
+    prepack_store_free(s);
+    /* a mask one value short of the ids past the saturation point */
+    f = fopen(path_of("huge_mask.jsonl"), "wb");
+    assert_non_null(f);
+    fputs("{\"input_ids\":[", f);
+    write_cycle(f, "1,", n);
+    fputs("],\"loss_mask\":[", f);
+    write_cycle(f, "1,", n - 1);
+    fputs("]}\n", f);
+    fclose(f);
+    s = new_store(PREPACK_DTYPE_AUTO);
+    prepack_diag d = {0};
+    assert_int_equal(prepack_ingest_file(s, path_of("huge_mask.jsonl"), NULL,
+                                         &d),
+                     PREPACK_EFORMAT);
+    assert_non_null(strstr(d.message, "loss_mask has 16777217 values, "
+                                      "input_ids 16777218"));
+    prepack_store_free(s);
+}
+
 static void put_le32(unsigned char *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -735,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_jsonl_chunks_and_long_lines),
         cmocka_unit_test(test_jsonl_compressed),
         cmocka_unit_test(test_jsonl_custom_field),
+        cmocka_unit_test(test_jsonl_records_past_2_to_24),
         cmocka_unit_test(test_llmc_gpt2_and_llama3),
         cmocka_unit_test(test_raw_and_separator_options),
         cmocka_unit_test(test_megatron_dtypes),

@@ -15,6 +15,8 @@
 // the file is an error.
 #include <simdjson.h>
 
+#include "common/json_count.h"
+
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -181,7 +183,7 @@ int JsonlReader::bad_id(simdjson::dom::element v, size_t i, size_t at)
 
 int JsonlReader::read_ids(simdjson::dom::array ids, size_t at)
 {
-    tokens.resize(ids.size());
+    tokens.resize(pp_json_array_count(ids));
     size_t i = 0;
     for (simdjson::dom::element v : ids) {
         int64_t x;
@@ -201,7 +203,7 @@ int JsonlReader::read_mask(simdjson::dom::array arr, bool labels, size_t at)
     using T = simdjson::dom::element_type;
     const char *name = labels ? "labels" : "loss_mask";
     const std::string &f = field;
-    size_t n = arr.size();
+    size_t n = pp_json_array_count(arr);
     if (n != tokens.size())
         return fail(PREPACK_EFORMAT, line_at(at), "%s has %zu values, %s %zu",
                     name, n, f.c_str(), tokens.size());

@@ -3,6 +3,8 @@
 // taken, and every one is checked.
 #include <simdjson.h>
 
+#include "common/json_count.h"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -40,7 +42,7 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
     simdjson::dom::array shards;
     if (root["shards"].get_array().get(shards))
         return bad(diag, path, "no \"shards\" array");
-    m->nshards = shards.size();
+    m->nshards = pp_json_array_count(shards);
     m->shards = static_cast<pp_shard_info *>(
         pp_calloc(m->alloc, m->nshards ? m->nshards : 1, sizeof *m->shards));
     if (!m->shards)
