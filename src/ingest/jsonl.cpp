@@ -287,12 +287,20 @@ int JsonlReader::parse_chunk(size_t end, size_t *consumed, size_t *newlines)
     if (err)
         return fail(PREPACK_EFORMAT, line, "invalid JSON: %s",
                     simdjson::error_message(err));
+    size_t prev_end = 0; // where the previous document ended
     for (auto it = stream.begin(); it != stream.end(); ++it) {
         size_t at = it.current_index();
         simdjson::dom::element doc;
         if ((err = (*it).get(doc)))
             return fail(PREPACK_EFORMAT, line_at(at), "invalid JSON: %s",
                         simdjson::error_message(err));
+        // parse_many takes any whitespace between documents; JSON lines
+        // wants a newline: two objects on one line are one bad record.
+        if (at > 0 && !memchr(buf.data() + prev_end, '\n', at - prev_end))
+            return fail(PREPACK_EFORMAT, line_at(at),
+                        "a second JSON value on the line (JSON lines holds "
+                        "one object per line)");
+        prev_end = at + it.source().size();
         int rc = take_document(doc, at);
         if (rc != PREPACK_OK)
             return rc;
