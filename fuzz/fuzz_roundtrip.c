@@ -163,11 +163,14 @@ static void run(const uint8_t *h, const uint32_t *len, size_t n,
     for (size_t i = 0; i < m; i++) {
         switch (po.overlong) {
         case PREPACK_OVERLONG_ERROR:
-        case PREPACK_OVERLONG_SPLIT: CHECK(seen[i] == slen[i]); break;
+        case PREPACK_OVERLONG_SPLIT:
+            CHECK(seen[i] == slen[i]);
+            break;
         case PREPACK_OVERLONG_TRUNCATE:
             CHECK(seen[i] == (slen[i] < L ? slen[i] : L));
             break;
-        default: CHECK(seen[i] == (slen[i] <= L ? slen[i] : 0));
+        default:
+            CHECK(seen[i] == (slen[i] <= L ? slen[i] : 0));
         }
     }
     free(seen);

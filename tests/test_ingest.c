@@ -369,9 +369,9 @@ static void test_jsonl_records_past_2_to_24(void **state)
     fclose(f);
     s = new_store(PREPACK_DTYPE_AUTO);
     prepack_diag d = {0};
-    assert_int_equal(prepack_ingest_file(s, path_of("huge_mask.jsonl"), NULL,
-                                         &d),
-                     PREPACK_EFORMAT);
+    assert_int_equal(
+        prepack_ingest_file(s, path_of("huge_mask.jsonl"), NULL, &d),
+        PREPACK_EFORMAT);
     assert_non_null(strstr(d.message, "loss_mask has 16777217 values, "
                                       "input_ids 16777218"));
     prepack_store_free(s);

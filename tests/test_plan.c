@@ -506,14 +506,18 @@ static uint32_t draw_length(rng *r, enum family f, uint32_t L, uint32_t eq)
 {
     uint32_t h = L / 2;
     switch (f) {
-    case F_UNIFORM: return rng_range(r, 1, L);
+    case F_UNIFORM:
+        return rng_range(r, 1, L);
     case F_SKEWED: { /* many short, few long: a product of uniforms */
         uint64_t a = rng_range(r, 1, L), b = rng_range(r, 1, L);
         return (uint32_t)(a * b / L) + 1 > L ? L : (uint32_t)(a * b / L) + 1;
     }
-    case F_ALL_EQUAL: return eq;
-    case F_ALL_L: return L;
-    case F_ALL_ONE: return 1;
+    case F_ALL_EQUAL:
+        return eq;
+    case F_ALL_L:
+        return L;
+    case F_ALL_ONE:
+        return 1;
     case F_OVER_HALF: {
         uint32_t v = h + rng_range(r, 1, 3);
         return v > L ? L : v;

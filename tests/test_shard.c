@@ -290,9 +290,9 @@ static void test_empty_batch(void **state)
     make_corpus(&c, 7, 60000);
     write_set(&c, path_of("empty_batch"), 4, 12, 0);
     prepack_reader *r = NULL;
-    assert_int_equal(prepack_reader_open(&r, path_of("empty_batch"), NULL,
-                                         NULL),
-                     PREPACK_OK);
+    assert_int_equal(
+        prepack_reader_open(&r, path_of("empty_batch"), NULL, NULL),
+        PREPACK_OK);
     for (int round = 0; round < 2; round++) {
         prepack_batch b;
         assert_int_equal(prepack_reader_batch(r, NULL, 0, NULL, &b, NULL),

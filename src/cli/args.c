@@ -66,7 +66,9 @@ static int apply_output_option(job_args *a, int opt, const char *val)
 {
     uint64_t v;
     switch (opt) {
-    case OPT_OUT: a->out_dir = val; return EXIT_OK;
+    case OPT_OUT:
+        a->out_dir = val;
+        return EXIT_OK;
     case OPT_RPF:
         if (parse_u64(val, 1, UINT32_MAX, &v))
             return usage_error(a->cmd,
@@ -88,21 +90,26 @@ static int apply_output_option(job_args *a, int opt, const char *val)
                                val);
         a->writer.shard_rows = v;
         return EXIT_OK;
-    case OPT_OVERWRITE: a->writer.overwrite = 1; return EXIT_OK;
+    case OPT_OVERWRITE:
+        a->writer.overwrite = 1;
+        return EXIT_OK;
     case OPT_THREADS:
         if (parse_u64(val, 1, 256, &v))
             return usage_error(a->cmd, "--threads must be 1..256, not '%s'",
                                val);
         a->writer.threads = (int)v;
         return EXIT_OK;
-    case OPT_SHUFFLE: a->plan.shuffle_rows = 1; return EXIT_OK;
+    case OPT_SHUFFLE:
+        a->plan.shuffle_rows = 1;
+        return EXIT_OK;
     case OPT_SEED:
         if (parse_u64(val, 0, UINT64_MAX, &v))
             return usage_error(a->cmd, "--seed must be an integer, not '%s'",
                                val);
         a->plan.shuffle_seed = v;
         return EXIT_OK;
-    default: return usage_error(a->cmd, "unknown option");
+    default:
+        return usage_error(a->cmd, "unknown option");
     }
 }
 
@@ -165,8 +172,11 @@ static int apply_input_option(job_args *a, int opt, const char *val)
                                "uint32, not '%s'",
                                val);
         return EXIT_OK;
-    case OPT_TMPDIR: a->store.tmp_dir = val; return EXIT_OK;
-    default: return apply_output_option(a, opt, val);
+    case OPT_TMPDIR:
+        a->store.tmp_dir = val;
+        return EXIT_OK;
+    default:
+        return apply_output_option(a, opt, val);
     }
 }
 
@@ -175,7 +185,9 @@ static int apply_option(job_args *a, int opt, const char *val)
 {
     uint64_t v;
     switch (opt) {
-    case OPT_LENGTHS: a->lengths_path = val; return EXIT_OK;
+    case OPT_LENGTHS:
+        a->lengths_path = val;
+        return EXIT_OK;
     case OPT_MAXLEN:
         if (parse_u64(val, 1, PREPACK_MAX_SEQ_LEN_LIMIT, &v))
             return usage_error(a->cmd,
@@ -212,10 +224,17 @@ static int apply_option(job_args *a, int opt, const char *val)
                                val);
         a->batch_size = (uint32_t)v;
         return EXIT_OK;
-    case OPT_JSON: a->json = 1; return EXIT_OK;
-    case OPT_SVG: a->svg_path = val; return EXIT_OK;
-    case OPT_QUIET: a->quiet = 1; return EXIT_OK;
-    default: return apply_input_option(a, opt, val);
+    case OPT_JSON:
+        a->json = 1;
+        return EXIT_OK;
+    case OPT_SVG:
+        a->svg_path = val;
+        return EXIT_OK;
+    case OPT_QUIET:
+        a->quiet = 1;
+        return EXIT_OK;
+    default:
+        return apply_input_option(a, opt, val);
     }
 }
 

@@ -120,9 +120,8 @@ static int parse_row_list(const char *list, size_t **rows, size_t *n)
         if (len == 0 || len > 20 || parse_u64(num, 0, SIZE_MAX, &v)) {
             free(*rows);
             *rows = NULL;
-            return usage_error("inspect",
-                               "--batch takes row numbers I,J,..., not '%s'",
-                               list);
+            return usage_error(
+                "inspect", "--batch takes row numbers I,J,..., not '%s'", list);
         }
         (*rows)[(*n)++] = (size_t)v;
         if (!end)
@@ -194,8 +193,8 @@ int cmd_inspect(int argc, char **argv)
         else if (opt == OPT_PADDED)
             padded = 1;
         else if (opt == OPT_ROW && parse_u64(optarg, 0, UINT64_MAX - 1, &v))
-            return usage_error("inspect",
-                               "--row takes a row number, not '%s'", optarg);
+            return usage_error("inspect", "--row takes a row number, not '%s'",
+                               optarg);
         else if (opt == OPT_ROW)
             row_index = v;
         else if (opt == ':')

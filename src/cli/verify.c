@@ -22,8 +22,7 @@ static const char verify_help[] =
     "Options:\n"
     "  --input INPUT            an input of the set, repeatable, in order\n"
     "  --format, --field, --doc-sep, --sep-position\n"
-    "                           how to read the inputs, as for 'prepack "
-    "stats'\n"
+    "                           how to read the inputs, as for 'prepack stats'\n"
     "  --json                   print one JSON object: dir, rows, shards,\n"
     "                           ok, problems (count) and messages (the\n"
     "                           first 1000)\n"
@@ -66,7 +65,9 @@ static int apply(verify_args *a, int opt, const char *val)
             return usage_error("verify", "at most 256 --input");
         a->inputs[a->ninputs++] = (char *)val;
         return EXIT_OK;
-    case OPT_JSON: a->json = 1; return EXIT_OK;
+    case OPT_JSON:
+        a->json = 1;
+        return EXIT_OK;
     default: /* how to read the inputs, as stats and pack do */
         for (const struct option *o = verify_options; o->name; o++)
             if (o->val == opt)

@@ -7,28 +7,49 @@
 const char *prepack_strerror(int code)
 {
     switch (code) {
-    case PREPACK_OK: return "success";
-    case PREPACK_EINVAL: return "invalid argument";
-    case PREPACK_ENOMEM: return "out of memory";
-    case PREPACK_EIO: return "input/output error";
-    case PREPACK_EFORMAT: return "malformed input";
-    case PREPACK_ECORRUPT: return "corrupt data";
-    case PREPACK_EOVERLONG: return "sequence longer than max_seq_len";
-    case PREPACK_ERANGE: return "value out of supported range";
-    default: return "unknown error";
+    case PREPACK_OK:
+        return "success";
+    case PREPACK_EINVAL:
+        return "invalid argument";
+    case PREPACK_ENOMEM:
+        return "out of memory";
+    case PREPACK_EIO:
+        return "input/output error";
+    case PREPACK_EFORMAT:
+        return "malformed input";
+    case PREPACK_ECORRUPT:
+        return "corrupt data";
+    case PREPACK_EOVERLONG:
+        return "sequence longer than max_seq_len";
+    case PREPACK_ERANGE:
+        return "value out of supported range";
+    default:
+        return "unknown error";
     }
+}
+
+int pp_vfail(prepack_diag *diag, int code, uint64_t record, const char *prefix,
+             const char *fmt, va_list ap)
+{
+    if (!diag)
+        return code;
+    diag->code = code;
+    diag->record = record;
+    size_t at = 0, cap = sizeof diag->message;
+    if (prefix) {
+        int n = snprintf(diag->message, cap, "%s: ", prefix);
+        at = n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+    }
+    vsnprintf(diag->message + at, cap - at, fmt, ap);
+    return code;
 }
 
 int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt, ...)
 {
-    if (diag) {
-        va_list ap;
-        va_start(ap, fmt);
-        diag->code = code;
-        diag->record = record;
-        vsnprintf(diag->message, sizeof diag->message, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    pp_vfail(diag, code, record, NULL, fmt, ap);
+    va_end(ap);
     return code;
 }
 

@@ -4,6 +4,7 @@
 #ifndef PP_COMMON_ERROR_H
 #define PP_COMMON_ERROR_H
 
+#include <stdarg.h>
 #include <stdint.h>
 
 #include "prepack.h"
@@ -18,6 +19,12 @@
  * `return pp_fail(diag, PREPACK_EINVAL, rec, "...", ...);`. */
 int pp_fail(prepack_diag *diag, int code, uint64_t record, const char *fmt, ...)
     PP_PRINTF(4, 5);
+
+/* pp_fail with the message "prefix: " + fmt (prefix NULL: fmt alone), for
+ * helpers that take their own variable arguments and name a file or a
+ * file:line in front of every message. */
+int pp_vfail(prepack_diag *diag, int code, uint64_t record, const char *prefix,
+             const char *fmt, va_list ap);
 
 /* The two failures every handle has: PREPACK_ENOMEM ("out of memory") and
  * PREPACK_EINVAL ("invalid argument": a NULL where the header forbids

@@ -89,13 +89,15 @@ static int read_input(prepack_store *s, const char *path, prepack_format format,
                       const prepack_ingest_options *o, prepack_diag *diag)
 {
     switch (format) {
-    case PREPACK_FORMAT_JSONL: return pp_ingest_jsonl(s, path, o, diag);
+    case PREPACK_FORMAT_JSONL:
+        return pp_ingest_jsonl(s, path, o, diag);
     case PREPACK_FORMAT_MEGATRON: {
         char prefix[4096];
         megatron_prefix(path, prefix, sizeof prefix);
         return pp_ingest_megatron(s, prefix, o, diag);
     }
-    default: return pp_ingest_tokens(s, path, format, o, diag);
+    default:
+        return pp_ingest_tokens(s, path, format, o, diag);
     }
 }
 

@@ -92,13 +92,13 @@ struct JsonlReader {
 
 int JsonlReader::fail(int code, uint64_t at_line, const char *fmt, ...)
 {
-    char msg[200];
+    char where[sizeof diag->message];
+    snprintf(where, sizeof where, "%s:%llu", path, (unsigned long long)at_line);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    pp_vfail(diag, code, at_line, where, fmt, ap);
     va_end(ap);
-    return pp_fail(diag, code, at_line, "%s:%llu: %s", path,
-                   (unsigned long long)at_line, msg);
+    return code;
 }
 
 size_t count_newlines(const unsigned char *p, size_t n)
@@ -149,12 +149,18 @@ const char *type_name(simdjson::dom::element_type t)
 {
     using T = simdjson::dom::element_type;
     switch (t) {
-    case T::ARRAY: return "an array";
-    case T::OBJECT: return "an object";
-    case T::STRING: return "a string";
-    case T::BOOL: return "a boolean";
-    case T::NULL_VALUE: return "null";
-    default: return "a number";
+    case T::ARRAY:
+        return "an array";
+    case T::OBJECT:
+        return "an object";
+    case T::STRING:
+        return "a string";
+    case T::BOOL:
+        return "a boolean";
+    case T::NULL_VALUE:
+        return "null";
+    default:
+        return "a number";
     }
 }
 

@@ -221,9 +221,12 @@ int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
     if (cap == 0)
         return PREPACK_OK;
     switch (s->kind) {
-    case ZSTD: return read_zstd(s, buf, cap, got, diag);
-    case GZIP: return read_gzip(s, buf, cap, got, diag);
-    default: return read_plain(s, buf, cap, got, diag);
+    case ZSTD:
+        return read_zstd(s, buf, cap, got, diag);
+    case GZIP:
+        return read_gzip(s, buf, cap, got, diag);
+    default:
+        return read_plain(s, buf, cap, got, diag);
     }
 }
 

@@ -35,13 +35,16 @@ static inline uint64_t pp_item_shape(uint32_t len, uint32_t max_len,
     if (len <= max_len)
         return 1;
     switch (policy) {
-    case PREPACK_OVERLONG_DROP: return 0;
+    case PREPACK_OVERLONG_DROP:
+        return 0;
     case PREPACK_OVERLONG_SPLIT: {
         uint64_t chunks = ((uint64_t)len + max_len - 1) / max_len;
         *last = (uint32_t)(len - (chunks - 1) * max_len);
         return chunks;
     }
-    default: *last = max_len; return 1;
+    default:
+        *last = max_len;
+        return 1;
     }
 }
 

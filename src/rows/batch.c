@@ -122,7 +122,6 @@ int pp_batch_add_row(pp_batcher *bt, const prepack_row *row, prepack_diag *diag)
     if (reserve(bt->alloc, bt->b, at + width, bt->seqs + row->num_seqs, dense))
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "out of memory for a batch of %zu rows", n);
-    bt->b->cu[0] = 0;
     put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
     if (dense)
         prepack_row_dense_mask(row, bt->b->dense + i * L * L, L);

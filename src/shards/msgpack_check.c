@@ -41,11 +41,17 @@ static int describe(unsigned char b, unsigned *size_bytes, uint64_t *payload,
     }
     switch (b) {
     case 0xc4:
-    case 0xd9: *size_bytes = 1; return 1; /* bin8, str8 */
+    case 0xd9:
+        *size_bytes = 1;
+        return 1; /* bin8, str8 */
     case 0xc5:
-    case 0xda: *size_bytes = 2; return 1; /* bin16, str16 */
+    case 0xda:
+        *size_bytes = 2;
+        return 1; /* bin16, str16 */
     case 0xc6:
-    case 0xdb: *size_bytes = 4; return 1; /* bin32, str32 */
+    case 0xdb:
+        *size_bytes = 4;
+        return 1; /* bin32, str32 */
     case 0xc7:
         *size_bytes = 1;
         *payload = 1;
@@ -58,21 +64,43 @@ static int describe(unsigned char b, unsigned *size_bytes, uint64_t *payload,
         *size_bytes = 4;
         *payload = 1;
         return 1;
-    case 0xca: *payload = 4; return 1; /* float32 */
-    case 0xcb: *payload = 8; return 1; /* float64 */
+    case 0xca:
+        *payload = 4;
+        return 1; /* float32 */
+    case 0xcb:
+        *payload = 8;
+        return 1; /* float64 */
     case 0xcc:
-    case 0xd0: *payload = 1; return 1;
+    case 0xd0:
+        *payload = 1;
+        return 1;
     case 0xcd:
-    case 0xd1: *payload = 2; return 1;
+    case 0xd1:
+        *payload = 2;
+        return 1;
     case 0xce:
-    case 0xd2: *payload = 4; return 1;
+    case 0xd2:
+        *payload = 4;
+        return 1;
     case 0xcf:
-    case 0xd3: *payload = 8; return 1;
-    case 0xd4: *payload = 2; return 1; /* fixext1: type + 1 */
-    case 0xd5: *payload = 3; return 1;
-    case 0xd6: *payload = 5; return 1;
-    case 0xd7: *payload = 9; return 1;
-    case 0xd8: *payload = 17; return 1;
+    case 0xd3:
+        *payload = 8;
+        return 1;
+    case 0xd4:
+        *payload = 2;
+        return 1; /* fixext1: type + 1 */
+    case 0xd5:
+        *payload = 3;
+        return 1;
+    case 0xd6:
+        *payload = 5;
+        return 1;
+    case 0xd7:
+        *payload = 9;
+        return 1;
+    case 0xd8:
+        *payload = 17;
+        return 1;
     case 0xdc:
         *size_bytes = 2;
         *per_entry = 1;
@@ -88,8 +116,9 @@ static int describe(unsigned char b, unsigned *size_bytes, uint64_t *payload,
     case 0xdf:
         *size_bytes = 4;
         *per_entry = 2;
-        return 1;      /* map32 */
-    default: return 0; /* 0xc1 */
+        return 1; /* map32 */
+    default:
+        return 0; /* 0xc1 */
     }
 }
 

@@ -34,13 +34,11 @@
 int pp_reader_corrupt(prepack_diag *diag, const char *path, const char *fmt,
                       ...)
 {
-    char msg[200];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    pp_vfail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD, path, fmt, ap);
     va_end(ap);
-    return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD, "%s: %s", path,
-                   msg);
+    return PREPACK_ECORRUPT;
 }
 
 /* ---- opening ----------------------------------------------------------------- */
