@@ -140,12 +140,17 @@ static void run(const uint8_t *h, const uint32_t *len, size_t n,
         CHECK(prepack_row_builder_get(b, r, &row) == PREPACK_OK);
         CHECK(prepack_writer_add(w, &row, &d) == PREPACK_OK);
     }
-    prepack_manifest_info info = {.plan = &po, .store = s};
+    prepack_report report;
+    CHECK(prepack_report_compute(plan, slen, m, 0, &report) == PREPACK_OK);
+    prepack_manifest_info info = {.plan = &po, .store = s, .report = &report};
     CHECK(prepack_writer_finish(w, &info, &d) == PREPACK_OK);
     prepack_writer_free(w);
 
     prepack_reader *rd = NULL;
-    CHECK(prepack_reader_open(&rd, dir, NULL, &d) == PREPACK_OK);
+    rc = prepack_reader_open(&rd, dir, NULL, &d);
+    if (rc != PREPACK_OK)
+        fprintf(stderr, "%s\n", d.message);
+    CHECK(rc == PREPACK_OK);
     CHECK(prepack_reader_row_count(rd) == rows);
     CHECK(prepack_reader_verify(rd, NULL, NULL) == 0);
     uint64_t *seen = calloc(m ? m : 1, sizeof *seen);

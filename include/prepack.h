@@ -735,6 +735,23 @@ size_t prepack_reader_verify(prepack_reader *r,
                                             const prepack_diag *d),
                              void *opaque);
 
+/* prepack_reader_verify, also handing each row that passes its checks to
+ * each_row (global index, in order) so a caller can check more of it
+ * (prepack verify --input does) in the same single pass: the pass takes
+ * time in proportion to the bytes on disk, whatever counts the manifest
+ * claims. Beyond the rows, it checks the manifest's figures that only the
+ * rows can prove: each shard's tokens, and with "stats", its items,
+ * max_seqs_in_row and sequence ids below its sequences; every row within
+ * max_seqs_per_row. */
+size_t prepack_reader_verify_rows(
+    prepack_reader *r, void (*report)(void *opaque, const prepack_diag *d),
+    void (*each_row)(void *opaque, size_t index, const prepack_row *row),
+    void *opaque);
+
+/* How the set was planned (its manifest's "overlong" policy): which input
+ * sequences it may hold truncated, split or not at all. */
+prepack_overlong prepack_reader_overlong(const prepack_reader *r);
+
 /* Row i: decompresses its frame (the last frame is cached) and fills *row,
  * a view valid until the next call on r. A damaged frame is
  * PREPACK_ECORRUPT naming the shard, the frame and the cause. */

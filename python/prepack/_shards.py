@@ -60,6 +60,97 @@ def _uint(where, obj, key, lo, hi):
     return value
 
 
+_MIN_FRAME = 9  # the smallest zstd frame: what each seek-table entry costs
+_STATS_KEYS = ("sequences", "input_tokens", "items", "tokens", "rows",
+               "lower_bound", "max_seqs_in_row")
+_OVERLONG = ("error", "truncate", "split", "drop")
+
+
+def shard_name(i):
+    """Shard i's file name: the only name entry i of a manifest may give."""
+    return f"shard-{i:05d}.zst"
+
+
+def _is_shard_name(name):
+    return (name.startswith("shard-") and name.endswith(".zst")
+            and name[6:-4].isdigit() and name[6:-4].isascii()
+            and len(name) < 32)
+
+
+def _check_shard_claims(where, rows, tokens, size, max_seq_len,
+                        rows_per_frame):
+    """A shard's rows and tokens against what its bytes and L allow (the C
+    reader's rule): nothing is sized or looped over from a count before
+    this."""
+    if rows == 0:
+        raise ShardSetError(f"{where}: holds no rows (a writer never "
+                            f"writes an empty shard)")
+    frames = -(-rows // rows_per_frame)
+    fixed = seek_table_bytes(0)
+    if size < fixed or frames > (size - fixed) // (SEEK_ENTRY.size
+                                                   + _MIN_FRAME):
+        raise ShardSetError(f"{where}: {rows} rows need {frames} frames, "
+                            f"more than its {size} bytes can hold")
+    if not rows <= tokens <= rows * max_seq_len:
+        raise ShardSetError(f"{where}: {tokens} tokens in {rows} rows of 1 "
+                            f"to {max_seq_len} tokens")
+
+
+def _check_inputs(where, m):
+    """(has inputs, their sequences, their tokens); first_sequence of each
+    follows the ones before it."""
+    inputs = m.get("inputs", [])
+    if not isinstance(inputs, list):
+        raise ShardSetError(f"{where}: \"inputs\" must be an array")
+    sequences = tokens = 0
+    for i, e in enumerate(inputs):
+        at = f"{where}: input {i}"
+        seqs = _uint(at, e, "sequences", 0, 2**64 - 1)
+        toks = _uint(at, e, "tokens", 0, 2**64 - 1)
+        first = _uint(at, e, "first_sequence", 0, 2**64 - 1)
+        if first != sequences:
+            raise ShardSetError(f"{at}: first_sequence {first}, the inputs "
+                                f"before it hold {sequences}")
+        sequences += seqs
+        tokens += toks
+    return bool(inputs), sequences, tokens
+
+
+def _check_stats(where, m, rows, tokens, max_seq_len, inputs):
+    """The packing report's figures that follow from the totals and L (the
+    C reader's checks); None when the manifest has no stats."""
+    st = m.get("stats")
+    if st is None:
+        return None
+    packed = st.get("packed") if isinstance(st, dict) else None
+    figures = {}
+    for key in _STATS_KEYS:
+        figures[key] = _uint(f"{where}: stats", st, key, 0, 2**64 - 1)
+    for key in ("rows", "slots", "pad_tokens"):
+        figures["packed." + key] = _uint(f"{where}: stats.packed", packed,
+                                         key, 0, 2**64 - 1)
+    has_inputs, in_seqs, in_tokens = inputs
+    slots = rows * max_seq_len
+    want = {"rows": rows, "tokens": tokens, "packed.rows": rows,
+            "packed.slots": slots, "packed.pad_tokens": slots - tokens}
+    if has_inputs:
+        want.update(sequences=in_seqs, input_tokens=in_tokens)
+    for key, value in want.items():
+        if figures[key] != value:
+            raise ShardSetError(f"{where}: stats.{key} is {figures[key]}, "
+                                f"the rest of the manifest makes it {value}")
+    least = -(-tokens // max_seq_len)
+    if not least <= figures["lower_bound"] <= rows:
+        raise ShardSetError(f"{where}: stats.lower_bound "
+                            f"{figures['lower_bound']} is outside "
+                            f"{least}..{rows}")
+    if (figures["items"] < rows or figures["max_seqs_in_row"] >
+            figures["items"] or (rows and not figures["max_seqs_in_row"])):
+        raise ShardSetError(f"{where}: stats.items and max_seqs_in_row do "
+                            f"not fit its rows")
+    return figures
+
+
 class _Shard:
     def __init__(self, path, rows, size, rows_per_frame, frame_bound):
         self.path = path
@@ -138,6 +229,14 @@ class ShardSet:
             raise ShardSetError(f"{manifest_path}: token_dtype must be uint16 "
                                 f"or uint32, not {m.get('token_dtype')!r}")
         self.token_dtype = _DTYPES[m["token_dtype"]]
+        overlong = m.get("overlong", "error")
+        if overlong not in _OVERLONG:
+            raise ShardSetError(f"{manifest_path}: overlong must be error, "
+                                f"truncate, split or drop")
+        self.overlong = overlong
+        self.max_seqs_per_row = (_uint(manifest_path, m, "max_seqs_per_row",
+                                       0, 2**32 - 1)
+                                 if "max_seqs_per_row" in m else 0)
         entries = m.get("shards")
         if not isinstance(entries, list):
             raise ShardSetError(f"{manifest_path}: shards must be a list")
@@ -145,22 +244,52 @@ class ShardSet:
                                    self.token_dtype.itemsize)
         self._shards = []
         self._first = []
-        rows = 0
+        rows = tokens = 0
+        claims = []
         for i, e in enumerate(entries):
             where = f"{manifest_path}: shard entry {i}"
             if not isinstance(e, dict):
                 raise ShardSetError(f"{where} is not an object")
             name = e.get("file")
-            if not (isinstance(name, str) and name.startswith("shard-")
-                    and name.endswith(".zst") and "/" not in name
-                    and name[6:-4].isdigit()):
-                raise ShardSetError(f"{manifest_path}: bad shard name {name!r}")
+            # shard i is shard-NNNNN.zst for i: a name listed twice, out of
+            # order or skipped is a manifest that lies about the set
+            if name != shard_name(i):
+                raise ShardSetError(f"{where}: names {name!r}, shard {i} is "
+                                    f"{shard_name(i)}")
             digest = e.get("xxh64")
             if not (isinstance(digest, str) and len(digest) == 16
                     and all(c in "0123456789abcdef" for c in digest)):
                 raise ShardSetError(f"{where}: xxh64 must be 16 hex digits")
-            n = _uint(where, e, "rows", 0, 2**63)
-            size = _uint(where, e, "bytes", 0, 2**63)
+            n = _uint(where, e, "rows", 0, 2**64 - 1)
+            t = _uint(where, e, "tokens", 0, 2**64 - 1)
+            size = _uint(where, e, "bytes", 0, 2**64 - 1)
+            _check_shard_claims(where, n, t, size, self.max_seq_len,
+                                self.rows_per_frame)
+            claims.append((name, n, t, size))
+            rows += n
+            tokens += t
+        for key, value in (("rows", rows), ("tokens", tokens)):
+            if m.get(key) != value or type(m.get(key)) is not int:
+                raise ShardSetError(
+                    f"{manifest_path}: says {m.get(key)!r} {key}, its shards "
+                    f"{value}")
+        inputs = _check_inputs(manifest_path, m)
+        self.stats = _check_stats(manifest_path, m, rows, tokens,
+                                  self.max_seq_len, inputs)
+        if not entries and not (self.stats["items"] == 0 if self.stats
+                                else inputs[0] and inputs[1] == 0):
+            raise ShardSetError(
+                f"{manifest_path}: lists no shards, yet does not say it was "
+                f"packed from nothing (stats.items 0, or inputs of no "
+                f"sequences): a truncated or edited manifest?")
+        listed = {name for name, *_ in claims}
+        for name in sorted(os.listdir(self.path)):
+            if _is_shard_name(name) and name not in listed:
+                raise ShardSetError(f"{os.path.join(self.path, name)}: not "
+                                    f"listed in the manifest (left by "
+                                    f"another run?)")
+        rows = 0
+        for name, n, _, size in claims:
             path = os.path.join(self.path, name)
             if not os.path.exists(path):
                 raise ShardSetError(f"{path}: missing")
@@ -255,8 +384,12 @@ class ShardSet:
         return row
 
     def verify(self):
-        """Checks every shard file's XXH64 against the manifest and reads
-        every row; raises CorruptShardError at the first problem."""
+        """Checks what the C reader's verify does: every shard file's XXH64
+        against the manifest, every row, each shard's tokens, the stats
+        only the rows can prove (items, max_seqs_in_row, sequence ids
+        below stats.sequences), max_seqs_per_row, and no writer's file
+        the manifest does not list. Raises CorruptShardError at the first
+        problem."""
         if xxhash is None:  # pragma: no cover
             raise ShardSetError("verify() needs the xxhash module")
         for entry, shard in zip(self.manifest["shards"], self._shards):
@@ -268,5 +401,42 @@ class ShardSet:
                 raise CorruptShardError(
                     f"{shard.path}: xxh64 {h.hexdigest()}, the manifest "
                     f"says {entry['xxh64']}")
-        for _ in self:
-            pass
+        for name in sorted(os.listdir(self.path)):
+            if name.endswith(".tmp") and (name[:-4] == "manifest.json"
+                                          or _is_shard_name(name[:-4])):
+                raise CorruptShardError(
+                    f"{os.path.join(self.path, name)}: not listed in the "
+                    f"manifest (left by another run?)")
+        items = most = 0
+        sequences = self.stats["sequences"] if self.stats else None
+        for s, entry in enumerate(self.manifest["shards"]):
+            tokens = 0
+            for i in range(self._first[s], self._first[s] + entry["rows"]):
+                row = self[i]
+                k = len(row["seq_ids"])
+                tokens += len(row["input_ids"])
+                items += k
+                most = max(most, k)
+                if self.max_seqs_per_row and k > self.max_seqs_per_row:
+                    raise CorruptShardError(
+                        f"{self._shards[s].path}: row {i}: {k} sequences, "
+                        f"max_seqs_per_row {self.max_seqs_per_row}")
+                if sequences is not None and k and \
+                        int(row["seq_ids"].max()) >= sequences:
+                    raise CorruptShardError(
+                        f"{self._shards[s].path}: row {i}: sequence id "
+                        f"{int(row['seq_ids'].max())}, the manifest says "
+                        f"{sequences} sequences were packed")
+            if tokens != entry["tokens"]:
+                raise CorruptShardError(
+                    f"{self._shards[s].path}: its rows hold {tokens} tokens, "
+                    f"the manifest says {entry['tokens']}")
+        manifest = os.path.join(self.path, "manifest.json")
+        if self.stats and items != self.stats["items"]:
+            raise CorruptShardError(f"{manifest}: stats.items is "
+                                    f"{self.stats['items']}, the rows hold "
+                                    f"{items}")
+        if self.stats and most != self.stats["max_seqs_in_row"]:
+            raise CorruptShardError(f"{manifest}: stats.max_seqs_in_row is "
+                                    f"{self.stats['max_seqs_in_row']}, the "
+                                    f"rows' most is {most}")

@@ -119,11 +119,6 @@ static void add_problem(problem_list *p, const char *message)
         p->nkept++;
 }
 
-static void reader_problem(void *opaque, const prepack_diag *d)
-{
-    add_problem(opaque, d->message);
-}
-
 static void print_json(const problem_list *p, const char *dir, size_t rows,
                        size_t shards)
 {
@@ -160,12 +155,19 @@ typedef struct placed {
 typedef struct coverage {
     const prepack_store *store; /* NULL without --input */
     uint32_t max_len;
+    prepack_overlong overlong; /* the set's policy, from its manifest */
     placed *items; /* every item of every readable row */
     size_t nitems, cap;
     uint32_t *buf; /* one input sequence */
     problem_list *sink;
     int out_of_memory;
 } coverage;
+
+/* One verify run: what the reader's callbacks reach. */
+typedef struct verify_run {
+    problem_list found;
+    coverage coverage;
+} verify_run;
 
 static void problem(coverage *c, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -223,36 +225,82 @@ static int by_id_then_start(const void *x, const void *y)
                            : a->row > b->row; /* messages name rows in order */
 }
 
+/* Input sequences first..last (inclusive) appear in no row: one line for
+ * the run, not one per sequence. */
+static void report_missing(coverage *c, size_t first, size_t last)
+{
+    if (first == last)
+        problem(c, "sequence %zu of the inputs is in no row", first);
+    else
+        problem(c, "sequences %zu..%zu of the inputs (%zu) are in no row",
+                first, last, last - first + 1);
+}
+
+/* Whether input sequence `id` of `len` tokens may be absent: empty, or
+ * longer than L under --overlong drop. */
+static int may_be_absent(const coverage *c, uint32_t len)
+{
+    return len == 0 ||
+           (len > c->max_len && c->overlong == PREPACK_OVERLONG_DROP);
+}
+
+/* Whether `got` tokens of a sequence of `len` is what the set's overlong
+ * policy places: all of them, or the first L under truncate. */
+static int placed_as_planned(const coverage *c, uint32_t len, uint64_t got)
+{
+    return got == len || (len > c->max_len && got == c->max_len &&
+                          c->overlong == PREPACK_OVERLONG_TRUNCATE);
+}
+
+/* With --input: every input sequence is in the set as the manifest's
+ * overlong policy says (whole, truncated to L, split into chunks, or
+ * absent when empty or dropped), so the set holds exactly the input. */
+static void check_inputs_covered(coverage *c)
+{
+    const uint32_t *lengths = prepack_store_lengths(c->store);
+    size_t n = prepack_store_sequence_count(c->store);
+    size_t i = 0, missing_from = SIZE_MAX;
+    for (size_t id = 0; id < n; id++) {
+        while (i < c->nitems && c->items[i].id < id)
+            i++;
+        uint64_t got = 0;
+        for (; i < c->nitems && c->items[i].id == id; i++)
+            got += c->items[i].len;
+        int absent = got == 0 && !may_be_absent(c, lengths[id]);
+        if (absent && missing_from == SIZE_MAX)
+            missing_from = id;
+        if (!absent && missing_from != SIZE_MAX) {
+            report_missing(c, missing_from, id - 1);
+            missing_from = SIZE_MAX;
+        }
+        if (got && !placed_as_planned(c, lengths[id], got))
+            problem(c,
+                    "sequence %zu: %llu of its %u tokens placed (overlong "
+                    "policy %s, L %u)",
+                    id, (unsigned long long)got, lengths[id],
+                    prepack_overlong_name(c->overlong), c->max_len);
+    }
+    if (missing_from != SIZE_MAX)
+        report_missing(c, missing_from, n - 1);
+}
+
 /* After all rows, with the items sorted by id: no token of a sequence
- * placed twice; with --input, each sequence placed whole, truncated to L,
- * or not at all. Memory follows the items the set holds, never the ids it
+ * placed twice; with --input, the set holds exactly the input's
+ * sequences. Memory follows the items the set holds, never the ids it
  * claims (a damaged set may claim any). */
 static void check_placement(coverage *c)
 {
     qsort(c->items, c->nitems, sizeof *c->items, by_id_then_start);
-    const uint32_t *lengths = c->store ? prepack_store_lengths(c->store) : NULL;
-    size_t n = c->store ? prepack_store_sequence_count(c->store) : 0;
-    for (size_t i = 0; i < c->nitems;) {
-        uint64_t id = c->items[i].id, got = 0, end = 0;
-        size_t k = i;
-        for (; k < c->nitems && c->items[k].id == id; k++) {
-            const placed *p = &c->items[k];
-            if (k > i && p->start < end)
-                problem(c,
-                        "row %zu: sequence %llu tokens from %u placed "
-                        "again (row %zu has them)",
-                        p->row, (unsigned long long)id, p->start,
-                        c->items[k - 1].row);
-            got += p->len;
-            end = (uint64_t)p->start + p->len;
-        }
-        if (lengths && id < n && got != lengths[id] &&
-            !(lengths[id] > c->max_len && got == c->max_len))
-            problem(c, "sequence %llu: %llu of its %u tokens placed",
-                    (unsigned long long)id, (unsigned long long)got,
-                    lengths[id]);
-        i = k;
+    for (size_t k = 1; k < c->nitems; k++) {
+        const placed *p = &c->items[k], *q = &c->items[k - 1];
+        if (p->id == q->id && p->start < (uint64_t)q->start + q->len)
+            problem(c,
+                    "row %zu: sequence %llu tokens from %u placed again "
+                    "(row %zu has them)",
+                    p->row, (unsigned long long)p->id, p->start, q->row);
     }
+    if (c->store)
+        check_inputs_covered(c);
 }
 
 static int remember(coverage *c, const placed *p)
@@ -269,28 +317,42 @@ static int remember(coverage *c, const placed *p)
     return 0;
 }
 
-/* Every readable row (the others were reported by prepack_reader_verify):
- * its items remembered, their tokens checked against the inputs. */
-static void check_rows(prepack_reader *r, coverage *c)
+/* Each row that passed the reader's checks (prepack_reader_verify_rows
+ * reports the others): its items remembered, their tokens checked
+ * against the inputs. */
+static void check_row(void *opaque, size_t i, const prepack_row *row)
 {
-    for (size_t i = 0; i < prepack_reader_row_count(r); i++) {
-        prepack_row row;
-        prepack_diag d = {0};
-        if (prepack_reader_row(r, i, &row, &d) != PREPACK_OK)
-            continue;
-        for (size_t j = 0; j < row.num_seqs; j++) {
-            placed p = {row.seq_ids[j], row.seq_starts ? row.seq_starts[j] : 0,
-                        (uint32_t)(row.cu_seqlens[j + 1] - row.cu_seqlens[j]),
-                        i};
-            if (c->store)
-                check_tokens(c, &row, i, j, &p);
-            if (remember(c, &p) != 0) {
-                c->out_of_memory = 1;
-                return;
-            }
+    verify_run *v = opaque;
+    coverage *c = &v->coverage;
+    if (c->out_of_memory)
+        return;
+    for (size_t j = 0; j < row->num_seqs; j++) {
+        placed p = {row->seq_ids[j], row->seq_starts ? row->seq_starts[j] : 0,
+                    (uint32_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]),
+                    i};
+        if (c->store)
+            check_tokens(c, row, i, j, &p);
+        if (remember(c, &p) != 0) {
+            c->out_of_memory = 1;
+            return;
         }
     }
-    check_placement(c);
+}
+
+static void reader_problem(void *opaque, const prepack_diag *d)
+{
+    verify_run *v = opaque;
+    add_problem(&v->found, d->message);
+}
+
+/* The longest input sequence, for the one buffer check_tokens uses. */
+static uint32_t longest_input(const prepack_store *store)
+{
+    uint32_t longest = 0;
+    for (size_t i = 0; store && i < prepack_store_sequence_count(store); i++)
+        if (prepack_store_lengths(store)[i] > longest)
+            longest = prepack_store_lengths(store)[i];
+    return longest;
 }
 
 int cmd_verify(int argc, char **argv)
@@ -301,44 +363,43 @@ int cmd_verify(int argc, char **argv)
         return rc < 0 ? EXIT_OK : rc;
     prepack_reader *r = NULL;
     prepack_diag d = {0};
-    problem_list found = {.json = a.json};
+    verify_run v = {.found = {.json = a.json}};
+    coverage *c = &v.coverage;
     /* a damaged shard is one problem among others, not the end of the check */
     prepack_reader_options ro = {.open_damaged = 1};
     if (prepack_reader_open(&r, a.dir, &ro, &d) != PREPACK_OK) {
-        add_problem(&found, d.message);
+        add_problem(&v.found, d.message);
         if (a.json)
-            print_json(&found, a.dir, 0, 0);
-        free_problems(&found);
+            print_json(&v.found, a.dir, 0, 0);
+        free_problems(&v.found);
         return EXIT_DATA;
     }
-    prepack_reader_verify(r, reader_problem, &found);
-    coverage c = {.max_len = prepack_reader_max_seq_len(r), .sink = &found};
+    *c = (coverage){.max_len = prepack_reader_max_seq_len(r),
+                    .overlong = prepack_reader_overlong(r),
+                    .sink = &v.found};
     prepack_store *store = NULL;
     rc = a.ninputs ? ingest_inputs(a.inputs, a.ninputs, NULL, &a.ingest, &store)
                    : EXIT_OK;
     if (rc == EXIT_OK) {
-        c.store = store;
-        uint32_t longest = 0;
-        for (size_t i = 0; store && i < prepack_store_sequence_count(store);
-             i++)
-            if (prepack_store_lengths(store)[i] > longest)
-                longest = prepack_store_lengths(store)[i];
-        c.buf = malloc(((size_t)longest + 1) * sizeof *c.buf);
-        if (c.buf)
-            check_rows(r, &c);
-        if (!c.buf || c.out_of_memory)
+        c->store = store;
+        c->buf = malloc(((size_t)longest_input(store) + 1) * sizeof *c->buf);
+        if (c->buf)
+            prepack_reader_verify_rows(r, reader_problem, check_row, &v);
+        if (c->buf && !c->out_of_memory)
+            check_placement(c);
+        if (!c->buf || c->out_of_memory)
             rc = data_error("out of memory");
     }
-    free(c.items);
-    free(c.buf);
+    free(c->items);
+    free(c->buf);
     prepack_store_free(store);
     size_t rows = prepack_reader_row_count(r);
     size_t shards = prepack_reader_shard_count(r);
     prepack_reader_free(r);
-    size_t problems = found.count;
+    size_t problems = v.found.count;
     if (rc == EXIT_OK && a.json)
-        print_json(&found, a.dir, rows, shards);
-    free_problems(&found);
+        print_json(&v.found, a.dir, rows, shards);
+    free_problems(&v.found);
     if (rc != EXIT_OK)
         return rc;
     if (problems) {

@@ -24,7 +24,13 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
                        const pp_shard_info *shards, size_t nshards,
                        const prepack_manifest_info *info);
 
-/* What a reader needs of a manifest. */
+/* The figures of "stats" that the rows can prove or disprove. */
+typedef struct pp_manifest_stats {
+    uint64_t sequences, items, max_seqs_in_row;
+} pp_manifest_stats;
+
+/* What a reader needs of a manifest, and what verify checks the rows
+ * against. */
 typedef struct pp_manifest {
     const prepack_allocator *alloc; /* what shards was allocated with */
     uint32_t max_seq_len;
@@ -32,9 +38,20 @@ typedef struct pp_manifest {
     uint32_t rows_per_frame;
     pp_shard_info *shards; /* through alloc */
     size_t nshards;
+    uint64_t rows, tokens; /* the totals, equal to the shards' sums */
+    prepack_overlong overlong;
+    uint32_t max_seqs_per_row; /* 0 = unlimited */
+    int has_stats;             /* "stats" is an object, not null */
+    pp_manifest_stats stats;
+    int has_inputs;              /* "inputs" lists at least one input */
+    uint64_t input_sequences;    /* their sum */
 } pp_manifest;
 
-/* Parses and checks a manifest; errors name `path`. */
+/* Parses a manifest and checks it against itself before anything is
+ * sized from it (docs/FORMAT.md, "Checking a set"): shard names in
+ * order, each shard's rows and tokens within what its bytes and L allow,
+ * the totals, and the packing report's derived figures. Errors name
+ * `path`. */
 int pp_manifest_read(const char *path, const prepack_allocator *a,
                      pp_manifest *out, prepack_diag *diag);
 void pp_manifest_free(pp_manifest *m);

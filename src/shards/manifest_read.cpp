@@ -36,6 +36,30 @@ bool get_u64(simdjson::dom::object o, const char *key, uint64_t *out)
     return !o[key].get_uint64().get(*out);
 }
 
+// A shard's claimed rows and tokens against what its bytes and L allow:
+// each frame of up to R rows costs at least a seek-table entry and the
+// smallest zstd frame, and each row holds 1..L tokens. Nothing is sized or
+// looped over from a count before this.
+std::string check_shard_claims(const pp_shard_info *s, uint64_t L, uint64_t R)
+{
+    if (s->rows == 0)
+        return "holds no rows (a writer never writes an empty shard)";
+    uint64_t frames = s->rows / R + (s->rows % R != 0);
+    uint64_t fixed = pp_seek_table_bytes(0);
+    if (s->bytes < fixed ||
+        frames > (s->bytes - fixed) / (PP_SEEK_ENTRY_BYTES + PP_MIN_FRAME_BYTES))
+        return std::to_string(s->rows) + " rows need " +
+               std::to_string(frames) + " frames, more than its " +
+               std::to_string(s->bytes) + " bytes can hold";
+    uint64_t most;
+    if (s->tokens < s->rows ||
+        (!__builtin_mul_overflow(s->rows, L, &most) && s->tokens > most))
+        return std::to_string(s->tokens) + " tokens in " +
+               std::to_string(s->rows) + " rows of 1 to " + std::to_string(L) +
+               " tokens";
+    return "";
+}
+
 int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
                 prepack_diag *diag)
 {
@@ -48,6 +72,7 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
     if (!m->shards)
         throw std::bad_alloc();
     size_t i = 0;
+    uint64_t rows = 0, tokens = 0;
     for (simdjson::dom::element e : shards) {
         simdjson::dom::object o;
         std::string_view file, hash;
@@ -60,18 +85,161 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
             o["xxh64"].get_string().get(hash))
             return bad(diag, path,
                        at + "needs file, rows, tokens, bytes and xxh64");
-        if (!pp_is_shard_name(file.data(), file.size()))
+        // Shard i is shard-NNNNN.zst for i: a name listed twice, out of
+        // order or skipped is a manifest that lies about the set.
+        pp_shard_name(s->file, i);
+        if (file != s->file)
             return bad(diag, path,
-                       at + "bad file name '" + std::string(file) + "'");
+                       at + "names '" + std::string(file) + "', shard " +
+                           std::to_string(i) + " is " + s->file);
         char *end = nullptr;
         std::string h(hash);
         s->xxh64 = strtoull(h.c_str(), &end, 16);
         if (h.size() != 16 || *end)
             return bad(diag, path, at + "xxh64 must be 16 hex digits");
-        snprintf(s->file, sizeof s->file, "%.*s", int(file.size()),
-                 file.data());
+        std::string wrong =
+            check_shard_claims(s, m->max_seq_len, m->rows_per_frame);
+        if (!wrong.empty())
+            return bad(diag, path, at + wrong);
+        if (__builtin_add_overflow(rows, s->rows, &rows) ||
+            __builtin_add_overflow(tokens, s->tokens, &tokens) ||
+            rows > SIZE_MAX)
+            return bad(diag, path, at + "the totals overflow");
         i++;
     }
+    if (!get_u64(root, "rows", &m->rows) || !get_u64(root, "tokens", &m->tokens))
+        return bad(diag, path, "needs \"rows\" and \"tokens\" totals");
+    if (m->rows != rows || m->tokens != tokens)
+        return bad(diag, path,
+                   "says " + std::to_string(m->rows) + " rows and " +
+                       std::to_string(m->tokens) + " tokens, its shards " +
+                       std::to_string(rows) + " and " + std::to_string(tokens));
+    return PREPACK_OK;
+}
+
+// "inputs": each input's first_sequence follows the ones before it; their
+// sum is what "stats" says was packed.
+int read_inputs(simdjson::dom::object root, const char *path, pp_manifest *m,
+                uint64_t *tokens, prepack_diag *diag)
+{
+    simdjson::dom::element e;
+    simdjson::dom::array inputs;
+    if (root["inputs"].get(e))
+        return PREPACK_OK; // optional: a set made without a store
+    if (e.get_array().get(inputs))
+        return bad(diag, path, "\"inputs\" must be an array");
+    uint64_t next = 0, i = 0;
+    for (simdjson::dom::element in : inputs) {
+        simdjson::dom::object o;
+        uint64_t seqs, toks, first;
+        std::string at = "input " + std::to_string(i++) + ": ";
+        if (in.get_object().get(o) || !get_u64(o, "sequences", &seqs) ||
+            !get_u64(o, "tokens", &toks) ||
+            !get_u64(o, "first_sequence", &first))
+            return bad(diag, path,
+                       at + "needs sequences, tokens and first_sequence");
+        if (first != next)
+            return bad(diag, path,
+                       at + "first_sequence " + std::to_string(first) +
+                           ", the inputs before it hold " +
+                           std::to_string(next));
+        if (__builtin_add_overflow(next, seqs, &next) ||
+            __builtin_add_overflow(*tokens, toks, tokens))
+            return bad(diag, path, at + "the totals overflow");
+    }
+    m->has_inputs = i > 0;
+    m->input_sequences = next;
+    return PREPACK_OK;
+}
+
+struct stat_check {
+    const char *name;
+    uint64_t got, want;
+};
+
+// "stats": the figures that follow from the shards' totals and L must
+// follow from them; the ones only the rows can prove are kept for verify.
+int read_stats(simdjson::dom::object root, const char *path, pp_manifest *m,
+               uint64_t input_tokens, prepack_diag *diag)
+{
+    simdjson::dom::element e;
+    if (root["stats"].get(e) || e.is_null()) {
+        m->has_stats = 0;
+        return PREPACK_OK;
+    }
+    simdjson::dom::object st, packed;
+    uint64_t srows, stokens, bound, prows, slots, pad, seq_tokens;
+    pp_manifest_stats *s = &m->stats;
+    if (e.get_object().get(st) || st["packed"].get_object().get(packed) ||
+        !get_u64(st, "sequences", &s->sequences) ||
+        !get_u64(st, "input_tokens", &seq_tokens) ||
+        !get_u64(st, "items", &s->items) || !get_u64(st, "tokens", &stokens) ||
+        !get_u64(st, "rows", &srows) || !get_u64(st, "lower_bound", &bound) ||
+        !get_u64(st, "max_seqs_in_row", &s->max_seqs_in_row) ||
+        !get_u64(packed, "rows", &prows) || !get_u64(packed, "slots", &slots) ||
+        !get_u64(packed, "pad_tokens", &pad))
+        return bad(diag, path,
+                   "\"stats\" needs sequences, input_tokens, items, tokens, "
+                   "rows, lower_bound, max_seqs_in_row and packed {rows, "
+                   "slots, pad_tokens}");
+    m->has_stats = 1;
+    uint64_t L = m->max_seq_len;
+    uint64_t need_slots;
+    if (__builtin_mul_overflow(m->rows, L, &need_slots))
+        return bad(diag, path, "rows x max_seq_len overflows");
+    const stat_check checks[] = {
+        {"rows", srows, m->rows},
+        {"tokens", stokens, m->tokens},
+        {"packed.rows", prows, m->rows},
+        {"packed.slots", slots, need_slots},
+        {"packed.pad_tokens", pad, need_slots - m->tokens},
+        {"sequences", s->sequences,
+         m->has_inputs ? m->input_sequences : s->sequences},
+        {"input_tokens", seq_tokens, m->has_inputs ? input_tokens : seq_tokens},
+    };
+    for (const stat_check &c : checks)
+        if (c.got != c.want)
+            return bad(diag, path,
+                       std::string("stats.") + c.name + " is " +
+                           std::to_string(c.got) +
+                           ", the rest of the manifest makes it " +
+                           std::to_string(c.want));
+    // the bound is at least the token count's and, being a bound, at most
+    // the rows any packing used
+    uint64_t least = m->tokens / L + (m->tokens % L != 0);
+    if (bound < least || bound > m->rows)
+        return bad(diag, path,
+                   "stats.lower_bound " + std::to_string(bound) +
+                       " is outside " + std::to_string(least) + ".." +
+                       std::to_string(m->rows));
+    if (s->items < m->rows || s->max_seqs_in_row > s->items ||
+        (m->rows && !s->max_seqs_in_row))
+        return bad(diag, path, "stats.items and max_seqs_in_row do not fit "
+                               "its rows");
+    return PREPACK_OK;
+}
+
+// How the set was planned: what verify --input needs to tell a sequence
+// left out on purpose from one lost.
+int read_policy(simdjson::dom::object root, const char *path, pp_manifest *m,
+                prepack_diag *diag)
+{
+    // Both optional (a hand-written manifest may leave them out): absent,
+    // every sequence was placed whole, any number to a row.
+    std::string_view overlong;
+    uint64_t most = 0;
+    m->overlong = PREPACK_OVERLONG_ERROR;
+    simdjson::dom::element e;
+    if (!root["overlong"].get(e) &&
+        (e.get_string().get(overlong) ||
+         prepack_overlong_parse(std::string(overlong).c_str(), &m->overlong) !=
+             PREPACK_OK))
+        return bad(diag, path,
+                   "overlong must be error, truncate, split or drop");
+    if (!root["max_seqs_per_row"].get(e) &&
+        (e.get_uint64().get(most) || most > UINT32_MAX))
+        return bad(diag, path, "bad max_seqs_per_row");
+    m->max_seqs_per_row = uint32_t(most);
     return PREPACK_OK;
 }
 
@@ -119,7 +287,23 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     m->max_seq_len = uint32_t(L);
     m->rows_per_frame = uint32_t(rpf);
     m->dtype = dtype == "uint16" ? PREPACK_DTYPE_UINT16 : PREPACK_DTYPE_UINT32;
-    return read_shards(root, path, m, diag);
+    uint64_t input_tokens = 0;
+    int rc = read_policy(root, path, m, diag);
+    if (rc == PREPACK_OK)
+        rc = read_shards(root, path, m, diag);
+    if (rc == PREPACK_OK)
+        rc = read_inputs(root, path, m, &input_tokens, diag);
+    if (rc == PREPACK_OK)
+        rc = read_stats(root, path, m, input_tokens, diag);
+    // A set with no rows is one packed from nothing to place, and says so.
+    if (rc == PREPACK_OK && m->nshards == 0 &&
+        !(m->has_stats ? m->stats.items == 0
+                       : m->has_inputs && m->input_sequences == 0))
+        rc = bad(diag, path,
+                 "lists no shards, yet does not say it was packed from "
+                 "nothing (stats.items 0, or inputs of no sequences): a "
+                 "truncated or edited manifest?");
+    return rc;
 }
 
 } // namespace

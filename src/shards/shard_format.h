@@ -22,7 +22,11 @@ enum {
     PP_SEEK_HEADER_BYTES = 8, /* skippable magic, body size */
     PP_SEEK_ENTRY_BYTES = 12, /* per frame */
     PP_SEEK_FOOTER_BYTES = 9, /* frame count, descriptor, seekable magic */
-    PP_SEEK_CHECKSUMS = 0x80  /* descriptor bit 7: checksums present */
+    PP_SEEK_CHECKSUMS = 0x80, /* descriptor bit 7: checksums present */
+    /* The smallest zstd frame: magic, header descriptor, one window or
+     * size byte, one empty block's header. A seek table entry costs at
+     * least this much file besides its own 12 bytes. */
+    PP_MIN_FRAME_BYTES = 9
 };
 
 /* The seek table's size, skippable frame header included, for n frames. */

@@ -351,8 +351,12 @@ static int close_shard(prepack_writer *w, prepack_diag *diag)
     pp_shard_name(s->file, w->nshards);
     char final[4400];
     snprintf(final, sizeof final, "%s/%s", w->dir, s->file);
-    if (rename(w->tmp_path, final) != 0)
-        return io_fail(diag, "cannot rename", w->tmp_path);
+    if (rename(w->tmp_path, final) != 0) {
+        /* closed already, so prepack_writer_free would not remove it */
+        rc = io_fail(diag, "cannot rename", w->tmp_path);
+        unlink(w->tmp_path);
+        return rc;
+    }
     s->rows = w->shard_rows_done;
     s->tokens = w->shard_tokens;
     s->bytes = w->shard_bytes;
@@ -421,12 +425,28 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
 
 /* ---- the manifest ------------------------------------------------------------ */
 
+/* An empty set must say why it is empty (readers refuse one that does
+ * not: it is what a truncated manifest looks like). */
+static int says_nothing_to_place(const prepack_manifest_info *info)
+{
+    if (info && info->report)
+        return info->report->plan.items == 0;
+    return info && info->store && prepack_store_input_count(info->store) &&
+           prepack_store_sequence_count(info->store) == 0;
+}
+
 int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
                           prepack_diag *diag)
 {
     int rc = close_shard(w, diag);
     if (rc != PREPACK_OK)
         return rc;
+    if (w->nshards == 0 && !says_nothing_to_place(info))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s: a set of no rows needs the report (info->report) "
+                       "that says nothing was placed; readers refuse an "
+                       "empty set that does not say so",
+                       w->dir);
     char tmp[4400], final[4400];
     snprintf(tmp, sizeof tmp, "%s/" PP_MANIFEST_NAME PP_TMP_SUFFIX, w->dir);
     snprintf(final, sizeof final, "%s/" PP_MANIFEST_NAME, w->dir);
@@ -441,8 +461,11 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
         unlink(tmp);
         return io_fail(diag, "writing", tmp);
     }
-    if (rename(tmp, final) != 0)
-        return io_fail(diag, "cannot rename", tmp);
+    if (rename(tmp, final) != 0) {
+        rc = io_fail(diag, "cannot rename", tmp);
+        unlink(tmp);
+        return rc;
+    }
     pp_sync_dir(w->dir);
     w->finished = 1;
     return PREPACK_OK;
