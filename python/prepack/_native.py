@@ -102,10 +102,69 @@ def copy_array(ptr, n, dtype):
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)
 
 
+_MAX_ID = 2**32 - 1
+
+
+def _bad_token(i, j, value, why):
+    return ValueError(f"sequence {i}, position {j}: {value!r} {why} (token "
+                      f"ids are integers in 0..{_MAX_ID})")
+
+
+def _first_bad_element(i, seq):
+    """The ValueError for the first element of a list-like sequence that is
+    not an integer token id."""
+    for j, v in enumerate(seq):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(
+                v, (int, np.integer)):
+            return _bad_token(i, j, v, "is not an integer")
+        if not 0 <= int(v) <= _MAX_ID:
+            return _bad_token(i, j, int(v), "is out of range")
+    return ValueError(f"sequence {i}: not a sequence of token ids")
+
+
+def token_array(i, seq):
+    """Sequence i as a contiguous uint32 array, or ValueError naming the
+    sequence and position of the first value that is not a token id: never
+    a silent wrap (-2, 2^33) or truncation (1.5). Takes lists, tuples,
+    numpy arrays of any dtype and torch tensors."""
+    if hasattr(seq, "detach") and hasattr(seq, "numpy"):  # a torch tensor
+        seq = seq.detach().cpu().numpy()
+    if isinstance(seq, np.ndarray):
+        a = seq
+    else:
+        try:
+            a = np.asarray(seq)
+        except (ValueError, TypeError, OverflowError):
+            raise _first_bad_element(i, seq) from None
+    if a.ndim != 1:
+        if a.ndim == 0 or a.dtype == object:
+            raise ValueError(f"sequence {i}: not a sequence of token ids")
+        raise ValueError(f"sequence {i}: {a.ndim}-dimensional, token "
+                         f"sequences are 1-dimensional")
+    if a.size == 0:
+        return np.zeros(0, np.uint32)
+    if a.dtype.kind in "ui":
+        if not isinstance(seq, np.ndarray) and any(
+                isinstance(v, (bool, np.bool_)) for v in seq):
+            raise _first_bad_element(i, seq)  # numpy made True a 1
+        bad = np.flatnonzero((a < 0) | (a > _MAX_ID))
+        if bad.size:
+            j = int(bad[0])
+            raise _bad_token(i, j, int(a[j]), "is out of range")
+        return np.ascontiguousarray(a, dtype=np.uint32)
+    if a.dtype.kind in "fcb":
+        if not isinstance(seq, np.ndarray):
+            raise _first_bad_element(i, seq)  # the first float of a list
+        raise _bad_token(i, 0, a[0].item(),
+                         f"is a {a.dtype} value, not an integer")
+    raise _first_bad_element(i, a.tolist() if a.dtype == object else seq)
+
+
 def sequence_args(sequences):
     """The (arrays, pointers, lengths, n) that the library's packers take for
-    a list of token sequences; keep `arrays` alive until the call returns."""
-    arrays = [np.ascontiguousarray(s, dtype=np.uint32) for s in sequences]
+    a list of token sequences; keep `arrays` alive until the call returns.
+    ValueError for anything that is not a token id, naming where."""
+    arrays = [token_array(i, s) for i, s in enumerate(sequences)]
     n = len(arrays)
     ptrs = (ctypes.POINTER(ctypes.c_uint32) * max(n, 1))(
         *[a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)) for a in arrays])
@@ -121,8 +180,8 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
     prepack.collate. max_seq_len 0 means the longest sequence. Raises
     RuntimeError when libprepack is not installed, ValueError on bad input
     (the library's message)."""
-    lib = library()
     arrays, ptrs, lengths, n = sequence_args(sequences)
+    lib = library()
     if algo not in ALGOS or overlong not in _OVERLONG:
         raise ValueError(f"algo must be one of {list(ALGOS)} and overlong one of "
                          f"{list(_OVERLONG)}")

@@ -108,8 +108,8 @@ def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
     tokens (default: the longest prompt) with best-fit decreasing (or
     algo="ffd" or "nextfit"), through libprepack. Returns a
     PackedPrompts."""
-    lib = _native.library()
     arrays, ptrs, lengths, n = _native.sequence_args(prompts)
+    lib = _native.library()
     if algo not in _native.ALGOS:
         raise ValueError(f"algo must be one of {list(_native.ALGOS)}")
     opts = _native.PrefillOptions(capacity or 0, _native.ALGOS[algo], pad_id)

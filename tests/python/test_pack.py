@@ -1,5 +1,6 @@
 """prepack.pack: in-memory packing through libprepack (ctypes)."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -36,3 +37,53 @@ def test_missing_library_says_how_to_install(monkeypatch):
     monkeypatch.setattr(prepack._native, "_lib", None)
     with pytest.raises(RuntimeError, match="libprepack not found"):
         prepack.pack([[1, 2]])
+
+
+BAD_IDS = [
+    ([[1, -2]], "sequence 0, position 1: -2 is out of range"),
+    ([[3], [1, 2**33]], "sequence 1, position 1: 8589934592 is out of range"),
+    ([[2**40]], "sequence 0, position 0: 1099511627776 is out of range"),
+    ([[1, 1.5]], "sequence 0, position 1: 1.5 is not an integer"),
+    ([[1, 2.0]], "sequence 0, position 1: 2.0 is not an integer"),
+    ([[True, 2]], "sequence 0, position 0: True is not an integer"),
+    ([[1, None]], "sequence 0, position 1: None is not an integer"),
+    ([["7"]], "sequence 0, position 0: '7' is not an integer"),
+    ([[[1, 2], [3, 4]]], "sequence 0: 2-dimensional"),
+    ([np.array([1, -1], dtype=np.int8)], "position 1: -1 is out of range"),
+    ([np.array([5, 2**40], dtype=np.int64)], "position 1: 1099511627776"),
+    ([np.array([2**64 - 1], dtype=np.uint64)], "18446744073709551615"),
+    ([np.array([1.0, 2.0])], "position 0: 1.0 is a float64 value"),
+    ([np.array([True])], "is a bool value"),
+]
+
+
+@pytest.mark.parametrize("sequences,message", BAD_IDS,
+                         ids=[str(i) for i in range(len(BAD_IDS))])
+@pytest.mark.parametrize("entry", ["pack", "pack_prompts"])
+def test_bad_ids_refused_naming_where(sequences, message, entry):
+    """Never stored as another number: lists, numpy arrays of any dtype."""
+    from prepack.prefill import pack_prompts
+    f = prepack.pack if entry == "pack" else pack_prompts
+    with pytest.raises(ValueError, match=re.escape(message)):
+        f(sequences)
+
+
+def test_bad_ids_in_torch_tensors_refused():
+    torch = pytest.importorskip("torch")
+    from prepack.prefill import pack_prompts
+    for f in (prepack.pack, pack_prompts):
+        with pytest.raises(ValueError, match="position 1: -3 is out of range"):
+            f([torch.tensor([1, 2]), torch.tensor([4, -3])])
+        with pytest.raises(ValueError, match="sequence 0, position 0: 1.5 is "
+                                             "a float32 value"):
+            f([torch.tensor([1.5, 2.0])])
+
+
+def test_every_integer_kind_accepted():
+    lib_or_skip()
+    seqs = [np.array([1, 2], dtype=np.int8), np.array([3], dtype=np.uint16),
+            np.array([4, 2**32 - 1], dtype=np.int64), (5, 6), [7],
+            np.array([8], dtype=np.uint64)]
+    rows = prepack.pack(seqs, max_seq_len=16)
+    got = sorted(int(t) for r in rows for t in r["input_ids"])
+    assert got == [1, 2, 3, 4, 5, 6, 7, 8, 2**32 - 1]
