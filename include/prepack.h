@@ -512,6 +512,10 @@ typedef struct prepack_ingest_options {
                                  header's tokenizer (50256 GPT-2, 128000
                                  LLaMA-3); required for raw files */
     prepack_sep_position sep_position;
+    /* Megatron: non-zero accepts a .bin longer than its .idx's sequences
+     * reach (by default an error: bytes that belong to no sequence mean a
+     * .bin and .idx that do not go together). */
+    int allow_trailing_bytes;
     prepack_progress_fn progress; /* optional */
     void *progress_opaque;
 } prepack_ingest_options;

@@ -30,7 +30,8 @@ enum {
     OPT_SEED,
     OPT_THREADS,
     OPT_SVG,
-    OPT_QUIET
+    OPT_QUIET,
+    OPT_TRAILING
 };
 
 /* One table for both commands; each refuses the other's own options. */
@@ -46,6 +47,7 @@ static const struct option job_options[] = {
     {"field", required_argument, NULL, OPT_FIELD},
     {"doc-sep", required_argument, NULL, OPT_DOCSEP},
     {"sep-position", required_argument, NULL, OPT_SEPPOS},
+    {"allow-trailing-bytes", no_argument, NULL, OPT_TRAILING},
     {"token-dtype", required_argument, NULL, OPT_DTYPE},
     {"tmp-dir", required_argument, NULL, OPT_TMPDIR},
     {"output", required_argument, NULL, OPT_OUT},
@@ -141,6 +143,8 @@ int apply_ingest_option(const char *cmd, const char *name, const char *val,
                                val);
         o->sep_position =
             strcmp(val, "before") == 0 ? PREPACK_SEP_BEFORE : PREPACK_SEP_AFTER;
+    } else if (strcmp(name, "allow-trailing-bytes") == 0) {
+        o->allow_trailing_bytes = 1;
     } else {
         return -1;
     }
@@ -164,6 +168,7 @@ static int apply_input_option(job_args *a, int opt, const char *val)
     case OPT_FIELD:
     case OPT_DOCSEP:
     case OPT_SEPPOS:
+    case OPT_TRAILING:
         return apply_ingest_option(a->cmd, option_name(opt), val, &a->ingest);
     case OPT_DTYPE:
         if (prepack_dtype_parse(val, &a->store.dtype))

@@ -62,7 +62,8 @@ static const char pack_help[] =
     "  --quiet                  no progress on stderr (shown only when it\n"
     "                           is a terminal)\n"
     "  --format, --field, --doc-sep, --sep-position, --token-dtype,\n"
-    "  --tmp-dir                how to read INPUTs, as for 'prepack stats'\n"
+    "  --allow-trailing-bytes, --tmp-dir\n"
+    "                           how to read INPUTs, as for 'prepack stats'\n"
     "  -h, --help               show this help\n"
     "\n"
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";

@@ -40,6 +40,8 @@ static const char stats_help[] =
     "  --sep-position POS       before | after: the delimiter opens or\n"
     "                           closes a document (default: before for\n"
     "                           llm.c, after for raw)\n"
+    "  --allow-trailing-bytes   Megatron: accept a .bin longer than its\n"
+    "                           .idx's sequences reach (default: an error)\n"
     "  --token-dtype DT         auto | uint16 | uint32 (default: auto,\n"
     "                           uint16 while every id fits)\n"
     "  --tmp-dir DIR            where the token store lives while running\n"

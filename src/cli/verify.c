@@ -21,7 +21,8 @@ static const char verify_help[] =
     "\n"
     "Options:\n"
     "  --input INPUT            an input of the set, repeatable, in order\n"
-    "  --format, --field, --doc-sep, --sep-position\n"
+    "  --format, --field, --doc-sep, --sep-position,\n"
+    "  --allow-trailing-bytes\n"
     "                           how to read the inputs, as for 'prepack stats'\n"
     "  --json                   print one JSON object: dir, rows, shards,\n"
     "                           ok, problems (count) and messages (the\n"
@@ -36,6 +37,7 @@ enum {
     OPT_FIELD,
     OPT_DOCSEP,
     OPT_SEPPOS,
+    OPT_TRAILING,
     OPT_JSON
 };
 
@@ -45,6 +47,7 @@ static const struct option verify_options[] = {
     {"field", required_argument, NULL, OPT_FIELD},
     {"doc-sep", required_argument, NULL, OPT_DOCSEP},
     {"sep-position", required_argument, NULL, OPT_SEPPOS},
+    {"allow-trailing-bytes", no_argument, NULL, OPT_TRAILING},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};

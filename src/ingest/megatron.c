@@ -66,7 +66,8 @@ typedef struct megatron {
     uint64_t map_start, map_len;
     prepack_store *store;
     const prepack_ingest_options *opts;
-    size_t source; /* the .bin in the store */
+    size_t source;        /* the .bin in the store */
+    uint64_t bin_reached; /* the furthest .bin byte a sequence reaches */
     uint32_t max_id;
     const prepack_allocator *alloc;
 } megatron;
@@ -311,6 +312,12 @@ static int check_entry(const megatron *m, uint64_t i, int64_t len, int64_t ptr,
                        "%s: sequence %llu has negative length %lld",
                        m->idx.path, (unsigned long long)i, (long long)len);
     uint64_t bytes = (uint64_t)len * m->dtype.width;
+    if (ptr >= 0 && (uint64_t)ptr % m->dtype.width != 0)
+        return pp_fail(diag, PREPACK_EFORMAT, i,
+                       "%s: sequence %llu points at byte %lld, not a "
+                       "multiple of its %s tokens' %u bytes",
+                       m->idx.path, (unsigned long long)i, (long long)ptr,
+                       m->dtype.name, m->dtype.width);
     if (ptr < 0 || (uint64_t)ptr > m->bin.size ||
         bytes > m->bin.size - (uint64_t)ptr)
         return pp_fail(diag, PREPACK_EFORMAT, i,
@@ -344,6 +351,8 @@ static int read_block(megatron *m, uint64_t first, size_t count,
                 check_ids(m, i, (uint64_t)ptr, (uint64_t)len, &m->max_id, diag);
         if (rc != PREPACK_OK)
             break;
+        if ((uint64_t)ptr + (uint64_t)len * m->dtype.width > m->bin_reached)
+            m->bin_reached = (uint64_t)ptr + (uint64_t)len * m->dtype.width;
         if (starts)
             prepack_store_begin_document(m->store);
         rc = pp_store_add_ref(m->store, m->source, (uint64_t)ptr, (uint64_t)len,
@@ -371,6 +380,16 @@ static int read_all(megatron *m, prepack_diag *diag)
     }
     if (rc == PREPACK_OK)
         rc = finish_documents(m, &docs, diag);
+    if (rc == PREPACK_OK && m->sequences && m->bin_reached < m->bin.size &&
+        !m->opts->allow_trailing_bytes)
+        rc = pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                     "%s: %llu bytes, but the sequences of %s reach only "
+                     "%llu: the last %llu belong to no sequence (a .bin "
+                     "and .idx that do not go together?); "
+                     "--allow-trailing-bytes accepts them",
+                     m->bin.path, (unsigned long long)m->bin.size,
+                     m->idx.path, (unsigned long long)m->bin_reached,
+                     (unsigned long long)(m->bin.size - m->bin_reached));
     pp_free(m->alloc, docs.buf);
     pp_free(m->alloc, lens);
     pp_free(m->alloc, ptrs);

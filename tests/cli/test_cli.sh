@@ -64,6 +64,10 @@ for expected in "$fixtures"/malformed/ingest/*.expected; do
     expect_in "$tmp/err" "prepack: $(cat "$expected")"
     [ -z "$(ls -A "$tmp/store")" ] && ok || bad "$input: left files in --tmp-dir"
 done
+# bytes past what a Megatron index covers: refused above, accepted on request
+expect_exit 0 "$prepack" stats "$fixtures/malformed/ingest/mg_trailing.idx" \
+    --allow-trailing-bytes --max-seq-len 8 --json
+expect_in "$tmp/out" '"input_tokens": 4'
 printf '5\nx\n' | "$prepack" stats --lengths - --max-seq-len 8 >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 1 ] && ok || bad "stdin error exit"
 expect_in "$tmp/err" "stdin:2: not a non-negative integer: 'x'"
