@@ -12,7 +12,8 @@
  * planning) nothing is in the output directory and the signals keep their
  * default effect, so Ctrl-C stops a long ingest at once. (SIGKILL cannot be
  * caught; it leaves shards and a .tmp that the next --overwrite removes, and
- * still no manifest.) */
+ * still no manifest; with --overwrite, the old set stays in DIR and the
+ * new one's files in .DIR.prepack-XXXXXX beside it.) */
 static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig)
@@ -55,7 +56,9 @@ static const char pack_help[] =
     "  --level N                zstd level, 1..22 (default: 3)\n"
     "  --threads N              compress frames on N threads (default: 1);\n"
     "                           the output is the same for any N\n"
-    "  --overwrite              replace the shard set already in DIR\n"
+    "  --overwrite              replace the shard set already in DIR: the\n"
+    "                           new set is written beside it and swapped in\n"
+    "                           when complete (the old set stays until then)\n"
     "  --batch-size B           naive batch size for the report (default: 8)\n"
     "  --json                   print the report as one JSON object\n"
     "  --svg FILE               also draw the report as an SVG picture\n"

@@ -2,7 +2,7 @@
  * zstd frame, a seek table closing each shard, the manifest last. Every
  * file is written under a temporary name, fsynced and renamed, so a run
  * stopped at any moment leaves no manifest or a complete set. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* renameat2, RENAME_EXCHANGE, mkdtemp */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -68,6 +68,7 @@ struct prepack_writer {
     /* the shard being written */
     int fd;
     char tmp_path[4200];
+    char target[4096]; /* overwriting: where the set goes when finished */
     uint64_t shard_rows_done, shard_tokens, shard_bytes;
     XXH64_state_t hash;
     seek_entry *seek;
@@ -87,9 +88,11 @@ static int io_fail(prepack_diag *diag, const char *what, const char *path)
                    path, strerror(errno));
 }
 
-/* An empty or missing dir is fine; a non-empty one only with overwrite,
- * and then only if it holds nothing but a shard set's files. */
-static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
+/* Whether dir holds anything. With overwrite, whatever it holds must be
+ * a shard set's files (the manifest, shards, temporaries): prepack never
+ * replaces what it did not write. */
+static int dir_in_use(const char *dir, int overwrite, int *in_use,
+                      prepack_diag *diag)
 {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return io_fail(diag, "cannot create", dir);
@@ -97,17 +100,16 @@ static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
     if (!d)
         return io_fail(diag, "cannot open", dir);
     int rc = PREPACK_OK;
-    char path[4400];
-    /* the manifest goes first: from here on no manifest describes dir */
-    snprintf(path, sizeof path, "%s/" PP_MANIFEST_NAME, dir);
     struct dirent *e;
+    *in_use = 0;
     while (rc == PREPACK_OK && (e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
+        *in_use = 1;
         if (!overwrite)
             rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                         "%s is not empty (pass overwrite to replace a "
-                         "shard set)",
+                         "%s is not empty (to replace the shard set in it: "
+                         "--overwrite, or prepack_writer_options.overwrite)",
                          dir);
         else if (!pp_is_set_file(e->d_name))
             rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
@@ -116,13 +118,40 @@ static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
                          dir, e->d_name);
     }
     closedir(d);
-    if (rc != PREPACK_OK || !overwrite)
-        return rc;
-    if (unlink(path) != 0 && errno != ENOENT)
-        return io_fail(diag, "cannot remove", path);
-    pp_sync_dir(dir);
-    if (!(d = opendir(dir)))
-        return io_fail(diag, "cannot open", dir);
+    return rc;
+}
+
+/* Overwriting: the new set is written in a fresh directory beside dir
+ * (.NAME.prepack-XXXXXX, same parent, so the same file system) and
+ * swapped in whole by prepack_writer_finish; until then dir keeps the
+ * old set, verified as it was. */
+static int make_staging_dir(const char *dir, char *out, size_t cap,
+                            prepack_diag *diag)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    size_t slash = n;
+    while (slash > 0 && dir[slash - 1] != '/')
+        slash--;
+    int len = snprintf(out, cap, "%.*s.%.*s.prepack-XXXXXX", (int)slash, dir,
+                       (int)(n - slash), dir + slash);
+    if (len < 0 || (size_t)len >= cap)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s: path too long", dir);
+    if (!mkdtemp(out))
+        return io_fail(diag, "cannot create a directory beside", dir);
+    return PREPACK_OK;
+}
+
+/* Removes the shard-set files in dir, then dir itself. */
+static void remove_set_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[4700];
     while ((e = readdir(d)) != NULL) {
         if (!pp_is_set_file(e->d_name))
             continue;
@@ -130,6 +159,35 @@ static int prepare_dir(const char *dir, int overwrite, prepack_diag *diag)
         unlink(path);
     }
     closedir(d);
+    rmdir(dir);
+}
+
+/* Puts the finished set in staging at target's path in one step (the
+ * old set moves to staging's path), then removes the old set. Where the
+ * file system cannot exchange two names, two renames: between them
+ * target's path is briefly missing, both sets whole on disk. */
+static int swap_into_place(const char *staging, const char *target,
+                           prepack_diag *diag)
+{
+    if (renameat2(AT_FDCWD, staging, AT_FDCWD, target, RENAME_EXCHANGE) != 0) {
+        if (errno != EINVAL && errno != ENOSYS)
+            return io_fail(diag, "cannot swap the new set into", target);
+        char old[4400];
+        snprintf(old, sizeof old, "%s.old", staging);
+        if (rename(target, old) != 0)
+            return io_fail(diag, "cannot move aside", target);
+        if (rename(staging, target) != 0) {
+            int rc = io_fail(diag, "cannot rename the new set to", target);
+            rename(old, target); /* put the old set back */
+            return rc;
+        }
+        remove_set_dir(old);
+    } else {
+        remove_set_dir(staging); /* the old set, now at staging's path */
+    }
+    char parent[4200];
+    snprintf(parent, sizeof parent, "%s/..", target);
+    pp_sync_dir(parent);
     return PREPACK_OK;
 }
 
@@ -170,13 +228,22 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
                        "max_seq_len %u x %u-byte tokens does not fit a "
                        "msgpack bin (under 2^32 bytes)",
                        max_seq_len, w);
-    rc = prepare_dir(dir, o->overwrite, diag);
+    int in_use = 0;
+    char staging[4096] = "";
+    rc = dir_in_use(dir, o->overwrite, &in_use, diag);
+    if (rc == PREPACK_OK && in_use)
+        rc = make_staging_dir(dir, staging, sizeof staging, diag);
     if (rc != PREPACK_OK)
         return rc;
     prepack_writer *wr = pp_calloc(o->allocator, 1, sizeof *wr);
-    if (!wr)
+    if (!wr) {
+        if (*staging)
+            rmdir(staging);
         return pp_out_of_memory(diag);
-    snprintf(wr->dir, sizeof wr->dir, "%s", dir);
+    }
+    snprintf(wr->dir, sizeof wr->dir, "%s", *staging ? staging : dir);
+    if (*staging)
+        snprintf(wr->target, sizeof wr->target, "%s", dir);
     wr->alloc = pp_allocator_keep(&wr->alloc_copy, o->allocator);
     wr->max_seq_len = max_seq_len;
     wr->dtype = token_dtype;
@@ -213,6 +280,8 @@ void prepack_writer_free(prepack_writer *w)
         snprintf(path, sizeof path, "%s/%s", w->dir, w->shards[i].file);
         unlink(path);
     }
+    if (!w->finished && *w->target) /* the staging dir: the old set stays */
+        remove_set_dir(w->dir);
     pp_pool_free(w->pool);
     pp_free(w->alloc, w->frame.data);
     pp_free(w->alloc, w->seek);
@@ -467,6 +536,13 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
         return rc;
     }
     pp_sync_dir(w->dir);
+    if (*w->target) {
+        rc = swap_into_place(w->dir, w->target, diag);
+        if (rc != PREPACK_OK) {
+            unlink(final); /* the old set stays; this one goes with free */
+            return rc;
+        }
+    }
     w->finished = 1;
     return PREPACK_OK;
 }

@@ -60,6 +60,42 @@ for round in 1 2 3 4 5 6 7 8 9; do
     rerun_succeeds "$dir"
 done
 
+# ---- --overwrite interrupted: the old set or the new one, never neither --------
+# The old set is packed with --seed 1, the new one with --seed 2: after a
+# signal at any moment the directory holds one of the two, whole.
+ow=$tmp/ow/set
+mkdir -p "$tmp/ow"
+"$prepack" "${pack_args[@]}" --shuffle --seed 1 -o "$ow" >/dev/null 2>&1
+cp "$ow/manifest.json" "$tmp/ow-old.json"
+"$prepack" "${pack_args[@]}" --shuffle --seed 2 -o "$tmp/ow-new" >/dev/null 2>&1
+for round in 1 2 3 4 5 6 7 8 9; do
+    sig=$(case $((round % 3)) in 0) echo KILL ;; 1) echo INT ;; *) echo TERM ;; esac)
+    delay=$(printf '0.%03d' $((RANDOM % 300)))
+    "$prepack" "${pack_args[@]}" --shuffle --seed 2 -o "$ow" --overwrite >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -"$sig" "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    expect_exit 0 "$prepack" verify "$ow"
+    if cmp -s "$ow/manifest.json" "$tmp/ow-old.json" ||
+        cmp -s "$ow/manifest.json" "$tmp/ow-new/manifest.json"; then ok; else
+        bad "--overwrite, SIG$sig after ${delay}s: neither the old set nor the new one"
+    fi
+    # a signal it could catch leaves nothing beside the directory
+    if [ "$sig" != KILL ]; then
+        [ "$(ls -A "$tmp/ow")" = set ] && ok ||
+            bad "--overwrite, SIG$sig after ${delay}s left $(ls -A "$tmp/ow" | tr '\n' ' ')"
+    fi
+    rm -rf "$tmp"/ow/.set.prepack-* # what SIGKILL leaves
+    "$prepack" "${pack_args[@]}" --shuffle --seed 1 -o "$ow" --overwrite >/dev/null 2>&1
+done
+# a failed overwrite (the new set does not fit) keeps the old set
+(trap '' XFSZ; ulimit -f 24; exec "$prepack" "${pack_args[@]}" --shuffle --seed 2 -o "$ow" --overwrite) \
+    >/dev/null 2>&1
+cmp -s "$ow/manifest.json" "$tmp/ow-old.json" && ok || bad "a failed --overwrite lost the old set"
+expect_exit 0 "$prepack" verify "$ow"
+[ "$(ls -A "$tmp/ow")" = set ] && ok || bad "a failed --overwrite left $(ls -A "$tmp/ow" | tr '\n' ' ')"
+
 # ---- a file size limit: the disk-full path, without a small disk ---------------
 # SIGXFSZ is ignored (by default it kills), so writes fail with EFBIG.
 dir=$tmp/limited
