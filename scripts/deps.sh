@@ -30,6 +30,37 @@ echo "prepack: installing missing packages: ${missing[*]}" >&2
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
+
+# A fresh machine often runs unattended-upgrades at boot: apt's and dpkg's
+# locks are then held for minutes. Wait for them (apt's own wait, then
+# retries) up to PREPACK_APT_LOCK_TIMEOUT seconds, saying what is awaited.
+lock_timeout=${PREPACK_APT_LOCK_TIMEOUT:-900}
+apt() {
+    local deadline=$((SECONDS + lock_timeout)) out status
+    while :; do
+        local wait=$((deadline - SECONDS))
+        [ "$wait" -gt 30 ] && wait=30
+        [ "$wait" -lt 0 ] && wait=0
+        out=$($sudo apt-get -o DPkg::Lock::Timeout="$wait" "$@" 2>&1) && status=0 || status=$?
+        if [ "$status" -eq 0 ]; then
+            return 0
+        fi
+        if ! grep -qE 'Could not get lock|Unable to acquire|Unable to lock' <<<"$out"; then
+            printf '%s\n' "$out" >&2
+            return "$status"
+        fi
+        local holder
+        holder=$(grep -oE 'held by process [0-9]+( \([^)]*\))?' <<<"$out" | head -n 1)
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "prepack: gave up after ${lock_timeout} s waiting for the package manager's lock (${holder:-held by another process}); rerun when it is done, or set PREPACK_APT_LOCK_TIMEOUT" >&2
+            printf '%s\n' "$out" >&2
+            return "$status"
+        fi
+        echo "prepack: waiting for the package manager's lock (${holder:-held by another process}, e.g. unattended-upgrades): $((deadline - SECONDS)) s left" >&2
+        sleep "${PREPACK_APT_LOCK_POLL:-5}"
+    done
+}
+
 # A fresh image has empty package lists: update once before installing.
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt update -qq
+apt install -y -qq --no-install-recommends "${missing[@]}"
