@@ -155,7 +155,9 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     if form == "padded":
-        width = max_seq_len or max(len(r["input_ids"]) for r in rows)
+        # no rows: an empty [0, max_seq_len] batch, as the C batcher's
+        width = max_seq_len or max((len(r["input_ids"]) for r in rows),
+                                   default=0)
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
         flat = _flat(rows)

@@ -38,8 +38,18 @@ class PackedDataset(IterableDataset):
     rank r of world_size takes every world_size-th row of that order, so
     the ranks' shares are disjoint and cover every row; each rank's batches
     come in an order that does not depend on the DataLoader's num_workers.
-    The last batch of a rank may hold fewer rows. state_dict() and
-    load_state_dict() resume mid-epoch."""
+    The last batch of a rank may hold fewer rows.
+
+    Epochs: the order is fixed by (seed, epoch) and iterating again does
+    not advance it (the DataLoader's workers iterate copies of this
+    object, so no pass can tell the next one). Call set_epoch(e) before
+    each epoch, as with DistributedSampler; without it every pass repeats
+    the same order.
+
+    Resuming: state_dict(batches_done) after the training loop consumed
+    batches_done batches of this epoch (with num_workers=0 it may be left
+    out: the batches this object yielded), load_state_dict(state) in the
+    new process, and iteration starts at the next batch."""
 
     def __init__(self, path, batch_rows=1, form="varlen", shuffle=True,
                  seed=0, rank=0, world_size=1, **collate_options):
@@ -55,11 +65,13 @@ class PackedDataset(IterableDataset):
         self.collate_options = collate_options
         self.epoch = 0
         self.start_batch = 0
+        self._yielded = None  # batches yielded here (num_workers=0 only)
         self._rows = len(ShardSet(path))
 
     def set_epoch(self, epoch):
         self.epoch = epoch
         self.start_batch = 0
+        self._yielded = None
 
     def rank_rows(self):
         """This rank's rows for the current epoch, in order."""
@@ -69,30 +81,60 @@ class PackedDataset(IterableDataset):
     def __len__(self):
         return -(-len(self.rank_rows()) // self.batch_rows)
 
-    def state_dict(self, batches_done):
+    def state_dict(self, batches_done=None):
         """Where to resume after the training loop consumed batches_done
-        batches of this epoch."""
+        batches of this epoch. Left out, the batches this object yielded
+        itself (a DataLoader with num_workers=0); with workers they iterate
+        copies, so it must be given."""
+        if batches_done is None:
+            if self._yielded is None:
+                raise ValueError(
+                    "state_dict(): pass batches_done, the batches your loop "
+                    "consumed this epoch (a DataLoader's workers iterate "
+                    "copies of this dataset, so it cannot count them)")
+            batches_done = self._yielded
+        if not 0 <= batches_done <= len(self) - self.start_batch:
+            raise ValueError(f"batches_done {batches_done}: this epoch has "
+                             f"{len(self) - self.start_batch} batches left")
         return {"epoch": self.epoch, "batch": self.start_batch + batches_done,
                 "seed": self.seed, "world_size": self.world_size,
-                "rank": self.rank}
+                "rank": self.rank, "batch_rows": self.batch_rows,
+                "rows": self._rows}
 
     def load_state_dict(self, state):
-        if state["seed"] != self.seed or state["world_size"] != self.world_size:
-            raise ValueError("the state was saved with another seed or world size")
-        self.epoch = state["epoch"]
-        self.start_batch = state["batch"]
+        """Resumes at state's batch; ValueError for a state saved by
+        another configuration or one past the end of the epoch."""
+        mine = {"seed": self.seed, "world_size": self.world_size,
+                "rank": self.rank, "batch_rows": self.batch_rows,
+                "rows": self._rows}
+        for key, value in mine.items():
+            if key in state and state[key] != value:
+                raise ValueError(f"the state was saved with {key} "
+                                 f"{state[key]}, this dataset has {value}")
+        epoch, batch = state["epoch"], state["batch"]
+        if type(batch) is not int or type(epoch) is not int or epoch < 0:
+            raise ValueError(f"bad state: epoch {epoch!r}, batch {batch!r}")
+        self.epoch = epoch
+        if not 0 <= batch <= len(self):
+            raise ValueError(f"the state resumes at batch {batch}, but an "
+                             f"epoch of this dataset has {len(self)} batches")
+        self.start_batch = batch
+        self._yielded = None
 
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         shards = ShardSet(self.path)  # one per worker: no shared file state
         rows = self.rank_rows()
+        self._yielded = 0
         for b in range(self.start_batch, len(self)):
             if (b - self.start_batch) % workers != worker:
                 continue
             pick = rows[b * self.batch_rows:(b + 1) * self.batch_rows]
-            yield collate([shards[int(i)] for i in pick], self.form,
-                          tensors="pt", **self.collate_options)
+            batch = collate([shards[int(i)] for i in pick], self.form,
+                            tensors="pt", **self.collate_options)
+            self._yielded += 1
+            yield batch
 
 
 class PackedMapDataset(Dataset):

@@ -69,3 +69,15 @@ def test_bad_arguments():
         prepack.collate(ROWS, "dense")
     with pytest.raises(ValueError):
         prepack.collate(ROWS, "padded", max_seq_len=3)
+
+
+@pytest.mark.parametrize("form", ["varlen", "hf", "flex", "padded"])
+def test_no_rows_is_an_empty_batch(form):
+    """An empty batch in every form (as the C batcher gives), not an
+    unrelated error."""
+    batch = prepack.collate([], form, max_seq_len=8 if form == "padded" else None)
+    assert all(len(v) == 0 or getattr(v, "shape", (1,))[0] in (0, 1)
+               for v in batch.values() if hasattr(v, "__len__"))
+    if form == "padded":
+        assert batch["input_ids"].shape == (0, 8)
+        assert prepack.collate([], "padded")["input_ids"].shape == (0, 0)

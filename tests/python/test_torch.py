@@ -131,6 +131,71 @@ def test_dataloader_covers_every_row_once_in_a_fixed_order(shard_set):
         assert sorted(seen) == list(range(total))
 
 
+def row_key(input_ids, position_ids):
+    """A row by its content: its tokens and where each sequence restarts."""
+    return (tuple(input_ids), tuple(position_ids))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_yielded_batches_hold_every_row_once(shard_set):
+    """The rows the loader actually yields (not rank_rows()), by content:
+    each batch batch_rows rows (a rank's last may be short), and over all
+    ranks every row of the set exactly once, for several worker counts and
+    world sizes."""
+    from collections import Counter
+    s = prepack.ShardSet(shard_set)
+    want = Counter(row_key(r["input_ids"].tolist(),
+                           prepack.collate([r], "hf")["position_ids"][0].tolist())
+                   for r in s)
+    batch_rows = 50
+    for world, workers in ((1, 0), (1, 3), (2, 1), (3, 2)):
+        got = Counter()
+        for rank in range(world):
+            ds = PackedDataset(shard_set, batch_rows=batch_rows, form="padded",
+                               max_seq_len=2048, seed=4, rank=rank,
+                               world_size=world)
+            loader = torch.utils.data.DataLoader(ds, batch_size=None,
+                                                 num_workers=workers)
+            sizes = []
+            for b in loader:
+                sizes.append(b["input_ids"].shape[0])
+                for i in range(sizes[-1]):
+                    t = int(b["attention_mask"][i].sum())
+                    got[row_key(b["input_ids"][i, :t].tolist(),
+                                b["position_ids"][i, :t].tolist())] += 1
+            share = len(ds.rank_rows())
+            assert sizes == [batch_rows] * (share // batch_rows) + (
+                [share % batch_rows] if share % batch_rows else []), \
+                (world, workers, rank)
+        assert got == want, (world, workers)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_resume_without_count_and_past_the_end(shard_set):
+    ds = PackedDataset(shard_set, batch_rows=400, seed=2)
+    with pytest.raises(ValueError, match="pass batches_done"):
+        ds.state_dict()  # nothing iterated in this process
+    it = iter(ds)
+    next(it), next(it)
+    state = ds.state_dict()  # num_workers=0: it counted the two batches
+    assert state["batch"] == 2
+    again = PackedDataset(shard_set, batch_rows=400, seed=2)
+    again.load_state_dict(state)
+    assert [b["seq_ids"].tolist() for b in again] == \
+        [b["seq_ids"].tolist() for b in list(PackedDataset(
+            shard_set, batch_rows=400, seed=2))[2:]]
+    with pytest.raises(ValueError, match="batches"):
+        again.load_state_dict(dict(state, batch=len(ds) + 1))
+    with pytest.raises(ValueError, match="batch_rows"):
+        PackedDataset(shard_set, batch_rows=10, seed=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="rank"):
+        PackedDataset(shard_set, batch_rows=400, seed=2, rank=1,
+                      world_size=2).load_state_dict(dict(state, world_size=2))
+    end = dict(state, batch=len(ds))  # saved after the last batch: nothing left
+    again.load_state_dict(end)
+    assert list(again) == []
+
+
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_resume_mid_epoch(shard_set):
     ds = PackedDataset(shard_set, batch_rows=50, seed=9)
