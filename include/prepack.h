@@ -520,9 +520,12 @@ typedef struct prepack_ingest_options {
     void *progress_opaque;
 } prepack_ingest_options;
 
-/* The format of a file: by name (.jsonl[.zst|.gz], .idx, or X.bin with an
- * X.idx beside it), then by magic (llm.c header). A .bin that is neither is
- * PREPACK_EFORMAT ("pass a format"). */
+/* The format of a file: by name (.jsonl[.zst|.gz], .json, .idx, or X.bin
+ * with an X.idx beside it), then by content (llm.c's magic; a zstd or gzip
+ * stream or a JSON object: JSONL). "-" (stdin), pipes and character
+ * devices are JSONL, the one format read as a stream; prepack_ingest_file
+ * reads "-" from stdin and refuses another format for it. A file that is
+ * none of these is PREPACK_EFORMAT ("pass a format"). */
 int prepack_format_detect(const char *path, prepack_format *out,
                           prepack_diag *diag);
 

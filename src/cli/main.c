@@ -23,6 +23,23 @@ static const char usage_text[] =
     "'prepack COMMAND --help' lists a command's options.\n"
     "Exit status: 0 success, 1 data error (bad input, I/O), 2 usage error.\n";
 
+typedef int (*command_fn)(int argc, char **argv);
+
+static command_fn find_command(const char *name)
+{
+    static const struct {
+        const char *name;
+        command_fn run;
+    } commands[] = {{"stats", cmd_stats},
+                    {"pack", cmd_pack},
+                    {"verify", cmd_verify},
+                    {"inspect", cmd_inspect}};
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(name, commands[i].name))
+            return commands[i].run;
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -30,6 +47,14 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") && argc > 2) { /* prepack help pack */
+        char help[] = "--help";
+        char *args[] = {argv[2], help, NULL};
+        if (find_command(argv[2]))
+            return find_command(argv[2])(2, args);
+        fprintf(stderr, "prepack: no command '%s'\n%s", argv[2], usage_text);
+        return EXIT_USAGE;
+    }
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);
         return EXIT_OK;
@@ -42,14 +67,8 @@ int main(int argc, char **argv)
                prepack_dependency_version("xxhash"));
         return EXIT_OK;
     }
-    if (!strcmp(cmd, "stats"))
-        return cmd_stats(argc - 1, argv + 1);
-    if (!strcmp(cmd, "pack"))
-        return cmd_pack(argc - 1, argv + 1);
-    if (!strcmp(cmd, "verify"))
-        return cmd_verify(argc - 1, argv + 1);
-    if (!strcmp(cmd, "inspect"))
-        return cmd_inspect(argc - 1, argv + 1);
+    if (find_command(cmd))
+        return find_command(cmd)(argc - 1, argv + 1);
     fprintf(stderr, "prepack: unknown command '%s'\n%s", cmd, usage_text);
     return EXIT_USAGE;
 }

@@ -293,7 +293,8 @@ static void check_inputs_covered(coverage *c)
  * claims (a damaged set may claim any). */
 static void check_placement(coverage *c)
 {
-    qsort(c->items, c->nitems, sizeof *c->items, by_id_then_start);
+    if (c->nitems > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(c->items, c->nitems, sizeof *c->items, by_id_then_start);
     for (size_t k = 1; k < c->nitems; k++) {
         const placed *p = &c->items[k], *q = &c->items[k - 1];
         if (p->id == q->id && p->start < (uint64_t)q->start + q->len)

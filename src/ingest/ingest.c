@@ -42,25 +42,43 @@ static int has_megatron_pair(const char *path)
 }
 
 /* llm.c's two header magics, as little-endian int32. */
-static int has_llmc_magic(const char *path)
+/* What the first bytes of a file say it holds: llm.c's header, a zstd or
+ * gzip stream (prepack reads only JSONL compressed), or a JSON object,
+ * maybe after blanks or a UTF-8 byte order mark (the JSONL reader then
+ * names the mark). */
+static int format_from_content(const char *path, prepack_format *out)
 {
-    unsigned char b[4];
+    unsigned char b[64];
     int fd = open(path, O_RDONLY);
     if (fd < 0)
         return 0;
-    ssize_t got = pread(fd, b, 4, 0);
+    ssize_t got = pread(fd, b, sizeof b, 0);
     close(fd);
-    if (got != 4)
-        return 0;
-    uint32_t magic = pp_load_le32(b);
-    return magic == PP_LLMC_GPT2_MAGIC || magic == PP_LLMC_LLAMA3_MAGIC;
+    size_t n = got > 0 ? (size_t)got : 0;
+    if (n >= 4 && (pp_load_le32(b) == PP_LLMC_GPT2_MAGIC ||
+                   pp_load_le32(b) == PP_LLMC_LLAMA3_MAGIC)) {
+        *out = PREPACK_FORMAT_LLMC;
+        return 1;
+    }
+    static const unsigned char zstd[4] = {0x28, 0xB5, 0x2F, 0xFD};
+    size_t i = n >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF ? 3 : 0;
+    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' ||
+                     b[i] == '\n'))
+        i++;
+    if ((n >= 4 && memcmp(b, zstd, 4) == 0) ||
+        (n >= 2 && b[0] == 0x1F && b[1] == 0x8B) || (i < n && b[i] == '{')) {
+        *out = PREPACK_FORMAT_JSONL;
+        return 1;
+    }
+    return 0;
 }
 
 int prepack_format_detect(const char *path, prepack_format *out,
                           prepack_diag *diag)
 {
     if (ends_with(path, ".jsonl") || ends_with(path, ".jsonl.zst") ||
-        ends_with(path, ".jsonl.gz") || ends_with(path, ".json")) {
+        ends_with(path, ".jsonl.gz") || ends_with(path, ".json") ||
+        strcmp(path, "-") == 0) {
         *out = PREPACK_FORMAT_JSONL;
         return PREPACK_OK;
     }
@@ -72,16 +90,21 @@ int prepack_format_detect(const char *path, prepack_format *out,
     if (stat(path, &st) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot open %s: %s", path, strerror(errno));
+    /* a pipe, a terminal, /dev/stdin: read once, in order, so JSONL (the
+     * one format read as a stream) */
+    if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode)) {
+        *out = PREPACK_FORMAT_JSONL;
+        return PREPACK_OK;
+    }
     if (!S_ISREG(st.st_mode))
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "%s: not a regular file", path);
-    if (has_llmc_magic(path)) {
-        *out = PREPACK_FORMAT_LLMC;
+    if (format_from_content(path, out))
         return PREPACK_OK;
-    }
     return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
-                   "%s: cannot tell its format (not .jsonl, no llm.c magic, "
-                   "no .idx beside it); pass a format such as raw-u16",
+                   "%s: cannot tell its format (not .jsonl, no JSON object, "
+                   "zstd or gzip stream or llm.c magic at its start, no .idx "
+                   "beside it); pass a format such as raw-u16",
                    path);
 }
 
@@ -117,6 +140,15 @@ int prepack_ingest_file(prepack_store *s, const char *path,
         int rc = prepack_format_detect(path, &format, diag);
         if (rc != PREPACK_OK)
             return rc;
+    }
+    if (strcmp(path, "-") == 0) { /* stdin, read as a stream */
+        if (format != PREPACK_FORMAT_JSONL)
+            return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                           "stdin ('-'): %s inputs are read in place, not "
+                           "as a stream; stdin takes JSONL (plain, zstd "
+                           "or gzip)",
+                           prepack_format_name(format));
+        path = "/dev/stdin";
     }
     if (prepack_store_begin_input(s, path, format) != PREPACK_OK)
         return pp_out_of_memory(diag);

@@ -57,6 +57,7 @@ struct JsonlReader {
     std::vector<uint8_t> mask;
     simdjson::dom::parser parser;
     const prepack_ingest_options *opts;
+    size_t doc_len = 0; // bytes of the document being taken
 
     JsonlReader(prepack_store *s, const char *p,
                 const prepack_ingest_options *o, prepack_diag *d)
@@ -87,6 +88,7 @@ struct JsonlReader {
     int take_document(simdjson::dom::element doc, size_t at);
     int read_ids(simdjson::dom::array ids, size_t at);
     int bad_id(simdjson::dom::element v, size_t i, size_t at);
+    std::string id_text(size_t i, size_t at);
     int read_mask(simdjson::dom::array arr, bool labels, size_t at);
 };
 
@@ -164,7 +166,34 @@ const char *type_name(simdjson::dom::element_type t)
     }
 }
 
-// Why element i of the ids is not a token id (the slow path).
+// Element i of the ids as the line writes it (2.0, 1e3, -0), found again
+// with simdjson's On Demand parser, which keeps each value's raw text: the
+// DOM keeps only the number. The slow path of an error message.
+std::string JsonlReader::id_text(size_t i, size_t at)
+{
+    simdjson::padded_string doc(reinterpret_cast<const char *>(buf.data()) + at,
+                                doc_len);
+    simdjson::ondemand::parser od;
+    simdjson::ondemand::document d;
+    simdjson::ondemand::array ids;
+    if (od.iterate(doc).get(d) || d[field].get_array().get(ids))
+        return "?";
+    size_t j = 0;
+    for (auto v : ids) {
+        std::string_view raw;
+        if (j++ != i)
+            continue;
+        if (v.raw_json_token().get(raw))
+            return "?";
+        while (!raw.empty() && std::strchr(" \t\r\n", raw.back()))
+            raw.remove_suffix(1);
+        return std::string(raw.substr(0, 64));
+    }
+    return "?";
+}
+
+// Why element i of the ids is not a token id (the slow path). Numbers are
+// quoted as written: "2.0", not the 2 they parse to.
 int JsonlReader::bad_id(simdjson::dom::element v, size_t i, size_t at)
 {
     using T = simdjson::dom::element_type;
@@ -172,17 +201,16 @@ int JsonlReader::bad_id(simdjson::dom::element v, size_t i, size_t at)
     T t = v.type();
     if (t == T::INT64 && int64_t(v) < 0)
         return fail(PREPACK_EFORMAT, line_at(at),
-                    "%s[%zu] is %lld: token ids must be non-negative", f, i,
-                    (long long)int64_t(v));
+                    "%s[%zu] is %s: token ids must be non-negative", f, i,
+                    id_text(i, at).c_str());
     if (t == T::INT64 || t == T::UINT64)
         return fail(PREPACK_ERANGE, line_at(at),
-                    "%s[%zu] is %llu: token ids must be at most 4294967295", f,
-                    i,
-                    t == T::INT64 ? (unsigned long long)int64_t(v)
-                                  : (unsigned long long)uint64_t(v));
+                    "%s[%zu] is %s: token ids must be at most 4294967295", f,
+                    i, id_text(i, at).c_str());
     if (t == T::DOUBLE)
         return fail(PREPACK_EFORMAT, line_at(at),
-                    "%s[%zu] is %g, not an integer", f, i, double(v));
+                    "%s[%zu] is %s, not an integer", f, i,
+                    id_text(i, at).c_str());
     return fail(PREPACK_EFORMAT, line_at(at), "%s[%zu] is %s, not an integer",
                 f, i, type_name(t));
 }
@@ -307,6 +335,7 @@ int JsonlReader::parse_chunk(size_t end, size_t *consumed, size_t *newlines)
                         "a second JSON value on the line (JSON lines holds "
                         "one object per line)");
         prev_end = at + it.source().size();
+        doc_len = it.source().size();
         int rc = take_document(doc, at);
         if (rc != PREPACK_OK)
             return rc;
@@ -328,6 +357,12 @@ int JsonlReader::run()
             return rc;
         if (len == 0)
             return PREPACK_OK;
+        if (line == 1 && len >= 3 && buf[0] == 0xEF && buf[1] == 0xBB &&
+            buf[2] == 0xBF)
+            return fail(PREPACK_EFORMAT, 1,
+                        "starts with a UTF-8 byte order mark (BOM), which "
+                        "JSON lines does not allow: save the file without "
+                        "it (e.g. sed -i '1s/^\\xEF\\xBB\\xBF//')");
         // Parse whole lines only; the rest waits for the next chunk.
         size_t end = len;
         if (!eof) {

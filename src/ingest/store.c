@@ -335,11 +335,18 @@ static int add_chunk(prepack_store *s, const uint32_t *t, size_t n,
     for (size_t i = 0; i < n; i++)
         max = t[i] > max ? t[i] : max;
     if (max > UINT16_MAX && s->tmp_width == 2) {
-        if (s->forced == PREPACK_DTYPE_UINT16)
+        if (s->forced == PREPACK_DTYPE_UINT16) {
+            const prepack_input_info *in = current_input(s);
             return pp_fail(diag, PREPACK_ERANGE, s->count,
-                           "token id %u in sequence %zu does not fit the "
-                           "uint16 token dtype",
-                           max, s->count);
+                           "%s: sequence %llu of this input (%zu overall): "
+                           "token id %u does not fit the uint16 token dtype "
+                           "(--token-dtype uint32 or auto keeps it)",
+                           in ? in->path : "input",
+                           (unsigned long long)(in ? s->count -
+                                                         in->first_sequence
+                                                   : s->count),
+                           s->count, max);
+        }
         int rc = s->lengths_only ? PREPACK_OK : widen(s, diag);
         if (rc != PREPACK_OK)
             return rc;

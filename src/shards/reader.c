@@ -362,25 +362,54 @@ static const void *field(const msgpack_object *map, const char *key, size_t *n)
     return NULL;
 }
 
+/* Which of a row's fields disagree, named for the message (NULL: none).
+ * The token count is the one figure read through token_dtype, so a size
+ * that fits the other width says which side is wrong. */
+static const char *bad_field(const prepack_reader *r, size_t nt, size_t nc,
+                             size_t ns, const void *m, size_t nm,
+                             const void *st, size_t nst)
+{
+    size_t T = nt / r->width, k = nc / 4 ? nc / 4 - 1 : 0;
+    if (nt % r->width)
+        return "input_ids is not a whole number of token_dtype values "
+               "(does the manifest's token_dtype match the shards?)";
+    if (T > r->m.max_seq_len)
+        return "input_ids holds more than max_seq_len tokens";
+    if (nc % 4 || k == 0 || k > r->m.max_seq_len)
+        return "cu_seqlens is not 2 to L + 1 int32 values";
+    if (ns != 8 * k)
+        return "seq_ids is not one uint64 per sequence";
+    if (m && nm != T)
+        return "loss_mask is not one byte per token";
+    if (st && nst != 4 * k)
+        return "seq_starts is not one uint32 per sequence";
+    return NULL;
+}
+
 int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                        prepack_row *row, const char *path, size_t f, size_t j,
                        prepack_diag *diag)
 {
     size_t nt = 0, nc = 0, ns = 0, nm = 0, nst = 0;
     const void *t = NULL, *c = NULL, *sq = NULL, *m = NULL, *st = NULL;
-    if (map->type == MSGPACK_OBJECT_MAP) {
-        t = field(map, "input_ids", &nt);
-        c = field(map, "cu_seqlens", &nc);
-        sq = field(map, "seq_ids", &ns);
-        m = field(map, "loss_mask", &nm);
-        st = field(map, "seq_starts", &nst);
-    }
-    size_t T = nt / r->width, k = nc / 4 ? nc / 4 - 1 : 0;
-    if (!t || !c || !sq || nt % r->width || nc % 4 || T > r->m.max_seq_len ||
-        k == 0 || k > r->m.max_seq_len || ns != 8 * k || (m && nm != T) ||
-        (st && nst != 4 * k))
-        return pp_reader_corrupt(diag, path, "frame %zu row %zu: bad fields", f,
-                                 j);
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: not a map",
+                                 f, j);
+    t = field(map, "input_ids", &nt);
+    c = field(map, "cu_seqlens", &nc);
+    sq = field(map, "seq_ids", &ns);
+    m = field(map, "loss_mask", &nm);
+    st = field(map, "seq_starts", &nst);
+    if (!t || !c || !sq)
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: needs input_ids, "
+                                 "cu_seqlens and seq_ids as bins",
+                                 f, j);
+    const char *wrong = bad_field(r, nt, nc, ns, m, nm, st, nst);
+    if (wrong)
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s", f, j,
+                                 wrong);
+    size_t T = nt / r->width, k = nc / 4 - 1;
     memcpy(r->tokens, t, nt);
     memcpy(r->cu, c, nc);
     memcpy(r->seq_ids, sq, ns);
@@ -388,6 +417,15 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
         memcpy(r->mask, m, nm);
     if (st)
         memcpy(r->starts, st, nst);
+    unsigned other = r->width == 2 ? 4 : 2;
+    if (r->cu[0] == 0 && r->cu[k] > 0 && (size_t)r->cu[k] * other == nt)
+        return pp_reader_corrupt(
+            diag, path,
+            "frame %zu row %zu: input_ids holds %zu bytes, %zu %s tokens, "
+            "but cu_seqlens ends at %d, the count as %s: the manifest's "
+            "token_dtype does not match the shards",
+            f, j, nt, T, prepack_dtype_name(r->m.dtype), (int)r->cu[k],
+            other == 2 ? "uint16" : "uint32");
     if (r->cu[0] != 0 || r->cu[k] != (int32_t)T)
         return pp_reader_corrupt(diag, path,
                                  "frame %zu row %zu: cu_seqlens must run "

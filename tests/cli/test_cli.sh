@@ -64,6 +64,39 @@ for expected in "$fixtures"/malformed/ingest/*.expected; do
     expect_in "$tmp/err" "prepack: $(cat "$expected")"
     [ -z "$(ls -A "$tmp/store")" ] && ok || bad "$input: left files in --tmp-dir"
 done
+# stdin as INPUT ('-'), plain or compressed JSONL; other formats refused
+printf '{"input_ids": [1, 2, 3]}\n{"input_ids": [4]}\n' > "$tmp/two.jsonl"
+"$prepack" stats - --max-seq-len 8 --json < "$tmp/two.jsonl" >"$tmp/out" 2>"$tmp/err" &&
+    ok || bad "stats - (stdin) failed: $(cat "$tmp/err")"
+expect_in "$tmp/out" '"input_tokens": 4'
+"$prepack" stats /dev/stdin --max-seq-len 8 --overlong drop --json \
+    < "$fixtures/corpus/python-docs.jsonl.zst" >"$tmp/out" 2>"$tmp/err" &&
+    ok || bad "stats /dev/stdin (zstd) failed: $(cat "$tmp/err")"
+expect_in "$tmp/out" '"sequences": 4679'
+
+echo x | "$prepack" stats - --format llmc --max-seq-len 8 >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 1 ] && ok || bad "stats - --format llmc: want exit 1"
+expect_in "$tmp/err" "stdin takes JSONL"
+# content, not the name, says JSONL: compressed or not, any file name
+cp "$tmp/two.jsonl" "$tmp/two.data"
+gzip -c "$tmp/two.jsonl" > "$tmp/two.gz"
+for f in two.data two.gz; do
+    expect_exit 0 "$prepack" stats "$tmp/$f" --max-seq-len 8 --json
+    expect_in "$tmp/out" '"input_tokens": 4'
+done
+cp "$fixtures/corpus/python-docs.jsonl.zst" "$tmp/corpus.zst"
+expect_exit 0 "$prepack" stats "$tmp/corpus.zst" --max-seq-len 8 --overlong drop --json
+expect_in "$tmp/out" '"sequences": 4679'
+# an id too large for a forced uint16 names the file and the sequence
+printf '{"input_ids": [1]}\n{"input_ids": [70000]}\n' > "$tmp/wide.jsonl"
+expect_exit 1 "$prepack" pack "$tmp/wide.jsonl" -o "$tmp/wide" --max-seq-len 8 --token-dtype uint16
+expect_in "$tmp/err" "$tmp/wide.jsonl: sequence 1 of this input (1 overall): token id 70000 does not fit the uint16 token dtype"
+# help for a command, either way round
+expect_exit 0 "$prepack" help pack
+expect_in "$tmp/out" "usage: prepack pack"
+expect_exit 2 "$prepack" help nothing
+expect_in "$tmp/err" "no command 'nothing'"
+
 # bytes past what a Megatron index covers: refused above, accepted on request
 expect_exit 0 "$prepack" stats "$fixtures/malformed/ingest/mg_trailing.idx" \
     --allow-trailing-bytes --max-seq-len 8 --json
