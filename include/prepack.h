@@ -622,8 +622,13 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row);
 typedef struct prepack_writer_options {
     uint32_t rows_per_frame; /* 0 = 64; lowered so no frame can exceed
                                  4 GiB decompressed */
-    uint64_t shard_rows;     /* rows per shard file, 0 = 16384; rounded
-                                 up to whole frames */
+    uint64_t shard_rows;     /* rows per shard file, exactly (the last
+                                 frame of a shard may be short);
+                                 0 = 16384 unless shard_bytes */
+    uint64_t shard_bytes;    /* instead of shard_rows (not both): end a
+                                 shard after the frame that brings it to
+                                 this many bytes, so shards are about
+                                 this size (over by less than a frame) */
     int level;               /* zstd level, 0 = 3 */
     int overwrite;           /* replace what a non-empty dir holds */
     int threads;             /* compress frames on this many threads;

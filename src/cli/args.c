@@ -25,6 +25,7 @@ enum {
     OPT_RPF,
     OPT_LEVEL,
     OPT_SHARD_ROWS,
+    OPT_SHARD_BYTES,
     OPT_OVERWRITE,
     OPT_SHUFFLE,
     OPT_SEED,
@@ -54,6 +55,7 @@ static const struct option job_options[] = {
     {"rows-per-frame", required_argument, NULL, OPT_RPF},
     {"level", required_argument, NULL, OPT_LEVEL},
     {"shard-rows", required_argument, NULL, OPT_SHARD_ROWS},
+    {"shard-bytes", required_argument, NULL, OPT_SHARD_BYTES},
     {"overwrite", no_argument, NULL, OPT_OVERWRITE},
     {"shuffle", no_argument, NULL, OPT_SHUFFLE},
     {"seed", required_argument, NULL, OPT_SEED},
@@ -62,6 +64,39 @@ static const struct option job_options[] = {
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
+
+/* A byte count: digits, optionally K, M or G (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    size_t n = strlen(s);
+    unsigned shift = 0;
+    char digits[32];
+    if (n == 0 || n >= sizeof digits)
+        return -1;
+    switch (s[n - 1]) {
+    case 'K':
+    case 'k':
+        shift = 10;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        break;
+    default:
+        break;
+    }
+    memcpy(digits, s, n - (shift != 0));
+    digits[n - (shift != 0)] = 0;
+    uint64_t v;
+    if (parse_u64(digits, 0, UINT64_MAX >> shift, &v))
+        return -1;
+    *out = v << shift;
+    return 0;
+}
 
 /* The options of `pack` that say how to write shards. */
 static int apply_output_option(job_args *a, int opt, const char *val)
@@ -90,7 +125,21 @@ static int apply_output_option(job_args *a, int opt, const char *val)
                                "--shard-rows must be a positive integer, not "
                                "'%s'",
                                val);
+        if (a->writer.shard_bytes)
+            return usage_error(a->cmd,
+                               "--shard-rows or --shard-bytes, not both");
         a->writer.shard_rows = v;
+        return EXIT_OK;
+    case OPT_SHARD_BYTES:
+        if (parse_size(val, &v) || v == 0)
+            return usage_error(a->cmd,
+                               "--shard-bytes must be a size such as "
+                               "500000000, 512M or 2G, not '%s'",
+                               val);
+        if (a->writer.shard_rows)
+            return usage_error(a->cmd,
+                               "--shard-rows or --shard-bytes, not both");
+        a->writer.shard_bytes = v;
         return EXIT_OK;
     case OPT_OVERWRITE:
         a->writer.overwrite = 1;

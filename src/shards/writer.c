@@ -29,6 +29,14 @@
 #error "shards hold little-endian arrays; this writer copies host memory"
 #endif
 
+/* A frame submitted for compression: its rows and tokens, and whether it
+ * is the last of its shard (shard_rows reached, or the set's end). */
+typedef struct frame_meta {
+    uint32_t rows;
+    uint64_t tokens;
+    int ends_shard;
+} frame_meta;
+
 typedef struct seek_entry {
     uint32_t compressed, decompressed, checksum;
 } seek_entry;
@@ -57,7 +65,8 @@ struct prepack_writer {
     uint32_t max_seq_len;
     prepack_dtype dtype;
     uint32_t rows_per_frame;
-    uint64_t shard_rows;
+    uint64_t shard_rows;  /* rows a shard, or 0 (then shard_bytes) */
+    uint64_t shard_bytes; /* close a shard once it holds this many bytes */
     int level;
     prepack_allocator alloc_copy;   /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
@@ -65,11 +74,17 @@ struct prepack_writer {
     frame_buffer frame;             /* the frame being filled */
     msgpack_packer pk;
     uint32_t frame_rows;
+    uint64_t frame_tokens;
+    uint64_t rows_in_shard; /* rows handed out for the current shard */
+    /* what each frame in the pool holds, in submission order (the pool
+     * hands results back in that order) */
+    frame_meta *pending;
+    size_t pending_head, pending_count, pending_cap;
     /* the shard being written */
     int fd;
     char tmp_path[4200];
     char target[4096]; /* overwriting: where the set goes when finished */
-    uint64_t shard_rows_done, shard_tokens, shard_bytes;
+    uint64_t shard_rows_done, shard_tokens, shard_bytes_written;
     XXH64_state_t hash;
     seek_entry *seek;
     size_t nseek, seek_cap;
@@ -219,6 +234,9 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
     *out = NULL;
     if (!o)
         o = &none;
+    if (o->shard_rows && o->shard_bytes)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "shard_rows and shard_bytes: give one of the two");
     int rc = pp_check_allocator(o->allocator, diag);
     if (rc != PREPACK_OK)
         return rc;
@@ -250,9 +268,12 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
     wr->rows_per_frame = frame_rows_that_fit(
         o->rows_per_frame ? o->rows_per_frame : PREPACK_DEFAULT_ROWS_PER_FRAME,
         max_seq_len, w);
-    uint64_t shard = o->shard_rows ? o->shard_rows : PREPACK_DEFAULT_SHARD_ROWS;
-    wr->shard_rows = (shard + wr->rows_per_frame - 1) / wr->rows_per_frame *
-                     wr->rows_per_frame;
+    /* exactly shard_rows rows a shard (the last frame of each may be
+     * short), or, with shard_bytes, as many frames as reach that size */
+    wr->shard_bytes = o->shard_bytes;
+    wr->shard_rows = o->shard_bytes ? 0
+                     : o->shard_rows ? o->shard_rows
+                                     : PREPACK_DEFAULT_SHARD_ROWS;
     wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
     wr->fd = -1;
     wr->frame.alloc = wr->alloc;
@@ -286,13 +307,14 @@ void prepack_writer_free(prepack_writer *w)
     pp_free(w->alloc, w->frame.data);
     pp_free(w->alloc, w->seek);
     pp_free(w->alloc, w->shards);
+    pp_free(w->alloc, w->pending);
     prepack_allocator copy = w->alloc_copy; /* w itself goes with it */
     pp_free(w->alloc ? &copy : NULL, w);
 }
 
 uint64_t prepack_writer_bytes(const prepack_writer *w)
 {
-    return w->bytes + w->shard_bytes;
+    return w->bytes + w->shard_bytes_written;
 }
 
 /* ---- shards and frames ------------------------------------------------------ */
@@ -303,7 +325,7 @@ static int shard_write(prepack_writer *w, const void *p, size_t n,
     if (pp_write_all(w->fd, p, n) != 0)
         return io_fail(diag, "writing", w->tmp_path);
     XXH64_update(&w->hash, p, n);
-    w->shard_bytes += n;
+    w->shard_bytes_written += n;
     return PREPACK_OK;
 }
 
@@ -317,12 +339,18 @@ static int open_shard(prepack_writer *w, prepack_diag *diag)
     if (w->fd < 0)
         return io_fail(diag, "cannot create", w->tmp_path);
     XXH64_reset(&w->hash, 0);
-    w->shard_rows_done = w->shard_tokens = w->shard_bytes = 0;
+    w->shard_rows_done = w->shard_tokens = w->shard_bytes_written = 0;
     w->nseek = 0;
     return PREPACK_OK;
 }
 
-/* Appends a compressed frame to the shard, in submission order. */
+static int end_shard(prepack_writer *w, prepack_diag *diag);
+
+/* Appends a compressed frame to the current shard (opening one if none
+ * is), in submission order, and ends the shard after it when the frame
+ * is its last or the shard has reached shard_bytes. Deciding here, on
+ * the frames' compressed sizes in order, keeps the split the same for
+ * any thread count. */
 static int write_result(prepack_writer *w, const pp_frame_result *f,
                         prepack_diag *diag)
 {
@@ -330,15 +358,29 @@ static int write_result(prepack_writer *w, const pp_frame_result *f,
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "compressing a frame failed: %s",
                        ZSTD_getErrorName(f->error));
-    if (pp_grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
+    frame_meta m = w->pending[w->pending_head++];
+    w->pending_count--;
+    int rc = w->fd < 0 ? open_shard(w, diag) : PREPACK_OK;
+    if (rc == PREPACK_OK &&
+        pp_grow(w->alloc, (void **)&w->seek, &w->seek_cap, w->nseek + 1,
                 sizeof *w->seek) != PREPACK_OK)
-        return pp_out_of_memory(diag);
+        rc = pp_out_of_memory(diag);
+    if (rc != PREPACK_OK)
+        return rc;
     seek_entry *e = &w->seek[w->nseek++];
     e->compressed = (uint32_t)f->size;
     e->decompressed = (uint32_t)f->raw_size;
     e->checksum = f->checksum;
     w->raw_bytes += f->raw_size;
-    return shard_write(w, f->data, f->size, diag);
+    rc = shard_write(w, f->data, f->size, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    w->shard_rows_done += m.rows;
+    w->shard_tokens += m.tokens;
+    if (m.ends_shard || (w->shard_bytes && w->shard_bytes_written >=
+                                               w->shard_bytes))
+        rc = end_shard(w, diag);
+    return rc;
 }
 
 /* Writes finished frames: all of them when wait, else those ready. */
@@ -352,11 +394,21 @@ static int drain(prepack_writer *w, int wait, prepack_diag *diag)
     return rc;
 }
 
-/* Hands the rows gathered so far, as one frame, to the compressors. */
-static int flush_frame(prepack_writer *w, prepack_diag *diag)
+/* Hands the rows gathered so far, as one frame, to the compressors;
+ * ends_shard: the shard ends with it. */
+static int flush_frame(prepack_writer *w, int ends_shard, prepack_diag *diag)
 {
     if (w->frame_rows == 0)
         return PREPACK_OK;
+    if (w->pending_head > 0 && w->pending_head >= w->pending_cap / 2) {
+        memmove(w->pending, w->pending + w->pending_head,
+                w->pending_count * sizeof *w->pending);
+        w->pending_head = 0;
+    }
+    if (pp_grow(w->alloc, (void **)&w->pending, &w->pending_cap,
+                w->pending_head + w->pending_count + 1,
+                sizeof *w->pending) != PREPACK_OK)
+        return pp_out_of_memory(diag);
     /* The frame began with a 5-byte msgpack array 32 header (0xdd and a
      * big-endian count) whose count is known only now: patch it in. */
     pp_store_be32((unsigned char *)w->frame.data + 1, w->frame_rows);
@@ -367,10 +419,13 @@ static int flush_frame(prepack_writer *w, prepack_diag *diag)
         rc = write_result(w, &f, diag);
     if (rc != PREPACK_OK)
         return rc;
+    w->pending[w->pending_head + w->pending_count++] =
+        (frame_meta){w->frame_rows, w->frame_tokens, ends_shard};
     pp_pool_submit(w->pool, w->frame.data, w->frame.size);
     w->frame.data = NULL; /* the pool owns it now */
     w->frame.size = w->frame.cap = 0;
     w->frame_rows = 0;
+    w->frame_tokens = 0;
     return drain(w, 0, diag);
 }
 
@@ -397,15 +452,11 @@ static int write_seek_table(prepack_writer *w, prepack_diag *diag)
     return rc;
 }
 
-static int close_shard(prepack_writer *w, prepack_diag *diag)
+/* Closes the current shard after its last frame: the seek table, fsync,
+ * the rename to its final name. */
+static int end_shard(prepack_writer *w, prepack_diag *diag)
 {
-    if (w->fd < 0)
-        return PREPACK_OK;
-    int rc = flush_frame(w, diag);
-    if (rc == PREPACK_OK)
-        rc = drain(w, 1, diag);
-    if (rc == PREPACK_OK)
-        rc = write_seek_table(w, diag);
+    int rc = write_seek_table(w, diag);
     if (rc == PREPACK_OK && fsync(w->fd) != 0)
         rc = io_fail(diag, "fsync", w->tmp_path);
     if (rc == PREPACK_OK &&
@@ -428,11 +479,11 @@ static int close_shard(prepack_writer *w, prepack_diag *diag)
     }
     s->rows = w->shard_rows_done;
     s->tokens = w->shard_tokens;
-    s->bytes = w->shard_bytes;
+    s->bytes = w->shard_bytes_written;
     s->xxh64 = XXH64_digest(&w->hash);
     w->nshards++;
-    w->bytes += w->shard_bytes;
-    w->shard_bytes = 0;
+    w->bytes += w->shard_bytes_written;
+    w->shard_bytes_written = 0;
     return PREPACK_OK;
 }
 
@@ -469,8 +520,6 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
                        "row %llu does not fit this shard set",
                        (unsigned long long)w->rows);
     int rc = PREPACK_OK;
-    if (w->fd < 0)
-        rc = open_shard(w, diag);
     static const unsigned char array32[5] = {0xdd, 0, 0, 0, 0};
     if (rc == PREPACK_OK && w->frame.size == 0 &&
         frame_append(&w->frame, (const char *)array32, 5) != 0)
@@ -483,12 +532,12 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
         return rc;
     w->rows++;
     w->tokens += row->num_tokens;
-    w->shard_rows_done++;
-    w->shard_tokens += row->num_tokens;
-    if (++w->frame_rows == w->rows_per_frame)
-        rc = flush_frame(w, diag);
-    if (rc == PREPACK_OK && w->shard_rows_done == w->shard_rows)
-        rc = close_shard(w, diag);
+    w->frame_tokens += row->num_tokens;
+    int ends_shard = w->shard_rows && ++w->rows_in_shard == w->shard_rows;
+    if (ends_shard)
+        w->rows_in_shard = 0;
+    if (++w->frame_rows == w->rows_per_frame || ends_shard)
+        rc = flush_frame(w, ends_shard, diag);
     return rc;
 }
 
@@ -507,7 +556,11 @@ static int says_nothing_to_place(const prepack_manifest_info *info)
 int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
                           prepack_diag *diag)
 {
-    int rc = close_shard(w, diag);
+    int rc = flush_frame(w, 1, diag);
+    if (rc == PREPACK_OK)
+        rc = drain(w, 1, diag);
+    if (rc == PREPACK_OK && w->fd >= 0) /* shard_bytes: the last shard */
+        rc = end_shard(w, diag);
     if (rc != PREPACK_OK)
         return rc;
     if (w->nshards == 0 && !says_nothing_to_place(info))

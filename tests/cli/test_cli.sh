@@ -174,6 +174,30 @@ for f in "$tmp"/set/*; do
 done
 expect_exit 0 "$prepack" verify "$tmp/set" --input "$corpus"
 expect_in "$tmp/err" "all checks pass"
+# --shard-rows is exact, whatever --rows-per-frame: 3 rows a shard
+expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/rows3" --max-seq-len 64 \
+    --rows-per-frame 4 --shard-rows 3 --json
+rows=$(sed -n 's/^  "rows": \([0-9]*\),$/\1/p' "$tmp/rows3/manifest.json")
+[ "$(grep -c '"rows": 3,' "$tmp/rows3/manifest.json")" -eq $((rows / 3)) ] && ok ||
+    bad "--shard-rows 3: shards of other sizes: $(grep -o '"rows": [0-9]*' "$tmp/rows3/manifest.json" | tr '\n' ' ')"
+expect_exit 0 "$prepack" verify "$tmp/rows3"
+# --shard-bytes: each shard but the last reaches the size (ended at the
+# frame that crosses it); the same shards for any thread count
+for t in 1 3; do
+    expect_exit 0 "$prepack" pack "$corpus" -o "$tmp/bytes$t" --max-seq-len 64 \
+        --rows-per-frame 2 --shard-bytes 1K --threads $t
+done
+cmp -s "$tmp/bytes1/manifest.json" "$tmp/bytes3/manifest.json" && ok ||
+    bad "--shard-bytes: other shards with --threads 3"
+sizes=$(grep -o '"bytes": [0-9]*' "$tmp/bytes1/manifest.json" | grep -o '[0-9]*$')
+[ "$(echo "$sizes" | wc -l)" -gt 2 ] && ok || bad "--shard-bytes 1K: one shard"
+echo "$sizes" | head -n -1 | awk '$1 < 1024 { bad = 1 } END { exit bad }' && ok ||
+    bad "--shard-bytes 1K: a shard under the size before the last: $sizes"
+expect_exit 0 "$prepack" verify "$tmp/bytes1" --input "$corpus"
+expect_exit 2 "$prepack" pack "$corpus" -o "$tmp/both" --max-seq-len 64 --shard-rows 3 --shard-bytes 1M
+expect_in "$tmp/err" "not both"
+expect_exit 2 "$prepack" pack "$corpus" -o "$tmp/both" --max-seq-len 64 --shard-bytes 12X
+expect_in "$tmp/err" "--shard-bytes must be a size"
 expect_exit 0 "$prepack" stats "$corpus" --max-seq-len 64 --svg "$tmp/r.svg"
 expect_in "$tmp/r.svg" "</svg>"
 expect_exit 1 "$prepack" stats "$corpus" --max-seq-len 64 --svg "$tmp/no/such/dir.svg"
