@@ -61,6 +61,7 @@ def _uint(where, obj, key, lo, hi):
 
 
 _MIN_FRAME = 9  # the smallest zstd frame: what each seek-table entry costs
+_ZSTD_MAX_RATIO = 128 * 1024 // 4  # decompressed bytes per compressed, at most
 _STATS_KEYS = ("sequences", "input_tokens", "items", "tokens", "rows",
                "lower_bound", "max_seqs_in_row")
 _OVERLONG = ("error", "truncate", "split", "drop")
@@ -187,6 +188,10 @@ class _Shard:
                 raise CorruptShardError(
                     f"{path}: frame {i} claims {d} bytes, more than "
                     f"{rows_per_frame} rows can hold")
+            if d > c * _ZSTD_MAX_RATIO:  # a block: >= 4 bytes, <= 128 KiB
+                raise CorruptShardError(
+                    f"{path}: frame {i} claims {d} bytes from {c} "
+                    f"compressed, more than zstd can expand to")
             self.frames.append((offset, c, d, s))
             offset += c
         if offset != size - table:
@@ -336,6 +341,14 @@ class ShardSet:
             fh.seek(offset)
             data = fh.read(comp)
         try:
+            # decompress() sizes its output from the frame header's content
+            # size when there is one, whatever max_output_size says: a
+            # damaged header must not choose the allocation.
+            declared = zstandard.frame_content_size(data)
+            if declared not in (-1, decomp):
+                raise CorruptShardError(
+                    f"{where}: the zstd frame says {declared} bytes, its seek "
+                    f"table entry {decomp}")
             # python-zstandard 0.20's decompress() reads one frame and needs
             # its size: both come from the seek table.
             raw = self._dctx.decompress(data, max_output_size=decomp)

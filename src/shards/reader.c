@@ -96,6 +96,11 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
                 "%llu tokens can hold",
                 i, f->decompressed, (unsigned long long)r->m.rows_per_frame,
                 (unsigned long long)L);
+        else if (f->decompressed > pp_zstd_expansion_bound(f->compressed))
+            rc = pp_reader_corrupt(diag, s->path,
+                                   "frame %u claims %u bytes from %u "
+                                   "compressed, more than zstd can expand to",
+                                   i, f->decompressed, f->compressed);
     }
     if (rc == PREPACK_OK && at != size - table)
         rc = pp_reader_corrupt(

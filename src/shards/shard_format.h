@@ -53,6 +53,15 @@ static inline uint64_t pp_frame_bytes_bound(uint64_t rows, uint64_t L,
     return rows * pp_row_bytes_bound(L, width) + 16;
 }
 
+/* The most bytes `compressed` bytes of zstd frame can decompress to: a
+ * block yields at most 128 KiB and costs at least 4 bytes (an RLE block's
+ * header and byte). A seek table claiming more is damaged: refused before
+ * a buffer is sized from it. */
+static inline uint64_t pp_zstd_expansion_bound(uint64_t compressed)
+{
+    return compressed * (128 * 1024 / 4);
+}
+
 /* ---- file names ------------------------------------------------------ */
 
 #define PP_MANIFEST_NAME "manifest.json"

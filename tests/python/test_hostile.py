@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 
 import pytest
 
@@ -98,3 +99,21 @@ def test_seek_table_claims_cannot_force_allocations(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ShardSetError, match="frame 0 claims"):
         ShardSet(d)[0]
+
+
+def test_python_reader_fuzz_corpus_replays_clean():
+    """fuzz/fuzz_python_reader.py's corpus (seeds and what long runs kept):
+    every input ends in rows that keep the invariants or a ShardSetError."""
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location(
+        "fuzz_python_reader", os.path.join(ROOT, "fuzz", "fuzz_python_reader.py"))
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    corpus = os.path.join(ROOT, "fuzz", "corpus", "python_reader")
+    files = sorted(os.listdir(corpus))
+    assert len(files) >= 3
+    with tempfile.TemporaryDirectory() as work:
+        for name in files:
+            with open(os.path.join(corpus, name), "rb") as f:
+                harness.one_input(f.read(), work)
