@@ -24,6 +24,9 @@ cc "$here/consumer.c" -o "$tmp/pc_static" \
     $(pkg-config --cflags prepack) "$tmp/prefix/lib/libprepack.a" \
     $(pkg-config --libs --static prepack | sed 's/-lprepack//')
 check "pkg-config, static" "$("$tmp/pc_static")"
+# the consumer's flags are prepack's own: no dependency's defines leak
+cflags=$(pkg-config --cflags prepack)
+case "$cflags" in *-D*) echo "FAIL: pkg-config --cflags prepack leaks: $cflags"; exit 1 ;; esac
 # pkg-config, shared
 cc "$here/consumer.c" -o "$tmp/pc_shared" $(pkg-config --cflags --libs prepack)
 check "pkg-config, shared" "$(LD_LIBRARY_PATH=$tmp/prefix/lib "$tmp/pc_shared")"
