@@ -388,6 +388,17 @@ class ShardSet:
             if key not in row:
                 raise CorruptShardError(f"{where}: a row lacks {key}")
         cu, t = row["cu_seqlens"], len(row["input_ids"])
+        width = self.token_dtype.itemsize
+        other = 6 - width  # 2 <-> 4
+        nbytes = t * width
+        count = len(row["loss_mask"]) if "loss_mask" in row else (
+            int(cu[-1]) if len(cu) else 0)
+        if count != t and count > 0 and count * other == nbytes:
+            raise CorruptShardError(
+                f"{where}: input_ids holds {nbytes} bytes, which agrees with "
+                f"the row's other fields as uint{8 * other} tokens, not "
+                f"uint{8 * width}: the manifest's token_dtype does not match "
+                f"the shards")
         k = len(cu) - 1
         if (k < 1 or cu[0] != 0 or cu[-1] != t or (cu[1:] <= cu[:-1]).any()
                 or t > self.max_seq_len or len(row["seq_ids"]) != k

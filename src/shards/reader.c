@@ -391,6 +391,21 @@ static const char *bad_field(const prepack_reader *r, size_t nt, size_t nc,
     return NULL;
 }
 
+/* Whether the row's token count agrees with its other fields (the end of
+ * cu_seqlens, the loss mask's length) only when input_ids is read at the
+ * other width: an edited token_dtype, not damaged rows. */
+static int token_width_mismatch(const prepack_reader *r, size_t nt,
+                                const void *c, size_t nc, const void *m,
+                                size_t nm)
+{
+    unsigned other = r->width == 2 ? 4 : 2;
+    int32_t last = 0;
+    if (nc >= 4)
+        memcpy(&last, (const unsigned char *)c + nc - 4, 4);
+    size_t count = m ? nm : (size_t)(last > 0 ? last : 0);
+    return nt % other == 0 && count * other == nt && count * r->width != nt;
+}
+
 int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                        prepack_row *row, const char *path, size_t f, size_t j,
                        prepack_diag *diag)
@@ -410,6 +425,14 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                                  "frame %zu row %zu: needs input_ids, "
                                  "cu_seqlens and seq_ids as bins",
                                  f, j);
+    if (token_width_mismatch(r, nt, c, nc, m, nm))
+        return pp_reader_corrupt(
+            diag, path,
+            "frame %zu row %zu: input_ids holds %zu bytes, which agrees "
+            "with the row's other fields as %s tokens, not %s: the "
+            "manifest's token_dtype does not match the shards",
+            f, j, nt, r->width == 2 ? "uint32" : "uint16",
+            prepack_dtype_name(r->m.dtype));
     const char *wrong = bad_field(r, nt, nc, ns, m, nm, st, nst);
     if (wrong)
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s", f, j,
@@ -422,15 +445,6 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
         memcpy(r->mask, m, nm);
     if (st)
         memcpy(r->starts, st, nst);
-    unsigned other = r->width == 2 ? 4 : 2;
-    if (r->cu[0] == 0 && r->cu[k] > 0 && (size_t)r->cu[k] * other == nt)
-        return pp_reader_corrupt(
-            diag, path,
-            "frame %zu row %zu: input_ids holds %zu bytes, %zu %s tokens, "
-            "but cu_seqlens ends at %d, the count as %s: the manifest's "
-            "token_dtype does not match the shards",
-            f, j, nt, T, prepack_dtype_name(r->m.dtype), (int)r->cu[k],
-            other == 2 ? "uint16" : "uint32");
     if (r->cu[0] != 0 || r->cu[k] != (int32_t)T)
         return pp_reader_corrupt(diag, path,
                                  "frame %zu row %zu: cu_seqlens must run "

@@ -187,6 +187,9 @@ CASES = [
      "sequences were packed", False),
     ("max_seqs_per_row", edit(max_seqs_per_row), "max_seqs_per_row 2",
      "max_seqs_per_row 2", False),
+    ("token_dtype edited", edit(set_to("token_dtype", "uint32")),
+     "token_dtype does not match the shards",
+     "token_dtype does not match the shards", False),
 ]
 
 
