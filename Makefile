@@ -3,10 +3,14 @@
 #   make test   installs what is missing, builds plain and with ASan+UBSan,
 #               and runs every test in both
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# The Python tests run in the project's venv, made from the python3 first
+# on PATH with the pinned packages of requirements/ (torch first).
+PYTHON ?= python3
+VENV ?= .venv
 DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
 DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
-.PHONY: all deps deps-test build build-only demo test test-plain test-sanitize bench format clean
+.PHONY: all deps deps-test venv build build-only demo test test-plain test-sanitize bench format clean
 
 all: build
 
@@ -15,6 +19,15 @@ deps:
 
 deps-test:
 	@bash scripts/deps.sh test
+
+# Remade when a requirements file changes; torch==2.13.0 goes in before
+# anything that could pull another torch.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements/torch.txt requirements/test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements/torch.txt
+	$(VENV)/bin/pip install -q -r requirements/test.txt
+	touch $@
 
 build: deps build-only
 
@@ -30,12 +43,16 @@ demo: build
 
 test: test-plain test-sanitize
 
-test-plain: deps-test build-only
+test-plain: deps-test venv
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPREPACK_WERROR=ON \
+	  -DPREPACK_PYTHON=$(abspath $(VENV))/bin/python
+	cmake --build build -j $(JOBS)
 	cd build && ctest --output-on-failure -j $(JOBS)
 
-test-sanitize: deps-test
+test-sanitize: deps-test venv
 	cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DPREPACK_SANITIZE=ON -DPREPACK_WERROR=ON -DPREPACK_BUILD_BENCH=OFF
+	  -DPREPACK_SANITIZE=ON -DPREPACK_WERROR=ON -DPREPACK_BUILD_BENCH=OFF \
+	  -DPREPACK_PYTHON=$(abspath $(VENV))/bin/python
 	cmake --build build-sanitize -j $(JOBS)
 	cd build-sanitize && ctest --output-on-failure -j $(JOBS)
 
@@ -51,4 +68,4 @@ format:
 	clang-format -i $(FORMAT_FILES)
 
 clean:
-	rm -rf build build-sanitize
+	rm -rf build build-sanitize $(VENV)

@@ -4,16 +4,16 @@
 # with gcc, cmake and make needs nothing else.
 set -euo pipefail
 
-# Building needs the C libraries; testing also the Python package's
-# dependencies (Debian's, for /usr/bin/python3); `make format` clang-format.
+# Building needs the C libraries; testing also cmocka (the Python packages
+# come from PyPI into the project's venv: Makefile, venv); `make format`
+# clang-format.
 # Usage: deps.sh [build|test|format]
 packages=(pkg-config g++ libzstd-dev zlib1g-dev libsimdjson-dev libmsgpack-dev
           libxxhash-dev)
 if [ "${1:-test}" = format ]; then
     packages=(clang-format)
 elif [ "${1:-test}" = test ]; then
-    packages+=(libcmocka-dev python3 python3-pytest python3-numpy
-               python3-zstandard python3-msgpack python3-xxhash python3-torch)
+    packages+=(libcmocka-dev)
 fi
 
 is_installed() {

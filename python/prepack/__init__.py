@@ -14,4 +14,4 @@ from ._native import pack
 
 __all__ = ["ShardSet", "ShardSetError", "CorruptShardError", "collate",
            "flex_mask_mod", "FORMS", "pack"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # CMakeLists.txt's project(VERSION); a test checks

@@ -12,7 +12,8 @@ import numpy as np
 # prepack_algo and prepack_overlong, as prepack.h numbers them.
 ALGOS = {"ffd": 0, "bfd": 1, "nextfit": 2}
 _OVERLONG = {"error": 0, "truncate": 1, "drop": 3}
-_INSTALL = ("libprepack not found: build it (`make build`) and set "
+_INSTALL = ("libprepack not found: `pip install .` from a clone ships it "
+            "inside the package; or build it (`make build`) and set "
             "PREPACK_LIBRARY to build/libprepack.so, or install it "
             "(`cmake --install build`) where the loader finds it")
 
@@ -72,11 +73,19 @@ _TOKENS = ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32))
 _lib = None
 
 
+def _bundled():
+    """The libprepack.so that pip install put beside this module, if any."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "libprepack.so")
+    return path if os.path.exists(path) else None
+
+
 def library():
     """libprepack, loaded once with every signature declared."""
     global _lib
     if _lib is None:
-        path = os.environ.get("PREPACK_LIBRARY") or ctypes.util.find_library("prepack")
+        path = os.environ.get("PREPACK_LIBRARY") or _bundled() or \
+            ctypes.util.find_library("prepack")
         if not path:
             raise RuntimeError(_INSTALL)
         try:
