@@ -1,12 +1,17 @@
-# The README's training loop: a shard set into a model, with the kwargs
-# Hugging Face's packed (flattened) batches carry. Run after `make demo`:
-#   PYTHONPATH=python /usr/bin/python3 examples/train_loop.py out
+# The README's training loop: a shard set into a tiny random-weight Llama
+# through PackedDataset, with the kwargs Hugging Face's packed (flattened)
+# batches carry: input_ids, position_ids (restarting per sequence: that is
+# how transformers keeps the sequences apart) and labels; no attention_mask.
+# Run after `make demo` (and `pip install .[hf]`):
+#   python examples/train_loop.py out
 import sys, torch, prepack.torch
+from transformers import LlamaConfig, LlamaForCausalLM
 ds = prepack.torch.PackedDataset(sys.argv[1], batch_rows=1, form="hf", seed=0)
 loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
-model = torch.nn.Sequential(torch.nn.Embedding(50257, 32), torch.nn.Linear(32, 50257))
+config = LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+model = LlamaForCausalLM(config)  # attn_implementation: sdpa here; eager and flex_attention too
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-for step, batch in zip(range(3), loader):  # with a transformers model: model(**batch)
-    logits = model(batch["input_ids"])[:, :-1]  # position_ids restart per sequence
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"][:, 1:].flatten())
+for step, batch in zip(range(3), loader):
+    loss = model(**batch, use_cache=False).loss  # no cache: the mask comes from position_ids
     loss.backward(); opt.step(); opt.zero_grad(); print(step, round(loss.item(), 3))
