@@ -232,8 +232,8 @@ void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out);
 typedef struct prepack_pack_options {
     uint32_t max_seq_len;      /* row capacity; 0 = the longest sequence */
     prepack_algo algo;         /* default FFD */
-    prepack_overlong overlong; /* ERROR (default), TRUNCATE or DROP; SPLIT
-                                   is for stores (PREPACK_EINVAL here) */
+    prepack_overlong overlong; /* ERROR (default), TRUNCATE, SPLIT or
+                                   DROP */
     uint32_t max_seqs_per_row; /* 0 = unlimited */
 } prepack_pack_options;
 
@@ -251,16 +251,20 @@ typedef struct prepack_packed {
     const int32_t *position_ids; /* [T]: 0.. in each sequence */
     const uint64_t *seq_ids;     /* [num_seqs]: input index of each, in the
                                    order placed */
-    const uint32_t *seq_row;     /* [n]: each input sequence's row, or
+    const uint32_t *seq_row;     /* [n]: each input sequence's row (its
+                                   first chunk's, under SPLIT), or
                                    UINT32_MAX when dropped or empty */
     const uint32_t *seq_offset;  /* [n]: its first token within its row */
     uint32_t max_seqlen;         /* the longest placed sequence */
+    const uint32_t *seq_starts;  /* [num_seqs]: each placed item's first
+                                   token within its input sequence (0 but
+                                   for SPLIT's later chunks) */
 } prepack_packed;
 
 /* Packs n sequences (tokens[i] holds lengths[i] ids; the arrays are only
  * read during the call) into rows. On success *out (free with
- * prepack_packed_free) holds everything; errors as prepack_plan_create,
- * plus PREPACK_EINVAL for the SPLIT policy. O(T + n log L). */
+ * prepack_packed_free) holds everything; errors as prepack_plan_create.
+ * O(T + n log L). */
 int prepack_pack_sequences(prepack_packed **out, const uint32_t *const *tokens,
                            const uint32_t *lengths, size_t n,
                            const prepack_pack_options *o, prepack_diag *diag);

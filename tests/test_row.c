@@ -342,11 +342,33 @@ static void test_pack_in_memory(void **state)
             assert_true(p->row_start[row + 1] - p->row_start[row] <= 128);
         prepack_packed_free(p);
     }
-    prepack_pack_options split = {.overlong = PREPACK_OVERLONG_SPLIT};
+    /* split: every token of every sequence exactly once, each chunk's
+     * tokens where seq_starts says, the first chunk's row in seq_row */
+    prepack_pack_options split = {.max_seq_len = 64,
+                                  .overlong = PREPACK_OVERLONG_SPLIT};
     prepack_packed *p = NULL;
     assert_int_equal(prepack_pack_sequences(&p, (const uint32_t *const *)seq,
                                             len, N, &split, NULL),
-                     PREPACK_EINVAL);
+                     PREPACK_OK);
+    uint64_t total = 0, got = 0;
+    for (size_t i = 0; i < N; i++)
+        total += len[i];
+    assert_int_equal(p->num_tokens, total);
+    for (size_t k = 0; k < p->num_seqs; k++) {
+        uint64_t id = p->seq_ids[k];
+        uint32_t n = (uint32_t)(p->cu_seqlens[k + 1] - p->cu_seqlens[k]);
+        assert_true(n <= 64 && p->seq_starts[k] + n <= len[id]);
+        for (uint32_t q = 0; q < n; q++)
+            assert_int_equal(p->input_ids[(size_t)p->cu_seqlens[k] + q],
+                             seq[id][p->seq_starts[k] + q]);
+        if (p->seq_starts[k] == 0)
+            assert_int_equal((size_t)p->row_start[p->seq_row[id]] +
+                                 p->seq_offset[id],
+                             (size_t)p->cu_seqlens[k]);
+        got += n;
+    }
+    assert_int_equal(got, total);
+    prepack_packed_free(p);
     /* capacity 0: the longest sequence */
     assert_int_equal(prepack_pack_sequences(&p, (const uint32_t *const *)seq,
                                             len, N, NULL, NULL),

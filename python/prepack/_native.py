@@ -11,7 +11,7 @@ import numpy as np
 
 # prepack_algo and prepack_overlong, as prepack.h numbers them.
 ALGOS = {"ffd": 0, "bfd": 1, "nextfit": 2}
-_OVERLONG = {"error": 0, "truncate": 1, "drop": 3}
+_OVERLONG = {"error": 0, "truncate": 1, "split": 2, "drop": 3}
 _INSTALL = ("libprepack not found: `pip install .` from a clone ships it "
             "inside the package; or build it (`make build`) and set "
             "PREPACK_LIBRARY to build/libprepack.so, or install it "
@@ -35,7 +35,8 @@ class _Packed(ctypes.Structure):
                 ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
                 ("seq_row", ctypes.POINTER(ctypes.c_uint32)),
                 ("seq_offset", ctypes.POINTER(ctypes.c_uint32)),
-                ("max_seqlen", ctypes.c_uint32)]
+                ("max_seqlen", ctypes.c_uint32),
+                ("seq_starts", ctypes.POINTER(ctypes.c_uint32))]
 
 
 class Diag(ctypes.Structure):
@@ -185,8 +186,11 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
          max_seqs_per_row=0):
     """Packs a list of token sequences (lists or integer arrays) into rows
     with the C library's planner, returning rows shaped like ShardSet
-    items (input_ids uint32, cu_seqlens int32, seq_ids uint64), ready for
-    prepack.collate. max_seq_len 0 means the longest sequence. Raises
+    items (input_ids uint32, cu_seqlens int32, seq_ids uint64, and under
+    overlong="split" seq_starts uint32: where each chunk starts in its
+    sequence), ready for prepack.collate. max_seq_len 0 means the longest
+    sequence; overlong is "error", "truncate", "split" or "drop", as for
+    `prepack pack`. Raises
     RuntimeError when libprepack is not installed, ValueError on bad input
     (the library's message)."""
     arrays, ptrs, lengths, n = sequence_args(sequences)
@@ -207,15 +211,20 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
         starts = copy_array(p.row_start, p.rows + 1, np.int64)
         cu = copy_array(p.cu_seqlens, p.num_seqs + 1, np.int64)
         seq = copy_array(p.seq_ids, p.num_seqs, np.uint64)
+        chunk_starts = copy_array(p.seq_starts, p.num_seqs, np.uint32)
+        split = overlong == "split"
         rows, k = [], 0
         for r in range(p.rows):
             lo, hi = starts[r], starts[r + 1]
             first = k
             while k < p.num_seqs and cu[k] < hi:
                 k += 1
-            rows.append({"input_ids": ids[lo:hi],
-                         "cu_seqlens": (cu[first:k + 1] - lo).astype(np.int32),
-                         "seq_ids": seq[first:k]})
+            row = {"input_ids": ids[lo:hi],
+                   "cu_seqlens": (cu[first:k + 1] - lo).astype(np.int32),
+                   "seq_ids": seq[first:k]}
+            if split:  # as ShardSet rows carry it: where each chunk starts
+                row["seq_starts"] = chunk_starts[first:k]
+            rows.append(row)
         return rows
     finally:
         lib.prepack_packed_free(out)

@@ -20,7 +20,8 @@ static prepack_packed *alloc_block(size_t R, size_t S, size_t T, size_t n)
     size_t bytes[] = {sizeof(prepack_packed),      T * 4 /* input_ids */,
                       (R + 1) * 4 /* row_start */, (S + 1) * 4 /* cu */,
                       T * 4 /* position_ids */,    S * 8 /* seq_ids */,
-                      n * 4 /* seq_row */,         n * 4 /* seq_offset */};
+                      n * 4 /* seq_row */,         n * 4 /* seq_offset */,
+                      S * 4 /* seq_starts */};
     void *part[sizeof bytes / sizeof *bytes];
     prepack_packed *p =
         pp_alloc_parts(bytes, sizeof bytes / sizeof *bytes, part);
@@ -33,6 +34,7 @@ static prepack_packed *alloc_block(size_t R, size_t S, size_t T, size_t n)
     p->seq_ids = part[5];
     p->seq_row = part[6];
     p->seq_offset = part[7];
+    p->seq_starts = part[8];
     return p;
 }
 
@@ -44,6 +46,7 @@ static void lay_out(prepack_packed *p, const prepack_plan *plan,
     int32_t *pos = (int32_t *)p->position_ids;
     uint64_t *sid = (uint64_t *)p->seq_ids;
     uint32_t *srow = (uint32_t *)p->seq_row, *soff = (uint32_t *)p->seq_offset;
+    uint32_t *starts = (uint32_t *)p->seq_starts;
     for (size_t i = 0; i < n; i++)
         srow[i] = UINT32_MAX;
     size_t t = 0, k = 0;
@@ -51,12 +54,16 @@ static void lay_out(prepack_packed *p, const prepack_plan *plan,
         rs[r] = (int32_t)t;
         for (size_t j = 0; j < prepack_plan_row_size(plan, r); j++, k++) {
             prepack_item it = prepack_plan_item(plan, r, j);
-            memcpy(ids + t, tokens[it.seq_id], (size_t)it.length * 4);
+            memcpy(ids + t, tokens[it.seq_id] + it.offset,
+                   (size_t)it.length * 4);
             for (uint32_t q = 0; q < it.length; q++)
                 pos[t + q] = (int32_t)q;
             sid[k] = it.seq_id;
-            srow[it.seq_id] = (uint32_t)r;
-            soff[it.seq_id] = (uint32_t)(t - (size_t)rs[r]);
+            starts[k] = it.offset;
+            if (it.offset == 0) { /* a sequence's row: its first chunk's */
+                srow[it.seq_id] = (uint32_t)r;
+                soff[it.seq_id] = (uint32_t)(t - (size_t)rs[r]);
+            }
             cu[k] = (int32_t)t;
             p->max_seqlen =
                 it.length > p->max_seqlen ? it.length : p->max_seqlen;
@@ -77,10 +84,6 @@ int prepack_pack_sequences(prepack_packed **out, const uint32_t *const *tokens,
     *out = NULL;
     if (!o)
         o = &none;
-    if (o->overlong == PREPACK_OVERLONG_SPLIT)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "the split policy needs a token store; use error, "
-                       "truncate or drop");
     prepack_plan_options po = {.max_seq_len = o->max_seq_len,
                                .algo = o->algo,
                                .overlong = o->overlong,

@@ -118,7 +118,7 @@ def test_check_isolation_catches_an_all_ones_attention_mask(impl):
 def test_padded_4d_mask_through_hf_sdpa_is_clean_and_eager_leaks():
     """Recorded at the pinned transformers: a boolean [B, 1, L, L] mask is
     honoured by sdpa; eager adds it as numbers (True = 1.0) and so leaks.
-    docs/PYTHON.md says to feed transformers form="hf" (or sdpa for the
+    the README says to feed transformers form="hf" (or sdpa for the
     4-D mask)."""
     assert not check_isolation(tiny_llama("sdpa"), SEQS, form="padded").leaks
     assert check_isolation(tiny_llama("eager"), SEQS, form="padded").leaks

@@ -32,6 +32,27 @@ def test_pack_in_memory():
         prepack.pack([[1] * 10], max_seq_len=4)
 
 
+def test_pack_in_memory_split():
+    """Every option of the CLI's planner, split included: chunks of at most
+    L tokens, each where seq_starts says, covering each sequence once."""
+    lib_or_skip()
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(0, 1000, rng.integers(1, 200)).tolist() for _ in range(50)]
+    rows = prepack.pack(seqs, max_seq_len=64, overlong="split")
+    got = {i: [None] * len(s) for i, s in enumerate(seqs)}
+    for r in rows:
+        assert len(r["input_ids"]) <= 64
+        for j, s in enumerate(r["seq_ids"]):
+            a, b = r["cu_seqlens"][j], r["cu_seqlens"][j + 1]
+            start = int(r["seq_starts"][j])
+            for q, t in enumerate(r["input_ids"][a:b].tolist()):
+                assert got[int(s)][start + q] is None
+                got[int(s)][start + q] = t
+    assert got == dict(enumerate(seqs))
+    batch = prepack.collate(rows, "varlen")
+    assert batch["cu_seqlens"][-1] == sum(map(len, seqs))
+
+
 def test_missing_library_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PREPACK_LIBRARY", "/nonexistent/libprepack.so")
     monkeypatch.setattr(prepack._native, "_lib", None)
