@@ -1,9 +1,11 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Python reader throughput: rows/s and tokens/s through the PyTorch
-DataLoader (PackedDataset, varlen batches) against `zstd -dc > /dev/null`
-on the same shards, in one run (goal: >= 50% of zstd's speed).
+DataLoader (PackedDataset, varlen batches), with the C reader (libprepack
+through ctypes, the default) and the pure-Python one, against `zstd -dc >
+/dev/null` on the same shards, in one run, medians of 3 (goal: >= 0.5x
+zstd's speed).
 
-    PYTHONPATH=python /usr/bin/python3 bench/bench_python_reader.py SHARD_DIR [WORKERS]
+    python bench/bench_python_reader.py SHARD_DIR [WORKERS]
 """
 import glob
 import os
@@ -31,8 +33,9 @@ def zstd_run():
     return time.perf_counter() - t
 
 
-def reader_run(batch_rows=int(os.environ.get("BATCH_ROWS", "16"))):
-    ds = PackedDataset(path, batch_rows=batch_rows, form="varlen", shuffle=False)
+def reader_run(backend, batch_rows=int(os.environ.get("BATCH_ROWS", "16"))):
+    ds = PackedDataset(path, batch_rows=batch_rows, form="varlen", shuffle=False,
+                       backend=backend)
     t = time.perf_counter()
     n = 0
     for batch in torch.utils.data.DataLoader(ds, batch_size=None,
@@ -42,12 +45,16 @@ def reader_run(batch_rows=int(os.environ.get("BATCH_ROWS", "16"))):
     return time.perf_counter() - t
 
 
-z, r = [], []
+z, c, p = [], [], []
 for _ in range(3):
     z.append(zstd_run())
-    r.append(reader_run())
-z, r = statistics.median(z), statistics.median(r)
+    c.append(reader_run("c"))
+    p.append(reader_run("python"))
+z, c, p = (statistics.median(v) for v in (z, c, p))
 print(f"{rows} rows, {tokens} tokens, {len(shards)} shards, workers={workers}")
-print(f"zstd -dc : {z:.3f} s  {tokens / z / 1e6:.1f} M tokens/s")
-print(f"reader   : {r:.3f} s  {rows / r:.0f} rows/s  {tokens / r / 1e6:.1f} M tokens/s"
-      f"  ({z / r:.2f}x zstd's speed; goal >= 0.5)")
+print(f"zstd -dc       : {z:.3f} s  {tokens / z / 1e6:.1f} M tokens/s")
+for name, t in (("C reader", c), ("Python reader", p)):
+    print(f"{name:<15}: {t:.3f} s  {rows / t:.0f} rows/s  "
+          f"{tokens / t / 1e6:.1f} M tokens/s  ({z / t:.2f}x zstd's speed; "
+          f"goal >= 0.5)")
+print(f"C reader / Python reader: {p / c:.2f}x")

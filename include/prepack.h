@@ -738,6 +738,28 @@ int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
                          const prepack_batch_options *o, prepack_batch *out,
                          prepack_diag *diag);
 
+/* Where prepack_reader_batch_into writes: the caller's arrays, so a
+ * binding can hand them on (to numpy, to torch) with no copy. Token
+ * arrays hold tokens_cap values, cu_seqlens seqs_cap + 1, seq_ids
+ * seqs_cap; attention_mask (padded only, else may be NULL) tokens_cap;
+ * dense_mask (padded with dense_mask only) rows x L x L. A batch of n rows
+ * never needs more than n x L tokens and n x L sequences. */
+typedef struct prepack_batch_arrays {
+    int64_t *input_ids, *position_ids, *doc_ids, *labels;
+    int32_t *cu_seqlens;
+    uint64_t *seq_ids;
+    uint8_t *attention_mask, *dense_mask;
+    size_t tokens_cap, seqs_cap, dense_cap;
+} prepack_batch_arrays;
+
+/* prepack_reader_batch, written into dst's arrays (out's pointers are
+ * dst's). Nothing is allocated for the batch; one larger than dst holds
+ * is PREPACK_ERANGE, with dst left partly written. */
+int prepack_reader_batch_into(prepack_reader *r, const size_t *rows, size_t n,
+                              const prepack_batch_options *o,
+                              const prepack_batch_arrays *dst,
+                              prepack_batch *out, prepack_diag *diag);
+
 /* Shards and the rows each holds, in order. */
 size_t prepack_reader_shard_count(const prepack_reader *r);
 uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i);

@@ -314,6 +314,78 @@ static void test_empty_batch(void **state)
     free_corpus(&c);
 }
 
+/* prepack_reader_batch_into: the same batch as prepack_reader_batch, in
+ * the caller's arrays; arrays too small are PREPACK_ERANGE. */
+static void test_batch_into_caller_arrays(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 9, 60000);
+    const char *dir = path_of("batch_into");
+    write_set(&c, dir, 4, 12, 0);
+    prepack_reader *r = NULL;
+    assert_int_equal(prepack_reader_open(&r, dir, NULL, NULL), PREPACK_OK);
+    size_t len = prepack_reader_max_seq_len(r), n = 5;
+    size_t rows[] = {3, 0, 7, 1, 2}, cap = n * len;
+    int64_t *a[4];
+    for (int k = 0; k < 4; k++)
+        a[k] = calloc(cap, sizeof **a);
+    int32_t *cu = calloc(cap + 1, sizeof *cu);
+    uint64_t *seq = calloc(cap, sizeof *seq);
+    uint8_t *attn = calloc(cap, 1), *dense = calloc(n * len * len, 1);
+    prepack_batch_arrays dst = {a[0], a[1], a[2], a[3], cu, seq, attn, dense,
+                                cap, cap, n * len * len};
+    for (int padded = 0; padded < 2; padded++) {
+        prepack_batch_options o = {.padded = padded, .pad_id = 5,
+                                   .dense_mask = padded};
+        prepack_batch want, got;
+        assert_int_equal(prepack_reader_batch(r, rows, n, &o, &want, NULL),
+                         PREPACK_OK);
+        /* copy what the reader's own buffers hold: the next call reuses
+         * nothing of them, but compare against a stable copy anyway */
+        size_t T = want.rows * (padded ? want.width : 1);
+        T = padded ? T : want.width;
+        int64_t *ids = malloc(T * sizeof *ids), *lab = malloc(T * sizeof *lab);
+        memcpy(ids, want.input_ids, T * sizeof *ids);
+        memcpy(lab, want.labels, T * sizeof *lab);
+        assert_int_equal(
+            prepack_reader_batch_into(r, rows, n, &o, &dst, &got, NULL),
+            PREPACK_OK);
+        assert_ptr_equal(got.input_ids, a[0]);
+        assert_int_equal(got.width, want.width);
+        assert_int_equal(got.num_seqs, want.num_seqs);
+        assert_int_equal(got.max_seqlen, want.max_seqlen);
+        assert_memory_equal(got.input_ids, ids, T * sizeof *ids);
+        assert_memory_equal(got.labels, lab, T * sizeof *lab);
+        free(ids);
+        free(lab);
+    }
+    /* arrays one row too small */
+    prepack_batch_arrays small = dst;
+    small.tokens_cap = small.seqs_cap = 1;
+    prepack_batch got;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_reader_batch_into(r, rows, n, NULL, &small, &got,
+                                               &d),
+                     PREPACK_ERANGE);
+    assert_non_null(strstr(d.message, "does not fit the arrays given"));
+    /* padded needs attention_mask */
+    prepack_batch_options po = {.padded = 1};
+    small = dst;
+    small.attention_mask = NULL;
+    assert_int_equal(prepack_reader_batch_into(r, rows, n, &po, &small, &got,
+                                               NULL),
+                     PREPACK_EINVAL);
+    for (int k = 0; k < 4; k++)
+        free(a[k]);
+    free(cu);
+    free(seq);
+    free(attn);
+    free(dense);
+    prepack_reader_free(r);
+    free_corpus(&c);
+}
+
 /* ---- the writer's directory rules ---------------------------------------------- */
 
 static int exists(const char *dir, const char *name)
@@ -766,6 +838,7 @@ int main(void)
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_empty_batch),
+        cmocka_unit_test(test_batch_into_caller_arrays),
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_damage_is_reported),
         cmocka_unit_test(test_damage_names_the_region),

@@ -1,7 +1,10 @@
-"""prepack: read packed shard sets into training loops.
+"""prepack: pack token sequences, and read packed shard sets into
+training loops.
 
-An independent reader of the shard format (docs/FORMAT.md), written from the
-spec alone: numpy, zstandard and msgpack, no C extension.
+ShardSet and prepack.torch.PackedDataset read through libprepack's C
+reader (shipped inside the package by `pip install .`), or through an
+independent pure-Python reader of the format (docs/FORMAT.md: numpy,
+zstandard, msgpack), backend="python"; both give the same rows.
 
     import prepack
     shards = prepack.ShardSet("shards/")

@@ -160,25 +160,36 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
                                    default=0)
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
-        flat = _flat(rows)
-        if form == "varlen":
-            batch = {k: flat[k] for k in ("input_ids", "cu_seqlens",
-                                          "max_seqlen", "position_ids",
-                                          "labels", "seq_ids")}
-        elif form == "hf":
-            batch = {"input_ids": flat["input_ids"][None],
-                     "labels": flat["unshifted"][None],
-                     "position_ids": flat["position_ids"][None]}
-            if return_flash_attn_kwargs:
-                batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = \
-                    flat["cu_seqlens"]
-                batch["max_length_q"] = batch["max_length_k"] = \
-                    flat["max_seqlen"]
-            if return_seq_idx:
-                batch["seq_idx"] = flat["doc_ids"].astype(np.int32)[None]
-        else:
-            batch = {k: flat[k] for k in ("input_ids", "position_ids",
-                                          "labels", "doc_ids")}
+        batch = shape_flat(_flat(rows), form, return_flash_attn_kwargs,
+                           return_seq_idx)
+    return finish(batch, form, tensors)
+
+
+def shape_flat(flat, form, return_flash_attn_kwargs=False,
+               return_seq_idx=False):
+    """The varlen, hf or flex batch from the flat arrays (_flat's keys;
+    the C reader's batches give the same)."""
+    if form == "varlen":
+        return {k: flat[k] for k in ("input_ids", "cu_seqlens", "max_seqlen",
+                                     "position_ids", "labels", "seq_ids")}
+    if form == "hf":
+        batch = {"input_ids": flat["input_ids"][None],
+                 "labels": flat["unshifted"][None],
+                 "position_ids": flat["position_ids"][None]}
+        if return_flash_attn_kwargs:
+            batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = \
+                flat["cu_seqlens"]
+            batch["max_length_q"] = batch["max_length_k"] = \
+                flat["max_seqlen"]
+        if return_seq_idx:
+            batch["seq_idx"] = flat["doc_ids"].astype(np.int32)[None]
+        return batch
+    return {k: flat[k] for k in ("input_ids", "position_ids", "labels",
+                                 "doc_ids")}
+
+
+def finish(batch, form, tensors):
+    """numpy or torch, and the flex form's mask_mod."""
     if tensors == "pt":
         batch = _to_torch(batch)
         if form == "flex":

@@ -205,11 +205,17 @@ class ShardSet:
     arrays `input_ids`, `cu_seqlens`, `seq_ids`, and `loss_mask` /
     `seq_starts` when the set has them), iteration, and `manifest`.
 
-    Rows are views into the decompressed frame (`numpy.frombuffer`); the
-    last frame read is cached, so reading rows in order decompresses each
-    frame once."""
+    backend="auto" reads rows through libprepack's C reader when the
+    library loads (backend="c" requires it), else through this module's
+    own reader (backend="python", an independent implementation of
+    docs/FORMAT.md); both check everything and give the same rows. The
+    manifest is checked here in both cases. The last frame read is cached,
+    so reading rows in order decompresses each frame once."""
 
-    def __init__(self, path):
+    def __init__(self, path, backend="auto"):
+        if backend not in ("auto", "c", "python"):
+            raise ValueError(f"backend must be 'auto', 'c' or 'python', not "
+                             f"{backend!r}")
         self.path = os.fspath(path)
         manifest_path = os.path.join(self.path, "manifest.json")
         try:
@@ -304,6 +310,17 @@ class ShardSet:
             rows += n
         self._rows = rows
         self._dctx = zstandard.ZstdDecompressor()
+        # rows through libprepack's reader when it loads ("auto") or on
+        # request ("c"); this module's own reader otherwise
+        self._c = None
+        if backend != "python":
+            from ._creader import CReader
+            try:
+                self._c = CReader(self.path)
+            except RuntimeError:  # no libprepack
+                if backend == "c":
+                    raise
+        self.backend = "c" if self._c else "python"
         self._cache_key = None
         self._cache = None
 
@@ -319,6 +336,8 @@ class ShardSet:
             i += self._rows
         if not 0 <= i < self._rows:
             raise IndexError(f"row {i} of {self._rows}")
+        if self._c:
+            return self._c.row(i)
         lo, hi = 0, len(self._first)
         while hi - lo > 1:  # the shard holding row i
             mid = (lo + hi) // 2

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ._collate import collate
+from ._creader import collate_batch
 from ._shards import ShardSet
 
 
@@ -38,7 +39,8 @@ class PackedDataset(IterableDataset):
     rank r of world_size takes every world_size-th row of that order, so
     the ranks' shares are disjoint and cover every row; each rank's batches
     come in an order that does not depend on the DataLoader's num_workers.
-    The last batch of a rank may hold fewer rows.
+    The last batch of a rank may hold fewer rows. With libprepack (backend
+    "auto" or "c") each batch is built by the C reader in one call.
 
     Epochs: the order is fixed by (seed, epoch) and iterating again does
     not advance it (the DataLoader's workers iterate copies of this
@@ -52,7 +54,8 @@ class PackedDataset(IterableDataset):
     new process, and iteration starts at the next batch."""
 
     def __init__(self, path, batch_rows=1, form="varlen", shuffle=True,
-                 seed=0, rank=0, world_size=1, **collate_options):
+                 seed=0, rank=0, world_size=1, backend="auto",
+                 **collate_options):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.path = path
@@ -63,10 +66,11 @@ class PackedDataset(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.collate_options = collate_options
+        self.backend = backend
         self.epoch = 0
         self.start_batch = 0
         self._yielded = None  # batches yielded here (num_workers=0 only)
-        self._rows = len(ShardSet(path))
+        self._rows = len(ShardSet(path, backend=backend))
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -124,15 +128,20 @@ class PackedDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        shards = ShardSet(self.path)  # one per worker: no shared file state
+        # one per worker: no shared file state
+        shards = ShardSet(self.path, backend=self.backend)
         rows = self.rank_rows()
         self._yielded = 0
         for b in range(self.start_batch, len(self)):
             if (b - self.start_batch) % workers != worker:
                 continue
             pick = rows[b * self.batch_rows:(b + 1) * self.batch_rows]
-            batch = collate([shards[int(i)] for i in pick], self.form,
-                            tensors="pt", **self.collate_options)
+            if shards._c:  # the whole batch built in C
+                batch = collate_batch(shards._c, pick, self.form,
+                                      tensors="pt", **self.collate_options)
+            else:
+                batch = collate([shards[int(i)] for i in pick], self.form,
+                                tensors="pt", **self.collate_options)
             self._yielded += 1
             yield batch
 

@@ -13,12 +13,17 @@ struct pp_batch_buffers {
     uint64_t *seq;
     uint8_t *attn, *dense;
     size_t tokens_cap, seqs_cap, dense_cap;
+    int external; /* the caller's arrays: never grown or freed here */
 };
 
 void pp_batch_buffers_free(const prepack_allocator *a, pp_batch_buffers *b)
 {
     if (!b)
         return;
+    if (b->external) {
+        pp_free(a, b);
+        return;
+    }
     pp_free(a, b->ids);
     pp_free(a, b->pos);
     pp_free(a, b->doc);
@@ -45,6 +50,11 @@ static int grow_to(const prepack_allocator *a, void **p, size_t need,
 static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
                    size_t tokens, size_t seqs, size_t dense)
 {
+    if (b->external)
+        return tokens <= b->tokens_cap && seqs + 1 <= b->seqs_cap + 1 &&
+                       dense <= b->dense_cap
+                   ? 0
+                   : -1;
     if (tokens > b->tokens_cap) {
         size_t cap = tokens > 2 * b->tokens_cap ? tokens : 2 * b->tokens_cap;
         if (grow_to(a, (void **)&b->ids, cap, sizeof *b->ids) ||
@@ -71,19 +81,54 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
 }
 
 /* Appends one row at token slot `at` (width slots in the padded form). */
+/* The row's tokens as int64, one loop per width (the batch's hot path:
+ * prepack_row_token per token costs a call each). */
+static void widen_tokens(const prepack_row *row, int64_t *out)
+{
+    size_t T = row->num_tokens;
+    if (row->token_dtype == PREPACK_DTYPE_UINT16) {
+        const uint16_t *t = row->input_ids;
+        for (size_t i = 0; i < T; i++)
+            out[i] = t[i];
+    } else {
+        const uint32_t *t = row->input_ids;
+        for (size_t i = 0; i < T; i++)
+            out[i] = t[i];
+    }
+}
+
+/* prepack_row_labels from the widened tokens: the next token where it is
+ * trained, -100 at each sequence's last token and on padding. */
+static void labels_from(const int64_t *ids, const prepack_row *row,
+                        int64_t *out, size_t width)
+{
+    size_t T = row->num_tokens;
+    for (size_t i = 0; i + 1 < T; i++)
+        out[i] = ids[i + 1];
+    if (row->loss_mask)
+        for (size_t i = 0; i + 1 < T; i++)
+            if (!row->loss_mask[i + 1])
+                out[i] = -100;
+    for (size_t j = 0; j < row->num_seqs; j++)
+        out[row->cu_seqlens[j + 1] - 1] = -100;
+    for (size_t i = T; i < width; i++)
+        out[i] = -100;
+}
+
 static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
                     size_t width, size_t first_seq, int padded, int64_t pad_id)
 {
-    for (size_t t = 0; t < row->num_tokens; t++)
-        b->ids[at + t] = prepack_row_token(row, t);
+    widen_tokens(row, b->ids + at);
     for (size_t t = row->num_tokens; t < width; t++)
         b->ids[at + t] = pad_id;
     prepack_row_position_ids(row, b->pos + at, width);
     prepack_row_doc_ids(row, padded ? 0 : (int64_t)first_seq, b->doc + at,
                         width);
-    prepack_row_labels(row, b->lab + at, width);
-    memset(b->attn + at, 1, row->num_tokens);
-    memset(b->attn + at + row->num_tokens, 0, width - row->num_tokens);
+    labels_from(b->ids + at, row, b->lab + at, width);
+    if (b->attn) { /* the caller's flat batches may go without */
+        memset(b->attn + at, 1, row->num_tokens);
+        memset(b->attn + at + row->num_tokens, 0, width - row->num_tokens);
+    }
     for (size_t j = 0; j < row->num_seqs; j++) {
         b->seq[first_seq + j] = row->seq_ids[j];
         b->cu[first_seq + j + 1] =
@@ -112,6 +157,43 @@ int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
     return PREPACK_OK;
 }
 
+int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
+                        const prepack_allocator *a,
+                        const prepack_batch_arrays *dst, size_t rows,
+                        uint32_t max_seq_len, const prepack_batch_options *o,
+                        prepack_diag *diag)
+{
+    if (!dst->input_ids || !dst->position_ids || !dst->doc_ids ||
+        !dst->labels || !dst->cu_seqlens || !dst->seq_ids ||
+        (o && o->padded && !dst->attention_mask) ||
+        (o && o->padded && o->dense_mask && !dst->dense_mask))
+        return pp_invalid_argument(diag);
+    if (!*ext && !(*ext = pp_calloc(a, 1, sizeof **ext)))
+        return pp_out_of_memory(diag);
+    pp_batch_buffers *b = *ext;
+    *b = (pp_batch_buffers){dst->input_ids,
+                            dst->position_ids,
+                            dst->doc_ids,
+                            dst->labels,
+                            dst->cu_seqlens,
+                            dst->seq_ids,
+                            dst->attention_mask,
+                            dst->dense_mask,
+                            dst->tokens_cap,
+                            dst->seqs_cap,
+                            dst->dense_cap,
+                            1};
+    memset(bt, 0, sizeof *bt);
+    if (o)
+        bt->o = *o;
+    bt->b = b;
+    bt->alloc = a;
+    bt->rows = rows;
+    bt->max_seq_len = max_seq_len;
+    b->cu[0] = 0;
+    return PREPACK_OK;
+}
+
 int pp_batch_add_row(pp_batcher *bt, const prepack_row *row, prepack_diag *diag)
 {
     const prepack_batch_options *o = &bt->o;
@@ -120,8 +202,13 @@ int pp_batch_add_row(pp_batcher *bt, const prepack_row *row, prepack_diag *diag)
     size_t at = o->padded ? i * L : bt->tokens;
     size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
     if (reserve(bt->alloc, bt->b, at + width, bt->seqs + row->num_seqs, dense))
-        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                       "out of memory for a batch of %zu rows", n);
+        return bt->b->external
+                   ? pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                             "row %zu of the batch does not fit the arrays "
+                             "given (%zu tokens, %zu sequences)",
+                             i, bt->b->tokens_cap, bt->b->seqs_cap)
+                   : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                             "out of memory for a batch of %zu rows", n);
     put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
     if (dense)
         prepack_row_dense_mask(row, bt->b->dense + i * L * L, L);

@@ -28,6 +28,14 @@ int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
                    const prepack_allocator *a, size_t rows,
                    uint32_t max_seq_len, const prepack_batch_options *o,
                    prepack_diag *diag);
+/* Starts a batch in the caller's arrays (dst): *ext (created on first
+ * use, freed with pp_batch_buffers_free) only points at them, and a row
+ * that does not fit them is PREPACK_ERANGE. */
+int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
+                        const prepack_allocator *a,
+                        const prepack_batch_arrays *dst, size_t rows,
+                        uint32_t max_seq_len, const prepack_batch_options *o,
+                        prepack_diag *diag);
 /* Appends the next row (at most max_seq_len tokens). */
 int pp_batch_add_row(pp_batcher *bt, const prepack_row *row,
                      prepack_diag *diag);

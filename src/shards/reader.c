@@ -243,8 +243,39 @@ void prepack_reader_free(prepack_reader *r)
     pp_free(a, r->mask);
     pp_free(a, r->starts);
     pp_batch_buffers_free(a, r->batch);
+    pp_batch_buffers_free(a, r->batch_into);
     prepack_allocator copy = r->alloc_copy; /* r itself goes with it */
     pp_free(a ? &copy : NULL, r);
+}
+
+/* Reads rows[0..n) into the batch bt began. */
+static int fill_batch(prepack_reader *r, pp_batcher *bt, const size_t *rows,
+                      size_t n, prepack_batch *out, prepack_diag *diag)
+{
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
+        prepack_row row;
+        rc = prepack_reader_row(r, rows[i], &row, diag);
+        if (rc == PREPACK_OK)
+            rc = pp_batch_add_row(bt, &row, diag);
+    }
+    if (rc == PREPACK_OK)
+        pp_batch_finish(bt, out);
+    return rc;
+}
+
+int prepack_reader_batch_into(prepack_reader *r, const size_t *rows, size_t n,
+                              const prepack_batch_options *o,
+                              const prepack_batch_arrays *dst,
+                              prepack_batch *out, prepack_diag *diag)
+{
+    if (!r || (!rows && n) || !out || !dst)
+        return pp_invalid_argument(diag);
+    memset(out, 0, sizeof *out);
+    pp_batcher bt;
+    int rc = pp_batch_begin_into(&bt, &r->batch_into, r->alloc, dst, n,
+                                 r->m.max_seq_len, o, diag);
+    return rc == PREPACK_OK ? fill_batch(r, &bt, rows, n, out, diag) : rc;
 }
 
 int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
@@ -257,15 +288,7 @@ int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
     pp_batcher bt;
     int rc =
         pp_batch_begin(&bt, &r->batch, r->alloc, n, r->m.max_seq_len, o, diag);
-    for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
-        prepack_row row;
-        rc = prepack_reader_row(r, rows[i], &row, diag);
-        if (rc == PREPACK_OK)
-            rc = pp_batch_add_row(&bt, &row, diag);
-    }
-    if (rc == PREPACK_OK)
-        pp_batch_finish(&bt, out);
-    return rc;
+    return rc == PREPACK_OK ? fill_batch(r, &bt, rows, n, out, diag) : rc;
 }
 
 size_t prepack_reader_row_count(const prepack_reader *r)

@@ -51,6 +51,7 @@ struct prepack_reader {
     uint8_t *mask;
     uint32_t *starts;
     pp_batch_buffers *batch;
+    pp_batch_buffers *batch_into; /* points at the caller's arrays */
 };
 
 /* PREPACK_ECORRUPT with "path: message". */

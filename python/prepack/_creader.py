@@ -1,0 +1,239 @@
+"""The C reader under Python: libprepack's prepack_reader (ctypes), for
+ShardSet(backend="c") and PackedDataset. A batch is built by
+prepack_reader_batch in C (decompression, checks, concatenation, positions,
+labels, document ids) and handed over as numpy arrays with one copy per
+array, no per-row Python work.
+
+The pure-Python reader (_shards.py) stays as the independent
+implementation: the tests read every fixture through both and require the
+same rows and batches."""
+
+import ctypes
+
+import numpy as np
+
+from . import _native
+from ._shards import CorruptShardError, ShardSetError
+
+_ECORRUPT = -5  # PREPACK_ECORRUPT
+_DTYPE = {1: np.dtype("<u2"), 2: np.dtype("<u4")}  # prepack_dtype
+
+
+class _Row(ctypes.Structure):
+    """prepack_row"""
+    _fields_ = [("num_tokens", ctypes.c_size_t), ("num_seqs", ctypes.c_size_t),
+                ("token_dtype", ctypes.c_int), ("input_ids", ctypes.c_void_p),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("loss_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("seq_starts", ctypes.POINTER(ctypes.c_uint32))]
+
+
+class _BatchOptions(ctypes.Structure):
+    """prepack_batch_options"""
+    _fields_ = [("padded", ctypes.c_int), ("pad_id", ctypes.c_int64),
+                ("dense_mask", ctypes.c_int)]
+
+
+class _Batch(ctypes.Structure):
+    """prepack_batch"""
+    _fields_ = [("rows", ctypes.c_size_t), ("width", ctypes.c_size_t),
+                ("num_seqs", ctypes.c_size_t), ("max_seqlen", ctypes.c_uint32),
+                ("input_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("labels", ctypes.POINTER(ctypes.c_int64)),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("dense_mask", ctypes.POINTER(ctypes.c_uint8))]
+
+
+class _BatchArrays(ctypes.Structure):
+    """prepack_batch_arrays"""
+    _fields_ = [("input_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("labels", ctypes.POINTER(ctypes.c_int64)),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("dense_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("tokens_cap", ctypes.c_size_t), ("seqs_cap", ctypes.c_size_t),
+                ("dense_cap", ctypes.c_size_t)]
+
+
+_declared = set()
+
+
+def _lib():
+    """libprepack with the reader's signatures declared (once)."""
+    lib = _native.library()
+    if "reader" in _declared:
+        return lib
+    p = ctypes.c_void_p
+    lib.prepack_reader_open.argtypes = [ctypes.POINTER(p), ctypes.c_char_p, p,
+                                        ctypes.POINTER(_native.Diag)]
+    lib.prepack_reader_free.argtypes = [p]
+    lib.prepack_reader_row_count.argtypes = [p]
+    lib.prepack_reader_row_count.restype = ctypes.c_size_t
+    lib.prepack_reader_max_seq_len.argtypes = [p]
+    lib.prepack_reader_max_seq_len.restype = ctypes.c_uint32
+    lib.prepack_reader_token_dtype.argtypes = [p]
+    lib.prepack_reader_row.argtypes = [p, ctypes.c_size_t, ctypes.POINTER(_Row),
+                                       ctypes.POINTER(_native.Diag)]
+    lib.prepack_reader_batch.argtypes = [
+        p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_size_t,
+        ctypes.POINTER(_BatchOptions), ctypes.POINTER(_Batch),
+        ctypes.POINTER(_native.Diag)]
+    lib.prepack_reader_batch_into.argtypes = [
+        p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_size_t,
+        ctypes.POINTER(_BatchOptions), ctypes.POINTER(_BatchArrays),
+        ctypes.POINTER(_Batch), ctypes.POINTER(_native.Diag)]
+    _declared.add("reader")
+    return lib
+
+
+def _raise(rc, diag):
+    message = diag.message.decode(errors="replace") or f"prepack error {rc}"
+    raise (CorruptShardError if rc == _ECORRUPT else ShardSetError)(message)
+
+
+def _copy(ptr, n, dtype):
+    """n elements the reader owns (valid until its next call), copied."""
+    if n == 0 or not ptr:
+        return np.zeros(n, dtype)
+    return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype, copy=True)
+
+
+class CReader:
+    """One open prepack_reader. Not shared across processes: each
+    DataLoader worker opens its own."""
+
+    def __init__(self, path):
+        self._lib = _lib()
+        self._h = ctypes.c_void_p()
+        diag = _native.Diag()
+        rc = self._lib.prepack_reader_open(ctypes.byref(self._h),
+                                           str(path).encode(), None,
+                                           ctypes.byref(diag))
+        if rc != 0:
+            _raise(rc, diag)
+        self.rows = self._lib.prepack_reader_row_count(self._h)
+        self.max_seq_len = self._lib.prepack_reader_max_seq_len(self._h)
+        self.token_dtype = _DTYPE[self._lib.prepack_reader_token_dtype(self._h)]
+        self._index = None
+
+    def close(self):
+        if self._h:
+            self._lib.prepack_reader_free(self._h)
+            self._h = ctypes.c_void_p()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def row(self, i):
+        """Row i as ShardSet gives it: a dict of numpy arrays (copies)."""
+        r = _Row()
+        diag = _native.Diag()
+        rc = self._lib.prepack_reader_row(self._h, i, ctypes.byref(r),
+                                          ctypes.byref(diag))
+        if rc != 0:
+            _raise(rc, diag)
+        t, k = r.num_tokens, r.num_seqs
+        ids = np.frombuffer(ctypes.string_at(r.input_ids,
+                                             t * self.token_dtype.itemsize),
+                            dtype=self.token_dtype) if t else \
+            np.zeros(0, self.token_dtype)
+        out = {"input_ids": ids,
+               "cu_seqlens": _copy(r.cu_seqlens, k + 1, np.int32),
+               "seq_ids": _copy(r.seq_ids, k, np.uint64)}
+        if r.loss_mask:
+            out["loss_mask"] = _copy(r.loss_mask, t, np.uint8)
+        if r.seq_starts:
+            out["seq_starts"] = _copy(r.seq_starts, k, np.uint32)
+        return out
+
+    def batch(self, indices, padded=False, pad_id=0, dense_mask=False):
+        """prepack_reader_batch_into over the given rows, into numpy arrays
+        made here and handed over as they are (no copy): the flat (varlen)
+        arrays, or [B, L] ones when padded; int64 where PyTorch wants it."""
+        idx = np.ascontiguousarray(indices, dtype=np.uintp)
+        n, L = len(idx), self.max_seq_len
+        cap = max(n * L, 1)  # no row holds more than L tokens or sequences
+        arrays = {k: np.empty(cap, np.int64) for k in
+                  ("input_ids", "position_ids", "doc_ids", "labels")}
+        cu = np.empty(cap + 1, np.int32)
+        seq = np.empty(cap, np.uint64)
+        attn = np.empty(cap, np.uint8) if padded else None
+        dense = np.empty(n * L * L if dense_mask and padded else 0, np.uint8)
+
+        def ptr(a, t):
+            return a.ctypes.data_as(ctypes.POINTER(t)) if a is not None \
+                else None
+        i64, u8 = ctypes.c_int64, ctypes.c_uint8
+        dst = _BatchArrays(ptr(arrays["input_ids"], i64),
+                           ptr(arrays["position_ids"], i64),
+                           ptr(arrays["doc_ids"], i64),
+                           ptr(arrays["labels"], i64),
+                           ptr(cu, ctypes.c_int32), ptr(seq, ctypes.c_uint64),
+                           ptr(attn, u8), ptr(dense, u8), cap, cap, dense.size)
+        opts = _BatchOptions(int(padded), int(pad_id), int(dense_mask))
+        b = _Batch()
+        diag = _native.Diag()
+        rc = self._lib.prepack_reader_batch_into(
+            self._h, idx.ctypes.data_as(ctypes.POINTER(ctypes.c_size_t)), n,
+            ctypes.byref(opts), ctypes.byref(dst), ctypes.byref(b),
+            ctypes.byref(diag))
+        if rc != 0:
+            _raise(rc, diag)
+        size = b.rows * b.width if padded else b.width  # flat: [T]
+        out = {k: a[:size] for k, a in arrays.items()}
+        out["seq_ids"] = seq[:b.num_seqs]
+        out["max_seqlen"] = int(b.max_seqlen)
+        if padded:
+            shape = (b.rows, b.width)
+            out = {k: v.reshape(shape) if isinstance(v, np.ndarray) and
+                   k != "seq_ids" else v for k, v in out.items()}
+            out["attention_mask"] = attn[:size].astype(np.int64).reshape(shape)
+            if dense_mask:
+                out["dense_mask"] = dense.view(bool).reshape(
+                    b.rows, 1, b.width, b.width)
+        else:
+            out["cu_seqlens"] = cu[:b.num_seqs + 1]
+        return out
+
+
+def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
+                  max_seq_len=None, mask_4d=False,
+                  return_flash_attn_kwargs=False, return_seq_idx=False):
+    """collate([reader.row(i) for i in indices], form, ...), built by the C
+    batcher: the same keys, dtypes and values (the tests hold both to
+    it)."""
+    from ._collate import FORMS, IGNORE_INDEX, collate, finish, shape_flat
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+    if form == "padded":
+        if max_seq_len != reader.max_seq_len:  # collate pads to another width
+            return collate([reader.row(int(i)) for i in indices], "padded",
+                           tensors=tensors, pad_id=pad_id,
+                           max_seq_len=max_seq_len, mask_4d=mask_4d)
+        b = reader.batch(indices, padded=True, pad_id=pad_id,
+                         dense_mask=mask_4d)
+        batch = {k: b[k] for k in ("input_ids", "attention_mask",
+                                   "position_ids", "labels", "doc_ids")}
+        if mask_4d:
+            batch["mask_4d"] = b["dense_mask"]
+        return finish(batch, form, tensors)
+    flat = reader.batch(indices)
+    if form == "hf":
+        # Hugging Face's unshifted labels from the shifted ones: the label
+        # of token t is the target after t - 1, -100 at each sequence start
+        unshifted = np.roll(flat["labels"], 1)
+        unshifted[flat["cu_seqlens"][:-1]] = IGNORE_INDEX
+        flat["unshifted"] = unshifted
+    return finish(shape_flat(flat, form, return_flash_attn_kwargs,
+                             return_seq_idx), form, tensors)
