@@ -407,7 +407,10 @@ typedef enum prepack_format {
     PREPACK_FORMAT_JSONL,    /* .jsonl, .jsonl.zst, .jsonl.gz */
     PREPACK_FORMAT_MEGATRON, /* X.bin + X.idx (MMIDIDX) */
     PREPACK_FORMAT_LLMC,     /* llm.c .bin: 256 x int32 header + tokens */
-    PREPACK_FORMAT_RAW_U16   /* headerless uint16 tokens (nanoGPT) */
+    PREPACK_FORMAT_RAW_U16,  /* headerless uint16 tokens (nanoGPT) */
+    PREPACK_FORMAT_ARROW     /* Arrow or Parquet list columns, read by the
+                                Python package (prepack.pack_dataset) into
+                                a store; prepack_ingest_file refuses it */
 } prepack_format;
 
 const char *prepack_format_name(prepack_format format);
@@ -439,6 +442,14 @@ void prepack_store_free(prepack_store *s);
  * tokens is PREPACK_ERANGE. */
 int prepack_store_add(prepack_store *s, const uint32_t *tokens, size_t n,
                       const uint8_t *loss_mask, prepack_diag *diag);
+/* Appends n whole sequences at once (the Python package's Arrow path):
+ * sequence i is tokens[offsets[i] .. offsets[i + 1]) with the same range
+ * of loss_mask when it is not NULL, each ended as by
+ * prepack_store_end_sequence. On an error diag->record is i, the sequence
+ * within this call. */
+int prepack_store_add_sequences(prepack_store *s, const uint32_t *tokens,
+                                const uint64_t *offsets, size_t n,
+                                const uint8_t *loss_mask, prepack_diag *diag);
 /* The same for 16-bit tokens, without a mask (the binary formats' path). */
 int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens, size_t n,
                           prepack_diag *diag);

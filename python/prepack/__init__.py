@@ -16,5 +16,11 @@ from ._collate import FORMS, collate, flex_mask_mod
 from ._native import pack
 
 __all__ = ["ShardSet", "ShardSetError", "CorruptShardError", "collate",
-           "flex_mask_mod", "FORMS", "pack"]
+           "flex_mask_mod", "FORMS", "pack", "pack_dataset"]
 __version__ = "0.1.0"  # CMakeLists.txt's project(VERSION); a test checks
+
+
+def pack_dataset(*args, **kwargs):
+    """prepack.dataset.pack_dataset (pyarrow imported on first use)."""
+    from .dataset import pack_dataset as run
+    return run(*args, **kwargs)

@@ -11,7 +11,7 @@ static const char *const algo_names[] = {"ffd", "bfd", "nextfit"};
 static const char *const overlong_names[] = {"error", "truncate", "split",
                                              "drop"};
 static const char *const format_names[] = {"auto", "jsonl", "megatron", "llmc",
-                                           "raw-u16"};
+                                           "raw-u16", "arrow"};
 static const char *const dtype_names[] = {"auto", "uint16", "uint32"};
 
 static const char *name_of(const char *const *names, size_t count, int v)

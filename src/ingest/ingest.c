@@ -141,6 +141,12 @@ int prepack_ingest_file(prepack_store *s, const char *path,
         if (rc != PREPACK_OK)
             return rc;
     }
+    if (format == PREPACK_FORMAT_ARROW)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s: Arrow and Parquet inputs are read by the Python "
+                       "package: prepack.pack_dataset, or python -m prepack "
+                       "pack",
+                       path);
     if (strcmp(path, "-") == 0) { /* stdin, read as a stream */
         if (format != PREPACK_FORMAT_JSONL)
             return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,

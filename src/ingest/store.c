@@ -413,6 +413,32 @@ const prepack_allocator *pp_store_allocator(const prepack_store *s)
     return s->alloc;
 }
 
+int prepack_store_add_sequences(prepack_store *s, const uint32_t *tokens,
+                                const uint64_t *offsets, size_t n,
+                                const uint8_t *loss_mask, prepack_diag *diag)
+{
+    if (!s || (n && (!tokens || !offsets)))
+        return pp_invalid_argument(diag);
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
+        uint64_t lo = offsets[i], hi = offsets[i + 1];
+        if (hi < lo)
+            return pp_fail(diag, PREPACK_EINVAL, i,
+                           "offsets[%zu] = %llu comes after offsets[%zu] = "
+                           "%llu",
+                           i, (unsigned long long)lo, i + 1,
+                           (unsigned long long)hi);
+        rc = prepack_store_add(s, tokens + lo, (size_t)(hi - lo),
+                               loss_mask ? loss_mask + lo : NULL, diag);
+        /* an empty sequence keeps its id, as a JSONL line's does */
+        if (rc == PREPACK_OK)
+            rc = pp_store_end_sequence(s, 1, diag);
+        if (rc != PREPACK_OK && diag)
+            diag->record = i;
+    }
+    return rc;
+}
+
 int prepack_store_end_sequence(prepack_store *s, prepack_diag *diag)
 {
     return pp_store_end_sequence(s, 0, diag);

@@ -1,0 +1,448 @@
+"""Packing Hugging Face datasets and Arrow/Parquet data into a shard set.
+
+    import prepack
+    prepack.pack_dataset(ds, "shards/", max_seq_len=4096, overlong="split")
+
+`source` is a `datasets.Dataset`, a `pyarrow.Table`, or a list of Parquet
+(.parquet) or Arrow IPC (.arrow, .feather, .ipc) files (one path alone
+too). It is read a record batch at a time (Parquet: a row group at a
+time), so memory stays bounded; the token column's values go to libprepack
+without a copy where they already are uint32, and in one vectorised
+conversion otherwise. Everything after reading (the token store, the
+planner, the rows, the writer) is libprepack's, as for `prepack pack`: the
+same sequences give the same shards whichever way they come in.
+"""
+
+import ctypes
+import os
+
+import numpy as np
+
+from . import _native
+from ._creader import _Row
+
+_ARROW = 5  # PREPACK_FORMAT_ARROW
+_DTYPES = {"auto": 0, "uint16": 1, "uint32": 2}
+_MAX_ID = 2**32 - 1
+_REPORT_BYTES = 4096  # sizeof(prepack_report) is 296; room to grow
+
+
+class DatasetError(ValueError):
+    """Bad input data: the message names the input, the row group or batch,
+    the row and what is wrong."""
+
+
+class _Where:
+    """Where a record batch came from, for messages: the input, the row
+    group (Parquet) or batch, and its first row's number in the input."""
+
+    def __init__(self, name, unit, index, first):
+        self.text = f"{name}: {unit} {index}"
+        self.first = first
+
+    def row(self, r):
+        return f"{self.text}, row {self.first + r}"
+
+    def __str__(self):
+        return self.text
+
+
+class _StoreOptions(ctypes.Structure):
+    _fields_ = [("tmp_dir", ctypes.c_char_p), ("dtype", ctypes.c_int),
+                ("lengths_only", ctypes.c_int), ("allocator", ctypes.c_void_p)]
+
+
+class _PlanOptions(ctypes.Structure):
+    _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
+                ("overlong", ctypes.c_int),
+                ("max_seqs_per_row", ctypes.c_uint32),
+                ("shuffle_rows", ctypes.c_int),
+                ("shuffle_seed", ctypes.c_uint64),
+                ("allocator", ctypes.c_void_p)]
+
+
+class _WriterOptions(ctypes.Structure):
+    _fields_ = [("rows_per_frame", ctypes.c_uint32),
+                ("shard_rows", ctypes.c_uint64),
+                ("shard_bytes", ctypes.c_uint64), ("level", ctypes.c_int),
+                ("overwrite", ctypes.c_int), ("threads", ctypes.c_int),
+                ("allocator", ctypes.c_void_p)]
+
+
+class _ManifestInfo(ctypes.Structure):
+    _fields_ = [("plan", ctypes.POINTER(_PlanOptions)),
+                ("store", ctypes.c_void_p), ("report", ctypes.c_void_p)]
+
+
+class _PlanStats(ctypes.Structure):
+    """prepack_plan_stats (prepack_report begins with it)"""
+    _fields_ = [("max_seq_len", ctypes.c_uint32), ("sequences", ctypes.c_uint64),
+                ("input_tokens", ctypes.c_uint64), ("items", ctypes.c_uint64),
+                ("tokens", ctypes.c_uint64), ("rows", ctypes.c_uint64),
+                ("lower_bound", ctypes.c_uint64), ("efficiency", ctypes.c_double),
+                ("max_items_per_row", ctypes.c_uint32),
+                ("mean_items_per_row", ctypes.c_double),
+                ("zero_length", ctypes.c_uint64), ("overlong", ctypes.c_uint64),
+                ("truncated_tokens", ctypes.c_uint64),
+                ("split_chunks", ctypes.c_uint64),
+                ("dropped_sequences", ctypes.c_uint64),
+                ("dropped_tokens", ctypes.c_uint64)]
+
+
+_declared = set()
+
+
+def _lib():
+    lib = _native.library()
+    if "dataset" in _declared:
+        return lib
+    p, diag = ctypes.c_void_p, ctypes.POINTER(_native.Diag)
+    sig = {
+        "prepack_store_create": ([ctypes.POINTER(p), ctypes.POINTER(_StoreOptions),
+                                  diag], ctypes.c_int),
+        "prepack_store_free": ([p], None),
+        "prepack_store_begin_input": ([p, ctypes.c_char_p, ctypes.c_int],
+                                      ctypes.c_int),
+        "prepack_store_add_sequences": ([p, p, p, ctypes.c_size_t, p, diag],
+                                        ctypes.c_int),
+        "prepack_store_finish": ([p, diag], ctypes.c_int),
+        "prepack_store_sequence_count": ([p], ctypes.c_size_t),
+        "prepack_store_lengths": ([p], p),
+        "prepack_store_dtype": ([p], ctypes.c_int),
+        "prepack_plan_create": ([ctypes.POINTER(p), p, ctypes.c_size_t,
+                                 ctypes.POINTER(_PlanOptions), diag],
+                                ctypes.c_int),
+        "prepack_plan_free": ([p], None),
+        "prepack_plan_row_count": ([p], ctypes.c_size_t),
+        "prepack_report_compute": ([p, p, ctypes.c_size_t, ctypes.c_uint32, p],
+                                   ctypes.c_int),
+        "prepack_row_builder_create": ([ctypes.POINTER(p), p, p, diag],
+                                       ctypes.c_int),
+        "prepack_row_builder_get": ([p, ctypes.c_size_t, ctypes.POINTER(_Row)],
+                                    ctypes.c_int),
+        "prepack_row_builder_free": ([p], None),
+        "prepack_writer_create": ([ctypes.POINTER(p), ctypes.c_char_p,
+                                   ctypes.c_uint32, ctypes.c_int,
+                                   ctypes.POINTER(_WriterOptions), diag],
+                                  ctypes.c_int),
+        "prepack_writer_add": ([p, ctypes.POINTER(_Row), diag], ctypes.c_int),
+        "prepack_writer_finish": ([p, ctypes.POINTER(_ManifestInfo), diag],
+                                  ctypes.c_int),
+        "prepack_writer_free": ([p], None),
+    }
+    for name, (args, res) in sig.items():
+        f = getattr(lib, name)
+        f.argtypes, f.restype = args, res
+    _declared.add("dataset")
+    return lib
+
+
+def _check(rc, diag, error=ValueError):
+    if rc != 0:
+        raise error(diag.message.decode(errors="replace") or
+                    f"prepack error {rc}")
+
+
+# ---- reading Arrow ---------------------------------------------------------
+
+def _table_batches(table, columns, batch_rows):
+    """(name, unit, unit index, first row, RecordBatch) of an Arrow table."""
+    first = 0
+    for i, b in enumerate(table.select(columns).to_batches(batch_rows)):
+        yield "table", "batch", i, first, b
+        first += b.num_rows
+
+
+def _file_batches(path, column, optional, batch_rows):
+    """(path, unit, unit index, first row, RecordBatch) of a Parquet file
+    (a row group at a time) or an Arrow IPC file or stream."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    if not os.path.exists(path):
+        raise DatasetError(f"cannot open {path}: no such file")
+    if path.endswith(".parquet"):
+        try:
+            f = pq.ParquetFile(path)
+        except Exception as e:
+            raise DatasetError(f"{path}: not a Parquet file ({e})") from None
+        names = f.schema_arrow.names
+        if column not in names:
+            raise DatasetError(f"{path}: no column {column!r} (it has "
+                               f"{names})")
+        columns = [column] + [c for c in optional if c and c in names]
+        first = 0
+        for g in range(f.num_row_groups):
+            t = f.read_row_group(g, columns=columns)
+            for b in t.to_batches(batch_rows):
+                yield path, "row group", g, first, b
+                first += b.num_rows
+        return
+    try:
+        reader = pa.ipc.open_file(path)
+        pieces = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:
+        try:
+            reader = pa.ipc.open_stream(path)
+            pieces = iter(reader)
+        except pa.ArrowInvalid as e:
+            raise DatasetError(f"{path}: neither Parquet (.parquet) nor an "
+                               f"Arrow IPC file or stream ({e})") from None
+    first = 0
+    for i, b in enumerate(pieces):
+        names = b.schema.names
+        if column not in names:
+            raise DatasetError(f"{path}: no column {column!r} (it has "
+                               f"{names})")
+        columns = [column] + [c for c in optional if c and c in names]
+        yield path, "batch", i, first, b.select(columns)
+        first += b.num_rows
+
+
+def _list_column(batch, name, where):
+    """A list<integer> column as (values ndarray, offsets int64 ndarray
+    from 0), or DatasetError naming what is wrong."""
+    import pyarrow as pa
+    arr = batch.column(name)
+    t = arr.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or \
+            not pa.types.is_integer(t.value_type):
+        raise DatasetError(f"{where}: column {name!r} is {t}, not a list of "
+                           f"integers")
+    if arr.null_count:
+        r = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+        raise DatasetError(f"{where.row(r)}: {name} is null")
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    values = arr.values
+    if values.null_count:
+        j = int(np.flatnonzero(np.asarray(values.is_null()))[0])
+        r = int(np.searchsorted(offsets, j, side="right")) - 1
+        raise DatasetError(f"{where.row(r)}: {name}[{j - offsets[r]}] is "
+                           f"null")
+    values = values.to_numpy(zero_copy_only=False)
+    values = values[offsets[0]:offsets[-1]]
+    return values, offsets - offsets[0]
+
+
+def _bad_value(where, name, offsets, j, value, why):
+    r = int(np.searchsorted(offsets, j, side="right")) - 1
+    return DatasetError(f"{where.row(r)}: {name}[{j - offsets[r]}] is "
+                        f"{value}: {why}")
+
+
+def _tokens(values, offsets, where, name):
+    """The values as uint32, with a range check naming the first bad one."""
+    if values.dtype == np.uint32:
+        return values  # as it is: no copy
+    if values.size:
+        bad = np.flatnonzero(values < 0) if values.dtype.kind == "i" else ()
+        if len(bad):
+            j = int(bad[0])
+            raise _bad_value(where, name, offsets, j, int(values[j]),
+                             "token ids must be non-negative")
+        bad = np.flatnonzero(values > _MAX_ID)
+        if len(bad):
+            j = int(bad[0])
+            raise _bad_value(where, name, offsets, j, int(values[j]),
+                             f"token ids must be at most {_MAX_ID}")
+    return values.astype(np.uint32)
+
+
+def _mask(batch, ids, offsets, where, loss_mask, labels):
+    """The loss mask (uint8, 1 = trained) from a 0/1 loss_mask column or a
+    labels column (the token, or -100), checked as JSONL's are."""
+    name = loss_mask if loss_mask in batch.schema.names else \
+        labels if labels in batch.schema.names else None
+    if name is None:
+        return None
+    values, offs = _list_column(batch, name, where)
+    if not np.array_equal(offs, offsets):
+        r = int(np.flatnonzero(np.diff(offs) != np.diff(offsets))[0])
+        raise DatasetError(f"{where.row(r)}: {name} holds "
+                           f"{offs[r + 1] - offs[r]} values, the row "
+                           f"{offsets[r + 1] - offsets[r]} tokens")
+    if name == loss_mask:
+        bad = np.flatnonzero((values != 0) & (values != 1))
+        if len(bad):
+            j = int(bad[0])
+            raise _bad_value(where, name, offsets, j, int(values[j]),
+                             "must be 0 or 1")
+        return values.astype(np.uint8)
+    bad = np.flatnonzero((values != -100) & (values != ids.astype(np.int64)))
+    if len(bad):
+        j = int(bad[0])
+        raise _bad_value(where, name, offsets, j, int(values[j]),
+                         "labels hold the token itself or -100")
+    return (values != -100).astype(np.uint8)
+
+
+# ---- packing ---------------------------------------------------------------
+
+def _check_options(algo, overlong, token_dtype, shard_rows=0, shard_bytes=0):
+    if algo not in _native.ALGOS or overlong not in _native._OVERLONG:
+        raise ValueError(f"algo must be one of {list(_native.ALGOS)} and "
+                         f"overlong one of {list(_native._OVERLONG)}")
+    if token_dtype not in _DTYPES:
+        raise ValueError(f"token_dtype must be one of {list(_DTYPES)}")
+    if shard_rows and shard_bytes:
+        raise ValueError("shard_rows or shard_bytes, not both")
+
+
+class _Planned:
+    """A source read into a store and planned: what stats returns and pack
+    writes. Frees the library's objects on close."""
+
+    def __init__(self, source, max_seq_len, column, loss_mask, labels, algo,
+                 overlong, max_seqs_per_row, shuffle, seed, token_dtype,
+                 tmp_dir, batch_size, read_rows):
+        self.lib = lib = _lib()
+        diag = _native.Diag()
+        self.store, self.plan = ctypes.c_void_p(), ctypes.c_void_p()
+        so = _StoreOptions(os.fsencode(tmp_dir) if tmp_dir else None,
+                           _DTYPES[token_dtype], 0, None)
+        _check(lib.prepack_store_create(ctypes.byref(self.store),
+                                        ctypes.byref(so), ctypes.byref(diag)),
+               diag)
+        try:
+            _read_into(lib, self.store, source, column, loss_mask, labels,
+                       read_rows)
+            _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
+                   diag, DatasetError)
+            self.options = _PlanOptions(max_seq_len, _native.ALGOS[algo],
+                                        _native._OVERLONG[overlong],
+                                        max_seqs_per_row, int(shuffle), seed,
+                                        None)
+            n = lib.prepack_store_sequence_count(self.store)
+            lengths = lib.prepack_store_lengths(self.store)
+            _check(lib.prepack_plan_create(ctypes.byref(self.plan), lengths, n,
+                                           ctypes.byref(self.options),
+                                           ctypes.byref(diag)), diag)
+            self.report = ctypes.create_string_buffer(_REPORT_BYTES)
+            rc = lib.prepack_report_compute(self.plan, lengths, n, batch_size,
+                                            self.report)
+            if rc != 0:
+                raise ValueError(f"prepack error {rc} computing the report")
+        except BaseException:
+            self.close()
+            raise
+
+    def stats(self):
+        raw = self.report.raw[:ctypes.sizeof(_PlanStats)]
+        stats = _PlanStats.from_buffer_copy(raw)
+        return {k: getattr(stats, k) for k, _ in _PlanStats._fields_}
+
+    def close(self):
+        self.lib.prepack_plan_free(self.plan)
+        self.lib.prepack_store_free(self.store)
+        self.plan, self.store = ctypes.c_void_p(), ctypes.c_void_p()
+
+
+def stats_dataset(source, max_seq_len, column="input_ids",
+                  loss_mask="loss_mask", labels="labels", algo="ffd",
+                  overlong="error", max_seqs_per_row=0, token_dtype="auto",
+                  tmp_dir=None, batch_size=8, read_rows=65536):
+    """What `prepack stats` reports, for the same sources as pack_dataset:
+    the plan's figures (a dict), nothing written."""
+    _check_options(algo, overlong, token_dtype)
+    planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
+                       overlong, max_seqs_per_row, False, 0, token_dtype,
+                       tmp_dir, batch_size, read_rows)
+    try:
+        return planned.stats()
+    finally:
+        planned.close()
+
+
+def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
+                 loss_mask="loss_mask", labels="labels", algo="ffd",
+                 overlong="error", max_seqs_per_row=0, shuffle=False, seed=0,
+                 rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
+                 threads=1, overwrite=False, token_dtype="auto",
+                 tmp_dir=None, batch_size=8, read_rows=65536):
+    """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
+    Arrow IPC files) into a shard set in out_dir, with every option of
+    `prepack pack` (the same names, underscores for dashes). `column` holds
+    the token ids (a list of integers per row); a `loss_mask` (0/1) or
+    `labels` (the token or -100) column, when present, becomes the loss
+    mask. Returns the plan's figures (a dict: sequences, input_tokens,
+    items, tokens, rows, lower_bound, efficiency, ...). Bad data raises
+    DatasetError naming the input, row group (or batch), row and value."""
+    _check_options(algo, overlong, token_dtype, shard_rows, shard_bytes)
+    planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
+                       overlong, max_seqs_per_row, shuffle, seed, token_dtype,
+                       tmp_dir, batch_size, read_rows)
+    try:
+        wo = _WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
+                            int(overwrite), threads, None)
+        _write(planned.lib, planned.plan, planned.store, os.fspath(out_dir),
+               planned.options, wo, planned.report)
+        return planned.stats()
+    finally:
+        planned.close()
+
+
+def _read_into(lib, store, source, column, loss_mask, labels, read_rows):
+    current = None
+    for name, unit, index, first, batch in _batches_with_optional(
+            source, column, loss_mask, labels, read_rows):
+        if name != current:
+            lib.prepack_store_begin_input(store, os.fsencode(name), _ARROW)
+            current = name
+        where = _Where(name, unit, index, first)
+        values, offsets = _list_column(batch, column, where)
+        tokens = np.ascontiguousarray(_tokens(values, offsets, where, column))
+        mask = _mask(batch, values, offsets, where, loss_mask, labels)
+        offs = offsets.astype(np.uint64)
+        diag = _native.Diag()
+        rc = lib.prepack_store_add_sequences(
+            store, tokens.ctypes.data, offs.ctypes.data, len(offsets) - 1,
+            mask.ctypes.data if mask is not None else None, ctypes.byref(diag))
+        if rc != 0:
+            raise DatasetError(f"{where.row(diag.record)}: "
+                               f"{diag.message.decode(errors='replace')}")
+    if current is None:
+        raise DatasetError("the source holds no rows")
+
+
+def _batches_with_optional(source, column, loss_mask, labels, read_rows):
+    """The source's record batches, holding the token column and whichever
+    of the mask columns the source (or each file) has."""
+    import pyarrow as pa
+    if hasattr(source, "with_format") and hasattr(source, "data"):
+        source = source.data.table  # a datasets.Dataset: its Arrow table
+    if isinstance(source, pa.Table):
+        names = source.column_names
+        if column not in names:
+            raise DatasetError(f"no column {column!r} (the table has {names})")
+        wanted = [column] + [c for c in (loss_mask, labels) if c in names]
+        yield from _table_batches(source, wanted, read_rows)
+        return
+    paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    for path in map(os.fspath, paths):
+        yield from _file_batches(path, column, (loss_mask, labels), read_rows)
+
+
+def _write(lib, plan, store, out_dir, po, wo, report):
+    diag = _native.Diag()
+    builder, writer = ctypes.c_void_p(), ctypes.c_void_p()
+    try:
+        _check(lib.prepack_row_builder_create(ctypes.byref(builder), plan,
+                                              store, ctypes.byref(diag)), diag)
+        dtype = lib.prepack_store_dtype(store)
+        _check(lib.prepack_writer_create(ctypes.byref(writer),
+                                         os.fsencode(out_dir), po.max_seq_len,
+                                         dtype, ctypes.byref(wo),
+                                         ctypes.byref(diag)), diag)
+        row = _Row()
+        for r in range(lib.prepack_plan_row_count(plan)):
+            rc = lib.prepack_row_builder_get(builder, r, ctypes.byref(row))
+            if rc != 0:
+                raise ValueError(f"prepack error {rc} building row {r}")
+            _check(lib.prepack_writer_add(writer, ctypes.byref(row),
+                                          ctypes.byref(diag)), diag)
+        info = _ManifestInfo(ctypes.pointer(po), store,
+                             ctypes.cast(report, ctypes.c_void_p))
+        _check(lib.prepack_writer_finish(writer, ctypes.byref(info),
+                                         ctypes.byref(diag)), diag)
+    finally:
+        lib.prepack_writer_free(writer)
+        lib.prepack_row_builder_free(builder)
