@@ -19,81 +19,6 @@ _ECORRUPT = -5  # PREPACK_ECORRUPT
 _DTYPE = {1: np.dtype("<u2"), 2: np.dtype("<u4")}  # prepack_dtype
 
 
-class _Row(ctypes.Structure):
-    """prepack_row"""
-    _fields_ = [("num_tokens", ctypes.c_size_t), ("num_seqs", ctypes.c_size_t),
-                ("token_dtype", ctypes.c_int), ("input_ids", ctypes.c_void_p),
-                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
-                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
-                ("loss_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("seq_starts", ctypes.POINTER(ctypes.c_uint32))]
-
-
-class _BatchOptions(ctypes.Structure):
-    """prepack_batch_options"""
-    _fields_ = [("padded", ctypes.c_int), ("pad_id", ctypes.c_int64),
-                ("dense_mask", ctypes.c_int)]
-
-
-class _Batch(ctypes.Structure):
-    """prepack_batch"""
-    _fields_ = [("rows", ctypes.c_size_t), ("width", ctypes.c_size_t),
-                ("num_seqs", ctypes.c_size_t), ("max_seqlen", ctypes.c_uint32),
-                ("input_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("labels", ctypes.POINTER(ctypes.c_int64)),
-                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
-                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
-                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("dense_mask", ctypes.POINTER(ctypes.c_uint8))]
-
-
-class _BatchArrays(ctypes.Structure):
-    """prepack_batch_arrays"""
-    _fields_ = [("input_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("labels", ctypes.POINTER(ctypes.c_int64)),
-                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
-                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
-                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("dense_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("tokens_cap", ctypes.c_size_t), ("seqs_cap", ctypes.c_size_t),
-                ("dense_cap", ctypes.c_size_t)]
-
-
-_declared = set()
-
-
-def _lib():
-    """libprepack with the reader's signatures declared (once)."""
-    lib = _native.library()
-    if "reader" in _declared:
-        return lib
-    p = ctypes.c_void_p
-    lib.prepack_reader_open.argtypes = [ctypes.POINTER(p), ctypes.c_char_p, p,
-                                        ctypes.POINTER(_native.Diag)]
-    lib.prepack_reader_free.argtypes = [p]
-    lib.prepack_reader_row_count.argtypes = [p]
-    lib.prepack_reader_row_count.restype = ctypes.c_size_t
-    lib.prepack_reader_max_seq_len.argtypes = [p]
-    lib.prepack_reader_max_seq_len.restype = ctypes.c_uint32
-    lib.prepack_reader_token_dtype.argtypes = [p]
-    lib.prepack_reader_row.argtypes = [p, ctypes.c_size_t, ctypes.POINTER(_Row),
-                                       ctypes.POINTER(_native.Diag)]
-    lib.prepack_reader_batch.argtypes = [
-        p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_size_t,
-        ctypes.POINTER(_BatchOptions), ctypes.POINTER(_Batch),
-        ctypes.POINTER(_native.Diag)]
-    lib.prepack_reader_batch_into.argtypes = [
-        p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_size_t,
-        ctypes.POINTER(_BatchOptions), ctypes.POINTER(_BatchArrays),
-        ctypes.POINTER(_Batch), ctypes.POINTER(_native.Diag)]
-    _declared.add("reader")
-    return lib
-
-
 def _raise(rc, diag):
     message = diag.message.decode(errors="replace") or f"prepack error {rc}"
     raise (CorruptShardError if rc == _ECORRUPT else ShardSetError)(message)
@@ -111,7 +36,7 @@ class CReader:
     DataLoader worker opens its own."""
 
     def __init__(self, path):
-        self._lib = _lib()
+        self._lib = _native.library()
         self._h = ctypes.c_void_p()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_open(ctypes.byref(self._h),
@@ -137,7 +62,7 @@ class CReader:
 
     def row(self, i):
         """Row i as ShardSet gives it: a dict of numpy arrays (copies)."""
-        r = _Row()
+        r = _native.Row()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_row(self._h, i, ctypes.byref(r),
                                           ctypes.byref(diag))
@@ -175,14 +100,14 @@ class CReader:
             return a.ctypes.data_as(ctypes.POINTER(t)) if a is not None \
                 else None
         i64, u8 = ctypes.c_int64, ctypes.c_uint8
-        dst = _BatchArrays(ptr(arrays["input_ids"], i64),
+        dst = _native.BatchArrays(ptr(arrays["input_ids"], i64),
                            ptr(arrays["position_ids"], i64),
                            ptr(arrays["doc_ids"], i64),
                            ptr(arrays["labels"], i64),
                            ptr(cu, ctypes.c_int32), ptr(seq, ctypes.c_uint64),
                            ptr(attn, u8), ptr(dense, u8), cap, cap, dense.size)
-        opts = _BatchOptions(int(padded), int(pad_id), int(dense_mask))
-        b = _Batch()
+        opts = _native.BatchOptions(int(padded), int(pad_id), int(dense_mask))
+        b = _native.Batch()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_batch_into(
             self._h, idx.ctypes.data_as(ctypes.POINTER(ctypes.c_size_t)), n,

@@ -71,6 +71,143 @@ class Prefill(ctypes.Structure):
 _TOKENS = ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32))
 
 
+class Row(ctypes.Structure):
+    """prepack_row"""
+    _fields_ = [("num_tokens", ctypes.c_size_t), ("num_seqs", ctypes.c_size_t),
+                ("token_dtype", ctypes.c_int), ("input_ids", ctypes.c_void_p),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("loss_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("seq_starts", ctypes.POINTER(ctypes.c_uint32))]
+
+
+class BatchOptions(ctypes.Structure):
+    """prepack_batch_options"""
+    _fields_ = [("padded", ctypes.c_int), ("pad_id", ctypes.c_int64),
+                ("dense_mask", ctypes.c_int)]
+
+
+class Batch(ctypes.Structure):
+    """prepack_batch"""
+    _fields_ = [("rows", ctypes.c_size_t), ("width", ctypes.c_size_t),
+                ("num_seqs", ctypes.c_size_t), ("max_seqlen", ctypes.c_uint32),
+                ("input_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("labels", ctypes.POINTER(ctypes.c_int64)),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("dense_mask", ctypes.POINTER(ctypes.c_uint8))]
+
+
+class BatchArrays(ctypes.Structure):
+    """prepack_batch_arrays"""
+    _fields_ = [("input_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
+                ("labels", ctypes.POINTER(ctypes.c_int64)),
+                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
+                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
+                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("dense_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("tokens_cap", ctypes.c_size_t), ("seqs_cap", ctypes.c_size_t),
+                ("dense_cap", ctypes.c_size_t)]
+
+
+class StoreOptions(ctypes.Structure):
+    _fields_ = [("tmp_dir", ctypes.c_char_p), ("dtype", ctypes.c_int),
+                ("lengths_only", ctypes.c_int), ("allocator", ctypes.c_void_p)]
+
+
+class PlanOptions(ctypes.Structure):
+    _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
+                ("overlong", ctypes.c_int),
+                ("max_seqs_per_row", ctypes.c_uint32),
+                ("shuffle_rows", ctypes.c_int),
+                ("shuffle_seed", ctypes.c_uint64),
+                ("allocator", ctypes.c_void_p)]
+
+
+class WriterOptions(ctypes.Structure):
+    _fields_ = [("rows_per_frame", ctypes.c_uint32),
+                ("shard_rows", ctypes.c_uint64),
+                ("shard_bytes", ctypes.c_uint64), ("level", ctypes.c_int),
+                ("overwrite", ctypes.c_int), ("threads", ctypes.c_int),
+                ("allocator", ctypes.c_void_p)]
+
+
+class ManifestInfo(ctypes.Structure):
+    _fields_ = [("plan", ctypes.POINTER(PlanOptions)),
+                ("store", ctypes.c_void_p), ("report", ctypes.c_void_p)]
+
+
+class PlanStats(ctypes.Structure):
+    """prepack_plan_stats (prepack_report begins with it)"""
+    _fields_ = [("max_seq_len", ctypes.c_uint32), ("sequences", ctypes.c_uint64),
+                ("input_tokens", ctypes.c_uint64), ("items", ctypes.c_uint64),
+                ("tokens", ctypes.c_uint64), ("rows", ctypes.c_uint64),
+                ("lower_bound", ctypes.c_uint64), ("efficiency", ctypes.c_double),
+                ("max_items_per_row", ctypes.c_uint32),
+                ("mean_items_per_row", ctypes.c_double),
+                ("zero_length", ctypes.c_uint64), ("overlong", ctypes.c_uint64),
+                ("truncated_tokens", ctypes.c_uint64),
+                ("split_chunks", ctypes.c_uint64),
+                ("dropped_sequences", ctypes.c_uint64),
+                ("dropped_tokens", ctypes.c_uint64)]
+
+
+def _signatures():
+    """Every function the package calls: name -> (argtypes, restype)."""
+    p, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    diag, out = ctypes.POINTER(Diag), ctypes.POINTER(ctypes.c_void_p)
+    return {
+        "prepack_version": ([], ctypes.c_char_p),
+        "prepack_pack_sequences": ([ctypes.POINTER(ctypes.POINTER(_Packed)),
+                                    _TOKENS, ctypes.POINTER(ctypes.c_uint32),
+                                    size, ctypes.POINTER(_Options), diag], i),
+        "prepack_packed_free": ([ctypes.POINTER(_Packed)], None),
+        "prepack_prefill_create": ([ctypes.POINTER(ctypes.POINTER(Prefill)),
+                                    _TOKENS, ctypes.POINTER(ctypes.c_uint32),
+                                    size, ctypes.POINTER(PrefillOptions),
+                                    diag], i),
+        "prepack_prefill_free": ([ctypes.POINTER(Prefill)], None),
+        # the reader (_creader.py)
+        "prepack_reader_open": ([out, ctypes.c_char_p, p, diag], i),
+        "prepack_reader_free": ([p], None),
+        "prepack_reader_row_count": ([p], size),
+        "prepack_reader_max_seq_len": ([p], ctypes.c_uint32),
+        "prepack_reader_token_dtype": ([p], i),
+        "prepack_reader_row": ([p, size, ctypes.POINTER(Row), diag], i),
+        "prepack_reader_batch_into": ([p, ctypes.POINTER(size), size,
+                                       ctypes.POINTER(BatchOptions),
+                                       ctypes.POINTER(BatchArrays),
+                                       ctypes.POINTER(Batch), diag], i),
+        # store, plan, rows and writer (dataset.py)
+        "prepack_store_create": ([out, ctypes.POINTER(StoreOptions), diag], i),
+        "prepack_store_free": ([p], None),
+        "prepack_store_begin_input": ([p, ctypes.c_char_p, i], i),
+        "prepack_store_add_sequences": ([p, p, p, size, p, diag], i),
+        "prepack_store_finish": ([p, diag], i),
+        "prepack_store_sequence_count": ([p], size),
+        "prepack_store_lengths": ([p], p),
+        "prepack_store_dtype": ([p], i),
+        "prepack_plan_create": ([out, p, size, ctypes.POINTER(PlanOptions),
+                                 diag], i),
+        "prepack_plan_free": ([p], None),
+        "prepack_plan_row_count": ([p], size),
+        "prepack_report_compute": ([p, p, size, ctypes.c_uint32, p], i),
+        "prepack_row_builder_create": ([out, p, p, diag], i),
+        "prepack_row_builder_get": ([p, size, ctypes.POINTER(Row)], i),
+        "prepack_row_builder_free": ([p], None),
+        "prepack_writer_create": ([out, ctypes.c_char_p, ctypes.c_uint32, i,
+                                   ctypes.POINTER(WriterOptions), diag], i),
+        "prepack_writer_add": ([p, ctypes.POINTER(Row), diag], i),
+        "prepack_writer_finish": ([p, ctypes.POINTER(ManifestInfo), diag], i),
+        "prepack_writer_free": ([p], None),
+    }
+
+
 _lib = None
 
 
@@ -93,16 +230,9 @@ def library():
             lib = ctypes.CDLL(path)
         except OSError as e:
             raise RuntimeError(f"{_INSTALL} ({e})") from None
-        lib.prepack_pack_sequences.argtypes = [
-            ctypes.POINTER(ctypes.POINTER(_Packed)), _TOKENS,
-            ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t,
-            ctypes.POINTER(_Options), ctypes.POINTER(Diag)]
-        lib.prepack_packed_free.argtypes = [ctypes.POINTER(_Packed)]
-        lib.prepack_prefill_create.argtypes = [
-            ctypes.POINTER(ctypes.POINTER(Prefill)), _TOKENS,
-            ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t,
-            ctypes.POINTER(PrefillOptions), ctypes.POINTER(Diag)]
-        lib.prepack_prefill_free.argtypes = [ctypes.POINTER(Prefill)]
+        for name, (args, result) in _signatures().items():
+            f = getattr(lib, name)
+            f.argtypes, f.restype = args, result
         _lib = lib
     return _lib
 

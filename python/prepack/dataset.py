@@ -19,7 +19,6 @@ import os
 import numpy as np
 
 from . import _native
-from ._creader import _Row
 
 _ARROW = 5  # PREPACK_FORMAT_ARROW
 _DTYPES = {"auto": 0, "uint16": 1, "uint32": 2}
@@ -45,96 +44,6 @@ class _Where:
 
     def __str__(self):
         return self.text
-
-
-class _StoreOptions(ctypes.Structure):
-    _fields_ = [("tmp_dir", ctypes.c_char_p), ("dtype", ctypes.c_int),
-                ("lengths_only", ctypes.c_int), ("allocator", ctypes.c_void_p)]
-
-
-class _PlanOptions(ctypes.Structure):
-    _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
-                ("overlong", ctypes.c_int),
-                ("max_seqs_per_row", ctypes.c_uint32),
-                ("shuffle_rows", ctypes.c_int),
-                ("shuffle_seed", ctypes.c_uint64),
-                ("allocator", ctypes.c_void_p)]
-
-
-class _WriterOptions(ctypes.Structure):
-    _fields_ = [("rows_per_frame", ctypes.c_uint32),
-                ("shard_rows", ctypes.c_uint64),
-                ("shard_bytes", ctypes.c_uint64), ("level", ctypes.c_int),
-                ("overwrite", ctypes.c_int), ("threads", ctypes.c_int),
-                ("allocator", ctypes.c_void_p)]
-
-
-class _ManifestInfo(ctypes.Structure):
-    _fields_ = [("plan", ctypes.POINTER(_PlanOptions)),
-                ("store", ctypes.c_void_p), ("report", ctypes.c_void_p)]
-
-
-class _PlanStats(ctypes.Structure):
-    """prepack_plan_stats (prepack_report begins with it)"""
-    _fields_ = [("max_seq_len", ctypes.c_uint32), ("sequences", ctypes.c_uint64),
-                ("input_tokens", ctypes.c_uint64), ("items", ctypes.c_uint64),
-                ("tokens", ctypes.c_uint64), ("rows", ctypes.c_uint64),
-                ("lower_bound", ctypes.c_uint64), ("efficiency", ctypes.c_double),
-                ("max_items_per_row", ctypes.c_uint32),
-                ("mean_items_per_row", ctypes.c_double),
-                ("zero_length", ctypes.c_uint64), ("overlong", ctypes.c_uint64),
-                ("truncated_tokens", ctypes.c_uint64),
-                ("split_chunks", ctypes.c_uint64),
-                ("dropped_sequences", ctypes.c_uint64),
-                ("dropped_tokens", ctypes.c_uint64)]
-
-
-_declared = set()
-
-
-def _lib():
-    lib = _native.library()
-    if "dataset" in _declared:
-        return lib
-    p, diag = ctypes.c_void_p, ctypes.POINTER(_native.Diag)
-    sig = {
-        "prepack_store_create": ([ctypes.POINTER(p), ctypes.POINTER(_StoreOptions),
-                                  diag], ctypes.c_int),
-        "prepack_store_free": ([p], None),
-        "prepack_store_begin_input": ([p, ctypes.c_char_p, ctypes.c_int],
-                                      ctypes.c_int),
-        "prepack_store_add_sequences": ([p, p, p, ctypes.c_size_t, p, diag],
-                                        ctypes.c_int),
-        "prepack_store_finish": ([p, diag], ctypes.c_int),
-        "prepack_store_sequence_count": ([p], ctypes.c_size_t),
-        "prepack_store_lengths": ([p], p),
-        "prepack_store_dtype": ([p], ctypes.c_int),
-        "prepack_plan_create": ([ctypes.POINTER(p), p, ctypes.c_size_t,
-                                 ctypes.POINTER(_PlanOptions), diag],
-                                ctypes.c_int),
-        "prepack_plan_free": ([p], None),
-        "prepack_plan_row_count": ([p], ctypes.c_size_t),
-        "prepack_report_compute": ([p, p, ctypes.c_size_t, ctypes.c_uint32, p],
-                                   ctypes.c_int),
-        "prepack_row_builder_create": ([ctypes.POINTER(p), p, p, diag],
-                                       ctypes.c_int),
-        "prepack_row_builder_get": ([p, ctypes.c_size_t, ctypes.POINTER(_Row)],
-                                    ctypes.c_int),
-        "prepack_row_builder_free": ([p], None),
-        "prepack_writer_create": ([ctypes.POINTER(p), ctypes.c_char_p,
-                                   ctypes.c_uint32, ctypes.c_int,
-                                   ctypes.POINTER(_WriterOptions), diag],
-                                  ctypes.c_int),
-        "prepack_writer_add": ([p, ctypes.POINTER(_Row), diag], ctypes.c_int),
-        "prepack_writer_finish": ([p, ctypes.POINTER(_ManifestInfo), diag],
-                                  ctypes.c_int),
-        "prepack_writer_free": ([p], None),
-    }
-    for name, (args, res) in sig.items():
-        f = getattr(lib, name)
-        f.argtypes, f.restype = args, res
-    _declared.add("dataset")
-    return lib
 
 
 def _check(rc, diag, error=ValueError):
@@ -294,10 +203,10 @@ class _Planned:
     def __init__(self, source, max_seq_len, column, loss_mask, labels, algo,
                  overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                  tmp_dir, batch_size, read_rows):
-        self.lib = lib = _lib()
+        self.lib = lib = _native.library()
         diag = _native.Diag()
         self.store, self.plan = ctypes.c_void_p(), ctypes.c_void_p()
-        so = _StoreOptions(os.fsencode(tmp_dir) if tmp_dir else None,
+        so = _native.StoreOptions(os.fsencode(tmp_dir) if tmp_dir else None,
                            _DTYPES[token_dtype], 0, None)
         _check(lib.prepack_store_create(ctypes.byref(self.store),
                                         ctypes.byref(so), ctypes.byref(diag)),
@@ -307,7 +216,7 @@ class _Planned:
                        read_rows)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
-            self.options = _PlanOptions(max_seq_len, _native.ALGOS[algo],
+            self.options = _native.PlanOptions(max_seq_len, _native.ALGOS[algo],
                                         _native._OVERLONG[overlong],
                                         max_seqs_per_row, int(shuffle), seed,
                                         None)
@@ -326,9 +235,9 @@ class _Planned:
             raise
 
     def stats(self):
-        raw = self.report.raw[:ctypes.sizeof(_PlanStats)]
-        stats = _PlanStats.from_buffer_copy(raw)
-        return {k: getattr(stats, k) for k, _ in _PlanStats._fields_}
+        raw = self.report.raw[:ctypes.sizeof(_native.PlanStats)]
+        stats = _native.PlanStats.from_buffer_copy(raw)
+        return {k: getattr(stats, k) for k, _ in _native.PlanStats._fields_}
 
     def close(self):
         self.lib.prepack_plan_free(self.plan)
@@ -371,7 +280,7 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                        overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                        tmp_dir, batch_size, read_rows)
     try:
-        wo = _WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
+        wo = _native.WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
                             int(overwrite), threads, None)
         _write(planned.lib, planned.plan, planned.store, os.fspath(out_dir),
                planned.options, wo, planned.report)
@@ -432,14 +341,14 @@ def _write(lib, plan, store, out_dir, po, wo, report):
                                          os.fsencode(out_dir), po.max_seq_len,
                                          dtype, ctypes.byref(wo),
                                          ctypes.byref(diag)), diag)
-        row = _Row()
+        row = _native.Row()
         for r in range(lib.prepack_plan_row_count(plan)):
             rc = lib.prepack_row_builder_get(builder, r, ctypes.byref(row))
             if rc != 0:
                 raise ValueError(f"prepack error {rc} building row {r}")
             _check(lib.prepack_writer_add(writer, ctypes.byref(row),
                                           ctypes.byref(diag)), diag)
-        info = _ManifestInfo(ctypes.pointer(po), store,
+        info = _native.ManifestInfo(ctypes.pointer(po), store,
                              ctypes.cast(report, ctypes.c_void_p))
         _check(lib.prepack_writer_finish(writer, ctypes.byref(info),
                                          ctypes.byref(diag)), diag)
