@@ -753,7 +753,9 @@ int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
  * binding can hand them on (to numpy, to torch) with no copy. Token
  * arrays hold tokens_cap values, cu_seqlens seqs_cap + 1, seq_ids
  * seqs_cap; attention_mask (padded only, else may be NULL) tokens_cap;
- * dense_mask (padded with dense_mask only) rows x L x L. A batch of n rows
+ * dense_mask (padded with dense_mask only) rows x L x L. doc_ids may be
+ * NULL: not computed (varlen and Hugging Face batches do without). A
+ * batch of n rows
  * never needs more than n x L tokens and n x L sequences. */
 typedef struct prepack_batch_arrays {
     int64_t *input_ids, *position_ids, *doc_ids, *labels;

@@ -82,37 +82,38 @@ class CReader:
             out["seq_starts"] = _copy(r.seq_starts, k, np.uint32)
         return out
 
-    def batch(self, indices, padded=False, pad_id=0, dense_mask=False):
+    def batch(self, indices, padded=False, pad_id=0, dense_mask=False,
+              doc_ids=True):
         """prepack_reader_batch_into over the given rows, into numpy arrays
         made here and handed over as they are (no copy): the flat (varlen)
         arrays, or [B, L] ones when padded; int64 where PyTorch wants it."""
         idx = np.ascontiguousarray(indices, dtype=np.uintp)
         n, L = len(idx), self.max_seq_len
         cap = max(n * L, 1)  # no row holds more than L tokens or sequences
-        arrays = {k: np.empty(cap, np.int64) for k in
-                  ("input_ids", "position_ids", "doc_ids", "labels")}
+        names = ("input_ids", "position_ids", "labels") + \
+            (("doc_ids",) if doc_ids else ())
+        block = np.empty((len(names), cap), np.int64)  # one allocation
+        arrays = dict(zip(names, block))
         cu = np.empty(cap + 1, np.int32)
         seq = np.empty(cap, np.uint64)
         attn = np.empty(cap, np.uint8) if padded else None
-        dense = np.empty(n * L * L if dense_mask and padded else 0, np.uint8)
-
-        def ptr(a, t):
-            return a.ctypes.data_as(ctypes.POINTER(t)) if a is not None \
-                else None
-        i64, u8 = ctypes.c_int64, ctypes.c_uint8
-        dst = _native.BatchArrays(ptr(arrays["input_ids"], i64),
-                           ptr(arrays["position_ids"], i64),
-                           ptr(arrays["doc_ids"], i64),
-                           ptr(arrays["labels"], i64),
-                           ptr(cu, ctypes.c_int32), ptr(seq, ctypes.c_uint64),
-                           ptr(attn, u8), ptr(dense, u8), cap, cap, dense.size)
+        want_dense = dense_mask and padded
+        dense = np.empty(max(n * L * L, 1) if want_dense else 0, np.uint8)
+        step = cap * 8
+        base = block.ctypes.data
+        dst = _native.BatchArrays(base, base + step,
+                                  base + 3 * step if doc_ids else None,
+                                  base + 2 * step, cu.ctypes.data,
+                                  seq.ctypes.data,
+                                  attn.ctypes.data if padded else None,
+                                  dense.ctypes.data if want_dense else None,
+                                  cap, cap, dense.size)
         opts = _native.BatchOptions(int(padded), int(pad_id), int(dense_mask))
         b = _native.Batch()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_batch_into(
-            self._h, idx.ctypes.data_as(ctypes.POINTER(ctypes.c_size_t)), n,
-            ctypes.byref(opts), ctypes.byref(dst), ctypes.byref(b),
-            ctypes.byref(diag))
+            self._h, idx.ctypes.data, n, ctypes.byref(opts),
+            ctypes.byref(dst), ctypes.byref(b), ctypes.byref(diag))
         if rc != 0:
             _raise(rc, diag)
         size = b.rows * b.width if padded else b.width  # flat: [T]
@@ -125,8 +126,8 @@ class CReader:
                    k != "seq_ids" else v for k, v in out.items()}
             out["attention_mask"] = attn[:size].astype(np.int64).reshape(shape)
             if dense_mask:
-                out["dense_mask"] = dense.view(bool).reshape(
-                    b.rows, 1, b.width, b.width)
+                out["dense_mask"] = dense[:b.rows * b.width * b.width].view(
+                    bool).reshape(b.rows, 1, b.width, b.width)
         else:
             out["cu_seqlens"] = cu[:b.num_seqs + 1]
         return out
@@ -153,7 +154,9 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         if mask_4d:
             batch["mask_4d"] = b["dense_mask"]
         return finish(batch, form, tensors)
-    flat = reader.batch(indices)
+    # document ids only where the form holds them (flex; hf's seq_idx)
+    flat = reader.batch(indices, doc_ids=form == "flex" or (
+        form == "hf" and return_seq_idx))
     if form == "hf":
         # Hugging Face's unshifted labels from the shifted ones: the label
         # of token t is the target after t - 1, -100 at each sequence start

@@ -102,15 +102,14 @@ class Batch(ctypes.Structure):
 
 
 class BatchArrays(ctypes.Structure):
-    """prepack_batch_arrays"""
-    _fields_ = [("input_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("position_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("doc_ids", ctypes.POINTER(ctypes.c_int64)),
-                ("labels", ctypes.POINTER(ctypes.c_int64)),
-                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
-                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
-                ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("dense_mask", ctypes.POINTER(ctypes.c_uint8)),
+    """prepack_batch_arrays (the arrays as addresses: numpy's
+    `.ctypes.data`, set per batch, is cheaper than typed pointers)"""
+    _fields_ = [("input_ids", ctypes.c_void_p),
+                ("position_ids", ctypes.c_void_p),
+                ("doc_ids", ctypes.c_void_p), ("labels", ctypes.c_void_p),
+                ("cu_seqlens", ctypes.c_void_p), ("seq_ids", ctypes.c_void_p),
+                ("attention_mask", ctypes.c_void_p),
+                ("dense_mask", ctypes.c_void_p),
                 ("tokens_cap", ctypes.c_size_t), ("seqs_cap", ctypes.c_size_t),
                 ("dense_cap", ctypes.c_size_t)]
 
@@ -179,7 +178,7 @@ def _signatures():
         "prepack_reader_max_seq_len": ([p], ctypes.c_uint32),
         "prepack_reader_token_dtype": ([p], i),
         "prepack_reader_row": ([p, size, ctypes.POINTER(Row), diag], i),
-        "prepack_reader_batch_into": ([p, ctypes.POINTER(size), size,
+        "prepack_reader_batch_into": ([p, p, size,
                                        ctypes.POINTER(BatchOptions),
                                        ctypes.POINTER(BatchArrays),
                                        ctypes.POINTER(Batch), diag], i),

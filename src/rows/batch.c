@@ -122,8 +122,9 @@ static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
     for (size_t t = row->num_tokens; t < width; t++)
         b->ids[at + t] = pad_id;
     prepack_row_position_ids(row, b->pos + at, width);
-    prepack_row_doc_ids(row, padded ? 0 : (int64_t)first_seq, b->doc + at,
-                        width);
+    if (b->doc) /* the caller's arrays may go without */
+        prepack_row_doc_ids(row, padded ? 0 : (int64_t)first_seq, b->doc + at,
+                            width);
     labels_from(b->ids + at, row, b->lab + at, width);
     if (b->attn) { /* the caller's flat batches may go without */
         memset(b->attn + at, 1, row->num_tokens);
@@ -163,8 +164,8 @@ int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
                         uint32_t max_seq_len, const prepack_batch_options *o,
                         prepack_diag *diag)
 {
-    if (!dst->input_ids || !dst->position_ids || !dst->doc_ids ||
-        !dst->labels || !dst->cu_seqlens || !dst->seq_ids ||
+    if (!dst->input_ids || !dst->position_ids || !dst->labels ||
+        !dst->cu_seqlens || !dst->seq_ids ||
         (o && o->padded && !dst->attention_mask) ||
         (o && o->padded && o->dense_mask && !dst->dense_mask))
         return pp_invalid_argument(diag);
