@@ -270,7 +270,8 @@ class ShardSet:
             digest = e.get("xxh64")
             if not (isinstance(digest, str) and len(digest) == 16
                     and all(c in "0123456789abcdef" for c in digest)):
-                raise ShardSetError(f"{where}: xxh64 must be 16 hex digits")
+                raise ShardSetError(f"{where}: xxh64 must be 16 lowercase hex "
+                                    f"digits")
             n = _uint(where, e, "rows", 0, 2**64 - 1)
             t = _uint(where, e, "tokens", 0, 2**64 - 1)
             size = _uint(where, e, "bytes", 0, 2**64 - 1)

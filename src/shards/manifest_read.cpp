@@ -92,11 +92,14 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
             return bad(diag, path,
                        at + "names '" + std::string(file) + "', shard " +
                            std::to_string(i) + " is " + s->file);
-        char *end = nullptr;
+        // exactly 16 lowercase hex digits, as written (strtoull alone
+        // would take "0x", a sign, blanks and capitals)
         std::string h(hash);
-        s->xxh64 = strtoull(h.c_str(), &end, 16);
-        if (h.size() != 16 || *end)
-            return bad(diag, path, at + "xxh64 must be 16 hex digits");
+        if (h.size() != 16 ||
+            h.find_first_not_of("0123456789abcdef") != std::string::npos)
+            return bad(diag, path,
+                       at + "xxh64 must be 16 lowercase hex digits");
+        s->xxh64 = strtoull(h.c_str(), nullptr, 16);
         std::string wrong =
             check_shard_claims(s, m->max_seq_len, m->rows_per_frame);
         if (!wrong.empty())

@@ -173,6 +173,14 @@ CASES = [
     ("rows 2^62", edit(huge_rows), "more than its", "more than its", True),
     ("rows 2^58, bytes 2^63", edit(huge_rows_and_bytes), "the manifest says",
      "the manifest says", True),
+    ("xxh64 in capitals", edit(lambda m: shard(m, 0).update(
+        xxh64=shard(m, 0)["xxh64"].upper())), "16 lowercase hex digits",
+     "16 lowercase hex digits", True),
+    ("xxh64 with 0x", edit(lambda m: shard(m, 0).update(
+        xxh64="0x" + shard(m, 0)["xxh64"][2:])), "16 lowercase hex digits",
+     "16 lowercase hex digits", True),
+    ("rows as text", edit(set_to("rows", "20")), "rows", "rows", True),
+    ("stats a list", edit(set_to("stats", [])), "stats", "stats", True),
     ("stray shard", stray_shard, "shard-00002.zst: not listed",
      "shard-00002.zst: not listed", True),
     # only the rows can tell
