@@ -316,8 +316,16 @@ def _batches_with_optional(source, column, loss_mask, labels, read_rows):
     """The source's record batches, holding the token column and whichever
     of the mask columns the source (or each file) has."""
     import pyarrow as pa
-    if hasattr(source, "with_format") and hasattr(source, "data"):
-        source = source.data.table  # a datasets.Dataset: its Arrow table
+    if isinstance(source, dict) or type(source).__name__ in (
+            "DatasetDict", "IterableDatasetDict"):
+        raise DatasetError("a dict of splits: pass one split, e.g. "
+                           "ds['train']")
+    if hasattr(source, "with_format") and hasattr(source, "iter"):
+        # a datasets.Dataset or IterableDataset: its rows in its order
+        # (select, shuffle and filter keep an index over the table, so the
+        # table alone would be the wrong rows), as Arrow tables
+        yield from _hf_batches(source, column, loss_mask, labels, read_rows)
+        return
     if isinstance(source, pa.Table):
         names = source.column_names
         if column not in names:
@@ -328,6 +336,23 @@ def _batches_with_optional(source, column, loss_mask, labels, read_rows):
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     for path in map(os.fspath, paths):
         yield from _file_batches(path, column, (loss_mask, labels), read_rows)
+
+
+def _hf_batches(source, column, loss_mask, labels, read_rows):
+    names = source.column_names
+    if names is not None and column not in names:
+        raise DatasetError(f"no column {column!r} (the dataset has {names})")
+    first = 0
+    tables = source.with_format("arrow").iter(batch_size=read_rows)
+    for i, table in enumerate(tables):
+        if column not in table.column_names:
+            raise DatasetError(f"no column {column!r} (the dataset has "
+                               f"{table.column_names})")
+        wanted = [column] + [c for c in (loss_mask, labels)
+                             if c in table.column_names]
+        for b in table.select(wanted).to_batches():
+            yield "dataset", "batch", i, first, b
+            first += b.num_rows
 
 
 def _write(lib, plan, store, out_dir, po, wo, report):

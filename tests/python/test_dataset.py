@@ -217,3 +217,25 @@ def test_trl_expectations_through_every_entry_point(seqs, L, overlong, ids,
     got = trl.pack_dataset(Dataset.from_dict({"input_ids": seqs}), L,
                            strategy=strategy).to_dict()
     assert (got["input_ids"], got["seq_lengths"]) == (ids, lengths)
+
+
+def test_datasets_in_their_own_row_order(tmp_path):
+    """select, shuffle and filter keep an index over the Arrow table: the
+    rows packed are the dataset's, in its order, as if given as a table;
+    an IterableDataset too; a DatasetDict asks for one split."""
+    lib_or_skip()
+    from datasets import Dataset, DatasetDict
+    seqs = [[i] * (1 + i % 7) for i in range(1, 60)]
+    ds = Dataset.from_dict({"input_ids": seqs})
+    views = {"select": ds.select([5, 3, 40, 0]), "shuffle": ds.shuffle(seed=2),
+             "filter": ds.filter(lambda r: len(r["input_ids"]) > 3),
+             "iterable": ds.to_iterable_dataset()}
+    for name, view in views.items():
+        rows = list(view)
+        want = pa.table({"input_ids": [r["input_ids"] for r in rows]})
+        prepack.pack_dataset(want, tmp_path / f"{name}-table", max_seq_len=16)
+        prepack.pack_dataset(view, tmp_path / name, max_seq_len=16)
+        same_set(tmp_path / f"{name}-table", tmp_path / name)
+    with pytest.raises(DatasetError, match="pass one split"):
+        prepack.pack_dataset(DatasetDict({"train": ds}), tmp_path / "d",
+                             max_seq_len=16)
