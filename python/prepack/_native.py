@@ -296,7 +296,14 @@ def token_array(i, seq):
             raise _first_bad_element(i, seq)  # the first float of a list
         raise _bad_token(i, 0, a[0].item(),
                          f"is a {a.dtype} value, not an integer")
-    raise _first_bad_element(i, a.tolist() if a.dtype == object else seq)
+    if a.dtype == object:  # Python ints (maybe past int64) or anything
+        values = a.tolist()
+        if all(isinstance(v, (int, np.integer)) and not isinstance(
+                v, (bool, np.bool_)) and 0 <= int(v) <= _MAX_ID
+               for v in values):
+            return np.array(values, dtype=np.uint32)
+        raise _first_bad_element(i, values)
+    raise _first_bad_element(i, seq)
 
 
 def sequence_args(sequences):

@@ -75,6 +75,11 @@ BAD_IDS = [
     ([np.array([2**64 - 1], dtype=np.uint64)], "18446744073709551615"),
     ([np.array([1.0, 2.0])], "position 0: 1.0 is a float64 value"),
     ([np.array([True])], "is a bool value"),
+    ([np.array([1, -2], dtype=object)], "position 1: -2 is out of range"),
+    ([np.array([1, 2**70], dtype=object)], "position 1: 1180591620717411303424"),
+    ([np.array(["a"], dtype=object)], "position 0: 'a' is not an integer"),
+    (["abc"], "sequence 0: not a sequence of token ids"),
+    ([5], "sequence 0: not a sequence of token ids"),
 ]
 
 
@@ -104,7 +109,8 @@ def test_every_integer_kind_accepted():
     lib_or_skip()
     seqs = [np.array([1, 2], dtype=np.int8), np.array([3], dtype=np.uint16),
             np.array([4, 2**32 - 1], dtype=np.int64), (5, 6), [7],
-            np.array([8], dtype=np.uint64)]
+            np.array([8], dtype=np.uint64), np.array([9], dtype=object),
+            range(10, 11)]
     rows = prepack.pack(seqs, max_seq_len=16)
     got = sorted(int(t) for r in rows for t in r["input_ids"])
-    assert got == [1, 2, 3, 4, 5, 6, 7, 8, 2**32 - 1]
+    assert got == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 2**32 - 1]
