@@ -68,7 +68,8 @@ class Prefill(ctypes.Structure):
                 ("last_index", ctypes.POINTER(ctypes.c_uint64))]
 
 
-_TOKENS = ctypes.POINTER(ctypes.POINTER(ctypes.c_uint32))
+# const uint32_t *const *tokens, passed as addresses (numpy's .ctypes.data)
+_TOKENS = ctypes.POINTER(ctypes.c_void_p)
 
 
 class Row(ctypes.Structure):
@@ -306,16 +307,42 @@ def token_array(i, seq):
     raise _first_bad_element(i, seq)
 
 
+def _is_int_vector(s):
+    """A numpy integer vector whose values concatenate exactly with int64
+    (uint64 would turn the mix to float64: those take token_array)."""
+    return isinstance(s, np.ndarray) and s.ndim == 1 and (
+        s.dtype.kind == "i" or (s.dtype.kind == "u" and s.dtype.itemsize < 8))
+
+
 def sequence_args(sequences):
-    """The (arrays, pointers, lengths, n) that the library's packers take for
-    a list of token sequences; keep `arrays` alive until the call returns.
-    ValueError for anything that is not a token id, naming where."""
-    arrays = [token_array(i, s) for i, s in enumerate(sequences)]
-    n = len(arrays)
-    ptrs = (ctypes.POINTER(ctypes.c_uint32) * max(n, 1))(
-        *[a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)) for a in arrays])
-    lengths = (ctypes.c_uint32 * max(n, 1))(*[len(a) for a in arrays])
-    return arrays, ptrs, lengths, n
+    """The (keep, pointers, lengths, n) that the library's packers take for
+    a list of token sequences; keep `keep` alive until the call returns.
+    ValueError for anything that is not a token id, naming where.
+
+    Every sequence goes into one uint32 buffer, checked at once; numpy
+    integer arrays skip the per-sequence conversion (the common case, and
+    the one where per-sequence Python work would dominate)."""
+    seqs = list(sequences)
+    n = len(seqs)
+    parts = [s if _is_int_vector(s) else token_array(i, s)
+             for i, s in enumerate(seqs)]
+    sizes = np.fromiter((len(a) for a in parts), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = np.concatenate(parts) if n else np.zeros(0, np.uint32)
+    if flat.size and flat.dtype != np.uint32:
+        bad = (flat.min() < 0) or (flat.max() > _MAX_ID)
+        if bad:  # name the first bad one, as token_array would
+            j = int(np.flatnonzero((flat < 0) | (flat > _MAX_ID))[0])
+            i = int(np.searchsorted(offsets, j, side="right")) - 1
+            raise _bad_token(i, j - int(offsets[i]), int(flat[j]),
+                             "is out of range")
+        flat = flat.astype(np.uint32)
+    flat = np.ascontiguousarray(flat, dtype=np.uint32)
+    base = flat.ctypes.data
+    ptrs = (ctypes.c_void_p * max(n, 1))(*(base + 4 * offsets[:-1]).tolist())
+    lengths = (ctypes.c_uint32 * max(n, 1))(*sizes.tolist())
+    return flat, ptrs, lengths, n
 
 
 def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
@@ -349,12 +376,14 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
         seq = copy_array(p.seq_ids, p.num_seqs, np.uint64)
         chunk_starts = copy_array(p.seq_starts, p.num_seqs, np.uint32)
         split = overlong == "split"
-        rows, k = [], 0
+        # each row's first item: where its first token is in cu_seqlens
+        # (one vectorised search, not a Python loop over the items)
+        first_item = np.searchsorted(cu, starts).tolist()
+        starts = starts.tolist()
+        rows = []
         for r in range(p.rows):
             lo, hi = starts[r], starts[r + 1]
-            first = k
-            while k < p.num_seqs and cu[k] < hi:
-                k += 1
+            first, k = first_item[r], first_item[r + 1]
             row = {"input_ids": ids[lo:hi],
                    "cu_seqlens": (cu[first:k + 1] - lo).astype(np.int32),
                    "seq_ids": seq[first:k]}
