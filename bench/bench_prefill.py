@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Prefill: left-padded batch vs prepacked rows (prepack.prefill), on CPU.
 
 For batch sizes 8, 16, 32, 64, prompts with lengths drawn (seeded) from the
@@ -9,7 +9,7 @@ of one prefill (maximum RSS of a fresh process running it, minus that of
 one that only loads the model and prompts), and the pad tokens removed.
 
     PREPACK_LIBRARY=build/libprepack.so PYTHONPATH=python:tests/python \\
-        /usr/bin/python3 bench/bench_prefill.py
+        .venv/bin/python bench/bench_prefill.py
 """
 import json
 import os

@@ -1,5 +1,6 @@
 # Prepacking a batch of prompts for prefill (docs/PREFILL.md).
-#   PREPACK_LIBRARY=build/libprepack.so PYTHONPATH=python /usr/bin/python3 examples/prefill.py
+#   python examples/prefill.py   (after `pip install .`; from a build tree:
+#   PREPACK_LIBRARY=build/libprepack.so PYTHONPATH=python .venv/bin/python ...)
 import math, torch
 from prepack.prefill import pack_prompts
 
