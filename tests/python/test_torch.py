@@ -1,4 +1,4 @@
-"""With PyTorch (Debian's 1.13, CPU): packed attention equals attention one
+"""With PyTorch (the venv's 2.13.0, CPU): packed attention equals attention one
 sequence at a time, a tiny decoder's loss is the same packed and unpacked
 for both label conventions, and the DataLoader covers every row once, in an
 order that does not depend on num_workers, resuming exactly."""
