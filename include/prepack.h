@@ -657,7 +657,7 @@ typedef struct prepack_writer prepack_writer;
 /* Starts a shard set in dir (created if missing). An existing non-empty
  * dir is PREPACK_EINVAL unless overwrite: then dir must hold only a shard
  * set's files, the new set is written in a directory beside it
- * (.NAME.prepack-XXXXXX) and prepack_writer_finish swaps it in whole, so
+ * (.NAME.prepack-<6 random characters>) and prepack_writer_finish swaps it in whole, so
  * dir holds the old set until the new one is complete. max_seq_len * token width must stay under 2^32 bytes
  * (a msgpack bin's limit): PREPACK_ERANGE otherwise. */
 int prepack_writer_create(prepack_writer **out, const char *dir,

@@ -14,6 +14,11 @@ if [ "${1:-test}" = format ]; then
     packages=(clang-format)
 elif [ "${1:-test}" = test ]; then
     packages+=(libcmocka-dev)
+    # the test venv needs a python3 that can make one: a machine without
+    # one (or with Debian's python3 alone) gets Debian's venv support
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        packages+=(python3 python3-venv python3-pip)
+    fi
 fi
 
 is_installed() {

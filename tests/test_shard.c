@@ -417,7 +417,7 @@ static void test_writer_directory_rules(void **state)
     assert_false(exists(dir, "shard-00003.zst"));
     check_set(&c, dir);
     /* an unfinished overwrite leaves the old set as it was, and nothing
-     * beside it (the new set is built in .w.prepack-XXXXXX) */
+     * beside it (the new set is built in .w.prepack-<random>) */
     prepack_writer_options wo = {.overwrite = 1};
     assert_int_equal(
         prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16, &wo, &d),

@@ -10,7 +10,7 @@
 
 static char test_tmpdir[256];
 
-/* cmocka group setup/teardown: a fresh /tmp/prepack-test-XXXXXX, removed
+/* cmocka group setup/teardown: a fresh /tmp/prepack-test-<random>, removed
  * with everything in it. */
 static inline int tmpdir_setup(void **state)
 {

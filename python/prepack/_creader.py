@@ -13,6 +13,7 @@ import ctypes
 import numpy as np
 
 from . import _native
+from ._collate import FORMS, IGNORE_INDEX, collate, finish, shape_flat
 from ._shards import CorruptShardError, ShardSetError
 
 _ECORRUPT = -5  # PREPACK_ECORRUPT
@@ -139,7 +140,6 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
     """collate([reader.row(i) for i in indices], form, ...), built by the C
     batcher: the same keys, dtypes and values (the tests hold both to
     it)."""
-    from ._collate import FORMS, IGNORE_INDEX, collate, finish, shape_flat
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     if form == "padded":

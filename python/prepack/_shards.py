@@ -301,18 +301,16 @@ class ShardSet:
                                     f"listed in the manifest (left by "
                                     f"another run?)")
         rows = 0
-        for name, n, _, size in claims:
-            path = os.path.join(self.path, name)
+        self._paths = [os.path.join(self.path, name) for name, *_ in claims]
+        for path, (_, n, _, _) in zip(self._paths, claims):
             if not os.path.exists(path):
                 raise ShardSetError(f"{path}: missing")
             self._first.append(rows)
-            self._shards.append(_Shard(path, n, size, self.rows_per_frame,
-                                       bound))
             rows += n
         self._rows = rows
-        self._dctx = zstandard.ZstdDecompressor()
         # rows through libprepack's reader when it loads ("auto") or on
-        # request ("c"); this module's own reader otherwise
+        # request ("c"), which reads and checks the seek tables itself;
+        # this module's own reader otherwise
         self._c = None
         if backend != "python":
             from ._creader import CReader
@@ -322,6 +320,11 @@ class ShardSet:
                 if backend == "c":
                     raise
         self.backend = "c" if self._c else "python"
+        if not self._c:
+            self._shards = [_Shard(path, n, size, self.rows_per_frame, bound)
+                            for path, (_, n, _, size) in zip(self._paths,
+                                                             claims)]
+        self._dctx = zstandard.ZstdDecompressor()
         self._cache_key = None
         self._cache = None
 
@@ -390,7 +393,7 @@ class ShardSet:
         return rows
 
     def _row(self, obj, s, f):
-        where = f"{self._shards[s].path}: frame {f}"
+        where = f"{self._paths[s]}: frame {f}"
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
         row = {}
@@ -436,14 +439,14 @@ class ShardSet:
         problem."""
         if xxhash is None:  # pragma: no cover
             raise ShardSetError("verify() needs the xxhash module")
-        for entry, shard in zip(self.manifest["shards"], self._shards):
+        for entry, path in zip(self.manifest["shards"], self._paths):
             h = xxhash.xxh64()
-            with open(shard.path, "rb") as f:
+            with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             if h.hexdigest() != entry["xxh64"]:
                 raise CorruptShardError(
-                    f"{shard.path}: xxh64 {h.hexdigest()}, the manifest "
+                    f"{path}: xxh64 {h.hexdigest()}, the manifest "
                     f"says {entry['xxh64']}")
         for name in sorted(os.listdir(self.path)):
             if name.endswith(".tmp") and (name[:-4] == "manifest.json"
@@ -463,17 +466,17 @@ class ShardSet:
                 most = max(most, k)
                 if self.max_seqs_per_row and k > self.max_seqs_per_row:
                     raise CorruptShardError(
-                        f"{self._shards[s].path}: row {i}: {k} sequences, "
+                        f"{self._paths[s]}: row {i}: {k} sequences, "
                         f"max_seqs_per_row {self.max_seqs_per_row}")
                 if sequences is not None and k and \
                         int(row["seq_ids"].max()) >= sequences:
                     raise CorruptShardError(
-                        f"{self._shards[s].path}: row {i}: sequence id "
+                        f"{self._paths[s]}: row {i}: sequence id "
                         f"{int(row['seq_ids'].max())}, the manifest says "
                         f"{sequences} sequences were packed")
             if tokens != entry["tokens"]:
                 raise CorruptShardError(
-                    f"{self._shards[s].path}: its rows hold {tokens} tokens, "
+                    f"{self._paths[s]}: its rows hold {tokens} tokens, "
                     f"the manifest says {entry['tokens']}")
         manifest = os.path.join(self.path, "manifest.json")
         if self.stats and items != self.stats["items"]:

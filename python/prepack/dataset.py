@@ -22,7 +22,6 @@ from . import _native
 
 _ARROW = 5  # PREPACK_FORMAT_ARROW
 _DTYPES = {"auto": 0, "uint16": 1, "uint32": 2}
-_MAX_ID = 2**32 - 1
 _REPORT_BYTES = 4096  # sizeof(prepack_report) is 296; room to grow
 
 
@@ -148,11 +147,11 @@ def _tokens(values, offsets, where, name):
             j = int(bad[0])
             raise _bad_value(where, name, offsets, j, int(values[j]),
                              "token ids must be non-negative")
-        bad = np.flatnonzero(values > _MAX_ID)
+        bad = np.flatnonzero(values > _native._MAX_ID)
         if len(bad):
             j = int(bad[0])
             raise _bad_value(where, name, offsets, j, int(values[j]),
-                             f"token ids must be at most {_MAX_ID}")
+                             f"token ids must be at most {_native._MAX_ID}")
     return values.astype(np.uint32)
 
 

@@ -13,7 +13,7 @@
  * default effect, so Ctrl-C stops a long ingest at once. (SIGKILL cannot be
  * caught; it leaves shards and a .tmp that the next --overwrite removes, and
  * still no manifest; with --overwrite, the old set stays in DIR and the
- * new one's files in .DIR.prepack-XXXXXX beside it.) */
+ * new one's files in .DIR.prepack-<6 random characters> beside it.) */
 static volatile sig_atomic_t interrupted;
 
 static void on_signal(int sig)

@@ -137,7 +137,7 @@ static int dir_in_use(const char *dir, int overwrite, int *in_use,
 }
 
 /* Overwriting: the new set is written in a fresh directory beside dir
- * (.NAME.prepack-XXXXXX, same parent, so the same file system) and
+ * (.NAME.prepack-<6 random characters>, same parent, so the same file system) and
  * swapped in whole by prepack_writer_finish; until then dir keeps the
  * old set, verified as it was. */
 static int make_staging_dir(const char *dir, char *out, size_t cap,
