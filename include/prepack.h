@@ -687,6 +687,74 @@ uint64_t prepack_writer_bytes(const prepack_writer *w);
  * completed, so an error or an interrupted run leaves no partial set. */
 void prepack_writer_free(prepack_writer *w);
 
+/* ------------------------------------------------------------------------ */
+/* Past one machine: a pack in steps (docs/SCALE.md)                          */
+/* ------------------------------------------------------------------------ */
+
+/* prepack_job_* split a pack into steps that any scheduler able to start a
+ * process with an index can run (Slurm job arrays, Ray tasks; the CLI's
+ * scan, plan, write and finalize):
+ *
+ *   scan      N tasks: task i reads its part of the inputs (whole files
+ *             by where they fall among the inputs' bytes; a plain JSONL
+ *             file cut at line starts, a Megatron one by sequence range),
+ *             checks them as pack does, and records lengths and where
+ *             each sequence's tokens are (text inputs' tokens copied,
+ *             binary inputs referenced in place)
+ *   plan      1 task: the planner once over every sequence, in input
+ *             order; which items make each row and which rows each shard
+ *   write     M tasks (any M): task j writes its share of the shards,
+ *             reading only the tokens its rows hold
+ *   finalize  1 task: checks every shard against what its task recorded,
+ *             writes manifest.json last and removes the job's files
+ *
+ * The set is byte-identical to prepack pack's with the same inputs and
+ * options, for any N and M. Every step takes the same options (the ones
+ * a step does not use are still checked: each step's output carries a key
+ * of them, and the next step refuses output made with other options).
+ * Every file a step writes is in dir (dir/.prepack-job until finalize),
+ * under a temporary name until complete; a task whose output is there and
+ * verifies does nothing (already_done); plan and finalize name the task to
+ * rerun when one's output is missing or damaged. */
+typedef struct prepack_job_options {
+    const char *const *inputs; /* paths, in order: the sequence ids' order */
+    size_t ninputs;
+    prepack_ingest_options ingest; /* progress is not called */
+    prepack_store_options store;   /* dtype; tmp_dir and lengths_only are
+                                      the job's own */
+    prepack_plan_options plan;
+    prepack_writer_options writer; /* shard_rows (shard_bytes and
+                                      overwrite are refused), rows_per_frame,
+                                      level; threads for write tasks */
+    uint32_t batch_size;           /* the report's; 0 = 8 */
+} prepack_job_options;
+
+typedef struct prepack_job_result {
+    int already_done;       /* the output was there and verified */
+    uint64_t sequences;     /* scan: the task's; plan: all */
+    uint64_t tokens;        /* likewise */
+    uint64_t rows, shards;  /* plan, write (the task's), finalize */
+    uint64_t bytes_written; /* the step's files */
+} prepack_job_result;
+
+/* Each returns PREPACK_OK or an error code with diag saying what and, for
+ * a missing or damaged task output, which task to rerun. res may be
+ * NULL. */
+int prepack_job_scan(const char *dir, const prepack_job_options *o,
+                     uint32_t task, uint32_t ntasks, prepack_job_result *res,
+                     prepack_diag *diag);
+int prepack_job_plan(const char *dir, const prepack_job_options *o,
+                     uint32_t scan_tasks, prepack_job_result *res,
+                     prepack_diag *diag);
+int prepack_job_write(const char *dir, const prepack_job_options *o,
+                      uint32_t task, uint32_t ntasks, prepack_job_result *res,
+                      prepack_diag *diag);
+/* verify_hashes: read every shard back and check its xxh64 (else sizes
+ * only; each write task hashed what it wrote). */
+int prepack_job_finalize(const char *dir, const prepack_job_options *o,
+                         uint32_t write_tasks, int verify_hashes,
+                         prepack_job_result *res, prepack_diag *diag);
+
 typedef struct prepack_reader prepack_reader;
 
 typedef struct prepack_reader_options {

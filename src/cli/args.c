@@ -306,7 +306,8 @@ int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
 {
     memset(a, 0, sizeof *a);
     a->cmd = cmd;
-    a->is_pack = strcmp(cmd, "pack") == 0;
+    /* pack and its steps (scan, plan, write, finalize) take one set */
+    a->is_pack = strcmp(cmd, "stats") != 0;
     a->batch_size = PREPACK_DEFAULT_BATCH_SIZE;
     opterr = 0;
     optind = 1;
@@ -333,7 +334,7 @@ int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
     a->inputs = argv + optind;
     a->ninputs = argc - optind;
     if (a->is_pack && a->ninputs == 0)
-        return usage_error(cmd, "give INPUT files to pack");
+        return usage_error(cmd, "give INPUT files to %s", cmd);
     if (a->is_pack && !a->out_dir)
         return usage_error(cmd, "-o DIR is required");
     if (!a->lengths_path && a->ninputs == 0)

@@ -15,6 +15,9 @@ static const char usage_text[] =
     "           attention metadata\n"
     "  verify   check a shard set (and, given its inputs, every token)\n"
     "  inspect  show a shard set's summary or one row\n"
+    "  scan, plan, write, finalize\n"
+    "           pack in steps, on many machines (Slurm, Ray): byte-\n"
+    "           identical to pack ('prepack scan --help')\n"
     "\n"
     "Options:\n"
     "  -h, --help       show this help\n"
@@ -33,7 +36,11 @@ static command_fn find_command(const char *name)
     } commands[] = {{"stats", cmd_stats},
                     {"pack", cmd_pack},
                     {"verify", cmd_verify},
-                    {"inspect", cmd_inspect}};
+                    {"inspect", cmd_inspect},
+                    {"scan", cmd_job_step},
+                    {"plan", cmd_job_step},
+                    {"write", cmd_job_step},
+                    {"finalize", cmd_job_step}};
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].run;

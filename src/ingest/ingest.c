@@ -23,8 +23,7 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* X, X.bin or X.idx -> X, into buf. */
-static void megatron_prefix(const char *path, char *buf, size_t cap)
+void pp_megatron_prefix(const char *path, char *buf, size_t cap)
 {
     size_t n = strlen(path);
     if (ends_with(path, ".bin") || ends_with(path, ".idx"))
@@ -35,7 +34,7 @@ static void megatron_prefix(const char *path, char *buf, size_t cap)
 static int has_megatron_pair(const char *path)
 {
     char prefix[4096], idx[4112], bin[4112];
-    megatron_prefix(path, prefix, sizeof prefix);
+    pp_megatron_prefix(path, prefix, sizeof prefix);
     snprintf(idx, sizeof idx, "%s.idx", prefix);
     snprintf(bin, sizeof bin, "%s.bin", prefix);
     return file_exists(idx) && file_exists(bin);
@@ -116,12 +115,32 @@ static int read_input(prepack_store *s, const char *path, prepack_format format,
         return pp_ingest_jsonl(s, path, o, diag);
     case PREPACK_FORMAT_MEGATRON: {
         char prefix[4096];
-        megatron_prefix(path, prefix, sizeof prefix);
+        pp_megatron_prefix(path, prefix, sizeof prefix);
         return pp_ingest_megatron(s, prefix, o, diag);
     }
     default:
         return pp_ingest_tokens(s, path, format, o, diag);
     }
+}
+
+int pp_ingest_part(prepack_store *s, const char *path, prepack_format format,
+                   const prepack_ingest_options *o, pp_input_part *part,
+                   prepack_diag *diag)
+{
+    if (prepack_store_begin_input(s, path, format) != PREPACK_OK)
+        return pp_out_of_memory(diag);
+    if (part->whole)
+        return read_input(s, path, format, o, diag);
+    if (format == PREPACK_FORMAT_JSONL)
+        return pp_ingest_jsonl_part(s, path, o, part->begin, part->end, diag);
+    if (format == PREPACK_FORMAT_MEGATRON) {
+        char prefix[4096];
+        pp_megatron_prefix(path, prefix, sizeof prefix);
+        return pp_ingest_megatron_part(s, prefix, o, part, diag);
+    }
+    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                   "%s: %s inputs are read whole", path,
+                   prepack_format_name(format));
 }
 
 int prepack_ingest_file(prepack_store *s, const char *path,

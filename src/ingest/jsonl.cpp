@@ -52,7 +52,8 @@ struct JsonlReader {
     std::vector<unsigned char> buf; // cap + SIMDJSON_PADDING bytes
     size_t cap = 0, len = 0;
     bool eof = false;
-    uint64_t line = 1; // line number of buf[0]
+    uint64_t line = 1; // line number of buf[0], counted from range_begin
+    uint64_t range_begin = 0; // a part of the file: its first byte
     std::vector<uint32_t> tokens;
     std::vector<uint8_t> mask;
     simdjson::dom::parser parser;
@@ -71,6 +72,7 @@ struct JsonlReader {
     {
         pp_source_close(src);
     }
+    uint64_t lines_before_range() const;
     int fail(int code, uint64_t at_line, const char *fmt, ...)
 #if defined(__GNUC__)
         __attribute__((format(printf, 4, 5)))
@@ -92,8 +94,34 @@ struct JsonlReader {
     int read_mask(simdjson::dom::array arr, bool labels, size_t at);
 };
 
+// The newlines before a part's first byte: counted only for an error
+// message, so a scan task reading the end of a large file does not read
+// the rest of it. 0 when it cannot be counted (the message then names
+// the line within the part).
+uint64_t JsonlReader::lines_before_range() const
+{
+    if (range_begin == 0)
+        return 0;
+    FILE *f = std::fopen(path, "rb");
+    if (!f)
+        return 0;
+    std::vector<unsigned char> chunk(size_t(1) << 20);
+    uint64_t left = range_begin, count = 0;
+    while (left > 0) {
+        size_t want = size_t(std::min<uint64_t>(left, chunk.size()));
+        size_t got = std::fread(chunk.data(), 1, want, f);
+        if (got == 0)
+            break;
+        count += count_newlines(chunk.data(), got);
+        left -= got;
+    }
+    std::fclose(f);
+    return count;
+}
+
 int JsonlReader::fail(int code, uint64_t at_line, const char *fmt, ...)
 {
+    at_line += lines_before_range();
     char where[sizeof diag->message];
     snprintf(where, sizeof where, "%s:%llu", path, (unsigned long long)at_line);
     va_list ap;
@@ -357,7 +385,7 @@ int JsonlReader::run()
             return rc;
         if (len == 0)
             return PREPACK_OK;
-        if (line == 1 && len >= 3 && buf[0] == 0xEF && buf[1] == 0xBB &&
+        if (line == 1 && range_begin == 0 && len >= 3 && buf[0] == 0xEF && buf[1] == 0xBB &&
             buf[2] == 0xBF)
             return fail(PREPACK_EFORMAT, 1,
                         "starts with a UTF-8 byte order mark (BOM), which "
@@ -393,7 +421,70 @@ int JsonlReader::run()
     }
 }
 
+// The first line start at or after byte `at` of a plain file of `size`
+// bytes: `at` itself when it is 0 or follows a newline. Scan tasks split a
+// file at these points, so each line belongs to the one part it starts
+// in. Sets *ok = false on a read error.
+uint64_t line_start_at(std::FILE *f, uint64_t at, uint64_t size, bool *ok)
+{
+    if (at == 0 || at >= size)
+        return std::min(at, size);
+    unsigned char chunk[1 << 16];
+    for (uint64_t pos = at - 1; pos < size;) {
+        if (std::fseek(f, long(pos), SEEK_SET) != 0) {
+            *ok = false;
+            return size;
+        }
+        size_t got = std::fread(chunk, 1, sizeof chunk, f);
+        if (got == 0) {
+            *ok = false;
+            return size;
+        }
+        const void *nl = std::memchr(chunk, '\n', got);
+        if (nl)
+            return pos + uint64_t(static_cast<const unsigned char *>(nl) -
+                                  chunk) +
+                   1;
+        pos += got;
+    }
+    return size;
+}
+
 } // namespace
+
+extern "C" int pp_ingest_jsonl_part(prepack_store *s, const char *path,
+                                    const prepack_ingest_options *o,
+                                    uint64_t begin, uint64_t end,
+                                    prepack_diag *diag)
+{
+    try {
+        JsonlReader r(s, path, o, diag);
+        int rc = pp_source_open(&r.src, path, pp_store_allocator(s), diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (!pp_source_is_plain(r.src))
+            return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                           "%s: a compressed file is read whole, not in "
+                           "parts",
+                           path);
+        uint64_t size = pp_source_size(r.src);
+        std::FILE *f = std::fopen(path, "rb");
+        bool ok = f != nullptr;
+        uint64_t p0 = ok ? line_start_at(f, begin, size, &ok) : 0;
+        uint64_t p1 = ok ? line_start_at(f, end, size, &ok) : 0;
+        if (f)
+            std::fclose(f);
+        if (!ok)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "%s: reading it to find line starts failed", path);
+        r.range_begin = p0;
+        rc = pp_source_limit(r.src, p0, p1, diag);
+        return rc == PREPACK_OK ? r.run() : rc;
+    } catch (const std::bad_alloc &) {
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "%s: out of memory", path);
+    }
+}
 
 extern "C" int pp_ingest_jsonl(prepack_store *s, const char *path,
                                const prepack_ingest_options *o,

@@ -68,6 +68,9 @@ typedef struct megatron {
     const prepack_ingest_options *opts;
     size_t source;        /* the .bin in the store */
     uint64_t bin_reached; /* the furthest .bin byte a sequence reaches */
+    /* a scan task's part: sequences [first, end); whole = all of them */
+    uint64_t first, end;
+    int whole;
     uint32_t max_id;
     const prepack_allocator *alloc;
 } megatron;
@@ -361,35 +364,50 @@ static int read_block(megatron *m, uint64_t first, size_t count,
     return rc;
 }
 
+/* A part starting at sequence m->first: consumes (and checks) the
+ * document entries below it, which belong to earlier parts' documents. */
+static int skip_documents(megatron *m, doc_cursor *c, prepack_diag *diag)
+{
+    while (m->first > 0 && c->entry + 1 < m->doc_entries) {
+        uint64_t v;
+        int rc = doc_value(m, c, c->entry, &v, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (v >= m->first)
+            break;
+        if (v < c->prev || (c->entry == 0 && v != 0))
+            return bad_doc_entry(m, c->entry, v, diag);
+        c->prev = v;
+        c->entry++;
+    }
+    return PREPACK_OK;
+}
+
 static int read_all(megatron *m, prepack_diag *diag)
 {
     unsigned char *lens = pp_alloc(m->alloc, BLOCK, 4);
     unsigned char *ptrs = pp_alloc(m->alloc, BLOCK, 8);
     doc_cursor docs = {0, 0, pp_alloc(m->alloc, BLOCK, 8), 0, 0};
     int rc = lens && ptrs && docs.buf ? PREPACK_OK : pp_out_of_memory(diag);
-    for (uint64_t first = 0; rc == PREPACK_OK && first < m->sequences;
+    if (rc == PREPACK_OK)
+        rc = skip_documents(m, &docs, diag);
+    for (uint64_t first = m->first; rc == PREPACK_OK && first < m->end;
          first += BLOCK) {
-        size_t count = m->sequences - first < BLOCK
-                           ? (size_t)(m->sequences - first)
-                           : BLOCK;
+        size_t count =
+            m->end - first < BLOCK ? (size_t)(m->end - first) : BLOCK;
         rc = read_block(m, first, count, lens, ptrs, &docs, diag);
         if (m->opts->progress) /* index bytes read, of the index */
             m->opts->progress(m->opts->progress_opaque, "ingest",
                               m->lengths_at + 12 * (first + count),
                               m->idx.size);
     }
-    if (rc == PREPACK_OK)
+    if (rc == PREPACK_OK && m->end == m->sequences)
         rc = finish_documents(m, &docs, diag);
-    if (rc == PREPACK_OK && m->sequences && m->bin_reached < m->bin.size &&
-        !m->opts->allow_trailing_bytes)
-        rc = pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
-                     "%s: %llu bytes, but the sequences of %s reach only "
-                     "%llu: the last %llu belong to no sequence (a .bin "
-                     "and .idx that do not go together?); "
-                     "--allow-trailing-bytes accepts them",
-                     m->bin.path, (unsigned long long)m->bin.size,
-                     m->idx.path, (unsigned long long)m->bin_reached,
-                     (unsigned long long)(m->bin.size - m->bin_reached));
+    if (rc == PREPACK_OK && m->whole)
+        rc = pp_megatron_check_reach(m->bin.path, m->idx.path, m->bin.size,
+                                     m->sequences,
+                                     m->bin_reached,
+                                     m->opts->allow_trailing_bytes, diag);
     pp_free(m->alloc, docs.buf);
     pp_free(m->alloc, lens);
     pp_free(m->alloc, ptrs);
@@ -398,11 +416,37 @@ static int read_all(megatron *m, prepack_diag *diag)
     return rc;
 }
 
+int pp_megatron_check_reach(const char *bin_path, const char *idx_path,
+                            uint64_t bin_size, uint64_t sequences,
+                            uint64_t reached, int allow_trailing,
+                            prepack_diag *diag)
+{
+    if (!sequences || reached >= bin_size || allow_trailing)
+        return PREPACK_OK;
+    return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                   "%s: %llu bytes, but the sequences of %s reach only "
+                   "%llu: the last %llu belong to no sequence (a .bin "
+                   "and .idx that do not go together?); "
+                   "--allow-trailing-bytes accepts them",
+                   bin_path, (unsigned long long)bin_size, idx_path,
+                   (unsigned long long)reached,
+                   (unsigned long long)(bin_size - reached));
+}
+
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
                        const prepack_ingest_options *o, prepack_diag *diag)
 {
+    pp_input_part whole = {1, 0, UINT64_MAX, 0, 0, 0};
+    return pp_ingest_megatron_part(s, prefix, o, &whole, diag);
+}
+
+int pp_ingest_megatron_part(prepack_store *s, const char *prefix,
+                            const prepack_ingest_options *o,
+                            pp_input_part *part, prepack_diag *diag)
+{
     megatron m;
     memset(&m, 0, sizeof m);
+    m.whole = part->whole;
     m.idx.fd = m.bin.fd = -1;
     m.store = s;
     m.opts = o;
@@ -413,11 +457,21 @@ int pp_ingest_megatron(prepack_store *s, const char *prefix,
     if (rc == PREPACK_OK)
         rc = read_header(&m, diag);
     if (rc == PREPACK_OK)
-        rc = pp_store_add_file(s, m.bin.fd, m.dtype.width,
+        rc = pp_store_add_file(s, m.bin.path, m.bin.fd, m.dtype.width,
                                m.dtype.kind == KIND_SIGNED, m.bin.size,
                                &m.source, diag);
-    if (rc == PREPACK_OK)
+    if (rc == PREPACK_OK) {
+        m.first = m.whole || part->begin > m.sequences ? 0 : part->begin;
+        m.end = m.whole || part->end > m.sequences ? m.sequences : part->end;
+        if (!m.whole && part->begin > m.sequences)
+            m.first = m.sequences;
+        if (m.first > m.end)
+            m.first = m.end;
         rc = read_all(&m, diag);
+    }
+    part->sequences_total = m.sequences;
+    part->bin_reached = m.bin_reached;
+    part->bin_size = m.bin.size;
     if (rc == PREPACK_OK) /* unsigned dtypes: their width bounds the ids */
         pp_store_source_max_id(s, m.source,
                                m.dtype.kind == KIND_SIGNED ? m.max_id

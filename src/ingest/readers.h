@@ -17,6 +17,42 @@ int pp_ingest_jsonl(prepack_store *s, const char *path,
 /* Megatron X.idx + X.bin, given the prefix X (megatron.c). */
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
                        const prepack_ingest_options *o, prepack_diag *diag);
+/* ---- parts of inputs, for the scan tasks of a job in steps (src/dist) -- */
+
+/* What of an input one scan task reads. whole: all of it, as
+ * prepack_ingest_file (and the checks that need the whole file).
+ * Otherwise JSONL: the lines that start in bytes [begin, end) of a plain
+ * file; Megatron: sequences [begin, end) of its .idx, whose document
+ * entries below `begin` are checked and skipped. */
+typedef struct pp_input_part {
+    int whole;
+    uint64_t begin, end;
+    /* Megatron, filled in: the .idx's sequences, the furthest .bin byte
+     * the part's sequences reach, the .bin's size; the trailing-bytes
+     * check (pp_megatron_check_reach) needs every part's reach. */
+    uint64_t sequences_total, bin_reached, bin_size;
+} pp_input_part;
+
+/* Reads a part of one input (begin_input is done here, not the empty
+ * input check, which needs every part). */
+int pp_ingest_part(prepack_store *s, const char *path, prepack_format format,
+                   const prepack_ingest_options *o, pp_input_part *part,
+                   prepack_diag *diag);
+int pp_ingest_jsonl_part(prepack_store *s, const char *path,
+                         const prepack_ingest_options *o, uint64_t begin,
+                         uint64_t end, prepack_diag *diag);
+int pp_ingest_megatron_part(prepack_store *s, const char *prefix,
+                            const prepack_ingest_options *o,
+                            pp_input_part *part, prepack_diag *diag);
+/* A .bin with bytes past the furthest its sequences reach: an error
+ * unless allow_trailing. */
+int pp_megatron_check_reach(const char *bin_path, const char *idx_path,
+                            uint64_t bin_size, uint64_t sequences,
+                            uint64_t reached, int allow_trailing,
+                            prepack_diag *diag);
+/* X, X.bin or X.idx -> X into buf. */
+void pp_megatron_prefix(const char *path, char *buf, size_t cap);
+
 /* llm.c .bin and raw uint16 token files (tokens.c). */
 int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
                      const prepack_ingest_options *o, prepack_diag *diag);

@@ -28,6 +28,7 @@ struct pp_source {
     uint64_t in_offset;  /* compressed bytes consumed before `in` */
     uint64_t size;       /* the file's size */
     uint64_t plain_read; /* plain files: bytes handed out */
+    uint64_t plain_left; /* plain files: bytes left in the range read */
     ZSTD_DCtx *zstd;
     size_t zstd_hint; /* last hint from a call that made progress:
                                0 = the input ended a frame */
@@ -86,6 +87,7 @@ int pp_source_open(pp_source **out, const char *path,
     struct stat st;
     if (fstat(s->fd, &st) == 0)
         s->size = (uint64_t)st.st_size;
+    s->plain_left = UINT64_MAX;
     s->in = pp_alloc(a, IN_BUFFER, 1);
     int rc = s->in ? refill(s, diag) : pp_out_of_memory(diag);
     if (rc == PREPACK_OK) {
@@ -130,6 +132,8 @@ static int read_plain(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
                       prepack_diag *diag)
 {
     size_t n = 0;
+    if (cap > s->plain_left)
+        cap = (size_t)s->plain_left;
     if (s->in_pos < s->in_len) { /* what magic detection read first */
         n = s->in_len - s->in_pos < cap ? s->in_len - s->in_pos : cap;
         memcpy(buf, s->in + s->in_pos, n);
@@ -139,7 +143,30 @@ static int read_plain(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
     }
     *got = n;
     s->plain_read += n;
+    s->plain_left -= n;
     return PREPACK_OK;
+}
+
+int pp_source_limit(pp_source *s, uint64_t begin, uint64_t end,
+                    prepack_diag *diag)
+{
+    if (s->kind != PLAIN || begin > end || end > s->size)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s: bytes %llu..%llu cannot be read alone (a "
+                       "compressed file, or past its end)",
+                       s->path, (unsigned long long)begin,
+                       (unsigned long long)end);
+    if (lseek(s->fd, (off_t)begin, SEEK_SET) < 0)
+        return io_error(s, diag);
+    s->in_pos = s->in_len = 0; /* what detection read is not the range */
+    s->plain_left = end - begin;
+    s->size = end - begin;
+    return PREPACK_OK;
+}
+
+int pp_source_is_plain(const pp_source *s)
+{
+    return s->kind == PLAIN;
 }
 
 /* Decompresses until some output appears. At the end of the file the

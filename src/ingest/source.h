@@ -17,6 +17,12 @@ int pp_source_open(pp_source **out, const char *path,
 int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
                    prepack_diag *diag);
 void pp_source_close(pp_source *s);
+/* Reads only bytes [begin, end) of a plain (uncompressed) file: a part of
+ * a JSONL file for one scan task. Call right after open; a compressed
+ * file is PREPACK_EINVAL. Size and progress then count the range. */
+int pp_source_limit(pp_source *s, uint64_t begin, uint64_t end,
+                    prepack_diag *diag);
+int pp_source_is_plain(const pp_source *s);
 /* File bytes consumed so far, and the file's size: for progress. */
 uint64_t pp_source_done(const pp_source *s);
 uint64_t pp_source_size(const pp_source *s);

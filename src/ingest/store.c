@@ -34,6 +34,7 @@ typedef struct source {
     unsigned char *map; /* the whole file, mapped at finish */
     uint32_t max_id;
     size_t input; /* the input it belongs to, for messages */
+    char *path;   /* the file, for a job's write tasks (NULL: source 0) */
 } source;
 
 struct prepack_store {
@@ -143,6 +144,7 @@ void prepack_store_free(prepack_store *s)
             munmap(src->map, (size_t)src->size);
         if (i > 0 && src->fd >= 0)
             close(src->fd);
+        pp_free(a, src->path);
     }
     if (s->mask_map)
         munmap(s->mask_map, (size_t)s->mask.size);
@@ -457,21 +459,61 @@ int pp_store_end_sequence(prepack_store *s, int keep_empty, prepack_diag *diag)
 
 /* ---- referencing input files -------------------------------------------------- */
 
-int pp_store_add_file(prepack_store *s, int fd, unsigned width, int is_signed,
-                      uint64_t size, size_t *index, prepack_diag *diag)
+int pp_store_add_file(prepack_store *s, const char *path, int fd,
+                      unsigned width, int is_signed, uint64_t size,
+                      size_t *index, prepack_diag *diag)
 {
     if (s->open_len)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "a sequence is open");
+    size_t n = strlen(path);
+    char *name = pp_alloc(s->alloc, n + 1, 1);
+    if (!name)
+        return pp_out_of_memory(diag);
+    memcpy(name, path, n + 1);
     int copy = dup(fd);
-    if (copy < 0)
+    if (copy < 0) {
+        pp_free(s->alloc, name);
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot keep the input open: %s", strerror(errno));
+    }
     if (add_source(s, copy, width, is_signed, size, index) != PREPACK_OK) {
         close(copy);
+        pp_free(s->alloc, name);
         return pp_out_of_memory(diag);
     }
+    s->sources[*index].path = name;
     return PREPACK_OK;
+}
+
+void pp_store_location(const prepack_store *s, size_t i, uint32_t *src,
+                       uint64_t *offset)
+{
+    *src = (uint32_t)(source_of(s, i) - s->sources);
+    *offset = s->offsets[i];
+}
+
+size_t pp_store_source_count(const prepack_store *s)
+{
+    return s->nsources;
+}
+
+void pp_store_source_get(const prepack_store *s, size_t i,
+                         pp_store_source *out)
+{
+    const source *src = &s->sources[i];
+    out->path = src->path;
+    out->width = src->width;
+    out->is_signed = src->is_signed;
+    out->size = src->size;
+    out->max_id = i == 0 ? 0 : src->max_id;
+    out->data = src->map;
+    out->mask = i == 0 ? s->mask_map : NULL;
+}
+
+uint32_t pp_store_max_id(const prepack_store *s)
+{
+    return s->max_id;
 }
 
 int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
@@ -644,8 +686,14 @@ void pp_store_copy_range(const prepack_store *s, size_t i, uint32_t first,
     const source *src = source_of(s, i);
     unsigned w = src->width;
     const unsigned char *p = src->map + s->offsets[i] + (uint64_t)first * w;
+    pp_tokens_convert(p, w, src->is_signed, n, out_width, out);
+}
+
+void pp_tokens_convert(const unsigned char *p, unsigned w, int is_signed,
+                       uint32_t n, unsigned out_width, void *out)
+{
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (w == out_width && !src->is_signed) { /* the common case */
+    if (w == out_width && !is_signed) { /* the common case */
         memcpy(out, p, (size_t)n * w);
         return;
     }

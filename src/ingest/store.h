@@ -20,13 +20,38 @@ int pp_store_end_sequence(prepack_store *s, int keep_empty, prepack_diag *diag);
  * not) and add_ref appends a sequence of len tokens at byte `offset` in
  * it. The reader checks ids (non-negative, < 2^32) and reports the largest
  * through source_max_id, which decides the store's dtype. */
-int pp_store_add_file(prepack_store *s, int fd, unsigned width, int is_signed,
-                      uint64_t size, size_t *index, prepack_diag *diag);
+int pp_store_add_file(prepack_store *s, const char *path, int fd,
+                      unsigned width, int is_signed, uint64_t size,
+                      size_t *index, prepack_diag *diag);
 int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
                      uint64_t len, prepack_diag *diag);
 void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
+
+/* ---- for a job's scan tasks (src/dist): where each sequence's tokens are -- */
+
+/* A source of a finished store: source 0 holds the tokens parsed from text
+ * (path NULL; its loss mask beside it, one byte a token, when any input
+ * had one); the others are input files referenced in place. */
+typedef struct pp_store_source {
+    const char *path;
+    unsigned width;
+    int is_signed;
+    uint64_t size;
+    uint32_t max_id;
+    const unsigned char *data; /* mapped, size bytes (NULL when empty) */
+    const uint8_t *mask;       /* source 0: size / width bytes, or NULL */
+} pp_store_source;
+
+size_t pp_store_source_count(const prepack_store *s);
+void pp_store_source_get(const prepack_store *s, size_t i,
+                         pp_store_source *out);
+/* Sequence i's source and byte offset in it. */
+void pp_store_location(const prepack_store *s, size_t i, uint32_t *src,
+                       uint64_t *offset);
+/* The largest id stored (what decides an AUTO dtype). */
+uint32_t pp_store_max_id(const prepack_store *s);
 
 /* ---- for the row builder ------------------------------------------------- */
 
@@ -34,5 +59,9 @@ const prepack_allocator *pp_store_allocator(const prepack_store *s);
  * (2 or 4) host-order integers. */
 void pp_store_copy_range(const prepack_store *s, size_t i, uint32_t first,
                          uint32_t n, unsigned out_width, void *out);
+/* n stored tokens of w bytes (little-endian, signed or not, checked at
+ * ingest) at p as out_width-byte host integers. */
+void pp_tokens_convert(const unsigned char *p, unsigned w, int is_signed,
+                       uint32_t n, unsigned out_width, void *out);
 
 #endif

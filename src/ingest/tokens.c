@@ -264,7 +264,7 @@ int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
     if (rc == PREPACK_OK) {
         sp.width = f.width;
         sp.first_byte = f.first_byte;
-        rc = pp_store_add_file(s, f.fd, f.width, 0, f.size, &sp.source, diag);
+        rc = pp_store_add_file(s, path, f.fd, f.width, 0, f.size, &sp.source, diag);
     }
     if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);

@@ -17,12 +17,29 @@ typedef struct pp_shard_info {
     uint64_t rows, tokens, bytes, xxh64;
 } pp_shard_info;
 
+/* Everything manifest.json says. A job in steps (src/dist) gathers it
+ * from its tasks' files; the writer from its own state and the caller's
+ * prepack_manifest_info. */
+typedef struct pp_manifest_fields {
+    uint32_t max_seq_len;
+    const char *dtype;
+    uint32_t rows_per_frame;
+    int level;
+    const pp_shard_info *shards;
+    size_t nshards;
+    const prepack_plan_options *plan; /* NULL: the defaults */
+    const prepack_input_info *inputs;
+    size_t ninputs;
+    const prepack_report *report; /* NULL: "stats": null */
+} pp_manifest_fields;
+
 /* Writes manifest.json's content: a fixed shape, keys in a fixed order,
  * so the same set gives the same bytes. */
-void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
-                       uint32_t rows_per_frame, int level,
-                       const pp_shard_info *shards, size_t nshards,
-                       const prepack_manifest_info *info);
+void pp_manifest_write(FILE *f, const pp_manifest_fields *m);
+/* Writes it to dir/manifest.json under a temporary name, fsync, rename,
+ * fsync of dir: the last step of a set. */
+int pp_manifest_save(const char *dir, const pp_manifest_fields *m,
+                     prepack_diag *diag);
 
 /* The figures of "stats" that the rows can prove or disprove. */
 typedef struct pp_manifest_stats {

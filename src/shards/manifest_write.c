@@ -31,13 +31,11 @@ static void json_double(FILE *f, double v)
         fprintf(f, "%.9g", v);
 }
 
-static void write_inputs(FILE *f, const prepack_store *store)
+static void write_inputs(FILE *f, const prepack_input_info *inputs, size_t n)
 {
     fputs("  \"inputs\": [", f);
-    size_t n = store ? prepack_store_input_count(store) : 0;
     for (size_t i = 0; i < n; i++) {
-        prepack_input_info in;
-        prepack_store_input(store, i, &in);
+        prepack_input_info in = inputs[i];
         fputs(i ? ",\n    {\"path\": " : "\n    {\"path\": ", f);
         json_string(f, in.path);
         fprintf(f,
@@ -102,12 +100,11 @@ static void write_stats(FILE *f, const prepack_report *r)
     fputs("  }\n", f);
 }
 
-void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
-                       uint32_t rows_per_frame, int level,
-                       const pp_shard_info *shards, size_t nshards,
-                       const prepack_manifest_info *info)
+void pp_manifest_write(FILE *f, const pp_manifest_fields *m)
 {
-    const prepack_plan_options *o = info ? info->plan : NULL;
+    const prepack_plan_options *o = m->plan;
+    const pp_shard_info *shards = m->shards;
+    size_t nshards = m->nshards;
     uint64_t rows = 0, tokens = 0;
     for (size_t i = 0; i < nshards; i++) {
         rows += shards[i].rows;
@@ -121,16 +118,16 @@ void pp_manifest_write(FILE *f, uint32_t max_seq_len, const char *dtype,
             "  \"shuffle\": %s,\n  \"seed\": %" PRIu64 ",\n"
             "  \"rows_per_frame\": %u,\n  \"zstd_level\": %d,\n"
             "  \"rows\": %" PRIu64 ",\n  \"tokens\": %" PRIu64 ",\n",
-            PREPACK_VERSION_STRING, max_seq_len, dtype,
+            PREPACK_VERSION_STRING, m->max_seq_len, m->dtype,
             prepack_algo_name(o ? o->algo : PREPACK_ALGO_FFD),
             prepack_overlong_name(o ? o->overlong : PREPACK_OVERLONG_ERROR),
             o ? o->max_seqs_per_row : 0,
             o && o->shuffle_rows ? "true" : "false", o ? o->shuffle_seed : 0,
-            rows_per_frame, level, rows, tokens);
-    write_inputs(f, info ? info->store : NULL);
+            m->rows_per_frame, m->level, rows, tokens);
+    write_inputs(f, m->inputs, m->ninputs);
     write_shards(f, shards, nshards);
-    if (info && info->report)
-        write_stats(f, info->report);
+    if (m->report)
+        write_stats(f, m->report);
     else
         fputs("  \"stats\": null\n", f);
     fputs("}\n", f);

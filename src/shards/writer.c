@@ -23,6 +23,7 @@
 #include "common/io.h"
 #include "shards/compress_pool.h"
 #include "shards/manifest.h"
+#include "shards/part.h"
 #include "shards/shard_format.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -92,6 +93,7 @@ struct prepack_writer {
     pp_shard_info *shards;
     size_t nshards, shards_cap;
     uint64_t rows, tokens, bytes, raw_bytes;
+    uint64_t first_shard; /* a part of a set: the first shard's number */
     int finished;
 };
 
@@ -222,9 +224,32 @@ static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
     return fit < want ? (uint32_t)(fit ? fit : 1) : want;
 }
 
+static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
+                  prepack_dtype token_dtype, const prepack_writer_options *o,
+                  int part, prepack_diag *diag);
+
 int prepack_writer_create(prepack_writer **out, const char *dir,
                           uint32_t max_seq_len, prepack_dtype token_dtype,
                           const prepack_writer_options *o, prepack_diag *diag)
+{
+    return create(out, dir, max_seq_len, token_dtype, o, 0, diag);
+}
+
+int pp_writer_create_part(prepack_writer **out, const char *dir,
+                          uint32_t max_seq_len, prepack_dtype token_dtype,
+                          const prepack_writer_options *o, uint64_t first_shard,
+                          prepack_diag *diag)
+{
+    int rc = create(out, dir, max_seq_len, token_dtype, o, 1, diag);
+    if (rc == PREPACK_OK)
+        (*out)->first_shard = first_shard;
+    return rc;
+}
+
+/* part: dir exists and holds the job's other files; shards only. */
+static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
+                  prepack_dtype token_dtype, const prepack_writer_options *o,
+                  int part, prepack_diag *diag)
 {
     prepack_writer_options none = {0};
     if (!out || !dir || max_seq_len == 0 ||
@@ -248,7 +273,12 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
                        max_seq_len, w);
     int in_use = 0;
     char staging[4096] = "";
-    rc = dir_in_use(dir, o->overwrite, &in_use, diag);
+    if (part && o->shard_bytes)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "shard_bytes decides each shard on the compressed "
+                       "sizes of all the frames before it: a set written "
+                       "in parts takes shard_rows");
+    rc = part ? PREPACK_OK : dir_in_use(dir, o->overwrite, &in_use, diag);
     if (rc == PREPACK_OK && in_use)
         rc = make_staging_dir(dir, staging, sizeof staging, diag);
     if (rc != PREPACK_OK)
@@ -332,7 +362,7 @@ static int shard_write(prepack_writer *w, const void *p, size_t n,
 static int open_shard(prepack_writer *w, prepack_diag *diag)
 {
     char name[PP_SHARD_NAME_MAX];
-    pp_shard_name(name, w->nshards);
+    pp_shard_name(name, w->first_shard + w->nshards);
     snprintf(w->tmp_path, sizeof w->tmp_path, "%s/%s" PP_TMP_SUFFIX, w->dir,
              name);
     w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
@@ -468,7 +498,7 @@ static int end_shard(prepack_writer *w, prepack_diag *diag)
     close(w->fd);
     w->fd = -1;
     pp_shard_info *s = &w->shards[w->nshards];
-    pp_shard_name(s->file, w->nshards);
+    pp_shard_name(s->file, w->first_shard + w->nshards);
     char final[4400];
     snprintf(final, sizeof final, "%s/%s", w->dir, s->file);
     if (rename(w->tmp_path, final) != 0) {
@@ -569,14 +599,45 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
                        "that says nothing was placed; readers refuse an "
                        "empty set that does not say so",
                        w->dir);
+    size_t ninputs = info && info->store ? prepack_store_input_count(info->store)
+                                         : 0;
+    prepack_input_info *inputs =
+        ninputs ? pp_alloc(w->alloc, ninputs, sizeof *inputs) : NULL;
+    if (ninputs && !inputs)
+        return pp_out_of_memory(diag);
+    for (size_t i = 0; i < ninputs; i++)
+        prepack_store_input(info->store, i, &inputs[i]);
+    pp_manifest_fields m = {w->max_seq_len, prepack_dtype_name(w->dtype),
+                            w->rows_per_frame, w->level, w->shards, w->nshards,
+                            info ? info->plan : NULL, inputs, ninputs,
+                            info ? info->report : NULL};
+    rc = pp_manifest_save(w->dir, &m, diag);
+    pp_free(w->alloc, inputs);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (*w->target) {
+        rc = swap_into_place(w->dir, w->target, diag);
+        if (rc != PREPACK_OK) {
+            char final[4400]; /* the old set stays; this one goes with free */
+            snprintf(final, sizeof final, "%s/" PP_MANIFEST_NAME, w->dir);
+            unlink(final);
+            return rc;
+        }
+    }
+    w->finished = 1;
+    return PREPACK_OK;
+}
+
+int pp_manifest_save(const char *dir, const pp_manifest_fields *m,
+                     prepack_diag *diag)
+{
     char tmp[4400], final[4400];
-    snprintf(tmp, sizeof tmp, "%s/" PP_MANIFEST_NAME PP_TMP_SUFFIX, w->dir);
-    snprintf(final, sizeof final, "%s/" PP_MANIFEST_NAME, w->dir);
+    snprintf(tmp, sizeof tmp, "%s/" PP_MANIFEST_NAME PP_TMP_SUFFIX, dir);
+    snprintf(final, sizeof final, "%s/" PP_MANIFEST_NAME, dir);
     FILE *f = fopen(tmp, "w");
     if (!f)
         return io_fail(diag, "cannot create", tmp);
-    pp_manifest_write(f, w->max_seq_len, prepack_dtype_name(w->dtype),
-                      w->rows_per_frame, w->level, w->shards, w->nshards, info);
+    pp_manifest_write(f, m);
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
     if (bad) {
@@ -584,18 +645,44 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
         return io_fail(diag, "writing", tmp);
     }
     if (rename(tmp, final) != 0) {
-        rc = io_fail(diag, "cannot rename", tmp);
+        int rc = io_fail(diag, "cannot rename", tmp);
         unlink(tmp);
         return rc;
     }
+    pp_sync_dir(dir);
+    return PREPACK_OK;
+}
+
+/* ---- a part of a set (src/dist's write tasks) -------------------------------- */
+
+int pp_writer_finish_part(prepack_writer *w, prepack_diag *diag)
+{
+    int rc = flush_frame(w, 1, diag);
+    if (rc == PREPACK_OK)
+        rc = drain(w, 1, diag);
+    if (rc == PREPACK_OK && w->fd >= 0)
+        rc = end_shard(w, diag);
+    if (rc != PREPACK_OK)
+        return rc;
     pp_sync_dir(w->dir);
-    if (*w->target) {
-        rc = swap_into_place(w->dir, w->target, diag);
-        if (rc != PREPACK_OK) {
-            unlink(final); /* the old set stays; this one goes with free */
-            return rc;
-        }
-    }
     w->finished = 1;
     return PREPACK_OK;
+}
+
+const pp_shard_info *pp_writer_shards(const prepack_writer *w, size_t *n)
+{
+    *n = w->nshards;
+    return w->shards;
+}
+
+uint32_t pp_writer_rows_per_frame(const prepack_writer *w)
+{
+    return w->rows_per_frame;
+}
+
+uint32_t pp_writer_frame_rows(uint32_t want, uint32_t max_seq_len,
+                              prepack_dtype dtype)
+{
+    return frame_rows_that_fit(want ? want : PREPACK_DEFAULT_ROWS_PER_FRAME,
+                               max_seq_len, width_of(dtype));
 }

@@ -1,0 +1,136 @@
+/* A pack in steps (scan, plan, write, finalize; include/prepack.h and
+ * docs/SCALE.md): what the steps share. Every step's files live in
+ * DIR/.prepack-job until finalize writes the manifest and removes it. */
+#ifndef PP_DIST_JOB_H
+#define PP_DIST_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist/record.h"
+#include "ingest/readers.h"
+#include "shards/manifest.h"
+#include "prepack.h"
+
+#define PP_JOB_DIR ".prepack-job"
+
+typedef struct pp_job {
+    const char *dir;
+    char job_dir[4096];
+    const prepack_job_options *o;
+    uint64_t scan_key; /* inputs, how they are read, the dtype */
+    uint64_t plan_key; /* scan_key and the plan and shard layout */
+    uint64_t shard_rows;
+} pp_job;
+
+/* Checks the options and derives the keys; create: make DIR and the job
+ * directory. */
+int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
+                int create, prepack_diag *diag);
+/* DIR/.prepack-job/NAME into out. */
+void pp_job_file(const pp_job *j, char *out, size_t cap, const char *name);
+/* Whether DIR is a finished set: manifest.json and no job directory. */
+int pp_job_finished(const pp_job *j);
+/* Removes DIR/.prepack-job/NAME* for the names a task owns (a killed
+ * run's temporaries). */
+void pp_job_remove(const pp_job *j, const char *prefix);
+
+/* ---- partition: which part of which input scan task t of n reads -------- */
+
+/* One input as the partition weighs it. */
+typedef struct pp_unit {
+    prepack_format format;
+    uint64_t weight;  /* bytes: the file's, the .bin's for Megatron */
+    int split;        /* 0 whole, 1 JSONL bytes, 2 Megatron sequences */
+    uint64_t count;   /* Megatron: sequences in the .idx */
+    uint64_t at;      /* the sum of the weights before it */
+} pp_unit;
+
+/* The units of every input (detecting formats as prepack_ingest_file
+ * does); *total = the sum of the weights. */
+int pp_job_units(const pp_job *j, pp_unit *units, uint64_t *total,
+                 prepack_diag *diag);
+/* Whether task t of n reads part of input i, and which. */
+int pp_job_part(const pp_unit *u, uint64_t total, uint32_t t, uint32_t n,
+                pp_input_part *part);
+
+/* ---- a scan task's result ---------------------------------------------------- */
+
+typedef struct pp_scan_part {
+    uint32_t input, format;
+    uint64_t sequences, tokens, documents, partial;
+    uint64_t sequences_total, bin_reached, bin_size; /* Megatron */
+} pp_scan_part;
+
+/* Where a task's sequences' tokens are: source 0 is the task's own token
+ * file (text inputs, parsed); the others are input files read in place. */
+typedef struct pp_scan_source {
+    uint32_t width, is_signed;
+    uint64_t size;
+    uint64_t stamp; /* own files: xxh64; inputs: mtime in ns */
+    char path[4096];
+} pp_scan_source;
+
+typedef struct pp_scan_meta {
+    uint64_t key;
+    uint32_t task, ntasks;
+    uint64_t sequences, tokens;
+    uint32_t max_id, has_mask;
+    uint64_t lengths_hash, locs_size, mask_size, mask_hash;
+    uint32_t nparts, nsources;
+    pp_scan_part *parts;
+    pp_scan_source *sources;
+} pp_scan_meta;
+
+/* Location records in scan-N.locs: u32 source, u64 byte offset. */
+enum { PP_LOC_BYTES = 12 };
+
+void pp_scan_meta_visit(pp_rec *r, pp_scan_meta *m);
+void pp_scan_meta_free(pp_scan_meta *m);
+/* Loads and checks scan task t's result; a missing or damaged one is an
+ * error naming the task to rerun. */
+int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n,
+                      pp_scan_meta *m, prepack_diag *diag);
+void pp_scan_name(char *out, size_t cap, uint32_t t, const char *ext);
+
+/* ---- the plan ---------------------------------------------------------------- */
+
+typedef struct pp_plan_meta {
+    uint64_t key;
+    uint32_t scan_tasks;
+    uint32_t max_seq_len, dtype, has_mask, has_offsets, rows_per_frame;
+    int32_t level;
+    uint64_t shard_rows, rows, items, shards, sequences;
+    uint64_t *scan_first; /* [scan_tasks + 1]: first id of each task */
+    uint32_t ninputs;
+    prepack_input_info *inputs; /* paths owned (malloc) */
+    prepack_report report;
+    uint64_t *shard_offset; /* [shards + 1]: bytes into plan.rows */
+    uint64_t *shard_hash;   /* [shards] */
+} pp_plan_meta;
+
+void pp_plan_meta_visit(pp_rec *r, pp_plan_meta *m);
+void pp_plan_meta_free(pp_plan_meta *m);
+int pp_plan_meta_load(const pp_job *j, pp_plan_meta *m, prepack_diag *diag);
+
+/* The shards write task t of n writes: [*first, *end). */
+void pp_job_shards_of(uint64_t shards, uint32_t t, uint32_t n, uint64_t *first,
+                      uint64_t *end);
+void pp_write_name(char *out, size_t cap, uint32_t t, uint32_t n);
+
+/* ---- a write task's result: the shards it wrote ---------------------------- */
+
+typedef struct pp_write_meta {
+    uint64_t key;
+    uint32_t task, ntasks, rows_per_frame;
+    uint64_t first, count;
+    pp_shard_info *shards; /* [count] */
+} pp_write_meta;
+
+void pp_write_meta_visit(pp_rec *r, pp_write_meta *m);
+/* The xxh64 and size of a whole file; 0, or -1 when it cannot be read. */
+int pp_job_hash_file(const char *path, uint64_t *hash, uint64_t *size);
+/* Whether DIR/s->file has s->bytes bytes (and, with hash, s->xxh64). */
+int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash);
+
+#endif

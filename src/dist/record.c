@@ -1,0 +1,231 @@
+/* Job files: see record.h. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "common/bytes.h"
+#include "common/error.h"
+#include "common/io.h"
+#include "dist/record.h"
+
+static void put(pp_rec *r, const void *p, size_t n)
+{
+    if (!r->out || r->bad)
+        return;
+    if (fwrite(p, 1, n, r->out) != n)
+        r->bad = 1;
+    XXH64_update(r->hash, p, n);
+    r->written += n;
+}
+
+static const unsigned char *take(pp_rec *r, size_t n)
+{
+    if (r->bad || n > r->in_len - r->pos) {
+        r->bad = 1;
+        return NULL;
+    }
+    const unsigned char *p = r->in + r->pos;
+    r->pos += n;
+    return p;
+}
+
+static void rec_le(pp_rec *r, uint64_t *v, unsigned width)
+{
+    unsigned char b[8];
+    if (!r->reading) {
+        for (unsigned i = 0; i < width; i++)
+            b[i] = (unsigned char)(*v >> (8 * i));
+        put(r, b, width);
+        return;
+    }
+    const unsigned char *p = take(r, width);
+    *v = p ? pp_load_le(p, width) : 0;
+}
+
+void pp_rec_u64(pp_rec *r, uint64_t *v)
+{
+    rec_le(r, v, 8);
+}
+
+void pp_rec_u32(pp_rec *r, uint32_t *v)
+{
+    uint64_t x = *v;
+    rec_le(r, &x, 4);
+    *v = (uint32_t)x;
+}
+
+void pp_rec_i32(pp_rec *r, int32_t *v)
+{
+    uint32_t x = (uint32_t)*v;
+    pp_rec_u32(r, &x);
+    *v = (int32_t)x;
+}
+
+void pp_rec_f64(pp_rec *r, double *v)
+{
+    uint64_t x;
+    memcpy(&x, v, 8);
+    pp_rec_u64(r, &x);
+    memcpy(v, &x, 8);
+}
+
+void pp_rec_bytes(pp_rec *r, void *p, size_t n)
+{
+    if (!r->reading) {
+        put(r, p, n);
+        return;
+    }
+    const unsigned char *q = take(r, n);
+    if (q)
+        memcpy(p, q, n);
+}
+
+void pp_rec_str(pp_rec *r, char *s, size_t cap)
+{
+    uint32_t n = r->reading ? 0 : (uint32_t)strlen(s);
+    pp_rec_u32(r, &n);
+    if (r->reading && n >= cap) {
+        r->bad = 1;
+        return;
+    }
+    pp_rec_bytes(r, s, n);
+    if (r->reading)
+        s[r->bad ? 0 : n] = '\0';
+}
+
+static void tmp_name(char *out, size_t cap, const char *path)
+{
+    snprintf(out, cap, "%s.tmp", path);
+}
+
+int pp_rec_create(pp_rec *r, const char *path, prepack_diag *diag)
+{
+    memset(r, 0, sizeof *r);
+    char tmp[4200];
+    tmp_name(tmp, sizeof tmp, path);
+    r->hash = XXH64_createState();
+    r->out = r->hash ? fopen(tmp, "wb") : NULL;
+    if (!r->out) {
+        XXH64_freeState(r->hash);
+        r->hash = NULL;
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot create %s: %s", tmp, strerror(errno));
+    }
+    XXH64_reset(r->hash, 0);
+    return PREPACK_OK;
+}
+
+void pp_rec_abandon(pp_rec *r, const char *path)
+{
+    char tmp[4200];
+    tmp_name(tmp, sizeof tmp, path);
+    if (r->out)
+        fclose(r->out);
+    r->out = NULL;
+    unlink(tmp);
+    XXH64_freeState(r->hash);
+    r->hash = NULL;
+}
+
+int pp_rec_save(pp_rec *r, const char *path, prepack_diag *diag)
+{
+    char tmp[4200];
+    tmp_name(tmp, sizeof tmp, path);
+    unsigned char h[8];
+    uint64_t digest = XXH64_digest(r->hash);
+    for (int i = 0; i < 8; i++)
+        h[i] = (unsigned char)(digest >> (8 * i));
+    int bad = r->bad || fwrite(h, 1, 8, r->out) != 8 || fflush(r->out) != 0 ||
+              fsync(fileno(r->out)) != 0;
+    bad |= fclose(r->out) != 0;
+    r->out = NULL;
+    XXH64_freeState(r->hash);
+    r->hash = NULL;
+    if (bad || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "writing %s failed: %s", path, strerror(e));
+    }
+    return PREPACK_OK;
+}
+
+int pp_rec_load(pp_rec *r, const char *path, int *missing, prepack_diag *diag)
+{
+    memset(r, 0, sizeof *r);
+    r->reading = 1;
+    *missing = 0;
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        *missing = e == ENOENT;
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "cannot open %s: %s",
+                       path, strerror(e));
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *buf = malloc(n ? n : 1);
+    int rc = buf && pp_read_at(fd, buf, n, 0) == 0 ? PREPACK_OK : PREPACK_EIO;
+    close(fd);
+    if (rc != PREPACK_OK) {
+        free(buf);
+        return pp_fail(diag, rc, PREPACK_NO_RECORD, "reading %s failed", path);
+    }
+    if (n < 8 || XXH64(buf, n - 8, 0) != pp_load_le(buf + n - 8, 8)) {
+        free(buf);
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "%s is damaged (its checksum fails)", path);
+    }
+    r->in = buf;
+    r->in_len = n - 8;
+    return PREPACK_OK;
+}
+
+void pp_rec_release(pp_rec *r)
+{
+    free((void *)r->in);
+    r->in = NULL;
+}
+
+int pp_rec_verify(const char *path, uint64_t *data_size)
+{
+    *data_size = 0;
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 8) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    uint64_t n = (uint64_t)st.st_size - 8;
+    XXH64_state_t *h = XXH64_createState();
+    unsigned char *buf = malloc(1 << 20);
+    int rc = h && buf ? 0 : -1;
+    if (rc == 0)
+        XXH64_reset(h, 0);
+    for (uint64_t done = 0; rc == 0 && done < n;) {
+        size_t k = n - done > (1u << 20) ? (1u << 20) : (size_t)(n - done);
+        rc = pp_read_at(fd, buf, k, done);
+        if (rc == 0)
+            XXH64_update(h, buf, k);
+        done += k;
+    }
+    unsigned char t[8];
+    if (rc == 0 && (pp_read_at(fd, t, 8, n) != 0 ||
+                    pp_load_le(t, 8) != XXH64_digest(h)))
+        rc = -1;
+    free(buf);
+    XXH64_freeState(h);
+    close(fd);
+    *data_size = n;
+    return rc;
+}

@@ -1,0 +1,50 @@
+/* The job's own files (dir/.prepack-job, docs/SCALE.md): little-endian
+ * records written in one pass through a hash and read back through a
+ * bounded cursor. One visitor function per record type serves both
+ * directions, so what is written and what is read cannot drift. */
+#ifndef PP_DIST_RECORD_H
+#define PP_DIST_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "prepack.h"
+
+typedef struct pp_rec {
+    int reading;
+    /* writing: a temporary file and the running hash of what went in */
+    FILE *out;
+    void *hash; /* XXH64_state_t */
+    uint64_t written;
+    /* reading: a whole file in memory */
+    const unsigned char *in;
+    size_t in_len, pos;
+    int bad; /* read past the end, or a value out of range */
+} pp_rec;
+
+void pp_rec_u32(pp_rec *r, uint32_t *v);
+void pp_rec_u64(pp_rec *r, uint64_t *v);
+void pp_rec_i32(pp_rec *r, int32_t *v);
+void pp_rec_f64(pp_rec *r, double *v);
+void pp_rec_bytes(pp_rec *r, void *p, size_t n);
+/* A string up to cap - 1 bytes (NUL-terminated when read). */
+void pp_rec_str(pp_rec *r, char *s, size_t cap);
+
+/* Writing: opens path.tmp; pp_rec_save appends the hash of everything
+ * written, fsyncs, renames to path. pp_rec_abandon removes the temporary. */
+int pp_rec_create(pp_rec *r, const char *path, prepack_diag *diag);
+int pp_rec_save(pp_rec *r, const char *path, prepack_diag *diag);
+void pp_rec_abandon(pp_rec *r, const char *path);
+
+/* Reading: the whole file, its trailing hash checked. PREPACK_EIO when it
+ * is missing (errno ENOENT: *missing set), PREPACK_ECORRUPT when the hash
+ * fails. The caller frees r->in (pp_rec_release). */
+int pp_rec_load(pp_rec *r, const char *path, int *missing, prepack_diag *diag);
+void pp_rec_release(pp_rec *r);
+
+/* Streams a file written through pp_rec and checks its trailing hash:
+ * 0 when good (*data_size = its bytes before the hash), else -1. */
+int pp_rec_verify(const char *path, uint64_t *data_size);
+
+#endif

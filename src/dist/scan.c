@@ -1,0 +1,275 @@
+/* Scan task t of n: reads its part of the inputs into a token store, with
+ * every check prepack pack makes, and leaves in the job directory what the
+ * plan and the write tasks need (job.h):
+ *   scan-T.lengths  u32 a sequence: what the planner takes
+ *   scan-T.locs     where each sequence's tokens are (source, byte offset)
+ *   scan-T.tokens   the tokens parsed from text inputs (source 0), and
+ *   scan-T.mask     their loss mask, when an input had one
+ *   scan-T.meta     written last: the parts read, the sources, the sizes
+ *                   and hashes of the files above. Its presence (checksum
+ *                   and key good) is what "task T is done" means. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "common/error.h"
+#include "common/io.h"
+#include "dist/job.h"
+#include "ingest/store.h"
+
+/* Writes n bytes to DIR/.prepack-job/NAME (temporary name, fsync,
+ * rename); *hash = their xxh64. */
+static int save_bytes(const pp_job *j, const char *name, const void *p,
+                      uint64_t n, uint64_t *hash, prepack_diag *diag)
+{
+    char path[4400];
+    pp_job_file(j, path, sizeof path, name);
+    pp_rec r;
+    int rc = pp_rec_create(&r, path, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    const unsigned char *b = p;
+    for (uint64_t done = 0; done < n;) {
+        size_t k = n - done > (1u << 24) ? (1u << 24) : (size_t)(n - done);
+        pp_rec_bytes(&r, (void *)(b + done), k);
+        done += k;
+    }
+    *hash = XXH64_digest(r.hash);
+    return pp_rec_save(&r, path, diag);
+}
+
+/* A file's stamp for the write tasks: its modification time, so an input
+ * changed between scan and write is refused rather than read. */
+static uint64_t mtime_ns(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    return (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+           (uint64_t)st.st_mtim.tv_nsec;
+}
+
+static int read_parts(const pp_job *j, prepack_store *s, uint32_t t,
+                      uint32_t n, pp_scan_meta *m, prepack_diag *diag)
+{
+    size_t ni = j->o->ninputs;
+    pp_unit *units = calloc(ni, sizeof *units);
+    m->parts = calloc(ni, sizeof *m->parts);
+    if (!units || !m->parts) {
+        free(units);
+        return pp_out_of_memory(diag);
+    }
+    uint64_t total = 0;
+    int rc = pp_job_units(j, units, &total, diag);
+    for (size_t i = 0; rc == PREPACK_OK && i < ni; i++) {
+        pp_input_part part;
+        if (!pp_job_part(&units[i], total, t, n, &part))
+            continue;
+        const char *path = j->o->inputs[i];
+        rc = pp_ingest_part(s, path, units[i].format, &j->o->ingest, &part,
+                            diag);
+        prepack_input_info in;
+        if (rc == PREPACK_OK)
+            prepack_store_input(s, prepack_store_input_count(s) - 1, &in);
+        if (rc == PREPACK_OK && part.whole && in.sequences == 0)
+            rc = pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                         "%s: empty input: no sequences", path);
+        if (rc != PREPACK_OK)
+            break;
+        pp_scan_part *p = &m->parts[m->nparts++];
+        p->input = (uint32_t)i;
+        p->format = (uint32_t)units[i].format;
+        p->sequences = in.sequences;
+        p->tokens = in.tokens;
+        p->documents = in.documents;
+        p->partial = in.partial_sequences;
+        p->sequences_total = part.sequences_total;
+        p->bin_reached = part.bin_reached;
+        p->bin_size = part.bin_size;
+    }
+    free(units);
+    return rc;
+}
+
+/* scan-T.lengths and scan-T.locs. */
+static int save_sequences(const pp_job *j, const prepack_store *s, uint32_t t,
+                          pp_scan_meta *m, prepack_diag *diag)
+{
+    size_t n = prepack_store_sequence_count(s);
+    char name[64];
+    pp_scan_name(name, sizeof name, t, "lengths");
+    int rc = save_bytes(j, name, prepack_store_lengths(s), (uint64_t)n * 4,
+                        &m->lengths_hash, diag);
+    unsigned char *locs = rc == PREPACK_OK ? malloc(n ? n * PP_LOC_BYTES : 1)
+                                           : NULL;
+    if (rc == PREPACK_OK && !locs)
+        rc = pp_out_of_memory(diag);
+    for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
+        uint32_t src;
+        uint64_t off;
+        pp_store_location(s, i, &src, &off);
+        unsigned char *p = locs + i * PP_LOC_BYTES;
+        for (int b = 0; b < 4; b++)
+            p[b] = (unsigned char)(src >> (8 * b));
+        for (int b = 0; b < 8; b++)
+            p[4 + b] = (unsigned char)(off >> (8 * b));
+    }
+    uint64_t hash;
+    pp_scan_name(name, sizeof name, t, "locs");
+    if (rc == PREPACK_OK)
+        rc = save_bytes(j, name, locs, (uint64_t)n * PP_LOC_BYTES, &hash, diag);
+    m->locs_size = (uint64_t)n * PP_LOC_BYTES;
+    free(locs);
+    return rc;
+}
+
+/* The sources: 0 as scan-T.tokens (and scan-T.mask), the rest by path. */
+static int save_sources(const pp_job *j, const prepack_store *s, uint32_t t,
+                        pp_scan_meta *m, prepack_diag *diag)
+{
+    size_t ns = pp_store_source_count(s);
+    m->sources = calloc(ns, sizeof *m->sources);
+    if (!m->sources)
+        return pp_out_of_memory(diag);
+    m->nsources = (uint32_t)ns;
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < ns; i++) {
+        pp_store_source src;
+        pp_store_source_get(s, i, &src);
+        pp_scan_source *out = &m->sources[i];
+        out->width = src.width;
+        out->is_signed = (uint32_t)src.is_signed;
+        out->size = src.size;
+        if (i > 0) {
+            snprintf(out->path, sizeof out->path, "%s", src.path);
+            out->stamp = mtime_ns(src.path);
+            continue;
+        }
+        char name[64];
+        pp_scan_name(name, sizeof name, t, "tokens");
+        snprintf(out->path, sizeof out->path, "%s", name);
+        rc = save_bytes(j, name, src.data, src.size, &out->stamp, diag);
+        if (rc == PREPACK_OK && src.mask) {
+            pp_scan_name(name, sizeof name, t, "mask");
+            m->mask_size = src.size / src.width;
+            rc = save_bytes(j, name, src.mask, m->mask_size, &m->mask_hash,
+                            diag);
+        }
+    }
+    return rc;
+}
+
+/* Whether task t's result is there, whole, for this job: then a rerun has
+ * nothing to do. Its own files are hashed again (the task's own bytes,
+ * read once). */
+static int task_file_good(const pp_job *j, uint32_t t, const char *ext,
+                          uint64_t want)
+{
+    char name[64], path[4400];
+    uint64_t size;
+    pp_scan_name(name, sizeof name, t, ext);
+    pp_job_file(j, path, sizeof path, name);
+    return pp_rec_verify(path, &size) == 0 && size == want;
+}
+
+static int already_done(const pp_job *j, uint32_t t, uint32_t n)
+{
+    pp_scan_meta m;
+    prepack_diag ignored;
+    if (pp_scan_meta_load(j, t, n, &m, &ignored) != PREPACK_OK)
+        return 0;
+    int ok = m.nsources > 0 &&
+             task_file_good(j, t, "lengths", m.sequences * 4) &&
+             task_file_good(j, t, "locs", m.sequences * PP_LOC_BYTES) &&
+             task_file_good(j, t, "tokens", m.sources[0].size) &&
+             (!m.mask_size || task_file_good(j, t, "mask", m.mask_size));
+    pp_scan_meta_free(&m);
+    return ok;
+}
+
+int prepack_job_scan(const char *dir, const prepack_job_options *o,
+                     uint32_t task, uint32_t ntasks, prepack_job_result *res,
+                     prepack_diag *diag)
+{
+    prepack_job_result none;
+    prepack_diag local;
+    if (!res)
+        res = &none;
+    if (!diag)
+        diag = &local;
+    memset(diag, 0, sizeof *diag);
+    memset(res, 0, sizeof *res);
+    if (ntasks == 0 || task >= ntasks)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "task index %u is not below the task count %u", task,
+                       ntasks);
+    pp_job j;
+    int rc = pp_job_open(&j, dir, o, 0, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (pp_job_finished(&j)) {
+        res->already_done = 1;
+        return PREPACK_OK;
+    }
+    if ((rc = pp_job_open(&j, dir, o, 1, diag)) != PREPACK_OK)
+        return rc;
+    if (already_done(&j, task, ntasks)) {
+        res->already_done = 1;
+        return PREPACK_OK;
+    }
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "scan-%05u.", task);
+    pp_job_remove(&j, prefix); /* a killed run's files */
+    prepack_store_options so = o->store;
+    so.tmp_dir = j.job_dir;
+    so.lengths_only = 0;
+    prepack_store *s = NULL;
+    pp_scan_meta m;
+    memset(&m, 0, sizeof m);
+    rc = prepack_store_create(&s, &so, diag);
+    if (rc == PREPACK_OK)
+        rc = read_parts(&j, s, task, ntasks, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = prepack_store_finish(s, diag);
+    if (rc == PREPACK_OK)
+        rc = save_sequences(&j, s, task, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = save_sources(&j, s, task, &m, diag);
+    if (rc == PREPACK_OK) {
+        m.key = j.scan_key;
+        m.task = task;
+        m.ntasks = ntasks;
+        m.sequences = prepack_store_sequence_count(s);
+        m.tokens = prepack_store_token_count(s);
+        m.max_id = pp_store_max_id(s);
+        m.has_mask = (uint32_t)prepack_store_has_loss_mask(s);
+        char name[64], path[4400];
+        pp_scan_name(name, sizeof name, task, "meta");
+        pp_job_file(&j, path, sizeof path, name);
+        pp_rec r;
+        rc = pp_rec_create(&r, path, diag);
+        if (rc == PREPACK_OK) {
+            pp_scan_meta_visit(&r, &m);
+            rc = pp_rec_save(&r, path, diag);
+        }
+        if (rc == PREPACK_OK && pp_sync_dir(j.job_dir) != 0)
+            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                         "fsync of %s failed", j.job_dir);
+    }
+    if (rc == PREPACK_OK) {
+        res->sequences = m.sequences;
+        res->tokens = m.tokens;
+        res->bytes_written = m.sequences * (4 + PP_LOC_BYTES) +
+                             (m.nsources ? m.sources[0].size : 0) + m.mask_size;
+    } else {
+        pp_job_remove(&j, prefix); /* nothing half-written stays */
+    }
+    pp_scan_meta_free(&m);
+    prepack_store_free(s);
+    return rc;
+}

@@ -1,0 +1,471 @@
+/* Write task t of n: the shards pp_job_shards_of gives it, built from
+ * plan.rows and the tokens where the scan tasks found them (their token
+ * files, or the inputs themselves), through the same writer as prepack
+ * pack, so the bytes are the same. The shards' names, sizes and hashes go
+ * to write-T-of-N.meta, written last: what finalize checks. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "common/bytes.h"
+#include "common/error.h"
+#include "common/io.h"
+#include "dist/job.h"
+#include "ingest/store.h"
+#include "shards/part.h"
+
+/* A file mapped whole, read-only; opened on first use. */
+typedef struct mapped {
+    const unsigned char *data;
+    uint64_t size;
+    int tried;
+} mapped;
+
+/* What one scan task left: its sources and its locations. */
+typedef struct scan_view {
+    pp_scan_meta meta;
+    mapped locs, mask;
+    mapped *sources; /* [meta.nsources] */
+} scan_view;
+
+typedef struct writing {
+    pp_job job;
+    pp_plan_meta plan;
+    scan_view *scans; /* [plan.scan_tasks] */
+    /* the row being built */
+    unsigned width;
+    void *tokens;
+    int32_t *cu;
+    uint64_t *seq_ids;
+    uint8_t *mask;
+    uint32_t *starts;
+} writing;
+
+static int map_file(mapped *m, const char *path, uint64_t size,
+                    prepack_diag *diag)
+{
+    m->tried = 1;
+    if (size == 0)
+        return PREPACK_OK;
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size < size) {
+        if (fd >= 0)
+            close(fd);
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot read %s (or it is shorter than %llu bytes)",
+                       path, (unsigned long long)size);
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot map %s: %s", path, strerror(errno));
+    m->data = p;
+    m->size = size;
+    return PREPACK_OK;
+}
+
+static void unmap(mapped *m)
+{
+    if (m->data)
+        munmap((void *)m->data, (size_t)m->size);
+    m->data = NULL;
+}
+
+static int open_scans(writing *w, prepack_diag *diag)
+{
+    uint32_t n = w->plan.scan_tasks;
+    w->scans = calloc(n, sizeof *w->scans);
+    if (!w->scans)
+        return pp_out_of_memory(diag);
+    int rc = PREPACK_OK;
+    for (uint32_t t = 0; rc == PREPACK_OK && t < n; t++) {
+        scan_view *v = &w->scans[t];
+        rc = pp_scan_meta_load(&w->job, t, n, &v->meta, diag);
+        if (rc != PREPACK_OK)
+            break;
+        if (v->meta.sequences != w->plan.scan_first[t + 1] - w->plan.scan_first[t])
+            return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                           "scan task %u's result changed after the plan: "
+                           "rerun prepack plan", t);
+        v->sources = calloc(v->meta.nsources ? v->meta.nsources : 1,
+                            sizeof *v->sources);
+        if (!v->sources)
+            return pp_out_of_memory(diag);
+        char name[64], path[4400];
+        pp_scan_name(name, sizeof name, t, "locs");
+        pp_job_file(&w->job, path, sizeof path, name);
+        rc = map_file(&v->locs, path, v->meta.locs_size, diag);
+        if (rc == PREPACK_OK && v->meta.mask_size) {
+            pp_scan_name(name, sizeof name, t, "mask");
+            pp_job_file(&w->job, path, sizeof path, name);
+            rc = map_file(&v->mask, path, v->meta.mask_size, diag);
+        }
+    }
+    return rc;
+}
+
+/* Source k of scan task t, mapped on first use; an input file must be as
+ * the scan saw it. */
+static const mapped *source(writing *w, uint32_t t, uint32_t k,
+                            prepack_diag *diag)
+{
+    scan_view *v = &w->scans[t];
+    mapped *m = &v->sources[k];
+    if (m->tried)
+        return m->data || v->meta.sources[k].size == 0 ? m : NULL;
+    const pp_scan_source *s = &v->meta.sources[k];
+    char path[4400];
+    if (k == 0) {
+        pp_job_file(&w->job, path, sizeof path, s->path);
+    } else {
+        snprintf(path, sizeof path, "%s", s->path);
+        struct stat st;
+        uint64_t ns = 0;
+        if (stat(path, &st) == 0)
+            ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+                 (uint64_t)st.st_mtim.tv_nsec;
+        if (ns != s->stamp || (uint64_t)st.st_size != s->size) {
+            m->tried = 1;
+            pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                    "%s changed (or went) after scan task %u read it: "
+                    "rerun the job from scan",
+                    path, t);
+            return NULL;
+        }
+    }
+    return map_file(m, path, s->size, diag) == PREPACK_OK ? m : NULL;
+}
+
+/* Appends item (seq, first, len) to the row at token `at`. */
+static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
+                    uint32_t at, prepack_diag *diag)
+{
+    const uint64_t *sf = w->plan.scan_first;
+    uint32_t lo = 0, hi = w->plan.scan_tasks;
+    while (hi - lo > 1) { /* the task whose sequences hold seq */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (sf[mid] <= seq)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    scan_view *v = &w->scans[lo];
+    uint64_t local = seq - sf[lo];
+    if (seq >= w->plan.sequences || local >= v->meta.sequences)
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "plan.rows names sequence %llu, past the inputs: "
+                       "rerun prepack plan", (unsigned long long)seq);
+    const unsigned char *loc = v->locs.data + local * PP_LOC_BYTES;
+    uint32_t k = pp_load_le32(loc);
+    uint64_t off = pp_load_le(loc + 4, 8);
+    if (k >= v->meta.nsources)
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "scan task %u's locations are damaged: rerun it",
+                       lo);
+    const pp_scan_source *s = &v->meta.sources[k];
+    uint64_t end = off + ((uint64_t)first + len) * s->width;
+    const mapped *m = len ? source(w, lo, k, diag) : NULL;
+    if (len && (!m || end > s->size))
+        return m ? pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                           "scan task %u's locations are damaged: rerun it",
+                           lo)
+                 : PREPACK_EIO;
+    if (len)
+        pp_tokens_convert(m->data + off + (uint64_t)first * s->width,
+                          s->width, (int)s->is_signed, len, w->width,
+                          (unsigned char *)w->tokens + (size_t)at * w->width);
+    if (!w->mask)
+        return PREPACK_OK;
+    uint64_t mask_at = off / s->width + first;
+    if (k == 0 && v->mask.data && mask_at + len <= v->mask.size)
+        memcpy(w->mask + at, v->mask.data + mask_at, len);
+    else
+        memset(w->mask + at, 1, len);
+    return PREPACK_OK;
+}
+
+/* Row by row from one shard's bytes of plan.rows into the writer. */
+static int write_shard(writing *w, prepack_writer *wr, const unsigned char *p,
+                       size_t n, prepack_diag *diag)
+{
+    const unsigned char *end = p + n;
+    uint32_t L = w->plan.max_seq_len;
+    while (p < end) {
+        if (end - p < 4)
+            return PREPACK_ECORRUPT;
+        uint32_t k = pp_load_le32(p);
+        p += 4;
+        if (k == 0 || k > L || (size_t)(end - p) / 16 < k)
+            return PREPACK_ECORRUPT;
+        uint32_t t = 0;
+        w->cu[0] = 0;
+        for (uint32_t i = 0; i < k; i++, p += 16) {
+            uint64_t seq = pp_load_le(p, 8);
+            uint32_t first = pp_load_le32(p + 8), len = pp_load_le32(p + 12);
+            if (len > L - t)
+                return PREPACK_ECORRUPT;
+            int rc = add_item(w, seq, first, len, t, diag);
+            if (rc != PREPACK_OK)
+                return rc;
+            w->seq_ids[i] = seq;
+            if (w->starts)
+                w->starts[i] = first;
+            t += len;
+            w->cu[i + 1] = (int32_t)t;
+        }
+        prepack_row row = {t, k, (prepack_dtype)w->plan.dtype, w->tokens,
+                           w->cu, w->seq_ids, w->mask, w->starts};
+        int rc = prepack_writer_add(wr, &row, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+    }
+    return PREPACK_OK;
+}
+
+static int alloc_row(writing *w, prepack_diag *diag)
+{
+    size_t L = w->plan.max_seq_len;
+    w->width = w->plan.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
+    w->tokens = malloc(L * w->width);
+    w->cu = malloc((L + 1) * sizeof *w->cu);
+    w->seq_ids = malloc(L * sizeof *w->seq_ids);
+    if (w->plan.has_mask)
+        w->mask = malloc(L);
+    if (w->plan.has_offsets)
+        w->starts = malloc(L * sizeof *w->starts);
+    if (!w->tokens || !w->cu || !w->seq_ids ||
+        (w->plan.has_mask && !w->mask) ||
+        (w->plan.has_offsets && !w->starts))
+        return pp_out_of_memory(diag);
+    return PREPACK_OK;
+}
+
+static int read_plan_rows(const writing *w, uint64_t s0, uint64_t s1,
+                          unsigned char **out, prepack_diag *diag)
+{
+    const pp_plan_meta *m = &w->plan;
+    uint64_t lo = m->shard_offset[s0], hi = m->shard_offset[s1];
+    char path[4400];
+    pp_job_file(&w->job, path, sizeof path, "plan.rows");
+    *out = malloc(hi - lo + 1);
+    int fd = open(path, O_RDONLY);
+    int ok = *out && fd >= 0 && pp_read_at(fd, *out, hi - lo, lo) == 0;
+    if (fd >= 0)
+        close(fd);
+    for (uint64_t s = s0; ok && s < s1; s++)
+        ok = XXH64(*out + (m->shard_offset[s] - lo),
+                   m->shard_offset[s + 1] - m->shard_offset[s],
+                   0) == m->shard_hash[s];
+    if (!ok)
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "%s is missing or damaged: rerun prepack plan", path);
+    return PREPACK_OK;
+}
+
+static int write_shards(writing *w, uint32_t task, uint32_t ntasks,
+                        uint64_t s0, uint64_t s1, pp_write_meta *out,
+                        prepack_diag *diag)
+{
+    const pp_plan_meta *m = &w->plan;
+    unsigned char *rows = NULL;
+    int rc = read_plan_rows(w, s0, s1, &rows, diag);
+    if (rc == PREPACK_OK)
+        rc = open_scans(w, diag);
+    if (rc == PREPACK_OK)
+        rc = alloc_row(w, diag);
+    prepack_writer *wr = NULL;
+    prepack_writer_options wo = w->job.o->writer;
+    wo.shard_rows = m->shard_rows;
+    wo.rows_per_frame = m->rows_per_frame;
+    wo.level = m->level;
+    if (rc == PREPACK_OK && s1 > s0)
+        rc = pp_writer_create_part(&wr, w->job.dir, m->max_seq_len,
+                                   (prepack_dtype)m->dtype, &wo, s0, diag);
+    for (uint64_t s = s0; rc == PREPACK_OK && s < s1; s++) {
+        rc = write_shard(w, wr, rows + (m->shard_offset[s] - m->shard_offset[s0]),
+                         m->shard_offset[s + 1] - m->shard_offset[s], diag);
+        if (rc == PREPACK_ECORRUPT && !diag->message[0])
+            rc = pp_fail(diag, rc, PREPACK_NO_RECORD,
+                         "plan.rows is damaged: rerun prepack plan");
+    }
+    if (rc == PREPACK_OK && wr)
+        rc = pp_writer_finish_part(wr, diag);
+    size_t count = 0;
+    const pp_shard_info *infos = wr ? pp_writer_shards(wr, &count) : NULL;
+    if (rc == PREPACK_OK && count != s1 - s0)
+        rc = pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                     "write task %u wrote %zu shards, not %llu: rerun "
+                     "prepack plan",
+                     task, count, (unsigned long long)(s1 - s0));
+    if (rc == PREPACK_OK) {
+        out->key = w->job.plan_key;
+        out->task = task;
+        out->ntasks = ntasks;
+        out->rows_per_frame = m->rows_per_frame;
+        out->first = s0;
+        out->count = count;
+        out->shards = calloc(count ? count : 1, sizeof *out->shards);
+        if (!out->shards)
+            rc = pp_out_of_memory(diag);
+        else if (count)
+            memcpy(out->shards, infos, count * sizeof *infos);
+    }
+    prepack_writer_free(wr); /* unfinished: removes its shards */
+    free(rows);
+    return rc;
+}
+
+static void release(writing *w)
+{
+    for (uint32_t t = 0; w->scans && t < w->plan.scan_tasks; t++) {
+        scan_view *v = &w->scans[t];
+        for (uint32_t k = 0; v->sources && k < v->meta.nsources; k++)
+            unmap(&v->sources[k]);
+        free(v->sources);
+        unmap(&v->locs);
+        unmap(&v->mask);
+        pp_scan_meta_free(&v->meta);
+    }
+    free(w->scans);
+    free(w->tokens);
+    free(w->cu);
+    free(w->seq_ids);
+    free(w->mask);
+    free(w->starts);
+    pp_plan_meta_free(&w->plan);
+}
+
+/* Hashes a whole file: finalize and a rerun check shards with it. */
+int pp_job_hash_file(const char *path, uint64_t *hash, uint64_t *size)
+{
+    *hash = *size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    XXH64_state_t *h = XXH64_createState();
+    unsigned char *buf = malloc(1 << 20);
+    int rc = h && buf ? 0 : -1;
+    if (rc == 0)
+        XXH64_reset(h, 0);
+    *size = 0;
+    for (ssize_t got; rc == 0 && (got = read(fd, buf, 1 << 20)) != 0;) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            rc = -1;
+        else {
+            XXH64_update(h, buf, (size_t)got);
+            *size += (uint64_t)got;
+        }
+    }
+    if (rc == 0)
+        *hash = XXH64_digest(h);
+    free(buf);
+    XXH64_freeState(h);
+    close(fd);
+    return rc;
+}
+
+int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", j->dir, s->file);
+    struct stat st;
+    if (stat(path, &st) != 0 || (uint64_t)st.st_size != s->bytes)
+        return 0;
+    uint64_t h = 0, size = 0;
+    return !hash || (pp_job_hash_file(path, &h, &size) == 0 &&
+                     size == s->bytes && h == s->xxh64);
+}
+
+static int already_written(const pp_job *j, const char *path, uint64_t s0,
+                           uint64_t s1)
+{
+    pp_rec r;
+    int missing;
+    prepack_diag ignored;
+    if (pp_rec_load(&r, path, &missing, &ignored) != PREPACK_OK)
+        return 0;
+    pp_write_meta m;
+    memset(&m, 0, sizeof m);
+    pp_write_meta_visit(&r, &m);
+    int ok = !r.bad && r.pos == r.in_len && m.key == j->plan_key &&
+             m.first == s0 && m.count == s1 - s0;
+    for (uint64_t i = 0; ok && i < m.count; i++)
+        ok = pp_job_shard_good(j, &m.shards[i], 1);
+    pp_rec_release(&r);
+    free(m.shards);
+    return ok;
+}
+
+int prepack_job_write(const char *dir, const prepack_job_options *o,
+                      uint32_t task, uint32_t ntasks, prepack_job_result *res,
+                      prepack_diag *diag)
+{
+    prepack_job_result none;
+    prepack_diag local;
+    if (!res)
+        res = &none;
+    if (!diag)
+        diag = &local;
+    memset(diag, 0, sizeof *diag);
+    memset(res, 0, sizeof *res);
+    if (ntasks == 0 || task >= ntasks)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "task index %u is not below the task count %u", task,
+                       ntasks);
+    writing w;
+    memset(&w, 0, sizeof w);
+    int rc = pp_job_open(&w.job, dir, o, 0, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (pp_job_finished(&w.job)) {
+        res->already_done = 1;
+        return PREPACK_OK;
+    }
+    rc = pp_plan_meta_load(&w.job, &w.plan, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    uint64_t s0, s1;
+    pp_job_shards_of(w.plan.shards, task, ntasks, &s0, &s1);
+    char name[64], path[4400];
+    pp_write_name(name, sizeof name, task, ntasks);
+    pp_job_file(&w.job, path, sizeof path, name);
+    if (already_written(&w.job, path, s0, s1)) {
+        res->already_done = 1;
+        pp_plan_meta_free(&w.plan);
+        return PREPACK_OK;
+    }
+    unlink(path);
+    pp_write_meta out;
+    memset(&out, 0, sizeof out);
+    rc = write_shards(&w, task, ntasks, s0, s1, &out, diag);
+    pp_rec r;
+    if (rc == PREPACK_OK)
+        rc = pp_rec_create(&r, path, diag);
+    if (rc == PREPACK_OK) {
+        pp_write_meta_visit(&r, &out);
+        rc = pp_rec_save(&r, path, diag);
+    }
+    if (rc == PREPACK_OK) {
+        pp_sync_dir(w.job.job_dir);
+        res->shards = out.count;
+        for (uint64_t i = 0; i < out.count; i++) {
+            res->rows += out.shards[i].rows;
+            res->tokens += out.shards[i].tokens;
+            res->bytes_written += out.shards[i].bytes;
+        }
+    }
+    free(out.shards);
+    release(&w);
+    return rc;
+}
