@@ -339,13 +339,14 @@ int prepack_job_plan(const char *dir, const prepack_job_options *o,
                        "first (prepack scan ... --task-index I "
                        "--task-count %u)",
                        dir, scan_tasks, scan_tasks);
-    pp_job_remove(&p.job, "plan.");
     p.ntasks = scan_tasks;
     rc = read_scans(&p, diag);
-    if (rc == PREPACK_OK)
-        rc = plan_and_save(&p, res, diag);
-    if (rc != PREPACK_OK)
+    if (rc == PREPACK_OK) { /* the old plan, if any, goes only now */
         pp_job_remove(&p.job, "plan.");
+        rc = plan_and_save(&p, res, diag);
+        if (rc != PREPACK_OK) /* nothing half-written stays */
+            pp_job_remove(&p.job, "plan.");
+    }
     free(p.lengths);
     free(p.seen);
     free(p.reach);
