@@ -7,13 +7,15 @@ set -euo pipefail
 # Building needs the C libraries; testing also cmocka (the Python packages
 # come from PyPI into the project's venv: Makefile, venv); `make format`
 # clang-format.
-# Usage: deps.sh [build|test|format]
+# Usage: deps.sh [build|test|slurm|format]
 packages=(pkg-config g++ libzstd-dev zlib1g-dev libsimdjson-dev libmsgpack-dev
           libxxhash-dev)
 if [ "${1:-test}" = format ]; then
     packages=(clang-format)
-elif [ "${1:-test}" = test ]; then
+elif [ "${1:-test}" = test ] || [ "${1:-test}" = slurm ]; then
     packages+=(libcmocka-dev)
+    # tests/slurm: a single-node Slurm started by the test
+    packages+=(slurmctld slurmd munge slurm-client zstd)
     # the test venv needs a python3 that can make one: a machine without
     # one (or with Debian's python3 alone) gets Debian's venv support
     if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
