@@ -1,0 +1,61 @@
+"""prepack.distributed.pack on a local Ray (ray.init(num_cpus=2)): the
+steps as Ray tasks give pack's bytes, and a scan task whose worker is
+killed is retried by Ray."""
+import os
+
+import numpy as np
+import pytest
+
+import step_inputs as si
+from conftest import CORPUS, ROOT
+from test_steps import files, pack as cli_pack
+
+ray = pytest.importorskip("ray")
+if os.environ.get("PREPACK_SANITIZED"):
+    pytest.skip("Ray runs once, in the plain build", allow_module_level=True)
+
+import prepack.distributed as dist  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory, prepack_bin):
+    marker = tmp_path_factory.mktemp("kill") / "killed-once"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {
+                 "PYTHONPATH": os.path.join(ROOT, "python"),
+                 "PREPACK_BIN": prepack_bin,
+                 "PREPACK_DISTRIBUTED_KILL": f"scan:1:{marker}"}})
+    yield marker
+    ray.shutdown()
+
+
+def test_ray_pack_is_byte_identical_with_a_killed_scan_task(local_ray, prepack_bin,
+                                                             tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    si.write_jsonl(d / "a.jsonl", si.sequences(1, 400), seed=1)
+    si.write_megatron(str(d / "m"), si.sequences(2, 300), np.int32)
+    si.write_llmc(d / "c.bin", si.sequences(3, 200))
+    inputs = [CORPUS, str(d / "a.jsonl"), str(d / "m.bin"), str(d / "c.bin")]
+    opts = dict(overlong="split", shard_rows=100, rows_per_frame=16)
+    result = dist.pack(inputs, tmp_path / "out", 1024, tasks=3, write_tasks=2,
+                       max_retries=2, **opts)
+    assert local_ray.exists(), "the scan task was not killed"
+    ref = tmp_path / "ref"
+    cli_pack(prepack_bin, inputs, ref, ["--max-seq-len", "1024", "--overlong", "split",
+                                         "--shard-rows", "100", "--rows-per-frame", "16"])
+    assert files(ref) == files(tmp_path / "out")
+    assert result["rows"] > 0 and result["shards"] == len(os.listdir(ref)) - 1
+    assert len(result["steps"]["scan"]) == 3 and len(result["steps"]["write"]) == 2
+
+
+def test_bad_input_is_an_error_not_a_retry(local_ray, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input_ids": [1, 2]}\n{"input_ids": [3, "x"]}\n')
+    with pytest.raises(dist.StepError, match=r"bad.jsonl:2: input_ids\[1\]"):
+        dist.pack([bad], tmp_path / "out", 64, tasks=2)
+
+
+def test_unknown_option_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="max_len"):
+        dist.pack([CORPUS], tmp_path / "out", 64, tasks=1, max_len=3)
