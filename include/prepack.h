@@ -735,6 +735,8 @@ typedef struct prepack_job_result {
     uint64_t tokens;        /* likewise */
     uint64_t rows, shards;  /* plan, write (the task's), finalize */
     uint64_t bytes_written; /* the step's files */
+    uint64_t bytes_mapped;  /* write: token bytes read through mappings
+                               (inputs and scan token files) */
 } prepack_job_result;
 
 /* Each returns PREPACK_OK or an error code with diag saying what and, for

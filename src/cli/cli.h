@@ -122,6 +122,10 @@ int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
  * prints the reason naming the file and returns EXIT_DATA. */
 int read_whole_file(const char *path, char **data, size_t *size);
 
+/* rchar and wchar of /proc/self/io: the bytes this process has read and
+ * written (page cache included); 0 where there is no /proc. */
+void io_counters(uint64_t *rchar, uint64_t *wchar);
+
 /* Seconds from a monotonic clock. */
 double now_seconds(void);
 

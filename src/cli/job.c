@@ -123,25 +123,6 @@ static void options_of(const job_args *a, prepack_job_options *o)
     o->batch_size = a->batch_size;
 }
 
-/* rchar/wchar of /proc/self/io: the bytes this process read and wrote
- * (page cache included), for the bench and for --json. */
-static void io_counters(uint64_t *rchar, uint64_t *wchar)
-{
-    *rchar = *wchar = 0;
-    FILE *f = fopen("/proc/self/io", "r");
-    if (!f)
-        return;
-    char key[64];
-    unsigned long long v;
-    while (fscanf(f, "%63[^:]: %llu\n", key, &v) == 2) {
-        if (!strcmp(key, "rchar"))
-            *rchar = v;
-        else if (!strcmp(key, "wchar"))
-            *wchar = v;
-    }
-    fclose(f);
-}
-
 static void print_result(const job_args *a, const char *cmd, long task,
                          long count, const prepack_job_result *r,
                          double seconds)
@@ -162,6 +143,7 @@ static void print_result(const job_args *a, const char *cmd, long task,
         json_key_u64(&w, "rows", r->rows);
         json_key_u64(&w, "shards", r->shards);
         json_key_u64(&w, "bytes_written", r->bytes_written);
+        json_key_u64(&w, "bytes_mapped", r->bytes_mapped);
         json_key_u64(&w, "io_read_bytes", rchar);
         json_key_u64(&w, "io_write_bytes", wchar);
         json_key_double(&w, "seconds", seconds);

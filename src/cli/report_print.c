@@ -248,6 +248,12 @@ void print_report_json(const job_args *a, const prepack_store *store,
     if (out)
         json_key_double(&w, "write_s", t.write_s);
     json_end_object(&w);
+    uint64_t rchar, wchar;
+    io_counters(&rchar, &wchar);
+    json_begin_object(&w, "io");
+    json_key_u64(&w, "read_bytes", rchar);
+    json_key_u64(&w, "write_bytes", wchar);
+    json_end_object(&w);
     json_end_object(&w);
     json_finish(&w);
 }

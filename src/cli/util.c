@@ -170,3 +170,23 @@ void progress_done(progress *p, const char *summary)
         return;
     fprintf(stderr, "\r\033[K%s (%.2f s)\n", summary, now_seconds() - p->begin);
 }
+
+/* rchar/wchar of /proc/self/io: the bytes this process read and wrote
+ * (page cache included), for the bench and for --json. */
+void io_counters(uint64_t *rchar, uint64_t *wchar)
+{
+    *rchar = *wchar = 0;
+    FILE *f = fopen("/proc/self/io", "r");
+    if (!f)
+        return;
+    char key[64];
+    unsigned long long v;
+    while (fscanf(f, "%63[^:]: %llu\n", key, &v) == 2) {
+        if (!strcmp(key, "rchar"))
+            *rchar = v;
+        else if (!strcmp(key, "wchar"))
+            *wchar = v;
+    }
+    fclose(f);
+}
+

@@ -156,8 +156,9 @@ void pp_write_name(char *out, size_t cap, uint32_t t, uint32_t n)
 /* Inputs lie end to end on a line of bytes (their weights); task t of n
  * owns [start(t), start(t + 1)), the last task to the end. A whole input
  * goes to the task owning its first byte; a split one is cut where the
- * task boundaries fall (JSONL: at the next line start; Megatron: sequence
- * k sits at byte floor(k x weight / count) of its input). Every task
+ * task boundaries fall (JSONL: at the next line start; llm.c and raw: at
+ * the next document start; Megatron: sequence k sits at byte
+ * floor(k x weight / count) of its input). Every task
  * computes the same cut from the same stat() sizes. */
 static uint64_t start_of(uint32_t t, uint32_t n, uint64_t total)
 {
@@ -264,7 +265,9 @@ int pp_job_units(const pp_job *j, pp_unit *units, uint64_t *total,
             weigh_megatron(path, u);
         } else {
             u->weight = file_size(path);
-            u->split = u->format == PREPACK_FORMAT_JSONL && is_plain_text(path);
+            /* compressed JSONL is read whole; llm.c and raw files are cut
+             * at document starts like plain JSONL at line starts */
+            u->split = u->format != PREPACK_FORMAT_JSONL || is_plain_text(path);
         }
         u->at = at;
         at += u->weight;

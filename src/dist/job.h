@@ -41,7 +41,8 @@ void pp_job_remove(const pp_job *j, const char *prefix);
 typedef struct pp_unit {
     prepack_format format;
     uint64_t weight;  /* bytes: the file's, the .bin's for Megatron */
-    int split;        /* 0 whole, 1 JSONL bytes, 2 Megatron sequences */
+    int split;        /* 0 whole, 1 bytes (plain JSONL, llm.c, raw),
+                         2 Megatron sequences */
     uint64_t count;   /* Megatron: sequences in the .idx */
     uint64_t at;      /* the sum of the weights before it */
 } pp_unit;

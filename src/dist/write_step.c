@@ -46,6 +46,7 @@ typedef struct writing {
     uint64_t *seq_ids;
     uint8_t *mask;
     uint32_t *starts;
+    uint64_t mapped; /* token and location bytes read from mappings */
 } writing;
 
 static int map_file(mapped *m, const char *path, uint64_t size,
@@ -179,6 +180,7 @@ static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
                            "scan task %u's locations are damaged: rerun it",
                            lo)
                  : PREPACK_EIO;
+    w->mapped += PP_LOC_BYTES + (uint64_t)len * s->width;
     if (len)
         pp_tokens_convert(m->data + off + (uint64_t)first * s->width,
                           s->width, (int)s->is_signed, len, w->width,
@@ -459,6 +461,7 @@ int prepack_job_write(const char *dir, const prepack_job_options *o,
     if (rc == PREPACK_OK) {
         pp_sync_dir(w.job.job_dir);
         res->shards = out.count;
+        res->bytes_mapped = w.mapped;
         for (uint64_t i = 0; i < out.count; i++) {
             res->rows += out.shards[i].rows;
             res->tokens += out.shards[i].tokens;

@@ -138,9 +138,7 @@ int pp_ingest_part(prepack_store *s, const char *path, prepack_format format,
         pp_megatron_prefix(path, prefix, sizeof prefix);
         return pp_ingest_megatron_part(s, prefix, o, part, diag);
     }
-    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                   "%s: %s inputs are read whole", path,
-                   prepack_format_name(format));
+    return pp_ingest_tokens_part(s, path, format, o, part, diag);
 }
 
 int prepack_ingest_file(prepack_store *s, const char *path,

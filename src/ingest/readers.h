@@ -23,7 +23,8 @@ int pp_ingest_megatron(prepack_store *s, const char *prefix,
  * prepack_ingest_file (and the checks that need the whole file).
  * Otherwise JSONL: the lines that start in bytes [begin, end) of a plain
  * file; Megatron: sequences [begin, end) of its .idx, whose document
- * entries below `begin` are checked and skipped. */
+ * entries below `begin` are checked and skipped; llm.c and raw: the
+ * sequences whose first token is in bytes [begin, end). */
 typedef struct pp_input_part {
     int whole;
     uint64_t begin, end;
@@ -44,6 +45,12 @@ int pp_ingest_jsonl_part(prepack_store *s, const char *path,
 int pp_ingest_megatron_part(prepack_store *s, const char *prefix,
                             const prepack_ingest_options *o,
                             pp_input_part *part, prepack_diag *diag);
+/* llm.c and raw token files: the sequences that start in bytes
+ * [begin, end) of the file (a file is cut where a document starts). */
+int pp_ingest_tokens_part(prepack_store *s, const char *path,
+                          prepack_format format,
+                          const prepack_ingest_options *o, pp_input_part *part,
+                          prepack_diag *diag);
 /* A .bin with bytes past the furthest its sequences reach: an error
  * unless allow_trailing. */
 int pp_megatron_check_reach(const char *bin_path, const char *idx_path,

@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/bytes.h"
 #include "common/error.h"
+#include "common/io.h"
 #include "ingest/readers.h"
 #include "ingest/store.h"
 
@@ -178,14 +179,20 @@ static void to_host_order(void *t, unsigned width, size_t n)
 #endif
 }
 
+/* Splits tokens [from, to) of the file; the last piece is the file's
+ * when at_end, else it ends where the next part's first piece starts. */
 static int stream_tokens(token_file *f, splitter *sp, void *buf,
-                         const prepack_ingest_options *o, prepack_diag *diag)
+                         const prepack_ingest_options *o, uint64_t from,
+                         uint64_t to, int at_end, prepack_diag *diag)
 {
-    uint64_t pos = f->first_byte, max = f->width == 2 ? UINT16_MAX : 0;
-    while (pos < f->size) {
+    uint64_t pos = f->first_byte + from * f->width,
+             stop = f->first_byte + to * f->width,
+             max = f->width == 2 ? UINT16_MAX : 0;
+    sp->start = from;
+    while (pos < stop) {
         size_t want = (size_t)CHUNK_TOKENS * f->width;
-        if (f->size - pos < want)
-            want = (size_t)(f->size - pos);
+        if (stop - pos < want)
+            want = (size_t)(stop - pos);
         ssize_t got = pread(f->fd, buf, want, (off_t)pos);
         if (got < 0 && errno == EINTR)
             continue;
@@ -209,10 +216,40 @@ static int stream_tokens(token_file *f, splitter *sp, void *buf,
     /* The last piece: complete in llm.c files (a document runs to the end)
      * unless no delimiter came at all; in raw files it lacks its closing
      * delimiter, so it was cut. */
-    uint64_t end = (f->size - f->first_byte) / f->width;
-    if (end > sp->start && (!sp->before || !sp->seen_sep))
+    if (at_end && to > sp->start && (!sp->before || !sp->seen_sep))
         prepack_store_count_partial(sp->store);
-    return close_piece(sp, end, diag);
+    return close_piece(sp, to, diag);
+}
+
+/* The first piece start at or after token `tok`: token 0, and each
+ * delimiter (before mode) or the token after one (after mode). Scan tasks
+ * cut a file here, so each sequence belongs to the part it starts in. */
+static int piece_start_at(token_file *f, const splitter *sp, void *buf,
+                          uint64_t tok, uint64_t ntok, uint64_t *out,
+                          prepack_diag *diag)
+{
+    *out = ntok;
+    if (tok == 0 || tok >= ntok) {
+        *out = tok == 0 ? 0 : ntok;
+        return PREPACK_OK;
+    }
+    uint64_t i = sp->before ? tok : tok - 1; /* where a delimiter counts */
+    while (i < ntok) {
+        size_t n = ntok - i < CHUNK_TOKENS ? (size_t)(ntok - i) : CHUNK_TOKENS;
+        uint64_t at = f->first_byte + i * f->width;
+        if (pp_read_at(f->fd, buf, n * f->width, at) != 0)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "%s: read failed at byte %llu", f->path,
+                           (unsigned long long)at);
+        to_host_order(buf, f->width, n);
+        size_t k = find_sep(buf, f->width, 0, n, sp->sep);
+        if (k < n) {
+            *out = i + k + (sp->before ? 0 : 1);
+            return PREPACK_OK;
+        }
+        i += n;
+    }
+    return PREPACK_OK;
 }
 
 static int open_token_file(token_file *f, const char *path,
@@ -242,6 +279,15 @@ static int open_token_file(token_file *f, const char *path,
 int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
                      const prepack_ingest_options *o, prepack_diag *diag)
 {
+    pp_input_part whole = {1, 0, UINT64_MAX, 0, 0, 0};
+    return pp_ingest_tokens_part(s, path, format, o, &whole, diag);
+}
+
+int pp_ingest_tokens_part(prepack_store *s, const char *path,
+                          prepack_format format,
+                          const prepack_ingest_options *o, pp_input_part *part,
+                          prepack_diag *diag)
+{
     token_file f;
     int rc = open_token_file(&f, path, format, diag);
     splitter sp = {.store = s};
@@ -269,8 +315,24 @@ int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
     if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);
         void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
-        rc =
-            buf ? stream_tokens(&f, &sp, buf, o, diag) : pp_out_of_memory(diag);
+        uint64_t ntok = (f.size - f.first_byte) / f.width, from = 0, to = ntok;
+        rc = buf ? PREPACK_OK : pp_out_of_memory(diag);
+        if (rc == PREPACK_OK && !part->whole) { /* bytes -> tokens -> pieces */
+            uint64_t b = part->begin > f.first_byte
+                             ? (part->begin - f.first_byte + f.width - 1) / f.width
+                             : 0;
+            uint64_t e = part->end >= f.size ? ntok
+                         : part->end > f.first_byte
+                             ? (part->end - f.first_byte + f.width - 1) / f.width
+                             : 0;
+            rc = piece_start_at(&f, &sp, buf, b, ntok, &from, diag);
+            if (rc == PREPACK_OK)
+                rc = piece_start_at(&f, &sp, buf, e, ntok, &to, diag);
+            if (to < from)
+                to = from;
+        }
+        if (rc == PREPACK_OK)
+            rc = stream_tokens(&f, &sp, buf, o, from, to, to == ntok, diag);
         pp_free(a, buf);
     }
     if (f.fd >= 0)

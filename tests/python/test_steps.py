@@ -140,6 +140,25 @@ def test_one_large_megatron_input_split_by_sequences(prepack_bin, tmp_path):
         assert 0 < json.loads(p.stdout)["sequences"] < 2000
 
 
+@pytest.mark.parametrize("kind", ["llmc", "raw-before", "raw-after"])
+def test_one_large_token_file_split_at_document_starts(prepack_bin, tmp_path, kind):
+    seqs = si.sequences(400, 1500)
+    path = tmp_path / "t.bin"
+    opts = ["--max-seq-len", "500", "--overlong", "split", "--shard-rows", "50"]
+    if kind == "llmc":
+        si.write_llmc(path, seqs)
+    else:
+        si.write_raw(path, seqs)
+        opts += ["--format", "raw-u16", "--doc-sep", "0",
+                 "--sep-position", kind.split("-")[1]]
+    assert_identical(prepack_bin, tmp_path, [str(path)], opts, [(2, 1), (5, 3), (13, 4)])
+    out = tmp_path / "scan-only"
+    for t in range(3):
+        p = run(prepack_bin, "scan", path, "-o", out, *opts, "--task-index", t,
+                "--task-count", 3, "--json")
+        assert json.loads(p.stdout)["sequences"] > 0
+
+
 # ---- failures, reruns, kills ---------------------------------------------------
 
 OPTS = ["--max-seq-len", "512", "--overlong", "split", "--shard-rows", "25"]
