@@ -10,9 +10,11 @@
  *                   and key good) is what "task T is done" means. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
@@ -128,8 +130,31 @@ static int save_sequences(const pp_job *j, const prepack_store *s, uint32_t t,
     return rc;
 }
 
-/* The sources: 0 as scan-T.tokens (and scan-T.mask), the rest by path. */
-static int save_sources(const pp_job *j, const prepack_store *s, uint32_t t,
+/* A kept token file of the store, in place as DIR/.prepack-job/NAME:
+ * its hash appended (the format of every job file), fsync, rename. */
+static int place_file(const pp_job *j, const char *from, const char *name,
+                      const void *data, uint64_t size, uint64_t *hash,
+                      prepack_diag *diag)
+{
+    char to[4400];
+    pp_job_file(j, to, sizeof to, name);
+    *hash = XXH64(data, (size_t)size, 0);
+    unsigned char h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = (unsigned char)(*hash >> (8 * i));
+    int fd = open(from, O_WRONLY);
+    int ok = fd >= 0 && pwrite(fd, h, 8, (off_t)size) == 8 && fsync(fd) == 0;
+    if (fd >= 0)
+        ok &= close(fd) == 0;
+    if (!ok || rename(from, to) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "writing %s failed: %s", to, strerror(errno));
+    return PREPACK_OK;
+}
+
+/* The sources: 0 is the store's kept token file, renamed to
+ * scan-T.tokens (and its mask to scan-T.mask); the rest by path. */
+static int save_sources(const pp_job *j, prepack_store *s, uint32_t t,
                         pp_scan_meta *m, prepack_diag *diag)
 {
     size_t ns = pp_store_source_count(s);
@@ -137,6 +162,8 @@ static int save_sources(const pp_job *j, const prepack_store *s, uint32_t t,
     if (!m->sources)
         return pp_out_of_memory(diag);
     m->nsources = (uint32_t)ns;
+    char tok_path[4096], mask_path[4096];
+    pp_store_take_files(s, tok_path, mask_path, sizeof tok_path);
     int rc = PREPACK_OK;
     for (size_t i = 0; rc == PREPACK_OK && i < ns; i++) {
         pp_store_source src;
@@ -153,20 +180,23 @@ static int save_sources(const pp_job *j, const prepack_store *s, uint32_t t,
         char name[64];
         pp_scan_name(name, sizeof name, t, "tokens");
         snprintf(out->path, sizeof out->path, "%s", name);
-        rc = save_bytes(j, name, src.data, src.size, &out->stamp, diag);
+        rc = place_file(j, tok_path, name, src.data, src.size, &out->stamp,
+                        diag);
         if (rc == PREPACK_OK && src.mask) {
             pp_scan_name(name, sizeof name, t, "mask");
             m->mask_size = src.size / src.width;
-            rc = save_bytes(j, name, src.mask, m->mask_size, &m->mask_hash,
-                            diag);
+            rc = place_file(j, mask_path, name, src.mask, m->mask_size,
+                            &m->mask_hash, diag);
         }
+    }
+    if (rc != PREPACK_OK) { /* taken: the store no longer removes them */
+        unlink(tok_path);
+        if (mask_path[0])
+            unlink(mask_path);
     }
     return rc;
 }
 
-/* Whether task t's result is there, whole, for this job: then a rerun has
- * nothing to do. Its own files are hashed again (the task's own bytes,
- * read once). */
 static int task_file_good(const pp_job *j, uint32_t t, const char *ext,
                           uint64_t want)
 {
@@ -232,6 +262,10 @@ int prepack_job_scan(const char *dir, const prepack_job_options *o,
     pp_scan_meta m;
     memset(&m, 0, sizeof m);
     rc = prepack_store_create(&s, &so, diag);
+    char keep[64];
+    snprintf(keep, sizeof keep, "scan-%05u.tmp-", task);
+    if (rc == PREPACK_OK) /* named after the task: its rerun removes them */
+        rc = pp_store_keep_files(s, keep, diag);
     if (rc == PREPACK_OK)
         rc = read_parts(&j, s, task, ntasks, &m, diag);
     if (rc == PREPACK_OK)

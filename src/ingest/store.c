@@ -70,6 +70,7 @@ struct prepack_store {
     prepack_dtype dtype; /* resolved at finish */
     int finished;
     uint8_t *mask_map;
+    char keep_prefix[64]; /* non-empty: token files keep their names */
 };
 
 static const char *default_tmp_dir(void)
@@ -122,7 +123,7 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
     s->lengths_only = o->lengths_only;
     s->tmp_width = o->dtype == PREPACK_DTYPE_UINT32 ? 4 : 2;
     size_t zero;
-    int rc = pp_tmpfile_open(&s->tok, s->tmp_dir, s->alloc, diag);
+    int rc = pp_tmpfile_open(&s->tok, s->tmp_dir, NULL, s->alloc, diag);
     if (rc == PREPACK_OK && add_source(s, -1, s->tmp_width, 0, 0, &zero))
         rc = pp_out_of_memory(diag);
     if (rc != PREPACK_OK) {
@@ -228,6 +229,42 @@ static const source *source_of(const prepack_store *s, size_t i)
     return &s->sources[s->seg_source[lo]];
 }
 
+/* ---- kept token files (a job's scan tasks) ---------------------------------- */
+
+/* The name prefix of a kept file of this kind (into buf), or NULL: the
+ * file is unlinked at once. */
+static const char *kept_prefix(const prepack_store *s, const char *kind,
+                               char buf[96])
+{
+    if (!s->keep_prefix[0])
+        return NULL;
+    snprintf(buf, 96, "%s%s-", s->keep_prefix, kind);
+    return buf;
+}
+
+int pp_store_keep_files(prepack_store *s, const char *prefix,
+                        prepack_diag *diag)
+{
+    if (s->count || s->tmp_tokens || s->has_mask)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "keep the files of an empty store only");
+    snprintf(s->keep_prefix, sizeof s->keep_prefix, "%s", prefix);
+    pp_tmpfile_close(&s->tok, s->alloc);
+    char name[96];
+    return pp_tmpfile_open(&s->tok, s->tmp_dir,
+                           kept_prefix(s, "tokens", name), s->alloc, diag);
+}
+
+void pp_store_take_files(prepack_store *s, char *tokens, char *mask,
+                         size_t cap)
+{
+    pp_tmpfile_take_name(&s->tok, tokens, cap);
+    if (s->has_mask)
+        pp_tmpfile_take_name(&s->mask, mask, cap);
+    else
+        snprintf(mask, cap, "%s", "");
+}
+
 /* ---- the temporary file: widening uint16 to uint32 -------------------------- */
 
 /* The first id over 65535 under AUTO: rewrite what was stored as uint32
@@ -237,8 +274,10 @@ static int widen(prepack_store *s, prepack_diag *diag)
 {
     int rc = pp_tmpfile_flush(&s->tok, diag);
     pp_tmpfile wide;
+    char name[96];
     if (rc == PREPACK_OK)
-        rc = pp_tmpfile_open(&wide, s->tmp_dir, s->alloc, diag);
+        rc = pp_tmpfile_open(&wide, s->tmp_dir,
+                             kept_prefix(s, "tokens", name), s->alloc, diag);
     if (rc != PREPACK_OK)
         return rc;
     uint16_t chunk[4096];
@@ -302,7 +341,9 @@ static int add_mask(prepack_store *s, const uint8_t *mask, size_t n,
     if ((!mask && !s->has_mask) || s->lengths_only)
         return PREPACK_OK;
     if (mask && !s->has_mask) { /* first mask: earlier tokens were trained */
-        int rc = pp_tmpfile_open(&s->mask, s->tmp_dir, s->alloc, diag);
+        char name[96];
+        int rc = pp_tmpfile_open(&s->mask, s->tmp_dir,
+                                 kept_prefix(s, "mask", name), s->alloc, diag);
         if (rc != PREPACK_OK)
             return rc;
         s->has_mask = 1;

@@ -14,11 +14,12 @@
 
 /* Creates and at once unlinks a file in dir: it vanishes with its last
  * descriptor, whatever way the process ends. */
-int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const prepack_allocator *a,
-                    prepack_diag *diag)
+int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const char *prefix,
+                    const prepack_allocator *a, prepack_diag *diag)
 {
     char path[4096];
-    int len = snprintf(path, sizeof path, "%s/prepack-tokens-XXXXXX", dir);
+    int len = snprintf(path, sizeof path, "%s/%sXXXXXX", dir,
+                       prefix ? prefix : "prepack-tokens-");
     if (len < 0 || (size_t)len >= sizeof path)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "temporary directory name too long: %s", dir);
@@ -34,16 +35,29 @@ int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const prepack_allocator *a,
                        "cannot create a temporary file in %s: %s", dir,
                        strerror(e));
     }
-    unlink(path);
+    f->path[0] = '\0';
+    if (prefix)
+        memcpy(f->path, path, (size_t)len + 1);
+    else
+        unlink(path);
     f->used = 0;
     f->size = 0;
     return PREPACK_OK;
+}
+
+void pp_tmpfile_take_name(pp_tmpfile *f, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", f->path);
+    f->path[0] = '\0';
 }
 
 void pp_tmpfile_close(pp_tmpfile *f, const prepack_allocator *a)
 {
     if (f->fd >= 0)
         close(f->fd);
+    if (f->fd >= 0 && f->path[0])
+        unlink(f->path);
+    f->path[0] = '\0';
     pp_free(a, f->buf);
     f->fd = -1;
     f->buf = NULL;

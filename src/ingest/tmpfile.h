@@ -15,13 +15,19 @@ typedef struct pp_tmpfile {
     int fd;             /* -1 when closed */
     unsigned char *buf; /* PP_TMPFILE_BUFFER bytes */
     size_t used;
-    uint64_t size; /* bytes written, flushed or not */
+    uint64_t size;   /* bytes written, flushed or not */
+    char path[4096]; /* a kept file's name; "" once unlinked */
 } pp_tmpfile;
 
-/* Creates and at once unlinks a file in dir. */
-int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const prepack_allocator *a,
-                    prepack_diag *diag);
-/* Closes it (fd -1 is fine) and frees its buffer. */
+/* Creates and at once unlinks a file in dir. With a name prefix instead,
+ * the file keeps its name (dir/prefix<random>) for its owner to take
+ * (pp_tmpfile_take_name): a scan task's token file, written once. */
+int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const char *prefix,
+                    const prepack_allocator *a, prepack_diag *diag);
+/* The kept file's name into out; closing no longer removes it. */
+void pp_tmpfile_take_name(pp_tmpfile *f, char *out, size_t cap);
+/* Closes it (fd -1 is fine; a kept file is removed) and frees its
+ * buffer. */
 void pp_tmpfile_close(pp_tmpfile *f, const prepack_allocator *a);
 int pp_tmpfile_flush(pp_tmpfile *f, prepack_diag *diag);
 /* Room for `bytes` more in the buffer (bytes <= PP_TMPFILE_BUFFER),
