@@ -4,26 +4,29 @@
 # each stage waiting on the one before (--dependency=afterok; a failed
 # stage cancels the rest). Prints the four job ids.
 #
-#   scripts/slurm/submit.sh --scan-tasks N --write-tasks M \
+#   scripts/slurm/submit.sh --scan-tasks N --write-tasks M [--logs LOGDIR] \
 #       [--sbatch "EXTRA SBATCH OPTIONS"] -- INPUT... -o DIR --max-seq-len L [PACK OPTIONS]
 #
 # Every step gets the same INPUTs and pack options ('prepack scan --help');
-# paths must be the same on every node (a shared file system). Logs go to
-# DIR.logs/ beside DIR (the job writes nothing else outside DIR).
+# paths must be the same on every node (a shared file system). prepack
+# writes only in DIR; Slurm writes the tasks' logs to LOGDIR (default
+# DIR.logs beside DIR: DIR itself ends up holding the set alone).
 # $PREPACK names the prepack command on the nodes (default: prepack).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 scan_tasks=
 write_tasks=
+logs=
 extra=()
 while [ $# -gt 0 ]; do
     case $1 in
     --scan-tasks) scan_tasks=$2; shift 2 ;;
     --write-tasks) write_tasks=$2; shift 2 ;;
+    --logs) logs=$2; shift 2 ;;
     --sbatch) read -r -a extra <<<"$2"; shift 2 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "submit.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -41,7 +44,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 [ -n "$out" ] || { echo "submit.sh: the pack arguments need -o DIR" >&2; exit 2; }
-logs=${out%/}.logs
+logs=${logs:-${out%/}.logs}
 mkdir -p "$logs"
 
 sb=(sbatch --parsable --kill-on-invalid-dep=yes --export=ALL "${extra[@]}")

@@ -71,6 +71,20 @@ static uint64_t plan_key(const pp_job *j)
                                     : PREPACK_DEFAULT_BATCH_SIZE);
 }
 
+static int dir_is_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)) != NULL)
+        empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+                !strcmp(e->d_name, PP_JOB_DIR); /* a concurrent task's */
+    closedir(d);
+    return empty;
+}
+
 int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
                 int create, prepack_diag *diag)
 {
@@ -104,8 +118,19 @@ int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
         o->writer.shard_rows ? o->writer.shard_rows : PREPACK_DEFAULT_SHARD_ROWS;
     j->scan_key = scan_key(o);
     j->plan_key = plan_key(j);
-    if (create && ((mkdir(dir, 0777) != 0 && errno != EEXIST) ||
-                   (mkdir(j->job_dir, 0777) != 0 && errno != EEXIST)))
+    if (!create)
+        return PREPACK_OK;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot create %s: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(j->job_dir, &st) != 0 && !dir_is_empty(dir))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s is not empty: a job in steps writes a new set "
+                       "into an empty directory (or one holding this "
+                       "job's %s)",
+                       dir, PP_JOB_DIR);
+    if (mkdir(j->job_dir, 0777) != 0 && errno != EEXIST)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot create %s: %s", j->job_dir, strerror(errno));
     return PREPACK_OK;

@@ -279,6 +279,16 @@ def test_pack_only_options_are_refused(prepack_bin, tmp_path, args, message):
     assert p.returncode == 2 and message in p.stderr, p.stderr
 
 
+def test_a_directory_holding_other_files_is_refused(prepack_bin, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    p = run(prepack_bin, "scan", CORPUS, "-o", out, *OPTS, "--task-index", 0,
+            "--task-count", 1, check=False)
+    assert p.returncode == 1 and "is not empty" in p.stderr, p.stderr
+    assert os.listdir(out) == ["notes.txt"]
+
+
 def test_stdin_is_refused(prepack_bin, tmp_path):
     p = run(prepack_bin, "scan", "-", "-o", tmp_path / "o", *OPTS, "--task-index", 0,
             "--task-count", 1, check=False)

@@ -1,0 +1,251 @@
+/* prepack_job_scan / _plan / _write / _finalize through the public header:
+ * the set equals the one prepack_writer writes from one store and one plan
+ * (pack's path), for several task counts; argument errors; the task named
+ * when a step's output is missing; reruns that do nothing. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "prepack.h"
+#include "test_tmpdir.h"
+
+enum { NFILES = 3, NSEQ = 400, L = 256 };
+
+/* Three JSONL inputs of pseudo-random sequences (some over L, some with a
+ * loss mask), written once. */
+static const char *inputs[NFILES];
+
+static int write_inputs(void **state)
+{
+    if (tmpdir_setup(state) != 0)
+        return -1;
+    uint64_t x = 12345;
+    for (int f = 0; f < NFILES; f++) {
+        static char names[NFILES][512];
+        snprintf(names[f], sizeof names[f], "%s/in%d.jsonl", test_tmpdir, f);
+        inputs[f] = names[f];
+        FILE *out = fopen(names[f], "w");
+        if (!out)
+            return -1;
+        for (int i = 0; i < NSEQ; i++) {
+            x = x * 6364136223846793005u + 1442695040888963407u;
+            int len = 1 + (int)((x >> 33) % (i % 17 == 0 ? 700 : 200));
+            fputs("{\"input_ids\": [", out);
+            for (int k = 0; k < len; k++)
+                fprintf(out, "%s%d", k ? ", " : "", (int)((x >> (k % 40)) % 50000));
+            if (i % 5 == 0) {
+                fputs("], \"loss_mask\": [", out);
+                for (int k = 0; k < len; k++)
+                    fprintf(out, "%s%d", k ? ", " : "", (k + i) % 3 != 0);
+            }
+            fputs("]}\n", out);
+        }
+        fclose(out);
+    }
+    return 0;
+}
+
+static prepack_job_options options(void)
+{
+    prepack_job_options o;
+    memset(&o, 0, sizeof o);
+    o.inputs = inputs;
+    o.ninputs = NFILES;
+    o.plan.max_seq_len = L;
+    o.plan.overlong = PREPACK_OVERLONG_SPLIT;
+    o.writer.shard_rows = 40;
+    o.writer.rows_per_frame = 7;
+    return o;
+}
+
+/* pack's path: one store, one plan, one writer. */
+static void pack_whole(const char *dir)
+{
+    prepack_job_options o = options();
+    prepack_store *s = NULL;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_store_create(&s, &o.store, &d), PREPACK_OK);
+    for (int f = 0; f < NFILES; f++)
+        assert_int_equal(prepack_ingest_file(s, inputs[f], &o.ingest, &d),
+                         PREPACK_OK);
+    assert_int_equal(prepack_store_finish(s, &d), PREPACK_OK);
+    prepack_plan *plan = NULL;
+    const uint32_t *lengths = prepack_store_lengths(s);
+    size_t n = prepack_store_sequence_count(s);
+    assert_int_equal(prepack_plan_create(&plan, lengths, n, &o.plan, &d),
+                     PREPACK_OK);
+    prepack_report report;
+    assert_int_equal(prepack_report_compute(plan, lengths, n, 0, &report),
+                     PREPACK_OK);
+    prepack_row_builder *b = NULL;
+    prepack_writer *w = NULL;
+    assert_int_equal(prepack_row_builder_create(&b, plan, s, &d), PREPACK_OK);
+    assert_int_equal(prepack_writer_create(&w, dir, L, prepack_store_dtype(s),
+                                           &o.writer, &d),
+                     PREPACK_OK);
+    for (size_t r = 0; r < prepack_plan_row_count(plan); r++) {
+        prepack_row row;
+        assert_int_equal(prepack_row_builder_get(b, r, &row), PREPACK_OK);
+        assert_int_equal(prepack_writer_add(w, &row, &d), PREPACK_OK);
+    }
+    prepack_manifest_info info = {&o.plan, s, &report};
+    assert_int_equal(prepack_writer_finish(w, &info, &d), PREPACK_OK);
+    prepack_writer_free(w);
+    prepack_row_builder_free(b);
+    prepack_plan_free(plan);
+    prepack_store_free(s);
+}
+
+static void run_steps(const char *dir, uint32_t n, uint32_t m)
+{
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    prepack_job_result r;
+    for (uint32_t t = 0; t < n; t++) {
+        int rc = prepack_job_scan(dir, &o, t, n, &r, &d);
+        assert_int_equal(rc, PREPACK_OK);
+        assert_false(r.already_done);
+    }
+    assert_int_equal(prepack_job_plan(dir, &o, n, &r, &d), PREPACK_OK);
+    for (uint32_t t = m; t-- > 0;)
+        assert_int_equal(prepack_job_write(dir, &o, t, m, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_finalize(dir, &o, m, 1, &r, &d), PREPACK_OK);
+    assert_true(r.rows > 0);
+}
+
+static char *slurp(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc(*size + 1);
+    if (p && fread(p, 1, *size, f) != *size) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    return p;
+}
+
+/* Same names, same bytes. */
+static void assert_same_dirs(const char *a, const char *b)
+{
+    DIR *d = opendir(a);
+    assert_non_null(d);
+    int files = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char pa[1024], pb[1024];
+        snprintf(pa, sizeof pa, "%s/%s", a, e->d_name);
+        snprintf(pb, sizeof pb, "%s/%s", b, e->d_name);
+        size_t na = 0, nb = 0;
+        char *x = slurp(pa, &na), *y = slurp(pb, &nb);
+        assert_non_null(x);
+        assert_non_null(y);
+        assert_int_equal(na, nb);
+        assert_memory_equal(x, y, na);
+        free(x);
+        free(y);
+        files++;
+    }
+    closedir(d);
+    int other = 0;
+    d = opendir(b);
+    while ((e = readdir(d)) != NULL)
+        other += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    assert_int_equal(files, other);
+    assert_true(files > 2);
+}
+
+static void test_steps_equal_one_process(void **state)
+{
+    (void)state;
+    pack_whole(path_of("whole"));
+    const uint32_t counts[][2] = {{1, 1}, {2, 3}, {4, 2}, {9, 5}};
+    for (size_t i = 0; i < 4; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "steps-%u-%u", counts[i][0], counts[i][1]);
+        run_steps(path_of(name), counts[i][0], counts[i][1]);
+        assert_same_dirs(path_of("whole"), path_of(name));
+    }
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    assert_int_equal(prepack_job_scan(NULL, &o, 0, 1, NULL, &d), PREPACK_EINVAL);
+    assert_int_equal(prepack_job_scan(path_of("x"), NULL, 0, 1, NULL, NULL),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_job_scan(path_of("x"), &o, 2, 2, NULL, &d),
+                     PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "not below the task count"));
+    assert_int_equal(prepack_job_plan(path_of("x"), &o, 0, NULL, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_job_write(path_of("x"), &o, 0, 0, NULL, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_job_finalize(path_of("x"), &o, 0, 1, NULL, &d),
+                     PREPACK_EINVAL);
+    o.writer.shard_bytes = 1 << 20;
+    assert_int_equal(prepack_job_scan(path_of("x"), &o, 0, 1, NULL, &d),
+                     PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "shard_rows"));
+    o = options();
+    o.ninputs = 0;
+    assert_int_equal(prepack_job_scan(path_of("x"), &o, 0, 1, NULL, &d),
+                     PREPACK_EINVAL);
+}
+
+static void test_missing_outputs_name_the_task(void **state)
+{
+    (void)state;
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    prepack_job_result r;
+    const char *dir = path_of("missing");
+    assert_int_equal(prepack_job_scan(dir, &o, 0, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_scan(dir, &o, 2, 3, &r, &d), PREPACK_OK);
+    assert_int_not_equal(prepack_job_plan(dir, &o, 3, &r, &d), PREPACK_OK);
+    assert_non_null(strstr(d.message, "scan task 1 of 3 has no result"));
+    assert_int_equal(prepack_job_scan(dir, &o, 1, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_scan(dir, &o, 1, 3, &r, &d), PREPACK_OK);
+    assert_true(r.already_done);
+    assert_int_not_equal(prepack_job_write(dir, &o, 0, 2, &r, &d), PREPACK_OK);
+    assert_non_null(strstr(d.message, "run prepack plan first"));
+    assert_int_equal(prepack_job_plan(dir, &o, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_write(dir, &o, 1, 2, &r, NULL), PREPACK_OK);
+    assert_int_not_equal(prepack_job_finalize(dir, &o, 2, 1, &r, &d),
+                         PREPACK_OK);
+    assert_non_null(strstr(d.message, "write task 0 of 2 has no result"));
+    assert_int_equal(prepack_job_write(dir, &o, 0, 2, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_finalize(dir, &o, 2, 0, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_finalize(dir, &o, 2, 1, &r, &d), PREPACK_OK);
+    assert_true(r.already_done);
+    assert_same_dirs(path_of("whole"), dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_steps_equal_one_process),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_missing_outputs_name_the_task),
+    };
+    return cmocka_run_group_tests(tests, write_inputs, tmpdir_teardown);
+}
