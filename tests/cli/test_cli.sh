@@ -302,5 +302,23 @@ PY
 fi
 expect_exit 0 "$prepack" verify "$golden/set" --input "$golden/input.jsonl"
 
+# pack in steps: help, usage errors (tests/python/test_steps.py has the rest)
+for step in scan plan write finalize; do
+    expect_exit 0 "$prepack" "$step" --help
+    expect_in "$tmp/out" "byte-identical"
+done
+corpus=$fixtures/corpus/python-docs.jsonl.zst
+expect_exit 2 env -u SLURM_ARRAY_TASK_ID "$prepack" scan "$corpus" -o "$tmp/steps" --max-seq-len 64
+expect_in "$tmp/err" "--task-index I is required"
+expect_exit 2 "$prepack" write "$corpus" -o "$tmp/steps" --max-seq-len 64 --task-index 3 --task-count 2
+expect_in "$tmp/err" "not below --task-count 2"
+expect_exit 2 "$prepack" plan "$corpus" -o "$tmp/steps" --max-seq-len 64
+expect_in "$tmp/err" "--scan-tasks N is required"
+expect_exit 2 "$prepack" finalize "$corpus" -o "$tmp/steps" --max-seq-len 64 --write-tasks x
+expect_exit 2 "$prepack" scan "$corpus" -o "$tmp/steps" --max-seq-len 64 --task-index 0 --task-count 1 --svg x.svg
+expect_exit 0 env SLURM_ARRAY_TASK_ID=0 "$prepack" scan "$corpus" -o "$tmp/steps" --max-seq-len 4096 --overlong split --task-count 1
+expect_exit 1 "$prepack" finalize "$corpus" -o "$tmp/steps" --max-seq-len 4096 --overlong split --write-tasks 1
+expect_in "$tmp/err" "has no plan: run prepack plan first"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
