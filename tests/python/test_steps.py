@@ -159,6 +159,32 @@ def test_one_large_token_file_split_at_document_starts(prepack_bin, tmp_path, ki
         assert json.loads(p.stdout)["sequences"] > 0
 
 
+def test_edge_shapes(prepack_bin, tmp_path):
+    """Every sequence dropped (a set of no shards); more tasks than lines."""
+    a = tmp_path / "a.jsonl"
+    a.write_text('{"input_ids": [1, 2, 3]}\n{"input_ids": [4, 5]}\n'
+                 '{"input_ids": [6]}\n')
+    (tmp_path / "drop").mkdir()
+    assert_identical(prepack_bin, tmp_path / "drop", [str(a)],
+                     ["--max-seq-len", "1", "--overlong", "drop"], [(2, 3)])
+    assert_identical(prepack_bin, tmp_path, [str(a)], ["--max-seq-len", "4"],
+                     [(16, 5), (3, 1)])
+
+
+def test_an_empty_input_fails_as_pack_fails(prepack_bin, tmp_path):
+    a = tmp_path / "a.jsonl"
+    si.write_jsonl(a, si.sequences(8, 50), masks=False)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n" * 5000)
+    inputs = [str(a), str(empty)]
+    packed = run(prepack_bin, "pack", *inputs, "-o", tmp_path / "ref", *OPTS, check=False)
+    assert packed.returncode == 1 and "empty input" in packed.stderr
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 4)
+    p = run(prepack_bin, "plan", *inputs, "-o", out, *OPTS, "--scan-tasks", 4, check=False)
+    assert p.returncode == 1 and p.stderr == packed.stderr, (p.stderr, packed.stderr)
+
+
 # ---- failures, reruns, kills ---------------------------------------------------
 
 OPTS = ["--max-seq-len", "512", "--overlong", "split", "--shard-rows", "25"]
