@@ -688,6 +688,76 @@ uint64_t prepack_writer_bytes(const prepack_writer *w);
 void prepack_writer_free(prepack_writer *w);
 
 /* ------------------------------------------------------------------------ */
+/* Balancing a data-parallel step (docs/BALANCE.md)                           */
+/* ------------------------------------------------------------------------ */
+
+/* Packed rows hold about L tokens each but not the same work: attention
+ * costs the sum of l^2 over a row's sequences. A row's cost is
+ *   per_token * tokens + per_pair * sum(l_i^2)
+ * in any unit (the ratio is what matters). */
+typedef struct prepack_cost_model {
+    double per_token; /* linear layers: FLOPs a token */
+    double per_pair;  /* attention scores and values: FLOPs a (query, key)
+                         pair of one sequence */
+} prepack_cost_model;
+
+/* A decoder-only transformer's dimensions. */
+typedef struct prepack_model_dims {
+    uint32_t hidden_size;       /* h */
+    uint32_t intermediate_size; /* the MLP's (SwiGLU: three h x f
+                                   matrices); 0 = 4h with two matrices */
+    uint32_t num_heads;
+    uint32_t num_kv_heads;      /* 0 = num_heads */
+    uint32_t num_layers;
+    int bidirectional;          /* non-zero: every pair; else causal, half */
+} prepack_model_dims;
+
+/* Forward FLOPs of one layer stack (docs/BALANCE.md has the derivation):
+ *   per_token = 2 x layers x (2 h^2 + 2 h kv + 3 h f)   (SwiGLU f) or
+ *               2 x layers x (2 h^2 + 2 h kv + 2 h f)   (f = 4h default)
+ *   per_pair  = 2 x layers x 2 h x (1/2 when causal)
+ * with kv = h x num_kv_heads / num_heads. PREPACK_EINVAL for a zero
+ * hidden size, head count or layer count. */
+int prepack_cost_model_for(const prepack_model_dims *d, prepack_cost_model *out);
+/* The default: a Llama-3-8B-shaped model (h 4096, f 14336, 32 heads, 8 KV
+ * heads, 32 layers, causal). */
+prepack_cost_model prepack_cost_model_default(void);
+
+/* The cost of k sequences of the given lengths in one row. */
+double prepack_cost_of_lengths(const prepack_cost_model *m,
+                               const uint32_t *lengths, size_t k);
+/* The cost of a row (from its cu_seqlens), of row r of a plan. */
+double prepack_row_cost(const prepack_cost_model *m, const prepack_row *row);
+double prepack_plan_row_cost(const prepack_cost_model *m,
+                             const prepack_plan *plan, size_t r);
+
+/* Splits n items of the given costs among `bins` bins (ranks) so that the
+ * counts differ by at most one and the costliest bin is as cheap as the
+ * heuristic finds: longest processing time first under the count limit
+ * (each item, costliest first, to the cheapest bin with room), then (for
+ * n up to 4,096) up to 4 x bins swaps between the costliest bin and
+ * another, each lowering the larger of the two loads. Deterministic (ties
+ * by index). bin_of[i] gets item i's bin. O(n log n) + O(n^2) swaps.
+ * PREPACK_EINVAL for bins 0 or NULL arrays with n > 0; PREPACK_ENOMEM. */
+int prepack_balance(const double *costs, size_t n, uint32_t bins,
+                    uint32_t *bin_of, prepack_diag *diag);
+
+/* An epoch of data-parallel steps: order[] (a permutation of the n rows,
+ * NULL = 0..n-1) is cut into steps of world x rows_per_rank rows (the last
+ * may be short), each balanced with prepack_balance. With window_steps W
+ * over 1, each run of W steps' rows is first regrouped by cost (the
+ * costliest world x rows_per_rank rows make the window's first step, and
+ * so on), so that a step's rows cost alike: what balances ranks that take
+ * one row a step. rank_of[k] (room for n) is the rank of the k-th row of
+ * out_order (room for n; may be NULL when W is 1: the order is kept); each
+ * rank's rows of a step are, in out_order, those with its number. Every
+ * row goes to exactly one rank once. */
+int prepack_balance_epoch(const double *costs, size_t n, const uint64_t *order,
+                          uint32_t world, uint32_t rows_per_rank,
+                          uint32_t window_steps, uint64_t *out_order,
+                          uint32_t *rank_of, prepack_diag *diag);
+
+/* ------------------------------------------------------------------------ */
 /* Past one machine: a pack in steps (docs/SCALE.md)                          */
 /* ------------------------------------------------------------------------ */
 
@@ -879,6 +949,11 @@ prepack_overlong prepack_reader_overlong(const prepack_reader *r);
  * PREPACK_ECORRUPT naming the shard, the frame and the cause. */
 int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
                        prepack_diag *diag);
+/* The cost of every row (out[i], room for row_count), in one pass over
+ * the set: what prepack_balance_epoch takes for a shard set. Errors as
+ * prepack_reader_row. */
+int prepack_reader_row_costs(prepack_reader *r, const prepack_cost_model *m,
+                             double *out, prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
 /* Lengths files                                                              */

@@ -157,6 +157,17 @@ class PlanStats(ctypes.Structure):
                 ("dropped_tokens", ctypes.c_uint64)]
 
 
+class CostModelStruct(ctypes.Structure):
+    _fields_ = [("per_token", ctypes.c_double), ("per_pair", ctypes.c_double)]
+
+
+class ModelDims(ctypes.Structure):
+    _fields_ = [("hidden_size", ctypes.c_uint32),
+                ("intermediate_size", ctypes.c_uint32),
+                ("num_heads", ctypes.c_uint32), ("num_kv_heads", ctypes.c_uint32),
+                ("num_layers", ctypes.c_uint32), ("bidirectional", ctypes.c_int)]
+
+
 def _signatures():
     """Every function the package calls: name -> (argtypes, restype)."""
     p, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
@@ -172,6 +183,16 @@ def _signatures():
                                     size, ctypes.POINTER(PrefillOptions),
                                     diag], i),
         "prepack_prefill_free": ([ctypes.POINTER(Prefill)], None),
+        # balancing (balance.py)
+        "prepack_cost_model_for": ([ctypes.POINTER(ModelDims),
+                                    ctypes.POINTER(CostModelStruct)], i),
+        "prepack_balance": ([p, size, ctypes.c_uint32, p, diag], i),
+        "prepack_balance_epoch": ([p, size, p, ctypes.c_uint32, ctypes.c_uint32,
+                                   ctypes.c_uint32, p, p, diag], i),
+        "prepack_reader_row_costs": ([p, ctypes.POINTER(CostModelStruct), p,
+                                      diag], i),
+        "prepack_plan_row_cost": ([ctypes.POINTER(CostModelStruct), p, size],
+                                  ctypes.c_double),
         # the reader (_creader.py)
         "prepack_reader_open": ([out, ctypes.c_char_p, p, diag], i),
         "prepack_reader_free": ([p], None),

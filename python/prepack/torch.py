@@ -51,13 +51,30 @@ class PackedDataset(IterableDataset):
     Resuming: state_dict(batches_done) after the training loop consumed
     batches_done batches of this epoch (with num_workers=0 it may be left
     out: the batches this object yielded), load_state_dict(state) in the
-    new process, and iteration starts at the next batch."""
+    new process, and iteration starts at the next batch.
+
+    Balancing (balance="compute", docs/BALANCE.md): a training step takes
+    micro_batches batches from every rank; the epoch's order is cut into
+    steps of world_size x micro_batches x batch_rows rows and each step's
+    rows are split among the ranks by cost (prepack.balance_epoch;
+    `cost` a prepack.CostModel, default a Llama-3-8B shape), every
+    rank getting micro_batches x batch_rows rows a step. With one row a
+    rank a step there is nothing to split within a step: balance_window W
+    regroups each W steps' rows by cost first. Row costs come from one pass
+    over the set at start, or from row_costs (prepack.set_costs,
+    saved). Same guarantees: every row once an epoch, the order fixed by
+    (seed, epoch), resumable at any batch."""
 
     def __init__(self, path, batch_rows=1, form="varlen", shuffle=True,
-                 seed=0, rank=0, world_size=1, backend="auto",
+                 seed=0, rank=0, world_size=1, backend="auto", balance=None,
+                 micro_batches=1, cost=None, balance_window=1, row_costs=None,
                  **collate_options):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        if balance not in (None, "compute"):
+            raise ValueError(f"balance must be None or 'compute', not {balance!r}")
+        if micro_batches < 1 or balance_window < 1:
+            raise ValueError("micro_batches and balance_window must be at least 1")
         self.path = path
         self.batch_rows = batch_rows
         self.form = form
@@ -71,6 +88,19 @@ class PackedDataset(IterableDataset):
         self.start_batch = 0
         self._yielded = None  # batches yielded here (num_workers=0 only)
         self._rows = len(ShardSet(path, backend=backend))
+        self.balance = balance
+        self.micro_batches = micro_batches
+        self.balance_window = balance_window
+        self._costs = None
+        self._cached = None  # (epoch, this rank's rows)
+        if balance:
+            from .balancing import set_costs
+            self._costs = (np.asarray(row_costs, dtype=np.float64)
+                           if row_costs is not None
+                           else set_costs(path, cost, backend))
+            if len(self._costs) != self._rows:
+                raise ValueError(f"row_costs has {len(self._costs)} rows, the "
+                                 f"set {self._rows}")
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -79,8 +109,20 @@ class PackedDataset(IterableDataset):
 
     def rank_rows(self):
         """This rank's rows for the current epoch, in order."""
+        if self._cached and self._cached[0] == self.epoch:
+            return self._cached[1]
         order = epoch_order(self._rows, self.seed, self.epoch, self.shuffle)
-        return order[self.rank::self.world_size]
+        if not self.balance:
+            rows = order[self.rank::self.world_size]
+        else:
+            from .balancing import balance_epoch
+            order, rank_of = balance_epoch(
+                self._costs, self.world_size,
+                self.batch_rows * self.micro_batches, order,
+                self.balance_window)
+            rows = order[rank_of == self.rank].astype(np.int64)
+        self._cached = (self.epoch, rows)
+        return rows
 
     def __len__(self):
         return -(-len(self.rank_rows()) // self.batch_rows)
@@ -101,16 +143,25 @@ class PackedDataset(IterableDataset):
             raise ValueError(f"batches_done {batches_done}: this epoch has "
                              f"{len(self) - self.start_batch} batches left")
         return {"epoch": self.epoch, "batch": self.start_batch + batches_done,
-                "seed": self.seed, "world_size": self.world_size,
-                "rank": self.rank, "batch_rows": self.batch_rows,
-                "rows": self._rows}
+                **self._config()}
+
+    def _config(self):
+        config = {"seed": self.seed, "world_size": self.world_size,
+                  "rank": self.rank, "batch_rows": self.batch_rows,
+                  "rows": self._rows}
+        if self.balance:  # states without these keys predate balancing
+            config.update(balance=self.balance, micro_batches=self.micro_batches,
+                          balance_window=self.balance_window)
+        return config
 
     def load_state_dict(self, state):
         """Resumes at state's batch; ValueError for a state saved by
         another configuration or one past the end of the epoch."""
-        mine = {"seed": self.seed, "world_size": self.world_size,
-                "rank": self.rank, "batch_rows": self.batch_rows,
-                "rows": self._rows}
+        mine = self._config()
+        if state.get("balance") != self.balance:
+            raise ValueError(f"the state was saved with balance "
+                             f"{state.get('balance')!r}, this dataset has "
+                             f"{self.balance!r}")
         for key, value in mine.items():
             if key in state and state[key] != value:
                 raise ValueError(f"the state was saved with {key} "
