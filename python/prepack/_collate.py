@@ -132,7 +132,8 @@ def _to_torch(batch):
 
 def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
             mask_4d=False, return_flash_attn_kwargs=False,
-            return_seq_idx=False):
+            return_seq_idx=False, num_items_in_batch=False,
+            loss_weights=False, position_offset=0):
     """Turns a list of rows (ShardSet items) into one batch.
 
     form="varlen": input_ids [T], cu_seqlens int32 [N+1], max_seqlen (int),
@@ -151,6 +152,19 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
         labels (shifted, -100 on padding), doc_ids (per row, -1 on
         padding); with mask_4d, the [B, 1, L, L] block-diagonal causal mask.
 
+    Loss normalisation (docs/FORMAT.md, "Loss over a packed step"): the
+    varlen, flex and padded forms carry num_loss_tokens, the labels that
+    are not -100 (after the shift: the targets this batch trains); sum it
+    over a step's micro-batches and ranks and divide the summed token
+    losses by that. The hf form carries it as num_items_in_batch, the
+    name transformers' models and Trainer take, with num_items_in_batch=
+    True. loss_weights=True adds loss_weights (float32, the labels'
+    shape: 1 / the loss tokens of the token's sequence, 0 where the label
+    is -100) and num_loss_sequences, for a loss where every sequence counts
+    equally: sum(weights x token losses) / the step's num_loss_sequences.
+    position_offset adds k to every position id (models whose positions
+    start above 0).
+
     tensors="pt" returns torch tensors instead of numpy arrays."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
@@ -162,7 +176,8 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     else:
         batch = shape_flat(_flat(rows), form, return_flash_attn_kwargs,
                            return_seq_idx)
-    return finish(batch, form, tensors)
+    return finish(batch, form, tensors, num_items_in_batch=num_items_in_batch,
+                  loss_weights=loss_weights, position_offset=position_offset)
 
 
 def shape_flat(flat, form, return_flash_attn_kwargs=False,
@@ -188,8 +203,52 @@ def shape_flat(flat, form, return_flash_attn_kwargs=False,
                                  "doc_ids")}
 
 
-def finish(batch, form, tensors):
-    """numpy or torch, and the flex form's mask_mod."""
+def _label_sequences(batch, form):
+    """For each label position, a batch-wide index of its sequence (-1 on
+    padding)."""
+    if form == "varlen":
+        cu = batch["cu_seqlens"].astype(np.int64)
+        return np.repeat(np.arange(len(cu) - 1), np.diff(cu))
+    if form == "flex":
+        return batch["doc_ids"]
+    if form == "hf":  # a sequence starts where its position is 0
+        pos = batch["position_ids"]
+        return np.cumsum(pos == 0, axis=-1) - 1
+    doc = batch["doc_ids"]  # padded: per row, -1 on padding
+    if doc.size == 0:
+        return doc
+    base = np.concatenate([[0], np.cumsum(doc.max(axis=1) + 1)[:-1]])
+    return np.where(doc >= 0, doc + base[:, None], -1)
+
+
+def _loss_fields(batch, form, num_items_in_batch, loss_weights):
+    trained = batch["labels"] != IGNORE_INDEX
+    count = int(trained.sum())
+    if form != "hf":
+        batch["num_loss_tokens"] = count
+    elif num_items_in_batch:
+        batch["num_items_in_batch"] = count
+    if not loss_weights:
+        return
+    seq = _label_sequences(batch, form)
+    n = int(seq.max()) + 1 if seq.size else 0
+    per_seq = np.bincount(seq[trained], minlength=n) if n else np.zeros(0, np.int64)
+    weights = np.zeros(batch["labels"].shape, np.float32)
+    if count:
+        weights[trained] = 1.0 / per_seq[seq[trained]]
+    batch["loss_weights"] = weights
+    batch["num_loss_sequences"] = int((per_seq > 0).sum())
+
+
+def finish(batch, form, tensors, *, num_items_in_batch=False,
+           loss_weights=False, position_offset=0):
+    """The loss fields, position_offset, numpy or torch, and the flex
+    form's mask_mod."""
+    _loss_fields(batch, form, num_items_in_batch, loss_weights)
+    if position_offset:
+        pos = batch["position_ids"]
+        real = batch["attention_mask"] == 1 if form == "padded" else True
+        batch["position_ids"] = np.where(real, pos + int(position_offset), pos)
     if tensors == "pt":
         batch = _to_torch(batch)
         if form == "flex":

@@ -136,7 +136,8 @@ class CReader:
 
 def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
                   max_seq_len=None, mask_4d=False,
-                  return_flash_attn_kwargs=False, return_seq_idx=False):
+                  return_flash_attn_kwargs=False, return_seq_idx=False,
+                  **loss_options):
     """collate([reader.row(i) for i in indices], form, ...), built by the C
     batcher: the same keys, dtypes and values (the tests hold both to
     it)."""
@@ -146,14 +147,15 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         if max_seq_len != reader.max_seq_len:  # collate pads to another width
             return collate([reader.row(int(i)) for i in indices], "padded",
                            tensors=tensors, pad_id=pad_id,
-                           max_seq_len=max_seq_len, mask_4d=mask_4d)
+                           max_seq_len=max_seq_len, mask_4d=mask_4d,
+                           **loss_options)
         b = reader.batch(indices, padded=True, pad_id=pad_id,
                          dense_mask=mask_4d)
         batch = {k: b[k] for k in ("input_ids", "attention_mask",
                                    "position_ids", "labels", "doc_ids")}
         if mask_4d:
             batch["mask_4d"] = b["dense_mask"]
-        return finish(batch, form, tensors)
+        return finish(batch, form, tensors, **loss_options)
     # document ids only where the form holds them (flex; hf's seq_idx)
     flat = reader.batch(indices, doc_ids=form == "flex" or (
         form == "hf" and return_seq_idx))
@@ -164,4 +166,4 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         unshifted[flat["cu_seqlens"][:-1]] = IGNORE_INDEX
         flat["unshifted"] = unshifted
     return finish(shape_flat(flat, form, return_flash_attn_kwargs,
-                             return_seq_idx), form, tensors)
+                             return_seq_idx), form, tensors, **loss_options)
