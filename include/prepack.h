@@ -145,6 +145,14 @@ typedef struct prepack_plan_options {
     int shuffle_rows;          /* non-zero: shuffle the finished rows */
     uint64_t shuffle_seed;     /* seed for that shuffle (any value) */
     const prepack_allocator *allocator; /* NULL = malloc/realloc/free */
+    /* Context parallelism: each sequence (or chunk) counts as its length
+     * rounded up to a multiple of this when rows are filled, so a row's
+     * sequences padded to the multiple still fit L (docs/BALANCE.md,
+     * "Context-parallel padding"). Items keep their real lengths (rows
+     * store no padding); the stats count real tokens; lower_bound is the
+     * padded problem's. max_seq_len must be a multiple of it. 0 or 1 =
+     * none. */
+    uint32_t pad_multiple;
 } prepack_plan_options;
 
 typedef struct prepack_plan prepack_plan;
@@ -852,6 +860,9 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
 void prepack_reader_free(prepack_reader *r);
 size_t prepack_reader_row_count(const prepack_reader *r);
 uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
+/* The manifest's pad_multiple (1 when none): batches for context
+ * parallelism pad each sequence to a multiple of it. */
+uint32_t prepack_reader_pad_multiple(const prepack_reader *r);
 prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
 /* A batch of rows in the forms training steps feed (int64 where PyTorch
  * wants LongTensor). Flat (varlen): the rows' tokens concatenated, one

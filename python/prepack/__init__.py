@@ -12,13 +12,13 @@ zstandard, msgpack), backend="python"; both give the same rows.
 """
 
 from ._shards import CorruptShardError, ShardSet, ShardSetError
-from ._collate import FORMS, collate, flex_mask_mod
+from ._collate import FORMS, collate, cp_split, flex_mask_mod
 from ._native import pack
 from .balancing import (CostModel, balance, balance_epoch, cost_model,
                         costs as row_costs, set_costs)
 
 __all__ = ["ShardSet", "ShardSetError", "CorruptShardError", "collate",
-           "flex_mask_mod", "FORMS", "pack", "pack_dataset", "balance", "balance_epoch", "cost_model",
+           "flex_mask_mod", "FORMS", "pack", "pack_dataset", "balance", "balance_epoch", "cost_model", "cp_split",
            "CostModel", "row_costs", "set_costs"]
 __version__ = "0.1.0"  # CMakeLists.txt's project(VERSION); a test checks
 

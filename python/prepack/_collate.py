@@ -130,10 +130,83 @@ def _to_torch(batch):
             for k, v in batch.items()}
 
 
+def _pad_rows(rows, multiple, pad_id):
+    """Rows laid out for context parallelism: each sequence followed by
+    pad_id up to a multiple of `multiple` tokens (loss mask 0 there), its
+    positions running on through the padding; cu_seqlens become the
+    physical offsets, the real ones kept as "real_cu"."""
+    out = []
+    for r in rows:
+        cu = np.asarray(r["cu_seqlens"], dtype=np.int64)
+        real = np.diff(cu)
+        padded = (real + multiple - 1) // multiple * multiple
+        pcu = np.concatenate([[0], np.cumsum(padded)])
+        ids = np.full(int(pcu[-1]), pad_id, dtype=np.asarray(r["input_ids"]).dtype)
+        mask = np.zeros(int(pcu[-1]), np.uint8)
+        src = _trained(r).astype(np.uint8)
+        for j in range(len(real)):
+            lo, n = int(pcu[j]), int(real[j])
+            ids[lo:lo + n] = r["input_ids"][cu[j]:cu[j] + n]
+            mask[lo:lo + n] = src[cu[j]:cu[j] + n]
+        row = dict(r, input_ids=ids, cu_seqlens=pcu.astype(np.int32),
+                   loss_mask=mask, real_cu=cu)
+        out.append(row)
+    return out
+
+
+def _real_cu(rows):
+    """The batch's cu_seqlens of real lengths, from padded rows."""
+    lengths = np.concatenate([np.diff(r["real_cu"]) for r in rows]) if rows \
+        else np.zeros(0, np.int64)
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
+
+def cp_split(batch, cp_rank, cp_size):
+    """One context-parallel rank's part of a flat batch collated with
+    pad_multiple a multiple of 2 x cp_size (varlen, flex or hf): each
+    sequence's padded tokens cut into 2 x cp_size chunks, rank r taking
+    chunks r and 2 x cp_size - 1 - r (Transformer Engine's and Megatron's
+    load-balanced order: for tokens 1..8 and cp_size 2, rank 0 gets
+    1, 2, 7, 8 and rank 1 gets 3, 4, 5, 6). Per-token arrays are sliced;
+    cu_seqlens, cu_seqlens_padded and the counts are the whole batch's, as
+    a CP attention kernel takes them."""
+    if not 0 <= cp_rank < cp_size:
+        raise ValueError(f"cp_rank {cp_rank} is not in 0..{cp_size - 1}")
+    if "cu_seqlens_padded" not in batch:
+        raise ValueError("cp_split needs a batch collated with pad_multiple "
+                         "(cu_seqlens_padded)")
+    pcu = np.asarray(batch["cu_seqlens_padded"], dtype=np.int64)
+    parts, k = [], 2 * cp_size
+    for j in range(len(pcu) - 1):
+        lo, p = int(pcu[j]), int(pcu[j + 1] - pcu[j])
+        if p % k:
+            raise ValueError(f"sequence {j}: {p} padded tokens, not a multiple "
+                             f"of 2 x cp_size = {k} (collate with pad_multiple "
+                             f"a multiple of {k})")
+        c = p // k
+        parts.append(np.arange(lo + cp_rank * c, lo + (cp_rank + 1) * c))
+        parts.append(np.arange(lo + (k - 1 - cp_rank) * c, lo + (k - cp_rank) * c))
+    index = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    total = int(pcu[-1])
+    out = {}
+    for key, value in batch.items():
+        shape = getattr(value, "shape", ())
+        if key not in ("cu_seqlens", "cu_seqlens_padded", "cu_seq_lens_q",
+                       "cu_seq_lens_k") and len(shape) and shape[-1] == total:
+            if hasattr(value, "index_select"):  # torch
+                import torch
+                out[key] = value.index_select(-1, torch.from_numpy(index))
+            else:
+                out[key] = value[..., index]
+        else:
+            out[key] = value
+    return out
+
+
 def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
             mask_4d=False, return_flash_attn_kwargs=False,
             return_seq_idx=False, num_items_in_batch=False,
-            loss_weights=False, position_offset=0):
+            loss_weights=False, position_offset=0, pad_multiple=1):
     """Turns a list of rows (ShardSet items) into one batch.
 
     form="varlen": input_ids [T], cu_seqlens int32 [N+1], max_seqlen (int),
@@ -165,9 +238,19 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     position_offset adds k to every position id (models whose positions
     start above 0).
 
+    Context parallelism: pad_multiple M > 1 pads each sequence with pad_id
+    to a multiple of M tokens (never trained; positions run on through the
+    padding; sets packed with --pad-multiple plan for it and PackedDataset
+    pads by the manifest's). cu_seqlens then holds the real lengths and
+    cu_seqlens_padded the physical offsets, as Transformer Engine's THD
+    layout takes them (flex and hf address the physical tokens); split a
+    batch among CP ranks with prepack.cp_split.
+
     tensors="pt" returns torch tensors instead of numpy arrays."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+    if pad_multiple and pad_multiple > 1:
+        rows = _pad_rows(rows, int(pad_multiple), pad_id)
     if form == "padded":
         # no rows: an empty [0, max_seq_len] batch, as the C batcher's
         width = max_seq_len or max((len(r["input_ids"]) for r in rows),
@@ -176,6 +259,14 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     else:
         batch = shape_flat(_flat(rows), form, return_flash_attn_kwargs,
                            return_seq_idx)
+        if pad_multiple and pad_multiple > 1:
+            padded_cu = _flat_cu(rows)
+            batch["cu_seqlens_padded"] = padded_cu
+            batch["cu_seqlens"] = _real_cu(rows)
+            if form == "varlen":  # the longest padded sequence bounds both
+                batch["max_seqlen"] = int(np.diff(padded_cu).max(initial=0))
+    if pad_multiple and pad_multiple > 1 and form == "padded":
+        _mask_padding(batch, rows)
     return finish(batch, form, tensors, num_items_in_batch=num_items_in_batch,
                   loss_weights=loss_weights, position_offset=position_offset)
 
@@ -203,11 +294,27 @@ def shape_flat(flat, form, return_flash_attn_kwargs=False,
                                  "doc_ids")}
 
 
+def _flat_cu(rows):
+    sizes = [len(r["input_ids"]) for r in rows]
+    offsets = np.cumsum([0] + sizes[:-1])
+    return np.concatenate([[0]] + [r["cu_seqlens"][1:].astype(np.int64) + o
+                                   for r, o in zip(rows, offsets)]).astype(np.int32)
+
+
+def _mask_padding(batch, rows):
+    """Padded form: the CP padding inside a row is not attended to."""
+    for i, r in enumerate(rows):
+        pcu, cu = r["cu_seqlens"], r["real_cu"]
+        for j in range(len(cu) - 1):
+            lo = int(pcu[j]) + int(cu[j + 1] - cu[j])
+            batch["attention_mask"][i, lo:int(pcu[j + 1])] = 0
+
+
 def _label_sequences(batch, form):
     """For each label position, a batch-wide index of its sequence (-1 on
     padding)."""
     if form == "varlen":
-        cu = batch["cu_seqlens"].astype(np.int64)
+        cu = batch.get("cu_seqlens_padded", batch["cu_seqlens"]).astype(np.int64)
         return np.repeat(np.arange(len(cu) - 1), np.diff(cu))
     if form == "flex":
         return batch["doc_ids"]

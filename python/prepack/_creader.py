@@ -143,6 +143,13 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
     it)."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
+    if loss_options.get("pad_multiple", 1) > 1:  # the padding is Python's
+        return collate([reader.row(int(i)) for i in indices], form,
+                       tensors=tensors, pad_id=pad_id, max_seq_len=max_seq_len,
+                       mask_4d=mask_4d,
+                       return_flash_attn_kwargs=return_flash_attn_kwargs,
+                       return_seq_idx=return_seq_idx, **loss_options)
+    loss_options.pop("pad_multiple", None)
     if form == "padded":
         if max_seq_len != reader.max_seq_len:  # collate pads to another width
             return collate([reader.row(int(i)) for i in indices], "padded",

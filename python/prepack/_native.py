@@ -126,7 +126,8 @@ class PlanOptions(ctypes.Structure):
                 ("max_seqs_per_row", ctypes.c_uint32),
                 ("shuffle_rows", ctypes.c_int),
                 ("shuffle_seed", ctypes.c_uint64),
-                ("allocator", ctypes.c_void_p)]
+                ("allocator", ctypes.c_void_p),
+                ("pad_multiple", ctypes.c_uint32)]
 
 
 class WriterOptions(ctypes.Structure):

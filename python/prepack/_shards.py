@@ -248,6 +248,14 @@ class ShardSet:
         self.max_seqs_per_row = (_uint(manifest_path, m, "max_seqs_per_row",
                                        0, 2**32 - 1)
                                  if "max_seqs_per_row" in m else 0)
+        # context parallelism: readers pad each sequence to a multiple
+        self.pad_multiple = (_uint(manifest_path, m, "pad_multiple", 2,
+                                   self.max_seq_len)
+                             if "pad_multiple" in m else 1)
+        if self.max_seq_len % self.pad_multiple:
+            raise ShardSetError(f"{manifest_path}: pad_multiple "
+                                f"{self.pad_multiple} does not divide "
+                                f"max_seq_len {self.max_seq_len}")
         entries = m.get("shards")
         if not isinstance(entries, list):
             raise ShardSetError(f"{manifest_path}: shards must be a list")

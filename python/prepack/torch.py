@@ -87,7 +87,11 @@ class PackedDataset(IterableDataset):
         self.epoch = 0
         self.start_batch = 0
         self._yielded = None  # batches yielded here (num_workers=0 only)
-        self._rows = len(ShardSet(path, backend=backend))
+        shards = ShardSet(path, backend=backend)
+        self._rows = len(shards)
+        # a set planned for context parallelism is padded for it
+        if shards.pad_multiple > 1:
+            self.collate_options.setdefault("pad_multiple", shards.pad_multiple)
         self.balance = balance
         self.micro_batches = micro_batches
         self.balance_window = balance_window

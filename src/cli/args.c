@@ -32,7 +32,8 @@ enum {
     OPT_THREADS,
     OPT_SVG,
     OPT_QUIET,
-    OPT_TRAILING
+    OPT_TRAILING,
+    OPT_PAD_MULTIPLE
 };
 
 /* One table for both commands; each refuses the other's own options. */
@@ -42,6 +43,7 @@ static const struct option job_options[] = {
     {"algo", required_argument, NULL, OPT_ALGO},
     {"overlong", required_argument, NULL, OPT_OVERLONG},
     {"max-seqs-per-row", required_argument, NULL, OPT_PERROW},
+    {"pad-multiple", required_argument, NULL, OPT_PAD_MULTIPLE},
     {"batch-size", required_argument, NULL, OPT_BATCH},
     {"json", no_argument, NULL, OPT_JSON},
     {"format", required_argument, NULL, OPT_FORMAT},
@@ -270,6 +272,14 @@ static int apply_option(job_args *a, int opt, const char *val)
                                val);
         a->plan.max_seqs_per_row = (uint32_t)v;
         return EXIT_OK;
+    case OPT_PAD_MULTIPLE:
+        if (parse_u64(val, 1, PREPACK_MAX_SEQ_LEN_LIMIT, &v))
+            return usage_error(a->cmd,
+                               "--pad-multiple must be a positive integer, "
+                               "not '%s'",
+                               val);
+        a->plan.pad_multiple = (uint32_t)v;
+        return EXIT_OK;
     case OPT_BATCH:
         if (parse_u64(val, 1, UINT32_MAX, &v))
             return usage_error(a->cmd,
@@ -343,5 +353,11 @@ int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
         return usage_error(cmd, "give INPUT files or --lengths FILE, not both");
     if (a->plan.max_seq_len == 0)
         return usage_error(cmd, "--max-seq-len L is required");
+    if (a->plan.pad_multiple > 1 &&
+        a->plan.max_seq_len % a->plan.pad_multiple != 0)
+        return usage_error(cmd,
+                           "--max-seq-len %u is not a multiple of "
+                           "--pad-multiple %u",
+                           a->plan.max_seq_len, a->plan.pad_multiple);
     return EXIT_OK;
 }

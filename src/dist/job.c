@@ -60,6 +60,7 @@ static uint64_t plan_key(const pp_job *j)
     h = mix_u64(h, (uint64_t)p->algo);
     h = mix_u64(h, (uint64_t)p->overlong);
     h = mix_u64(h, p->max_seqs_per_row);
+    h = mix_u64(h, p->pad_multiple > 1 ? p->pad_multiple : 1);
     h = mix_u64(h, (uint64_t)!!p->shuffle_rows);
     h = mix_u64(h, p->shuffle_rows ? p->shuffle_seed : 0);
     h = mix_u64(h, o->writer.rows_per_frame ? o->writer.rows_per_frame

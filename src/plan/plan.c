@@ -437,6 +437,10 @@ static int check_options(const uint32_t *lengths, size_t n,
     if (n > 0 && !lengths)
         return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "lengths is NULL but n is %zu", n);
+    if (o->pad_multiple > 1 && o->max_seq_len % o->pad_multiple != 0)
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "max_seq_len %u is not a multiple of pad_multiple %u",
+                       o->max_seq_len, o->pad_multiple);
     if (n > PREPACK_MAX_ITEMS)
         return pp_fail(d, PREPACK_ERANGE, PREPACK_NO_RECORD,
                        "%zu sequences, more than the %u one plan holds; "
@@ -445,7 +449,83 @@ static int check_options(const uint32_t *lengths, size_t n,
     return pp_check_allocator(o->allocator, d);
 }
 
+static int plan_lengths(prepack_plan **out, const uint32_t *lengths, size_t n,
+                        const prepack_plan_options *opts, prepack_diag *diag);
+
+/* ---- context-parallel padding ------------------------------------------------ */
+
+/* Each length rounded up to a multiple of m (0 stays 0). With L a multiple
+ * of m, a length is over L exactly when its rounded one is, and splits
+ * into as many chunks: the overlong policy decides alike on both. */
+static uint32_t *padded_lengths(const uint32_t *lengths, size_t n, uint32_t m,
+                                const prepack_allocator *a)
+{
+    uint32_t *p = pp_alloc(a, n ? n : 1, sizeof *p);
+    for (size_t i = 0; p && i < n; i++) {
+        uint64_t up = ((uint64_t)lengths[i] + m - 1) / m * m;
+        p[i] = up > UINT32_MAX ? UINT32_MAX : (uint32_t)up;
+    }
+    return p;
+}
+
+/* After planning the rounded lengths: each item back to its real tokens
+ * (the rounded chunk's, cut at the sequence's end), and the token figures
+ * counted on the real lengths. */
+static void unpad(prepack_plan *plan, const uint32_t *lengths, size_t n,
+                  const prepack_plan_options *o)
+{
+    for (size_t e = 0; e < plan->items; e++) {
+        uint32_t real = lengths[plan->seq[e]];
+        uint32_t off = plan->off ? plan->off[e] : 0;
+        uint32_t left = real > off ? real - off : 0;
+        plan->len[e] = plan->len[e] < left ? plan->len[e] : left;
+    }
+    prepack_plan_stats *s = &plan->stats;
+    uint64_t L = o->max_seq_len, input = 0, over = 0, over_tokens = 0;
+    for (size_t i = 0; i < n; i++) {
+        input += lengths[i];
+        if (lengths[i] > L) {
+            over += lengths[i] - L;
+            over_tokens += lengths[i];
+        }
+    }
+    s->input_tokens = input;
+    s->truncated_tokens = o->overlong == PREPACK_OVERLONG_TRUNCATE ? over : 0;
+    s->dropped_tokens = o->overlong == PREPACK_OVERLONG_DROP ? over_tokens : 0;
+    s->tokens = input - s->truncated_tokens - s->dropped_tokens;
+}
+
 int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
+                        const prepack_plan_options *opts, prepack_diag *diag)
+{
+    if (!out || !opts)
+        return pp_invalid_argument(diag);
+    if (opts->pad_multiple > 1 && opts->max_seq_len &&
+        opts->max_seq_len % opts->pad_multiple == 0 && (lengths || !n)) {
+        uint32_t *padded =
+            padded_lengths(lengths, n, opts->pad_multiple, opts->allocator);
+        if (!padded)
+            return pp_out_of_memory(diag);
+        prepack_plan_options unpadded = *opts;
+        unpadded.pad_multiple = 0;
+        int rc = prepack_plan_create(out, padded, n, &unpadded, diag);
+        if (rc == PREPACK_OK)
+            unpad(*out, lengths, n, opts);
+        if (rc == PREPACK_EOVERLONG && diag && diag->record < n)
+            pp_fail(diag, rc, diag->record,
+                    "sequence %llu has %u tokens, more than max_seq_len %u",
+                    (unsigned long long)diag->record, lengths[diag->record],
+                    opts->max_seq_len);
+        if (rc == PREPACK_OK && (*out)->rows)
+            (*out)->stats.efficiency = (double)(*out)->stats.tokens /
+                                       ((double)(*out)->rows * opts->max_seq_len);
+        pp_free(opts->allocator, padded);
+        return rc;
+    }
+    return plan_lengths(out, lengths, n, opts, diag);
+}
+
+static int plan_lengths(prepack_plan **out, const uint32_t *lengths, size_t n,
                         const prepack_plan_options *opts, prepack_diag *diag)
 {
     if (!out || !opts)

@@ -58,6 +58,7 @@ typedef struct pp_manifest {
     uint64_t rows, tokens; /* the totals, equal to the shards' sums */
     prepack_overlong overlong;
     uint32_t max_seqs_per_row; /* 0 = unlimited */
+    uint32_t pad_multiple;     /* 1 = none */
     int has_stats;             /* "stats" is an object, not null */
     pp_manifest_stats stats;
     int has_inputs;              /* "inputs" lists at least one input */

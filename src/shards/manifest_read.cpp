@@ -243,6 +243,14 @@ int read_policy(simdjson::dom::object root, const char *path, pp_manifest *m,
         (e.get_uint64().get(most) || most > UINT32_MAX))
         return bad(diag, path, "bad max_seqs_per_row");
     m->max_seqs_per_row = uint32_t(most);
+    uint64_t pad = 1;
+    if (!root["pad_multiple"].get(e) &&
+        (e.get_uint64().get(pad) || pad < 2 || pad > m->max_seq_len ||
+         m->max_seq_len % pad != 0))
+        return bad(diag, path,
+                   "pad_multiple must be an integer from 2 that divides "
+                   "max_seq_len");
+    m->pad_multiple = uint32_t(pad);
     return PREPACK_OK;
 }
 

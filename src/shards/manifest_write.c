@@ -124,6 +124,8 @@ void pp_manifest_write(FILE *f, const pp_manifest_fields *m)
             o ? o->max_seqs_per_row : 0,
             o && o->shuffle_rows ? "true" : "false", o ? o->shuffle_seed : 0,
             m->rows_per_frame, m->level, rows, tokens);
+    if (o && o->pad_multiple > 1) /* only then: other sets keep their bytes */
+        fprintf(f, "  \"pad_multiple\": %u,\n", o->pad_multiple);
     write_inputs(f, m->inputs, m->ninputs);
     write_shards(f, shards, nshards);
     if (m->report)

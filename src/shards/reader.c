@@ -296,6 +296,11 @@ size_t prepack_reader_row_count(const prepack_reader *r)
     return r->rows;
 }
 
+uint32_t prepack_reader_pad_multiple(const prepack_reader *r)
+{
+    return r->m.pad_multiple > 1 ? r->m.pad_multiple : 1;
+}
+
 uint32_t prepack_reader_max_seq_len(const prepack_reader *r)
 {
     return r->m.max_seq_len;

@@ -1,0 +1,140 @@
+"""Context-parallel padding: pack --pad-multiple plans sequences as their
+lengths rounded up, readers pad them (cu_seqlens real, cu_seqlens_padded
+physical, padding never trained), and prepack.cp_split gives each CP rank
+its load-balanced chunks."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import prepack
+from conftest import CORPUS
+
+
+def test_cp_split_definition():
+    row = {"input_ids": np.arange(1, 9, dtype=np.uint32),
+           "cu_seqlens": np.array([0, 8], np.int32),
+           "seq_ids": np.array([0], np.uint64)}
+    batch = prepack.collate([row], "varlen", pad_multiple=4)
+    r0 = prepack.cp_split(batch, 0, 2)
+    r1 = prepack.cp_split(batch, 1, 2)
+    assert r0["input_ids"].tolist() == [1, 2, 7, 8]
+    assert r1["input_ids"].tolist() == [3, 4, 5, 6]
+    assert r0["cu_seqlens"].tolist() == [0, 8]
+    with pytest.raises(ValueError, match="multiple of 2 x cp_size"):
+        prepack.cp_split(batch, 0, 3)
+    with pytest.raises(ValueError, match="pad_multiple"):
+        prepack.cp_split(prepack.collate([row], "varlen"), 0, 2)
+
+
+@pytest.mark.parametrize("form", ["varlen", "flex", "hf"])
+@pytest.mark.parametrize("cp", [1, 2, 3])
+def test_cp_split_reassembles(form, cp):
+    rng = np.random.default_rng(cp)
+    rows = prepack.pack([rng.integers(0, 1000, int(n)).astype(np.uint32)
+                         for n in rng.integers(1, 50, 30)], max_seq_len=120)
+    m = 2 * cp * 2
+    batch = prepack.collate(rows, form, pad_multiple=m)
+    ids = np.asarray(batch["input_ids"]).reshape(-1)
+    parts = [prepack.cp_split(batch, r, cp) for r in range(cp)]
+    pcu = np.asarray(batch["cu_seqlens_padded"])
+    rebuilt = np.empty_like(ids)
+    for j in range(len(pcu) - 1):  # chunk c of sequence j is on rank min(c, 2cp-1-c)
+        lo, c = pcu[j], (pcu[j + 1] - pcu[j]) // (2 * cp)
+        for chunk in range(2 * cp):
+            rank = chunk if chunk < cp else 2 * cp - 1 - chunk
+            part = np.asarray(parts[rank]["input_ids"]).reshape(-1)
+            before = sum(2 * ((q[1] - q[0]) // (2 * cp)) for q in zip(pcu[:j], pcu[1:j + 1]))
+            at = before + (0 if chunk < cp else c)
+            rebuilt[lo + chunk * c:lo + (chunk + 1) * c] = part[at:at + c]
+    assert (rebuilt == ids).all()
+    assert sum(np.asarray(p["input_ids"]).size for p in parts) == ids.size
+
+
+@pytest.mark.parametrize("form", ["varlen", "flex", "hf", "padded"])
+def test_padding_is_never_trained(form):
+    rng = np.random.default_rng(5)
+    rows = prepack.pack([rng.integers(0, 1000, int(n)).astype(np.uint32)
+                         for n in rng.integers(1, 30, 12)], max_seq_len=64)
+    plain = prepack.collate(rows, form, loss_weights=True)
+    padded = prepack.collate(rows, form, pad_multiple=8, pad_id=7, loss_weights=True)
+    labels, plabels = np.asarray(plain["labels"]), np.asarray(padded["labels"])
+    assert np.sort(labels[labels != -100]).tolist() == \
+        np.sort(plabels[plabels != -100]).tolist()
+    key = "num_items_in_batch" if form == "hf" else "num_loss_tokens"
+    if key in plain:
+        assert plain[key] == padded[key]
+    assert plain["num_loss_sequences"] == padded["num_loss_sequences"]
+    if form == "varlen":
+        assert plain["cu_seqlens"].tolist() == padded["cu_seqlens"].tolist()
+        assert (np.diff(padded["cu_seqlens_padded"]) % 8 == 0).all()
+        real = np.diff(padded["cu_seqlens"])
+        pcu = padded["cu_seqlens_padded"]
+        for j, n in enumerate(real):  # the real tokens, then pad_id
+            assert (padded["input_ids"][pcu[j]:pcu[j] + n] ==
+                    plain["input_ids"][plain["cu_seqlens"][j]:
+                                       plain["cu_seqlens"][j] + n]).all()
+            assert (padded["input_ids"][pcu[j] + n:pcu[j + 1]] == 7).all()
+
+
+def run(bin_, *args):
+    return subprocess.run([bin_, *map(str, args)], capture_output=True, text=True)
+
+
+def test_pack_with_pad_multiple(prepack_bin, tmp_path):
+    out = tmp_path / "cp"
+    p = run(prepack_bin, "pack", CORPUS, "-o", out, "--max-seq-len", "512",
+            "--overlong", "split", "--pad-multiple", "8", "--json", "--quiet")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    plain = json.loads(run(prepack_bin, "stats", CORPUS, "--max-seq-len", "512",
+                           "--overlong", "split", "--json").stdout)
+    assert report["tokens"] == plain["tokens"]  # real tokens, padded or not
+    assert report["rows"] >= plain["rows"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pad_multiple"] == 8
+    assert run(prepack_bin, "verify", out, "--input", CORPUS).returncode == 0
+    shards = prepack.ShardSet(out)
+    assert shards.pad_multiple == 8
+    for i in range(len(shards)):
+        lengths = np.diff(shards[i]["cu_seqlens"])
+        assert ((lengths + 7) // 8 * 8).sum() <= 512
+    from prepack.torch import PackedDataset
+    batch = next(iter(PackedDataset(out, batch_rows=4, shuffle=False)))
+    assert (np.diff(batch["cu_seqlens_padded"].numpy()) % 8 == 0).all()
+    assert batch["input_ids"].shape[0] == int(batch["cu_seqlens_padded"][-1])
+    bad = run(prepack_bin, "pack", CORPUS, "-o", tmp_path / "bad", "--max-seq-len",
+              "500", "--pad-multiple", "8")
+    assert bad.returncode == 2 and "not a multiple of --pad-multiple" in bad.stderr
+
+
+def test_a_manifest_pad_multiple_that_does_not_divide_is_refused(prepack_bin, tmp_path):
+    out = tmp_path / "cp"
+    assert run(prepack_bin, "pack", CORPUS, "-o", out, "--max-seq-len", "512",
+               "--overlong", "split", "--pad-multiple", "8", "--quiet").returncode == 0
+    path = out / "manifest.json"
+    path.write_text(path.read_text().replace('"pad_multiple": 8', '"pad_multiple": 7'))
+    with pytest.raises(prepack.ShardSetError, match="pad_multiple"):
+        prepack.ShardSet(out, backend="python")
+    p = run(prepack_bin, "verify", out)
+    assert p.returncode == 1 and "pad_multiple" in p.stdout + p.stderr, p.stdout
+
+
+def test_steps_keep_pad_multiple(prepack_bin, tmp_path):
+    opts = ["--max-seq-len", "512", "--overlong", "split", "--pad-multiple", "16"]
+    ref = tmp_path / "ref"
+    assert run(prepack_bin, "pack", CORPUS, "-o", ref, *opts, "--quiet").returncode == 0
+    out = tmp_path / "out"
+    for t in range(2):
+        assert run(prepack_bin, "scan", CORPUS, "-o", out, *opts, "--task-index", t,
+                   "--task-count", 2).returncode == 0
+    assert run(prepack_bin, "plan", CORPUS, "-o", out, *opts, "--scan-tasks", 2).returncode == 0
+    for t in range(3):
+        assert run(prepack_bin, "write", CORPUS, "-o", out, *opts, "--task-index", t,
+                   "--task-count", 3).returncode == 0
+    assert run(prepack_bin, "finalize", CORPUS, "-o", out, *opts,
+               "--write-tasks", 3).returncode == 0
+    for name in os.listdir(ref):
+        assert (ref / name).read_bytes() == (out / name).read_bytes(), name
