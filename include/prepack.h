@@ -177,6 +177,21 @@ typedef struct prepack_plan prepack_plan;
 int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
                         const prepack_plan_options *opts, prepack_diag *diag);
 
+/* Groups: sequences that must share a row, in order, never split or
+ * truncated apart (a conversation's turns; a preference pair with its
+ * prompt). Group g is sequences group_first[g] .. group_first[g + 1] - 1
+ * (group_first has groups + 1 entries, from 0 to n, rising). Each group is
+ * planned as one item of its summed length (each member rounded up to
+ * pad_multiple first), exactly as the algorithm places items, and placed
+ * as its members, in order, each its own item (zero-length members left
+ * out). A group over L follows the ERROR or DROP policy whole (diag names
+ * its sequences); SPLIT, TRUNCATE and max_seqs_per_row are PREPACK_EINVAL.
+ * The stats count sequences and tokens; lower_bound is the groups'. */
+int prepack_plan_create_groups(prepack_plan **out, const uint32_t *lengths,
+                               size_t n, const uint64_t *group_first,
+                               size_t groups, const prepack_plan_options *opts,
+                               prepack_diag *diag);
+
 /* Frees a plan. NULL is fine. */
 void prepack_plan_free(prepack_plan *plan);
 

@@ -648,3 +648,154 @@ int pp_plan_has_offsets(const prepack_plan *plan)
 {
     return plan->off != NULL;
 }
+
+/* ---- groups: sequences placed together --------------------------------------- */
+
+static int check_groups(size_t n, const uint64_t *first, size_t groups,
+                        const prepack_plan_options *o, prepack_diag *diag)
+{
+    if (!first || first[0] != 0 || first[groups] != n)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "group_first must run from 0 to the %zu sequences", n);
+    for (size_t g = 0; g < groups; g++)
+        if (first[g + 1] <= first[g])
+            return pp_fail(diag, PREPACK_EINVAL, g,
+                           "group %zu is empty or out of order", g);
+    if (o->overlong == PREPACK_OVERLONG_SPLIT ||
+        o->overlong == PREPACK_OVERLONG_TRUNCATE)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "groups are placed whole, never split or truncated "
+                       "apart: choose the overlong policy error or drop");
+    if (o->max_seqs_per_row)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "max_seqs_per_row is not supported with groups");
+    return PREPACK_OK;
+}
+
+/* Each group's tokens, each member rounded up to pad_multiple. */
+static uint32_t *group_lengths(const uint32_t *lengths, const uint64_t *first,
+                               size_t groups, uint32_t m,
+                               const prepack_allocator *a)
+{
+    uint32_t *out = pp_alloc(a, groups ? groups : 1, sizeof *out);
+    for (size_t g = 0; out && g < groups; g++) {
+        uint64_t sum = 0;
+        for (uint64_t s = first[g]; s < first[g + 1]; s++)
+            sum += m > 1 ? ((uint64_t)lengths[s] + m - 1) / m * m : lengths[s];
+        out[g] = sum > UINT32_MAX ? UINT32_MAX : (uint32_t)sum;
+    }
+    return out;
+}
+
+/* Replaces each placed group by its members (in order, empty ones left
+ * out), and the figures by the sequences'. */
+static int expand_groups(prepack_plan *plan, const uint32_t *lengths, size_t n,
+                         const uint64_t *first, size_t groups,
+                         const uint32_t *glen, uint32_t max_len)
+{
+    const prepack_allocator *a = plan->alloc;
+    size_t items = 0;
+    for (size_t e = 0; e < plan->items; e++)
+        for (uint64_t s = first[plan->seq[e]]; s < first[plan->seq[e] + 1]; s++)
+            items += lengths[s] > 0;
+    uint32_t *seq = pp_alloc(a, items ? items : 1, sizeof *seq);
+    uint32_t *len = pp_alloc(a, items ? items : 1, sizeof *len);
+    uint32_t *start = pp_alloc(a, plan->rows + 1, sizeof *start);
+    if (!seq || !len || !start) {
+        pp_free(a, seq);
+        pp_free(a, len);
+        pp_free(a, start);
+        return PREPACK_ENOMEM;
+    }
+    size_t k = 0;
+    uint64_t tokens = 0;
+    for (size_t r = 0; r < plan->rows; r++) {
+        start[r] = (uint32_t)k;
+        for (uint32_t e = plan->row_start[r]; e < plan->row_start[r + 1]; e++)
+            for (uint64_t s = first[plan->seq[e]]; s < first[plan->seq[e] + 1];
+                 s++)
+                if (lengths[s] > 0) {
+                    seq[k] = (uint32_t)s;
+                    len[k++] = lengths[s];
+                    tokens += lengths[s];
+                }
+    }
+    start[plan->rows] = (uint32_t)k;
+    pp_free(a, plan->seq);
+    pp_free(a, plan->len);
+    pp_free(a, plan->row_start);
+    plan->seq = seq;
+    plan->len = len;
+    plan->row_start = start;
+    plan->items = items;
+    prepack_plan_stats *st = &plan->stats;
+    uint64_t input = 0, zero = 0, over = 0, dropped = 0, dropped_tokens = 0;
+    for (size_t g = 0; g < groups; g++) {
+        if (glen[g] <= max_len) /* as the planner decided: padded sums */
+            continue;
+        uint64_t sum = 0, members = first[g + 1] - first[g];
+        for (uint64_t s = first[g]; s < first[g + 1]; s++)
+            sum += lengths[s];
+        over += members;
+        if (plan->overlong == PREPACK_OVERLONG_DROP) {
+            dropped += members;
+            dropped_tokens += sum;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        input += lengths[i];
+        zero += lengths[i] == 0;
+    }
+    st->sequences = n;
+    st->input_tokens = input;
+    st->zero_length = zero;
+    st->overlong = over;
+    st->dropped_sequences = dropped;
+    st->dropped_tokens = dropped_tokens;
+    st->items = items;
+    st->tokens = tokens;
+    st->max_items_per_row = 0;
+    finish_stats(plan, max_len);
+    return PREPACK_OK;
+}
+
+int prepack_plan_create_groups(prepack_plan **out, const uint32_t *lengths,
+                               size_t n, const uint64_t *group_first,
+                               size_t groups, const prepack_plan_options *opts,
+                               prepack_diag *diag)
+{
+    if (!out || !opts || (n && !lengths))
+        return pp_invalid_argument(diag);
+    *out = NULL;
+    int rc = check_options(lengths, n, opts, diag);
+    if (rc == PREPACK_OK)
+        rc = check_groups(n, group_first, groups, opts, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    uint32_t *glen = group_lengths(lengths, group_first, groups,
+                                   opts->pad_multiple, opts->allocator);
+    if (!glen)
+        return pp_out_of_memory(diag);
+    prepack_plan_options o = *opts;
+    o.pad_multiple = 0; /* the group lengths are rounded already */
+    rc = plan_lengths(out, glen, groups, &o, diag);
+    if (rc == PREPACK_EOVERLONG && diag && diag->record < groups) {
+        size_t g = (size_t)diag->record;
+        pp_fail(diag, rc, group_first[g],
+                "the group of sequences %llu..%llu has %u tokens, more than "
+                "max_seq_len %u",
+                (unsigned long long)group_first[g],
+                (unsigned long long)(group_first[g + 1] - 1), glen[g],
+                opts->max_seq_len);
+    }
+    if (rc == PREPACK_OK &&
+        expand_groups(*out, lengths, n, group_first, groups, glen,
+                      opts->max_seq_len) !=
+            PREPACK_OK) {
+        prepack_plan_free(*out);
+        *out = NULL;
+        rc = pp_out_of_memory(diag);
+    }
+    pp_free(opts->allocator, glen);
+    return rc;
+}
