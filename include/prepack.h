@@ -490,6 +490,13 @@ int prepack_store_begin_input(prepack_store *s, const char *path,
  * the first delimiter). */
 void prepack_store_count_partial(prepack_store *s);
 
+/* Groups (prepack_plan_create_groups): sequence ids[i] joins the group of
+ * the sequence before it. Ids already added, rising over all calls, each
+ * past its input's first sequence (a group never spans inputs);
+ * PREPACK_EINVAL otherwise. JSONL's "group" field calls it. */
+int prepack_store_join_sequences(prepack_store *s, const uint64_t *ids,
+                                 size_t k, prepack_diag *diag);
+
 /* Flushes and maps the tokens; no more adding. */
 int prepack_store_finish(prepack_store *s, prepack_diag *diag);
 
@@ -522,6 +529,12 @@ void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out);
  * token, 1 = trained), or NULL when all its tokens are trained. */
 int prepack_store_has_loss_mask(const prepack_store *s);
 const uint8_t *prepack_store_loss_mask(const prepack_store *s, size_t i);
+/* After finish: the groups (prepack_plan_create_groups's group_first, with
+ * *groups + 1 entries), or NULL when no sequence joins another (*groups is
+ * then the sequence count). has_groups: an input named groups at all. */
+const uint64_t *prepack_store_group_first(const prepack_store *s,
+                                          size_t *groups);
+int prepack_store_has_groups(const prepack_store *s);
 /* Documents recorded by prepack_store_begin_document, and the first
  * sequence of document d. */
 size_t prepack_store_document_count(const prepack_store *s);

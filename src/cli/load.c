@@ -30,11 +30,37 @@ static int plan_error(const job_args *a, const lengths_source *src, int rc,
     return library_error(rc, d);
 }
 
+/* An overlong group: its input and the diag's sequence range. */
+static int group_error(const job_args *a, const lengths_source *src,
+                       const prepack_diag *d)
+{
+    for (size_t i = prepack_store_input_count(src->store); i-- > 0;) {
+        prepack_input_info in;
+        prepack_store_input(src->store, i, &in);
+        if (d->record >= in.first_sequence)
+            return data_error("%s: %s (sequence ids over all inputs; this "
+                              "input starts at %llu; groups are placed "
+                              "whole: --overlong drop leaves them out)",
+                              in.path, d->message,
+                              (unsigned long long)in.first_sequence);
+    }
+    (void)a;
+    return library_error(PREPACK_EOVERLONG, d);
+}
+
 int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
                     prepack_report *report)
 {
     prepack_diag diag = {0};
-    int rc = prepack_plan_create(plan, src->lengths, src->n, &a->plan, &diag);
+    size_t groups = 0;
+    const uint64_t *first =
+        src->store ? prepack_store_group_first(src->store, &groups) : NULL;
+    int rc = first ? prepack_plan_create_groups(plan, src->lengths, src->n,
+                                                first, groups, &a->plan, &diag)
+                   : prepack_plan_create(plan, src->lengths, src->n, &a->plan,
+                                         &diag);
+    if (rc == PREPACK_EOVERLONG && first)
+        return group_error(a, src, &diag);
     if (rc == PREPACK_OK)
         rc = prepack_report_compute(*plan, src->lengths, src->n, a->batch_size,
                                     report);

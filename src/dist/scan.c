@@ -270,6 +270,11 @@ int prepack_job_scan(const char *dir, const prepack_job_options *o,
         rc = read_parts(&j, s, task, ntasks, &m, diag);
     if (rc == PREPACK_OK)
         rc = prepack_store_finish(s, diag);
+    if (rc == PREPACK_OK && prepack_store_has_groups(s))
+        rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                     "the inputs have a \"group\" field: groups are not "
+                     "supported by pack in steps yet (a scan task's cut may "
+                     "fall inside a group); pack them with prepack pack");
     if (rc == PREPACK_OK)
         rc = save_sequences(&j, s, task, &m, diag);
     if (rc == PREPACK_OK)

@@ -59,6 +59,10 @@ struct JsonlReader {
     simdjson::dom::parser parser;
     const prepack_ingest_options *opts;
     size_t doc_len = 0; // bytes of the document being taken
+    // the previous record's "group" value (a group: consecutive records
+    // with one value), or none
+    std::string prev_group;
+    bool prev_has_group = false;
 
     JsonlReader(prepack_store *s, const char *p,
                 const prepack_ingest_options *o, prepack_diag *d)
@@ -301,7 +305,29 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
                     "expected a JSON object, got %s", type_name(doc.type()));
     simdjson::dom::array ids, mask_arr, labels_arr;
     bool has_ids = false, has_mask = false, has_labels = false;
+    bool has_group = false;
+    std::string group;
     for (simdjson::dom::key_value_pair kv : obj) {
+        if (kv.key == "group") {
+            if (has_group)
+                return fail(PREPACK_EFORMAT, line_at(at),
+                            "field \"group\" appears twice");
+            has_group = true;
+            int64_t i;
+            uint64_t u;
+            std::string_view text;
+            if (!kv.value.get_int64().get(i))
+                group = "i" + std::to_string(i);
+            else if (!kv.value.get_uint64().get(u))
+                group = "i" + std::to_string(u);
+            else if (!kv.value.get_string().get(text))
+                group = "s" + std::string(text);
+            else
+                return fail(PREPACK_EFORMAT, line_at(at),
+                            "\"group\" is %s: an integer or a string",
+                            type_name(kv.value.type()));
+            continue;
+        }
         bool is_ids = kv.key == field, is_mask = kv.key == "loss_mask",
              is_labels = kv.key == "labels";
         if (!is_ids && !is_mask && !is_labels)
@@ -336,6 +362,16 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
                                diag);
     if (rc == PREPACK_OK)
         rc = pp_store_end_sequence(store, 1, diag);
+    if (rc == PREPACK_OK && has_group) {
+        pp_store_note_groups(store);
+        if (prev_has_group && group == prev_group) {
+            uint64_t id = prepack_store_sequence_count(store) - 1;
+            rc = prepack_store_join_sequences(store, &id, 1, diag);
+        }
+    }
+    prev_has_group = has_group;
+    if (has_group)
+        prev_group.swap(group);
     return rc;
 }
 

@@ -70,6 +70,11 @@ struct prepack_store {
     prepack_dtype dtype; /* resolved at finish */
     int finished;
     uint8_t *mask_map;
+    /* groups: the sequences that join the previous one's group, rising */
+    uint64_t *joins;
+    size_t njoins, joins_cap;
+    int has_groups; /* an input named groups (even of one sequence each) */
+    uint64_t *group_first; /* built at finish when any sequence joins */
     char keep_prefix[64]; /* non-empty: token files keep their names */
 };
 
@@ -160,6 +165,8 @@ void prepack_store_free(prepack_store *s)
     pp_free(a, s->seg_first);
     pp_free(a, s->seg_source);
     pp_free(a, s->doc_start);
+    pp_free(a, s->joins);
+    pp_free(a, s->group_first);
     prepack_allocator copy = s->alloc_copy; /* s itself goes with it */
     pp_free(a ? &copy : NULL, s);
 }
@@ -573,6 +580,68 @@ void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id)
     s->max_id = max_id > s->max_id ? max_id : s->max_id;
 }
 
+/* ---- groups ------------------------------------------------------------------ */
+
+int prepack_store_join_sequences(prepack_store *s, const uint64_t *ids,
+                                 size_t k, prepack_diag *diag)
+{
+    const prepack_input_info *in = current_input(s);
+    uint64_t first = in ? in->first_sequence : 0;
+    s->has_groups = 1;
+    for (size_t i = 0; i < k; i++) {
+        uint64_t id = ids[i];
+        uint64_t last = s->njoins ? s->joins[s->njoins - 1] : 0;
+        if (id <= first || id >= s->count || (s->njoins && id <= last))
+            return pp_fail(diag, PREPACK_EINVAL, id,
+                           "sequence %llu cannot join the one before it: "
+                           "joins go in rising order, within one input",
+                           (unsigned long long)id);
+        if (pp_grow(s->alloc, (void **)&s->joins, &s->joins_cap,
+                    s->njoins + 1, sizeof *s->joins) != PREPACK_OK)
+            return pp_out_of_memory(diag);
+        s->joins[s->njoins++] = id;
+    }
+    return PREPACK_OK;
+}
+
+void pp_store_note_groups(prepack_store *s)
+{
+    s->has_groups = 1;
+}
+
+int prepack_store_has_groups(const prepack_store *s)
+{
+    return s->has_groups;
+}
+
+const uint64_t *prepack_store_group_first(const prepack_store *s,
+                                          size_t *groups)
+{
+    *groups = s->count - s->njoins;
+    return s->group_first;
+}
+
+/* group_first from the joins: every sequence not joining starts a group. */
+static int build_groups(prepack_store *s, prepack_diag *diag)
+{
+    if (!s->njoins)
+        return PREPACK_OK;
+    size_t groups = s->count - s->njoins;
+    s->group_first = pp_alloc(s->alloc, groups + 1, sizeof *s->group_first);
+    if (!s->group_first)
+        return pp_out_of_memory(diag);
+    size_t g = 0, j = 0;
+    for (uint64_t i = 0; i < s->count; i++) {
+        if (j < s->njoins && s->joins[j] == i) {
+            j++;
+            continue;
+        }
+        s->group_first[g++] = i;
+    }
+    s->group_first[g] = s->count;
+    return PREPACK_OK;
+}
+
 int prepack_store_begin_document(prepack_store *s)
 {
     s->doc_pending = 1;
@@ -644,6 +713,8 @@ int prepack_store_finish(prepack_store *s, prepack_diag *diag)
         rc = pp_tmpfile_flush(&s->mask, diag);
     if (rc == PREPACK_OK)
         rc = resolve_dtype(s, diag);
+    if (rc == PREPACK_OK)
+        rc = build_groups(s, diag);
     if (rc != PREPACK_OK)
         return rc;
     pp_free(s->alloc, s->tok.buf);

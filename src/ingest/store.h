@@ -26,6 +26,9 @@ int pp_store_add_file(prepack_store *s, const char *path, int fd,
 int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
                      uint64_t len, prepack_diag *diag);
 void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
+/* A reader saw a group field (the steps of a pack on many machines do not
+ * take groups yet). */
+void pp_store_note_groups(prepack_store *s);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 

@@ -19,8 +19,11 @@ typedef void (*pp_naive_visit)(void *opaque, const uint32_t *lengths,
  * sequence, dropped and empty ones left out), batch_size at a time in
  * input order, and visits each batch. PREPACK_ENOMEM when the batch
  * buffer cannot be had (min(batch_size, max_items) lengths). */
+/* skip (NULL = none): sequences left out whatever their length (the
+ * members of a group the DROP policy left out, pp_plan_skipped). */
 int pp_naive_batches(const uint32_t *lengths, size_t n, uint32_t max_len,
                      prepack_overlong policy, uint32_t batch_size,
-                     uint64_t max_items, pp_naive_visit visit, void *opaque);
+                     uint64_t max_items, const uint8_t *skip,
+                     pp_naive_visit visit, void *opaque);
 
 #endif

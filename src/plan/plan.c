@@ -26,6 +26,7 @@ struct prepack_plan {
     uint32_t *seq;             /* [items] source sequence of each entry */
     uint32_t *len;             /* [items] tokens of each entry */
     uint32_t *off;             /* [items] token offset, NULL when none split */
+    uint8_t *skipped; /* [sequences] left out with a dropped group, or NULL */
     prepack_overlong overlong; /* the policy, for the report */
 };
 
@@ -574,6 +575,7 @@ void prepack_plan_free(prepack_plan *plan)
     pp_free(a, plan->seq);
     pp_free(a, plan->len);
     pp_free(a, plan->off);
+    pp_free(a, plan->skipped);
     pp_free(a, plan);
 }
 
@@ -642,6 +644,11 @@ void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out)
 prepack_overlong pp_plan_overlong(const prepack_plan *plan)
 {
     return plan->overlong;
+}
+
+const uint8_t *pp_plan_skipped(const prepack_plan *plan)
+{
+    return plan->skipped;
 }
 
 int pp_plan_has_offsets(const prepack_plan *plan)
@@ -740,6 +747,11 @@ static int expand_groups(prepack_plan *plan, const uint32_t *lengths, size_t n,
         if (plan->overlong == PREPACK_OVERLONG_DROP) {
             dropped += members;
             dropped_tokens += sum;
+            if (!plan->skipped &&
+                !(plan->skipped = pp_calloc(a, n ? n : 1, 1)))
+                return PREPACK_ENOMEM;
+            for (uint64_t s = first[g]; s < first[g + 1]; s++)
+                plan->skipped[s] = 1;
         }
     }
     for (size_t i = 0; i < n; i++) {

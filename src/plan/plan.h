@@ -11,5 +11,8 @@ prepack_overlong pp_plan_overlong(const prepack_plan *plan);
 /* Whether any item starts past token 0 of its sequence (split chunks):
  * the row builder then stores each item's start. */
 int pp_plan_has_offsets(const prepack_plan *plan);
+/* Groups under DROP: the sequences left out with their group whatever
+ * their own length (one byte a sequence), or NULL. */
+const uint8_t *pp_plan_skipped(const prepack_plan *plan);
 
 #endif

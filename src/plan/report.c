@@ -108,8 +108,8 @@ int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
 
     naive_sums ns = {.out = &out->naive_batch};
     if (pp_naive_batches(lengths, n, max_len, pp_plan_overlong(plan),
-                         out->batch_size, st->items, add_batch,
-                         &ns) != PREPACK_OK)
+                         out->batch_size, st->items, pp_plan_skipped(plan),
+                         add_batch, &ns) != PREPACK_OK)
         return PREPACK_ENOMEM;
     uint64_t input_tokens = 0;
     for (size_t i = 0; i < n; i++)

@@ -175,7 +175,8 @@ static int count_fills(fills *fl, const prepack_plan *plan,
         fl->packed[bin < FILL_BINS ? bin : FILL_BINS - 1]++;
     }
     return pp_naive_batches(len, n, st->max_seq_len, pp_plan_overlong(plan),
-                            batch, st->items, count_batch, fl);
+                            batch, st->items, pp_plan_skipped(plan),
+                            count_batch, fl);
 }
 
 static void fill_panel(FILE *f, double y0, const fills *fl, uint32_t batch)

@@ -1,0 +1,110 @@
+"""Groups that stay together: a JSONL "group" field keeps consecutive
+records with one value in one row, in order, each its own sequence;
+overlong groups follow error or drop whole; split and truncate are
+refused; bad group values name the line."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import prepack
+
+
+def run(bin_, *args):
+    return subprocess.run([bin_, *map(str, args)], capture_output=True, text=True)
+
+
+def write(path, records):
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+def grouped_records(seed=0, n=400):
+    rng = np.random.default_rng(seed)
+    records, groups, g = [], [], 0
+    while len(records) < n:
+        size = int(rng.integers(1, 5))
+        label = int(rng.integers(0, 3))  # ints, strings, or no group
+        for _ in range(size):
+            rec = {"input_ids": rng.integers(0, 5000, int(rng.integers(1, 60))).tolist()}
+            if label == 0:
+                rec["group"] = g
+            elif label == 1:
+                rec["group"] = f"conv-{g}"
+            records.append(rec)
+            groups.append(g if label < 2 else None)
+            if label == 2:
+                g += 1
+                groups[-1] = ("alone", len(records))
+        g += 1
+    return records, groups
+
+
+@pytest.mark.parametrize("algo", ["ffd", "bfd", "nextfit"])
+def test_groups_share_a_row_in_order(prepack_bin, tmp_path, algo):
+    records, groups = grouped_records()
+    src = tmp_path / "g.jsonl"
+    write(src, records)
+    out = tmp_path / "out"
+    p = run(prepack_bin, "pack", src, "-o", out, "--max-seq-len", "256", "--algo",
+            algo, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert run(prepack_bin, "verify", out, "--input", src).returncode == 0
+    shards = prepack.ShardSet(out, backend="python")
+    where = {}
+    for r in range(len(shards)):
+        for k, s in enumerate(shards[r]["seq_ids"].tolist()):
+            assert s not in where
+            where[s] = (r, k)
+    assert sorted(where) == list(range(len(records)))
+    for s in range(1, len(records)):
+        if groups[s] is not None and groups[s] == groups[s - 1]:
+            assert where[s][0] == where[s - 1][0], s   # same row
+            assert where[s][1] == where[s - 1][1] + 1  # right after
+
+
+def test_overlong_groups(prepack_bin, tmp_path):
+    src = tmp_path / "g.jsonl"
+    write(src, [{"input_ids": [1] * 6, "group": "a"}, {"input_ids": [2] * 6, "group": "a"},
+                {"input_ids": [3] * 4}])
+    p = run(prepack_bin, "pack", src, "-o", tmp_path / "o1", "--max-seq-len", "10")
+    assert p.returncode == 1
+    assert "the group of sequences 0..1 has 12 tokens, more than max_seq_len 10" in p.stderr
+    p = run(prepack_bin, "pack", src, "-o", tmp_path / "o2", "--max-seq-len", "10",
+            "--overlong", "split")
+    assert p.returncode == 1 and "never split or truncated" in p.stderr
+    p = run(prepack_bin, "stats", src, "--max-seq-len", "10", "--overlong", "drop",
+            "--json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["overlong"]["dropped_sequences"] == 2
+    assert report["overlong"]["dropped_tokens"] == 12
+    assert report["rows"] == 1 and report["tokens"] == 4
+
+
+def test_bad_group_values_name_the_line(prepack_bin, tmp_path):
+    src = tmp_path / "g.jsonl"
+    src.write_text('{"input_ids": [1], "group": 1}\n{"input_ids": [2], "group": [1]}\n')
+    p = run(prepack_bin, "stats", src, "--max-seq-len", "8")
+    assert p.returncode == 1 and ":2:" in p.stderr and "an integer or a string" in p.stderr
+    src.write_text('{"input_ids": [1], "group": 1, "group": 1}\n')
+    p = run(prepack_bin, "stats", src, "--max-seq-len", "8")
+    assert p.returncode == 1 and "appears twice" in p.stderr
+
+
+def test_groups_never_span_inputs(prepack_bin, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write(a, [{"input_ids": [1] * 5, "group": 1}])
+    write(b, [{"input_ids": [2] * 5, "group": 1}])
+    out = tmp_path / "o"
+    assert run(prepack_bin, "pack", a, b, "-o", out, "--max-seq-len", "5",
+               "--quiet").returncode == 0
+    assert len(prepack.ShardSet(out, backend="python")) == 2
+
+
+def test_steps_refuse_groups(prepack_bin, tmp_path):
+    src = tmp_path / "g.jsonl"
+    write(src, [{"input_ids": [1, 2], "group": 1}])
+    p = run(prepack_bin, "scan", src, "-o", tmp_path / "o", "--max-seq-len", "8",
+            "--task-index", 0, "--task-count", 1)
+    assert p.returncode == 1 and "groups are not supported by pack in steps" in p.stderr
