@@ -201,7 +201,8 @@ class _Planned:
 
     def __init__(self, source, max_seq_len, column, loss_mask, labels, algo,
                  overlong, max_seqs_per_row, shuffle, seed, token_dtype,
-                 tmp_dir, batch_size, read_rows):
+                 tmp_dir, batch_size, read_rows, group="group",
+                 pad_multiple=0):
         self.lib = lib = _native.library()
         diag = _native.Diag()
         self.store, self.plan = ctypes.c_void_p(), ctypes.c_void_p()
@@ -212,18 +213,26 @@ class _Planned:
                diag)
         try:
             _read_into(lib, self.store, source, column, loss_mask, labels,
-                       read_rows)
+                       read_rows, group)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
             self.options = _native.PlanOptions(max_seq_len, _native.ALGOS[algo],
                                         _native._OVERLONG[overlong],
                                         max_seqs_per_row, int(shuffle), seed,
-                                        None)
+                                        None, pad_multiple)
             n = lib.prepack_store_sequence_count(self.store)
             lengths = lib.prepack_store_lengths(self.store)
-            _check(lib.prepack_plan_create(ctypes.byref(self.plan), lengths, n,
-                                           ctypes.byref(self.options),
-                                           ctypes.byref(diag)), diag)
+            groups = ctypes.c_size_t()
+            first = lib.prepack_store_group_first(self.store, ctypes.byref(groups))
+            if first:  # a group column joined some rows
+                rc = lib.prepack_plan_create_groups(
+                    ctypes.byref(self.plan), lengths, n, first, groups.value,
+                    ctypes.byref(self.options), ctypes.byref(diag))
+            else:
+                rc = lib.prepack_plan_create(ctypes.byref(self.plan), lengths, n,
+                                             ctypes.byref(self.options),
+                                             ctypes.byref(diag))
+            _check(rc, diag)
             self.report = ctypes.create_string_buffer(_REPORT_BYTES)
             rc = lib.prepack_report_compute(self.plan, lengths, n, batch_size,
                                             self.report)
@@ -247,13 +256,14 @@ class _Planned:
 def stats_dataset(source, max_seq_len, column="input_ids",
                   loss_mask="loss_mask", labels="labels", algo="ffd",
                   overlong="error", max_seqs_per_row=0, token_dtype="auto",
-                  tmp_dir=None, batch_size=8, read_rows=65536):
+                  tmp_dir=None, batch_size=8, read_rows=65536, group="group",
+                  pad_multiple=0):
     """What `prepack stats` reports, for the same sources as pack_dataset:
     the plan's figures (a dict), nothing written."""
     _check_options(algo, overlong, token_dtype)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, False, 0, token_dtype,
-                       tmp_dir, batch_size, read_rows)
+                       tmp_dir, batch_size, read_rows, group, pad_multiple)
     try:
         return planned.stats()
     finally:
@@ -265,19 +275,23 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                  overlong="error", max_seqs_per_row=0, shuffle=False, seed=0,
                  rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
                  threads=1, overwrite=False, token_dtype="auto",
-                 tmp_dir=None, batch_size=8, read_rows=65536):
+                 tmp_dir=None, batch_size=8, read_rows=65536, group="group",
+                 pad_multiple=0):
     """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
     Arrow IPC files) into a shard set in out_dir, with every option of
     `prepack pack` (the same names, underscores for dashes). `column` holds
     the token ids (a list of integers per row); a `loss_mask` (0/1) or
     `labels` (the token or -100) column, when present, becomes the loss
-    mask. Returns the plan's figures (a dict: sequences, input_tokens,
+    mask. A `group` column (any values; null = none) keeps consecutive rows
+    with one value in one row, in order, as JSONL's "group" field does.
+    pad_multiple plans for context parallelism as `pack --pad-multiple`.
+    Returns the plan's figures (a dict: sequences, input_tokens,
     items, tokens, rows, lower_bound, efficiency, ...). Bad data raises
     DatasetError naming the input, row group (or batch), row and value."""
     _check_options(algo, overlong, token_dtype, shard_rows, shard_bytes)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, shuffle, seed, token_dtype,
-                       tmp_dir, batch_size, read_rows)
+                       tmp_dir, batch_size, read_rows, group, pad_multiple)
     try:
         wo = _native.WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
                             int(overwrite), threads, None)
@@ -288,13 +302,33 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
         planned.close()
 
 
-def _read_into(lib, store, source, column, loss_mask, labels, read_rows):
+def _joins(batch, group, base, previous):
+    """Sequence ids (base + row) that join the row before them: equal,
+    non-null values of the group column (`previous`: the last value of the
+    input's batch before, a list of one, updated)."""
+    if group not in batch.schema.names:
+        previous[0] = None
+        return np.zeros(0, np.uint64)
+    values = batch.column(group).to_pylist()
+    ids = []
+    for r, v in enumerate(values):
+        if v is not None and v == previous[0]:
+            ids.append(base + r)
+        previous[0] = v
+    return np.asarray(ids, dtype=np.uint64)
+
+
+def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
+               group="group"):
     current = None
+    previous = [None]
     for name, unit, index, first, batch in _batches_with_optional(
-            source, column, loss_mask, labels, read_rows):
+            source, column, loss_mask, labels, read_rows, group):
         if name != current:
             lib.prepack_store_begin_input(store, os.fsencode(name), _ARROW)
             current = name
+            previous = [None]  # a group never spans inputs
+        base = lib.prepack_store_sequence_count(store)
         where = _Where(name, unit, index, first)
         values, offsets = _list_column(batch, column, where)
         tokens = np.ascontiguousarray(_tokens(values, offsets, where, column))
@@ -307,11 +341,17 @@ def _read_into(lib, store, source, column, loss_mask, labels, read_rows):
         if rc != 0:
             raise DatasetError(f"{where.row(diag.record)}: "
                                f"{diag.message.decode(errors='replace')}")
+        joins = _joins(batch, group, base, previous)
+        if len(joins):
+            _check(lib.prepack_store_join_sequences(
+                store, joins.ctypes.data, len(joins), ctypes.byref(diag)),
+                diag, DatasetError)
     if current is None:
         raise DatasetError("the source holds no rows")
 
 
-def _batches_with_optional(source, column, loss_mask, labels, read_rows):
+def _batches_with_optional(source, column, loss_mask, labels, read_rows,
+                           group="group"):
     """The source's record batches, holding the token column and whichever
     of the mask columns the source (or each file) has."""
     import pyarrow as pa
@@ -323,21 +363,24 @@ def _batches_with_optional(source, column, loss_mask, labels, read_rows):
         # a datasets.Dataset or IterableDataset: its rows in its order
         # (select, shuffle and filter keep an index over the table, so the
         # table alone would be the wrong rows), as Arrow tables
-        yield from _hf_batches(source, column, loss_mask, labels, read_rows)
+        yield from _hf_batches(source, column, loss_mask, labels, read_rows,
+                               group)
         return
     if isinstance(source, pa.Table):
         names = source.column_names
         if column not in names:
             raise DatasetError(f"no column {column!r} (the table has {names})")
-        wanted = [column] + [c for c in (loss_mask, labels) if c in names]
+        wanted = [column] + [c for c in (loss_mask, labels, group)
+                             if c in names]
         yield from _table_batches(source, wanted, read_rows)
         return
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     for path in map(os.fspath, paths):
-        yield from _file_batches(path, column, (loss_mask, labels), read_rows)
+        yield from _file_batches(path, column, (loss_mask, labels, group),
+                                 read_rows)
 
 
-def _hf_batches(source, column, loss_mask, labels, read_rows):
+def _hf_batches(source, column, loss_mask, labels, read_rows, group="group"):
     names = source.column_names
     if names is not None and column not in names:
         raise DatasetError(f"no column {column!r} (the dataset has {names})")
@@ -347,7 +390,7 @@ def _hf_batches(source, column, loss_mask, labels, read_rows):
         if column not in table.column_names:
             raise DatasetError(f"no column {column!r} (the dataset has "
                                f"{table.column_names})")
-        wanted = [column] + [c for c in (loss_mask, labels)
+        wanted = [column] + [c for c in (loss_mask, labels, group)
                              if c in table.column_names]
         for b in table.select(wanted).to_batches():
             yield "dataset", "batch", i, first, b

@@ -108,3 +108,29 @@ def test_steps_refuse_groups(prepack_bin, tmp_path):
     p = run(prepack_bin, "scan", src, "-o", tmp_path / "o", "--max-seq-len", "8",
             "--task-index", 0, "--task-count", 1)
     assert p.returncode == 1 and "groups are not supported by pack in steps" in p.stderr
+
+
+def test_arrow_group_column_matches_jsonl(prepack_bin, tmp_path):
+    """A `group` column in an Arrow table packs as JSONL's field does:
+    the same shard set bytes."""
+    import os
+    pa = pytest.importorskip("pyarrow")
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("needs libprepack (PREPACK_LIBRARY)")
+    records, _ = grouped_records(seed=3, n=300)
+    src = tmp_path / "g.jsonl"
+    write(src, records)
+    ref = tmp_path / "ref"
+    assert run(prepack_bin, "pack", src, "-o", ref, "--max-seq-len", "200",
+               "--quiet").returncode == 0
+    table = pa.table({"input_ids": [r["input_ids"] for r in records],
+                      "group": [str(r.get("group")) if "group" in r else None
+                                for r in records]})
+    out = tmp_path / "arrow"
+    prepack.pack_dataset(table, out, 200, read_rows=37)
+    a = prepack.ShardSet(ref, backend="python")
+    b = prepack.ShardSet(out, backend="python")
+    assert len(a) == len(b)
+    for i in range(len(a)):
+        assert a[i]["seq_ids"].tolist() == b[i]["seq_ids"].tolist()
+        assert a[i]["input_ids"].tolist() == b[i]["input_ids"].tolist()
