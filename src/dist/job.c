@@ -328,7 +328,7 @@ static void *rec_array(pp_rec *r, void **p, size_t n, size_t size, size_t wire)
     return *p;
 }
 
-static const char SCAN_MAGIC[8] = "PPJSCAN1";
+static const char SCAN_MAGIC[8] = "PPJSCAN2";
 static const char PLAN_MAGIC[8] = "PPJPLAN1";
 static const char WRITE_MAGIC[8] = "PPJWRIT1";
 
@@ -372,6 +372,8 @@ void pp_scan_meta_visit(pp_rec *r, pp_scan_meta *m)
         pp_rec_u64(r, &p->sequences_total);
         pp_rec_u64(r, &p->bin_reached);
         pp_rec_u64(r, &p->bin_size);
+        pp_rec_blob(r, &p->first_group, &p->first_group_len);
+        pp_rec_blob(r, &p->last_group, &p->last_group_len);
     }
     for (uint32_t i = 0; i < m->nsources; i++) {
         pp_scan_source *s = &m->sources[i];
@@ -384,10 +386,21 @@ void pp_scan_meta_visit(pp_rec *r, pp_scan_meta *m)
             s->width != 8)
             r->bad = 1;
     }
+    pp_rec_u64(r, &m->njoins);
+    if (!rec_array(r, (void **)&m->joins, (size_t)m->njoins, 8, 8))
+        return;
+    for (uint64_t i = 0; i < m->njoins; i++)
+        pp_rec_u64(r, &m->joins[i]);
 }
 
 void pp_scan_meta_free(pp_scan_meta *m)
 {
+    for (uint32_t i = 0; m->parts && i < m->nparts; i++) {
+        free(m->parts[i].first_group);
+        free(m->parts[i].last_group);
+    }
+    free(m->joins);
+    m->joins = NULL;
     free(m->parts);
     free(m->sources);
     m->parts = NULL;

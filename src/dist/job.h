@@ -61,6 +61,10 @@ typedef struct pp_scan_part {
     uint32_t input, format;
     uint64_t sequences, tokens, documents, partial;
     uint64_t sequences_total, bin_reached, bin_size; /* Megatron */
+    /* JSONL: the first and last records' group values (NULL: none), to
+     * join a group cut between two tasks */
+    char *first_group, *last_group;
+    size_t first_group_len, last_group_len;
 } pp_scan_part;
 
 /* Where a task's sequences' tokens are: source 0 is the task's own token
@@ -81,6 +85,9 @@ typedef struct pp_scan_meta {
     uint32_t nparts, nsources;
     pp_scan_part *parts;
     pp_scan_source *sources;
+    uint64_t njoins;
+    uint64_t *joins; /* the task's sequences (its own ids) that join the
+                        one before them: groups */
 } pp_scan_meta;
 
 /* Location records in scan-N.locs: u32 source, u64 byte offset. */

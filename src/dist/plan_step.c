@@ -28,7 +28,52 @@ typedef struct planning {
     pp_plan_meta meta;
     uint8_t *seen; /* per input: some task read part of it */
     uint64_t *reach, *bin_size, *total; /* Megatron, per input */
+    /* groups: the joins over all tasks, and per input the last group
+     * value read so far (malloc'd; NULL: the last record had none) */
+    uint64_t *joins;
+    size_t njoins, joins_cap;
+    char **tail;
+    size_t *tail_len;
 } planning;
+
+static int add_join(planning *p, uint64_t id, prepack_diag *diag)
+{
+    if (p->njoins == p->joins_cap) {
+        size_t cap = p->joins_cap ? 2 * p->joins_cap : 1024;
+        uint64_t *grown = realloc(p->joins, cap * sizeof *grown);
+        if (!grown)
+            return pp_out_of_memory(diag);
+        p->joins = grown;
+        p->joins_cap = cap;
+    }
+    p->joins[p->njoins++] = id;
+    return PREPACK_OK;
+}
+
+/* A part's first record continues the group the input's previous part
+ * ended with: the one join a task's cut hides from both tasks. */
+static int join_across_cut(planning *p, const pp_scan_part *part,
+                           uint64_t first, prepack_diag *diag)
+{
+    size_t k = part->input;
+    int rc = PREPACK_OK;
+    if (part->sequences == 0) /* no record: the tail stays */
+        return PREPACK_OK;
+    if (part->first_group && p->tail[k] &&
+        part->first_group_len == p->tail_len[k] &&
+        memcmp(part->first_group, p->tail[k], p->tail_len[k]) == 0)
+        rc = add_join(p, first, diag);
+    free(p->tail[k]);
+    p->tail[k] = NULL;
+    if (part->last_group) {
+        p->tail[k] = malloc(part->last_group_len + 1);
+        if (!p->tail[k])
+            return pp_out_of_memory(diag);
+        memcpy(p->tail[k], part->last_group, part->last_group_len + 1);
+        p->tail_len[k] = part->last_group_len;
+    }
+    return rc;
+}
 
 static int file_size_is(const pp_job *j, uint32_t t, const char *ext,
                         uint64_t want)
@@ -55,6 +100,9 @@ static int merge_parts(planning *p, const pp_scan_meta *m, uint64_t first,
             in->first_sequence = first;
             in->format = (prepack_format)part->format;
         }
+        int rc = join_across_cut(p, part, first, diag);
+        if (rc != PREPACK_OK)
+            return rc;
         p->seen[part->input] = 1;
         in->sequences += part->sequences;
         in->tokens += part->tokens;
@@ -112,6 +160,8 @@ static int take_scan(planning *p, uint32_t t, prepack_diag *diag)
     pp_rec_release(&r);
     p->meta.scan_first[t] = p->n;
     rc = merge_parts(p, &m, p->n, diag);
+    for (uint64_t i = 0; rc == PREPACK_OK && i < m.njoins; i++)
+        rc = add_join(p, p->n + m.joins[i], diag);
     p->n += m.sequences;
     p->max_id = m.max_id > p->max_id ? m.max_id : p->max_id;
     p->has_mask |= m.has_mask;
@@ -160,8 +210,10 @@ static int read_scans(planning *p, prepack_diag *diag)
     p->reach = calloc(o->ninputs, 8);
     p->bin_size = calloc(o->ninputs, 8);
     p->total = calloc(o->ninputs, 8);
+    p->tail = calloc(o->ninputs, sizeof *p->tail);
+    p->tail_len = calloc(o->ninputs, sizeof *p->tail_len);
     if (!m->scan_first || !m->inputs || !p->seen || !p->reach ||
-        !p->bin_size || !p->total)
+        !p->bin_size || !p->total || !p->tail || !p->tail_len)
         return pp_out_of_memory(diag);
     for (size_t i = 0; i < o->ninputs; i++)
         if (!(m->inputs[i].path = strdup(o->inputs[i])))
@@ -181,6 +233,16 @@ static int plan_failed(const planning *p, int rc, prepack_diag *diag)
     uint64_t seq = diag->record;
     for (uint32_t i = p->meta.ninputs; i-- > 0;) {
         const prepack_input_info *in = &p->meta.inputs[i];
+        if (seq >= in->first_sequence && seq < p->n && p->njoins) {
+            char why[sizeof diag->message];
+            snprintf(why, sizeof why, "%s", diag->message);
+            return pp_fail(diag, rc, seq,
+                           "%s: %s (sequence ids over all inputs; this input "
+                           "starts at %llu; groups are placed whole: "
+                           "--overlong drop leaves them out)",
+                           in->path, why,
+                           (unsigned long long)in->first_sequence);
+        }
         if (seq >= in->first_sequence && seq < p->n)
             return pp_fail(diag, PREPACK_EOVERLONG, seq,
                            "%s: sequence %llu has %u tokens, more than "
@@ -240,13 +302,43 @@ static int write_rows(planning *p, const prepack_plan *plan, prepack_diag *diag)
     return pp_rec_save(&r, path, diag);
 }
 
+static int by_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The groups from the joins, as prepack pack plans them. */
+static int plan_groups(planning *p, prepack_plan **plan, prepack_diag *diag)
+{
+    qsort(p->joins, p->njoins, sizeof *p->joins, by_id);
+    size_t groups = p->n - p->njoins, g = 0, j = 0;
+    uint64_t *first = malloc((groups + 1) * sizeof *first);
+    if (!first)
+        return pp_out_of_memory(diag);
+    for (uint64_t i = 0; i < p->n; i++) {
+        if (j < p->njoins && p->joins[j] == i) {
+            j++;
+            continue;
+        }
+        first[g++] = i;
+    }
+    first[g] = p->n;
+    int rc = prepack_plan_create_groups(plan, p->lengths, p->n, first, groups,
+                                        &p->job.o->plan, diag);
+    free(first);
+    return rc;
+}
+
 static int plan_and_save(planning *p, prepack_job_result *res,
                          prepack_diag *diag)
 {
     const prepack_job_options *o = p->job.o;
     pp_plan_meta *m = &p->meta;
     prepack_plan *plan = NULL;
-    int rc = prepack_plan_create(&plan, p->lengths, p->n, &o->plan, diag);
+    int rc = p->njoins ? plan_groups(p, &plan, diag)
+                       : prepack_plan_create(&plan, p->lengths, p->n, &o->plan,
+                                             diag);
     if (rc != PREPACK_OK)
         return plan_failed(p, rc, diag);
     rc = prepack_report_compute(plan, p->lengths, p->n, o->batch_size,
@@ -352,6 +444,11 @@ int prepack_job_plan(const char *dir, const prepack_job_options *o,
     free(p.reach);
     free(p.bin_size);
     free(p.total);
+    for (size_t i = 0; p.tail && i < o->ninputs; i++)
+        free(p.tail[i]);
+    free(p.tail);
+    free(p.tail_len);
+    free(p.joins);
     pp_plan_meta_free(&p.meta);
     return rc;
 }

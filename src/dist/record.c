@@ -87,6 +87,31 @@ void pp_rec_bytes(pp_rec *r, void *p, size_t n)
         memcpy(p, q, n);
 }
 
+void pp_rec_blob(pp_rec *r, char **p, size_t *n)
+{
+    uint32_t present = r->reading ? 0 : *p != NULL;
+    uint64_t len = r->reading ? 0 : *n;
+    pp_rec_u32(r, &present);
+    pp_rec_u64(r, &len);
+    if (!r->reading) {
+        if (present)
+            put(r, *p, (size_t)len);
+        return;
+    }
+    *p = NULL;
+    *n = 0;
+    if (!present || r->bad)
+        return;
+    const unsigned char *q = take(r, (size_t)len);
+    if (!q || !(*p = malloc((size_t)len + 1))) {
+        r->bad = 1;
+        return;
+    }
+    memcpy(*p, q, (size_t)len);
+    (*p)[len] = '\0';
+    *n = (size_t)len;
+}
+
 void pp_rec_str(pp_rec *r, char *s, size_t cap)
 {
     uint32_t n = r->reading ? 0 : (uint32_t)strlen(s);

@@ -28,6 +28,9 @@ void pp_rec_u64(pp_rec *r, uint64_t *v);
 void pp_rec_i32(pp_rec *r, int32_t *v);
 void pp_rec_f64(pp_rec *r, double *v);
 void pp_rec_bytes(pp_rec *r, void *p, size_t n);
+/* Bytes of any length, or none: *p (malloc'd when read; NULL = none, not
+ * the same as empty) and *n. */
+void pp_rec_blob(pp_rec *r, char **p, size_t *n);
 /* A string up to cap - 1 bytes (NUL-terminated when read). */
 void pp_rec_str(pp_rec *r, char *s, size_t cap);
 

@@ -93,9 +93,30 @@ static int read_parts(const pp_job *j, prepack_store *s, uint32_t t,
         p->sequences_total = part.sequences_total;
         p->bin_reached = part.bin_reached;
         p->bin_size = part.bin_size;
+        p->first_group = part.first_group; /* the meta owns them now */
+        p->first_group_len = part.first_group_len;
+        p->last_group = part.last_group;
+        p->last_group_len = part.last_group_len;
     }
     free(units);
     return rc;
+}
+
+/* The task's groups: which of its sequences join the one before (a
+ * group cut between two tasks is joined again by the plan, from the
+ * parts' first and last group values). */
+static int save_joins(const prepack_store *s, pp_scan_meta *m,
+                      prepack_diag *diag)
+{
+    size_t n = 0;
+    const uint64_t *joins = pp_store_joins(s, &n);
+    m->njoins = n;
+    m->joins = malloc((n ? n : 1) * sizeof *m->joins);
+    if (!m->joins)
+        return pp_out_of_memory(diag);
+    if (n)
+        memcpy(m->joins, joins, n * sizeof *joins);
+    return PREPACK_OK;
 }
 
 /* scan-T.lengths and scan-T.locs. */
@@ -270,11 +291,8 @@ int prepack_job_scan(const char *dir, const prepack_job_options *o,
         rc = read_parts(&j, s, task, ntasks, &m, diag);
     if (rc == PREPACK_OK)
         rc = prepack_store_finish(s, diag);
-    if (rc == PREPACK_OK && prepack_store_has_groups(s))
-        rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                     "the inputs have a \"group\" field: groups are not "
-                     "supported by pack in steps yet (a scan task's cut may "
-                     "fall inside a group); pack them with prepack pack");
+    if (rc == PREPACK_OK)
+        rc = save_joins(s, &m, diag);
     if (rc == PREPACK_OK)
         rc = save_sequences(&j, s, task, &m, diag);
     if (rc == PREPACK_OK)

@@ -132,7 +132,8 @@ int pp_ingest_part(prepack_store *s, const char *path, prepack_format format,
     if (part->whole)
         return read_input(s, path, format, o, diag);
     if (format == PREPACK_FORMAT_JSONL)
-        return pp_ingest_jsonl_part(s, path, o, part->begin, part->end, diag);
+        return pp_ingest_jsonl_part(s, path, o, part->begin, part->end, part,
+                                    diag);
     if (format == PREPACK_FORMAT_MEGATRON) {
         char prefix[4096];
         pp_megatron_prefix(path, prefix, sizeof prefix);

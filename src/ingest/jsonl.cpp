@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -63,6 +64,9 @@ struct JsonlReader {
     // with one value), or none
     std::string prev_group;
     bool prev_has_group = false;
+    // the first record's group, for a scan task's part (pp_input_part)
+    std::string first_group;
+    bool first_has_group = false, seen_record = false;
 
     JsonlReader(prepack_store *s, const char *p,
                 const prepack_ingest_options *o, prepack_diag *d)
@@ -369,6 +373,11 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
             rc = prepack_store_join_sequences(store, &id, 1, diag);
         }
     }
+    if (!seen_record) {
+        seen_record = true;
+        first_has_group = has_group;
+        first_group = group;
+    }
     prev_has_group = has_group;
     if (has_group)
         prev_group.swap(group);
@@ -488,10 +497,22 @@ uint64_t line_start_at(std::FILE *f, uint64_t at, uint64_t size, bool *ok)
 
 } // namespace
 
+// A copy of a group value for a part's record (NULL when none).
+static char *copy_group(bool has, const std::string &g, size_t *len)
+{
+    *len = g.size();
+    if (!has)
+        return nullptr;
+    char *p = static_cast<char *>(std::malloc(g.size() + 1));
+    if (p)
+        std::memcpy(p, g.data(), g.size() + 1);
+    return p;
+}
+
 extern "C" int pp_ingest_jsonl_part(prepack_store *s, const char *path,
                                     const prepack_ingest_options *o,
                                     uint64_t begin, uint64_t end,
-                                    prepack_diag *diag)
+                                    pp_input_part *part, prepack_diag *diag)
 {
     try {
         JsonlReader r(s, path, o, diag);
@@ -515,7 +536,18 @@ extern "C" int pp_ingest_jsonl_part(prepack_store *s, const char *path,
                            "%s: reading it to find line starts failed", path);
         r.range_begin = p0;
         rc = pp_source_limit(r.src, p0, p1, diag);
-        return rc == PREPACK_OK ? r.run() : rc;
+        if (rc == PREPACK_OK)
+            rc = r.run();
+        if (rc == PREPACK_OK) {
+            part->first_group = copy_group(r.first_has_group, r.first_group,
+                                           &part->first_group_len);
+            part->last_group = copy_group(r.prev_has_group, r.prev_group,
+                                          &part->last_group_len);
+            if ((r.first_has_group && !part->first_group) ||
+                (r.prev_has_group && !part->last_group))
+                throw std::bad_alloc();
+        }
+        return rc;
     } catch (const std::bad_alloc &) {
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                        "%s: out of memory", path);

@@ -436,7 +436,7 @@ int pp_megatron_check_reach(const char *bin_path, const char *idx_path,
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
                        const prepack_ingest_options *o, prepack_diag *diag)
 {
-    pp_input_part whole = {1, 0, UINT64_MAX, 0, 0, 0};
+    pp_input_part whole = {.whole = 1, .end = UINT64_MAX};
     return pp_ingest_megatron_part(s, prefix, o, &whole, diag);
 }
 

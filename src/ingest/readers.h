@@ -32,6 +32,12 @@ typedef struct pp_input_part {
      * the part's sequences reach, the .bin's size; the trailing-bytes
      * check (pp_megatron_check_reach) needs every part's reach. */
     uint64_t sequences_total, bin_reached, bin_size;
+    /* JSONL, filled in: the "group" values of the part's first and last
+     * records (malloc'd, the caller frees them; NULL: no record, or none
+     * named a group), so that a group cut between two scan tasks' parts
+     * is joined again by the plan. */
+    char *first_group, *last_group;
+    size_t first_group_len, last_group_len;
 } pp_input_part;
 
 /* Reads a part of one input (begin_input is done here, not the empty
@@ -41,7 +47,7 @@ int pp_ingest_part(prepack_store *s, const char *path, prepack_format format,
                    prepack_diag *diag);
 int pp_ingest_jsonl_part(prepack_store *s, const char *path,
                          const prepack_ingest_options *o, uint64_t begin,
-                         uint64_t end, prepack_diag *diag);
+                         uint64_t end, pp_input_part *part, prepack_diag *diag);
 int pp_ingest_megatron_part(prepack_store *s, const char *prefix,
                             const prepack_ingest_options *o,
                             pp_input_part *part, prepack_diag *diag);

@@ -609,6 +609,12 @@ void pp_store_note_groups(prepack_store *s)
     s->has_groups = 1;
 }
 
+const uint64_t *pp_store_joins(const prepack_store *s, size_t *n)
+{
+    *n = s->njoins;
+    return s->joins;
+}
+
 int prepack_store_has_groups(const prepack_store *s)
 {
     return s->has_groups;

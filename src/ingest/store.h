@@ -29,6 +29,9 @@ void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
 /* A reader saw a group field (the steps of a pack on many machines do not
  * take groups yet). */
 void pp_store_note_groups(prepack_store *s);
+/* The sequences that join the one before them (prepack_store_join_
+ * sequences), rising. */
+const uint64_t *pp_store_joins(const prepack_store *s, size_t *n);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 

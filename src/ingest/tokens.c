@@ -279,7 +279,7 @@ static int open_token_file(token_file *f, const char *path,
 int pp_ingest_tokens(prepack_store *s, const char *path, prepack_format format,
                      const prepack_ingest_options *o, prepack_diag *diag)
 {
-    pp_input_part whole = {1, 0, UINT64_MAX, 0, 0, 0};
+    pp_input_part whole = {.whole = 1, .end = UINT64_MAX};
     return pp_ingest_tokens_part(s, path, format, o, &whole, diag);
 }
 

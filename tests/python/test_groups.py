@@ -102,12 +102,50 @@ def test_groups_never_span_inputs(prepack_bin, tmp_path):
     assert len(prepack.ShardSet(out, backend="python")) == 2
 
 
-def test_steps_refuse_groups(prepack_bin, tmp_path):
+@pytest.mark.parametrize("tasks", [(2, 2), (5, 3), (13, 4)])
+def test_steps_equal_pack_with_groups_cut_between_tasks(prepack_bin, tmp_path, tasks):
+    """Pack in steps with groups: a scan task's cut falls inside groups
+    (long ones here), and the plan joins them again: pack's bytes."""
+    rng = np.random.default_rng(7)
+    records = []
+    for g in range(60):
+        for _ in range(int(rng.integers(1, 12))):
+            records.append({"input_ids": rng.integers(0, 999, int(rng.integers(1, 20))).tolist(),
+                            "group": g if g % 3 else f"s{g}"})
+        if g % 5 == 0:
+            records.append({"input_ids": [1, 2, 3]})
     src = tmp_path / "g.jsonl"
-    write(src, [{"input_ids": [1, 2], "group": 1}])
-    p = run(prepack_bin, "scan", src, "-o", tmp_path / "o", "--max-seq-len", "8",
-            "--task-index", 0, "--task-count", 1)
-    assert p.returncode == 1 and "groups are not supported by pack in steps" in p.stderr
+    write(src, records)
+    opts = ["--max-seq-len", "400", "--shard-rows", "3"]
+    ref = tmp_path / "ref"
+    assert run(prepack_bin, "pack", src, "-o", ref, *opts, "--quiet").returncode == 0
+    out = tmp_path / "out"
+    n, m = tasks
+    for t in range(n):
+        p = run(prepack_bin, "scan", src, "-o", out, *opts, "--task-index", t,
+                "--task-count", n)
+        assert p.returncode == 0, p.stderr
+    assert run(prepack_bin, "plan", src, "-o", out, *opts, "--scan-tasks", n).returncode == 0
+    for t in range(m):
+        assert run(prepack_bin, "write", src, "-o", out, *opts, "--task-index", t,
+                   "--task-count", m).returncode == 0
+    assert run(prepack_bin, "finalize", src, "-o", out, *opts,
+               "--write-tasks", m).returncode == 0
+    import os
+    assert sorted(os.listdir(ref)) == sorted(os.listdir(out))
+    for name in os.listdir(ref):
+        assert (ref / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_steps_overlong_group_fails_at_plan(prepack_bin, tmp_path):
+    src = tmp_path / "g.jsonl"
+    write(src, [{"input_ids": [1] * 30, "group": 1} for _ in range(4)])
+    out = tmp_path / "o"
+    for t in range(2):
+        assert run(prepack_bin, "scan", src, "-o", out, "--max-seq-len", "64",
+                   "--task-index", t, "--task-count", 2).returncode == 0
+    p = run(prepack_bin, "plan", src, "-o", out, "--max-seq-len", "64", "--scan-tasks", 2)
+    assert p.returncode == 1 and "the group of sequences 0..3 has 120 tokens" in p.stderr
 
 
 def test_arrow_group_column_matches_jsonl(prepack_bin, tmp_path):
