@@ -63,6 +63,7 @@ static void check_against_reference(prepack_algo algo, prepack_overlong pol,
     assert_int_equal(got, want);
     if (got != PREPACK_OK) {
         assert_non_null(strstr(d.message, "the group of sequences"));
+        free(glen);
         return;
     }
     assert_int_equal(prepack_plan_row_count(p), ref.rows);
