@@ -19,8 +19,15 @@ from .balancing import (CostModel, balance, balance_epoch, cost_model,
 
 __all__ = ["ShardSet", "ShardSetError", "CorruptShardError", "collate",
            "flex_mask_mod", "FORMS", "pack", "pack_dataset", "balance", "balance_epoch", "cost_model", "cp_split",
-           "CostModel", "row_costs", "set_costs"]
+           "CostModel", "row_costs", "set_costs", "export"]
 __version__ = "0.1.0"  # CMakeLists.txt's project(VERSION); a test checks
+
+
+def export(*args, **kwargs):
+    """prepack.exporting.export: a shard set into another trainer's packed
+    format (pyarrow, datasets imported on first use)."""
+    from .exporting import export as run
+    return run(*args, **kwargs)
 
 
 def pack_dataset(*args, **kwargs):

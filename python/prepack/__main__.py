@@ -1,7 +1,9 @@
-"""python -m prepack pack|stats: the command line's jobs for inputs the C
-command cannot read: Parquet (.parquet) and Arrow IPC (.arrow, .feather)
-files, through prepack.pack_dataset. The options are `prepack pack`'s;
-errors name the file, row group and row (exit 1); usage errors exit 2."""
+"""python -m prepack pack|stats|export: the command line's jobs that need
+Python's libraries: pack and stats for Parquet (.parquet) and Arrow IPC
+(.arrow, .feather) inputs, through prepack.pack_dataset (the options are
+`prepack pack`'s; errors name the file, row group and row), and export
+of a shard set to another trainer's packed format (prepack.export).
+Exit 1 on bad input, 2 on a usage error."""
 import argparse
 import json
 import sys
@@ -41,6 +43,11 @@ def _parser():
             c.add_argument("--overwrite", action="store_true")
             c.add_argument("--shuffle", action="store_true")
             c.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("export", help="a shard set into another trainer's "
+                                      "packed format (docs/EXPORT.md)")
+    e.add_argument("set", metavar="SET")
+    e.add_argument("--to", required=True, choices=["hf", "hf-parquet"])
+    e.add_argument("-o", "--output", required=True)
     return p
 
 
@@ -55,6 +62,16 @@ def _size(text):
 
 def main(argv=None):
     a = _parser().parse_args(argv)
+    if a.command == "export":
+        from ._shards import ShardSetError
+        from .exporting import export
+        try:
+            n = export(a.set, a.to, a.output)
+        except (ShardSetError, ValueError, OSError) as e:
+            print(f"prepack: {e}", file=sys.stderr)
+            return 1
+        print(f"{n:,} packs written to {a.output} ({a.to})")
+        return 0
     from .dataset import pack_dataset, stats_dataset
     common = dict(max_seq_len=a.max_seq_len, column=a.field, algo=a.algo,
                   overlong=a.overlong, max_seqs_per_row=a.max_seqs_per_row,

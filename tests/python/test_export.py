@@ -1,0 +1,88 @@
+"""prepack.export to TRL's packed format, read back with the consumers' own
+libraries: datasets (save_to_disk, Parquet) and TRL's padding-free
+collator, which must give the rows, boundaries, positions and loss
+positions of the shard set."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import prepack
+
+datasets = pytest.importorskip("datasets")
+trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
+torch = pytest.importorskip("torch")
+
+
+def masked_set(prepack_bin, tmp_path):
+    """A set with a loss mask (labels in half the records)."""
+    import json
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in.jsonl"
+    with open(src, "w") as f:
+        for i in range(300):
+            ids = rng.integers(0, 5000, int(rng.integers(1, 80))).tolist()
+            rec = {"input_ids": ids}
+            if i % 2:
+                rec["loss_mask"] = [int(x) for x in rng.integers(0, 2, len(ids))]
+            f.write(json.dumps(rec) + "\n")
+    out = tmp_path / "set"
+    subprocess.run([prepack_bin, "pack", str(src), "-o", str(out), "--max-seq-len",
+                    "256", "--shard-rows", "40", "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.mark.parametrize("to", ["hf", "hf-parquet"])
+def test_trl_reads_the_export_as_the_set(prepack_bin, tmp_path, to):
+    src = masked_set(prepack_bin, tmp_path)
+    out = tmp_path / to
+    n = prepack.export(src, to, out)
+    shards = prepack.ShardSet(src, backend="python")
+    assert n == len(shards)
+    if to == "hf":
+        ds = datasets.load_from_disk(str(out))
+    else:
+        ds = datasets.load_dataset("parquet", data_dir=str(out), split="train")
+    assert len(ds) == n
+    collator = trl_sft.DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)
+    for lo in range(0, n, 7):
+        idx = list(range(lo, min(n, lo + 7)))
+        got = collator([ds[i] for i in idx])
+        want = prepack.collate([shards[i] for i in idx], "hf", tensors="pt",
+                               return_flash_attn_kwargs=True)
+        assert torch.equal(got["input_ids"], want["input_ids"])
+        assert torch.equal(got["position_ids"], want["position_ids"])
+        assert torch.equal(got["labels"], want["labels"])
+        assert torch.equal(got["cu_seq_lens_q"].long(), want["cu_seq_lens_q"].long())
+
+
+def test_the_corpus_export(shard_set, tmp_path):
+    out = tmp_path / "hf"
+    n = prepack.export(shard_set, "hf", out)
+    ds = datasets.load_from_disk(str(out))
+    shards = prepack.ShardSet(shard_set, backend="python")
+    assert n == len(ds) == len(shards)
+    for i in (0, n // 2, n - 1):
+        assert ds[i]["input_ids"] == shards[i]["input_ids"].tolist()
+        assert ds[i]["seq_lengths"] == np.diff(shards[i]["cu_seqlens"]).tolist()
+    assert "labels" not in ds.column_names  # no loss mask in the set
+
+
+def test_export_refuses_a_non_empty_output_and_cli(shard_set, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "x").write_text("mine")
+    with pytest.raises(FileExistsError):
+        prepack.export(shard_set, "hf", out)
+    with pytest.raises(ValueError, match="to must be"):
+        prepack.export(shard_set, "nemo-npy-typo", tmp_path / "p")
+    import os
+    from conftest import ROOT
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    p = subprocess.run([sys.executable, "-m", "prepack", "export", str(shard_set),
+                        "--to", "hf-parquet", "-o", str(tmp_path / "cli")],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "packs written" in p.stdout
