@@ -46,7 +46,8 @@ def _parser():
     e = sub.add_parser("export", help="a shard set into another trainer's "
                                       "packed format (docs/EXPORT.md)")
     e.add_argument("set", metavar="SET")
-    e.add_argument("--to", required=True, choices=["hf", "hf-parquet"])
+    e.add_argument("--to", required=True,
+                   choices=["hf", "hf-parquet", "nemo-npy", "nemo-parquet"])
     e.add_argument("-o", "--output", required=True)
     return p
 

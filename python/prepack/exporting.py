@@ -11,6 +11,13 @@ collator, `DataCollatorForLanguageModeling(padding_free=True)`, builds
 mask, `labels` (the token, or -100 where it is not trained; the collator
 sets -100 at each sequence's first token as well), so TRL's SFTTrainer and
 collator take the dataset as already packed. Rows keep the set's order.
+
+`nemo-npy` and `nemo-parquet`: the packs NeMo's and Megatron-Bridge's
+GPTSFTPackedDataset read, `{input_ids, loss_mask, seq_start_id}` with the
+loss mask shifted as their packer writes it, in `training_{L}.npy` (an
+object array of dicts: np.load needs allow_pickle=True) or
+`training_{L}.idx.parquet`, and the packing metadata in
+`{L}_metadata.jsonl`.
 """
 import os
 
@@ -18,7 +25,7 @@ import numpy as np
 
 from ._shards import ShardSet
 
-FORMATS = ("hf", "hf-parquet")
+FORMATS = ("hf", "hf-parquet", "nemo-npy", "nemo-parquet")
 _PARQUET_ROWS = 100_000  # rows a Parquet file
 
 
@@ -49,6 +56,66 @@ def _table(ids, lengths, labels):
     return pa.table(columns)
 
 
+def _nemo_rows(shards, rows):
+    """Packs as NeMo's and Megatron-Bridge's packers fill them
+    (iter_packing_strategy): input_ids concatenated; loss_mask shifted,
+    loss_mask[i] saying whether token i + 1 of the same sequence is a
+    target (False at each sequence's last token); seq_start_id the starts
+    without the end."""
+    out = []
+    for i in rows:
+        r = shards[i]
+        ids = np.asarray(r["input_ids"], dtype=np.int64)
+        cu = np.asarray(r["cu_seqlens"], dtype=np.int64)
+        trained = (np.ones(len(ids), bool) if r.get("loss_mask") is None
+                   else np.asarray(r["loss_mask"]) == 1)
+        shifted = np.zeros(len(ids), bool)
+        shifted[:-1] = trained[1:]
+        shifted[cu[1:] - 1] = False  # nothing after a sequence's last token
+        out.append({"input_ids": ids.tolist(), "loss_mask": shifted.tolist(),
+                    "seq_start_id": cu[:-1].tolist()})
+    return out
+
+
+def _nemo_metadata(shards, packs, max_seq_len):
+    """create_packing_strategy's packing_metadata, for
+    pack_metadata_file_path."""
+    lengths = [np.diff(np.asarray(shards[i]["cu_seqlens"])) for i in range(len(shards))]
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    packed = [int(l.sum()) for l in lengths]
+    return {"dataset_max_seqlen": int(all_lengths.max(initial=0)),
+            "max_samples_per_bin": int(max((len(l) for l in lengths), default=0)),
+            "packing_factor": round(len(all_lengths) / max(packs, 1), 2),
+            "packing_efficiency": round(sum(packed) / max(packs, 1) / max_seq_len * 100, 2),
+            "pack_size": int(max_seq_len),
+            "min_packed_seqlen": int(min(packed, default=0))}
+
+
+def _write_nemo(shards, to, tmp):
+    import json
+    n, L = len(shards), shards.max_seq_len
+    os.makedirs(tmp)
+    packs = _nemo_rows(shards, range(n))
+    if to == "nemo-npy":
+        # an object array of dicts: np.load(..., allow_pickle=True) reads it
+        array = np.empty(len(packs), dtype=object)
+        array[:] = packs
+        np.save(os.path.join(tmp, f"training_{L}.npy"), array, allow_pickle=True)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        table = pa.table({
+            "input_ids": pa.array([p["input_ids"] for p in packs], type=pa.list_(pa.int32())),
+            "loss_mask": pa.array([[int(x) for x in p["loss_mask"]] for p in packs],
+                                  type=pa.list_(pa.int8())),
+            "seq_start_id": pa.array([p["seq_start_id"] for p in packs],
+                                     type=pa.list_(pa.int32()))})
+        pq.write_table(table, os.path.join(tmp, f"training_{L}.idx.parquet"),
+                       row_group_size=500)
+    with open(os.path.join(tmp, f"{L}_metadata.jsonl"), "w") as f:
+        f.write(json.dumps([_nemo_metadata(shards, n, L)]) + "\n")
+
+
 def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):
     """Writes the shard set at `path` to `out` in format `to` (FORMATS).
     Returns the number of packs written. `out` must not exist or be an
@@ -65,7 +132,9 @@ def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):
     import shutil
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        if to == "hf":
+        if to.startswith("nemo"):
+            _write_nemo(shards, to, tmp)
+        elif to == "hf":
             from datasets import Dataset, concatenate_datasets
             parts = [Dataset(_table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file)))))
                      for lo in range(0, max(n, 1), rows_per_file)]

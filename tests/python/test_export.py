@@ -86,3 +86,48 @@ def test_export_refuses_a_non_empty_output_and_cli(shard_set, tmp_path):
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     assert "packs written" in p.stdout
+
+
+def nemo_reader(packs):
+    """The training examples NeMo's / Megatron-Bridge's GPTSFTPackedDataset
+    makes of packs, as their code reads them (megatron/bridge/data/packing/
+    gpt_sft.py, datasets/packing_utils.py): seq_boundaries = seq_start_id +
+    [len(input_ids)]; each sequence trains input_ids[b:e-1] -> [b+1:e]
+    where loss_mask[b:e-1] is set (the mask is stored shifted), positions
+    restarting at 0. Yields (inputs, targets or -100) per sequence."""
+    for pack in packs:
+        ids = list(pack["input_ids"])
+        mask = list(pack["loss_mask"])
+        bounds = list(pack["seq_start_id"]) + [len(ids)]
+        assert len(mask) == len(ids)
+        for b, e in zip(bounds, bounds[1:]):
+            assert not mask[e - 1]  # nothing after a sequence's last token
+            yield ids[b:e - 1], [ids[j + 1] if mask[j] else -100 for j in range(b, e - 1)]
+
+
+@pytest.mark.parametrize("to", ["nemo-npy", "nemo-parquet"])
+def test_nemo_reads_the_export_as_the_set(prepack_bin, tmp_path, to):
+    import json
+    src = masked_set(prepack_bin, tmp_path)
+    out = tmp_path / to
+    n = prepack.export(src, to, out)
+    shards = prepack.ShardSet(src, backend="python")
+    L = shards.max_seq_len
+    if to == "nemo-npy":
+        packs = np.load(out / f"training_{L}.npy", allow_pickle=True)
+    else:
+        import pyarrow.parquet as pq
+        table = pq.read_table(out / f"training_{L}.idx.parquet")
+        assert str(table.schema.field("input_ids").type) == "list<element: int32>"
+        assert str(table.schema.field("loss_mask").type) == "list<element: int8>"
+        packs = table.to_pylist()
+    assert len(packs) == n == len(shards)
+    want = []
+    for i in range(n):
+        batch = prepack.collate([shards[i]], "varlen")
+        cu, labels, ids = batch["cu_seqlens"], batch["labels"], batch["input_ids"]
+        for b, e in zip(cu[:-1], cu[1:]):
+            want.append((ids[b:e - 1].tolist(), labels[b:e - 1].tolist()))
+    assert list(nemo_reader(packs)) == want
+    meta = json.loads((out / f"{L}_metadata.jsonl").read_text())[0]
+    assert meta["pack_size"] == L and meta["max_samples_per_bin"] >= 1
