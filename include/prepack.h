@@ -531,10 +531,9 @@ int prepack_store_has_loss_mask(const prepack_store *s);
 const uint8_t *prepack_store_loss_mask(const prepack_store *s, size_t i);
 /* After finish: the groups (prepack_plan_create_groups's group_first, with
  * *groups + 1 entries), or NULL when no sequence joins another (*groups is
- * then the sequence count). has_groups: an input named groups at all. */
+ * then the sequence count). */
 const uint64_t *prepack_store_group_first(const prepack_store *s,
                                           size_t *groups);
-int prepack_store_has_groups(const prepack_store *s);
 /* Documents recorded by prepack_store_begin_document, and the first
  * sequence of document d. */
 size_t prepack_store_document_count(const prepack_store *s);

@@ -257,10 +257,12 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
                                    default=0)
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
-        batch = shape_flat(_flat(rows), form, return_flash_attn_kwargs,
+        flat = _flat(rows)
+        batch = shape_flat(flat, form, return_flash_attn_kwargs,
                            return_seq_idx)
         if pad_multiple and pad_multiple > 1:
-            padded_cu = _flat_cu(rows)
+            # the padded rows' cu_seqlens are the physical offsets
+            padded_cu = flat["cu_seqlens"]
             batch["cu_seqlens_padded"] = padded_cu
             batch["cu_seqlens"] = _real_cu(rows)
             if form == "varlen":  # the longest padded sequence bounds both
@@ -292,13 +294,6 @@ def shape_flat(flat, form, return_flash_attn_kwargs=False,
         return batch
     return {k: flat[k] for k in ("input_ids", "position_ids", "labels",
                                  "doc_ids")}
-
-
-def _flat_cu(rows):
-    sizes = [len(r["input_ids"]) for r in rows]
-    offsets = np.cumsum([0] + sizes[:-1])
-    return np.concatenate([[0]] + [r["cu_seqlens"][1:].astype(np.int64) + o
-                                   for r, o in zip(rows, offsets)]).astype(np.int32)
 
 
 def _mask_padding(batch, rows):

@@ -81,13 +81,14 @@ def costs(rows_or_lengths, cost=None):
 
 
 def set_costs(path, cost=None, backend="auto"):
-    """The cost of every row of a shard set, in one pass over it (the C
-    reader's prepack_reader_row_costs, or the Python reader's rows): what
-    PackedDataset(balance="compute") computes at start; save it with
-    numpy and pass it back as row_costs= to skip the pass."""
+    """The cost of every row of a shard set (a path, or an open ShardSet),
+    in one pass over it (the C reader's prepack_reader_row_costs, or the
+    Python reader's rows): what PackedDataset(balance="compute") computes
+    at start; save it with numpy and pass it back as row_costs= to skip
+    the pass."""
     from ._shards import ShardSet
     m = cost or default_cost()
-    shards = ShardSet(path, backend=backend)
+    shards = path if isinstance(path, ShardSet) else ShardSet(path, backend=backend)
     if shards._c:
         out = np.empty(len(shards), dtype=np.float64)
         model = _native.CostModelStruct(m.per_token, m.per_pair)

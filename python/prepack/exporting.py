@@ -77,16 +77,17 @@ def _nemo_rows(shards, rows):
     return out
 
 
-def _nemo_metadata(shards, packs, max_seq_len):
+def _nemo_metadata(packs, max_seq_len):
     """create_packing_strategy's packing_metadata, for
-    pack_metadata_file_path."""
-    lengths = [np.diff(np.asarray(shards[i]["cu_seqlens"])) for i in range(len(shards))]
+    pack_metadata_file_path, from the packs themselves."""
+    lengths = [np.diff(p["seq_start_id"] + [len(p["input_ids"])]) for p in packs]
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    packed = [int(l.sum()) for l in lengths]
+    packed = [len(p["input_ids"]) for p in packs]
+    n = max(len(packs), 1)
     return {"dataset_max_seqlen": int(all_lengths.max(initial=0)),
             "max_samples_per_bin": int(max((len(l) for l in lengths), default=0)),
-            "packing_factor": round(len(all_lengths) / max(packs, 1), 2),
-            "packing_efficiency": round(sum(packed) / max(packs, 1) / max_seq_len * 100, 2),
+            "packing_factor": round(len(all_lengths) / n, 2),
+            "packing_efficiency": round(sum(packed) / n / max_seq_len * 100, 2),
             "pack_size": int(max_seq_len),
             "min_packed_seqlen": int(min(packed, default=0))}
 
@@ -113,7 +114,7 @@ def _write_nemo(shards, to, tmp):
         pq.write_table(table, os.path.join(tmp, f"training_{L}.idx.parquet"),
                        row_group_size=500)
     with open(os.path.join(tmp, f"{L}_metadata.jsonl"), "w") as f:
-        f.write(json.dumps([_nemo_metadata(shards, n, L)]) + "\n")
+        f.write(json.dumps([_nemo_metadata(packs, L)]) + "\n")
 
 
 def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):

@@ -101,7 +101,7 @@ class PackedDataset(IterableDataset):
             from .balancing import set_costs
             self._costs = (np.asarray(row_costs, dtype=np.float64)
                            if row_costs is not None
-                           else set_costs(path, cost, backend))
+                           else set_costs(shards, cost))
             if len(self._costs) != self._rows:
                 raise ValueError(f"row_costs has {len(self._costs)} rows, the "
                                  f"set {self._rows}")

@@ -31,8 +31,7 @@ static int plan_error(const job_args *a, const lengths_source *src, int rc,
 }
 
 /* An overlong group: its input and the diag's sequence range. */
-static int group_error(const job_args *a, const lengths_source *src,
-                       const prepack_diag *d)
+static int group_error(const lengths_source *src, const prepack_diag *d)
 {
     for (size_t i = prepack_store_input_count(src->store); i-- > 0;) {
         prepack_input_info in;
@@ -44,7 +43,6 @@ static int group_error(const job_args *a, const lengths_source *src,
                               in.path, d->message,
                               (unsigned long long)in.first_sequence);
     }
-    (void)a;
     return library_error(PREPACK_EOVERLONG, d);
 }
 
@@ -60,7 +58,7 @@ int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
                    : prepack_plan_create(plan, src->lengths, src->n, &a->plan,
                                          &diag);
     if (rc == PREPACK_EOVERLONG && first)
-        return group_error(a, src, &diag);
+        return group_error(src, &diag);
     if (rc == PREPACK_OK)
         rc = prepack_report_compute(*plan, src->lengths, src->n, a->batch_size,
                                     report);

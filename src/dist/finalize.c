@@ -3,7 +3,6 @@
  * manifest.json, written last exactly as prepack pack writes it, and the
  * job directory removed, leaving the same files as a one-process pack. */
 #define _POSIX_C_SOURCE 200809L
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -83,18 +82,7 @@ static int check_shards(const pp_job *j, const pp_plan_meta *plan,
  * exactly what prepack pack leaves. */
 static void remove_job_dir(const pp_job *j)
 {
-    DIR *d = opendir(j->job_dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char path[4400];
-        pp_job_file(j, path, sizeof path, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
+    pp_job_remove(j, ""); /* every file in it */
     rmdir(j->job_dir);
     pp_sync_dir(j->dir);
 }
@@ -103,25 +91,14 @@ int prepack_job_finalize(const char *dir, const prepack_job_options *o,
                          uint32_t write_tasks, int verify_hashes,
                          prepack_job_result *res, prepack_diag *diag)
 {
-    prepack_job_result none;
-    prepack_diag local;
-    if (!res)
-        res = &none;
-    if (!diag)
-        diag = &local;
-    memset(diag, 0, sizeof *diag);
-    memset(res, 0, sizeof *res);
-    if (write_tasks == 0)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "the write task count must be at least 1");
+    pp_step step;
     pp_job j;
-    int rc = pp_job_open(&j, dir, o, 0, diag);
-    if (rc != PREPACK_OK)
+    int rc = pp_step_begin(&step, &j, dir, o, res, diag, "write", 0,
+                           write_tasks);
+    if (rc != PREPACK_OK || step.res->already_done)
         return rc;
-    if (pp_job_finished(&j)) {
-        res->already_done = 1;
-        return PREPACK_OK;
-    }
+    res = step.res;
+    diag = step.diag;
     pp_plan_meta plan;
     rc = pp_plan_meta_load(&j, &plan, diag);
     if (rc != PREPACK_OK)

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/io.h"
 #include "dist/job.h"
+#include "ingest/source.h"
 #include "shards/part.h"
 
 /* ---- options and keys ------------------------------------------------------ */
@@ -150,6 +151,28 @@ int pp_job_finished(const pp_job *j)
     return stat(manifest, &st) == 0 && stat(j->job_dir, &st) != 0;
 }
 
+int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
+                  const prepack_job_options *o, prepack_job_result *res,
+                  prepack_diag *diag, const char *count_of, uint32_t task,
+                  uint32_t ntasks)
+{
+    s->res = res ? res : &s->own_res;
+    s->diag = diag ? diag : &s->own_diag;
+    memset(s->res, 0, sizeof *s->res);
+    memset(s->diag, 0, sizeof *s->diag);
+    if (count_of && ntasks == 0)
+        return pp_fail(s->diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "the %s task count must be at least 1", count_of);
+    if (!count_of && (ntasks == 0 || task >= ntasks))
+        return pp_fail(s->diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "task index %u is not below the task count %u", task,
+                       ntasks);
+    int rc = pp_job_open(j, dir, o, 0, s->diag);
+    if (rc == PREPACK_OK && pp_job_finished(j))
+        s->res->already_done = 1;
+    return rc;
+}
+
 void pp_job_remove(const pp_job *j, const char *prefix)
 {
     DIR *d = opendir(j->job_dir);
@@ -158,7 +181,8 @@ void pp_job_remove(const pp_job *j, const char *prefix)
     size_t n = strlen(prefix);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, prefix, n) != 0)
+        if (strncmp(e->d_name, prefix, n) != 0 || !strcmp(e->d_name, ".") ||
+            !strcmp(e->d_name, ".."))
             continue;
         char path[4400];
         pp_job_file(j, path, sizeof path, e->d_name);
@@ -226,18 +250,17 @@ int pp_job_part(const pp_unit *u, uint64_t total, uint32_t t, uint32_t n,
     return 1;
 }
 
+/* Whether a JSONL input is plain text, which a task can enter at any
+ * byte (the JSONL reader's source tells compression by magic bytes). */
 static int is_plain_text(const char *path)
 {
-    unsigned char b[4] = {0};
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
+    pp_source *src = NULL;
+    prepack_diag ignored;
+    if (pp_source_open(&src, path, NULL, &ignored) != PREPACK_OK)
         return 0;
-    ssize_t got = pread(fd, b, sizeof b, 0);
-    close(fd);
-    static const unsigned char zstd[4] = {0x28, 0xB5, 0x2F, 0xFD};
-    if (got >= 4 && memcmp(b, zstd, 4) == 0)
-        return 0;
-    return !(got >= 2 && b[0] == 0x1F && b[1] == 0x8B);
+    int plain = pp_source_is_plain(src);
+    pp_source_close(src);
+    return plain;
 }
 
 static uint64_t file_size(const char *path)

@@ -31,8 +31,26 @@ int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
 void pp_job_file(const pp_job *j, char *out, size_t cap, const char *name);
 /* Whether DIR is a finished set: manifest.json and no job directory. */
 int pp_job_finished(const pp_job *j);
+
+/* What every step (prepack_job_*) starts with: the caller's result and
+ * diag, or the step's own when they pass NULL, both cleared; the task
+ * count checked (count_of names the step whose tasks are counted, for
+ * plan and finalize; NULL for a task with an index, which must be below
+ * ntasks); the job opened. When DIR already holds the finished set,
+ * res->already_done is set and the step has nothing to do. */
+typedef struct pp_step {
+    prepack_job_result *res;
+    prepack_diag *diag;
+    prepack_job_result own_res;
+    prepack_diag own_diag;
+} pp_step;
+
+int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
+                  const prepack_job_options *o, prepack_job_result *res,
+                  prepack_diag *diag, const char *count_of, uint32_t task,
+                  uint32_t ntasks);
 /* Removes DIR/.prepack-job/NAME* for the names a task owns (a killed
- * run's temporaries). */
+ * run's temporaries); prefix "" removes every file. */
 void pp_job_remove(const pp_job *j, const char *prefix);
 
 /* ---- partition: which part of which input scan task t of n reads -------- */
@@ -136,8 +154,6 @@ typedef struct pp_write_meta {
 } pp_write_meta;
 
 void pp_write_meta_visit(pp_rec *r, pp_write_meta *m);
-/* The xxh64 and size of a whole file; 0, or -1 when it cannot be read. */
-int pp_job_hash_file(const char *path, uint64_t *hash, uint64_t *size);
 /* Whether DIR/s->file has s->bytes bytes (and, with hash, s->xxh64). */
 int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash);
 

@@ -13,6 +13,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
 #include "dist/job.h"
@@ -152,11 +153,8 @@ static int take_scan(planning *p, uint32_t t, prepack_diag *diag)
         return pp_out_of_memory(diag);
     }
     p->lengths = grown;
-    for (uint64_t i = 0; i < m.sequences; i++) {
-        const unsigned char *b = r.in + 4 * i;
-        p->lengths[p->n + i] = (uint32_t)b[0] | (uint32_t)b[1] << 8 |
-                               (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-    }
+    for (uint64_t i = 0; i < m.sequences; i++)
+        p->lengths[p->n + i] = pp_load_le32(r.in + 4 * i);
     pp_rec_release(&r);
     p->meta.scan_first[t] = p->n;
     rc = merge_parts(p, &m, p->n, diag);
@@ -404,23 +402,16 @@ int prepack_job_plan(const char *dir, const prepack_job_options *o,
                      uint32_t scan_tasks, prepack_job_result *res,
                      prepack_diag *diag)
 {
-    prepack_job_result none;
-    prepack_diag local;
-    if (!res)
-        res = &none;
-    if (!diag)
-        diag = &local;
-    memset(diag, 0, sizeof *diag);
-    memset(res, 0, sizeof *res);
-    if (scan_tasks == 0)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "the scan task count must be at least 1");
+    pp_step step;
     planning p;
     memset(&p, 0, sizeof p);
-    int rc = pp_job_open(&p.job, dir, o, 0, diag);
-    if (rc != PREPACK_OK)
+    int rc = pp_step_begin(&step, &p.job, dir, o, res, diag, "scan", 0,
+                           scan_tasks);
+    if (rc != PREPACK_OK || step.res->already_done)
         return rc;
-    if (pp_job_finished(&p.job) || already_planned(&p.job, scan_tasks)) {
+    res = step.res;
+    diag = step.diag;
+    if (already_planned(&p.job, scan_tasks)) {
         res->already_done = 1;
         return PREPACK_OK;
     }

@@ -221,17 +221,9 @@ void pp_rec_release(pp_rec *r)
     r->in = NULL;
 }
 
-int pp_rec_verify(const char *path, uint64_t *data_size)
+/* The xxh64 of bytes [0, n) of fd, read in 1 MiB pieces; 0 or -1. */
+static int hash_fd(int fd, uint64_t n, uint64_t *hash)
 {
-    *data_size = 0;
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 8) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    uint64_t n = (uint64_t)st.st_size - 8;
     XXH64_state_t *h = XXH64_createState();
     unsigned char *buf = malloc(1 << 20);
     int rc = h && buf ? 0 : -1;
@@ -244,13 +236,51 @@ int pp_rec_verify(const char *path, uint64_t *data_size)
             XXH64_update(h, buf, k);
         done += k;
     }
-    unsigned char t[8];
-    if (rc == 0 && (pp_read_at(fd, t, 8, n) != 0 ||
-                    pp_load_le(t, 8) != XXH64_digest(h)))
-        rc = -1;
+    if (rc == 0)
+        *hash = XXH64_digest(h);
     free(buf);
     XXH64_freeState(h);
+    return rc;
+}
+
+/* path opened, and its size; -1 when it cannot be. */
+static int open_sized(const char *path, uint64_t *size)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    *size = fd >= 0 ? (uint64_t)st.st_size : 0;
+    return fd;
+}
+
+int pp_hash_file(const char *path, uint64_t *hash, uint64_t *size)
+{
+    *hash = 0;
+    int fd = open_sized(path, size);
+    if (fd < 0)
+        return -1;
+    int rc = hash_fd(fd, *size, hash);
     close(fd);
-    *data_size = n;
+    return rc;
+}
+
+int pp_rec_verify(const char *path, uint64_t *data_size)
+{
+    uint64_t size, hash = 0;
+    *data_size = 0;
+    int fd = open_sized(path, &size);
+    if (fd < 0)
+        return -1;
+    unsigned char t[8];
+    int rc = size >= 8 && hash_fd(fd, size - 8, &hash) == 0 &&
+                     pp_read_at(fd, t, 8, size - 8) == 0 &&
+                     pp_load_le(t, 8) == hash
+                 ? 0
+                 : -1;
+    close(fd);
+    *data_size = size >= 8 ? size - 8 : 0;
     return rc;
 }

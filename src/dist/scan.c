@@ -247,26 +247,13 @@ int prepack_job_scan(const char *dir, const prepack_job_options *o,
                      uint32_t task, uint32_t ntasks, prepack_job_result *res,
                      prepack_diag *diag)
 {
-    prepack_job_result none;
-    prepack_diag local;
-    if (!res)
-        res = &none;
-    if (!diag)
-        diag = &local;
-    memset(diag, 0, sizeof *diag);
-    memset(res, 0, sizeof *res);
-    if (ntasks == 0 || task >= ntasks)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "task index %u is not below the task count %u", task,
-                       ntasks);
+    pp_step step;
     pp_job j;
-    int rc = pp_job_open(&j, dir, o, 0, diag);
-    if (rc != PREPACK_OK)
+    int rc = pp_step_begin(&step, &j, dir, o, res, diag, NULL, task, ntasks);
+    if (rc != PREPACK_OK || step.res->already_done)
         return rc;
-    if (pp_job_finished(&j)) {
-        res->already_done = 1;
-        return PREPACK_OK;
-    }
+    res = step.res;
+    diag = step.diag;
     if ((rc = pp_job_open(&j, dir, o, 1, diag)) != PREPACK_OK)
         return rc;
     if (already_done(&j, task, ntasks)) {

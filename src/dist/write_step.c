@@ -346,37 +346,6 @@ static void release(writing *w)
     pp_plan_meta_free(&w->plan);
 }
 
-/* Hashes a whole file: finalize and a rerun check shards with it. */
-int pp_job_hash_file(const char *path, uint64_t *hash, uint64_t *size)
-{
-    *hash = *size = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    XXH64_state_t *h = XXH64_createState();
-    unsigned char *buf = malloc(1 << 20);
-    int rc = h && buf ? 0 : -1;
-    if (rc == 0)
-        XXH64_reset(h, 0);
-    *size = 0;
-    for (ssize_t got; rc == 0 && (got = read(fd, buf, 1 << 20)) != 0;) {
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            rc = -1;
-        else {
-            XXH64_update(h, buf, (size_t)got);
-            *size += (uint64_t)got;
-        }
-    }
-    if (rc == 0)
-        *hash = XXH64_digest(h);
-    free(buf);
-    XXH64_freeState(h);
-    close(fd);
-    return rc;
-}
-
 int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash)
 {
     char path[4400];
@@ -385,7 +354,7 @@ int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash)
     if (stat(path, &st) != 0 || (uint64_t)st.st_size != s->bytes)
         return 0;
     uint64_t h = 0, size = 0;
-    return !hash || (pp_job_hash_file(path, &h, &size) == 0 &&
+    return !hash || (pp_hash_file(path, &h, &size) == 0 &&
                      size == s->bytes && h == s->xxh64);
 }
 
@@ -413,27 +382,15 @@ int prepack_job_write(const char *dir, const prepack_job_options *o,
                       uint32_t task, uint32_t ntasks, prepack_job_result *res,
                       prepack_diag *diag)
 {
-    prepack_job_result none;
-    prepack_diag local;
-    if (!res)
-        res = &none;
-    if (!diag)
-        diag = &local;
-    memset(diag, 0, sizeof *diag);
-    memset(res, 0, sizeof *res);
-    if (ntasks == 0 || task >= ntasks)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "task index %u is not below the task count %u", task,
-                       ntasks);
+    pp_step step;
     writing w;
     memset(&w, 0, sizeof w);
-    int rc = pp_job_open(&w.job, dir, o, 0, diag);
-    if (rc != PREPACK_OK)
+    int rc = pp_step_begin(&step, &w.job, dir, o, res, diag, NULL, task,
+                           ntasks);
+    if (rc != PREPACK_OK || step.res->already_done)
         return rc;
-    if (pp_job_finished(&w.job)) {
-        res->already_done = 1;
-        return PREPACK_OK;
-    }
+    res = step.res;
+    diag = step.diag;
     rc = pp_plan_meta_load(&w.job, &w.plan, diag);
     if (rc != PREPACK_OK)
         return rc;

@@ -366,12 +366,10 @@ int JsonlReader::take_document(simdjson::dom::element doc, size_t at)
                                diag);
     if (rc == PREPACK_OK)
         rc = pp_store_end_sequence(store, 1, diag);
-    if (rc == PREPACK_OK && has_group) {
-        pp_store_note_groups(store);
-        if (prev_has_group && group == prev_group) {
-            uint64_t id = prepack_store_sequence_count(store) - 1;
-            rc = prepack_store_join_sequences(store, &id, 1, diag);
-        }
+    if (rc == PREPACK_OK && has_group && prev_has_group &&
+        group == prev_group) {
+        uint64_t id = prepack_store_sequence_count(store) - 1;
+        rc = prepack_store_join_sequences(store, &id, 1, diag);
     }
     if (!seen_record) {
         seen_record = true;

@@ -73,7 +73,6 @@ struct prepack_store {
     /* groups: the sequences that join the previous one's group, rising */
     uint64_t *joins;
     size_t njoins, joins_cap;
-    int has_groups; /* an input named groups (even of one sequence each) */
     uint64_t *group_first; /* built at finish when any sequence joins */
     char keep_prefix[64]; /* non-empty: token files keep their names */
 };
@@ -587,7 +586,6 @@ int prepack_store_join_sequences(prepack_store *s, const uint64_t *ids,
 {
     const prepack_input_info *in = current_input(s);
     uint64_t first = in ? in->first_sequence : 0;
-    s->has_groups = 1;
     for (size_t i = 0; i < k; i++) {
         uint64_t id = ids[i];
         uint64_t last = s->njoins ? s->joins[s->njoins - 1] : 0;
@@ -604,20 +602,10 @@ int prepack_store_join_sequences(prepack_store *s, const uint64_t *ids,
     return PREPACK_OK;
 }
 
-void pp_store_note_groups(prepack_store *s)
-{
-    s->has_groups = 1;
-}
-
 const uint64_t *pp_store_joins(const prepack_store *s, size_t *n)
 {
     *n = s->njoins;
     return s->joins;
-}
-
-int prepack_store_has_groups(const prepack_store *s)
-{
-    return s->has_groups;
 }
 
 const uint64_t *prepack_store_group_first(const prepack_store *s,

@@ -26,9 +26,6 @@ int pp_store_add_file(prepack_store *s, const char *path, int fd,
 int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
                      uint64_t len, prepack_diag *diag);
 void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
-/* A reader saw a group field (the steps of a pack on many machines do not
- * take groups yet). */
-void pp_store_note_groups(prepack_store *s);
 /* The sequences that join the one before them (prepack_store_join_
  * sequences), rising. */
 const uint64_t *pp_store_joins(const prepack_store *s, size_t *n);

@@ -123,43 +123,34 @@ static void sift_down(balancer *b, size_t i)
     }
 }
 
-/* Costliest first, ties by index: the same order on every platform. */
-static int by_cost_desc(const void *pa, const void *pb, const double *c)
+/* An item and its cost, sorted costliest first, ties by index: a total
+ * order, so qsort gives the same result on every platform. */
+typedef struct ranked {
+    double cost;
+    size_t index;
+} ranked;
+
+static int costlier_first(const void *pa, const void *pb)
 {
-    size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
-    if (c[a] != c[b])
-        return c[a] > c[b] ? -1 : 1;
-    return a < b ? -1 : a > b;
+    const ranked *a = pa, *b = pb;
+    if (a->cost != b->cost)
+        return a->cost > b->cost ? -1 : 1;
+    return a->index < b->index ? -1 : a->index > b->index;
 }
 
-static void sort_by_cost(size_t *items, size_t n, const double *costs)
+/* order[k] = the item of costs[0..n) that is k-th costliest. */
+static int rank_by_cost(const double *costs, size_t n, size_t *order)
 {
-    /* a merge sort: deterministic, no global state for qsort's compare */
-    if (n < 2)
-        return;
-    size_t half = n / 2;
-    sort_by_cost(items, half, costs);
-    sort_by_cost(items + half, n - half, costs);
-    size_t *tmp = malloc(n * sizeof *tmp);
-    if (!tmp) { /* insertion sort: slow, never wrong */
-        for (size_t i = 1; i < n; i++)
-            for (size_t j = i; j > 0 && by_cost_desc(&items[j], &items[j - 1],
-                                                     costs) < 0;
-                 j--) {
-                size_t t = items[j];
-                items[j] = items[j - 1];
-                items[j - 1] = t;
-            }
-        return;
-    }
-    size_t i = 0, j = half, k = 0;
-    while (i < half || j < n)
-        tmp[k++] = j >= n || (i < half && by_cost_desc(&items[i], &items[j],
-                                                       costs) <= 0)
-                       ? items[i++]
-                       : items[j++];
-    memcpy(items, tmp, n * sizeof *tmp);
-    free(tmp);
+    ranked *r = malloc((n ? n : 1) * sizeof *r);
+    if (!r)
+        return PREPACK_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        r[i] = (ranked){costs[i], i};
+    qsort(r, n, sizeof *r, costlier_first);
+    for (size_t i = 0; i < n; i++)
+        order[i] = r[i].index;
+    free(r);
+    return PREPACK_OK;
 }
 
 /* Longest processing time first: each item to the cheapest bin that may
@@ -255,10 +246,9 @@ int prepack_balance(const double *costs, size_t n, uint32_t bins,
     b.heap = malloc(bins * sizeof *b.heap);
     int rc = b.order && b.load && b.count && b.heap ? PREPACK_OK
                                                     : pp_out_of_memory(diag);
+    if (rc == PREPACK_OK && rank_by_cost(costs, n, b.order) != PREPACK_OK)
+        rc = pp_out_of_memory(diag);
     if (rc == PREPACK_OK) {
-        for (size_t i = 0; i < n; i++)
-            b.order[i] = i;
-        sort_by_cost(b.order, n, costs);
         place_lpt(&b);
         /* swaps, each lowering the costliest bin's load: at most 4 x bins
          * of O(n^2 / bins) each, for steps up to 4,096 rows (at most 70 M
@@ -284,16 +274,13 @@ static int regroup_window(const double *costs, uint64_t *rows, size_t k)
     double *c = malloc((k ? k : 1) * sizeof *c);
     uint64_t *copy = malloc((k ? k : 1) * sizeof *copy);
     int ok = idx && c && copy;
-    if (ok) {
-        for (size_t i = 0; i < k; i++) {
-            idx[i] = i;
-            c[i] = costs[rows[i]];
-            copy[i] = rows[i];
-        }
-        sort_by_cost(idx, k, c);
-        for (size_t i = 0; i < k; i++)
-            rows[i] = copy[idx[i]];
+    for (size_t i = 0; ok && i < k; i++) {
+        c[i] = costs[rows[i]];
+        copy[i] = rows[i];
     }
+    ok = ok && rank_by_cost(c, k, idx) == PREPACK_OK;
+    for (size_t i = 0; ok && i < k; i++)
+        rows[i] = copy[idx[i]];
     free(idx);
     free(c);
     free(copy);

@@ -496,34 +496,44 @@ static void unpad(prepack_plan *plan, const uint32_t *lengths, size_t n,
     s->tokens = input - s->truncated_tokens - s->dropped_tokens;
 }
 
+/* The plan of the lengths rounded up to pad_multiple, its items cut back
+ * to their real tokens (options checked). */
+static int plan_padded(prepack_plan **out, const uint32_t *lengths, size_t n,
+                       const prepack_plan_options *opts, prepack_diag *diag)
+{
+    uint32_t *padded =
+        padded_lengths(lengths, n, opts->pad_multiple, opts->allocator);
+    if (!padded)
+        return pp_out_of_memory(diag);
+    prepack_plan_options unpadded = *opts;
+    unpadded.pad_multiple = 0;
+    int rc = plan_lengths(out, padded, n, &unpadded, diag);
+    if (rc == PREPACK_OK) {
+        unpad(*out, lengths, n, opts);
+        if ((*out)->rows)
+            (*out)->stats.efficiency = (double)(*out)->stats.tokens /
+                                       ((double)(*out)->rows * opts->max_seq_len);
+    }
+    if (rc == PREPACK_EOVERLONG && diag && diag->record < n)
+        pp_fail(diag, rc, diag->record,
+                "sequence %llu has %u tokens, more than max_seq_len %u",
+                (unsigned long long)diag->record, lengths[diag->record],
+                opts->max_seq_len);
+    pp_free(opts->allocator, padded);
+    return rc;
+}
+
 int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
                         const prepack_plan_options *opts, prepack_diag *diag)
 {
     if (!out || !opts)
         return pp_invalid_argument(diag);
-    if (opts->pad_multiple > 1 && opts->max_seq_len &&
-        opts->max_seq_len % opts->pad_multiple == 0 && (lengths || !n)) {
-        uint32_t *padded =
-            padded_lengths(lengths, n, opts->pad_multiple, opts->allocator);
-        if (!padded)
-            return pp_out_of_memory(diag);
-        prepack_plan_options unpadded = *opts;
-        unpadded.pad_multiple = 0;
-        int rc = prepack_plan_create(out, padded, n, &unpadded, diag);
-        if (rc == PREPACK_OK)
-            unpad(*out, lengths, n, opts);
-        if (rc == PREPACK_EOVERLONG && diag && diag->record < n)
-            pp_fail(diag, rc, diag->record,
-                    "sequence %llu has %u tokens, more than max_seq_len %u",
-                    (unsigned long long)diag->record, lengths[diag->record],
-                    opts->max_seq_len);
-        if (rc == PREPACK_OK && (*out)->rows)
-            (*out)->stats.efficiency = (double)(*out)->stats.tokens /
-                                       ((double)(*out)->rows * opts->max_seq_len);
-        pp_free(opts->allocator, padded);
+    *out = NULL;
+    int rc = check_options(lengths, n, opts, diag);
+    if (rc != PREPACK_OK)
         return rc;
-    }
-    return plan_lengths(out, lengths, n, opts, diag);
+    return opts->pad_multiple > 1 ? plan_padded(out, lengths, n, opts, diag)
+                                  : plan_lengths(out, lengths, n, opts, diag);
 }
 
 static int plan_lengths(prepack_plan **out, const uint32_t *lengths, size_t n,
