@@ -657,6 +657,24 @@ void prepack_row_builder_free(prepack_row_builder *b);
  * until the next call on b. */
 int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row);
 
+/* Where a row's tokens are, for a plan-only set (docs/FORMAT.md, version
+ * 2): sequence (or chunk) j's cu_seqlens[j + 1] - cu_seqlens[j] tokens
+ * start at byte offset[j] of referenced file source[j]. Files are
+ * numbered 0, 1, ... in the order the store's inputs referenced them
+ * (Megatron .bin, llm.c and raw token files; text inputs have no file to
+ * reference). */
+typedef struct prepack_row_refs {
+    const uint32_t *source; /* k */
+    const uint64_t *offset; /* k: bytes into the file */
+} prepack_row_refs;
+
+/* Row r without its tokens (row->input_ids NULL; every other field as
+ * prepack_row_builder_get fills it) and where its tokens are: no token is
+ * read. PREPACK_EINVAL when a sequence's tokens came from text (nothing
+ * on disk to reference). The views are valid until the next call on b. */
+int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
+                                 prepack_row *row, prepack_row_refs *refs);
+
 /* ------------------------------------------------------------------------ */
 /* Shards: packed rows on disk (docs/FORMAT.md)                                */
 /* ------------------------------------------------------------------------ */
@@ -685,6 +703,10 @@ typedef struct prepack_writer_options {
                                  0 or 1 = the calling thread. The bytes
                                  written are the same for any value. */
     const prepack_allocator *allocator; /* NULL = libc */
+    int references;          /* a plan-only set: rows hold where their
+                                 tokens are, not the tokens
+                                 (prepack_writer_add_refs); the manifest
+                                 records each referenced file's identity */
 } prepack_writer_options;
 
 typedef struct prepack_writer prepack_writer;
@@ -702,6 +724,12 @@ int prepack_writer_create(prepack_writer **out, const char *dir,
 int prepack_writer_add(prepack_writer *w, const prepack_row *row,
                        prepack_diag *diag);
 
+/* For a writer made with `references`: appends a row by where its tokens
+ * are (row->input_ids is not read). prepack_writer_add is refused by such
+ * a writer, this by any other. */
+int prepack_writer_add_refs(prepack_writer *w, const prepack_row *row,
+                            const prepack_row_refs *refs, prepack_diag *diag);
+
 /* What the manifest records besides the shards. */
 typedef struct prepack_manifest_info {
     const prepack_plan_options *plan; /* algorithm, overlong, seed, ... */
@@ -710,7 +738,8 @@ typedef struct prepack_manifest_info {
 } prepack_manifest_info;
 
 /* Closes the last shard and writes manifest.json (temporary name, fsync,
- * rename, fsync of the directory). Every shard file was written the same
+ * rename, fsync of the directory). A references writer needs info->store
+ * (the files it references and their identities come from it). Every shard file was written the same
  * way, so a run stopped at any moment leaves no manifest or a complete
  * set. */
 int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
@@ -891,6 +920,13 @@ uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
  * parallelism pad each sequence to a multiple of it. */
 uint32_t prepack_reader_pad_multiple(const prepack_reader *r);
 prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
+/* The input files a plan-only set reads its tokens from (0 for a set that
+ * holds its tokens). The open checked each against the identity the
+ * manifest records (size, a sample of its bytes, its index) and mapped
+ * it; a changed, moved or missing file fails the open naming it. */
+size_t prepack_reader_referenced_files(const prepack_reader *r);
+/* File i's path (i < the count). */
+const char *prepack_reader_referenced_file(const prepack_reader *r, size_t i);
 /* A batch of rows in the forms training steps feed (int64 where PyTorch
  * wants LongTensor). Flat (varlen): the rows' tokens concatenated, one
  * cu_seqlens of sum(k) + 1 entries offset per row, document ids numbered

@@ -33,6 +33,11 @@ _DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 _FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
            "seq_ids": np.dtype("<u8"), "loss_mask": np.dtype("u1"),
            "seq_starts": np.dtype("<u4")}
+# a plan-only set's rows (version 2, "storage": "references"): where each
+# sequence's tokens are instead of input_ids
+_REF_FIELDS = {"ref_source": np.dtype("<u4"), "ref_offset": np.dtype("<u8")}
+_REF_BYTES = 12  # per sequence: bounds a row as a token width of 12 would
+_SAMPLE_BLOCK, _SAMPLE_BLOCKS = 4096, 64
 
 
 class ShardSetError(Exception):
@@ -152,6 +157,107 @@ def _check_stats(where, m, rows, tokens, max_seq_len, inputs):
     return figures
 
 
+def sample_xxh64(path):
+    """A file's sampled XXH64 (docs/FORMAT.md, version 2): the whole file
+    up to 64 blocks of 4096 bytes, else those 64 blocks at
+    floor(b * (size - 4096) / 63), concatenated."""
+    size = os.path.getsize(path)
+    h = xxhash.xxh64()
+    with open(path, "rb") as f:
+        if size <= _SAMPLE_BLOCK * _SAMPLE_BLOCKS:
+            h.update(f.read())
+        else:
+            for b in range(_SAMPLE_BLOCKS):
+                f.seek(b * (size - _SAMPLE_BLOCK) // (_SAMPLE_BLOCKS - 1))
+                h.update(f.read(_SAMPLE_BLOCK))
+    return h.hexdigest()
+
+
+def _file_xxh64(path):
+    h = xxhash.xxh64()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_hex64(v):
+    return isinstance(v, str) and len(v) == 16 and all(
+        c in "0123456789abcdef" for c in v)
+
+
+def _check_sources(where, m):
+    """A plan-only set's "sources", each checked for type and range."""
+    sources = m.get("sources")
+    if not isinstance(sources, list):
+        raise ShardSetError(f"{where}: a set of references needs a "
+                            f"\"sources\" array")
+    out = []
+    for i, e in enumerate(sources):
+        at = f"{where}: source {i}"
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str) \
+                or not e["path"].startswith("/") or "\0" in e["path"]:
+            raise ShardSetError(f"{at}: path must be an absolute path")
+        width = e.get("width")
+        if width not in (1, 2, 4, 8) or type(width) is not int:
+            raise ShardSetError(f"{at}: width must be 1, 2, 4 or 8 bytes")
+        if type(e.get("signed")) is not bool:
+            raise ShardSetError(f"{at}: signed must be true or false")
+        _uint(at, e, "bytes", 0, 2**64 - 1)
+        if not _is_hex64(e.get("sample_xxh64")):
+            raise ShardSetError(f"{at}: sample_xxh64 must be 16 lowercase "
+                                f"hex digits")
+        if "index" in e:
+            idx = e["index"]
+            if not isinstance(idx, str) or not idx.startswith("/") \
+                    or not _is_hex64(e.get("index_xxh64")):
+                raise ShardSetError(f"{at}: index needs an absolute path, "
+                                    f"index_bytes and index_xxh64")
+            _uint(at, e, "index_bytes", 0, 2**64 - 1)
+        out.append(e)
+    return out
+
+
+def _changed(path, what, now, then):
+    return CorruptShardError(f"{path}: changed since the set was packed "
+                             f"({what} {now}, the manifest records {then}); "
+                             f"pack it again")
+
+
+def _map_source(e):
+    """A referenced file checked against its identity, as numpy ids."""
+    path = e["path"]
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise ShardSetError(f"{path}: cannot open the input this set "
+                            f"references: {err.strerror}") from None
+    if size != e["bytes"]:
+        raise _changed(path, "bytes", size, e["bytes"])
+    digest = sample_xxh64(path)
+    if digest != e["sample_xxh64"]:
+        raise _changed(path, "sampled xxh64", int(digest, 16),
+                       int(e["sample_xxh64"], 16))
+    if "index" in e:
+        idx = e["index"]
+        try:
+            isize = os.path.getsize(idx)
+        except OSError as err:
+            raise ShardSetError(f"{idx}: cannot read the index this set "
+                                f"references: {err.strerror}") from None
+        if isize != e["index_bytes"]:
+            raise _changed(idx, "bytes", isize, e["index_bytes"])
+        digest = _file_xxh64(idx)
+        if digest != e["index_xxh64"]:
+            raise _changed(idx, "xxh64", int(digest, 16),
+                           int(e["index_xxh64"], 16))
+    kind = "i" if e["signed"] else "u"
+    dtype = np.dtype(f"<{kind}{e['width']}")
+    if size == 0:
+        return np.zeros(0, np.uint8), dtype
+    return np.memmap(path, dtype=np.uint8, mode="r"), dtype
+
+
 class _Shard:
     def __init__(self, path, rows, size, rows_per_frame, frame_bound):
         self.path = path
@@ -228,9 +334,18 @@ class ShardSet:
             raise ShardSetError(f"{manifest_path}: invalid JSON: {e}")
         m = self.manifest
         if not isinstance(m, dict) or m.get("format") != "prepack-shards" \
-                or m.get("version") != 1:
+                or m.get("version") not in (1, 2) \
+                or type(m.get("version")) is not int:
             raise ShardSetError(f"{manifest_path}: not a prepack shard set "
-                                f"manifest (version 1)")
+                                f"manifest (versions 1 and 2)")
+        storage = m.get("storage", "tokens") if m["version"] >= 2 \
+            else "tokens"
+        if storage not in ("tokens", "references"):
+            raise ShardSetError(f"{manifest_path}: storage must be \"tokens\" "
+                                f"or \"references\", not {storage!r}")
+        self.references = storage == "references"
+        self.sources = (_check_sources(manifest_path, m) if self.references
+                        else [])
         # every value checked for type and range: a manifest is input too
         self.max_seq_len = _uint(manifest_path, m, "max_seq_len", 1, 1 << 24)
         self.rows_per_frame = _uint(manifest_path, m, "rows_per_frame", 1,
@@ -260,7 +375,8 @@ class ShardSet:
         if not isinstance(entries, list):
             raise ShardSetError(f"{manifest_path}: shards must be a list")
         bound = _frame_bytes_bound(self.rows_per_frame, self.max_seq_len,
-                                   self.token_dtype.itemsize)
+                                   _REF_BYTES if self.references
+                                   else self.token_dtype.itemsize)
         self._shards = []
         self._first = []
         rows = tokens = 0
@@ -329,6 +445,11 @@ class ShardSet:
                     raise
         self.backend = "c" if self._c else "python"
         if not self._c:
+            if self.references and xxhash is None:  # pragma: no cover
+                raise ShardSetError(f"{manifest_path}: a plan-only set's "
+                                    f"inputs are checked with xxhash: "
+                                    f"install it")
+            self._maps = [_map_source(e) for e in self.sources]
             self._shards = [_Shard(path, n, size, self.rows_per_frame, bound)
                             for path, (_, n, _, size) in zip(self._paths,
                                                              claims)]
@@ -405,7 +526,8 @@ class ShardSet:
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
         row = {}
-        for key, dtype in _FIELDS.items():
+        fields = dict(_FIELDS, **_REF_FIELDS) if self.references else _FIELDS
+        for key, dtype in fields.items():
             value = obj.get(key)
             if value is None:
                 continue
@@ -415,6 +537,9 @@ class ShardSet:
             if len(value) % dtype.itemsize:
                 raise CorruptShardError(f"{where}: {key} has a partial value")
             row[key] = np.frombuffer(value, dtype=dtype)
+        if self.references:
+            row.pop("input_ids", None)
+            self._fetch_tokens(row, where)
         for key in ("input_ids", "cu_seqlens", "seq_ids"):
             if key not in row:
                 raise CorruptShardError(f"{where}: a row lacks {key}")
@@ -437,6 +562,35 @@ class ShardSet:
                 or ("seq_starts" in row and len(row["seq_starts"]) != k)):
             raise CorruptShardError(f"{where}: a row's fields disagree")
         return row
+
+    def _fetch_tokens(self, row, where):
+        """A plan-only row's input_ids, read from the referenced files;
+        ref_source and ref_offset are taken out of the row."""
+        src, off = row.pop("ref_source", None), row.pop("ref_offset", None)
+        cu = row.get("cu_seqlens")
+        if src is None or off is None or cu is None:
+            raise CorruptShardError(f"{where}: a row lacks ref_source, "
+                                    f"ref_offset or cu_seqlens")
+        k = len(cu) - 1
+        if k < 1 or len(src) != k or len(off) != k or cu[0] != 0 \
+                or (cu[1:] <= cu[:-1]).any() or cu[-1] > self.max_seq_len:
+            raise CorruptShardError(f"{where}: a row's fields disagree")
+        out = np.empty(int(cu[-1]), self.token_dtype)
+        for j in range(k):
+            s, at, n = int(src[j]), int(off[j]), int(cu[j + 1] - cu[j])
+            if s >= len(self._maps):
+                raise CorruptShardError(f"{where}: sequence {j} refers to "
+                                        f"source {s}, outside the "
+                                        f"manifest's sources")
+            data, dtype = self._maps[s]
+            if at > len(data) or (len(data) - at) // dtype.itemsize < n:
+                raise CorruptShardError(
+                    f"{where}: sequence {j} refers to {n} tokens at byte "
+                    f"{at} of source {s}, outside "
+                    f"{self.sources[s]['path']}")
+            ids = data[at:at + n * dtype.itemsize].view(dtype)
+            out[cu[j]:cu[j + 1]] = ids.astype(self.token_dtype)
+        row["input_ids"] = out
 
     def verify(self):
         """Checks what the C reader's verify does: every shard file's XXH64

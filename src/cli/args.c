@@ -33,7 +33,8 @@ enum {
     OPT_SVG,
     OPT_QUIET,
     OPT_TRAILING,
-    OPT_PAD_MULTIPLE
+    OPT_PAD_MULTIPLE,
+    OPT_PLAN_ONLY
 };
 
 /* One table for both commands; each refuses the other's own options. */
@@ -59,6 +60,7 @@ static const struct option job_options[] = {
     {"shard-rows", required_argument, NULL, OPT_SHARD_ROWS},
     {"shard-bytes", required_argument, NULL, OPT_SHARD_BYTES},
     {"overwrite", no_argument, NULL, OPT_OVERWRITE},
+    {"plan-only", no_argument, NULL, OPT_PLAN_ONLY},
     {"shuffle", no_argument, NULL, OPT_SHUFFLE},
     {"seed", required_argument, NULL, OPT_SEED},
     {"threads", required_argument, NULL, OPT_THREADS},
@@ -145,6 +147,9 @@ static int apply_output_option(job_args *a, int opt, const char *val)
         return EXIT_OK;
     case OPT_OVERWRITE:
         a->writer.overwrite = 1;
+        return EXIT_OK;
+    case OPT_PLAN_ONLY:
+        a->writer.references = 1;
         return EXIT_OK;
     case OPT_THREADS:
         if (parse_u64(val, 1, 256, &v))
@@ -307,6 +312,7 @@ static int foreign(const job_args *a, int opt)
 {
     int pack_only = opt == OPT_OUT || opt == OPT_RPF || opt == OPT_LEVEL ||
                     opt == OPT_SHARD_ROWS || opt == OPT_OVERWRITE ||
+                    opt == OPT_PLAN_ONLY ||
                     opt == OPT_SHUFFLE || opt == OPT_SEED || opt == OPT_THREADS;
     return a->is_pack ? opt == OPT_LENGTHS : pack_only;
 }

@@ -87,6 +87,7 @@ typedef struct timings {
 typedef struct pack_result {
     const char *dir;
     uint64_t rows, bytes, token_bytes;
+    int plan_only; /* the rows reference their tokens (--plan-only) */
 } pack_result;
 
 void print_report_text(const job_args *a, const prepack_store *store,

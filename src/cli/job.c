@@ -34,7 +34,7 @@ static const char job_help[] =
     "rerun when one's output is missing or damaged.\n"
     "\n"
     "Options besides pack's ('prepack pack --help'; --shard-bytes,\n"
-    "--overwrite and --svg are pack's alone):\n"
+    "--overwrite, --svg and --plan-only are pack's alone):\n"
     "  --task-index I           this task's index, 0..count-1 (scan, write;\n"
     "                           default: $SLURM_ARRAY_TASK_ID)\n"
     "  --task-count N           scan and write: how many tasks this step has\n"
@@ -186,9 +186,11 @@ int cmd_job_step(int argc, char **argv)
         rc = parse_job_args(argc, argv, cmd, job_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
-    if (a.writer.shard_bytes || a.writer.overwrite || a.svg_path)
-        return usage_error(cmd, "--shard-bytes, --overwrite and --svg are "
-                                "options of pack in one process");
+    if (a.writer.shard_bytes || a.writer.overwrite || a.svg_path ||
+        a.writer.references)
+        return usage_error(cmd, "--shard-bytes, --overwrite, --svg and "
+                                "--plan-only are options of pack in one "
+                                "process");
     long count = -1;
     if (!strcmp(cmd, "scan") || !strcmp(cmd, "write")) {
         count = s.count >= 0 ? s.count

@@ -66,6 +66,12 @@ static const char pack_help[] =
     "  --overwrite              replace the shard set already in DIR: the\n"
     "                           new set is written beside it and swapped in\n"
     "                           when complete (the old set stays until then)\n"
+    "  --plan-only              rows hold where their tokens are (input\n"
+    "                           file, byte offset), not the tokens: for\n"
+    "                           Megatron, llm.c and raw inputs, read in\n"
+    "                           place by every reader; the manifest records\n"
+    "                           each input's identity and readers refuse a\n"
+    "                           changed one (docs/FORMAT.md, version 2)\n"
     "  --batch-size B           naive batch size for the report (default: 8)\n"
     "  --json                   print the report as one JSON object\n"
     "  --svg FILE               also draw the report as an SVG picture\n"
@@ -77,6 +83,21 @@ static const char pack_help[] =
     "  -h, --help               show this help\n"
     "\n"
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";
+
+/* One row of the plan to the writer: its tokens, or with --plan-only
+ * where they are. */
+static int write_row(const job_args *a, prepack_row_builder *b,
+                     prepack_writer *w, size_t r, prepack_diag *d)
+{
+    prepack_row row;
+    if (!a->writer.references) {
+        int rc = prepack_row_builder_get(b, r, &row);
+        return rc == PREPACK_OK ? prepack_writer_add(w, &row, d) : rc;
+    }
+    prepack_row_refs refs;
+    int rc = prepack_row_builder_get_refs(b, r, &row, &refs);
+    return rc == PREPACK_OK ? prepack_writer_add_refs(w, &row, &refs, d) : rc;
+}
 
 /* Builds every row of the plan and hands it to the writer. */
 static int write_rows(const job_args *a, const lengths_source *src,
@@ -101,10 +122,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
                     a->out_dir);
             return 128 + interrupted;
         }
-        prepack_row row;
-        rc = prepack_row_builder_get(b, r, &row);
-        if (rc == PREPACK_OK)
-            rc = prepack_writer_add(w, &row, &d);
+        rc = write_row(a, b, w, r, &d);
         if ((r & 255) == 0 || r + 1 == rows)
             progress_update(a->progress, "write", r + 1, rows);
     }
@@ -117,6 +135,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
         out->bytes = prepack_writer_bytes(w);
         out->token_bytes =
             report->plan.tokens * (dtype == PREPACK_DTYPE_UINT16 ? 2u : 4u);
+        out->plan_only = a->writer.references;
     }
     prepack_writer_free(w);
     prepack_row_builder_free(b);
@@ -126,12 +145,36 @@ static int write_rows(const job_args *a, const lengths_source *src,
     return EXIT_OK;
 }
 
+/* --plan-only references token files: refuse text inputs before reading
+ * any (their tokens exist only once parsed). */
+static int check_plan_only_inputs(const job_args *a)
+{
+    for (int i = 0; a->writer.references && i < a->ninputs; i++) {
+        prepack_format f = a->ingest.format;
+        prepack_diag d = {0};
+        if (f == PREPACK_FORMAT_AUTO &&
+            prepack_format_detect(a->inputs[i], &f, &d) != PREPACK_OK)
+            return library_error(d.code, &d);
+        if (f == PREPACK_FORMAT_JSONL || f == PREPACK_FORMAT_ARROW) {
+            fprintf(stderr,
+                    "prepack pack: %s: --plan-only references token files "
+                    "(Megatron, llm.c, raw); this input is %s, whose tokens "
+                    "exist only once parsed: pack it without --plan-only\n",
+                    a->inputs[i], prepack_format_name(f));
+            return EXIT_DATA;
+        }
+    }
+    return EXIT_OK;
+}
+
 int cmd_pack(int argc, char **argv)
 {
     job_args a;
     int rc = parse_job_args(argc, argv, "pack", pack_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
+    if ((rc = check_plan_only_inputs(&a)) != EXIT_OK)
+        return rc;
     progress prog;
     progress_init(&prog, a.quiet);
     a.progress = &prog;

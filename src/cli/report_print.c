@@ -126,11 +126,12 @@ void print_report_text(const job_args *a, const prepack_store *store,
                : 0);
     if (out) {
         printf("  written              %s: %s rows, %s bytes (%.3fx the raw "
-               "tokens' %s bytes)\n",
+               "tokens' %s bytes%s)\n",
                out->dir, fmt_count(b1, out->rows), fmt_count(b2, out->bytes),
                out->token_bytes ? (double)out->bytes / (double)out->token_bytes
                                 : 0.0,
-               fmt_count(b3, out->token_bytes));
+               fmt_count(b3, out->token_bytes),
+               out->plan_only ? "; plan only: tokens stay in the inputs" : "");
         double all = t.read_s + t.plan_s + t.write_s;
         printf("  time                 %.3f s: read %.3f s, plan %.3f s, "
                "write %.3f s (%.1f M tokens/s)\n",
@@ -237,6 +238,7 @@ void print_report_json(const job_args *a, const prepack_store *store,
         json_key_u64(&w, "rows", out->rows);
         json_key_u64(&w, "bytes", out->bytes);
         json_key_u64(&w, "token_bytes", out->token_bytes);
+        json_key_bool(&w, "plan_only", out->plan_only);
         json_key_double(
             &w, "compression_ratio",
             out->bytes ? (double)out->token_bytes / (double)out->bytes : 0.0);

@@ -3,7 +3,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack */
+#include <xxhash.h>
 
 #include "common/io.h"
 
@@ -48,4 +53,71 @@ int pp_sync_dir(const char *dir)
     int rc = fsync(fd);
     close(fd);
     return rc;
+}
+
+int pp_open_sized(const char *path, uint64_t *size)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        fd = -1;
+    }
+    *size = fd >= 0 ? (uint64_t)st.st_size : 0;
+    return fd;
+}
+
+enum { HASH_BUFFER = 1 << 20 };
+
+int pp_hash_fd(int fd, uint64_t n, uint64_t *hash)
+{
+    XXH64_state_t h;
+    unsigned char *buf = malloc(HASH_BUFFER);
+    if (!buf)
+        return -1;
+    XXH64_reset(&h, 0);
+    int rc = 0;
+    for (uint64_t done = 0; rc == 0 && done < n;) {
+        size_t k = n - done > HASH_BUFFER ? HASH_BUFFER : (size_t)(n - done);
+        rc = pp_read_at(fd, buf, k, done);
+        if (rc == 0)
+            XXH64_update(&h, buf, k);
+        done += k;
+    }
+    if (rc == 0)
+        *hash = XXH64_digest(&h);
+    free(buf);
+    return rc;
+}
+
+int pp_hash_file(const char *path, uint64_t *hash, uint64_t *size)
+{
+    *hash = 0;
+    int fd = pp_open_sized(path, size);
+    if (fd < 0)
+        return -1;
+    int rc = pp_hash_fd(fd, *size, hash);
+    close(fd);
+    return rc;
+}
+
+int pp_sample_hash_fd(int fd, uint64_t size, uint64_t *hash)
+{
+    const uint64_t block = PP_SAMPLE_BLOCK, blocks = PP_SAMPLE_BLOCKS;
+    if (size <= block * blocks)
+        return pp_hash_fd(fd, size, hash);
+    XXH64_state_t h;
+    unsigned char buf[PP_SAMPLE_BLOCK];
+    XXH64_reset(&h, 0);
+    for (uint64_t b = 0; b < blocks; b++) {
+        /* b x (size - block) stays below 2^64 for any file under 2^58 B */
+        uint64_t at = b * (size - block) / (blocks - 1);
+        if (pp_read_at(fd, buf, sizeof buf, at) != 0)
+            return -1;
+        XXH64_update(&h, buf, sizeof buf);
+    }
+    *hash = XXH64_digest(&h);
+    return 0;
 }

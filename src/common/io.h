@@ -13,4 +13,21 @@ int pp_read_at(int fd, void *buf, size_t n, uint64_t at);
 /* fsync of a directory, which makes the renames in it durable; 0 or -1. */
 int pp_sync_dir(const char *dir);
 
+/* path opened read-only, and its size; -1 when it cannot be (errno). */
+int pp_open_sized(const char *path, uint64_t *size);
+/* XXH64 (seed 0) of the first n bytes of fd; 0, or -1 on a read error. */
+int pp_hash_fd(int fd, uint64_t n, uint64_t *hash);
+/* The xxh64 and size of a whole file (a shard); 0, or -1 when it cannot
+ * be read. */
+int pp_hash_file(const char *path, uint64_t *hash, uint64_t *size);
+
+/* A file's sampled hash: enough of a large file to notice a change
+ * without reading it all. Files of at most PP_SAMPLE_BLOCKS blocks are
+ * hashed whole; larger ones as the PP_SAMPLE_BLOCKS blocks of
+ * PP_SAMPLE_BLOCK bytes starting at floor(b x (size - PP_SAMPLE_BLOCK) /
+ * (PP_SAMPLE_BLOCKS - 1)), b = 0 .. PP_SAMPLE_BLOCKS - 1, concatenated
+ * (the first and the last block among them). docs/FORMAT.md, version 2. */
+enum { PP_SAMPLE_BLOCK = 4096, PP_SAMPLE_BLOCKS = 64 };
+int pp_sample_hash_fd(int fd, uint64_t size, uint64_t *hash);
+
 #endif

@@ -115,7 +115,7 @@ int prepack_job_finalize(const char *dir, const prepack_job_options *o,
         pp_manifest_fields m = {
             plan.max_seq_len, prepack_dtype_name((prepack_dtype)plan.dtype),
             plan.rows_per_frame, plan.level, shards, (size_t)plan.shards,
-            &o->plan, plan.inputs, plan.ninputs, &plan.report};
+            &o->plan, plan.inputs, plan.ninputs, &plan.report, 0, NULL, 0};
         rc = pp_manifest_save(dir, &m, diag);
     }
     if (rc == PREPACK_OK) {

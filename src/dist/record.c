@@ -222,60 +222,15 @@ void pp_rec_release(pp_rec *r)
 }
 
 /* The xxh64 of bytes [0, n) of fd, read in 1 MiB pieces; 0 or -1. */
-static int hash_fd(int fd, uint64_t n, uint64_t *hash)
-{
-    XXH64_state_t *h = XXH64_createState();
-    unsigned char *buf = malloc(1 << 20);
-    int rc = h && buf ? 0 : -1;
-    if (rc == 0)
-        XXH64_reset(h, 0);
-    for (uint64_t done = 0; rc == 0 && done < n;) {
-        size_t k = n - done > (1u << 20) ? (1u << 20) : (size_t)(n - done);
-        rc = pp_read_at(fd, buf, k, done);
-        if (rc == 0)
-            XXH64_update(h, buf, k);
-        done += k;
-    }
-    if (rc == 0)
-        *hash = XXH64_digest(h);
-    free(buf);
-    XXH64_freeState(h);
-    return rc;
-}
-
-/* path opened, and its size; -1 when it cannot be. */
-static int open_sized(const char *path, uint64_t *size)
-{
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd >= 0 && fstat(fd, &st) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    *size = fd >= 0 ? (uint64_t)st.st_size : 0;
-    return fd;
-}
-
-int pp_hash_file(const char *path, uint64_t *hash, uint64_t *size)
-{
-    *hash = 0;
-    int fd = open_sized(path, size);
-    if (fd < 0)
-        return -1;
-    int rc = hash_fd(fd, *size, hash);
-    close(fd);
-    return rc;
-}
-
 int pp_rec_verify(const char *path, uint64_t *data_size)
 {
     uint64_t size, hash = 0;
     *data_size = 0;
-    int fd = open_sized(path, &size);
+    int fd = pp_open_sized(path, &size);
     if (fd < 0)
         return -1;
     unsigned char t[8];
-    int rc = size >= 8 && hash_fd(fd, size - 8, &hash) == 0 &&
+    int rc = size >= 8 && pp_hash_fd(fd, size - 8, &hash) == 0 &&
                      pp_read_at(fd, t, 8, size - 8) == 0 &&
                      pp_load_le(t, 8) == hash
                  ? 0

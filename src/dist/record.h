@@ -49,8 +49,5 @@ void pp_rec_release(pp_rec *r);
 /* Streams a file written through pp_rec and checks its trailing hash:
  * 0 when good (*data_size = its bytes before the hash), else -1. */
 int pp_rec_verify(const char *path, uint64_t *data_size);
-/* The xxh64 and size of a whole file (a shard); 0, or -1 when it cannot
- * be read. */
-int pp_hash_file(const char *path, uint64_t *hash, uint64_t *size);
 
 #endif

@@ -460,6 +460,8 @@ int pp_ingest_megatron_part(prepack_store *s, const char *prefix,
         rc = pp_store_add_file(s, m.bin.path, m.bin.fd, m.dtype.width,
                                m.dtype.kind == KIND_SIGNED, m.bin.size,
                                &m.source, diag);
+    if (rc == PREPACK_OK)
+        rc = pp_store_source_index(s, m.source, m.idx.path, diag);
     if (rc == PREPACK_OK) {
         m.first = m.whole || part->begin > m.sequences ? 0 : part->begin;
         m.end = m.whole || part->end > m.sequences ? m.sequences : part->end;

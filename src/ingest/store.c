@@ -35,6 +35,7 @@ typedef struct source {
     uint32_t max_id;
     size_t input; /* the input it belongs to, for messages */
     char *path;   /* the file, for a job's write tasks (NULL: source 0) */
+    char *index;  /* its index file (Megatron .idx), or NULL */
 } source;
 
 struct prepack_store {
@@ -150,6 +151,7 @@ void prepack_store_free(prepack_store *s)
         if (i > 0 && src->fd >= 0)
             close(src->fd);
         pp_free(a, src->path);
+        pp_free(a, src->index);
     }
     if (s->mask_map)
         munmap(s->mask_map, (size_t)s->mask.size);
@@ -556,6 +558,21 @@ void pp_store_source_get(const prepack_store *s, size_t i,
     out->max_id = i == 0 ? 0 : src->max_id;
     out->data = src->map;
     out->mask = i == 0 ? s->mask_map : NULL;
+    out->index = src->index;
+    out->fd = src->fd;
+}
+
+int pp_store_source_index(prepack_store *s, size_t src, const char *path,
+                          prepack_diag *diag)
+{
+    size_t n = strlen(path);
+    char *copy = pp_alloc(s->alloc, n + 1, 1);
+    if (!copy)
+        return pp_out_of_memory(diag);
+    memcpy(copy, path, n + 1);
+    pp_free(s->alloc, s->sources[src].index);
+    s->sources[src].index = copy;
+    return PREPACK_OK;
 }
 
 uint32_t pp_store_max_id(const prepack_store *s)

@@ -26,6 +26,10 @@ int pp_store_add_file(prepack_store *s, const char *path, int fd,
 int pp_store_add_ref(prepack_store *s, size_t src, uint64_t offset,
                      uint64_t len, prepack_diag *diag);
 void pp_store_source_max_id(prepack_store *s, size_t src, uint32_t max_id);
+/* Records the index file that located source src's sequences (a Megatron
+ * .idx): a plan-only set records its identity too. */
+int pp_store_source_index(prepack_store *s, size_t src, const char *path,
+                          prepack_diag *diag);
 /* The sequences that join the one before them (prepack_store_join_
  * sequences), rising. */
 const uint64_t *pp_store_joins(const prepack_store *s, size_t *n);
@@ -45,6 +49,9 @@ typedef struct pp_store_source {
     uint32_t max_id;
     const unsigned char *data; /* mapped, size bytes (NULL when empty) */
     const uint8_t *mask;       /* source 0: size / width bytes, or NULL */
+    const char *index;         /* the index file that locates its sequences
+                                  (a Megatron .idx), or NULL */
+    int fd;                    /* the file as ingest read it (-1: none) */
 } pp_store_source;
 
 size_t pp_store_source_count(const prepack_store *s);

@@ -108,6 +108,8 @@ struct prepack_row_builder {
     uint64_t *seq_ids; /* [L] */
     uint8_t *mask;     /* [L] or NULL */
     uint32_t *starts;  /* [L] or NULL */
+    uint32_t *ref_source; /* [L], on the first get_refs */
+    uint64_t *ref_offset; /* [L] */
 };
 
 void prepack_row_builder_free(prepack_row_builder *b)
@@ -120,6 +122,8 @@ void prepack_row_builder_free(prepack_row_builder *b)
     pp_free(a, b->seq_ids);
     pp_free(a, b->mask);
     pp_free(a, b->starts);
+    pp_free(a, b->ref_source);
+    pp_free(a, b->ref_offset);
     pp_free(a, b);
 }
 
@@ -172,7 +176,45 @@ static void copy_mask(const prepack_row_builder *b, const prepack_item *it,
         memset(out, 1, it->length);
 }
 
-int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row)
+/* ---- plan-only rows: where the tokens are -------------------------------- */
+
+static int alloc_refs(prepack_row_builder *b)
+{
+    if (b->ref_source)
+        return PREPACK_OK;
+    prepack_plan_stats st;
+    prepack_plan_get_stats(b->plan, &st);
+    b->ref_source = pp_alloc(b->alloc, st.max_seq_len, sizeof *b->ref_source);
+    b->ref_offset = pp_alloc(b->alloc, st.max_seq_len, sizeof *b->ref_offset);
+    if (b->ref_source && b->ref_offset)
+        return PREPACK_OK;
+    pp_free(b->alloc, b->ref_source);
+    pp_free(b->alloc, b->ref_offset);
+    b->ref_source = NULL;
+    b->ref_offset = NULL;
+    return PREPACK_ENOMEM;
+}
+
+/* Where item `it` (the row's j-th) starts in the file it references;
+ * PREPACK_EINVAL when its tokens were parsed from text (no file holds
+ * them). */
+static int item_ref(prepack_row_builder *b, const prepack_item *it, size_t j)
+{
+    uint32_t src;
+    uint64_t at;
+    pp_store_location(b->store, (size_t)it->seq_id, &src, &at);
+    if (src == 0)
+        return PREPACK_EINVAL;
+    pp_store_source info;
+    pp_store_source_get(b->store, src, &info);
+    b->ref_source[j] = src - 1;
+    b->ref_offset[j] = at + (uint64_t)it->offset * info.width;
+    return PREPACK_OK;
+}
+
+/* Row r's fields; its tokens copied (refs NULL) or located. */
+static int build_row(prepack_row_builder *b, size_t r, prepack_row *row,
+                     prepack_row_refs *refs)
 {
     if (r >= prepack_plan_row_count(b->plan))
         return PREPACK_EINVAL;
@@ -181,9 +223,13 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row)
     b->cu[0] = 0;
     for (size_t j = 0; j < k; j++) {
         prepack_item it = prepack_plan_item(b->plan, r, j);
-        unsigned char *dst = (unsigned char *)b->tokens + (size_t)t * b->width;
-        pp_store_copy_range(b->store, (size_t)it.seq_id, it.offset, it.length,
-                            b->width, dst);
+        if (refs && item_ref(b, &it, j) != PREPACK_OK)
+            return PREPACK_EINVAL;
+        if (!refs)
+            pp_store_copy_range(b->store, (size_t)it.seq_id, it.offset,
+                                it.length, b->width,
+                                (unsigned char *)b->tokens +
+                                    (size_t)t * b->width);
         if (b->mask)
             copy_mask(b, &it, b->mask + t);
         if (b->starts)
@@ -196,10 +242,29 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row)
     row->num_seqs = k;
     row->token_dtype =
         b->width == 2 ? PREPACK_DTYPE_UINT16 : PREPACK_DTYPE_UINT32;
-    row->input_ids = b->tokens;
+    row->input_ids = refs ? NULL : b->tokens;
     row->cu_seqlens = b->cu;
     row->seq_ids = b->seq_ids;
     row->loss_mask = b->mask;
     row->seq_starts = b->starts;
+    if (refs) {
+        refs->source = b->ref_source;
+        refs->offset = b->ref_offset;
+    }
     return PREPACK_OK;
+}
+
+int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row)
+{
+    return build_row(b, r, row, NULL);
+}
+
+int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
+                                 prepack_row *row, prepack_row_refs *refs)
+{
+    if (!b || !row || !refs)
+        return PREPACK_EINVAL;
+    if (alloc_refs(b) != PREPACK_OK)
+        return PREPACK_ENOMEM;
+    return build_row(b, r, row, refs);
 }

@@ -10,6 +10,7 @@
 
 #include "prepack.h"
 #include "shards/shard_format.h"
+#include "shards/sources.h"
 
 /* One shard as the manifest lists it. */
 typedef struct pp_shard_info {
@@ -31,6 +32,9 @@ typedef struct pp_manifest_fields {
     const prepack_input_info *inputs;
     size_t ninputs;
     const prepack_report *report; /* NULL: "stats": null */
+    int references;               /* a plan-only set (version 2) */
+    const pp_set_source *sources; /* the files its rows reference */
+    size_t nsources;
 } pp_manifest_fields;
 
 /* Writes manifest.json's content: a fixed shape, keys in a fixed order,
@@ -63,6 +67,9 @@ typedef struct pp_manifest {
     pp_manifest_stats stats;
     int has_inputs;              /* "inputs" lists at least one input */
     uint64_t input_sequences;    /* their sum */
+    int references;              /* version 2, "storage": "references" */
+    pp_set_source *sources;      /* through alloc */
+    size_t nsources;
 } pp_manifest;
 
 /* Parses a manifest and checks it against itself before anything is

@@ -60,6 +60,104 @@ std::string check_shard_claims(const pp_shard_info *s, uint64_t L, uint64_t R)
     return "";
 }
 
+// Exactly 16 lowercase hex digits, as written (strtoull alone would take
+// "0x", a sign, blanks and capitals).
+bool parse_hex64(std::string_view text, uint64_t *out)
+{
+    std::string h(text);
+    if (h.size() != 16 ||
+        h.find_first_not_of("0123456789abcdef") != std::string::npos)
+        return false;
+    *out = strtoull(h.c_str(), nullptr, 16);
+    return true;
+}
+
+char *copy_string(const prepack_allocator *a, std::string_view v)
+{
+    char *p = static_cast<char *>(pp_alloc(a, v.size() + 1, 1));
+    if (!p)
+        throw std::bad_alloc();
+    std::memcpy(p, v.data(), v.size());
+    p[v.size()] = 0;
+    return p;
+}
+
+// One entry of "sources": an absolute path, a token width prepack reads,
+// the file's size and sampled hash, and optionally its index's.
+std::string read_source(simdjson::dom::object o, const prepack_allocator *a,
+                        pp_set_source *s)
+{
+    std::string_view file, hash, index;
+    uint64_t width = 0;
+    bool is_signed = false;
+    simdjson::dom::element e;
+    if (o["path"].get_string().get(file) || !get_u64(o, "width", &width) ||
+        o["signed"].get_bool().get(is_signed) ||
+        !get_u64(o, "bytes", &s->bytes) ||
+        o["sample_xxh64"].get_string().get(hash))
+        return "needs path, width, signed, bytes and sample_xxh64";
+    if (file.empty() || file[0] != '/' || file.find('\0') != file.npos)
+        return "path must be an absolute path";
+    if (width != 1 && width != 2 && width != 4 && width != 8)
+        return "width must be 1, 2, 4 or 8 bytes";
+    if (!parse_hex64(hash, &s->sample_xxh64))
+        return "sample_xxh64 must be 16 lowercase hex digits";
+    s->width = unsigned(width);
+    s->is_signed = is_signed;
+    s->path = copy_string(a, file);
+    if (o["index"].get(e))
+        return "";
+    if (e.get_string().get(index) || index.empty() || index[0] != '/' ||
+        index.find('\0') != index.npos ||
+        !get_u64(o, "index_bytes", &s->index_bytes) ||
+        o["index_xxh64"].get_string().get(hash) ||
+        !parse_hex64(hash, &s->index_xxh64))
+        return "index needs an absolute path, index_bytes and index_xxh64";
+    s->index = copy_string(a, index);
+    return "";
+}
+
+// Version 2's "storage": a plan-only set ("references") lists the files
+// its rows' tokens are read from.
+int read_storage(simdjson::dom::object root, const char *path, uint64_t version,
+                 pp_manifest *m, prepack_diag *diag)
+{
+    std::string_view storage = "tokens";
+    simdjson::dom::element e;
+    if (version >= 2 && !root["storage"].get(e) &&
+        e.get_string().get(storage))
+        return bad(diag, path, "storage must be a string");
+    if (storage != "tokens" && storage != "references")
+        return bad(diag, path,
+                   "storage must be \"tokens\" or \"references\", not \"" +
+                       std::string(storage) + "\"");
+    if (storage == "tokens")
+        return PREPACK_OK;
+    m->references = 1;
+    simdjson::dom::array sources;
+    if (root["sources"].get_array().get(sources))
+        return bad(diag, path, "a set of references needs a \"sources\" array");
+    m->nsources = pp_json_array_count(sources);
+    if (m->nsources > UINT32_MAX)
+        return bad(diag, path, "too many sources");
+    m->sources = static_cast<pp_set_source *>(
+        pp_calloc(m->alloc, m->nsources ? m->nsources : 1, sizeof *m->sources));
+    if (!m->sources)
+        throw std::bad_alloc();
+    size_t i = 0;
+    for (simdjson::dom::element s : sources) {
+        simdjson::dom::object o;
+        std::string wrong = s.get_object().get(o)
+                                ? std::string("is not an object")
+                                : read_source(o, m->alloc, &m->sources[i]);
+        if (!wrong.empty())
+            return bad(diag, path,
+                       "source " + std::to_string(i) + ": " + wrong);
+        i++;
+    }
+    return PREPACK_OK;
+}
+
 int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
                 prepack_diag *diag)
 {
@@ -92,14 +190,9 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
             return bad(diag, path,
                        at + "names '" + std::string(file) + "', shard " +
                            std::to_string(i) + " is " + s->file);
-        // exactly 16 lowercase hex digits, as written (strtoull alone
-        // would take "0x", a sign, blanks and capitals)
-        std::string h(hash);
-        if (h.size() != 16 ||
-            h.find_first_not_of("0123456789abcdef") != std::string::npos)
+        if (!parse_hex64(hash, &s->xxh64))
             return bad(diag, path,
                        at + "xxh64 must be 16 lowercase hex digits");
-        s->xxh64 = strtoull(h.c_str(), nullptr, 16);
         std::string wrong =
             check_shard_claims(s, m->max_seq_len, m->rows_per_frame);
         if (!wrong.empty())
@@ -285,8 +378,9 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     uint64_t version = 0, L = 0, rpf = 0;
     if (root["format"].get_string().get(format) || format != "prepack-shards")
         return bad(diag, path, "not a prepack shard set manifest");
-    if (!get_u64(root, "version", &version) || version != 1)
-        return bad(diag, path, "unknown manifest version");
+    if (!get_u64(root, "version", &version) || version < 1 || version > 2)
+        return bad(diag, path,
+                   "unknown manifest version (this reader knows 1 and 2)");
     if (!get_u64(root, "max_seq_len", &L) || L == 0 ||
         L > PREPACK_MAX_SEQ_LEN_LIMIT)
         return bad(diag, path, "bad max_seq_len");
@@ -300,6 +394,8 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     m->dtype = dtype == "uint16" ? PREPACK_DTYPE_UINT16 : PREPACK_DTYPE_UINT32;
     uint64_t input_tokens = 0;
     int rc = read_policy(root, path, m, diag);
+    if (rc == PREPACK_OK)
+        rc = read_storage(root, path, version, m, diag);
     if (rc == PREPACK_OK)
         rc = read_shards(root, path, m, diag);
     if (rc == PREPACK_OK)
@@ -340,4 +436,7 @@ extern "C" void pp_manifest_free(pp_manifest *m)
     pp_free(m->alloc, m->shards);
     m->shards = nullptr;
     m->nshards = 0;
+    pp_sources_free(m->alloc, m->sources, m->nsources);
+    m->sources = nullptr;
+    m->nsources = 0;
 }

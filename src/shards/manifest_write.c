@@ -49,6 +49,31 @@ static void write_inputs(FILE *f, const prepack_input_info *inputs, size_t n)
     fputs(n ? "\n  ],\n" : "],\n", f);
 }
 
+/* A plan-only set's referenced files and their identities. */
+static void write_sources(FILE *f, const pp_set_source *s, size_t n)
+{
+    fputs("  \"storage\": \"references\",\n  \"sources\": [", f);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ",\n    {\"path\": " : "\n    {\"path\": ", f);
+        json_string(f, s[i].path);
+        fprintf(f,
+                ", \"width\": %u, \"signed\": %s, \"bytes\": %" PRIu64
+                ", \"sample_xxh64\": \"%016" PRIx64 "\"",
+                s[i].width, s[i].is_signed ? "true" : "false", s[i].bytes,
+                s[i].sample_xxh64);
+        if (s[i].index) {
+            fputs(", \"index\": ", f);
+            json_string(f, s[i].index);
+            fprintf(f,
+                    ", \"index_bytes\": %" PRIu64
+                    ", \"index_xxh64\": \"%016" PRIx64 "\"",
+                    s[i].index_bytes, s[i].index_xxh64);
+        }
+        fputc('}', f);
+    }
+    fputs(n ? "\n  ],\n" : "],\n", f);
+}
+
 static void write_shards(FILE *f, const pp_shard_info *s, size_t n)
 {
     fputs("  \"shards\": [", f);
@@ -111,14 +136,15 @@ void pp_manifest_write(FILE *f, const pp_manifest_fields *m)
         tokens += shards[i].tokens;
     }
     fprintf(f,
-            "{\n  \"format\": \"prepack-shards\",\n  \"version\": 1,\n"
+            "{\n  \"format\": \"prepack-shards\",\n  \"version\": %d,\n"
             "  \"prepack_version\": \"%s\",\n  \"max_seq_len\": %u,\n"
             "  \"token_dtype\": \"%s\",\n  \"algorithm\": \"%s\",\n"
             "  \"overlong\": \"%s\",\n  \"max_seqs_per_row\": %u,\n"
             "  \"shuffle\": %s,\n  \"seed\": %" PRIu64 ",\n"
             "  \"rows_per_frame\": %u,\n  \"zstd_level\": %d,\n"
             "  \"rows\": %" PRIu64 ",\n  \"tokens\": %" PRIu64 ",\n",
-            PREPACK_VERSION_STRING, m->max_seq_len, m->dtype,
+            m->references ? 2 : 1, PREPACK_VERSION_STRING, m->max_seq_len,
+            m->dtype,
             prepack_algo_name(o ? o->algo : PREPACK_ALGO_FFD),
             prepack_overlong_name(o ? o->overlong : PREPACK_OVERLONG_ERROR),
             o ? o->max_seqs_per_row : 0,
@@ -126,6 +152,8 @@ void pp_manifest_write(FILE *f, const pp_manifest_fields *m)
             m->rows_per_frame, m->level, rows, tokens);
     if (o && o->pad_multiple > 1) /* only then: other sets keep their bytes */
         fprintf(f, "  \"pad_multiple\": %u,\n", o->pad_multiple);
+    if (m->references)
+        write_sources(f, m->sources, m->nsources);
     write_inputs(f, m->inputs, m->ninputs);
     write_shards(f, shards, nshards);
     if (m->report)

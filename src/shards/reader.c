@@ -21,6 +21,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
+#include "ingest/store.h" /* pp_tokens_convert */
 #include "rows/batch.h"
 #include "shards/manifest.h"
 #include "shards/msgpack_check.h"
@@ -78,7 +79,9 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
     /* No frame may promise more than rows_per_frame rows of L tokens:
      * a hostile seek table cannot make the reader allocate beyond that. */
     uint64_t L = r->m.max_seq_len;
-    uint64_t most = pp_frame_bytes_bound(r->m.rows_per_frame, L, r->width);
+    uint64_t most = pp_frame_bytes_bound(r->m.rows_per_frame, L,
+                                         r->m.references ? PP_REF_BYTES
+                                                         : r->width);
     uint64_t at = 0;
     for (uint32_t i = 0; rc == PREPACK_OK && i < n; i++) {
         const unsigned char *e =
@@ -200,6 +203,13 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
             !r->starts || !r->dctx)
             rc = pp_out_of_memory(diag);
     }
+    if (rc == PREPACK_OK && r->m.references) {
+        r->sources = pp_calloc(r->alloc, r->m.nsources ? r->m.nsources : 1,
+                               sizeof *r->sources);
+        rc = r->sources ? pp_sources_map(r->m.sources, r->m.nsources,
+                                         r->sources, diag)
+                        : pp_out_of_memory(diag);
+    }
     int keep_damaged = o && o->open_damaged;
     for (size_t i = 0; rc == PREPACK_OK && i < r->m.nshards; i++) {
         prepack_diag why;
@@ -231,6 +241,8 @@ void prepack_reader_free(prepack_reader *r)
         pp_free(a, r->shards[i].damage);
     }
     pp_free(a, r->shards);
+    pp_sources_unmap(r->sources, r->m.nsources);
+    pp_free(a, r->sources);
     pp_manifest_free(&r->m);
     if (r->unp_live)
         msgpack_unpacked_destroy(&r->unp);
@@ -309,6 +321,16 @@ uint32_t prepack_reader_max_seq_len(const prepack_reader *r)
 prepack_dtype prepack_reader_token_dtype(const prepack_reader *r)
 {
     return r->m.dtype;
+}
+
+size_t prepack_reader_referenced_files(const prepack_reader *r)
+{
+    return r->m.references ? r->m.nsources : 0;
+}
+
+const char *prepack_reader_referenced_file(const prepack_reader *r, size_t i)
+{
+    return r->m.references && i < r->m.nsources ? r->m.sources[i].path : NULL;
 }
 
 /* ---- frames ------------------------------------------------------------------- */
@@ -434,6 +456,64 @@ static int token_width_mismatch(const prepack_reader *r, size_t nt,
     return nt % other == 0 && count * other == nt && count * r->width != nt;
 }
 
+static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
+                       const void *c, size_t nc, const void *sq, size_t ns,
+                       const void *m, size_t nm, const void *st, size_t nst,
+                       const char *path, size_t f, size_t j,
+                       prepack_diag *diag);
+
+/* A plan-only row: its tokens read from the referenced files, each
+ * sequence's run checked to lie inside its file. */
+static int fill_refs_row(prepack_reader *r, const msgpack_object *map,
+                         prepack_row *row, const char *path, size_t f,
+                         size_t j, prepack_diag *diag)
+{
+    size_t nc = 0, ns = 0, nm = 0, nst = 0, nsrc = 0, noff = 0;
+    const void *c = field(map, "cu_seqlens", &nc);
+    const void *sq = field(map, "seq_ids", &ns);
+    const void *m = field(map, "loss_mask", &nm);
+    const void *st = field(map, "seq_starts", &nst);
+    const unsigned char *src = field(map, "ref_source", &nsrc);
+    const unsigned char *off = field(map, "ref_offset", &noff);
+    if (!src || !off || !c || !sq)
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: needs ref_source, "
+                                 "ref_offset, cu_seqlens and seq_ids as bins",
+                                 f, j);
+    int32_t last = 0;
+    if (nc >= 4)
+        memcpy(&last, (const unsigned char *)c + nc - 4, 4);
+    size_t T = last > 0 ? (size_t)last : 0;
+    size_t k = nc / 4 ? nc / 4 - 1 : 0;
+    const char *wrong = bad_field(r, T * r->width, nc, ns, m, nm, st, nst);
+    if (!wrong && (nsrc != 4 * k || noff != 8 * k))
+        wrong = "ref_source and ref_offset are not one uint32 and one "
+                "uint64 per sequence";
+    if (wrong)
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s", f, j,
+                                 wrong);
+    int rc = copy_fields(r, row, T, c, nc, sq, ns, m, nm, st, nst, path, f,
+                         j, diag);
+    for (size_t i = 0; rc == PREPACK_OK && i < k; i++) {
+        uint32_t s = (uint32_t)pp_load_le(src + 4 * i, 4);
+        uint64_t at = pp_load_le(off + 8 * i, 8);
+        uint32_t len = (uint32_t)(r->cu[i + 1] - r->cu[i]);
+        const pp_mapped_source *ms = s < r->m.nsources ? &r->sources[s] : NULL;
+        if (!ms || at > ms->size || (ms->size - at) / ms->width < len)
+            return pp_reader_corrupt(
+                diag, path,
+                "frame %zu row %zu: sequence %zu refers to %u tokens at "
+                "byte %llu of source %u, outside %s",
+                f, j, i, len, (unsigned long long)at, s,
+                ms ? r->m.sources[s].path : "the manifest's sources");
+        pp_tokens_convert(ms->data + at, ms->width, ms->is_signed, len,
+                          r->width,
+                          (unsigned char *)r->tokens +
+                              (size_t)r->cu[i] * r->width);
+    }
+    return rc;
+}
+
 int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                        prepack_row *row, const char *path, size_t f, size_t j,
                        prepack_diag *diag)
@@ -443,11 +523,13 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     if (map->type != MSGPACK_OBJECT_MAP)
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: not a map",
                                  f, j);
-    t = field(map, "input_ids", &nt);
+    if (r->m.references)
+        return fill_refs_row(r, map, row, path, f, j, diag);
     c = field(map, "cu_seqlens", &nc);
     sq = field(map, "seq_ids", &ns);
     m = field(map, "loss_mask", &nm);
     st = field(map, "seq_starts", &nst);
+    t = field(map, "input_ids", &nt);
     if (!t || !c || !sq)
         return pp_reader_corrupt(diag, path,
                                  "frame %zu row %zu: needs input_ids, "
@@ -465,8 +547,20 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     if (wrong)
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s", f, j,
                                  wrong);
-    size_t T = nt / r->width, k = nc / 4 - 1;
     memcpy(r->tokens, t, nt);
+    return copy_fields(r, row, nt / r->width, c, nc, sq, ns, m, nm, st, nst,
+                       path, f, j, diag);
+}
+
+/* The fields every row has (T tokens; bad_field passed), checked, into
+ * the reader's aligned copies. */
+static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
+                       const void *c, size_t nc, const void *sq, size_t ns,
+                       const void *m, size_t nm, const void *st, size_t nst,
+                       const char *path, size_t f, size_t j,
+                       prepack_diag *diag)
+{
+    size_t k = nc / 4 - 1;
     memcpy(r->cu, c, nc);
     memcpy(r->seq_ids, sq, ns);
     if (m)

@@ -13,6 +13,7 @@
 #include "prepack.h"
 #include "rows/batch.h"
 #include "shards/manifest.h"
+#include "shards/sources.h"
 
 typedef struct frame_entry {
     uint64_t offset;
@@ -50,6 +51,7 @@ struct prepack_reader {
     uint64_t *seq_ids;
     uint8_t *mask;
     uint32_t *starts;
+    pp_mapped_source *sources; /* a plan-only set's files, mapped */
     pp_batch_buffers *batch;
     pp_batch_buffers *batch_into; /* points at the caller's arrays */
 };

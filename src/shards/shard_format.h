@@ -36,6 +36,11 @@ static inline uint64_t pp_seek_table_bytes(uint64_t frames)
            PP_SEEK_HEADER_BYTES;
 }
 
+/* A plan-only row's reference, per sequence (ref_source u32, ref_offset
+ * u64): no more than L sequences, so it bounds a row as a token width of
+ * 12 bytes would. */
+enum { PP_REF_BYTES = 12 };
+
 /* The most bytes one row of at most L tokens `width` bytes wide packs to:
  * L tokens, L + 1 cu_seqlens, L sequence ids and starts, L mask bytes,
  * and the map's keys and headers. */

@@ -94,6 +94,7 @@ struct prepack_writer {
     size_t nshards, shards_cap;
     uint64_t rows, tokens, bytes, raw_bytes;
     uint64_t first_shard; /* a part of a set: the first shard's number */
+    int references;       /* plan-only: rows hold references, not tokens */
     int finished;
 };
 
@@ -295,9 +296,10 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     wr->alloc = pp_allocator_keep(&wr->alloc_copy, o->allocator);
     wr->max_seq_len = max_seq_len;
     wr->dtype = token_dtype;
+    wr->references = o->references;
     wr->rows_per_frame = frame_rows_that_fit(
         o->rows_per_frame ? o->rows_per_frame : PREPACK_DEFAULT_ROWS_PER_FRAME,
-        max_seq_len, w);
+        max_seq_len, o->references ? PP_REF_BYTES : w);
     /* exactly shard_rows rows a shard (the last frame of each may be
      * short), or, with shard_bytes, as many frames as reach that size */
     wr->shard_bytes = o->shard_bytes;
@@ -519,6 +521,9 @@ static int end_shard(prepack_writer *w, prepack_diag *diag)
 
 /* ---- rows -------------------------------------------------------------------- */
 
+static int add_row(prepack_writer *w, const prepack_row *row,
+                   const prepack_row_refs *refs, prepack_diag *diag);
+
 static int pack_bin(msgpack_packer *pk, const char *key, const void *data,
                     size_t bytes)
 {
@@ -526,14 +531,24 @@ static int pack_bin(msgpack_packer *pk, const char *key, const void *data,
            msgpack_pack_bin_with_body(pk, data, bytes);
 }
 
-static int pack_row(prepack_writer *w, const prepack_row *row)
+/* A row's map: input_ids, or in a plan-only set ref_source and
+ * ref_offset in its place, then the fields every row has. */
+static int pack_row(prepack_writer *w, const prepack_row *row,
+                    const prepack_row_refs *refs)
 {
     msgpack_packer *pk = &w->pk;
     size_t k = row->num_seqs, t = row->num_tokens;
-    size_t keys = 3 + (size_t)(row->loss_mask != NULL) +
+    size_t keys = 3 + (size_t)(refs != NULL) +
+                  (size_t)(row->loss_mask != NULL) +
                   (size_t)(row->seq_starts != NULL);
-    return msgpack_pack_map(pk, keys) ||
-           pack_bin(pk, "input_ids", row->input_ids, t * width_of(w->dtype)) ||
+    int bad = msgpack_pack_map(pk, keys);
+    if (refs)
+        bad = bad || pack_bin(pk, "ref_source", refs->source, k * 4) ||
+              pack_bin(pk, "ref_offset", refs->offset, k * 8);
+    else
+        bad = bad || pack_bin(pk, "input_ids", row->input_ids,
+                              t * width_of(w->dtype));
+    return bad ||
            pack_bin(pk, "cu_seqlens", row->cu_seqlens, (k + 1) * 4) ||
            pack_bin(pk, "seq_ids", row->seq_ids, k * 8) ||
            (row->loss_mask && pack_bin(pk, "loss_mask", row->loss_mask, t)) ||
@@ -543,6 +558,30 @@ static int pack_row(prepack_writer *w, const prepack_row *row)
 
 int prepack_writer_add(prepack_writer *w, const prepack_row *row,
                        prepack_diag *diag)
+{
+    if (!w || !row)
+        return pp_invalid_argument(diag);
+    if (w->references)
+        return pp_fail(diag, PREPACK_EINVAL, w->rows,
+                       "a plan-only writer takes rows by reference "
+                       "(prepack_writer_add_refs)");
+    return add_row(w, row, NULL, diag);
+}
+
+int prepack_writer_add_refs(prepack_writer *w, const prepack_row *row,
+                            const prepack_row_refs *refs, prepack_diag *diag)
+{
+    if (!w || !row || !refs || !refs->source || !refs->offset)
+        return pp_invalid_argument(diag);
+    if (!w->references)
+        return pp_fail(diag, PREPACK_EINVAL, w->rows,
+                       "this writer holds tokens; references need "
+                       "prepack_writer_options.references");
+    return add_row(w, row, refs, diag);
+}
+
+static int add_row(prepack_writer *w, const prepack_row *row,
+                   const prepack_row_refs *refs, prepack_diag *diag)
 {
     if (w->finished || row->token_dtype != w->dtype ||
         row->num_tokens > w->max_seq_len || row->num_seqs == 0)
@@ -554,7 +593,7 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
     if (rc == PREPACK_OK && w->frame.size == 0 &&
         frame_append(&w->frame, (const char *)array32, 5) != 0)
         rc = pp_out_of_memory(diag);
-    if (rc == PREPACK_OK && pack_row(w, row))
+    if (rc == PREPACK_OK && pack_row(w, row, refs))
         rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                      "out of memory packing row %llu",
                      (unsigned long long)w->rows);
@@ -610,8 +649,20 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
     pp_manifest_fields m = {w->max_seq_len, prepack_dtype_name(w->dtype),
                             w->rows_per_frame, w->level, w->shards, w->nshards,
                             info ? info->plan : NULL, inputs, ninputs,
-                            info ? info->report : NULL};
-    rc = pp_manifest_save(w->dir, &m, diag);
+                            info ? info->report : NULL, w->references, NULL,
+                            0};
+    pp_set_source *sources = NULL;
+    if (w->references && !(info && info->store))
+        rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                     "a plan-only set needs info->store: the files its "
+                     "rows reference");
+    else if (w->references)
+        rc = pp_sources_describe(info->store, w->alloc, &sources, &m.nsources,
+                                 diag);
+    m.sources = sources;
+    if (rc == PREPACK_OK)
+        rc = pp_manifest_save(w->dir, &m, diag);
+    pp_sources_free(w->alloc, sources, m.nsources);
     pp_free(w->alloc, inputs);
     if (rc != PREPACK_OK)
         return rc;

@@ -1,0 +1,167 @@
+/* The input files a plan-only set references: measured by the writer,
+ * checked and mapped by the reader. A file's identity is its size, a
+ * sampled hash (pp_sample_hash_fd: 256 KiB whatever its size, so opening
+ * a set over terabytes stays cheap) and, where an index file located its
+ * sequences (Megatron's .idx), that file's size and whole hash: the index
+ * is small beside its tokens and decides every row's offsets. */
+#define _DEFAULT_SOURCE /* realpath */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/error.h"
+#include "common/io.h"
+#include "ingest/store.h"
+#include "shards/sources.h"
+
+static int absolute_copy(const prepack_allocator *a, const char *path,
+                         char **out, prepack_diag *diag)
+{
+    char buf[PATH_MAX];
+    if (!realpath(path, buf))
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s: %s", path,
+                       strerror(errno));
+    size_t n = strlen(buf);
+    *out = pp_alloc(a, n + 1, 1);
+    if (!*out)
+        return pp_out_of_memory(diag);
+    memcpy(*out, buf, n + 1);
+    return PREPACK_OK;
+}
+
+static int describe_one(const pp_store_source *in, const prepack_allocator *a,
+                        pp_set_source *out, prepack_diag *diag)
+{
+    out->width = in->width;
+    out->is_signed = in->is_signed;
+    out->bytes = in->size;
+    int rc = absolute_copy(a, in->path, &out->path, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (pp_sample_hash_fd(in->fd, in->size, &out->sample_xxh64) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read: %s", in->path, strerror(errno));
+    if (!in->index)
+        return PREPACK_OK;
+    rc = absolute_copy(a, in->index, &out->index, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (pp_hash_file(out->index, &out->index_xxh64, &out->index_bytes) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read: %s", in->index, strerror(errno));
+    return PREPACK_OK;
+}
+
+int pp_sources_describe(const prepack_store *s, const prepack_allocator *a,
+                        pp_set_source **out, size_t *n, prepack_diag *diag)
+{
+    size_t count = pp_store_source_count(s) - 1; /* source 0: text tokens */
+    pp_set_source *list = pp_calloc(a, count ? count : 1, sizeof *list);
+    if (!list)
+        return pp_out_of_memory(diag);
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < count; i++) {
+        pp_store_source src;
+        pp_store_source_get(s, i + 1, &src);
+        rc = describe_one(&src, a, &list[i], diag);
+    }
+    if (rc != PREPACK_OK) {
+        pp_sources_free(a, list, count);
+        return rc;
+    }
+    *out = list;
+    *n = count;
+    return PREPACK_OK;
+}
+
+void pp_sources_free(const prepack_allocator *a, pp_set_source *s, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++) {
+        pp_free(a, s[i].path);
+        pp_free(a, s[i].index);
+    }
+    pp_free(a, s);
+}
+
+static int changed(prepack_diag *diag, const char *path, const char *what,
+                   uint64_t now, uint64_t then)
+{
+    return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                   "%s: changed since the set was packed (%s %llu, the "
+                   "manifest records %llu); pack it again",
+                   path, what, (unsigned long long)now,
+                   (unsigned long long)then);
+}
+
+static int check_index(const pp_set_source *s, prepack_diag *diag)
+{
+    uint64_t hash, size;
+    if (pp_hash_file(s->index, &hash, &size) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read the index this set references: %s",
+                       s->index, strerror(errno));
+    if (size != s->index_bytes)
+        return changed(diag, s->index, "bytes", size, s->index_bytes);
+    if (hash != s->index_xxh64)
+        return changed(diag, s->index, "xxh64", hash, s->index_xxh64);
+    return PREPACK_OK;
+}
+
+static int map_one(const pp_set_source *s, pp_mapped_source *m,
+                   prepack_diag *diag)
+{
+    uint64_t size, hash = 0;
+    int fd = pp_open_sized(s->path, &size);
+    if (fd < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot open the input this set references: %s",
+                       s->path, strerror(errno));
+    int rc = PREPACK_OK;
+    if (size != s->bytes)
+        rc = changed(diag, s->path, "bytes", size, s->bytes);
+    else if (pp_sample_hash_fd(fd, size, &hash) != 0)
+        rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                     "%s: cannot read: %s", s->path, strerror(errno));
+    else if (hash != s->sample_xxh64)
+        rc = changed(diag, s->path, "sampled xxh64", hash, s->sample_xxh64);
+    if (rc == PREPACK_OK && s->index)
+        rc = check_index(s, diag);
+    if (rc == PREPACK_OK && size > 0) {
+        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                         "%s: cannot map: %s", s->path, strerror(errno));
+        else
+            m->data = p;
+    }
+    close(fd);
+    m->size = size;
+    m->width = s->width;
+    m->is_signed = s->is_signed;
+    return rc;
+}
+
+int pp_sources_map(const pp_set_source *s, size_t n, pp_mapped_source *out,
+                   prepack_diag *diag)
+{
+    memset(out, 0, n * sizeof *out);
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < n; i++)
+        rc = map_one(&s[i], &out[i], diag);
+    if (rc != PREPACK_OK)
+        pp_sources_unmap(out, n);
+    return rc;
+}
+
+void pp_sources_unmap(pp_mapped_source *m, size_t n)
+{
+    for (size_t i = 0; m && i < n; i++) {
+        if (m[i].data)
+            munmap((void *)m[i].data, (size_t)m[i].size);
+        m[i].data = NULL;
+    }
+}
