@@ -1,0 +1,303 @@
+"""Plan-only sets (`pack --plan-only`, docs/FORMAT.md version 2): rows that
+hold where their tokens are, read by every reader exactly like the full set
+packed from the same inputs; inputs that changed are refused by name."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import step_inputs as si
+from prepack._shards import CorruptShardError, ShardSet, ShardSetError
+
+
+def run(bin_, *args, check=True):
+    p = subprocess.run([bin_, *map(str, args)], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def backends():
+    """The Python reader always; the C one where libprepack loads (not in
+    sanitizer builds)."""
+    return ["python", "c"] if os.environ.get("PREPACK_LIBRARY") else ["python"]
+
+
+def write_nanogpt(path, seqs, eot=50256):
+    """nanoGPT's layout: uint16 tokens, <|endoftext|> after each document."""
+    tokens = []
+    for s in seqs:
+        tokens.extend(t % 50000 for t in s)
+        tokens.append(eot)
+    np.asarray(tokens, dtype=np.uint16).tofile(path)
+
+
+# name -> (writer, extra options): every binary format, in the layouts
+# real writers produce (Megatron's IndexedDatasetBuilder with its
+# document index in each dtype it writes, llm.c's header and EOT before
+# each document, nanoGPT's EOT after, a headerless file split before)
+INPUTS = {
+    "megatron-u16": (lambda d, s: si.write_megatron(str(d / "mu16"), s), "mu16", []),
+    "megatron-i32": (lambda d, s: si.write_megatron(str(d / "mi32"), s, dtype=np.int32), "mi32", []),
+    "megatron-i64": (lambda d, s: si.write_megatron(str(d / "mi64"), s, dtype=np.int64, docs_every=1), "mi64", []),
+    "llmc": (lambda d, s: si.write_llmc(str(d / "l.bin"), s), "l.bin", []),
+    "nanogpt": (lambda d, s: write_nanogpt(str(d / "n.u16"), s), "n.u16",
+                ["--format", "raw-u16", "--doc-sep", "50256", "--sep-position", "after"]),
+    "raw-before": (lambda d, s: si.write_raw(str(d / "r.u16"), s), "r.u16",
+                   ["--format", "raw-u16", "--doc-sep", "0", "--sep-position", "before"]),
+}
+
+OPTION_SETS = [
+    ["--max-seq-len", "1024"],
+    ["--max-seq-len", "300", "--overlong", "split", "--algo", "bfd",
+     "--max-seqs-per-row", "3", "--rows-per-frame", "5", "--shard-rows", "60"],
+    ["--max-seq-len", "256", "--overlong", "truncate", "--algo", "nextfit",
+     "--shuffle", "--seed", "7", "--token-dtype", "uint32"],
+    ["--max-seq-len", "320", "--overlong", "drop", "--pad-multiple", "16"],
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    for i, (name, (write, _, _)) in enumerate(INPUTS.items()):
+        write(d, si.sequences(40 + i, 700))
+    return d
+
+
+def pack_both(bin_, paths, opts, out):
+    full, refs = out / "full", out / "refs"
+    run(bin_, "pack", *paths, "-o", full, "--quiet", *opts)
+    run(bin_, "pack", *paths, "-o", refs, "--quiet", "--plan-only", *opts)
+    return full, refs
+
+
+def assert_same_rows(full, refs):
+    want = ShardSet(full, backend="python")
+    for backend in backends():
+        got = ShardSet(refs, backend=backend)
+        assert got.references and not want.references
+        assert len(got) == len(want)
+        for i in range(len(want)):
+            a, b = want[i], got[i]
+            assert a.keys() == b.keys(), i
+            for key in a:
+                assert a[key].dtype == b[key].dtype, (backend, i, key)
+                assert np.array_equal(a[key], b[key]), (backend, i, key)
+
+
+def assert_same_manifest(full, refs):
+    a = json.loads((full / "manifest.json").read_text())
+    b = json.loads((refs / "manifest.json").read_text())
+    assert (a["version"], b["version"]) == (1, 2)
+    assert b["storage"] == "references" and "storage" not in a
+    for m in (a, b):
+        for key in ("version", "storage", "sources", "prepack_version"):
+            m.pop(key, None)
+        for s in m["shards"]:
+            del s["bytes"], s["xxh64"]
+    assert a == b
+
+
+@pytest.mark.parametrize("name", list(INPUTS))
+@pytest.mark.parametrize("opts", OPTION_SETS, ids=["ffd", "split-bfd", "truncate-shuffle-u32", "drop-cp"])
+def test_rows_equal_the_full_set(prepack_bin, inputs, tmp_path, name, opts):
+    _, file, fmt = INPUTS[name]
+    full, refs = pack_both(prepack_bin, [inputs / file], fmt + opts, tmp_path)
+    assert_same_manifest(full, refs)
+    assert_same_rows(full, refs)
+    run(prepack_bin, "verify", refs, "--input", inputs / file, *fmt)
+
+
+def test_every_format_in_one_set(prepack_bin, inputs, tmp_path):
+    """Several inputs of several widths in one set: source numbers and
+    offsets per input, ids read signed and narrowed to the set's dtype."""
+    names = ["megatron-u16", "llmc", "megatron-i32", "megatron-i64"]
+    paths = [inputs / INPUTS[n][1] for n in names]
+    opts = ["--max-seq-len", "400", "--overlong", "split", "--shuffle"]
+    full, refs = pack_both(prepack_bin, paths, opts, tmp_path)
+    assert_same_manifest(full, refs)
+    assert_same_rows(full, refs)
+    m = json.loads((refs / "manifest.json").read_text())
+    assert [s["width"] for s in m["sources"]] == [2, 2, 4, 8]
+    assert [s["signed"] for s in m["sources"]] == [False, False, True, True]
+    assert [("index" in s) for s in m["sources"]] == [True, False, True, True]
+    assert all(os.path.isabs(s["path"]) for s in m["sources"])
+    p = run(prepack_bin, "verify", refs, *sum((["--input", x] for x in paths), []))
+    assert "all checks pass" in p.stderr
+    shown = run(prepack_bin, "inspect", refs).stdout
+    assert "plan only: tokens read from 4 input files" in shown
+    assert str(paths[1]) in shown
+
+
+def test_batches_and_datasets_equal(prepack_bin, inputs, tmp_path):
+    """What trainers take (every collate form, PackedDataset's batches, an
+    export) is the same from both sets."""
+    import prepack
+    paths = [inputs / "mu16", inputs / "l.bin"]
+    full, refs = pack_both(prepack_bin, paths, ["--max-seq-len", "256", "--overlong", "split"], tmp_path)
+    a, b = ShardSet(full), ShardSet(refs)
+    rows_a, rows_b = [a[i] for i in range(12)], [b[i] for i in range(12)]
+    for form in ("varlen", "flex", "padded", "hf"):
+        x = prepack.collate(rows_a, form, max_seq_len=256)
+        y = prepack.collate(rows_b, form, max_seq_len=256)
+        assert x.keys() == y.keys()
+        for key in x:
+            if callable(x[key]):  # flex's mask_mod, made from doc_ids
+                continue
+            assert np.array_equal(np.asarray(x[key]), np.asarray(y[key])), (form, key)
+    if os.environ.get("PREPACK_LIBRARY"):
+        from prepack.torch import PackedDataset
+        da = PackedDataset(str(full), batch_rows=4, form="varlen", seed=3)
+        db = PackedDataset(str(refs), batch_rows=4, form="varlen", seed=3)
+        for x, y in zip(da, db):
+            for key in x:
+                if hasattr(x[key], "numpy"):
+                    assert np.array_equal(x[key].numpy(), y[key].numpy()), key
+                else:
+                    assert x[key] == y[key], key
+    prepack.export(str(full), "hf-parquet", str(tmp_path / "ea"))
+    prepack.export(str(refs), "hf-parquet", str(tmp_path / "eb"))
+    import pyarrow.parquet as pq
+    ta = pq.read_table(next((tmp_path / "ea").glob("*.parquet")))
+    tb = pq.read_table(next((tmp_path / "eb").glob("*.parquet")))
+    assert ta.equals(tb)
+
+
+def flip(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def assert_refused(prepack_bin, refs, file, message):
+    for backend in backends():
+        with pytest.raises(ShardSetError, match=message) as e:
+            ShardSet(refs, backend=backend)[0]
+        assert str(file) in str(e.value)
+    p = run(prepack_bin, "verify", refs, check=False)
+    assert p.returncode == 1 and str(file) in p.stderr + p.stdout
+    p = run(prepack_bin, "inspect", refs, check=False)
+    assert p.returncode == 1 and str(file) in p.stderr
+
+
+@pytest.mark.parametrize("change", ["token", "append", "truncate", "index", "moved"])
+def test_changed_inputs_are_refused(prepack_bin, tmp_path, change):
+    d = tmp_path / "in"
+    d.mkdir()
+    si.write_megatron(str(d / "m"), si.sequences(5, 4000))
+    si.write_llmc(str(d / "l.bin"), si.sequences(6, 3000))
+    paths = [d / "m", d / "l.bin"]
+    _, refs = pack_both(prepack_bin, paths, ["--max-seq-len", "512", "--overlong", "split"], tmp_path)
+    binf, idx, llmc = d / "m.bin", d / "m.idx", d / "l.bin"
+    assert binf.stat().st_size > 64 * 4096  # sampled, not hashed whole
+    if change == "token":  # a token inside the last sampled block
+        flip(llmc, llmc.stat().st_size - 100)
+        assert_refused(prepack_bin, refs, llmc, "changed since the set was packed")
+    elif change == "append":
+        with open(binf, "ab") as f:
+            f.write(b"\0\0")
+        assert_refused(prepack_bin, refs, binf, "changed since the set was packed")
+    elif change == "truncate":
+        os.truncate(llmc, llmc.stat().st_size - 2)
+        assert_refused(prepack_bin, refs, llmc, "changed since the set was packed")
+    elif change == "index":  # a document's length: the size stays
+        flip(idx, 34 + 8)
+        assert_refused(prepack_bin, refs, idx, "changed since the set was packed")
+    else:
+        shutil.move(binf, d / "elsewhere.bin")
+        assert_refused(prepack_bin, refs, binf, "cannot open the input")
+
+
+def test_text_inputs_and_steps_refuse_plan_only(prepack_bin, inputs, tmp_path):
+    jl = tmp_path / "a.jsonl"
+    si.write_jsonl(str(jl), si.sequences(9, 20))
+    for args in ([jl], [inputs / "mu16", jl]):
+        p = run(prepack_bin, "pack", *args, "-o", tmp_path / "o", "--max-seq-len", "64",
+                "--plan-only", check=False)
+        assert p.returncode == 1
+        assert f"{jl}: --plan-only references token files" in p.stderr
+        assert not (tmp_path / "o").exists()
+    p = run(prepack_bin, "scan", inputs / "mu16", "-o", tmp_path / "s", "--max-seq-len", "64",
+            "--plan-only", "--task-index", "0", "--task-count", "1", check=False)
+    assert p.returncode == 2 and "--plan-only" in p.stderr
+    p = run(prepack_bin, "stats", inputs / "mu16", "--max-seq-len", "64", "--plan-only",
+            check=False)
+    assert p.returncode == 2 and "not an option of stats" in p.stderr
+
+
+HOSTILE = [None, -1, 0, 3, 2**64, 1.5, "x", "", "relative/path", [], {}]
+
+
+def test_hostile_sources_fail_cleanly(prepack_bin, inputs, tmp_path):
+    """Every value of "sources" and "storage" edited to nonsense: both
+    readers refuse with a ShardSetError (or read the same rows)."""
+    _, refs = pack_both(prepack_bin, [inputs / "mi32"], ["--max-seq-len", "256", "--overlong", "split"], tmp_path)
+    original = json.loads((refs / "manifest.json").read_text())
+    want = [ShardSet(refs, backend="python")[i] for i in range(3)]
+    keys = ["storage", "sources", "sources[0]", "version"] + [
+        "sources." + k for k in original["sources"][0]]
+    for key in keys:
+        for value in HOSTILE:
+            m = json.loads(json.dumps(original))
+            if key == "sources[0]":
+                m["sources"][0] = value
+            elif key.startswith("sources."):
+                m["sources"][0][key[8:]] = value
+            else:
+                m[key] = value
+            (refs / "manifest.json").write_text(json.dumps(m))
+            for backend in backends():
+                try:
+                    s = ShardSet(refs, backend=backend)
+                    got = [s[i] for i in range(3)]
+                except ShardSetError:
+                    continue
+                for a, b in zip(want, got):  # an edit that changes nothing
+                    assert all(np.array_equal(a[k], b[k]) for k in a), (key, value)
+    (refs / "manifest.json").write_text(json.dumps(original))
+
+
+def test_damaged_references_fail_cleanly(prepack_bin, inputs, tmp_path):
+    """A reference pointing outside its file, or at a source the manifest
+    does not list, is named as such; rewritten through the writer's own
+    format, so only the reference is wrong."""
+    _, refs = pack_both(prepack_bin, [inputs / "mu16"],
+                        ["--max-seq-len", "256", "--overlong", "split", "--rows-per-frame", "1000000"], tmp_path)
+    frame = ShardSet(refs, backend="python")._frame(0, 0)
+    for field, value, message in (("ref_offset", 2**40, "outside"),
+                                  ("ref_source", 7, "outside the manifest's sources")):
+        bad = [dict(r) for r in frame]
+        dtype = "<u8" if field == "ref_offset" else "<u4"
+        vals = np.frombuffer(bad[0][field], dtype=dtype).copy()
+        vals[0] = value
+        bad[0][field] = vals.tobytes()
+        write_one_frame_shard(refs, bad)
+        for backend in backends():
+            with pytest.raises(CorruptShardError, match=message):
+                ShardSet(refs, backend=backend)[0]
+
+
+def write_one_frame_shard(d, rows):
+    """shard-00000.zst holding `rows` in one frame, and the manifest's
+    bytes and xxh64 for it (docs/FORMAT.md's layout, written here)."""
+    import struct
+
+    import msgpack
+    import xxhash
+    import zstandard
+    body = b"\xdd" + struct.pack(">I", len(rows)) + b"".join(
+        msgpack.packb(r, use_bin_type=True) for r in rows)
+    frame = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(body)
+    table = struct.pack("<II", 0x184D2A5E, 12 + 9) + struct.pack(
+        "<III", len(frame), len(body), xxhash.xxh64_intdigest(body) & 0xFFFFFFFF) + struct.pack(
+        "<IBI", 1, 0x80, 0x8F92EAB1)
+    data = frame + table
+    (d / "shard-00000.zst").write_bytes(data)
+    m = json.loads((d / "manifest.json").read_text())
+    m["shards"][0]["bytes"] = len(data)
+    m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(data)
+    (d / "manifest.json").write_text(json.dumps(m))
