@@ -19,6 +19,8 @@ int cmd_stats(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+/* export: runs `python -m prepack export` (export.c) */
+int cmd_export(int argc, char **argv);
 /* scan, plan, write, finalize: pack in steps (job.c) */
 int cmd_job_step(int argc, char **argv);
 

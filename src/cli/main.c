@@ -15,6 +15,8 @@ static const char usage_text[] =
     "           attention metadata\n"
     "  verify   check a shard set (and, given its inputs, every token)\n"
     "  inspect  show a shard set's summary or one row\n"
+    "  export   write a shard set as TRL's, NeMo's or Megatron-Bridge's\n"
+    "           packed data (through the Python package)\n"
     "  scan, plan, write, finalize\n"
     "           pack in steps, on many machines (Slurm, Ray): byte-\n"
     "           identical to pack ('prepack scan --help')\n"
@@ -37,6 +39,7 @@ static command_fn find_command(const char *name)
                     {"pack", cmd_pack},
                     {"verify", cmd_verify},
                     {"inspect", cmd_inspect},
+                    {"export", cmd_export},
                     {"scan", cmd_job_step},
                     {"plan", cmd_job_step},
                     {"write", cmd_job_step},

@@ -8,6 +8,11 @@ expect_exit 0 "$prepack" --help
 expect_in "$tmp/out" "stats"
 expect_exit 0 "$prepack" --version
 expect_in "$tmp/out" "prepack 0."
+expect_exit 0 "$prepack" export --help
+expect_in "$tmp/out" "nemo-parquet"
+expect_exit 2 "$prepack" export
+expect_exit 0 "$prepack" pack --help
+expect_in "$tmp/out" "--plan-only"
 expect_exit 0 "$prepack" stats --help
 for opt in --lengths --max-seq-len --algo --overlong --max-seqs-per-row \
            --batch-size --json "default: ffd" "default: error" "default: 8"; do

@@ -70,7 +70,7 @@ def test_the_corpus_export(shard_set, tmp_path):
     assert "labels" not in ds.column_names  # no loss mask in the set
 
 
-def test_export_refuses_a_non_empty_output_and_cli(shard_set, tmp_path):
+def test_export_refuses_a_non_empty_output_and_cli(prepack_bin, shard_set, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "x").write_text("mine")
@@ -86,6 +86,19 @@ def test_export_refuses_a_non_empty_output_and_cli(shard_set, tmp_path):
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     assert "packs written" in p.stdout
+    # the C command hands the same arguments to the Python package
+    env["PREPACK_PYTHON"] = sys.executable
+    p = subprocess.run([prepack_bin, "export", str(shard_set), "--to", "nemo-parquet",
+                        "-o", str(tmp_path / "c")], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "c" / "training_2048.idx.parquet").exists()
+    p = subprocess.run([prepack_bin, "export", str(shard_set), "--to", "csv",
+                        "-o", str(tmp_path / "d")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "invalid choice" in p.stderr
+    env["PREPACK_PYTHON"] = str(tmp_path / "no-python")
+    p = subprocess.run([prepack_bin, "export", str(shard_set), "--to", "hf",
+                        "-o", str(tmp_path / "e")], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "cannot run" in p.stderr
 
 
 def nemo_reader(packs):
