@@ -3,6 +3,7 @@ table, and row i by decompressing the one zstd frame that holds it."""
 
 import json
 import os
+import stat
 import struct
 
 import msgpack
@@ -224,14 +225,24 @@ def _changed(path, what, now, then):
                              f"pack it again")
 
 
+def _regular_size(path, what):
+    """A manifest's path, opened only when it is a regular file (a FIFO
+    would block the open): its size."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ShardSetError(f"{path}: cannot open the {what} this set "
+                            f"references: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptShardError(f"{path}: the {what} this set references is "
+                                f"not a regular file")
+    return st.st_size
+
+
 def _map_source(e):
     """A referenced file checked against its identity, as numpy ids."""
     path = e["path"]
-    try:
-        size = os.path.getsize(path)
-    except OSError as err:
-        raise ShardSetError(f"{path}: cannot open the input this set "
-                            f"references: {err.strerror}") from None
+    size = _regular_size(path, "input")
     if size != e["bytes"]:
         raise _changed(path, "bytes", size, e["bytes"])
     digest = sample_xxh64(path)
@@ -240,11 +251,7 @@ def _map_source(e):
                        int(e["sample_xxh64"], 16))
     if "index" in e:
         idx = e["index"]
-        try:
-            isize = os.path.getsize(idx)
-        except OSError as err:
-            raise ShardSetError(f"{idx}: cannot read the index this set "
-                                f"references: {err.strerror}") from None
+        isize = _regular_size(idx, "index")
         if isize != e["index_bytes"]:
             raise _changed(idx, "bytes", isize, e["index_bytes"])
         digest = _file_xxh64(idx)

@@ -6,10 +6,12 @@
  * is small beside its tokens and decides every row's offsets. */
 #define _DEFAULT_SOURCE /* realpath */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -97,10 +99,42 @@ static int changed(prepack_diag *diag, const char *path, const char *what,
                    (unsigned long long)then);
 }
 
+/* A path from a manifest opened (*fd) only if it is a regular file: a
+ * FIFO would block the open, a device has no size to check. */
+static int open_regular(const char *path, const char *what, int *fd,
+                        uint64_t *size, prepack_diag *diag)
+{
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    int rc = PREPACK_OK;
+    if (*fd < 0 || fstat(*fd, &st) != 0)
+        rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                     "%s: cannot open the %s this set references: %s", path,
+                     what, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                     "%s: the %s this set references is not a regular file",
+                     path, what);
+    if (rc != PREPACK_OK) {
+        if (*fd >= 0)
+            close(*fd);
+        *fd = -1;
+        return rc;
+    }
+    *size = (uint64_t)st.st_size;
+    return PREPACK_OK;
+}
+
 static int check_index(const pp_set_source *s, prepack_diag *diag)
 {
     uint64_t hash, size;
-    if (pp_hash_file(s->index, &hash, &size) != 0)
+    int fd;
+    int rc = open_regular(s->index, "index", &fd, &size, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    int bad = pp_hash_fd(fd, size, &hash);
+    close(fd);
+    if (bad)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "%s: cannot read the index this set references: %s",
                        s->index, strerror(errno));
@@ -115,12 +149,10 @@ static int map_one(const pp_set_source *s, pp_mapped_source *m,
                    prepack_diag *diag)
 {
     uint64_t size, hash = 0;
-    int fd = pp_open_sized(s->path, &size);
-    if (fd < 0)
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "%s: cannot open the input this set references: %s",
-                       s->path, strerror(errno));
-    int rc = PREPACK_OK;
+    int fd;
+    int rc = open_regular(s->path, "input", &fd, &size, diag);
+    if (rc != PREPACK_OK)
+        return rc;
     if (size != s->bytes)
         rc = changed(diag, s->path, "bytes", size, s->bytes);
     else if (pp_sample_hash_fd(fd, size, &hash) != 0)

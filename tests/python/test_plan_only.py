@@ -301,3 +301,26 @@ def write_one_frame_shard(d, rows):
     m["shards"][0]["bytes"] = len(data)
     m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(data)
     (d / "manifest.json").write_text(json.dumps(m))
+
+
+def test_sources_that_are_not_regular_files(prepack_bin, inputs, tmp_path):
+    """A manifest naming a FIFO (an open would wait for a writer forever)
+    or a device: refused by name, promptly."""
+    import signal
+    _, refs = pack_both(prepack_bin, [inputs / "l.bin"], ["--max-seq-len", "1024"], tmp_path)
+    original = json.loads((refs / "manifest.json").read_text())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    signal.alarm(60)  # a hang fails the test instead of the run
+    try:
+        for path in (str(fifo), "/dev/zero", str(tmp_path)):
+            m = json.loads(json.dumps(original))
+            m["sources"][0]["path"] = path
+            (refs / "manifest.json").write_text(json.dumps(m))
+            for backend in backends():
+                with pytest.raises(ShardSetError, match="not a regular file|cannot open"):
+                    ShardSet(refs, backend=backend)
+            p = run(prepack_bin, "inspect", refs, check=False)
+            assert p.returncode == 1 and path in p.stderr
+    finally:
+        signal.alarm(0)
