@@ -135,7 +135,7 @@ class WriterOptions(ctypes.Structure):
                 ("shard_rows", ctypes.c_uint64),
                 ("shard_bytes", ctypes.c_uint64), ("level", ctypes.c_int),
                 ("overwrite", ctypes.c_int), ("threads", ctypes.c_int),
-                ("allocator", ctypes.c_void_p)]
+                ("allocator", ctypes.c_void_p), ("references", ctypes.c_int)]
 
 
 class ManifestInfo(ctypes.Structure):
