@@ -1,7 +1,9 @@
 /* Planner benchmark: how long FFD, BFD and next-fit take on realistic
  * length mixes, how many rows they use against the lower bound, and how
  * much memory they hold at peak, with qsort of the same lengths timed in the
- * same run as the baseline.
+ * same run as the baseline, and a plain segment-tree first fit that only
+ * counts rows (segtree; the /segtr column) as the bar FFD and BFD are held
+ * to.
  *
  *   bench_plan [--scale F] [--runs N] [--fixtures DIR]
  *
@@ -151,8 +153,57 @@ static double time_qsort(const uint32_t *len, size_t n, int runs)
     return median(t, runs);
 }
 
+/* The baseline the planner is held to: a plain first fit over a binary
+ * max segment tree of rows' free space, items visited longest first
+ * through counts per length, that only counts rows (no assignments, no
+ * layout, no statistics). Returns the rows. */
+static size_t segtree_first_fit(const uint32_t *len, size_t n, uint32_t L,
+                                uint32_t *count, uint32_t *tree, size_t leaves)
+{
+    memset(count, 0, ((size_t)L + 1) * sizeof *count);
+    for (size_t i = 0; i < n; i++)
+        count[len[i]]++;
+    for (size_t i = 0; i < 2 * leaves; i++)
+        tree[i] = L; /* every row slot empty: free L */
+    size_t rows = 0;
+    for (uint32_t l = L; l >= 1; l--)
+        for (uint32_t c = count[l]; c > 0; c--) {
+            size_t i = 1; /* leftmost leaf with free >= l */
+            while (i < leaves)
+                i = tree[2 * i] >= l ? 2 * i : 2 * i + 1;
+            size_t row = i - leaves;
+            rows = row + 1 > rows ? row + 1 : rows;
+            tree[i] -= l;
+            for (i /= 2; i >= 1; i /= 2) {
+                uint32_t a = tree[2 * i], b = tree[2 * i + 1];
+                tree[i] = a > b ? a : b;
+            }
+        }
+    return rows;
+}
+
+static double time_segtree(const uint32_t *len, size_t n, uint32_t L,
+                           int runs, size_t *rows)
+{
+    size_t leaves = 1;
+    while (leaves < n)
+        leaves *= 2;
+    uint32_t *count = malloc(((size_t)L + 1) * sizeof *count);
+    uint32_t *tree = malloc(2 * leaves * sizeof *tree);
+    double t[32];
+    for (int r = 0; r < runs; r++) {
+        double t0 = now();
+        *rows = segtree_first_fit(len, n, L, count, tree, leaves);
+        t[r] = now() - t0;
+    }
+    free(count);
+    free(tree);
+    return median(t, runs);
+}
+
 static int bench_algo(const char *workload, const uint32_t *len, size_t n,
-                      uint32_t L, prepack_algo algo, int runs, double qsort_s)
+                      uint32_t L, prepack_algo algo, int runs, double qsort_s,
+                      double segtree_s)
 {
     double t[32];
     peak_alloc pa = {0, 0};
@@ -173,10 +224,10 @@ static int bench_algo(const char *workload, const uint32_t *len, size_t n,
         prepack_plan_free(p);
     }
     double med = median(t, runs);
-    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx %10llu %10llu %+8.4f%% "
-           "%8.2f %9.1f\n",
+    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx %6.2fx %10llu %10llu "
+           "%+8.4f%% %8.2f %9.1f\n",
            workload, prepack_algo_name(algo), n, L, med, med * 1e9 / (double)n,
-           med / qsort_s, (unsigned long long)s.rows,
+           med / qsort_s, med / segtree_s, (unsigned long long)s.rows,
            (unsigned long long)s.lower_bound,
            100.0 * ((double)s.rows - (double)s.lower_bound) /
                (double)s.lower_bound,
@@ -188,10 +239,15 @@ static int bench_workload(const char *name, const uint32_t *len, size_t n,
                           uint32_t L, int runs)
 {
     double q = time_qsort(len, n, runs);
+    size_t seg_rows = 0;
+    double seg = time_segtree(len, n, L, runs, &seg_rows);
     printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx\n", name, "qsort", n, L, q,
            q * 1e9 / (double)n, 1.0);
+    printf("%-10s %-8s %10zu %6u %9.3f %8.1f %6.2fx %6.2fx %10zu\n", name,
+           "segtree", n, L, seg, seg * 1e9 / (double)n, seg / q, 1.0,
+           seg_rows);
     for (int algo = 0; algo < 3; algo++)
-        if (bench_algo(name, len, n, L, (prepack_algo)algo, runs, q))
+        if (bench_algo(name, len, n, L, (prepack_algo)algo, runs, q, seg))
             return 1;
     return 0;
 }
@@ -227,9 +283,9 @@ int main(int argc, char **argv)
 
     printf("prepack %s planner benchmark: median of %d runs, one thread\n",
            prepack_version(), runs);
-    printf("%-10s %-8s %10s %6s %9s %8s %7s %10s %10s %9s %8s %9s\n",
-           "workload", "algo", "n", "L", "median_s", "ns/seq", "/qsort", "rows",
-           "lower_bd", "excess", "B/seq", "peak_MiB");
+    printf("%-10s %-8s %10s %6s %9s %8s %7s %7s %10s %10s %9s %8s %9s\n",
+           "workload", "algo", "n", "L", "median_s", "ns/seq", "/qsort",
+           "/segtr", "rows", "lower_bd", "excess", "B/seq", "peak_MiB");
     lognormal_lengths(len, n_sft, 450, 1.0, 4096, 1);
     int rc = bench_workload("sft", len, n_sft, 4096, runs);
     if (rc == 0) {

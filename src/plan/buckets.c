@@ -208,7 +208,11 @@ static int ensure_rows(pp_buckets *b, uint32_t r)
 {
     if (r < b->rows_cap)
         return PREPACK_OK;
+    /* rows that were filled at once never came here: r may be past any
+     * one step of growth */
     size_t cap = b->rows_cap + b->rows_cap / 2;
+    if (cap <= r)
+        cap = (size_t)r + r / 2 + 1;
     uint32_t *c = pp_realloc(b->alloc, b->child, cap, sizeof *c);
     if (!c)
         return PREPACK_ENOMEM;

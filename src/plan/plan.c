@@ -15,6 +15,11 @@
 #include "plan/plan.h"
 #include "plan/sort.h"
 
+/* One entry of a row: which sequence, how many of its tokens. */
+typedef struct pp_entry {
+    uint32_t seq, len;
+} pp_entry;
+
 struct prepack_plan {
     prepack_allocator alloc_copy;   /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL (libc) */
@@ -23,8 +28,9 @@ struct prepack_plan {
     size_t items;
     uint32_t *row_start;       /* [rows + 1] first entry of each physical row */
     uint32_t *row_perm;        /* [rows] logical -> physical row, or NULL */
-    uint32_t *seq;             /* [items] source sequence of each entry */
-    uint32_t *len;             /* [items] tokens of each entry */
+    pp_entry *ent;             /* [items] each entry's source sequence and
+                                  tokens, side by side: laying out the
+                                  rows writes each entry once, at random */
     uint32_t *off;             /* [items] token offset, NULL when none split */
     uint8_t *skipped; /* [sequences] left out with a dropped group, or NULL */
     prepack_overlong overlong; /* the policy, for the report */
@@ -90,34 +96,66 @@ static uint32_t choose_bucket(const placement *p, const pp_buckets *b,
     return p->first_fit ? pp_buckets_first(b, len) : pp_buckets_best(b, len);
 }
 
-static int place_one(placement *p, pp_buckets *b, size_t k, uint32_t len)
+/* Items a row can still take of this length: what fits in its free
+ * space, within max_seqs_per_row. */
+static uint32_t fits(const placement *p, uint32_t row, uint32_t free,
+                     uint32_t len)
 {
-    uint32_t free = choose_bucket(p, b, len), row;
-    if (free == 0) {
-        if (open_row(p, &row) != PREPACK_OK)
-            return PREPACK_ENOMEM;
-        free = p->max_len;
-    } else {
-        row = pp_buckets_pop(b, free);
-        p->row_size[row]++;
+    uint32_t n = free / len;
+    if (p->max_per_row) {
+        uint32_t room = p->max_per_row - p->row_size[row];
+        n = n < room ? n : room;
     }
-    uint32_t left = room_after(p, row, free - len);
-    if (left > 0 && pp_buckets_insert(b, row, left) != PREPACK_OK)
-        return PREPACK_ENOMEM;
-    p->row_of[k] = row;
+    return n;
+}
+
+/* Places the run of `count` items of one length (positions k onward in
+ * the longest-first order), a row at a time. Both rules put equal items
+ * in the same row until it is full: after one goes to row r, every row
+ * before r still lacks room (first fit), or no other row has r's new,
+ * smaller free space of at least len (best fit: r's old bucket was the
+ * smallest with room). So the row chosen for the first item takes
+ * floor(free / len) of them, and a new row floor(L / len), exactly as
+ * placing them one by one would: the work follows rows touched, not
+ * items placed. */
+static int place_run(placement *p, pp_buckets *b, size_t *k, uint32_t len,
+                     uint32_t count)
+{
+    while (count > 0) {
+        uint32_t free = choose_bucket(p, b, len), row;
+        if (free == 0) {
+            if (open_row(p, &row) != PREPACK_OK)
+                return PREPACK_ENOMEM;
+            p->row_size[row] = 0;
+            free = p->max_len;
+        } else {
+            row = pp_buckets_pop(b, free);
+        }
+        uint32_t take = fits(p, row, free, len);
+        take = take < count ? take : count;
+        p->row_size[row] += take;
+        free -= take * len;
+        count -= take;
+        for (uint32_t *r = p->row_of + *k, *end = r + take; r < end; r++)
+            *r = row;
+        *k += take;
+        uint32_t left = room_after(p, row, free);
+        if (left >= 1 && pp_buckets_insert(b, row, left) != PREPACK_OK)
+            return PREPACK_ENOMEM;
+    }
     return PREPACK_OK;
 }
 
-/* Items are visited longest first as (position k, length) through the
+/* Items are visited longest first as runs of one length through the
  * counts per length: looking lengths up per item would cost a cache miss
  * each. */
 static int place_decreasing(placement *p, pp_buckets *b)
 {
     size_t k = 0;
     for (uint32_t len = p->max_len; len >= 1; len--)
-        for (uint32_t c = p->count_of[len]; c > 0; c--, k++)
-            if (place_one(p, b, k, len) != PREPACK_OK)
-                return PREPACK_ENOMEM;
+        if (p->count_of[len] &&
+            place_run(p, b, &k, len, p->count_of[len]) != PREPACK_OK)
+            return PREPACK_ENOMEM;
     return PREPACK_OK;
 }
 
@@ -127,11 +165,10 @@ static int alloc_entries(prepack_plan *plan, int with_offsets)
 {
     const prepack_allocator *a = plan->alloc;
     plan->row_start = pp_alloc(a, plan->rows + 1, sizeof *plan->row_start);
-    plan->seq = pp_alloc(a, plan->items, sizeof *plan->seq);
-    plan->len = pp_alloc(a, plan->items, sizeof *plan->len);
+    plan->ent = pp_alloc(a, plan->items, sizeof *plan->ent);
     if (with_offsets)
         plan->off = pp_alloc(a, plan->items, sizeof *plan->off);
-    if (!plan->row_start || !plan->seq || !plan->len ||
+    if (!plan->row_start || !plan->ent ||
         (with_offsets && !plan->off))
         return PREPACK_ENOMEM;
     return PREPACK_OK;
@@ -140,112 +177,36 @@ static int alloc_entries(prepack_plan *plan, int with_offsets)
 static void put_entry(prepack_plan *plan, size_t e, const pp_items *it,
                       uint32_t item, uint32_t len)
 {
-    plan->seq[e] = pp_item_src(it, item);
-    plan->len[e] = len;
+    plan->ent[e] = (pp_entry){pp_item_src(it, item), len};
     if (plan->off)
         plan->off[e] = pp_item_off(it, item);
 }
 
-/* Stable insertion sort of entries [s, t) by length, longest first. */
-static void insertion_sort(prepack_plan *plan, size_t s, size_t t)
+/* Turns each position's row into its entry: positions are visited in
+ * the longest-first order, so a row's entries come out longest first,
+ * ties in input order, as a row must list them; and each row's fill
+ * pointer is touched in nearly rising row order (first fit moves forward
+ * through the rows within a length), so this pass stays in cache. */
+static void entries_by_position(placement *p)
 {
-    uint32_t *seq = plan->seq, *len = plan->len, *off = plan->off;
-    for (size_t i = s + 1; i < t; i++) {
-        uint32_t q = seq[i], l = len[i], o = off ? off[i] : 0;
-        size_t j = i;
-        for (; j > s && len[j - 1] < l; j--) {
-            seq[j] = seq[j - 1];
-            len[j] = len[j - 1];
-            if (off)
-                off[j] = off[j - 1];
-        }
-        seq[j] = q;
-        len[j] = l;
-        if (off)
-            off[j] = o;
-    }
+    for (size_t k = 0; k < p->items->count; k++)
+        p->row_of[k] = p->row_size[p->row_of[k]]++;
 }
 
-/* Stable bottom-up merge sort of entries [s, t) by length, longest first,
- * through scratch (2 x (t - s) entries), for the rare long rows. */
-static void merge_sort(prepack_plan *plan, size_t s, size_t t,
-                       prepack_item *scratch)
-{
-    size_t n = t - s;
-    prepack_item *a = scratch, *b = scratch + n;
-    for (size_t i = 0; i < n; i++)
-        a[i] =
-            (prepack_item){plan->seq[s + i], plan->off ? plan->off[s + i] : 0,
-                           plan->len[s + i]};
-    for (size_t width = 1; width < n; width *= 2) {
-        for (size_t lo = 0; lo < n; lo += 2 * width) {
-            size_t mid = lo + width < n ? lo + width : n;
-            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            size_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi)
-                b[k++] = a[j].length > a[i].length ? a[j++] : a[i++];
-            while (i < mid)
-                b[k++] = a[i++];
-            while (j < hi)
-                b[k++] = a[j++];
-        }
-        prepack_item *t2 = a;
-        a = b;
-        b = t2;
-    }
-    for (size_t i = 0; i < n; i++) {
-        plan->seq[s + i] = (uint32_t)a[i].seq_id;
-        plan->len[s + i] = a[i].length;
-        if (plan->off)
-            plan->off[s + i] = a[i].offset;
-    }
-}
-
-enum { SHORT_ROW = 32 };
-
-/* Entries arrive in each row in input order; placement order is longest
- * first, ties in input order: a stable sort by length within each row. */
-static int sort_rows_longest_first(prepack_plan *plan)
-{
-    size_t longest = 0;
-    for (size_t r = 0; r < plan->rows; r++) {
-        size_t size = plan->row_start[r + 1] - plan->row_start[r];
-        longest = size > longest ? size : longest;
-    }
-    prepack_item *scratch = NULL;
-    if (longest > SHORT_ROW) {
-        scratch = pp_alloc(plan->alloc, 2 * longest, sizeof *scratch);
-        if (!scratch)
-            return PREPACK_ENOMEM;
-    }
-    for (size_t r = 0; r < plan->rows; r++) {
-        size_t s = plan->row_start[r], t = plan->row_start[r + 1];
-        if (t - s <= SHORT_ROW)
-            insertion_sort(plan, s, t);
-        else
-            merge_sort(plan, s, t, scratch);
-    }
-    pp_free(plan->alloc, scratch);
-    return PREPACK_OK;
-}
-
-/* Writes every item to its row's next free entry. (A prefetching
- * pipeline over the three dependent accesses here gained under 5%: not
- * worth its complexity.) */
+/* Writes every item, in input order, to its entry: its position in the
+ * longest-first order recomputed from the counts per length, which saves
+ * holding that order (4 bytes an item) beside the plan being written. */
 static void scatter_entries(prepack_plan *plan, placement *p)
 {
     for (size_t i = 0; i < p->items->count; i++) {
         uint32_t len = pp_item_len(p->items, i);
         uint32_t k = p->count_of[len]++;
-        put_entry(plan, p->row_size[p->row_of[k]]++, p->items, (uint32_t)i,
-                  len);
+        put_entry(plan, p->row_of[k], p->items, (uint32_t)i, len);
     }
 }
 
-/* Rows in CSR form. Placement kept only each item's row by its position in
- * the longest-first order; the items are visited in input order, their
- * positions recomputed from the length counts, which saves holding that
- * order (4 bytes an item) beside the plan being written. */
+/* Rows in CSR form: sizes to starts, positions to entries, items to
+ * entries. No sort: the entries land in their final order. */
 static int lay_out_rows(prepack_plan *plan, placement *p)
 {
     plan->rows = p->rows;
@@ -258,11 +219,12 @@ static int lay_out_rows(prepack_plan *plan, placement *p)
         p->row_size[r] = plan->row_start[r]; /* now: next free entry */
     }
     plan->row_start[p->rows] = total;
+    entries_by_position(p);
     pp_first_positions_desc(p->count_of, p->max_len);
     scatter_entries(plan, p);
     pp_free(p->alloc, p->row_of);
     p->row_of = NULL;
-    return sort_rows_longest_first(plan);
+    return PREPACK_OK;
 }
 
 static int plan_decreasing(prepack_plan *plan, const pp_items *it,
@@ -476,10 +438,10 @@ static void unpad(prepack_plan *plan, const uint32_t *lengths, size_t n,
                   const prepack_plan_options *o)
 {
     for (size_t e = 0; e < plan->items; e++) {
-        uint32_t real = lengths[plan->seq[e]];
+        uint32_t real = lengths[plan->ent[e].seq];
         uint32_t off = plan->off ? plan->off[e] : 0;
         uint32_t left = real > off ? real - off : 0;
-        plan->len[e] = plan->len[e] < left ? plan->len[e] : left;
+        plan->ent[e].len = plan->ent[e].len < left ? plan->ent[e].len : left;
     }
     prepack_plan_stats *s = &plan->stats;
     uint64_t L = o->max_seq_len, input = 0, over = 0, over_tokens = 0;
@@ -582,8 +544,7 @@ void prepack_plan_free(prepack_plan *plan)
     const prepack_allocator *a = plan->alloc ? &copy : NULL;
     pp_free(a, plan->row_start);
     pp_free(a, plan->row_perm);
-    pp_free(a, plan->seq);
-    pp_free(a, plan->len);
+    pp_free(a, plan->ent);
     pp_free(a, plan->off);
     pp_free(a, plan->skipped);
     pp_free(a, plan);
@@ -617,14 +578,14 @@ uint32_t prepack_plan_row_tokens(const prepack_plan *plan, size_t row)
     size_t r = physical_row(plan, row);
     uint32_t sum = 0;
     for (uint32_t e = plan->row_start[r]; e < plan->row_start[r + 1]; e++)
-        sum += plan->len[e];
+        sum += plan->ent[e].len;
     return sum;
 }
 
 static prepack_item entry(const prepack_plan *plan, size_t e)
 {
-    prepack_item item = {plan->seq[e], plan->off ? plan->off[e] : 0,
-                         plan->len[e]};
+    prepack_item item = {plan->ent[e].seq, plan->off ? plan->off[e] : 0,
+                         plan->ent[e].len};
     return item;
 }
 
@@ -713,14 +674,13 @@ static int expand_groups(prepack_plan *plan, const uint32_t *lengths, size_t n,
     const prepack_allocator *a = plan->alloc;
     size_t items = 0;
     for (size_t e = 0; e < plan->items; e++)
-        for (uint64_t s = first[plan->seq[e]]; s < first[plan->seq[e] + 1]; s++)
+        for (uint64_t s = first[plan->ent[e].seq];
+             s < first[plan->ent[e].seq + 1]; s++)
             items += lengths[s] > 0;
-    uint32_t *seq = pp_alloc(a, items ? items : 1, sizeof *seq);
-    uint32_t *len = pp_alloc(a, items ? items : 1, sizeof *len);
+    pp_entry *ent = pp_alloc(a, items ? items : 1, sizeof *ent);
     uint32_t *start = pp_alloc(a, plan->rows + 1, sizeof *start);
-    if (!seq || !len || !start) {
-        pp_free(a, seq);
-        pp_free(a, len);
+    if (!ent || !start) {
+        pp_free(a, ent);
         pp_free(a, start);
         return PREPACK_ENOMEM;
     }
@@ -729,20 +689,17 @@ static int expand_groups(prepack_plan *plan, const uint32_t *lengths, size_t n,
     for (size_t r = 0; r < plan->rows; r++) {
         start[r] = (uint32_t)k;
         for (uint32_t e = plan->row_start[r]; e < plan->row_start[r + 1]; e++)
-            for (uint64_t s = first[plan->seq[e]]; s < first[plan->seq[e] + 1];
-                 s++)
+            for (uint64_t s = first[plan->ent[e].seq];
+                 s < first[plan->ent[e].seq + 1]; s++)
                 if (lengths[s] > 0) {
-                    seq[k] = (uint32_t)s;
-                    len[k++] = lengths[s];
+                    ent[k++] = (pp_entry){(uint32_t)s, lengths[s]};
                     tokens += lengths[s];
                 }
     }
     start[plan->rows] = (uint32_t)k;
-    pp_free(a, plan->seq);
-    pp_free(a, plan->len);
+    pp_free(a, plan->ent);
     pp_free(a, plan->row_start);
-    plan->seq = seq;
-    plan->len = len;
+    plan->ent = ent;
     plan->row_start = start;
     plan->items = items;
     prepack_plan_stats *st = &plan->stats;
