@@ -33,3 +33,10 @@ for input in corpus.idx corpus.jsonl; do
                i, tb / 1e6, z, p, zb / 1e6, pb / 1e6, z / p, pb / zb }'
 done
 echo "speed = zstd time / pack time (goal >= 0.5); size = shards / zstd output (goal <= 1.05)"
+
+# Real text: the bundled corpora (r50k ids as uint16, o200k ids as uint32),
+# shards against zstd of the same tokens in input and in packed order.
+echo
+py=./.venv/bin/python
+[ -x "$py" ] || py=python3
+"$py" bench/shard_size.py --prepack ./build/prepack --max-seq-len 4096

@@ -683,12 +683,19 @@ int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
  * frames of msgpack rows, a seek table at the end) and manifest.json,
  * written last. See docs/FORMAT.md for the exact layout. */
 
-#define PREPACK_DEFAULT_ROWS_PER_FRAME 64u
+/* A frame holds about this many bytes of tokens by default: rows_per_frame
+ * 0 means as many rows of L tokens as make 1 MiB (at least one). Smaller
+ * frames lose compression (independent frames share no window: 64 rows of
+ * 2048 uint16 measured 1.06x one zstd stream of the same rows), larger ones
+ * make a random row read decompress more (docs/BENCHMARKS.md). */
+#define PREPACK_DEFAULT_FRAME_BYTES (1u << 20)
 #define PREPACK_DEFAULT_SHARD_ROWS 16384u
 #define PREPACK_DEFAULT_ZSTD_LEVEL 3
 
 typedef struct prepack_writer_options {
-    uint32_t rows_per_frame; /* 0 = 64; lowered so no frame can exceed
+    uint32_t rows_per_frame; /* 0 = PREPACK_DEFAULT_FRAME_BYTES of tokens
+                                 at L (1 MiB: 128 rows of 4096 uint16);
+                                 lowered so no frame can exceed
                                  4 GiB decompressed */
     uint64_t shard_rows;     /* rows per shard file, exactly (the last
                                  frame of a shard may be short);

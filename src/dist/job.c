@@ -64,8 +64,7 @@ static uint64_t plan_key(const pp_job *j)
     h = mix_u64(h, p->pad_multiple > 1 ? p->pad_multiple : 1);
     h = mix_u64(h, (uint64_t)!!p->shuffle_rows);
     h = mix_u64(h, p->shuffle_rows ? p->shuffle_seed : 0);
-    h = mix_u64(h, o->writer.rows_per_frame ? o->writer.rows_per_frame
-                                            : PREPACK_DEFAULT_ROWS_PER_FRAME);
+    h = mix_u64(h, o->writer.rows_per_frame); /* 0: the default */
     h = mix_u64(h, j->shard_rows);
     h = mix_u64(h, (uint64_t)(o->writer.level ? o->writer.level
                                               : PREPACK_DEFAULT_ZSTD_LEVEL));

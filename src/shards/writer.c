@@ -225,6 +225,14 @@ static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
     return fit < want ? (uint32_t)(fit ? fit : 1) : want;
 }
 
+/* rows_per_frame 0: rows of L tokens of width w that make about
+ * PREPACK_DEFAULT_FRAME_BYTES (at least one). */
+static uint32_t default_frame_rows(uint32_t L, unsigned w)
+{
+    uint64_t rows = PREPACK_DEFAULT_FRAME_BYTES / ((uint64_t)L * w);
+    return rows ? (uint32_t)rows : 1;
+}
+
 static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
                   prepack_dtype token_dtype, const prepack_writer_options *o,
                   int part, prepack_diag *diag);
@@ -298,7 +306,8 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     wr->dtype = token_dtype;
     wr->references = o->references;
     wr->rows_per_frame = frame_rows_that_fit(
-        o->rows_per_frame ? o->rows_per_frame : PREPACK_DEFAULT_ROWS_PER_FRAME,
+        o->rows_per_frame ? o->rows_per_frame
+                          : default_frame_rows(max_seq_len, w),
         max_seq_len, o->references ? PP_REF_BYTES : w);
     /* exactly shard_rows rows a shard (the last frame of each may be
      * short), or, with shard_bytes, as many frames as reach that size */
@@ -734,6 +743,7 @@ uint32_t pp_writer_rows_per_frame(const prepack_writer *w)
 uint32_t pp_writer_frame_rows(uint32_t want, uint32_t max_seq_len,
                               prepack_dtype dtype)
 {
-    return frame_rows_that_fit(want ? want : PREPACK_DEFAULT_ROWS_PER_FRAME,
-                               max_seq_len, width_of(dtype));
+    unsigned w = width_of(dtype);
+    return frame_rows_that_fit(want ? want : default_frame_rows(max_seq_len, w),
+                               max_seq_len, w);
 }
