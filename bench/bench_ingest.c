@@ -1,7 +1,7 @@
 /* Ingest benchmark: MB/s reading generated corpora of each format into a
  * token store, against plain read() of the same file in the same run.
  *
- *   bench_ingest [--size-mb N] [--runs N] [--dir DIR] [--keep]
+ *   bench_ingest [--size-mb N] [--runs N] [--dir DIR] [--keep] [--threads T]
  *
  * Writes, in DIR (default /tmp/prepack-bench): corpus.jsonl (integer
  * arrays), corpus.jsonl.zst, corpus.bin/.idx (Megatron, uint16) and
@@ -10,7 +10,10 @@
  * document lengths (median 450 tokens). Reports the median
  * of --runs runs (default 3). The files are removed unless --keep; keep
  * them to measure peak memory with `/usr/bin/time -v prepack stats FILE`
- * (bench/ingest_memory.sh). */
+ * (bench/ingest_memory.sh). With --threads T (default 2), every input is
+ * also ingested on T threads (prepack_ingest_options.threads), alternated
+ * with the 1-thread run, and checked to give the same sequences and
+ * tokens. */
 #define _DEFAULT_SOURCE /* sync */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -206,15 +209,16 @@ static double time_read(const char *path)
 }
 
 static double time_ingest(const char *dir, const char *path, int lengths_only,
-                          uint64_t *sequences, uint64_t *tokens)
+                          int threads, uint64_t *sequences, uint64_t *tokens)
 {
     prepack_store_options so = {.tmp_dir = dir, .lengths_only = lengths_only};
+    prepack_ingest_options io = {.threads = threads};
     prepack_store *s = NULL;
     prepack_diag d = {0};
     double t0 = now();
     int rc = prepack_store_create(&s, &so, &d);
     if (rc == PREPACK_OK)
-        rc = prepack_ingest_file(s, path, NULL, &d);
+        rc = prepack_ingest_file(s, path, &io, &d);
     if (rc == PREPACK_OK)
         rc = prepack_store_finish(s, &d);
     double t = now() - t0;
@@ -232,29 +236,39 @@ static double time_ingest(const char *dir, const char *path, int lengths_only,
  * counts the bytes of `content` (the uncompressed JSON for .zst); the
  * baseline reads `name` itself. */
 static void bench_file(const char *dir, const char *name, const char *label,
-                       const char *content, int lengths_only, int runs)
+                       const char *content, int lengths_only, int runs,
+                       int threads)
 {
     char path[4096], plain[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(plain, sizeof plain, "%s/%s", dir, content);
-    double tr[32], ti[32];
-    uint64_t seqs = 0, toks = 0;
+    double tr[32], ti[32], tt[32];
+    uint64_t seqs = 0, toks = 0, seqs_t = 0, toks_t = 0;
     for (int r = 0; r < runs; r++) {
         tr[r] = time_read(path);
-        ti[r] = time_ingest(dir, path, lengths_only, &seqs, &toks);
+        ti[r] = time_ingest(dir, path, lengths_only, 1, &seqs, &toks);
+        tt[r] = time_ingest(dir, path, lengths_only, threads, &seqs_t, &toks_t);
+    }
+    if (seqs_t != seqs || toks_t != toks) {
+        fprintf(stderr, "bench_ingest: %s on %d threads gave other sequences\n",
+                name, threads);
+        exit(1);
     }
     double file_mb = (double)file_size(path) / 1e6;
     double mb = (double)file_size(plain) / 1e6;
     double read_s = median(tr, runs), ingest_s = median(ti, runs);
-    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx\n", label,
-           file_mb, mb, (unsigned long long)seqs, (unsigned long long)toks,
-           ingest_s, mb / ingest_s, file_mb / read_s, ingest_s / read_s);
+    double threads_s = median(tt, runs);
+    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx %9.0f "
+           "%7.2fx\n",
+           label, file_mb, mb, (unsigned long long)seqs,
+           (unsigned long long)toks, ingest_s, mb / ingest_s, file_mb / read_s,
+           ingest_s / read_s, mb / threads_s, ingest_s / threads_s);
 }
 
 int main(int argc, char **argv)
 {
     double size_mb = 1024;
-    int runs = 3, keep = 0;
+    int runs = 3, keep = 0, threads = 2;
     const char *dir = "/tmp/prepack-bench";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--size-mb") && i + 1 < argc)
@@ -265,14 +279,17 @@ int main(int argc, char **argv)
             dir = argv[++i];
         else if (!strcmp(argv[i], "--keep"))
             keep = 1;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_ingest [--size-mb N] [--runs N] "
-                            "[--dir DIR] [--keep]\n");
+                            "[--dir DIR] [--keep] [--threads T]\n");
             return 2;
         }
     }
-    if (runs < 1 || runs > 31 || !(size_mb > 0)) {
-        fprintf(stderr, "bench_ingest: --runs 1..31, --size-mb > 0\n");
+    if (runs < 1 || runs > 31 || !(size_mb > 0) || threads < 1) {
+        fprintf(stderr, "bench_ingest: --runs 1..31, --size-mb > 0, "
+                        "--threads >= 1\n");
         return 2;
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -285,16 +302,19 @@ int main(int argc, char **argv)
     sync();
     fprintf(stderr, "generated in %.1f s\n", now() - t0);
 
-    printf("prepack %s ingest benchmark: median of %d runs, one thread\n",
-           prepack_version(), runs);
-    printf("%-10s %9s %9s %9s %11s %9s %9s %10s %8s\n", "format", "file_MB",
-           "data_MB", "seqs", "tokens", "ingest_s", "MB/s", "read_MB/s",
-           "/read");
-    bench_file(dir, "corpus.jsonl", "jsonl", "corpus.jsonl", 0, runs);
-    bench_file(dir, "corpus.jsonl", "jsonl*", "corpus.jsonl", 1, runs);
-    bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl", 0, runs);
-    bench_file(dir, "corpus.bin", "megatron", "corpus.bin", 0, runs);
-    bench_file(dir, "llmc.bin", "llmc", "llmc.bin", 0, runs);
+    printf("prepack %s ingest benchmark: median of %d runs, one thread and "
+           "%d (MB/s_T, xT: speed-up)\n",
+           prepack_version(), runs, threads);
+    printf("%-10s %9s %9s %9s %11s %9s %9s %10s %8s %9s %8s\n", "format",
+           "file_MB", "data_MB", "seqs", "tokens", "ingest_s", "MB/s",
+           "read_MB/s", "/read", "MB/s_T", "xT");
+    bench_file(dir, "corpus.jsonl", "jsonl", "corpus.jsonl", 0, runs, threads);
+    bench_file(dir, "corpus.jsonl", "jsonl*", "corpus.jsonl", 1, runs,
+               threads);
+    bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl", 0, runs,
+               threads);
+    bench_file(dir, "corpus.bin", "megatron", "corpus.bin", 0, runs, threads);
+    bench_file(dir, "llmc.bin", "llmc", "llmc.bin", 0, runs, threads);
     printf("jsonl*: lengths only (what prepack stats does); megatron reads "
            "the .idx alone (uint16 ids need no check)\n");
     if (!keep) {

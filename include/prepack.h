@@ -568,6 +568,11 @@ typedef struct prepack_ingest_options {
     int allow_trailing_bytes;
     prepack_progress_fn progress; /* optional */
     void *progress_opaque;
+    /* JSONL: parse on this many threads (0 or 1: the calling thread) while
+     * the calling thread reads (and decompresses) the next lines and adds
+     * what was parsed to the store in input order. The store, the
+     * messages and everything made from them are the same for any value. */
+    int threads;
 } prepack_ingest_options;
 
 /* The format of a file: by name (.jsonl[.zst|.gz], .json, .idx, or X.bin

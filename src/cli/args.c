@@ -2,6 +2,7 @@
  * inputs, how to plan, how to write shards. */
 #define _GNU_SOURCE /* getopt_long */
 #include <getopt.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,7 +156,7 @@ static int apply_output_option(job_args *a, int opt, const char *val)
         if (parse_u64(val, 1, 256, &v))
             return usage_error(a->cmd, "--threads must be 1..256, not '%s'",
                                val);
-        a->writer.threads = (int)v;
+        a->writer.threads = a->ingest.threads = (int)v;
         return EXIT_OK;
     case OPT_SHUFFLE:
         a->plan.shuffle_rows = 1;
@@ -312,9 +313,20 @@ static int foreign(const job_args *a, int opt)
 {
     int pack_only = opt == OPT_OUT || opt == OPT_RPF || opt == OPT_LEVEL ||
                     opt == OPT_SHARD_ROWS || opt == OPT_OVERWRITE ||
-                    opt == OPT_PLAN_ONLY ||
-                    opt == OPT_SHUFFLE || opt == OPT_SEED || opt == OPT_THREADS;
+                    opt == OPT_PLAN_ONLY || opt == OPT_SHUFFLE ||
+                    opt == OPT_SEED;
     return a->is_pack ? opt == OPT_LENGTHS : pack_only;
+}
+
+/* The cores this process may run on (its affinity mask), at most 256:
+ * --threads' default. */
+static int available_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return 1;
+    int n = CPU_COUNT(&set);
+    return n < 1 ? 1 : n > 256 ? 256 : n;
 }
 
 int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
@@ -325,6 +337,7 @@ int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
     /* pack and its steps (scan, plan, write, finalize) take one set */
     a->is_pack = strcmp(cmd, "stats") != 0;
     a->batch_size = PREPACK_DEFAULT_BATCH_SIZE;
+    a->writer.threads = a->ingest.threads = available_cores();
     opterr = 0;
     optind = 1;
     int opt;
