@@ -681,6 +681,80 @@ int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
                                  prepack_row *row, prepack_row_refs *refs);
 
 /* ------------------------------------------------------------------------ */
+/* Packing a stream (docs/STREAM.md)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* For data that is never all there at once (a stream from object storage,
+ * a mixture sampled on the fly, RL rollouts): rows are packed as sequences
+ * arrive. At most `window` rows are open; each item goes to the open row
+ * it fits best (least room left, ties to the row opened first); an item
+ * no open row takes opens a row, and when `window` rows are open the
+ * fullest one is closed first. With a lookahead of K, items wait in a
+ * buffer of K and the longest (ties: the first to arrive) is placed each
+ * time the buffer overflows. Rows close as soon as they can take nothing
+ * more (full, or max_seqs_per_row items). Memory: the open rows' and the
+ * buffer's tokens, O(window x L + lookahead items), whatever the stream's
+ * length. The same pushes with the same options give the same rows. */
+typedef struct prepack_stream_options {
+    uint32_t max_seq_len;      /* L (required) */
+    uint32_t window;           /* open rows, 0 = 256; 1 is next-fit */
+    uint32_t lookahead;        /* items held and placed longest first */
+    prepack_overlong overlong; /* ERROR (default), TRUNCATE, SPLIT (chunks
+                                   placed as they come) or DROP */
+    uint32_t max_seqs_per_row; /* 0 = unlimited */
+    const prepack_allocator *allocator; /* NULL = libc */
+} prepack_stream_options;
+
+typedef struct prepack_stream prepack_stream;
+
+int prepack_stream_create(prepack_stream **out, const prepack_stream_options *o,
+                          prepack_diag *diag);
+void prepack_stream_free(prepack_stream *s);
+
+/* Pushes sequence `id` (the caller's number, carried to the row's seq_ids)
+ * of n tokens. tokens NULL: a length only (plan without data; then every
+ * push must be so, and rows carry no tokens). loss_mask: n bytes (1 =
+ * trained) or NULL. Copies what it keeps. PREPACK_EOVERLONG under ERROR
+ * for n > L; empty sequences and DROP's are counted and left out. */
+int prepack_stream_push(prepack_stream *s, uint64_t id, const uint32_t *tokens,
+                        const uint8_t *loss_mask, uint32_t n,
+                        prepack_diag *diag);
+/* Places every buffered item and closes every open row: all of them
+ * become ready, in the order they close. The stream can go on after. */
+int prepack_stream_flush(prepack_stream *s, prepack_diag *diag);
+/* Closed rows not yet popped. */
+size_t prepack_stream_ready(const prepack_stream *s);
+/* The oldest closed row, taken: 1, or 0 when none is ready. The view
+ * (token_dtype UINT32; input_ids NULL for a length-only stream;
+ * loss_mask when any of its items had one; seq_starts under SPLIT) is
+ * valid until the next call on s. */
+int prepack_stream_pop(prepack_stream *s, prepack_row *row);
+
+typedef struct prepack_stream_stats {
+    uint64_t sequences;   /* pushed */
+    uint64_t items;       /* placed or waiting (split chunks count) */
+    uint64_t tokens;      /* in items */
+    uint64_t rows;        /* closed so far */
+    uint64_t dropped;     /* sequences left out: empty, or DROP's */
+    uint64_t truncated_tokens;
+    uint64_t open_rows, buffered; /* now */
+} prepack_stream_stats;
+void prepack_stream_get_stats(const prepack_stream *s,
+                              prepack_stream_stats *out);
+
+/* The stream's whole state (open rows, buffer, ready rows, counters) as
+ * bytes: *size gets the bytes needed; with cap >= that, buf gets them
+ * (else PREPACK_ERANGE). A stream restored from them (with the same
+ * options; others are refused) continues byte for byte as this one
+ * would: the same later pushes give the same rows. The bytes are
+ * little-endian and end with their XXH64, checked on restore. */
+int prepack_stream_save(const prepack_stream *s, void *buf, size_t cap,
+                        size_t *size, prepack_diag *diag);
+int prepack_stream_restore(prepack_stream **out, const void *buf, size_t n,
+                           const prepack_stream_options *o,
+                           prepack_diag *diag);
+
+/* ------------------------------------------------------------------------ */
 /* Shards: packed rows on disk (docs/FORMAT.md)                                */
 /* ------------------------------------------------------------------------ */
 
