@@ -34,3 +34,11 @@ def pack_dataset(*args, **kwargs):
     """prepack.dataset.pack_dataset (pyarrow imported on first use)."""
     from .dataset import pack_dataset as run
     return run(*args, **kwargs)
+
+
+def __getattr__(name):
+    """prepack.stream on first use (it imports torch when there)."""
+    if name == "stream":
+        import importlib
+        return importlib.import_module(".stream", __name__)
+    raise AttributeError(f"module 'prepack' has no attribute {name!r}")

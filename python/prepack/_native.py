@@ -138,6 +138,21 @@ class WriterOptions(ctypes.Structure):
                 ("allocator", ctypes.c_void_p), ("references", ctypes.c_int)]
 
 
+class StreamOptions(ctypes.Structure):
+    """prepack_stream_options"""
+    _fields_ = [("max_seq_len", ctypes.c_uint32), ("window", ctypes.c_uint32),
+                ("lookahead", ctypes.c_uint32), ("overlong", ctypes.c_int),
+                ("max_seqs_per_row", ctypes.c_uint32),
+                ("allocator", ctypes.c_void_p)]
+
+
+class StreamStats(ctypes.Structure):
+    """prepack_stream_stats"""
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "sequences", "items", "tokens", "rows", "dropped", "truncated_tokens",
+        "open_rows", "buffered")]
+
+
 class ManifestInfo(ctypes.Structure):
     _fields_ = [("plan", ctypes.POINTER(PlanOptions)),
                 ("store", ctypes.c_void_p), ("report", ctypes.c_void_p)]
@@ -205,6 +220,19 @@ def _signatures():
                                        ctypes.POINTER(BatchOptions),
                                        ctypes.POINTER(BatchArrays),
                                        ctypes.POINTER(Batch), diag], i),
+        # the stream packer (stream.py)
+        "prepack_stream_create": ([out, ctypes.POINTER(StreamOptions), diag],
+                                  i),
+        "prepack_stream_free": ([p], None),
+        "prepack_stream_push": ([p, ctypes.c_uint64, p, p, ctypes.c_uint32,
+                                 diag], i),
+        "prepack_stream_flush": ([p, diag], i),
+        "prepack_stream_ready": ([p], size),
+        "prepack_stream_pop": ([p, ctypes.POINTER(Row)], i),
+        "prepack_stream_get_stats": ([p, ctypes.POINTER(StreamStats)], None),
+        "prepack_stream_save": ([p, p, size, ctypes.POINTER(size), diag], i),
+        "prepack_stream_restore": ([out, p, size, ctypes.POINTER(StreamOptions),
+                                    diag], i),
         # store, plan, rows and writer (dataset.py)
         "prepack_store_create": ([out, ctypes.POINTER(StoreOptions), diag], i),
         "prepack_store_free": ([p], None),

@@ -1,0 +1,323 @@
+"""Packing a stream (docs/STREAM.md): rows packed as sequences arrive, with
+bounded memory and an exact resume, through libprepack's stream packer.
+
+    for batch in prepack.stream.pack(sequences, 4096, window=256,
+                                     batch_rows=8, form="varlen"):
+        ...
+
+`Packer` is the packer itself (push, flush, pop, state bytes);
+`StreamingPackedDataset` wraps an iterable (or a `datasets.IterableDataset`)
+for a PyTorch DataLoader, splitting its items over ranks and workers and
+resuming from `state_dict()`."""
+import ctypes
+
+import numpy as np
+
+from . import _native
+from ._collate import collate
+
+try:  # a DataLoader-ready class when torch is there
+    from torch.utils.data import IterableDataset as _Base
+    from torch.utils.data import get_worker_info as _worker_info
+except ImportError:  # pragma: no cover - torch is optional
+    _Base = object
+
+    def _worker_info():
+        return None
+
+_ENOMEM, _ECORRUPT = -2, -5
+
+
+class StreamError(ValueError):
+    """A sequence the packer refuses (too long under overlong="error",
+    tokens given to a length-only stream), or a state it cannot restore."""
+
+
+def _check(rc, diag):
+    if rc != 0:
+        message = diag.message.decode(errors="replace") or f"prepack error {rc}"
+        if rc == _ENOMEM:
+            raise MemoryError(message)
+        raise StreamError(message)
+
+
+def _sequence(i, seq):
+    """(uint32 ids, uint8 mask or None) from a list, an array, a tensor, or
+    a dict with input_ids and labels (-100: not trained) or loss_mask."""
+    if isinstance(seq, dict):
+        ids = _native.token_array(i, seq["input_ids"])
+        mask = None
+        if seq.get("loss_mask") is not None:
+            mask = np.ascontiguousarray(seq["loss_mask"], dtype=np.uint8)
+        elif seq.get("labels") is not None:
+            labels = np.asarray(seq["labels"])
+            if hasattr(seq["labels"], "numpy"):
+                labels = seq["labels"].detach().cpu().numpy()
+            mask = np.ascontiguousarray(labels != -100, dtype=np.uint8)
+        if mask is not None and len(mask) != len(ids):
+            raise StreamError(f"sequence {i}: {len(mask)} mask values for "
+                              f"{len(ids)} tokens")
+        return ids, mask
+    return _native.token_array(i, seq), None
+
+
+class Packer:
+    """prepack_stream: push sequences, pop finished rows (dicts of numpy
+    arrays, as ShardSet gives them: input_ids uint32, cu_seqlens, seq_ids,
+    loss_mask when any item had one, seq_starts under overlong="split").
+    Rows close when full, when the window needs room, or at flush()."""
+
+    def __init__(self, max_seq_len, window=256, lookahead=0,
+                 overlong="error", max_seqs_per_row=0, *, _state=None):
+        if overlong not in _native._OVERLONG:
+            raise ValueError(f"overlong must be one of {list(_native._OVERLONG)}")
+        self._lib = _native.library()
+        self._opts = _native.StreamOptions(int(max_seq_len), int(window),
+                                           int(lookahead),
+                                           _native._OVERLONG[overlong],
+                                           int(max_seqs_per_row), None)
+        self.max_seq_len = int(max_seq_len)
+        self._h = ctypes.c_void_p()
+        diag = _native.Diag()
+        if _state is None:
+            rc = self._lib.prepack_stream_create(ctypes.byref(self._h),
+                                                 ctypes.byref(self._opts),
+                                                 ctypes.byref(diag))
+        else:
+            buf = bytes(_state)
+            rc = self._lib.prepack_stream_restore(ctypes.byref(self._h), buf,
+                                                  len(buf),
+                                                  ctypes.byref(self._opts),
+                                                  ctypes.byref(diag))
+        _check(rc, diag)
+        self._next_id = 0
+
+    @classmethod
+    def restore(cls, state, max_seq_len, window=256, lookahead=0,
+                overlong="error", max_seqs_per_row=0):
+        """A packer continuing from state() bytes (the same options)."""
+        return cls(max_seq_len, window, lookahead, overlong, max_seqs_per_row,
+                   _state=state)
+
+    def close(self):
+        if self._h:
+            self._lib.prepack_stream_free(self._h)
+            self._h = ctypes.c_void_p()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def push(self, seq, seq_id):
+        """Adds one sequence (its id is carried to the rows' seq_ids)."""
+        ids, mask = _sequence(seq_id, seq)
+        diag = _native.Diag()
+        rc = self._lib.prepack_stream_push(
+            self._h, int(seq_id), ids.ctypes.data if len(ids) else None,
+            mask.ctypes.data if mask is not None and len(mask) else None,
+            len(ids), ctypes.byref(diag))
+        _check(rc, diag)
+
+    def push_length(self, length, seq_id):
+        """Plans a sequence by its length alone (rows then hold no tokens)."""
+        diag = _native.Diag()
+        _check(self._lib.prepack_stream_push(self._h, int(seq_id), None, None,
+                                             int(length), ctypes.byref(diag)),
+               diag)
+
+    def flush(self):
+        diag = _native.Diag()
+        _check(self._lib.prepack_stream_flush(self._h, ctypes.byref(diag)),
+               diag)
+
+    @property
+    def ready(self):
+        return self._lib.prepack_stream_ready(self._h)
+
+    def pop(self):
+        """The oldest finished row, or None."""
+        r = _native.Row()
+        if not self._lib.prepack_stream_pop(self._h, ctypes.byref(r)):
+            return None
+        t, k = r.num_tokens, r.num_seqs
+        row = {"input_ids": (np.ctypeslib.as_array(
+                   ctypes.cast(r.input_ids, ctypes.POINTER(ctypes.c_uint32)),
+                   shape=(t,)).copy() if r.input_ids and t else
+                   np.zeros(t if not r.input_ids else 0, np.uint32)),
+               "cu_seqlens": _native.copy_array(r.cu_seqlens, k + 1, np.int32),
+               "seq_ids": _native.copy_array(r.seq_ids, k, np.uint64)}
+        if not r.input_ids:
+            row["input_ids"] = None
+        if r.loss_mask:
+            row["loss_mask"] = _native.copy_array(r.loss_mask, t, np.uint8)
+        if r.seq_starts:
+            row["seq_starts"] = _native.copy_array(r.seq_starts, k, np.uint32)
+        return row
+
+    def stats(self):
+        s = _native.StreamStats()
+        self._lib.prepack_stream_get_stats(self._h, ctypes.byref(s))
+        return {name: int(getattr(s, name)) for name, _ in s._fields_}
+
+    def state(self):
+        """Everything the packer holds, as bytes (restore() continues it)."""
+        need = ctypes.c_size_t()
+        diag = _native.Diag()
+        _check(self._lib.prepack_stream_save(self._h, None, 0,
+                                             ctypes.byref(need),
+                                             ctypes.byref(diag)), diag)
+        buf = ctypes.create_string_buffer(need.value)
+        _check(self._lib.prepack_stream_save(self._h, buf, need.value,
+                                             ctypes.byref(need),
+                                             ctypes.byref(diag)), diag)
+        return buf.raw[:need.value]
+
+
+def _rows(packer, items):
+    """Rows packed from (id, sequence) pairs, as they close, then the rest
+    at the end of the items."""
+    for seq_id, seq in items:
+        packer.push(seq, seq_id)
+        row = packer.pop()
+        while row is not None:
+            yield row
+            row = packer.pop()
+    packer.flush()
+    row = packer.pop()
+    while row is not None:
+        yield row
+        row = packer.pop()
+
+
+def _collated(rows, batch_rows, form, collate_kwargs):
+    """Batches of batch_rows rows (the last may hold fewer), collated."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == batch_rows:
+            yield collate(batch, form, **collate_kwargs)
+            batch = []
+    if batch:
+        yield collate(batch, form, **collate_kwargs)
+
+
+def pack(iterable, max_seq_len, window=256, lookahead=0, form="varlen",
+         batch_rows=1, overlong="error", max_seqs_per_row=0, **collate_kwargs):
+    """Collated batches (prepack.collate's forms and options) of rows packed
+    from any iterable of token sequences: lists, numpy arrays, torch
+    tensors, or dicts with input_ids and labels or loss_mask. Sequence i's
+    id (seq_ids) is its position in the iterable."""
+    packer = Packer(max_seq_len, window, lookahead, overlong, max_seqs_per_row)
+    collate_kwargs.setdefault("max_seq_len", max_seq_len)
+    try:
+        yield from _collated(_rows(packer, enumerate(iterable)), batch_rows,
+                             form, collate_kwargs)
+    finally:
+        packer.close()
+
+
+class StreamingPackedDataset(_Base):
+    """An IterableDataset of packed batches from a stream of sequences.
+
+    Item i of `source` (any iterable, re-iterable from the start: a list, a
+    `datasets.IterableDataset`, a function returning an iterator) belongs
+    to rank r of world_size and DataLoader worker w of W when i % (world_size
+    x W) == r x W + w: every item once over ranks and workers. Each share is
+    packed by its own Packer, so batches do not depend on timing.
+
+    Resuming: state_dict(batches_done) after the training loop consumed
+    batches_done batches from this rank's DataLoader (num_workers=0: it may
+    be left out), load_state_dict(state) in the new process: iteration
+    then yields exactly the batches that would have come next. The state
+    is small; on resume each worker re-reads its share of the source from
+    the start and re-packs (without collating) up to where it was, since a
+    stream cannot seek. With W workers the DataLoader takes their batches
+    in turn; the count is exact while every worker still has batches."""
+
+    def __init__(self, source, max_seq_len, window=256, lookahead=0,
+                 form="varlen", batch_rows=1, overlong="error",
+                 max_seqs_per_row=0, rank=0, world_size=1, **collate_kwargs):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of world_size {world_size}")
+        self.source = source
+        self.options = dict(max_seq_len=max_seq_len, window=window,
+                            lookahead=lookahead, overlong=overlong,
+                            max_seqs_per_row=max_seqs_per_row)
+        self.form, self.batch_rows = form, batch_rows
+        self.rank, self.world_size = rank, world_size
+        collate_kwargs.setdefault("tensors", "pt" if _Base is not object
+                                  else "np")
+        collate_kwargs.setdefault("max_seq_len", max_seq_len)
+        self.collate_kwargs = collate_kwargs
+        self._skip = {}  # worker -> batches already consumed
+        self._rotate = 0
+        self._yielded = 0
+        self._workers_seen = 1
+
+    def _items(self, share, shares):
+        source = self.source() if callable(self.source) else self.source
+        for i, seq in enumerate(source):
+            if i % shares == share:
+                yield i, seq
+
+    def __iter__(self):
+        info = _worker_info()
+        w, workers = (info.id, info.num_workers) if info else (0, 1)
+        # after a resume the DataLoader starts its round with worker 0,
+        # where the interrupted one was at worker batches_done % W: worker
+        # w takes the share of the original worker w + that
+        w = (w + self._rotate) % workers
+        self._workers_seen = workers
+        shares = self.world_size * workers
+        share = self.rank * workers + w
+        skip = self._skip.get(w, 0)
+        packer = Packer(**self.options)
+        try:
+            n = skip
+            for batch in self._raw_batches(packer, share, shares, skip):
+                n += 1
+                if info is None:
+                    self._yielded = n
+                yield batch
+        finally:
+            packer.close()
+
+    def _raw_batches(self, packer, share, shares, skip):
+        rows = _rows(packer, self._items(share, shares))
+        for _ in range(skip * self.batch_rows):  # already consumed: replayed
+            if next(rows, None) is None:
+                return
+        yield from _collated(rows, self.batch_rows, self.form,
+                             self.collate_kwargs)
+
+    def state_dict(self, batches_done=None):
+        """Where this rank is: the batches its DataLoader consumed."""
+        if batches_done is None:
+            batches_done = self._yielded
+        return {"batches_done": int(batches_done),
+                "num_workers": self._workers_seen,
+                "rank": self.rank, "world_size": self.world_size,
+                "options": dict(self.options), "batch_rows": self.batch_rows}
+
+    def load_state_dict(self, state, num_workers=None):
+        """Resume after state["batches_done"] batches; num_workers: the new
+        DataLoader's (default: the one the state was taken with)."""
+        if state["options"] != self.options or \
+                state["batch_rows"] != self.batch_rows or \
+                (state["rank"], state["world_size"]) != (self.rank,
+                                                          self.world_size):
+            raise StreamError("the state was taken with other options, "
+                              "batch_rows, rank or world_size")
+        workers = state["num_workers"]
+        if num_workers is not None and max(num_workers, 1) != workers:
+            raise StreamError(f"the state was taken with {workers} DataLoader "
+                              f"workers: each holds its own share of the "
+                              f"stream, so resume with as many")
+        done = state["batches_done"]
+        # the DataLoader takes one batch from each worker in turn
+        self._skip = {w: (done - w + workers - 1) // workers if done > w else 0
+                      for w in range(workers)}
+        self._rotate = done % workers
+        self._yielded = done
