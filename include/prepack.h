@@ -689,16 +689,18 @@ int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
  * arrive. At most `window` rows are open; each item goes to the open row
  * it fits best (least room left, ties to the row opened first); an item
  * no open row takes opens a row, and when `window` rows are open the
- * fullest one is closed first. With a lookahead of K, items wait in a
- * buffer of K and the longest (ties: the first to arrive) is placed each
- * time the buffer overflows. Rows close as soon as they can take nothing
+ * fullest one is closed first. With a lookahead of K, items wait until K
+ * have come, then all K are placed longest first (ties: the first to
+ * arrive), as offline FFD places everything; keep K at most about the
+ * window (a batch opens rows). Rows close as soon as they can take nothing
  * more (full, or max_seqs_per_row items). Memory: the open rows' and the
  * buffer's tokens, O(window x L + lookahead items), whatever the stream's
  * length. The same pushes with the same options give the same rows. */
 typedef struct prepack_stream_options {
     uint32_t max_seq_len;      /* L (required) */
     uint32_t window;           /* open rows, 0 = 256; 1 is next-fit */
-    uint32_t lookahead;        /* items held and placed longest first */
+    uint32_t lookahead;        /* items gathered, then placed longest
+                                   first (0 = each at once) */
     prepack_overlong overlong; /* ERROR (default), TRUNCATE, SPLIT (chunks
                                    placed as they come) or DROP */
     uint32_t max_seqs_per_row; /* 0 = unlimited */

@@ -115,8 +115,9 @@ static void ref_push(ref *r, uint64_t id, uint32_t n)
             continue;
         }
         r->buf[r->nbuf++] = it;
-        if (r->nbuf > (int)r->o.lookahead)
-            ref_place(r, ref_take(r));
+        if (r->nbuf == (int)r->o.lookahead) /* all of it, longest first */
+            while (r->nbuf)
+                ref_place(r, ref_take(r));
     }
 }
 

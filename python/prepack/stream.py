@@ -203,12 +203,15 @@ def _collated(rows, batch_rows, form, collate_kwargs):
         yield collate(batch, form, **collate_kwargs)
 
 
-def pack(iterable, max_seq_len, window=256, lookahead=0, form="varlen",
+def pack(iterable, max_seq_len, window=256, lookahead=100, form="varlen",
          batch_rows=1, overlong="error", max_seqs_per_row=0, **collate_kwargs):
     """Collated batches (prepack.collate's forms and options) of rows packed
     from any iterable of token sequences: lists, numpy arrays, torch
     tensors, or dicts with input_ids and labels or loss_mask. Sequence i's
-    id (seq_ids) is its position in the iterable."""
+    id (seq_ids) is its position in the iterable. The defaults (256 open
+    rows, items placed 100 at a time longest first) came within 0.4% of
+    offline FFD's rows on every real length set measured (docs/STREAM.md);
+    lookahead=0 places each sequence as it comes."""
     packer = Packer(max_seq_len, window, lookahead, overlong, max_seqs_per_row)
     collate_kwargs.setdefault("max_seq_len", max_seq_len)
     try:
@@ -236,7 +239,7 @@ class StreamingPackedDataset(_Base):
     stream cannot seek. With W workers the DataLoader takes their batches
     in turn; the count is exact while every worker still has batches."""
 
-    def __init__(self, source, max_seq_len, window=256, lookahead=0,
+    def __init__(self, source, max_seq_len, window=256, lookahead=100,
                  form="varlen", batch_rows=1, overlong="error",
                  max_seqs_per_row=0, rank=0, world_size=1, **collate_kwargs):
         if not 0 <= rank < world_size:

@@ -245,8 +245,8 @@ static int get_body(in_buf *b, prepack_stream *s, prepack_diag *diag)
 {
     const char *why = "cut short";
     uint64_t n = get_le(b, 8);
-    if (b->bad || n > s->o.lookahead)
-        return corrupt(diag, "more buffered items than the lookahead");
+    if (b->bad || (n && n >= s->o.lookahead))
+        return corrupt(diag, "as many buffered items as the lookahead");
     for (uint64_t i = 0; i < n; i++) {
         item it;
         int rc = get_item(b, s, &it, &why);
