@@ -239,25 +239,25 @@ def _regular_size(path, what):
     return st.st_size
 
 
+def _check_identity(path, what, size_want, hash_name, hasher, hash_want):
+    """A file's size and hash against what the manifest records: its size."""
+    size = _regular_size(path, what)
+    if size != size_want:
+        raise _changed(path, "bytes", size, size_want)
+    digest = hasher(path)
+    if digest != hash_want:
+        raise _changed(path, hash_name, int(digest, 16), int(hash_want, 16))
+    return size
+
+
 def _map_source(e):
     """A referenced file checked against its identity, as numpy ids."""
     path = e["path"]
-    size = _regular_size(path, "input")
-    if size != e["bytes"]:
-        raise _changed(path, "bytes", size, e["bytes"])
-    digest = sample_xxh64(path)
-    if digest != e["sample_xxh64"]:
-        raise _changed(path, "sampled xxh64", int(digest, 16),
-                       int(e["sample_xxh64"], 16))
+    size = _check_identity(path, "input", e["bytes"], "sampled xxh64",
+                           sample_xxh64, e["sample_xxh64"])
     if "index" in e:
-        idx = e["index"]
-        isize = _regular_size(idx, "index")
-        if isize != e["index_bytes"]:
-            raise _changed(idx, "bytes", isize, e["index_bytes"])
-        digest = _file_xxh64(idx)
-        if digest != e["index_xxh64"]:
-            raise _changed(idx, "xxh64", int(digest, 16),
-                           int(e["index_xxh64"], 16))
+        _check_identity(e["index"], "index", e["index_bytes"], "xxh64",
+                        _file_xxh64, e["index_xxh64"])
     kind = "i" if e["signed"] else "u"
     dtype = np.dtype(f"<{kind}{e['width']}")
     if size == 0:
