@@ -114,6 +114,8 @@ def varlen(cu, max_len):
     """Flash attention over cu_seqlens, or (no torch.nn.attention.varlen,
     as on the CPU check) the same per sequence."""
     try:
+        if DEV != "cuda":  # flash kernels are CUDA's: the loop on the CPU
+            raise ImportError
         from torch.nn.attention import varlen as vl
     except ImportError:
         bounds = cu.tolist()
@@ -134,6 +136,8 @@ def varlen(cu, max_len):
 
 def varlen_kind():
     try:
+        if DEV != "cuda":
+            raise ImportError
         from torch.nn.attention import varlen  # noqa: F401
         return "torch.nn.attention.varlen (flash)"
     except ImportError:
