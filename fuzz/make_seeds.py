@@ -107,8 +107,25 @@ def roundtrip_seeds():
         put('roundtrip', 'random%02d' % i, head + body)
 
 
+def stream_seeds():
+    """Options, then (length, flags) pairs; 0xFF 0xFF: save, flip the byte
+    the next pair names (0xFFFF: none), restore."""
+    rng = random.Random(10)
+    for i in range(12):
+        head = bytes(rng.randrange(256) for _ in range(4))
+        body = bytearray()
+        for _ in range(rng.randrange(2, 80)):
+            if rng.randrange(8) == 0:
+                flip = 0xFFFF if rng.randrange(2) else rng.randrange(4096)
+                body += bytes([0xFF, 0xFF, flip & 0xFF, flip >> 8])
+            else:
+                body += bytes([rng.randrange(255), rng.randrange(256)])
+        put('stream', 'random%02d' % i, head + bytes(body))
+
+
 megatron_seeds()
 llmc_seeds()
 manifest_seeds()
 shard_rows_seeds()
 roundtrip_seeds()
+stream_seeds()
