@@ -638,9 +638,6 @@ int JsonlReader::run()
     cap = std::min<uint64_t>(
         kFirstChunk, std::max<uint64_t>(kSmallChunk, pp_source_size(src) + 1));
     int threads = opts->threads > 1 ? opts->threads : 0;
-    std::unique_ptr<ParsePool> pool;
-    if (threads)
-        pool.reset(new ParsePool(threads, field));
     ChunkParser here(field); // the reading thread's own: no threads, or a
                              // document that spans two chunks
     // Chunks in flight, oldest first: the threads parse while this thread
@@ -651,6 +648,11 @@ int JsonlReader::run()
     // chunks done with, kept with their buffers: a fresh 16 MiB buffer a
     // chunk costs page faults and zero-filling (7% of a 2-thread run)
     std::vector<std::unique_ptr<Chunk>> spare;
+    // Declared after the chunks, so destroyed (its threads joined, every
+    // submitted chunk parsed) before them, even when an exception leaves.
+    std::unique_ptr<ParsePool> pool;
+    if (threads)
+        pool.reset(new ParsePool(threads, field));
     bool first = true;
     int rc = PREPACK_OK;
     while (rc == PREPACK_OK) {
@@ -668,9 +670,10 @@ int JsonlReader::run()
             first = false;
             if (rc != PREPACK_OK || (c->len == 0 && eof))
                 break;
+            Chunk *raw = c.get();
+            flight.push_back(std::move(c)); /* owned before a thread sees it */
             if (pool)
-                pool->submit(c.get());
-            flight.push_back(std::move(c));
+                pool->submit(raw);
         }
         if (rc != PREPACK_OK || flight.empty())
             break;
