@@ -3,7 +3,9 @@
 DataLoader (PackedDataset, varlen batches), with the C reader (libprepack
 through ctypes, the default) and the pure-Python one, against `zstd -dc >
 /dev/null` on the same shards, in one run, medians of 3 (goal: >= 0.5x
-zstd's speed).
+zstd's speed). Then the C reader in the epoch's shuffled order: rows
+shuffled one by one (each row decompresses its frame) against
+shuffle="frames" (frames shuffled, rows within each: a frame once).
 
     python bench/bench_python_reader.py SHARD_DIR [WORKERS]
 """
@@ -33,8 +35,9 @@ def zstd_run():
     return time.perf_counter() - t
 
 
-def reader_run(backend, batch_rows=int(os.environ.get("BATCH_ROWS", "16"))):
-    ds = PackedDataset(path, batch_rows=batch_rows, form="varlen", shuffle=False,
+def reader_run(backend, batch_rows=int(os.environ.get("BATCH_ROWS", "16")),
+               shuffle=False):
+    ds = PackedDataset(path, batch_rows=batch_rows, form="varlen", shuffle=shuffle,
                        backend=backend)
     t = time.perf_counter()
     n = 0
@@ -58,3 +61,13 @@ for name, t in (("C reader", c), ("Python reader", p)):
           f"{tokens / t / 1e6:.1f} M tokens/s  ({z / t:.2f}x zstd's speed; "
           f"goal >= 0.5)")
 print(f"C reader / Python reader: {p / c:.2f}x")
+
+shuffled, frames = [], []
+for _ in range(3):
+    shuffled.append(reader_run("c", shuffle=True))
+    frames.append(reader_run("c", shuffle="frames"))
+shuffled, frames = statistics.median(shuffled), statistics.median(frames)
+for name, t in (("C, rows shuffled", shuffled), ('C, "frames"', frames)):
+    print(f"{name:<17}: {t:.3f} s  {rows / t:.0f} rows/s  "
+          f"{tokens / t / 1e6:.1f} M tokens/s")
+print(f'shuffle="frames" / rows shuffled: {shuffled / frames:.1f}x faster')

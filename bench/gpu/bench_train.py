@@ -6,8 +6,9 @@ The model is bench_prefill.py's Llama-shaped decoder (8 layers, d=2048, 16
 heads of 128, SwiGLU 5632, RoPE, RMSNorm, vocabulary 32000; bf16, random
 weights) trained with AdamW for a fixed number of steps on each shard set:
 
-  packed   PackedDataset(SET, batch_rows=B, form="varlen"): the rows'
-           tokens back to back, flash attention over cu_seqlens
+  packed   PackedDataset(SET, batch_rows=B, form="varlen",
+           shuffle="frames"): the rows' tokens back to back, flash
+           attention over cu_seqlens
            (torch.nn.attention.varlen), labels shifted within sequences
   padded   the same sequences in the set's order, as many a batch as the
            packed batches hold on average, right-padded to the longest,
@@ -139,7 +140,8 @@ def summary(times, reads, tokens, peak):
 
 
 def bench_set(path, steps, rows):
-    ds = PackedDataset(path, batch_rows=rows, form="varlen", shuffle=True, seed=0)
+    ds = PackedDataset(path, batch_rows=rows, form="varlen", shuffle="frames",
+                       seed=0)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
     it = iter(loader)
 

@@ -24,11 +24,34 @@ from ._creader import collate_batch
 from ._shards import ShardSet
 
 
-def epoch_order(rows, seed, epoch, shuffle=True):
-    """The epoch's row order: a permutation fixed by (seed, epoch)."""
+def epoch_order(rows, seed, epoch, shuffle=True, frames=None):
+    """The epoch's row order: a permutation fixed by (seed, epoch). With
+    frames (each frame's first row and row count, in row order) and
+    shuffle="frames": the frames in a shuffled order, each frame's rows
+    shuffled among themselves, so consecutive rows share a frame."""
     if not shuffle:
         return np.arange(rows)
-    return np.random.default_rng([seed, epoch]).permutation(rows)
+    rng = np.random.default_rng([seed, epoch])
+    if shuffle != "frames":
+        return rng.permutation(rows)
+    out = np.empty(rows, dtype=np.int64)
+    at = 0
+    for f in rng.permutation(len(frames)):
+        first, count = frames[f]
+        out[at:at + count] = first + rng.permutation(count)
+        at += count
+    return out
+
+
+def frame_spans(shards):
+    """(first row, rows) of every zstd frame of a ShardSet, in row order."""
+    spans, first = [], 0
+    for e in shards.manifest["shards"]:
+        for start in range(0, e["rows"], shards.rows_per_frame):
+            spans.append((first + start,
+                          min(shards.rows_per_frame, e["rows"] - start)))
+        first += e["rows"]
+    return spans
 
 
 class PackedDataset(IterableDataset):
@@ -36,7 +59,12 @@ class PackedDataset(IterableDataset):
     (see prepack.collate; tensors are torch tensors).
 
     Rows are shuffled per epoch with a generator seeded by (seed, epoch);
-    rank r of world_size takes every world_size-th row of that order, so
+    shuffle="frames" shuffles the zstd frames and the rows within each
+    instead, so a batch's rows mostly share a frame and each frame is
+    decompressed once per rank and epoch rather than once per row (pack
+    with --shuffle so frames are not runs of similar rows;
+    docs/BENCHMARKS.md measures the difference). Rank r of world_size
+    takes every world_size-th row of that order, so
     the ranks' shares are disjoint and cover every row; each rank's batches
     come in an order that does not depend on the DataLoader's num_workers.
     The last batch of a rank may hold fewer rows. With libprepack (backend
@@ -87,8 +115,12 @@ class PackedDataset(IterableDataset):
         self.epoch = 0
         self.start_batch = 0
         self._yielded = None  # batches yielded here (num_workers=0 only)
+        if shuffle not in (True, False, "frames"):
+            raise ValueError(f"shuffle must be True, False or 'frames', not "
+                             f"{shuffle!r}")
         shards = ShardSet(path, backend=backend)
         self._rows = len(shards)
+        self._frames = frame_spans(shards) if shuffle == "frames" else None
         # a set planned for context parallelism is padded for it
         if shards.pad_multiple > 1:
             self.collate_options.setdefault("pad_multiple", shards.pad_multiple)
@@ -115,7 +147,8 @@ class PackedDataset(IterableDataset):
         """This rank's rows for the current epoch, in order."""
         if self._cached and self._cached[0] == self.epoch:
             return self._cached[1]
-        order = epoch_order(self._rows, self.seed, self.epoch, self.shuffle)
+        order = epoch_order(self._rows, self.seed, self.epoch, self.shuffle,
+                            self._frames)
         if not self.balance:
             rows = order[self.rank::self.world_size]
         else:
@@ -153,6 +186,8 @@ class PackedDataset(IterableDataset):
         config = {"seed": self.seed, "world_size": self.world_size,
                   "rank": self.rank, "batch_rows": self.batch_rows,
                   "rows": self._rows}
+        if self.shuffle == "frames":  # absent: rows shuffled one by one
+            config["shuffle"] = "frames"
         if self.balance:  # states without these keys predate balancing
             config.update(balance=self.balance, micro_batches=self.micro_batches,
                           balance_window=self.balance_window)
@@ -162,6 +197,10 @@ class PackedDataset(IterableDataset):
         """Resumes at state's batch; ValueError for a state saved by
         another configuration or one past the end of the epoch."""
         mine = self._config()
+        if state.get("shuffle") != mine.get("shuffle"):
+            raise ValueError(f"the state was saved with shuffle "
+                             f"{state.get('shuffle', 'by rows')!r}, this "
+                             f"dataset shuffles {mine.get('shuffle', 'by rows')!r}")
         if state.get("balance") != self.balance:
             raise ValueError(f"the state was saved with balance "
                              f"{state.get('balance')!r}, this dataset has "

@@ -232,3 +232,35 @@ def test_readme_training_loop_runs(prepack_bin, tmp_path):
     steps = [line.split() for line in run.stdout.splitlines()]
     assert [s[0] for s in steps] == ["0", "1", "2"]
     assert all(float(s[1]) > 0 for s in steps)
+
+
+def test_frame_shuffle_keeps_frames_together(shard_set):
+    """shuffle="frames": every row once over the ranks, the order fixed by
+    (seed, epoch), and each frame's rows next to each other in it."""
+    from prepack.torch import frame_spans
+    s = prepack.ShardSet(shard_set)
+    spans = frame_spans(s)
+    assert sum(n for _, n in spans) == len(s)
+    frame_of = np.empty(len(s), dtype=np.int64)
+    for f, (first, n) in enumerate(spans):
+        frame_of[first:first + n] = f
+    seen = []
+    for rank in range(2):
+        ds = PackedDataset(shard_set, batch_rows=4, seed=5, rank=rank,
+                           world_size=2, shuffle="frames")
+        seen += ds.rank_rows().tolist()
+        again = PackedDataset(shard_set, batch_rows=4, seed=5, rank=rank,
+                              world_size=2, shuffle="frames")
+        assert np.array_equal(ds.rank_rows(), again.rank_rows())
+    assert sorted(seen) == list(range(len(s)))
+    order = PackedDataset(shard_set, seed=5, shuffle="frames").rank_rows()
+    runs = 1 + int((np.diff(frame_of[order]) != 0).sum())
+    assert runs == len(spans)  # one run per frame
+    ds = PackedDataset(shard_set, seed=5, shuffle="frames")
+    ds.set_epoch(1)
+    assert not np.array_equal(ds.rank_rows(), order)
+    state = PackedDataset(shard_set, seed=5, shuffle="frames").state_dict(0)
+    with pytest.raises(ValueError, match="shuffle"):
+        PackedDataset(shard_set, seed=5).load_state_dict(state)
+    with pytest.raises(ValueError, match="shuffle must be"):
+        PackedDataset(shard_set, shuffle="rows")
