@@ -186,3 +186,9 @@ def test_state_dict_in_the_main_process_and_datasets_iterable():
     for a, b in zip(rest, again):
         assert torch.equal(a["input_ids"], b["input_ids"])
     assert placed(first + rest) == {i: s for i, s in enumerate(seqs) if s}
+    # the IterableDataset itself (re-iterable; rows are dicts)
+    direct = list(StreamingPackedDataset(src, max_seq_len=512, window=16,
+                                         batch_rows=3, overlong="split"))
+    assert len(direct) == len(first) + len(rest)
+    for a, b in zip(first + rest, direct):
+        assert torch.equal(a["input_ids"], b["input_ids"])
