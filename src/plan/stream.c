@@ -1,5 +1,6 @@
 /* Packing a stream: online best fit over a window of open rows, with an
- * optional lookahead buffer placed longest first (docs/STREAM.md).
+ * optional lookahead whose items are placed K at a time, longest first
+ * (docs/STREAM.md).
  *
  * Items own their tokens (and mask) until their row is popped. Open rows
  * are kept in an array sorted by (room, row number): best fit is a binary
@@ -8,9 +9,6 @@
  * entries in that array costs less than a tree would, and it is trivially
  * the same after a save and a restore. */
 #include <string.h>
-
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
 
 #include "common/alloc.h"
 #include "common/error.h"
