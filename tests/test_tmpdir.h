@@ -37,4 +37,18 @@ static inline const char *path_of(const char *name)
     return buf[k];
 }
 
+/* XORs byte `at` of a file with mask; 0, or -1 when it cannot. */
+static inline int flip_byte_at(const char *path, long at, int mask)
+{
+    FILE *f = fopen(path, "r+b");
+    if (!f)
+        return -1;
+    int c = fseek(f, at, SEEK_SET) == 0 ? fgetc(f) : EOF;
+    int rc = c == EOF || fseek(f, at, SEEK_SET) != 0 ||
+                     fputc(c ^ mask, f) == EOF
+                 ? -1
+                 : 0;
+    return fclose(f) == 0 ? rc : -1;
+}
+
 #endif
