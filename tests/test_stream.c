@@ -260,36 +260,37 @@ static void run_case(const stream_case *c, const int *cuts, int ncuts, rng *g)
     free(r);
 }
 
-static void test_matches_the_reference(void **state)
+/* `count` random cases from `seed`, each restored at up to max_cuts
+ * random push indices (rising). */
+static void run_random_cases(uint64_t seed, int count, uint32_t max_cuts)
 {
-    (void)state;
-    rng g = {11};
+    rng g = {seed};
     stream_case *c = malloc(sizeof *c);
-    for (int k = 0; k < 400; k++) {
+    for (int k = 0; k < count; k++) {
         make_case(c, &g);
-        run_case(c, NULL, 0, &g);
-        free_case(c);
-    }
-    free(c);
-}
-
-static void test_restore_at_random_points(void **state)
-{
-    (void)state;
-    rng g = {12};
-    stream_case *c = malloc(sizeof *c);
-    for (int k = 0; k < 300; k++) {
-        make_case(c, &g);
-        int cuts[4], ncuts = (int)rng_range(&g, 1, 4);
+        int cuts[4] = {0};
+        int ncuts = max_cuts ? (int)rng_range(&g, 1, max_cuts) : 0;
         for (int i = 0; i < ncuts; i++)
             cuts[i] = (int)rng_range(&g, 0, (uint32_t)c->n);
-        for (int i = 1; i < ncuts; i++) /* rising */
+        for (int i = 1; i < ncuts; i++)
             if (cuts[i] < cuts[i - 1])
                 cuts[i] = cuts[i - 1];
         run_case(c, cuts, ncuts, &g);
         free_case(c);
     }
     free(c);
+}
+
+static void test_matches_the_reference(void **state)
+{
+    (void)state;
+    run_random_cases(11, 400, 0);
+}
+
+static void test_restore_at_random_points(void **state)
+{
+    (void)state;
+    run_random_cases(12, 300, 4);
 }
 
 static void test_window_one_is_next_fit(void **state)

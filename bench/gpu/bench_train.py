@@ -155,7 +155,6 @@ def bench_set(path, steps, rows):
 
     torch.manual_seed(0)
     model = bp.Model().to(DEV)
-    model.embed.requires_grad_(True)
     packed = summary(*train(model, steps, next_packed, packed_step))
     # the padded side: the same sequences, in the set's order
     from prepack import ShardSet

@@ -142,14 +142,11 @@ class Packer:
         if not self._lib.prepack_stream_pop(self._h, ctypes.byref(r)):
             return None
         t, k = r.num_tokens, r.num_seqs
-        row = {"input_ids": (np.ctypeslib.as_array(
-                   ctypes.cast(r.input_ids, ctypes.POINTER(ctypes.c_uint32)),
-                   shape=(t,)).copy() if r.input_ids and t else
-                   np.zeros(t if not r.input_ids else 0, np.uint32)),
+        ids = ctypes.cast(r.input_ids, ctypes.POINTER(ctypes.c_uint32))
+        row = {"input_ids": (_native.copy_array(ids, t, np.uint32)
+                             if r.input_ids else None),
                "cu_seqlens": _native.copy_array(r.cu_seqlens, k + 1, np.int32),
                "seq_ids": _native.copy_array(r.seq_ids, k, np.uint64)}
-        if not r.input_ids:
-            row["input_ids"] = None
         if r.loss_mask:
             row["loss_mask"] = _native.copy_array(r.loss_mask, t, np.uint8)
         if r.seq_starts:

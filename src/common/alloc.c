@@ -71,6 +71,16 @@ void pp_free(const prepack_allocator *a, void *p)
         free(p);
 }
 
+char *pp_strndup(const prepack_allocator *a, const char *s, size_t n)
+{
+    char *copy = n < SIZE_MAX ? pp_alloc(a, n + 1, 1) : NULL;
+    if (copy) {
+        memcpy(copy, s, n);
+        copy[n] = 0;
+    }
+    return copy;
+}
+
 void *pp_zstd_alloc(void *opaque, size_t size)
 {
     return pp_alloc(opaque, size, 1);

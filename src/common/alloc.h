@@ -15,6 +15,8 @@ void *pp_calloc(const prepack_allocator *a, size_t count, size_t size);
 void *pp_realloc(const prepack_allocator *a, void *p, size_t count,
                  size_t size);
 void pp_free(const prepack_allocator *a, void *p);
+/* A NUL-terminated copy of s[0..n), NULL when out of memory. */
+char *pp_strndup(const prepack_allocator *a, const char *s, size_t n);
 
 /* Makes *arr hold at least `need` elements of `elem` bytes, growing *cap by
  * half (so appending one at a time is O(1) amortised). PREPACK_ENOMEM

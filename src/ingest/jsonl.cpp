@@ -371,7 +371,7 @@ class ParsePool
             std::lock_guard<std::mutex> g(m_);
             stop_ = true;
         }
-        todo_cv_.notify_all();
+        queue_cv_.notify_all();
         for (auto &t : workers_)
             t.join();
     }
@@ -380,9 +380,9 @@ class ParsePool
         {
             std::lock_guard<std::mutex> g(m_);
             c->done = false;
-            todo_.push_back(c);
+            queue_.push_back(c);
         }
-        todo_cv_.notify_one();
+        queue_cv_.notify_one();
     }
     void wait(Chunk *c)
     {
@@ -398,11 +398,11 @@ class ParsePool
             Chunk *c;
             {
                 std::unique_lock<std::mutex> g(m_);
-                todo_cv_.wait(g, [this] { return stop_ || !todo_.empty(); });
-                if (todo_.empty())
+                queue_cv_.wait(g, [this] { return stop_ || !queue_.empty(); });
+                if (queue_.empty())
                     return;
-                c = todo_.front();
-                todo_.pop_front();
+                c = queue_.front();
+                queue_.pop_front();
             }
             try {
                 parser.parse(c->bytes.data(), c->len, &c->parsed);
@@ -419,8 +419,8 @@ class ParsePool
         }
     }
     std::mutex m_;
-    std::condition_variable todo_cv_, done_cv_;
-    std::deque<Chunk *> todo_;
+    std::condition_variable queue_cv_, done_cv_;
+    std::deque<Chunk *> queue_;
     bool stop_ = false;
     std::vector<std::thread> workers_;
 };

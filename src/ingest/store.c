@@ -515,11 +515,9 @@ int pp_store_add_file(prepack_store *s, const char *path, int fd,
     if (s->open_len)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "a sequence is open");
-    size_t n = strlen(path);
-    char *name = pp_alloc(s->alloc, n + 1, 1);
+    char *name = pp_strndup(s->alloc, path, strlen(path));
     if (!name)
         return pp_out_of_memory(diag);
-    memcpy(name, path, n + 1);
     int copy = dup(fd);
     if (copy < 0) {
         pp_free(s->alloc, name);
@@ -565,11 +563,9 @@ void pp_store_source_get(const prepack_store *s, size_t i,
 int pp_store_source_index(prepack_store *s, size_t src, const char *path,
                           prepack_diag *diag)
 {
-    size_t n = strlen(path);
-    char *copy = pp_alloc(s->alloc, n + 1, 1);
+    char *copy = pp_strndup(s->alloc, path, strlen(path));
     if (!copy)
         return pp_out_of_memory(diag);
-    memcpy(copy, path, n + 1);
     pp_free(s->alloc, s->sources[src].index);
     s->sources[src].index = copy;
     return PREPACK_OK;

@@ -74,11 +74,9 @@ bool parse_hex64(std::string_view text, uint64_t *out)
 
 char *copy_string(const prepack_allocator *a, std::string_view v)
 {
-    char *p = static_cast<char *>(pp_alloc(a, v.size() + 1, 1));
+    char *p = pp_strndup(a, v.data(), v.size());
     if (!p)
         throw std::bad_alloc();
-    std::memcpy(p, v.data(), v.size());
-    p[v.size()] = 0;
     return p;
 }
 

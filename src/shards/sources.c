@@ -27,12 +27,8 @@ static int absolute_copy(const prepack_allocator *a, const char *path,
     if (!realpath(path, buf))
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "%s: %s", path,
                        strerror(errno));
-    size_t n = strlen(buf);
-    *out = pp_alloc(a, n + 1, 1);
-    if (!*out)
-        return pp_out_of_memory(diag);
-    memcpy(*out, buf, n + 1);
-    return PREPACK_OK;
+    *out = pp_strndup(a, buf, strlen(buf));
+    return *out ? PREPACK_OK : pp_out_of_memory(diag);
 }
 
 static int describe_one(const pp_store_source *in, const prepack_allocator *a,
