@@ -51,9 +51,14 @@ done
 [ "$(squeue -h -j "${scan}_1" -o %T)" = RUNNING ] || fail "scan task 1 never ran"
 scontrol requeue "${scan}_1" || fail "scontrol requeue"
 # Slurm holds a requeued job back for two minutes (BeginTime); once it is
-# pending again, let it go now
+# pending again, let it go. Not in the second of the requeue: slurmd revokes
+# the killed run's credential with a time in whole seconds and refuses any
+# credential of that job created in the same second or before ("Job
+# credential revoked"), which cancels the array and its dependants.
+requeued_at=$(date +%s)
 for _ in $(seq 100); do
     if scontrol show job "${scan}_1" | grep -q 'Reason=BeginTime'; then
+        while [ "$(date +%s)" -le $((requeued_at + 1)) ]; do sleep 0.2; done
         scontrol update JobId="${scan}_1" StartTime=now && break
     fi
     sleep 0.2
