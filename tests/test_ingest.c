@@ -601,6 +601,98 @@ static void test_megatron_long_sequence(void **state)
     free(t32);
 }
 
+/* Binary inputs of several blocks (Megatron: 65,536 index entries) and
+ * runs (llm.c and raw: 2^18 tokens) ingested on 1, 2, 3 and 7 threads:
+ * the same sequences and documents, in input order, every time. */
+static const int THREADS[] = {1, 2, 3, 7};
+
+static void check_threads(const char *name, const prepack_ingest_options *o,
+                          const expect *e, const uint64_t *docs, size_t ndocs)
+{
+    for (size_t t = 0; t < sizeof THREADS / sizeof *THREADS; t++) {
+        prepack_ingest_options ot = *o;
+        ot.threads = THREADS[t];
+        prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+        ingest_ok(s, name, &ot);
+        finish_ok(s);
+        assert_int_equal(prepack_store_sequence_count(s), e->n);
+        check_store(s, e, 0);
+        if (docs) {
+            assert_int_equal(prepack_store_document_count(s), ndocs);
+            for (size_t d = 0; d < ndocs; d++)
+                assert_int_equal(prepack_store_document_start(s, d), docs[d]);
+        }
+        prepack_store_free(s);
+    }
+}
+
+static void test_megatron_on_threads(void **state)
+{
+    (void)state;
+    rng r = {21};
+    size_t n = 3 * 65536 + 777;
+    mg_seq *seqs = calloc(n, sizeof *seqs);
+    uint64_t *docs = calloc(n + 1, sizeof *docs), nd = 0, bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        seqs[i].len = rng_range(&r, 0, 9);
+        bytes += 4 * (uint64_t)seqs[i].len;
+        if (i == 0 || rng_range(&r, 0, 3) == 0)
+            docs[nd++] = i; /* documents of about 4 sequences */
+    }
+    unsigned char *bin = calloc(1, bytes + 1);
+    uint32_t *tok = malloc(10 * sizeof *tok);
+    expect e = {0};
+    for (size_t i = 0, at = 0; i < n; i++) {
+        seqs[i].ptr = bytes - at - 4 * (uint64_t)seqs[i].len; /* backwards */
+        for (uint32_t k = 0; k < seqs[i].len; k++) {
+            tok[k] = rng_range(&r, 0, 1u << 21);
+            put_le(bin + seqs[i].ptr + 4 * k, tok[k], 4);
+        }
+        at += 4 * (uint64_t)seqs[i].len;
+        expect_add(&e, tok, seqs[i].len, NULL);
+    }
+    docs[nd] = n; /* the closing entry */
+    write_idx("mt.idx", 4, seqs, n, docs, nd + 1, 0);
+    write_file("mt.bin", bin, bytes);
+    prepack_ingest_options o = {0};
+    check_threads("mt", &o, &e, docs, nd);
+    expect_free(&e);
+    free(seqs);
+    free(docs);
+    free(bin);
+    free(tok);
+}
+
+static void test_token_files_on_threads(void **state)
+{
+    (void)state;
+    rng r = {22};
+    size_t n = 5 * (1u << 18) + 321;
+    uint32_t *t = malloc(n * sizeof *t);
+    for (size_t i = 0; i < n; i++)
+        t[i] = rng_range(&r, 0, 400) == 0 ? 50256 : rng_range(&r, 0, 50255);
+    /* delimiters at the runs' edges: a piece ends where a run does */
+    t[(1u << 18) - 1] = t[1u << 18] = t[2u << 18] = 50256;
+    write_llmc("gt.bin", 20240520, 1, t, n, 2);
+    expect e = {0};
+    expect_split(&e, t, n, 50256, 1);
+    prepack_ingest_options o = {0};
+    check_threads("gt.bin", &o, &e, NULL, 0);
+    expect_free(&e);
+    /* the same tokens as a nanoGPT file, split after each delimiter */
+    uint16_t *u = malloc(n * sizeof *u);
+    for (size_t i = 0; i < n; i++)
+        u[i] = (uint16_t)t[i];
+    write_file("gt.u16", u, n * sizeof *u);
+    expect_split(&e, t, n, 50256, 0);
+    prepack_ingest_options raw = {.format = PREPACK_FORMAT_RAW_U16,
+                                  .has_doc_sep = 1, .doc_sep = 50256};
+    check_threads("gt.u16", &raw, &e, NULL, 0);
+    expect_free(&e);
+    free(u);
+    free(t);
+}
+
 /* Referenced inputs and parsed ones in one store: dtypes, masks, ids. */
 static void test_mixed_inputs(void **state)
 {
@@ -810,6 +902,8 @@ int main(void)
         cmocka_unit_test(test_raw_and_separator_options),
         cmocka_unit_test(test_megatron_dtypes),
         cmocka_unit_test(test_megatron_long_sequence),
+        cmocka_unit_test(test_megatron_on_threads),
+        cmocka_unit_test(test_token_files_on_threads),
         cmocka_unit_test(test_mixed_inputs),
         cmocka_unit_test(test_lengths_only),
         cmocka_unit_test(test_store_widens_and_masks),

@@ -4,11 +4,13 @@
  *
  * The .idx arrays follow a 34-byte header, so they are not aligned to
  * their width: every value is decoded from bytes, never read through a
- * cast pointer. The .idx is read in blocks with pread. The .bin is not
- * copied: each sequence becomes a reference into it (see store.c). Only
- * signed dtypes are read, through a sliding 64 MiB mapping, to check that
- * every id is a valid token (non-negative); uint8 and uint16 ids always
- * are, so for them ingest reads the .idx alone. */
+ * cast pointer. The .idx is read in blocks of 65,536 entries with pread,
+ * each checked on one of `threads` workers and added to the store in
+ * order by the reading thread. The .bin is not copied: each sequence
+ * becomes a reference into it (see store.c). Only signed dtypes are read,
+ * through a sliding 64 MiB mapping per block, to check that every id is a
+ * valid token (non-negative); uint8 and uint16 ids always are, so for
+ * them ingest reads the .idx alone. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +24,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
+#include "common/tasks.h"
 #include "ingest/readers.h"
 #include "ingest/store.h"
 
@@ -56,14 +59,17 @@ typedef struct mg_file {
     uint64_t size;
 } mg_file;
 
+/* A read-only mapping of part of the .bin: one per task checking ids. */
+typedef struct bin_window {
+    unsigned char *map;
+    uint64_t start, len;
+} bin_window;
+
 typedef struct megatron {
     mg_file idx, bin;
     mg_dtype dtype;
     uint64_t sequences, doc_entries;
     uint64_t lengths_at, pointers_at, docs_at; /* byte offsets in .idx */
-    /* the .bin window: a read-only mapping of part of the file */
-    unsigned char *map;
-    uint64_t map_start, map_len;
     prepack_store *store;
     const prepack_ingest_options *opts;
     size_t source;        /* the .bin in the store */
@@ -177,45 +183,51 @@ static int64_t id_at(const megatron *m, const unsigned char *p)
                                                           : INT64_MAX;
 }
 
-/* Makes bytes [at, at + n) (n <= RUN) addressable; returns them. */
-static const unsigned char *window(megatron *m, uint64_t at, size_t n,
-                                   prepack_diag *diag)
+/* Makes bytes [at, at + n) (n <= RUN) of the .bin addressable through w;
+ * returns them. */
+static const unsigned char *window(const megatron *m, bin_window *w,
+                                   uint64_t at, size_t n, prepack_diag *diag)
 {
-    if (m->map && at >= m->map_start && at + n <= m->map_start + m->map_len)
-        return m->map + (at - m->map_start);
-    if (m->map)
-        munmap(m->map, (size_t)m->map_len);
-    m->map = NULL;
+    if (w->map && at >= w->start && at + n <= w->start + w->len)
+        return w->map + (at - w->start);
+    if (w->map)
+        munmap(w->map, (size_t)w->len);
+    w->map = NULL;
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    m->map_start = at - at % page;
-    m->map_len = m->bin.size - m->map_start < WINDOW
-                     ? m->bin.size - m->map_start
-                     : WINDOW;
-    if (n == 0 || m->map_len == 0)
+    w->start = at - at % page;
+    w->len = m->bin.size - w->start < WINDOW ? m->bin.size - w->start : WINDOW;
+    if (n == 0 || w->len == 0)
         return (const unsigned char *)"";
-    void *p = mmap(NULL, (size_t)m->map_len, PROT_READ, MAP_PRIVATE, m->bin.fd,
-                   (off_t)m->map_start);
+    void *p = mmap(NULL, (size_t)w->len, PROT_READ, MAP_PRIVATE, m->bin.fd,
+                   (off_t)w->start);
     if (p == MAP_FAILED) {
         pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                 "%s: cannot map bytes %llu..%llu: %s", m->bin.path,
-                (unsigned long long)m->map_start,
-                (unsigned long long)(m->map_start + m->map_len),
-                strerror(errno));
+                (unsigned long long)w->start,
+                (unsigned long long)(w->start + w->len), strerror(errno));
         return NULL;
     }
-    m->map = p;
-    return m->map + (at - m->map_start);
+    w->map = p;
+    return w->map + (at - w->start);
+}
+
+static void close_window(bin_window *w)
+{
+    if (w->map)
+        munmap(w->map, (size_t)w->len);
+    w->map = NULL;
 }
 
 /* Checks that sequence `seq`'s ids are in 0..2^32-1, raising *max. */
-static int check_ids(megatron *m, uint64_t seq, uint64_t ptr, uint64_t len,
-                     uint32_t *max, prepack_diag *diag)
+static int check_ids(const megatron *m, bin_window *win, uint64_t seq,
+                     uint64_t ptr, uint64_t len, uint32_t *max,
+                     prepack_diag *diag)
 {
     unsigned w = m->dtype.width;
     size_t per_run = RUN / w;
     for (uint64_t done = 0; done < len;) {
         size_t k = len - done < per_run ? (size_t)(len - done) : per_run;
-        const unsigned char *p = window(m, ptr + done * w, k * w, diag);
+        const unsigned char *p = window(m, win, ptr + done * w, k * w, diag);
         if (!p)
             return PREPACK_EIO;
         for (size_t i = 0; i < k; i++, p += w) {
@@ -332,36 +344,97 @@ static int check_entry(const megatron *m, uint64_t i, int64_t len, int64_t ptr,
     return PREPACK_OK;
 }
 
-static int read_block(megatron *m, uint64_t first, size_t count,
-                      unsigned char *lens, unsigned char *ptrs,
-                      doc_cursor *docs, prepack_diag *diag)
+/* A block of index entries, checked on a worker (entries, and for signed
+ * dtypes every id they point at) and then added to the store, documents
+ * and all, on the reading thread in block order. A check that fails
+ * stops the block at sequence `bad`; the reading thread reports it when
+ * it gets there, after the document entries the single-threaded order
+ * checks first, so the message is the same for any thread count. */
+typedef struct idx_block {
+    uint64_t first;
+    size_t count;
+    unsigned char *lens, *ptrs; /* BLOCK entries each, as read */
+    size_t bad;                 /* count: none failed */
+    int bad_ids;                /* bad's entry is fine, its ids are not */
+    int rc;
+    prepack_diag diag;
+    uint32_t max_id;  /* of the ids checked */
+    uint64_t reached; /* the furthest .bin byte the block's sequences reach */
+} idx_block;
+
+static int64_t entry_len(const idx_block *b, size_t k)
 {
-    int rc = read_at(&m->idx, lens, 4 * count, m->lengths_at + 4 * first, diag);
-    if (rc == PREPACK_OK)
-        rc =
-            read_at(&m->idx, ptrs, 8 * count, m->pointers_at + 8 * first, diag);
+    return (int32_t)(uint32_t)pp_load_le(b->lens + 4 * k, 4);
+}
+
+static int64_t entry_ptr(const idx_block *b, size_t k)
+{
+    return (int64_t)pp_load_le(b->ptrs + 8 * k, 8);
+}
+
+static void check_block(void *ctx, void *task, size_t worker)
+{
+    (void)worker;
+    const megatron *m = ctx;
+    idx_block *b = task;
+    bin_window win = {0};
+    b->max_id = 0;
+    b->reached = 0;
+    b->bad = 0;
+    b->bad_ids = 0;
+    b->rc = read_at(&m->idx, b->lens, 4 * b->count,
+                    m->lengths_at + 4 * b->first, &b->diag);
+    if (b->rc == PREPACK_OK)
+        b->rc = read_at(&m->idx, b->ptrs, 8 * b->count,
+                        m->pointers_at + 8 * b->first, &b->diag);
     int scan = m->dtype.kind == KIND_SIGNED;
-    for (size_t k = 0; k < count && rc == PREPACK_OK; k++) {
-        uint64_t i = first + k;
-        int64_t len = (int32_t)(uint32_t)pp_load_le(lens + 4 * k, 4);
-        int64_t ptr = (int64_t)pp_load_le(ptrs + 8 * k, 8);
-        uint8_t starts = 0;
-        rc = check_entry(m, i, len, ptr, diag);
-        if (rc == PREPACK_OK)
-            rc = documents_at(m, docs, i, &starts, diag);
-        if (rc == PREPACK_OK && scan)
-            rc =
-                check_ids(m, i, (uint64_t)ptr, (uint64_t)len, &m->max_id, diag);
-        if (rc != PREPACK_OK)
+    for (; b->rc == PREPACK_OK && b->bad < b->count; b->bad++) {
+        uint64_t i = b->first + b->bad;
+        int64_t len = entry_len(b, b->bad), ptr = entry_ptr(b, b->bad);
+        b->rc = check_entry(m, i, len, ptr, &b->diag);
+        if (b->rc == PREPACK_OK && scan) {
+            b->rc = check_ids(m, &win, i, (uint64_t)ptr, (uint64_t)len,
+                              &b->max_id, &b->diag);
+            b->bad_ids = b->rc != PREPACK_OK;
+        }
+        if (b->rc != PREPACK_OK)
             break;
-        if ((uint64_t)ptr + (uint64_t)len * m->dtype.width > m->bin_reached)
-            m->bin_reached = (uint64_t)ptr + (uint64_t)len * m->dtype.width;
+        uint64_t end = (uint64_t)ptr + (uint64_t)len * m->dtype.width;
+        b->reached = end > b->reached ? end : b->reached;
+    }
+    close_window(&win);
+}
+
+static int fail_as(prepack_diag *diag, const idx_block *b)
+{
+    if (diag)
+        *diag = b->diag;
+    return b->rc;
+}
+
+/* Adds a checked block's sequences to the store in order. */
+static int add_block(megatron *m, const idx_block *b, doc_cursor *docs,
+                     prepack_diag *diag)
+{
+    for (size_t k = 0; k < b->count; k++) {
+        if (k == b->bad && !b->bad_ids) /* its entry, or reading the block */
+            return fail_as(diag, b);
+        uint8_t starts = 0;
+        int rc = documents_at(m, docs, b->first + k, &starts, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (k == b->bad)
+            return fail_as(diag, b);
         if (starts)
             prepack_store_begin_document(m->store);
-        rc = pp_store_add_ref(m->store, m->source, (uint64_t)ptr, (uint64_t)len,
-                              diag);
+        rc = pp_store_add_ref(m->store, m->source, (uint64_t)entry_ptr(b, k),
+                              (uint64_t)entry_len(b, k), diag);
+        if (rc != PREPACK_OK)
+            return rc;
     }
-    return rc;
+    m->max_id = b->max_id > m->max_id ? b->max_id : m->max_id;
+    m->bin_reached = b->reached > m->bin_reached ? b->reached : m->bin_reached;
+    return PREPACK_OK;
 }
 
 /* A part starting at sequence m->first: consumes (and checks) the
@@ -383,24 +456,78 @@ static int skip_documents(megatron *m, doc_cursor *c, prepack_diag *diag)
     return PREPACK_OK;
 }
 
-static int read_all(megatron *m, prepack_diag *diag)
+static void free_blocks(const prepack_allocator *a, idx_block *b, size_t n)
 {
-    unsigned char *lens = pp_alloc(m->alloc, BLOCK, 4);
-    unsigned char *ptrs = pp_alloc(m->alloc, BLOCK, 8);
-    doc_cursor docs = {0, 0, pp_alloc(m->alloc, BLOCK, 8), 0, 0};
-    int rc = lens && ptrs && docs.buf ? PREPACK_OK : pp_out_of_memory(diag);
-    if (rc == PREPACK_OK)
-        rc = skip_documents(m, &docs, diag);
+    for (size_t i = 0; b && i < n; i++) {
+        pp_free(a, b[i].lens);
+        pp_free(a, b[i].ptrs);
+    }
+    pp_free(a, b);
+}
+
+static idx_block *new_blocks(const prepack_allocator *a, size_t n)
+{
+    idx_block *b = pp_calloc(a, n, sizeof *b);
+    int ok = b != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (b[i].lens = pp_alloc(a, BLOCK, 4)) &&
+             (b[i].ptrs = pp_alloc(a, BLOCK, 8));
+    if (!ok) {
+        free_blocks(a, b, b ? n : 0);
+        return NULL;
+    }
+    return b;
+}
+
+/* The oldest block in flight, added to the store; progress reported. */
+static int take_block(megatron *m, pp_tasks *tasks, doc_cursor *docs,
+                      prepack_diag *diag)
+{
+    const idx_block *b = pp_tasks_take(tasks, 1);
+    int rc = add_block(m, b, docs, diag);
+    if (rc == PREPACK_OK && m->opts->progress) /* index bytes read */
+        m->opts->progress(m->opts->progress_opaque, "ingest",
+                          m->lengths_at + 12 * (b->first + b->count),
+                          m->idx.size);
+    return rc;
+}
+
+/* Blocks are checked on opts->threads workers (ids are most of the work
+ * for signed dtypes) and added to the store in order here. */
+static int read_blocks(megatron *m, doc_cursor *docs, prepack_diag *diag)
+{
+    pp_tasks *tasks = NULL;
+    if (pp_tasks_create(&tasks, m->opts->threads, check_block, m, m->alloc) !=
+        PREPACK_OK)
+        return pp_out_of_memory(diag);
+    size_t cap = pp_tasks_capacity(tasks), submitted = 0;
+    idx_block *blocks = new_blocks(m->alloc, cap);
+    int rc = blocks ? PREPACK_OK : pp_out_of_memory(diag);
     for (uint64_t first = m->first; rc == PREPACK_OK && first < m->end;
          first += BLOCK) {
-        size_t count =
-            m->end - first < BLOCK ? (size_t)(m->end - first) : BLOCK;
-        rc = read_block(m, first, count, lens, ptrs, &docs, diag);
-        if (m->opts->progress) /* index bytes read, of the index */
-            m->opts->progress(m->opts->progress_opaque, "ingest",
-                              m->lengths_at + 12 * (first + count),
-                              m->idx.size);
+        if (pp_tasks_full(tasks))
+            rc = take_block(m, tasks, docs, diag);
+        idx_block *b = &blocks[submitted++ % cap];
+        b->first = first;
+        b->count = m->end - first < BLOCK ? (size_t)(m->end - first) : BLOCK;
+        if (rc == PREPACK_OK)
+            rc = pp_tasks_submit(tasks, b);
     }
+    while (rc == PREPACK_OK && !pp_tasks_empty(tasks))
+        rc = take_block(m, tasks, docs, diag);
+    pp_tasks_free(tasks); /* waits for blocks still in flight */
+    free_blocks(m->alloc, blocks, cap);
+    return rc;
+}
+
+static int read_all(megatron *m, prepack_diag *diag)
+{
+    doc_cursor docs = {0, 0, pp_alloc(m->alloc, BLOCK, 8), 0, 0};
+    int rc = docs.buf ? PREPACK_OK : pp_out_of_memory(diag);
+    if (rc == PREPACK_OK)
+        rc = skip_documents(m, &docs, diag);
+    if (rc == PREPACK_OK)
+        rc = read_blocks(m, &docs, diag);
     if (rc == PREPACK_OK && m->end == m->sequences)
         rc = finish_documents(m, &docs, diag);
     if (rc == PREPACK_OK && m->whole)
@@ -409,10 +536,6 @@ static int read_all(megatron *m, prepack_diag *diag)
                                      m->bin_reached,
                                      m->opts->allow_trailing_bytes, diag);
     pp_free(m->alloc, docs.buf);
-    pp_free(m->alloc, lens);
-    pp_free(m->alloc, ptrs);
-    if (m->map)
-        munmap(m->map, (size_t)m->map_len);
     return rc;
 }
 

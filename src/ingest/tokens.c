@@ -2,8 +2,9 @@
  * uint32 tokens) and nanoGPT's headerless uint16 files. Documents are told
  * apart by a delimiter token: llm.c writes it before each document, nanoGPT
  * after. The delimiter stays in its sequence. The file is read once to
- * find the delimiters; each sequence becomes a reference into it (see
- * store.c), never a copy. */
+ * find the delimiters, in runs of 2^18 tokens scanned on `threads`
+ * workers; each sequence becomes a reference into it (see store.c),
+ * never a copy, added in file order by the reading thread. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
+#include "common/tasks.h"
 #include "ingest/readers.h"
 #include "ingest/store.h"
 
@@ -129,26 +131,6 @@ static int close_piece(splitter *sp, uint64_t end, prepack_diag *diag)
     return rc;
 }
 
-/* Splits a chunk whose first token is token `base` of the file: pieces
- * end before each delimiter (before mode) or after it (after mode). The
- * piece before the first delimiter in before mode is cut (llm.c shards
- * start mid-document) and counted partial. */
-static int split_chunk(splitter *sp, const void *t, size_t n, uint64_t base,
-                       prepack_diag *diag)
-{
-    int rc = PREPACK_OK;
-    for (size_t i = find_sep(t, sp->width, 0, n, sp->sep);
-         i < n && rc == PREPACK_OK;
-         i = find_sep(t, sp->width, i + 1, n, sp->sep)) {
-        uint64_t end = base + (sp->before ? i : i + 1);
-        if (sp->before && !sp->seen_sep && end > sp->start)
-            prepack_store_count_partial(sp->store);
-        sp->seen_sep = 1;
-        rc = close_piece(sp, end, diag);
-    }
-    return rc;
-}
-
 /* The largest id of a chunk of uint32 tokens (uint16 ones fit anyway). */
 static uint32_t chunk_max(const void *t, unsigned width, size_t n)
 {
@@ -179,40 +161,158 @@ static void to_host_order(void *t, unsigned width, size_t n)
 #endif
 }
 
+/* A run of tokens read and scanned on a worker: its largest id and where
+ * its delimiters are. The reading thread then closes pieces at them, run
+ * after run in file order, so the store is the same for any thread
+ * count. */
+typedef struct tok_chunk {
+    uint64_t first; /* the run's first token, in the file */
+    size_t n;
+    void *buf; /* CHUNK_TOKENS tokens */
+    uint32_t *seps; /* delimiter indices in the run, rising */
+    size_t nseps, seps_cap;
+    uint32_t max;
+    int rc;
+    prepack_diag diag;
+} tok_chunk;
+
+typedef struct chunk_scan {
+    const token_file *f;
+    uint32_t sep;
+    const prepack_allocator *alloc;
+} chunk_scan;
+
+static void scan_chunk(void *ctx, void *task, size_t worker)
+{
+    (void)worker;
+    const chunk_scan *c = ctx;
+    const token_file *f = c->f;
+    tok_chunk *t = task;
+    t->nseps = 0;
+    t->max = 0;
+    uint64_t at = f->first_byte + t->first * f->width;
+    if (pp_read_at(f->fd, t->buf, t->n * f->width, at) != 0) {
+        t->rc = pp_fail(&t->diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                        "%s: read failed at byte %llu", f->path,
+                        (unsigned long long)at);
+        return;
+    }
+    to_host_order(t->buf, f->width, t->n);
+    t->max = chunk_max(t->buf, f->width, t->n);
+    t->rc = PREPACK_OK;
+    for (size_t i = find_sep(t->buf, f->width, 0, t->n, c->sep); i < t->n;
+         i = find_sep(t->buf, f->width, i + 1, t->n, c->sep)) {
+        if (pp_grow(c->alloc, (void **)&t->seps, &t->seps_cap, t->nseps + 1,
+                    sizeof *t->seps) != PREPACK_OK) {
+            t->rc = pp_out_of_memory(&t->diag);
+            return;
+        }
+        t->seps[t->nseps++] = (uint32_t)i;
+    }
+}
+
+/* Closes a piece at each delimiter of a scanned run: pieces end before
+ * each delimiter (before mode) or after it (after mode). The piece before
+ * the first delimiter in before mode is cut (llm.c shards start
+ * mid-document) and counted partial. */
+static int split_chunk(splitter *sp, const tok_chunk *t, prepack_diag *diag)
+{
+    int rc = PREPACK_OK;
+    for (size_t j = 0; j < t->nseps && rc == PREPACK_OK; j++) {
+        uint64_t end = t->first + t->seps[j] + (sp->before ? 0 : 1);
+        if (sp->before && !sp->seen_sep && end > sp->start)
+            prepack_store_count_partial(sp->store);
+        sp->seen_sep = 1;
+        rc = close_piece(sp, end, diag);
+    }
+    return rc;
+}
+
+static void free_chunks(const prepack_allocator *a, tok_chunk *t, size_t n)
+{
+    for (size_t i = 0; t && i < n; i++) {
+        pp_free(a, t[i].buf);
+        pp_free(a, t[i].seps);
+    }
+    pp_free(a, t);
+}
+
+static tok_chunk *new_chunks(const prepack_allocator *a, size_t n)
+{
+    tok_chunk *t = pp_calloc(a, n, sizeof *t);
+    int ok = t != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (t[i].buf = pp_alloc(a, CHUNK_TOKENS, 4)) != NULL;
+    if (!ok) {
+        free_chunks(a, t, t ? n : 0);
+        return NULL;
+    }
+    return t;
+}
+
+/* The oldest run in flight, split into pieces here; progress reported. */
+static int take_chunk(token_file *f, splitter *sp, pp_tasks *tasks,
+                      const prepack_ingest_options *o, uint32_t *max,
+                      prepack_diag *diag)
+{
+    const tok_chunk *t = pp_tasks_take(tasks, 1);
+    if (t->rc != PREPACK_OK) {
+        if (diag)
+            *diag = t->diag;
+        return t->rc;
+    }
+    *max = t->max > *max ? t->max : *max;
+    int rc = split_chunk(sp, t, diag);
+    if (rc == PREPACK_OK && o->progress)
+        o->progress(o->progress_opaque, "ingest",
+                    f->first_byte + (t->first + t->n) * f->width, f->size);
+    return rc;
+}
+
+/* Reads and scans tokens [from, to) on o->threads workers and splits
+ * them here, in order. */
+static int split_runs(token_file *f, splitter *sp,
+                      const prepack_ingest_options *o,
+                      const prepack_allocator *a, uint64_t from, uint64_t to,
+                      uint32_t *max, prepack_diag *diag)
+{
+    chunk_scan ctx = {f, sp->sep, a};
+    pp_tasks *tasks = NULL;
+    if (pp_tasks_create(&tasks, o->threads, scan_chunk, &ctx, a) != PREPACK_OK)
+        return pp_out_of_memory(diag);
+    size_t cap = pp_tasks_capacity(tasks), submitted = 0;
+    tok_chunk *chunks = new_chunks(a, cap);
+    int rc = chunks ? PREPACK_OK : pp_out_of_memory(diag);
+    for (uint64_t tok = from; rc == PREPACK_OK && tok < to;
+         tok += CHUNK_TOKENS) {
+        if (pp_tasks_full(tasks))
+            rc = take_chunk(f, sp, tasks, o, max, diag);
+        tok_chunk *t = &chunks[submitted++ % cap];
+        t->first = tok;
+        t->n = to - tok < CHUNK_TOKENS ? (size_t)(to - tok) : CHUNK_TOKENS;
+        if (rc == PREPACK_OK)
+            rc = pp_tasks_submit(tasks, t);
+    }
+    while (rc == PREPACK_OK && !pp_tasks_empty(tasks))
+        rc = take_chunk(f, sp, tasks, o, max, diag);
+    pp_tasks_free(tasks); /* waits for runs still in flight */
+    free_chunks(a, chunks, cap);
+    return rc;
+}
+
 /* Splits tokens [from, to) of the file; the last piece is the file's
  * when at_end, else it ends where the next part's first piece starts. */
-static int stream_tokens(token_file *f, splitter *sp, void *buf,
-                         const prepack_ingest_options *o, uint64_t from,
+static int stream_tokens(token_file *f, splitter *sp,
+                         const prepack_ingest_options *o,
+                         const prepack_allocator *a, uint64_t from,
                          uint64_t to, int at_end, prepack_diag *diag)
 {
-    uint64_t pos = f->first_byte + from * f->width,
-             stop = f->first_byte + to * f->width,
-             max = f->width == 2 ? UINT16_MAX : 0;
+    uint32_t max = f->width == 2 ? UINT16_MAX : 0;
     sp->start = from;
-    while (pos < stop) {
-        size_t want = (size_t)CHUNK_TOKENS * f->width;
-        if (stop - pos < want)
-            want = (size_t)(stop - pos);
-        ssize_t got = pread(f->fd, buf, want, (off_t)pos);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0 || (size_t)got % f->width)
-            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                           "%s: read failed at byte %llu", f->path,
-                           (unsigned long long)pos);
-        size_t n = (size_t)got / f->width;
-        to_host_order(buf, f->width, n);
-        uint32_t m = chunk_max(buf, f->width, n);
-        max = m > max ? m : max;
-        int rc =
-            split_chunk(sp, buf, n, (pos - f->first_byte) / f->width, diag);
-        if (rc != PREPACK_OK)
-            return rc;
-        pos += (uint64_t)got;
-        if (o->progress)
-            o->progress(o->progress_opaque, "ingest", pos, f->size);
-    }
-    pp_store_source_max_id(sp->store, sp->source, (uint32_t)max);
+    int rc = split_runs(f, sp, o, a, from, to, &max, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    pp_store_source_max_id(sp->store, sp->source, max);
     /* The last piece: complete in llm.c files (a document runs to the end)
      * unless no delimiter came at all; in raw files it lacks its closing
      * delimiter, so it was cut. */
@@ -332,7 +432,7 @@ int pp_ingest_tokens_part(prepack_store *s, const char *path,
                 to = from;
         }
         if (rc == PREPACK_OK)
-            rc = stream_tokens(&f, &sp, buf, o, from, to, to == ntok, diag);
+            rc = stream_tokens(&f, &sp, o, a, from, to, to == ntok, diag);
         pp_free(a, buf);
     }
     if (f.fd >= 0)

@@ -7,7 +7,6 @@
  * order frames were submitted: the output is byte-identical whatever the
  * thread count. With 0 or 1 thread, frames are compressed on the caller's
  * thread at submission. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,12 +16,10 @@
 #include <zstd_errors.h>
 
 #include "common/alloc.h"
+#include "common/tasks.h"
 #include "shards/compress_pool.h"
 
-enum { FREE, QUEUED, RUNNING, DONE };
-
 typedef struct job {
-    int state;
     void *in; /* the frame's bytes (owned) */
     size_t in_size;
     void *out; /* compressed */
@@ -35,17 +32,10 @@ struct pp_pool {
     prepack_allocator alloc_copy;   /* the caller's, when one was given */
     const prepack_allocator *alloc; /* &alloc_copy or NULL: everything
                                        below, zstd's contexts too */
-    int threads;
-    int level;
-    job *ring;
-    size_t cap;         /* ring slots */
-    size_t head, count; /* oldest job, jobs in the ring */
-    ZSTD_CCtx **cctx;   /* one per worker (or one for the caller) */
-    pthread_t *workers;
-    size_t nworkers;
-    pthread_mutex_t mu;
-    pthread_cond_t work, done;
-    int stop;
+    pp_tasks *tasks;
+    job *jobs;        /* pp_tasks_capacity of them, used in turn */
+    size_t submitted; /* jobs ever submitted: the next is jobs[n % cap] */
+    ZSTD_CCtx **cctx; /* one per worker (or one for the caller) */
 };
 
 static ZSTD_CCtx *new_cctx(const prepack_allocator *a, int level)
@@ -78,33 +68,10 @@ static void compress_job(const prepack_allocator *a, job *j, ZSTD_CCtx *c)
     j->error = ZSTD_isError(j->out_size) ? j->out_size : 0;
 }
 
-static void *worker(void *arg)
+static void run_job(void *ctx, void *task, size_t worker)
 {
-    pp_pool *p = arg;
-    pthread_mutex_lock(&p->mu);
-    size_t me = p->nworkers++; /* the index of this worker's context */
-    for (;;) {
-        job *j = NULL;
-        for (size_t k = 0; k < p->count && !j; k++) {
-            job *c = &p->ring[(p->head + k) % p->cap];
-            if (c->state == QUEUED)
-                j = c;
-        }
-        if (!j) {
-            if (p->stop)
-                break;
-            pthread_cond_wait(&p->work, &p->mu);
-            continue;
-        }
-        j->state = RUNNING;
-        pthread_mutex_unlock(&p->mu);
-        compress_job(p->alloc, j, p->cctx[me]);
-        pthread_mutex_lock(&p->mu);
-        j->state = DONE;
-        pthread_cond_broadcast(&p->done);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
+    pp_pool *p = ctx;
+    compress_job(p->alloc, task, p->cctx[worker]);
 }
 
 int pp_pool_create(pp_pool **out, int threads, int level,
@@ -115,24 +82,15 @@ int pp_pool_create(pp_pool **out, int threads, int level,
     if (!p)
         return PREPACK_ENOMEM;
     a = p->alloc = pp_allocator_keep(&p->alloc_copy, a);
-    p->threads = threads > 1 ? threads : 0;
-    p->level = level;
-    p->cap = p->threads ? 2 * (size_t)p->threads : 1;
-    size_t contexts = p->threads ? (size_t)p->threads : 1;
-    p->ring = pp_calloc(a, p->cap, sizeof *p->ring);
-    p->cctx = pp_calloc(a, contexts, sizeof *p->cctx);
-    p->workers = pp_calloc(a, contexts, sizeof *p->workers);
-    int ok = p->ring && p->cctx && p->workers;
+    int ok = pp_tasks_create(&p->tasks, threads, run_job, p, a) == PREPACK_OK;
+    size_t contexts = ok ? pp_tasks_workers(p->tasks) : 0;
+    p->jobs = ok ? pp_calloc(a, pp_tasks_capacity(p->tasks), sizeof *p->jobs)
+                 : NULL;
+    p->cctx = ok ? pp_calloc(a, contexts, sizeof *p->cctx) : NULL;
+    ok = p->jobs && p->cctx;
     for (size_t i = 0; ok && i < contexts; i++)
         ok = (p->cctx[i] = new_cctx(a, level)) != NULL;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->done, NULL);
-    size_t started = 0;
-    for (; ok && started < (size_t)p->threads; started++)
-        ok = pthread_create(&p->workers[started], NULL, worker, p) == 0;
     if (!ok) {
-        p->threads = (int)started; /* only what runs gets joined */
         pp_pool_free(p);
         return PREPACK_ENOMEM;
     }
@@ -144,83 +102,54 @@ void pp_pool_free(pp_pool *p)
 {
     if (!p)
         return;
-    pthread_mutex_lock(&p->mu);
-    p->stop = 1;
-    pthread_cond_broadcast(&p->work);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->threads; i++)
-        pthread_join(p->workers[i], NULL);
-    size_t contexts = p->threads ? (size_t)p->threads : 1;
+    size_t contexts = p->tasks ? pp_tasks_workers(p->tasks) : 0;
+    size_t jobs = p->tasks ? pp_tasks_capacity(p->tasks) : 0;
+    pp_tasks_free(p->tasks); /* joins the workers first */
+    const prepack_allocator *a = p->alloc;
     for (size_t i = 0; p->cctx && i < contexts; i++)
         ZSTD_freeCCtx(p->cctx[i]);
-    const prepack_allocator *a = p->alloc;
-    for (size_t i = 0; p->ring && i < p->cap; i++) {
-        pp_free(a, p->ring[i].in);
-        pp_free(a, p->ring[i].out);
+    for (size_t i = 0; p->jobs && i < jobs; i++) {
+        pp_free(a, p->jobs[i].in);
+        pp_free(a, p->jobs[i].out);
     }
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->work);
-    pthread_cond_destroy(&p->done);
-    pp_free(a, p->ring);
+    pp_free(a, p->jobs);
     pp_free(a, p->cctx);
-    pp_free(a, p->workers);
     prepack_allocator copy = p->alloc_copy; /* p itself goes with it */
     pp_free(a ? &copy : NULL, p);
 }
 
 int pp_pool_full(const pp_pool *p)
 {
-    return p->count == p->cap;
+    return pp_tasks_full(p->tasks);
 }
 
 int pp_pool_empty(const pp_pool *p)
 {
-    return p->count == 0;
+    return pp_tasks_empty(p->tasks);
 }
 
 int pp_pool_submit(pp_pool *p, void *data, size_t size)
 {
-    pthread_mutex_lock(&p->mu);
-    if (p->count == p->cap) {
-        pthread_mutex_unlock(&p->mu);
+    if (pp_tasks_full(p->tasks))
         return PREPACK_EINVAL; /* take results first */
-    }
-    job *j = &p->ring[(p->head + p->count) % p->cap];
+    job *j = &p->jobs[p->submitted % pp_tasks_capacity(p->tasks)];
     pp_free(p->alloc, j->in);
     j->in = data;
     j->in_size = size;
     j->error = 0;
-    p->count++;
-    if (p->threads) {
-        j->state = QUEUED;
-        pthread_cond_signal(&p->work);
-        pthread_mutex_unlock(&p->mu);
-        return PREPACK_OK;
-    }
-    pthread_mutex_unlock(&p->mu);
-    compress_job(p->alloc, j, p->cctx[0]); /* no workers: here and now */
-    j->state = DONE;
-    return PREPACK_OK;
+    p->submitted++;
+    return pp_tasks_submit(p->tasks, j);
 }
 
 int pp_pool_take(pp_pool *p, int wait, pp_frame_result *out)
 {
-    pthread_mutex_lock(&p->mu);
-    job *j = p->count ? &p->ring[p->head] : NULL;
-    while (j && j->state != DONE && wait)
-        pthread_cond_wait(&p->done, &p->mu);
-    if (!j || j->state != DONE) {
-        pthread_mutex_unlock(&p->mu);
+    job *j = pp_tasks_take(p->tasks, wait);
+    if (!j)
         return 0;
-    }
     out->data = j->out;
     out->size = j->out_size;
     out->raw_size = j->in_size;
     out->checksum = j->checksum;
     out->error = j->error;
-    j->state = FREE;
-    p->head = (p->head + 1) % p->cap;
-    p->count--;
-    pthread_mutex_unlock(&p->mu);
     return 1;
 }

@@ -6,8 +6,10 @@ chunks with a document cut by a chunk's end and groups across it."""
 import json
 import os
 import random
+import struct
 import subprocess
 
+import numpy as np
 import pytest
 
 import step_inputs as si
@@ -132,3 +134,141 @@ def test_a_document_left_open_at_the_end(prepack_bin, tmp_path):
         p = run(prepack_bin, "stats", path, "--max-seq-len", "4096", "--threads", t)
         assert p.returncode == 1
         assert f"{path}:{len(lines) + 1}: JSON cut short" in p.stderr
+
+
+# ---- binary inputs of many blocks: Megatron index blocks of 65,536 entries
+# and token runs of 2^18 tokens are checked on the workers and added to the
+# store in order (src/common/tasks.c) ----
+
+BLOCK = 1 << 16  # megatron.c
+RUN = 1 << 18  # tokens.c CHUNK_TOKENS
+
+
+def megatron_files(prefix, lengths, dtype, doc_idx, ids=None):
+    """X.bin/.idx from lengths (numpy) and a document index; ids: the
+    tokens (random below 50,000 unless given)."""
+    width = np.dtype(dtype).itemsize
+    total = int(lengths.sum())
+    if ids is None:
+        ids = np.random.default_rng(5).integers(0, 50000, total)
+    np.asarray(ids, dtype=dtype).tofile(prefix + ".bin")
+    pointers = np.zeros(len(lengths), dtype=np.int64)
+    pointers[1:] = np.cumsum(lengths[:-1]) * width
+    code = {np.uint16: 8, np.int32: 4, np.int64: 5}[dtype]
+    with open(prefix + ".idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00" + struct.pack("<Q", 1) + bytes([code]))
+        f.write(struct.pack("<QQ", len(lengths), len(doc_idx)))
+        f.write(np.asarray(lengths, dtype=np.int32).tobytes())
+        f.write(pointers.tobytes())
+        f.write(np.asarray(doc_idx, dtype=np.int64).tobytes())
+    return ids
+
+
+def many_lengths(n, seed):
+    return np.random.default_rng(seed).integers(0, 14, n).astype(np.int64)
+
+
+def doc_index(n, seed):
+    """Documents of 1 to 9 sequences, with some empty ones (repeated
+    entries), ending at n."""
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum(rng.integers(0, 10, n // 3))
+    starts = starts[starts < n]
+    return np.concatenate([[0], starts, [n]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_megatron_of_many_blocks(prepack_bin, tmp_path, dtype):
+    n = 3 * BLOCK + 1234
+    lengths = many_lengths(n, 1)
+    megatron_files(str(tmp_path / "m"), lengths, dtype, doc_index(n, 2))
+    assert_same_at_every_thread_count(
+        prepack_bin, tmp_path, [tmp_path / "m"],
+        ["--max-seq-len", "64", "--overlong", "split"])
+
+
+def first_error(prepack_bin, inputs):
+    """The one stderr every thread count gives (exit 1)."""
+    seen = set()
+    for t in THREADS:
+        p = run(prepack_bin, "stats", *inputs, "--max-seq-len", "64", "--threads", t)
+        assert p.returncode == 1, p.stderr
+        seen.add(p.stderr)
+    assert len(seen) == 1, seen
+    return seen.pop()
+
+
+def test_megatron_errors_in_later_blocks_come_in_order(prepack_bin, tmp_path):
+    n = 4 * BLOCK
+    lengths = many_lengths(n, 3)
+    lengths[[150000, 190000]] = 5  # sequences that hold a bad id below
+    docs = doc_index(n, 4)
+    starts = np.cumsum(np.concatenate([[0], lengths[:-1]]))
+    prefix = str(tmp_path / "m")
+
+    def ids_with_bad(*seqs):
+        ids = np.random.default_rng(5).integers(0, 50000, int(lengths.sum()))
+        for s in seqs:
+            ids[starts[s] + 2] = -7
+        return ids
+
+    # an id in block 2, and a worse one later: the earlier is reported
+    megatron_files(prefix, lengths, np.int32, docs, ids_with_bad(150000, 190000))
+    err = first_error(prepack_bin, [prefix])
+    assert "sequence 150000, token 2: id -7" in err
+    # an entry pointing outside the .bin in block 1 beats the id in block 2
+    megatron_files(prefix, lengths, np.int32, docs, ids_with_bad(150000))
+    idx = bytearray(open(prefix + ".idx", "rb").read())
+    struct.pack_into("<q", idx, 34 + 4 * n + 8 * 70000, 1 << 40)
+    open(prefix + ".idx", "wb").write(idx)
+    assert "sequence 70000 points at bytes" in first_error(prepack_bin, [prefix])
+    # a document index entry that fails at the bad id's sequence is
+    # checked first: entry k opens a document at 150000, entry k + 1 falls
+    # back below it, and is read at sequence 150000
+    d = docs.copy()
+    k = int(np.searchsorted(d, 150000))
+    d[k], d[k + 1] = 150000, 149999
+    megatron_files(prefix, lengths, np.int32, d, ids_with_bad(150000))
+    err = first_error(prepack_bin, [prefix])
+    assert f"document index entry {k + 1} is 149999" in err
+
+
+def llmc_file(path, tokens, llama3=False):
+    header = np.zeros(256, dtype=np.int32)
+    header[:3] = (20240801, 7, len(tokens)) if llama3 else (20240520, 1, len(tokens))
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(np.asarray(tokens, dtype=np.uint32 if llama3 else np.uint16).tobytes())
+
+
+def tokens_with_docs(total, sep, seed, at=()):
+    """Ids without `sep`, with sep at random places and at each of `at`."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(1, 50000, total)
+    t[t == sep] = sep + 1
+    t[rng.integers(0, total, total // 700)] = sep
+    t[list(at)] = sep
+    return t
+
+
+# delimiters at run boundaries (the last token of a run, the first of the
+# next), so a piece ends exactly where a worker's run does
+EDGES = (RUN - 1, RUN, 2 * RUN, 3 * RUN + 1)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama3", "raw"])
+def test_token_files_of_many_runs(prepack_bin, tmp_path, kind):
+    total = 5 * RUN + 777
+    path = tmp_path / "t.bin"
+    if kind == "raw":
+        tokens_with_docs(total, 0, 6, EDGES).astype(np.uint16).tofile(path)
+        inputs = [path, "--format", "raw-u16", "--doc-sep", "0"]
+    else:
+        sep = 128000 if kind == "llama3" else 50256
+        t = tokens_with_docs(total, sep, 7, EDGES)
+        if kind == "llama3":
+            t[-3] = 150000  # the largest id only in the last run
+        llmc_file(path, t, llama3=kind == "llama3")
+        inputs = [path]
+    assert_same_at_every_thread_count(
+        prepack_bin, tmp_path, inputs, ["--max-seq-len", "1024", "--overlong", "split"])
