@@ -4,8 +4,11 @@
  *   bench_ingest [--size-mb N] [--runs N] [--dir DIR] [--keep] [--threads T]
  *
  * Writes, in DIR (default /tmp/prepack-bench): corpus.jsonl (integer
- * arrays), corpus.jsonl.zst, corpus.bin/.idx (Megatron, uint16) and
- * llmc.bin (llm.c GPT-2), each about N MB (default 1024), with GPT-2 ids
+ * arrays), corpus.jsonl.zst (one frame), frames.jsonl.zst (4 MiB frames),
+ * corpus.bin/.idx (Megatron, uint16),
+ * corpus32.bin/.idx (the same ids as Megatron int32, whose ids ingest
+ * checks) and llmc.bin (llm.c GPT-2), each about N MB or more (default
+ * 1024), with GPT-2 ids
  * (log-uniform ranks, compressible like real text) and log-normal
  * document lengths (median 450 tokens). Reports the median
  * of --runs runs (default 3). The files are removed unless --keep; keep
@@ -63,7 +66,7 @@ static void die(const char *what)
 /* ---- generating the corpora -------------------------------------------- */
 
 typedef struct writers {
-    FILE *jsonl, *bin, *llmc;
+    FILE *jsonl, *bin, *bin32, *llmc;
     FILE *idx_len, *idx_ptr; /* index arrays, joined at the end */
     uint64_t bin_bytes, llmc_tokens, docs;
 } writers;
@@ -87,6 +90,8 @@ static void write_document(writers *w, const uint16_t *t, uint32_t n)
     put_le(w->idx_ptr, w->bin_bytes, 8);
     if (fwrite(t, 2, n, w->bin) != n)
         die("write");
+    for (uint32_t i = 0; i < n; i++) /* the same ids as int32 */
+        put_le(w->bin32, t[i], 4);
     w->bin_bytes += 2ull * n;
     uint16_t sep = 50256; /* llm.c: the delimiter opens each document */
     if (fwrite(&sep, 2, 1, w->llmc) != 1 || fwrite(t, 2, n, w->llmc) != n)
@@ -105,20 +110,35 @@ static void copy_into(FILE *out, FILE *in)
             die("write");
 }
 
-/* The Megatron index: header, lengths, pointers, then one document per
- * sequence (document index 0..n). */
-static void write_index(const char *dir, writers *w)
+/* Copies the uint16 .bin's byte pointers, times `scale`. */
+static void copy_pointers(FILE *out, FILE *in, uint64_t scale)
 {
-    FILE *idx = fopen(in_dir(dir, "corpus.idx", 0), "wb");
+    unsigned char b[8];
+    rewind(in);
+    while (fread(b, 1, 8, in) == 8) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+            v |= (uint64_t)b[i] << (8 * i);
+        put_le(out, v * scale, 8);
+    }
+}
+
+/* A Megatron index (dtype code 8: uint16, 4: int32, whose pointers are
+ * twice the uint16 ones): header, lengths, pointers, then one document
+ * per sequence (document index 0..n). */
+static void write_index(const char *dir, const char *name, int code,
+                        writers *w)
+{
+    FILE *idx = fopen(in_dir(dir, name, 0), "wb");
     if (!idx)
-        die("corpus.idx");
+        die(name);
     fwrite("MMIDIDX\0\0", 1, 9, idx);
     put_le(idx, 1, 8);
-    fputc(8, idx); /* uint16 */
+    fputc(code, idx);
     put_le(idx, w->docs, 8);
     put_le(idx, w->docs + 1, 8);
     copy_into(idx, w->idx_len);
-    copy_into(idx, w->idx_ptr);
+    copy_pointers(idx, w->idx_ptr, code == 4 ? 2 : 1);
     for (uint64_t d = 0; d <= w->docs; d++)
         put_le(idx, d, 8);
     fclose(idx);
@@ -129,10 +149,12 @@ static void generate(const char *dir, uint64_t target_bytes)
     writers w = {0};
     w.jsonl = fopen(in_dir(dir, "corpus.jsonl", 0), "wb");
     w.bin = fopen(in_dir(dir, "corpus.bin", 1), "wb");
+    w.bin32 = fopen(in_dir(dir, "corpus32.bin", 3), "wb");
     w.llmc = fopen(in_dir(dir, "llmc.bin", 2), "wb");
     w.idx_len = tmpfile();
     w.idx_ptr = tmpfile();
-    if (!w.jsonl || !w.bin || !w.llmc || !w.idx_len || !w.idx_ptr)
+    if (!w.jsonl || !w.bin || !w.bin32 || !w.llmc || !w.idx_len ||
+        !w.idx_ptr)
         die("creating the corpus");
     char header[1024] = {0};
     fwrite(header, 1, sizeof header, w.llmc); /* filled in at the end */
@@ -152,8 +174,10 @@ static void generate(const char *dir, uint64_t target_bytes)
     fwrite(h, sizeof h, 1, w.llmc);
     fclose(w.jsonl);
     fclose(w.bin);
+    fclose(w.bin32);
     fclose(w.llmc);
-    write_index(dir, &w);
+    write_index(dir, "corpus.idx", 8, &w);
+    write_index(dir, "corpus32.idx", 4, &w);
     fclose(w.idx_len);
     fclose(w.idx_ptr);
 }
@@ -182,6 +206,32 @@ static void compress_jsonl(const char *dir)
         } while (!done);
     } while (n == sizeof ib);
     ZSTD_freeCCtx(c);
+    fclose(in);
+    fclose(out);
+}
+
+/* The same JSON as frames of 4 MiB each (as pzstd or the seekable
+ * format write them): decompressed frame by frame on the workers. */
+static void compress_jsonl_frames(const char *dir)
+{
+    FILE *in = fopen(in_dir(dir, "corpus.jsonl", 0), "rb");
+    FILE *out = fopen(in_dir(dir, "frames.jsonl.zst", 1), "wb");
+    if (!in || !out)
+        die("frames.jsonl.zst");
+    size_t cap = (size_t)4 << 20, bound = ZSTD_compressBound(cap);
+    char *ib = malloc(cap), *ob = malloc(bound);
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 3);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    size_t n;
+    while (ib && ob && (n = fread(ib, 1, cap, in)) > 0) {
+        size_t z = ZSTD_compress2(c, ob, bound, ib, n);
+        if (ZSTD_isError(z) || fwrite(ob, 1, z, out) != z)
+            die("frames.jsonl.zst");
+    }
+    ZSTD_freeCCtx(c);
+    free(ib);
+    free(ob);
     fclose(in);
     fclose(out);
 }
@@ -297,6 +347,7 @@ int main(int argc, char **argv)
     double t0 = now();
     generate(dir, (uint64_t)(size_mb * 1e6));
     compress_jsonl(dir);
+    compress_jsonl_frames(dir);
     /* Let the generated files reach the disk before timing: writeback
      * running under the benchmark would slow whatever writes. */
     sync();
@@ -313,14 +364,22 @@ int main(int argc, char **argv)
                threads);
     bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl", 0, runs,
                threads);
+    bench_file(dir, "frames.jsonl.zst", "jsonl.zst*", "corpus.jsonl", 0,
+               runs, threads);
     bench_file(dir, "corpus.bin", "megatron", "corpus.bin", 0, runs, threads);
+    bench_file(dir, "corpus32.bin", "megatron32", "corpus32.bin", 0, runs,
+               threads);
     bench_file(dir, "llmc.bin", "llmc", "llmc.bin", 0, runs, threads);
     printf("jsonl*: lengths only (what prepack stats does); megatron reads "
-           "the .idx alone (uint16 ids need no check)\n");
+           "the .idx alone (uint16 ids need no check); megatron32: the same "
+           "ids as int32, every one checked; jsonl.zst*: 4 MiB frames, "
+           "decompressed on the workers\n");
     if (!keep) {
-        const char *names[] = {"corpus.jsonl", "corpus.jsonl.zst", "corpus.bin",
-                               "corpus.idx", "llmc.bin"};
-        for (int i = 0; i < 5; i++)
+        const char *names[] = {"corpus.jsonl", "corpus.jsonl.zst",
+                               "frames.jsonl.zst", "corpus.bin",
+                               "corpus.idx",   "corpus32.bin",
+                               "corpus32.idx", "llmc.bin"};
+        for (int i = 0; i < 8; i++)
             unlink(in_dir(dir, names[i], 0));
         rmdir(dir);
     }

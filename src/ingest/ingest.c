@@ -10,6 +10,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "ingest/readers.h"
+#include "ingest/source.h"
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -59,12 +60,11 @@ static int format_from_content(const char *path, prepack_format *out)
         *out = PREPACK_FORMAT_LLMC;
         return 1;
     }
-    static const unsigned char zstd[4] = {0x28, 0xB5, 0x2F, 0xFD};
     size_t i = n >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF ? 3 : 0;
     while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' ||
                      b[i] == '\n'))
         i++;
-    if ((n >= 4 && memcmp(b, zstd, 4) == 0) ||
+    if (pp_is_zstd(b, n) ||
         (n >= 2 && b[0] == 0x1F && b[1] == 0x8B) || (i < n && b[i] == '{')) {
         *out = PREPACK_FORMAT_JSONL;
         return 1;

@@ -806,6 +806,8 @@ extern "C" int pp_ingest_jsonl(prepack_store *s, const char *path,
     try {
         JsonlReader r(s, path, o, diag);
         int rc = pp_source_open(&r.src, path, pp_store_allocator(s), diag);
+        if (rc == PREPACK_OK)
+            rc = pp_source_threads(r.src, o ? o->threads : 0, diag);
         return rc == PREPACK_OK ? r.run() : rc;
     } catch (const std::bad_alloc &) {
         return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,

@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/error.h"
 #include "ingest/source.h"
+#include "ingest/zstd_frames.h"
 
 enum { IN_BUFFER = 1 << 20 };
 
@@ -32,6 +33,8 @@ struct pp_source {
     ZSTD_DCtx *zstd;
     size_t zstd_hint; /* last hint from a call that made progress:
                                0 = the input ended a frame */
+    uint64_t frame_at; /* where the zstd frame being decoded starts */
+    pp_frames *frames; /* zstd frames on worker threads, while they last */
     z_stream gz;
     int gz_ready, gz_member_done;
 };
@@ -68,6 +71,14 @@ static int refill(pp_source *s, prepack_diag *diag)
     return PREPACK_OK;
 }
 
+int pp_is_zstd(const unsigned char *b, size_t n)
+{
+    static const unsigned char magic[4] = {0x28, 0xB5, 0x2F, 0xFD};
+    int skippable = n >= 4 && (b[0] & 0xF0) == 0x50 && b[1] == 0x2A &&
+                    b[2] == 0x4D && b[3] == 0x18;
+    return (n >= 4 && memcmp(b, magic, 4) == 0) || skippable;
+}
+
 int pp_source_open(pp_source **out, const char *path,
                    const prepack_allocator *a, prepack_diag *diag)
 {
@@ -91,8 +102,7 @@ int pp_source_open(pp_source **out, const char *path,
     s->in = pp_alloc(a, IN_BUFFER, 1);
     int rc = s->in ? refill(s, diag) : pp_out_of_memory(diag);
     if (rc == PREPACK_OK) {
-        static const unsigned char zmagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
-        if (s->in_len >= 4 && memcmp(s->in, zmagic, 4) == 0) {
+        if (pp_is_zstd(s->in, s->in_len)) {
             s->kind = ZSTD;
             s->zstd = ZSTD_createDCtx();
             if (!s->zstd)
@@ -120,6 +130,7 @@ void pp_source_close(pp_source *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
+    pp_frames_free(s->frames);
     if (s->zstd)
         ZSTD_freeDCtx(s->zstd);
     if (s->gz_ready)
@@ -171,7 +182,9 @@ int pp_source_is_plain(const pp_source *s)
 
 /* Decompresses until some output appears. At the end of the file the
  * decoder is still called, with no input, to flush what it holds; only a
- * decoder that then produces nothing mid-frame means the stream was cut. */
+ * decoder that then produces nothing mid-frame means the stream was cut.
+ * Errors name the frame's first byte: the same for any thread count (a
+ * frame a worker could not decompress is streamed again here). */
 static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
                      prepack_diag *diag)
 {
@@ -188,9 +201,12 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
         s->in_pos = in.pos;
         if (ZSTD_isError(r))
             return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
-                           "%s: corrupt zstd stream near byte %llu: %s",
-                           s->path, (unsigned long long)(s->in_offset + in.pos),
+                           "%s: corrupt zstd frame (it starts at byte %llu): "
+                           "%s",
+                           s->path, (unsigned long long)s->frame_at,
                            ZSTD_getErrorName(r));
+        if (r == 0) /* a frame ended: the next starts here */
+            s->frame_at = s->in_offset + in.pos;
         if (at_eof && out.pos == 0) {
             if (s->zstd_hint != 0)
                 return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
@@ -199,6 +215,50 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
         }
     }
     *got = out.pos;
+    return PREPACK_OK;
+}
+
+/* Streams the rest of the file from byte `at` (a frame's start). */
+static int stream_from(pp_source *s, uint64_t at, prepack_diag *diag)
+{
+    if (lseek(s->fd, (off_t)at, SEEK_SET) < 0)
+        return io_error(s, diag);
+    s->in_offset = s->frame_at = at;
+    s->in_len = s->in_pos = 0;
+    s->in_eof = 0;
+    s->zstd_hint = 0;
+    ZSTD_DCtx_reset(s->zstd, ZSTD_reset_session_only);
+    return PREPACK_OK;
+}
+
+/* zstd frames from the workers while they last, then the stream. */
+static int read_zstd_frames(pp_source *s, unsigned char *buf, size_t cap,
+                            size_t *got, prepack_diag *diag)
+{
+    if (s->frames) {
+        uint64_t resume_at = 0;
+        if (pp_frames_read(s->frames, buf, cap, got, &resume_at) !=
+            PREPACK_OK)
+            return pp_out_of_memory(diag);
+        if (*got)
+            return PREPACK_OK;
+        pp_frames_free(s->frames);
+        s->frames = NULL;
+        int rc = stream_from(s, resume_at, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+    }
+    return read_zstd(s, buf, cap, got, diag);
+}
+
+int pp_source_threads(pp_source *s, int threads, prepack_diag *diag)
+{
+    if (s->kind != ZSTD || threads <= 1 || s->frames ||
+        s->in_offset + s->in_pos != 0)
+        return PREPACK_OK;
+    if (pp_frames_create(&s->frames, s->fd, s->size, 0, threads, s->alloc) !=
+        PREPACK_OK)
+        return pp_out_of_memory(diag);
     return PREPACK_OK;
 }
 
@@ -249,7 +309,7 @@ int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
         return PREPACK_OK;
     switch (s->kind) {
     case ZSTD:
-        return read_zstd(s, buf, cap, got, diag);
+        return read_zstd_frames(s, buf, cap, got, diag);
     case GZIP:
         return read_gzip(s, buf, cap, got, diag);
     default:
@@ -259,6 +319,8 @@ int pp_source_read(pp_source *s, void *buf, size_t cap, size_t *got,
 
 uint64_t pp_source_done(const pp_source *s)
 {
+    if (s->frames)
+        return pp_frames_done(s->frames);
     return s->kind == PLAIN ? s->plain_read : s->in_offset + s->in_pos;
 }
 

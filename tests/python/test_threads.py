@@ -272,3 +272,103 @@ def test_token_files_of_many_runs(prepack_bin, tmp_path, kind):
         inputs = [path]
     assert_same_at_every_thread_count(
         prepack_bin, tmp_path, inputs, ["--max-seq-len", "1024", "--overlong", "split"])
+
+
+# ---- zstd files of several frames: each frame decompressed on a worker
+# (src/ingest/zstd_frames.c), handed out in order; frames that do not say
+# their size, and bad ones, streamed on the reading thread ----
+
+
+def many_frames(text, seed, unknown_size_from=None, skippable_at=()):
+    """`text` compressed piece by piece, cut at random bytes (mid-line,
+    mid-number), one frame a piece; frames from `unknown_size_from` on are
+    written by a streaming compressor that does not record their size;
+    a skippable frame before each piece number in `skippable_at`.
+    Returns the bytes and each frame's first byte."""
+    import zstandard
+    rng = random.Random(seed)
+    sized = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    out, starts, at, k = bytearray(), [], 0, 0
+    while at < len(text):
+        n = rng.randint(1, 300_000)
+        piece = text[at:at + n]
+        if k in skippable_at:
+            out += struct.pack("<II", 0x184D2A50, 5) + b"skip!"
+        starts.append(len(out))
+        if unknown_size_from is not None and k >= unknown_size_from:
+            c = zstandard.ZstdCompressor(level=3, write_content_size=False)
+            out += _unsized(c, piece)
+        else:
+            out += sized.compress(piece)
+        at += n
+        k += 1
+    return bytes(out), starts
+
+
+def _unsized(c, piece):
+    o = c.compressobj()
+    return o.compress(piece) + o.flush()
+
+
+@pytest.fixture(scope="module")
+def jsonl_text(tmp_path_factory):
+    path = tmp_path_factory.mktemp("frames") / "src.jsonl"
+    big_jsonl(path, 4)  # about 40 MB: three 16 MiB chunks
+    return open(path, "rb").read()
+
+
+@pytest.mark.parametrize("case", ["sized", "unsized_tail", "skippable"])
+def test_zstd_of_many_frames(prepack_bin, tmp_path, jsonl_text, case):
+    opts = {"sized": {}, "unsized_tail": {"unknown_size_from": 120},
+            "skippable": {"skippable_at": (0, 7, 50)}}[case]
+    data, starts = many_frames(jsonl_text, 8, **opts)
+    assert len(starts) > 100
+    path = tmp_path / "many.jsonl.zst"
+    path.write_bytes(data)
+    assert_same_at_every_thread_count(prepack_bin, tmp_path, [path],
+                                      ["--max-seq-len", "4096", "--overlong", "drop"])
+    # and the same as the plain file
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(jsonl_text)
+    a = run(prepack_bin, "pack", path, "-o", tmp_path / "z", "--quiet", "--threads", 2,
+            "--max-seq-len", "4096", "--overlong", "drop")
+    b = run(prepack_bin, "pack", plain, "-o", tmp_path / "p", "--quiet",
+            "--max-seq-len", "4096", "--overlong", "drop")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = files(tmp_path / "z"), files(tmp_path / "p")
+    fa.pop("manifest.json"), fb.pop("manifest.json")  # input names differ
+    assert fa == fb
+
+
+@pytest.mark.parametrize("damage", ["payload", "header", "cut", "garbage_tail"])
+def test_bad_frames_give_one_message(prepack_bin, tmp_path, jsonl_text, damage):
+    data, starts = many_frames(jsonl_text, 9)
+    data = bytearray(data)
+    k = len(starts) // 2
+    if damage == "payload":  # inside frame k's compressed blocks
+        data[starts[k] + (starts[k + 1] - starts[k]) // 2] ^= 0x5A
+    elif damage == "header":  # frame k's magic
+        data[starts[k]] ^= 0xFF
+    elif damage == "cut":
+        data = data[:starts[k] + 100]
+    else:
+        data += b"\x01\x02\x03"
+    path = tmp_path / "bad.jsonl.zst"
+    path.write_bytes(bytes(data))
+    err = first_error_at(prepack_bin, path)
+    if damage in ("payload", "header"):
+        assert f"corrupt zstd frame (it starts at byte {starts[k]})" in err
+    elif damage == "cut":
+        assert "zstd stream cut short" in err
+    else:
+        assert f"corrupt zstd frame (it starts at byte {len(data) - 3})" in err
+
+
+def first_error_at(prepack_bin, path):
+    seen = set()
+    for t in THREADS:
+        p = run(prepack_bin, "stats", path, "--max-seq-len", "4096", "--threads", t)
+        assert p.returncode == 1, p.stderr
+        seen.add(p.stderr)
+    assert len(seen) == 1, seen
+    return seen.pop()
