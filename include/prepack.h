@@ -568,10 +568,13 @@ typedef struct prepack_ingest_options {
     int allow_trailing_bytes;
     prepack_progress_fn progress; /* optional */
     void *progress_opaque;
-    /* JSONL: parse on this many threads (0 or 1: the calling thread) while
-     * the calling thread reads (and decompresses) the next lines and adds
-     * what was parsed to the store in input order. The store, the
-     * messages and everything made from them are the same for any value. */
+    /* Read on this many threads (0 or 1: the calling thread alone): JSONL
+     * parsed (and a zstd file's frames decompressed) on workers while the
+     * calling thread reads the next lines; Megatron index blocks and
+     * llm.c/raw token runs checked and scanned on workers. The calling
+     * thread adds what they made to the store in input order, so the
+     * store, the messages and everything made from them are the same for
+     * any value. */
     int threads;
 } prepack_ingest_options;
 

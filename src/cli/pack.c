@@ -62,7 +62,7 @@ static const char pack_help[] =
     "  --shard-bytes SIZE       instead: end each shard after the frame\n"
     "                           that brings it to SIZE bytes (512M, 2G)\n"
     "  --level N                zstd level, 1..22 (default: 3)\n"
-    "  --threads N              parse JSONL and compress frames on N\n"
+    "  --threads N              read inputs and compress frames on N\n"
     "                           threads (default: the cores available);\n"
     "                           the output is the same for any N\n"
     "  --overwrite              replace the shard set already in DIR: the\n"

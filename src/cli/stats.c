@@ -30,7 +30,7 @@ static const char stats_help[] =
     "  --batch-size B           batch size of the naive padded batching it\n"
     "                           compares against (default: 8)\n"
     "  --json                   print one JSON object (keys in docs/CLI.md)\n"
-    "  --threads N              parse JSONL on N threads (default: the\n"
+    "  --threads N              read inputs on N threads (default: the\n"
     "                           cores available); the report is the same\n"
     "                           for any N\n"
     "  --svg FILE               also draw the report as an SVG picture\n"
