@@ -1,7 +1,8 @@
 /* Ingest benchmark: MB/s reading generated corpora of each format into a
  * token store, against plain read() of the same file in the same run.
  *
- *   bench_ingest [--size-mb N] [--runs N] [--dir DIR] [--keep] [--threads T]
+ *   bench_ingest [--size-mb N] [--runs N] [--dir DIR] [--keep]
+ *                [--threads T[,T...]]
  *
  * Writes, in DIR (default /tmp/prepack-bench): corpus.jsonl (integer
  * arrays), corpus.jsonl.zst (one frame), frames.jsonl.zst (4 MiB frames),
@@ -13,10 +14,10 @@
  * document lengths (median 450 tokens). Reports the median
  * of --runs runs (default 3). The files are removed unless --keep; keep
  * them to measure peak memory with `/usr/bin/time -v prepack stats FILE`
- * (bench/ingest_memory.sh). With --threads T (default 2), every input is
- * also ingested on T threads (prepack_ingest_options.threads), alternated
- * with the 1-thread run, and checked to give the same sequences and
- * tokens. */
+ * (bench/ingest_memory.sh). With --threads T (default 2; a list such as
+ * 2,4,8,16 for a scaling curve), every input is also ingested on T
+ * threads (prepack_ingest_options.threads), alternated with the 1-thread
+ * run, and checked to give the same sequences and tokens. */
 #define _DEFAULT_SOURCE /* sync */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -282,43 +283,74 @@ static double time_ingest(const char *dir, const char *path, int lengths_only,
     return t;
 }
 
-/* Ingests `name` and reads it plainly, alternately, `runs` times. MB/s
- * counts the bytes of `content` (the uncompressed JSON for .zst); the
- * baseline reads `name` itself. */
+enum { MAX_COUNTS = 8 };
+
+/* The thread counts to time beside one thread: --threads 2 or 2,4,8,16. */
+typedef struct counts {
+    int n, t[MAX_COUNTS];
+} counts;
+
+/* Ingests `name` and reads it plainly, alternately, `runs` times, on one
+ * thread and on each count. MB/s counts the bytes of `content` (the
+ * uncompressed JSON for .zst); the baseline reads `name` itself. */
 static void bench_file(const char *dir, const char *name, const char *label,
                        const char *content, int lengths_only, int runs,
-                       int threads)
+                       const counts *c)
 {
     char path[4096], plain[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(plain, sizeof plain, "%s/%s", dir, content);
-    double tr[32], ti[32], tt[32];
+    double tr[32], ti[32], tt[MAX_COUNTS][32];
     uint64_t seqs = 0, toks = 0, seqs_t = 0, toks_t = 0;
     for (int r = 0; r < runs; r++) {
         tr[r] = time_read(path);
         ti[r] = time_ingest(dir, path, lengths_only, 1, &seqs, &toks);
-        tt[r] = time_ingest(dir, path, lengths_only, threads, &seqs_t, &toks_t);
-    }
-    if (seqs_t != seqs || toks_t != toks) {
-        fprintf(stderr, "bench_ingest: %s on %d threads gave other sequences\n",
-                name, threads);
-        exit(1);
+        for (int k = 0; k < c->n; k++) {
+            tt[k][r] = time_ingest(dir, path, lengths_only, c->t[k], &seqs_t,
+                                   &toks_t);
+            if (seqs_t != seqs || toks_t != toks) {
+                fprintf(stderr,
+                        "bench_ingest: %s on %d threads gave other "
+                        "sequences\n",
+                        name, c->t[k]);
+                exit(1);
+            }
+        }
     }
     double file_mb = (double)file_size(path) / 1e6;
     double mb = (double)file_size(plain) / 1e6;
     double read_s = median(tr, runs), ingest_s = median(ti, runs);
-    double threads_s = median(tt, runs);
-    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx %9.0f "
-           "%7.2fx\n",
-           label, file_mb, mb, (unsigned long long)seqs,
-           (unsigned long long)toks, ingest_s, mb / ingest_s, file_mb / read_s,
-           ingest_s / read_s, mb / threads_s, ingest_s / threads_s);
+    printf("%-10s %9.1f %9.1f %9llu %11llu %9.3f %9.0f %10.0f %7.2fx", label,
+           file_mb, mb, (unsigned long long)seqs, (unsigned long long)toks,
+           ingest_s, mb / ingest_s, file_mb / read_s, ingest_s / read_s);
+    for (int k = 0; k < c->n; k++) {
+        double threads_s = median(tt[k], runs);
+        printf(" %9.0f %7.2fx", mb / threads_s, ingest_s / threads_s);
+    }
+    printf("\n");
+}
+
+static int parse_counts(const char *arg, counts *c)
+{
+    c->n = 0;
+    for (const char *p = arg; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1024 || c->n == MAX_COUNTS)
+            return 0;
+        c->t[c->n++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return 0;
+    }
+    return c->n > 0;
 }
 
 int main(int argc, char **argv)
 {
     double size_mb = 1024;
-    int runs = 3, keep = 0, threads = 2;
+    int runs = 3, keep = 0;
+    counts threads = {1, {2}};
     const char *dir = "/tmp/prepack-bench";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--size-mb") && i + 1 < argc)
@@ -329,17 +361,17 @@ int main(int argc, char **argv)
             dir = argv[++i];
         else if (!strcmp(argv[i], "--keep"))
             keep = 1;
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc &&
+                 parse_counts(argv[i + 1], &threads))
+            i++;
         else {
             fprintf(stderr, "usage: bench_ingest [--size-mb N] [--runs N] "
-                            "[--dir DIR] [--keep] [--threads T]\n");
+                            "[--dir DIR] [--keep] [--threads T[,T...]]\n");
             return 2;
         }
     }
-    if (runs < 1 || runs > 31 || !(size_mb > 0) || threads < 1) {
-        fprintf(stderr, "bench_ingest: --runs 1..31, --size-mb > 0, "
-                        "--threads >= 1\n");
+    if (runs < 1 || runs > 31 || !(size_mb > 0)) {
+        fprintf(stderr, "bench_ingest: --runs 1..31, --size-mb > 0\n");
         return 2;
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -353,23 +385,33 @@ int main(int argc, char **argv)
     sync();
     fprintf(stderr, "generated in %.1f s\n", now() - t0);
 
-    printf("prepack %s ingest benchmark: median of %d runs, one thread and "
-           "%d (MB/s_T, xT: speed-up)\n",
-           prepack_version(), runs, threads);
-    printf("%-10s %9s %9s %9s %11s %9s %9s %10s %8s %9s %8s\n", "format",
-           "file_MB", "data_MB", "seqs", "tokens", "ingest_s", "MB/s",
-           "read_MB/s", "/read", "MB/s_T", "xT");
-    bench_file(dir, "corpus.jsonl", "jsonl", "corpus.jsonl", 0, runs, threads);
+    printf("prepack %s ingest benchmark: median of %d runs, one thread "
+           "beside",
+           prepack_version(), runs);
+    for (int k = 0; k < threads.n; k++)
+        printf(" %d", threads.t[k]);
+    printf(" (MB/s_T, xT: speed-up over one thread)\n");
+    printf("%-10s %9s %9s %9s %11s %9s %9s %10s %8s", "format", "file_MB",
+           "data_MB", "seqs", "tokens", "ingest_s", "MB/s", "read_MB/s",
+           "/read");
+    for (int k = 0; k < threads.n; k++) {
+        char a[16], b[16];
+        snprintf(a, sizeof a, "MB/s_%d", threads.t[k]);
+        snprintf(b, sizeof b, "x%d", threads.t[k]);
+        printf(" %9s %8s", a, b);
+    }
+    printf("\n");
+    bench_file(dir, "corpus.jsonl", "jsonl", "corpus.jsonl", 0, runs, &threads);
     bench_file(dir, "corpus.jsonl", "jsonl*", "corpus.jsonl", 1, runs,
-               threads);
+               &threads);
     bench_file(dir, "corpus.jsonl.zst", "jsonl.zst", "corpus.jsonl", 0, runs,
-               threads);
+               &threads);
     bench_file(dir, "frames.jsonl.zst", "jsonl.zst*", "corpus.jsonl", 0,
-               runs, threads);
-    bench_file(dir, "corpus.bin", "megatron", "corpus.bin", 0, runs, threads);
+               runs, &threads);
+    bench_file(dir, "corpus.bin", "megatron", "corpus.bin", 0, runs, &threads);
     bench_file(dir, "corpus32.bin", "megatron32", "corpus32.bin", 0, runs,
-               threads);
-    bench_file(dir, "llmc.bin", "llmc", "llmc.bin", 0, runs, threads);
+               &threads);
+    bench_file(dir, "llmc.bin", "llmc", "llmc.bin", 0, runs, &threads);
     printf("jsonl*: lengths only (what prepack stats does); megatron reads "
            "the .idx alone (uint16 ids need no check); megatron32: the same "
            "ids as int32, every one checked; jsonl.zst*: 4 MiB frames, "
