@@ -34,6 +34,7 @@
 
 extern "C" {
 #include "common/error.h"
+#include "ingest/jsonl_simple.h"
 #include "ingest/readers.h"
 #include "ingest/source.h"
 #include "ingest/store.h"
@@ -105,12 +106,17 @@ struct Parsed {
 struct ChunkParser {
     std::string field;
     simdjson::dom::parser parser;
-    const unsigned char *buf = nullptr; // the chunk, SIMDJSON_PADDING past
+    const unsigned char *buf = nullptr; // what simdjson parses, padded
+    size_t origin = 0;                  // where buf starts in the chunk
     size_t doc_len = 0;                 // bytes of the document being taken
     Parsed *out = nullptr;
+    // the simple path's buffers: ids, mask, labels of one line
+    std::vector<uint32_t> simple_ids, scratch;
+    std::vector<uint8_t> simple_mask;
 
     explicit ChunkParser(const std::string &f) : field(f) {}
     void parse(const unsigned char *chunk, size_t end, Parsed *p);
+    size_t simple_prefix(const unsigned char *chunk, size_t end);
     int err(int code, size_t at, const char *fmt, ...)
 #if defined(__GNUC__)
         __attribute__((format(printf, 4, 5)))
@@ -132,7 +138,7 @@ int ChunkParser::err(int code, size_t at, const char *fmt, ...)
     std::vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     out->err = code;
-    out->err_at = at;
+    out->err_at = origin + at;
     out->err_msg = msg;
     return code;
 }
@@ -307,22 +313,76 @@ int ChunkParser::take_document(simdjson::dom::element doc, size_t at)
     return PREPACK_OK;
 }
 
+bool blank_line(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return false;
+    return true;
+}
+
+// The chunk's first lines, for as long as they have the simple shape
+// (jsonl_simple.h), parsed by hand and added to out; blank lines skipped.
+// Returns where the first other line starts (end: none), which simdjson
+// then reads: a line the simple path declines may still be valid.
+size_t ChunkParser::simple_prefix(const unsigned char *chunk, size_t end)
+{
+    size_t at = 0;
+    while (at < end) {
+        const unsigned char *line = chunk + at;
+        auto nl = static_cast<const unsigned char *>(
+            std::memchr(line, '\n', end - at));
+        if (!nl) // the file's last line, without its newline
+            return at;
+        size_t len = size_t(nl - line);
+        if (!blank_line(line, len)) {
+            // a value and its separator take 2 bytes at least; the
+            // buffers only grow, so they are not cleared line by line
+            size_t cap = len / 2 + 1;
+            if (simple_ids.size() < cap) {
+                simple_ids.resize(cap);
+                simple_mask.resize(cap);
+                scratch.resize(cap);
+            }
+            pp_simple_line sl = {simple_ids.data(), simple_mask.data(),
+                                 scratch.data(), cap, 0, 0};
+            if (!pp_jsonl_simple_line(line, len, field.data(), field.size(),
+                                      &sl))
+                return at;
+            out->tokens.insert(out->tokens.end(), sl.ids, sl.ids + sl.n);
+            if (sl.has_mask)
+                out->masks.insert(out->masks.end(), sl.mask, sl.mask + sl.n);
+            out->docs.push_back({uint32_t(sl.n), sl.has_mask != 0, false, 0});
+        }
+        at += len + 1;
+    }
+    return at;
+}
+
 // Parses chunk[0, end) into *p: p->consumed = bytes of complete documents
-// (a document cut by the chunk's end is left for the next one).
+// (a document cut by the chunk's end is left for the next one). Simple
+// lines first, by hand; from the first other line on, simdjson.
 void ChunkParser::parse(const unsigned char *chunk, size_t end, Parsed *p)
 {
-    buf = chunk;
     out = p;
     p->clear();
-    size_t batch = std::max(std::min(kMinBatch, end),
-                            longest_line(buf, end, &p->newlines) + 1);
+    size_t longest = longest_line(chunk, end, &p->newlines);
+    origin = simple_prefix(chunk, end);
+    if (origin == end) {
+        p->consumed = end;
+        return;
+    }
+    buf = chunk + origin; // a line start; padded as the chunk is
+    size_t n = end - origin;
+    size_t batch = std::max(std::min(kMinBatch, n), longest + 1);
     simdjson::dom::document_stream stream;
-    auto e = parser.parse_many(buf, end, batch).get(stream);
+    auto e = parser.parse_many(buf, n, batch).get(stream);
     if (e) {
         err(PREPACK_EFORMAT, 0, "invalid JSON: %s", simdjson::error_message(e));
         return;
     }
-    size_t prev_end = 0; // where the previous document ended
+    bool first = true;    // no document yet in this stream
+    size_t prev_end = 0;  // where the previous document ended
     for (auto it = stream.begin(); it != stream.end(); ++it) {
         size_t at = it.current_index();
         simdjson::dom::element doc;
@@ -333,12 +393,13 @@ void ChunkParser::parse(const unsigned char *chunk, size_t end, Parsed *p)
         }
         // parse_many takes any whitespace between documents; JSON lines
         // wants a newline: two objects on one line are one bad record.
-        if (at > 0 && !memchr(buf + prev_end, '\n', at - prev_end)) {
+        if (!first && !memchr(buf + prev_end, '\n', at - prev_end)) {
             err(PREPACK_EFORMAT, at,
                 "a second JSON value on the line (JSON lines holds one "
                 "object per line)");
             return;
         }
+        first = false;
         prev_end = at + it.source().size();
         doc_len = it.source().size();
         if (take_document(doc, at) != PREPACK_OK)

@@ -1,0 +1,236 @@
+/* JSON lines of the simple shape are parsed by hand, the rest by simdjson
+ * (src/ingest/jsonl_simple.c). The hand path may only ever accept, and
+ * only what simdjson accepts, with the same meaning. Held to that
+ * differentially through the public header: each random line (valid
+ * ones, and ones with a byte changed, added or removed, odd numbers,
+ * repeated keys, odd whitespace) is ingested as written and once more
+ * with a float field put first, which no hand path takes, so simdjson
+ * reads it; the two must give the same sequences, masks and documents,
+ * or fail at the same line with the same code. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "prepack.h"
+#include "test_tmpdir.h"
+#include "test_util.h"
+
+typedef struct text {
+    char buf[8192];
+    size_t len;
+} text;
+
+static void add(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, ap);
+    va_end(ap);
+    if (n > 0 && t->len + (size_t)n < sizeof t->buf)
+        t->len += (size_t)n;
+}
+
+static const char *ws(rng *r)
+{
+    static const char *w[] = {"", "", "", " ", "  ", "\t", " \r", "\r"};
+    return w[rng_range(r, 0, 7)];
+}
+
+/* A number as a tokenizer writes it, or (rarely) an odd one. */
+static void number(text *t, rng *r, uint32_t id)
+{
+    static const char *odd[] = {"-0",         "007",  "0",        "-100",
+                                "4294967295", "4294967296", "1.0",
+                                "1e3",        "-1",   "99999999999999999999",
+                                "123456789012345678", "2"};
+    if (rng_range(r, 0, 40) == 0)
+        add(t, "%s", odd[rng_range(r, 0, 11)]);
+    else
+        add(t, "%u", id);
+}
+
+static void array(text *t, rng *r, const uint32_t *ids, size_t n, int kind)
+{
+    add(t, "[%s", ws(r));
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            add(t, "%s,%s", ws(r), ws(r));
+        if (kind == 1) /* loss_mask */
+            add(t, "%u", rng_range(r, 0, 12) ? ids[i] % 2 : 2);
+        else if (kind == 2) /* labels */
+            rng_range(r, 0, 1) ? add(t, "-100") : number(t, r, ids[i]);
+        else
+            number(t, r, ids[i]);
+    }
+    add(t, "%s]", ws(r));
+}
+
+/* A valid-looking line: ids, maybe a mask or labels, other int arrays,
+ * keys in any order, sometimes repeated or odd. */
+static void line(text *t, rng *r)
+{
+    uint32_t ids[40];
+    size_t n = rng_range(r, 0, 40);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = rng_range(r, 0, 3) ? rng_range(r, 0, 50000)
+                                    : rng_range(r, 0, UINT32_MAX);
+    static const char *keys[] = {"input_ids", "loss_mask", "labels",
+                                 "attention_mask", "input_ids", "group",
+                                 "ke\\u0079", "caf\xc3\xa9", ""};
+    int order[4] = {0, 3, -1, -1}, k = 2;
+    if (rng_range(r, 0, 2) == 0)
+        order[k++] = (int)rng_range(r, 1, 2); /* a mask or labels */
+    if (rng_range(r, 0, 10) == 0)
+        order[k++] = (int)rng_range(r, 4, 8); /* a repeat or odd key */
+    for (int i = k - 1; i > 0; i--) {
+        int j = (int)rng_range(r, 0, (uint32_t)i), s = order[i];
+        order[i] = order[j];
+        order[j] = s;
+    }
+    add(t, "%s{%s", ws(r), ws(r));
+    for (int i = 0; i < k; i++) {
+        if (i)
+            add(t, "%s,%s", ws(r), ws(r));
+        add(t, "\"%s\"%s:%s", keys[order[i]], ws(r), ws(r));
+        if (order[i] == 5)
+            add(t, "%u", ids[0]);
+        else
+            array(t, r, ids, n, order[i] == 1 || order[i] == 2 ? order[i] : 0);
+    }
+    add(t, "%s}%s", ws(r), ws(r));
+}
+
+/* A byte changed, added or removed, now and then. */
+static void mutate(text *t, rng *r)
+{
+    static const char set[] = "-0.e\"\\,[]{} \t19x\x7f\x01:";
+    if (t->len == 0 || rng_range(r, 0, 2) != 0)
+        return;
+    size_t at = rng_range(r, 0, (uint32_t)t->len - 1);
+    char c = set[rng_range(r, 0, sizeof set - 2)];
+    switch (rng_range(r, 0, 2)) {
+    case 0:
+        t->buf[at] = c;
+        break;
+    case 1:
+        memmove(t->buf + at + 1, t->buf + at, t->len - at);
+        t->buf[at] = c;
+        t->len++;
+        break;
+    default:
+        memmove(t->buf + at, t->buf + at + 1, t->len - at - 1);
+        t->len--;
+    }
+}
+
+/* The line with {"zz": 0.5, first: simdjson's to read. */
+static void full_parser_form(const text *in, text *out)
+{
+    const char *brace = memchr(in->buf, '{', in->len);
+    out->len = 0;
+    if (!brace) {
+        add(out, "%.*s", (int)in->len, in->buf);
+        return;
+    }
+    size_t at = (size_t)(brace - in->buf) + 1;
+    size_t rest = at;
+    while (rest < in->len && strchr(" \t\r", in->buf[rest]))
+        rest++;
+    int empty = rest < in->len && in->buf[rest] == '}';
+    add(out, "%.*s\"zz\": 0.5%s%.*s", (int)at, in->buf, empty ? "" : ", ",
+        (int)(in->len - at), in->buf + at);
+}
+
+typedef struct outcome {
+    int rc;
+    uint64_t record;
+    prepack_store *s;
+} outcome;
+
+static outcome ingest(const text *t, const char *name)
+{
+    FILE *f = fopen(path_of(name), "wb");
+    assert_non_null(f);
+    /* two lines: the case, then a plain one after it */
+    fprintf(f, "%.*s\n{\"input_ids\": [7, 8]}\n", (int)t->len, t->buf);
+    fclose(f);
+    prepack_store_options so = {.tmp_dir = test_tmpdir};
+    outcome o = {0, 0, NULL};
+    prepack_diag d = {0};
+    assert_int_equal(prepack_store_create(&o.s, &so, &d), PREPACK_OK);
+    o.rc = prepack_ingest_file(o.s, path_of(name), NULL, &d);
+    if (o.rc == PREPACK_OK)
+        o.rc = prepack_store_finish(o.s, &d);
+    o.record = d.record;
+    return o;
+}
+
+static void assert_same_store(const prepack_store *a, const prepack_store *b,
+                              const text *t)
+{
+    size_t n = prepack_store_sequence_count(a);
+    if (n != prepack_store_sequence_count(b))
+        fail_msg("%zu vs %zu sequences: %.*s", n,
+                 prepack_store_sequence_count(b), (int)t->len, t->buf);
+    assert_int_equal(prepack_store_document_count(a),
+                     prepack_store_document_count(b));
+    const uint32_t *la = prepack_store_lengths(a), *lb = prepack_store_lengths(b);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(la[i], lb[i]);
+        uint32_t ta[64], tb[64];
+        prepack_store_copy(a, i, ta);
+        prepack_store_copy(b, i, tb);
+        if (memcmp(ta, tb, la[i] * sizeof *ta) != 0)
+            fail_msg("tokens differ: %.*s", (int)t->len, t->buf);
+        const uint8_t *ma = prepack_store_loss_mask(a, i),
+                      *mb = prepack_store_loss_mask(b, i);
+        for (uint32_t k = 0; k < la[i]; k++)
+            if ((ma ? ma[k] : 1) != (mb ? mb[k] : 1))
+                fail_msg("masks differ: %.*s", (int)t->len, t->buf);
+    }
+}
+
+static void test_hand_path_agrees_with_simdjson(void **state)
+{
+    (void)state;
+    rng r = {77};
+    size_t accepted = 0, refused = 0;
+    for (int c = 0; c < 3000; c++) {
+        text t = {{0}, 0}, full = {{0}, 0};
+        line(&t, &r);
+        mutate(&t, &r);
+        if (memchr(t.buf, '\n', t.len))
+            continue;
+        full_parser_form(&t, &full);
+        outcome a = ingest(&t, "a.jsonl"), b = ingest(&full, "b.jsonl");
+        if (a.rc != b.rc || (a.rc != PREPACK_OK && a.record != b.record))
+            fail_msg("as written: code %d at %llu; through simdjson: code %d "
+                     "at %llu: %.*s",
+                     a.rc, (unsigned long long)a.record, b.rc,
+                     (unsigned long long)b.record, (int)t.len, t.buf);
+        if (a.rc == PREPACK_OK) {
+            assert_same_store(a.s, b.s, &t);
+            accepted++;
+        } else {
+            refused++;
+        }
+        prepack_store_free(a.s);
+        prepack_store_free(b.s);
+    }
+    /* both kinds were tried, many times */
+    assert_true(accepted > 1000 && refused > 300);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hand_path_agrees_with_simdjson),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}
