@@ -39,30 +39,36 @@ static int take(cursor *c, unsigned char ch)
     return 1;
 }
 
-/* How many of the 8 bytes at p are leading ASCII digits (8: all), and
- * their value: SWAR (Lemire, "Faster integer parsing"): a byte is a digit
- * when (b ^ '0') < 10; the digits, shifted so that they end the word,
- * are combined in pairs, fours and eights with three multiplications. */
-static unsigned swar_digits(const unsigned char *p, uint64_t *value)
+/* Digits 8 bytes at a time, SWAR (Lemire, "Faster integer parsing"): a
+ * byte is a digit when (b ^ '0') < 10; digits shifted to end the word are
+ * combined in pairs, fours and eights with three multiplications. */
+static uint64_t load_word(const unsigned char *p)
 {
     uint64_t w;
     memcpy(&w, p, 8);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
     w = __builtin_bswap64(w);
 #endif
-    uint64_t x = w ^ 0x3030303030303030u;
+    return w;
+}
+
+/* How many of w's first bytes are digits (8: all); *x: w ^ '0's. */
+static unsigned leading_digits(uint64_t w, uint64_t *x)
+{
+    *x = w ^ 0x3030303030303030u;
     uint64_t non_digit =
-        (((x & 0x7F7F7F7F7F7F7F7Fu) + 0x7676767676767676u) | x) &
+        (((*x & 0x7F7F7F7F7F7F7F7Fu) + 0x7676767676767676u) | *x) &
         0x8080808080808080u;
-    unsigned n = non_digit ? (unsigned)__builtin_ctzll(non_digit) / 8 : 8;
-    if (n == 0)
-        return 0;
+    return non_digit ? (unsigned)__builtin_ctzll(non_digit) / 8 : 8;
+}
+
+/* The value of the first n (1..8) digits of x (from leading_digits). */
+static uint64_t digits_value(uint64_t x, unsigned n)
+{
     uint64_t v = (x << (8 * (8 - n))) & 0x0F0F0F0F0F0F0F0Fu;
     v = (v * 2561) >> 8;
     v = ((v & 0x00FF00FF00FF00FFu) * 6553601) >> 16;
-    v = ((v & 0x0000FFFF0000FFFFu) * 42949672960001u) >> 32;
-    *value = v;
-    return n;
+    return ((v & 0x0000FFFF0000FFFFu) * 42949672960001u) >> 32;
 }
 
 /* An integer at *pp (at most 18 digits: no overflow; not -0, which
@@ -74,8 +80,9 @@ static int read_int(const unsigned char **pp, int64_t *v)
     int neg = *p == '-';
     p += neg;
     const unsigned char *start = p;
-    uint64_t x = 0;
-    unsigned n = swar_digits(p, &x);
+    uint64_t w = 0;
+    unsigned n = leading_digits(load_word(p), &w);
+    uint64_t x = n ? digits_value(w, n) : 0;
     p += n;
     if (n == 8)
         while ((unsigned)(*p - '0') < 10)
@@ -123,26 +130,14 @@ static int keep(int role, int64_t v, size_t i, pp_simple_line *out)
  * bytes taken, or 0 when the general path must read this one. */
 static size_t short_id(const unsigned char *p, uint32_t *id)
 {
-    uint64_t w;
-    memcpy(&w, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    w = __builtin_bswap64(w);
-#endif
-    uint64_t x = w ^ 0x3030303030303030u;
-    uint64_t non_digit =
-        (((x & 0x7F7F7F7F7F7F7F7Fu) + 0x7676767676767676u) | x) &
-        0x8080808080808080u;
-    unsigned n = non_digit ? (unsigned)__builtin_ctzll(non_digit) / 8 : 8;
+    uint64_t w = load_word(p), x;
+    unsigned n = leading_digits(w, &x);
     if (n == 0 || n > 6 || (n > 1 && (w & 0xFF) == '0'))
         return 0;
     unsigned sep = (unsigned)(w >> (8 * n)) & 0xFFFF;
     size_t taken = sep == 0x202C ? n + 2 : (sep & 0xFF) == 0x2C ? n + 1 : 0;
-    if (!taken)
-        return 0;
-    uint64_t v = (x << (8 * (8 - n))) & 0x0F0F0F0F0F0F0F0Fu;
-    v = (v * 2561) >> 8;
-    v = ((v & 0x00FF00FF00FF00FFu) * 6553601) >> 16;
-    *id = (uint32_t)(((v & 0x0000FFFF0000FFFFu) * 42949672960001u) >> 32);
+    if (taken)
+        *id = (uint32_t)digits_value(x, n);
     return taken;
 }
 
