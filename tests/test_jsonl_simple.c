@@ -22,7 +22,7 @@
 #include "test_util.h"
 
 typedef struct text {
-    char buf[8192];
+    char buf[16384];
     size_t len;
 } text;
 
@@ -71,8 +71,26 @@ static void array(text *t, rng *r, const uint32_t *ids, size_t n, int kind)
     add(t, "%s]", ws(r));
 }
 
+/* A string as text columns hold: ASCII, escapes, UTF-8 of every length,
+ * and now and then a byte sequence or escape JSON forbids. */
+static void string(text *t, rng *r)
+{
+    static const char *piece[] = {
+        "hello", " ", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+        "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\u0000", "\\uFFFF",
+        "\\ud83d\\ude00", /* a surrogate pair: simdjson's to judge */
+        /* forbidden, not UTF-8, or odd (DEL is allowed) */
+        "\\x", "\\u12", "\\udc00", "\t", "\x01", "\xc0\x80", "\xe0\x80\x80",
+        "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\x80", "\xc3",
+        "\xe2\x82", "\x7f"};
+    add(t, "\"");
+    for (uint32_t k = rng_range(r, 0, 6); k > 0; k--)
+        add(t, "%s", piece[rng_range(r, 0, rng_range(r, 0, 9) ? 12 : 26)]);
+    add(t, "\"");
+}
+
 /* A valid-looking line: ids, maybe a mask or labels, other int arrays,
- * keys in any order, sometimes repeated or odd. */
+ * a text, keys in any order, sometimes repeated or odd. */
 static void line(text *t, rng *r)
 {
     uint32_t ids[40];
@@ -82,8 +100,10 @@ static void line(text *t, rng *r)
                                     : rng_range(r, 0, UINT32_MAX);
     static const char *keys[] = {"input_ids", "loss_mask", "labels",
                                  "attention_mask", "input_ids", "group",
-                                 "ke\\u0079", "caf\xc3\xa9", ""};
-    int order[4] = {0, 3, -1, -1}, k = 2;
+                                 "ke\\u0079", "caf\xc3\xa9", "", "text"};
+    int order[5] = {0, 3, -1, -1, -1}, k = 2;
+    if (rng_range(r, 0, 1))
+        order[k++] = 9; /* a text column */
     if (rng_range(r, 0, 2) == 0)
         order[k++] = (int)rng_range(r, 1, 2); /* a mask or labels */
     if (rng_range(r, 0, 10) == 0)
@@ -100,6 +120,8 @@ static void line(text *t, rng *r)
         add(t, "\"%s\"%s:%s", keys[order[i]], ws(r), ws(r));
         if (order[i] == 5)
             add(t, "%u", ids[0]);
+        else if (order[i] == 9)
+            string(t, r);
         else
             array(t, r, ids, n, order[i] == 1 || order[i] == 2 ? order[i] : 0);
     }

@@ -2,15 +2,20 @@
  * descent reader over exactly this grammar, ws being space, tab or CR:
  *
  *   line  = ws '{' ws pair (ws ',' ws pair)* ws '}' ws
- *   pair  = '"' key '"' ws ':' ws '[' ws [int (ws ',' ws int)*] ws ']'
+ *   pair  = '"' key '"' ws ':' ws (array | string)
+ *   array = '[' ws [int (ws ',' ws int)*] ws ']'
  *   key   = printable ASCII but '"' and '\' (so it is its own value)
  *   int   = ['-'] ('0' | [1-9][0-9]{0,17}), not -0
+ *   string = '"' (UTF-8 character but '"', '\' and U+0000..U+001F
+ *            | '\' one of "\/bfnrt | '\u' 4 hex digits, not a
+ *            surrogate)* '"'
  *
  * Every accepted line is valid JSON. The ids' key, "loss_mask" and
- * "labels" must each appear at most once, not both of the last two, and
- * obey the full parser's rules (ids 0..2^32-1; mask 0 or 1 per id;
- * labels the id or -100 per id); a "group" key is left to the full
- * parser; other keys are checked for shape and skipped. */
+ * "labels" must each appear at most once, not both of the last two, hold
+ * arrays, and obey the full parser's rules (ids 0..2^32-1; mask 0 or 1
+ * per id; labels the id or -100 per id); a "group" key is left to the
+ * full parser; other keys (a tokenizer's "text", "attention_mask") are
+ * checked for shape and skipped. */
 #include <string.h>
 
 #include "ingest/jsonl_simple.h"
@@ -124,10 +129,11 @@ static int keep(int role, int64_t v, size_t i, pp_simple_line *out)
     }
 }
 
-/* The common case of an id, at most 6 digits then "," or ", ", read from
- * one 8-byte word: the next id's address then comes from that word, not
- * from further loads (the loop is bound by that chain). Returns the
- * bytes taken, or 0 when the general path must read this one. */
+/* The common case of a value (an id, a mask's 0 or 1), at most 6 digits
+ * then "," or ", ", read from one 8-byte word: the next value's address
+ * then comes from that word, not from further loads (the loop is bound by
+ * that chain). Returns the bytes taken, or 0 when the general path must
+ * read this one. */
 static size_t short_id(const unsigned char *p, uint32_t *id)
 {
     uint64_t w = load_word(p), x;
@@ -152,8 +158,10 @@ static int read_array(cursor *c, int role, pp_simple_line *out, size_t *n)
     if (*p != ']') {
         for (;;) {
             size_t taken;
-            if (role == KEY_IDS && i < out->cap &&
-                (taken = short_id(p, &out->ids[i])) != 0) {
+            uint32_t id;
+            if (i < out->cap && (taken = short_id(p, &id)) != 0) {
+                if (!keep(role, id, i, out))
+                    return 0;
                 i++;
                 p += taken; /* a separator included: the next id follows */
                 if (*p == ' ' || *p == '\t' || *p == '\r')
@@ -174,6 +182,92 @@ static int read_array(cursor *c, int role, pp_simple_line *out, size_t *n)
     }
     c->p = p + 1;
     *n = i;
+    return 1;
+}
+
+/* The length of the UTF-8 character at p (2..4 bytes), 0 when the bytes
+ * are not one (overlong forms, surrogates, past U+10FFFF, a missing
+ * continuation byte: the newline after the line is none). */
+static size_t utf8_char(const unsigned char *p)
+{
+    unsigned b = p[0];
+    unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
+    size_t n;
+    if (b >= 0xC2 && b <= 0xDF)
+        n = 2;
+    else if (b >= 0xE0 && b <= 0xEF)
+        n = 3, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
+    else if (b >= 0xF0 && b <= 0xF4)
+        n = 4, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
+    else
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+static int hex_value(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* A string value (skipped): the JSON rules, checked byte by byte. */
+static int read_string(cursor *c)
+{
+    if (!take(c, '"'))
+        return 0;
+    const unsigned char *p = c->p;
+    for (;;) {
+        /* 8 plain ASCII bytes at a time: none below 0x20, none of '"' or
+         * '\\', none with the high bit (exact tests, after the usual
+         * any-zero-byte trick: (v - 0x01...) & ~v & 0x80...) */
+        uint64_t w = load_word(p);
+        uint64_t q = w ^ 0x2222222222222222u, bs = w ^ 0x5C5C5C5C5C5C5C5Cu;
+        uint64_t odd = ((w - 0x2020202020202020u) | (q - 0x0101010101010101u) |
+                        (bs - 0x0101010101010101u) | w) &
+                       0x8080808080808080u;
+        if (!odd) {
+            p += 8;
+            continue;
+        }
+        unsigned b = *p;
+        if (b == '"')
+            break;
+        if (b < 0x20) /* a control character, or the line's end */
+            return 0;
+        if (b < 0x80 && b != '\\') {
+            p++;
+        } else if (b == '\\') {
+            unsigned e = p[1];
+            if (e == 'u') {
+                int h[4] = {hex_value(p[2]), hex_value(p[3]),
+                            hex_value(p[4]), hex_value(p[5])};
+                if (h[0] < 0 || h[1] < 0 || h[2] < 0 || h[3] < 0)
+                    return 0;
+                unsigned u = (unsigned)(h[0] << 12 | h[1] << 8 | h[2] << 4 |
+                                        h[3]);
+                if (u >= 0xD800 && u <= 0xDFFF)
+                    return 0; /* surrogates: the full parser's to pair */
+                p += 6;
+            } else if (e && strchr("\"\\/bfnrt", (int)e)) {
+                p += 2;
+            } else {
+                return 0;
+            }
+        } else {
+            size_t n = utf8_char(p);
+            if (!n)
+                return 0;
+            p += n;
+        }
+    }
+    c->p = p + 1;
     return 1;
 }
 
@@ -217,7 +311,10 @@ int pp_jsonl_simple_line(const unsigned char *line, size_t len,
         if (role < 0 || !take(&c, ':') || (role != KEY_OTHER && seen[role]))
             return 0;
         seen[role] = 1;
-        if (!read_array(&c, role, out, &counts[role]))
+        c.p = skip_ws(c.p);
+        if (role == KEY_OTHER && *c.p == '"' ? !read_string(&c)
+                                             : !read_array(&c, role, out,
+                                                           &counts[role]))
             return 0;
     } while (take(&c, ','));
     if (!take(&c, '}'))
