@@ -218,17 +218,27 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
     return PREPACK_OK;
 }
 
-/* Streams the rest of the file from byte `at` (a frame's start). */
+/* Streams the rest of the file from byte `at` (a frame's start). The
+ * input buffer is refilled at the same 1 MiB-aligned offsets as a stream
+ * from the file's start, so the decoder sees the frame exactly as the
+ * one-thread path does: zstd decodes a frame that lies whole in its input
+ * in one pass and then does not apply its window limit, so even what it
+ * accepts depends on where the buffer ends. */
 static int stream_from(pp_source *s, uint64_t at, prepack_diag *diag)
 {
-    if (lseek(s->fd, (off_t)at, SEEK_SET) < 0)
+    uint64_t base = at - at % IN_BUFFER;
+    if (lseek(s->fd, (off_t)base, SEEK_SET) < 0)
         return io_error(s, diag);
-    s->in_offset = s->frame_at = at;
+    s->in_offset = base;
+    s->frame_at = at;
     s->in_len = s->in_pos = 0;
     s->in_eof = 0;
     s->zstd_hint = 0;
     ZSTD_DCtx_reset(s->zstd, ZSTD_reset_session_only);
-    return PREPACK_OK;
+    int rc = refill(s, diag);
+    if (rc == PREPACK_OK)
+        s->in_pos = at - base < s->in_len ? (size_t)(at - base) : s->in_len;
+    return rc;
 }
 
 /* zstd frames from the workers while they last, then the stream. */

@@ -106,8 +106,12 @@ static int plan_frame(pp_frames *f, frame *fr)
             f->next_at = end;
             continue;
         }
+        /* A window the streaming decoder would refuse (it keeps the
+         * window; one call into a whole buffer does not) stays with it,
+         * so both paths accept the same frames. */
         if (zh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN ||
-            zh.frameContentSize > PP_FRAME_MAX_CONTENT)
+            zh.frameContentSize > PP_FRAME_MAX_CONTENT ||
+            zh.windowSize > (1ull << ZSTD_WINDOWLOG_LIMIT_DEFAULT))
             return 0;
         uint64_t end = blocks_end(f, f->next_at + zh.headerSize,
                                   zh.checksumFlag != 0);

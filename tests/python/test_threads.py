@@ -372,3 +372,43 @@ def first_error_at(prepack_bin, path):
         seen.add(p.stderr)
     assert len(seen) == 1, seen
     return seen.pop()
+
+
+def big_window_frame(body):
+    """body as a zstd frame whose header asks for a 256 MiB window (the
+    streaming decoder's limit is 128 MiB): zstd itself decodes it when the
+    frame lies whole in its input buffer (one pass, no window limit) and
+    refuses it when the frame crosses the buffer's end."""
+    import zstandard
+    frame = bytearray(zstandard.ZstdCompressor(level=3).compress(body))
+    fhd = frame[4]
+    assert fhd & 0x20 and fhd >> 6 == 1  # single segment, 2-byte size
+    frame[4] = fhd & ~0x20  # not single segment: a window byte follows
+    frame[5:5] = bytes([(28 - 10) << 3])  # window 2^28
+    return bytes(frame)
+
+
+@pytest.mark.parametrize("crosses", [False, True])
+def test_a_frame_whose_window_the_stream_refuses(prepack_bin, tmp_path, crosses):
+    """Such a frame is accepted, or refused, alike at every thread count:
+    the worker path leaves it to the stream, which rereads from the same
+    1 MiB-aligned offsets as the one-thread path."""
+    import zstandard
+    line = b'{"input_ids": [1, 2, 3]}\n'
+    ok = zstandard.ZstdCompressor(level=3).compress(line * 40)
+    big = big_window_frame(line * 400)
+    # frames, then a skippable one sized so that the big frame starts 20
+    # bytes before the first 1 MiB boundary (or 200 bytes: whole inside)
+    start = (1 << 20) - (20 if crosses else 200)
+    k = (start - 8) // len(ok)
+    pad = start - k * len(ok) - 8
+    head = ok * k + struct.pack("<II", 0x184D2A50, pad) + bytes(pad)
+    path = tmp_path / "window.jsonl.zst"
+    path.write_bytes(head + big + ok)
+    assert (len(head) + len(big) > 1 << 20) == crosses
+    if crosses:
+        err = first_error_at(prepack_bin, path)
+        assert f"corrupt zstd frame (it starts at byte {len(head)})" in err
+    else:
+        assert_same_at_every_thread_count(prepack_bin, tmp_path, [path],
+                                          ["--max-seq-len", "64"])
