@@ -345,14 +345,22 @@ size_t ChunkParser::simple_prefix(const unsigned char *chunk, size_t end)
                 scratch.resize(cap);
             }
             pp_simple_line sl = {simple_ids.data(), simple_mask.data(),
-                                 scratch.data(), cap, 0, 0};
+                                 scratch.data(), cap, 0, 0, 0, nullptr, 0};
             if (!pp_jsonl_simple_line(line, len, field.data(), field.size(),
                                       &sl))
                 return at;
             out->tokens.insert(out->tokens.end(), sl.ids, sl.ids + sl.n);
             if (sl.has_mask)
                 out->masks.insert(out->masks.end(), sl.mask, sl.mask + sl.n);
-            out->docs.push_back({uint32_t(sl.n), sl.has_mask != 0, false, 0});
+            size_t group_len = 0;
+            if (sl.group_kind) { // as take_document writes it
+                out->groups.push_back(sl.group_kind);
+                out->groups.append(reinterpret_cast<const char *>(sl.group),
+                                   sl.group_len);
+                group_len = sl.group_len + 1;
+            }
+            out->docs.push_back({uint32_t(sl.n), sl.has_mask != 0,
+                                 sl.group_kind != 0, uint32_t(group_len)});
         }
         at += len + 1;
     }

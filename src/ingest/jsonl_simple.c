@@ -2,7 +2,7 @@
  * descent reader over exactly this grammar, ws being space, tab or CR:
  *
  *   line  = ws '{' ws pair (ws ',' ws pair)* ws '}' ws
- *   pair  = '"' key '"' ws ':' ws (array | string)
+ *   pair  = '"' key '"' ws ':' ws (array | string | int)   (int: "group")
  *   array = '[' ws [int (ws ',' ws int)*] ws ']'
  *   key   = printable ASCII but '"' and '\' (so it is its own value)
  *   int   = ['-'] ('0' | [1-9][0-9]{0,17}), not -0
@@ -13,9 +13,9 @@
  * Every accepted line is valid JSON. The ids' key, "loss_mask" and
  * "labels" must each appear at most once, not both of the last two, hold
  * arrays, and obey the full parser's rules (ids 0..2^32-1; mask 0 or 1
- * per id; labels the id or -100 per id); a "group" key is left to the
- * full parser; other keys (a tokenizer's "text", "attention_mask") are
- * checked for shape and skipped. */
+ * per id; labels the id or -100 per id); "group" at most once, an
+ * integer or a string without escapes; other keys (a tokenizer's "text",
+ * "attention_mask") are checked for shape and skipped. */
 #include <string.h>
 
 #include "ingest/jsonl_simple.h"
@@ -101,7 +101,7 @@ static int read_int(const unsigned char **pp, int64_t *v)
     return 1;
 }
 
-enum { KEY_OTHER, KEY_IDS, KEY_MASK, KEY_LABELS };
+enum { KEY_OTHER, KEY_IDS, KEY_MASK, KEY_LABELS, KEY_GROUP };
 
 /* One value of an array, kept by role: ids into out->ids, mask into
  * out->mask (0 or 1), labels into scratch and mask (-100 -> 0). */
@@ -217,9 +217,11 @@ static int hex_value(unsigned char ch)
     return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
 
-/* A string value (skipped): the JSON rules, checked byte by byte. */
-static int read_string(cursor *c)
+/* A string value: the JSON rules, checked; *escaped: whether it holds
+ * an escape (its bytes are then not its value). */
+static int read_string(cursor *c, int *escaped)
 {
+    *escaped = 0;
     if (!take(c, '"'))
         return 0;
     const unsigned char *p = c->p;
@@ -245,6 +247,7 @@ static int read_string(cursor *c)
             p++;
         } else if (b == '\\') {
             unsigned e = p[1];
+            *escaped = 1;
             if (e == 'u') {
                 int h[4] = {hex_value(p[2]), hex_value(p[3]),
                             hex_value(p[4]), hex_value(p[5])};
@@ -271,6 +274,32 @@ static int read_string(cursor *c)
     return 1;
 }
 
+/* "group": an integer (kept as written: no leading zeros or -0, so the
+ * text is the full parser's decimal) or a string without escapes (kept
+ * as its bytes, its value); anything else is the full parser's. */
+static int read_group(cursor *c, pp_simple_line *out)
+{
+    const unsigned char *start = c->p + (*c->p == '"');
+    if (*c->p == '"') {
+        int escaped;
+        if (!read_string(c, &escaped) || escaped)
+            return 0;
+        out->group_kind = 's';
+        out->group = start;
+        out->group_len = (size_t)(c->p - 1 - start);
+        return 1;
+    }
+    int64_t v;
+    const unsigned char *p = c->p;
+    if (!read_int(&p, &v))
+        return 0;
+    out->group_kind = 'i';
+    out->group = c->p;
+    out->group_len = (size_t)(p - c->p);
+    c->p = p;
+    return 1;
+}
+
 /* A key in quotes: its role, or -1 when it is not a plain key. */
 static int read_key(cursor *c, const char *field, size_t field_len)
 {
@@ -291,7 +320,7 @@ static int read_key(cursor *c, const char *field, size_t field_len)
     if (n == 6 && memcmp(k, "labels", 6) == 0)
         return KEY_LABELS;
     if (n == 5 && memcmp(k, "group", 5) == 0)
-        return -1; /* an integer or a string: the full parser's */
+        return KEY_GROUP;
     return KEY_OTHER;
 }
 
@@ -302,8 +331,9 @@ int pp_jsonl_simple_line(const unsigned char *line, size_t len,
     if (line[len] != '\n')
         return 0;
     cursor c = {line, line + len};
-    int seen[4] = {0, 0, 0, 0};
-    size_t counts[4] = {0, 0, 0, 0};
+    int seen[5] = {0, 0, 0, 0, 0};
+    size_t counts[5] = {0, 0, 0, 0, 0};
+    out->group_kind = 0;
     if (!take(&c, '{'))
         return 0;
     do {
@@ -312,9 +342,14 @@ int pp_jsonl_simple_line(const unsigned char *line, size_t len,
             return 0;
         seen[role] = 1;
         c.p = skip_ws(c.p);
-        if (role == KEY_OTHER && *c.p == '"' ? !read_string(&c)
-                                             : !read_array(&c, role, out,
-                                                           &counts[role]))
+        int escaped, ok;
+        if (role == KEY_GROUP)
+            ok = read_group(&c, out);
+        else if (role == KEY_OTHER && *c.p == '"')
+            ok = read_string(&c, &escaped);
+        else
+            ok = read_array(&c, role, out, &counts[role]);
+        if (!ok)
             return 0;
     } while (take(&c, ','));
     if (!take(&c, '}'))

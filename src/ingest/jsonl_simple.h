@@ -24,6 +24,11 @@ typedef struct pp_simple_line {
     /* out */
     size_t n;     /* ids */
     int has_mask; /* loss_mask or labels given: mask[0..n) */
+    /* "group": 'i' (an integer, its digits as written) or 's' (a string
+     * without escapes, its bytes), 0 when none; the text is in the line */
+    char group_kind;
+    const unsigned char *group;
+    size_t group_len;
 } pp_simple_line;
 
 /* 1 when line[0, len) (no newline in it; line[len] must be its '\n',
