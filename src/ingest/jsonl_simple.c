@@ -313,14 +313,16 @@ static int read_key(cursor *c, const char *field, size_t field_len)
     }
     size_t n = (size_t)(p - k);
     c->p = p + 1;
+    /* in the full parser's order: "group" is a group even when it names
+     * the ids (--field group), the ids' key before a mask's name */
+    if (n == 5 && memcmp(k, "group", 5) == 0)
+        return KEY_GROUP;
     if (n == field_len && memcmp(k, field, n) == 0)
         return KEY_IDS;
     if (n == 9 && memcmp(k, "loss_mask", 9) == 0)
         return KEY_MASK;
     if (n == 6 && memcmp(k, "labels", 6) == 0)
         return KEY_LABELS;
-    if (n == 5 && memcmp(k, "group", 5) == 0)
-        return KEY_GROUP;
     return KEY_OTHER;
 }
 
