@@ -25,6 +25,7 @@ typedef struct frame {
     unsigned char *src, *dst;
     size_t src_cap, dst_cap;
     int ok;
+    int out_of_memory;
 } frame;
 
 struct pp_frames {
@@ -57,8 +58,10 @@ static void decompress_frame(void *ctx, void *task, size_t worker)
 {
     pp_frames *f = ctx;
     frame *fr = task;
-    fr->ok = grow_to(f->alloc, &fr->src, &fr->src_cap, fr->csize) &&
-             grow_to(f->alloc, &fr->dst, &fr->dst_cap, fr->usize) &&
+    fr->out_of_memory =
+        !grow_to(f->alloc, &fr->src, &fr->src_cap, fr->csize) ||
+        !grow_to(f->alloc, &fr->dst, &fr->dst_cap, fr->usize);
+    fr->ok = !fr->out_of_memory &&
              pp_read_at(f->fd, fr->src, fr->csize, fr->at) == 0;
     if (fr->ok) {
         size_t r = ZSTD_decompressDCtx(f->dctx[worker], fr->dst, fr->usize,
@@ -199,8 +202,7 @@ int pp_frames_read(pp_frames *f, void *buf, size_t cap, size_t *got,
         frame *fr = pp_tasks_take(f->tasks, 1);
         if (!fr || !fr->ok) { /* the end of the frames, or a bad one */
             *resume_at = fr ? fr->at : f->next_at;
-            return fr && (!fr->src || !fr->dst) ? PREPACK_ENOMEM
-                                                : PREPACK_OK;
+            return fr && fr->out_of_memory ? PREPACK_ENOMEM : PREPACK_OK;
         }
         f->cur = fr;
         f->cur_pos = 0;

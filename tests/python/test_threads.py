@@ -283,7 +283,8 @@ def many_frames(text, seed, unknown_size_from=None, skippable_at=()):
     """`text` compressed piece by piece, cut at random bytes (mid-line,
     mid-number), one frame a piece; frames from `unknown_size_from` on are
     written by a streaming compressor that does not record their size;
-    a skippable frame before each piece number in `skippable_at`.
+    a skippable frame and an empty one before each piece number in
+    `skippable_at`.
     Returns the bytes and each frame's first byte."""
     import zstandard
     rng = random.Random(seed)
@@ -292,8 +293,9 @@ def many_frames(text, seed, unknown_size_from=None, skippable_at=()):
     while at < len(text):
         n = rng.randint(1, 300_000)
         piece = text[at:at + n]
-        if k in skippable_at:
+        if k in skippable_at:  # and an empty frame
             out += struct.pack("<II", 0x184D2A50, 5) + b"skip!"
+            out += sized.compress(b"")
         starts.append(len(out))
         if unknown_size_from is not None and k >= unknown_size_from:
             c = zstandard.ZstdCompressor(level=3, write_content_size=False)
