@@ -4,6 +4,7 @@
  * writer meant. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -693,6 +694,119 @@ static void test_token_files_on_threads(void **state)
     free(t);
 }
 
+/* Allocation failures while workers run: a counting allocator that
+ * threads may share (atomic counters), failing its k-th call for k = 0,
+ * 1, 2, ... until ingest succeeds; every failure must be ENOMEM and leak
+ * nothing. Workers allocate too (a run's delimiter list, a zstd frame's
+ * buffers), so which allocation is k-th varies between runs; the
+ * property holds for each. */
+typedef struct shared_alloc {
+    atomic_size_t calls, live;
+    size_t fail_at;
+} shared_alloc;
+
+static void *sa_malloc(void *opaque, size_t size)
+{
+    shared_alloc *c = opaque;
+    if (atomic_fetch_add(&c->calls, 1) == c->fail_at)
+        return NULL;
+    void *p = malloc(size);
+    if (p)
+        atomic_fetch_add(&c->live, 1);
+    return p;
+}
+
+static void *sa_realloc(void *opaque, void *ptr, size_t size)
+{
+    shared_alloc *c = opaque;
+    if (atomic_fetch_add(&c->calls, 1) == c->fail_at)
+        return NULL;
+    void *p = realloc(ptr, size);
+    if (p && !ptr)
+        atomic_fetch_add(&c->live, 1);
+    return p;
+}
+
+static void sa_free(void *opaque, void *ptr)
+{
+    shared_alloc *c = opaque;
+    if (ptr)
+        atomic_fetch_sub(&c->live, 1);
+    free(ptr);
+}
+
+static void test_allocation_failures_on_threads(void **state)
+{
+    (void)state;
+    /* Megatron int32 of 2 blocks, llm.c of 3 runs, JSONL of 6 frames */
+    rng r = {31};
+    size_t n = 65536 + 999;
+    mg_seq *seqs = calloc(n, sizeof *seqs);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        seqs[i] = (mg_seq){rng_range(&r, 0, 3), bytes};
+        bytes += 4 * (uint64_t)seqs[i].len;
+    }
+    unsigned char *bin = calloc(1, bytes + 1);
+    uint64_t docs[2] = {0, n};
+    write_idx("af.idx", 4, seqs, n, docs, 2, 0);
+    write_file("af.bin", bin, bytes);
+    size_t nt = 3 * (1u << 18);
+    uint32_t *t = malloc(nt * sizeof *t);
+    for (size_t i = 0; i < nt; i++)
+        t[i] = i % 97 == 0 ? 50256 : (uint32_t)(i % 50000);
+    write_llmc("af-llmc.bin", 20240520, 1, t, nt, 2);
+    expect e = {0};
+    text j = make_jsonl(&r, 600, 40, 50000, 0, &e);
+    size_t bound = ZSTD_compressBound(j.len), zlen = 0;
+    unsigned char *z = malloc(6 * bound);
+    for (int f = 0; f < 6; f++) {
+        size_t from = j.len * (size_t)f / 6, to = j.len * (size_t)(f + 1) / 6;
+        size_t got = ZSTD_compress(z + zlen, bound, j.p + from, to - from, 3);
+        assert_false(ZSTD_isError(got));
+        zlen += got;
+    }
+    write_file("af.jsonl.zst", z, zlen);
+    const char *inputs[] = {"af", "af-llmc.bin", "af.jsonl.zst"};
+    for (size_t in = 0; in < 3; in++) {
+        for (size_t k = 0;; k++) {
+            shared_alloc sa;
+            atomic_init(&sa.calls, 0);
+            atomic_init(&sa.live, 0);
+            sa.fail_at = k;
+            prepack_allocator a = {sa_malloc, sa_realloc, sa_free, &sa};
+            prepack_store_options so = {.tmp_dir = test_tmpdir,
+                                        .allocator = &a};
+            prepack_ingest_options io = {.threads = 3};
+            prepack_store *s = NULL;
+            prepack_diag d = {0};
+            int rc = prepack_store_create(&s, &so, &d);
+            if (rc == PREPACK_OK)
+                rc = prepack_ingest_file(s, path_of(inputs[in]), &io, &d);
+            if (rc == PREPACK_OK)
+                rc = prepack_store_finish(s, &d);
+            prepack_store_free(s);
+            assert_int_equal(atomic_load(&sa.live), 0);
+            if (rc == PREPACK_OK) {
+                print_message("%s: %zu allocations failed in turn\n",
+                              inputs[in], k);
+                assert_true(k > 5);
+                break;
+            }
+            if (rc != PREPACK_ENOMEM)
+                fail_msg("%s, allocation %zu failing: %s", inputs[in], k,
+                         d.message);
+            assert_true(k < 100000);
+        }
+    }
+    expect_free(&e);
+    free(j.p);
+    free(z);
+    free(t);
+    free(bin);
+    free(seqs);
+}
+
 /* Referenced inputs and parsed ones in one store: dtypes, masks, ids. */
 static void test_mixed_inputs(void **state)
 {
@@ -904,6 +1018,7 @@ int main(void)
         cmocka_unit_test(test_megatron_long_sequence),
         cmocka_unit_test(test_megatron_on_threads),
         cmocka_unit_test(test_token_files_on_threads),
+        cmocka_unit_test(test_allocation_failures_on_threads),
         cmocka_unit_test(test_mixed_inputs),
         cmocka_unit_test(test_lengths_only),
         cmocka_unit_test(test_store_widens_and_masks),
