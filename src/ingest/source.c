@@ -128,9 +128,9 @@ void pp_source_close(pp_source *s)
 {
     if (!s)
         return;
+    pp_frames_free(s->frames); /* its workers read fd: joined first */
     if (s->fd >= 0)
         close(s->fd);
-    pp_frames_free(s->frames);
     if (s->zstd)
         ZSTD_freeDCtx(s->zstd);
     if (s->gz_ready)
