@@ -53,6 +53,19 @@ static int ref_done(const ref *r, const ref_row *w)
            (r->o.max_seqs_per_row && w->n >= r->o.max_seqs_per_row);
 }
 
+/* The open row with the least room (ties: opened first): what closes
+ * when the window is full, and the order rows close at flush. */
+static int ref_fullest(const ref *r)
+{
+    int full = 0;
+    for (int k = 1; k < r->nopen; k++)
+        if (r->open[k].room < r->open[full].room ||
+            (r->open[k].room == r->open[full].room &&
+             r->open[k].number < r->open[full].number))
+            full = k;
+    return full;
+}
+
 static void ref_place(ref *r, ref_item it)
 {
     int best = -1;
@@ -65,15 +78,8 @@ static void ref_place(ref *r, ref_item it)
             best = k;
     }
     if (best < 0) {
-        if (r->nopen == (int)r->o.window) {
-            int full = 0;
-            for (int k = 1; k < r->nopen; k++)
-                if (r->open[k].room < r->open[full].room ||
-                    (r->open[k].room == r->open[full].room &&
-                     r->open[k].number < r->open[full].number))
-                    full = k;
-            ref_close(r, full);
-        }
+        if (r->nopen == (int)r->o.window)
+            ref_close(r, ref_fullest(r));
         best = r->nopen++;
         memset(&r->open[best], 0, sizeof r->open[best]);
         r->open[best].number = r->next_row++;
@@ -125,15 +131,8 @@ static void ref_flush(ref *r)
 {
     while (r->nbuf)
         ref_place(r, ref_take(r));
-    while (r->nopen) {
-        int full = 0;
-        for (int k = 1; k < r->nopen; k++)
-            if (r->open[k].room < r->open[full].room ||
-                (r->open[k].room == r->open[full].room &&
-                 r->open[k].number < r->open[full].number))
-                full = k;
-        ref_close(r, full);
-    }
+    while (r->nopen)
+        ref_close(r, ref_fullest(r));
 }
 
 /* ---- helpers --------------------------------------------------------------- */

@@ -32,9 +32,11 @@ def _copy(ptr, n, dtype):
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype, copy=True)
 
 
-class CReader:
+class CReader(_native.Handle):
     """One open prepack_reader. Not shared across processes: each
     DataLoader worker opens its own."""
+
+    _free = "prepack_reader_free"
 
     def __init__(self, path):
         self._lib = _native.library()
@@ -49,17 +51,6 @@ class CReader:
         self.max_seq_len = self._lib.prepack_reader_max_seq_len(self._h)
         self.token_dtype = _DTYPE[self._lib.prepack_reader_token_dtype(self._h)]
         self._index = None
-
-    def close(self):
-        if self._h:
-            self._lib.prepack_reader_free(self._h)
-            self._h = ctypes.c_void_p()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def row(self, i):
         """Row i as ShardSet gives it: a dict of numpy arrays (copies)."""

@@ -291,6 +291,24 @@ def library():
     return _lib
 
 
+class Handle:
+    """An object that owns one C handle, self._h, made from self._lib:
+    close() frees it with the library function named by _free (once),
+    and so does garbage collection."""
+    _free = None
+
+    def close(self):
+        if self._h:
+            getattr(self._lib, self._free)(self._h)
+            self._h = ctypes.c_void_p()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
 def copy_array(ptr, n, dtype):
     """Copies n elements the library owns into a new numpy array."""
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)

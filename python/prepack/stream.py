@@ -61,11 +61,13 @@ def _sequence(i, seq):
     return _native.token_array(i, seq), None
 
 
-class Packer:
+class Packer(_native.Handle):
     """prepack_stream: push sequences, pop finished rows (dicts of numpy
     arrays, as ShardSet gives them: input_ids uint32, cu_seqlens, seq_ids,
     loss_mask when any item had one, seq_starts under overlong="split").
     Rows close when full, when the window needs room, or at flush()."""
+
+    _free = "prepack_stream_free"
 
     def __init__(self, max_seq_len, window=256, lookahead=0,
                  overlong="error", max_seqs_per_row=0, *, _state=None):
@@ -98,17 +100,6 @@ class Packer:
         """A packer continuing from state() bytes (the same options)."""
         return cls(max_seq_len, window, lookahead, overlong, max_seqs_per_row,
                    _state=state)
-
-    def close(self):
-        if self._h:
-            self._lib.prepack_stream_free(self._h)
-            self._h = ctypes.c_void_p()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def push(self, seq, seq_id):
         """Adds one sequence (its id is carried to the rows' seq_ids)."""

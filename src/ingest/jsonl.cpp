@@ -116,7 +116,8 @@ struct ChunkParser {
 
     explicit ChunkParser(const std::string &f) : field(f) {}
     void parse(const unsigned char *chunk, size_t end, Parsed *p);
-    size_t simple_prefix(const unsigned char *chunk, size_t end);
+    size_t simple_prefix(const unsigned char *chunk, size_t end,
+                         size_t *lines);
     int err(int code, size_t at, const char *fmt, ...)
 #if defined(__GNUC__)
         __attribute__((format(printf, 4, 5)))
@@ -324,10 +325,13 @@ bool blank_line(const unsigned char *p, size_t n)
 // The chunk's first lines, for as long as they have the simple shape
 // (jsonl_simple.h), parsed by hand and added to out; blank lines skipped.
 // Returns where the first other line starts (end: none), which simdjson
-// then reads: a line the simple path declines may still be valid.
-size_t ChunkParser::simple_prefix(const unsigned char *chunk, size_t end)
+// then reads: a line the simple path declines may still be valid; *lines:
+// the lines taken (each ends with a newline).
+size_t ChunkParser::simple_prefix(const unsigned char *chunk, size_t end,
+                                  size_t *lines)
 {
     size_t at = 0;
+    *lines = 0;
     while (at < end) {
         const unsigned char *line = chunk + at;
         auto nl = static_cast<const unsigned char *>(
@@ -363,6 +367,7 @@ size_t ChunkParser::simple_prefix(const unsigned char *chunk, size_t end)
                                  sl.group_kind != 0, uint32_t(group_len)});
         }
         at += len + 1;
+        ++*lines;
     }
     return at;
 }
@@ -374,14 +379,18 @@ void ChunkParser::parse(const unsigned char *chunk, size_t end, Parsed *p)
 {
     out = p;
     p->clear();
-    size_t longest = longest_line(chunk, end, &p->newlines);
-    origin = simple_prefix(chunk, end);
+    size_t simple_lines = 0, rest_lines = 0;
+    origin = simple_prefix(chunk, end, &simple_lines);
+    p->newlines = simple_lines;
     if (origin == end) {
         p->consumed = end;
         return;
     }
     buf = chunk + origin; // a line start; padded as the chunk is
     size_t n = end - origin;
+    // the batch must hold simdjson's longest document: its longest line
+    size_t longest = longest_line(buf, n, &rest_lines);
+    p->newlines += rest_lines;
     size_t batch = std::max(std::min(kMinBatch, n), longest + 1);
     simdjson::dom::document_stream stream;
     auto e = parser.parse_many(buf, n, batch).get(stream);

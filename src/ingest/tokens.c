@@ -414,10 +414,8 @@ int pp_ingest_tokens_part(prepack_store *s, const char *path,
     }
     if (rc == PREPACK_OK) {
         const prepack_allocator *a = pp_store_allocator(s);
-        void *buf = pp_alloc(a, CHUNK_TOKENS, 4);
         uint64_t ntok = (f.size - f.first_byte) / f.width, from = 0, to = ntok;
-        rc = buf ? PREPACK_OK : pp_out_of_memory(diag);
-        if (rc == PREPACK_OK && !part->whole) { /* bytes -> tokens -> pieces */
+        if (!part->whole) { /* bytes -> tokens -> pieces */
             uint64_t b = part->begin > f.first_byte
                              ? (part->begin - f.first_byte + f.width - 1) / f.width
                              : 0;
@@ -425,15 +423,18 @@ int pp_ingest_tokens_part(prepack_store *s, const char *path,
                          : part->end > f.first_byte
                              ? (part->end - f.first_byte + f.width - 1) / f.width
                              : 0;
-            rc = piece_start_at(&f, &sp, buf, b, ntok, &from, diag);
+            void *buf = pp_alloc(a, CHUNK_TOKENS, 4); /* the search's */
+            rc = buf ? PREPACK_OK : pp_out_of_memory(diag);
+            if (rc == PREPACK_OK)
+                rc = piece_start_at(&f, &sp, buf, b, ntok, &from, diag);
             if (rc == PREPACK_OK)
                 rc = piece_start_at(&f, &sp, buf, e, ntok, &to, diag);
+            pp_free(a, buf);
             if (to < from)
                 to = from;
         }
         if (rc == PREPACK_OK)
             rc = stream_tokens(&f, &sp, o, a, from, to, to == ntok, diag);
-        pp_free(a, buf);
     }
     if (f.fd >= 0)
         close(f.fd);
