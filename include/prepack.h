@@ -719,8 +719,9 @@ void prepack_stream_free(prepack_stream *s);
 /* Pushes sequence `id` (the caller's number, carried to the row's seq_ids)
  * of n tokens. tokens NULL: a length only (plan without data; then every
  * push must be so, and rows carry no tokens). loss_mask: n bytes (1 =
- * trained) or NULL. Copies what it keeps. PREPACK_EOVERLONG under ERROR
- * for n > L; empty sequences and DROP's are counted and left out. */
+ * trained, 0 = not; another byte is PREPACK_EINVAL) or NULL. Copies what
+ * it keeps. PREPACK_EOVERLONG under ERROR for n > L; empty sequences and
+ * DROP's are counted and left out. */
 int prepack_stream_push(prepack_stream *s, uint64_t id, const uint32_t *tokens,
                         const uint8_t *loss_mask, uint32_t n,
                         prepack_diag *diag);
@@ -752,7 +753,11 @@ void prepack_stream_get_stats(const prepack_stream *s,
  * (else PREPACK_ERANGE). A stream restored from them (with the same
  * options; others are refused) continues byte for byte as this one
  * would: the same later pushes give the same rows. The bytes are
- * little-endian and end with their XXH64, checked on restore. */
+ * little-endian and end with their XXH64, checked on restore. The bytes
+ * are untrusted: a restore also holds every field to what a live stream
+ * keeps true (row capacity, max_seqs_per_row, masks 0/1, each item and
+ * row once, consistent counters; docs/STREAM.md) and sizes nothing by a
+ * count the bytes cannot hold: PREPACK_ECORRUPT naming what is wrong. */
 int prepack_stream_save(const prepack_stream *s, void *buf, size_t cap,
                         size_t *size, prepack_diag *diag);
 int prepack_stream_restore(prepack_stream **out, const void *buf, size_t n,

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "prepack.h"
 #include "test_util.h"
@@ -370,13 +371,536 @@ static void test_refusals(void **state)
     prepack_stream_free(s);
 }
 
+/* ---- restored rows equal the uninterrupted run's, field by field -------- */
+
+/* Every field of two popped rows (a copy of one view and the other view). */
+static void assert_rows_equal(const prepack_row *a, const prepack_row *b)
+{
+    assert_int_equal(a->num_tokens, b->num_tokens);
+    assert_int_equal(a->num_seqs, b->num_seqs);
+    assert_int_equal(a->token_dtype, b->token_dtype);
+    size_t t = a->num_tokens, k = a->num_seqs;
+    assert_int_equal(a->input_ids == NULL, b->input_ids == NULL);
+    if (a->input_ids)
+        assert_memory_equal(a->input_ids, b->input_ids, t * sizeof(uint32_t));
+    assert_memory_equal(a->cu_seqlens, b->cu_seqlens,
+                        (k + 1) * sizeof(int32_t));
+    assert_memory_equal(a->seq_ids, b->seq_ids, k * sizeof(uint64_t));
+    assert_int_equal(a->loss_mask == NULL, b->loss_mask == NULL);
+    if (a->loss_mask)
+        assert_memory_equal(a->loss_mask, b->loss_mask, t);
+    assert_int_equal(a->seq_starts == NULL, b->seq_starts == NULL);
+    if (a->seq_starts)
+        assert_memory_equal(a->seq_starts, b->seq_starts, k * sizeof(uint32_t));
+}
+
+/* Pops one row from each (both or neither must have one) and compares. */
+static int pop_both(prepack_stream *a, prepack_stream *b)
+{
+    prepack_row ra, rb;
+    int got = prepack_stream_pop(a, &ra);
+    if (!got) {
+        assert_int_equal(prepack_stream_pop(b, &rb), 0);
+        return 0;
+    }
+    /* ra's arrays live until the next call on a: compare before that */
+    assert_int_equal(prepack_stream_pop(b, &rb), 1);
+    assert_rows_equal(&ra, &rb);
+    return 1;
+}
+
+static unsigned char *saved(const prepack_stream *s, size_t *size)
+{
+    assert_int_equal(prepack_stream_save(s, NULL, 0, size, NULL), PREPACK_OK);
+    unsigned char *buf = malloc(*size);
+    assert_int_equal(prepack_stream_save(s, buf, *size, size, NULL),
+                     PREPACK_OK);
+    return buf;
+}
+
+/* The restored stream's state saves to the uninterrupted one's bytes. */
+static void assert_same_state(const prepack_stream *a, const prepack_stream *b)
+{
+    size_t na = 0, nb = 0;
+    unsigned char *sa = saved(a, &na), *sb = saved(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(sa, sb, na);
+    free(sa);
+    free(sb);
+    prepack_stream_stats x, y;
+    prepack_stream_get_stats(a, &x);
+    prepack_stream_get_stats(b, &y);
+    assert_memory_equal(&x, &y, sizeof x);
+}
+
+/* A case pushed into an uninterrupted stream and, beside it, one saved
+ * and restored at random points (tokens or lengths only): every row the
+ * restored one gives equals the uninterrupted one's, every field. */
+static void run_side_by_side(const stream_case *c, int lengths_only, rng *g)
+{
+    prepack_stream *a = NULL, *b = NULL;
+    assert_int_equal(prepack_stream_create(&a, &c->o, NULL), PREPACK_OK);
+    assert_int_equal(prepack_stream_create(&b, &c->o, NULL), PREPACK_OK);
+    size_t rows = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        if (rng_range(g, 0, 9) == 0) {
+            b = save_restore(b, &c->o);
+            assert_same_state(a, b);
+        }
+        const uint32_t *t = lengths_only ? NULL : c->tok[i];
+        const uint8_t *m = lengths_only ? NULL : c->mask[i];
+        assert_int_equal(prepack_stream_push(a, i, t, m, c->len[i], NULL),
+                         PREPACK_OK);
+        assert_int_equal(prepack_stream_push(b, i, t, m, c->len[i], NULL),
+                         PREPACK_OK);
+        if (rng_range(g, 0, 2) == 0)
+            while (pop_both(a, b))
+                rows++;
+    }
+    b = save_restore(b, &c->o);
+    assert_int_equal(prepack_stream_flush(a, NULL), PREPACK_OK);
+    assert_int_equal(prepack_stream_flush(b, NULL), PREPACK_OK);
+    while (pop_both(a, b))
+        rows++;
+    assert_same_state(a, b);
+    prepack_stream_free(a);
+    prepack_stream_free(b);
+}
+
+static void test_restored_rows_equal_an_uninterrupted_run(void **state)
+{
+    (void)state;
+    rng g = {14};
+    stream_case *c = malloc(sizeof *c);
+    for (int k = 0; k < 200; k++) {
+        make_case(c, &g);
+        run_side_by_side(c, k % 4 == 3, &g);
+        free_case(c);
+    }
+    free(c);
+}
+
+/* ---- crafted states: a correct checksum is not a key -------------------- */
+
+/* A state written out field by field (docs/STREAM.md's layout), so a test
+ * can break one invariant and still give the bytes their XXH64. */
+typedef struct c_item {
+    uint64_t id, arrival;
+    uint32_t off, len;
+    int tokens;          /* tokens id * 100 + k */
+    const uint8_t *mask; /* len bytes, or NULL */
+} c_item;
+
+typedef struct c_row {
+    uint64_t number;
+    uint32_t room;
+    size_t n;
+    c_item items[4];
+} c_row;
+
+typedef struct c_state {
+    prepack_stream_options o;
+    int32_t has_tokens;
+    uint64_t next_row, next_arrival;
+    uint64_t sequences, items, tokens, rows, dropped, truncated;
+    size_t nheap, nopen, nready;
+    c_item heap[4];
+    c_row open[4], ready[4];
+} c_state;
+
+typedef struct c_buf {
+    unsigned char *p;
+    size_t n;
+} c_buf;
+
+static void c_put(c_buf *b, uint64_t v, unsigned width)
+{
+    for (unsigned i = 0; i < width; i++)
+        b->p[b->n++] = (unsigned char)(v >> (8 * i));
+}
+
+static void c_put_item(c_buf *b, const c_item *it)
+{
+    c_put(b, it->id, 8);
+    c_put(b, it->arrival, 8);
+    c_put(b, it->off, 4);
+    c_put(b, it->len, 4);
+    c_put(b, (it->tokens ? 1u : 0u) | (it->mask ? 2u : 0u), 1);
+    for (uint32_t k = 0; it->tokens && k < it->len; k++)
+        c_put(b, it->id * 100 + k, 4);
+    for (uint32_t k = 0; it->mask && k < it->len; k++)
+        c_put(b, it->mask[k], 1);
+}
+
+static void c_put_rows(c_buf *b, const c_row *rows, size_t n)
+{
+    c_put(b, n, 8);
+    for (size_t i = 0; i < n; i++) {
+        c_put(b, rows[i].number, 8);
+        c_put(b, rows[i].room, 4);
+        c_put(b, rows[i].n, 8);
+        for (size_t j = 0; j < rows[i].n; j++)
+            c_put_item(b, &rows[i].items[j]);
+    }
+}
+
+/* The state's bytes with their XXH64, in buf (4096 bytes at least). */
+static size_t c_encode(const c_state *st, unsigned char *buf)
+{
+    c_buf b = {buf, 0};
+    const unsigned char magic[8] = {'P', 'P', 'S', 'T', 'R', 'M', 0, 1};
+    memcpy(buf, magic, 8);
+    b.n = 8;
+    const prepack_stream_options *o = &st->o;
+    c_put(&b, o->max_seq_len, 4);
+    c_put(&b, o->window, 4);
+    c_put(&b, o->lookahead, 4);
+    c_put(&b, (uint32_t)o->overlong, 4);
+    c_put(&b, o->max_seqs_per_row, 4);
+    c_put(&b, (uint32_t)st->has_tokens, 4);
+    c_put(&b, st->next_row, 8);
+    c_put(&b, st->next_arrival, 8);
+    const uint64_t counters[6] = {st->sequences, st->items, st->tokens,
+                                  st->rows, st->dropped, st->truncated};
+    for (int i = 0; i < 6; i++)
+        c_put(&b, counters[i], 8);
+    c_put(&b, st->nheap, 8);
+    for (size_t i = 0; i < st->nheap; i++)
+        c_put_item(&b, &st->heap[i]);
+    c_put_rows(&b, st->open, st->nopen);
+    c_put_rows(&b, st->ready, st->nready);
+    c_put(&b, XXH64(buf, b.n, 0), 8);
+    return b.n;
+}
+
+static const uint8_t MASK_A[3] = {1, 0, 1}, MASK_B[2] = {1, 0};
+
+/* What a live packer holds after the pushes in base_pushes: L 8, window
+ * 2, no lookahead, TRUNCATE, 2 items a row at most. Rows 0 and 1 closed
+ * (two items each), row 2 open, sequence 5 (empty) dropped. */
+static c_state base_state(void)
+{
+    c_state st = {
+        .o = {.max_seq_len = 8, .window = 2,
+              .overlong = PREPACK_OVERLONG_TRUNCATE, .max_seqs_per_row = 2},
+        .has_tokens = 1, .next_row = 3, .next_arrival = 5,
+        .sequences = 6, .items = 5, .tokens = 16, .rows = 2, .dropped = 1,
+        .nopen = 1, .nready = 2,
+    };
+    st.open[0] = (c_row){2, 6, 1, {{4, 4, 0, 2, 1, MASK_B}}};
+    st.ready[0] = (c_row){0, 1, 2, {{0, 0, 0, 3, 1, MASK_A},
+                                    {2, 2, 0, 4, 1, NULL}}};
+    st.ready[1] = (c_row){1, 1, 2, {{1, 1, 0, 6, 1, NULL},
+                                    {3, 3, 0, 1, 1, NULL}}};
+    return st;
+}
+
+static void base_pushes(prepack_stream *s)
+{
+    const uint32_t len[6] = {3, 6, 4, 1, 2, 0};
+    const uint8_t *mask[6] = {MASK_A, NULL, NULL, NULL, MASK_B, NULL};
+    uint32_t tok[8];
+    for (uint64_t id = 0; id < 6; id++) {
+        for (uint32_t k = 0; k < 8; k++)
+            tok[k] = (uint32_t)(id * 100 + k);
+        assert_int_equal(prepack_stream_push(s, id, tok, mask[id], len[id],
+                                             NULL),
+                         PREPACK_OK);
+    }
+}
+
+/* L 8, lookahead 3, SPLIT: two items wait in the buffer, nothing placed. */
+static c_state buffered_state(void)
+{
+    c_state st = {
+        .o = {.max_seq_len = 8, .window = 2, .lookahead = 3,
+              .overlong = PREPACK_OVERLONG_SPLIT},
+        .has_tokens = 0, .next_arrival = 2,
+        .sequences = 2, .items = 2, .tokens = 8, .nheap = 2,
+    };
+    st.heap[0] = (c_item){1, 1, 0, 5, 0, NULL};
+    st.heap[1] = (c_item){0, 0, 0, 3, 0, NULL};
+    return st;
+}
+
+static int restore_crafted(const c_state *st)
+{
+    unsigned char *buf = malloc(4096);
+    size_t n = c_encode(st, buf);
+    prepack_stream *s = NULL;
+    prepack_diag d = {0};
+    int rc = prepack_stream_restore(&s, buf, n, &st->o, &d);
+    if (rc == PREPACK_OK) {
+        prepack_row row;
+        while (prepack_stream_pop(s, &row))
+            ;
+    } else {
+        assert_null(s);
+        assert_true(d.message[0] != 0);
+    }
+    prepack_stream_free(s);
+    free(buf);
+    return rc;
+}
+
+/* The encoder and the base states are what a live packer writes. */
+static void test_crafted_base_states_are_the_packers(void **state)
+{
+    (void)state;
+    unsigned char *want = malloc(4096);
+    c_state st = base_state();
+    size_t n = c_encode(&st, want), got = 0;
+    prepack_stream *s = NULL;
+    assert_int_equal(prepack_stream_create(&s, &st.o, NULL), PREPACK_OK);
+    base_pushes(s);
+    unsigned char *have = saved(s, &got);
+    assert_int_equal(got, n);
+    assert_memory_equal(have, want, n);
+    free(have);
+    prepack_stream_free(s);
+    st = buffered_state();
+    n = c_encode(&st, want);
+    assert_int_equal(prepack_stream_create(&s, &st.o, NULL), PREPACK_OK);
+    assert_int_equal(prepack_stream_push(s, 0, NULL, NULL, 3, NULL),
+                     PREPACK_OK);
+    assert_int_equal(prepack_stream_push(s, 1, NULL, NULL, 5, NULL),
+                     PREPACK_OK);
+    have = saved(s, &got);
+    assert_int_equal(got, n);
+    assert_memory_equal(have, want, n);
+    free(have);
+    prepack_stream_free(s);
+    free(want);
+    st = base_state();
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+    st = buffered_state();
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+}
+
+/* One more item (arrival 5, one token) in the state's counters: an item
+ * added somewhere keeps every counter consistent. */
+static void count_one_more(c_state *st, uint32_t len)
+{
+    st->next_arrival++;
+    st->items++;
+    st->sequences++;
+    st->tokens += len;
+}
+
+static void test_crafted_rows_are_refused(void **state)
+{
+    (void)state;
+    static const uint8_t two[2] = {1, 2};
+    c_state st = base_state(); /* a closed row over max_seqs_per_row */
+    st.ready[0].items[2] = (c_item){5, 5, 0, 1, 1, NULL};
+    st.ready[0].n = 3;
+    st.ready[0].room = 0;
+    count_one_more(&st, 1);
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* a mask byte that is not 0 or 1 */
+    st.open[0].items[0].mask = two;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* an item twice: buffered and in a row */
+    st.heap[0].arrival = 2;
+    st.heap[1].arrival = 1;
+    st.open[0] = (c_row){0, 5, 1, {st.heap[1]}};
+    st.nopen = 1;
+    st.next_row = 1;
+    count_one_more(&st, 3);
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st.open[0].items[0].arrival = 0; /* arrival 0 instead: fine */
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+    st = base_state(); /* ... twice in one row */
+    st.ready[1].items[1] = st.ready[1].items[0];
+    st.ready[1].items[1].len = 1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* two rows with the same number */
+    st.open[0].number = 1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* an open row that is done (max_seqs_per_row) */
+    st.open[0].items[1] = (c_item){5, 5, 0, 1, 1, NULL};
+    st.open[0].n = 2;
+    st.open[0].room = 5;
+    count_one_more(&st, 1);
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* an offset under a policy that never splits */
+    st.open[0].items[0].off = 8;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* an item with no row's room for it */
+    st.ready[1].items[0].len = 7;
+    st.tokens = 17;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+}
+
+static void test_crafted_counters_are_refused(void **state)
+{
+    (void)state;
+    c_state st = base_state(); /* arrivals not counted as items */
+    st.next_arrival = 7;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state();
+    st.items = 9;
+    st.next_arrival = 9;
+    st.sequences = 10;
+    st.tokens = 30; /* four items (of four sequences) never held */
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+    st.sequences = 9; /* TRUNCATE: one item for each kept sequence */
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* rows opened = closed + open */
+    st.next_row = 5;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* more rows ready than were ever closed */
+    st.rows = 1;
+    st.next_row = 2;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* fewer tokens than the items hold */
+    st.tokens = 10;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* more tokens than L each */
+    st.tokens = 41;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* truncated tokens are TRUNCATE's */
+    st.truncated = 3;
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+    st = buffered_state();
+    st.truncated = 3;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* more dropped than pushed */
+    st.dropped = 7;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* nothing pushed, yet items */
+    st.has_tokens = -1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+}
+
+static void test_crafted_buffers_are_refused(void **state)
+{
+    (void)state;
+    c_state st = buffered_state(); /* an arrival not yet made */
+    st.heap[1].arrival = 2;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* the buffer holds the latest arrivals: */
+    st.heap[0].arrival = 2; /* arrival 1 was placed (and popped) alone */
+    st.next_arrival = 3;
+    st.items = st.sequences = 3;
+    st.tokens = 12;
+    st.rows = st.next_row = 1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state();
+    st.heap[1].arrival = 1; /* the same arrival twice */
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* a split chunk starts at a multiple of L */
+    st.heap[0].off = 3;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st.heap[0].off = 16;
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+    st = buffered_state(); /* an item longer than L */
+    st.heap[0].len = 9;
+    st.tokens = 12;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* tokens in a length-only stream */
+    st.heap[0].tokens = 1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+}
+
+/* Largest single allocation a restore asks for. */
+typedef struct peak_alloc {
+    size_t peak;
+} peak_alloc;
+
+static void *pk_malloc(void *opaque, size_t size)
+{
+    peak_alloc *p = opaque;
+    if (size > p->peak)
+        p->peak = size;
+    return malloc(size);
+}
+
+static void *pk_realloc(void *opaque, void *ptr, size_t size)
+{
+    peak_alloc *p = opaque;
+    if (size > p->peak)
+        p->peak = size;
+    return realloc(ptr, size);
+}
+
+static void pk_free(void *opaque, void *ptr)
+{
+    (void)opaque;
+    free(ptr);
+}
+
+/* A 148-byte state whose one open row claims L items: the restore asks
+ * for no more memory than the bytes that follow can fill, and at most
+ * what a new stream of these options takes. */
+static void test_counts_bounded_by_the_bytes(void **state)
+{
+    (void)state;
+    peak_alloc made = {0}, restored = {0};
+    prepack_allocator am = {pk_malloc, pk_realloc, pk_free, &made};
+    prepack_allocator ar = {pk_malloc, pk_realloc, pk_free, &restored};
+    c_state st = {.o = {.max_seq_len = 1u << 20, .window = 1,
+                        .overlong = PREPACK_OVERLONG_DROP},
+                  .has_tokens = 0, .next_row = 1, .next_arrival = 1 << 20,
+                  .sequences = 1 << 20, .items = 1 << 20, .tokens = 1 << 20,
+                  .nopen = 1};
+    st.open[0] = (c_row){0, 1, 0, {{0}}};
+    unsigned char *buf = malloc(4096);
+    size_t n = c_encode(&st, buf);
+    /* the open row's item count, L: before the ready rows' count */
+    size_t at = n - 8 - 8 - 8;
+    for (int i = 0; i < 8; i++)
+        buf[at + (size_t)i] = (unsigned char)((uint64_t)(1u << 20) >> (8 * i));
+    unsigned long long h = XXH64(buf, n - 8, 0);
+    for (int i = 0; i < 8; i++)
+        buf[n - 8 + (size_t)i] = (unsigned char)(h >> (8 * i));
+    assert_int_equal(n, 148);
+    prepack_stream_options o = st.o;
+    o.allocator = &am;
+    prepack_stream *s = NULL;
+    assert_int_equal(prepack_stream_create(&s, &o, NULL), PREPACK_OK);
+    prepack_stream_free(s);
+    s = NULL;
+    o.allocator = &ar;
+    assert_int_equal(prepack_stream_restore(&s, buf, n, &o, NULL),
+                     PREPACK_ECORRUPT);
+    assert_null(s);
+    assert_true(restored.peak <= made.peak);
+    free(buf);
+}
+
+static void test_masks_are_zero_or_one(void **state)
+{
+    (void)state;
+    prepack_stream_options o = {.max_seq_len = 8, .window = 2};
+    prepack_stream *s = NULL;
+    assert_int_equal(prepack_stream_create(&s, &o, NULL), PREPACK_OK);
+    const uint32_t t[3] = {1, 2, 3};
+    const uint8_t ok[3] = {0, 1, 1}, bad[3] = {1, 2, 1};
+    prepack_diag d = {0};
+    assert_int_equal(prepack_stream_push(s, 0, t, bad, 3, &d), PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "sequence 0"));
+    assert_int_equal(prepack_stream_push(s, 1, t, ok, 3, NULL), PREPACK_OK);
+    prepack_stream_stats st;
+    prepack_stream_get_stats(s, &st);
+    assert_int_equal(st.items, 1);
+    prepack_stream_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_the_reference),
         cmocka_unit_test(test_restore_at_random_points),
+        cmocka_unit_test(test_restored_rows_equal_an_uninterrupted_run),
         cmocka_unit_test(test_window_one_is_next_fit),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_crafted_base_states_are_the_packers),
+        cmocka_unit_test(test_crafted_rows_are_refused),
+        cmocka_unit_test(test_crafted_counters_are_refused),
+        cmocka_unit_test(test_crafted_buffers_are_refused),
+        cmocka_unit_test(test_counts_bounded_by_the_bytes),
+        cmocka_unit_test(test_masks_are_zero_or_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

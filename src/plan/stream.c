@@ -357,6 +357,16 @@ static int make_item(prepack_stream *s, uint64_t id, const uint32_t *tokens,
     return PREPACK_OK;
 }
 
+/* A loss mask is 0 or 1 a token, as ingest's (a restore checks the same,
+ * stream_check.c). Returns the first other byte's index, or n. */
+static uint32_t first_bad_mask(const uint8_t *mask, uint32_t n)
+{
+    for (uint32_t i = 0; mask && i < n; i++)
+        if (mask[i] > 1)
+            return i;
+    return n;
+}
+
 int prepack_stream_push(prepack_stream *s, uint64_t id, const uint32_t *tokens,
                         const uint8_t *loss_mask, uint32_t n,
                         prepack_diag *diag)
@@ -369,6 +379,11 @@ int prepack_stream_push(prepack_stream *s, uint64_t id, const uint32_t *tokens,
                        "sequence %llu: a stream takes tokens with every "
                        "sequence or with none",
                        (unsigned long long)id);
+    uint32_t bad = first_bad_mask(loss_mask, n);
+    if (bad < n)
+        return pp_fail(diag, PREPACK_EINVAL, id,
+                       "sequence %llu: loss_mask[%u] is %u, not 0 or 1",
+                       (unsigned long long)id, bad, (unsigned)loss_mask[bad]);
     if (n > 0)
         s->has_tokens = with;
     s->st.sequences++;

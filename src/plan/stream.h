@@ -67,5 +67,9 @@ int pp_stream_ready_push(prepack_stream *s, const row *r);
 void pp_stream_heapify(prepack_stream *s);
 /* Puts open row `slot` into the sorted index. */
 void pp_stream_index_insert(prepack_stream *s, size_t slot);
+/* A restored state against every invariant a live packer keeps
+ * (stream_check.c): PREPACK_OK, or PREPACK_ECORRUPT naming what breaks
+ * which (PREPACK_ENOMEM for its scratch). */
+int pp_stream_check(const prepack_stream *s, prepack_diag *diag);
 
 #endif

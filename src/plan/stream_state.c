@@ -106,7 +106,11 @@ int prepack_stream_save(const prepack_stream *s, void *buf, size_t cap,
     return PREPACK_OK;
 }
 
-/* ---- reading ------------------------------------------------------------ */
+/* ---- reading: the bytes into a stream, bounded by the bytes ------------- */
+
+/* The fewest bytes an item and a row take: a count read from the state
+ * is bounded by the bytes left to hold it before it sizes anything. */
+enum { ITEM_MIN = 8 + 8 + 4 + 4 + 1, ROW_MIN = 8 + 4 + 8 };
 
 typedef struct in_buf {
     const unsigned char *p;
@@ -125,13 +129,20 @@ static uint64_t get_le(in_buf *b, unsigned width)
     return v;
 }
 
+/* Whether n records of at least `least` bytes each can follow. */
+static int fits(const in_buf *b, uint64_t n, size_t least)
+{
+    return !b->bad && n <= (b->n - b->at) / least;
+}
+
 static int corrupt(prepack_diag *diag, const char *what)
 {
     return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                    "stream state: %s", what);
 }
 
-/* One item, its data copied; *why says what is wrong. */
+/* One item, its data copied; what it means is checked later
+ * (check_state). *why says what is wrong. */
 static int get_item(in_buf *b, prepack_stream *s, item *it, const char **why)
 {
     memset(it, 0, sizeof *it);
@@ -141,14 +152,9 @@ static int get_item(in_buf *b, prepack_stream *s, item *it, const char **why)
     it->len = (uint32_t)get_le(b, 4);
     unsigned flags = (unsigned)get_le(b, 1);
     int tokens = flags & 1, mask = (flags & 2) != 0;
-    if (b->bad || it->len == 0 || it->len > s->o.max_seq_len || flags > 3 ||
-        it->arrival >= s->next_arrival || tokens != (s->has_tokens == 1)) {
-        *why = "an item is not one this stream could hold";
-        return PREPACK_ECORRUPT;
-    }
     size_t need = (size_t)it->len * (tokens ? 4 : 0) + (mask ? it->len : 0);
-    if (b->n - b->at < need) {
-        *why = "cut short";
+    if (b->bad || flags > 3 || b->n - b->at < need) {
+        *why = b->bad || flags <= 3 ? "cut short" : "an item's unknown flags";
         return PREPACK_ECORRUPT;
     }
     if (tokens) {
@@ -170,36 +176,26 @@ static int get_item(in_buf *b, prepack_stream *s, item *it, const char **why)
     return PREPACK_OK;
 }
 
-/* A row: its items sum to L - room. open: it must still take more. */
-static int get_row(in_buf *b, prepack_stream *s, row *r, int open,
-                   const char **why)
+/* A row and its items (r->n counts those read, for freeing). */
+static int get_row(in_buf *b, prepack_stream *s, row *r, const char **why)
 {
     memset(r, 0, sizeof *r);
     r->number = get_le(b, 8);
-    uint64_t room = get_le(b, 4), n = get_le(b, 8);
-    uint64_t L = s->o.max_seq_len;
-    if (b->bad || room > L || n == 0 || n > L || r->number >= s->next_row) {
-        *why = "a row is not one this stream could hold";
+    r->room = (uint32_t)get_le(b, 4);
+    uint64_t n = get_le(b, 8);
+    if (!fits(b, n, ITEM_MIN)) {
+        *why = "a row holds more items than the bytes left";
         return PREPACK_ECORRUPT;
     }
     r->items = pp_calloc(s->alloc, (size_t)n, sizeof *r->items);
     if (!r->items)
         return PREPACK_ENOMEM;
     r->cap = (size_t)n;
-    uint64_t used = 0;
     for (uint64_t i = 0; i < n; i++) {
         int rc = get_item(b, s, &r->items[i], why);
         if (rc != PREPACK_OK)
             return rc;
         r->n++;
-        used += r->items[i].len;
-    }
-    r->room = (uint32_t)room;
-    int done = room == 0 ||
-               (s->o.max_seqs_per_row && n >= s->o.max_seqs_per_row);
-    if (used + room != L || (open && done)) {
-        *why = "a row's room does not match its items";
-        return PREPACK_ECORRUPT;
     }
     return PREPACK_OK;
 }
@@ -241,41 +237,47 @@ static int fail_with(int rc, const char *why, prepack_diag *diag)
     return rc == PREPACK_ENOMEM ? pp_out_of_memory(diag) : corrupt(diag, why);
 }
 
-static int get_body(in_buf *b, prepack_stream *s, prepack_diag *diag)
+static int get_lookahead(in_buf *b, prepack_stream *s, prepack_diag *diag)
 {
     const char *why = "cut short";
     uint64_t n = get_le(b, 8);
-    if (b->bad || (n && n >= s->o.lookahead))
-        return corrupt(diag, "as many buffered items as the lookahead");
+    if (!fits(b, n, ITEM_MIN))
+        return corrupt(diag, "more buffered items than the bytes left");
     for (uint64_t i = 0; i < n; i++) {
         item it;
         int rc = get_item(b, s, &it, &why);
         if (rc == PREPACK_OK && pp_grow(s->alloc, (void **)&s->heap,
                                         &s->heap_cap, s->nheap + 1,
-                                        sizeof *s->heap) != PREPACK_OK) {
-            pp_stream_item_free(s->alloc, &it);
+                                        sizeof *s->heap) != PREPACK_OK)
             rc = PREPACK_ENOMEM;
-        }
-        if (rc != PREPACK_OK)
+        if (rc != PREPACK_OK) {
+            pp_stream_item_free(s->alloc, &it); /* NULLs when get_item failed */
             return fail_with(rc, why, diag);
-        s->heap[s->nheap++] = it; /* a heap below */
+        }
+        s->heap[s->nheap++] = it; /* a heap once checked */
     }
-    n = get_le(b, 8);
-    if (b->bad || n > s->o.window)
+    return PREPACK_OK;
+}
+
+static int get_rows(in_buf *b, prepack_stream *s, prepack_diag *diag)
+{
+    const char *why = "cut short";
+    uint64_t n = get_le(b, 8);
+    if (!fits(b, n, ROW_MIN) || n > s->o.window) /* the slots hold window */
         return corrupt(diag, "more open rows than the window");
     for (uint64_t i = 0; i < n; i++) {
         size_t slot = s->free_slots[--s->nfree];
-        int rc = get_row(b, s, &s->slots[slot], 1, &why);
+        int rc = get_row(b, s, &s->slots[slot], &why);
         if (rc != PREPACK_OK)
             return fail_with(rc, why, diag);
         pp_stream_index_insert(s, slot);
     }
     n = get_le(b, 8);
-    if (b->bad || n > (b->n - b->at) / 21)
-        return corrupt(diag, "cut short");
+    if (!fits(b, n, ROW_MIN))
+        return corrupt(diag, "more ready rows than the bytes left");
     for (uint64_t i = 0; i < n; i++) {
         row r;
-        int rc = get_row(b, s, &r, 0, &why);
+        int rc = get_row(b, s, &r, &why);
         if (rc == PREPACK_OK && pp_stream_ready_push(s, &r) != PREPACK_OK)
             rc = PREPACK_ENOMEM;
         if (rc != PREPACK_OK) {
@@ -293,6 +295,7 @@ int prepack_stream_restore(prepack_stream **out, const void *buf, size_t n,
 {
     if (!out || (!buf && n))
         return pp_invalid_argument(diag);
+    *out = NULL;
     prepack_stream *s = NULL;
     int rc = prepack_stream_create(&s, o, diag);
     if (rc != PREPACK_OK)
@@ -300,13 +303,16 @@ int prepack_stream_restore(prepack_stream **out, const void *buf, size_t n,
     in_buf b = {buf, n, 0, 0};
     rc = get_header(&b, s, diag);
     if (rc == PREPACK_OK)
-        rc = get_body(&b, s, diag);
+        rc = get_lookahead(&b, s, diag);
     if (rc == PREPACK_OK)
-        pp_stream_heapify(s);
+        rc = get_rows(&b, s, diag);
+    if (rc == PREPACK_OK)
+        rc = pp_stream_check(s, diag);
     if (rc != PREPACK_OK) {
         prepack_stream_free(s);
         return rc;
     }
+    pp_stream_heapify(s);
     *out = s;
     return PREPACK_OK;
 }
