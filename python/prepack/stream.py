@@ -27,6 +27,11 @@ except ImportError:  # pragma: no cover - torch is optional
 
 _ENOMEM, _ECORRUPT = -2, -5
 
+# The most DataLoader workers a StreamingPackedDataset state may name: a
+# state is untrusted, and each worker is a process holding a packer.
+MAX_WORKERS = 1024
+_INT64_MAX = 2 ** 63 - 1  # batches and the like, as a checkpoint holds them
+
 
 class StreamError(ValueError):
     """A sequence the packer refuses (too long under overlong="error",
@@ -39,6 +44,16 @@ def _check(rc, diag):
         if rc == _ENOMEM:
             raise MemoryError(message)
         raise StreamError(message)
+
+
+def _count(name, value, lo=0, hi=_INT64_MAX):
+    """value as an int when it is one (not a bool, not a float) in lo..hi;
+    else a StreamError (a ValueError) naming the field."""
+    if isinstance(value, (bool, np.bool_)) or \
+            not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise StreamError(f"{name}: {value!r} is not an integer in "
+                          f"{lo}..{hi}")
+    return int(value)
 
 
 def _sequence(i, seq):
@@ -71,13 +86,16 @@ class Packer(_native.Handle):
 
     def __init__(self, max_seq_len, window=256, lookahead=0,
                  overlong="error", max_seqs_per_row=0, *, _state=None):
-        if overlong not in _native._OVERLONG:
+        if not isinstance(overlong, str) or overlong not in _native._OVERLONG:
             raise ValueError(f"overlong must be one of {list(_native._OVERLONG)}")
         self._lib = _native.library()
-        self._opts = _native.StreamOptions(int(max_seq_len), int(window),
-                                           int(lookahead),
-                                           _native._OVERLONG[overlong],
-                                           int(max_seqs_per_row), None)
+        self._opts = _native.StreamOptions(
+            _count("max_seq_len", max_seq_len, 1, 1 << 24),
+            _count("window", window, 0, 1 << 20),
+            _count("lookahead", lookahead, 0, 1 << 26),
+            _native._OVERLONG[overlong],
+            _count("max_seqs_per_row", max_seqs_per_row, 0, 2 ** 32 - 1),
+            None)
         self.max_seq_len = int(max_seq_len)
         self._h = ctypes.c_void_p()
         diag = _native.Diag()
@@ -97,7 +115,12 @@ class Packer(_native.Handle):
     @classmethod
     def restore(cls, state, max_seq_len, window=256, lookahead=0,
                 overlong="error", max_seqs_per_row=0):
-        """A packer continuing from state() bytes (the same options)."""
+        """A packer continuing from state() bytes (the same options). The
+        bytes are untrusted: each field is checked against what a live
+        packer keeps true (docs/STREAM.md), else StreamError."""
+        if not isinstance(state, (bytes, bytearray, memoryview)):
+            raise StreamError(f"state: bytes from Packer.state() expected, "
+                              f"not {type(state).__name__}")
         return cls(max_seq_len, window, lookahead, overlong, max_seqs_per_row,
                    _state=state)
 
@@ -230,8 +253,9 @@ class StreamingPackedDataset(_Base):
     def __init__(self, source, max_seq_len, window=256, lookahead=100,
                  form="varlen", batch_rows=1, overlong="error",
                  max_seqs_per_row=0, rank=0, world_size=1, **collate_kwargs):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} of world_size {world_size}")
+        world_size = _count("world_size", world_size, 1)
+        rank = _count("rank", rank, 0, world_size - 1)
+        batch_rows = _count("batch_rows", batch_rows, 1)
         self.source = source
         self.options = dict(max_seq_len=max_seq_len, window=window,
                             lookahead=lookahead, overlong=overlong,
@@ -242,7 +266,8 @@ class StreamingPackedDataset(_Base):
                                   else "np")
         collate_kwargs.setdefault("max_seq_len", max_seq_len)
         self.collate_kwargs = collate_kwargs
-        self._skip = {}  # worker -> batches already consumed
+        self._done = 0  # batches consumed before a resume
+        self._resume_workers = 0  # the workers that consumed them
         self._rotate = 0
         self._yielded = 0
         self._workers_seen = 1
@@ -263,7 +288,7 @@ class StreamingPackedDataset(_Base):
         self._workers_seen = workers
         shares = self.world_size * workers
         share = self.rank * workers + w
-        skip = self._skip.get(w, 0)
+        skip = self._skipped(w)
         packer = Packer(**self.options)
         try:
             n = skip
@@ -275,6 +300,14 @@ class StreamingPackedDataset(_Base):
         finally:
             packer.close()
 
+    def _skipped(self, w):
+        """Batches of worker w's share consumed before the resume: the
+        DataLoader takes one batch from each worker in turn."""
+        done, workers = self._done, self._resume_workers
+        if w >= workers or done <= w:
+            return 0
+        return (done - w + workers - 1) // workers
+
     def _raw_batches(self, packer, share, shares, skip):
         rows = _rows(packer, self._items(share, shares))
         for _ in range(skip * self.batch_rows):  # already consumed: replayed
@@ -283,32 +316,54 @@ class StreamingPackedDataset(_Base):
         yield from _collated(rows, self.batch_rows, self.form,
                              self.collate_kwargs)
 
+    _STATE_FIELDS = ("batches_done", "num_workers", "rank", "world_size",
+                     "options", "batch_rows")
+
     def state_dict(self, batches_done=None):
         """Where this rank is: the batches its DataLoader consumed."""
         if batches_done is None:
             batches_done = self._yielded
-        return {"batches_done": int(batches_done),
+        return {"batches_done": _count("batches_done", batches_done),
                 "num_workers": self._workers_seen,
                 "rank": self.rank, "world_size": self.world_size,
                 "options": dict(self.options), "batch_rows": self.batch_rows}
 
+    def _check_state(self, state):
+        """The state's fields, each by type and range (a state is untrusted:
+        docs/STREAM.md): (batches_done, num_workers), or StreamError."""
+        if not isinstance(state, dict):
+            raise StreamError(f"state: a dict from state_dict() expected, "
+                              f"not {type(state).__name__}")
+        if set(state) != set(self._STATE_FIELDS):
+            raise StreamError(f"state: fields {sorted(map(str, state))}, "
+                              f"expected {sorted(self._STATE_FIELDS)}")
+        done = _count("batches_done", state["batches_done"])
+        workers = _count("num_workers", state["num_workers"], 1, MAX_WORKERS)
+        for key in ("rank", "world_size", "batch_rows"):
+            if _count(key, state[key]) != getattr(self, key):
+                raise StreamError(f"the state was taken with {key} "
+                                  f"{state[key]}, this dataset has "
+                                  f"{getattr(self, key)}")
+        options = state["options"]
+        if not isinstance(options, dict) or set(options) != set(self.options) \
+                or any(type(options[k]) is not type(v) or options[k] != v
+                       for k, v in self.options.items()):
+            raise StreamError(f"the state was taken with other options "
+                              f"{options!r}, this dataset has {self.options}")
+        return done, workers
+
     def load_state_dict(self, state, num_workers=None):
         """Resume after state["batches_done"] batches; num_workers: the new
-        DataLoader's (default: the one the state was taken with)."""
-        if state["options"] != self.options or \
-                state["batch_rows"] != self.batch_rows or \
-                (state["rank"], state["world_size"]) != (self.rank,
-                                                          self.world_size):
-            raise StreamError("the state was taken with other options, "
-                              "batch_rows, rank or world_size")
-        workers = state["num_workers"]
-        if num_workers is not None and max(num_workers, 1) != workers:
+        DataLoader's (default: the one the state was taken with, at most
+        MAX_WORKERS). Every field is checked (StreamError, a ValueError,
+        naming it); a refused state leaves the dataset as it was."""
+        done, workers = self._check_state(state)
+        if num_workers is not None and \
+                max(_count("num_workers", num_workers, 0, MAX_WORKERS),
+                    1) != workers:
             raise StreamError(f"the state was taken with {workers} DataLoader "
-                              f"workers: each holds its own share of the "
-                              f"stream, so resume with as many")
-        done = state["batches_done"]
-        # the DataLoader takes one batch from each worker in turn
-        self._skip = {w: (done - w + workers - 1) // workers if done > w else 0
-                      for w in range(workers)}
+                              f"workers (num_workers): each holds its own "
+                              f"share of the stream, so resume with as many")
+        self._done, self._resume_workers = done, workers
         self._rotate = done % workers
         self._yielded = done

@@ -24,6 +24,25 @@ from ._creader import collate_batch
 from ._shards import ShardSet
 
 
+# A state_dict is untrusted (docs/DESIGN.md's threat model): its fields,
+# and the most an epoch or batch number may be (an int64, as a checkpoint
+# holds it; a batch is also at most the epoch's batches).
+_STATE_FIELDS = ("epoch", "batch", "seed", "world_size", "rank",
+                 "batch_rows", "rows", "shuffle", "balance",
+                 "micro_batches", "balance_window")
+MAX_EPOCH = 2 ** 63 - 1
+
+
+def _int_field(name, value, lo=0, hi=MAX_EPOCH):
+    """value as an int when it is one (not a bool, not a float) in lo..hi,
+    else a ValueError naming the field."""
+    if isinstance(value, (bool, np.bool_)) or \
+            not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ValueError(f"state field {name!r}: {value!r} is not an "
+                         f"integer in {lo}..{hi}")
+    return int(value)
+
+
 def epoch_order(rows, seed, epoch, shuffle=True, frames=None):
     """The epoch's row order: a permutation fixed by (seed, epoch). With
     frames (each frame's first row and row count, in row order) and
@@ -176,6 +195,7 @@ class PackedDataset(IterableDataset):
                     "consumed this epoch (a DataLoader's workers iterate "
                     "copies of this dataset, so it cannot count them)")
             batches_done = self._yielded
+        batches_done = _int_field("batches_done", batches_done)
         if not 0 <= batches_done <= len(self) - self.start_batch:
             raise ValueError(f"batches_done {batches_done}: this epoch has "
                              f"{len(self) - self.start_batch} batches left")
@@ -193,31 +213,49 @@ class PackedDataset(IterableDataset):
                           balance_window=self.balance_window)
         return config
 
-    def load_state_dict(self, state):
-        """Resumes at state's batch; ValueError for a state saved by
-        another configuration or one past the end of the epoch."""
+    def _check_state(self, state):
+        """The state's fields by shape, type and against this dataset's
+        configuration: (epoch, batch), or ValueError naming the field."""
+        if not isinstance(state, dict):
+            raise ValueError(f"load_state_dict: the state must be a dict from "
+                             f"state_dict(), not {type(state).__name__}")
+        unknown = sorted(map(str, set(state) - set(_STATE_FIELDS)))
+        if unknown:
+            raise ValueError(f"the state has unknown fields {unknown}")
+        for key in ("epoch", "batch"):
+            if key not in state:
+                raise ValueError(f"the state has no {key!r} field")
         mine = self._config()
-        if state.get("shuffle") != mine.get("shuffle"):
-            raise ValueError(f"the state was saved with shuffle "
-                             f"{state.get('shuffle', 'by rows')!r}, this "
-                             f"dataset shuffles {mine.get('shuffle', 'by rows')!r}")
-        if state.get("balance") != self.balance:
-            raise ValueError(f"the state was saved with balance "
-                             f"{state.get('balance')!r}, this dataset has "
-                             f"{self.balance!r}")
+        for key in ("shuffle", "balance"):
+            if state.get(key) != mine.get(key):
+                raise ValueError(f"the state was saved with {key} "
+                                 f"{state.get(key)!r}, this dataset has "
+                                 f"{mine.get(key)!r}")
         for key, value in mine.items():
+            if key in state and isinstance(value, int):
+                _int_field(key, state[key], hi=max(value, MAX_EPOCH))
             if key in state and state[key] != value:
                 raise ValueError(f"the state was saved with {key} "
                                  f"{state[key]}, this dataset has {value}")
-        epoch, batch = state["epoch"], state["batch"]
-        if type(batch) is not int or type(epoch) is not int or epoch < 0:
-            raise ValueError(f"bad state: epoch {epoch!r}, batch {batch!r}")
-        self.epoch = epoch
-        if not 0 <= batch <= len(self):
+        return _int_field("epoch", state["epoch"]), \
+            _int_field("batch", state["batch"])
+
+    def load_state_dict(self, state):
+        """Resumes at state's batch; ValueError naming the field for a
+        state saved by another configuration, one past the end of the
+        epoch, or a field of another type or range (a state is untrusted):
+        the dataset is then left as it was."""
+        epoch, batch = self._check_state(state)
+        was = self.epoch
+        self.epoch = epoch  # the epoch's batches, for the bound on batch
+        try:
+            batches = len(self)
+        finally:
+            self.epoch = was
+        if batch > batches:
             raise ValueError(f"the state resumes at batch {batch}, but an "
-                             f"epoch of this dataset has {len(self)} batches")
-        self.start_batch = batch
-        self._yielded = None
+                             f"epoch of this dataset has {batches} batches")
+        self.epoch, self.start_batch, self._yielded = epoch, batch, None
 
     def __iter__(self):
         info = get_worker_info()

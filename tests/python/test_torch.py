@@ -196,6 +196,34 @@ def test_resume_without_count_and_past_the_end(shard_set):
     assert list(again) == []
 
 
+def test_load_state_dict_checks_every_field(shard_set):
+    """A state_dict is untrusted: each field by type (int, not bool or
+    float), range and presence, a ValueError naming it, the dataset left
+    as it was."""
+    ds = PackedDataset(shard_set, batch_rows=400, seed=2)
+    state = ds.state_dict(1)
+    bad = [("batch", 2.5), ("batch", -1), ("batch", True), ("batch", "1"),
+           ("epoch", -1), ("epoch", 1.0), ("epoch", True), ("epoch", 2 ** 64),
+           ("seed", 2.0), ("rows", float(state["rows"])), ("rank", False),
+           ("world_size", 1.0), ("batch_rows", 400.0),
+           ("shuffle", "frames"), ("balance", "compute")]
+    for key, value in bad:
+        with pytest.raises(ValueError, match=key):
+            ds.load_state_dict(dict(state, **{key: value}))
+        assert (ds.epoch, ds.start_batch) == (0, 0), key
+    for key in ("epoch", "batch"):
+        with pytest.raises(ValueError, match=key):
+            ds.load_state_dict({k: v for k, v in state.items() if k != key})
+    for broken in ([1], None, "state", dict(state, extra=1)):
+        with pytest.raises(ValueError, match="state"):
+            ds.load_state_dict(broken)
+    for value in (2.5, -1, True, "1"):
+        with pytest.raises(ValueError, match="batches_done"):
+            ds.state_dict(value)
+    ds.load_state_dict(dict(state, epoch=3))
+    assert (ds.epoch, ds.start_batch) == (3, 1)
+
+
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_resume_mid_epoch(shard_set):
     ds = PackedDataset(shard_set, batch_rows=50, seed=9)
