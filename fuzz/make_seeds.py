@@ -109,7 +109,9 @@ def roundtrip_seeds():
 
 def stream_seeds():
     """Options, then (length, flags) pairs; 0xFF 0xFF: save, flip the byte
-    the next pair names (0xFFFF: none), restore."""
+    the next pair names (0xFFFF: none; the top bit set: the XXH64 fixed up
+    after), restore; 0xFF 0xFE + pair + value: save, set that byte, fix up
+    the XXH64, restore."""
     rng = random.Random(10)
     for i in range(12):
         head = bytes(rng.randrange(256) for _ in range(4))
@@ -121,6 +123,23 @@ def stream_seeds():
             else:
                 body += bytes([rng.randrange(255), rng.randrange(256)])
         put('stream', 'random%02d' % i, head + bytes(body))
+    # crafted states: edits with the checksum fixed up, so they reach the
+    # checks behind it (every policy, max_seqs_per_row, masks)
+    for i in range(12):
+        head = bytes([rng.randrange(256), rng.randrange(256),
+                      rng.randrange(256), rng.randrange(256)])
+        body = bytearray()
+        for _ in range(rng.randrange(4, 60)):
+            r = rng.randrange(10)
+            at = rng.randrange(600)
+            if r == 0:
+                body += bytes([0xFF, 0xFF, at & 0xFF, 0x80 | at >> 8])
+            elif r == 1:
+                body += bytes([0xFF, 0xFE, at & 0xFF, at >> 8,
+                               rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])])
+            else:
+                body += bytes([rng.randrange(255), rng.randrange(256)])
+        put('stream', 'crafted%02d' % i, head + bytes(body))
 
 
 megatron_seeds()

@@ -637,6 +637,8 @@ static int restore_crafted(const c_state *st)
     } else {
         assert_null(s);
         assert_true(d.message[0] != 0);
+        if (getenv("STREAM_TEST_VERBOSE"))
+            print_message("refused: %s\n", d.message);
     }
     prepack_stream_free(s);
     free(buf);
@@ -768,6 +770,16 @@ static void test_crafted_counters_are_refused(void **state)
     st = base_state(); /* more dropped than pushed */
     st.dropped = 7;
     assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* a counter a few pushes from wrapping */
+    st.items = st.next_arrival = UINT64_MAX - 1;
+    st.sequences = UINT64_MAX;
+    st.dropped = 1;
+    st.tokens = UINT64_MAX - 1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st.items = st.next_arrival = UINT64_C(1) << 62;
+    st.sequences = st.items + 1;
+    st.tokens = st.items;
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
     st = base_state(); /* nothing pushed, yet items */
     st.has_tokens = -1;
     assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);

@@ -10,10 +10,13 @@
  *   rows: 1..max_seqs_per_row items whose lengths sum to L - room; an
  *     open one can still take more; a number below the next one, each
  *     at most once; at most `window` open;
- *   counters: arrivals = items; rows opened = closed + open; ready rows
- *     closed; held items and tokens counted; items per kept sequence as
- *     the overlong policy gives them; truncated tokens only under
- *     TRUNCATE.
+ *   counters: below 2^63; arrivals = items; rows opened = closed +
+ *     open; ready rows closed; held items and tokens counted; items per
+ *     kept sequence as the overlong policy gives them; truncated tokens
+ *     only under TRUNCATE.
+ *
+ * Each rule is one that pushing, placing and popping keep, so a state
+ * that passes stays one that passes as the stream goes on.
  *
  * Failing any is PREPACK_ECORRUPT naming the row or item and the rule. */
 #include <stdio.h>
@@ -229,9 +232,26 @@ static int tokens_fit_items(uint64_t tokens, uint64_t items, uint32_t L)
     return tokens >= items && least_items <= items;
 }
 
+/* A live stream counts far below 2^63 (2^63 items at a billion a second
+ * take 292 years); a crafted counter just below 2^64 would wrap within a
+ * few pushes and break the rules below after the restore. */
+static int counters_far_from_wrapping(const prepack_stream *s)
+{
+    const prepack_stream_stats *st = &s->st;
+    const uint64_t c[8] = {s->next_row, s->next_arrival, st->sequences,
+                           st->items, st->tokens, st->rows, st->dropped,
+                           st->truncated_tokens};
+    for (int i = 0; i < 8; i++)
+        if (c[i] >> 63)
+            return 0;
+    return 1;
+}
+
 static const char *counter_fault(const prepack_stream *s)
 {
     const prepack_stream_stats *st = &s->st;
+    if (!counters_far_from_wrapping(s))
+        return "a counter of 2^63 or more";
     if (s->has_tokens == -1 && s->next_arrival != 0)
         return "items, yet no sequence was ever pushed";
     if (s->next_arrival != st->items)
