@@ -732,6 +732,34 @@ static void test_crafted_rows_are_refused(void **state)
     st.ready[1].items[0].len = 7;
     st.tokens = 17;
     assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* a row whose room leaves tokens unaccounted */
+    st.ready[1].room = 0;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* an empty item */
+    st.ready[1].items[1].len = 0;
+    st.ready[1].room = 2;
+    st.tokens = 15;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* a closed row with no item */
+    st.ready[2] = (c_row){3, 8, 0, {{0}}};
+    st.nready = 3;
+    st.rows = 3;
+    st.next_row = 4;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* an open row that is full */
+    st.open[0].items[0] = (c_item){4, 4, 0, 8, 1, NULL};
+    st.open[0].room = 0;
+    st.tokens = 22;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* a row not yet opened */
+    st.open[0].number = 3;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* more open rows than the window's slots */
+    st.open[1] = st.ready[0];
+    st.open[2] = st.ready[1];
+    st.nopen = 3;
+    st.nready = 0;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
 }
 
 static void test_crafted_counters_are_refused(void **state)
@@ -754,6 +782,22 @@ static void test_crafted_counters_are_refused(void **state)
     st = base_state(); /* more rows ready than were ever closed */
     st.rows = 1;
     st.next_row = 2;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* TRUNCATE: a kept sequence with no item */
+    st.sequences = 7;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = base_state(); /* fewer tokens than items */
+    st.items = st.next_arrival = 20;
+    st.sequences = 21;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* SPLIT: a kept sequence with no item */
+    st.sequences = 3;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* ERROR: refused sequences counted, not placed */
+    st.o.overlong = PREPACK_OVERLONG_ERROR;
+    st.sequences = 3;
+    assert_int_equal(restore_crafted(&st), PREPACK_OK);
+    st.sequences = 1;
     assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
     st = base_state(); /* fewer tokens than the items hold */
     st.tokens = 10;
@@ -812,6 +856,15 @@ static void test_crafted_buffers_are_refused(void **state)
     assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
     st = buffered_state(); /* tokens in a length-only stream */
     st.heap[0].tokens = 1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* lengths in a stream nothing was pushed to */
+    st.has_tokens = -1;
+    assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
+    st = buffered_state(); /* K items wait: they would have been placed */
+    st.heap[2] = (c_item){2, 2, 0, 4, 0, NULL};
+    st.nheap = 3;
+    st.next_arrival = st.items = st.sequences = 3;
+    st.tokens = 12;
     assert_int_equal(restore_crafted(&st), PREPACK_ECORRUPT);
 }
 

@@ -281,6 +281,11 @@ class StreamingPackedDataset(_Base):
     def __iter__(self):
         info = _worker_info()
         w, workers = (info.id, info.num_workers) if info else (0, 1)
+        if self._resume_workers and workers != self._resume_workers:
+            raise StreamError(f"resumed from a state of "
+                              f"{self._resume_workers} DataLoader workers, "
+                              f"iterated with {workers}: each holds its own "
+                              f"share of the stream, so resume with as many")
         # after a resume the DataLoader starts its round with worker 0,
         # where the interrupted one was at worker batches_done % W: worker
         # w takes the share of the original worker w + that
@@ -304,7 +309,7 @@ class StreamingPackedDataset(_Base):
         """Batches of worker w's share consumed before the resume: the
         DataLoader takes one batch from each worker in turn."""
         done, workers = self._done, self._resume_workers
-        if w >= workers or done <= w:
+        if done <= w:
             return 0
         return (done - w + workers - 1) // workers
 

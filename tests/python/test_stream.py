@@ -351,3 +351,7 @@ def test_streaming_state_dict_fields_are_checked():
     for value in (2.5, -1, True):
         with pytest.raises(ValueError, match="batches_done"):
             ds.state_dict(value)
+    two = StreamingPackedDataset(seqs, **opts)  # 2 workers' state, 1 here
+    two.load_state_dict(dict(good, num_workers=2))
+    with pytest.raises(StreamError, match="2 DataLoader workers"):
+        list(two)

@@ -211,6 +211,9 @@ def test_load_state_dict_checks_every_field(shard_set):
         with pytest.raises(ValueError, match=key):
             ds.load_state_dict(dict(state, **{key: value}))
         assert (ds.epoch, ds.start_batch) == (0, 0), key
+    with pytest.raises(ValueError, match="batch"):  # past another epoch's end
+        ds.load_state_dict(dict(state, epoch=5, batch=len(ds) + 1))
+    assert (ds.epoch, ds.start_batch) == (0, 0)
     for key in ("epoch", "batch"):
         with pytest.raises(ValueError, match=key):
             ds.load_state_dict({k: v for k, v in state.items() if k != key})
