@@ -10,7 +10,11 @@
  *
  * All little-endian. Behaviour depends on the items' (length, arrival)
  * and the rows' (room, number), never on where they sit in memory, so a
- * restored stream continues exactly as the saved one would. */
+ * restored stream continues exactly as the saved one would.
+ *
+ * The bytes are untrusted and their XXH64 is no key: reading bounds each
+ * count by the bytes left before it sizes anything, then the decoded
+ * state is held to the live packer's invariants (stream_check.c). */
 #include <string.h>
 
 #include <xxhash.h>
@@ -142,7 +146,7 @@ static int corrupt(prepack_diag *diag, const char *what)
 }
 
 /* One item, its data copied; what it means is checked later
- * (check_state). *why says what is wrong. */
+ * (pp_stream_check). *why says what is wrong. */
 static int get_item(in_buf *b, prepack_stream *s, item *it, const char **why)
 {
     memset(it, 0, sizeof *it);
