@@ -52,6 +52,17 @@ def _parser():
     return p
 
 
+def missing_package(e):
+    """One line for an ImportError: the package missing and the pip
+    install that brings it (each of prepack's packages installs under
+    its module's name)."""
+    name = (e.name or "").split(".")[0]
+    if not name:
+        return f"prepack: {e}"
+    return (f"prepack: {sys.executable} has no Python package {name!r} "
+            f"({e}): pip install {name}")
+
+
 def _size(text):
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     scale = units.get(text[-1:].lower(), 1)
@@ -68,6 +79,9 @@ def main(argv=None):
         from .exporting import export
         try:
             n = export(a.set, a.to, a.output)
+        except ImportError as e:  # pyarrow, datasets: imported on use
+            print(missing_package(e), file=sys.stderr)
+            return 1
         except (ShardSetError, ValueError, OSError) as e:
             print(f"prepack: {e}", file=sys.stderr)
             return 1

@@ -20,6 +20,7 @@ object array of dicts: np.load needs allow_pickle=True) or
 `{L}_metadata.jsonl`.
 """
 import os
+import stat
 
 import numpy as np
 
@@ -95,7 +96,6 @@ def _nemo_metadata(packs, max_seq_len):
 def _write_nemo(shards, to, tmp):
     import json
     n, L = len(shards), shards.max_seq_len
-    os.makedirs(tmp)
     packs = _nemo_rows(shards, range(n))
     if to == "nemo-npy":
         # an object array of dicts: np.load(..., allow_pickle=True) reads it
@@ -117,42 +117,126 @@ def _write_nemo(shards, to, tmp):
         f.write(json.dumps([_nemo_metadata(packs, L)]) + "\n")
 
 
+# Written last in OUT, before the rename: the files of the export and their
+# sizes, which `prepack export` (src/cli/export.c) checks before it says
+# the export succeeded (docs/EXPORT.md). Hidden, so the consumers'
+# loaders (datasets' data-file patterns, NeMo's fixed names) skip it.
+DONE_NAME = ".prepack-export"
+
+
+def _write_done(tmp, to, n):
+    lines = ["prepack-export 1", f"format {to}", f"packs {n}"]
+    for name in sorted(os.listdir(tmp)):
+        st = os.lstat(os.path.join(tmp, name))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{tmp}: {name} is not a plain file; an export "
+                          f"holds files only")
+        lines.append(f"file {st.st_size} {name}")
+    with open(os.path.join(tmp, DONE_NAME), "x") as f:
+        f.write("\n".join(lines + ["end"]) + "\n")
+
+
+def _check_out(out):
+    """OUT's parent and name, with OUT refused before any work when it is
+    a symbolic link, not a directory, or a directory holding anything.
+    The path is normalised first (`packed/`, `./a/..//packed`) so the
+    staging directory goes beside OUT, not inside it."""
+    path = os.path.abspath(out)  # also drops trailing slashes and `..`
+    parent, name = os.path.split(path)
+    if name in ("", ".", ".."):
+        raise ValueError(f"{out}: give the export a directory name")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return parent, name
+    if stat.S_ISLNK(st.st_mode):
+        raise FileExistsError(f"{out} is a symbolic link: give the directory "
+                              f"itself (prepack does not write through links)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if os.listdir(path):
+        raise FileExistsError(f"{out} exists and is not an empty directory")
+    return parent, name
+
+
+def _place(tmp, parent, name, out):
+    """Renames the finished export over OUT (absent or an empty directory)
+    relative to the parent's descriptor: rename follows no link, and one
+    planted at OUT since the check is refused, not written through."""
+    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = os.lstat(name, dir_fd=pfd) if _exists(name, pfd) else None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            raise FileExistsError(f"{out} became a symbolic link or a file "
+                                  f"during the export: not replacing it")
+        try:
+            os.rename(os.path.basename(tmp), name, src_dir_fd=pfd,
+                      dst_dir_fd=pfd)
+        except OSError as e:
+            raise OSError(f"cannot rename the export to {out}: "
+                          f"{e.strerror}") from None
+        os.fsync(pfd)
+    finally:
+        os.close(pfd)
+
+
+def _umask_mode(tmp):
+    """mkdtemp's 0700 widened to what mkdir would have made (0777 less
+    the umask), as the export's directory had before."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)
+
+
+def _exists(name, dir_fd):
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _write(shards, to, tmp, rows_per_file):
+    n = len(shards)
+    if to.startswith("nemo"):
+        _write_nemo(shards, to, tmp)
+    elif to == "hf":
+        from datasets import Dataset, concatenate_datasets
+        parts = [Dataset(_table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file)))))
+                 for lo in range(0, max(n, 1), rows_per_file)]
+        ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        ds.save_to_disk(tmp)
+    else:
+        import pyarrow.parquet as pq
+        files = max(1, -(-n // rows_per_file))
+        for f in range(files):
+            lo = f * rows_per_file
+            table = _table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file))))
+            pq.write_table(table, os.path.join(
+                tmp, f"train-{f:05d}-of-{files:05d}.parquet"))
+
+
 def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):
     """Writes the shard set at `path` to `out` in format `to` (FORMATS).
     Returns the number of packs written. `out` must not exist or be an
-    empty directory; it is written under a temporary name beside it and
-    renamed into place when complete."""
+    empty directory (not a symbolic link); it is written in a new
+    directory beside it (.NAME.prepack-XXXXXX) and renamed into place when
+    complete, with DONE_NAME, the list of its files, written last."""
     if to not in FORMATS:
         raise ValueError(f"to must be one of {FORMATS}, not {to!r}")
     out = os.fspath(out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise FileExistsError(f"{out} exists and is not an empty directory")
+    parent, name = _check_out(out)
     shards = ShardSet(path, backend=backend)
     n = len(shards)
-    tmp = f"{out}.tmp-{os.getpid()}"
     import shutil
-    shutil.rmtree(tmp, ignore_errors=True)
+    import tempfile
+    # mkdir makes it: never an existing name, never through a link
+    tmp = tempfile.mkdtemp(prefix=f".{name}.prepack-", dir=parent)
     try:
-        if to.startswith("nemo"):
-            _write_nemo(shards, to, tmp)
-        elif to == "hf":
-            from datasets import Dataset, concatenate_datasets
-            parts = [Dataset(_table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file)))))
-                     for lo in range(0, max(n, 1), rows_per_file)]
-            ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-            ds.save_to_disk(tmp)
-        else:
-            import pyarrow.parquet as pq
-            os.makedirs(tmp)
-            files = max(1, -(-n // rows_per_file))
-            for f in range(files):
-                lo = f * rows_per_file
-                table = _table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file))))
-                pq.write_table(table, os.path.join(
-                    tmp, f"train-{f:05d}-of-{files:05d}.parquet"))
-        if os.path.isdir(out):
-            os.rmdir(out)
-        os.rename(tmp, out)
+        _umask_mode(tmp)
+        _write(shards, to, tmp, rows_per_file)
+        _write_done(tmp, to, n)
+        _place(tmp, parent, name, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

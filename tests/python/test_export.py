@@ -144,3 +144,118 @@ def test_nemo_reads_the_export_as_the_set(prepack_bin, tmp_path, to):
     assert list(nemo_reader(packs)) == want
     meta = json.loads((out / f"{L}_metadata.jsonl").read_text())[0]
     assert meta["pack_size"] == L and meta["max_samples_per_bin"] >= 1
+
+
+# ---- the command's child Python and OUT (issue 26, rule 7) ----------------
+
+def _cli_env(**more):
+    import os
+    from conftest import ROOT
+    env = dict(os.environ, PREPACK_PYTHON=sys.executable,
+               PYTHONPATH=os.path.join(ROOT, "python"))
+    env.update(more)
+    return env
+
+
+def _export_cli(prepack_bin, shard_set, out, env, cwd=None, to="nemo-npy"):
+    return subprocess.run([prepack_bin, "export", str(shard_set), "--to", to,
+                           "-o", str(out)], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("planted", ["prepack.py", "prepack/__init__.py",
+                                     "numpy.py", "sitecustomize.py",
+                                     "pyarrow.py"])
+def test_export_runs_no_code_from_the_working_directory(prepack_bin, shard_set,
+                                                        tmp_path, planted):
+    """A module in the working directory (or named by a PYTHONPATH entry
+    that is empty or relative, so the working directory) is not run."""
+    work = tmp_path / "work"
+    (work / planted).parent.mkdir(parents=True, exist_ok=True)
+    (work / planted).write_text(
+        f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')\n"
+        "raise SystemExit(0)\n")
+    env = _cli_env()
+    env["PYTHONPATH"] = ":." + ":" + env["PYTHONPATH"] + ":"
+    p = _export_cli(prepack_bin, shard_set, tmp_path / "out", env, cwd=work,
+                    to="nemo-parquet")
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "ran").exists()
+    assert (tmp_path / "out" / "training_2048.idx.parquet").is_file()
+
+
+def test_export_checks_the_child_wrote_out(prepack_bin, shard_set, tmp_path):
+    """A Python that exits 0 and writes nothing (or not the whole export)
+    is not a success: the command names the Python it ran."""
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\n# the last argument is OUT\n"
+                    "for a; do out=$a; done\nmkdir -p \"$out\"\nexit 0\n")
+    fake.chmod(0o755)
+    for python in ("/bin/true", str(fake)):
+        out = tmp_path / ("out-" + python.replace("/", "_"))
+        p = _export_cli(prepack_bin, shard_set, out,
+                        _cli_env(PREPACK_PYTHON=python))
+        assert p.returncode == 1, (python, p.stdout, p.stderr)
+        assert python in p.stderr
+        assert "packs written" not in p.stdout
+
+
+def test_export_refuses_a_symlinked_output_before_the_work(prepack_bin,
+                                                          shard_set, tmp_path):
+    import os
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        prepack.export(shard_set, "nemo-npy", link)
+    p = _export_cli(prepack_bin, shard_set, link, _cli_env())
+    assert p.returncode == 1 and "symbolic link" in p.stderr, p.stderr
+    assert "Errno" not in p.stderr
+    # nothing written through the link, no staging directory left beside
+    assert os.listdir(target) == []
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        prepack.export(shard_set, "nemo-npy", tmp_path / "file")
+
+
+def test_export_names_a_missing_package_in_one_line(prepack_bin, shard_set,
+                                                    tmp_path):
+    """pyarrow missing: one line naming it and the pip install, no
+    traceback, exit 1 from the command."""
+    import os
+    blocker = tmp_path / "blocker" / "pyarrow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pyarrow'\", "
+        "name='pyarrow')\n")
+    env = _cli_env()
+    env["PYTHONPATH"] = str(blocker.parent) + os.pathsep + env["PYTHONPATH"]
+    p = _export_cli(prepack_bin, shard_set, tmp_path / "out", env,
+                    to="hf-parquet")
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "pyarrow" in lines[0] and "pip install pyarrow" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spelling", ["packed/", "./packed/..//packed",
+                                      "packed//"])
+def test_export_output_spellings(prepack_bin, shard_set, tmp_path, spelling):
+    """OUT with a trailing slash or dot-dot: the staging directory is
+    beside OUT, never inside it."""
+    import os
+    p = _export_cli(prepack_bin, shard_set, spelling, _cli_env(), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert sorted(os.listdir(tmp_path)) == ["packed"]
+    assert sorted(os.listdir(tmp_path / "packed")) == [
+        ".prepack-export", "2048_metadata.jsonl", "training_2048.npy"]
+    os.chdir(tmp_path)
+    try:
+        n = prepack.export(shard_set, "nemo-npy", "again/")
+    finally:
+        os.chdir("/")
+    assert n > 0 and (tmp_path / "again" / "training_2048.npy").is_file()
