@@ -448,6 +448,107 @@ static void test_writer_directory_rules(void **state)
     free_corpus(&c);
 }
 
+/* ---- symbolic links (issue 26, rule 2) ---------------------------------- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int file_says(const char *path, const char *text)
+{
+    char buf[64] = "";
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return !strcmp(buf, text);
+}
+
+/* A writer on a link named DIR is refused, overwriting or not, spelled
+ * with a slash or not: the set the link points to stays whole. */
+static void refuses_a_linked_dir(corpus *c)
+{
+    char victim[512]; /* path_of's buffers rotate */
+    snprintf(victim, sizeof victim, "%s", path_of("victim"));
+    write_set(c, victim, 8, 0, 0);
+    assert_int_equal(mkdir(path_of("empty"), 0777), 0);
+    assert_int_equal(symlink(victim, path_of("to-set")), 0);
+    assert_int_equal(symlink(path_of("empty"), path_of("to-empty")), 0);
+    prepack_writer_options over = {.overwrite = 1};
+    const struct {
+        const char *dir;
+        const prepack_writer_options *o;
+    } cases[] = {{"to-set", &over}, {"to-set/", &over}, {"to-set//", &over},
+                 {"to-empty", NULL}, {"to-empty/", NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        prepack_writer *w = NULL;
+        prepack_diag d = {0};
+        int rc = prepack_writer_create(&w, path_of(cases[i].dir), L,
+                                       PREPACK_DTYPE_UINT16, cases[i].o, &d);
+        if (rc == PREPACK_OK || !strstr(d.message, "symbolic link"))
+            fail_msg("%s: %s (%s)", cases[i].dir, prepack_strerror(rc),
+                     d.message);
+    }
+    check_set(c, victim);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -q prepack-", path_of(""));
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", path_of("empty"));
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Links planted where the writer creates its temporaries (a shard's
+ * .tmp, the manifest's), and in the old set it removes: it writes and
+ * deletes none of the files they point to. */
+static void writes_through_no_planted_link(corpus *c)
+{
+    char keep[512], dir[512]; /* path_of's buffers rotate */
+    snprintf(keep, sizeof keep, "%s", path_of("keep.txt"));
+    snprintf(dir, sizeof dir, "%s", path_of("planted"));
+    write_file(keep, "keep");
+    prepack_writer *w = NULL;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_writer_create(&w, dir, L, PREPACK_DTYPE_UINT16,
+                                           NULL, &d),
+                     PREPACK_OK);
+    assert_int_equal(symlink(keep, path_of("planted/shard-00000.zst.tmp")), 0);
+    assert_int_equal(symlink(keep, path_of("planted/manifest.json.tmp")), 0);
+    uint16_t t[] = {1, 2, 3};
+    int32_t cu[] = {0, 3};
+    uint64_t ids[] = {0};
+    prepack_row row = {3, 1, PREPACK_DTYPE_UINT16, t, cu, ids, NULL, NULL};
+    assert_int_equal(prepack_writer_add(w, &row, &d), PREPACK_OK);
+    if (prepack_writer_finish(w, NULL, &d) != PREPACK_OK)
+        fail_msg("%s", d.message);
+    prepack_writer_free(w);
+    assert_true(file_says(keep, "keep"));
+    struct stat st;
+    assert_int_equal(lstat(path_of("planted/manifest.json"), &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    /* the old set names a shard that is a link to keep.txt: replacing
+     * the set removes the link, not keep.txt */
+    assert_int_equal(symlink(keep, path_of("planted/shard-00001.zst")), 0);
+    write_set(c, dir, 8, 0, 1);
+    check_set(c, dir);
+    assert_true(file_says(keep, "keep"));
+}
+
+static void test_writer_follows_no_links(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 7, 1000);
+    refuses_a_linked_dir(&c);
+    writes_through_no_planted_link(&c);
+    free_corpus(&c);
+}
+
 /* ---- damage ---------------------------------------------------------------------- */
 
 static void copy_dir(const char *from, const char *to)
@@ -834,6 +935,7 @@ int main(void)
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_batch_into_caller_arrays),
         cmocka_unit_test(test_writer_directory_rules),
+        cmocka_unit_test(test_writer_follows_no_links),
         cmocka_unit_test(test_damage_is_reported),
         cmocka_unit_test(test_damage_names_the_region),
         cmocka_unit_test(test_hostile_rows),

@@ -106,6 +106,53 @@ static int io_fail(prepack_diag *diag, const char *what, const char *path)
                    path, strerror(errno));
 }
 
+/* dir's path without trailing slashes ("link/" would resolve the link),
+ * in buf; NULL when it does not fit. */
+static const char *strip_slashes(const char *dir, char *buf, size_t cap)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n >= cap)
+        return NULL;
+    memcpy(buf, dir, n);
+    buf[n] = 0;
+    return buf;
+}
+
+/* dir opened as a directory, never through a symbolic link (issue 26,
+ * rule 2: nothing prepack creates, renames or deletes is reached through
+ * one); the descriptor, or -1 (errno, ELOOP for a link). */
+static int open_dir_nofollow(const char *dir)
+{
+    char buf[4096];
+    const char *path = strip_slashes(dir, buf, sizeof buf);
+    if (!path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Why open_dir_nofollow failed: O_DIRECTORY|O_NOFOLLOW on a link says
+ * ENOTDIR or ELOOP, so a link is told by lstat. */
+static int dir_open_fail(prepack_diag *diag, const char *dir)
+{
+    char buf[4096];
+    const char *path = strip_slashes(dir, buf, sizeof buf);
+    struct stat st;
+    int err = errno;
+    if ((err == ELOOP || err == ENOTDIR) && path && lstat(path, &st) == 0 &&
+        S_ISLNK(st.st_mode))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s is a symbolic link: prepack writes a set in the "
+                       "directory itself, never through a link (give the "
+                       "path it points to)",
+                       dir);
+    errno = err;
+    return io_fail(diag, "cannot open", dir);
+}
+
 /* Whether dir holds anything. With overwrite, whatever it holds must be
  * a shard set's files (the manifest, shards, temporaries): prepack never
  * replaces what it did not write. */
@@ -114,9 +161,14 @@ static int dir_in_use(const char *dir, int overwrite, int *in_use,
 {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return io_fail(diag, "cannot create", dir);
-    DIR *d = opendir(dir);
-    if (!d)
-        return io_fail(diag, "cannot open", dir);
+    int fd = open_dir_nofollow(dir);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        int rc = dir_open_fail(diag, dir);
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
     int rc = PREPACK_OK;
     struct dirent *e;
     *in_use = 0;
@@ -142,7 +194,8 @@ static int dir_in_use(const char *dir, int overwrite, int *in_use,
 /* Overwriting: the new set is written in a fresh directory beside dir
  * (.NAME.prepack-<6 random characters>, same parent, so the same file system) and
  * swapped in whole by prepack_writer_finish; until then dir keeps the
- * old set, verified as it was. */
+ * old set, verified as it was. mkdtemp makes the directory with mkdir,
+ * which never reuses an existing name nor follows a link planted there. */
 static int make_staging_dir(const char *dir, char *out, size_t cap,
                             prepack_diag *diag)
 {
@@ -162,22 +215,37 @@ static int make_staging_dir(const char *dir, char *out, size_t cap,
     return PREPACK_OK;
 }
 
-/* Removes the shard-set files in dir, then dir itself. */
+/* Removes the shard-set files in dir, then dir itself: through a
+ * descriptor opened without following a link, each name unlinked
+ * relative to it (a link named like a shard goes, not what it names),
+ * nothing recursed into. */
 static void remove_set_dir(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    int fd = open_dir_nofollow(dir);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
         return;
-    struct dirent *e;
-    char path[4700];
-    while ((e = readdir(d)) != NULL) {
-        if (!pp_is_set_file(e->d_name))
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
     }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (pp_is_set_file(e->d_name))
+            unlinkat(fd, e->d_name, 0);
     closedir(d);
-    rmdir(dir);
+    rmdir(dir); /* rmdir never follows a link: one there stays */
+}
+
+/* A temporary file created new at path: O_EXCL|O_NOFOLLOW, so never
+ * through a link planted there nor into a file someone else holds open;
+ * a leftover of an earlier run (or a link) at that name is unlinked
+ * first, which removes the name only. The descriptor, or -1 (errno). */
+static int create_tmp(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -1;
+    return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0666);
 }
 
 /* Puts the finished set in staging at target's path in one step (the
@@ -376,7 +444,7 @@ static int open_shard(prepack_writer *w, prepack_diag *diag)
     pp_shard_name(name, w->first_shard + w->nshards);
     snprintf(w->tmp_path, sizeof w->tmp_path, "%s/%s" PP_TMP_SUFFIX, w->dir,
              name);
-    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    w->fd = create_tmp(w->tmp_path);
     if (w->fd < 0)
         return io_fail(diag, "cannot create", w->tmp_path);
     XXH64_reset(&w->hash, 0);
@@ -694,9 +762,14 @@ int pp_manifest_save(const char *dir, const pp_manifest_fields *m,
     char tmp[4400], final[4400];
     snprintf(tmp, sizeof tmp, "%s/" PP_MANIFEST_NAME PP_TMP_SUFFIX, dir);
     snprintf(final, sizeof final, "%s/" PP_MANIFEST_NAME, dir);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return io_fail(diag, "cannot create", tmp);
+    int fd = create_tmp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        int rc = io_fail(diag, "cannot create", tmp);
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
     pp_manifest_write(f, m);
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
