@@ -3,7 +3,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,13 +38,59 @@ int pp_read_at(int fd, void *buf, size_t n, uint64_t at)
         ssize_t got = pread(fd, p, n, (off_t)at);
         if (got < 0 && errno == EINTR)
             continue;
+        if (got == 0)
+            errno = 0; /* the file ends first: pp_read_why says so */
         if (got <= 0)
-            return -1; /* an error, or the file ends first */
+            return -1;
         p += got;
         at += (uint64_t)got;
         n -= (size_t)got;
     }
     return 0;
+}
+
+enum { WHY_COUNT_MAX = 1 << 20 }; /* bytes read to find where a file ends */
+
+/* Where fd's data ends, from `at` on, up to at + n (a read past its
+ * size); at + n and beyond when it could not be told within
+ * WHY_COUNT_MAX bytes. */
+static uint64_t data_end(int fd, uint64_t at, uint64_t n)
+{
+    unsigned char buf[4096];
+    uint64_t end = at, stop = at + (n < WHY_COUNT_MAX ? n : WHY_COUNT_MAX);
+    while (end < stop) {
+        size_t k = stop - end < sizeof buf ? (size_t)(stop - end) : sizeof buf;
+        ssize_t got = pread(fd, buf, k, (off_t)end);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return end;
+        end += (uint64_t)got;
+    }
+    return end;
+}
+
+const char *pp_read_why(int fd, uint64_t at, uint64_t n, char *buf,
+                        size_t cap)
+{
+    if (errno) {
+        snprintf(buf, cap, "%s", strerror(errno));
+        return buf;
+    }
+    struct stat st;
+    unsigned long long size =
+        fstat(fd, &st) == 0 ? (unsigned long long)st.st_size : 0;
+    uint64_t end = data_end(fd, at, n);
+    if (end < at + n)
+        snprintf(buf, cap, "the file ended after %llu bytes, its size says "
+                           "%llu (a file that changed while read, or a /proc "
+                           "or /sys file whose size is not its contents)",
+                 (unsigned long long)end, size);
+    else
+        snprintf(buf, cap, "the file ended before byte %llu, its size says "
+                           "%llu (a file that changed while read)",
+                 (unsigned long long)(at + n), size);
+    return buf;
 }
 
 int pp_sync_dir(const char *dir)

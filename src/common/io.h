@@ -8,8 +8,16 @@
 
 /* All n bytes, retrying short and interrupted calls; 0 or -1 (errno). */
 int pp_write_all(int fd, const void *data, size_t n);
-/* n bytes at offset `at`; -1 on an error or when the file ends first. */
+/* n bytes at offset `at`; -1 on an error (errno) or when the file ends
+ * first (errno 0: say why with pp_read_why, never strerror). */
 int pp_read_at(int fd, void *buf, size_t n, uint64_t at);
+/* Why a read of bytes [at, at + n) of fd failed (pp_read_at, or a hash
+ * over it), in buf: strerror(errno) for an error; for errno 0, where the
+ * file ended and the size fstat said, e.g. "the file ended after 22
+ * bytes, its size says 4096" (a file that shrank while read, or a /proc
+ * or /sys file whose size is not its contents). Returns buf. */
+const char *pp_read_why(int fd, uint64_t at, uint64_t n, char *buf,
+                        size_t cap);
 /* fsync of a directory, which makes the renames in it durable; 0 or -1. */
 int pp_sync_dir(const char *dir);
 

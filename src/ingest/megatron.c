@@ -97,10 +97,12 @@ static int open_file(mg_file *f, const char *prefix, const char *ext,
 static int read_at(const mg_file *f, void *buf, size_t n, uint64_t at,
                    prepack_diag *diag)
 {
+    char why[200];
     if (pp_read_at(f->fd, buf, n, at) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "%s: read failed at byte %llu", f->path,
-                       (unsigned long long)at);
+                       "%s: read failed at byte %llu: %s", f->path,
+                       (unsigned long long)at,
+                       pp_read_why(f->fd, at, n, why, sizeof why));
     return PREPACK_OK;
 }
 

@@ -34,12 +34,17 @@ typedef struct token_file {
 static int read_llmc_header(token_file *f, prepack_diag *diag)
 {
     unsigned char h[HEADER_BYTES];
-    if (f->size < HEADER_BYTES ||
-        pread(f->fd, h, HEADER_BYTES, 0) != HEADER_BYTES)
+    char why[200];
+    if (f->size < HEADER_BYTES)
         return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
                        "%s: %llu bytes, shorter than the 1024-byte llm.c "
                        "header",
                        f->path, (unsigned long long)f->size);
+    if (pp_read_at(f->fd, h, HEADER_BYTES, 0) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read the 1024-byte llm.c header: %s",
+                       f->path, pp_read_why(f->fd, 0, HEADER_BYTES, why,
+                                            sizeof why));
     uint32_t magic = pp_load_le32(h), version = pp_load_le32(h + 4),
              count = pp_load_le32(h + 8);
     if (magic == PP_LLMC_GPT2_MAGIC && version == 1) {
@@ -192,9 +197,12 @@ static void scan_chunk(void *ctx, void *task, size_t worker)
     t->max = 0;
     uint64_t at = f->first_byte + t->first * f->width;
     if (pp_read_at(f->fd, t->buf, t->n * f->width, at) != 0) {
+        char why[200];
         t->rc = pp_fail(&t->diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                        "%s: read failed at byte %llu", f->path,
-                        (unsigned long long)at);
+                        "%s: read failed at byte %llu: %s", f->path,
+                        (unsigned long long)at,
+                        pp_read_why(f->fd, at, t->n * f->width, why,
+                                    sizeof why));
         return;
     }
     to_host_order(t->buf, f->width, t->n);
@@ -337,10 +345,13 @@ static int piece_start_at(token_file *f, const splitter *sp, void *buf,
     while (i < ntok) {
         size_t n = ntok - i < CHUNK_TOKENS ? (size_t)(ntok - i) : CHUNK_TOKENS;
         uint64_t at = f->first_byte + i * f->width;
+        char why[200];
         if (pp_read_at(f->fd, buf, n * f->width, at) != 0)
             return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                           "%s: read failed at byte %llu", f->path,
-                           (unsigned long long)at);
+                           "%s: read failed at byte %llu: %s", f->path,
+                           (unsigned long long)at,
+                           pp_read_why(f->fd, at, n * f->width, why,
+                                       sizeof why));
         to_host_order(buf, f->width, n);
         size_t k = find_sep(buf, f->width, 0, n, sp->sep);
         if (k < n) {

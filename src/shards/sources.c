@@ -40,9 +40,11 @@ static int describe_one(const pp_store_source *in, const prepack_allocator *a,
     int rc = absolute_copy(a, in->path, &out->path, diag);
     if (rc != PREPACK_OK)
         return rc;
+    char why[200];
     if (pp_sample_hash_fd(in->fd, in->size, &out->sample_xxh64) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "%s: cannot read: %s", in->path, strerror(errno));
+                       "%s: cannot read: %s", in->path,
+                       pp_read_why(in->fd, 0, in->size, why, sizeof why));
     if (!in->index)
         return PREPACK_OK;
     rc = absolute_copy(a, in->index, &out->index, diag);
@@ -50,7 +52,9 @@ static int describe_one(const pp_store_source *in, const prepack_allocator *a,
         return rc;
     if (pp_hash_file(out->index, &out->index_xxh64, &out->index_bytes) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "%s: cannot read: %s", in->index, strerror(errno));
+                       "%s: cannot read: %s", in->index,
+                       errno ? strerror(errno)
+                             : "it ended before the size fstat gave");
     return PREPACK_OK;
 }
 
@@ -128,12 +132,15 @@ static int check_index(const pp_set_source *s, prepack_diag *diag)
     int rc = open_regular(s->index, "index", &fd, &size, diag);
     if (rc != PREPACK_OK)
         return rc;
+    char why[200];
     int bad = pp_hash_fd(fd, size, &hash);
+    if (bad)
+        pp_read_why(fd, 0, size, why, sizeof why);
     close(fd);
     if (bad)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "%s: cannot read the index this set references: %s",
-                       s->index, strerror(errno));
+                       s->index, why);
     if (size != s->index_bytes)
         return changed(diag, s->index, "bytes", size, s->index_bytes);
     if (hash != s->index_xxh64)
@@ -146,6 +153,7 @@ static int map_one(const pp_set_source *s, pp_mapped_source *m,
 {
     uint64_t size, hash = 0;
     int fd;
+    char why[200];
     int rc = open_regular(s->path, "input", &fd, &size, diag);
     if (rc != PREPACK_OK)
         return rc;
@@ -153,7 +161,8 @@ static int map_one(const pp_set_source *s, pp_mapped_source *m,
         rc = changed(diag, s->path, "bytes", size, s->bytes);
     else if (pp_sample_hash_fd(fd, size, &hash) != 0)
         rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                     "%s: cannot read: %s", s->path, strerror(errno));
+                     "%s: cannot read: %s", s->path,
+                     pp_read_why(fd, 0, size, why, sizeof why));
     else if (hash != s->sample_xxh64)
         rc = changed(diag, s->path, "sampled xxh64", hash, s->sample_xxh64);
     if (rc == PREPACK_OK && s->index)

@@ -325,5 +325,28 @@ expect_exit 0 env SLURM_ARRAY_TASK_ID=0 "$prepack" scan "$corpus" -o "$tmp/steps
 expect_exit 1 "$prepack" finalize "$corpus" -o "$tmp/steps" --max-seq-len 4096 --overlong split --write-tasks 1
 expect_in "$tmp/err" "has no plan: run prepack plan first"
 
+# a file whose size is not its contents (sysfs says 4096 bytes, a read
+# gives a few): the error says where it ended and what its size said,
+# never "Success" nor a bare "read failed" (issue 26)
+short=""
+for f in /sys/kernel/mm/transparent_hugepage/enabled \
+         /sys/devices/system/cpu/online /sys/devices/system/cpu/possible \
+         /sys/kernel/mm/transparent_hugepage/defrag; do
+    if [ -r "$f" ] && [ "$(stat -Lc %s "$f")" -gt "$(wc -c <"$f")" ]; then
+        short=$f; break
+    fi
+done
+if [ -n "$short" ]; then
+    for fmt in raw-u16 llmc; do
+        expect_exit 1 "$prepack" stats "$short" --format "$fmt" --doc-sep 0 \
+            --max-seq-len 64
+        expect_in "$tmp/err" "its size says 4096"
+        expect_in "$tmp/err" "$short"
+        if grep -q "Success" "$tmp/err"; then bad "strerror(0): $fmt"; else ok; fi
+    done
+else
+    echo "skip: no file here whose size is not its contents" >&2
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
