@@ -285,9 +285,11 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     mask. A `group` column (any values; null = none) keeps consecutive rows
     with one value in one row, in order, as JSONL's "group" field does.
     pad_multiple plans for context parallelism as `pack --pad-multiple`.
-    Returns the plan's figures (a dict: sequences, input_tokens,
-    items, tokens, rows, lower_bound, efficiency, ...). Bad data raises
-    DatasetError naming the input, row group (or batch), row and value."""
+    A file given twice is two inputs, as for `prepack pack` (a group never
+    spans the two). Returns the plan's figures (a dict: sequences,
+    input_tokens, items, tokens, rows, lower_bound, efficiency, ...). Bad
+    data raises DatasetError naming the input, row group (or batch), row
+    and value; a source with no rows, naming its files."""
     _check_options(algo, overlong, token_dtype, shard_rows, shard_bytes)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, shuffle, seed, token_dtype,
@@ -322,11 +324,12 @@ def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
                group="group"):
     current = None
     previous = [None]
-    for name, unit, index, first, batch in _batches_with_optional(
+    for key, name, unit, index, first, batch in _batches_with_optional(
             source, column, loss_mask, labels, read_rows, group):
-        if name != current:
+        if key != current:  # the input's place, not its name: a file
+            # given twice is two inputs, as for `prepack pack`
             lib.prepack_store_begin_input(store, os.fsencode(name), _ARROW)
-            current = name
+            current = key
             previous = [None]  # a group never spans inputs
         base = lib.prepack_store_sequence_count(store)
         where = _Where(name, unit, index, first)
@@ -347,13 +350,29 @@ def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
                 store, joins.ctypes.data, len(joins), ctypes.byref(diag)),
                 diag, DatasetError)
     if current is None:
-        raise DatasetError("the source holds no rows")
+        raise DatasetError(f"{_source_name(source)}: no rows (an empty "
+                           f"table)")
+
+
+def _source_name(source, most=3):
+    """The source for a message: its files (the first few), or "the
+    table" / "the dataset"."""
+    import pyarrow as pa
+    if isinstance(source, pa.Table):
+        return "the table"
+    if hasattr(source, "with_format") and hasattr(source, "iter"):
+        return "the dataset"
+    paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    names = [os.fspath(p) for p in paths[:most]]
+    more = f" and {len(paths) - most} more" if len(paths) > most else ""
+    return ", ".join(names) + more if names else "the source (no files)"
 
 
 def _batches_with_optional(source, column, loss_mask, labels, read_rows,
                            group="group"):
-    """The source's record batches, holding the token column and whichever
-    of the mask columns the source (or each file) has."""
+    """(input number, name, unit, unit index, first row, batch): the
+    source's record batches, holding the token column and whichever of the
+    mask columns the source (or each file) has."""
     import pyarrow as pa
     if isinstance(source, dict) or type(source).__name__ in (
             "DatasetDict", "IterableDatasetDict"):
@@ -363,8 +382,9 @@ def _batches_with_optional(source, column, loss_mask, labels, read_rows,
         # a datasets.Dataset or IterableDataset: its rows in its order
         # (select, shuffle and filter keep an index over the table, so the
         # table alone would be the wrong rows), as Arrow tables
-        yield from _hf_batches(source, column, loss_mask, labels, read_rows,
-                               group)
+        for piece in _hf_batches(source, column, loss_mask, labels,
+                                 read_rows, group):
+            yield (0,) + piece
         return
     if isinstance(source, pa.Table):
         names = source.column_names
@@ -372,12 +392,14 @@ def _batches_with_optional(source, column, loss_mask, labels, read_rows,
             raise DatasetError(f"no column {column!r} (the table has {names})")
         wanted = [column] + [c for c in (loss_mask, labels, group)
                              if c in names]
-        yield from _table_batches(source, wanted, read_rows)
+        for piece in _table_batches(source, wanted, read_rows):
+            yield (0,) + piece
         return
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    for path in map(os.fspath, paths):
-        yield from _file_batches(path, column, (loss_mask, labels, group),
-                                 read_rows)
+    for k, path in enumerate(map(os.fspath, paths)):
+        for piece in _file_batches(path, column, (loss_mask, labels, group),
+                                   read_rows):
+            yield (k,) + piece
 
 
 def _hf_batches(source, column, loss_mask, labels, read_rows, group="group"):

@@ -114,3 +114,48 @@ def test_every_integer_kind_accepted():
     rows = prepack.pack(seqs, max_seq_len=16)
     got = sorted(int(t) for r in rows for t in r["input_ids"])
     assert got == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 2**32 - 1]
+
+
+# ---- odd inputs to pack_dataset (issue 26) ---------------------------------
+
+def _parquet(path, rows, groups=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    cols = {"input_ids": pa.array(rows, type=pa.list_(pa.int64()))}
+    if groups is not None:
+        cols["group"] = pa.array(groups, type=pa.string())
+    pq.write_table(pa.table(cols), path)
+    return str(path)
+
+
+def test_pack_dataset_an_input_given_twice_is_two_inputs(tmp_path):
+    """As `prepack pack a.jsonl a.jsonl`: two inputs in the manifest, and a
+    group never spans the two copies (it would be 10 tokens here, over
+    max_seq_len 5)."""
+    lib_or_skip()
+    import json
+    from prepack.dataset import pack_dataset
+    p = _parquet(tmp_path / "a.parquet", [[1, 2, 3], [4, 5]], ["a", "a"])
+    stats = pack_dataset([p, p], tmp_path / "set", max_seq_len=5)
+    assert stats["sequences"] == 4 and stats["rows"] == 2
+    m = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert [(i["path"], i["first_sequence"], i["sequences"])
+            for i in m["inputs"]] == [(p, 0, 2), (p, 2, 2)]
+
+
+def test_pack_dataset_no_rows_names_the_input(tmp_path):
+    lib_or_skip()
+    import pyarrow as pa
+    from prepack.dataset import DatasetError, pack_dataset
+    empty = _parquet(tmp_path / "empty.parquet", [])
+    with pytest.raises(DatasetError, match="empty.parquet"):
+        pack_dataset([empty], tmp_path / "s1", max_seq_len=8)
+    arrow = str(tmp_path / "empty.arrow")
+    schema = pa.schema([("input_ids", pa.list_(pa.int64()))])
+    with pa.ipc.new_file(arrow, schema):
+        pass
+    with pytest.raises(DatasetError, match="empty.arrow"):
+        pack_dataset(arrow, tmp_path / "s2", max_seq_len=8)
+    with pytest.raises(DatasetError, match="the table"):
+        pack_dataset(pa.table({"input_ids": pa.array(
+            [], type=pa.list_(pa.int64()))}), tmp_path / "s3", max_seq_len=8)
