@@ -230,6 +230,7 @@ def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):
     n = len(shards)
     import shutil
     import tempfile
+    os.makedirs(parent, exist_ok=True)  # OUT's parents, as before
     # mkdir makes it: never an existing name, never through a link
     tmp = tempfile.mkdtemp(prefix=f".{name}.prepack-", dir=parent)
     try:

@@ -256,6 +256,8 @@ def test_export_output_spellings(prepack_bin, shard_set, tmp_path, spelling):
     os.chdir(tmp_path)
     try:
         n = prepack.export(shard_set, "nemo-npy", "again/")
+        prepack.export(shard_set, "nemo-npy", "new/parents/out")
     finally:
         os.chdir("/")
     assert n > 0 and (tmp_path / "again" / "training_2048.npy").is_file()
+    assert sorted(os.listdir(tmp_path / "new" / "parents")) == ["out"]
