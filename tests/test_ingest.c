@@ -3,6 +3,7 @@
  * prepack's code), and the store must hold exactly the sequences that
  * writer meant. */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -807,6 +808,131 @@ static void test_allocation_failures_on_threads(void **state)
     free(seqs);
 }
 
+/* ---- zstd frames on worker threads ---------------------------------------- */
+
+/* One frame of `n` bytes: zstd's content checksum or none (the zstd
+ * command line writes one by default; ZSTD_compress does not). */
+static size_t zstd_frame(unsigned char *dst, size_t cap, const void *src,
+                         size_t n, int checksum)
+{
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    assert_non_null(c);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 3);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, checksum);
+    size_t got = ZSTD_compress2(c, dst, cap, src, n);
+    ZSTD_freeCCtx(c);
+    assert_false(ZSTD_isError(got));
+    return got;
+}
+
+/* Allocations made off the calling thread of exactly one of `sizes`: a
+ * worker's buffer for a frame of that content size, which only a frame
+ * decoded on a worker gets. */
+typedef struct thread_alloc {
+    pthread_t caller;
+    const size_t *sizes;
+    size_t nsizes;
+    atomic_size_t off_caller, frames;
+} thread_alloc;
+
+static void note(thread_alloc *ta, size_t size)
+{
+    if (pthread_equal(pthread_self(), ta->caller))
+        return;
+    atomic_fetch_add(&ta->off_caller, 1);
+    for (size_t i = 0; i < ta->nsizes; i++)
+        if (size == ta->sizes[i])
+            atomic_fetch_add(&ta->frames, 1);
+}
+
+static void *ta_malloc(void *opaque, size_t size)
+{
+    note(opaque, size);
+    return malloc(size);
+}
+
+static void *ta_realloc(void *opaque, void *ptr, size_t size)
+{
+    note(opaque, size);
+    return realloc(ptr, size);
+}
+
+static void ta_free(void *opaque, void *ptr)
+{
+    (void)opaque;
+    free(ptr);
+}
+
+/* Ingests `name` on `threads` threads with the observing allocator:
+ * the frames decoded on workers. */
+static size_t ingest_counting_frames(const char *name, int threads,
+                                     const size_t *sizes, size_t nsizes,
+                                     const expect *e)
+{
+    thread_alloc ta = {.caller = pthread_self(), .sizes = sizes,
+                       .nsizes = nsizes};
+    atomic_init(&ta.off_caller, 0);
+    atomic_init(&ta.frames, 0);
+    prepack_allocator a = {ta_malloc, ta_realloc, ta_free, &ta};
+    prepack_store_options so = {.tmp_dir = test_tmpdir, .allocator = &a};
+    prepack_ingest_options io = {.threads = threads};
+    prepack_store *s = NULL;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_store_create(&s, &so, &d), PREPACK_OK);
+    if (prepack_ingest_file(s, path_of(name), &io, &d) != PREPACK_OK ||
+        prepack_store_finish(s, &d) != PREPACK_OK)
+        fail_msg("%s on %d threads: %s", name, threads, d.message);
+    assert_int_equal(prepack_store_sequence_count(s), e->n);
+    check_store(s, e, 0);
+    prepack_store_free(s);
+    return atomic_load(&ta.frames);
+}
+
+/* A file of 8 frames of growing content sizes, with and without zstd's
+ * checksum: at 2, 3 and 7 threads every frame is decoded on a worker
+ * (none streamed again on the reading thread), at 1 none is. */
+static void test_zstd_frames_decoded_on_workers(void **state)
+{
+    (void)state;
+    enum { FRAMES = 8 };
+    rng r = {41};
+    expect e = {0};
+    text j = make_jsonl(&r, 800, 40, 50000, 1, &e);
+    size_t cut[FRAMES + 1], sizes[FRAMES];
+    cut[0] = 0;
+    cut[FRAMES] = j.len;
+    /* frames that grow, each ending at a line's end: every one needs a
+     * larger buffer than the frames before it, so each allocates its own */
+    for (int f = 1; f < FRAMES; f++) {
+        cut[f] = j.len * (size_t)(f * (f + 1)) / (FRAMES * (FRAMES + 1));
+        while (j.p[cut[f] - 1] != '\n')
+            cut[f]++;
+    }
+    for (int f = 0; f < FRAMES; f++)
+        sizes[f] = cut[f + 1] - cut[f];
+    size_t bound = ZSTD_compressBound(j.len) + 64 * FRAMES;
+    unsigned char *z = malloc(bound);
+    for (int checksum = 0; checksum <= 1; checksum++) {
+        size_t zlen = 0;
+        for (int f = 0; f < FRAMES; f++)
+            zlen += zstd_frame(z + zlen, bound - zlen, j.p + cut[f],
+                               sizes[f], checksum);
+        write_file("w.jsonl.zst", z, zlen);
+        assert_int_equal(
+            ingest_counting_frames("w.jsonl.zst", 1, sizes, FRAMES, &e), 0);
+        for (size_t t = 1; t < sizeof THREADS / sizeof *THREADS; t++) {
+            size_t got = ingest_counting_frames("w.jsonl.zst", THREADS[t],
+                                                sizes, FRAMES, &e);
+            if (got != FRAMES)
+                fail_msg("checksum %d, %d threads: %zu of %d frames on "
+                         "workers", checksum, THREADS[t], got, FRAMES);
+        }
+    }
+    free(z);
+    free(j.p);
+    expect_free(&e);
+}
+
 /* Referenced inputs and parsed ones in one store: dtypes, masks, ids. */
 static void test_mixed_inputs(void **state)
 {
@@ -1019,6 +1145,7 @@ int main(void)
         cmocka_unit_test(test_megatron_on_threads),
         cmocka_unit_test(test_token_files_on_threads),
         cmocka_unit_test(test_allocation_failures_on_threads),
+        cmocka_unit_test(test_zstd_frames_decoded_on_workers),
         cmocka_unit_test(test_mixed_inputs),
         cmocka_unit_test(test_lengths_only),
         cmocka_unit_test(test_store_widens_and_masks),
