@@ -808,7 +808,7 @@ static void test_allocation_failures_on_threads(void **state)
     free(seqs);
 }
 
-/* ---- zstd frames on worker threads ---------------------------------------- */
+/* ---- zstd frames on worker threads ------------------------------------- */
 
 /* One frame of `n` bytes: zstd's content checksum or none (the zstd
  * command line writes one by default; ZSTD_compress does not). */
@@ -927,6 +927,106 @@ static void test_zstd_frames_decoded_on_workers(void **state)
                 fail_msg("checksum %d, %d threads: %zu of %d frames on "
                          "workers", checksum, THREADS[t], got, FRAMES);
         }
+    }
+    free(z);
+    free(j.p);
+    expect_free(&e);
+}
+
+/* The frame at z (zlen bytes, from zstd_frame) with its header rewritten:
+ * not single-segment, a window of 2^window_log bytes, and the content
+ * size `fcs` in 8 bytes, or (absent) none. Returns its new length (at
+ * most zlen + 9). */
+static size_t restate_content_size(unsigned char *z, size_t zlen, int absent,
+                                   uint64_t fcs, unsigned window_log)
+{
+    static const size_t fcs_bytes[4] = {0, 2, 4, 8};
+    unsigned fhd = z[4];
+    assert_int_equal(fhd & 3, 0); /* no dictionary id */
+    int single = (fhd >> 5) & 1;
+    size_t fb = fcs_bytes[fhd >> 6];
+    if (single && fb == 0)
+        fb = 1;
+    size_t old = (single ? 5u : 6u) + fb;
+    unsigned char h[14] = {0x28, 0xB5, 0x2F, 0xFD};
+    h[4] = (unsigned char)((absent ? 0 : 3u << 6) | (fhd & 4)); /* checksum */
+    h[5] = (unsigned char)((window_log - 10) << 3); /* 2^window_log bytes */
+    size_t nh = 6;
+    for (int i = 0; !absent && i < 8; i++)
+        h[nh++] = (unsigned char)(fcs >> (8 * i));
+    memmove(z + nh, z + old, zlen - old);
+    memcpy(z, h, nh);
+    return zlen - old + nh;
+}
+
+/* A frame whose header lies about its content size (larger, smaller,
+ * zero), states none, states a window smaller than its blocks, or
+ * carries a wrong checksum: first, between two good frames, and last
+ * (after frames a one-thread decoder streamed in buffers of their own).
+ * The same code, record and message at 1, 2, 3 and 7 threads (the
+ * streaming decoder finds and names every error, whichever thread met
+ * the frame first); a frame that states no size is read. */
+static void test_zstd_frame_lies_same_at_every_thread_count(void **state)
+{
+    (void)state;
+    rng r = {43};
+    expect e = {0};
+    text j = make_jsonl(&r, 3000, 40, 50000, 0, &e);
+    size_t cut[4] = {0, j.len / 3, 2 * j.len / 3, j.len};
+    for (int f = 1; f < 3; f++)
+        while (j.p[cut[f] - 1] != '\n')
+            cut[f]++;
+    size_t bound = ZSTD_compressBound(j.len) + 64;
+    unsigned char *z = malloc(bound);
+    enum { LARGER, SMALLER, ZERO, ABSENT, BAD_CHECKSUM, SMALL_WINDOW, CASES };
+    for (int c = 0; c < 3 * 2 * CASES; c++) {
+        int lie = c % CASES, checksum = (c / CASES) % 2, at = c / CASES / 2;
+        checksum |= lie == BAD_CHECKSUM;
+        size_t zlen = 0;
+        for (int f = 0; f < 3; f++) {
+            size_t n = cut[f + 1] - cut[f];
+            size_t len = zstd_frame(z + zlen, bound - zlen, j.p + cut[f], n,
+                                    checksum);
+            if (f == at && lie == BAD_CHECKSUM)
+                z[zlen + len - 1] ^= 0x40;
+            else if (f == at)
+                len = restate_content_size(
+                    z + zlen, len, lie == ABSENT,
+                    lie == LARGER    ? n + 1
+                    : lie == SMALLER ? n - 1
+                    : lie == ZERO    ? 0
+                                     : n,
+                    lie == SMALL_WINDOW ? 10 : 20);
+            zlen += len;
+        }
+        write_file("lie.jsonl.zst", z, zlen);
+        int rc0 = 0;
+        uint64_t rec0 = 0;
+        char msg0[sizeof ((prepack_diag *)0)->message];
+        for (size_t t = 0; t < sizeof THREADS / sizeof *THREADS; t++) {
+            prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+            prepack_ingest_options io = {.threads = THREADS[t]};
+            prepack_diag d = {0};
+            int rc = prepack_ingest_file(s, path_of("lie.jsonl.zst"), &io, &d);
+            if (rc == PREPACK_OK) {
+                finish_ok(s);
+                check_store(s, &e, 0);
+            }
+            if (t == 0) {
+                rc0 = rc;
+                rec0 = d.record;
+                memcpy(msg0, d.message, sizeof msg0);
+            } else if (rc != rc0 || d.record != rec0 ||
+                       strcmp(d.message, msg0) != 0) {
+                fail_msg("case %d (frame %d, checksum %d): at 1 thread %d "
+                         "\"%s\", at %d threads %d \"%s\"", lie, at, checksum,
+                         rc0, msg0, THREADS[t], rc, d.message);
+            }
+            prepack_store_free(s);
+        }
+        if (lie != SMALL_WINDOW)
+            assert_int_equal(rc0, lie == ABSENT ? PREPACK_OK
+                                                : PREPACK_EFORMAT);
     }
     free(z);
     free(j.p);
@@ -1146,6 +1246,7 @@ int main(void)
         cmocka_unit_test(test_token_files_on_threads),
         cmocka_unit_test(test_allocation_failures_on_threads),
         cmocka_unit_test(test_zstd_frames_decoded_on_workers),
+        cmocka_unit_test(test_zstd_frame_lies_same_at_every_thread_count),
         cmocka_unit_test(test_mixed_inputs),
         cmocka_unit_test(test_lengths_only),
         cmocka_unit_test(test_store_widens_and_masks),

@@ -180,11 +180,27 @@ int pp_source_is_plain(const pp_source *s)
     return s->kind == PLAIN;
 }
 
+/* A decoder with no history for the frame about to start. zstd keeps its
+ * buffers across frames and sizes them for a frame only when they are
+ * too small, and a frame whose header lies about its content size fails
+ * with another error in a larger buffer ("Data corruption detected", not
+ * "Destination buffer is too small"). A frame is decoded here after the
+ * frames before it at one thread, with none before it after the workers
+ * stopped at it: a decoder made new for every frame makes what the frame
+ * gives, error text included, the frame's alone. */
+static int fresh_decoder(pp_source *s, prepack_diag *diag)
+{
+    ZSTD_freeDCtx(s->zstd);
+    s->zstd = ZSTD_createDCtx();
+    return s->zstd ? PREPACK_OK : pp_out_of_memory(diag);
+}
+
 /* Decompresses until some output appears. At the end of the file the
  * decoder is still called, with no input, to flush what it holds; only a
  * decoder that then produces nothing mid-frame means the stream was cut.
  * Errors name the frame's first byte: the same for any thread count (a
- * frame a worker could not decompress is streamed again here). */
+ * frame a worker could not decompress is streamed again here, by a
+ * decoder as new as at one thread). */
 static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
                      prepack_diag *diag)
 {
@@ -205,8 +221,12 @@ static int read_zstd(pp_source *s, unsigned char *buf, size_t cap, size_t *got,
                            "%s",
                            s->path, (unsigned long long)s->frame_at,
                            ZSTD_getErrorName(r));
-        if (r == 0) /* a frame ended: the next starts here */
+        if (r == 0 && s->frame_at != s->in_offset + in.pos) {
+            /* a frame ended: the next starts here */
             s->frame_at = s->in_offset + in.pos;
+            if ((rc = fresh_decoder(s, diag)) != PREPACK_OK)
+                return rc;
+        }
         if (at_eof && out.pos == 0) {
             if (s->zstd_hint != 0)
                 return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
@@ -234,8 +254,9 @@ static int stream_from(pp_source *s, uint64_t at, prepack_diag *diag)
     s->in_len = s->in_pos = 0;
     s->in_eof = 0;
     s->zstd_hint = 0;
-    ZSTD_DCtx_reset(s->zstd, ZSTD_reset_session_only);
-    int rc = refill(s, diag);
+    int rc = fresh_decoder(s, diag);
+    if (rc == PREPACK_OK)
+        rc = refill(s, diag);
     if (rc == PREPACK_OK)
         s->in_pos = at - base < s->in_len ? (size_t)(at - base) : s->in_len;
     return rc;
