@@ -207,3 +207,63 @@ def test_packed_dataset_balances_steps(shard_set, costs_of_set):
                    for t in range(steps))
 
     assert step_max_sum("compute") < step_max_sum(None)
+
+
+def reference_split(costs, world):
+    """docs/BALANCE.md's split written plainly (the same additions in the
+    same order as the C code, so the answer matches exactly): LPT
+    costliest first, ties by index, each item to the cheapest rank with
+    room (ties by rank); then up to 4 x world swaps between the costliest
+    rank (the first on a tie) and another that lower the larger of the
+    two loads the most (the first such pair, items in index order)."""
+    n = len(costs)
+    base, extra = divmod(n, world)
+    load, count, rank, at_extra = [0.0] * world, [0] * world, [0] * n, 0
+    for i in sorted(range(n), key=lambda i: (-costs[i], i)):
+        to = min((r for r in range(world) if count[r] < base
+                  or (count[r] == base and at_extra < extra)),
+                 key=lambda r: (load[r], r))
+        at_extra += count[to] == base
+        count[to] += 1
+        load[to] += costs[i]
+        rank[i] = to
+    for _ in range(4 * world if n <= 4096 else 0):
+        hi = max(range(world), key=lambda r: (load[r], -r))
+        best, pair = load[hi], None
+        for i in (i for i in range(n) if rank[i] == hi):
+            for j in range(n):
+                d = costs[i] - costs[j]
+                if rank[j] == hi or d <= 0:
+                    continue
+                worse = max(load[hi] - d, load[rank[j]] + d)
+                if worse < best:
+                    best, pair = worse, (i, j)
+        if pair is None:
+            break
+        i, j = pair
+        d = costs[i] - costs[j]
+        load[hi] -= d
+        load[rank[j]] += d
+        rank[i], rank[j] = rank[j], hi
+    return [[i for i in range(n) if rank[i] == r] for r in range(world)]
+
+
+@pytest.mark.parametrize("world", [2, 3, 5, 8])
+def test_balance_is_the_documented_split(world):
+    """Exactly the reference's split on heavy-tailed costs and on small
+    integers (ties everywhere: the order of ties and a swap that only
+    equals the maximum would show)."""
+    rng = np.random.default_rng(100 + world)
+    for n in [1, world, 2 * world + 1, 7 * world, 60]:
+        for costs in (rng.pareto(1.2, n) + 1,
+                      rng.integers(1, 7, n).astype(np.float64)):
+            got = prepack.balance(None, world, item_costs=costs)
+            assert got == reference_split(costs.tolist(), world), (n, costs)
+
+
+def test_balance_pinned():
+    """Worked by hand: the count limit, and a swap that reaches the
+    optimum (17, 14, 16 after LPT; 16, 15, 16 after swapping 11 and 10)."""
+    assert prepack.balance(None, 2, item_costs=[10, 1, 1, 1]) == [[0, 3], [1, 2]]
+    assert prepack.balance(None, 3, item_costs=[10, 7, 11, 3, 3, 9, 4]) == \
+        [[0, 3, 4], [2, 6], [1, 5]]
