@@ -340,8 +340,8 @@ static int near_key(const char *k, int v, char *out, size_t cap)
                      k + l / 2 + 1);
         break;
     case 11:
-        n = snprintf(out, cap, "%c%s", k[0] - 32 * (k[0] >= 'a' && k[0] <= 'z'),
-                     k + 1);
+        n = snprintf(out, cap, "%c%s",
+                     k[0] - 32 * (k[0] >= 'a' && k[0] <= 'z'), k + 1);
         break;
     default: return 0;
     }
