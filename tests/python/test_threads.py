@@ -414,3 +414,51 @@ def test_a_frame_whose_window_the_stream_refuses(prepack_bin, tmp_path, crosses)
     else:
         assert_same_at_every_thread_count(prepack_bin, tmp_path, [path],
                                           ["--max-seq-len", "64"])
+
+
+def restate_size(frame, size):
+    """The frame with its header rewritten: not single-segment, a 1 MiB
+    window, and the content size `size` in 8 bytes (None: no size)."""
+    fhd = frame[4]
+    assert fhd & 3 == 0  # no dictionary id
+    single = fhd >> 5 & 1
+    fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    old = 5 + (0 if single else 1) + fcs
+    head = bytes([0x28, 0xB5, 0x2F, 0xFD,
+                  (fhd & 4) | (0 if size is None else 3 << 6), (20 - 10) << 3])
+    if size is not None:
+        head += struct.pack("<Q", size)
+    return head + frame[old:]
+
+
+@pytest.mark.parametrize("lie", ["larger", "smaller", "zero", "absent"])
+@pytest.mark.parametrize("at", [0, 2])
+def test_a_frame_lying_about_its_size(prepack_bin, tmp_path, lie, at):
+    """A frame whose content size is stated larger, smaller or zero, first
+    or after frames a one-thread decoder streamed in its own buffers: the
+    same message and status at every thread count (zstd kept a larger
+    buffer from the frames before and named another error); a frame that
+    states no size is read alike."""
+    import zstandard
+    rng = random.Random(5)
+    c = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    frames = []
+    for k in range(3):
+        ids = ([rng.randrange(50000) for _ in range(rng.randint(1, 40))]
+               for _ in range(900))
+        text = "".join(json.dumps({"input_ids": i}) + "\n" for i in ids).encode()
+        frame = c.compress(text)
+        if k == at:
+            size = {"larger": len(text) + 1, "smaller": len(text) - 1,
+                    "zero": 0, "absent": None}[lie]
+            frame = restate_size(frame, size)
+        frames.append(frame)
+    path = tmp_path / "lie.jsonl.zst"
+    path.write_bytes(b"".join(frames))
+    if lie == "absent":
+        assert_same_at_every_thread_count(prepack_bin, tmp_path, [path],
+                                          ["--max-seq-len", "64"])
+    else:
+        err = first_error_at(prepack_bin, path)
+        start = sum(len(f) for f in frames[:at])
+        assert f"corrupt zstd frame (it starts at byte {start})" in err
