@@ -31,6 +31,7 @@ struct pp_source {
     uint64_t plain_read; /* plain files: bytes handed out */
     uint64_t plain_left; /* plain files: bytes left in the range read */
     ZSTD_DCtx *zstd;
+    size_t zstd_bare; /* its size holding no buffers */
     size_t zstd_hint; /* last hint from a call that made progress:
                                0 = the input ended a frame */
     uint64_t frame_at; /* where the zstd frame being decoded starts */
@@ -107,6 +108,8 @@ int pp_source_open(pp_source **out, const char *path,
             s->zstd = ZSTD_createDCtx();
             if (!s->zstd)
                 rc = pp_out_of_memory(diag);
+            else
+                s->zstd_bare = ZSTD_sizeof_DCtx(s->zstd);
         } else if (s->in_len >= 2 && s->in[0] == 0x1F && s->in[1] == 0x8B) {
             s->kind = GZIP;
             /* 15 + 16: gzip wrapper only, largest window */
@@ -186,10 +189,16 @@ int pp_source_is_plain(const pp_source *s)
  * with another error in a larger buffer ("Data corruption detected", not
  * "Destination buffer is too small"). A frame is decoded here after the
  * frames before it at one thread, with none before it after the workers
- * stopped at it: a decoder made new for every frame makes what the frame
- * gives, error text included, the frame's alone. */
+ * stopped at it: a decoder without buffers at every frame's start makes
+ * what the frame gives, error text included, the frame's alone. One that
+ * holds none (frames decoded in one pass leave none) is only reset, so
+ * a file of many small frames does not make a decoder a frame. */
 static int fresh_decoder(pp_source *s, prepack_diag *diag)
 {
+    if (ZSTD_sizeof_DCtx(s->zstd) <= s->zstd_bare) {
+        ZSTD_DCtx_reset(s->zstd, ZSTD_reset_session_only);
+        return PREPACK_OK;
+    }
     ZSTD_freeDCtx(s->zstd);
     s->zstd = ZSTD_createDCtx();
     return s->zstd ? PREPACK_OK : pp_out_of_memory(diag);
