@@ -811,18 +811,27 @@ static void test_allocation_failures_on_threads(void **state)
 /* ---- zstd frames on worker threads ------------------------------------- */
 
 /* One frame of `n` bytes: zstd's content checksum or none (the zstd
- * command line writes one by default; ZSTD_compress does not). */
-static size_t zstd_frame(unsigned char *dst, size_t cap, const void *src,
-                         size_t n, int checksum)
+ * command line writes one by default; ZSTD_compress does not), its window
+ * 2^window_log bytes (0: zstd's choice). */
+static size_t zstd_frame_window(unsigned char *dst, size_t cap,
+                                const void *src, size_t n, int checksum,
+                                int window_log)
 {
     ZSTD_CCtx *c = ZSTD_createCCtx();
     assert_non_null(c);
     ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 3);
     ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, checksum);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, window_log);
     size_t got = ZSTD_compress2(c, dst, cap, src, n);
     ZSTD_freeCCtx(c);
     assert_false(ZSTD_isError(got));
     return got;
+}
+
+static size_t zstd_frame(unsigned char *dst, size_t cap, const void *src,
+                         size_t n, int checksum)
+{
+    return zstd_frame_window(dst, cap, src, n, checksum, 0);
 }
 
 /* Allocations made off the calling thread of exactly one of `sizes`: a
@@ -888,16 +897,17 @@ static size_t ingest_counting_frames(const char *name, int threads,
     return atomic_load(&ta.frames);
 }
 
-/* A file of 8 frames of growing content sizes, with and without zstd's
- * checksum: at 2, 3 and 7 threads every frame is decoded on a worker
- * (none streamed again on the reading thread), at 1 none is. */
+/* A file of 24 frames of growing content sizes, with and without zstd's
+ * checksum, with windows over and under their content: at 2, 3 and 7
+ * threads every frame is decoded on a worker (none streamed again on
+ * the reading thread), at 1 none is. */
 static void test_zstd_frames_decoded_on_workers(void **state)
 {
     (void)state;
-    enum { FRAMES = 8 };
+    enum { FRAMES = 24 }; /* more than 7 threads keep in flight */
     rng r = {41};
     expect e = {0};
-    text j = make_jsonl(&r, 800, 40, 50000, 1, &e);
+    text j = make_jsonl(&r, 3000, 40, 50000, 1, &e);
     size_t cut[FRAMES + 1], sizes[FRAMES];
     cut[0] = 0;
     cut[FRAMES] = j.len;
@@ -912,11 +922,14 @@ static void test_zstd_frames_decoded_on_workers(void **state)
         sizes[f] = cut[f + 1] - cut[f];
     size_t bound = ZSTD_compressBound(j.len) + 64 * FRAMES;
     unsigned char *z = malloc(bound);
-    for (int checksum = 0; checksum <= 1; checksum++) {
+    for (int c = 0; c < 4; c++) {
+        /* a window of 1 KiB: under every frame's content, as pzstd's
+         * frames are (decoded through a window-sized buffer) */
+        int checksum = c % 2, window_log = c / 2 ? 10 : 0;
         size_t zlen = 0;
         for (int f = 0; f < FRAMES; f++)
-            zlen += zstd_frame(z + zlen, bound - zlen, j.p + cut[f],
-                               sizes[f], checksum);
+            zlen += zstd_frame_window(z + zlen, bound - zlen, j.p + cut[f],
+                                      sizes[f], checksum, window_log);
         write_file("w.jsonl.zst", z, zlen);
         assert_int_equal(
             ingest_counting_frames("w.jsonl.zst", 1, sizes, FRAMES, &e), 0);
@@ -924,8 +937,9 @@ static void test_zstd_frames_decoded_on_workers(void **state)
             size_t got = ingest_counting_frames("w.jsonl.zst", THREADS[t],
                                                 sizes, FRAMES, &e);
             if (got != FRAMES)
-                fail_msg("checksum %d, %d threads: %zu of %d frames on "
-                         "workers", checksum, THREADS[t], got, FRAMES);
+                fail_msg("checksum %d, window 2^%d, %d threads: %zu of %d "
+                         "frames on workers", checksum, window_log,
+                         THREADS[t], got, FRAMES);
         }
     }
     free(z);
@@ -1031,6 +1045,63 @@ static void test_zstd_frame_lies_same_at_every_thread_count(void **state)
     free(z);
     free(j.p);
     expect_free(&e);
+}
+
+/* A frame whose header states a window smaller than the distances its
+ * matches reach back (its text three times over, compressed with a 1 MiB
+ * window, the header then saying 128 KiB), after 0, 1 and 3 small frames.
+ * One call into a buffer of the whole content decodes it; the streaming
+ * decoder, keeping about the window, does not, unless it too is given
+ * room for the whole content: accepted or refused alike at 1, 2, 3 and
+ * 7 threads, never decoded by a worker the stream would refuse. */
+static void test_zstd_frame_window_too_small(void **state)
+{
+    (void)state;
+    rng r = {47};
+    expect e = {0}, small = {0};
+    text once = make_jsonl(&r, 1500, 30, 1u << 30, 0, &e);
+    text head = make_jsonl(&r, 40, 30, 50000, 0, &small);
+    size_t n = 3 * once.len, bound = ZSTD_compressBound(n) + (1u << 16);
+    char *body = malloc(n);
+    for (size_t k = 0; k < 3; k++)
+        memcpy(body + k * once.len, once.p, once.len);
+    unsigned char *z = malloc(bound);
+    for (int before = 0; before <= 3; before += 1 + (before == 1)) {
+        size_t zlen = 0;
+        for (int k = 0; k < before; k++)
+            zlen += zstd_frame(z + zlen, bound - zlen, head.p, head.len, 1);
+        size_t len = zstd_frame_window(z + zlen, bound - zlen, body, n, 1, 20);
+        zlen += restate_content_size(z + zlen, len, 0, n, 17);
+        zlen += zstd_frame(z + zlen, bound - zlen, head.p, head.len, 1);
+        write_file("window.jsonl.zst", z, zlen);
+        int rc0 = 0;
+        char msg0[sizeof ((prepack_diag *)0)->message];
+        for (size_t t = 0; t < sizeof THREADS / sizeof *THREADS; t++) {
+            prepack_store *s = new_store(PREPACK_DTYPE_AUTO);
+            prepack_ingest_options io = {.threads = THREADS[t]};
+            prepack_diag d = {0};
+            int rc = prepack_ingest_file(s, path_of("window.jsonl.zst"), &io,
+                                         &d);
+            if (rc == PREPACK_OK)
+                finish_ok(s);
+            if (t == 0) {
+                rc0 = rc;
+                memcpy(msg0, d.message, sizeof msg0);
+            } else if (rc != rc0 || strcmp(d.message, msg0) != 0) {
+                fail_msg("%d frames before: at 1 thread %d \"%s\", at %d "
+                         "threads %d \"%s\"", before, rc0,
+                         rc0 ? msg0 : "", THREADS[t], rc,
+                         rc ? d.message : "");
+            }
+            prepack_store_free(s);
+        }
+    }
+    free(z);
+    free(body);
+    free(once.p);
+    free(head.p);
+    expect_free(&e);
+    expect_free(&small);
 }
 
 /* Referenced inputs and parsed ones in one store: dtypes, masks, ids. */
@@ -1247,6 +1318,7 @@ int main(void)
         cmocka_unit_test(test_allocation_failures_on_threads),
         cmocka_unit_test(test_zstd_frames_decoded_on_workers),
         cmocka_unit_test(test_zstd_frame_lies_same_at_every_thread_count),
+        cmocka_unit_test(test_zstd_frame_window_too_small),
         cmocka_unit_test(test_mixed_inputs),
         cmocka_unit_test(test_lengths_only),
         cmocka_unit_test(test_store_widens_and_masks),

@@ -1,9 +1,10 @@
 /* Frames of a zstd file on worker threads. The reading thread finds each
  * frame's extent from its header and its block headers (3 bytes each,
  * read with pread: a few thousand reads a GB), without decompressing;
- * a worker reads the frame and decompresses it in one call into a buffer
- * of the content size the header states; the reading thread hands the
- * results out in file order. zstd's own multi-threaded compression
+ * a worker reads the frame and decompresses it into a buffer of the
+ * content size the header states (in one call when the frame's window
+ * holds its content, else through a window-sized buffer as the stream
+ * does); the reading thread hands the results out in file order. zstd's own multi-threaded compression
  * (zstd -T) writes one frame, which stays on the streaming path; frames
  * come from pzstd, the seekable format, or files compressed piece by
  * piece and concatenated. */
@@ -22,6 +23,7 @@
 typedef struct frame {
     uint64_t at;         /* the frame's first byte in the file */
     size_t csize, usize; /* compressed, and content, bytes */
+    int one_call;        /* its window holds its content */
     unsigned char *src, *dst;
     size_t src_cap, dst_cap;
     int ok;
@@ -54,6 +56,36 @@ static int grow_to(const prepack_allocator *a, unsigned char **p,
     return *p != NULL;
 }
 
+/* A frame whose window is smaller than its content, the way the
+ * streaming decoder takes it when its output has no room for the whole
+ * content: through a window-sized buffer, so that a match reaching back
+ * past what that buffer keeps fails here as it fails there (one call
+ * into the whole content would decode it). No room for output in the
+ * first call chooses that way; a decoder made for the frame keeps no
+ * larger buffer from another. The stream accepts all this accepts, the
+ * same bytes; what this refuses the stream decides. */
+static int decompress_windowed(frame *fr)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (!d) {
+        fr->out_of_memory = 1;
+        return 0;
+    }
+    ZSTD_inBuffer in = {fr->src, fr->csize, 0};
+    ZSTD_outBuffer none = {fr->dst, 0, 0}, out = {fr->dst, fr->usize, 0};
+    size_t r = ZSTD_decompressStream(d, &none, &in);
+    for (;;) {
+        size_t in_was = in.pos, out_was = out.pos;
+        if (ZSTD_isError(r) || r == 0)
+            break;
+        r = ZSTD_decompressStream(d, &out, &in);
+        if (in.pos == in_was && out.pos == out_was && r != 0)
+            break; /* a frame that asks for more than it holds */
+    }
+    ZSTD_freeDCtx(d);
+    return r == 0 && in.pos == in.size && out.pos == fr->usize;
+}
+
 static void decompress_frame(void *ctx, void *task, size_t worker)
 {
     pp_frames *f = ctx;
@@ -63,10 +95,12 @@ static void decompress_frame(void *ctx, void *task, size_t worker)
         !grow_to(f->alloc, &fr->dst, &fr->dst_cap, fr->usize);
     fr->ok = !fr->out_of_memory &&
              pp_read_at(f->fd, fr->src, fr->csize, fr->at) == 0;
-    if (fr->ok) {
+    if (fr->ok && fr->one_call) {
         size_t r = ZSTD_decompressDCtx(f->dctx[worker], fr->dst, fr->usize,
                                        fr->src, fr->csize);
         fr->ok = !ZSTD_isError(r) && r == fr->usize;
+    } else if (fr->ok) {
+        fr->ok = decompress_windowed(fr);
     }
 }
 
@@ -123,6 +157,9 @@ static int plan_frame(pp_frames *f, frame *fr)
         fr->at = f->next_at;
         fr->csize = (size_t)(end - f->next_at);
         fr->usize = (size_t)zh.frameContentSize;
+        /* a window that holds the whole content: the streaming decoder's
+         * buffer holds it too, and one call accepts just what it does */
+        fr->one_call = zh.windowSize >= zh.frameContentSize;
         f->next_at = end;
         return 1;
     }
