@@ -4,10 +4,10 @@
  * a worker reads the frame and decompresses it into a buffer of the
  * content size the header states (in one call when the frame's window
  * holds its content, else through a window-sized buffer as the stream
- * does); the reading thread hands the results out in file order. zstd's own multi-threaded compression
- * (zstd -T) writes one frame, which stays on the streaming path; frames
- * come from pzstd, the seekable format, or files compressed piece by
- * piece and concatenated. */
+ * does); the reading thread hands the results out in file order.
+ * zstd's own multi-threaded compression (zstd -T) writes one frame, which
+ * stays on the streaming path; frames come from pzstd, the seekable
+ * format, or files compressed piece by piece and concatenated. */
 #define _POSIX_C_SOURCE 200809L
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
 #include <string.h>
