@@ -158,27 +158,51 @@ def _check_stats(where, m, rows, tokens, max_seq_len, inputs):
     return figures
 
 
-def sample_xxh64(path):
-    """A file's sampled XXH64 (docs/FORMAT.md, version 2): the whole file
-    up to 64 blocks of 4096 bytes, else those 64 blocks at
+def _pread_all(fd, n, at):
+    """n bytes at `at` of fd, fewer only where the file ends."""
+    parts = []
+    while n > 0:
+        chunk = os.pread(fd, min(n, 1 << 24), at)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+        at += len(chunk)
+    return b"".join(parts)
+
+
+def sample_xxh64_fd(fd, size):
+    """An open file's sampled XXH64 (docs/FORMAT.md, version 2): the whole
+    file up to 64 blocks of 4096 bytes, else those 64 blocks at
     floor(b * (size - 4096) / 63), concatenated."""
-    size = os.path.getsize(path)
     h = xxhash.xxh64()
-    with open(path, "rb") as f:
-        if size <= _SAMPLE_BLOCK * _SAMPLE_BLOCKS:
-            h.update(f.read())
-        else:
-            for b in range(_SAMPLE_BLOCKS):
-                f.seek(b * (size - _SAMPLE_BLOCK) // (_SAMPLE_BLOCKS - 1))
-                h.update(f.read(_SAMPLE_BLOCK))
+    if size <= _SAMPLE_BLOCK * _SAMPLE_BLOCKS:
+        h.update(_pread_all(fd, size, 0))
+    else:
+        for b in range(_SAMPLE_BLOCKS):
+            at = b * (size - _SAMPLE_BLOCK) // (_SAMPLE_BLOCKS - 1)
+            h.update(_pread_all(fd, _SAMPLE_BLOCK, at))
     return h.hexdigest()
 
 
-def _file_xxh64(path):
+def sample_xxh64(path):
+    """A file's sampled XXH64, by path (see sample_xxh64_fd)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return sample_xxh64_fd(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _fd_xxh64(fd, size):
     h = xxhash.xxh64()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    at = 0
+    while at < size:
+        chunk = os.pread(fd, min(1 << 20, size - at), at)
+        if not chunk:
+            break
+        h.update(chunk)
+        at += len(chunk)
     return h.hexdigest()
 
 
@@ -193,6 +217,15 @@ def _check_sources(where, m):
     if not isinstance(sources, list):
         raise ShardSetError(f"{where}: a set of references needs a "
                             f"\"sources\" array")
+    # a source per input (each token file is one), so the inputs bound
+    # them; without inputs, the tokens the rows could reference
+    inputs, tokens = m.get("inputs"), m.get("tokens")
+    most = len(inputs) if isinstance(inputs, list) and inputs else \
+        max(1, tokens if type(tokens) is int else 0)
+    if len(sources) > most:
+        raise ShardSetError(f"{where}: {len(sources)} sources, more than "
+                            f"the {most} a set of its inputs or tokens can "
+                            f"reference")
     out = []
     for i, e in enumerate(sources):
         at = f"{where}: source {i}"
@@ -225,44 +258,138 @@ def _changed(path, what, now, then):
                              f"pack it again")
 
 
-def _regular_size(path, what):
-    """A manifest's path, opened only when it is a regular file (a FIFO
-    would block the open): its size."""
+def _open_regular(path, what):
+    """A manifest's path opened once, only when it is a regular file (a
+    FIFO would block the open, hence O_NONBLOCK): its descriptor and
+    stat. Everything after is checked and read through that descriptor,
+    so a path swapped after the check cannot change what is read."""
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as err:
         raise ShardSetError(f"{path}: cannot open the {what} this set "
                             f"references: {err.strerror}") from None
+    st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
         raise CorruptShardError(f"{path}: the {what} this set references is "
                                 f"not a regular file")
-    return st.st_size
+    return fd, st
 
 
-def _check_identity(path, what, size_want, hash_name, hasher, hash_want):
-    """A file's size and hash against what the manifest records: its size."""
-    size = _regular_size(path, what)
-    if size != size_want:
-        raise _changed(path, "bytes", size, size_want)
-    digest = hasher(path)
-    if digest != hash_want:
-        raise _changed(path, hash_name, int(digest, 16), int(hash_want, 16))
-    return size
+# Megatron's dtype codes: (bytes per id, signed); floats have none
+_MEGATRON_DTYPES = {1: (1, False), 2: (1, True), 3: (2, True), 4: (4, True),
+                    5: (8, True), 8: (2, False)}
+# llm.c headers: (magic, version) -> bytes per id
+_LLMC = {(20240520, 1): 2, (20240801, 7): 4}
 
 
-def _map_source(e):
-    """A referenced file checked against its identity, as numpy ids."""
-    path = e["path"]
-    size = _check_identity(path, "input", e["bytes"], "sampled xxh64",
-                           sample_xxh64, e["sample_xxh64"])
-    if "index" in e:
-        _check_identity(e["index"], "index", e["index_bytes"], "xxh64",
-                        _file_xxh64, e["index_xxh64"])
-    kind = "i" if e["signed"] else "u"
-    dtype = np.dtype(f"<{kind}{e['width']}")
-    if size == 0:
-        return np.zeros(0, np.uint8), dtype
-    return np.memmap(path, dtype=np.uint8, mode="r"), dtype
+def _width_contradicted(e, file, width, signed):
+    return CorruptShardError(
+        f"{e['path']}: the manifest says width {e['width']}"
+        f"{' signed' if e['signed'] else ''}, but {file} says {width}-byte "
+        f"{'signed' if signed else 'unsigned'} ids")
+
+
+def _check_width(e, fd, index_fd):
+    """The width the file itself gives (a Megatron index's dtype code,
+    hashed whole; an llm.c header, inside the first sampled block)
+    against the manifest's: the C reader's rule."""
+    if index_fd is not None:
+        h = _pread_all(index_fd, 18, 0)
+        got = _MEGATRON_DTYPES.get(h[17]) if len(h) == 18 and \
+            h[:9] == b"MMIDIDX\0\0" else None
+        if got is None:
+            raise CorruptShardError(f"{e['index']}: not a Megatron index of "
+                                    f"integer ids")
+        if got != (e["width"], e["signed"]):
+            raise _width_contradicted(e, e["index"], *got)
+        return
+    if e["bytes"] >= 1024:
+        magic, version = struct.unpack("<II", _pread_all(fd, 8, 0))
+        w = _LLMC.get((magic, version))
+        if w and (w != e["width"] or e["signed"]):
+            raise _width_contradicted(e, "its llm.c header", w, False)
+    if e["signed"]:
+        raise _width_contradicted(e, "a file without an index", e["width"],
+                                  False)
+
+
+class _Sources:
+    """A plan-only set's files, each opened once, checked through its
+    descriptor and read with os.pread (never a map: a file cut short
+    after the open is an error, not SIGBUS). Entries naming one file (one
+    device and inode) share its descriptor and hash: a file listed many
+    times is hashed once."""
+
+    def __init__(self, entries):
+        self.fds, self.files = [], []
+        self._owned = []
+        try:
+            seen, seen_index = {}, {}
+            for e in entries:
+                self._open(e, seen, seen_index)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, e, seen, seen_index):
+        path = e["path"]
+        fd, st = _open_regular(path, "input")
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            os.close(fd)
+            fd = seen[key][0]
+        else:
+            self._owned.append(fd)
+        if st.st_size != e["bytes"]:
+            raise _changed(path, "bytes", st.st_size, e["bytes"])
+        if key not in seen:
+            seen[key] = (fd, sample_xxh64_fd(fd, st.st_size))
+        digest = seen[key][1]
+        if digest != e["sample_xxh64"]:
+            raise _changed(path, "sampled xxh64", int(digest, 16),
+                           int(e["sample_xxh64"], 16))
+        if st.st_size % e["width"]:
+            raise CorruptShardError(
+                f"{path}: {st.st_size} bytes is not a whole number of the "
+                f"manifest's {e['width']}-byte tokens (width)")
+        index_fd = None
+        try:
+            if "index" in e:
+                index_fd = self._check_index(e, seen_index)
+            _check_width(e, fd, index_fd)
+        finally:
+            if index_fd is not None:
+                os.close(index_fd)
+        kind = "i" if e["signed"] else "u"
+        self.fds.append(fd)
+        self.files.append((st.st_size, np.dtype(f"<{kind}{e['width']}")))
+
+    @staticmethod
+    def _check_index(e, seen_index):
+        fd, st = _open_regular(e["index"], "index")
+        try:
+            if st.st_size != e["index_bytes"]:
+                raise _changed(e["index"], "bytes", st.st_size,
+                               e["index_bytes"])
+            key = (st.st_dev, st.st_ino)
+            if key not in seen_index:
+                seen_index[key] = _fd_xxh64(fd, st.st_size)
+            if seen_index[key] != e["index_xxh64"]:
+                raise _changed(e["index"], "xxh64", int(seen_index[key], 16),
+                               int(e["index_xxh64"], 16))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def close(self):
+        for fd in self._owned:
+            os.close(fd)
+        self._owned = []
+
+    def __del__(self):
+        self.close()
 
 
 class _Shard:
@@ -456,7 +583,7 @@ class ShardSet:
                 raise ShardSetError(f"{manifest_path}: a plan-only set's "
                                     f"inputs are checked with xxhash: "
                                     f"install it")
-            self._maps = [_map_source(e) for e in self.sources]
+            self._files = _Sources(self.sources)
             self._shards = [_Shard(path, n, size, self.rows_per_frame, bound)
                             for path, (_, n, _, size) in zip(self._paths,
                                                              claims)]
@@ -568,6 +695,14 @@ class ShardSet:
                 or ("loss_mask" in row and len(row["loss_mask"]) != t)
                 or ("seq_starts" in row and len(row["seq_starts"]) != k)):
             raise CorruptShardError(f"{where}: a row's fields disagree")
+        m = self.pad_multiple
+        if m > 1:
+            padded = int(((np.diff(cu.astype(np.int64)) + m - 1) // m).sum()) * m
+            if padded > self.max_seq_len:
+                raise CorruptShardError(
+                    f"{where}: its sequences padded to multiples of {m} take "
+                    f"{padded} tokens, more than max_seq_len "
+                    f"{self.max_seq_len}")
         return row
 
     def _fetch_tokens(self, row, where):
@@ -585,19 +720,44 @@ class ShardSet:
         out = np.empty(int(cu[-1]), self.token_dtype)
         for j in range(k):
             s, at, n = int(src[j]), int(off[j]), int(cu[j + 1] - cu[j])
-            if s >= len(self._maps):
-                raise CorruptShardError(f"{where}: sequence {j} refers to "
-                                        f"source {s}, outside the "
-                                        f"manifest's sources")
-            data, dtype = self._maps[s]
-            if at > len(data) or (len(data) - at) // dtype.itemsize < n:
-                raise CorruptShardError(
-                    f"{where}: sequence {j} refers to {n} tokens at byte "
-                    f"{at} of source {s}, outside "
-                    f"{self.sources[s]['path']}")
-            ids = data[at:at + n * dtype.itemsize].view(dtype)
-            out[cu[j]:cu[j + 1]] = ids.astype(self.token_dtype)
+            out[cu[j]:cu[j + 1]] = self._fetch(s, at, n, where, j)
         row["input_ids"] = out
+
+    def _fetch(self, s, at, n, where, j):
+        """Sequence j's n tokens at byte `at` of source s: the reference
+        checked to name a source and lie inside its file on a token
+        boundary, each id checked to fit token_dtype (the C reader's
+        rules and classes of error)."""
+        if s >= len(self._files.fds):
+            raise CorruptShardError(f"{where}: sequence {j} refers to source "
+                                    f"{s}, outside the manifest's sources")
+        size, dtype = self._files.files[s]
+        path = self.sources[s]["path"]
+        if at % dtype.itemsize:
+            raise CorruptShardError(
+                f"{where}: sequence {j} starts at byte {at} of {path}, not a "
+                f"multiple of its {dtype.itemsize}-byte tokens")
+        if at > size or (size - at) // dtype.itemsize < n:
+            raise CorruptShardError(
+                f"{where}: sequence {j} refers to {n} tokens at byte {at} of "
+                f"source {s}, outside {path}")
+        data = _pread_all(self._files.fds[s], n * dtype.itemsize, at)
+        if len(data) != n * dtype.itemsize:
+            raise ShardSetError(f"{path}: cannot read {n} tokens at byte "
+                                f"{at} (for {where}): the file ends first: "
+                                f"cut short since the set was opened?")
+        ids = np.frombuffer(data, dtype=dtype)
+        if n and (dtype.kind == "i" or dtype.itemsize >
+                  self.token_dtype.itemsize):
+            lo, hi = int(ids.min()), int(ids.max())
+            most = np.iinfo(self.token_dtype).max
+            if lo < 0 or hi > most:
+                k = int(np.argmax((ids < 0) | (ids > most)))
+                raise CorruptShardError(
+                    f"{where}: sequence {j}'s token {k} is {int(ids[k])} at "
+                    f"byte {at + k * dtype.itemsize} of {path}, which does "
+                    f"not fit token_dtype {self.token_dtype.name}")
+        return ids.astype(self.token_dtype)
 
     def verify(self):
         """Checks what the C reader's verify does: every shard file's XXH64

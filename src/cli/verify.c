@@ -159,6 +159,7 @@ typedef struct coverage {
     const prepack_store *store; /* NULL without --input */
     uint32_t max_len;
     prepack_overlong overlong; /* the set's policy, from its manifest */
+    uint32_t pad_multiple;     /* 1 = none */
     placed *items; /* every item of every readable row */
     size_t nitems, cap;
     uint32_t *buf; /* one input sequence */
@@ -255,6 +256,18 @@ static int placed_as_planned(const coverage *c, uint32_t len, uint64_t got)
                           c->overlong == PREPACK_OVERLONG_TRUNCATE);
 }
 
+/* Whether group g (sequences first[g] .. first[g + 1] - 1) is one the
+ * planner drops whole: its members, each rounded up to pad_multiple,
+ * sum past L under --overlong drop, though each may fit alone. */
+static int group_dropped(const coverage *c, const uint64_t *first, size_t g)
+{
+    const uint32_t *lengths = prepack_store_lengths(c->store);
+    uint64_t m = c->pad_multiple > 1 ? c->pad_multiple : 1, sum = 0;
+    for (uint64_t id = first[g]; id < first[g + 1]; id++)
+        sum += (lengths[id] + m - 1) / m * m;
+    return c->overlong == PREPACK_OVERLONG_DROP && sum > c->max_len;
+}
+
 /* With --input: every input sequence is in the set as the manifest's
  * overlong policy says (whole, truncated to L, split into chunks, or
  * absent when empty or dropped), so the set holds exactly the input. */
@@ -262,14 +275,19 @@ static void check_inputs_covered(coverage *c)
 {
     const uint32_t *lengths = prepack_store_lengths(c->store);
     size_t n = prepack_store_sequence_count(c->store);
-    size_t i = 0, missing_from = SIZE_MAX;
+    size_t groups = 0, g = 0, i = 0, missing_from = SIZE_MAX;
+    const uint64_t *first = prepack_store_group_first(c->store, &groups);
+    int dropped = 0; /* the group holding id is dropped whole */
     for (size_t id = 0; id < n; id++) {
+        if (first && g < groups && first[g] == id)
+            dropped = group_dropped(c, first, g++);
         while (i < c->nitems && c->items[i].id < id)
             i++;
         uint64_t got = 0;
         for (; i < c->nitems && c->items[i].id == id; i++)
             got += c->items[i].len;
-        int absent = got == 0 && !may_be_absent(c, lengths[id]);
+        int absent =
+            got == 0 && !dropped && !may_be_absent(c, lengths[id]);
         if (absent && missing_from == SIZE_MAX)
             missing_from = id;
         if (!absent && missing_from != SIZE_MAX) {
@@ -380,6 +398,7 @@ int cmd_verify(int argc, char **argv)
     }
     *c = (coverage){.max_len = prepack_reader_max_seq_len(r),
                     .overlong = prepack_reader_overlong(r),
+                    .pad_multiple = prepack_reader_pad_multiple(r),
                     .sink = &v.found};
     prepack_store *store = NULL;
     rc = a.ninputs ? ingest_inputs(a.inputs, a.ninputs, NULL, &a.ingest, &store)

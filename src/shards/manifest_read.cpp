@@ -115,6 +115,21 @@ std::string read_source(simdjson::dom::object o, const prepack_allocator *a,
     return "";
 }
 
+// How many sources a set may list before any is opened: one per input
+// (each token file is one), or without inputs one per token its rows
+// could reference; never past the uint32 of ref_source.
+uint64_t sources_bound(simdjson::dom::object root)
+{
+    simdjson::dom::array inputs;
+    uint64_t most = 0;
+    if (!root["inputs"].get_array().get(inputs))
+        most = pp_json_array_count(inputs);
+    if (most == 0 && !get_u64(root, "tokens", &most))
+        most = 0;
+    most = most ? most : 1;
+    return most < UINT32_MAX ? most : UINT32_MAX;
+}
+
 // Version 2's "storage": a plan-only set ("references") lists the files
 // its rows' tokens are read from.
 int read_storage(simdjson::dom::object root, const char *path, uint64_t version,
@@ -136,8 +151,12 @@ int read_storage(simdjson::dom::object root, const char *path, uint64_t version,
     if (root["sources"].get_array().get(sources))
         return bad(diag, path, "a set of references needs a \"sources\" array");
     m->nsources = pp_json_array_count(sources);
-    if (m->nsources > UINT32_MAX)
-        return bad(diag, path, "too many sources");
+    uint64_t most = sources_bound(root);
+    if (m->nsources > most)
+        return bad(diag, path,
+                   std::to_string(m->nsources) + " sources, more than the " +
+                       std::to_string(most) +
+                       " a set of its inputs or tokens can reference");
     m->sources = static_cast<pp_set_source *>(
         pp_calloc(m->alloc, m->nsources ? m->nsources : 1, sizeof *m->sources));
     if (!m->sources)

@@ -21,7 +21,6 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
-#include "ingest/store.h" /* pp_tokens_convert */
 #include "rows/batch.h"
 #include "shards/manifest.h"
 #include "shards/msgpack_check.h"
@@ -206,9 +205,11 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
     if (rc == PREPACK_OK && r->m.references) {
         r->sources = pp_calloc(r->alloc, r->m.nsources ? r->m.nsources : 1,
                                sizeof *r->sources);
-        rc = r->sources ? pp_sources_map(r->m.sources, r->m.nsources,
-                                         r->sources, diag)
-                        : pp_out_of_memory(diag);
+        r->scratch = pp_alloc(r->alloc, r->m.max_seq_len, 8);
+        rc = r->sources && r->scratch
+                 ? pp_sources_open(r->m.sources, r->m.nsources, r->sources,
+                                   diag)
+                 : pp_out_of_memory(diag);
     }
     int keep_damaged = o && o->open_damaged;
     for (size_t i = 0; rc == PREPACK_OK && i < r->m.nshards; i++) {
@@ -241,8 +242,9 @@ void prepack_reader_free(prepack_reader *r)
         pp_free(a, r->shards[i].damage);
     }
     pp_free(a, r->shards);
-    pp_sources_unmap(r->sources, r->m.nsources);
+    pp_sources_close(r->sources, r->m.nsources);
     pp_free(a, r->sources);
+    pp_free(a, r->scratch);
     pp_manifest_free(&r->m);
     if (r->unp_live)
         msgpack_unpacked_destroy(&r->unp);
@@ -462,6 +464,59 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
                        const char *path, size_t f, size_t j,
                        prepack_diag *diag);
 
+/* Sequence i of a plan-only row (its cu_seqlens checked): `len` tokens
+ * at byte `at` of source s, the reference checked to name a source, lie
+ * inside its file on a token boundary, and give ids token_dtype holds. */
+static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
+                          const char *path, size_t f, size_t j, size_t i,
+                          prepack_diag *diag)
+{
+    uint32_t len = (uint32_t)(r->cu[i + 1] - r->cu[i]);
+    if (s >= r->m.nsources)
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: sequence %zu refers to "
+                                 "source %u, outside the manifest's sources "
+                                 "(%zu)",
+                                 f, j, i, s, r->m.nsources);
+    const pp_mapped_source *ms = &r->sources[s];
+    if (at % ms->width)
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: sequence %zu starts at "
+                                 "byte %llu of %s, not a multiple of its "
+                                 "%u-byte tokens",
+                                 f, j, i, (unsigned long long)at, ms->path,
+                                 ms->width);
+    if (at > ms->size || (ms->size - at) / ms->width < len)
+        return pp_reader_corrupt(
+            diag, path,
+            "frame %zu row %zu: sequence %zu refers to %u tokens at "
+            "byte %llu of source %u, outside %s",
+            f, j, i, len, (unsigned long long)at, s, ms->path);
+    uint32_t bad = 0;
+    int64_t value = 0;
+    void *out = (unsigned char *)r->tokens + (size_t)r->cu[i] * r->width;
+    errno = 0; /* a short read sets none */
+    int got = pp_set_source_read(ms, at, len, r->width, out, r->scratch, &bad,
+                             &value);
+    if (got == PP_SET_SOURCE_SHORT)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read %u tokens at byte %llu (for %s "
+                       "frame %zu row %zu): %s",
+                       ms->path, len, (unsigned long long)at, path, f, j,
+                       errno ? strerror(errno)
+                             : "the file ends first: cut short since the "
+                               "set was opened?");
+    if (got == PP_SET_SOURCE_RANGE)
+        return pp_reader_corrupt(
+            diag, path,
+            "frame %zu row %zu: sequence %zu's token %u is %lld at byte "
+            "%llu of %s, which does not fit token_dtype %s",
+            f, j, i, bad, (long long)value,
+            (unsigned long long)at + (uint64_t)bad * ms->width, ms->path,
+            prepack_dtype_name(r->m.dtype));
+    return PREPACK_OK;
+}
+
 /* A plan-only row: its tokens read from the referenced files, each
  * sequence's run checked to lie inside its file. */
 static int fill_refs_row(prepack_reader *r, const msgpack_object *map,
@@ -494,23 +549,9 @@ static int fill_refs_row(prepack_reader *r, const msgpack_object *map,
                                  wrong);
     int rc = copy_fields(r, row, T, c, nc, sq, ns, m, nm, st, nst, path, f,
                          j, diag);
-    for (size_t i = 0; rc == PREPACK_OK && i < k; i++) {
-        uint32_t s = (uint32_t)pp_load_le(src + 4 * i, 4);
-        uint64_t at = pp_load_le(off + 8 * i, 8);
-        uint32_t len = (uint32_t)(r->cu[i + 1] - r->cu[i]);
-        const pp_mapped_source *ms = s < r->m.nsources ? &r->sources[s] : NULL;
-        if (!ms || at > ms->size || (ms->size - at) / ms->width < len)
-            return pp_reader_corrupt(
-                diag, path,
-                "frame %zu row %zu: sequence %zu refers to %u tokens at "
-                "byte %llu of source %u, outside %s",
-                f, j, i, len, (unsigned long long)at, s,
-                ms ? r->m.sources[s].path : "the manifest's sources");
-        pp_tokens_convert(ms->data + at, ms->width, ms->is_signed, len,
-                          r->width,
-                          (unsigned char *)r->tokens +
-                              (size_t)r->cu[i] * r->width);
-    }
+    for (size_t i = 0; rc == PREPACK_OK && i < k; i++)
+        rc = fetch_sequence(r, (uint32_t)pp_load_le(src + 4 * i, 4),
+                            pp_load_le(off + 8 * i, 8), path, f, j, i, diag);
     return rc;
 }
 
@@ -552,6 +593,19 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                        path, f, j, diag);
 }
 
+/* The row's tokens once each sequence is padded to a multiple of m (a
+ * set planned for context parallelism, which readers pad): what must fit
+ * L, the one rule both readers and verify apply. */
+static uint64_t padded_tokens(const int32_t *cu, size_t k, uint32_t m)
+{
+    uint64_t padded = 0;
+    for (size_t i = 0; m > 1 && i < k; i++) {
+        uint64_t l = (uint64_t)(cu[i + 1] - cu[i]);
+        padded += (l + m - 1) / m * m;
+    }
+    return padded;
+}
+
 /* The fields every row has (T tokens; bad_field passed), checked, into
  * the reader's aligned copies. */
 static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
@@ -578,6 +632,15 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
                                      "frame %zu row %zu: cu_seqlens not "
                                      "strictly increasing",
                                      f, j);
+    uint64_t padded = padded_tokens(r->cu, k, r->m.pad_multiple);
+    if (padded > r->m.max_seq_len)
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: its sequences padded "
+                                 "to multiples of %u take %llu tokens, more "
+                                 "than max_seq_len %u",
+                                 f, j, r->m.pad_multiple,
+                                 (unsigned long long)padded,
+                                 r->m.max_seq_len);
     row->num_tokens = T;
     row->num_seqs = k;
     row->token_dtype = r->m.dtype;

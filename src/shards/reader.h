@@ -51,7 +51,8 @@ struct prepack_reader {
     uint64_t *seq_ids;
     uint8_t *mask;
     uint32_t *starts;
-    pp_mapped_source *sources; /* a plan-only set's files, mapped */
+    pp_mapped_source *sources; /* a plan-only set's files, open */
+    unsigned char *scratch;    /* L x 8 bytes: one sequence as stored */
     pp_batch_buffers *batch;
     pp_batch_buffers *batch_into; /* points at the caller's arrays */
 };

@@ -10,11 +10,11 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
 #include "ingest/store.h"
@@ -100,105 +100,253 @@ static int changed(prepack_diag *diag, const char *path, const char *what,
 }
 
 /* A path from a manifest opened (*fd) only if it is a regular file: a
- * FIFO would block the open, a device has no size to check. */
+ * FIFO would block the open, a device has no size to check. Everything
+ * after is checked and read through this one descriptor. */
 static int open_regular(const char *path, const char *what, int *fd,
-                        uint64_t *size, prepack_diag *diag)
+                        struct stat *st, prepack_diag *diag)
 {
     *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
     int rc = PREPACK_OK;
-    if (*fd < 0 || fstat(*fd, &st) != 0)
+    if (*fd < 0 || fstat(*fd, st) != 0)
         rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                      "%s: cannot open the %s this set references: %s", path,
                      what, strerror(errno));
-    else if (!S_ISREG(st.st_mode))
+    else if (!S_ISREG(st->st_mode))
         rc = pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                      "%s: the %s this set references is not a regular file",
                      path, what);
-    if (rc != PREPACK_OK) {
-        if (*fd >= 0)
-            close(*fd);
+    if (rc != PREPACK_OK && *fd >= 0) {
+        close(*fd);
         *fd = -1;
-        return rc;
     }
-    *size = (uint64_t)st.st_size;
-    return PREPACK_OK;
-}
-
-static int check_index(const pp_set_source *s, prepack_diag *diag)
-{
-    uint64_t hash, size;
-    int fd;
-    int rc = open_regular(s->index, "index", &fd, &size, diag);
-    if (rc != PREPACK_OK)
-        return rc;
-    char why[200];
-    int bad = pp_hash_fd(fd, size, &hash);
-    if (bad)
-        pp_read_why(fd, 0, size, why, sizeof why);
-    close(fd);
-    if (bad)
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "%s: cannot read the index this set references: %s",
-                       s->index, why);
-    if (size != s->index_bytes)
-        return changed(diag, s->index, "bytes", size, s->index_bytes);
-    if (hash != s->index_xxh64)
-        return changed(diag, s->index, "xxh64", hash, s->index_xxh64);
-    return PREPACK_OK;
-}
-
-static int map_one(const pp_set_source *s, pp_mapped_source *m,
-                   prepack_diag *diag)
-{
-    uint64_t size, hash = 0;
-    int fd;
-    char why[200];
-    int rc = open_regular(s->path, "input", &fd, &size, diag);
-    if (rc != PREPACK_OK)
-        return rc;
-    if (size != s->bytes)
-        rc = changed(diag, s->path, "bytes", size, s->bytes);
-    else if (pp_sample_hash_fd(fd, size, &hash) != 0)
-        rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                     "%s: cannot read: %s", s->path,
-                     pp_read_why(fd, 0, size, why, sizeof why));
-    else if (hash != s->sample_xxh64)
-        rc = changed(diag, s->path, "sampled xxh64", hash, s->sample_xxh64);
-    if (rc == PREPACK_OK && s->index)
-        rc = check_index(s, diag);
-    if (rc == PREPACK_OK && size > 0) {
-        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED)
-            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                         "%s: cannot map: %s", s->path, strerror(errno));
-        else
-            m->data = p;
-    }
-    close(fd);
-    m->size = size;
-    m->width = s->width;
-    m->is_signed = s->is_signed;
     return rc;
 }
 
-int pp_sources_map(const pp_set_source *s, size_t n, pp_mapped_source *out,
-                   prepack_diag *diag)
+/* Megatron's dtype codes (megatron/core/datasets/indexed_dataset.py):
+ * bytes per id, 0 for none or floats, and whether signed. */
+static const struct {
+    unsigned width;
+    int is_signed;
+} MEGATRON_DTYPES[9] = {{0, 0}, {1, 0}, {1, 1}, {2, 1}, {4, 1},
+                        {8, 1}, {0, 0}, {0, 0}, {2, 0}};
+
+static int width_contradicted(const pp_set_source *s, const char *file,
+                              unsigned width, int is_signed,
+                              prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                   "%s: the manifest says width %u%s, but %s says %u-byte "
+                   "%s ids",
+                   s->path, s->width, s->is_signed ? " signed" : "", file,
+                   width, is_signed ? "signed" : "unsigned");
+}
+
+/* The width a Megatron index's header (hashed whole, so bound to the
+ * identity) gives its .bin, against the manifest's. */
+static int check_index_width(const pp_set_source *s, int fd,
+                             prepack_diag *diag)
+{
+    unsigned char h[18];
+    if (pp_read_at(fd, h, sizeof h, 0) != 0 ||
+        memcmp(h, "MMIDIDX\0\0", 9) != 0 || h[17] > 8 ||
+        MEGATRON_DTYPES[h[17]].width == 0)
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "%s: not a Megatron index of integer ids", s->index);
+    unsigned w = MEGATRON_DTYPES[h[17]].width;
+    int sg = MEGATRON_DTYPES[h[17]].is_signed;
+    if (w != s->width || sg != s->is_signed)
+        return width_contradicted(s, s->index, w, sg, diag);
+    return PREPACK_OK;
+}
+
+/* A file with no index: an llm.c header (inside the first sampled block)
+ * decides its width; a raw file is as recorded, unsigned. */
+static int check_file_width(const pp_set_source *s, int fd,
+                            prepack_diag *diag)
+{
+    unsigned char h[8];
+    if (s->bytes >= 1024 && pp_read_at(fd, h, sizeof h, 0) == 0) {
+        uint32_t magic = pp_load_le32(h), version = pp_load_le32(h + 4);
+        unsigned w = magic == 20240520 && version == 1   ? 2
+                     : magic == 20240801 && version == 7 ? 4
+                                                         : 0;
+        if (w && (w != s->width || s->is_signed))
+            return width_contradicted(s, "its llm.c header", w, 0, diag);
+    }
+    if (s->is_signed)
+        return width_contradicted(s, "a file without an index", s->width,
+                                  0, diag);
+    return PREPACK_OK;
+}
+
+static const pp_mapped_source *same_file(const pp_mapped_source *m,
+                                         size_t n, const struct stat *st)
+{
+    for (size_t i = 0; i < n; i++)
+        if (m[i].dev == (uint64_t)st->st_dev &&
+            m[i].ino == (uint64_t)st->st_ino)
+            return &m[i];
+    return NULL;
+}
+
+static const pp_mapped_source *same_index(const pp_mapped_source *m,
+                                          size_t n, const struct stat *st)
+{
+    for (size_t i = 0; i < n; i++)
+        if (m[i].has_index && m[i].index_dev == (uint64_t)st->st_dev &&
+            m[i].index_ino == (uint64_t)st->st_ino)
+            return &m[i];
+    return NULL;
+}
+
+/* Source i's index: hashed once per file (an earlier entry naming the
+ * same index lends its hash), its size, hash and dtype checked. */
+static int check_index(const pp_set_source *s, pp_mapped_source *m,
+                       size_t i, prepack_diag *diag)
+{
+    char why[200];
+    struct stat st;
+    int fd;
+    int rc = open_regular(s->index, "index", &fd, &st, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    uint64_t size = (uint64_t)st.st_size;
+    const pp_mapped_source *seen = same_index(m, i, &st);
+    m[i].index_hash = seen ? seen->index_hash : 0;
+    if (size != s->index_bytes)
+        rc = changed(diag, s->index, "bytes", size, s->index_bytes);
+    else if (!seen && pp_hash_fd(fd, size, &m[i].index_hash) != 0)
+        rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                     "%s: cannot read the index this set references: %s",
+                     s->index, pp_read_why(fd, 0, size, why, sizeof why));
+    else if (m[i].index_hash != s->index_xxh64)
+        rc = changed(diag, s->index, "xxh64", m[i].index_hash,
+                     s->index_xxh64);
+    else
+        rc = check_index_width(s, fd, diag);
+    close(fd);
+    m[i].has_index = 1;
+    m[i].index_dev = (uint64_t)st.st_dev;
+    m[i].index_ino = (uint64_t)st.st_ino;
+    return rc;
+}
+
+/* The token file's size and sampled hash (hashed once per file). */
+static int check_identity(const pp_set_source *s, pp_mapped_source *m,
+                          size_t i, const struct stat *st, prepack_diag *diag)
+{
+    char why[200];
+    uint64_t size = (uint64_t)st->st_size;
+    const pp_mapped_source *seen = same_file(m, i, st);
+    if (size != s->bytes)
+        return changed(diag, s->path, "bytes", size, s->bytes);
+    if (seen)
+        m[i].sample = seen->sample;
+    else if (pp_sample_hash_fd(m[i].fd, size, &m[i].sample) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read: %s", s->path,
+                       pp_read_why(m[i].fd, 0, size, why, sizeof why));
+    if (m[i].sample != s->sample_xxh64)
+        return changed(diag, s->path, "sampled xxh64", m[i].sample,
+                       s->sample_xxh64);
+    if (size % s->width)
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "%s: %llu bytes is not a whole number of the "
+                       "manifest's %u-byte tokens (width)",
+                       s->path, (unsigned long long)size, s->width);
+    return PREPACK_OK;
+}
+
+/* Source i opened and checked; a file an earlier entry already opened
+ * keeps that entry's descriptor. */
+static int open_one(const pp_set_source *s, pp_mapped_source *m, size_t i,
+                    prepack_diag *diag)
+{
+    struct stat st;
+    pp_mapped_source *o = &m[i];
+    o->path = s->path;
+    o->width = s->width;
+    o->is_signed = s->is_signed;
+    int rc = open_regular(s->path, "input", &o->fd, &st, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    o->owns_fd = 1;
+    o->size = (uint64_t)st.st_size;
+    rc = check_identity(s, m, i, &st, diag);
+    if (rc == PREPACK_OK)
+        rc = s->index ? check_index(s, m, i, diag)
+                      : check_file_width(s, o->fd, diag);
+    const pp_mapped_source *seen = same_file(m, i, &st);
+    if (seen) { /* one descriptor a file, whatever the entries */
+        close(o->fd);
+        o->fd = seen->fd;
+        o->owns_fd = 0;
+    }
+    o->dev = (uint64_t)st.st_dev;
+    o->ino = (uint64_t)st.st_ino;
+    return rc;
+}
+
+int pp_sources_open(const pp_set_source *s, size_t n, pp_mapped_source *out,
+                    prepack_diag *diag)
 {
     memset(out, 0, n * sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        out[i].fd = -1;
     int rc = PREPACK_OK;
     for (size_t i = 0; rc == PREPACK_OK && i < n; i++)
-        rc = map_one(&s[i], &out[i], diag);
+        rc = open_one(&s[i], out, i, diag);
     if (rc != PREPACK_OK)
-        pp_sources_unmap(out, n);
+        pp_sources_close(out, n);
     return rc;
 }
 
-void pp_sources_unmap(pp_mapped_source *m, size_t n)
+void pp_sources_close(pp_mapped_source *m, size_t n)
 {
     for (size_t i = 0; m && i < n; i++) {
-        if (m[i].data)
-            munmap((void *)m[i].data, (size_t)m[i].size);
-        m[i].data = NULL;
+        if (m[i].owns_fd && m[i].fd >= 0)
+            close(m[i].fd);
+        m[i].fd = -1;
+        m[i].owns_fd = 0;
     }
+}
+
+/* Each id decoded (sign-extended when signed) and checked to fit
+ * out_width: an id the set's token_dtype cannot hold is never narrowed. */
+static int convert_checked(const unsigned char *p, unsigned w, int is_signed,
+                           uint32_t n, unsigned out_width, void *out,
+                           uint32_t *bad, int64_t *value)
+{
+    uint64_t most = out_width == 2 ? UINT16_MAX : UINT32_MAX;
+    for (uint32_t k = 0; k < n; k++, p += w) {
+        uint64_t v = pp_load_le(p, w);
+        int negative = is_signed && (v >> (8 * w - 1)) & 1;
+        if (negative || v > most) {
+            *bad = k;
+            *value = negative && w < 8 ? (int64_t)(v | ~0ULL << (8 * w))
+                                       : (int64_t)v;
+            return PP_SET_SOURCE_RANGE;
+        }
+        if (out_width == 2)
+            ((uint16_t *)out)[k] = (uint16_t)v;
+        else
+            ((uint32_t *)out)[k] = (uint32_t)v;
+    }
+    return PP_SET_SOURCE_OK;
+}
+
+int pp_set_source_read(const pp_mapped_source *m, uint64_t at, uint32_t len,
+                   unsigned out_width, void *out, unsigned char *scratch,
+                   uint32_t *bad, int64_t *value)
+{
+    size_t n = (size_t)len * m->width;
+    if (n == 0)
+        return PP_SET_SOURCE_OK;
+    int direct = m->width == out_width && !m->is_signed;
+    if (pp_read_at(m->fd, direct ? out : scratch, n, at) != 0)
+        return PP_SET_SOURCE_SHORT;
+    if (direct)
+        return PP_SET_SOURCE_OK;
+    return convert_checked(scratch, m->width, m->is_signed, len, out_width,
+                           out, bad, value);
 }

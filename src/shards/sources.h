@@ -26,18 +26,41 @@ int pp_sources_describe(const prepack_store *s, const prepack_allocator *a,
                         pp_set_source **out, size_t *n, prepack_diag *diag);
 void pp_sources_free(const prepack_allocator *a, pp_set_source *s, size_t n);
 
-/* A referenced file checked against its identity and mapped read-only. */
+/* A referenced file checked against its identity, held open: rows read
+ * it with pread through the descriptor that was checked (never a map: a
+ * file cut short after the open is then an error, not SIGBUS). Entries
+ * naming one file (the same device and inode) share the first one's
+ * descriptor and its hashes, so a file listed many times is opened for
+ * good and hashed once. */
 typedef struct pp_mapped_source {
-    const unsigned char *data; /* NULL when empty */
-    uint64_t size;
+    int fd;      /* -1 when none */
+    int owns_fd; /* 0: an earlier entry's descriptor */
+    uint64_t size, dev, ino, sample;
+    int has_index; /* then the index's identity and its whole hash */
+    uint64_t index_dev, index_ino, index_hash;
     unsigned width;
     int is_signed;
+    const char *path;
 } pp_mapped_source;
 
-/* Opens, checks (size, sampled hash, the index's size and hash) and maps
- * each file; a changed, moved or missing one is an error naming it. */
-int pp_sources_map(const pp_set_source *s, size_t n, pp_mapped_source *out,
-                   prepack_diag *diag);
-void pp_sources_unmap(pp_mapped_source *m, size_t n);
+/* Opens and checks each file (size, sampled hash, the index's size and
+ * hash, and its width against what the file says it holds: a Megatron
+ * index's dtype code, an llm.c header); a changed, moved or missing one,
+ * or a width the file contradicts, is an error naming it. */
+int pp_sources_open(const pp_set_source *s, size_t n, pp_mapped_source *out,
+                    prepack_diag *diag);
+void pp_sources_close(pp_mapped_source *m, size_t n);
+
+/* What pp_set_source_read found. */
+enum { PP_SET_SOURCE_OK, PP_SET_SOURCE_SHORT, PP_SET_SOURCE_RANGE };
+
+/* `len` tokens at byte `at` of m (which the caller checked lie inside
+ * its recorded size, aligned) as out_width-byte ids into out; scratch
+ * holds len x 8 bytes. PP_SET_SOURCE_SHORT: the file ends first (or errno);
+ * PP_SET_SOURCE_RANGE: token *bad (its index) is negative or past what
+ * out_width holds, *value its id. */
+int pp_set_source_read(const pp_mapped_source *m, uint64_t at, uint32_t len,
+                   unsigned out_width, void *out, unsigned char *scratch,
+                   uint32_t *bad, int64_t *value);
 
 #endif

@@ -146,19 +146,7 @@ static int row_within_claims(const prepack_reader *r, const prepack_row *row,
                       index, row->num_seqs, m->max_seqs_per_row);
         return 0;
     }
-    uint64_t padded = 0;
-    for (size_t j = 0; m->pad_multiple > 1 && j < row->num_seqs; j++) {
-        uint64_t l = (uint64_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]);
-        padded += (l + m->pad_multiple - 1) / m->pad_multiple * m->pad_multiple;
-    }
-    if (padded > m->max_seq_len) {
-        claim_problem(p, path,
-                      "row %zu: its sequences padded to multiples of %u "
-                      "take %llu tokens, more than max_seq_len %u",
-                      index, m->pad_multiple, (unsigned long long)padded,
-                      m->max_seq_len);
-        return 0;
-    }
+    /* sequences padded past L: refused by the reader's row check */
     for (size_t j = 0; m->has_stats && j < row->num_seqs; j++)
         if (row->seq_ids[j] >= m->stats.sequences) {
             claim_problem(p, path,

@@ -246,3 +246,36 @@ def test_empty_set_that_says_so(tmp_path, prepack_bin):
     s = ShardSet(out)
     assert len(s) == 0
     s.verify()
+
+
+def test_pad_multiple_raised_is_refused_by_every_reader(tmp_path, prepack_bin):
+    """pad_multiple edited from 8 to 64 (still dividing L): rows whose
+    sequences, padded to 64, no longer fit L. verify refuses the set, and
+    so must every reader that pads (ShardSet's rows, PackedDataset's
+    batches), by the one rule: a row's padded sequences fit L."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"input_ids": list(range(1, n + 1))})
+                           + "\n" for n in (40, 30, 20, 10, 9, 50, 7, 60)))
+    out = tmp_path / "set"
+    subprocess.run([prepack_bin, "pack", str(src), "-o", str(out),
+                    "--max-seq-len", "128", "--pad-multiple", "8", "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    edit(lambda m: m.update(pad_multiple=64))(str(out))
+    p = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "padded to multiples of 64" in p.stdout
+    backends = ["python", "c"] if os.environ.get("PREPACK_LIBRARY") \
+        else ["python"]
+    for backend in backends:
+        s = ShardSet(str(out), backend=backend)
+        with pytest.raises(ShardSetError, match="padded to multiples of 64"):
+            [s[i] for i in range(len(s))]
+    if not os.environ.get("PREPACK_LIBRARY"):
+        return
+    from prepack.torch import PackedDataset
+    for backend in backends:
+        ds = PackedDataset(str(out), batch_rows=1, form="varlen",
+                           backend=backend)
+        with pytest.raises(ShardSetError, match="padded to multiples of 64"):
+            for batch in ds:
+                assert batch["input_ids"].shape[-1] <= 128

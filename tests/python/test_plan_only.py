@@ -3,14 +3,19 @@ hold where their tokens are, read by every reader exactly like the full set
 packed from the same inputs; inputs that changed are refused by name."""
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import step_inputs as si
 from prepack._shards import CorruptShardError, ShardSet, ShardSetError
+
+PYDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "python")
 
 
 def run(bin_, *args, check=True):
@@ -324,3 +329,251 @@ def test_sources_that_are_not_regular_files(prepack_bin, inputs, tmp_path):
             assert p.returncode == 1 and path in p.stderr
     finally:
         signal.alarm(0)
+
+
+# ---- hostile plan-only sets (issue 26) ---------------------------------------
+
+
+def read_all(refs, backend):
+    s = ShardSet(refs, backend=backend)
+    return [s[i] for i in range(len(s))]
+
+
+def assert_refused_everywhere(prepack_bin, refs, message):
+    """Both readers refuse the set (at open or on a row) with the same
+    class of error, and so do `verify` and ShardSet.verify()."""
+    for backend in backends():
+        with pytest.raises(ShardSetError, match=message):
+            read_all(refs, backend)
+        with pytest.raises(ShardSetError, match=message):
+            ShardSet(refs, backend=backend).verify()
+    p = run(prepack_bin, "verify", refs, check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert re.search(message, p.stdout + p.stderr), p.stdout + p.stderr
+
+
+def edit_manifest(refs, fn):
+    m = json.loads((refs / "manifest.json").read_text())
+    fn(m)
+    (refs / "manifest.json").write_text(json.dumps(m))
+
+
+def edit_first_reference(refs, field, change):
+    """Row 0's first reference rewritten by change(value), through the
+    writer's own format, so only the reference is wrong."""
+    frame = ShardSet(refs, backend="python")._frame(0, 0)
+    rows = [dict(r) for r in frame]
+    dtype = "<u8" if field == "ref_offset" else "<u4"
+    vals = np.frombuffer(rows[0][field], dtype=dtype).copy()
+    vals[0] = change(int(vals[0]))
+    rows[0][field] = vals.tobytes()
+    write_one_frame_shard(refs, rows)
+
+
+@pytest.fixture(scope="module")
+def wide_inputs(tmp_path_factory):
+    """An int32 Megatron input with ids past 65535 (its set is uint32), and
+    an llm.c one."""
+    d = tmp_path_factory.mktemp("wide")
+    si.write_megatron(str(d / "w"), si.sequences(3, 300, vocab=100000),
+                      dtype=np.int32)
+    si.write_llmc(str(d / "l.bin"), si.sequences(4, 300))
+    return d
+
+
+def pack_refs(prepack_bin, paths, out, *opts):
+    run(prepack_bin, "pack", *paths, "-o", out, "--quiet", "--plan-only",
+        "--max-seq-len", "256", "--overlong", "split",
+        "--rows-per-frame", "1000000", *opts)
+    return out
+
+
+def test_token_dtype_narrowed_is_refused(prepack_bin, wide_inputs, tmp_path):
+    """uint32 edited to uint16 over ids past 65535: the ids no longer fit,
+    so no reader may narrow them silently (a full set refuses the same
+    edit by its sizes)."""
+    refs = pack_refs(prepack_bin, [wide_inputs / "w"], tmp_path / "r")
+    assert json.loads((refs / "manifest.json").read_text())[
+        "token_dtype"] == "uint32"
+    edit_manifest(refs, lambda m: m.update(token_dtype="uint16"))
+    assert_refused_everywhere(prepack_bin, refs, "does not fit token_dtype")
+
+
+@pytest.mark.parametrize("source,width", [("w", 2), ("w", 8), ("l.bin", 4),
+                                          ("l.bin", 1)])
+def test_width_must_match_the_file(prepack_bin, wide_inputs, tmp_path,
+                                   source, width):
+    """A source's width is bound to what the file is: a Megatron index's
+    dtype code (the index is hashed whole), an llm.c header (inside the
+    first sampled block)."""
+    refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
+    edit_manifest(refs, lambda m: m["sources"][0].update(width=width))
+    assert_refused_everywhere(prepack_bin, refs, "width")
+
+
+@pytest.mark.parametrize("source", ["w", "l.bin"])
+def test_ref_offset_off_by_one_byte(prepack_bin, wide_inputs, tmp_path,
+                                    source):
+    refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
+    edit_first_reference(refs, "ref_offset", lambda v: v + 1)
+    assert_refused_everywhere(prepack_bin, refs, "not a multiple of")
+
+
+def test_reference_to_source_count_and_last(prepack_bin, wide_inputs,
+                                            tmp_path):
+    """The boundary: ref_source = nsources is refused, nsources - 1 reads
+    (or is refused as outside that file), never a crash."""
+    refs = pack_refs(prepack_bin, [wide_inputs / "l.bin",
+                                   wide_inputs / "w"], tmp_path / "r")
+    good = (refs / "manifest.json").read_text()
+    shard = (refs / "shard-00000.zst").read_bytes()
+    for value, message in ((2, "outside the manifest's sources"),
+                           (1, None)):
+        (refs / "manifest.json").write_text(good)
+        (refs / "shard-00000.zst").write_bytes(shard)
+        edit_first_reference(refs, "ref_source", lambda v: value)
+        code = ("import sys\n"
+                "from prepack._shards import ShardSet, ShardSetError\n"
+                "try:\n"
+                f"    s = ShardSet({str(refs)!r}, backend=sys.argv[1])\n"
+                "    [s[i] for i in range(len(s))]\n"
+                "except ShardSetError as e:\n"
+                "    print('refused:', e)\n")
+        for backend in backends():
+            p = subprocess.run([sys.executable, "-c", code, backend],
+                               capture_output=True, text=True,
+                               env=dict(os.environ, PYTHONPATH=PYDIR))
+            assert p.returncode == 0, (value, backend, p.stderr)
+            if message:
+                assert message in p.stdout, (backend, p.stdout)
+        p = run(prepack_bin, "verify", refs, check=False)
+        assert p.returncode in (0, 1) and (not message or message in p.stdout)
+
+
+def test_input_truncated_while_the_set_is_open(prepack_bin, wide_inputs,
+                                               tmp_path):
+    """A referenced file cut short after the open: reading a row is an
+    error naming the file, never SIGBUS (run in a child so a crash is a
+    failure, not the end of pytest)."""
+    d = tmp_path / "in"
+    shutil.copytree(wide_inputs, d)
+    refs = pack_refs(prepack_bin, [d / "l.bin"], tmp_path / "r")
+    code = ("import os, sys\n"
+            "from prepack._shards import ShardSet, ShardSetError\n"
+            f"s = ShardSet({str(refs)!r}, backend=sys.argv[1])\n"
+            f"os.truncate({str(d / 'l.bin')!r}, 4096)\n"
+            "try:\n"
+            "    [s[i] for i in range(len(s))]\n"
+            "except ShardSetError as e:\n"
+            "    print('refused:', e)\n")
+    for backend in backends():
+        si.write_llmc(str(d / "l.bin"), si.sequences(4, 300))
+        p = subprocess.run([sys.executable, "-c", code, backend],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=PYDIR))
+        assert p.returncode == 0, (backend, p.returncode, p.stderr)
+        assert "refused:" in p.stdout and str(d / "l.bin") in p.stdout, \
+            (backend, p.stdout)
+
+
+class CountingXXH:
+    """prepack._shards' xxhash, counting the hashes made, and calling
+    `after` once the first digest is taken (after a reader's check)."""
+
+    def __init__(self, real, after=None):
+        self.real, self.after, self.made = real, after, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def xxh64(self, *args):
+        self.made += 1
+        h, outer = self.real.xxh64(*args), self
+
+        class Wrapped:
+            def update(self, data):
+                h.update(data)
+
+            def hexdigest(self):
+                if outer.after:
+                    outer.after()
+                    outer.after = None
+                return h.hexdigest()
+
+            def intdigest(self):
+                return h.intdigest()
+        return Wrapped()
+
+
+def test_source_swapped_after_its_check(prepack_bin, wide_inputs, tmp_path,
+                                        monkeypatch):
+    """The path is a symlink swapped to another file of the same size once
+    the identity check has hashed it: the reader must read the file it
+    checked (one open, checked and read through its descriptor)."""
+    import prepack._shards as shards
+    d = tmp_path / "in"
+    d.mkdir()
+    real = d / "real.bin"
+    shutil.copy(wide_inputs / "l.bin", real)
+    link = d / "l.bin"
+    os.symlink(real, link)
+    refs = pack_refs(prepack_bin, [link], tmp_path / "r")
+    edit_manifest(refs, lambda m: m["sources"][0].update(path=str(link)))
+    want = read_all(refs, "python")
+    other = d / "other.bin"
+    data = bytearray(real.read_bytes())
+    data[1024:] = bytes(len(data) - 1024)  # every token 0, header kept
+    other.write_bytes(bytes(data))
+
+    def swap():
+        os.symlink(other, d / "tmp-link")
+        os.replace(d / "tmp-link", link)
+
+    monkeypatch.setattr(shards, "xxhash", CountingXXH(shards.xxhash, swap))
+    got = read_all(refs, "python")
+    for a, b in zip(want, got):
+        assert np.array_equal(a["input_ids"], b["input_ids"])
+
+
+def test_one_file_listed_many_times(prepack_bin, wide_inputs, tmp_path,
+                                    monkeypatch):
+    """The same input given three times: one file, hashed once. A manifest
+    listing it 20,000 times (more sources than inputs) is refused before
+    any is opened."""
+    import prepack._shards as shards
+    path = wide_inputs / "l.bin"
+    refs = pack_refs(prepack_bin, [path, path, path], tmp_path / "r")
+    assert len(json.loads((refs / "manifest.json").read_text())[
+        "sources"]) == 3
+    counter = CountingXXH(shards.xxhash)
+    monkeypatch.setattr(shards, "xxhash", counter)
+    read_all(refs, "python")
+    assert counter.made == 1
+    monkeypatch.undo()
+    edit_manifest(refs, lambda m: m.update(sources=m["sources"] * 7000))
+    for backend in backends():
+        with pytest.raises(ShardSetError, match="sources"):
+            ShardSet(refs, backend=backend)
+    p = run(prepack_bin, "verify", refs, check=False)
+    assert p.returncode == 1 and "sources" in p.stdout + p.stderr
+
+
+def test_verify_input_with_a_group_dropped_whole(prepack_bin, tmp_path):
+    """--overlong drop drops a group over L whole although each member
+    fits: verify --input accounts for it instead of reporting its members
+    missing."""
+    src = tmp_path / "g.jsonl"
+    lines = [{"input_ids": list(range(1, 31)), "group": 1},
+             {"input_ids": list(range(1, 31)), "group": 1},
+             {"input_ids": list(range(1, 11))},
+             {"input_ids": list(range(1, 6)), "group": 2},
+             {"input_ids": list(range(1, 6)), "group": 2}]
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "s"
+    run(prepack_bin, "pack", src, "-o", out, "--max-seq-len", "40",
+        "--overlong", "drop", "--quiet")
+    p = run(prepack_bin, "verify", out, "--input", src, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # a member of a group that fits, missing, is still reported
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stats"]["items"] == 3
