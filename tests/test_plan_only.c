@@ -122,8 +122,13 @@ static void release(packed *p)
     prepack_store_free(p->store);
 }
 
-/* Writes the plan to dir, by reference or with its tokens. */
-static void write_set(const packed *p, const char *dir, int references)
+/* Row 0's first reference, rewritten before it is written. */
+typedef void (*ref_edit)(uint32_t *source, uint64_t *offset);
+
+/* Writes the plan to dir, by reference or with its tokens; `edit` (when
+ * not NULL) rewrites row 0's first reference. */
+static void write_set_edited(const packed *p, const char *dir,
+                             int references, ref_edit edit)
 {
     prepack_row_builder *b = NULL;
     prepack_writer *w = NULL;
@@ -144,7 +149,14 @@ static void write_set(const packed *p, const char *dir, int references)
             assert_null(row.input_ids);
             /* a references writer takes no tokens, a full one no refs */
             assert_int_equal(prepack_writer_add(w, &row, NULL), PREPACK_EINVAL);
-            assert_int_equal(prepack_writer_add_refs(w, &row, &refs, NULL),
+            uint32_t src[L];
+            uint64_t off[L];
+            memcpy(src, refs.source, row.num_seqs * sizeof *src);
+            memcpy(off, refs.offset, row.num_seqs * sizeof *off);
+            if (edit && r == 0)
+                edit(&src[0], &off[0]);
+            prepack_row_refs mine = {src, off};
+            assert_int_equal(prepack_writer_add_refs(w, &row, &mine, NULL),
                              PREPACK_OK);
         } else {
             assert_int_equal(prepack_row_builder_get(b, r, &row), PREPACK_OK);
@@ -160,6 +172,11 @@ static void write_set(const packed *p, const char *dir, int references)
     assert_int_equal(prepack_writer_finish(w, &info, NULL), PREPACK_OK);
     prepack_writer_free(w);
     prepack_row_builder_free(b);
+}
+
+static void write_set(const packed *p, const char *dir, int references)
+{
+    write_set_edited(p, dir, references, NULL);
 }
 
 static void assert_rows_equal(const prepack_row *a, const prepack_row *b)
@@ -338,12 +355,171 @@ static void test_changed_inputs_are_refused(void **state)
     prepack_reader_free(r);
 }
 
+/* ---- hostile sets (issue 26) ------------------------------------------ */
+
+/* An llm.c input (source 0, uint16) and an int32 Megatron one with ids
+ * past 65535 (source 1): a uint32 set of two sources in dir, row 0's
+ * first reference rewritten by edit. */
+static void write_two_sources(const char *dir, char llmc[512], char mg[512],
+                              ref_edit edit)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.llmc.bin", dir);
+    snprintf(llmc, 512, "%s", path_of(name));
+    snprintf(name, sizeof name, "%s.m", dir);
+    snprintf(mg, 512, "%s", path_of(name));
+    write_llmc(llmc, 7);
+    write_megatron(mg, 8);
+    const char *inputs[] = {llmc, mg};
+    packed p;
+    pack_inputs(&p, inputs, 2);
+    write_set_edited(&p, path_of(dir), 1, edit);
+    release(&p);
+}
+
+/* Reads every row: the first failure's code (its message in *d). */
+static int read_all_rows(const char *dir, prepack_diag *d)
+{
+    prepack_reader *r = NULL;
+    int rc = prepack_reader_open(&r, dir, NULL, d);
+    for (size_t i = 0; rc == PREPACK_OK && i < prepack_reader_row_count(r);
+         i++) {
+        prepack_row row;
+        rc = prepack_reader_row(r, i, &row, d);
+    }
+    prepack_reader_free(r);
+    return rc;
+}
+
+static void to_source_count(uint32_t *source, uint64_t *offset)
+{
+    (void)offset;
+    *source = 2;
+}
+
+static void to_last_source(uint32_t *source, uint64_t *offset)
+{
+    (void)offset;
+    *source = 1;
+}
+
+static void one_byte_on(uint32_t *source, uint64_t *offset)
+{
+    (void)source;
+    *offset += 1;
+}
+
+/* ref_source = nsources is refused; nsources - 1 reads or is refused as
+ * damage (the reference then lies elsewhere in another file: outside it,
+ * off its token boundary), never a crash. */
+static void test_references_at_the_boundary(void **state)
+{
+    (void)state;
+    char llmc[512], mg[512], dir[512];
+    prepack_diag d = {0};
+    write_two_sources("bound", llmc, mg, to_source_count);
+    snprintf(dir, sizeof dir, "%s", path_of("bound"));
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "outside the manifest's sources"));
+    write_two_sources("last", llmc, mg, to_last_source);
+    snprintf(dir, sizeof dir, "%s", path_of("last"));
+    int rc = read_all_rows(dir, &d);
+    assert_true(rc == PREPACK_OK || rc == PREPACK_ECORRUPT);
+}
+
+/* A reference one byte off its token boundary. */
+static void test_offset_off_a_token(void **state)
+{
+    (void)state;
+    char llmc[512], mg[512], dir[512];
+    prepack_diag d = {0};
+    write_two_sources("off", llmc, mg, one_byte_on);
+    snprintf(dir, sizeof dir, "%s", path_of("off"));
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "not a multiple of"));
+}
+
+/* The first occurrence of `from` in the file at path becomes `to`. */
+static void replace_in_file(const char *path, const char *from,
+                            const char *to)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char text[1 << 16], out[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    char *at = strstr(text, from);
+    assert_non_null(at);
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to,
+             at + strlen(from));
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(out, f);
+    fclose(f);
+}
+
+/* token_dtype narrowed over ids past 65535, and a width the Megatron
+ * index contradicts: refused, not narrowed or misread. */
+static void test_widths_bound_to_the_files(void **state)
+{
+    (void)state;
+    char llmc[512], mg[512], dir[512], manifest[600];
+    prepack_diag d = {0};
+    write_two_sources("narrow", llmc, mg, NULL);
+    snprintf(dir, sizeof dir, "%s", path_of("narrow"));
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", dir);
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_OK);
+    replace_in_file(manifest, "\"uint32\"", "\"uint16\"");
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "does not fit token_dtype uint16"));
+    replace_in_file(manifest, "\"uint16\"", "\"uint32\"");
+    replace_in_file(manifest, "\"width\": 4", "\"width\": 2");
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "width 2 signed"));
+    assert_non_null(strstr(d.message, mg));
+    replace_in_file(manifest, "\"width\": 2, \"signed\": false",
+                    "\"width\": 4, \"signed\": false");
+    replace_in_file(manifest, "\"width\": 2", "\"width\": 4");
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "llm.c header"));
+    assert_non_null(strstr(d.message, llmc));
+}
+
+/* An input cut short while a set that references it is open: the rows
+ * that reach past its end are an error naming it, never SIGBUS. */
+static void test_input_cut_short_while_open(void **state)
+{
+    (void)state;
+    char llmc[512], mg[512], dir[512];
+    write_two_sources("cut", llmc, mg, NULL);
+    snprintf(dir, sizeof dir, "%s", path_of("cut"));
+    prepack_reader *r = NULL;
+    assert_int_equal(prepack_reader_open(&r, dir, NULL, NULL), PREPACK_OK);
+    assert_int_equal(truncate(llmc, 2048), 0);
+    int rc = PREPACK_OK;
+    prepack_diag d = {0};
+    for (size_t i = 0; rc == PREPACK_OK && i < prepack_reader_row_count(r);
+         i++) {
+        prepack_row row;
+        rc = prepack_reader_row(r, i, &row, &d);
+    }
+    assert_int_equal(rc, PREPACK_EIO);
+    assert_non_null(strstr(d.message, llmc));
+    assert_non_null(strstr(d.message, "the file ends first"));
+    prepack_reader_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_equal_the_full_sets),
         cmocka_unit_test(test_text_has_nothing_to_reference),
         cmocka_unit_test(test_changed_inputs_are_refused),
+        cmocka_unit_test(test_references_at_the_boundary),
+        cmocka_unit_test(test_offset_off_a_token),
+        cmocka_unit_test(test_widths_bound_to_the_files),
+        cmocka_unit_test(test_input_cut_short_while_open),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
