@@ -79,6 +79,44 @@ def manifest_seeds():
         put('manifest', name, json.dumps(v).encode())
 
 
+def plan_only_seeds():
+    """The plan-only target's set, as replay_plan_only (or fuzz_plan_only)
+    builds it at a fixed path on its first run, and edits of it that
+    each reader must refuse or read the same: run the target once first."""
+    path = '/tmp/prepack-fuzz-plan-only-v1/set/manifest.json'
+    if not os.path.exists(path):
+        print('plan_only: run build/fuzz/replay_plan_only once first')
+        return
+    valid = open(path, 'rb').read()
+    put('plan_only', 'valid', valid)
+    src = lambda m, i: m['sources'][i]
+    variants = {
+        'narrowed': lambda m: m.update(token_dtype='uint16'),
+        'width_mg_2': lambda m: src(m, 1).update(width=2),
+        'width_llmc_4': lambda m: src(m, 0).update(width=4),
+        'signed_llmc': lambda m: src(m, 0).update(signed=True),
+        'unsigned_mg': lambda m: src(m, 1).update(signed=False),
+        'no_index': lambda m: [src(m, 1).pop(k) for k in
+                               ('index', 'index_bytes', 'index_xxh64')],
+        'swapped': lambda m: m.update(sources=m['sources'][::-1]),
+        'one_source': lambda m: m.update(sources=m['sources'][:1]),
+        'duplicated': lambda m: m.update(sources=m['sources'][:1] * 2),
+        'many': lambda m: m.update(sources=m['sources'] * 50),
+        'same_index': lambda m: src(m, 0).update(
+            {k: src(m, 1)[k] for k in ('index', 'index_bytes',
+                                       'index_xxh64')}),
+        'pad_multiple': lambda m: m.update(pad_multiple=32),
+        'short_len': lambda m: m.update(max_seq_len=16),
+        'v1': lambda m: m.update(version=1),
+        'bytes_off': lambda m: src(m, 0).update(bytes=src(m, 0)['bytes'] - 2),
+        'fifo': lambda m: src(m, 0).update(path='/dev/zero'),
+    }
+    for name, change in variants.items():
+        v = json.loads(valid)
+        change(v)
+        put('plan_only', name, json.dumps(v).encode())
+
+
 def shard_rows_seeds():
     """Rows mode of the shard target: 0x80 | (rows - 1), rows_per_frame - 1,
     then one frame's msgpack rows, from the golden set's frames."""
@@ -145,6 +183,7 @@ def stream_seeds():
 megatron_seeds()
 llmc_seeds()
 manifest_seeds()
+plan_only_seeds()
 shard_rows_seeds()
 roundtrip_seeds()
 stream_seeds()
