@@ -440,6 +440,34 @@ class _Shard:
                 f"{size - table} before its seek table")
 
 
+# ~150 bytes a shard: what no set needs (the C reader's bound)
+_MAX_MANIFEST_BYTES = 256 << 20
+
+
+def _read_manifest(path):
+    """manifest.json's bytes: opened once (O_NONBLOCK: a FIFO cannot
+    block), checked to be a regular file of a manifest's size through
+    that descriptor, and read from it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ShardSetError(f"{path}: no manifest (not a shard set, or its "
+                            f"writing was interrupted)") from None
+    except OSError as err:
+        raise ShardSetError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ShardSetError(f"{path}: not a regular file")
+        if st.st_size > _MAX_MANIFEST_BYTES:
+            raise ShardSetError(f"{path}: holds {st.st_size} bytes, more "
+                                f"than a manifest can "
+                                f"({_MAX_MANIFEST_BYTES})")
+        return _pread_all(fd, st.st_size, 0)
+    finally:
+        os.close(fd)
+
+
 class ShardSet:
     """A shard set directory. `len(s)`, `s[i]` (a row: a dict of numpy
     arrays `input_ids`, `cu_seqlens`, `seq_ids`, and `loss_mask` /
@@ -459,11 +487,7 @@ class ShardSet:
         self.path = os.fspath(path)
         manifest_path = os.path.join(self.path, "manifest.json")
         try:
-            with open(manifest_path, "rb") as f:
-                self.manifest = json.loads(f.read())
-        except FileNotFoundError:
-            raise ShardSetError(f"{manifest_path}: no manifest (not a shard "
-                                f"set, or its writing was interrupted)")
+            self.manifest = json.loads(_read_manifest(manifest_path))
         except ValueError as e:
             raise ShardSetError(f"{manifest_path}: invalid JSON: {e}")
         m = self.manifest

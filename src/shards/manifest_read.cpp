@@ -5,7 +5,9 @@
 
 #include "common/json_count.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cinttypes>
@@ -18,6 +20,7 @@
 extern "C" {
 #include "common/alloc.h"
 #include "common/error.h"
+#include "common/io.h"
 #include "shards/manifest.h"
 #include "shards/shard_format.h"
 }
@@ -367,23 +370,62 @@ int read_policy(simdjson::dom::object root, const char *path, pp_manifest *m,
 // 2^20 shards of 16384 rows: far beyond any set, far below memory limits.
 constexpr uint64_t kMaxManifestBytes = uint64_t(256) << 20;
 
-int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
+// The file opened once (O_NONBLOCK: a FIFO cannot block the open),
+// checked through that descriptor and read from it: a path swapped after
+// the check cannot choose what is read. A manifest is ~150 bytes a
+// shard: refuse what no set would need rather than read a hostile file
+// of any size into memory.
+int load_fd(int fd, const char *path, simdjson::padded_string *json,
+            prepack_diag *diag)
 {
-    // A manifest is ~150 bytes a shard: refuse what no set would need
-    // rather than read a hostile file of any size into memory.
     struct stat st;
-    if (stat(path, &st) != 0)
+    if (fstat(fd, &st) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot read %s: %s", path, std::strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return bad(diag, path, "not a regular file");
     if (uint64_t(st.st_size) > kMaxManifestBytes)
         return bad(diag, path,
                    "holds " + std::to_string(st.st_size) +
                        " bytes, more than a manifest can (" +
                        std::to_string(kMaxManifestBytes) + ")");
+    size_t n = size_t(st.st_size);
+    simdjson::padded_string text(n);
+    if (!text.data())
+        throw std::bad_alloc();
+    if (pp_read_at(fd, text.data(), n, 0) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot read %s: %s", path,
+                       errno ? std::strerror(errno) : "cut short");
+    *json = std::move(text);
+    return PREPACK_OK;
+}
+
+int load_manifest(const char *path, simdjson::padded_string *json,
+                  prepack_diag *diag)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot read %s: %s", path, std::strerror(errno));
+    int rc;
+    try {
+        errno = 0;
+        rc = load_fd(fd, path, json, diag);
+    } catch (...) {
+        close(fd);
+        throw;
+    }
+    close(fd);
+    return rc;
+}
+
+int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
+{
     simdjson::padded_string json;
-    if (simdjson::padded_string::load(path).get(json))
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "cannot read %s",
-                       path);
+    int rc = load_manifest(path, &json, diag);
+    if (rc != PREPACK_OK)
+        return rc;
     simdjson::dom::parser parser;
     simdjson::dom::object root;
     auto err = parser.parse(json).get_object().get(root);
@@ -410,7 +452,7 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     m->rows_per_frame = uint32_t(rpf);
     m->dtype = dtype == "uint16" ? PREPACK_DTYPE_UINT16 : PREPACK_DTYPE_UINT32;
     uint64_t input_tokens = 0;
-    int rc = read_policy(root, path, m, diag);
+    rc = read_policy(root, path, m, diag);
     if (rc == PREPACK_OK)
         rc = read_storage(root, path, version, m, diag);
     if (rc == PREPACK_OK)

@@ -577,3 +577,26 @@ def test_verify_input_with_a_group_dropped_whole(prepack_bin, tmp_path):
     # a member of a group that fits, missing, is still reported
     m = json.loads((out / "manifest.json").read_text())
     assert m["stats"]["items"] == 3
+
+
+def test_manifest_that_is_not_a_regular_file(prepack_bin, wide_inputs,
+                                             tmp_path):
+    """manifest.json opened once and checked through its descriptor: a
+    FIFO in its place (an open by path would wait for a writer forever)
+    is refused promptly by both readers and verify."""
+    refs = pack_refs(prepack_bin, [wide_inputs / "l.bin"], tmp_path / "r")
+    (refs / "manifest.json").unlink()
+    os.mkfifo(refs / "manifest.json")
+    for backend in backends():
+        p = subprocess.run(
+            [sys.executable, "-c",
+             "import sys\nfrom prepack._shards import ShardSet, ShardSetError\n"
+             "try:\n    ShardSet(sys.argv[1], backend=sys.argv[2])\n"
+             "except ShardSetError as e:\n    print('refused:', e)\n",
+             str(refs), backend], capture_output=True, text=True, timeout=20,
+            env=dict(os.environ, PYTHONPATH=PYDIR))
+        assert "refused:" in p.stdout and "not a regular file" in p.stdout, \
+            (backend, p.stdout, p.stderr)
+    p = subprocess.run([prepack_bin, "verify", refs], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 1 and "not a regular file" in p.stdout + p.stderr
