@@ -439,6 +439,29 @@ static void test_offset_off_a_token(void **state)
     assert_non_null(strstr(d.message, "not a multiple of"));
 }
 
+static void megatron_token_on(uint32_t *source, uint64_t *offset)
+{
+    /* in the Megatron file, on a token boundary, a token on: where no
+     * entry of the sequence's id starts (an llm.c sequence's id is no
+     * Megatron entry at all) */
+    *source = 1;
+    *offset = *offset / 4 * 4 + 4;
+}
+
+/* An int32 Megatron reference one token off, on a token boundary: not
+ * where the index entry of its sequence id puts it. */
+static void test_offset_off_its_index_entry(void **state)
+{
+    (void)state;
+    char llmc[512], mg[512], dir[512];
+    prepack_diag d = {0};
+    write_two_sources("entry", llmc, mg, megatron_token_on);
+    snprintf(dir, sizeof dir, "%s", path_of("entry"));
+    assert_int_equal(read_all_rows(dir, &d), PREPACK_ECORRUPT);
+    assert_true(strstr(d.message, "not where its index entry puts it") ||
+                strstr(d.message, "not one of this input's"));
+}
+
 /* The first occurrence of `from` in the file at path becomes `to`. */
 static void replace_in_file(const char *path, const char *from,
                             const char *to)
@@ -518,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_changed_inputs_are_refused),
         cmocka_unit_test(test_references_at_the_boundary),
         cmocka_unit_test(test_offset_off_a_token),
+        cmocka_unit_test(test_offset_off_its_index_entry),
         cmocka_unit_test(test_widths_bound_to_the_files),
         cmocka_unit_test(test_input_cut_short_while_open),
     };

@@ -290,20 +290,30 @@ def _width_contradicted(e, file, width, signed):
         f"{'signed' if signed else 'unsigned'} ids")
 
 
-def _check_width(e, fd, index_fd):
-    """The width the file itself gives (a Megatron index's dtype code,
-    hashed whole; an llm.c header, inside the first sampled block)
-    against the manifest's: the C reader's rule."""
-    if index_fd is not None:
-        h = _pread_all(index_fd, 18, 0)
-        got = _MEGATRON_DTYPES.get(h[17]) if len(h) == 18 and \
-            h[:9] == b"MMIDIDX\0\0" else None
-        if got is None:
-            raise CorruptShardError(f"{e['index']}: not a Megatron index of "
-                                    f"integer ids")
-        if got != (e["width"], e["signed"]):
-            raise _width_contradicted(e, e["index"], *got)
-        return
+_IDX_HEADER = 34  # magic, version, dtype, count, documents
+
+
+def _index_count(e, index_fd):
+    """A Megatron index's entry count, its dtype (the header is hashed
+    with the whole index, so it binds the width to the identity) checked
+    against the manifest's width."""
+    h = _pread_all(index_fd, _IDX_HEADER, 0)
+    size = e["index_bytes"]
+    got = _MEGATRON_DTYPES.get(h[17]) if len(h) == _IDX_HEADER and \
+        h[:9] == b"MMIDIDX\0\0" else None
+    count = struct.unpack_from("<Q", h, 18)[0] if got else 0
+    if got is None or count > (size - _IDX_HEADER) // 12:
+        raise CorruptShardError(f"{e['index']}: not a Megatron index of "
+                                f"integer ids")
+    if got != (e["width"], e["signed"]):
+        raise _width_contradicted(e, e["index"], *got)
+    return count
+
+
+def _check_width(e, fd):
+    """A file without an index: an llm.c header (inside the first
+    sampled block) decides its width, and it is unsigned: the C reader's
+    rule."""
     if e["bytes"] >= 1024:
         magic, version = struct.unpack("<II", _pread_all(fd, 8, 0))
         w = _LLMC.get((magic, version))
@@ -321,18 +331,19 @@ class _Sources:
     device and inode) share its descriptor and hash: a file listed many
     times is hashed once."""
 
-    def __init__(self, entries):
+    def __init__(self, entries, spans):
         self.fds, self.files = [], []
+        self.indexes = []  # Megatron: (fd, entries, first id, ids)
         self._owned = []
         try:
             seen, seen_index = {}, {}
-            for e in entries:
-                self._open(e, seen, seen_index)
+            for e, span in zip(entries, spans):
+                self._open(e, span, seen, seen_index)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, e, seen, seen_index):
+    def _open(self, e, span, seen, seen_index):
         path = e["path"]
         fd, st = _open_regular(path, "input")
         key = (st.st_dev, st.st_ino)
@@ -353,35 +364,61 @@ class _Sources:
             raise CorruptShardError(
                 f"{path}: {st.st_size} bytes is not a whole number of the "
                 f"manifest's {e['width']}-byte tokens (width)")
-        index_fd = None
-        try:
-            if "index" in e:
-                index_fd = self._check_index(e, seen_index)
-            _check_width(e, fd, index_fd)
-        finally:
-            if index_fd is not None:
-                os.close(index_fd)
+        index = None
+        if "index" in e:
+            index_fd, count = self._check_index(e, seen_index)
+            if span is None:
+                raise CorruptShardError(
+                    f"{path}: a Megatron source needs its input listed "
+                    f"(\"inputs\", one per source) to check its references")
+            index = (index_fd, count) + span
+        else:
+            _check_width(e, fd)
+        self.indexes.append(index)
         kind = "i" if e["signed"] else "u"
         self.fds.append(fd)
         self.files.append((st.st_size, np.dtype(f"<{kind}{e['width']}")))
 
-    @staticmethod
-    def _check_index(e, seen_index):
+    def _check_index(self, e, seen_index):
+        """The index's size, whole hash (once per file) and dtype; held
+        open (one descriptor a file) for the references' checks."""
         fd, st = _open_regular(e["index"], "index")
-        try:
-            if st.st_size != e["index_bytes"]:
-                raise _changed(e["index"], "bytes", st.st_size,
-                               e["index_bytes"])
-            key = (st.st_dev, st.st_ino)
-            if key not in seen_index:
-                seen_index[key] = _fd_xxh64(fd, st.st_size)
-            if seen_index[key] != e["index_xxh64"]:
-                raise _changed(e["index"], "xxh64", int(seen_index[key], 16),
-                               int(e["index_xxh64"], 16))
-        except BaseException:
+        key = (st.st_dev, st.st_ino)
+        if key in seen_index:
             os.close(fd)
-            raise
-        return fd
+            fd = seen_index[key][0]
+        else:
+            self._owned.append(fd)
+        if st.st_size != e["index_bytes"]:
+            raise _changed(e["index"], "bytes", st.st_size, e["index_bytes"])
+        if key not in seen_index:
+            seen_index[key] = (fd, _fd_xxh64(fd, st.st_size))
+        digest = seen_index[key][1]
+        if digest != e["index_xxh64"]:
+            raise _changed(e["index"], "xxh64", int(digest, 16),
+                           int(e["index_xxh64"], 16))
+        return fd, _index_count(e, fd)
+
+    def check_entry(self, s, seq_id, at, start, n):
+        """Whether a Megatron source's reference is where its index puts
+        it: sequence seq_id is entry seq_id - first, its chunk from token
+        `start` lies at pointer + start x width within the entry's length.
+        None when it is, else why not (the C reader's rule)."""
+        fd, count, first, ids = self.indexes[s]
+        width = self.files[s][1].itemsize
+        e = seq_id - first
+        if not (0 <= e < ids and e < count):
+            return "its sequence id is not one of this input's"
+        size = _pread_all(fd, 4, _IDX_HEADER + 4 * e)
+        ptr = _pread_all(fd, 8, _IDX_HEADER + 4 * count + 8 * e)
+        if len(size) != 4 or len(ptr) != 8:
+            raise ShardSetError(f"cannot read a Megatron index entry: cut "
+                                f"short since the set was opened?")
+        if start + n > struct.unpack("<I", size)[0]:
+            return "its tokens run past its index entry's length"
+        if at != struct.unpack("<Q", ptr)[0] + start * width:
+            return "its offset is not where its index entry puts it"
+        return None
 
     def close(self):
         for fd in self._owned:
@@ -607,7 +644,11 @@ class ShardSet:
                 raise ShardSetError(f"{manifest_path}: a plan-only set's "
                                     f"inputs are checked with xxhash: "
                                     f"install it")
-            self._files = _Sources(self.sources)
+            spans = [(e["first_sequence"], e["sequences"])
+                     for e in m["inputs"]] \
+                if len(m.get("inputs") or []) == len(self.sources) \
+                else [None] * len(self.sources)
+            self._files = _Sources(self.sources, spans)
             self._shards = [_Shard(path, n, size, self.rows_per_frame, bound)
                             for path, (_, n, _, size) in zip(self._paths,
                                                              claims)]
@@ -742,12 +783,18 @@ class ShardSet:
                 or (cu[1:] <= cu[:-1]).any() or cu[-1] > self.max_seq_len:
             raise CorruptShardError(f"{where}: a row's fields disagree")
         out = np.empty(int(cu[-1]), self.token_dtype)
+        ids, starts = row.get("seq_ids"), row.get("seq_starts")
+        if ids is None or len(ids) != k or (starts is not None
+                                            and len(starts) != k):
+            raise CorruptShardError(f"{where}: a row's fields disagree")
         for j in range(k):
             s, at, n = int(src[j]), int(off[j]), int(cu[j + 1] - cu[j])
-            out[cu[j]:cu[j + 1]] = self._fetch(s, at, n, where, j)
+            start = int(starts[j]) if starts is not None else 0
+            out[cu[j]:cu[j + 1]] = self._fetch(s, at, n, where, j,
+                                               int(ids[j]), start)
         row["input_ids"] = out
 
-    def _fetch(self, s, at, n, where, j):
+    def _fetch(self, s, at, n, where, j, seq_id, start):
         """Sequence j's n tokens at byte `at` of source s: the reference
         checked to name a source and lie inside its file on a token
         boundary, each id checked to fit token_dtype (the C reader's
@@ -765,6 +812,11 @@ class ShardSet:
             raise CorruptShardError(
                 f"{where}: sequence {j} refers to {n} tokens at byte {at} of "
                 f"source {s}, outside {path}")
+        why = self._files.check_entry(s, seq_id, at, start, n) \
+            if self._files.indexes[s] else None
+        if why:
+            raise CorruptShardError(f"{where}: sequence {j} (id {seq_id}, "
+                                    f"byte {at} of {path}): {why}")
         data = _pread_all(self._files.fds[s], n * dtype.itemsize, at)
         if len(data) != n * dtype.itemsize:
             raise ShardSetError(f"{path}: cannot read {n} tokens at byte "

@@ -235,6 +235,19 @@ int read_shards(simdjson::dom::object root, const char *path, pp_manifest *m,
 
 // "inputs": each input's first_sequence follows the ones before it; their
 // sum is what "stats" says was packed.
+// A plan-only set lists one input per source, in order: each source
+// learns its input's sequence ids (a Megatron reference is checked
+// against the index entry of its sequence).
+void give_sources_their_inputs(pp_manifest *m, uint64_t i, uint64_t first,
+                               uint64_t seqs)
+{
+    if (i < m->nsources) {
+        m->sources[i].first_sequence = first;
+        m->sources[i].sequences = seqs;
+        m->sources[i].has_input = 1;
+    }
+}
+
 int read_inputs(simdjson::dom::object root, const char *path, pp_manifest *m,
                 uint64_t *tokens, prepack_diag *diag)
 {
@@ -259,10 +272,13 @@ int read_inputs(simdjson::dom::object root, const char *path, pp_manifest *m,
                        at + "first_sequence " + std::to_string(first) +
                            ", the inputs before it hold " +
                            std::to_string(next));
+        give_sources_their_inputs(m, i - 1, first, seqs);
         if (__builtin_add_overflow(next, seqs, &next) ||
             __builtin_add_overflow(*tokens, toks, tokens))
             return bad(diag, path, at + "the totals overflow");
     }
+    for (size_t k = 0; i != m->nsources && k < m->nsources; k++)
+        m->sources[k].has_input = 0; /* not one input per source */
     m->has_inputs = i > 0;
     m->input_sequences = next;
     return PREPACK_OK;

@@ -466,10 +466,12 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
 
 /* Sequence i of a plan-only row (its cu_seqlens checked): `len` tokens
  * at byte `at` of source s, the reference checked to name a source, lie
- * inside its file on a token boundary, and give ids token_dtype holds. */
+ * inside its file on a token boundary (for Megatron, where the index
+ * entry of its sequence id puts it, from chunk `start`), and give ids
+ * token_dtype holds. */
 static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
-                          const char *path, size_t f, size_t j, size_t i,
-                          prepack_diag *diag)
+                          uint32_t start, const char *path, size_t f,
+                          size_t j, size_t i, prepack_diag *diag)
 {
     uint32_t len = (uint32_t)(r->cu[i + 1] - r->cu[i]);
     if (s >= r->m.nsources)
@@ -492,6 +494,21 @@ static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
             "frame %zu row %zu: sequence %zu refers to %u tokens at "
             "byte %llu of source %u, outside %s",
             f, j, i, len, (unsigned long long)at, s, ms->path);
+    const char *why = NULL;
+    int off = ms->has_index ? pp_set_source_check_entry(ms, r->seq_ids[i], at,
+                                                        start, len, &why)
+                            : 0;
+    if (off < 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: cannot read the index (for %s frame %zu row "
+                       "%zu): cut short since the set was opened?",
+                       r->m.sources[s].index, path, f, j);
+    if (off > 0)
+        return pp_reader_corrupt(diag, path,
+                                 "frame %zu row %zu: sequence %zu (id %llu, "
+                                 "byte %llu of %s): %s",
+                                 f, j, i, (unsigned long long)r->seq_ids[i],
+                                 (unsigned long long)at, ms->path, why);
     uint32_t bad = 0;
     int64_t value = 0;
     void *out = (unsigned char *)r->tokens + (size_t)r->cu[i] * r->width;
@@ -551,7 +568,8 @@ static int fill_refs_row(prepack_reader *r, const msgpack_object *map,
                          j, diag);
     for (size_t i = 0; rc == PREPACK_OK && i < k; i++)
         rc = fetch_sequence(r, (uint32_t)pp_load_le(src + 4 * i, 4),
-                            pp_load_le(off + 8 * i, 8), path, f, j, i, diag);
+                            pp_load_le(off + 8 * i, 8),
+                            st ? r->starts[i] : 0, path, f, j, i, diag);
     return rc;
 }
 

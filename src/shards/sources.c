@@ -141,17 +141,27 @@ static int width_contradicted(const pp_set_source *s, const char *file,
                    width, is_signed ? "signed" : "unsigned");
 }
 
+enum { IDX_HEADER = 34 }; /* magic, version, dtype, count, documents */
+
 /* The width a Megatron index's header (hashed whole, so bound to the
- * identity) gives its .bin, against the manifest's. */
-static int check_index_width(const pp_set_source *s, int fd,
-                             prepack_diag *diag)
+ * identity) gives its .bin, against the manifest's; its entry count. */
+static int check_index_width(const pp_set_source *s, int fd, uint64_t size,
+                             uint64_t *count, prepack_diag *diag)
 {
-    unsigned char h[18];
+    unsigned char h[IDX_HEADER];
+    *count = 0;
     if (pp_read_at(fd, h, sizeof h, 0) != 0 ||
         memcmp(h, "MMIDIDX\0\0", 9) != 0 || h[17] > 8 ||
-        MEGATRON_DTYPES[h[17]].width == 0)
+        MEGATRON_DTYPES[h[17]].width == 0 ||
+        (*count = pp_load_le(h + 18, 8)) > (size - IDX_HEADER) / 12)
         return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                        "%s: not a Megatron index of integer ids", s->index);
+    if (!s->has_input)
+        return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
+                       "%s: a Megatron source needs its input listed "
+                       "(\"inputs\", one per source) to check its "
+                       "references",
+                       s->path);
     unsigned w = MEGATRON_DTYPES[h[17]].width;
     int sg = MEGATRON_DTYPES[h[17]].is_signed;
     if (w != s->width || sg != s->is_signed)
@@ -200,7 +210,8 @@ static const pp_mapped_source *same_index(const pp_mapped_source *m,
 }
 
 /* Source i's index: hashed once per file (an earlier entry naming the
- * same index lends its hash), its size, hash and dtype checked. */
+ * same index lends its hash and descriptor), its size, hash and dtype
+ * checked; held open for the references' checks. */
 static int check_index(const pp_set_source *s, pp_mapped_source *m,
                        size_t i, prepack_diag *diag)
 {
@@ -213,6 +224,8 @@ static int check_index(const pp_set_source *s, pp_mapped_source *m,
     uint64_t size = (uint64_t)st.st_size;
     const pp_mapped_source *seen = same_index(m, i, &st);
     m[i].index_hash = seen ? seen->index_hash : 0;
+    m[i].index_fd = fd;
+    m[i].owns_index_fd = 1;
     if (size != s->index_bytes)
         rc = changed(diag, s->index, "bytes", size, s->index_bytes);
     else if (!seen && pp_hash_fd(fd, size, &m[i].index_hash) != 0)
@@ -223,8 +236,12 @@ static int check_index(const pp_set_source *s, pp_mapped_source *m,
         rc = changed(diag, s->index, "xxh64", m[i].index_hash,
                      s->index_xxh64);
     else
-        rc = check_index_width(s, fd, diag);
-    close(fd);
+        rc = check_index_width(s, fd, size, &m[i].index_count, diag);
+    if (seen) { /* one descriptor an index */
+        close(fd);
+        m[i].index_fd = seen->index_fd;
+        m[i].owns_index_fd = 0;
+    }
     m[i].has_index = 1;
     m[i].index_dev = (uint64_t)st.st_dev;
     m[i].index_ino = (uint64_t)st.st_ino;
@@ -267,6 +284,8 @@ static int open_one(const pp_set_source *s, pp_mapped_source *m, size_t i,
     o->path = s->path;
     o->width = s->width;
     o->is_signed = s->is_signed;
+    o->first_sequence = s->first_sequence;
+    o->sequences = s->sequences;
     int rc = open_regular(s->path, "input", &o->fd, &st, diag);
     if (rc != PREPACK_OK)
         return rc;
@@ -292,7 +311,7 @@ int pp_sources_open(const pp_set_source *s, size_t n, pp_mapped_source *out,
 {
     memset(out, 0, n * sizeof *out);
     for (size_t i = 0; i < n; i++)
-        out[i].fd = -1;
+        out[i].fd = out[i].index_fd = -1;
     int rc = PREPACK_OK;
     for (size_t i = 0; rc == PREPACK_OK && i < n; i++)
         rc = open_one(&s[i], out, i, diag);
@@ -306,9 +325,38 @@ void pp_sources_close(pp_mapped_source *m, size_t n)
     for (size_t i = 0; m && i < n; i++) {
         if (m[i].owns_fd && m[i].fd >= 0)
             close(m[i].fd);
-        m[i].fd = -1;
-        m[i].owns_fd = 0;
+        if (m[i].owns_index_fd && m[i].index_fd >= 0)
+            close(m[i].index_fd);
+        m[i].fd = m[i].index_fd = -1;
+        m[i].owns_fd = m[i].owns_index_fd = 0;
     }
+}
+
+int pp_set_source_check_entry(const pp_mapped_source *m, uint64_t id,
+                              uint64_t at, uint32_t start, uint32_t len,
+                              const char **why)
+{
+    uint64_t e = id - m->first_sequence;
+    if (id < m->first_sequence || e >= m->sequences || e >= m->index_count) {
+        *why = "its sequence id is not one of this input's";
+        return 1;
+    }
+    unsigned char size[4], ptr[8];
+    if (pp_read_at(m->index_fd, size, 4, IDX_HEADER + 4 * e) != 0 ||
+        pp_read_at(m->index_fd, ptr, 8,
+                   IDX_HEADER + 4 * m->index_count + 8 * e) != 0)
+        return -1;
+    uint64_t first = pp_load_le(ptr, 8), tokens = pp_load_le32(size);
+    if ((uint64_t)start + len > tokens) {
+        *why = "its tokens run past its index entry's length";
+        return 1;
+    }
+    if (first > UINT64_MAX - (uint64_t)start * m->width ||
+        at != first + (uint64_t)start * m->width) {
+        *why = "its offset is not where its index entry puts it";
+        return 1;
+    }
+    return 0;
 }
 
 /* Each id decoded (sign-extended when signed) and checked to fit

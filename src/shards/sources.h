@@ -18,6 +18,11 @@ typedef struct pp_set_source {
     char *index; /* the file that located its sequences (Megatron .idx), or
                     NULL; then index_bytes and index_xxh64 (whole file) */
     uint64_t index_bytes, index_xxh64;
+    /* from the manifest's input of the same number (a plan-only set lists
+     * one input per source): its sequence ids, so a Megatron reference
+     * can be checked against its index entry */
+    uint64_t first_sequence, sequences;
+    int has_input;
 } pp_set_source;
 
 /* The store's referenced files (its sources after source 0, in order: the
@@ -38,6 +43,10 @@ typedef struct pp_mapped_source {
     uint64_t size, dev, ino, sample;
     int has_index; /* then the index's identity and its whole hash */
     uint64_t index_dev, index_ino, index_hash;
+    int index_fd;         /* Megatron: the .idx held open (-1: none) */
+    int owns_index_fd;    /* 0: an earlier entry's descriptor */
+    uint64_t index_count; /* its entries */
+    uint64_t first_sequence, sequences; /* its input's sequence ids */
     unsigned width;
     int is_signed;
     const char *path;
@@ -50,6 +59,15 @@ typedef struct pp_mapped_source {
 int pp_sources_open(const pp_set_source *s, size_t n, pp_mapped_source *out,
                     prepack_diag *diag);
 void pp_sources_close(pp_mapped_source *m, size_t n);
+
+/* Whether a Megatron source's reference is where its index puts it:
+ * sequence `id` (its input's first_sequence onward) is index entry e, and
+ * its chunk from token `start`, `len` tokens, must lie at pointer[e] +
+ * start x width within size[e] tokens. 0: it is; -1: the index cannot
+ * be read; 1: it is not (*why says how). */
+int pp_set_source_check_entry(const pp_mapped_source *m, uint64_t id,
+                              uint64_t at, uint32_t start, uint32_t len,
+                              const char **why);
 
 /* What pp_set_source_read found. */
 enum { PP_SET_SOURCE_OK, PP_SET_SOURCE_SHORT, PP_SET_SOURCE_RANGE };

@@ -378,6 +378,8 @@ def wide_inputs(tmp_path_factory):
     si.write_megatron(str(d / "w"), si.sequences(3, 300, vocab=100000),
                       dtype=np.int32)
     si.write_llmc(str(d / "l.bin"), si.sequences(4, 300))
+    si.write_megatron(str(d / "u8"), si.sequences(5, 300, vocab=256),
+                      dtype=np.uint8)
     return d
 
 
@@ -417,6 +419,29 @@ def test_ref_offset_off_by_one_byte(prepack_bin, wide_inputs, tmp_path,
     refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
     edit_first_reference(refs, "ref_offset", lambda v: v + 1)
     assert_refused_everywhere(prepack_bin, refs, "not a multiple of")
+
+
+@pytest.mark.parametrize("source,delta", [("u8", 1), ("w", 4), ("w", -4)])
+def test_ref_offset_off_its_index_entry(prepack_bin, wide_inputs, tmp_path,
+                                        source, delta):
+    """An offset on a token boundary that is not where the Megatron
+    index puts the sequence (one byte off in a uint8 file, one token off
+    in an int32 one): refused, not read as another sequence's tokens."""
+    refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
+    edit_first_reference(refs, "ref_offset", lambda v: max(v + delta, 0))
+    assert_refused_everywhere(prepack_bin, refs,
+                              "not where its index entry puts it|not one of "
+                              "this input's|past its index entry")
+
+
+def test_megatron_source_without_its_input(prepack_bin, wide_inputs,
+                                           tmp_path):
+    """The inputs tie sequence ids to index entries: a Megatron source
+    whose manifest drops them cannot have its offsets checked, and is
+    refused."""
+    refs = pack_refs(prepack_bin, [wide_inputs / "w"], tmp_path / "r")
+    edit_manifest(refs, lambda m: m.pop("inputs"))
+    assert_refused_everywhere(prepack_bin, refs, "needs its input listed")
 
 
 def test_reference_to_source_count_and_last(prepack_bin, wide_inputs,
