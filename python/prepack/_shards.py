@@ -762,7 +762,8 @@ class ShardSet:
             raise CorruptShardError(f"{where}: a row's fields disagree")
         m = self.pad_multiple
         if m > 1:
-            padded = int(((np.diff(cu.astype(np.int64)) + m - 1) // m).sum()) * m
+            lengths = np.diff(cu.astype(np.int64))
+            padded = int(((lengths + m - 1) // m).sum()) * m
             if padded > self.max_seq_len:
                 raise CorruptShardError(
                     f"{where}: its sequences padded to multiples of {m} take "
