@@ -644,9 +644,11 @@ class ShardSet:
                 raise ShardSetError(f"{manifest_path}: a plan-only set's "
                                     f"inputs are checked with xxhash: "
                                     f"install it")
-            spans = [(e["first_sequence"], e["sequences"])
-                     for e in m["inputs"]] \
-                if len(m.get("inputs") or []) == len(self.sources) \
+            # one input per source: its sequence ids (_check_inputs
+            # checked each entry)
+            inputs = m.get("inputs") or []
+            spans = [(e["first_sequence"], e["sequences"]) for e in inputs] \
+                if len(inputs) == len(self.sources) \
                 else [None] * len(self.sources)
             self._files = _Sources(self.sources, spans)
             self._shards = [_Shard(path, n, size, self.rows_per_frame, bound)

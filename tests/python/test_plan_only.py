@@ -625,3 +625,35 @@ def test_manifest_that_is_not_a_regular_file(prepack_bin, wide_inputs,
     p = subprocess.run([prepack_bin, "verify", refs], capture_output=True,
                        text=True, timeout=20)
     assert p.returncode == 1 and "not a regular file" in p.stdout + p.stderr
+
+
+def test_both_readers_agree_on_the_fuzz_corpus(prepack_bin, tmp_path):
+    """fuzz/corpus/plan_only (hostile manifests beside a real plan-only
+    shard and the files it references): each reader accepts or refuses
+    each one alike, with ShardSetError and nothing else."""
+    replay = os.path.join(os.path.dirname(prepack_bin), "fuzz",
+                          "replay_plan_only")
+    if not os.path.exists(replay):
+        pytest.skip("no replay_plan_only in this build")
+    corpus = os.path.join(os.path.dirname(PYDIR), "fuzz", "corpus",
+                          "plan_only")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run([replay, str(empty)], check=True, capture_output=True)
+    shard = "/tmp/prepack-fuzz-plan-only-v1/set/shard-00000.zst"
+    for name in sorted(os.listdir(corpus)):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copy(shard, d)
+        shutil.copy(os.path.join(corpus, name), d / "manifest.json")
+        said = []
+        for backend in backends():
+            try:
+                s = ShardSet(d, backend=backend)
+                [s[i] for i in range(len(s))]
+                s.verify()
+                said.append("read")
+            except ShardSetError:
+                said.append("refused")
+        assert len(set(said)) == 1, (name, said)
+        shutil.rmtree(d)
