@@ -477,6 +477,22 @@ class _Shard:
                 f"{size - table} before its seek table")
 
 
+def _json_int(text):
+    """A JSON integer as the C reader's parser (simdjson) takes it: one
+    past 64 bits makes the document invalid, wherever it is."""
+    v = int(text)
+    if not -2**63 <= v < 2**64:
+        raise ValueError(f"number {text} does not fit 64 bits")
+    return v
+
+
+def _json_float(text):
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return v
+
+
 # ~150 bytes a shard: what no set needs (the C reader's bound)
 _MAX_MANIFEST_BYTES = 256 << 20
 
@@ -524,7 +540,9 @@ class ShardSet:
         self.path = os.fspath(path)
         manifest_path = os.path.join(self.path, "manifest.json")
         try:
-            self.manifest = json.loads(_read_manifest(manifest_path))
+            self.manifest = json.loads(_read_manifest(manifest_path),
+                                       parse_int=_json_int,
+                                       parse_float=_json_float)
         except ValueError as e:
             raise ShardSetError(f"{manifest_path}: invalid JSON: {e}")
         m = self.manifest

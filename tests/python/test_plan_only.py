@@ -657,3 +657,17 @@ def test_both_readers_agree_on_the_fuzz_corpus(prepack_bin, tmp_path):
                 said.append("refused")
         assert len(set(said)) == 1, (name, said)
         shutil.rmtree(d)
+
+
+@pytest.mark.parametrize("value", [2**64, -2**63 - 1, "1e400"])
+def test_numbers_past_64_bits_are_refused_alike(prepack_bin, wide_inputs,
+                                                tmp_path, value):
+    """A number no 64-bit field holds, even in a key only people read:
+    the C reader's parser refuses the document, so Python's does too."""
+    refs = pack_refs(prepack_bin, [wide_inputs / "l.bin"], tmp_path / "r")
+    text = (refs / "manifest.json").read_text()
+    (refs / "manifest.json").write_text(
+        text.replace('"seed": 0', f'"seed": {value}', 1))
+    for backend in backends():
+        with pytest.raises(ShardSetError, match="invalid JSON"):
+            ShardSet(refs, backend=backend)
