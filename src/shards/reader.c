@@ -464,16 +464,14 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
                        const char *path, size_t f, size_t j,
                        prepack_diag *diag);
 
-/* Sequence i of a plan-only row (its cu_seqlens checked): `len` tokens
- * at byte `at` of source s, the reference checked to name a source, lie
- * inside its file on a token boundary (for Megatron, where the index
- * entry of its sequence id puts it, from chunk `start`), and give ids
- * token_dtype holds. */
-static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
-                          uint32_t start, const char *path, size_t f,
-                          size_t j, size_t i, prepack_diag *diag)
+/* Sequence i's reference (`len` tokens at byte `at` of source s, from
+ * chunk `start`) checked to name a source and lie inside its file on a
+ * token boundary and, for Megatron, where the index entry of its
+ * sequence id puts it. */
+static int check_reference(const prepack_reader *r, uint32_t s, uint64_t at,
+                           uint32_t start, uint32_t len, const char *path,
+                           size_t f, size_t j, size_t i, prepack_diag *diag)
 {
-    uint32_t len = (uint32_t)(r->cu[i + 1] - r->cu[i]);
     if (s >= r->m.nsources)
         return pp_reader_corrupt(diag, path,
                                  "frame %zu row %zu: sequence %zu refers to "
@@ -509,12 +507,26 @@ static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
                                  "byte %llu of %s): %s",
                                  f, j, i, (unsigned long long)r->seq_ids[i],
                                  (unsigned long long)at, ms->path, why);
+    return PREPACK_OK;
+}
+
+/* Sequence i of a plan-only row (its cu_seqlens checked) read from its
+ * file into the row's tokens, each id checked to fit token_dtype. */
+static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
+                          uint32_t start, const char *path, size_t f,
+                          size_t j, size_t i, prepack_diag *diag)
+{
+    uint32_t len = (uint32_t)(r->cu[i + 1] - r->cu[i]);
+    int rc = check_reference(r, s, at, start, len, path, f, j, i, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    const pp_mapped_source *ms = &r->sources[s];
     uint32_t bad = 0;
     int64_t value = 0;
     void *out = (unsigned char *)r->tokens + (size_t)r->cu[i] * r->width;
     errno = 0; /* a short read sets none */
-    int got = pp_set_source_read(ms, at, len, r->width, out, r->scratch, &bad,
-                             &value);
+    int got = pp_set_source_read(ms, at, len, r->width, out, r->scratch,
+                                 &bad, &value);
     if (got == PP_SET_SOURCE_SHORT)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "%s: cannot read %u tokens at byte %llu (for %s "
