@@ -1,6 +1,7 @@
 """Reading a shard set (docs/FORMAT.md): the manifest, each shard's seek
 table, and row i by decompressing the one zstd frame that holds it."""
 
+import errno
 import json
 import os
 import stat
@@ -266,8 +267,11 @@ def _open_regular(path, what):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as err:
+        hint = (" (a reader holds each referenced file open: raise the "
+                "open-file limit, ulimit -n or resource.setrlimit)"
+                if err.errno == errno.EMFILE else "")
         raise ShardSetError(f"{path}: cannot open the {what} this set "
-                            f"references: {err.strerror}") from None
+                            f"references: {err.strerror}{hint}") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
@@ -426,7 +430,10 @@ class _Sources:
         self._owned = []
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except (OSError, TypeError):  # at interpreter exit
+            pass
 
 
 class _Shard:

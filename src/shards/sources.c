@@ -109,8 +109,11 @@ static int open_regular(const char *path, const char *what, int *fd,
     int rc = PREPACK_OK;
     if (*fd < 0 || fstat(*fd, st) != 0)
         rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                     "%s: cannot open the %s this set references: %s", path,
-                     what, strerror(errno));
+                     "%s: cannot open the %s this set references: %s%s",
+                     path, what, strerror(errno),
+                     errno == EMFILE ? " (a reader holds each referenced "
+                                       "file open: raise ulimit -n)"
+                                     : "");
     else if (!S_ISREG(st->st_mode))
         rc = pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                      "%s: the %s this set references is not a regular file",
