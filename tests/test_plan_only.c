@@ -509,6 +509,29 @@ static void test_widths_bound_to_the_files(void **state)
     assert_non_null(strstr(d.message, llmc));
 }
 
+/* One file given three times: three sources sharing one descriptor
+ * (and one hash), every row read back as the full set's. */
+static void test_one_file_listed_thrice(void **state)
+{
+    (void)state;
+    char llmc[512], full[512], refs[512];
+    snprintf(llmc, sizeof llmc, "%s", path_of("thrice.llmc.bin"));
+    snprintf(full, sizeof full, "%s", path_of("thrice-full"));
+    snprintf(refs, sizeof refs, "%s", path_of("thrice-refs"));
+    write_llmc(llmc, 9);
+    const char *inputs[] = {llmc, llmc, llmc};
+    packed p;
+    pack_inputs(&p, inputs, 3);
+    write_set(&p, full, 0);
+    write_set(&p, refs, 1);
+    assert_sets_equal(&p, full, refs);
+    prepack_reader *r = NULL;
+    assert_int_equal(prepack_reader_open(&r, refs, NULL, NULL), PREPACK_OK);
+    assert_int_equal(prepack_reader_referenced_files(r), 3);
+    prepack_reader_free(r);
+    release(&p);
+}
+
 /* An input cut short while a set that references it is open: the rows
  * that reach past its end are an error naming it, never SIGBUS. */
 static void test_input_cut_short_while_open(void **state)
@@ -544,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_offset_off_its_index_entry),
         cmocka_unit_test(test_widths_bound_to_the_files),
         cmocka_unit_test(test_input_cut_short_while_open),
+        cmocka_unit_test(test_one_file_listed_thrice),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
