@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "common/io.h"
 #include "dist/job.h"
 #include "ingest/source.h"
+#include "ingest/tmpfile.h"
 #include "shards/part.h"
 
 /* ---- options and keys ------------------------------------------------------ */
@@ -72,29 +74,38 @@ static uint64_t plan_key(const pp_job *j)
                                     : PREPACK_DEFAULT_BATCH_SIZE);
 }
 
-static int dir_is_empty(const char *dir)
+/* Whether the directory behind fd holds nothing but a job directory (a
+ * concurrent task's). */
+static int dir_is_empty(int fd)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    int copy = dup(fd);
+    DIR *d = copy >= 0 ? fdopendir(copy) : NULL;
+    if (!d) {
+        if (copy >= 0)
+            close(copy);
         return 0;
+    }
+    rewinddir(d);
     struct dirent *e;
     int empty = 1;
     while (empty && (e = readdir(d)) != NULL)
         empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-                !strcmp(e->d_name, PP_JOB_DIR); /* a concurrent task's */
+                !strcmp(e->d_name, PP_JOB_DIR);
     closedir(d);
     return empty;
 }
 
-int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
-                int create, prepack_diag *diag)
+static int check_options(const char *dir, const prepack_job_options *o,
+                         prepack_diag *diag)
 {
-    memset(j, 0, sizeof *j);
     if (!dir || !o || (o->ninputs && !o->inputs))
         return pp_invalid_argument(diag);
     if (o->ninputs == 0)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "a job needs at least one input");
+    if (o->ninputs > UINT32_MAX - 1)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "a job takes at most %u inputs", UINT32_MAX - 1);
     if (o->writer.shard_bytes)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "a job in steps splits shards by rows (shard_rows, "
@@ -105,10 +116,72 @@ int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
                        "a job in steps writes into an empty directory; "
                        "overwrite is for a set written in one process");
     for (size_t i = 0; i < o->ninputs; i++)
-        if (!strcmp(o->inputs[i], "-"))
+        if (!o->inputs[i] || !strcmp(o->inputs[i], "-"))
             return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                            "stdin ('-') cannot be split among scan tasks: "
                            "save it to a file");
+    return PREPACK_OK;
+}
+
+static int link_refused(const char *what, prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                   "%s is a symbolic link or not a directory: a job's "
+                   "directories are never entered through a link (remove "
+                   "it, or give the real directory)",
+                   what);
+}
+
+static const int DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+
+/* DIR and DIR/.prepack-job opened without following a link; create makes
+ * them (DIR empty but for a job directory) first. */
+static int open_dirs(pp_job *j, int create, prepack_diag *diag)
+{
+    if (create && mkdir(j->dir, 0777) != 0 && errno != EEXIST)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot create %s: %s", j->dir, strerror(errno));
+    j->dir_fd = open(j->dir, DIR_FLAGS);
+    if (j->dir_fd < 0 && errno == ENOENT)
+        return PREPACK_OK; /* the steps say what to run first */
+    if (j->dir_fd < 0)
+        return errno == ELOOP || errno == ENOTDIR
+                   ? link_refused(j->dir, diag)
+                   : pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                             "cannot open %s: %s", j->dir, strerror(errno));
+    j->job_fd = openat(j->dir_fd, PP_JOB_DIR, DIR_FLAGS);
+    if (j->job_fd < 0 && errno == ENOENT && create) {
+        if (!dir_is_empty(j->dir_fd))
+            return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                           "%s is not empty: a job in steps writes a new "
+                           "set into an empty directory (or one holding "
+                           "this job's %s)",
+                           j->dir, PP_JOB_DIR);
+        if (mkdirat(j->dir_fd, PP_JOB_DIR, 0777) != 0 && errno != EEXIST)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "cannot create %s: %s", j->job_dir,
+                           strerror(errno));
+        j->job_fd = openat(j->dir_fd, PP_JOB_DIR, DIR_FLAGS);
+    }
+    if (j->job_fd < 0 && errno == ENOENT)
+        return PREPACK_OK;
+    if (j->job_fd < 0)
+        return errno == ELOOP || errno == ENOTDIR
+                   ? link_refused(j->job_dir, diag)
+                   : pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                             "cannot open %s: %s", j->job_dir,
+                             strerror(errno));
+    return PREPACK_OK;
+}
+
+int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
+                int create, prepack_diag *diag)
+{
+    memset(j, 0, sizeof *j);
+    j->dir_fd = j->job_fd = j->lock_fd = -1;
+    int rc = check_options(dir, o, diag);
+    if (rc != PREPACK_OK)
+        return rc;
     j->dir = dir;
     j->o = o;
     if (snprintf(j->job_dir, sizeof j->job_dir, "%s/" PP_JOB_DIR, dir) >=
@@ -119,22 +192,86 @@ int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
         o->writer.shard_rows ? o->writer.shard_rows : PREPACK_DEFAULT_SHARD_ROWS;
     j->scan_key = scan_key(o);
     j->plan_key = plan_key(j);
-    if (!create)
-        return PREPACK_OK;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    rc = open_dirs(j, create, diag);
+    if (rc != PREPACK_OK)
+        pp_job_close(j);
+    return rc;
+}
+
+void pp_job_close(pp_job *j)
+{
+    /* the lock file goes while still held: a run that opened it before
+     * finds its name gone once it holds it, and tries again */
+    if (j->lock_fd >= 0 && j->job_fd >= 0)
+        unlinkat(j->job_fd, j->lock_name, 0);
+    int *fds[] = {&j->lock_fd, &j->job_fd, &j->dir_fd};
+    for (size_t i = 0; i < 3; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
+/* Whether fd is still the file the name holds (not one a finished run
+ * removed). */
+static int still_named(int dirfd, const char *name, int fd)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 &&
+           fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static int try_lock(pp_job *j, const char *name, int *fd, prepack_diag *diag)
+{
+    *fd = openat(j->job_fd, name,
+                 O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                 0666);
+    if (*fd < 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot create %s: %s", dir, strerror(errno));
-    struct stat st;
-    if (stat(j->job_dir, &st) != 0 && !dir_is_empty(dir))
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "%s is not empty: a job in steps writes a new set "
-                       "into an empty directory (or one holding this "
-                       "job's %s)",
-                       dir, PP_JOB_DIR);
-    if (mkdir(j->job_dir, 0777) != 0 && errno != EEXIST)
+                       "cannot open %s/%s: %s", j->job_dir, name,
+                       errno == ELOOP ? "it is a symbolic link"
+                                      : strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(*fd);
+        *fd = -1;
+        if (e == EWOULDBLOCK)
+            return 1; /* held */
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot create %s: %s", j->job_dir, strerror(errno));
+                       "cannot lock %s/%s: %s", j->job_dir, name,
+                       strerror(e));
+    }
     return PREPACK_OK;
+}
+
+int pp_job_lock(pp_job *j, const char *name, const char *who,
+                prepack_diag *diag)
+{
+    if (j->job_fd < 0)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s does not exist: run the scan tasks first",
+                       j->job_dir);
+    snprintf(j->lock_name, sizeof j->lock_name, "%s", name);
+    for (int tries = 0; tries < 100; tries++) {
+        int fd;
+        int rc = try_lock(j, name, &fd, diag);
+        if (rc == 1)
+            return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                           "another run holds %s in %s: wait for it to end "
+                           "(or end it), then rerun",
+                           who, j->dir);
+        if (rc != PREPACK_OK)
+            return rc;
+        if (still_named(j->job_fd, name, fd)) {
+            j->lock_fd = fd;
+            return PREPACK_OK;
+        }
+        close(fd);
+    }
+    return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                   "cannot lock %s/%s: it keeps being replaced", j->job_dir,
+                   name);
 }
 
 void pp_job_file(const pp_job *j, char *out, size_t cap, const char *name)
@@ -144,10 +281,10 @@ void pp_job_file(const pp_job *j, char *out, size_t cap, const char *name)
 
 int pp_job_finished(const pp_job *j)
 {
-    char manifest[4200];
     struct stat st;
-    snprintf(manifest, sizeof manifest, "%s/manifest.json", j->dir);
-    return stat(manifest, &st) == 0 && stat(j->job_dir, &st) != 0;
+    return j->dir_fd >= 0 && j->job_fd < 0 &&
+           fstatat(j->dir_fd, "manifest.json", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           S_ISREG(st.st_mode);
 }
 
 int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
@@ -159,6 +296,8 @@ int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
     s->diag = diag ? diag : &s->own_diag;
     memset(s->res, 0, sizeof *s->res);
     memset(s->diag, 0, sizeof *s->diag);
+    memset(j, 0, sizeof *j);
+    j->dir_fd = j->job_fd = j->lock_fd = -1;
     if (count_of && ntasks == 0)
         return pp_fail(s->diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "the %s task count must be at least 1", count_of);
@@ -172,22 +311,102 @@ int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
     return rc;
 }
 
-void pp_job_remove(const pp_job *j, const char *prefix)
+/* ---- the job's own names -------------------------------------------------- */
+
+static const char *skip_digits(const char *p)
 {
-    DIR *d = opendir(j->job_dir);
-    if (!d)
+    const char *q = p;
+    while (*q >= '0' && *q <= '9')
+        q++;
+    return q > p && q - p <= 10 ? q : NULL;
+}
+
+static int one_of(const char *p, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(p, names[i]))
+            return 1;
+    return 0;
+}
+
+/* A store's kept file: tmp-{tokens,mask}- and six random characters. */
+static int kept_name(const char *p)
+{
+    const char *kinds[] = {"tmp-tokens-", "tmp-mask-"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(kinds[i]);
+        if (!strncmp(p, kinds[i], n) && strlen(p + n) == PP_TMPFILE_RANDOM)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether the job makes a file of this name (locks: its locks too). */
+static int job_owns(const char *name, int locks)
+{
+    static const char *const scan[] = {
+        "lengths", "locs", "tokens", "mask", "meta", "lengths.tmp",
+        "locs.tmp", "tokens.tmp", "mask.tmp", "meta.tmp"};
+    static const char *const plan[] = {"rows", "meta", "rows.tmp",
+                                       "meta.tmp"};
+    static const char *const write[] = {"meta", "meta.tmp"};
+    const char *p;
+    if (!strncmp(name, "scan-", 5) && (p = skip_digits(name + 5)) &&
+        *p++ == '.')
+        return one_of(p, scan, 10) || kept_name(p) ||
+               (locks && !strcmp(p, "lock"));
+    if (!strncmp(name, "plan.", 5))
+        return one_of(name + 5, plan, 4) ||
+               (locks && !strcmp(name + 5, "lock"));
+    if (!strncmp(name, "write-", 6) && (p = skip_digits(name + 6)) &&
+        !strncmp(p, "-of-", 4) && (p = skip_digits(p + 4)) && *p++ == '.')
+        return one_of(p, write, 2) || (locks && !strcmp(p, "lock"));
+    return locks && !strcmp(name, "finalize.lock");
+}
+
+static void remove_owned(const pp_job *j, const char *prefix, int locks)
+{
+    int copy = j->job_fd >= 0 ? dup(j->job_fd) : -1;
+    DIR *d = copy >= 0 ? fdopendir(copy) : NULL;
+    if (!d) {
+        if (copy >= 0)
+            close(copy);
         return;
+    }
+    rewinddir(d);
     size_t n = strlen(prefix);
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, prefix, n) != 0 || !strcmp(e->d_name, ".") ||
-            !strcmp(e->d_name, ".."))
-            continue;
-        char path[4400];
-        pp_job_file(j, path, sizeof path, e->d_name);
-        unlink(path);
-    }
+    while ((e = readdir(d)) != NULL)
+        if (!strncmp(e->d_name, prefix, n) && job_owns(e->d_name, locks))
+            unlinkat(j->job_fd, e->d_name, 0); /* a link itself, if one */
     closedir(d);
+}
+
+void pp_job_remove(const pp_job *j, const char *prefix)
+{
+    remove_owned(j, prefix, 0);
+}
+
+void pp_job_remove_all(pp_job *j)
+{
+    remove_owned(j, "", 1);
+    if (j->dir_fd >= 0)
+        unlinkat(j->dir_fd, PP_JOB_DIR, AT_REMOVEDIR); /* empty only */
+    if (j->dir_fd >= 0)
+        fsync(j->dir_fd);
+}
+
+void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format,
+                       char *out, size_t cap)
+{
+    const char *path = j->o->inputs[i];
+    if (format != PREPACK_FORMAT_MEGATRON) {
+        snprintf(out, cap, "%s", path);
+        return;
+    }
+    char prefix[4096];
+    pp_megatron_prefix(path, prefix, sizeof prefix);
+    snprintf(out, cap, "%s.bin", prefix);
 }
 
 void pp_scan_name(char *out, size_t cap, uint32_t t, const char *ext)
@@ -198,6 +417,11 @@ void pp_scan_name(char *out, size_t cap, uint32_t t, const char *ext)
 void pp_write_name(char *out, size_t cap, uint32_t t, uint32_t n)
 {
     snprintf(out, cap, "write-%05u-of-%05u.meta", t, n);
+}
+
+void pp_write_lock_name(char *out, size_t cap, uint32_t t, uint32_t n)
+{
+    snprintf(out, cap, "write-%05u-of-%05u.lock", t, n);
 }
 
 /* ---- the partition --------------------------------------------------------- */
@@ -331,279 +555,3 @@ void pp_job_shards_of(uint64_t shards, uint32_t t, uint32_t n, uint64_t *first,
     *end = (uint64_t)((unsigned __int128)shards * (t + 1) / n);
 }
 
-/* ---- records ------------------------------------------------------------------ */
-
-/* Reading: allocates n elements of `size` bytes, once the file is seen to
- * hold n records of at least `wire` bytes each. */
-static void *rec_array(pp_rec *r, void **p, size_t n, size_t size, size_t wire)
-{
-    if (r->reading) {
-        *p = NULL;
-        if (r->bad || n > (r->in_len - r->pos) / wire + 1) {
-            r->bad = 1; /* a count the file cannot hold */
-            return NULL;
-        }
-        *p = calloc(n ? n : 1, size);
-        if (!*p)
-            r->bad = 1;
-    }
-    return *p;
-}
-
-static const char SCAN_MAGIC[8] = "PPJSCAN2";
-static const char PLAN_MAGIC[8] = "PPJPLAN1";
-static const char WRITE_MAGIC[8] = "PPJWRIT1";
-
-static void rec_magic(pp_rec *r, const char magic[8])
-{
-    char b[8];
-    memcpy(b, magic, 8);
-    pp_rec_bytes(r, b, 8);
-    if (r->reading && memcmp(b, magic, 8) != 0)
-        r->bad = 1;
-}
-
-void pp_scan_meta_visit(pp_rec *r, pp_scan_meta *m)
-{
-    rec_magic(r, SCAN_MAGIC);
-    pp_rec_u64(r, &m->key);
-    pp_rec_u32(r, &m->task);
-    pp_rec_u32(r, &m->ntasks);
-    pp_rec_u64(r, &m->sequences);
-    pp_rec_u64(r, &m->tokens);
-    pp_rec_u32(r, &m->max_id);
-    pp_rec_u32(r, &m->has_mask);
-    pp_rec_u64(r, &m->lengths_hash);
-    pp_rec_u64(r, &m->locs_size);
-    pp_rec_u64(r, &m->mask_size);
-    pp_rec_u64(r, &m->mask_hash);
-    pp_rec_u32(r, &m->nparts);
-    pp_rec_u32(r, &m->nsources);
-    if (!rec_array(r, (void **)&m->parts, m->nparts, sizeof *m->parts, 64) ||
-        !rec_array(r, (void **)&m->sources, m->nsources, sizeof *m->sources,
-                   28))
-        return;
-    for (uint32_t i = 0; i < m->nparts; i++) {
-        pp_scan_part *p = &m->parts[i];
-        pp_rec_u32(r, &p->input);
-        pp_rec_u32(r, &p->format);
-        pp_rec_u64(r, &p->sequences);
-        pp_rec_u64(r, &p->tokens);
-        pp_rec_u64(r, &p->documents);
-        pp_rec_u64(r, &p->partial);
-        pp_rec_u64(r, &p->sequences_total);
-        pp_rec_u64(r, &p->bin_reached);
-        pp_rec_u64(r, &p->bin_size);
-        pp_rec_blob(r, &p->first_group, &p->first_group_len);
-        pp_rec_blob(r, &p->last_group, &p->last_group_len);
-    }
-    for (uint32_t i = 0; i < m->nsources; i++) {
-        pp_scan_source *s = &m->sources[i];
-        pp_rec_u32(r, &s->width);
-        pp_rec_u32(r, &s->is_signed);
-        pp_rec_u64(r, &s->size);
-        pp_rec_u64(r, &s->stamp);
-        pp_rec_str(r, s->path, sizeof s->path);
-        if (r->reading && s->width != 1 && s->width != 2 && s->width != 4 &&
-            s->width != 8)
-            r->bad = 1;
-    }
-    pp_rec_u64(r, &m->njoins);
-    if (!rec_array(r, (void **)&m->joins, (size_t)m->njoins, 8, 8))
-        return;
-    for (uint64_t i = 0; i < m->njoins; i++)
-        pp_rec_u64(r, &m->joins[i]);
-}
-
-void pp_scan_meta_free(pp_scan_meta *m)
-{
-    for (uint32_t i = 0; m->parts && i < m->nparts; i++) {
-        free(m->parts[i].first_group);
-        free(m->parts[i].last_group);
-    }
-    free(m->joins);
-    m->joins = NULL;
-    free(m->parts);
-    free(m->sources);
-    m->parts = NULL;
-    m->sources = NULL;
-}
-
-int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n,
-                      pp_scan_meta *m, prepack_diag *diag)
-{
-    char name[64], path[4400];
-    pp_scan_name(name, sizeof name, t, "meta");
-    pp_job_file(j, path, sizeof path, name);
-    memset(m, 0, sizeof *m);
-    pp_rec r;
-    int missing = 0;
-    int rc = pp_rec_load(&r, path, &missing, diag);
-    if (rc != PREPACK_OK && missing)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "scan task %u of %u has no result in %s: run it "
-                       "(prepack scan ... --task-index %u --task-count %u)",
-                       t, n, j->job_dir, t, n);
-    if (rc != PREPACK_OK)
-        return pp_fail(diag, rc, PREPACK_NO_RECORD,
-                       "%s: rerun scan task %u of %u", diag->message, t, n);
-    pp_scan_meta_visit(&r, m);
-    int bad = r.bad || r.pos != r.in_len;
-    pp_rec_release(&r);
-    if (bad)
-        rc = pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                     "%s is damaged: rerun scan task %u of %u", path, t, n);
-    else if (m->key != j->scan_key || m->task != t || m->ntasks != n)
-        rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                     "%s was made by another job (other inputs or options, "
-                     "or %u scan tasks, not %u): rerun scan task %u of %u",
-                     path, m->ntasks, n, t, n);
-    if (rc != PREPACK_OK)
-        pp_scan_meta_free(m);
-    return rc;
-}
-
-static void visit_layout(pp_rec *r, prepack_layout *l)
-{
-    pp_rec_u64(r, &l->rows);
-    pp_rec_u64(r, &l->slots);
-    pp_rec_u64(r, &l->pad_tokens);
-    pp_rec_f64(r, &l->pad_fraction);
-    pp_rec_f64(r, &l->attention_cost);
-}
-
-static void visit_report(pp_rec *r, prepack_report *p)
-{
-    prepack_plan_stats *s = &p->plan;
-    pp_rec_u32(r, &s->max_seq_len);
-    uint64_t *u64s[] = {&s->sequences,   &s->input_tokens,     &s->items,
-                        &s->tokens,      &s->rows,             &s->lower_bound,
-                        &s->zero_length, &s->overlong,         &s->truncated_tokens,
-                        &s->split_chunks, &s->dropped_sequences, &s->dropped_tokens};
-    for (size_t i = 0; i < sizeof u64s / sizeof *u64s; i++)
-        pp_rec_u64(r, u64s[i]);
-    pp_rec_f64(r, &s->efficiency);
-    pp_rec_u32(r, &s->max_items_per_row);
-    pp_rec_f64(r, &s->mean_items_per_row);
-    prepack_length_summary *l = &p->lengths;
-    uint32_t *u32s[] = {&l->min, &l->median, &l->p90, &l->p99, &l->max};
-    for (size_t i = 0; i < 5; i++)
-        pp_rec_u32(r, u32s[i]);
-    pp_rec_u64(r, &l->over_max_seq_len);
-    pp_rec_u32(r, &p->batch_size);
-    visit_layout(r, &p->naive_batch);
-    visit_layout(r, &p->padded_to_max);
-    visit_layout(r, &p->packed);
-    pp_rec_f64(r, &p->packed_dense_attention_cost);
-}
-
-void pp_plan_meta_visit(pp_rec *r, pp_plan_meta *m)
-{
-    rec_magic(r, PLAN_MAGIC);
-    pp_rec_u64(r, &m->key);
-    pp_rec_u32(r, &m->scan_tasks);
-    pp_rec_u32(r, &m->max_seq_len);
-    pp_rec_u32(r, &m->dtype);
-    pp_rec_u32(r, &m->has_mask);
-    pp_rec_u32(r, &m->has_offsets);
-    pp_rec_u32(r, &m->rows_per_frame);
-    pp_rec_i32(r, &m->level);
-    pp_rec_u64(r, &m->shard_rows);
-    pp_rec_u64(r, &m->rows);
-    pp_rec_u64(r, &m->items);
-    pp_rec_u64(r, &m->shards);
-    pp_rec_u64(r, &m->sequences);
-    pp_rec_u32(r, &m->ninputs);
-    if (!rec_array(r, (void **)&m->scan_first, (size_t)m->scan_tasks + 1, 8,
-                   8) ||
-        !rec_array(r, (void **)&m->inputs, m->ninputs, sizeof *m->inputs, 48) ||
-        !rec_array(r, (void **)&m->shard_offset, m->shards + 1, 8, 8) ||
-        !rec_array(r, (void **)&m->shard_hash, m->shards, 8, 8))
-        return;
-    for (uint32_t i = 0; i <= m->scan_tasks; i++)
-        pp_rec_u64(r, &m->scan_first[i]);
-    for (uint32_t i = 0; i < m->ninputs && !r->bad; i++) {
-        prepack_input_info *in = &m->inputs[i];
-        char path[4096];
-        if (!r->reading)
-            snprintf(path, sizeof path, "%s", in->path);
-        pp_rec_str(r, path, sizeof path);
-        if (r->reading && !r->bad && !(in->path = strdup(path)))
-            r->bad = 1;
-        uint32_t format = (uint32_t)in->format;
-        pp_rec_u32(r, &format);
-        in->format = (prepack_format)format;
-        pp_rec_u64(r, &in->first_sequence);
-        pp_rec_u64(r, &in->sequences);
-        pp_rec_u64(r, &in->tokens);
-        pp_rec_u64(r, &in->documents);
-        pp_rec_u64(r, &in->partial_sequences);
-    }
-    visit_report(r, &m->report);
-    for (uint64_t s = 0; s <= m->shards; s++)
-        pp_rec_u64(r, &m->shard_offset[s]);
-    for (uint64_t s = 0; s < m->shards; s++)
-        pp_rec_u64(r, &m->shard_hash[s]);
-}
-
-void pp_plan_meta_free(pp_plan_meta *m)
-{
-    for (uint32_t i = 0; m->inputs && i < m->ninputs; i++)
-        free((void *)m->inputs[i].path);
-    free(m->inputs);
-    free(m->scan_first);
-    free(m->shard_offset);
-    free(m->shard_hash);
-    memset(m, 0, sizeof *m);
-}
-
-int pp_plan_meta_load(const pp_job *j, pp_plan_meta *m, prepack_diag *diag)
-{
-    char path[4400];
-    pp_job_file(j, path, sizeof path, "plan.meta");
-    memset(m, 0, sizeof *m);
-    pp_rec r;
-    int missing = 0;
-    int rc = pp_rec_load(&r, path, &missing, diag);
-    if (rc != PREPACK_OK && missing)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "%s has no plan: run prepack plan first", j->job_dir);
-    if (rc != PREPACK_OK)
-        return pp_fail(diag, rc, PREPACK_NO_RECORD, "%s: rerun prepack plan",
-                       diag->message);
-    pp_plan_meta_visit(&r, m);
-    int bad = r.bad || r.pos != r.in_len;
-    pp_rec_release(&r);
-    if (bad)
-        rc = pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                     "%s is damaged: rerun prepack plan", path);
-    else if (m->key != j->plan_key)
-        rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                     "%s was made with other inputs or options than this "
-                     "step's: rerun prepack plan with the job's options",
-                     path);
-    if (rc != PREPACK_OK)
-        pp_plan_meta_free(m);
-    return rc;
-}
-
-void pp_write_meta_visit(pp_rec *r, pp_write_meta *m)
-{
-    rec_magic(r, WRITE_MAGIC);
-    pp_rec_u64(r, &m->key);
-    pp_rec_u32(r, &m->task);
-    pp_rec_u32(r, &m->ntasks);
-    pp_rec_u32(r, &m->rows_per_frame);
-    pp_rec_u64(r, &m->first);
-    pp_rec_u64(r, &m->count);
-    if (!rec_array(r, (void **)&m->shards, m->count, sizeof *m->shards, 36))
-        return;
-    for (uint64_t i = 0; i < m->count; i++) {
-        pp_shard_info *s = &m->shards[i];
-        pp_rec_str(r, s->file, sizeof s->file);
-        pp_rec_u64(r, &s->rows);
-        pp_rec_u64(r, &s->tokens);
-        pp_rec_u64(r, &s->bytes);
-        pp_rec_u64(r, &s->xxh64);
-    }
-}

@@ -17,17 +17,31 @@
 typedef struct pp_job {
     const char *dir;
     char job_dir[4096];
+    /* DIR and DIR/.prepack-job opened once (O_NOFOLLOW | O_DIRECTORY):
+     * every job file is created, read, renamed and removed relative to
+     * them, so a link planted in their place is refused, never followed.
+     * -1: not there (yet). lock_fd: the step's lock (pp_job_lock). */
+    int dir_fd, job_fd, lock_fd;
+    char lock_name[64];
     const prepack_job_options *o;
     uint64_t scan_key; /* inputs, how they are read, the dtype */
     uint64_t plan_key; /* scan_key and the plan and shard layout */
     uint64_t shard_rows;
 } pp_job;
 
-/* Checks the options and derives the keys; create: make DIR and the job
- * directory. */
+/* Checks the options and derives the keys; opens DIR and the job
+ * directory (a symbolic link in the place of either is refused); create:
+ * makes them first. pp_job_close closes what it opened (and the lock). */
 int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
                 int create, prepack_diag *diag);
-/* DIR/.prepack-job/NAME into out. */
+void pp_job_close(pp_job *j);
+/* Takes the step's exclusive lock, the job file NAME (flock): a second
+ * run of the same task is refused ("another run holds WHO") rather than
+ * let the two remove each other's files. */
+int pp_job_lock(pp_job *j, const char *name, const char *who,
+                prepack_diag *diag);
+/* DIR/.prepack-job/NAME into out (for messages: files are opened
+ * relative to job_fd). */
 void pp_job_file(const pp_job *j, char *out, size_t cap, const char *name);
 /* Whether DIR is a finished set: manifest.json and no job directory. */
 int pp_job_finished(const pp_job *j);
@@ -49,9 +63,17 @@ int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
                   const prepack_job_options *o, prepack_job_result *res,
                   prepack_diag *diag, const char *count_of, uint32_t task,
                   uint32_t ntasks);
-/* Removes DIR/.prepack-job/NAME* for the names a task owns (a killed
- * run's temporaries); prefix "" removes every file. */
+/* Removes the files of the job directory whose names start with prefix
+ * and that the job itself makes (scan-T.*, plan.*, write-T-of-M.meta,
+ * their temporaries, the token store's kept files), never another entry
+ * and never through a link; the locks stay. pp_job_remove_all: every
+ * such file, the locks too, then the directory if that left it empty. */
 void pp_job_remove(const pp_job *j, const char *prefix);
+void pp_job_remove_all(pp_job *j);
+/* The file the tasks read of input i in place: the input, or its .bin
+ * for Megatron (as the readers derive it). */
+void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format,
+                       char *out, size_t cap);
 
 /* ---- partition: which part of which input scan task t of n reads -------- */
 
@@ -91,7 +113,13 @@ typedef struct pp_scan_source {
     uint32_t width, is_signed;
     uint64_t size;
     uint64_t stamp; /* own files: xxh64; inputs: mtime in ns */
-    char path[4096];
+    /* source 0: the task's scan-T.tokens (named by the task number, no
+     * path). Others: the INPUT given on the command line with this index
+     * (pp_job_input_file), never a path read from the record; the write
+     * tasks check its device and inode too, through the descriptor they
+     * map. */
+    uint32_t input;
+    uint64_t dev, ino;
 } pp_scan_source;
 
 typedef struct pp_scan_meta {
@@ -99,7 +127,7 @@ typedef struct pp_scan_meta {
     uint32_t task, ntasks;
     uint64_t sequences, tokens;
     uint32_t max_id, has_mask;
-    uint64_t lengths_hash, locs_size, mask_size, mask_hash;
+    uint64_t lengths_hash, locs_size, locs_hash, mask_size, mask_hash;
     uint32_t nparts, nsources;
     pp_scan_part *parts;
     pp_scan_source *sources;
@@ -113,6 +141,9 @@ enum { PP_LOC_BYTES = 12 };
 
 void pp_scan_meta_visit(pp_rec *r, pp_scan_meta *m);
 void pp_scan_meta_free(pp_scan_meta *m);
+/* What is wrong with a record read back (its fields against each other
+ * and the job's ninputs), or NULL. */
+const char *pp_scan_meta_fault(const pp_scan_meta *m, uint32_t ninputs);
 /* Loads and checks scan task t's result; a missing or damaged one is an
  * error naming the task to rerun. */
 int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n,
@@ -154,7 +185,17 @@ typedef struct pp_write_meta {
 } pp_write_meta;
 
 void pp_write_meta_visit(pp_rec *r, pp_write_meta *m);
-/* Whether DIR/s->file has s->bytes bytes (and, with hash, s->xxh64). */
+/* Loads write task t of n's record and checks it against the plan (its
+ * key, its shards' numbers and names, rows at most shard_rows each): a
+ * missing one sets *missing; either fails naming the task to rerun.
+ * Frees nothing on failure the caller must. */
+int pp_write_meta_load(const pp_job *j, uint32_t t, uint32_t n,
+                       uint64_t shards, uint64_t shard_rows,
+                       pp_write_meta *m, int *missing, prepack_diag *diag);
+/* Whether DIR/s->file has s->bytes bytes (and, with hash, s->xxh64):
+ * a regular file, not a link. */
 int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash);
+/* Write task t's lock name. */
+void pp_write_lock_name(char *out, size_t cap, uint32_t t, uint32_t n);
 
 #endif

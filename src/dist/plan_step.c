@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
@@ -76,14 +77,18 @@ static int join_across_cut(planning *p, const pp_scan_part *part,
     return rc;
 }
 
+/* The size a task's file must have (its hash is checked by the write
+ * tasks, which read it). */
 static int file_size_is(const pp_job *j, uint32_t t, const char *ext,
                         uint64_t want)
 {
-    char name[64], path[4400];
+    char name[64];
+    uint64_t size;
     pp_scan_name(name, sizeof name, t, ext);
-    pp_job_file(j, path, sizeof path, name);
-    struct stat st;
-    return stat(path, &st) == 0 && (uint64_t)st.st_size == want + 8;
+    int fd = pp_rec_open(j->job_fd, name, &size);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0 && want <= UINT64_MAX - 8 && size == want + 8;
 }
 
 /* Adds task t's parts to the inputs; local = the task's first sequence. */
@@ -126,15 +131,14 @@ static int take_scan(planning *p, uint32_t t, prepack_diag *diag)
     int rc = pp_scan_meta_load(&p->job, t, p->ntasks, &m, diag);
     if (rc != PREPACK_OK)
         return rc;
-    char name[64], path[4400];
+    char name[64];
     pp_scan_name(name, sizeof name, t, "lengths");
-    pp_job_file(&p->job, path, sizeof path, name);
     pp_rec r;
     int missing;
-    rc = pp_rec_load(&r, path, &missing, diag);
+    rc = pp_rec_load(&r, p->job.job_fd, p->job.job_dir, name, &missing, diag);
     int ok = rc == PREPACK_OK && r.in_len == m.sequences * 4 &&
+             XXH64(r.in, r.in_len, 0) == m.lengths_hash &&
              file_size_is(&p->job, t, "locs", m.locs_size) &&
-             m.nsources > 0 &&
              file_size_is(&p->job, t, "tokens", m.sources[0].size) &&
              (!m.mask_size || file_size_is(&p->job, t, "mask", m.mask_size));
     if (!ok) {
@@ -256,15 +260,14 @@ static int plan_failed(const planning *p, int rc, prepack_diag *diag)
 static int write_rows(planning *p, const prepack_plan *plan, prepack_diag *diag)
 {
     pp_plan_meta *m = &p->meta;
-    char path[4400];
-    pp_job_file(&p->job, path, sizeof path, "plan.rows");
     pp_rec r;
-    int rc = pp_rec_create(&r, path, diag);
+    int rc = pp_rec_create(&r, p->job.job_fd, p->job.job_dir, "plan.rows",
+                           diag);
     if (rc != PREPACK_OK)
         return rc;
     prepack_item *items = malloc(((size_t)m->max_seq_len + 1) * sizeof *items);
     if (!items) {
-        pp_rec_abandon(&r, path);
+        pp_rec_abandon(&r);
         return pp_out_of_memory(diag);
     }
     for (uint64_t s = 0; s < m->shards; s++) {
@@ -297,7 +300,7 @@ static int write_rows(planning *p, const prepack_plan *plan, prepack_diag *diag)
     }
     m->shard_offset[m->shards] = r.written;
     free(items);
-    return pp_rec_save(&r, path, diag);
+    return pp_rec_save(&r, diag);
 }
 
 static int by_id(const void *a, const void *b)
@@ -364,17 +367,16 @@ static int plan_and_save(planning *p, prepack_job_result *res,
     if (rc == PREPACK_OK)
         rc = write_rows(p, plan, diag);
     prepack_plan_free(plan);
-    char path[4400];
-    pp_job_file(&p->job, path, sizeof path, "plan.meta");
     pp_rec r;
     if (rc == PREPACK_OK)
-        rc = pp_rec_create(&r, path, diag);
+        rc = pp_rec_create(&r, p->job.job_fd, p->job.job_dir, "plan.meta",
+                           diag);
     if (rc == PREPACK_OK) {
         pp_plan_meta_visit(&r, m);
-        rc = pp_rec_save(&r, path, diag);
+        rc = pp_rec_save(&r, diag);
     }
     if (rc == PREPACK_OK)
-        pp_sync_dir(p->job.job_dir);
+        fsync(p->job.job_fd);
     res->sequences = p->n;
     res->tokens = m->report.plan.tokens;
     res->rows = m->rows;
@@ -389,13 +391,39 @@ static int already_planned(const pp_job *j, uint32_t ntasks)
     prepack_diag ignored;
     if (pp_plan_meta_load(j, &m, &ignored) != PREPACK_OK)
         return 0;
-    char path[4400];
-    uint64_t size;
-    pp_job_file(j, path, sizeof path, "plan.rows");
-    int ok = m.scan_tasks == ntasks && pp_rec_verify(path, &size) == 0 &&
+    uint64_t size, hash;
+    int ok = m.scan_tasks == ntasks &&
+             pp_rec_verify(j->job_fd, "plan.rows", &size, &hash) == 0 &&
              size == m.shard_offset[m.shards];
     pp_plan_meta_free(&m);
     return ok;
+}
+
+static int plan_job(planning *p, uint32_t scan_tasks, prepack_job_result *res,
+                    prepack_diag *diag)
+{
+    if (p->job.job_fd < 0)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s has no scan results: run the %u scan tasks "
+                       "first (prepack scan ... --task-index I "
+                       "--task-count %u)",
+                       p->job.dir, scan_tasks, scan_tasks);
+    int rc = pp_job_lock(&p->job, "plan.lock", "the plan", diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (already_planned(&p->job, scan_tasks)) {
+        res->already_done = 1;
+        return PREPACK_OK;
+    }
+    p->ntasks = scan_tasks;
+    rc = read_scans(p, diag);
+    if (rc == PREPACK_OK) { /* the old plan, if any, goes only now */
+        pp_job_remove(&p->job, "plan.");
+        rc = plan_and_save(p, res, diag);
+        if (rc != PREPACK_OK) /* nothing half-written stays */
+            pp_job_remove(&p->job, "plan.");
+    }
+    return rc;
 }
 
 int prepack_job_plan(const char *dir, const prepack_job_options *o,
@@ -407,29 +435,9 @@ int prepack_job_plan(const char *dir, const prepack_job_options *o,
     memset(&p, 0, sizeof p);
     int rc = pp_step_begin(&step, &p.job, dir, o, res, diag, "scan", 0,
                            scan_tasks);
-    if (rc != PREPACK_OK || step.res->already_done)
-        return rc;
-    res = step.res;
-    diag = step.diag;
-    if (already_planned(&p.job, scan_tasks)) {
-        res->already_done = 1;
-        return PREPACK_OK;
-    }
-    struct stat st;
-    if (stat(p.job.job_dir, &st) != 0)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "%s has no scan results: run the %u scan tasks "
-                       "first (prepack scan ... --task-index I "
-                       "--task-count %u)",
-                       dir, scan_tasks, scan_tasks);
-    p.ntasks = scan_tasks;
-    rc = read_scans(&p, diag);
-    if (rc == PREPACK_OK) { /* the old plan, if any, goes only now */
-        pp_job_remove(&p.job, "plan.");
-        rc = plan_and_save(&p, res, diag);
-        if (rc != PREPACK_OK) /* nothing half-written stays */
-            pp_job_remove(&p.job, "plan.");
-    }
+    if (rc == PREPACK_OK && !step.res->already_done)
+        rc = plan_job(&p, scan_tasks, step.res, step.diag);
+    pp_job_close(&p.job);
     free(p.lengths);
     free(p.seen);
     free(p.reach);

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -125,44 +126,60 @@ void pp_rec_str(pp_rec *r, char *s, size_t cap)
         s[r->bad ? 0 : n] = '\0';
 }
 
-static void tmp_name(char *out, size_t cap, const char *path)
+static void tmp_name(char *out, size_t cap, const char *name)
 {
-    snprintf(out, cap, "%s.tmp", path);
+    snprintf(out, cap, "%s.tmp", name);
 }
 
-int pp_rec_create(pp_rec *r, const char *path, prepack_diag *diag)
+int pp_rec_create(pp_rec *r, int dirfd, const char *dir, const char *name,
+                  prepack_diag *diag)
 {
     memset(r, 0, sizeof *r);
-    char tmp[4200];
-    tmp_name(tmp, sizeof tmp, path);
+    r->dirfd = dirfd;
+    r->dir = dir;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    char tmp[80];
+    tmp_name(tmp, sizeof tmp, name);
+    unlinkat(dirfd, tmp, 0); /* a killed run's: the task's lock is held */
     r->hash = XXH64_createState();
-    r->out = r->hash ? fopen(tmp, "wb") : NULL;
+    int fd = r->hash ? openat(dirfd, tmp,
+                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                  O_CLOEXEC,
+                              0666)
+                     : -1;
+    r->out = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!r->out) {
+        int e = r->hash ? errno : ENOMEM;
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(dirfd, tmp, 0);
+        }
         XXH64_freeState(r->hash);
         r->hash = NULL;
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot create %s: %s", tmp, strerror(errno));
+                       "cannot create %s/%s: %s", dir, tmp, strerror(e));
     }
     XXH64_reset(r->hash, 0);
     return PREPACK_OK;
 }
 
-void pp_rec_abandon(pp_rec *r, const char *path)
+void pp_rec_abandon(pp_rec *r)
 {
-    char tmp[4200];
-    tmp_name(tmp, sizeof tmp, path);
-    if (r->out)
+    char tmp[80];
+    tmp_name(tmp, sizeof tmp, r->name);
+    if (r->out) {
         fclose(r->out);
+        unlinkat(r->dirfd, tmp, 0);
+    }
     r->out = NULL;
-    unlink(tmp);
     XXH64_freeState(r->hash);
     r->hash = NULL;
 }
 
-int pp_rec_save(pp_rec *r, const char *path, prepack_diag *diag)
+int pp_rec_save(pp_rec *r, prepack_diag *diag)
 {
-    char tmp[4200];
-    tmp_name(tmp, sizeof tmp, path);
+    char tmp[80];
+    tmp_name(tmp, sizeof tmp, r->name);
     unsigned char h[8];
     uint64_t digest = XXH64_digest(r->hash);
     for (int i = 0; i < 8; i++)
@@ -173,42 +190,65 @@ int pp_rec_save(pp_rec *r, const char *path, prepack_diag *diag)
     r->out = NULL;
     XXH64_freeState(r->hash);
     r->hash = NULL;
-    if (bad || rename(tmp, path) != 0) {
+    if (bad || renameat(r->dirfd, tmp, r->dirfd, r->name) != 0) {
         int e = errno;
-        unlink(tmp);
+        unlinkat(r->dirfd, tmp, 0);
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "writing %s failed: %s", path, strerror(e));
+                       "writing %s/%s failed: %s", r->dir, r->name,
+                       strerror(e));
     }
     return PREPACK_OK;
 }
 
-int pp_rec_load(pp_rec *r, const char *path, int *missing, prepack_diag *diag)
+int pp_rec_open(int dirfd, const char *name, uint64_t *size)
+{
+    *size = 0;
+    if (dirfd < 0) {
+        errno = ENOENT;
+        return -1;
+    }
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+                                     O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        int e = S_ISREG(st.st_mode) ? errno : EINVAL;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (fd >= 0)
+        *size = (uint64_t)st.st_size;
+    return fd;
+}
+
+int pp_rec_load(pp_rec *r, int dirfd, const char *dir, const char *name,
+                int *missing, prepack_diag *diag)
 {
     memset(r, 0, sizeof *r);
     r->reading = 1;
     *missing = 0;
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
+    uint64_t size;
+    int fd = pp_rec_open(dirfd, name, &size);
+    if (fd < 0) {
         int e = errno;
-        if (fd >= 0)
-            close(fd);
         *missing = e == ENOENT;
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "cannot open %s: %s",
-                       path, strerror(e));
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot open %s/%s: %s", dir, name,
+                       e == ELOOP ? "it is a symbolic link" : strerror(e));
     }
-    size_t n = (size_t)st.st_size;
-    unsigned char *buf = malloc(n ? n : 1);
+    size_t n = (size_t)size;
+    unsigned char *buf = size <= SIZE_MAX - 1 ? malloc(n ? n : 1) : NULL;
     int rc = buf && pp_read_at(fd, buf, n, 0) == 0 ? PREPACK_OK : PREPACK_EIO;
     close(fd);
     if (rc != PREPACK_OK) {
         free(buf);
-        return pp_fail(diag, rc, PREPACK_NO_RECORD, "reading %s failed", path);
+        return pp_fail(diag, rc, PREPACK_NO_RECORD, "reading %s/%s failed",
+                       dir, name);
     }
     if (n < 8 || XXH64(buf, n - 8, 0) != pp_load_le(buf + n - 8, 8)) {
         free(buf);
         return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                       "%s is damaged (its checksum fails)", path);
+                       "%s/%s is damaged (its checksum fails)", dir, name);
     }
     r->in = buf;
     r->in_len = n - 8;
@@ -221,18 +261,19 @@ void pp_rec_release(pp_rec *r)
     r->in = NULL;
 }
 
-/* The xxh64 of bytes [0, n) of fd, read in 1 MiB pieces; 0 or -1. */
-int pp_rec_verify(const char *path, uint64_t *data_size)
+int pp_rec_verify(int dirfd, const char *name, uint64_t *data_size,
+                  uint64_t *hash)
 {
-    uint64_t size, hash = 0;
+    uint64_t size;
+    *hash = 0;
     *data_size = 0;
-    int fd = pp_open_sized(path, &size);
+    int fd = pp_rec_open(dirfd, name, &size);
     if (fd < 0)
         return -1;
     unsigned char t[8];
-    int rc = size >= 8 && pp_hash_fd(fd, size - 8, &hash) == 0 &&
+    int rc = size >= 8 && pp_hash_fd(fd, size - 8, hash) == 0 &&
                      pp_read_at(fd, t, 8, size - 8) == 0 &&
-                     pp_load_le(t, 8) == hash
+                     pp_load_le(t, 8) == *hash
                  ? 0
                  : -1;
     close(fd);

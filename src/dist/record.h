@@ -15,6 +15,9 @@ typedef struct pp_rec {
     int reading;
     /* writing: a temporary file and the running hash of what went in */
     FILE *out;
+    int dirfd;
+    const char *dir;
+    char name[64];
     void *hash; /* XXH64_state_t */
     uint64_t written;
     /* reading: a whole file in memory */
@@ -34,20 +37,36 @@ void pp_rec_blob(pp_rec *r, char **p, size_t *n);
 /* A string up to cap - 1 bytes (NUL-terminated when read). */
 void pp_rec_str(pp_rec *r, char *s, size_t cap);
 
-/* Writing: opens path.tmp; pp_rec_save appends the hash of everything
- * written, fsyncs, renames to path. pp_rec_abandon removes the temporary. */
-int pp_rec_create(pp_rec *r, const char *path, prepack_diag *diag);
-int pp_rec_save(pp_rec *r, const char *path, prepack_diag *diag);
-void pp_rec_abandon(pp_rec *r, const char *path);
+/* Job files are named relative to the job directory's descriptor
+ * (pp_job's job_fd), never by a path: a symbolic link planted in the
+ * directory is neither followed nor written through. `dir` only names the
+ * directory in messages. */
 
-/* Reading: the whole file, its trailing hash checked. PREPACK_EIO when it
- * is missing (errno ENOENT: *missing set), PREPACK_ECORRUPT when the hash
- * fails. The caller frees r->in (pp_rec_release). */
-int pp_rec_load(pp_rec *r, const char *path, int *missing, prepack_diag *diag);
+/* Writing: creates NAME.tmp (O_EXCL | O_NOFOLLOW, after removing a killed
+ * run's); pp_rec_save appends the hash of everything written, fsyncs,
+ * renames to NAME. pp_rec_abandon removes the temporary. */
+int pp_rec_create(pp_rec *r, int dirfd, const char *dir, const char *name,
+                  prepack_diag *diag);
+int pp_rec_save(pp_rec *r, prepack_diag *diag);
+void pp_rec_abandon(pp_rec *r);
+
+/* Reading: the whole file (a regular file, not a link), its trailing hash
+ * checked. PREPACK_EIO when it is missing (errno ENOENT: *missing set),
+ * PREPACK_ECORRUPT when the hash fails. The caller frees r->in
+ * (pp_rec_release). */
+int pp_rec_load(pp_rec *r, int dirfd, const char *dir, const char *name,
+                int *missing, prepack_diag *diag);
 void pp_rec_release(pp_rec *r);
 
+/* NAME opened read-only for reading back: a regular file, never through a
+ * link (O_NOFOLLOW; a FIFO does not block); -1 otherwise. *size = its
+ * size. */
+int pp_rec_open(int dirfd, const char *name, uint64_t *size);
+
 /* Streams a file written through pp_rec and checks its trailing hash:
- * 0 when good (*data_size = its bytes before the hash), else -1. */
-int pp_rec_verify(const char *path, uint64_t *data_size);
+ * 0 when good (*data_size = its bytes before the hash, *hash = their
+ * xxh64), else -1. */
+int pp_rec_verify(int dirfd, const char *name, uint64_t *data_size,
+                  uint64_t *hash);
 
 #endif

@@ -29,10 +29,8 @@
 static int save_bytes(const pp_job *j, const char *name, const void *p,
                       uint64_t n, uint64_t *hash, prepack_diag *diag)
 {
-    char path[4400];
-    pp_job_file(j, path, sizeof path, name);
     pp_rec r;
-    int rc = pp_rec_create(&r, path, diag);
+    int rc = pp_rec_create(&r, j->job_fd, j->job_dir, name, diag);
     if (rc != PREPACK_OK)
         return rc;
     const unsigned char *b = p;
@@ -42,18 +40,43 @@ static int save_bytes(const pp_job *j, const char *name, const void *p,
         done += k;
     }
     *hash = XXH64_digest(r.hash);
-    return pp_rec_save(&r, path, diag);
+    return pp_rec_save(&r, diag);
 }
 
-/* A file's stamp for the write tasks: its modification time, so an input
- * changed between scan and write is refused rather than read. */
-static uint64_t mtime_ns(const char *path)
+/* An input read in place, as the write tasks will check it: its size,
+ * modification time, device and inode, from the descriptor ingest read
+ * (so an input changed or replaced between scan and write is refused). */
+static int stamp_input(const pp_store_source *src, pp_scan_source *out,
+                       prepack_diag *diag)
 {
     struct stat st;
-    if (stat(path, &st) != 0)
-        return 0;
-    return (uint64_t)st.st_mtim.tv_sec * 1000000000u +
-           (uint64_t)st.st_mtim.tv_nsec;
+    if (src->fd < 0 || fstat(src->fd, &st) != 0)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "cannot stat %s", src->path ? src->path : "an input");
+    out->stamp = (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+                 (uint64_t)st.st_mtim.tv_nsec;
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    return PREPACK_OK;
+}
+
+/* Which input (by its index on the command line) a source read in place
+ * is: the record names it so, never by path. */
+static int input_of(const pp_job *j, const pp_scan_meta *m, const char *path,
+                    uint32_t *input, prepack_diag *diag)
+{
+    for (uint32_t i = 0; path && i < m->nparts; i++) {
+        char file[4200];
+        pp_job_input_file(j, m->parts[i].input, m->parts[i].format, file,
+                          sizeof file);
+        if (!strcmp(file, path)) {
+            *input = m->parts[i].input;
+            return PREPACK_OK;
+        }
+    }
+    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                   "%s is read in place but is none of the inputs",
+                   path ? path : "a source");
 }
 
 static int read_parts(const pp_job *j, prepack_store *s, uint32_t t,
@@ -142,34 +165,34 @@ static int save_sequences(const pp_job *j, const prepack_store *s, uint32_t t,
         for (int b = 0; b < 8; b++)
             p[4 + b] = (unsigned char)(off >> (8 * b));
     }
-    uint64_t hash;
     pp_scan_name(name, sizeof name, t, "locs");
     if (rc == PREPACK_OK)
-        rc = save_bytes(j, name, locs, (uint64_t)n * PP_LOC_BYTES, &hash, diag);
+        rc = save_bytes(j, name, locs, (uint64_t)n * PP_LOC_BYTES,
+                        &m->locs_hash, diag);
     m->locs_size = (uint64_t)n * PP_LOC_BYTES;
     free(locs);
     return rc;
 }
 
-/* A kept token file of the store, in place as DIR/.prepack-job/NAME:
- * its hash appended (the format of every job file), fsync, rename. */
+/* A kept token file of the store (FROM, in the job directory), in place
+ * as NAME: its hash appended (the format of every job file), fsync,
+ * rename; all relative to the job directory's descriptor. */
 static int place_file(const pp_job *j, const char *from, const char *name,
                       const void *data, uint64_t size, uint64_t *hash,
                       prepack_diag *diag)
 {
-    char to[4400];
-    pp_job_file(j, to, sizeof to, name);
     *hash = XXH64(data, (size_t)size, 0);
     unsigned char h[8];
     for (int i = 0; i < 8; i++)
         h[i] = (unsigned char)(*hash >> (8 * i));
-    int fd = open(from, O_WRONLY);
+    int fd = openat(j->job_fd, from, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
     int ok = fd >= 0 && pwrite(fd, h, 8, (off_t)size) == 8 && fsync(fd) == 0;
     if (fd >= 0)
         ok &= close(fd) == 0;
-    if (!ok || rename(from, to) != 0)
+    if (!ok || renameat(j->job_fd, from, j->job_fd, name) != 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "writing %s failed: %s", to, strerror(errno));
+                       "writing %s/%s failed: %s", j->job_dir, name,
+                       strerror(errno));
     return PREPACK_OK;
 }
 
@@ -194,13 +217,14 @@ static int save_sources(const pp_job *j, prepack_store *s, uint32_t t,
         out->is_signed = (uint32_t)src.is_signed;
         out->size = src.size;
         if (i > 0) {
-            snprintf(out->path, sizeof out->path, "%s", src.path);
-            out->stamp = mtime_ns(src.path);
+            rc = input_of(j, m, src.path, &out->input, diag);
+            if (rc == PREPACK_OK)
+                rc = stamp_input(&src, out, diag);
             continue;
         }
         char name[64];
         pp_scan_name(name, sizeof name, t, "tokens");
-        snprintf(out->path, sizeof out->path, "%s", name);
+        out->input = UINT32_MAX;
         rc = place_file(j, tok_path, name, src.data, src.size, &out->stamp,
                         diag);
         if (rc == PREPACK_OK && src.mask) {
@@ -211,21 +235,21 @@ static int save_sources(const pp_job *j, prepack_store *s, uint32_t t,
         }
     }
     if (rc != PREPACK_OK) { /* taken: the store no longer removes them */
-        unlink(tok_path);
+        unlinkat(j->job_fd, tok_path, 0);
         if (mask_path[0])
-            unlink(mask_path);
+            unlinkat(j->job_fd, mask_path, 0);
     }
     return rc;
 }
 
 static int task_file_good(const pp_job *j, uint32_t t, const char *ext,
-                          uint64_t want)
+                          uint64_t want, uint64_t hash)
 {
-    char name[64], path[4400];
-    uint64_t size;
+    char name[64];
+    uint64_t size, h;
     pp_scan_name(name, sizeof name, t, ext);
-    pp_job_file(j, path, sizeof path, name);
-    return pp_rec_verify(path, &size) == 0 && size == want;
+    return pp_rec_verify(j->job_fd, name, &size, &h) == 0 && size == want &&
+           h == hash;
 }
 
 static int already_done(const pp_job *j, uint32_t t, uint32_t n)
@@ -234,13 +258,77 @@ static int already_done(const pp_job *j, uint32_t t, uint32_t n)
     prepack_diag ignored;
     if (pp_scan_meta_load(j, t, n, &m, &ignored) != PREPACK_OK)
         return 0;
-    int ok = m.nsources > 0 &&
-             task_file_good(j, t, "lengths", m.sequences * 4) &&
-             task_file_good(j, t, "locs", m.sequences * PP_LOC_BYTES) &&
-             task_file_good(j, t, "tokens", m.sources[0].size) &&
-             (!m.mask_size || task_file_good(j, t, "mask", m.mask_size));
+    int ok = task_file_good(j, t, "lengths", m.sequences * 4,
+                            m.lengths_hash) &&
+             task_file_good(j, t, "locs", m.locs_size, m.locs_hash) &&
+             task_file_good(j, t, "tokens", m.sources[0].size,
+                            m.sources[0].stamp) &&
+             (!m.mask_size ||
+              task_file_good(j, t, "mask", m.mask_size, m.mask_hash));
     pp_scan_meta_free(&m);
     return ok;
+}
+
+/* The task's files, from its part of the inputs; the record last. */
+static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
+                     prepack_job_result *res, prepack_diag *diag)
+{
+    const prepack_job_options *o = j->o;
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "scan-%05u.", task);
+    pp_job_remove(j, prefix); /* a killed run's files */
+    prepack_store_options so = o->store;
+    so.tmp_dir = j->job_dir;
+    so.lengths_only = 0;
+    prepack_store *s = NULL;
+    pp_scan_meta m;
+    memset(&m, 0, sizeof m);
+    int rc = prepack_store_create(&s, &so, diag);
+    char keep[64];
+    snprintf(keep, sizeof keep, "scan-%05u.tmp-", task);
+    if (rc == PREPACK_OK) /* named after the task: its rerun removes them */
+        rc = pp_store_keep_files(s, keep, j->job_fd, diag);
+    if (rc == PREPACK_OK)
+        rc = read_parts(j, s, task, ntasks, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = prepack_store_finish(s, diag);
+    if (rc == PREPACK_OK)
+        rc = save_joins(s, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = save_sequences(j, s, task, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = save_sources(j, s, task, &m, diag);
+    if (rc == PREPACK_OK) {
+        m.key = j->scan_key;
+        m.task = task;
+        m.ntasks = ntasks;
+        m.sequences = prepack_store_sequence_count(s);
+        m.tokens = prepack_store_token_count(s);
+        m.max_id = pp_store_max_id(s);
+        m.has_mask = (uint32_t)prepack_store_has_loss_mask(s);
+        char name[64];
+        pp_scan_name(name, sizeof name, task, "meta");
+        pp_rec r;
+        rc = pp_rec_create(&r, j->job_fd, j->job_dir, name, diag);
+        if (rc == PREPACK_OK) {
+            pp_scan_meta_visit(&r, &m);
+            rc = pp_rec_save(&r, diag);
+        }
+        if (rc == PREPACK_OK && fsync(j->job_fd) != 0)
+            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                         "fsync of %s failed", j->job_dir);
+    }
+    if (rc == PREPACK_OK) {
+        res->sequences = m.sequences;
+        res->tokens = m.tokens;
+        res->bytes_written = m.sequences * (4 + PP_LOC_BYTES) +
+                             (m.nsources ? m.sources[0].size : 0) + m.mask_size;
+    } else {
+        pp_job_remove(j, prefix); /* nothing half-written stays */
+    }
+    pp_scan_meta_free(&m);
+    prepack_store_free(s);
+    return rc;
 }
 
 int prepack_job_scan(const char *dir, const prepack_job_options *o,
@@ -250,70 +338,23 @@ int prepack_job_scan(const char *dir, const prepack_job_options *o,
     pp_step step;
     pp_job j;
     int rc = pp_step_begin(&step, &j, dir, o, res, diag, NULL, task, ntasks);
-    if (rc != PREPACK_OK || step.res->already_done)
+    if (rc != PREPACK_OK || step.res->already_done) {
+        pp_job_close(&j);
         return rc;
+    }
+    pp_job_close(&j);
     res = step.res;
     diag = step.diag;
     if ((rc = pp_job_open(&j, dir, o, 1, diag)) != PREPACK_OK)
         return rc;
-    if (already_done(&j, task, ntasks)) {
+    char lock[64], who[64];
+    pp_scan_name(lock, sizeof lock, task, "lock");
+    snprintf(who, sizeof who, "scan task %u", task);
+    rc = pp_job_lock(&j, lock, who, diag);
+    if (rc == PREPACK_OK && already_done(&j, task, ntasks))
         res->already_done = 1;
-        return PREPACK_OK;
-    }
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "scan-%05u.", task);
-    pp_job_remove(&j, prefix); /* a killed run's files */
-    prepack_store_options so = o->store;
-    so.tmp_dir = j.job_dir;
-    so.lengths_only = 0;
-    prepack_store *s = NULL;
-    pp_scan_meta m;
-    memset(&m, 0, sizeof m);
-    rc = prepack_store_create(&s, &so, diag);
-    char keep[64];
-    snprintf(keep, sizeof keep, "scan-%05u.tmp-", task);
-    if (rc == PREPACK_OK) /* named after the task: its rerun removes them */
-        rc = pp_store_keep_files(s, keep, diag);
-    if (rc == PREPACK_OK)
-        rc = read_parts(&j, s, task, ntasks, &m, diag);
-    if (rc == PREPACK_OK)
-        rc = prepack_store_finish(s, diag);
-    if (rc == PREPACK_OK)
-        rc = save_joins(s, &m, diag);
-    if (rc == PREPACK_OK)
-        rc = save_sequences(&j, s, task, &m, diag);
-    if (rc == PREPACK_OK)
-        rc = save_sources(&j, s, task, &m, diag);
-    if (rc == PREPACK_OK) {
-        m.key = j.scan_key;
-        m.task = task;
-        m.ntasks = ntasks;
-        m.sequences = prepack_store_sequence_count(s);
-        m.tokens = prepack_store_token_count(s);
-        m.max_id = pp_store_max_id(s);
-        m.has_mask = (uint32_t)prepack_store_has_loss_mask(s);
-        char name[64], path[4400];
-        pp_scan_name(name, sizeof name, task, "meta");
-        pp_job_file(&j, path, sizeof path, name);
-        pp_rec r;
-        rc = pp_rec_create(&r, path, diag);
-        if (rc == PREPACK_OK) {
-            pp_scan_meta_visit(&r, &m);
-            rc = pp_rec_save(&r, path, diag);
-        }
-        if (rc == PREPACK_OK && pp_sync_dir(j.job_dir) != 0)
-            rc = pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                         "fsync of %s failed", j.job_dir);
-    }
-    if (rc == PREPACK_OK) {
-        res->sequences = m.sequences;
-        res->tokens = m.tokens;
-        res->bytes_written = m.sequences * (4 + PP_LOC_BYTES) +
-                             (m.nsources ? m.sources[0].size : 0) + m.mask_size;
-    } else {
-        pp_job_remove(&j, prefix); /* nothing half-written stays */
-    }
-    pp_scan_meta_free(&m);
-    prepack_store_free(s);
+    else if (rc == PREPACK_OK)
+        rc = scan_task(&j, task, ntasks, res, diag);
+    pp_job_close(&j);
     return rc;
 }

@@ -49,29 +49,52 @@ typedef struct writing {
     uint64_t mapped; /* token and location bytes read from mappings */
 } writing;
 
-static int map_file(mapped *m, const char *path, uint64_t size,
-                    prepack_diag *diag)
+/* Maps n bytes of fd (n > 0) read-only; the descriptor is the caller's. */
+static int map_fd(mapped *m, int fd, uint64_t n, const char *dir,
+                  const char *name, prepack_diag *diag)
 {
-    m->tried = 1;
-    if (size == 0)
-        return PREPACK_OK;
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size < size) {
-        if (fd >= 0)
-            close(fd);
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot read %s (or it is shorter than %llu bytes)",
-                       path, (unsigned long long)size);
-    }
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
+    void *p = n <= SIZE_MAX ? mmap(NULL, (size_t)n, PROT_READ, MAP_SHARED,
+                                   fd, 0)
+                            : MAP_FAILED;
     if (p == MAP_FAILED)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot map %s: %s", path, strerror(errno));
+                       "cannot map %s/%s: %s", dir, name, strerror(errno));
     m->data = p;
-    m->size = size;
+    m->size = n;
     return PREPACK_OK;
+}
+
+/* Scan task t's file NAME, mapped whole once its bytes are seen to be
+ * what the task's record says: `size` bytes, then their XXH64, equal to
+ * `hash` (rule: every byte read back from a job file is covered by a hash
+ * checked before use). The size is the record's, so the mapping is never
+ * past the file. */
+static int map_job_file(mapped *m, const pp_job *j, uint32_t t,
+                        const char *name, uint64_t size, uint64_t hash,
+                        prepack_diag *diag)
+{
+    m->tried = 1;
+    uint64_t got;
+    int fd = pp_rec_open(j->job_fd, name, &got);
+    int rc = fd >= 0 && size <= UINT64_MAX - 8 && got == size + 8
+                 ? PREPACK_OK
+                 : PREPACK_ECORRUPT;
+    if (rc == PREPACK_OK)
+        rc = map_fd(m, fd, size + 8, j->job_dir, name, diag);
+    if (fd >= 0)
+        close(fd);
+    if (rc == PREPACK_OK && (XXH64(m->data, (size_t)size, 0) != hash ||
+                             pp_load_le(m->data + size, 8) != hash)) {
+        munmap((void *)m->data, (size_t)m->size);
+        m->data = NULL;
+        rc = PREPACK_ECORRUPT;
+    }
+    if (rc == PREPACK_ECORRUPT)
+        return pp_fail(diag, rc, PREPACK_NO_RECORD,
+                       "%s/%s is missing or damaged (its size or hash is "
+                       "not what the task recorded): rerun scan task %u",
+                       j->job_dir, name, t);
+    return rc;
 }
 
 static void unmap(mapped *m)
@@ -97,53 +120,72 @@ static int open_scans(writing *w, prepack_diag *diag)
             return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                            "scan task %u's result changed after the plan: "
                            "rerun prepack plan", t);
-        v->sources = calloc(v->meta.nsources ? v->meta.nsources : 1,
-                            sizeof *v->sources);
+        v->sources = calloc(v->meta.nsources, sizeof *v->sources);
         if (!v->sources)
             return pp_out_of_memory(diag);
-        char name[64], path[4400];
+        char name[64];
         pp_scan_name(name, sizeof name, t, "locs");
-        pp_job_file(&w->job, path, sizeof path, name);
-        rc = map_file(&v->locs, path, v->meta.locs_size, diag);
+        rc = map_job_file(&v->locs, &w->job, t, name, v->meta.locs_size,
+                          v->meta.locs_hash, diag);
         if (rc == PREPACK_OK && v->meta.mask_size) {
             pp_scan_name(name, sizeof name, t, "mask");
-            pp_job_file(&w->job, path, sizeof path, name);
-            rc = map_file(&v->mask, path, v->meta.mask_size, diag);
+            rc = map_job_file(&v->mask, &w->job, t, name, v->meta.mask_size,
+                              v->meta.mask_hash, diag);
         }
     }
     return rc;
 }
 
-/* Source k of scan task t, mapped on first use; an input file must be as
- * the scan saw it. */
+/* An input read in place: the INPUT of the command line with the
+ * record's index (never a path from the record), opened once and checked
+ * through that descriptor against what the scan saw, then mapped. */
+static int map_input(writing *w, uint32_t t, const pp_scan_source *s,
+                     mapped *m, prepack_diag *diag)
+{
+    m->tried = 1;
+    const pp_scan_meta *meta = &w->scans[t].meta;
+    uint32_t format = 0;
+    for (uint32_t i = 0; i < meta->nparts; i++)
+        if (meta->parts[i].input == s->input)
+            format = meta->parts[i].format;
+    char path[4200];
+    pp_job_input_file(&w->job, s->input, format, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    int same = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+               (uint64_t)st.st_size == s->size &&
+               (uint64_t)st.st_mtim.tv_sec * 1000000000u +
+                       (uint64_t)st.st_mtim.tv_nsec ==
+                   s->stamp &&
+               (uint64_t)st.st_dev == s->dev && (uint64_t)st.st_ino == s->ino;
+    int rc = same ? PREPACK_OK
+                  : pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                            "%s changed (or went) after scan task %u read "
+                            "it: rerun the job from scan",
+                            path, t);
+    if (rc == PREPACK_OK && s->size)
+        rc = map_fd(m, fd, s->size, ".", path, diag);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Source k of scan task t, mapped on first use: its token file (k = 0),
+ * or an input. */
 static const mapped *source(writing *w, uint32_t t, uint32_t k,
                             prepack_diag *diag)
 {
     scan_view *v = &w->scans[t];
     mapped *m = &v->sources[k];
-    if (m->tried)
-        return m->data || v->meta.sources[k].size == 0 ? m : NULL;
     const pp_scan_source *s = &v->meta.sources[k];
-    char path[4400];
-    if (k == 0) {
-        pp_job_file(&w->job, path, sizeof path, s->path);
-    } else {
-        snprintf(path, sizeof path, "%s", s->path);
-        struct stat st;
-        uint64_t ns = 0;
-        if (stat(path, &st) == 0)
-            ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u +
-                 (uint64_t)st.st_mtim.tv_nsec;
-        if (ns != s->stamp || (uint64_t)st.st_size != s->size) {
-            m->tried = 1;
-            pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                    "%s changed (or went) after scan task %u read it: "
-                    "rerun the job from scan",
-                    path, t);
-            return NULL;
-        }
-    }
-    return map_file(m, path, s->size, diag) == PREPACK_OK ? m : NULL;
+    if (m->tried)
+        return m->data || s->size == 0 ? m : NULL;
+    char name[64];
+    pp_scan_name(name, sizeof name, t, "tokens");
+    int rc = k == 0 ? map_job_file(m, &w->job, t, name, s->size, s->stamp,
+                                   diag)
+                    : map_input(w, t, s, m, diag);
+    return rc == PREPACK_OK ? m : NULL;
 }
 
 /* Appends item (seq, first, len) to the row at token `at`. */
@@ -173,9 +215,10 @@ static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
                        "scan task %u's locations are damaged: rerun it",
                        lo);
     const pp_scan_source *s = &v->meta.sources[k];
-    uint64_t end = off + ((uint64_t)first + len) * s->width;
+    uint64_t need = ((uint64_t)first + len) * s->width;
     const mapped *m = len ? source(w, lo, k, diag) : NULL;
-    if (len && (!m || end > s->size))
+    if (len && (!m || off > s->size || need > s->size - off ||
+                off % s->width))
         return m ? pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                            "scan task %u's locations are damaged: rerun it",
                            lo)
@@ -187,8 +230,8 @@ static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
                           (unsigned char *)w->tokens + (size_t)at * w->width);
     if (!w->mask)
         return PREPACK_OK;
-    uint64_t mask_at = off / s->width + first;
-    if (k == 0 && v->mask.data && mask_at + len <= v->mask.size)
+    uint64_t mask_at = off / s->width + first; /* within the tokens */
+    if (k == 0 && v->mask.data && mask_at + len <= v->meta.mask_size)
         memcpy(w->mask + at, v->mask.data + mask_at, len);
     else
         memset(w->mask + at, 1, len);
@@ -251,16 +294,17 @@ static int alloc_row(writing *w, prepack_diag *diag)
     return PREPACK_OK;
 }
 
+/* Shards [s0, s1)'s rows from plan.rows, each shard's bytes checked
+ * against the plan's hash before use. */
 static int read_plan_rows(const writing *w, uint64_t s0, uint64_t s1,
                           unsigned char **out, prepack_diag *diag)
 {
     const pp_plan_meta *m = &w->plan;
-    uint64_t lo = m->shard_offset[s0], hi = m->shard_offset[s1];
-    char path[4400];
-    pp_job_file(&w->job, path, sizeof path, "plan.rows");
-    *out = malloc(hi - lo + 1);
-    int fd = open(path, O_RDONLY);
-    int ok = *out && fd >= 0 && pp_read_at(fd, *out, hi - lo, lo) == 0;
+    uint64_t lo = m->shard_offset[s0], hi = m->shard_offset[s1], size = 0;
+    *out = hi - lo < SIZE_MAX ? malloc((size_t)(hi - lo) + 1) : NULL;
+    int fd = pp_rec_open(w->job.job_fd, "plan.rows", &size);
+    int ok = *out && fd >= 0 && hi <= size &&
+             pp_read_at(fd, *out, (size_t)(hi - lo), lo) == 0;
     if (fd >= 0)
         close(fd);
     for (uint64_t s = s0; ok && s < s1; s++)
@@ -269,7 +313,9 @@ static int read_plan_rows(const writing *w, uint64_t s0, uint64_t s1,
                    0) == m->shard_hash[s];
     if (!ok)
         return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                       "%s is missing or damaged: rerun prepack plan", path);
+                       "%s/plan.rows is missing or damaged: rerun prepack "
+                       "plan",
+                       w->job.job_dir);
     return PREPACK_OK;
 }
 
@@ -348,34 +394,79 @@ static void release(writing *w)
 
 int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", j->dir, s->file);
-    struct stat st;
-    if (stat(path, &st) != 0 || (uint64_t)st.st_size != s->bytes)
+    uint64_t size, h = 0;
+    int fd = strchr(s->file, '/') ? -1 : pp_rec_open(j->dir_fd, s->file,
+                                                     &size);
+    if (fd < 0)
         return 0;
-    uint64_t h = 0, size = 0;
-    return !hash || (pp_hash_file(path, &h, &size) == 0 &&
-                     size == s->bytes && h == s->xxh64);
+    int ok = size == s->bytes &&
+             (!hash || (pp_hash_fd(fd, size, &h) == 0 && h == s->xxh64));
+    close(fd);
+    return ok;
 }
 
-static int already_written(const pp_job *j, const char *path, uint64_t s0,
-                           uint64_t s1)
+static int already_written(const pp_job *j, const pp_plan_meta *plan,
+                           uint32_t t, uint32_t n)
 {
-    pp_rec r;
+    pp_write_meta m;
     int missing;
     prepack_diag ignored;
-    if (pp_rec_load(&r, path, &missing, &ignored) != PREPACK_OK)
+    if (pp_write_meta_load(j, t, n, plan->shards, plan->shard_rows, &m,
+                           &missing, &ignored) != PREPACK_OK)
         return 0;
-    pp_write_meta m;
-    memset(&m, 0, sizeof m);
-    pp_write_meta_visit(&r, &m);
-    int ok = !r.bad && r.pos == r.in_len && m.key == j->plan_key &&
-             m.first == s0 && m.count == s1 - s0;
+    int ok = 1;
     for (uint64_t i = 0; ok && i < m.count; i++)
         ok = pp_job_shard_good(j, &m.shards[i], 1);
-    pp_rec_release(&r);
     free(m.shards);
     return ok;
+}
+
+static int write_task(writing *w, uint32_t task, uint32_t ntasks,
+                      prepack_job_result *res, prepack_diag *diag)
+{
+    char name[64];
+    pp_write_lock_name(name, sizeof name, task, ntasks);
+    char who[64];
+    snprintf(who, sizeof who, "write task %u of %u", task, ntasks);
+    int rc = w->job.job_fd < 0
+                 ? pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                           "%s has no plan: run prepack plan first",
+                           w->job.job_dir)
+                 : pp_job_lock(&w->job, name, who, diag);
+    if (rc == PREPACK_OK)
+        rc = pp_plan_meta_load(&w->job, &w->plan, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    if (already_written(&w->job, &w->plan, task, ntasks)) {
+        res->already_done = 1;
+        return PREPACK_OK;
+    }
+    uint64_t s0, s1;
+    pp_job_shards_of(w->plan.shards, task, ntasks, &s0, &s1);
+    pp_write_name(name, sizeof name, task, ntasks);
+    unlinkat(w->job.job_fd, name, 0);
+    pp_write_meta out;
+    memset(&out, 0, sizeof out);
+    rc = write_shards(w, task, ntasks, s0, s1, &out, diag);
+    pp_rec r;
+    if (rc == PREPACK_OK)
+        rc = pp_rec_create(&r, w->job.job_fd, w->job.job_dir, name, diag);
+    if (rc == PREPACK_OK) {
+        pp_write_meta_visit(&r, &out);
+        rc = pp_rec_save(&r, diag);
+    }
+    if (rc == PREPACK_OK) {
+        fsync(w->job.job_fd);
+        res->shards = out.count;
+        res->bytes_mapped = w->mapped;
+        for (uint64_t i = 0; i < out.count; i++) {
+            res->rows += out.shards[i].rows;
+            res->tokens += out.shards[i].tokens;
+            res->bytes_written += out.shards[i].bytes;
+        }
+    }
+    free(out.shards);
+    return rc;
 }
 
 int prepack_job_write(const char *dir, const prepack_job_options *o,
@@ -387,45 +478,9 @@ int prepack_job_write(const char *dir, const prepack_job_options *o,
     memset(&w, 0, sizeof w);
     int rc = pp_step_begin(&step, &w.job, dir, o, res, diag, NULL, task,
                            ntasks);
-    if (rc != PREPACK_OK || step.res->already_done)
-        return rc;
-    res = step.res;
-    diag = step.diag;
-    rc = pp_plan_meta_load(&w.job, &w.plan, diag);
-    if (rc != PREPACK_OK)
-        return rc;
-    uint64_t s0, s1;
-    pp_job_shards_of(w.plan.shards, task, ntasks, &s0, &s1);
-    char name[64], path[4400];
-    pp_write_name(name, sizeof name, task, ntasks);
-    pp_job_file(&w.job, path, sizeof path, name);
-    if (already_written(&w.job, path, s0, s1)) {
-        res->already_done = 1;
-        pp_plan_meta_free(&w.plan);
-        return PREPACK_OK;
-    }
-    unlink(path);
-    pp_write_meta out;
-    memset(&out, 0, sizeof out);
-    rc = write_shards(&w, task, ntasks, s0, s1, &out, diag);
-    pp_rec r;
-    if (rc == PREPACK_OK)
-        rc = pp_rec_create(&r, path, diag);
-    if (rc == PREPACK_OK) {
-        pp_write_meta_visit(&r, &out);
-        rc = pp_rec_save(&r, path, diag);
-    }
-    if (rc == PREPACK_OK) {
-        pp_sync_dir(w.job.job_dir);
-        res->shards = out.count;
-        res->bytes_mapped = w.mapped;
-        for (uint64_t i = 0; i < out.count; i++) {
-            res->rows += out.shards[i].rows;
-            res->tokens += out.shards[i].tokens;
-            res->bytes_written += out.shards[i].bytes;
-        }
-    }
-    free(out.shards);
+    if (rc == PREPACK_OK && !step.res->already_done)
+        rc = write_task(&w, task, ntasks, step.res, step.diag);
     release(&w);
+    pp_job_close(&w.job);
     return rc;
 }

@@ -76,6 +76,7 @@ struct prepack_store {
     size_t njoins, joins_cap;
     uint64_t *group_first; /* built at finish when any sequence joins */
     char keep_prefix[64]; /* non-empty: token files keep their names */
+    int tmp_dirfd; /* kept files: made relative to it (a job's directory) */
 };
 
 static const char *default_tmp_dir(void)
@@ -122,13 +123,14 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
         return pp_out_of_memory(diag);
     s->alloc = pp_allocator_keep(&s->alloc_copy, o->allocator);
     s->tok.fd = s->mask.fd = -1;
+    s->tmp_dirfd = -1;
     snprintf(s->tmp_dir, sizeof s->tmp_dir, "%s",
              o->tmp_dir ? o->tmp_dir : default_tmp_dir());
     s->forced = o->dtype;
     s->lengths_only = o->lengths_only;
     s->tmp_width = o->dtype == PREPACK_DTYPE_UINT32 ? 4 : 2;
     size_t zero;
-    int rc = pp_tmpfile_open(&s->tok, s->tmp_dir, NULL, s->alloc, diag);
+    int rc = pp_tmpfile_open(&s->tok, -1, s->tmp_dir, NULL, s->alloc, diag);
     if (rc == PREPACK_OK && add_source(s, -1, s->tmp_width, 0, 0, &zero))
         rc = pp_out_of_memory(diag);
     if (rc != PREPACK_OK) {
@@ -250,16 +252,17 @@ static const char *kept_prefix(const prepack_store *s, const char *kind,
     return buf;
 }
 
-int pp_store_keep_files(prepack_store *s, const char *prefix,
+int pp_store_keep_files(prepack_store *s, const char *prefix, int dirfd,
                         prepack_diag *diag)
 {
     if (s->count || s->tmp_tokens || s->has_mask)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "keep the files of an empty store only");
     snprintf(s->keep_prefix, sizeof s->keep_prefix, "%s", prefix);
+    s->tmp_dirfd = dirfd;
     pp_tmpfile_close(&s->tok, s->alloc);
     char name[96];
-    return pp_tmpfile_open(&s->tok, s->tmp_dir,
+    return pp_tmpfile_open(&s->tok, s->tmp_dirfd, s->tmp_dir,
                            kept_prefix(s, "tokens", name), s->alloc, diag);
 }
 
@@ -284,7 +287,7 @@ static int widen(prepack_store *s, prepack_diag *diag)
     pp_tmpfile wide;
     char name[96];
     if (rc == PREPACK_OK)
-        rc = pp_tmpfile_open(&wide, s->tmp_dir,
+        rc = pp_tmpfile_open(&wide, s->tmp_dirfd, s->tmp_dir,
                              kept_prefix(s, "tokens", name), s->alloc, diag);
     if (rc != PREPACK_OK)
         return rc;
@@ -350,7 +353,7 @@ static int add_mask(prepack_store *s, const uint8_t *mask, size_t n,
         return PREPACK_OK;
     if (mask && !s->has_mask) { /* first mask: earlier tokens were trained */
         char name[96];
-        int rc = pp_tmpfile_open(&s->mask, s->tmp_dir,
+        int rc = pp_tmpfile_open(&s->mask, s->tmp_dirfd, s->tmp_dir,
                                  kept_prefix(s, "mask", name), s->alloc, diag);
         if (rc != PREPACK_OK)
             return rc;

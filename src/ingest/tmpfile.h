@@ -9,22 +9,28 @@
 
 #include "prepack.h"
 
-enum { PP_TMPFILE_BUFFER = 1 << 20 };
+enum { PP_TMPFILE_BUFFER = 1 << 20, PP_TMPFILE_RANDOM = 6 };
 
 typedef struct pp_tmpfile {
     int fd;             /* -1 when closed */
     unsigned char *buf; /* PP_TMPFILE_BUFFER bytes */
     size_t used;
     uint64_t size;   /* bytes written, flushed or not */
+    int dirfd;       /* what path is relative to (AT_FDCWD: a path) */
     char path[4096]; /* a kept file's name; "" once unlinked */
 } pp_tmpfile;
 
-/* Creates and at once unlinks a file in dir. With a name prefix instead,
- * the file keeps its name (dir/prefix<random>) for its owner to take
- * (pp_tmpfile_take_name): a scan task's token file, written once. */
-int pp_tmpfile_open(pp_tmpfile *f, const char *dir, const char *prefix,
-                    const prepack_allocator *a, prepack_diag *diag);
-/* The kept file's name into out; closing no longer removes it. */
+/* Creates (O_EXCL | O_NOFOLLOW: never through a planted link) and at
+ * once unlinks a file in dir, or, with dirfd >= 0, in the directory
+ * behind dirfd (dir then only names it in messages). With a name prefix
+ * instead, the file keeps its name (prefix and PP_TMPFILE_RANDOM
+ * characters) for its owner to take (pp_tmpfile_take_name): a scan task's
+ * token file, written once. */
+int pp_tmpfile_open(pp_tmpfile *f, int dirfd, const char *dir,
+                    const char *prefix, const prepack_allocator *a,
+                    prepack_diag *diag);
+/* The kept file's name into out (relative to dirfd when one was given);
+ * closing no longer removes it. */
 void pp_tmpfile_take_name(pp_tmpfile *f, char *out, size_t cap);
 /* Closes it (fd -1 is fine; a kept file is removed) and frees its
  * buffer. */
