@@ -357,3 +357,378 @@ def test_killed_tasks_leave_nothing_taken_for_done(prepack_bin, tmp_path):
     assert os.listdir(tmpdir) == []
     assert os.listdir(big.parent) == ["big.jsonl"]
     assert kills > 0
+
+
+# ---- an untrusted job directory (issue 26) -------------------------------------
+# Any byte of DIR/.prepack-job may be crafted, and a crafted record may carry
+# a correct XXH64: the steps must refuse it (naming the file and the task to
+# rerun), never follow a link planted there, never read a file a record
+# names, never delete outside what the job made.
+
+import fcntl  # noqa: E402
+import hashlib  # noqa: E402
+import struct  # noqa: E402
+
+import xxhash  # noqa: E402
+
+JOB = ".prepack-job"
+
+
+def rehash(path, edit):
+    """edit(bytearray) on a job file's bytes before its trailing XXH64, then
+    the hash recomputed: it is a checksum, not a key."""
+    data = bytearray(open(path, "rb").read()[:-8])
+    edit(data)
+    with open(path, "wb") as f:
+        f.write(bytes(data) + struct.pack("<Q", xxhash.xxh64_intdigest(bytes(data))))
+
+
+def put(off, fmt, value):
+    def edit(data):
+        struct.pack_into(fmt, data, off if off >= 0 else len(data) + off, value)
+    return edit
+
+
+def tree_digest(root):
+    """Every name, link target and file byte under root, links not followed."""
+    h = hashlib.sha256()
+    for d, dirs, names in sorted(os.walk(root)):
+        for n in sorted(dirs + names):
+            p = os.path.join(d, n)
+            h.update(os.path.relpath(p, root).encode() + b"\0")
+            if os.path.islink(p):
+                h.update(b"link:" + os.readlink(p).encode())
+            elif os.path.isfile(p):
+                h.update(open(p, "rb").read())
+    return h.hexdigest()
+
+
+def small_inputs(tmp_path, n=2, seqs=120, masks=True):
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"in{i}.jsonl"
+        si.write_jsonl(p, si.sequences(500 + i, seqs), seed=i, masks=masks)
+        paths.append(str(p))
+    return paths
+
+
+def step(bin_, name, inputs, out, *args, opts=OPTS, check=True):
+    return run(bin_, name, *inputs, "-o", out, *opts, *args, check=check)
+
+
+def refused(p, *words):
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "AddressSanitizer" not in p.stderr and "runtime error" not in p.stderr
+    for w in words:
+        assert w in p.stderr, (w, p.stderr)
+
+
+def test_a_linked_job_directory_is_refused_and_nothing_outside_is_removed(
+        prepack_bin, tmp_path):
+    """Rule 2: finalize once unlinked every file of the directory that a
+    symlinked .prepack-job pointed to."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 2)
+    step(prepack_bin, "plan", inputs, out, "--scan-tasks", 2)
+    step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1)
+    decoy = tmp_path / "decoy"
+    shutil.copytree(out / JOB, decoy)  # everything finalize wants to see
+    (decoy / "precious.txt").write_text("not the job's")
+    before = tree_digest(decoy)
+    os.rename(out / JOB, tmp_path / "moved")
+    os.symlink(decoy, out / JOB)
+    p = step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1, check=False)
+    refused(p, "symbolic link")
+    assert tree_digest(decoy) == before
+    assert not (out / "manifest.json").exists()
+    for name in ("scan", "plan", "write"):
+        args = {"scan": ["--task-index", 0, "--task-count", 2],
+                "plan": ["--scan-tasks", 2],
+                "write": ["--task-index", 0, "--task-count", 1]}[name]
+        refused(step(prepack_bin, name, inputs, out, *args, check=False),
+                "symbolic link")
+    assert tree_digest(decoy) == before
+    os.unlink(out / JOB)
+    os.rename(tmp_path / "moved", out / JOB)
+    step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1)
+    pack(prepack_bin, inputs, tmp_path / "ref", OPTS)
+    assert files(tmp_path / "ref") == files(out)
+
+
+def test_links_planted_in_the_job_are_never_followed(prepack_bin, tmp_path):
+    """The decoy: links to a directory beside DIR planted as .prepack-job, as
+    temporaries the tasks create, as scan-00000.tokens and plan.meta, and in
+    DIR; no byte of it is read into the set or changed."""
+    inputs = small_inputs(tmp_path)
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    for i in range(12):  # distinctive tokens and bytes
+        (decoy / f"f{i}").write_bytes(bytes([0xEE]) * 300000)
+    si.write_jsonl(decoy / "ids.jsonl", [[60001 + k for k in range(50)]] * 20, masks=False)
+    before = tree_digest(decoy)
+    out = tmp_path / "o"
+    out.mkdir()
+    os.symlink(decoy, out / JOB)
+    refused(step(prepack_bin, "scan", inputs, out, "--task-index", 0, "--task-count", 2,
+                 check=False), "symbolic link")
+    os.unlink(out / JOB)
+    step(prepack_bin, "scan", inputs, out, "--task-index", 0, "--task-count", 2)
+    job = out / JOB
+    plant = iter(range(12))
+
+    def link(where):
+        os.symlink(decoy / f"f{next(plant)}", where)
+
+    link(job / "scan-00001.lengths.tmp")
+    link(job / "scan-00001.meta.tmp")
+    link(job / "scan-00001.tokens")
+    step(prepack_bin, "scan", inputs, out, "--task-index", 1, "--task-count", 2)
+    link(job / "plan.rows.tmp")
+    link(job / "plan.meta")
+    step(prepack_bin, "plan", inputs, out, "--scan-tasks", 2)
+    link(out / "shard-00000.zst.tmp")
+    link(out / "manifest.json.tmp")
+    link(job / "write-00000-of-00001.meta.tmp")
+    os.rename(job / "scan-00000.tokens", tmp_path / "tokens")
+    os.symlink(decoy / "f11", job / "scan-00000.tokens")
+    refused(step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1,
+                 check=False), "scan-00000.tokens", "rerun scan task 0")
+    os.unlink(job / "scan-00000.tokens")
+    os.rename(tmp_path / "tokens", job / "scan-00000.tokens")
+    step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1)
+    step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1)
+    run(prepack_bin, "verify", out)
+    assert tree_digest(decoy) == before
+    pack(prepack_bin, inputs, tmp_path / "ref", OPTS)
+    got = files(out)
+    assert files(tmp_path / "ref") == got
+    assert not any(b"\xee" * 16 in v for v in got.values())
+
+
+def test_a_record_never_names_a_file_to_read(prepack_bin, tmp_path):
+    """Rule 3: a scan record's source path pointed at a file with the size
+    and mtime stat shows made write copy that file into a set that
+    verified. Records name inputs by their index on the command line."""
+    prefix = str(tmp_path / "m")
+    si.write_megatron(prefix, si.sequences(11, 200))
+    secret = tmp_path / "secret.bin"
+    size = os.path.getsize(prefix + ".bin")
+    secret.write_bytes(bytes([0xEE]) * size)
+    st = os.stat(prefix + ".bin")
+    os.utime(secret, ns=(st.st_atime_ns, st.st_mtime_ns))
+    inputs = [prefix + ".bin"]
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 2)
+    raws = []
+    for t in range(2):
+        meta = out / JOB / f"scan-{t:05d}.meta"
+        raws.append(open(meta, "rb").read())
+        want = (prefix + ".bin").encode()
+
+        def swap(data, want=want):  # what an attacker would rewrite
+            i = bytes(data).find(struct.pack("<I", len(want)) + want)
+            if i >= 0:
+                new = str(secret).encode()
+                data[i:i + 4 + len(want)] = struct.pack("<I", len(new)) + new
+        rehash(meta, swap)
+    step(prepack_bin, "plan", inputs, out, "--scan-tasks", 2)
+    step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1)
+    step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1)
+    pack(prepack_bin, inputs, tmp_path / "ref", OPTS)
+    assert files(tmp_path / "ref") == files(out)
+    for raw in raws:
+        for path in (inputs[0], prefix + ".idx", "m.bin"):
+            assert path.encode() not in raw  # no paths in a scan record
+
+
+@pytest.mark.parametrize("ext,at", [("tokens", 0.5), ("mask", 0.5), ("locs", 5 / 1e9),
+                                    ("lengths", 0.5)])
+def test_a_flipped_byte_in_a_scan_file_is_refused(prepack_bin, tmp_path, ext, at):
+    """Rule 4: one flipped byte in .tokens, .mask or .locs gave a set that
+    write, finalize and verify (--input too) accepted."""
+    inputs = small_inputs(tmp_path, n=1, seqs=200)
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 1)
+    if ext != "lengths":
+        step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1)
+    victim = out / JOB / f"scan-00000.{ext}"
+    data = bytearray(victim.read_bytes())
+    assert len(data) > 64
+    i = max(5, int((len(data) - 8) * at)) if at < 1e-6 else int((len(data) - 8) * at)
+    data[i] ^= 1
+    victim.write_bytes(bytes(data))
+    if ext == "lengths":
+        p = step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1, check=False)
+        refused(p, "scan task 0")
+        return
+    p = step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1,
+             check=False)
+    refused(p, f"scan-00000.{ext}", "rerun scan task 0")
+    assert not any(n.startswith("shard-") for n in os.listdir(out))
+
+
+def test_messages_name_the_damaged_record(prepack_bin, tmp_path):
+    """A message formatted into the buffer it read from printed
+    'prepack: : rerun ...'."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 2)
+    meta = out / JOB / "scan-00001.meta"
+    good = meta.read_bytes()
+    meta.write_bytes(good[:30] + bytes([good[30] ^ 4]) + good[31:])
+    p = step(prepack_bin, "plan", inputs, out, "--scan-tasks", 2, check=False)
+    refused(p, "scan-00001.meta", "rerun scan task 1 of 2")
+    assert "prepack: :" not in p.stderr
+    meta.write_bytes(good)
+    step(prepack_bin, "plan", inputs, out, "--scan-tasks", 2)
+    plan = out / JOB / "plan.meta"
+    good = plan.read_bytes()
+    plan.write_bytes(good[:30] + bytes([good[30] ^ 4]) + good[31:])
+    p = step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1,
+             check=False)
+    refused(p, "plan.meta", "rerun prepack plan")
+    assert "prepack: :" not in p.stderr
+
+
+def test_a_second_run_of_a_task_is_refused_while_one_holds_it(prepack_bin, tmp_path):
+    """Two runs of one scan task both failed with 'No such file or
+    directory' (each removed the other's files): one lock per task."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "o"
+    step(prepack_bin, "scan", inputs, out, "--task-index", 1, "--task-count", 2)
+    cases = [("scan-00000.lock", "scan", ["--task-index", 0, "--task-count", 2],
+              "scan task 0"),
+             ("plan.lock", "plan", ["--scan-tasks", 2], "the plan"),
+             ("write-00000-of-00001.lock", "write", ["--task-index", 0, "--task-count", 1],
+              "write task 0 of 1"),
+             ("finalize.lock", "finalize", ["--write-tasks", 1], "finalize")]
+    for lock, name, args, who in cases:
+        with open(out / JOB / lock, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            p = step(prepack_bin, name, inputs, out, *args, check=False)
+            refused(p, f"another run holds {who}")
+        step(prepack_bin, name, inputs, out, *args)
+    pack(prepack_bin, inputs, tmp_path / "ref", OPTS)
+    assert files(tmp_path / "ref") == files(out)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl+zst", "raw"])
+def test_inputs_starting_on_a_task_boundary_are_read_once(prepack_bin, tmp_path, fmt):
+    """An input whose first byte lies exactly on a task boundary was owned by
+    two tasks (48 sequences became 88). Six inputs of one size (plain JSONL
+    padded with blank lines beside compressed JSONL, read whole; or raw
+    token files padded with separators): with 2, 3, 6 and 12 tasks the
+    boundaries fall on input starts, with 5 and 7 inside inputs."""
+    import zstandard
+    blobs = []
+    for i in range(6):
+        seqs = si.sequences(900 + i, 8 + i)
+        p = tmp_path / (f"b{i}.u16" if fmt == "raw" else
+                        f"b{i}.jsonl.zst" if i % 2 else f"b{i}.jsonl")
+        if fmt == "raw":
+            si.write_raw(p, seqs)
+        else:
+            si.write_jsonl(p, seqs, seed=i, masks=False)
+        blobs.append([p, p.read_bytes()])
+    if fmt != "raw":  # the compressed ones all of the first one's size
+        z = zstandard.ZstdCompressor(level=1).compress(blobs[1][1])
+        for b in blobs[1::2]:
+            b[1] = z
+        size = len(z)
+        for b in blobs[0::2]:
+            b[1] = b[1][:size - size // 4]
+            b[1] = b[1][:b[1].rfind(b"\n") + 1]
+    size = len(z) if fmt != "raw" else max(len(b[1]) for b in blobs)
+    for p, data in blobs:  # pad to one size: blank lines, or separators
+        pad = size - len(data)
+        p.write_bytes(data + (b"\0" * pad if fmt == "raw" else b"\n" * pad))
+    inputs = [str(b[0]) for b in blobs]
+    opts = ["--max-seq-len", "256", "--overlong", "split", "--shard-rows", "4"]
+    if fmt == "raw":
+        opts += ["--format", "raw-u16", "--doc-sep", "0"]
+    assert len({os.path.getsize(p) for p in inputs}) == 1
+    assert_identical(prepack_bin, tmp_path, inputs, opts,
+                     [(2, 2), (3, 1), (6, 4), (12, 3), (5, 2), (7, 7)])
+
+
+def test_finalize_refuses_shards_written_under_another_plan(prepack_bin, tmp_path):
+    """A re-planned job (other seed: same shard count) must not finalize over
+    the shards its write tasks made under the old plan."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "o"
+    a = OPTS + ["--shuffle", "--seed", "1"]
+    b = OPTS + ["--shuffle", "--seed", "2"]
+    scan_all(prepack_bin, inputs, out, 1, opts=a)
+    step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1, opts=a)
+    step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1, opts=a)
+    step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1, opts=b)
+    p = step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1, opts=b, check=False)
+    refused(p, "write-00000-of-00001.meta", "another plan", "rerun write task 0")
+    assert not (out / "manifest.json").exists()
+    step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1, opts=b)
+    step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1, opts=b)
+    pack(prepack_bin, inputs, tmp_path / "ref", b)
+    assert files(tmp_path / "ref") == files(out)
+
+
+# Offsets of the fields crafted below (src/dist/records.c's visitors).
+SCAN_NPARTS, SCAN_NSOURCES, SCAN_SEQUENCES, SCAN_LOCS_SIZE, SCAN_PART0 = 88, 92, 24, 56, 96
+PLAN_SCAN_TASKS, PLAN_MAX_SEQ_LEN, PLAN_SHARDS, PLAN_NINPUTS = 16, 20, 68, 84
+PLAN_SCAN_FIRST = 88
+WRITE_COUNT, WRITE_SHARD0 = 36, 44
+
+
+def rename_shard0(data):
+    n = struct.unpack_from("<I", data, WRITE_SHARD0)[0]
+    new = b"../" + bytes(data[WRITE_SHARD0 + 4:WRITE_SHARD0 + 4 + n - 3])
+    data[WRITE_SHARD0:WRITE_SHARD0 + 4 + n] = struct.pack("<I", len(new)) + new
+
+
+def swap_shard_offsets(data):
+    shards = struct.unpack_from("<Q", data, PLAN_SHARDS)[0]
+    at = len(data) - 8 * shards - 8 * (shards + 1)  # shard_offset[0]
+    struct.pack_into("<Q", data, at + 8, 2 ** 63)
+
+
+CRAFTED = [
+    ("scan-00000.meta", "plan", put(SCAN_NPARTS, "<I", 0xFFFFFFFF)),
+    ("scan-00000.meta", "plan", put(SCAN_NSOURCES, "<I", 0xFFFFFFFF)),
+    ("scan-00000.meta", "plan", put(SCAN_SEQUENCES, "<Q", 2 ** 62)),
+    ("scan-00000.meta", "plan", put(SCAN_LOCS_SIZE, "<Q", 0)),
+    ("scan-00000.meta", "plan", put(SCAN_PART0, "<I", 5)),
+    ("scan-00000.meta", "plan", put(-8, "<Q", 2 ** 61)),  # njoins
+    ("scan-00000.meta", "write", put(SCAN_SEQUENCES, "<Q", 1)),
+    ("plan.meta", "write", put(PLAN_SHARDS, "<Q", 2 ** 64 - 1)),
+    ("plan.meta", "write", put(PLAN_SCAN_TASKS, "<I", 0xFFFFFFFF)),
+    ("plan.meta", "write", put(PLAN_NINPUTS, "<I", 0xFFFFFFFF)),
+    ("plan.meta", "write", put(PLAN_MAX_SEQ_LEN, "<I", 0xFFFFFFFF)),
+    ("plan.meta", "write", put(PLAN_SCAN_FIRST + 8, "<Q", 2 ** 63)),
+    ("plan.meta", "write", swap_shard_offsets),
+    ("plan.meta", "finalize", put(PLAN_SHARDS, "<Q", 2 ** 64 - 1)),
+    ("write-00000-of-00001.meta", "finalize", put(WRITE_COUNT, "<Q", 2 ** 60)),
+    ("write-00000-of-00001.meta", "finalize", rename_shard0),
+]
+
+
+@pytest.mark.parametrize("name,consumer,edit", CRAFTED,
+                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CRAFTED)])
+def test_crafted_records_with_a_correct_hash_are_refused(prepack_bin, tmp_path,
+                                                        name, consumer, edit):
+    """Rule 6: every count or offset decoded is bounded by the bytes that
+    hold it and checked against the other fields before use (a plan.meta
+    with shards = 2^64 - 1 once looped for ever)."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 2)
+    steps_before = {"plan": [], "write": ["plan"], "finalize": ["plan", "write"]}
+    for s in steps_before[consumer]:
+        args = ["--scan-tasks", 2] if s == "plan" else ["--task-index", 0, "--task-count", 1]
+        step(prepack_bin, s, inputs, out, *args)
+    rehash(out / JOB / name, edit)
+    args = {"plan": ["--scan-tasks", 2], "write": ["--task-index", 0, "--task-count", 1],
+            "finalize": ["--write-tasks", 1]}[consumer]
+    p = subprocess.run([prepack_bin, consumer, *inputs, "-o", str(out), *OPTS,
+                        *map(str, args)], capture_output=True, text=True, timeout=60)
+    refused(p, name)
+    assert not (out / "manifest.json").exists()
