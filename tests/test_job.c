@@ -11,9 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "prepack.h"
 #include "test_tmpdir.h"
@@ -240,12 +244,147 @@ static void test_missing_outputs_name_the_task(void **state)
     assert_same_dirs(path_of("whole"), dir);
 }
 
+/* ---- an untrusted job directory (issue 26) ------------------------------- */
+
+static void scan_plan_write(const char *dir, uint32_t n)
+{
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    for (uint32_t t = 0; t < n; t++)
+        assert_int_equal(prepack_job_scan(dir, &o, t, n, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_plan(dir, &o, n, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_write(dir, &o, 0, 1, NULL, &d), PREPACK_OK);
+}
+
+static int count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Rule 2: finalize removed every file of the directory a symlinked
+ * .prepack-job pointed to. */
+static void test_a_linked_job_directory_is_refused(void **state)
+{
+    (void)state;
+    const char *dir = path_of("linked");
+    char job[600], moved[600], decoy[600], cmd[2000];
+    scan_plan_write(dir, 2);
+    snprintf(job, sizeof job, "%s/.prepack-job", dir);
+    snprintf(moved, sizeof moved, "%s", path_of("linked-moved"));
+    snprintf(decoy, sizeof decoy, "%s", path_of("linked-decoy"));
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s' && touch '%s/precious'", job,
+             decoy, decoy);
+    assert_int_equal(system(cmd), 0);
+    int before = count_files(decoy);
+    assert_int_equal(rename(job, moved), 0);
+    assert_int_equal(symlink(decoy, job), 0);
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d),
+                     PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "symbolic link"));
+    assert_int_equal(count_files(decoy), before);
+    assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_EINVAL);
+    assert_int_equal(count_files(decoy), before);
+    assert_int_equal(unlink(job), 0);
+    assert_int_equal(rename(moved, job), 0);
+    assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d), PREPACK_OK);
+    assert_same_dirs(path_of("whole"), dir);
+}
+
+/* Two runs of one task removed each other's files: one holds its lock. */
+static void test_one_run_per_task(void **state)
+{
+    (void)state;
+    const char *dir = path_of("locked");
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    assert_int_equal(prepack_job_scan(dir, &o, 1, 2, NULL, &d), PREPACK_OK);
+    char lock[600];
+    snprintf(lock, sizeof lock, "%s/.prepack-job/scan-00000.lock", dir);
+    int fd = open(lock, O_RDWR | O_CREAT, 0666);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_EIO);
+    assert_non_null(strstr(d.message, "another run holds scan task 0"));
+    close(fd);
+    assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_OK);
+}
+
+/* Rule 4: a flipped byte in a task's tokens reached the set. */
+static void test_a_flipped_token_byte_is_refused(void **state)
+{
+    (void)state;
+    const char *dir = path_of("flipped");
+    prepack_job_options o = options();
+    prepack_diag d = {0};
+    assert_int_equal(prepack_job_scan(dir, &o, 0, 1, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_job_plan(dir, &o, 1, NULL, &d), PREPACK_OK);
+    char tokens[600];
+    snprintf(tokens, sizeof tokens, "%s/.prepack-job/scan-00000.tokens", dir);
+    assert_int_equal(flip_byte_at(tokens, 1000, 1), 0);
+    assert_int_equal(prepack_job_write(dir, &o, 0, 1, NULL, &d),
+                     PREPACK_ECORRUPT);
+    assert_non_null(strstr(d.message, "scan-00000.tokens"));
+    assert_non_null(strstr(d.message, "rerun scan task 0"));
+}
+
+/* Rule 6: a crafted plan.meta with a correct XXH64 (shards = 2^64 - 1
+ * once sized an array of none and looped for ever). */
+static void test_a_crafted_plan_with_a_correct_hash_is_refused(void **state)
+{
+    (void)state;
+    const char *dir = path_of("crafted");
+    scan_plan_write(dir, 1);
+    char plan[600];
+    snprintf(plan, sizeof plan, "%s/.prepack-job/plan.meta", dir);
+    size_t n = 0;
+    unsigned char *b = (unsigned char *)slurp(plan, &n);
+    assert_non_null(b);
+    assert_true(n > 100);
+    /* shards, scan_tasks, ninputs, max_seq_len, scan_first[1] */
+    const size_t at[] = {68, 16, 84, 20, 96}, width[] = {8, 4, 4, 4, 8};
+    for (size_t f = 0; f < 5; f++) {
+        unsigned char *c = malloc(n);
+        assert_non_null(c);
+        memcpy(c, b, n);
+        memset(c + at[f], 0xFF, width[f]);
+        uint64_t h = XXH64(c, n - 8, 0);
+        for (int i = 0; i < 8; i++)
+            c[n - 8 + (size_t)i] = (unsigned char)(h >> (8 * i));
+        FILE *out = fopen(plan, "wb");
+        assert_non_null(out);
+        assert_int_equal(fwrite(c, 1, n, out), n);
+        fclose(out);
+        free(c);
+        prepack_job_options o = options();
+        prepack_diag d = {0};
+        assert_int_equal(prepack_job_write(dir, &o, 0, 1, NULL, &d),
+                         PREPACK_ECORRUPT);
+        assert_non_null(strstr(d.message, "plan.meta is damaged"));
+        assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d),
+                         PREPACK_ECORRUPT);
+    }
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_steps_equal_one_process),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_missing_outputs_name_the_task),
+        cmocka_unit_test(test_a_linked_job_directory_is_refused),
+        cmocka_unit_test(test_one_run_per_task),
+        cmocka_unit_test(test_a_flipped_token_byte_is_refused),
+        cmocka_unit_test(test_a_crafted_plan_with_a_correct_hash_is_refused),
     };
     return cmocka_run_group_tests(tests, write_inputs, tmpdir_teardown);
 }

@@ -222,7 +222,7 @@ static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
         return m ? pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                            "scan task %u's locations are damaged: rerun it",
                            lo)
-                 : PREPACK_EIO;
+                 : diag->code; /* why source() failed */
     w->mapped += PP_LOC_BYTES + (uint64_t)len * s->width;
     if (len)
         pp_tokens_convert(m->data + off + (uint64_t)first * s->width,
