@@ -5,6 +5,8 @@
  *   selector % 3   0: scan-00000.meta, driven by plan, write, finalize
  *                  1: plan.meta, driven by write and finalize
  *                  2: write-00000-of-00001.meta, driven by finalize
+ *   (the records of the steps after it removed, so each step reads it
+ *   rather than find its own output done)
  *   selector & 0x80  clear: the good record's key is written over bytes
  *                    8..15, so the fuzzer reaches past the key check.
  * A good job (a small JSONL input, scanned, planned, written) is made
@@ -228,6 +230,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     restore(&g);
     int k = data[0] % 3;
     put_record(&g, k, data + 1, size - 1, data[0] & 0x80);
+    /* the later steps' records go, so the steps read this one whole
+     * rather than find their own output done */
+    for (int later = k + 1; later < 3; later++)
+        unlink(RECORDS[later]);
     prepack_job_options o = options();
     int rc = PREPACK_OK;
     if (k == 0)

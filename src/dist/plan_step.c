@@ -313,6 +313,12 @@ static int by_id(const void *a, const void *b)
 static int plan_groups(planning *p, prepack_plan **plan, prepack_diag *diag)
 {
     qsort(p->joins, p->njoins, sizeof *p->joins, by_id);
+    size_t kept = 0; /* each once: groups = n - joins must hold */
+    for (size_t i = 0; i < p->njoins; i++)
+        if (p->joins[i] > 0 && p->joins[i] < p->n &&
+            (kept == 0 || p->joins[i] != p->joins[kept - 1]))
+            p->joins[kept++] = p->joins[i];
+    p->njoins = kept;
     size_t groups = p->n - p->njoins, g = 0, j = 0;
     uint64_t *first = malloc((groups + 1) * sizeof *first);
     if (!first)

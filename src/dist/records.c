@@ -6,6 +6,7 @@
  * later steps index with is checked against the others and against the
  * command line before use. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,7 +146,9 @@ static const char *scan_parts_fault(const pp_scan_meta *m, uint32_t ninputs)
             return "its parts hold more sequences than the task";
         sum += p->sequences;
     }
-    return sum == m->sequences ? NULL : "its parts and its sequences differ";
+    if (sum != m->sequences)
+        return "its parts and its sequences differ";
+    return m->nparts || !m->sequences ? NULL : "it has sequences but no part";
 }
 
 /* The sources: 0 the task's own token file, the others inputs it read
@@ -175,7 +178,7 @@ static const char *scan_sources_fault(const pp_scan_meta *m, uint32_t ninputs)
 static const char *scan_joins_fault(const pp_scan_meta *m)
 {
     for (uint64_t i = 0; i < m->njoins; i++)
-        if (m->joins[i] >= m->sequences ||
+        if (m->joins[i] == 0 || m->joins[i] >= m->sequences ||
             (i && m->joins[i] <= m->joins[i - 1]))
             return "its groups name sequences out of order or past its own";
     return NULL;
@@ -351,6 +354,9 @@ static const char *plan_inputs_fault(const pp_plan_meta *m,
         const prepack_input_info *in = &m->inputs[i];
         if (strcmp(in->path, o->inputs[i]) != 0)
             return "its inputs are not the command line's";
+        if (!prepack_format_name(in->format) ||
+            in->format == PREPACK_FORMAT_AUTO)
+            return "an input has no format";
         if (in->first_sequence != next ||
             in->sequences > m->sequences - next)
             return "its inputs' sequences are out of order";
@@ -376,6 +382,12 @@ static const char *plan_layout_fault(const pp_plan_meta *m, const pp_job *j)
     for (uint32_t t = 0; t < m->scan_tasks; t++)
         if (m->scan_first[t + 1] < m->scan_first[t])
             return "its scan tasks' sequences are out of order";
+    const prepack_plan_stats *st = &m->report.plan;
+    if (st->rows != m->rows || st->items != m->items ||
+        st->sequences != m->sequences || !isfinite(st->efficiency) ||
+        !isfinite(st->mean_items_per_row) ||
+        !isfinite(m->report.packed_dense_attention_cost))
+        return "its report is not its plan's";
     if (m->shard_offset[0] != 0)
         return "its shards' rows are out of order";
     for (uint64_t s = 0; s < m->shards; s++)
