@@ -116,8 +116,9 @@ typedef struct pp_scan_source {
     /* source 0: the task's scan-T.tokens (named by the task number, no
      * path). Others: the INPUT given on the command line with this index
      * (pp_job_input_file), never a path read from the record; the write
-     * tasks check its device and inode too, through the descriptor they
-     * map. */
+     * tasks check its inode too, through the descriptor they map (dev is
+     * kept for a reader of the record: a shared file system's device
+     * number differs between nodes). */
     uint32_t input;
     uint64_t dev, ino;
 } pp_scan_source;

@@ -138,7 +138,10 @@ static int open_scans(writing *w, prepack_diag *diag)
 
 /* An input read in place: the INPUT of the command line with the
  * record's index (never a path from the record), opened once and checked
- * through that descriptor against what the scan saw, then mapped. */
+ * through that descriptor against what the scan saw (size, mtime, inode),
+ * then mapped. Not the device: a shared file system's files have the same
+ * inode on every client but a device number each client assigns, and the
+ * write task may run on another node than the scan. */
 static int map_input(writing *w, uint32_t t, const pp_scan_source *s,
                      mapped *m, prepack_diag *diag)
 {
@@ -157,7 +160,7 @@ static int map_input(writing *w, uint32_t t, const pp_scan_source *s,
                (uint64_t)st.st_mtim.tv_sec * 1000000000u +
                        (uint64_t)st.st_mtim.tv_nsec ==
                    s->stamp &&
-               (uint64_t)st.st_dev == s->dev && (uint64_t)st.st_ino == s->ino;
+               (uint64_t)st.st_ino == s->ino;
     int rc = same ? PREPACK_OK
                   : pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                             "%s changed (or went) after scan task %u read "
@@ -301,10 +304,11 @@ static int read_plan_rows(const writing *w, uint64_t s0, uint64_t s1,
 {
     const pp_plan_meta *m = &w->plan;
     uint64_t lo = m->shard_offset[s0], hi = m->shard_offset[s1], size = 0;
-    *out = hi - lo < SIZE_MAX ? malloc((size_t)(hi - lo) + 1) : NULL;
     int fd = pp_rec_open(w->job.job_fd, "plan.rows", &size);
-    int ok = *out && fd >= 0 && hi <= size &&
-             pp_read_at(fd, *out, (size_t)(hi - lo), lo) == 0;
+    /* the slice bounded by the file before it sizes the buffer */
+    int ok = fd >= 0 && size >= 8 && hi <= size - 8;
+    *out = ok ? malloc((size_t)(hi - lo) + 1) : NULL;
+    ok = ok && *out && pp_read_at(fd, *out, (size_t)(hi - lo), lo) == 0;
     if (fd >= 0)
         close(fd);
     for (uint64_t s = s0; ok && s < s1; s++)
