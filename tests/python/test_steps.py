@@ -732,3 +732,34 @@ def test_crafted_records_with_a_correct_hash_are_refused(prepack_bin, tmp_path,
                         *map(str, args)], capture_output=True, text=True, timeout=60)
     refused(p, name)
     assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("join", ["again", "zero", "past"])
+def test_crafted_joins_are_refused(prepack_bin, tmp_path, join):
+    """A task's joins (sequences that join the one before: groups), crafted
+    with a correct hash: the same id twice made the plan write past its
+    group starts; 0 or past the task's sequences left a sequence in no
+    group."""
+    lines = []
+    for g in range(60):
+        for k in range(1 + g % 3):
+            lines.append(json.dumps({"input_ids": [g + 1] * (5 + k), "group": g}))
+    src = tmp_path / "g.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    inputs = [str(src)]
+    opts = ["--max-seq-len", "64"]
+    out = tmp_path / "o"
+    scan_all(prepack_bin, inputs, out, 1, opts=opts)
+    meta = out / JOB / "scan-00000.meta"
+    raw = meta.read_bytes()[:-8]
+    sequences = struct.unpack_from("<Q", raw, SCAN_SEQUENCES)[0]
+    joins = [k for k in range(1, len(lines)) if
+             json.loads(lines[k])["group"] == json.loads(lines[k - 1])["group"]]
+    njoins = len(joins)
+    at = len(raw) - 8 * njoins - 8
+    assert struct.unpack_from("<Q", raw, at)[0] == njoins
+    assert list(struct.unpack_from(f"<{njoins}Q", raw, at + 8)) == joins
+    value = {"again": joins[0], "zero": 0, "past": sequences}[join]
+    rehash(meta, put(at + 16, "<Q", value))  # joins[1]
+    p = step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1, opts=opts, check=False)
+    refused(p, "scan-00000.meta", "rerun scan task 0")
