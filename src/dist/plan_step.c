@@ -136,19 +136,25 @@ static int take_scan(planning *p, uint32_t t, prepack_diag *diag)
     pp_rec r;
     int missing;
     rc = pp_rec_load(&r, p->job.job_fd, p->job.job_dir, name, &missing, diag);
-    int ok = rc == PREPACK_OK && r.in_len == m.sequences * 4 &&
-             XXH64(r.in, r.in_len, 0) == m.lengths_hash &&
-             file_size_is(&p->job, t, "locs", m.locs_size) &&
-             file_size_is(&p->job, t, "tokens", m.sources[0].size) &&
-             (!m.mask_size || file_size_is(&p->job, t, "mask", m.mask_size));
-    if (!ok) {
+    const char *bad = rc != PREPACK_OK || r.in_len != m.sequences * 4 ||
+                              XXH64(r.in, r.in_len, 0) != m.lengths_hash
+                          ? "lengths"
+                      : !file_size_is(&p->job, t, "locs", m.locs_size) ? "locs"
+                      : !file_size_is(&p->job, t, "tokens", m.sources[0].size)
+                          ? "tokens"
+                      : m.mask_size &&
+                              !file_size_is(&p->job, t, "mask", m.mask_size)
+                          ? "mask"
+                          : NULL;
+    if (bad) {
         if (rc == PREPACK_OK)
             pp_rec_release(&r);
         pp_scan_meta_free(&m);
         return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                       "scan task %u of %u: its files in %s are missing or "
-                       "damaged: rerun it",
-                       t, p->ntasks, p->job.job_dir);
+                       "%s/scan-%05u.%s is missing or damaged (its size or "
+                       "hash is not what the task recorded): rerun scan "
+                       "task %u of %u",
+                       p->job.job_dir, t, bad, t, p->ntasks);
     }
     uint32_t *grown = realloc(p->lengths, (p->n + m.sequences + 1) * 4);
     if (!grown) {

@@ -560,7 +560,7 @@ def test_a_flipped_byte_in_a_scan_file_is_refused(prepack_bin, tmp_path, ext, at
     victim.write_bytes(bytes(data))
     if ext == "lengths":
         p = step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1, check=False)
-        refused(p, "scan task 0")
+        refused(p, "scan-00000.lengths", "rerun scan task 0")
         return
     p = step(prepack_bin, "write", inputs, out, "--task-index", 0, "--task-count", 1,
              check=False)
