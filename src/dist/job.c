@@ -311,7 +311,7 @@ int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
     return rc;
 }
 
-/* ---- the job's own names -------------------------------------------------- */
+/* ---- the job's own names ---------------------------------------------- */
 
 static const char *skip_digits(const char *p)
 {

@@ -47,7 +47,10 @@ static void rec_magic(pp_rec *r, const char magic[8])
 }
 
 /* Bytes on the wire at least: a part (its two blobs empty), a source. */
-enum { PART_WIRE = 4 + 4 + 7 * 8 + 2 * 12, SOURCE_WIRE = 4 + 4 + 8 + 8 + 4 + 16 };
+enum {
+    PART_WIRE = 4 + 4 + 7 * 8 + 2 * 12,
+    SOURCE_WIRE = 4 + 4 + 8 + 8 + 4 + 16
+};
 
 static void visit_part(pp_rec *r, pp_scan_part *p)
 {
@@ -236,7 +239,7 @@ int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n,
     return rc;
 }
 
-/* ---- plan.meta --------------------------------------------------------------- */
+/* ---- plan.meta --------------------------------------------------------- */
 
 static void visit_layout(pp_rec *r, prepack_layout *l)
 {
@@ -372,7 +375,8 @@ static const char *plan_layout_fault(const pp_plan_meta *m, const pp_job *j)
     const prepack_job_options *o = j->o;
     if (m->max_seq_len != o->plan.max_seq_len || m->max_seq_len == 0 ||
         m->shard_rows != j->shard_rows ||
-        (m->dtype != PREPACK_DTYPE_UINT16 && m->dtype != PREPACK_DTYPE_UINT32) ||
+        (m->dtype != PREPACK_DTYPE_UINT16 &&
+         m->dtype != PREPACK_DTYPE_UINT32) ||
         m->has_mask > 1 || m->has_offsets > 1 || m->rows_per_frame == 0 ||
         m->shards != m->rows / m->shard_rows + (m->rows % m->shard_rows != 0))
         return "its layout is not this job's";
@@ -428,7 +432,7 @@ int pp_plan_meta_load(const pp_job *j, pp_plan_meta *m, prepack_diag *diag)
     return rc;
 }
 
-/* ---- write-T-of-M.meta --------------------------------------------------------- */
+/* ---- write-T-of-M.meta ------------------------------------------------- */
 
 void pp_write_meta_visit(pp_rec *r, pp_write_meta *m)
 {
