@@ -283,11 +283,9 @@ static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
     prepack_store *s = NULL;
     pp_scan_meta m;
     memset(&m, 0, sizeof m);
-    int rc = prepack_store_create(&s, &so, diag);
-    char keep[64];
+    char keep[64]; /* named after the task: its rerun removes them */
     snprintf(keep, sizeof keep, "scan-%05u.tmp-", task);
-    if (rc == PREPACK_OK) /* named after the task: its rerun removes them */
-        rc = pp_store_keep_files(s, keep, j->job_fd, diag);
+    int rc = pp_store_create_kept(&s, &so, keep, j->job_fd, diag);
     if (rc == PREPACK_OK)
         rc = read_parts(j, s, task, ntasks, &m, diag);
     if (rc == PREPACK_OK)

@@ -104,8 +104,12 @@ static int add_source(prepack_store *s, int fd, unsigned width, int is_signed,
     return PREPACK_OK;
 }
 
-int prepack_store_create(prepack_store **out, const prepack_store_options *o,
-                         prepack_diag *diag)
+static const char *kept_prefix(const prepack_store *s, const char *kind,
+                               char buf[96]);
+
+/* keep: NULL, or the kept files' name prefix, made relative to dirfd. */
+static int store_create(prepack_store **out, const prepack_store_options *o,
+                        const char *keep, int dirfd, prepack_diag *diag)
 {
     if (!out)
         return PREPACK_EINVAL;
@@ -129,8 +133,14 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
     s->forced = o->dtype;
     s->lengths_only = o->lengths_only;
     s->tmp_width = o->dtype == PREPACK_DTYPE_UINT32 ? 4 : 2;
+    if (keep) {
+        snprintf(s->keep_prefix, sizeof s->keep_prefix, "%s", keep);
+        s->tmp_dirfd = dirfd;
+    }
     size_t zero;
-    int rc = pp_tmpfile_open(&s->tok, -1, s->tmp_dir, NULL, s->alloc, diag);
+    char name[96];
+    int rc = pp_tmpfile_open(&s->tok, s->tmp_dirfd, s->tmp_dir,
+                             kept_prefix(s, "tokens", name), s->alloc, diag);
     if (rc == PREPACK_OK && add_source(s, -1, s->tmp_width, 0, 0, &zero))
         rc = pp_out_of_memory(diag);
     if (rc != PREPACK_OK) {
@@ -139,6 +149,12 @@ int prepack_store_create(prepack_store **out, const prepack_store_options *o,
     }
     *out = s;
     return PREPACK_OK;
+}
+
+int prepack_store_create(prepack_store **out, const prepack_store_options *o,
+                         prepack_diag *diag)
+{
+    return store_create(out, o, NULL, -1, diag);
 }
 
 void prepack_store_free(prepack_store *s)
@@ -252,18 +268,12 @@ static const char *kept_prefix(const prepack_store *s, const char *kind,
     return buf;
 }
 
-int pp_store_keep_files(prepack_store *s, const char *prefix, int dirfd,
-                        prepack_diag *diag)
+int pp_store_create_kept(prepack_store **out, const prepack_store_options *o,
+                         const char *prefix, int dirfd, prepack_diag *diag)
 {
-    if (s->count || s->tmp_tokens || s->has_mask)
-        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "keep the files of an empty store only");
-    snprintf(s->keep_prefix, sizeof s->keep_prefix, "%s", prefix);
-    s->tmp_dirfd = dirfd;
-    pp_tmpfile_close(&s->tok, s->alloc);
-    char name[96];
-    return pp_tmpfile_open(&s->tok, s->tmp_dirfd, s->tmp_dir,
-                           kept_prefix(s, "tokens", name), s->alloc, diag);
+    if (!prefix || dirfd < 0)
+        return PREPACK_EINVAL;
+    return store_create(out, o, prefix, dirfd, diag);
 }
 
 void pp_store_take_files(prepack_store *s, char *tokens, char *mask,

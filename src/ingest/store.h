@@ -60,13 +60,14 @@ void pp_store_source_get(const prepack_store *s, size_t i,
 /* Sequence i's source and byte offset in it. */
 void pp_store_location(const prepack_store *s, size_t i, uint32_t *src,
                        uint64_t *offset);
-/* Call on a new store: its token files (tokens parsed from text, their
- * loss mask) are made as PREFIX{tokens,mask}-<random> relative to dirfd
- * (borrowed; a scan task's job directory: created O_EXCL | O_NOFOLLOW)
- * and keep their names, so a scan task renames them into place instead
- * of copying. The store removes them when freed unless taken. */
-int pp_store_keep_files(prepack_store *s, const char *prefix, int dirfd,
-                        prepack_diag *diag);
+/* prepack_store_create for a scan task: its token files (tokens parsed
+ * from text, their loss mask) are made as PREFIX{tokens,mask}-<random>
+ * relative to dirfd (borrowed; the job directory: created O_EXCL |
+ * O_NOFOLLOW, nothing made by path) and keep their names, so the task
+ * renames them into place instead of copying. The store removes them when
+ * freed unless taken. */
+int pp_store_create_kept(prepack_store **out, const prepack_store_options *o,
+                         const char *prefix, int dirfd, prepack_diag *diag);
 /* After finish: the kept files' names, relative to the dirfd given
  * (mask: "" without one); the store no longer removes them. */
 void pp_store_take_files(prepack_store *s, char *tokens, char *mask,
