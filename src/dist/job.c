@@ -287,6 +287,8 @@ int pp_job_finished(const pp_job *j)
            S_ISREG(st.st_mode);
 }
 
+static void remove_leftover(const pp_job *j);
+
 int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
                   const prepack_job_options *o, prepack_job_result *res,
                   prepack_diag *diag, const char *count_of, uint32_t task,
@@ -306,8 +308,10 @@ int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
                        "task index %u is not below the task count %u", task,
                        ntasks);
     int rc = pp_job_open(j, dir, o, 0, s->diag);
-    if (rc == PREPACK_OK && pp_job_finished(j))
+    if (rc == PREPACK_OK && pp_job_finished(j)) {
         s->res->already_done = 1;
+        remove_leftover(j);
+    }
     return rc;
 }
 
@@ -364,9 +368,9 @@ static int job_owns(const char *name, int locks)
     return locks && !strcmp(name, "finalize.lock");
 }
 
-static void remove_owned(const pp_job *j, const char *prefix, int locks)
+static void remove_owned(int fd, const char *prefix, int locks)
 {
-    int copy = j->job_fd >= 0 ? dup(j->job_fd) : -1;
+    int copy = fd >= 0 ? dup(fd) : -1;
     DIR *d = copy >= 0 ? fdopendir(copy) : NULL;
     if (!d) {
         if (copy >= 0)
@@ -378,22 +382,45 @@ static void remove_owned(const pp_job *j, const char *prefix, int locks)
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
         if (!strncmp(e->d_name, prefix, n) && job_owns(e->d_name, locks))
-            unlinkat(j->job_fd, e->d_name, 0); /* a link itself, if one */
+            unlinkat(fd, e->d_name, 0); /* a link itself, if one */
     closedir(d);
 }
 
 void pp_job_remove(const pp_job *j, const char *prefix)
 {
-    remove_owned(j, prefix, 0);
+    remove_owned(j->job_fd, prefix, 0);
 }
+
+/* The job directory is renamed before it is emptied: a finalize killed
+ * while removing its files leaves a finished set (manifest.json and no
+ * job directory) and this name, which the next step removes, never a job
+ * directory without its plan. */
+#define PP_JOB_DIR_GONE PP_JOB_DIR "-removed"
 
 void pp_job_remove_all(pp_job *j)
 {
-    remove_owned(j, "", 1);
-    if (j->dir_fd >= 0)
-        unlinkat(j->dir_fd, PP_JOB_DIR, AT_REMOVEDIR); /* empty only */
-    if (j->dir_fd >= 0)
+    if (j->dir_fd < 0)
+        return;
+    int moved = renameat(j->dir_fd, PP_JOB_DIR, j->dir_fd,
+                         PP_JOB_DIR_GONE) == 0;
+    if (moved)
         fsync(j->dir_fd);
+    remove_owned(j->job_fd, "", 1);
+    unlinkat(j->dir_fd, moved ? PP_JOB_DIR_GONE : PP_JOB_DIR,
+             AT_REMOVEDIR); /* empty only */
+    fsync(j->dir_fd);
+}
+
+/* What a finalize killed while removing the job directory left. */
+static void remove_leftover(const pp_job *j)
+{
+    int fd = openat(j->dir_fd, PP_JOB_DIR_GONE, DIR_FLAGS);
+    if (fd < 0)
+        return;
+    remove_owned(fd, "", 1);
+    close(fd);
+    unlinkat(j->dir_fd, PP_JOB_DIR_GONE, AT_REMOVEDIR);
+    fsync(j->dir_fd);
 }
 
 void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format,

@@ -763,3 +763,26 @@ def test_crafted_joins_are_refused(prepack_bin, tmp_path, join):
     rehash(meta, put(at + 16, "<Q", value))  # joins[1]
     p = step(prepack_bin, "plan", inputs, out, "--scan-tasks", 1, opts=opts, check=False)
     refused(p, "scan-00000.meta", "rerun scan task 0")
+
+
+def test_a_finalize_killed_while_removing_the_job_is_done(prepack_bin, tmp_path):
+    """Finalize renames the job directory before it empties it: killed in
+    between, it leaves a finished set and the renamed directory, which the
+    next step removes (its own files only, never through a link)."""
+    inputs = small_inputs(tmp_path)
+    out = tmp_path / "o"
+    steps(prepack_bin, inputs, out, OPTS, 1, 1)
+    want = files(out)
+    gone = out / (JOB + "-removed")
+    gone.mkdir()
+    for name in ("plan.meta", "scan-00000.tokens", "write-00000-of-00001.lock"):
+        (gone / name).write_bytes(b"x")
+    p = step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1, "--json")
+    assert json.loads(p.stdout)["already_done"] is True
+    assert files(out) == want
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "plan.meta").write_bytes(b"not the job's")
+    os.symlink(decoy, gone)
+    step(prepack_bin, "finalize", inputs, out, "--write-tasks", 1)
+    assert (decoy / "plan.meta").read_bytes() == b"not the job's"
