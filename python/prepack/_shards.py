@@ -347,20 +347,27 @@ class _Sources:
             self.close()
             raise
 
-    def _open(self, e, span, seen, seen_index):
-        path = e["path"]
-        fd, st = _open_regular(path, "input")
+    def _open_once(self, path, what, size, seen, hash_fd):
+        """path opened, its size checked, and hashed by hash_fd; a file
+        already open (same device and inode) lends its descriptor and
+        hash. Returns (fd, stat, digest)."""
+        fd, st = _open_regular(path, what)
         key = (st.st_dev, st.st_ino)
         if key in seen:
             os.close(fd)
             fd = seen[key][0]
         else:
             self._owned.append(fd)
-        if st.st_size != e["bytes"]:
-            raise _changed(path, "bytes", st.st_size, e["bytes"])
+        if st.st_size != size:
+            raise _changed(path, "bytes", st.st_size, size)
         if key not in seen:
-            seen[key] = (fd, sample_xxh64_fd(fd, st.st_size))
-        digest = seen[key][1]
+            seen[key] = (fd, hash_fd(fd, st.st_size))
+        return fd, st, seen[key][1]
+
+    def _open(self, e, span, seen, seen_index):
+        path = e["path"]
+        fd, st, digest = self._open_once(path, "input", e["bytes"], seen,
+                                         sample_xxh64_fd)
         if digest != e["sample_xxh64"]:
             raise _changed(path, "sampled xxh64", int(digest, 16),
                            int(e["sample_xxh64"], 16))
@@ -386,18 +393,9 @@ class _Sources:
     def _check_index(self, e, seen_index):
         """The index's size, whole hash (once per file) and dtype; held
         open (one descriptor a file) for the references' checks."""
-        fd, st = _open_regular(e["index"], "index")
-        key = (st.st_dev, st.st_ino)
-        if key in seen_index:
-            os.close(fd)
-            fd = seen_index[key][0]
-        else:
-            self._owned.append(fd)
-        if st.st_size != e["index_bytes"]:
-            raise _changed(e["index"], "bytes", st.st_size, e["index_bytes"])
-        if key not in seen_index:
-            seen_index[key] = (fd, _fd_xxh64(fd, st.st_size))
-        digest = seen_index[key][1]
+        fd, _, digest = self._open_once(e["index"], "index",
+                                        e["index_bytes"], seen_index,
+                                        _fd_xxh64)
         if digest != e["index_xxh64"]:
             raise _changed(e["index"], "xxh64", int(digest, 16),
                            int(e["index_xxh64"], 16))
