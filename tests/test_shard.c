@@ -753,6 +753,33 @@ static void edit_manifest(const char *dir, const char *file, const char *key,
 
 /* A flipped byte in each region of a shard, and manifests that describe
  * something else: the problem names the file, the frame and the region. */
+/* A shard replaced by a FIFO or a directory: refused by name at once,
+ * never waited on (a blocking open of a FIFO waits for a writer; the
+ * alarm fails the test instead of hanging it). */
+static void test_a_shard_that_is_not_a_file_is_refused(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 9, 2000);
+    const char *good = path_of("notfile-good");
+    write_set(&c, good, 4, 40, 0);
+    const char *bad = path_of("notfile-bad");
+    char shard[600];
+    snprintf(shard, sizeof shard, "%s/shard-00000.zst", bad);
+    for (int kind = 0; kind < 2; kind++) {
+        copy_dir(good, bad);
+        assert_int_equal(unlink(shard), 0);
+        assert_int_equal(kind ? mkdir(shard, 0700) : mkfifo(shard, 0600), 0);
+        alarm(20);
+        prepack_diag d = {0};
+        assert_int_equal(read_all(bad, &d), PREPACK_ECORRUPT);
+        alarm(0);
+        assert_non_null(strstr(d.message, "shard-00000.zst"));
+        assert_non_null(strstr(d.message, "not a regular file"));
+    }
+    free_corpus(&c);
+}
+
 static void test_damage_names_the_region(void **state)
 {
     (void)state;
@@ -937,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_writer_directory_rules),
         cmocka_unit_test(test_writer_follows_no_links),
         cmocka_unit_test(test_damage_is_reported),
+        cmocka_unit_test(test_a_shard_that_is_not_a_file_is_refused),
         cmocka_unit_test(test_damage_names_the_region),
         cmocka_unit_test(test_hostile_rows),
     };

@@ -280,6 +280,13 @@ def _open_regular(path, what):
     return fd, st
 
 
+def _open_shard(path):
+    """A shard file, opened only when it is a regular file (never
+    blocking: a FIFO named like a shard is refused, not waited on)."""
+    fd, _ = _open_regular(path, "shard")
+    return os.fdopen(fd, "rb")
+
+
 # Megatron's dtype codes: (bytes per id, signed); floats have none
 _MEGATRON_DTYPES = {1: (1, False), 2: (1, True), 3: (2, True), 4: (4, True),
                     5: (8, True), 8: (2, False)}
@@ -439,7 +446,7 @@ class _Shard:
         self.path = path
         self.rows = rows
         self.frames = []  # (offset, compressed, decompressed, checksum)
-        with open(path, "rb") as f:
+        with _open_shard(path) as f:
             f.seek(0, os.SEEK_END)
             actual = f.tell()
             if actual != size:
@@ -713,7 +720,7 @@ class ShardSet:
         shard = self._shards[s]
         offset, comp, decomp, checksum = shard.frames[f]
         where = f"{shard.path}: frame {f}"
-        with open(shard.path, "rb") as fh:
+        with _open_shard(shard.path) as fh:
             fh.seek(offset)
             data = fh.read(comp)
         try:
@@ -872,7 +879,7 @@ class ShardSet:
             raise ShardSetError("verify() needs the xxhash module")
         for entry, path in zip(self.manifest["shards"], self._paths):
             h = xxhash.xxh64()
-            with open(path, "rb") as f:
+            with _open_shard(path) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             if h.hexdigest() != entry["xxh64"]:

@@ -123,7 +123,8 @@ static int open_shard(prepack_reader *r, const char *dir, size_t i,
     snprintf(s->path, sizeof s->path, "%s/%s", dir, info->file);
     s->first_row = first_row;
     s->rows = info->rows;
-    int fd = open(s->path, O_RDONLY);
+    /* never blocking: a FIFO named like a shard is refused, not waited on */
+    int fd = open(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         int e = errno;
@@ -133,7 +134,9 @@ static int open_shard(prepack_reader *r, const char *dir, size_t i,
                        "cannot open %s: %s", s->path, strerror(e));
     }
     int rc = PREPACK_OK;
-    if ((uint64_t)st.st_size != info->bytes)
+    if (!S_ISREG(st.st_mode))
+        rc = pp_reader_corrupt(diag, s->path, "not a regular file");
+    else if ((uint64_t)st.st_size != info->bytes)
         rc = pp_reader_corrupt(
             diag, s->path, "%llu bytes, the manifest says %llu",
             (unsigned long long)st.st_size, (unsigned long long)info->bytes);
@@ -349,11 +352,19 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
     if (r->fd_shard != si) {
         if (r->fd >= 0)
             close(r->fd);
-        r->fd = open(s->path, O_RDONLY);
+        r->fd = open(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (r->fd >= 0 && (fstat(r->fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+            close(r->fd); /* swapped for a FIFO or a device since open */
+            r->fd = -1;
+            errno = EINVAL;
+        }
         r->fd_shard = r->fd >= 0 ? si : SIZE_MAX;
         if (r->fd < 0)
             return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                           "cannot open %s: %s", s->path, strerror(errno));
+                           "cannot open %s: %s", s->path,
+                           errno == EINVAL ? "not a regular file"
+                                           : strerror(errno));
     }
     if (pp_grow(r->alloc, (void **)&r->cbuf, &r->cbuf_cap, e->compressed, 1) ||
         pp_grow(r->alloc, (void **)&r->dbuf, &r->dbuf_cap,

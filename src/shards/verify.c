@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack */
@@ -31,10 +32,15 @@ uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i)
 static int check_file_hash(const prepack_reader *r, const shard *s,
                            uint64_t want, prepack_diag *diag)
 {
-    int fd = open(s->path, O_RDONLY);
+    int fd = open(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot open %s: %s", s->path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd); /* a FIFO would make the hash wait for a writer */
+        return pp_reader_corrupt(diag, s->path, "not a regular file");
+    }
     XXH64_state_t state, *h = &state;
     XXH64_reset(h, 0);
     unsigned char *buf = pp_alloc(r->alloc, 1 << 20, 1);

@@ -117,3 +117,35 @@ def test_python_reader_fuzz_corpus_replays_clean():
         for name in files:
             with open(os.path.join(corpus, name), "rb") as f:
                 harness.one_input(f.read(), work)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_shard_that_is_not_a_file_is_refused(tmp_path, kind):
+    """A FIFO named like a shard would make a blocking open wait for a
+    writer forever: both readers refuse it by name at once (a hang
+    fails through the alarm)."""
+    import signal
+    d = fresh_copy(tmp_path)
+    shard = d / "shard-00000.zst"
+    shard.unlink()
+    if kind == "fifo":
+        os.mkfifo(shard)
+    else:
+        shard.mkdir()
+    backends = ["python"]
+    if not os.environ.get("PREPACK_SANITIZED"):
+        backends.append("c")
+
+    def hung(*_):
+        raise TimeoutError("the reader waited on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    try:
+        for backend in backends:
+            signal.alarm(20)
+            with pytest.raises(ShardSetError, match="not a regular file"):
+                ShardSet(str(d), backend=backend)
+            signal.alarm(0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
