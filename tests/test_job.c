@@ -293,6 +293,17 @@ static void test_a_linked_job_directory_is_refused(void **state)
     assert_int_equal(count_files(decoy), before);
     assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_EINVAL);
     assert_int_equal(count_files(decoy), before);
+    /* DIR itself a link, spelled so that the last part is not the link */
+    char link[600], spelled[700];
+    snprintf(link, sizeof link, "%s", path_of("linked-link"));
+    assert_int_equal(symlink(decoy, link), 0);
+    const char *tails[] = {"", "/", "/.", "/./", "//.", "/x/.."};
+    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++) {
+        snprintf(spelled, sizeof spelled, "%s%s", link, tails[i]);
+        assert_int_equal(prepack_job_scan(spelled, &o, 0, 2, NULL, &d),
+                         PREPACK_EINVAL);
+        assert_int_equal(count_files(decoy), before);
+    }
     assert_int_equal(unlink(job), 0);
     assert_int_equal(rename(moved, job), 0);
     assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d), PREPACK_OK);

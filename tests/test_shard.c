@@ -484,8 +484,11 @@ static void refuses_a_linked_dir(corpus *c)
     const struct {
         const char *dir;
         const prepack_writer_options *o;
-    } cases[] = {{"to-set", &over}, {"to-set/", &over}, {"to-set//", &over},
-                 {"to-empty", NULL}, {"to-empty/", NULL}};
+    } cases[] = {{"to-set", &over},     {"to-set/", &over},
+                 {"to-set//", &over},   {"to-set/.", &over},
+                 {"to-set/./", &over},  {"to-set//./.", &over},
+                 {"to-empty", NULL},    {"to-empty/", NULL},
+                 {"to-empty/.", NULL},  {"to-empty/./", NULL}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         prepack_writer *w = NULL;
         prepack_diag d = {0};
@@ -753,6 +756,23 @@ static void edit_manifest(const char *dir, const char *file, const char *key,
 
 /* A flipped byte in each region of a shard, and manifests that describe
  * something else: the problem names the file, the frame and the region. */
+/* An overwritten set keeps its directory's mode (the staging directory
+ * is made by mkdtemp, 0700, and used to replace a 0750 one). */
+static void test_overwrite_keeps_the_mode(void **state)
+{
+    (void)state;
+    corpus c;
+    make_corpus(&c, 3, 500);
+    const char *dir = path_of("mode");
+    write_set(&c, dir, 4, 0, 0);
+    assert_int_equal(chmod(dir, 0750), 0);
+    write_set(&c, dir, 4, 0, 1);
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0750);
+    free_corpus(&c);
+}
+
 /* A shard replaced by a FIFO or a directory: refused by name at once,
  * never waited on (a blocking open of a FIFO waits for a writer; the
  * alarm fails the test instead of hanging it). */
@@ -965,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_writer_follows_no_links),
         cmocka_unit_test(test_damage_is_reported),
         cmocka_unit_test(test_a_shard_that_is_not_a_file_is_refused),
+        cmocka_unit_test(test_overwrite_keeps_the_mode),
         cmocka_unit_test(test_damage_names_the_region),
         cmocka_unit_test(test_hostile_rows),
     };

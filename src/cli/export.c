@@ -56,14 +56,20 @@ static const char export_help[] =
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";
 
 /* The child's program (python -I -c): PYTHONPATH's absolute entries
- * (argv[1]) and, outside a venv, the user's site-packages put back on
- * sys.path, then prepack's command line; a missing package is one line. */
+ * (argv[1]) and, outside a venv, the user's own site-packages (under the
+ * home directory: PYTHONUSERBASE, which -I does not clear for site's
+ * functions, could name the working directory) put back on sys.path,
+ * then prepack's command line; a missing package is one line. */
 static const char child_program[] =
     "import os, site, sys\n"
     "sys.path[:0] = [p for p in sys.argv.pop(1).split(os.pathsep)\n"
     "                if os.path.isabs(p)]\n"
     "if sys.prefix == sys.base_prefix:\n"
-    "    site.addsitedir(site.getusersitepackages())\n"
+    "    os.environ.pop('PYTHONUSERBASE', None)\n"
+    "    site.USER_BASE = site.USER_SITE = None\n"
+    "    user = site.getusersitepackages()\n"
+    "    if os.path.isabs(user):\n"
+    "        site.addsitedir(user)\n"
     "sys.argv[0] = 'prepack'\n"
     "try:\n"
     "    from prepack.__main__ import main\n"

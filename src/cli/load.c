@@ -1,7 +1,12 @@
 /* Where a command's lengths come from: a lengths file, or INPUTs ingested
  * into a token store; and planner errors told in terms of those. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -128,9 +133,28 @@ int write_svg(const job_args *a, const prepack_report *r,
 {
     if (!a->svg_path)
         return EXIT_OK;
-    FILE *f = fopen(a->svg_path, "w");
-    if (!f)
-        return data_error("cannot create %s", a->svg_path);
+    /* never through a link, never waiting on a FIFO (DESIGN.md, the
+     * threat model's rule 2): a report is a file of its own */
+    int fd = open(a->svg_path,
+                  O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK |
+                      O_CLOEXEC,
+                  0666);
+    struct stat st;
+    if (fd < 0 && errno == ELOOP)
+        return data_error("%s is a symbolic link: the report is written to "
+                          "a file, never through a link",
+                          a->svg_path);
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        return data_error("%s is not a regular file", a->svg_path);
+    }
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return data_error("cannot create %s: %s", a->svg_path, strerror(e));
+    }
     int rc = prepack_report_write_svg(r, plan, src->lengths, src->n, f);
     if (fclose(f) != 0 || rc != PREPACK_OK)
         return data_error("writing %s failed", a->svg_path);

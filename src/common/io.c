@@ -103,6 +103,28 @@ int pp_sync_dir(const char *dir)
     return rc;
 }
 
+const char *pp_dir_path(const char *dir, char *buf, size_t cap)
+{
+    size_t n = strlen(dir);
+    for (;;) {
+        if (n > 1 && dir[n - 1] == '/')
+            n--;
+        else if (n > 2 && dir[n - 1] == '.' && dir[n - 2] == '/')
+            n -= 2;
+        else
+            break;
+    }
+    int dotdot = (n == 2 || (n > 2 && dir[n - 3] == '/')) && n >= 2 &&
+                 dir[n - 1] == '.' && dir[n - 2] == '.';
+    if (dotdot || n >= cap) {
+        errno = dotdot ? ELOOP : ENAMETOOLONG;
+        return NULL;
+    }
+    memcpy(buf, dir, n);
+    buf[n] = 0;
+    return buf;
+}
+
 int pp_open_sized(const char *path, uint64_t *size)
 {
     int fd = open(path, O_RDONLY);

@@ -138,10 +138,18 @@ static const int DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
  * them (DIR empty but for a job directory) first. */
 static int open_dirs(pp_job *j, int create, prepack_diag *diag)
 {
-    if (create && mkdir(j->dir, 0777) != 0 && errno != EEXIST)
+    char buf[4096];
+    const char *dir = pp_dir_path(j->dir, buf, sizeof buf);
+    if (!dir)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       errno == ELOOP ? "%s ends in '..': give the directory "
+                                        "by a path that names it"
+                                      : "directory name too long: %s",
+                       j->dir);
+    if (create && mkdir(dir, 0777) != 0 && errno != EEXIST)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot create %s: %s", j->dir, strerror(errno));
-    j->dir_fd = open(j->dir, DIR_FLAGS);
+    j->dir_fd = open(dir, DIR_FLAGS);
     if (j->dir_fd < 0 && errno == ENOENT)
         return PREPACK_OK; /* the steps say what to run first */
     if (j->dir_fd < 0)

@@ -106,32 +106,27 @@ static int io_fail(prepack_diag *diag, const char *what, const char *path)
                    path, strerror(errno));
 }
 
-/* dir's path without trailing slashes ("link/" would resolve the link),
- * in buf; NULL when it does not fit. */
-static const char *strip_slashes(const char *dir, char *buf, size_t cap)
-{
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
-    if (n >= cap)
-        return NULL;
-    memcpy(buf, dir, n);
-    buf[n] = 0;
-    return buf;
-}
-
 /* dir opened as a directory, never through a symbolic link (issue 26,
  * rule 2: nothing prepack creates, renames or deletes is reached through
  * one); the descriptor, or -1 (errno, ELOOP for a link). */
 static int open_dir_nofollow(const char *dir)
 {
     char buf[4096];
-    const char *path = strip_slashes(dir, buf, sizeof buf);
-    if (!path) {
-        errno = ENAMETOOLONG;
+    const char *path = pp_dir_path(dir, buf, sizeof buf);
+    if (!path)
         return -1;
-    }
     return open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Why pp_dir_path refused dir. */
+static int dir_path_fail(const char *dir, prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                   errno == ELOOP
+                       ? "%s ends in '..': give the directory by a path "
+                         "that names it"
+                       : "directory name too long: %s",
+                   dir);
 }
 
 /* Why open_dir_nofollow failed: O_DIRECTORY|O_NOFOLLOW on a link says
@@ -139,9 +134,9 @@ static int open_dir_nofollow(const char *dir)
 static int dir_open_fail(prepack_diag *diag, const char *dir)
 {
     char buf[4096];
-    const char *path = strip_slashes(dir, buf, sizeof buf);
-    struct stat st;
     int err = errno;
+    const char *path = pp_dir_path(dir, buf, sizeof buf);
+    struct stat st;
     if ((err == ELOOP || err == ENOTDIR) && path && lstat(path, &st) == 0 &&
         S_ISLNK(st.st_mode))
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
@@ -212,6 +207,11 @@ static int make_staging_dir(const char *dir, char *out, size_t cap,
                        "%s: path too long", dir);
     if (!mkdtemp(out))
         return io_fail(diag, "cannot create a directory beside", dir);
+    /* the new set takes the old one's mode, not mkdtemp's 0700: a set
+     * readable by a group stays so when it is packed again */
+    struct stat st;
+    if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        chmod(out, st.st_mode & 07777);
     return PREPACK_OK;
 }
 
@@ -336,6 +336,13 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     *out = NULL;
     if (!o)
         o = &none;
+    /* "DIR/." and "DIR/" name DIR: one spelling, so that the link check,
+     * the staging directory beside DIR and the swap all see DIR itself */
+    char dir_buf[4096];
+    const char *dir_path = pp_dir_path(dir, dir_buf, sizeof dir_buf);
+    if (!dir_path)
+        return dir_path_fail(dir, diag);
+    dir = dir_path;
     if (o->shard_rows && o->shard_bytes)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "shard_rows and shard_bytes: give one of the two");

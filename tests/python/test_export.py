@@ -184,6 +184,29 @@ def test_export_runs_no_code_from_the_working_directory(prepack_bin, shard_set,
     assert (tmp_path / "out" / "training_2048.idx.parquet").is_file()
 
 
+@pytest.mark.parametrize("userbase", [".", "absolute"])
+def test_export_runs_no_code_from_a_user_base_it_was_given(
+        prepack_bin, shard_set, tmp_path, userbase):
+    """Outside a venv the child puts the user's site-packages back, but
+    the one under the home directory: PYTHONUSERBASE (which -I leaves to
+    site's functions) could name the working directory."""
+    import os
+    base = os.path.join(sys.base_prefix, "bin", "python3")
+    if not os.access(base, os.X_OK):
+        pytest.skip("no Python outside the venv")
+    work = tmp_path / "work"
+    ver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site_dir = work / "lib" / ver / "site-packages"
+    site_dir.mkdir(parents=True)
+    (site_dir / "prepack.py").write_text(
+        f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')\n")
+    env = _cli_env(PREPACK_PYTHON=base,
+                   PYTHONUSERBASE="." if userbase == "." else str(work))
+    env.pop("PYTHONPATH")
+    _export_cli(prepack_bin, shard_set, tmp_path / "out", env, cwd=work)
+    assert not (tmp_path / "ran").exists()
+
+
 def test_export_checks_the_child_wrote_out(prepack_bin, shard_set, tmp_path):
     """A Python that exits 0 and writes nothing (or not the whole export)
     is not a success: the command names the Python it ran."""
