@@ -11,6 +11,8 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include "prepack.h"
+
 typedef struct fuzz_dir {
     char path[64];
     char names[4][32];
@@ -52,6 +54,23 @@ static inline void fuzz_dir_remove(fuzz_dir *d)
         unlink(full);
     }
     rmdir(d->path);
+}
+
+/* Opens the set in dir and, when it opens, verifies it and reads its
+ * first max_rows rows: every outcome but a crash or a sanitizer report
+ * is fine (the targets that take a manifest). */
+static inline void fuzz_read_set(const char *dir, size_t max_rows)
+{
+    prepack_reader *r = NULL;
+    prepack_diag d;
+    if (prepack_reader_open(&r, dir, NULL, &d) == PREPACK_OK) {
+        prepack_reader_verify(r, NULL, NULL);
+        size_t rows = prepack_reader_row_count(r);
+        prepack_row row;
+        for (size_t i = 0; i < rows && i < max_rows; i++)
+            prepack_reader_row(r, i, &row, &d);
+    }
+    prepack_reader_free(r);
 }
 
 /* Removes a directory of plain files (what a writer leaves). */
