@@ -27,18 +27,29 @@
 extern "C" {
 #endif
 
+/* PREPACK_API marks what libprepack.so exports: the library is built with
+ * hidden visibility, so this header is the whole API at link time and the
+ * library's own pp_* functions stay private (tests/install/test_symbols.py). */
+#if defined(_WIN32)
+#define PREPACK_API
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define PREPACK_API __attribute__((visibility("default")))
+#else
+#define PREPACK_API
+#endif
+
 #define PREPACK_VERSION_MAJOR 0
 #define PREPACK_VERSION_MINOR 1
 #define PREPACK_VERSION_PATCH 0
 #define PREPACK_VERSION_STRING "0.1.0"
 
 /* The library's version string, e.g. "0.1.0". */
-const char *prepack_version(void);
+PREPACK_API const char *prepack_version(void);
 /* The version of a library prepack uses: "zstd" and "msgpack-c" as linked
  * at run time, "simdjson" and "xxhash" as built with; NULL for other
  * names. zstd's matters for byte-identical shards: another zstd version
  * may compress the same rows to other bytes. */
-const char *prepack_dependency_version(const char *name);
+PREPACK_API const char *prepack_dependency_version(const char *name);
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
@@ -57,7 +68,7 @@ enum {
 
 /* A short static description of an error code ("invalid argument", ...).
  * Unknown codes give "unknown error". Never NULL. */
-const char *prepack_strerror(int code);
+PREPACK_API const char *prepack_strerror(int code);
 
 /* Details of a failure, filled by functions that take one (may be NULL).
  * `record` is the 0-based index of the sequence at fault for the planner, or
@@ -124,11 +135,11 @@ typedef enum prepack_overlong {
 
 /* Names as the CLI spells them: "ffd", "bfd", "nextfit"; "error",
  * "truncate", "split", "drop". NULL for a value out of range. */
-const char *prepack_algo_name(prepack_algo algo);
-const char *prepack_overlong_name(prepack_overlong policy);
+PREPACK_API const char *prepack_algo_name(prepack_algo algo);
+PREPACK_API const char *prepack_overlong_name(prepack_overlong policy);
 /* Parse those names (exact, lowercase). PREPACK_EINVAL if unknown. */
-int prepack_algo_parse(const char *name, prepack_algo *out);
-int prepack_overlong_parse(const char *name, prepack_overlong *out);
+PREPACK_API int prepack_algo_parse(const char *name, prepack_algo *out);
+PREPACK_API int prepack_overlong_parse(const char *name, prepack_overlong *out);
 
 /* The largest supported max_seq_len: 2^24 = 16,777,216 tokens, far beyond
  * any context length in use. The planner's side structures are O(L). */
@@ -174,8 +185,9 @@ typedef struct prepack_plan prepack_plan;
  * finished plan holds 8 bytes per item (12 with split chunks) and 4 per
  * row. Zero-length, dropped or split sequences add 4 bytes per item while
  * planning. */
-int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
-                        const prepack_plan_options *opts, prepack_diag *diag);
+PREPACK_API int prepack_plan_create(prepack_plan **out, const uint32_t *lengths,
+                                    size_t n, const prepack_plan_options *opts,
+                                    prepack_diag *diag);
 
 /* Groups: sequences that must share a row, in order, never split or
  * truncated apart (a conversation's turns; a preference pair with its
@@ -187,13 +199,15 @@ int prepack_plan_create(prepack_plan **out, const uint32_t *lengths, size_t n,
  * out). A group over L follows the ERROR or DROP policy whole (diag names
  * its sequences); SPLIT, TRUNCATE and max_seqs_per_row are PREPACK_EINVAL.
  * The stats count sequences and tokens; lower_bound is the groups'. */
-int prepack_plan_create_groups(prepack_plan **out, const uint32_t *lengths,
-                               size_t n, const uint64_t *group_first,
-                               size_t groups, const prepack_plan_options *opts,
-                               prepack_diag *diag);
+PREPACK_API int prepack_plan_create_groups(prepack_plan **out,
+                                           const uint32_t *lengths, size_t n,
+                                           const uint64_t *group_first,
+                                           size_t groups,
+                                           const prepack_plan_options *opts,
+                                           prepack_diag *diag);
 
 /* Frees a plan. NULL is fine. */
-void prepack_plan_free(prepack_plan *plan);
+PREPACK_API void prepack_plan_free(prepack_plan *plan);
 
 /* One placed item: a whole sequence, or for the TRUNCATE policy its first
  * `length` tokens, or for SPLIT one chunk of it starting at token `offset`. */
@@ -204,21 +218,23 @@ typedef struct prepack_item {
 } prepack_item;
 
 /* Number of rows. */
-size_t prepack_plan_row_count(const prepack_plan *plan);
+PREPACK_API size_t prepack_plan_row_count(const prepack_plan *plan);
 /* Number of items placed in all rows. */
-size_t prepack_plan_item_count(const prepack_plan *plan);
+PREPACK_API size_t prepack_plan_item_count(const prepack_plan *plan);
 /* Number of items in row `row` (< row_count). */
-size_t prepack_plan_row_size(const prepack_plan *plan, size_t row);
+PREPACK_API size_t prepack_plan_row_size(const prepack_plan *plan, size_t row);
 /* Tokens in row `row`: the sum of its items' lengths, <= L. */
-uint32_t prepack_plan_row_tokens(const prepack_plan *plan, size_t row);
+PREPACK_API uint32_t prepack_plan_row_tokens(const prepack_plan *plan,
+                                             size_t row);
 /* Item k (< row_size) of row `row`, in the order the row concatenates them
  * (the order they were placed: longest first for FFD/BFD, input order for
  * NEXTFIT). Out-of-range arguments are a caller bug (checked by assert). */
-prepack_item prepack_plan_item(const prepack_plan *plan, size_t row, size_t k);
+PREPACK_API prepack_item prepack_plan_item(const prepack_plan *plan, size_t row,
+                                           size_t k);
 /* Copies row `row`'s items into out[0..cap) and returns the row's size
  * (copies min(size, cap) items). */
-size_t prepack_plan_row_items(const prepack_plan *plan, size_t row,
-                              prepack_item *out, size_t cap);
+PREPACK_API size_t prepack_plan_row_items(const prepack_plan *plan, size_t row,
+                                          prepack_item *out, size_t cap);
 
 typedef struct prepack_plan_stats {
     uint32_t max_seq_len;
@@ -244,7 +260,8 @@ typedef struct prepack_plan_stats {
 } prepack_plan_stats;
 
 /* Fills *out with the plan's figures. */
-void prepack_plan_get_stats(const prepack_plan *plan, prepack_plan_stats *out);
+PREPACK_API void prepack_plan_get_stats(const prepack_plan *plan,
+                                        prepack_plan_stats *out);
 
 /* ------------------------------------------------------------------------ */
 /* In memory: pack sequences given as pointers, no files                       */
@@ -288,10 +305,12 @@ typedef struct prepack_packed {
  * read during the call) into rows. On success *out (free with
  * prepack_packed_free) holds everything; errors as prepack_plan_create.
  * O(T + n log L). */
-int prepack_pack_sequences(prepack_packed **out, const uint32_t *const *tokens,
-                           const uint32_t *lengths, size_t n,
-                           const prepack_pack_options *o, prepack_diag *diag);
-void prepack_packed_free(prepack_packed *p);
+PREPACK_API int prepack_pack_sequences(prepack_packed **out,
+                                       const uint32_t *const *tokens,
+                                       const uint32_t *lengths, size_t n,
+                                       const prepack_pack_options *o,
+                                       prepack_diag *diag);
+PREPACK_API void prepack_packed_free(prepack_packed *p);
 
 /* ------------------------------------------------------------------------ */
 /* Prefill: packing a batch of prompts for inference (Prepacking)              */
@@ -333,11 +352,12 @@ typedef struct prepack_prefill {
 /* Packs n prompts (tokens[i] of lengths[i] >= 1 ids) for prefill. Every
  * array is in one allocation owned by *out (prepack_prefill_free). A
  * prompt longer than the capacity is PREPACK_EOVERLONG. O(n log C + R C). */
-int prepack_prefill_create(prepack_prefill **out, const uint32_t *const *tokens,
-                           const uint32_t *lengths, size_t n,
-                           const prepack_prefill_options *o,
-                           prepack_diag *diag);
-void prepack_prefill_free(prepack_prefill *p);
+PREPACK_API int prepack_prefill_create(prepack_prefill **out,
+                                       const uint32_t *const *tokens,
+                                       const uint32_t *lengths, size_t n,
+                                       const prepack_prefill_options *o,
+                                       prepack_diag *diag);
+PREPACK_API void prepack_prefill_free(prepack_prefill *p);
 
 /* ------------------------------------------------------------------------ */
 /* The padding report: what packing buys over naive batching                  */
@@ -385,17 +405,20 @@ typedef struct prepack_report {
  * array as given to prepack_plan_create; PREPACK_EINVAL if n differs).
  * batch_size 0 means PREPACK_DEFAULT_BATCH_SIZE. O(n); exact percentiles
  * take two passes and 256 KiB of scratch (PREPACK_ENOMEM without it). */
-int prepack_report_compute(const prepack_plan *plan, const uint32_t *lengths,
-                           size_t n, uint32_t batch_size, prepack_report *out);
+PREPACK_API int prepack_report_compute(const prepack_plan *plan,
+                                       const uint32_t *lengths, size_t n,
+                                       uint32_t batch_size,
+                                       prepack_report *out);
 
 /* Writes the report as a self-contained SVG picture to out: the histogram
  * of input lengths with L marked, the histogram of row fill for packed rows
  * against naive padded batches, and real against padding tokens for naive
  * batching, padding to L and packing. plan and lengths are those the report
  * was computed from. PREPACK_EIO when writing fails. */
-int prepack_report_write_svg(const prepack_report *report,
-                             const prepack_plan *plan, const uint32_t *lengths,
-                             size_t n, FILE *out);
+PREPACK_API int prepack_report_write_svg(const prepack_report *report,
+                                         const prepack_plan *plan,
+                                         const uint32_t *lengths, size_t n,
+                                         FILE *out);
 
 /* ------------------------------------------------------------------------ */
 /* The token store                                                            */
@@ -421,8 +444,8 @@ typedef enum prepack_dtype {
 } prepack_dtype;
 
 /* "auto", "uint16", "uint32"; NULL when out of range. */
-const char *prepack_dtype_name(prepack_dtype dtype);
-int prepack_dtype_parse(const char *name, prepack_dtype *out);
+PREPACK_API const char *prepack_dtype_name(prepack_dtype dtype);
+PREPACK_API int prepack_dtype_parse(const char *name, prepack_dtype *out);
 
 /* Input formats (names: "jsonl", "megatron", "llmc", "raw-u16"). */
 typedef enum prepack_format {
@@ -436,8 +459,8 @@ typedef enum prepack_format {
                                 a store; prepack_ingest_file refuses it */
 } prepack_format;
 
-const char *prepack_format_name(prepack_format format);
-int prepack_format_parse(const char *name, prepack_format *out);
+PREPACK_API const char *prepack_format_name(prepack_format format);
+PREPACK_API int prepack_format_parse(const char *name, prepack_format *out);
 
 typedef struct prepack_store_options {
     const char *tmp_dir; /* NULL: $TMPDIR, else /tmp */
@@ -454,51 +477,57 @@ typedef struct prepack_store prepack_store;
 
 /* Creates an empty store. PREPACK_EIO when tmp_dir is unusable (diag names
  * it). */
-int prepack_store_create(prepack_store **out, const prepack_store_options *o,
-                         prepack_diag *diag);
+PREPACK_API int prepack_store_create(prepack_store **out,
+                                     const prepack_store_options *o,
+                                     prepack_diag *diag);
 /* Frees a store and its files. NULL is fine. */
-void prepack_store_free(prepack_store *s);
+PREPACK_API void prepack_store_free(prepack_store *s);
 
 /* Appends n tokens (and, when loss_mask is not NULL, their mask bytes,
  * 1 = trained) to the open sequence. A store with a forced UINT16 dtype
  * refuses ids over 65535 (PREPACK_ERANGE). A sequence over UINT32_MAX
  * tokens is PREPACK_ERANGE. */
-int prepack_store_add(prepack_store *s, const uint32_t *tokens, size_t n,
-                      const uint8_t *loss_mask, prepack_diag *diag);
+PREPACK_API int prepack_store_add(prepack_store *s, const uint32_t *tokens,
+                                  size_t n, const uint8_t *loss_mask,
+                                  prepack_diag *diag);
 /* Appends n whole sequences at once (the Python package's Arrow path):
  * sequence i is tokens[offsets[i] .. offsets[i + 1]) with the same range
  * of loss_mask when it is not NULL, each ended as by
  * prepack_store_end_sequence. On an error diag->record is i, the sequence
  * within this call. */
-int prepack_store_add_sequences(prepack_store *s, const uint32_t *tokens,
-                                const uint64_t *offsets, size_t n,
-                                const uint8_t *loss_mask, prepack_diag *diag);
+PREPACK_API int prepack_store_add_sequences(prepack_store *s,
+                                            const uint32_t *tokens,
+                                            const uint64_t *offsets, size_t n,
+                                            const uint8_t *loss_mask,
+                                            prepack_diag *diag);
 /* The same for 16-bit tokens, without a mask (the binary formats' path). */
-int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens, size_t n,
-                          prepack_diag *diag);
+PREPACK_API int prepack_store_add_u16(prepack_store *s, const uint16_t *tokens,
+                                      size_t n, prepack_diag *diag);
 /* Ends the open sequence; an empty one is not a sequence. */
-int prepack_store_end_sequence(prepack_store *s, prepack_diag *diag);
+PREPACK_API int prepack_store_end_sequence(prepack_store *s,
+                                           prepack_diag *diag);
 /* The next sequence starts a document (Megatron's document index). */
-int prepack_store_begin_document(prepack_store *s);
+PREPACK_API int prepack_store_begin_document(prepack_store *s);
 
 /* Inputs: call begin before adding an input's sequences. `path` is
  * copied. Sequences get ids 0.. in the order they are added, over all
  * inputs. */
-int prepack_store_begin_input(prepack_store *s, const char *path,
-                              prepack_format format);
+PREPACK_API int prepack_store_begin_input(prepack_store *s, const char *path,
+                                          prepack_format format);
 /* Counts a partial sequence of the current input (e.g. llm.c text before
  * the first delimiter). */
-void prepack_store_count_partial(prepack_store *s);
+PREPACK_API void prepack_store_count_partial(prepack_store *s);
 
 /* Groups (prepack_plan_create_groups): sequence ids[i] joins the group of
  * the sequence before it. Ids already added, rising over all calls, each
  * past its input's first sequence (a group never spans inputs);
  * PREPACK_EINVAL otherwise. JSONL's "group" field calls it. */
-int prepack_store_join_sequences(prepack_store *s, const uint64_t *ids,
-                                 size_t k, prepack_diag *diag);
+PREPACK_API int prepack_store_join_sequences(prepack_store *s,
+                                             const uint64_t *ids, size_t k,
+                                             prepack_diag *diag);
 
 /* Flushes and maps the tokens; no more adding. */
-int prepack_store_finish(prepack_store *s, prepack_diag *diag);
+PREPACK_API int prepack_store_finish(prepack_store *s, prepack_diag *diag);
 
 typedef struct prepack_input_info {
     const char *path; /* owned by the store */
@@ -510,34 +539,37 @@ typedef struct prepack_input_info {
     uint64_t partial_sequences;
 } prepack_input_info;
 
-size_t prepack_store_input_count(const prepack_store *s);
+PREPACK_API size_t prepack_store_input_count(const prepack_store *s);
 /* Fills *out for input i (< input_count). */
-void prepack_store_input(const prepack_store *s, size_t i,
-                         prepack_input_info *out);
+PREPACK_API void prepack_store_input(const prepack_store *s, size_t i,
+                                     prepack_input_info *out);
 
 /* After finish: */
-size_t prepack_store_sequence_count(const prepack_store *s);
-uint64_t prepack_store_token_count(const prepack_store *s);
+PREPACK_API size_t prepack_store_sequence_count(const prepack_store *s);
+PREPACK_API uint64_t prepack_store_token_count(const prepack_store *s);
 /* UINT16 or UINT32: forced, or (AUTO) the narrowest that holds every id. */
-prepack_dtype prepack_store_dtype(const prepack_store *s);
+PREPACK_API prepack_dtype prepack_store_dtype(const prepack_store *s);
 /* Lengths of all sequences: the array prepack_plan_create takes. Valid
  * until the store is freed. */
-const uint32_t *prepack_store_lengths(const prepack_store *s);
+PREPACK_API const uint32_t *prepack_store_lengths(const prepack_store *s);
 /* Copies sequence i's tokens as uint32 into out (room for its length). */
-void prepack_store_copy(const prepack_store *s, size_t i, uint32_t *out);
+PREPACK_API void prepack_store_copy(const prepack_store *s, size_t i,
+                                    uint32_t *out);
 /* Whether any input had a loss mask; and sequence i's mask (one byte a
  * token, 1 = trained), or NULL when all its tokens are trained. */
-int prepack_store_has_loss_mask(const prepack_store *s);
-const uint8_t *prepack_store_loss_mask(const prepack_store *s, size_t i);
+PREPACK_API int prepack_store_has_loss_mask(const prepack_store *s);
+PREPACK_API const uint8_t *prepack_store_loss_mask(const prepack_store *s,
+                                                   size_t i);
 /* After finish: the groups (prepack_plan_create_groups's group_first, with
  * *groups + 1 entries), or NULL when no sequence joins another (*groups is
  * then the sequence count). */
-const uint64_t *prepack_store_group_first(const prepack_store *s,
-                                          size_t *groups);
+PREPACK_API const uint64_t *prepack_store_group_first(const prepack_store *s,
+                                                      size_t *groups);
 /* Documents recorded by prepack_store_begin_document, and the first
  * sequence of document d. */
-size_t prepack_store_document_count(const prepack_store *s);
-uint64_t prepack_store_document_start(const prepack_store *s, size_t d);
+PREPACK_API size_t prepack_store_document_count(const prepack_store *s);
+PREPACK_API uint64_t prepack_store_document_start(const prepack_store *s,
+                                                  size_t d);
 
 /* ------------------------------------------------------------------------ */
 /* Ingest: tokenized corpora into a store                                      */
@@ -584,14 +616,15 @@ typedef struct prepack_ingest_options {
  * devices are JSONL, the one format read as a stream; prepack_ingest_file
  * reads "-" from stdin and refuses another format for it. A file that is
  * none of these is PREPACK_EFORMAT ("pass a format"). */
-int prepack_format_detect(const char *path, prepack_format *out,
-                          prepack_diag *diag);
+PREPACK_API int prepack_format_detect(const char *path, prepack_format *out,
+                                      prepack_diag *diag);
 
 /* Reads one input into the store (begin_input is done here). For Megatron,
  * `path` may name X, X.bin or X.idx. Errors name the file and the line or
  * record and leave the store unusable (free it). */
-int prepack_ingest_file(prepack_store *s, const char *path,
-                        const prepack_ingest_options *o, prepack_diag *diag);
+PREPACK_API int prepack_ingest_file(prepack_store *s, const char *path,
+                                    const prepack_ingest_options *o,
+                                    prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
 /* Rows: what a varlen attention kernel needs                                */
@@ -618,52 +651,56 @@ typedef struct prepack_row {
 } prepack_row;
 
 /* Token i of the row as uint32. */
-uint32_t prepack_row_token(const prepack_row *row, size_t i);
+PREPACK_API uint32_t prepack_row_token(const prepack_row *row, size_t i);
 
 /* The longest sequence in the row: flash-attn's max_seqlen. */
-uint32_t prepack_row_max_seqlen(const prepack_row *row);
+PREPACK_API uint32_t prepack_row_max_seqlen(const prepack_row *row);
 
 /* position_ids: 0..l-1 for each sequence, as Hugging Face's
  * DataCollatorWithFlattening emits; out[T..width) = 0 (padding).
  * width >= T. O(width). */
-void prepack_row_position_ids(const prepack_row *row, int64_t *out,
-                              size_t width);
+PREPACK_API void prepack_row_position_ids(const prepack_row *row, int64_t *out,
+                                          size_t width);
 
 /* Per-token document ids, FlexAttention style (doc[q] == doc[kv]):
  * first_doc + the sequence's index in the row; -1 on padding
  * out[T..width). For a flat batch of rows pass as first_doc the number of
  * sequences in the rows before, so no two rows share an id. */
-void prepack_row_doc_ids(const prepack_row *row, int64_t first_doc,
-                         int64_t *out, size_t width);
+PREPACK_API void prepack_row_doc_ids(const prepack_row *row, int64_t first_doc,
+                                     int64_t *out, size_t width);
 
 /* Shifted next-token labels: out[i] = input_ids[i + 1] when token i + 1 is
  * in the same sequence and trained (loss mask 1), else -100; -100 on the
  * last token of every sequence and on padding. No token learns to predict
  * another sequence's first token. */
-void prepack_row_labels(const prepack_row *row, int64_t *out, size_t width);
+PREPACK_API void prepack_row_labels(const prepack_row *row, int64_t *out,
+                                    size_t width);
 
 /* Hugging Face's unshifted labels (the model shifts): input_ids, with -100
  * on the first token of every sequence, on untrained tokens (loss mask 0)
  * and on padding. */
-void prepack_row_labels_unshifted(const prepack_row *row, int64_t *out,
-                                  size_t width);
+PREPACK_API void prepack_row_labels_unshifted(const prepack_row *row,
+                                              int64_t *out, size_t width);
 
 /* The dense block-diagonal causal mask, width x width, row-major:
  * out[q * width + k] = 1 when q and k are in the same sequence and k <= q,
  * else 0 (padding rows and columns are 0). O(width^2): on request only. */
-void prepack_row_dense_mask(const prepack_row *row, uint8_t *out, size_t width);
+PREPACK_API void prepack_row_dense_mask(const prepack_row *row, uint8_t *out,
+                                        size_t width);
 
 /* Builds rows from a plan and the store it was planned from (the plan must
  * come from prepack_store_lengths of this finished store). */
 typedef struct prepack_row_builder prepack_row_builder;
 
-int prepack_row_builder_create(prepack_row_builder **out,
-                               const prepack_plan *plan,
-                               const prepack_store *store, prepack_diag *diag);
-void prepack_row_builder_free(prepack_row_builder *b);
+PREPACK_API int prepack_row_builder_create(prepack_row_builder **out,
+                                           const prepack_plan *plan,
+                                           const prepack_store *store,
+                                           prepack_diag *diag);
+PREPACK_API void prepack_row_builder_free(prepack_row_builder *b);
 /* Fills *row with row r of the plan (r < row count). The view is valid
  * until the next call on b. */
-int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row);
+PREPACK_API int prepack_row_builder_get(prepack_row_builder *b, size_t r,
+                                        prepack_row *row);
 
 /* Where a row's tokens are, for a plan-only set (docs/FORMAT.md, version
  * 2): sequence (or chunk) j's cu_seqlens[j + 1] - cu_seqlens[j] tokens
@@ -680,8 +717,9 @@ typedef struct prepack_row_refs {
  * prepack_row_builder_get fills it) and where its tokens are: no token is
  * read. PREPACK_EINVAL when a sequence's tokens came from text (nothing
  * on disk to reference). The views are valid until the next call on b. */
-int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
-                                 prepack_row *row, prepack_row_refs *refs);
+PREPACK_API int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
+                                             prepack_row *row,
+                                             prepack_row_refs *refs);
 
 /* ------------------------------------------------------------------------ */
 /* Packing a stream (docs/STREAM.md)                                          */
@@ -712,9 +750,10 @@ typedef struct prepack_stream_options {
 
 typedef struct prepack_stream prepack_stream;
 
-int prepack_stream_create(prepack_stream **out, const prepack_stream_options *o,
-                          prepack_diag *diag);
-void prepack_stream_free(prepack_stream *s);
+PREPACK_API int prepack_stream_create(prepack_stream **out,
+                                      const prepack_stream_options *o,
+                                      prepack_diag *diag);
+PREPACK_API void prepack_stream_free(prepack_stream *s);
 
 /* Pushes sequence `id` (the caller's number, carried to the row's seq_ids)
  * of n tokens. tokens NULL: a length only (plan without data; then every
@@ -722,19 +761,20 @@ void prepack_stream_free(prepack_stream *s);
  * trained, 0 = not; another byte is PREPACK_EINVAL) or NULL. Copies what
  * it keeps. PREPACK_EOVERLONG under ERROR for n > L; empty sequences and
  * DROP's are counted and left out. */
-int prepack_stream_push(prepack_stream *s, uint64_t id, const uint32_t *tokens,
-                        const uint8_t *loss_mask, uint32_t n,
-                        prepack_diag *diag);
+PREPACK_API int prepack_stream_push(prepack_stream *s, uint64_t id,
+                                    const uint32_t *tokens,
+                                    const uint8_t *loss_mask, uint32_t n,
+                                    prepack_diag *diag);
 /* Places every buffered item and closes every open row: all of them
  * become ready, in the order they close. The stream can go on after. */
-int prepack_stream_flush(prepack_stream *s, prepack_diag *diag);
+PREPACK_API int prepack_stream_flush(prepack_stream *s, prepack_diag *diag);
 /* Closed rows not yet popped. */
-size_t prepack_stream_ready(const prepack_stream *s);
+PREPACK_API size_t prepack_stream_ready(const prepack_stream *s);
 /* The oldest closed row, taken: 1, or 0 when none is ready. The view
  * (token_dtype UINT32; input_ids NULL for a length-only stream;
  * loss_mask when any of its items had one; seq_starts under SPLIT) is
  * valid until the next call on s. */
-int prepack_stream_pop(prepack_stream *s, prepack_row *row);
+PREPACK_API int prepack_stream_pop(prepack_stream *s, prepack_row *row);
 
 typedef struct prepack_stream_stats {
     uint64_t sequences;   /* pushed */
@@ -745,8 +785,8 @@ typedef struct prepack_stream_stats {
     uint64_t truncated_tokens;
     uint64_t open_rows, buffered; /* now */
 } prepack_stream_stats;
-void prepack_stream_get_stats(const prepack_stream *s,
-                              prepack_stream_stats *out);
+PREPACK_API void prepack_stream_get_stats(const prepack_stream *s,
+                                          prepack_stream_stats *out);
 
 /* The stream's whole state (open rows, buffer, ready rows, counters) as
  * bytes: *size gets the bytes needed; with cap >= that, buf gets them
@@ -758,11 +798,13 @@ void prepack_stream_get_stats(const prepack_stream *s,
  * keeps true (row capacity, max_seqs_per_row, masks 0/1, each item and
  * row once, consistent counters; docs/STREAM.md) and sizes nothing by a
  * count the bytes cannot hold: PREPACK_ECORRUPT naming what is wrong. */
-int prepack_stream_save(const prepack_stream *s, void *buf, size_t cap,
-                        size_t *size, prepack_diag *diag);
-int prepack_stream_restore(prepack_stream **out, const void *buf, size_t n,
-                           const prepack_stream_options *o,
-                           prepack_diag *diag);
+PREPACK_API int prepack_stream_save(const prepack_stream *s, void *buf,
+                                    size_t cap, size_t *size,
+                                    prepack_diag *diag);
+PREPACK_API int prepack_stream_restore(prepack_stream **out, const void *buf,
+                                       size_t n,
+                                       const prepack_stream_options *o,
+                                       prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
 /* Shards: packed rows on disk (docs/FORMAT.md)                                */
@@ -813,18 +855,22 @@ typedef struct prepack_writer prepack_writer;
  * (.NAME.prepack-<6 random characters>) and prepack_writer_finish swaps it in whole, so
  * dir holds the old set until the new one is complete. max_seq_len * token width must stay under 2^32 bytes
  * (a msgpack bin's limit): PREPACK_ERANGE otherwise. */
-int prepack_writer_create(prepack_writer **out, const char *dir,
-                          uint32_t max_seq_len, prepack_dtype token_dtype,
-                          const prepack_writer_options *o, prepack_diag *diag);
+PREPACK_API int prepack_writer_create(prepack_writer **out, const char *dir,
+                                      uint32_t max_seq_len,
+                                      prepack_dtype token_dtype,
+                                      const prepack_writer_options *o,
+                                      prepack_diag *diag);
 /* Appends a row (num_tokens <= max_seq_len, tokens of the set's dtype). */
-int prepack_writer_add(prepack_writer *w, const prepack_row *row,
-                       prepack_diag *diag);
+PREPACK_API int prepack_writer_add(prepack_writer *w, const prepack_row *row,
+                                   prepack_diag *diag);
 
 /* For a writer made with `references`: appends a row by where its tokens
  * are (row->input_ids is not read). prepack_writer_add is refused by such
  * a writer, this by any other. */
-int prepack_writer_add_refs(prepack_writer *w, const prepack_row *row,
-                            const prepack_row_refs *refs, prepack_diag *diag);
+PREPACK_API int prepack_writer_add_refs(prepack_writer *w,
+                                        const prepack_row *row,
+                                        const prepack_row_refs *refs,
+                                        prepack_diag *diag);
 
 /* What the manifest records besides the shards. */
 typedef struct prepack_manifest_info {
@@ -838,14 +884,15 @@ typedef struct prepack_manifest_info {
  * (the files it references and their identities come from it). Every shard file was written the same
  * way, so a run stopped at any moment leaves no manifest or a complete
  * set. */
-int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
-                          prepack_diag *diag);
+PREPACK_API int prepack_writer_finish(prepack_writer *w,
+                                      const prepack_manifest_info *info,
+                                      prepack_diag *diag);
 /* Bytes of shard files written so far. */
-uint64_t prepack_writer_bytes(const prepack_writer *w);
+PREPACK_API uint64_t prepack_writer_bytes(const prepack_writer *w);
 /* Frees the writer. Unfinished (no prepack_writer_finish, or it failed),
  * it removes every file it wrote: its temporary shard and the shards it
  * completed, so an error or an interrupted run leaves no partial set. */
-void prepack_writer_free(prepack_writer *w);
+PREPACK_API void prepack_writer_free(prepack_writer *w);
 
 /* ------------------------------------------------------------------------ */
 /* Balancing a data-parallel step (docs/BALANCE.md)                           */
@@ -878,18 +925,20 @@ typedef struct prepack_model_dims {
  *   per_pair  = 2 x layers x 2 h x (1/2 when causal)
  * with kv = h x num_kv_heads / num_heads. PREPACK_EINVAL for a zero
  * hidden size, head count or layer count. */
-int prepack_cost_model_for(const prepack_model_dims *d, prepack_cost_model *out);
+PREPACK_API int prepack_cost_model_for(const prepack_model_dims *d,
+                                       prepack_cost_model *out);
 /* The default: a Llama-3-8B-shaped model (h 4096, f 14336, 32 heads, 8 KV
  * heads, 32 layers, causal). */
-prepack_cost_model prepack_cost_model_default(void);
+PREPACK_API prepack_cost_model prepack_cost_model_default(void);
 
 /* The cost of k sequences of the given lengths in one row. */
-double prepack_cost_of_lengths(const prepack_cost_model *m,
-                               const uint32_t *lengths, size_t k);
+PREPACK_API double prepack_cost_of_lengths(const prepack_cost_model *m,
+                                           const uint32_t *lengths, size_t k);
 /* The cost of a row (from its cu_seqlens), of row r of a plan. */
-double prepack_row_cost(const prepack_cost_model *m, const prepack_row *row);
-double prepack_plan_row_cost(const prepack_cost_model *m,
-                             const prepack_plan *plan, size_t r);
+PREPACK_API double prepack_row_cost(const prepack_cost_model *m,
+                                    const prepack_row *row);
+PREPACK_API double prepack_plan_row_cost(const prepack_cost_model *m,
+                                         const prepack_plan *plan, size_t r);
 
 /* Splits n items of the given costs among `bins` bins (ranks) so that the
  * counts differ by at most one and the costliest bin is as cheap as the
@@ -899,8 +948,8 @@ double prepack_plan_row_cost(const prepack_cost_model *m,
  * another, each lowering the larger of the two loads. Deterministic (ties
  * by index). bin_of[i] gets item i's bin. O(n log n) + O(n^2) swaps.
  * PREPACK_EINVAL for bins 0 or NULL arrays with n > 0; PREPACK_ENOMEM. */
-int prepack_balance(const double *costs, size_t n, uint32_t bins,
-                    uint32_t *bin_of, prepack_diag *diag);
+PREPACK_API int prepack_balance(const double *costs, size_t n, uint32_t bins,
+                                uint32_t *bin_of, prepack_diag *diag);
 
 /* An epoch of data-parallel steps: order[] (a permutation of the n rows,
  * NULL = 0..n-1) is cut into steps of world x rows_per_rank rows (the last
@@ -912,10 +961,12 @@ int prepack_balance(const double *costs, size_t n, uint32_t bins,
  * out_order (room for n; may be NULL when W is 1: the order is kept); each
  * rank's rows of a step are, in out_order, those with its number. Every
  * row goes to exactly one rank once. */
-int prepack_balance_epoch(const double *costs, size_t n, const uint64_t *order,
-                          uint32_t world, uint32_t rows_per_rank,
-                          uint32_t window_steps, uint64_t *out_order,
-                          uint32_t *rank_of, prepack_diag *diag);
+PREPACK_API int prepack_balance_epoch(const double *costs, size_t n,
+                                      const uint64_t *order, uint32_t world,
+                                      uint32_t rows_per_rank,
+                                      uint32_t window_steps,
+                                      uint64_t *out_order, uint32_t *rank_of,
+                                      prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
 /* Past one machine: a pack in steps (docs/SCALE.md)                          */
@@ -972,20 +1023,22 @@ typedef struct prepack_job_result {
 /* Each returns PREPACK_OK or an error code with diag saying what and, for
  * a missing or damaged task output, which task to rerun. res may be
  * NULL. */
-int prepack_job_scan(const char *dir, const prepack_job_options *o,
-                     uint32_t task, uint32_t ntasks, prepack_job_result *res,
-                     prepack_diag *diag);
-int prepack_job_plan(const char *dir, const prepack_job_options *o,
-                     uint32_t scan_tasks, prepack_job_result *res,
-                     prepack_diag *diag);
-int prepack_job_write(const char *dir, const prepack_job_options *o,
-                      uint32_t task, uint32_t ntasks, prepack_job_result *res,
-                      prepack_diag *diag);
+PREPACK_API int prepack_job_scan(const char *dir, const prepack_job_options *o,
+                                 uint32_t task, uint32_t ntasks,
+                                 prepack_job_result *res, prepack_diag *diag);
+PREPACK_API int prepack_job_plan(const char *dir, const prepack_job_options *o,
+                                 uint32_t scan_tasks, prepack_job_result *res,
+                                 prepack_diag *diag);
+PREPACK_API int prepack_job_write(const char *dir, const prepack_job_options *o,
+                                  uint32_t task, uint32_t ntasks,
+                                  prepack_job_result *res, prepack_diag *diag);
 /* verify_hashes: read every shard back and check its xxh64 (else sizes
  * only; each write task hashed what it wrote). */
-int prepack_job_finalize(const char *dir, const prepack_job_options *o,
-                         uint32_t write_tasks, int verify_hashes,
-                         prepack_job_result *res, prepack_diag *diag);
+PREPACK_API int prepack_job_finalize(const char *dir,
+                                     const prepack_job_options *o,
+                                     uint32_t write_tasks, int verify_hashes,
+                                     prepack_job_result *res,
+                                     prepack_diag *diag);
 
 typedef struct prepack_reader prepack_reader;
 
@@ -1007,22 +1060,24 @@ typedef struct prepack_reader_options {
  * the file's size), rows_per_frame rows of max_seq_len tokens per frame,
  * and a small multiple of a frame's size to decode it. Errors name the file and the cause (PREPACK_EIO, PREPACK_EFORMAT,
  * PREPACK_ECORRUPT, PREPACK_ENOMEM). */
-int prepack_reader_open(prepack_reader **out, const char *dir,
-                        const prepack_reader_options *o, prepack_diag *diag);
-void prepack_reader_free(prepack_reader *r);
-size_t prepack_reader_row_count(const prepack_reader *r);
-uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
+PREPACK_API int prepack_reader_open(prepack_reader **out, const char *dir,
+                                    const prepack_reader_options *o,
+                                    prepack_diag *diag);
+PREPACK_API void prepack_reader_free(prepack_reader *r);
+PREPACK_API size_t prepack_reader_row_count(const prepack_reader *r);
+PREPACK_API uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
 /* The manifest's pad_multiple (1 when none): batches for context
  * parallelism pad each sequence to a multiple of it. */
-uint32_t prepack_reader_pad_multiple(const prepack_reader *r);
-prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
+PREPACK_API uint32_t prepack_reader_pad_multiple(const prepack_reader *r);
+PREPACK_API prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
 /* The input files a plan-only set reads its tokens from (0 for a set that
  * holds its tokens). The open checked each against the identity the
  * manifest records (size, a sample of its bytes, its index) and mapped
  * it; a changed, moved or missing file fails the open naming it. */
-size_t prepack_reader_referenced_files(const prepack_reader *r);
+PREPACK_API size_t prepack_reader_referenced_files(const prepack_reader *r);
 /* File i's path (i < the count). */
-const char *prepack_reader_referenced_file(const prepack_reader *r, size_t i);
+PREPACK_API const char *prepack_reader_referenced_file(const prepack_reader *r,
+                                                       size_t i);
 /* A batch of rows in the forms training steps feed (int64 where PyTorch
  * wants LongTensor). Flat (varlen): the rows' tokens concatenated, one
  * cu_seqlens of sum(k) + 1 entries offset per row, document ids numbered
@@ -1055,9 +1110,9 @@ typedef struct prepack_batch {
 /* Reads rows[0..n) into one batch. The arrays belong to r and stay valid
  * until its next call. n may be 0: an empty batch whose flat cu_seqlens
  * is [0]. Errors as prepack_reader_row. */
-int prepack_reader_batch(prepack_reader *r, const size_t *rows, size_t n,
-                         const prepack_batch_options *o, prepack_batch *out,
-                         prepack_diag *diag);
+PREPACK_API int prepack_reader_batch(prepack_reader *r, const size_t *rows,
+                                     size_t n, const prepack_batch_options *o,
+                                     prepack_batch *out, prepack_diag *diag);
 
 /* Where prepack_reader_batch_into writes: the caller's arrays, so a
  * binding can hand them on (to numpy, to torch) with no copy. Token
@@ -1078,24 +1133,27 @@ typedef struct prepack_batch_arrays {
 /* prepack_reader_batch, written into dst's arrays (out's pointers are
  * dst's). Nothing is allocated for the batch; one larger than dst holds
  * is PREPACK_ERANGE, with dst left partly written. */
-int prepack_reader_batch_into(prepack_reader *r, const size_t *rows, size_t n,
-                              const prepack_batch_options *o,
-                              const prepack_batch_arrays *dst,
-                              prepack_batch *out, prepack_diag *diag);
+PREPACK_API int prepack_reader_batch_into(prepack_reader *r, const size_t *rows,
+                                          size_t n,
+                                          const prepack_batch_options *o,
+                                          const prepack_batch_arrays *dst,
+                                          prepack_batch *out,
+                                          prepack_diag *diag);
 
 /* Shards and the rows each holds, in order. */
-size_t prepack_reader_shard_count(const prepack_reader *r);
-uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i);
+PREPACK_API size_t prepack_reader_shard_count(const prepack_reader *r);
+PREPACK_API uint64_t prepack_reader_shard_rows(const prepack_reader *r,
+                                               size_t i);
 
 /* Checks everything the set promises: each shard file's xxh64 against the
  * manifest, every frame (zstd checksum, seek-table entry) and every row
  * (fields, cu_seqlens from 0 strictly up to the row's length, at most L
  * tokens). Each problem is passed to report (when not NULL) as it is
  * found; the check goes on past it. Returns the number of problems. */
-size_t prepack_reader_verify(prepack_reader *r,
-                             void (*report)(void *opaque,
-                                            const prepack_diag *d),
-                             void *opaque);
+PREPACK_API size_t prepack_reader_verify(prepack_reader *r,
+                                         void (*report)(void *opaque,
+                                                        const prepack_diag *d),
+                                         void *opaque);
 
 /* prepack_reader_verify, also handing each row that passes its checks to
  * each_row (global index, in order) so a caller can check more of it
@@ -1105,25 +1163,26 @@ size_t prepack_reader_verify(prepack_reader *r,
  * rows can prove: each shard's tokens, and with "stats", its items,
  * max_seqs_in_row and sequence ids below its sequences; every row within
  * max_seqs_per_row. */
-size_t prepack_reader_verify_rows(
+PREPACK_API size_t prepack_reader_verify_rows(
     prepack_reader *r, void (*report)(void *opaque, const prepack_diag *d),
     void (*each_row)(void *opaque, size_t index, const prepack_row *row),
     void *opaque);
 
 /* How the set was planned (its manifest's "overlong" policy): which input
  * sequences it may hold truncated, split or not at all. */
-prepack_overlong prepack_reader_overlong(const prepack_reader *r);
+PREPACK_API prepack_overlong prepack_reader_overlong(const prepack_reader *r);
 
 /* Row i: decompresses its frame (the last frame is cached) and fills *row,
  * a view valid until the next call on r. A damaged frame is
  * PREPACK_ECORRUPT naming the shard, the frame and the cause. */
-int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
-                       prepack_diag *diag);
+PREPACK_API int prepack_reader_row(prepack_reader *r, size_t i,
+                                   prepack_row *row, prepack_diag *diag);
 /* The cost of every row (out[i], room for row_count), in one pass over
  * the set: what prepack_balance_epoch takes for a shard set. Errors as
  * prepack_reader_row. */
-int prepack_reader_row_costs(prepack_reader *r, const prepack_cost_model *m,
-                             double *out, prepack_diag *diag);
+PREPACK_API int prepack_reader_row_costs(prepack_reader *r,
+                                         const prepack_cost_model *m,
+                                         double *out, prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
 /* Lengths files                                                              */
@@ -1137,14 +1196,15 @@ int prepack_reader_row_costs(prepack_reader *r, const prepack_cost_model *m,
  * integer, negative, empty line, no lengths at all.
  * On success *lengths (free with prepack_free, via the same allocator) holds
  * *n values; on failure *lengths is NULL. O(size). */
-int prepack_lengths_parse(const char *text, size_t size, const char *name,
-                          uint32_t **lengths, size_t *n,
-                          const prepack_allocator *allocator,
-                          prepack_diag *diag);
+PREPACK_API int prepack_lengths_parse(const char *text, size_t size,
+                                      const char *name, uint32_t **lengths,
+                                      size_t *n,
+                                      const prepack_allocator *allocator,
+                                      prepack_diag *diag);
 
 /* Frees memory the library returned (e.g. from prepack_lengths_parse) with
  * the allocator it was made with (NULL = the C library's). NULL is fine. */
-void prepack_free(void *ptr, const prepack_allocator *allocator);
+PREPACK_API void prepack_free(void *ptr, const prepack_allocator *allocator);
 
 #ifdef __cplusplus
 }
