@@ -6,6 +6,7 @@ of a shard set to another trainer's packed format (prepack.export).
 Exit 1 on bad input, 2 on a usage error."""
 import argparse
 import json
+import os
 import sys
 
 from . import _native
@@ -18,31 +19,7 @@ def _parser():
     for name in ("pack", "stats"):
         c = sub.add_parser(name, help=f"as 'prepack {name}', for Parquet and "
                                       f"Arrow inputs")
-        c.add_argument("inputs", nargs="+", metavar="INPUT")
-        c.add_argument("--max-seq-len", type=int, required=True)
-        c.add_argument("--algo", choices=list(_native.ALGOS), default="ffd")
-        c.add_argument("--overlong", choices=list(_native._OVERLONG),
-                       default="error")
-        c.add_argument("--max-seqs-per-row", type=int, default=0)
-        c.add_argument("--field", default="input_ids",
-                       help="the token column (default: input_ids)")
-        c.add_argument("--token-dtype", choices=["auto", "uint16", "uint32"],
-                       default="auto")
-        c.add_argument("--tmp-dir")
-        c.add_argument("--batch-size", type=int, default=8)
-        c.add_argument("--json", action="store_true",
-                       help="print the plan's figures as one JSON object")
-        if name == "pack":
-            c.add_argument("-o", "--output", required=True)
-            c.add_argument("--rows-per-frame", type=int, default=0)
-            size = c.add_mutually_exclusive_group()
-            size.add_argument("--shard-rows", type=int, default=0)
-            size.add_argument("--shard-bytes", type=_size, default=0)
-            c.add_argument("--level", type=int, default=0)
-            c.add_argument("--threads", type=int, default=1)
-            c.add_argument("--overwrite", action="store_true")
-            c.add_argument("--shuffle", action="store_true")
-            c.add_argument("--seed", type=int, default=0)
+        _add_job_options(c, pack=name == "pack")
     e = sub.add_parser("export", help="a shard set into another trainer's "
                                       "packed format (docs/EXPORT.md)")
     e.add_argument("set", metavar="SET")
@@ -50,6 +27,95 @@ def _parser():
                    choices=["hf", "hf-parquet", "nemo-npy", "nemo-parquet"])
     e.add_argument("-o", "--output", required=True)
     return p
+
+
+# The options of `prepack pack` and `prepack stats` (src/cli/pack.c,
+# stats.c), with the same names, meanings and defaults, in their words;
+# tests/python/test_front_ends.py holds one against the other.
+def _add_job_options(c, pack):
+    c.add_argument("inputs", nargs="+", metavar="INPUT")
+    if pack:
+        c.add_argument("-o", "--output", required=True,
+                       help="the shard set's directory (required)")
+    c.add_argument("--max-seq-len", type=_int_in(1, 1 << 24), required=True,
+                   help="row capacity in tokens (required, 1..16777216)")
+    c.add_argument("--algo", choices=list(_native.ALGOS), default="ffd",
+                   help="ffd | bfd | nextfit (default: ffd)")
+    c.add_argument("--overlong", choices=list(_native._OVERLONG),
+                   default="error", help="error | truncate | split | drop "
+                                         "(default: error)")
+    c.add_argument("--max-seqs-per-row", type=_int_in(0, 2**32 - 1),
+                   default=0, help="at most K sequences in a row (default: "
+                                   "0, unlimited)")
+    c.add_argument("--pad-multiple", type=_int_in(1, 1 << 24), default=0,
+                   help="context parallelism: plan each sequence as its "
+                        "length rounded up to a multiple of M, so padded "
+                        "to M it still fits L (readers pad; L must be a "
+                        "multiple of M)")
+    c.add_argument("--field", default="input_ids",
+                   help="the token column (default: input_ids)")
+    c.add_argument("--token-dtype", choices=["auto", "uint16", "uint32"],
+                   default="auto", help="auto | uint16 | uint32 (default: "
+                                        "auto, uint16 while every id fits)")
+    c.add_argument("--tmp-dir", help="where the token store lives while "
+                                     "running (default: $TMPDIR or /tmp); "
+                                     "always removed")
+    c.add_argument("--batch-size", type=_int_in(1, 2**32 - 1), default=8,
+                   help="naive batch size for the report (default: 8)")
+    c.add_argument("--json", action="store_true",
+                   help="print the plan's figures as one JSON object")
+    c.add_argument("--svg", metavar="FILE",
+                   help="also draw the report as an SVG picture")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (this front end shows none)")
+    if pack:
+        _add_output_options(c)
+
+
+def _add_output_options(c):
+    c.add_argument("--shuffle", action="store_true",
+                   help="shuffle the finished rows")
+    c.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
+                   help="the shuffle's seed (default: 0)")
+    c.add_argument("--rows-per-frame", type=_int_in(1, 2**32 - 1), default=0,
+                   help="rows in each zstd frame (default: as many rows of "
+                        "L tokens as make 1 MiB)")
+    size = c.add_mutually_exclusive_group()
+    size.add_argument("--shard-rows", type=_int_in(1, 2**64 - 1), default=0,
+                      help="rows in each shard file, exactly (the last may "
+                           "hold fewer; default: 16384)")
+    size.add_argument("--shard-bytes", type=_size, default=0,
+                      help="instead: end each shard after the frame that "
+                           "brings it to SIZE bytes (512M, 2G)")
+    c.add_argument("--level", type=_int_in(1, 22), default=0,
+                   help="zstd level, 1..22 (default: 3)")
+    c.add_argument("--threads", type=_int_in(1, 256), default=_cores(),
+                   help="compress frames on N threads (default: the cores "
+                        "available); the output is the same for any N")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace the shard set already in DIR: the new set "
+                        "is written beside it and swapped in when complete "
+                        "(the old set stays until then)")
+
+
+def _int_in(lo, hi):
+    """An argparse type: an integer in lo..hi, as the command checks."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"an integer in {lo}..{hi}, "
+                                             f"not {text!r}")
+        return v
+    return parse
+
+
+def _cores():
+    """--threads' default, as the command's: the cores this process may
+    run on (its affinity mask), at most 256."""
+    return max(1, min(256, len(os.sched_getaffinity(0))))
 
 
 def missing_package(e):
@@ -67,13 +133,18 @@ def _size(text):
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     scale = units.get(text[-1:].lower(), 1)
     digits = text[:-1] if scale > 1 else text
-    if not digits.isdigit():
+    if not digits.isdigit() or int(digits) == 0:
         raise argparse.ArgumentTypeError(f"a size such as 512M, not {text!r}")
     return int(digits) * scale
 
 
 def main(argv=None):
-    a = _parser().parse_args(argv)
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.command != "export" and a.pad_multiple > 1 \
+            and a.max_seq_len % a.pad_multiple:
+        p.error(f"--max-seq-len {a.max_seq_len} is not a multiple of "
+                f"--pad-multiple {a.pad_multiple}")
     if a.command == "export":
         from ._shards import ShardSetError
         from .exporting import export
@@ -91,7 +162,8 @@ def main(argv=None):
     common = dict(max_seq_len=a.max_seq_len, column=a.field, algo=a.algo,
                   overlong=a.overlong, max_seqs_per_row=a.max_seqs_per_row,
                   token_dtype=a.token_dtype, tmp_dir=a.tmp_dir,
-                  batch_size=a.batch_size)
+                  batch_size=a.batch_size, pad_multiple=a.pad_multiple,
+                  svg=a.svg)
     try:
         if a.command == "pack":
             stats = pack_dataset(a.inputs, a.output, shuffle=a.shuffle,

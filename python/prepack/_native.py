@@ -251,6 +251,7 @@ def _signatures():
         "prepack_plan_free": ([p], None),
         "prepack_plan_row_count": ([p], size),
         "prepack_report_compute": ([p, p, size, ctypes.c_uint32, p], i),
+        "prepack_report_write_svg": ([p, p, p, size, p], i),
         "prepack_row_builder_create": ([out, p, p, diag], i),
         "prepack_row_builder_get": ([p, size, ctypes.POINTER(Row)], i),
         "prepack_row_builder_free": ([p], None),

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from . import _native
+from ._report_svg import write_report_svg
 
 _ARROW = 5  # PREPACK_FORMAT_ARROW
 _DTYPES = {"auto": 0, "uint16": 1, "uint32": 2}
@@ -257,14 +258,16 @@ def stats_dataset(source, max_seq_len, column="input_ids",
                   loss_mask="loss_mask", labels="labels", algo="ffd",
                   overlong="error", max_seqs_per_row=0, token_dtype="auto",
                   tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                  pad_multiple=0):
+                  pad_multiple=0, svg=None):
     """What `prepack stats` reports, for the same sources as pack_dataset:
-    the plan's figures (a dict), nothing written."""
+    the plan's figures (a dict), nothing written but the report's picture
+    to svg when given (`stats --svg`)."""
     _check_options(algo, overlong, token_dtype)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, False, 0, token_dtype,
                        tmp_dir, batch_size, read_rows, group, pad_multiple)
     try:
+        _draw(planned, svg)
         return planned.stats()
     finally:
         planned.close()
@@ -276,7 +279,7 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                  rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
                  threads=1, overwrite=False, token_dtype="auto",
                  tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                 pad_multiple=0):
+                 pad_multiple=0, svg=None):
     """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
     Arrow IPC files) into a shard set in out_dir, with every option of
     `prepack pack` (the same names, underscores for dashes). `column` holds
@@ -285,6 +288,7 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     mask. A `group` column (any values; null = none) keeps consecutive rows
     with one value in one row, in order, as JSONL's "group" field does.
     pad_multiple plans for context parallelism as `pack --pad-multiple`.
+    svg, a path, also draws the report there as `pack --svg`.
     A file given twice is two inputs, as for `prepack pack` (a group never
     spans the two). Returns the plan's figures (a dict: sequences,
     input_tokens, items, tokens, rows, lower_bound, efficiency, ...). Bad
@@ -299,9 +303,16 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                             int(overwrite), threads, None)
         _write(planned.lib, planned.plan, planned.store, os.fspath(out_dir),
                planned.options, wo, planned.report)
+        _draw(planned, svg)
         return planned.stats()
     finally:
         planned.close()
+
+
+def _draw(planned, svg):
+    if svg is not None:
+        write_report_svg(planned.lib, planned.report, planned.plan,
+                         planned.store, svg)
 
 
 def _joins(batch, group, base, previous):
