@@ -21,55 +21,30 @@
 #include <cmocka.h>
 
 #include "prepack.h"
+#include "test_corpus.h"
 #include "test_tmpdir.h"
 #include "test_util.h"
 
-/* ---- a small corpus, planned ----------------------------------------------- */
+/* ---- a small corpus, planned (tests/support/test_corpus.h) ------------ */
 
 enum { N = 120, L = 40 };
 
-typedef struct corpus {
-    counting_alloc ca; /* the store's allocator (and so the builder's) */
-    prepack_allocator a;
-    prepack_store *store;
-    prepack_plan *plan;
-    prepack_plan_options opts;
-} corpus;
+typedef test_corpus corpus;
 
 static void make_corpus(corpus *c, uint32_t max_id)
 {
-    memset(c, 0, sizeof *c);
-    c->ca.fail_at = SIZE_MAX;
-    c->a = counting_allocator(&c->ca);
-    prepack_store_options so = {.tmp_dir = test_tmpdir, .allocator = &c->a};
-    assert_int_equal(prepack_store_create(&c->store, &so, NULL), PREPACK_OK);
-    rng r = {11};
-    uint32_t tok[100];
-    uint8_t mask[100];
-    for (size_t i = 0; i < N; i++) {
-        uint32_t n = rng_range(&r, 1, 100);
-        for (uint32_t k = 0; k < n; k++) {
-            tok[k] = rng_range(&r, 0, max_id);
-            mask[k] = (uint8_t)(k % 3 != 0);
-        }
-        assert_int_equal(prepack_store_add(c->store, tok, n, mask, NULL),
-                         PREPACK_OK);
-        assert_int_equal(prepack_store_end_sequence(c->store, NULL),
-                         PREPACK_OK);
-    }
-    assert_int_equal(prepack_store_finish(c->store, NULL), PREPACK_OK);
-    c->opts.max_seq_len = L;
-    c->opts.overlong = PREPACK_OVERLONG_SPLIT;
-    assert_int_equal(prepack_plan_create(&c->plan,
-                                         prepack_store_lengths(c->store), N,
-                                         &c->opts, NULL),
-                     PREPACK_OK);
+    test_corpus_spec s = {.n = N,
+                          .max_len = 100,
+                          .max_id = max_id,
+                          .seed = 11,
+                          .max_seq_len = L,
+                          .mask = TEST_MASK_THIRD_ZERO};
+    assert_int_equal(test_corpus_make(c, &s), PREPACK_OK);
 }
 
 static void free_corpus(corpus *c)
 {
-    prepack_plan_free(c->plan);
-    prepack_store_free(c->store);
+    test_corpus_free(c);
     assert_int_equal(c->ca.live, 0);
 }
 
@@ -95,42 +70,7 @@ static int count_files(const char *dir, const char *containing)
 static int write_rows(corpus *c, const char *dir, prepack_writer_options wo,
                       prepack_diag *d)
 {
-    prepack_writer *w = NULL;
-    prepack_row_builder *b = NULL;
-    int rc = prepack_writer_create(&w, dir, L, prepack_store_dtype(c->store),
-                                   &wo, d);
-    if (rc == PREPACK_OK)
-        rc = prepack_row_builder_create(&b, c->plan, c->store, d);
-    for (size_t r = 0; rc == PREPACK_OK && r < prepack_plan_row_count(c->plan);
-         r++) {
-        prepack_row row;
-        rc = prepack_row_builder_get(b, r, &row);
-        if (rc == PREPACK_OK)
-            rc = prepack_writer_add(w, &row, d);
-    }
-    prepack_manifest_info info = {&c->opts, c->store, NULL};
-    if (rc == PREPACK_OK)
-        rc = prepack_writer_finish(w, &info, d);
-    prepack_writer_free(w);
-    prepack_row_builder_free(b);
-    return rc;
-}
-
-static int same_file(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int x = fgetc(fa), y = fgetc(fb);
-        same = x == y;
-        if (x == EOF || y == EOF)
-            break;
-    }
-    if (fa)
-        fclose(fa);
-    if (fb)
-        fclose(fb);
-    return same;
+    return test_corpus_write(c, dir, &wo, NULL, d);
 }
 
 /* ---- allocation failure ------------------------------------------------------ */
@@ -240,7 +180,7 @@ static void test_writer_allocation_failures(void **state)
         char x[700], y[700];
         snprintf(x, sizeof x, "%s/%s", ref, e->d_name);
         snprintf(y, sizeof y, "%s/%s", dir, e->d_name);
-        if (!same_file(x, y))
+        if (!test_same_file(x, y))
             fail_msg("%s differs after the allocation sweep", e->d_name);
     }
     closedir(dd);

@@ -1,5 +1,5 @@
 /* prepack_plan_create_groups through the public header: the plan equals the
- * reference FFD/BFD/next-fit (tests/ref_plan.c) over the groups' summed
+ * reference FFD/BFD/next-fit (tests/support/ref_plan.c) over the groups' summed
  * lengths, each group item replaced by its members in order; the figures
  * count sequences; overlong groups follow error and drop whole; split,
  * truncate and bad group arrays are refused. */

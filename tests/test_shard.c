@@ -14,63 +14,32 @@
 
 #include "prepack.h"
 #include "shard_wrap.h"
+#include "test_corpus.h"
 #include "test_tmpdir.h"
 #include "test_util.h"
 
-/* ---- a corpus, planned --------------------------------------------------- */
+/* ---- a corpus, planned (tests/support/test_corpus.h) ------------------ */
 
 enum { N = 300, L = 48 };
 
-typedef struct corpus {
-    uint32_t *seq[N];
-    uint8_t *mask[N];
-    uint32_t len[N];
-    prepack_store *store;
-    prepack_plan *plan;
-    prepack_plan_options opts;
-    prepack_report report;
-} corpus;
+typedef test_corpus corpus;
 
 static void make_corpus(corpus *c, uint64_t seed, uint32_t max_id)
 {
-    rng r = {seed};
-    memset(c, 0, sizeof *c);
-    prepack_store_options so = {.tmp_dir = test_tmpdir};
-    assert_int_equal(prepack_store_create(&c->store, &so, NULL), PREPACK_OK);
-    for (size_t i = 0; i < N; i++) {
-        c->len[i] = rng_range(&r, 1, 80);
-        c->seq[i] = malloc(c->len[i] * sizeof(uint32_t));
-        c->mask[i] = malloc(c->len[i]);
-        for (uint32_t k = 0; k < c->len[i]; k++) {
-            c->seq[i][k] = rng_range(&r, 0, max_id);
-            c->mask[i][k] = (uint8_t)rng_range(&r, 0, 1);
-        }
-        assert_int_equal(
-            prepack_store_add(c->store, c->seq[i], c->len[i], c->mask[i], NULL),
-            PREPACK_OK);
-        assert_int_equal(prepack_store_end_sequence(c->store, NULL),
-                         PREPACK_OK);
-    }
-    assert_int_equal(prepack_store_finish(c->store, NULL), PREPACK_OK);
-    c->opts.max_seq_len = L;
-    c->opts.overlong = PREPACK_OVERLONG_SPLIT;
-    c->opts.shuffle_rows = 1;
-    c->opts.shuffle_seed = seed;
-    const uint32_t *lengths = prepack_store_lengths(c->store);
-    assert_int_equal(prepack_plan_create(&c->plan, lengths, N, &c->opts, NULL),
-                     PREPACK_OK);
-    assert_int_equal(prepack_report_compute(c->plan, lengths, N, 0, &c->report),
-                     PREPACK_OK);
+    test_corpus_spec s = {.n = N,
+                          .max_len = 80,
+                          .max_id = max_id,
+                          .seed = seed,
+                          .max_seq_len = L,
+                          .shuffle = 1,
+                          .mask = TEST_MASK_RANDOM};
+    assert_int_equal(test_corpus_make(c, &s), PREPACK_OK);
 }
 
 static void free_corpus(corpus *c)
 {
-    for (size_t i = 0; i < N; i++) {
-        free(c->seq[i]);
-        free(c->mask[i]);
-    }
-    prepack_plan_free(c->plan);
-    prepack_store_free(c->store);
+    test_corpus_free(c);
+    assert_int_equal(c->ca.live, 0);
 }
 
 static int threads_for_next_set = 0;
@@ -82,26 +51,11 @@ static void write_set(corpus *c, const char *dir, uint32_t rows_per_frame,
                                  .shard_rows = shard_rows,
                                  .overwrite = overwrite,
                                  .threads = threads_for_next_set};
-    prepack_writer *w = NULL;
     prepack_diag d = {0};
-    if (prepack_writer_create(&w, dir, L, prepack_store_dtype(c->store), &wo,
-                              &d) != PREPACK_OK)
+    uint64_t bytes = 0;
+    if (test_corpus_write(c, dir, &wo, &bytes, &d) != PREPACK_OK)
         fail_msg("%s", d.message);
-    prepack_row_builder *b = NULL;
-    assert_int_equal(prepack_row_builder_create(&b, c->plan, c->store, NULL),
-                     PREPACK_OK);
-    for (size_t r = 0; r < prepack_plan_row_count(c->plan); r++) {
-        prepack_row row;
-        assert_int_equal(prepack_row_builder_get(b, r, &row), PREPACK_OK);
-        if (prepack_writer_add(w, &row, &d) != PREPACK_OK)
-            fail_msg("%s", d.message);
-    }
-    prepack_manifest_info info = {&c->opts, c->store, &c->report};
-    if (prepack_writer_finish(w, &info, &d) != PREPACK_OK)
-        fail_msg("%s", d.message);
-    assert_true(prepack_writer_bytes(w) > 0);
-    prepack_writer_free(w);
-    prepack_row_builder_free(b);
+    assert_true(bytes > 0);
 }
 
 /* ---- round trips ------------------------------------------------------------ */
@@ -170,13 +124,6 @@ static void test_round_trip(void **state)
     free_corpus(&c);
 }
 
-static int same_file(const char *a, const char *b)
-{
-    char cmd[2400];
-    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
-    return system(cmd) == 0;
-}
-
 static void test_deterministic(void **state)
 {
     (void)state;
@@ -190,12 +137,12 @@ static void test_deterministic(void **state)
     for (int i = 0; i < 3; i++) {
         snprintf(a, sizeof a, "%s/shard-%05d.zst", path_of("d1"), i);
         snprintf(b, sizeof b, "%s/shard-%05d.zst", path_of("d2"), i);
-        assert_true(same_file(a, b));
+        assert_true(test_same_file(a, b));
     }
     /* the manifest too, but for the paths of the inputs: none here */
     snprintf(a, sizeof a, "%s/manifest.json", path_of("d1"));
     snprintf(b, sizeof b, "%s/manifest.json", path_of("d2"));
-    assert_true(same_file(a, b));
+    assert_true(test_same_file(a, b));
     free_corpus(&c);
 }
 
