@@ -49,9 +49,9 @@ static const char *const RECORDS[] = {
     "o/.prepack-job/scan-00000.meta", "o/.prepack-job/plan.meta",
     "o/.prepack-job/write-00000-of-00001.meta"};
 
-static prepack_job_options options(void)
+static prepack_step_options options(void)
 {
-    prepack_job_options o;
+    prepack_step_options o;
     memset(&o, 0, sizeof o);
     o.inputs = INPUTS;
     o.ninputs = 1;
@@ -163,10 +163,10 @@ static void make_golden(golden *g)
     if (cwd < 0 || fchdir(g->base_fd) != 0)
         abort();
     write_input();
-    prepack_job_options o = options();
-    if (prepack_job_scan("o", &o, 0, 1, NULL, NULL) != PREPACK_OK ||
-        prepack_job_plan("o", &o, 1, NULL, NULL) != PREPACK_OK ||
-        prepack_job_write("o", &o, 0, 1, NULL, NULL) != PREPACK_OK)
+    prepack_step_options o = options();
+    if (prepack_step_scan("o", &o, 0, 1, NULL, NULL) != PREPACK_OK ||
+        prepack_step_plan("o", &o, 1, NULL, NULL) != PREPACK_OK ||
+        prepack_step_write("o", &o, 0, 1, NULL, NULL) != PREPACK_OK)
         abort();
     keep_dir(g, "o/.prepack-job");
     keep_dir(g, "o");
@@ -234,14 +234,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * rather than find their own output done */
     for (int later = k + 1; later < 3; later++)
         unlink(RECORDS[later]);
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     int rc = PREPACK_OK;
     if (k == 0)
-        rc = prepack_job_plan("o", &o, 1, NULL, NULL);
+        rc = prepack_step_plan("o", &o, 1, NULL, NULL);
     if (rc == PREPACK_OK && k <= 1)
-        rc = prepack_job_write("o", &o, 0, 1, NULL, NULL);
+        rc = prepack_step_write("o", &o, 0, 1, NULL, NULL);
     if (rc == PREPACK_OK)
-        prepack_job_finalize("o", &o, 1, 1, NULL, NULL);
+        prepack_step_finalize("o", &o, 1, 1, NULL, NULL);
     if (fchdir(cwd) != 0)
         abort();
     close(cwd);

@@ -969,10 +969,10 @@ PREPACK_API int prepack_balance_epoch(const double *costs, size_t n,
                                       prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
-/* Past one machine: a pack in steps (docs/SCALE.md)                          */
+/* Pack in steps: scan, plan, write, finalize (docs/SCALE.md)                 */
 /* ------------------------------------------------------------------------ */
 
-/* prepack_job_* split a pack into steps that any scheduler able to start a
+/* prepack_step_* split a pack into steps that any scheduler able to start a
  * process with an index can run (Slurm job arrays, Ray tasks; the CLI's
  * scan, plan, write and finalize):
  *
@@ -997,7 +997,7 @@ PREPACK_API int prepack_balance_epoch(const double *costs, size_t n,
  * under a temporary name until complete; a task whose output is there and
  * verifies does nothing (already_done); plan and finalize name the task to
  * rerun when one's output is missing or damaged. */
-typedef struct prepack_job_options {
+typedef struct prepack_step_options {
     const char *const *inputs; /* paths, in order: the sequence ids' order */
     size_t ninputs;
     prepack_ingest_options ingest; /* progress is not called */
@@ -1008,9 +1008,9 @@ typedef struct prepack_job_options {
                                       overwrite are refused), rows_per_frame,
                                       level; threads for write tasks */
     uint32_t batch_size;           /* the report's; 0 = 8 */
-} prepack_job_options;
+} prepack_step_options;
 
-typedef struct prepack_job_result {
+typedef struct prepack_step_result {
     int already_done;       /* the output was there and verified */
     uint64_t sequences;     /* scan: the task's; plan: all */
     uint64_t tokens;        /* likewise */
@@ -1018,27 +1018,30 @@ typedef struct prepack_job_result {
     uint64_t bytes_written; /* the step's files */
     uint64_t bytes_mapped;  /* write: token bytes read through mappings
                                (inputs and scan token files) */
-} prepack_job_result;
+} prepack_step_result;
 
 /* Each returns PREPACK_OK or an error code with diag saying what and, for
  * a missing or damaged task output, which task to rerun. res may be
  * NULL. */
-PREPACK_API int prepack_job_scan(const char *dir, const prepack_job_options *o,
-                                 uint32_t task, uint32_t ntasks,
-                                 prepack_job_result *res, prepack_diag *diag);
-PREPACK_API int prepack_job_plan(const char *dir, const prepack_job_options *o,
-                                 uint32_t scan_tasks, prepack_job_result *res,
-                                 prepack_diag *diag);
-PREPACK_API int prepack_job_write(const char *dir, const prepack_job_options *o,
-                                  uint32_t task, uint32_t ntasks,
-                                  prepack_job_result *res, prepack_diag *diag);
+PREPACK_API int prepack_step_scan(const char *dir,
+                                  const prepack_step_options *o, uint32_t task,
+                                  uint32_t ntasks, prepack_step_result *res,
+                                  prepack_diag *diag);
+PREPACK_API int prepack_step_plan(const char *dir,
+                                  const prepack_step_options *o,
+                                  uint32_t scan_tasks, prepack_step_result *res,
+                                  prepack_diag *diag);
+PREPACK_API int prepack_step_write(const char *dir,
+                                   const prepack_step_options *o, uint32_t task,
+                                   uint32_t ntasks, prepack_step_result *res,
+                                   prepack_diag *diag);
 /* verify_hashes: read every shard back and check its xxh64 (else sizes
  * only; each write task hashed what it wrote). */
-PREPACK_API int prepack_job_finalize(const char *dir,
-                                     const prepack_job_options *o,
-                                     uint32_t write_tasks, int verify_hashes,
-                                     prepack_job_result *res,
-                                     prepack_diag *diag);
+PREPACK_API int prepack_step_finalize(const char *dir,
+                                      const prepack_step_options *o,
+                                      uint32_t write_tasks, int verify_hashes,
+                                      prepack_step_result *res,
+                                      prepack_diag *diag);
 
 typedef struct prepack_reader prepack_reader;
 

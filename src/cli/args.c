@@ -104,7 +104,7 @@ static int parse_size(const char *s, uint64_t *out)
 }
 
 /* The options of `pack` that say how to write shards. */
-static int apply_output_option(job_args *a, int opt, const char *val)
+static int apply_output_option(cmd_args *a, int opt, const char *val)
 {
     uint64_t v;
     switch (opt) {
@@ -218,7 +218,7 @@ static const char *option_name(int opt)
 }
 
 /* The options that say how to read INPUTs and where tokens wait. */
-static int apply_input_option(job_args *a, int opt, const char *val)
+static int apply_input_option(cmd_args *a, int opt, const char *val)
 {
     switch (opt) {
     case OPT_FORMAT:
@@ -243,7 +243,7 @@ static int apply_input_option(job_args *a, int opt, const char *val)
 }
 
 /* Applies one option; returns EXIT_OK or a usage error. */
-static int apply_option(job_args *a, int opt, const char *val)
+static int apply_option(cmd_args *a, int opt, const char *val)
 {
     uint64_t v;
     switch (opt) {
@@ -309,7 +309,7 @@ static int apply_option(job_args *a, int opt, const char *val)
 }
 
 /* Whether an option belongs to the other command. */
-static int foreign(const job_args *a, int opt)
+static int foreign(const cmd_args *a, int opt)
 {
     int pack_only = opt == OPT_OUT || opt == OPT_RPF || opt == OPT_LEVEL ||
                     opt == OPT_SHARD_ROWS || opt == OPT_OVERWRITE ||
@@ -329,8 +329,8 @@ static int available_cores(void)
     return n < 1 ? 1 : n > 256 ? 256 : n;
 }
 
-int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
-                   job_args *a)
+int parse_cmd_args(int argc, char **argv, const char *cmd, const char *help,
+                   cmd_args *a)
 {
     memset(a, 0, sizeof *a);
     a->cmd = cmd;

@@ -21,12 +21,12 @@ int cmd_verify(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 /* export: runs `python -m prepack export` (export.c) */
 int cmd_export(int argc, char **argv);
-/* scan, plan, write, finalize: pack in steps (job.c) */
-int cmd_job_step(int argc, char **argv);
+/* scan, plan, write, finalize: pack in steps (steps.c) */
+int cmd_step(int argc, char **argv);
 
 /* ---- args.c: the options of stats and pack ------------------------------- */
 
-typedef struct job_args {
+typedef struct cmd_args {
     const char *cmd; /* "stats" or "pack" */
     int is_pack;
     const char *lengths_path; /* stats --lengths */
@@ -42,12 +42,12 @@ typedef struct job_args {
     int json;
     int quiet;          /* --quiet: no progress */
     progress *progress; /* set up by the command */
-} job_args;
+} cmd_args;
 
 /* Parses argv (argv[0] = cmd). Returns -1 when --help was printed, else
  * EXIT_OK or a usage error (already reported). */
-int parse_job_args(int argc, char **argv, const char *cmd, const char *help,
-                   job_args *a);
+int parse_cmd_args(int argc, char **argv, const char *cmd, const char *help,
+                   cmd_args *a);
 
 /* The options that say how to read INPUTs (--format, --field, --doc-sep,
  * --sep-position), shared by stats, pack and verify: `name` without its
@@ -65,18 +65,18 @@ typedef struct lengths_source {
     size_t n;
 } lengths_source;
 
-int load_lengths(const job_args *a, lengths_source *src);
+int load_lengths(const cmd_args *a, lengths_source *src);
 /* Ingests INPUTs, in order, into a new finished store (*out, freed by the
  * caller even on failure). A failure is reported; returns EXIT_DATA. */
 int ingest_inputs(char *const *inputs, int n, const prepack_store_options *so,
                   const prepack_ingest_options *io, prepack_store **out);
 void release_lengths(lengths_source *src);
 /* Draws the report to --svg FILE, if asked. */
-int write_svg(const job_args *a, const prepack_report *r,
+int write_svg(const cmd_args *a, const prepack_report *r,
               const prepack_plan *plan, const lengths_source *src);
 /* Plans the rows and computes the report; a planner failure is reported in
  * terms of the input (file and record) and returns EXIT_DATA. */
-int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
+int plan_and_report(cmd_args *a, const lengths_source *src, prepack_plan **plan,
                     prepack_report *report);
 
 /* ---- report_print.c ------------------------------------------------------------ */
@@ -92,10 +92,10 @@ typedef struct pack_result {
     int plan_only; /* the rows reference their tokens (--plan-only) */
 } pack_result;
 
-void print_report_text(const job_args *a, const prepack_store *store,
+void print_report_text(const cmd_args *a, const prepack_store *store,
                        const prepack_report *r, timings t,
                        const pack_result *out);
-void print_report_json(const job_args *a, const prepack_store *store,
+void print_report_json(const cmd_args *a, const prepack_store *store,
                        const prepack_report *r, timings t,
                        const pack_result *out);
 

@@ -12,7 +12,7 @@
 
 /* A planner failure, told in terms of the input: for a lengths file the
  * line is the sequence + 1; for inputs, the input and its record. */
-static int plan_error(const job_args *a, const lengths_source *src, int rc,
+static int plan_error(const cmd_args *a, const lengths_source *src, int rc,
                       const prepack_diag *d)
 {
     const char *hint = "(choose --overlong truncate, split or drop)";
@@ -51,7 +51,7 @@ static int group_error(const lengths_source *src, const prepack_diag *d)
     return library_error(PREPACK_EOVERLONG, d);
 }
 
-int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
+int plan_and_report(cmd_args *a, const lengths_source *src, prepack_plan **plan,
                     prepack_report *report)
 {
     prepack_diag diag = {0};
@@ -70,7 +70,7 @@ int plan_and_report(job_args *a, const lengths_source *src, prepack_plan **plan,
     return rc == PREPACK_OK ? EXIT_OK : plan_error(a, src, rc, &diag);
 }
 
-static int load_lengths_file(const job_args *a, lengths_source *src)
+static int load_lengths_file(const cmd_args *a, lengths_source *src)
 {
     char *text = NULL;
     size_t size = 0;
@@ -100,7 +100,7 @@ int ingest_inputs(char *const *inputs, int n, const prepack_store_options *so,
     return rc == PREPACK_OK ? EXIT_OK : library_error(rc, &diag);
 }
 
-static int load_inputs(const job_args *a, lengths_source *src)
+static int load_inputs(const cmd_args *a, lengths_source *src)
 {
     prepack_store_options so = a->store;
     /* stats needs lengths only (tokens are still checked); pack needs all */
@@ -122,13 +122,13 @@ void release_lengths(lengths_source *src)
     prepack_store_free(src->store);
 }
 
-int load_lengths(const job_args *a, lengths_source *src)
+int load_lengths(const cmd_args *a, lengths_source *src)
 {
     memset(src, 0, sizeof *src);
     return a->lengths_path ? load_lengths_file(a, src) : load_inputs(a, src);
 }
 
-int write_svg(const job_args *a, const prepack_report *r,
+int write_svg(const cmd_args *a, const prepack_report *r,
               const prepack_plan *plan, const lengths_source *src)
 {
     if (!a->svg_path)

@@ -35,15 +35,11 @@ static command_fn find_command(const char *name)
     static const struct {
         const char *name;
         command_fn run;
-    } commands[] = {{"stats", cmd_stats},
-                    {"pack", cmd_pack},
-                    {"verify", cmd_verify},
-                    {"inspect", cmd_inspect},
-                    {"export", cmd_export},
-                    {"scan", cmd_job_step},
-                    {"plan", cmd_job_step},
-                    {"write", cmd_job_step},
-                    {"finalize", cmd_job_step}};
+    } commands[] = {{"stats", cmd_stats},   {"pack", cmd_pack},
+                    {"verify", cmd_verify}, {"inspect", cmd_inspect},
+                    {"export", cmd_export}, {"scan", cmd_step},
+                    {"plan", cmd_step},     {"write", cmd_step},
+                    {"finalize", cmd_step}};
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].run;

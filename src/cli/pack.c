@@ -88,7 +88,7 @@ static const char pack_help[] =
 
 /* One row of the plan to the writer: its tokens, or with --plan-only
  * where they are. */
-static int write_row(const job_args *a, prepack_row_builder *b,
+static int write_row(const cmd_args *a, prepack_row_builder *b,
                      prepack_writer *w, size_t r, prepack_diag *d)
 {
     prepack_row row;
@@ -102,7 +102,7 @@ static int write_row(const job_args *a, prepack_row_builder *b,
 }
 
 /* Builds every row of the plan and hands it to the writer. */
-static int write_rows(const job_args *a, const lengths_source *src,
+static int write_rows(const cmd_args *a, const lengths_source *src,
                       const prepack_plan *plan, const prepack_report *report,
                       pack_result *out)
 {
@@ -149,7 +149,7 @@ static int write_rows(const job_args *a, const lengths_source *src,
 
 /* --plan-only references token files: refuse text inputs before reading
  * any (their tokens exist only once parsed). */
-static int check_plan_only_inputs(const job_args *a)
+static int check_plan_only_inputs(const cmd_args *a)
 {
     for (int i = 0; a->writer.references && i < a->ninputs; i++) {
         prepack_format f = a->ingest.format;
@@ -171,8 +171,8 @@ static int check_plan_only_inputs(const job_args *a)
 
 int cmd_pack(int argc, char **argv)
 {
-    job_args a;
-    int rc = parse_job_args(argc, argv, "pack", pack_help, &a);
+    cmd_args a;
+    int rc = parse_cmd_args(argc, argv, "pack", pack_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
     if ((rc = check_plan_only_inputs(&a)) != EXIT_OK)

@@ -69,7 +69,7 @@ static void print_lengths(const prepack_length_summary *l, uint32_t max_len)
            max_len);
 }
 
-void print_report_text(const job_args *a, const prepack_store *store,
+void print_report_text(const cmd_args *a, const prepack_store *store,
                        const prepack_report *r, timings t,
                        const pack_result *out)
 {
@@ -188,7 +188,7 @@ static void json_lengths(json_writer *w, const prepack_length_summary *l)
     json_end_object(w);
 }
 
-void print_report_json(const job_args *a, const prepack_store *store,
+void print_report_json(const cmd_args *a, const prepack_store *store,
                        const prepack_report *r, timings t,
                        const pack_result *out)
 {

@@ -59,8 +59,8 @@ static const char stats_help[] =
 
 int cmd_stats(int argc, char **argv)
 {
-    job_args a;
-    int rc = parse_job_args(argc, argv, "stats", stats_help, &a);
+    cmd_args a;
+    int rc = parse_cmd_args(argc, argv, "stats", stats_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
 

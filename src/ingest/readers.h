@@ -17,7 +17,7 @@ int pp_ingest_jsonl(prepack_store *s, const char *path,
 /* Megatron X.idx + X.bin, given the prefix X (megatron.c). */
 int pp_ingest_megatron(prepack_store *s, const char *prefix,
                        const prepack_ingest_options *o, prepack_diag *diag);
-/* ---- parts of inputs, for the scan tasks of a job in steps (src/dist) -- */
+/* ---- parts of inputs, for the scan tasks of a job in steps (src/steps) -- */
 
 /* What of an input one scan task reads. whole: all of it, as
  * prepack_ingest_file (and the checks that need the whole file).

@@ -36,7 +36,7 @@ const uint64_t *pp_store_joins(const prepack_store *s, size_t *n);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 
-/* ---- for a job's scan tasks (src/dist): where each sequence's tokens are -- */
+/* ---- for a job's scan tasks (src/steps): where each sequence's tokens are -- */
 
 /* A source of a finished store: source 0 holds the tokens parsed from text
  * (path NULL; its loss mask beside it, one byte a token, when any input

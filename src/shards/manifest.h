@@ -18,7 +18,7 @@ typedef struct pp_shard_info {
     uint64_t rows, tokens, bytes, xxh64;
 } pp_shard_info;
 
-/* Everything manifest.json says. A job in steps (src/dist) gathers it
+/* Everything manifest.json says. A job in steps (src/steps) gathers it
  * from its tasks' files; the writer from its own state and the caller's
  * prepack_manifest_info. */
 typedef struct pp_manifest_fields {

@@ -1,5 +1,5 @@
 /* A part of a shard set: the shards one write task of a job in steps
- * (src/dist) writes, named from their number in the whole set, with no
+ * (src/steps) writes, named from their number in the whole set, with no
  * manifest; the job's finalize step writes that from every part. */
 #ifndef PP_SHARDS_PART_H
 #define PP_SHARDS_PART_H

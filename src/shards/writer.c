@@ -793,7 +793,7 @@ int pp_manifest_save(const char *dir, const pp_manifest_fields *m,
     return PREPACK_OK;
 }
 
-/* ---- a part of a set (src/dist's write tasks) -------------------------------- */
+/* ---- a part of a set (src/steps's write tasks) -------------------------------- */
 
 int pp_writer_finish_part(prepack_writer *w, prepack_diag *diag)
 {

@@ -1,5 +1,5 @@
 """Inputs of every format prepack reads, written from plain Python lists,
-for the tests of pack in steps (test_steps.py, test_distributed.py)."""
+for the tests of pack in steps (test_steps.py, test_steps_cluster.py)."""
 import gzip
 import json
 import random

@@ -672,7 +672,7 @@ def test_finalize_refuses_shards_written_under_another_plan(prepack_bin, tmp_pat
     assert files(tmp_path / "ref") == files(out)
 
 
-# Offsets of the fields crafted below (src/dist/records.c's visitors).
+# Offsets of the fields crafted below (src/steps/records.c's visitors).
 SCAN_NPARTS, SCAN_NSOURCES, SCAN_SEQUENCES, SCAN_LOCS_SIZE, SCAN_PART0 = 88, 92, 24, 56, 96
 PLAN_SCAN_TASKS, PLAN_MAX_SEQ_LEN, PLAN_SHARDS, PLAN_NINPUTS = 16, 20, 68, 84
 PLAN_SCAN_FIRST = 88

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common/error.h"
-#include "dist/job.h"
+#include "steps/job.h"
 #include "shards/part.h"
 
 /* Reading: allocates n elements of `size` bytes, once the file is seen to
@@ -170,9 +170,9 @@ static const char *scan_sources_fault(const pp_scan_meta *m, uint32_t ninputs)
     if (m->sequences > UINT64_MAX / PP_LOC_BYTES ||
         m->locs_size != m->sequences * PP_LOC_BYTES)
         return "its locations and its sequences differ";
-    if (m->has_mask > 1 || (m->mask_size &&
-                            m->mask_size != m->sources[0].size /
-                                                m->sources[0].width))
+    if (m->has_mask > 1 ||
+        (m->mask_size &&
+         m->mask_size != m->sources[0].size / m->sources[0].width))
         return "its loss mask and its tokens differ";
     return NULL;
 }
@@ -204,8 +204,8 @@ static int rerun(prepack_diag *diag, int rc, const char *what)
     return pp_fail(diag, rc, PREPACK_NO_RECORD, "%s: %s", why, what);
 }
 
-int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n,
-                      pp_scan_meta *m, prepack_diag *diag)
+int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n, pp_scan_meta *m,
+                      prepack_diag *diag)
 {
     char name[64], path[4400], what[128];
     pp_scan_name(name, sizeof name, t, "meta");
@@ -254,10 +254,18 @@ static void visit_report(pp_rec *r, prepack_report *p)
 {
     prepack_plan_stats *s = &p->plan;
     pp_rec_u32(r, &s->max_seq_len);
-    uint64_t *u64s[] = {&s->sequences,   &s->input_tokens,     &s->items,
-                        &s->tokens,      &s->rows,             &s->lower_bound,
-                        &s->zero_length, &s->overlong,         &s->truncated_tokens,
-                        &s->split_chunks, &s->dropped_sequences, &s->dropped_tokens};
+    uint64_t *u64s[] = {&s->sequences,
+                        &s->input_tokens,
+                        &s->items,
+                        &s->tokens,
+                        &s->rows,
+                        &s->lower_bound,
+                        &s->zero_length,
+                        &s->overlong,
+                        &s->truncated_tokens,
+                        &s->split_chunks,
+                        &s->dropped_sequences,
+                        &s->dropped_tokens};
     for (size_t i = 0; i < sizeof u64s / sizeof *u64s; i++)
         pp_rec_u64(r, u64s[i]);
     pp_rec_f64(r, &s->efficiency);
@@ -313,11 +321,11 @@ void pp_plan_meta_visit(pp_rec *r, pp_plan_meta *m)
     pp_rec_u64(r, &m->sequences);
     pp_rec_u32(r, &m->ninputs);
     /* each array bounded before its count + 1 is taken */
-    if (r->reading && (m->shards >= UINT64_MAX / 16 ||
-                       m->scan_tasks == UINT32_MAX))
+    if (r->reading &&
+        (m->shards >= UINT64_MAX / 16 || m->scan_tasks == UINT32_MAX))
         r->bad = 1;
-    if (!rec_array(r, (void **)&m->scan_first, (uint64_t)m->scan_tasks + 1,
-                   8, 8) ||
+    if (!rec_array(r, (void **)&m->scan_first, (uint64_t)m->scan_tasks + 1, 8,
+                   8) ||
         !rec_array(r, (void **)&m->inputs, m->ninputs, sizeof *m->inputs,
                    INPUT_WIRE) ||
         !rec_array(r, (void **)&m->shard_offset, m->shards + 1, 8, 8) ||
@@ -348,7 +356,7 @@ void pp_plan_meta_free(pp_plan_meta *m)
 /* The inputs are the command line's (rule: a path read from a job file
  * is never opened), their sequences in order. */
 static const char *plan_inputs_fault(const pp_plan_meta *m,
-                                     const prepack_job_options *o)
+                                     const prepack_step_options *o)
 {
     if (m->ninputs != o->ninputs)
         return "its inputs are not the command line's";
@@ -360,8 +368,7 @@ static const char *plan_inputs_fault(const pp_plan_meta *m,
         if (!prepack_format_name(in->format) ||
             in->format == PREPACK_FORMAT_AUTO)
             return "an input has no format";
-        if (in->first_sequence != next ||
-            in->sequences > m->sequences - next)
+        if (in->first_sequence != next || in->sequences > m->sequences - next)
             return "its inputs' sequences are out of order";
         next += in->sequences;
     }
@@ -372,7 +379,7 @@ static const char *plan_inputs_fault(const pp_plan_meta *m,
  * monotonic. */
 static const char *plan_layout_fault(const pp_plan_meta *m, const pp_job *j)
 {
-    const prepack_job_options *o = j->o;
+    const prepack_step_options *o = j->o;
     if (m->max_seq_len != o->plan.max_seq_len || m->max_seq_len == 0 ||
         m->shard_rows != j->shard_rows ||
         (m->dtype != PREPACK_DTYPE_UINT16 &&
@@ -407,8 +414,8 @@ int pp_plan_meta_load(const pp_job *j, pp_plan_meta *m, prepack_diag *diag)
     memset(m, 0, sizeof *m);
     pp_rec r;
     int missing = 0;
-    int rc = pp_rec_load(&r, j->job_fd, j->job_dir, "plan.meta", &missing,
-                         diag);
+    int rc =
+        pp_rec_load(&r, j->job_fd, j->job_dir, "plan.meta", &missing, diag);
     if (rc != PREPACK_OK && missing)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "%s has no plan: run prepack plan first", j->job_dir);
@@ -455,16 +462,16 @@ void pp_write_meta_visit(pp_rec *r, pp_write_meta *m)
     }
 }
 
-int pp_write_meta_load(const pp_job *j, uint32_t t, uint32_t n,
-                       uint64_t shards, uint64_t shard_rows,
-                       pp_write_meta *m, int *missing, prepack_diag *diag)
+int pp_write_meta_load(const pp_job *j, uint32_t t, uint32_t n, uint64_t shards,
+                       uint64_t shard_rows, pp_write_meta *m, int *missing,
+                       prepack_diag *diag)
 {
     char name[64], path[4400];
     pp_write_name(name, sizeof name, t, n);
     pp_job_file(j, path, sizeof path, name);
     memset(m, 0, sizeof *m);
     uint64_t s0, s1;
-    pp_job_shards_of(shards, t, n, &s0, &s1);
+    pp_step_shards_of(shards, t, n, &s0, &s1);
     pp_rec r;
     int rc = pp_rec_load(&r, j->job_fd, j->job_dir, name, missing, diag);
     char what[96];
@@ -481,8 +488,8 @@ int pp_write_meta_load(const pp_job *j, uint32_t t, uint32_t n,
     for (uint64_t i = 0; !bad && i < m->count; i++) {
         char want[PP_SHARD_NAME_MAX];
         pp_shard_name(want, (size_t)(s0 + i));
-        bad = strcmp(m->shards[i].file, want) != 0 ||
-              m->shards[i].rows == 0 || m->shards[i].rows > shard_rows;
+        bad = strcmp(m->shards[i].file, want) != 0 || m->shards[i].rows == 0 ||
+              m->shards[i].rows > shard_rows;
     }
     if (bad) {
         free(m->shards);

@@ -14,7 +14,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
-#include "dist/record.h"
+#include "steps/record.h"
 
 static void put(pp_rec *r, const void *p, size_t n)
 {
@@ -142,11 +142,11 @@ int pp_rec_create(pp_rec *r, int dirfd, const char *dir, const char *name,
     tmp_name(tmp, sizeof tmp, name);
     unlinkat(dirfd, tmp, 0); /* a killed run's: the task's lock is held */
     r->hash = XXH64_createState();
-    int fd = r->hash ? openat(dirfd, tmp,
-                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-                                  O_CLOEXEC,
-                              0666)
-                     : -1;
+    int fd =
+        r->hash
+            ? openat(dirfd, tmp,
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666)
+            : -1;
     r->out = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!r->out) {
         int e = r->hash ? errno : ENOMEM;
@@ -207,8 +207,8 @@ int pp_rec_open(int dirfd, const char *name, uint64_t *size)
         errno = ENOENT;
         return -1;
     }
-    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-                                     O_CLOEXEC);
+    int fd =
+        openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
     if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
         int e = S_ISREG(st.st_mode) ? errno : EINVAL;
@@ -242,8 +242,8 @@ int pp_rec_load(pp_rec *r, int dirfd, const char *dir, const char *name,
     close(fd);
     if (rc != PREPACK_OK) {
         free(buf);
-        return pp_fail(diag, rc, PREPACK_NO_RECORD, "reading %s/%s failed",
-                       dir, name);
+        return pp_fail(diag, rc, PREPACK_NO_RECORD, "reading %s/%s failed", dir,
+                       name);
     }
     if (n < 8 || XXH64(buf, n - 8, 0) != pp_load_le(buf + n - 8, 8)) {
         free(buf);

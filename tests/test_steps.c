@@ -1,4 +1,4 @@
-/* prepack_job_scan / _plan / _write / _finalize through the public header:
+/* prepack_step_scan / _plan / _write / _finalize through the public header:
  * the set equals the one prepack_writer writes from one store and one plan
  * (pack's path), for several task counts; argument errors; the task named
  * when a step's output is missing; reruns that do nothing. */
@@ -45,7 +45,8 @@ static int write_inputs(void **state)
             int len = 1 + (int)((x >> 33) % (i % 17 == 0 ? 700 : 200));
             fputs("{\"input_ids\": [", out);
             for (int k = 0; k < len; k++)
-                fprintf(out, "%s%d", k ? ", " : "", (int)((x >> (k % 40)) % 50000));
+                fprintf(out, "%s%d", k ? ", " : "",
+                        (int)((x >> (k % 40)) % 50000));
             if (i % 5 == 0) {
                 fputs("], \"loss_mask\": [", out);
                 for (int k = 0; k < len; k++)
@@ -58,9 +59,9 @@ static int write_inputs(void **state)
     return 0;
 }
 
-static prepack_job_options options(void)
+static prepack_step_options options(void)
 {
-    prepack_job_options o;
+    prepack_step_options o;
     memset(&o, 0, sizeof o);
     o.inputs = inputs;
     o.ninputs = NFILES;
@@ -74,7 +75,7 @@ static prepack_job_options options(void)
 /* pack's path: one store, one plan, one writer. */
 static void pack_whole(const char *dir)
 {
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_store *s = NULL;
     prepack_diag d = {0};
     assert_int_equal(prepack_store_create(&s, &o.store, &d), PREPACK_OK);
@@ -111,18 +112,18 @@ static void pack_whole(const char *dir)
 
 static void run_steps(const char *dir, uint32_t n, uint32_t m)
 {
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
-    prepack_job_result r;
+    prepack_step_result r;
     for (uint32_t t = 0; t < n; t++) {
-        int rc = prepack_job_scan(dir, &o, t, n, &r, &d);
+        int rc = prepack_step_scan(dir, &o, t, n, &r, &d);
         assert_int_equal(rc, PREPACK_OK);
         assert_false(r.already_done);
     }
-    assert_int_equal(prepack_job_plan(dir, &o, n, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_plan(dir, &o, n, &r, &d), PREPACK_OK);
     for (uint32_t t = m; t-- > 0;)
-        assert_int_equal(prepack_job_write(dir, &o, t, m, &r, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_finalize(dir, &o, m, 1, &r, &d), PREPACK_OK);
+        assert_int_equal(prepack_step_write(dir, &o, t, m, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_finalize(dir, &o, m, 1, &r, &d), PREPACK_OK);
     assert_true(r.rows > 0);
 }
 
@@ -192,54 +193,55 @@ static void test_steps_equal_one_process(void **state)
 static void test_bad_arguments(void **state)
 {
     (void)state;
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
-    assert_int_equal(prepack_job_scan(NULL, &o, 0, 1, NULL, &d), PREPACK_EINVAL);
-    assert_int_equal(prepack_job_scan(path_of("x"), NULL, 0, 1, NULL, NULL),
+    assert_int_equal(prepack_step_scan(NULL, &o, 0, 1, NULL, &d),
                      PREPACK_EINVAL);
-    assert_int_equal(prepack_job_scan(path_of("x"), &o, 2, 2, NULL, &d),
+    assert_int_equal(prepack_step_scan(path_of("x"), NULL, 0, 1, NULL, NULL),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_step_scan(path_of("x"), &o, 2, 2, NULL, &d),
                      PREPACK_EINVAL);
     assert_non_null(strstr(d.message, "not below the task count"));
-    assert_int_equal(prepack_job_plan(path_of("x"), &o, 0, NULL, &d),
+    assert_int_equal(prepack_step_plan(path_of("x"), &o, 0, NULL, &d),
                      PREPACK_EINVAL);
-    assert_int_equal(prepack_job_write(path_of("x"), &o, 0, 0, NULL, &d),
+    assert_int_equal(prepack_step_write(path_of("x"), &o, 0, 0, NULL, &d),
                      PREPACK_EINVAL);
-    assert_int_equal(prepack_job_finalize(path_of("x"), &o, 0, 1, NULL, &d),
+    assert_int_equal(prepack_step_finalize(path_of("x"), &o, 0, 1, NULL, &d),
                      PREPACK_EINVAL);
     o.writer.shard_bytes = 1 << 20;
-    assert_int_equal(prepack_job_scan(path_of("x"), &o, 0, 1, NULL, &d),
+    assert_int_equal(prepack_step_scan(path_of("x"), &o, 0, 1, NULL, &d),
                      PREPACK_EINVAL);
     assert_non_null(strstr(d.message, "shard_rows"));
     o = options();
     o.ninputs = 0;
-    assert_int_equal(prepack_job_scan(path_of("x"), &o, 0, 1, NULL, &d),
+    assert_int_equal(prepack_step_scan(path_of("x"), &o, 0, 1, NULL, &d),
                      PREPACK_EINVAL);
 }
 
 static void test_missing_outputs_name_the_task(void **state)
 {
     (void)state;
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
-    prepack_job_result r;
+    prepack_step_result r;
     const char *dir = path_of("missing");
-    assert_int_equal(prepack_job_scan(dir, &o, 0, 3, &r, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_scan(dir, &o, 2, 3, &r, &d), PREPACK_OK);
-    assert_int_not_equal(prepack_job_plan(dir, &o, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 0, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 2, 3, &r, &d), PREPACK_OK);
+    assert_int_not_equal(prepack_step_plan(dir, &o, 3, &r, &d), PREPACK_OK);
     assert_non_null(strstr(d.message, "scan task 1 of 3 has no result"));
-    assert_int_equal(prepack_job_scan(dir, &o, 1, 3, &r, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_scan(dir, &o, 1, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 1, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 1, 3, &r, &d), PREPACK_OK);
     assert_true(r.already_done);
-    assert_int_not_equal(prepack_job_write(dir, &o, 0, 2, &r, &d), PREPACK_OK);
+    assert_int_not_equal(prepack_step_write(dir, &o, 0, 2, &r, &d), PREPACK_OK);
     assert_non_null(strstr(d.message, "run prepack plan first"));
-    assert_int_equal(prepack_job_plan(dir, &o, 3, &r, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_write(dir, &o, 1, 2, &r, NULL), PREPACK_OK);
-    assert_int_not_equal(prepack_job_finalize(dir, &o, 2, 1, &r, &d),
+    assert_int_equal(prepack_step_plan(dir, &o, 3, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_write(dir, &o, 1, 2, &r, NULL), PREPACK_OK);
+    assert_int_not_equal(prepack_step_finalize(dir, &o, 2, 1, &r, &d),
                          PREPACK_OK);
     assert_non_null(strstr(d.message, "write task 0 of 2 has no result"));
-    assert_int_equal(prepack_job_write(dir, &o, 0, 2, &r, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_finalize(dir, &o, 2, 0, &r, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_finalize(dir, &o, 2, 1, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_write(dir, &o, 0, 2, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_finalize(dir, &o, 2, 0, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_finalize(dir, &o, 2, 1, &r, &d), PREPACK_OK);
     assert_true(r.already_done);
     assert_same_dirs(path_of("whole"), dir);
 }
@@ -248,12 +250,13 @@ static void test_missing_outputs_name_the_task(void **state)
 
 static void scan_plan_write(const char *dir, uint32_t n)
 {
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
     for (uint32_t t = 0; t < n; t++)
-        assert_int_equal(prepack_job_scan(dir, &o, t, n, NULL, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_plan(dir, &o, n, NULL, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_write(dir, &o, 0, 1, NULL, &d), PREPACK_OK);
+        assert_int_equal(prepack_step_scan(dir, &o, t, n, NULL, &d),
+                         PREPACK_OK);
+    assert_int_equal(prepack_step_plan(dir, &o, n, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_write(dir, &o, 0, 1, NULL, &d), PREPACK_OK);
 }
 
 static int count_files(const char *dir)
@@ -285,13 +288,14 @@ static void test_a_linked_job_directory_is_refused(void **state)
     int before = count_files(decoy);
     assert_int_equal(rename(job, moved), 0);
     assert_int_equal(symlink(decoy, job), 0);
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
-    assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d),
+    assert_int_equal(prepack_step_finalize(dir, &o, 1, 1, NULL, &d),
                      PREPACK_EINVAL);
     assert_non_null(strstr(d.message, "symbolic link"));
     assert_int_equal(count_files(decoy), before);
-    assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_EINVAL);
+    assert_int_equal(prepack_step_scan(dir, &o, 0, 2, NULL, &d),
+                     PREPACK_EINVAL);
     assert_int_equal(count_files(decoy), before);
     /* DIR itself a link, spelled so that the last part is not the link */
     char link[600], spelled[700];
@@ -300,13 +304,14 @@ static void test_a_linked_job_directory_is_refused(void **state)
     const char *tails[] = {"", "/", "/.", "/./", "//.", "/x/.."};
     for (size_t i = 0; i < sizeof tails / sizeof *tails; i++) {
         snprintf(spelled, sizeof spelled, "%s%s", link, tails[i]);
-        assert_int_equal(prepack_job_scan(spelled, &o, 0, 2, NULL, &d),
+        assert_int_equal(prepack_step_scan(spelled, &o, 0, 2, NULL, &d),
                          PREPACK_EINVAL);
         assert_int_equal(count_files(decoy), before);
     }
     assert_int_equal(unlink(job), 0);
     assert_int_equal(rename(moved, job), 0);
-    assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_finalize(dir, &o, 1, 1, NULL, &d),
+                     PREPACK_OK);
     assert_same_dirs(path_of("whole"), dir);
 }
 
@@ -315,18 +320,18 @@ static void test_one_run_per_task(void **state)
 {
     (void)state;
     const char *dir = path_of("locked");
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
-    assert_int_equal(prepack_job_scan(dir, &o, 1, 2, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 1, 2, NULL, &d), PREPACK_OK);
     char lock[600];
     snprintf(lock, sizeof lock, "%s/.prepack-job/scan-00000.lock", dir);
     int fd = open(lock, O_RDWR | O_CREAT, 0666);
     assert_true(fd >= 0);
     assert_int_equal(flock(fd, LOCK_EX), 0);
-    assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_EIO);
+    assert_int_equal(prepack_step_scan(dir, &o, 0, 2, NULL, &d), PREPACK_EIO);
     assert_non_null(strstr(d.message, "another run holds scan task 0"));
     close(fd);
-    assert_int_equal(prepack_job_scan(dir, &o, 0, 2, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 0, 2, NULL, &d), PREPACK_OK);
 }
 
 /* Rule 4: a flipped byte in a task's tokens reached the set. */
@@ -334,14 +339,14 @@ static void test_a_flipped_token_byte_is_refused(void **state)
 {
     (void)state;
     const char *dir = path_of("flipped");
-    prepack_job_options o = options();
+    prepack_step_options o = options();
     prepack_diag d = {0};
-    assert_int_equal(prepack_job_scan(dir, &o, 0, 1, NULL, &d), PREPACK_OK);
-    assert_int_equal(prepack_job_plan(dir, &o, 1, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_scan(dir, &o, 0, 1, NULL, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_plan(dir, &o, 1, NULL, &d), PREPACK_OK);
     char tokens[600];
     snprintf(tokens, sizeof tokens, "%s/.prepack-job/scan-00000.tokens", dir);
     assert_int_equal(flip_byte_at(tokens, 1000, 1), 0);
-    assert_int_equal(prepack_job_write(dir, &o, 0, 1, NULL, &d),
+    assert_int_equal(prepack_step_write(dir, &o, 0, 1, NULL, &d),
                      PREPACK_ECORRUPT);
     assert_non_null(strstr(d.message, "scan-00000.tokens"));
     assert_non_null(strstr(d.message, "rerun scan task 0"));
@@ -375,12 +380,12 @@ static void test_a_crafted_plan_with_a_correct_hash_is_refused(void **state)
         assert_int_equal(fwrite(c, 1, n, out), n);
         fclose(out);
         free(c);
-        prepack_job_options o = options();
+        prepack_step_options o = options();
         prepack_diag d = {0};
-        assert_int_equal(prepack_job_write(dir, &o, 0, 1, NULL, &d),
+        assert_int_equal(prepack_step_write(dir, &o, 0, 1, NULL, &d),
                          PREPACK_ECORRUPT);
         assert_non_null(strstr(d.message, "plan.meta is damaged"));
-        assert_int_equal(prepack_job_finalize(dir, &o, 1, 1, NULL, &d),
+        assert_int_equal(prepack_step_finalize(dir, &o, 1, 1, NULL, &d),
                          PREPACK_ECORRUPT);
     }
     free(b);

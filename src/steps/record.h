@@ -2,8 +2,8 @@
  * records written in one pass through a hash and read back through a
  * bounded cursor. One visitor function per record type serves both
  * directions, so what is written and what is read cannot drift. */
-#ifndef PP_DIST_RECORD_H
-#define PP_DIST_RECORD_H
+#ifndef PP_STEPS_RECORD_H
+#define PP_STEPS_RECORD_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -17,7 +17,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
-#include "dist/job.h"
+#include "steps/job.h"
 #include "plan/plan.h"
 #include "shards/part.h"
 
@@ -136,16 +136,14 @@ static int take_scan(planning *p, uint32_t t, prepack_diag *diag)
     pp_rec r;
     int missing;
     rc = pp_rec_load(&r, p->job.job_fd, p->job.job_dir, name, &missing, diag);
-    const char *bad = rc != PREPACK_OK || r.in_len != m.sequences * 4 ||
-                              XXH64(r.in, r.in_len, 0) != m.lengths_hash
-                          ? "lengths"
-                      : !file_size_is(&p->job, t, "locs", m.locs_size) ? "locs"
-                      : !file_size_is(&p->job, t, "tokens", m.sources[0].size)
-                          ? "tokens"
-                      : m.mask_size &&
-                              !file_size_is(&p->job, t, "mask", m.mask_size)
-                          ? "mask"
-                          : NULL;
+    const char *bad =
+        rc != PREPACK_OK || r.in_len != m.sequences * 4 ||
+                XXH64(r.in, r.in_len, 0) != m.lengths_hash
+            ? "lengths"
+        : !file_size_is(&p->job, t, "locs", m.locs_size)         ? "locs"
+        : !file_size_is(&p->job, t, "tokens", m.sources[0].size) ? "tokens"
+        : m.mask_size && !file_size_is(&p->job, t, "mask", m.mask_size) ? "mask"
+                                                                        : NULL;
     if (bad) {
         if (rc == PREPACK_OK)
             pp_rec_release(&r);
@@ -181,7 +179,7 @@ static int take_scan(planning *p, uint32_t t, prepack_diag *diag)
  * part of it is in. */
 static int check_inputs(planning *p, prepack_diag *diag)
 {
-    const prepack_job_options *o = p->job.o;
+    const prepack_step_options *o = p->job.o;
     for (uint32_t i = 0; i < p->meta.ninputs; i++) {
         prepack_input_info *in = &p->meta.inputs[i];
         if (!p->seen[i])
@@ -208,7 +206,7 @@ static int check_inputs(planning *p, prepack_diag *diag)
 
 static int read_scans(planning *p, prepack_diag *diag)
 {
-    const prepack_job_options *o = p->job.o;
+    const prepack_step_options *o = p->job.o;
     pp_plan_meta *m = &p->meta;
     m->ninputs = (uint32_t)o->ninputs;
     m->scan_tasks = p->ntasks;
@@ -220,8 +218,8 @@ static int read_scans(planning *p, prepack_diag *diag)
     p->total = calloc(o->ninputs, 8);
     p->tail = calloc(o->ninputs, sizeof *p->tail);
     p->tail_len = calloc(o->ninputs, sizeof *p->tail_len);
-    if (!m->scan_first || !m->inputs || !p->seen || !p->reach ||
-        !p->bin_size || !p->total || !p->tail || !p->tail_len)
+    if (!m->scan_first || !m->inputs || !p->seen || !p->reach || !p->bin_size ||
+        !p->total || !p->tail || !p->tail_len)
         return pp_out_of_memory(diag);
     for (size_t i = 0; i < o->ninputs; i++)
         if (!(m->inputs[i].path = strdup(o->inputs[i])))
@@ -267,8 +265,8 @@ static int write_rows(planning *p, const prepack_plan *plan, prepack_diag *diag)
 {
     pp_plan_meta *m = &p->meta;
     pp_rec r;
-    int rc = pp_rec_create(&r, p->job.job_fd, p->job.job_dir, "plan.rows",
-                           diag);
+    int rc =
+        pp_rec_create(&r, p->job.job_fd, p->job.job_dir, "plan.rows", diag);
     if (rc != PREPACK_OK)
         return rc;
     prepack_item *items = malloc(((size_t)m->max_seq_len + 1) * sizeof *items);
@@ -343,15 +341,15 @@ static int plan_groups(planning *p, prepack_plan **plan, prepack_diag *diag)
     return rc;
 }
 
-static int plan_and_save(planning *p, prepack_job_result *res,
+static int plan_and_save(planning *p, prepack_step_result *res,
                          prepack_diag *diag)
 {
-    const prepack_job_options *o = p->job.o;
+    const prepack_step_options *o = p->job.o;
     pp_plan_meta *m = &p->meta;
     prepack_plan *plan = NULL;
-    int rc = p->njoins ? plan_groups(p, &plan, diag)
-                       : prepack_plan_create(&plan, p->lengths, p->n, &o->plan,
-                                             diag);
+    int rc = p->njoins
+                 ? plan_groups(p, &plan, diag)
+                 : prepack_plan_create(&plan, p->lengths, p->n, &o->plan, diag);
     if (rc != PREPACK_OK)
         return plan_failed(p, rc, diag);
     rc = prepack_report_compute(plan, p->lengths, p->n, o->batch_size,
@@ -381,8 +379,8 @@ static int plan_and_save(planning *p, prepack_job_result *res,
     prepack_plan_free(plan);
     pp_rec r;
     if (rc == PREPACK_OK)
-        rc = pp_rec_create(&r, p->job.job_fd, p->job.job_dir, "plan.meta",
-                           diag);
+        rc =
+            pp_rec_create(&r, p->job.job_fd, p->job.job_dir, "plan.meta", diag);
     if (rc == PREPACK_OK) {
         pp_plan_meta_visit(&r, m);
         rc = pp_rec_save(&r, diag);
@@ -411,7 +409,7 @@ static int already_planned(const pp_job *j, uint32_t ntasks)
     return ok;
 }
 
-static int plan_job(planning *p, uint32_t scan_tasks, prepack_job_result *res,
+static int plan_job(planning *p, uint32_t scan_tasks, prepack_step_result *res,
                     prepack_diag *diag)
 {
     if (p->job.job_fd < 0)
@@ -438,15 +436,15 @@ static int plan_job(planning *p, uint32_t scan_tasks, prepack_job_result *res,
     return rc;
 }
 
-int prepack_job_plan(const char *dir, const prepack_job_options *o,
-                     uint32_t scan_tasks, prepack_job_result *res,
-                     prepack_diag *diag)
+int prepack_step_plan(const char *dir, const prepack_step_options *o,
+                      uint32_t scan_tasks, prepack_step_result *res,
+                      prepack_diag *diag)
 {
     pp_step step;
     planning p;
     memset(&p, 0, sizeof p);
-    int rc = pp_step_begin(&step, &p.job, dir, o, res, diag, "scan", 0,
-                           scan_tasks);
+    int rc =
+        pp_step_begin(&step, &p.job, dir, o, res, diag, "scan", 0, scan_tasks);
     if (rc == PREPACK_OK && !step.res->already_done)
         rc = plan_job(&p, scan_tasks, step.res, step.diag);
     pp_job_close(&p.job);

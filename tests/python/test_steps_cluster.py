@@ -1,4 +1,4 @@
-"""prepack.distributed.pack on a local Ray (ray.init(num_cpus=2)): the
+"""prepack.steps.pack on a local Ray (ray.init(num_cpus=2)): the
 steps as Ray tasks give pack's bytes, and a scan task whose worker is
 killed is retried by Ray."""
 import os
@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 if os.environ.get("PREPACK_SANITIZED"):
     pytest.skip("Ray runs once, in the plain build", allow_module_level=True)
 
-import prepack.distributed as dist  # noqa: E402
+import prepack.steps as steps  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def local_ray(tmp_path_factory, prepack_bin):
              runtime_env={"env_vars": {
                  "PYTHONPATH": os.path.join(ROOT, "python"),
                  "PREPACK_BIN": prepack_bin,
-                 "PREPACK_DISTRIBUTED_KILL": f"scan:1:{marker}"}})
+                 "PREPACK_STEPS_KILL": f"scan:1:{marker}"}})
     yield marker
     ray.shutdown()
 
@@ -38,7 +38,7 @@ def test_ray_pack_is_byte_identical_with_a_killed_scan_task(local_ray, prepack_b
     si.write_llmc(d / "c.bin", si.sequences(3, 200))
     inputs = [CORPUS, str(d / "a.jsonl"), str(d / "m.bin"), str(d / "c.bin")]
     opts = dict(overlong="split", shard_rows=100, rows_per_frame=16)
-    result = dist.pack(inputs, tmp_path / "out", 1024, tasks=3, write_tasks=2,
+    result = steps.pack(inputs, tmp_path / "out", 1024, tasks=3, write_tasks=2,
                        max_retries=2, **opts)
     assert local_ray.exists(), "the scan task was not killed"
     ref = tmp_path / "ref"
@@ -52,10 +52,10 @@ def test_ray_pack_is_byte_identical_with_a_killed_scan_task(local_ray, prepack_b
 def test_bad_input_is_an_error_not_a_retry(local_ray, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input_ids": [1, 2]}\n{"input_ids": [3, "x"]}\n')
-    with pytest.raises(dist.StepError, match=r"bad.jsonl:2: input_ids\[1\]"):
-        dist.pack([bad], tmp_path / "out", 64, tasks=2)
+    with pytest.raises(steps.StepError, match=r"bad.jsonl:2: input_ids\[1\]"):
+        steps.pack([bad], tmp_path / "out", 64, tasks=2)
 
 
 def test_unknown_option_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="max_len"):
-        dist.pack([CORPUS], tmp_path / "out", 64, tasks=1, max_len=3)
+        steps.pack([CORPUS], tmp_path / "out", 64, tasks=1, max_len=3)

@@ -21,7 +21,7 @@
 
 #include "common/error.h"
 #include "common/io.h"
-#include "dist/job.h"
+#include "steps/job.h"
 #include "ingest/store.h"
 
 /* Writes n bytes to DIR/.prepack-job/NAME (temporary name, fsync,
@@ -51,8 +51,8 @@ static int stamp_input(const pp_store_source *src, pp_scan_source *out,
 {
     struct stat st;
     if (src->fd < 0 || fstat(src->fd, &st) != 0)
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot stat %s", src->path ? src->path : "an input");
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "cannot stat %s",
+                       src->path ? src->path : "an input");
     out->stamp = (uint64_t)st.st_mtim.tv_sec * 1000000000u +
                  (uint64_t)st.st_mtim.tv_nsec;
     out->dev = (uint64_t)st.st_dev;
@@ -79,8 +79,8 @@ static int input_of(const pp_job *j, const pp_scan_meta *m, const char *path,
                    path ? path : "a source");
 }
 
-static int read_parts(const pp_job *j, prepack_store *s, uint32_t t,
-                      uint32_t n, pp_scan_meta *m, prepack_diag *diag)
+static int read_parts(const pp_job *j, prepack_store *s, uint32_t t, uint32_t n,
+                      pp_scan_meta *m, prepack_diag *diag)
 {
     size_t ni = j->o->ninputs;
     pp_unit *units = calloc(ni, sizeof *units);
@@ -90,10 +90,10 @@ static int read_parts(const pp_job *j, prepack_store *s, uint32_t t,
         return pp_out_of_memory(diag);
     }
     uint64_t total = 0;
-    int rc = pp_job_units(j, units, &total, diag);
+    int rc = pp_step_units(j, units, &total, diag);
     for (size_t i = 0; rc == PREPACK_OK && i < ni; i++) {
         pp_input_part part;
-        if (!pp_job_part(&units[i], total, t, n, &part))
+        if (!pp_step_part(&units[i], total, t, n, &part))
             continue;
         const char *path = j->o->inputs[i];
         rc = pp_ingest_part(s, path, units[i].format, &j->o->ingest, &part,
@@ -151,8 +151,8 @@ static int save_sequences(const pp_job *j, const prepack_store *s, uint32_t t,
     pp_scan_name(name, sizeof name, t, "lengths");
     int rc = save_bytes(j, name, prepack_store_lengths(s), (uint64_t)n * 4,
                         &m->lengths_hash, diag);
-    unsigned char *locs = rc == PREPACK_OK ? malloc(n ? n * PP_LOC_BYTES : 1)
-                                           : NULL;
+    unsigned char *locs =
+        rc == PREPACK_OK ? malloc(n ? n * PP_LOC_BYTES : 1) : NULL;
     if (rc == PREPACK_OK && !locs)
         rc = pp_out_of_memory(diag);
     for (size_t i = 0; rc == PREPACK_OK && i < n; i++) {
@@ -258,22 +258,21 @@ static int already_done(const pp_job *j, uint32_t t, uint32_t n)
     prepack_diag ignored;
     if (pp_scan_meta_load(j, t, n, &m, &ignored) != PREPACK_OK)
         return 0;
-    int ok = task_file_good(j, t, "lengths", m.sequences * 4,
-                            m.lengths_hash) &&
-             task_file_good(j, t, "locs", m.locs_size, m.locs_hash) &&
-             task_file_good(j, t, "tokens", m.sources[0].size,
-                            m.sources[0].stamp) &&
-             (!m.mask_size ||
-              task_file_good(j, t, "mask", m.mask_size, m.mask_hash));
+    int ok =
+        task_file_good(j, t, "lengths", m.sequences * 4, m.lengths_hash) &&
+        task_file_good(j, t, "locs", m.locs_size, m.locs_hash) &&
+        task_file_good(j, t, "tokens", m.sources[0].size, m.sources[0].stamp) &&
+        (!m.mask_size ||
+         task_file_good(j, t, "mask", m.mask_size, m.mask_hash));
     pp_scan_meta_free(&m);
     return ok;
 }
 
 /* The task's files, from its part of the inputs; the record last. */
 static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
-                     prepack_job_result *res, prepack_diag *diag)
+                     prepack_step_result *res, prepack_diag *diag)
 {
-    const prepack_job_options *o = j->o;
+    const prepack_step_options *o = j->o;
     char prefix[64];
     snprintf(prefix, sizeof prefix, "scan-%05u.", task);
     pp_job_remove(j, prefix); /* a killed run's files */
@@ -329,9 +328,9 @@ static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
     return rc;
 }
 
-int prepack_job_scan(const char *dir, const prepack_job_options *o,
-                     uint32_t task, uint32_t ntasks, prepack_job_result *res,
-                     prepack_diag *diag)
+int prepack_step_scan(const char *dir, const prepack_step_options *o,
+                      uint32_t task, uint32_t ntasks, prepack_step_result *res,
+                      prepack_diag *diag)
 {
     pp_step step;
     pp_job j;

@@ -15,7 +15,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
-#include "dist/job.h"
+#include "steps/job.h"
 #include "ingest/source.h"
 #include "ingest/tmpfile.h"
 #include "shards/part.h"
@@ -38,7 +38,7 @@ static uint64_t mix_u64(uint64_t h, uint64_t v)
     return mix(h, b, 8);
 }
 
-static uint64_t scan_key(const prepack_job_options *o)
+static uint64_t scan_key(const prepack_step_options *o)
 {
     uint64_t h = mix(0, "prepack-scan-1", 14);
     h = mix_u64(h, o->ninputs);
@@ -51,27 +51,27 @@ static uint64_t scan_key(const prepack_job_options *o)
     h = mix_u64(h, (uint64_t)g->has_doc_sep);
     h = mix_u64(h, g->has_doc_sep ? g->doc_sep : 0);
     h = mix_u64(h, (uint64_t)g->sep_position);
-    h = mix_u64(h, (uint64_t)!!g->allow_trailing_bytes);
+    h = mix_u64(h, (uint64_t) !!g->allow_trailing_bytes);
     return mix_u64(h, (uint64_t)o->store.dtype);
 }
 
 static uint64_t plan_key(const pp_job *j)
 {
-    const prepack_job_options *o = j->o;
+    const prepack_step_options *o = j->o;
     const prepack_plan_options *p = &o->plan;
     uint64_t h = mix_u64(j->scan_key, p->max_seq_len);
     h = mix_u64(h, (uint64_t)p->algo);
     h = mix_u64(h, (uint64_t)p->overlong);
     h = mix_u64(h, p->max_seqs_per_row);
     h = mix_u64(h, p->pad_multiple > 1 ? p->pad_multiple : 1);
-    h = mix_u64(h, (uint64_t)!!p->shuffle_rows);
+    h = mix_u64(h, (uint64_t) !!p->shuffle_rows);
     h = mix_u64(h, p->shuffle_rows ? p->shuffle_seed : 0);
     h = mix_u64(h, o->writer.rows_per_frame); /* 0: the default */
     h = mix_u64(h, j->shard_rows);
     h = mix_u64(h, (uint64_t)(o->writer.level ? o->writer.level
                                               : PREPACK_DEFAULT_ZSTD_LEVEL));
-    return mix_u64(h, o->batch_size ? o->batch_size
-                                    : PREPACK_DEFAULT_BATCH_SIZE);
+    return mix_u64(h,
+                   o->batch_size ? o->batch_size : PREPACK_DEFAULT_BATCH_SIZE);
 }
 
 /* Whether the directory behind fd holds nothing but a job directory (a
@@ -95,7 +95,7 @@ static int dir_is_empty(int fd)
     return empty;
 }
 
-static int check_options(const char *dir, const prepack_job_options *o,
+static int check_options(const char *dir, const prepack_step_options *o,
                          prepack_diag *diag)
 {
     if (!dir || !o || (o->ninputs && !o->inputs))
@@ -167,8 +167,7 @@ static int open_dirs(pp_job *j, int create, prepack_diag *diag)
                            j->dir, PP_JOB_DIR);
         if (mkdirat(j->dir_fd, PP_JOB_DIR, 0777) != 0 && errno != EEXIST)
             return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                           "cannot create %s: %s", j->job_dir,
-                           strerror(errno));
+                           "cannot create %s: %s", j->job_dir, strerror(errno));
         j->job_fd = openat(j->dir_fd, PP_JOB_DIR, DIR_FLAGS);
     }
     if (j->job_fd < 0 && errno == ENOENT)
@@ -177,12 +176,11 @@ static int open_dirs(pp_job *j, int create, prepack_diag *diag)
         return errno == ELOOP || errno == ENOTDIR
                    ? link_refused(j->job_dir, diag)
                    : pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                             "cannot open %s: %s", j->job_dir,
-                             strerror(errno));
+                             "cannot open %s: %s", j->job_dir, strerror(errno));
     return PREPACK_OK;
 }
 
-int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
+int pp_job_open(pp_job *j, const char *dir, const prepack_step_options *o,
                 int create, prepack_diag *diag)
 {
     memset(j, 0, sizeof *j);
@@ -196,8 +194,8 @@ int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
         (int)sizeof j->job_dir - 64)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
                        "directory name too long: %s", dir);
-    j->shard_rows =
-        o->writer.shard_rows ? o->writer.shard_rows : PREPACK_DEFAULT_SHARD_ROWS;
+    j->shard_rows = o->writer.shard_rows ? o->writer.shard_rows
+                                         : PREPACK_DEFAULT_SHARD_ROWS;
     j->scan_key = scan_key(o);
     j->plan_key = plan_key(j);
     rc = open_dirs(j, create, diag);
@@ -233,8 +231,7 @@ static int still_named(int dirfd, const char *name, int fd)
 static int try_lock(pp_job *j, const char *name, int *fd, prepack_diag *diag)
 {
     *fd = openat(j->job_fd, name,
-                 O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                 0666);
+                 O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
     if (*fd < 0)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot open %s/%s: %s", j->job_dir, name,
@@ -247,8 +244,7 @@ static int try_lock(pp_job *j, const char *name, int *fd, prepack_diag *diag)
         if (e == EWOULDBLOCK)
             return 1; /* held */
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot lock %s/%s: %s", j->job_dir, name,
-                       strerror(e));
+                       "cannot lock %s/%s: %s", j->job_dir, name, strerror(e));
     }
     return PREPACK_OK;
 }
@@ -298,7 +294,7 @@ int pp_job_finished(const pp_job *j)
 static void remove_leftover(const pp_job *j);
 
 int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
-                  const prepack_job_options *o, prepack_job_result *res,
+                  const prepack_step_options *o, prepack_step_result *res,
                   prepack_diag *diag, const char *count_of, uint32_t task,
                   uint32_t ntasks)
 {
@@ -357,10 +353,9 @@ static int kept_name(const char *p)
 static int job_owns(const char *name, int locks)
 {
     static const char *const scan[] = {
-        "lengths", "locs", "tokens", "mask", "meta", "lengths.tmp",
-        "locs.tmp", "tokens.tmp", "mask.tmp", "meta.tmp"};
-    static const char *const plan[] = {"rows", "meta", "rows.tmp",
-                                       "meta.tmp"};
+        "lengths",     "locs",     "tokens",     "mask",     "meta",
+        "lengths.tmp", "locs.tmp", "tokens.tmp", "mask.tmp", "meta.tmp"};
+    static const char *const plan[] = {"rows", "meta", "rows.tmp", "meta.tmp"};
     static const char *const write[] = {"meta", "meta.tmp"};
     const char *p;
     if (!strncmp(name, "scan-", 5) && (p = skip_digits(name + 5)) &&
@@ -409,8 +404,8 @@ void pp_job_remove_all(pp_job *j)
 {
     if (j->dir_fd < 0)
         return;
-    int moved = renameat(j->dir_fd, PP_JOB_DIR, j->dir_fd,
-                         PP_JOB_DIR_GONE) == 0;
+    int moved =
+        renameat(j->dir_fd, PP_JOB_DIR, j->dir_fd, PP_JOB_DIR_GONE) == 0;
     if (moved)
         fsync(j->dir_fd);
     remove_owned(j->job_fd, "", 1);
@@ -431,8 +426,8 @@ static void remove_leftover(const pp_job *j)
     fsync(j->dir_fd);
 }
 
-void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format,
-                       char *out, size_t cap)
+void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format, char *out,
+                       size_t cap)
 {
     const char *path = j->o->inputs[i];
     if (format != PREPACK_FORMAT_MEGATRON) {
@@ -478,13 +473,13 @@ static uint64_t first_sequence_at(const pp_unit *u, uint64_t x)
 {
     if (x == 0)
         return 0;
-    unsigned __int128 k = ((unsigned __int128)x * u->count + u->weight - 1) /
-                          u->weight;
+    unsigned __int128 k =
+        ((unsigned __int128)x * u->count + u->weight - 1) / u->weight;
     return k > u->count ? u->count : (uint64_t)k;
 }
 
-int pp_job_part(const pp_unit *u, uint64_t total, uint32_t t, uint32_t n,
-                pp_input_part *part)
+int pp_step_part(const pp_unit *u, uint64_t total, uint32_t t, uint32_t n,
+                 pp_input_part *part)
 {
     memset(part, 0, sizeof *part);
     uint64_t lo = start_of(t, n, total);
@@ -546,8 +541,8 @@ static void weigh_megatron(const char *path, pp_unit *u)
     u->split = ok && u->count > 0 ? 2 : 0;
 }
 
-int pp_job_units(const pp_job *j, pp_unit *units, uint64_t *total,
-                 prepack_diag *diag)
+int pp_step_units(const pp_job *j, pp_unit *units, uint64_t *total,
+                  prepack_diag *diag)
 {
     uint64_t at = 0;
     for (size_t i = 0; i < j->o->ninputs; i++) {
@@ -583,10 +578,9 @@ int pp_job_units(const pp_job *j, pp_unit *units, uint64_t *total,
     return PREPACK_OK;
 }
 
-void pp_job_shards_of(uint64_t shards, uint32_t t, uint32_t n, uint64_t *first,
-                      uint64_t *end)
+void pp_step_shards_of(uint64_t shards, uint32_t t, uint32_t n, uint64_t *first,
+                       uint64_t *end)
 {
     *first = (uint64_t)((unsigned __int128)shards * t / n);
     *end = (uint64_t)((unsigned __int128)shards * (t + 1) / n);
 }
-

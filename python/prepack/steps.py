@@ -11,9 +11,9 @@ every node (a shared file system), and the `prepack` command must be on
 the nodes (pip install prepack puts it beside the Python that runs Ray's
 workers; or give `prepack_bin`).
 
-    import ray, prepack.distributed
+    import ray, prepack.steps
     ray.init()
-    report = prepack.distributed.pack(["a.jsonl", "b.bin"], "shards/",
+    report = prepack.steps.pack(["a.jsonl", "b.bin"], "shards/",
                                       max_seq_len=4096, tasks=64)
 """
 import json
@@ -94,9 +94,9 @@ def run_step(prepack_bin, step, args, task=None):
 
 
 def _maybe_die_for_test(step, task):
-    """Tests only: PREPACK_DISTRIBUTED_KILL=STEP:TASK:MARKER kills the worker
+    """Tests only: PREPACK_STEPS_KILL=STEP:TASK:MARKER kills the worker
     running that task (SIGKILL) the first time, for Ray to retry it."""
-    spec = os.environ.get("PREPACK_DISTRIBUTED_KILL")
+    spec = os.environ.get("PREPACK_STEPS_KILL")
     if not spec:
         return
     want_step, want_task, marker = spec.split(":", 2)

@@ -1,4 +1,4 @@
-/* Write task t of n: the shards pp_job_shards_of gives it, built from
+/* Write task t of n: the shards pp_step_shards_of gives it, built from
  * plan.rows and the tokens where the scan tasks found them (their token
  * files, or the inputs themselves), through the same writer as prepack
  * pack, so the bytes are the same. The shards' names, sizes and hashes go
@@ -17,7 +17,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
-#include "dist/job.h"
+#include "steps/job.h"
 #include "ingest/store.h"
 #include "shards/part.h"
 
@@ -53,9 +53,9 @@ typedef struct writing {
 static int map_fd(mapped *m, int fd, uint64_t n, const char *dir,
                   const char *name, prepack_diag *diag)
 {
-    void *p = n <= SIZE_MAX ? mmap(NULL, (size_t)n, PROT_READ, MAP_SHARED,
-                                   fd, 0)
-                            : MAP_FAILED;
+    void *p = n <= SIZE_MAX
+                  ? mmap(NULL, (size_t)n, PROT_READ, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
     if (p == MAP_FAILED)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
                        "cannot map %s/%s: %s", dir, name, strerror(errno));
@@ -116,10 +116,12 @@ static int open_scans(writing *w, prepack_diag *diag)
         rc = pp_scan_meta_load(&w->job, t, n, &v->meta, diag);
         if (rc != PREPACK_OK)
             break;
-        if (v->meta.sequences != w->plan.scan_first[t + 1] - w->plan.scan_first[t])
+        if (v->meta.sequences !=
+            w->plan.scan_first[t + 1] - w->plan.scan_first[t])
             return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                            "scan task %u's result changed after the plan: "
-                           "rerun prepack plan", t);
+                           "rerun prepack plan",
+                           t);
         v->sources = calloc(v->meta.nsources, sizeof *v->sources);
         if (!v->sources)
             return pp_out_of_memory(diag);
@@ -142,8 +144,8 @@ static int open_scans(writing *w, prepack_diag *diag)
  * then mapped. Not the device: a shared file system's files have the same
  * inode on every client but a device number each client assigns, and the
  * write task may run on another node than the scan. */
-static int map_input(writing *w, uint32_t t, const pp_scan_source *s,
-                     mapped *m, prepack_diag *diag)
+static int map_input(writing *w, uint32_t t, const pp_scan_source *s, mapped *m,
+                     prepack_diag *diag)
 {
     m->tried = 1;
     const pp_scan_meta *meta = &w->scans[t].meta;
@@ -185,8 +187,7 @@ static const mapped *source(writing *w, uint32_t t, uint32_t k,
         return m->data || s->size == 0 ? m : NULL;
     char name[64];
     pp_scan_name(name, sizeof name, t, "tokens");
-    int rc = k == 0 ? map_job_file(m, &w->job, t, name, s->size, s->stamp,
-                                   diag)
+    int rc = k == 0 ? map_job_file(m, &w->job, t, name, s->size, s->stamp, diag)
                     : map_input(w, t, s, m, diag);
     return rc == PREPACK_OK ? m : NULL;
 }
@@ -209,27 +210,25 @@ static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
     if (seq >= w->plan.sequences || local >= v->meta.sequences)
         return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
                        "plan.rows names sequence %llu, past the inputs: "
-                       "rerun prepack plan", (unsigned long long)seq);
+                       "rerun prepack plan",
+                       (unsigned long long)seq);
     const unsigned char *loc = v->locs.data + local * PP_LOC_BYTES;
     uint32_t k = pp_load_le32(loc);
     uint64_t off = pp_load_le(loc + 4, 8);
     if (k >= v->meta.nsources)
         return pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                       "scan task %u's locations are damaged: rerun it",
-                       lo);
+                       "scan task %u's locations are damaged: rerun it", lo);
     const pp_scan_source *s = &v->meta.sources[k];
     uint64_t need = ((uint64_t)first + len) * s->width;
     const mapped *m = len ? source(w, lo, k, diag) : NULL;
-    if (len && (!m || off > s->size || need > s->size - off ||
-                off % s->width))
+    if (len && (!m || off > s->size || need > s->size - off || off % s->width))
         return m ? pp_fail(diag, PREPACK_ECORRUPT, PREPACK_NO_RECORD,
-                           "scan task %u's locations are damaged: rerun it",
-                           lo)
+                           "scan task %u's locations are damaged: rerun it", lo)
                  : diag->code; /* why source() failed */
     w->mapped += PP_LOC_BYTES + (uint64_t)len * s->width;
     if (len)
-        pp_tokens_convert(m->data + off + (uint64_t)first * s->width,
-                          s->width, (int)s->is_signed, len, w->width,
+        pp_tokens_convert(m->data + off + (uint64_t)first * s->width, s->width,
+                          (int)s->is_signed, len, w->width,
                           (unsigned char *)w->tokens + (size_t)at * w->width);
     if (!w->mask)
         return PREPACK_OK;
@@ -270,8 +269,9 @@ static int write_shard(writing *w, prepack_writer *wr, const unsigned char *p,
             t += len;
             w->cu[i + 1] = (int32_t)t;
         }
-        prepack_row row = {t, k, (prepack_dtype)w->plan.dtype, w->tokens,
-                           w->cu, w->seq_ids, w->mask, w->starts};
+        prepack_row row = {t,         k,        (prepack_dtype)w->plan.dtype,
+                           w->tokens, w->cu,    w->seq_ids,
+                           w->mask,   w->starts};
         int rc = prepack_writer_add(wr, &row, diag);
         if (rc != PREPACK_OK)
             return rc;
@@ -290,8 +290,7 @@ static int alloc_row(writing *w, prepack_diag *diag)
         w->mask = malloc(L);
     if (w->plan.has_offsets)
         w->starts = malloc(L * sizeof *w->starts);
-    if (!w->tokens || !w->cu || !w->seq_ids ||
-        (w->plan.has_mask && !w->mask) ||
+    if (!w->tokens || !w->cu || !w->seq_ids || (w->plan.has_mask && !w->mask) ||
         (w->plan.has_offsets && !w->starts))
         return pp_out_of_memory(diag);
     return PREPACK_OK;
@@ -323,9 +322,8 @@ static int read_plan_rows(const writing *w, uint64_t s0, uint64_t s1,
     return PREPACK_OK;
 }
 
-static int write_shards(writing *w, uint32_t task, uint32_t ntasks,
-                        uint64_t s0, uint64_t s1, pp_write_meta *out,
-                        prepack_diag *diag)
+static int write_shards(writing *w, uint32_t task, uint32_t ntasks, uint64_t s0,
+                        uint64_t s1, pp_write_meta *out, prepack_diag *diag)
 {
     const pp_plan_meta *m = &w->plan;
     unsigned char *rows = NULL;
@@ -343,7 +341,8 @@ static int write_shards(writing *w, uint32_t task, uint32_t ntasks,
         rc = pp_writer_create_part(&wr, w->job.dir, m->max_seq_len,
                                    (prepack_dtype)m->dtype, &wo, s0, diag);
     for (uint64_t s = s0; rc == PREPACK_OK && s < s1; s++) {
-        rc = write_shard(w, wr, rows + (m->shard_offset[s] - m->shard_offset[s0]),
+        rc = write_shard(w, wr,
+                         rows + (m->shard_offset[s] - m->shard_offset[s0]),
                          m->shard_offset[s + 1] - m->shard_offset[s], diag);
         if (rc == PREPACK_ECORRUPT && !diag->message[0])
             rc = pp_fail(diag, rc, PREPACK_NO_RECORD,
@@ -399,8 +398,7 @@ static void release(writing *w)
 int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash)
 {
     uint64_t size, h = 0;
-    int fd = strchr(s->file, '/') ? -1 : pp_rec_open(j->dir_fd, s->file,
-                                                     &size);
+    int fd = strchr(s->file, '/') ? -1 : pp_rec_open(j->dir_fd, s->file, &size);
     if (fd < 0)
         return 0;
     int ok = size == s->bytes &&
@@ -426,17 +424,17 @@ static int already_written(const pp_job *j, const pp_plan_meta *plan,
 }
 
 static int write_task(writing *w, uint32_t task, uint32_t ntasks,
-                      prepack_job_result *res, prepack_diag *diag)
+                      prepack_step_result *res, prepack_diag *diag)
 {
     char name[64];
     pp_write_lock_name(name, sizeof name, task, ntasks);
     char who[64];
     snprintf(who, sizeof who, "write task %u of %u", task, ntasks);
-    int rc = w->job.job_fd < 0
-                 ? pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                           "%s has no plan: run prepack plan first",
-                           w->job.job_dir)
-                 : pp_job_lock(&w->job, name, who, diag);
+    int rc =
+        w->job.job_fd < 0
+            ? pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                      "%s has no plan: run prepack plan first", w->job.job_dir)
+            : pp_job_lock(&w->job, name, who, diag);
     if (rc == PREPACK_OK)
         rc = pp_plan_meta_load(&w->job, &w->plan, diag);
     if (rc != PREPACK_OK)
@@ -446,7 +444,7 @@ static int write_task(writing *w, uint32_t task, uint32_t ntasks,
         return PREPACK_OK;
     }
     uint64_t s0, s1;
-    pp_job_shards_of(w->plan.shards, task, ntasks, &s0, &s1);
+    pp_step_shards_of(w->plan.shards, task, ntasks, &s0, &s1);
     pp_write_name(name, sizeof name, task, ntasks);
     unlinkat(w->job.job_fd, name, 0);
     pp_write_meta out;
@@ -473,15 +471,15 @@ static int write_task(writing *w, uint32_t task, uint32_t ntasks,
     return rc;
 }
 
-int prepack_job_write(const char *dir, const prepack_job_options *o,
-                      uint32_t task, uint32_t ntasks, prepack_job_result *res,
-                      prepack_diag *diag)
+int prepack_step_write(const char *dir, const prepack_step_options *o,
+                       uint32_t task, uint32_t ntasks, prepack_step_result *res,
+                       prepack_diag *diag)
 {
     pp_step step;
     writing w;
     memset(&w, 0, sizeof w);
-    int rc = pp_step_begin(&step, &w.job, dir, o, res, diag, NULL, task,
-                           ntasks);
+    int rc =
+        pp_step_begin(&step, &w.job, dir, o, res, diag, NULL, task, ntasks);
     if (rc == PREPACK_OK && !step.res->already_done)
         rc = write_task(&w, task, ntasks, step.res, step.diag);
     release(&w);

@@ -1,19 +1,21 @@
 /* A pack in steps (scan, plan, write, finalize; include/prepack.h and
  * docs/SCALE.md): what the steps share. Every step's files live in
  * DIR/.prepack-job until finalize writes the manifest and removes it. */
-#ifndef PP_DIST_JOB_H
-#define PP_DIST_JOB_H
+#ifndef PP_STEPS_JOB_H
+#define PP_STEPS_JOB_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dist/record.h"
+#include "steps/record.h"
 #include "ingest/readers.h"
 #include "shards/manifest.h"
 #include "prepack.h"
 
 #define PP_JOB_DIR ".prepack-job"
 
+/* The job directory (DIR/.prepack-job): where the steps hand records to
+ * each other, opened with the options and keys of the job it holds. */
 typedef struct pp_job {
     const char *dir;
     char job_dir[4096];
@@ -23,7 +25,7 @@ typedef struct pp_job {
      * -1: not there (yet). lock_fd: the step's lock (pp_job_lock). */
     int dir_fd, job_fd, lock_fd;
     char lock_name[64];
-    const prepack_job_options *o;
+    const prepack_step_options *o;
     uint64_t scan_key; /* inputs, how they are read, the dtype */
     uint64_t plan_key; /* scan_key and the plan and shard layout */
     uint64_t shard_rows;
@@ -32,7 +34,7 @@ typedef struct pp_job {
 /* Checks the options and derives the keys; opens DIR and the job
  * directory (a symbolic link in the place of either is refused); create:
  * makes them first. pp_job_close closes what it opened (and the lock). */
-int pp_job_open(pp_job *j, const char *dir, const prepack_job_options *o,
+int pp_job_open(pp_job *j, const char *dir, const prepack_step_options *o,
                 int create, prepack_diag *diag);
 void pp_job_close(pp_job *j);
 /* Takes the step's exclusive lock, the job file NAME (flock): a second
@@ -46,21 +48,21 @@ void pp_job_file(const pp_job *j, char *out, size_t cap, const char *name);
 /* Whether DIR is a finished set: manifest.json and no job directory. */
 int pp_job_finished(const pp_job *j);
 
-/* What every step (prepack_job_*) starts with: the caller's result and
+/* What every step (prepack_step_*) starts with: the caller's result and
  * diag, or the step's own when they pass NULL, both cleared; the task
  * count checked (count_of names the step whose tasks are counted, for
  * plan and finalize; NULL for a task with an index, which must be below
  * ntasks); the job opened. When DIR already holds the finished set,
  * res->already_done is set and the step has nothing to do. */
 typedef struct pp_step {
-    prepack_job_result *res;
+    prepack_step_result *res;
     prepack_diag *diag;
-    prepack_job_result own_res;
+    prepack_step_result own_res;
     prepack_diag own_diag;
 } pp_step;
 
 int pp_step_begin(pp_step *s, pp_job *j, const char *dir,
-                  const prepack_job_options *o, prepack_job_result *res,
+                  const prepack_step_options *o, prepack_step_result *res,
                   prepack_diag *diag, const char *count_of, uint32_t task,
                   uint32_t ntasks);
 /* Removes the files of the job directory whose names start with prefix
@@ -72,28 +74,28 @@ void pp_job_remove(const pp_job *j, const char *prefix);
 void pp_job_remove_all(pp_job *j);
 /* The file the tasks read of input i in place: the input, or its .bin
  * for Megatron (as the readers derive it). */
-void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format,
-                       char *out, size_t cap);
+void pp_job_input_file(const pp_job *j, uint32_t i, uint32_t format, char *out,
+                       size_t cap);
 
 /* ---- partition: which part of which input scan task t of n reads -------- */
 
 /* One input as the partition weighs it. */
 typedef struct pp_unit {
     prepack_format format;
-    uint64_t weight;  /* bytes: the file's, the .bin's for Megatron */
-    int split;        /* 0 whole, 1 bytes (plain JSONL, llm.c, raw),
+    uint64_t weight; /* bytes: the file's, the .bin's for Megatron */
+    int split;       /* 0 whole, 1 bytes (plain JSONL, llm.c, raw),
                          2 Megatron sequences */
-    uint64_t count;   /* Megatron: sequences in the .idx */
-    uint64_t at;      /* the sum of the weights before it */
+    uint64_t count;  /* Megatron: sequences in the .idx */
+    uint64_t at;     /* the sum of the weights before it */
 } pp_unit;
 
 /* The units of every input (detecting formats as prepack_ingest_file
  * does); *total = the sum of the weights. */
-int pp_job_units(const pp_job *j, pp_unit *units, uint64_t *total,
-                 prepack_diag *diag);
+int pp_step_units(const pp_job *j, pp_unit *units, uint64_t *total,
+                  prepack_diag *diag);
 /* Whether task t of n reads part of input i, and which. */
-int pp_job_part(const pp_unit *u, uint64_t total, uint32_t t, uint32_t n,
-                pp_input_part *part);
+int pp_step_part(const pp_unit *u, uint64_t total, uint32_t t, uint32_t n,
+                 pp_input_part *part);
 
 /* ---- a scan task's result ---------------------------------------------------- */
 
@@ -147,8 +149,8 @@ void pp_scan_meta_free(pp_scan_meta *m);
 const char *pp_scan_meta_fault(const pp_scan_meta *m, uint32_t ninputs);
 /* Loads and checks scan task t's result; a missing or damaged one is an
  * error naming the task to rerun. */
-int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n,
-                      pp_scan_meta *m, prepack_diag *diag);
+int pp_scan_meta_load(const pp_job *j, uint32_t t, uint32_t n, pp_scan_meta *m,
+                      prepack_diag *diag);
 void pp_scan_name(char *out, size_t cap, uint32_t t, const char *ext);
 
 /* ---- the plan ---------------------------------------------------------------- */
@@ -172,8 +174,8 @@ void pp_plan_meta_free(pp_plan_meta *m);
 int pp_plan_meta_load(const pp_job *j, pp_plan_meta *m, prepack_diag *diag);
 
 /* The shards write task t of n writes: [*first, *end). */
-void pp_job_shards_of(uint64_t shards, uint32_t t, uint32_t n, uint64_t *first,
-                      uint64_t *end);
+void pp_step_shards_of(uint64_t shards, uint32_t t, uint32_t n, uint64_t *first,
+                       uint64_t *end);
 void pp_write_name(char *out, size_t cap, uint32_t t, uint32_t n);
 
 /* ---- a write task's result: the shards it wrote ---------------------------- */
@@ -190,9 +192,9 @@ void pp_write_meta_visit(pp_rec *r, pp_write_meta *m);
  * key, its shards' numbers and names, rows at most shard_rows each): a
  * missing one sets *missing; either fails naming the task to rerun.
  * Frees nothing on failure the caller must. */
-int pp_write_meta_load(const pp_job *j, uint32_t t, uint32_t n,
-                       uint64_t shards, uint64_t shard_rows,
-                       pp_write_meta *m, int *missing, prepack_diag *diag);
+int pp_write_meta_load(const pp_job *j, uint32_t t, uint32_t n, uint64_t shards,
+                       uint64_t shard_rows, pp_write_meta *m, int *missing,
+                       prepack_diag *diag);
 /* Whether DIR/s->file has s->bytes bytes (and, with hash, s->xxh64):
  * a regular file, not a link. */
 int pp_job_shard_good(const pp_job *j, const pp_shard_info *s, int hash);

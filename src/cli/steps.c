@@ -1,13 +1,13 @@
 /* prepack scan | plan | write | finalize: prepack pack in steps, for a
  * scheduler that starts tasks with an index (scripts/slurm, the Python
- * package's prepack.distributed for Ray). Each step takes pack's options
- * plus its task options; the library (prepack_job_*) does the work. */
+ * package's prepack.steps for Ray). Each step takes pack's options
+ * plus its task options; the library (prepack_step_*) does the work. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
-static const char job_help[] =
+static const char steps_help[] =
     "usage: prepack scan     INPUT... -o DIR --max-seq-len L [PACK OPTIONS]\n"
     "                        --task-index I --task-count N\n"
     "       prepack plan     INPUT... -o DIR --max-seq-len L [PACK OPTIONS]\n"
@@ -106,12 +106,13 @@ static int resolve_index(const char *cmd, step_args *s, long count)
     if (count <= 0)
         return usage_error(cmd, "--task-count N is required (at least 1)");
     if (s->task >= count)
-        return usage_error(cmd, "--task-index %ld is not below --task-count %ld",
+        return usage_error(cmd,
+                           "--task-index %ld is not below --task-count %ld",
                            s->task, count);
     return EXIT_OK;
 }
 
-static void options_of(const job_args *a, prepack_job_options *o)
+static void options_of(const cmd_args *a, prepack_step_options *o)
 {
     memset(o, 0, sizeof *o);
     o->inputs = (const char *const *)a->inputs;
@@ -123,8 +124,8 @@ static void options_of(const job_args *a, prepack_job_options *o)
     o->batch_size = a->batch_size;
 }
 
-static void print_result(const job_args *a, const char *cmd, long task,
-                         long count, const prepack_job_result *r,
+static void print_result(const cmd_args *a, const char *cmd, long task,
+                         long count, const prepack_step_result *r,
                          double seconds)
 {
     uint64_t rchar, wchar;
@@ -163,8 +164,9 @@ static void print_result(const job_args *a, const char *cmd, long task,
                 who, fmt_count(b1, r->sequences), fmt_count(b2, r->tokens),
                 seconds);
     else
-        fprintf(stderr, "prepack %s%s: %s rows in %s shards, %s bytes (%.2f s)\n",
-                cmd, who, fmt_count(b1, r->rows), fmt_count(b2, r->shards),
+        fprintf(stderr,
+                "prepack %s%s: %s rows in %s shards, %s bytes (%.2f s)\n", cmd,
+                who, fmt_count(b1, r->rows), fmt_count(b2, r->shards),
                 fmt_count(b3, r->bytes_written), seconds);
 }
 
@@ -176,14 +178,14 @@ static int step_error(int rc, const prepack_diag *d)
     return library_error(rc, d);
 }
 
-int cmd_job_step(int argc, char **argv)
+int cmd_step(int argc, char **argv)
 {
     const char *cmd = argv[0];
     step_args s;
     int rc = take_step_options(cmd, &argc, argv, &s);
-    job_args a;
+    cmd_args a;
     if (rc == EXIT_OK)
-        rc = parse_job_args(argc, argv, cmd, job_help, &a);
+        rc = parse_cmd_args(argc, argv, cmd, steps_help, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
     if (a.writer.shard_bytes || a.writer.overwrite || a.svg_path ||
@@ -193,7 +195,7 @@ int cmd_job_step(int argc, char **argv)
                                 "process");
     long count = -1;
     if (!strcmp(cmd, "scan") || !strcmp(cmd, "write")) {
-        count = s.count >= 0 ? s.count
+        count = s.count >= 0           ? s.count
                 : !strcmp(cmd, "scan") ? s.scan_tasks
                                        : s.write_tasks;
         if ((rc = resolve_index(cmd, &s, count)) != EXIT_OK)
@@ -203,22 +205,22 @@ int cmd_job_step(int argc, char **argv)
     } else if (!strcmp(cmd, "finalize") && s.write_tasks <= 0) {
         return usage_error(cmd, "--write-tasks M is required (at least 1)");
     }
-    prepack_job_options o;
+    prepack_step_options o;
     options_of(&a, &o);
-    prepack_job_result r;
+    prepack_step_result r;
     prepack_diag d = {0};
     double t0 = now_seconds();
     if (!strcmp(cmd, "scan"))
-        rc = prepack_job_scan(a.out_dir, &o, (uint32_t)s.task, (uint32_t)count,
-                              &r, &d);
+        rc = prepack_step_scan(a.out_dir, &o, (uint32_t)s.task, (uint32_t)count,
+                               &r, &d);
     else if (!strcmp(cmd, "plan"))
-        rc = prepack_job_plan(a.out_dir, &o, (uint32_t)s.scan_tasks, &r, &d);
+        rc = prepack_step_plan(a.out_dir, &o, (uint32_t)s.scan_tasks, &r, &d);
     else if (!strcmp(cmd, "write"))
-        rc = prepack_job_write(a.out_dir, &o, (uint32_t)s.task,
-                               (uint32_t)count, &r, &d);
+        rc = prepack_step_write(a.out_dir, &o, (uint32_t)s.task,
+                                (uint32_t)count, &r, &d);
     else
-        rc = prepack_job_finalize(a.out_dir, &o, (uint32_t)s.write_tasks,
-                                  !s.sizes_only, &r, &d);
+        rc = prepack_step_finalize(a.out_dir, &o, (uint32_t)s.write_tasks,
+                                   !s.sizes_only, &r, &d);
     if (rc != PREPACK_OK)
         return step_error(rc, &d);
     print_result(&a, cmd, count >= 0 ? s.task : -1, count, &r,

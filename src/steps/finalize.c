@@ -13,7 +13,7 @@
 
 #include "common/error.h"
 #include "common/io.h"
-#include "dist/job.h"
+#include "steps/job.h"
 
 /* Write task t's record, checked against the plan. */
 static int take_part(const pp_job *j, const pp_plan_meta *plan, uint32_t t,
@@ -49,7 +49,7 @@ static int check_shards(const pp_job *j, const pp_plan_meta *plan,
             !pp_job_shard_good(j, &shards[s], hash)) {
             uint32_t t = 0;
             for (uint64_t s0, s1; t < n; t++) {
-                pp_job_shards_of(plan->shards, t, n, &s0, &s1);
+                pp_step_shards_of(plan->shards, t, n, &s0, &s1);
                 if (s < s1)
                     break;
             }
@@ -77,8 +77,7 @@ static int save_manifest(const pp_job *j, const pp_manifest_fields *m,
     const char *tmp = "manifest.json.tmp";
     unlinkat(j->dir_fd, tmp, 0);
     int fd = openat(j->dir_fd, tmp,
-                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0666);
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     int bad = !f;
     if (f) {
@@ -100,21 +99,20 @@ static int save_manifest(const pp_job *j, const pp_manifest_fields *m,
 }
 
 static int finalize_job(pp_job *j, uint32_t write_tasks, int verify_hashes,
-                        prepack_job_result *res, prepack_diag *diag)
+                        prepack_step_result *res, prepack_diag *diag)
 {
     pp_plan_meta plan;
     memset(&plan, 0, sizeof plan);
-    int rc = j->job_fd < 0 ? pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                                     "%s has no plan: run prepack plan first",
-                                     j->job_dir)
-                           : pp_job_lock(j, "finalize.lock", "finalize",
-                                         diag);
+    int rc = j->job_fd < 0
+                 ? pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                           "%s has no plan: run prepack plan first", j->job_dir)
+                 : pp_job_lock(j, "finalize.lock", "finalize", diag);
     if (rc == PREPACK_OK)
         rc = pp_plan_meta_load(j, &plan, diag);
     if (rc != PREPACK_OK)
         return rc;
-    pp_shard_info *shards = calloc(plan.shards ? plan.shards : 1,
-                                   sizeof *shards);
+    pp_shard_info *shards =
+        calloc(plan.shards ? plan.shards : 1, sizeof *shards);
     if (!shards)
         rc = pp_out_of_memory(diag);
     for (uint32_t t = 0; rc == PREPACK_OK && t < write_tasks; t++)
@@ -122,10 +120,19 @@ static int finalize_job(pp_job *j, uint32_t write_tasks, int verify_hashes,
     if (rc == PREPACK_OK)
         rc = check_shards(j, &plan, shards, write_tasks, verify_hashes, diag);
     if (rc == PREPACK_OK) {
-        pp_manifest_fields m = {
-            plan.max_seq_len, prepack_dtype_name((prepack_dtype)plan.dtype),
-            plan.rows_per_frame, plan.level, shards, (size_t)plan.shards,
-            &j->o->plan, plan.inputs, plan.ninputs, &plan.report, 0, NULL, 0};
+        pp_manifest_fields m = {plan.max_seq_len,
+                                prepack_dtype_name((prepack_dtype)plan.dtype),
+                                plan.rows_per_frame,
+                                plan.level,
+                                shards,
+                                (size_t)plan.shards,
+                                &j->o->plan,
+                                plan.inputs,
+                                plan.ninputs,
+                                &plan.report,
+                                0,
+                                NULL,
+                                0};
         rc = save_manifest(j, &m, diag);
     }
     if (rc == PREPACK_OK) { /* the set is now exactly what pack leaves */
@@ -142,17 +149,16 @@ static int finalize_job(pp_job *j, uint32_t write_tasks, int verify_hashes,
     return rc;
 }
 
-int prepack_job_finalize(const char *dir, const prepack_job_options *o,
-                         uint32_t write_tasks, int verify_hashes,
-                         prepack_job_result *res, prepack_diag *diag)
+int prepack_step_finalize(const char *dir, const prepack_step_options *o,
+                          uint32_t write_tasks, int verify_hashes,
+                          prepack_step_result *res, prepack_diag *diag)
 {
     pp_step step;
     pp_job j;
-    int rc = pp_step_begin(&step, &j, dir, o, res, diag, "write", 0,
-                           write_tasks);
+    int rc =
+        pp_step_begin(&step, &j, dir, o, res, diag, "write", 0, write_tasks);
     if (rc == PREPACK_OK && !step.res->already_done)
-        rc = finalize_job(&j, write_tasks, verify_hashes, step.res,
-                          step.diag);
+        rc = finalize_job(&j, write_tasks, verify_hashes, step.res, step.diag);
     pp_job_close(&j);
     return rc;
 }
