@@ -128,10 +128,10 @@ static int write_set(const char *dir)
     for (size_t r = 0; rc == PREPACK_OK && r < prepack_plan_row_count(plan);
          r++) {
         prepack_row row;
-        prepack_row_refs refs;
-        rc = prepack_row_builder_get_refs(b, r, &row, &refs);
+        prepack_row_references references;
+        rc = prepack_row_builder_get_references(b, r, &row, &references);
         if (rc == PREPACK_OK)
-            rc = prepack_writer_add_refs(w, &row, &refs, NULL);
+            rc = prepack_writer_add_references(w, &row, &references, NULL);
     }
     prepack_manifest_info info = {&po, st, NULL};
     if (rc == PREPACK_OK)

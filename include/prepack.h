@@ -702,24 +702,24 @@ PREPACK_API void prepack_row_builder_free(prepack_row_builder *b);
 PREPACK_API int prepack_row_builder_get(prepack_row_builder *b, size_t r,
                                         prepack_row *row);
 
-/* Where a row's tokens are, for a plan-only set (docs/FORMAT.md, version
- * 2): sequence (or chunk) j's cu_seqlens[j + 1] - cu_seqlens[j] tokens
- * start at byte offset[j] of referenced file source[j]. Files are
- * numbered 0, 1, ... in the order the store's inputs referenced them
- * (Megatron .bin, llm.c and raw token files; text inputs have no file to
- * reference). */
-typedef struct prepack_row_refs {
+/* A row's references, for a plan-only set (docs/FORMAT.md, version 2):
+ * where its tokens are. Sequence (or chunk) j's cu_seqlens[j + 1] -
+ * cu_seqlens[j] tokens start at byte offset[j] of source source[j], an
+ * input file. Sources are numbered 0, 1, ... in the order the store's
+ * inputs referenced them (Megatron .bin, llm.c and raw token files; text
+ * inputs have no file to reference). */
+typedef struct prepack_row_references {
     const uint32_t *source; /* k */
     const uint64_t *offset; /* k: bytes into the file */
-} prepack_row_refs;
+} prepack_row_references;
 
 /* Row r without its tokens (row->input_ids NULL; every other field as
  * prepack_row_builder_get fills it) and where its tokens are: no token is
  * read. PREPACK_EINVAL when a sequence's tokens came from text (nothing
  * on disk to reference). The views are valid until the next call on b. */
-PREPACK_API int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
-                                             prepack_row *row,
-                                             prepack_row_refs *refs);
+PREPACK_API int prepack_row_builder_get_references(
+    prepack_row_builder *b, size_t r, prepack_row *row,
+    prepack_row_references *references);
 
 /* ------------------------------------------------------------------------ */
 /* Packing a stream (docs/STREAM.md)                                          */
@@ -843,8 +843,9 @@ typedef struct prepack_writer_options {
     const prepack_allocator *allocator; /* NULL = libc */
     int references;          /* a plan-only set: rows hold where their
                                  tokens are, not the tokens
-                                 (prepack_writer_add_refs); the manifest
-                                 records each referenced file's identity */
+                                 (prepack_writer_add_references); the
+                                 manifest records each source's
+                                 identity */
 } prepack_writer_options;
 
 typedef struct prepack_writer prepack_writer;
@@ -867,10 +868,9 @@ PREPACK_API int prepack_writer_add(prepack_writer *w, const prepack_row *row,
 /* For a writer made with `references`: appends a row by where its tokens
  * are (row->input_ids is not read). prepack_writer_add is refused by such
  * a writer, this by any other. */
-PREPACK_API int prepack_writer_add_refs(prepack_writer *w,
-                                        const prepack_row *row,
-                                        const prepack_row_refs *refs,
-                                        prepack_diag *diag);
+PREPACK_API int prepack_writer_add_references(
+    prepack_writer *w, const prepack_row *row,
+    const prepack_row_references *references, prepack_diag *diag);
 
 /* What the manifest records besides the shards. */
 typedef struct prepack_manifest_info {
@@ -1073,14 +1073,15 @@ PREPACK_API uint32_t prepack_reader_max_seq_len(const prepack_reader *r);
  * parallelism pad each sequence to a multiple of it. */
 PREPACK_API uint32_t prepack_reader_pad_multiple(const prepack_reader *r);
 PREPACK_API prepack_dtype prepack_reader_token_dtype(const prepack_reader *r);
-/* The input files a plan-only set reads its tokens from (0 for a set that
- * holds its tokens). The open checked each against the identity the
- * manifest records (size, a sample of its bytes, its index) and mapped
- * it; a changed, moved or missing file fails the open naming it. */
-PREPACK_API size_t prepack_reader_referenced_files(const prepack_reader *r);
-/* File i's path (i < the count). */
-PREPACK_API const char *prepack_reader_referenced_file(const prepack_reader *r,
-                                                       size_t i);
+/* The sources of a plan-only set: the input files it reads its tokens
+ * from (0 for a set that holds its tokens). The open checked each against
+ * the identity the manifest records (size, a sample of its bytes, its
+ * index) and mapped it; a changed, moved or missing file fails the open
+ * naming it. */
+PREPACK_API size_t prepack_reader_source_count(const prepack_reader *r);
+/* Source i's path (i < the count). */
+PREPACK_API const char *prepack_reader_source(const prepack_reader *r,
+                                              size_t i);
 /* A batch of rows in the forms training steps feed (int64 where PyTorch
  * wants LongTensor). Flat (varlen): the rows' tokens concatenated, one
  * cu_seqlens of sum(k) + 1 entries offset per row, document ids numbered

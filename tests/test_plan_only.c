@@ -1,8 +1,9 @@
 /* Plan-only sets through the public header: rows written by reference
- * (prepack_row_builder_get_refs, prepack_writer_add_refs) read back equal
- * to the rows a full set holds, on llm.c (uint16) and raw token files and
- * a signed int32 Megatron input; the writers refuse the other kind of row;
- * a changed, moved or extended input fails the open naming the file. */
+ * (prepack_row_builder_get_references, prepack_writer_add_references)
+ * read back equal to the rows a full set holds, on llm.c (uint16) and raw
+ * token files and a signed int32 Megatron input; the writers refuse the
+ * other kind of row; a changed, moved or extended input fails the open
+ * naming the file. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -127,13 +128,13 @@ typedef void (*ref_edit)(uint32_t *source, uint64_t *offset);
 
 /* Writes the plan to dir, by reference or with its tokens; `edit` (when
  * not NULL) rewrites row 0's first reference. */
-static void write_set_edited(const packed *p, const char *dir,
-                             int references, ref_edit edit)
+static void write_set_edited(const packed *p, const char *dir, int plan_only,
+                             ref_edit edit)
 {
     prepack_row_builder *b = NULL;
     prepack_writer *w = NULL;
-    prepack_writer_options wo = {.shard_rows = 70, .rows_per_frame = 9,
-                                 .references = references};
+    prepack_writer_options wo = {
+        .shard_rows = 70, .rows_per_frame = 9, .references = plan_only};
     assert_int_equal(prepack_row_builder_create(&b, p->plan, p->store, NULL),
                      PREPACK_OK);
     assert_int_equal(prepack_writer_create(&w, dir, L,
@@ -141,29 +142,33 @@ static void write_set_edited(const packed *p, const char *dir,
                                            NULL),
                      PREPACK_OK);
     prepack_row row;
-    prepack_row_refs refs;
+    prepack_row_references references;
     for (size_t r = 0; r < prepack_plan_row_count(p->plan); r++) {
-        if (references) {
-            assert_int_equal(prepack_row_builder_get_refs(b, r, &row, &refs),
-                             PREPACK_OK);
+        if (plan_only) {
+            assert_int_equal(
+                prepack_row_builder_get_references(b, r, &row, &references),
+                PREPACK_OK);
             assert_null(row.input_ids);
-            /* a references writer takes no tokens, a full one no refs */
+            /* a references writer takes no tokens, a full one no references */
             assert_int_equal(prepack_writer_add(w, &row, NULL), PREPACK_EINVAL);
             uint32_t src[L];
             uint64_t off[L];
-            memcpy(src, refs.source, row.num_seqs * sizeof *src);
-            memcpy(off, refs.offset, row.num_seqs * sizeof *off);
+            memcpy(src, references.source, row.num_seqs * sizeof *src);
+            memcpy(off, references.offset, row.num_seqs * sizeof *off);
             if (edit && r == 0)
                 edit(&src[0], &off[0]);
-            prepack_row_refs mine = {src, off};
-            assert_int_equal(prepack_writer_add_refs(w, &row, &mine, NULL),
-                             PREPACK_OK);
+            prepack_row_references mine = {src, off};
+            assert_int_equal(
+                prepack_writer_add_references(w, &row, &mine, NULL),
+                PREPACK_OK);
         } else {
             assert_int_equal(prepack_row_builder_get(b, r, &row), PREPACK_OK);
-            assert_int_equal(prepack_row_builder_get_refs(b, r, &row, &refs),
-                             PREPACK_OK);
-            assert_int_equal(prepack_writer_add_refs(w, &row, &refs, NULL),
-                             PREPACK_EINVAL);
+            assert_int_equal(
+                prepack_row_builder_get_references(b, r, &row, &references),
+                PREPACK_OK);
+            assert_int_equal(
+                prepack_writer_add_references(w, &row, &references, NULL),
+                PREPACK_EINVAL);
             assert_int_equal(prepack_row_builder_get(b, r, &row), PREPACK_OK);
             assert_int_equal(prepack_writer_add(w, &row, NULL), PREPACK_OK);
         }
@@ -174,9 +179,9 @@ static void write_set_edited(const packed *p, const char *dir,
     prepack_row_builder_free(b);
 }
 
-static void write_set(const packed *p, const char *dir, int references)
+static void write_set(const packed *p, const char *dir, int plan_only)
 {
-    write_set_edited(p, dir, references, NULL);
+    write_set_edited(p, dir, plan_only, NULL);
 }
 
 static void assert_rows_equal(const prepack_row *a, const prepack_row *b)
@@ -199,17 +204,18 @@ static void assert_rows_equal(const prepack_row *a, const prepack_row *b)
 
 /* Every row of two sets equal, and equal to the builder's. */
 static void assert_sets_equal(const packed *p, const char *full,
-                              const char *refs)
+                              const char *plan_only)
 {
     prepack_reader *a = NULL, *b = NULL;
     prepack_row_builder *bld = NULL;
     assert_int_equal(prepack_reader_open(&a, full, NULL, NULL), PREPACK_OK);
-    assert_int_equal(prepack_reader_open(&b, refs, NULL, NULL), PREPACK_OK);
+    assert_int_equal(prepack_reader_open(&b, plan_only, NULL, NULL),
+                     PREPACK_OK);
     assert_int_equal(prepack_row_builder_create(&bld, p->plan, p->store, NULL),
                      PREPACK_OK);
-    assert_int_equal(prepack_reader_referenced_files(a), 0);
-    assert_true(prepack_reader_referenced_files(b) > 0);
-    assert_null(prepack_reader_referenced_file(b, 99));
+    assert_int_equal(prepack_reader_source_count(a), 0);
+    assert_true(prepack_reader_source_count(b) > 0);
+    assert_null(prepack_reader_source(b, 99));
     size_t rows = prepack_reader_row_count(a);
     assert_int_equal(rows, prepack_reader_row_count(b));
     assert_int_equal(rows, prepack_plan_row_count(p->plan));
@@ -230,19 +236,19 @@ static void assert_sets_equal(const packed *p, const char *full,
 static void test_rows_equal_the_full_sets(void **state)
 {
     (void)state;
-    char llmc[512], mg[512], full[512], refs[512];
+    char llmc[512], mg[512], full[512], plan_only[512];
     snprintf(llmc, sizeof llmc, "%s", path_of("a.llmc.bin"));
     snprintf(mg, sizeof mg, "%s", path_of("m"));
     snprintf(full, sizeof full, "%s", path_of("full"));
-    snprintf(refs, sizeof refs, "%s", path_of("refs"));
+    snprintf(plan_only, sizeof plan_only, "%s", path_of("plan_only"));
     write_llmc(llmc, 1);
     write_megatron(mg, 2);
     const char *inputs[] = {llmc, mg};
     packed p;
     pack_inputs(&p, inputs, 2);
     write_set(&p, full, 0);
-    write_set(&p, refs, 1);
-    assert_sets_equal(&p, full, refs);
+    write_set(&p, plan_only, 1);
+    assert_sets_equal(&p, full, plan_only);
     release(&p);
 }
 
@@ -264,11 +270,13 @@ static void test_text_has_nothing_to_reference(void **state)
     prepack_row_builder *b = NULL;
     assert_int_equal(prepack_row_builder_create(&b, plan, s, NULL), PREPACK_OK);
     prepack_row row;
-    prepack_row_refs refs;
-    assert_int_equal(prepack_row_builder_get_refs(b, 0, &row, &refs),
-                     PREPACK_EINVAL);
-    assert_int_equal(prepack_row_builder_get_refs(b, 5, &row, &refs),
-                     PREPACK_EINVAL);
+    prepack_row_references references;
+    assert_int_equal(
+        prepack_row_builder_get_references(b, 0, &row, &references),
+        PREPACK_EINVAL);
+    assert_int_equal(
+        prepack_row_builder_get_references(b, 5, &row, &references),
+        PREPACK_EINVAL);
     /* a references writer's manifest needs the store */
     prepack_writer *w = NULL;
     prepack_writer_options wo = {.references = 1};
@@ -350,8 +358,8 @@ static void test_changed_inputs_are_refused(void **state)
     prepack_reader *r = NULL;
     assert_int_equal(prepack_reader_open(&r, dir, NULL, NULL),
                      PREPACK_OK);
-    assert_int_equal(prepack_reader_referenced_files(r), 2);
-    assert_string_equal(prepack_reader_referenced_file(r, 1), files[1]);
+    assert_int_equal(prepack_reader_source_count(r), 2);
+    assert_string_equal(prepack_reader_source(r, 1), files[1]);
     prepack_reader_free(r);
 }
 
@@ -514,20 +522,21 @@ static void test_widths_bound_to_the_files(void **state)
 static void test_one_file_listed_thrice(void **state)
 {
     (void)state;
-    char llmc[512], full[512], refs[512];
+    char llmc[512], full[512], plan_only[512];
     snprintf(llmc, sizeof llmc, "%s", path_of("thrice.llmc.bin"));
     snprintf(full, sizeof full, "%s", path_of("thrice-full"));
-    snprintf(refs, sizeof refs, "%s", path_of("thrice-refs"));
+    snprintf(plan_only, sizeof plan_only, "%s", path_of("thrice-plan_only"));
     write_llmc(llmc, 9);
     const char *inputs[] = {llmc, llmc, llmc};
     packed p;
     pack_inputs(&p, inputs, 3);
     write_set(&p, full, 0);
-    write_set(&p, refs, 1);
-    assert_sets_equal(&p, full, refs);
+    write_set(&p, plan_only, 1);
+    assert_sets_equal(&p, full, plan_only);
     prepack_reader *r = NULL;
-    assert_int_equal(prepack_reader_open(&r, refs, NULL, NULL), PREPACK_OK);
-    assert_int_equal(prepack_reader_referenced_files(r), 3);
+    assert_int_equal(prepack_reader_open(&r, plan_only, NULL, NULL),
+                     PREPACK_OK);
+    assert_int_equal(prepack_reader_source_count(r), 3);
     prepack_reader_free(r);
     release(&p);
 }

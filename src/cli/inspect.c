@@ -38,7 +38,7 @@ enum { SHOWN_TOKENS = 8 };
 static void summary(const prepack_reader *r, const char *dir, int json)
 {
     size_t shards = prepack_reader_shard_count(r);
-    size_t files = prepack_reader_referenced_files(r);
+    size_t files = prepack_reader_source_count(r);
     const char *dtype = prepack_dtype_name(prepack_reader_token_dtype(r));
     if (json) {
         json_writer w = {stdout, 0, 0};
@@ -53,7 +53,7 @@ static void summary(const prepack_reader *r, const char *dir, int json)
         json_end_array(&w);
         json_begin_array(&w, "referenced_files");
         for (size_t i = 0; i < files; i++)
-            json_key_string(&w, NULL, prepack_reader_referenced_file(r, i));
+            json_key_string(&w, NULL, prepack_reader_source(r, i));
         json_end_array(&w);
         json_end_object(&w);
         json_finish(&w);
@@ -67,7 +67,7 @@ static void summary(const prepack_reader *r, const char *dir, int json)
         printf("plan only: tokens read from %zu input file%s\n", files,
                files == 1 ? "" : "s");
     for (size_t i = 0; i < files; i++)
-        printf("  %s\n", prepack_reader_referenced_file(r, i));
+        printf("  %s\n", prepack_reader_source(r, i));
 }
 
 static void show_row(const prepack_row *row, size_t i, int json)

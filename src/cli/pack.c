@@ -96,9 +96,11 @@ static int write_row(const cmd_args *a, prepack_row_builder *b,
         int rc = prepack_row_builder_get(b, r, &row);
         return rc == PREPACK_OK ? prepack_writer_add(w, &row, d) : rc;
     }
-    prepack_row_refs refs;
-    int rc = prepack_row_builder_get_refs(b, r, &row, &refs);
-    return rc == PREPACK_OK ? prepack_writer_add_refs(w, &row, &refs, d) : rc;
+    prepack_row_references references;
+    int rc = prepack_row_builder_get_references(b, r, &row, &references);
+    return rc == PREPACK_OK
+               ? prepack_writer_add_references(w, &row, &references, d)
+               : rc;
 }
 
 /* Builds every row of the plan and hands it to the writer. */

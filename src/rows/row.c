@@ -108,7 +108,7 @@ struct prepack_row_builder {
     uint64_t *seq_ids; /* [L] */
     uint8_t *mask;     /* [L] or NULL */
     uint32_t *starts;  /* [L] or NULL */
-    uint32_t *ref_source; /* [L], on the first get_refs */
+    uint32_t *ref_source; /* [L], on the first get_references */
     uint64_t *ref_offset; /* [L] */
 };
 
@@ -178,7 +178,7 @@ static void copy_mask(const prepack_row_builder *b, const prepack_item *it,
 
 /* ---- plan-only rows: where the tokens are -------------------------------- */
 
-static int alloc_refs(prepack_row_builder *b)
+static int alloc_references(prepack_row_builder *b)
 {
     if (b->ref_source)
         return PREPACK_OK;
@@ -212,9 +212,9 @@ static int item_ref(prepack_row_builder *b, const prepack_item *it, size_t j)
     return PREPACK_OK;
 }
 
-/* Row r's fields; its tokens copied (refs NULL) or located. */
+/* Row r's fields; its tokens copied (references NULL) or located. */
 static int build_row(prepack_row_builder *b, size_t r, prepack_row *row,
-                     prepack_row_refs *refs)
+                     prepack_row_references *references)
 {
     if (r >= prepack_plan_row_count(b->plan))
         return PREPACK_EINVAL;
@@ -223,9 +223,9 @@ static int build_row(prepack_row_builder *b, size_t r, prepack_row *row,
     b->cu[0] = 0;
     for (size_t j = 0; j < k; j++) {
         prepack_item it = prepack_plan_item(b->plan, r, j);
-        if (refs && item_ref(b, &it, j) != PREPACK_OK)
+        if (references && item_ref(b, &it, j) != PREPACK_OK)
             return PREPACK_EINVAL;
-        if (!refs)
+        if (!references)
             pp_store_copy_range(b->store, (size_t)it.seq_id, it.offset,
                                 it.length, b->width,
                                 (unsigned char *)b->tokens +
@@ -242,14 +242,14 @@ static int build_row(prepack_row_builder *b, size_t r, prepack_row *row,
     row->num_seqs = k;
     row->token_dtype =
         b->width == 2 ? PREPACK_DTYPE_UINT16 : PREPACK_DTYPE_UINT32;
-    row->input_ids = refs ? NULL : b->tokens;
+    row->input_ids = references ? NULL : b->tokens;
     row->cu_seqlens = b->cu;
     row->seq_ids = b->seq_ids;
     row->loss_mask = b->mask;
     row->seq_starts = b->starts;
-    if (refs) {
-        refs->source = b->ref_source;
-        refs->offset = b->ref_offset;
+    if (references) {
+        references->source = b->ref_source;
+        references->offset = b->ref_offset;
     }
     return PREPACK_OK;
 }
@@ -259,12 +259,13 @@ int prepack_row_builder_get(prepack_row_builder *b, size_t r, prepack_row *row)
     return build_row(b, r, row, NULL);
 }
 
-int prepack_row_builder_get_refs(prepack_row_builder *b, size_t r,
-                                 prepack_row *row, prepack_row_refs *refs)
+int prepack_row_builder_get_references(prepack_row_builder *b, size_t r,
+                                       prepack_row *row,
+                                       prepack_row_references *references)
 {
-    if (!b || !row || !refs)
+    if (!b || !row || !references)
         return PREPACK_EINVAL;
-    if (alloc_refs(b) != PREPACK_OK)
+    if (alloc_references(b) != PREPACK_OK)
         return PREPACK_ENOMEM;
-    return build_row(b, r, row, refs);
+    return build_row(b, r, row, references);
 }

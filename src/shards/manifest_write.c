@@ -49,7 +49,7 @@ static void write_inputs(FILE *f, const prepack_input_info *inputs, size_t n)
     fputs(n ? "\n  ],\n" : "],\n", f);
 }
 
-/* A plan-only set's referenced files and their identities. */
+/* A plan-only set's sources and their identities. */
 static void write_sources(FILE *f, const pp_set_source *s, size_t n)
 {
     fputs("  \"storage\": \"references\",\n  \"sources\": [", f);

@@ -328,12 +328,12 @@ prepack_dtype prepack_reader_token_dtype(const prepack_reader *r)
     return r->m.dtype;
 }
 
-size_t prepack_reader_referenced_files(const prepack_reader *r)
+size_t prepack_reader_source_count(const prepack_reader *r)
 {
     return r->m.references ? r->m.nsources : 0;
 }
 
-const char *prepack_reader_referenced_file(const prepack_reader *r, size_t i)
+const char *prepack_reader_source(const prepack_reader *r, size_t i)
 {
     return r->m.references && i < r->m.nsources ? r->m.sources[i].path : NULL;
 }
@@ -557,11 +557,11 @@ static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
     return PREPACK_OK;
 }
 
-/* A plan-only row: its tokens read from the referenced files, each
+/* A plan-only row: its tokens read from its sources, each
  * sequence's run checked to lie inside its file. */
-static int fill_refs_row(prepack_reader *r, const msgpack_object *map,
-                         prepack_row *row, const char *path, size_t f,
-                         size_t j, prepack_diag *diag)
+static int fill_plan_only_row(prepack_reader *r, const msgpack_object *map,
+                              prepack_row *row, const char *path, size_t f,
+                              size_t j, prepack_diag *diag)
 {
     size_t nc = 0, ns = 0, nm = 0, nst = 0, nsrc = 0, noff = 0;
     const void *c = field(map, "cu_seqlens", &nc);
@@ -606,7 +606,7 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: not a map",
                                  f, j);
     if (r->m.references)
-        return fill_refs_row(r, map, row, path, f, j, diag);
+        return fill_plan_only_row(r, map, row, path, f, j, diag);
     c = field(map, "cu_seqlens", &nc);
     sq = field(map, "seq_ids", &ns);
     m = field(map, "loss_mask", &nm);

@@ -9,7 +9,8 @@
 
 #include "prepack.h"
 
-/* One referenced file as the manifest's "sources" lists it. */
+/* One source (an input file a plan-only set's rows reference) as the
+ * manifest's "sources" lists it. */
 typedef struct pp_set_source {
     char *path; /* absolute */
     unsigned width;
@@ -25,13 +26,13 @@ typedef struct pp_set_source {
     int has_input;
 } pp_set_source;
 
-/* The store's referenced files (its sources after source 0, in order: the
+/* The store's sources after source 0 (in order: the
  * numbers rows use) with their identities, measured now. */
 int pp_sources_describe(const prepack_store *s, const prepack_allocator *a,
                         pp_set_source **out, size_t *n, prepack_diag *diag);
 void pp_sources_free(const prepack_allocator *a, pp_set_source *s, size_t n);
 
-/* A referenced file checked against its identity, held open: rows read
+/* A source checked against its identity, held open: rows read
  * it with pread through the descriptor that was checked (never a map: a
  * file cut short after the open is then an error, not SIGBUS). Entries
  * naming one file (the same device and inode) share the first one's

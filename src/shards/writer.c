@@ -606,7 +606,8 @@ static int end_shard(prepack_writer *w, prepack_diag *diag)
 /* ---- rows -------------------------------------------------------------------- */
 
 static int add_row(prepack_writer *w, const prepack_row *row,
-                   const prepack_row_refs *refs, prepack_diag *diag);
+                   const prepack_row_references *references,
+                   prepack_diag *diag);
 
 static int pack_bin(msgpack_packer *pk, const char *key, const void *data,
                     size_t bytes)
@@ -618,17 +619,17 @@ static int pack_bin(msgpack_packer *pk, const char *key, const void *data,
 /* A row's map: input_ids, or in a plan-only set ref_source and
  * ref_offset in its place, then the fields every row has. */
 static int pack_row(prepack_writer *w, const prepack_row *row,
-                    const prepack_row_refs *refs)
+                    const prepack_row_references *references)
 {
     msgpack_packer *pk = &w->pk;
     size_t k = row->num_seqs, t = row->num_tokens;
-    size_t keys = 3 + (size_t)(refs != NULL) +
+    size_t keys = 3 + (size_t)(references != NULL) +
                   (size_t)(row->loss_mask != NULL) +
                   (size_t)(row->seq_starts != NULL);
     int bad = msgpack_pack_map(pk, keys);
-    if (refs)
-        bad = bad || pack_bin(pk, "ref_source", refs->source, k * 4) ||
-              pack_bin(pk, "ref_offset", refs->offset, k * 8);
+    if (references)
+        bad = bad || pack_bin(pk, "ref_source", references->source, k * 4) ||
+              pack_bin(pk, "ref_offset", references->offset, k * 8);
     else
         bad = bad || pack_bin(pk, "input_ids", row->input_ids,
                               t * width_of(w->dtype));
@@ -648,24 +649,25 @@ int prepack_writer_add(prepack_writer *w, const prepack_row *row,
     if (w->references)
         return pp_fail(diag, PREPACK_EINVAL, w->rows,
                        "a plan-only writer takes rows by reference "
-                       "(prepack_writer_add_refs)");
+                       "(prepack_writer_add_references)");
     return add_row(w, row, NULL, diag);
 }
 
-int prepack_writer_add_refs(prepack_writer *w, const prepack_row *row,
-                            const prepack_row_refs *refs, prepack_diag *diag)
+int prepack_writer_add_references(prepack_writer *w, const prepack_row *row,
+                                  const prepack_row_references *references,
+                                  prepack_diag *diag)
 {
-    if (!w || !row || !refs || !refs->source || !refs->offset)
+    if (!w || !row || !references || !references->source || !references->offset)
         return pp_invalid_argument(diag);
     if (!w->references)
         return pp_fail(diag, PREPACK_EINVAL, w->rows,
                        "this writer holds tokens; references need "
                        "prepack_writer_options.references");
-    return add_row(w, row, refs, diag);
+    return add_row(w, row, references, diag);
 }
 
 static int add_row(prepack_writer *w, const prepack_row *row,
-                   const prepack_row_refs *refs, prepack_diag *diag)
+                   const prepack_row_references *references, prepack_diag *diag)
 {
     if (w->finished || row->token_dtype != w->dtype ||
         row->num_tokens > w->max_seq_len || row->num_seqs == 0)
@@ -677,7 +679,7 @@ static int add_row(prepack_writer *w, const prepack_row *row,
     if (rc == PREPACK_OK && w->frame.size == 0 &&
         frame_append(&w->frame, (const char *)array32, 5) != 0)
         rc = pp_out_of_memory(diag);
-    if (rc == PREPACK_OK && pack_row(w, row, refs))
+    if (rc == PREPACK_OK && pack_row(w, row, references))
         rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                      "out of memory packing row %llu",
                      (unsigned long long)w->rows);

@@ -74,16 +74,16 @@ def inputs(tmp_path_factory):
 
 
 def pack_both(bin_, paths, opts, out):
-    full, refs = out / "full", out / "refs"
+    full, plan_only = out / "full", out / "plan_only"
     run(bin_, "pack", *paths, "-o", full, "--quiet", *opts)
-    run(bin_, "pack", *paths, "-o", refs, "--quiet", "--plan-only", *opts)
-    return full, refs
+    run(bin_, "pack", *paths, "-o", plan_only, "--quiet", "--plan-only", *opts)
+    return full, plan_only
 
 
-def assert_same_rows(full, refs):
+def assert_same_rows(full, plan_only):
     want = ShardSet(full, backend="python")
     for backend in backends():
-        got = ShardSet(refs, backend=backend)
+        got = ShardSet(plan_only, backend=backend)
         assert got.references and not want.references
         assert len(got) == len(want)
         for i in range(len(want)):
@@ -94,9 +94,9 @@ def assert_same_rows(full, refs):
                 assert np.array_equal(a[key], b[key]), (backend, i, key)
 
 
-def assert_same_manifest(full, refs):
+def assert_same_manifest(full, plan_only):
     a = json.loads((full / "manifest.json").read_text())
-    b = json.loads((refs / "manifest.json").read_text())
+    b = json.loads((plan_only / "manifest.json").read_text())
     assert (a["version"], b["version"]) == (1, 2)
     assert b["storage"] == "references" and "storage" not in a
     for m in (a, b):
@@ -111,10 +111,10 @@ def assert_same_manifest(full, refs):
 @pytest.mark.parametrize("opts", OPTION_SETS, ids=["ffd", "split-bfd", "truncate-shuffle-u32", "drop-cp"])
 def test_rows_equal_the_full_set(prepack_bin, inputs, tmp_path, name, opts):
     _, file, fmt = INPUTS[name]
-    full, refs = pack_both(prepack_bin, [inputs / file], fmt + opts, tmp_path)
-    assert_same_manifest(full, refs)
-    assert_same_rows(full, refs)
-    run(prepack_bin, "verify", refs, "--input", inputs / file, *fmt)
+    full, plan_only = pack_both(prepack_bin, [inputs / file], fmt + opts, tmp_path)
+    assert_same_manifest(full, plan_only)
+    assert_same_rows(full, plan_only)
+    run(prepack_bin, "verify", plan_only, "--input", inputs / file, *fmt)
 
 
 def test_every_format_in_one_set(prepack_bin, inputs, tmp_path):
@@ -123,17 +123,17 @@ def test_every_format_in_one_set(prepack_bin, inputs, tmp_path):
     names = ["megatron-u16", "llmc", "megatron-i32", "megatron-i64"]
     paths = [inputs / INPUTS[n][1] for n in names]
     opts = ["--max-seq-len", "400", "--overlong", "split", "--shuffle"]
-    full, refs = pack_both(prepack_bin, paths, opts, tmp_path)
-    assert_same_manifest(full, refs)
-    assert_same_rows(full, refs)
-    m = json.loads((refs / "manifest.json").read_text())
+    full, plan_only = pack_both(prepack_bin, paths, opts, tmp_path)
+    assert_same_manifest(full, plan_only)
+    assert_same_rows(full, plan_only)
+    m = json.loads((plan_only / "manifest.json").read_text())
     assert [s["width"] for s in m["sources"]] == [2, 2, 4, 8]
     assert [s["signed"] for s in m["sources"]] == [False, False, True, True]
     assert [("index" in s) for s in m["sources"]] == [True, False, True, True]
     assert all(os.path.isabs(s["path"]) for s in m["sources"])
-    p = run(prepack_bin, "verify", refs, *sum((["--input", x] for x in paths), []))
+    p = run(prepack_bin, "verify", plan_only, *sum((["--input", x] for x in paths), []))
     assert "all checks pass" in p.stderr
-    shown = run(prepack_bin, "inspect", refs).stdout
+    shown = run(prepack_bin, "inspect", plan_only).stdout
     assert "plan only: tokens read from 4 input files" in shown
     assert str(paths[1]) in shown
 
@@ -143,8 +143,8 @@ def test_batches_and_datasets_equal(prepack_bin, inputs, tmp_path):
     export) is the same from both sets."""
     import prepack
     paths = [inputs / "mu16", inputs / "l.bin"]
-    full, refs = pack_both(prepack_bin, paths, ["--max-seq-len", "256", "--overlong", "split"], tmp_path)
-    a, b = ShardSet(full), ShardSet(refs)
+    full, plan_only = pack_both(prepack_bin, paths, ["--max-seq-len", "256", "--overlong", "split"], tmp_path)
+    a, b = ShardSet(full), ShardSet(plan_only)
     rows_a, rows_b = [a[i] for i in range(12)], [b[i] for i in range(12)]
     for form in ("varlen", "flex", "padded", "hf"):
         x = prepack.collate(rows_a, form, max_seq_len=256)
@@ -157,7 +157,7 @@ def test_batches_and_datasets_equal(prepack_bin, inputs, tmp_path):
     if os.environ.get("PREPACK_LIBRARY"):
         from prepack.torch import PackedDataset
         da = PackedDataset(str(full), batch_rows=4, form="varlen", seed=3)
-        db = PackedDataset(str(refs), batch_rows=4, form="varlen", seed=3)
+        db = PackedDataset(str(plan_only), batch_rows=4, form="varlen", seed=3)
         for x, y in zip(da, db):
             for key in x:
                 if hasattr(x[key], "numpy"):
@@ -165,7 +165,7 @@ def test_batches_and_datasets_equal(prepack_bin, inputs, tmp_path):
                 else:
                     assert x[key] == y[key], key
     prepack.export(str(full), "hf-parquet", str(tmp_path / "ea"))
-    prepack.export(str(refs), "hf-parquet", str(tmp_path / "eb"))
+    prepack.export(str(plan_only), "hf-parquet", str(tmp_path / "eb"))
     import pyarrow.parquet as pq
     ta = pq.read_table(next((tmp_path / "ea").glob("*.parquet")))
     tb = pq.read_table(next((tmp_path / "eb").glob("*.parquet")))
@@ -178,14 +178,14 @@ def flip(path, at):
     path.write_bytes(bytes(data))
 
 
-def assert_refused(prepack_bin, refs, file, message):
+def assert_refused(prepack_bin, plan_only, file, message):
     for backend in backends():
         with pytest.raises(ShardSetError, match=message) as e:
-            ShardSet(refs, backend=backend)[0]
+            ShardSet(plan_only, backend=backend)[0]
         assert str(file) in str(e.value)
-    p = run(prepack_bin, "verify", refs, check=False)
+    p = run(prepack_bin, "verify", plan_only, check=False)
     assert p.returncode == 1 and str(file) in p.stderr + p.stdout
-    p = run(prepack_bin, "inspect", refs, check=False)
+    p = run(prepack_bin, "inspect", plan_only, check=False)
     assert p.returncode == 1 and str(file) in p.stderr
 
 
@@ -196,25 +196,25 @@ def test_changed_inputs_are_refused(prepack_bin, tmp_path, change):
     si.write_megatron(str(d / "m"), si.sequences(5, 4000))
     si.write_llmc(str(d / "l.bin"), si.sequences(6, 3000))
     paths = [d / "m", d / "l.bin"]
-    _, refs = pack_both(prepack_bin, paths, ["--max-seq-len", "512", "--overlong", "split"], tmp_path)
+    _, plan_only = pack_both(prepack_bin, paths, ["--max-seq-len", "512", "--overlong", "split"], tmp_path)
     binf, idx, llmc = d / "m.bin", d / "m.idx", d / "l.bin"
     assert binf.stat().st_size > 64 * 4096  # sampled, not hashed whole
     if change == "token":  # a token inside the last sampled block
         flip(llmc, llmc.stat().st_size - 100)
-        assert_refused(prepack_bin, refs, llmc, "changed since the set was packed")
+        assert_refused(prepack_bin, plan_only, llmc, "changed since the set was packed")
     elif change == "append":
         with open(binf, "ab") as f:
             f.write(b"\0\0")
-        assert_refused(prepack_bin, refs, binf, "changed since the set was packed")
+        assert_refused(prepack_bin, plan_only, binf, "changed since the set was packed")
     elif change == "truncate":
         os.truncate(llmc, llmc.stat().st_size - 2)
-        assert_refused(prepack_bin, refs, llmc, "changed since the set was packed")
+        assert_refused(prepack_bin, plan_only, llmc, "changed since the set was packed")
     elif change == "index":  # a document's length: the size stays
         flip(idx, 34 + 8)
-        assert_refused(prepack_bin, refs, idx, "changed since the set was packed")
+        assert_refused(prepack_bin, plan_only, idx, "changed since the set was packed")
     else:
         shutil.move(binf, d / "elsewhere.bin")
-        assert_refused(prepack_bin, refs, binf, "cannot open the input")
+        assert_refused(prepack_bin, plan_only, binf, "cannot open the input")
 
 
 def test_text_inputs_and_steps_refuse_plan_only(prepack_bin, inputs, tmp_path):
@@ -240,9 +240,9 @@ HOSTILE = [None, -1, 0, 3, 2**64, 1.5, "x", "", "relative/path", [], {}]
 def test_hostile_sources_fail_cleanly(prepack_bin, inputs, tmp_path):
     """Every value of "sources" and "storage" edited to nonsense: both
     readers refuse with a ShardSetError (or read the same rows)."""
-    _, refs = pack_both(prepack_bin, [inputs / "mi32"], ["--max-seq-len", "256", "--overlong", "split"], tmp_path)
-    original = json.loads((refs / "manifest.json").read_text())
-    want = [ShardSet(refs, backend="python")[i] for i in range(3)]
+    _, plan_only = pack_both(prepack_bin, [inputs / "mi32"], ["--max-seq-len", "256", "--overlong", "split"], tmp_path)
+    original = json.loads((plan_only / "manifest.json").read_text())
+    want = [ShardSet(plan_only, backend="python")[i] for i in range(3)]
     keys = ["storage", "sources", "sources[0]", "version"] + [
         "sources." + k for k in original["sources"][0]]
     for key in keys:
@@ -254,25 +254,25 @@ def test_hostile_sources_fail_cleanly(prepack_bin, inputs, tmp_path):
                 m["sources"][0][key[8:]] = value
             else:
                 m[key] = value
-            (refs / "manifest.json").write_text(json.dumps(m))
+            (plan_only / "manifest.json").write_text(json.dumps(m))
             for backend in backends():
                 try:
-                    s = ShardSet(refs, backend=backend)
+                    s = ShardSet(plan_only, backend=backend)
                     got = [s[i] for i in range(3)]
                 except ShardSetError:
                     continue
                 for a, b in zip(want, got):  # an edit that changes nothing
                     assert all(np.array_equal(a[k], b[k]) for k in a), (key, value)
-    (refs / "manifest.json").write_text(json.dumps(original))
+    (plan_only / "manifest.json").write_text(json.dumps(original))
 
 
 def test_damaged_references_fail_cleanly(prepack_bin, inputs, tmp_path):
     """A reference pointing outside its file, or at a source the manifest
     does not list, is named as such; rewritten through the writer's own
     format, so only the reference is wrong."""
-    _, refs = pack_both(prepack_bin, [inputs / "mu16"],
+    _, plan_only = pack_both(prepack_bin, [inputs / "mu16"],
                         ["--max-seq-len", "256", "--overlong", "split", "--rows-per-frame", "1000000"], tmp_path)
-    frame = ShardSet(refs, backend="python")._frame(0, 0)
+    frame = ShardSet(plan_only, backend="python")._frame(0, 0)
     for field, value, message in (("ref_offset", 2**40, "outside"),
                                   ("ref_source", 7, "outside the manifest's sources")):
         bad = [dict(r) for r in frame]
@@ -280,10 +280,10 @@ def test_damaged_references_fail_cleanly(prepack_bin, inputs, tmp_path):
         vals = np.frombuffer(bad[0][field], dtype=dtype).copy()
         vals[0] = value
         bad[0][field] = vals.tobytes()
-        write_one_frame_shard(refs, bad)
+        write_one_frame_shard(plan_only, bad)
         for backend in backends():
             with pytest.raises(CorruptShardError, match=message):
-                ShardSet(refs, backend=backend)[0]
+                ShardSet(plan_only, backend=backend)[0]
 
 
 def write_one_frame_shard(d, rows):
@@ -312,8 +312,8 @@ def test_sources_that_are_not_regular_files(prepack_bin, inputs, tmp_path):
     """A manifest naming a FIFO (an open would wait for a writer forever)
     or a device: refused by name, promptly."""
     import signal
-    _, refs = pack_both(prepack_bin, [inputs / "l.bin"], ["--max-seq-len", "1024"], tmp_path)
-    original = json.loads((refs / "manifest.json").read_text())
+    _, plan_only = pack_both(prepack_bin, [inputs / "l.bin"], ["--max-seq-len", "1024"], tmp_path)
+    original = json.loads((plan_only / "manifest.json").read_text())
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     signal.alarm(60)  # a hang fails the test instead of the run
@@ -321,11 +321,11 @@ def test_sources_that_are_not_regular_files(prepack_bin, inputs, tmp_path):
         for path in (str(fifo), "/dev/zero", str(tmp_path)):
             m = json.loads(json.dumps(original))
             m["sources"][0]["path"] = path
-            (refs / "manifest.json").write_text(json.dumps(m))
+            (plan_only / "manifest.json").write_text(json.dumps(m))
             for backend in backends():
                 with pytest.raises(ShardSetError, match="not a regular file|cannot open"):
-                    ShardSet(refs, backend=backend)
-            p = run(prepack_bin, "inspect", refs, check=False)
+                    ShardSet(plan_only, backend=backend)
+            p = run(prepack_bin, "inspect", plan_only, check=False)
             assert p.returncode == 1 and path in p.stderr
     finally:
         signal.alarm(0)
@@ -334,40 +334,40 @@ def test_sources_that_are_not_regular_files(prepack_bin, inputs, tmp_path):
 # ---- hostile plan-only sets (issue 26) ---------------------------------------
 
 
-def read_all(refs, backend):
-    s = ShardSet(refs, backend=backend)
+def read_all(plan_only, backend):
+    s = ShardSet(plan_only, backend=backend)
     return [s[i] for i in range(len(s))]
 
 
-def assert_refused_everywhere(prepack_bin, refs, message):
+def assert_refused_everywhere(prepack_bin, plan_only, message):
     """Both readers refuse the set (at open or on a row) with the same
     class of error, and so do `verify` and ShardSet.verify()."""
     for backend in backends():
         with pytest.raises(ShardSetError, match=message):
-            read_all(refs, backend)
+            read_all(plan_only, backend)
         with pytest.raises(ShardSetError, match=message):
-            ShardSet(refs, backend=backend).verify()
-    p = run(prepack_bin, "verify", refs, check=False)
+            ShardSet(plan_only, backend=backend).verify()
+    p = run(prepack_bin, "verify", plan_only, check=False)
     assert p.returncode == 1, p.stdout + p.stderr
     assert re.search(message, p.stdout + p.stderr), p.stdout + p.stderr
 
 
-def edit_manifest(refs, fn):
-    m = json.loads((refs / "manifest.json").read_text())
+def edit_manifest(plan_only, fn):
+    m = json.loads((plan_only / "manifest.json").read_text())
     fn(m)
-    (refs / "manifest.json").write_text(json.dumps(m))
+    (plan_only / "manifest.json").write_text(json.dumps(m))
 
 
-def edit_first_reference(refs, field, change):
+def edit_first_reference(plan_only, field, change):
     """Row 0's first reference rewritten by change(value), through the
     writer's own format, so only the reference is wrong."""
-    frame = ShardSet(refs, backend="python")._frame(0, 0)
+    frame = ShardSet(plan_only, backend="python")._frame(0, 0)
     rows = [dict(r) for r in frame]
     dtype = "<u8" if field == "ref_offset" else "<u4"
     vals = np.frombuffer(rows[0][field], dtype=dtype).copy()
     vals[0] = change(int(vals[0]))
     rows[0][field] = vals.tobytes()
-    write_one_frame_shard(refs, rows)
+    write_one_frame_shard(plan_only, rows)
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +383,7 @@ def wide_inputs(tmp_path_factory):
     return d
 
 
-def pack_refs(prepack_bin, paths, out, *opts):
+def pack_plan_only(prepack_bin, paths, out, *opts):
     run(prepack_bin, "pack", *paths, "-o", out, "--quiet", "--plan-only",
         "--max-seq-len", "256", "--overlong", "split",
         "--rows-per-frame", "1000000", *opts)
@@ -394,11 +394,11 @@ def test_token_dtype_narrowed_is_refused(prepack_bin, wide_inputs, tmp_path):
     """uint32 edited to uint16 over ids past 65535: the ids no longer fit,
     so no reader may narrow them silently (a full set refuses the same
     edit by its sizes)."""
-    refs = pack_refs(prepack_bin, [wide_inputs / "w"], tmp_path / "r")
-    assert json.loads((refs / "manifest.json").read_text())[
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / "w"], tmp_path / "r")
+    assert json.loads((plan_only / "manifest.json").read_text())[
         "token_dtype"] == "uint32"
-    edit_manifest(refs, lambda m: m.update(token_dtype="uint16"))
-    assert_refused_everywhere(prepack_bin, refs, "does not fit token_dtype")
+    edit_manifest(plan_only, lambda m: m.update(token_dtype="uint16"))
+    assert_refused_everywhere(prepack_bin, plan_only, "does not fit token_dtype")
 
 
 @pytest.mark.parametrize("source,width", [("w", 2), ("w", 8), ("l.bin", 4),
@@ -408,17 +408,17 @@ def test_width_must_match_the_file(prepack_bin, wide_inputs, tmp_path,
     """A source's width is bound to what the file is: a Megatron index's
     dtype code (the index is hashed whole), an llm.c header (inside the
     first sampled block)."""
-    refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
-    edit_manifest(refs, lambda m: m["sources"][0].update(width=width))
-    assert_refused_everywhere(prepack_bin, refs, "width")
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / source], tmp_path / "r")
+    edit_manifest(plan_only, lambda m: m["sources"][0].update(width=width))
+    assert_refused_everywhere(prepack_bin, plan_only, "width")
 
 
 @pytest.mark.parametrize("source", ["w", "l.bin"])
 def test_ref_offset_off_by_one_byte(prepack_bin, wide_inputs, tmp_path,
                                     source):
-    refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
-    edit_first_reference(refs, "ref_offset", lambda v: v + 1)
-    assert_refused_everywhere(prepack_bin, refs, "not a multiple of")
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / source], tmp_path / "r")
+    edit_first_reference(plan_only, "ref_offset", lambda v: v + 1)
+    assert_refused_everywhere(prepack_bin, plan_only, "not a multiple of")
 
 
 @pytest.mark.parametrize("source,delta", [("u8", 1), ("w", 4), ("w", -4)])
@@ -427,9 +427,9 @@ def test_ref_offset_off_its_index_entry(prepack_bin, wide_inputs, tmp_path,
     """An offset on a token boundary that is not where the Megatron
     index puts the sequence (one byte off in a uint8 file, one token off
     in an int32 one): refused, not read as another sequence's tokens."""
-    refs = pack_refs(prepack_bin, [wide_inputs / source], tmp_path / "r")
-    edit_first_reference(refs, "ref_offset", lambda v: max(v + delta, 0))
-    assert_refused_everywhere(prepack_bin, refs,
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / source], tmp_path / "r")
+    edit_first_reference(plan_only, "ref_offset", lambda v: max(v + delta, 0))
+    assert_refused_everywhere(prepack_bin, plan_only,
                               "not where its index entry puts it|not one of "
                               "this input's|past its index entry")
 
@@ -439,28 +439,28 @@ def test_megatron_source_without_its_input(prepack_bin, wide_inputs,
     """The inputs tie sequence ids to index entries: a Megatron source
     whose manifest drops them cannot have its offsets checked, and is
     refused."""
-    refs = pack_refs(prepack_bin, [wide_inputs / "w"], tmp_path / "r")
-    edit_manifest(refs, lambda m: m.pop("inputs"))
-    assert_refused_everywhere(prepack_bin, refs, "needs its input listed")
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / "w"], tmp_path / "r")
+    edit_manifest(plan_only, lambda m: m.pop("inputs"))
+    assert_refused_everywhere(prepack_bin, plan_only, "needs its input listed")
 
 
 def test_reference_to_source_count_and_last(prepack_bin, wide_inputs,
                                             tmp_path):
     """The boundary: ref_source = nsources is refused, nsources - 1 reads
     (or is refused as outside that file), never a crash."""
-    refs = pack_refs(prepack_bin, [wide_inputs / "l.bin",
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / "l.bin",
                                    wide_inputs / "w"], tmp_path / "r")
-    good = (refs / "manifest.json").read_text()
-    shard = (refs / "shard-00000.zst").read_bytes()
+    good = (plan_only / "manifest.json").read_text()
+    shard = (plan_only / "shard-00000.zst").read_bytes()
     for value, message in ((2, "outside the manifest's sources"),
                            (1, None)):
-        (refs / "manifest.json").write_text(good)
-        (refs / "shard-00000.zst").write_bytes(shard)
-        edit_first_reference(refs, "ref_source", lambda v: value)
+        (plan_only / "manifest.json").write_text(good)
+        (plan_only / "shard-00000.zst").write_bytes(shard)
+        edit_first_reference(plan_only, "ref_source", lambda v: value)
         code = ("import sys\n"
                 "from prepack._shards import ShardSet, ShardSetError\n"
                 "try:\n"
-                f"    s = ShardSet({str(refs)!r}, backend=sys.argv[1])\n"
+                f"    s = ShardSet({str(plan_only)!r}, backend=sys.argv[1])\n"
                 "    [s[i] for i in range(len(s))]\n"
                 "except ShardSetError as e:\n"
                 "    print('refused:', e)\n")
@@ -471,7 +471,7 @@ def test_reference_to_source_count_and_last(prepack_bin, wide_inputs,
             assert p.returncode == 0, (value, backend, p.stderr)
             if message:
                 assert message in p.stdout, (backend, p.stdout)
-        p = run(prepack_bin, "verify", refs, check=False)
+        p = run(prepack_bin, "verify", plan_only, check=False)
         assert p.returncode in (0, 1) and (not message or message in p.stdout)
 
 
@@ -482,10 +482,10 @@ def test_input_truncated_while_the_set_is_open(prepack_bin, wide_inputs,
     failure, not the end of pytest)."""
     d = tmp_path / "in"
     shutil.copytree(wide_inputs, d)
-    refs = pack_refs(prepack_bin, [d / "l.bin"], tmp_path / "r")
+    plan_only = pack_plan_only(prepack_bin, [d / "l.bin"], tmp_path / "r")
     code = ("import os, sys\n"
             "from prepack._shards import ShardSet, ShardSetError\n"
-            f"s = ShardSet({str(refs)!r}, backend=sys.argv[1])\n"
+            f"s = ShardSet({str(plan_only)!r}, backend=sys.argv[1])\n"
             f"os.truncate({str(d / 'l.bin')!r}, 4096)\n"
             "try:\n"
             "    [s[i] for i in range(len(s))]\n"
@@ -542,9 +542,9 @@ def test_source_swapped_after_its_check(prepack_bin, wide_inputs, tmp_path,
     shutil.copy(wide_inputs / "l.bin", real)
     link = d / "l.bin"
     os.symlink(real, link)
-    refs = pack_refs(prepack_bin, [link], tmp_path / "r")
-    edit_manifest(refs, lambda m: m["sources"][0].update(path=str(link)))
-    want = read_all(refs, "python")
+    plan_only = pack_plan_only(prepack_bin, [link], tmp_path / "r")
+    edit_manifest(plan_only, lambda m: m["sources"][0].update(path=str(link)))
+    want = read_all(plan_only, "python")
     other = d / "other.bin"
     data = bytearray(real.read_bytes())
     data[1024:] = bytes(len(data) - 1024)  # every token 0, header kept
@@ -555,7 +555,7 @@ def test_source_swapped_after_its_check(prepack_bin, wide_inputs, tmp_path,
         os.replace(d / "tmp-link", link)
 
     monkeypatch.setattr(shards, "xxhash", CountingXXH(shards.xxhash, swap))
-    got = read_all(refs, "python")
+    got = read_all(plan_only, "python")
     for a, b in zip(want, got):
         assert np.array_equal(a["input_ids"], b["input_ids"])
 
@@ -567,19 +567,19 @@ def test_one_file_listed_many_times(prepack_bin, wide_inputs, tmp_path,
     any is opened."""
     import prepack._shards as shards
     path = wide_inputs / "l.bin"
-    refs = pack_refs(prepack_bin, [path, path, path], tmp_path / "r")
-    assert len(json.loads((refs / "manifest.json").read_text())[
+    plan_only = pack_plan_only(prepack_bin, [path, path, path], tmp_path / "r")
+    assert len(json.loads((plan_only / "manifest.json").read_text())[
         "sources"]) == 3
     counter = CountingXXH(shards.xxhash)
     monkeypatch.setattr(shards, "xxhash", counter)
-    read_all(refs, "python")
+    read_all(plan_only, "python")
     assert counter.made == 1
     monkeypatch.undo()
-    edit_manifest(refs, lambda m: m.update(sources=m["sources"] * 7000))
+    edit_manifest(plan_only, lambda m: m.update(sources=m["sources"] * 7000))
     for backend in backends():
         with pytest.raises(ShardSetError, match="sources"):
-            ShardSet(refs, backend=backend)
-    p = run(prepack_bin, "verify", refs, check=False)
+            ShardSet(plan_only, backend=backend)
+    p = run(prepack_bin, "verify", plan_only, check=False)
     assert p.returncode == 1 and "sources" in p.stdout + p.stderr
 
 
@@ -609,20 +609,20 @@ def test_manifest_that_is_not_a_regular_file(prepack_bin, wide_inputs,
     """manifest.json opened once and checked through its descriptor: a
     FIFO in its place (an open by path would wait for a writer forever)
     is refused promptly by both readers and verify."""
-    refs = pack_refs(prepack_bin, [wide_inputs / "l.bin"], tmp_path / "r")
-    (refs / "manifest.json").unlink()
-    os.mkfifo(refs / "manifest.json")
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / "l.bin"], tmp_path / "r")
+    (plan_only / "manifest.json").unlink()
+    os.mkfifo(plan_only / "manifest.json")
     for backend in backends():
         p = subprocess.run(
             [sys.executable, "-c",
              "import sys\nfrom prepack._shards import ShardSet, ShardSetError\n"
              "try:\n    ShardSet(sys.argv[1], backend=sys.argv[2])\n"
              "except ShardSetError as e:\n    print('refused:', e)\n",
-             str(refs), backend], capture_output=True, text=True, timeout=20,
+             str(plan_only), backend], capture_output=True, text=True, timeout=20,
             env=dict(os.environ, PYTHONPATH=PYDIR))
         assert "refused:" in p.stdout and "not a regular file" in p.stdout, \
             (backend, p.stdout, p.stderr)
-    p = subprocess.run([prepack_bin, "verify", refs], capture_output=True,
+    p = subprocess.run([prepack_bin, "verify", plan_only], capture_output=True,
                        text=True, timeout=20)
     assert p.returncode == 1 and "not a regular file" in p.stdout + p.stderr
 
@@ -664,10 +664,10 @@ def test_numbers_past_64_bits_are_refused_alike(prepack_bin, wide_inputs,
                                                 tmp_path, value):
     """A number no 64-bit field holds, even in a key only people read:
     the C reader's parser refuses the document, so Python's does too."""
-    refs = pack_refs(prepack_bin, [wide_inputs / "l.bin"], tmp_path / "r")
-    text = (refs / "manifest.json").read_text()
-    (refs / "manifest.json").write_text(
+    plan_only = pack_plan_only(prepack_bin, [wide_inputs / "l.bin"], tmp_path / "r")
+    text = (plan_only / "manifest.json").read_text()
+    (plan_only / "manifest.json").write_text(
         text.replace('"seed": 0', f'"seed": {value}', 1))
     for backend in backends():
         with pytest.raises(ShardSetError, match="invalid JSON"):
-            ShardSet(refs, backend=backend)
+            ShardSet(plan_only, backend=backend)
