@@ -98,6 +98,10 @@ typedef struct prepack_allocator {
     void *opaque;
 } prepack_allocator;
 
+/* Frees memory the library returned (e.g. from prepack_lengths_parse) with
+ * the allocator it was made with (NULL = the C library's). NULL is fine. */
+PREPACK_API void prepack_free(void *ptr, const prepack_allocator *allocator);
+
 /* ------------------------------------------------------------------------ */
 /* The planner                                                               */
 /* ------------------------------------------------------------------------ */
@@ -807,7 +811,7 @@ PREPACK_API int prepack_stream_restore(prepack_stream **out, const void *buf,
                                        prepack_diag *diag);
 
 /* ------------------------------------------------------------------------ */
-/* Shards: packed rows on disk (docs/FORMAT.md)                                */
+/* Writing a shard set: packed rows on disk (docs/FORMAT.md)                  */
 /* ------------------------------------------------------------------------ */
 
 /* A shard set is a directory: shard-00000.zst, ... (independent zstd
@@ -1043,6 +1047,10 @@ PREPACK_API int prepack_step_finalize(const char *dir,
                                       prepack_step_result *res,
                                       prepack_diag *diag);
 
+/* ------------------------------------------------------------------------ */
+/* Reading a shard set: rows, batches, verification (docs/FORMAT.md)         */
+/* ------------------------------------------------------------------------ */
+
 typedef struct prepack_reader prepack_reader;
 
 typedef struct prepack_reader_options {
@@ -1205,10 +1213,6 @@ PREPACK_API int prepack_lengths_parse(const char *text, size_t size,
                                       size_t *n,
                                       const prepack_allocator *allocator,
                                       prepack_diag *diag);
-
-/* Frees memory the library returned (e.g. from prepack_lengths_parse) with
- * the allocator it was made with (NULL = the C library's). NULL is fine. */
-PREPACK_API void prepack_free(void *ptr, const prepack_allocator *allocator);
 
 #ifdef __cplusplus
 }

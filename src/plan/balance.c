@@ -72,21 +72,6 @@ double prepack_plan_row_cost(const prepack_cost_model *m,
     return m->per_token * tokens + m->per_pair * pairs;
 }
 
-int prepack_reader_row_costs(prepack_reader *r, const prepack_cost_model *m,
-                             double *out, prepack_diag *diag)
-{
-    if (!r || !m || (!out && prepack_reader_row_count(r)))
-        return pp_invalid_argument(diag);
-    for (size_t i = 0; i < prepack_reader_row_count(r); i++) {
-        prepack_row row;
-        int rc = prepack_reader_row(r, i, &row, diag);
-        if (rc != PREPACK_OK)
-            return rc;
-        out[i] = prepack_row_cost(m, &row);
-    }
-    return PREPACK_OK;
-}
-
 /* ---- one step: LPT under a count limit, then swaps ---------------------------- */
 
 typedef struct balancer {

@@ -328,6 +328,21 @@ prepack_dtype prepack_reader_token_dtype(const prepack_reader *r)
     return r->m.dtype;
 }
 
+prepack_overlong prepack_reader_overlong(const prepack_reader *r)
+{
+    return r->m.overlong;
+}
+
+size_t prepack_reader_shard_count(const prepack_reader *r)
+{
+    return r->m.nshards;
+}
+
+uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i)
+{
+    return r->shards[i].rows;
+}
+
 size_t prepack_reader_source_count(const prepack_reader *r)
 {
     return r->m.references ? r->m.nsources : 0;
@@ -720,4 +735,21 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
         return rc;
     return pp_reader_fill_row(r, &r->unp.data.via.array.ptr[j], row, s->path, f,
                               j, diag);
+}
+
+/* Every row's cost, one pass in order: the model is the planner's
+ * (prepack_row_cost, plan/balance.c); only the rows are the reader's. */
+int prepack_reader_row_costs(prepack_reader *r, const prepack_cost_model *m,
+                             double *out, prepack_diag *diag)
+{
+    if (!r || !m || (!out && prepack_reader_row_count(r)))
+        return pp_invalid_argument(diag);
+    for (size_t i = 0; i < prepack_reader_row_count(r); i++) {
+        prepack_row row;
+        int rc = prepack_reader_row(r, i, &row, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+        out[i] = prepack_row_cost(m, &row);
+    }
+    return PREPACK_OK;
 }

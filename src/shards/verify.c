@@ -19,16 +19,6 @@
 #include "shards/reader.h"
 #include "shards/shard_format.h"
 
-size_t prepack_reader_shard_count(const prepack_reader *r)
-{
-    return r->m.nshards;
-}
-
-uint64_t prepack_reader_shard_rows(const prepack_reader *r, size_t i)
-{
-    return r->shards[i].rows;
-}
-
 static int check_file_hash(const prepack_reader *r, const shard *s,
                            uint64_t want, prepack_diag *diag)
 {
@@ -101,11 +91,6 @@ static size_t report_strays(const prepack_reader *r,
     }
     closedir(dir);
     return n;
-}
-
-prepack_overlong prepack_reader_overlong(const prepack_reader *r)
-{
-    return r->m.overlong;
 }
 
 /* What one pass over the rows adds up, against the manifest's claims. */
