@@ -991,7 +991,7 @@ PREPACK_API int prepack_balance_epoch(const double *costs, size_t n,
  *   write     M tasks (any M): task j writes its share of the shards,
  *             reading only the tokens its rows hold
  *   finalize  1 task: checks every shard against what its task recorded,
- *             writes manifest.json last and removes the job's files
+ *             writes manifest.json last and removes the job directory
  *
  * The set is byte-identical to prepack pack's with the same inputs and
  * options, for any N and M. Every step takes the same options (the ones
@@ -1006,7 +1006,7 @@ typedef struct prepack_step_options {
     size_t ninputs;
     prepack_ingest_options ingest; /* progress is not called */
     prepack_store_options store;   /* dtype; tmp_dir and lengths_only are
-                                      the job's own */
+                                      the steps' own */
     prepack_plan_options plan;
     prepack_writer_options writer; /* shard_rows (shard_bytes and
                                       overwrite are refused), rows_per_frame,

@@ -39,7 +39,7 @@ enum {
 };
 
 /* One table for both commands; each refuses the other's own options. */
-static const struct option job_options[] = {
+static const struct option cmd_options[] = {
     {"lengths", required_argument, NULL, OPT_LENGTHS},
     {"max-seq-len", required_argument, NULL, OPT_MAXLEN},
     {"algo", required_argument, NULL, OPT_ALGO},
@@ -211,7 +211,7 @@ int apply_ingest_option(const char *cmd, const char *name, const char *val,
 /* An option's long name, from the table. */
 static const char *option_name(int opt)
 {
-    for (const struct option *o = job_options; o->name; o++)
+    for (const struct option *o = cmd_options; o->name; o++)
         if (o->val == opt)
             return o->name;
     return "";
@@ -341,7 +341,7 @@ int parse_cmd_args(int argc, char **argv, const char *cmd, const char *help,
     opterr = 0;
     optind = 1;
     int opt;
-    while ((opt = getopt_long(argc, argv, ":ho:", job_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":ho:", cmd_options, NULL)) != -1) {
         if (opt == 'h') {
             fputs(help, stdout);
             return -1;

@@ -38,7 +38,7 @@ enum { SHOWN_TOKENS = 8 };
 static void summary(const prepack_reader *r, const char *dir, int json)
 {
     size_t shards = prepack_reader_shard_count(r);
-    size_t files = prepack_reader_source_count(r);
+    size_t sources = prepack_reader_source_count(r);
     const char *dtype = prepack_dtype_name(prepack_reader_token_dtype(r));
     if (json) {
         json_writer w = {stdout, 0, 0};
@@ -52,7 +52,7 @@ static void summary(const prepack_reader *r, const char *dir, int json)
             json_key_u64(&w, NULL, prepack_reader_shard_rows(r, i));
         json_end_array(&w);
         json_begin_array(&w, "referenced_files");
-        for (size_t i = 0; i < files; i++)
+        for (size_t i = 0; i < sources; i++)
             json_key_string(&w, NULL, prepack_reader_source(r, i));
         json_end_array(&w);
         json_end_object(&w);
@@ -63,10 +63,10 @@ static void summary(const prepack_reader *r, const char *dir, int json)
     printf("%s: %s rows in %zu shard%s, max_seq_len %u, %s tokens\n", dir,
            fmt_count(b, prepack_reader_row_count(r)), shards,
            shards == 1 ? "" : "s", prepack_reader_max_seq_len(r), dtype);
-    if (files)
-        printf("plan only: tokens read from %zu input file%s\n", files,
-               files == 1 ? "" : "s");
-    for (size_t i = 0; i < files; i++)
+    if (sources)
+        printf("plan only: tokens read from %zu input file%s\n", sources,
+               sources == 1 ? "" : "s");
+    for (size_t i = 0; i < sources; i++)
         printf("  %s\n", prepack_reader_source(r, i));
 }
 
