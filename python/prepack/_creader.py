@@ -4,7 +4,7 @@ prepack_reader_batch in C (decompression, checks, concatenation, positions,
 labels, document ids) and handed over as numpy arrays with one copy per
 array, no per-row Python work.
 
-The pure-Python reader (_shards.py) stays as the independent
+The pure-Python reader (_pyreader.py) stays as the independent
 implementation: the tests read every fixture through both and require the
 same rows and batches."""
 
@@ -13,11 +13,12 @@ import ctypes
 import numpy as np
 
 from . import _native
-from ._collate import FORMS, IGNORE_INDEX, collate, finish, shape_flat
-from ._shards import CorruptShardError, ShardSetError
+from ._collate import FORMS, IGNORE_INDEX, finish, shape_flat
+from ._errors import CorruptShardError, ShardSetError
+from ._format import token_numpy_dtype
 
 _ECORRUPT = -5  # PREPACK_ECORRUPT
-_DTYPE = {1: np.dtype("<u2"), 2: np.dtype("<u4")}  # prepack_dtype
+_DTYPE_NAMES = {1: "uint16", 2: "uint32"}  # prepack_dtype
 
 
 def _raise(rc, diag):
@@ -49,8 +50,21 @@ class CReader(_native.Handle):
             _raise(rc, diag)
         self.rows = self._lib.prepack_reader_row_count(self._h)
         self.max_seq_len = self._lib.prepack_reader_max_seq_len(self._h)
-        self.token_dtype = _DTYPE[self._lib.prepack_reader_token_dtype(self._h)]
+        self.token_dtype = token_numpy_dtype(
+            _DTYPE_NAMES[self._lib.prepack_reader_token_dtype(self._h)])
         self._index = None
+
+    def row_costs(self, per_token, per_pair):
+        """prepack_reader_row_costs: every row's cost (float64) in one
+        pass; ValueError naming the damage, as prepack.set_costs raised."""
+        out = np.empty(self.rows, dtype=np.float64)
+        model = _native.CostModelStruct(per_token, per_pair)
+        diag = _native.Diag()
+        rc = self._lib.prepack_reader_row_costs(
+            self._h, ctypes.byref(model), out.ctypes.data, ctypes.byref(diag))
+        if rc != 0:
+            raise ValueError(diag.message.decode() or f"prepack error {rc}")
+        return out
 
     def row(self, i):
         """Row i as ShardSet gives it: a dict of numpy arrays (copies)."""
@@ -131,22 +145,12 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
                   **loss_options):
     """collate([reader.row(i) for i in indices], form, ...), built by the C
     batcher: the same keys, dtypes and values (the tests hold both to
-    it)."""
+    it). ShardSet.batch decides when it applies: not for pad_multiple > 1,
+    nor for a padded width other than the reader's L."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
-    if loss_options.get("pad_multiple", 1) > 1:  # the padding is Python's
-        return collate([reader.row(int(i)) for i in indices], form,
-                       tensors=tensors, pad_id=pad_id, max_seq_len=max_seq_len,
-                       mask_4d=mask_4d,
-                       return_flash_attn_kwargs=return_flash_attn_kwargs,
-                       return_seq_idx=return_seq_idx, **loss_options)
-    loss_options.pop("pad_multiple", None)
+    loss_options.pop("pad_multiple", None)  # 1 here: no padding to do
     if form == "padded":
-        if max_seq_len != reader.max_seq_len:  # collate pads to another width
-            return collate([reader.row(int(i)) for i in indices], "padded",
-                           tensors=tensors, pad_id=pad_id,
-                           max_seq_len=max_seq_len, mask_4d=mask_4d,
-                           **loss_options)
         b = reader.batch(indices, padded=True, pad_id=pad_id,
                          dense_mask=mask_4d)
         batch = {k: b[k] for k in ("input_ids", "attention_mask",

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _native
+from ._shards import ShardSet
 
 __all__ = ["CostModel", "cost_model", "costs", "set_costs", "balance",
            "balance_epoch"]
@@ -30,6 +31,13 @@ __all__ = ["CostModel", "cost_model", "costs", "set_costs", "balance",
 class CostModel(NamedTuple):
     per_token: float  # FLOPs a token (linear layers)
     per_pair: float   # FLOPs a (query, key) pair of one sequence
+
+    def of(self, lengths):
+        """The cost of a row of sequences of these lengths: per_token x
+        tokens + per_pair x sum(l ** 2), in float64."""
+        lengths = np.asarray(lengths).astype(np.float64)
+        return self.per_token * lengths.sum() + \
+            self.per_pair * (lengths ** 2).sum()
 
 
 def cost_model(hidden_size=4096, intermediate_size=14336, num_heads=32,
@@ -69,15 +77,21 @@ def costs(rows_or_lengths, cost=None):
     """The cost of each item: a row (a dict with cu_seqlens, as
     prepack.pack and ShardSet give them), a list of sequence lengths (one
     row), or an int (one sequence)."""
-    m = cost or default_cost()
+    m = _model(cost)
     out = np.empty(len(rows_or_lengths), dtype=np.float64)
     for i, item in enumerate(rows_or_lengths):
         lengths = _row_lengths(item)
         if (lengths < 0).any():
             raise ValueError(f"item {i}: negative length")
-        lengths = lengths.astype(np.float64)
-        out[i] = m.per_token * lengths.sum() + m.per_pair * (lengths ** 2).sum()
+        out[i] = m.of(lengths)
     return out
+
+
+def _model(cost):
+    """cost (anything with per_token and per_pair) as a CostModel; None
+    is the default model."""
+    m = cost or default_cost()
+    return CostModel(m.per_token, m.per_pair)
 
 
 def set_costs(path, cost=None, backend="auto"):
@@ -86,18 +100,8 @@ def set_costs(path, cost=None, backend="auto"):
     Python reader's rows): what PackedDataset(balance="compute") computes
     at start; save it with numpy and pass it back as row_costs= to skip
     the pass."""
-    from ._shards import ShardSet
-    m = cost or default_cost()
     shards = path if isinstance(path, ShardSet) else ShardSet(path, backend=backend)
-    if shards._c:
-        out = np.empty(len(shards), dtype=np.float64)
-        model = _native.CostModelStruct(m.per_token, m.per_pair)
-        diag = _native.Diag()
-        _check(_native.library().prepack_reader_row_costs(
-            shards._c._h, ctypes.byref(model), out.ctypes.data,
-            ctypes.byref(diag)), diag)
-        return out
-    return costs([shards[i] for i in range(len(shards))], m)
+    return shards.row_costs(_model(cost))
 
 
 def _check(rc, diag):

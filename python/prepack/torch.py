@@ -19,8 +19,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ._collate import collate
-from ._creader import collate_batch
 from ._shards import ShardSet
 
 
@@ -268,12 +266,8 @@ class PackedDataset(IterableDataset):
             if (b - self.start_batch) % workers != worker:
                 continue
             pick = rows[b * self.batch_rows:(b + 1) * self.batch_rows]
-            if shards._c:  # the whole batch built in C
-                batch = collate_batch(shards._c, pick, self.form,
-                                      tensors="pt", **self.collate_options)
-            else:
-                batch = collate([shards[int(i)] for i in pick], self.form,
-                                tensors="pt", **self.collate_options)
+            batch = shards.batch(pick, self.form, tensors="pt",
+                                 **self.collate_options)
             self._yielded += 1
             yield batch
 

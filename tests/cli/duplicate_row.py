@@ -13,7 +13,7 @@ import xxhash
 import zstandard
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
-from prepack._shards import (SEEK_CHECKSUMS, SEEK_ENTRY, SEEK_FOOTER,  # noqa: E402
+from prepack._format import (SEEK_CHECKSUMS, SEEK_ENTRY, SEEK_FOOTER,  # noqa: E402
                              SEEK_HEADER, SEEKABLE_MAGIC, SKIPPABLE_MAGIC,
                              seek_table_bytes)
 

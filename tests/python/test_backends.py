@@ -8,7 +8,6 @@ import pytest
 
 import prepack
 from conftest import ROOT
-from prepack._creader import collate_batch
 
 
 def lib_or_skip():
@@ -63,7 +62,7 @@ def test_batches_are_the_same_through_both(shard_dir, form, options):
              rng.permutation(len(c))[:9].tolist()]
     for pick in picks:
         want = prepack.collate([py[i] for i in pick], form, **options)
-        got = collate_batch(c._c, pick, form, **options)
+        got = c.batch(pick, form, **options)
         same(got, want, (form, options, pick))
 
 

@@ -119,10 +119,9 @@ def test_loss_fields_in_every_form_and_backend(shard_set, form):
     shards_c = prepack.ShardSet(shard_set)
     shards_py = prepack.ShardSet(shard_set, backend="python")
     idx = [3, 0, 17, 5]
-    from prepack._creader import collate_batch
     opts = dict(num_items_in_batch=True, loss_weights=True, position_offset=2)
     a = prepack.collate([shards_py[i] for i in idx], form, **opts)
-    b = collate_batch(shards_c._c, idx, form, **opts) if shards_c._c else a
+    b = shards_c.batch(idx, form, **opts)
     for k in a:
         if k == "mask_mod":
             continue

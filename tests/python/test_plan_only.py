@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import step_inputs as si
+from prepack._manifest import Manifest
+from prepack._pyreader import PyReader
 from prepack._shards import CorruptShardError, ShardSet, ShardSetError
 
 PYDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -272,7 +274,7 @@ def test_damaged_references_fail_cleanly(prepack_bin, inputs, tmp_path):
     format, so only the reference is wrong."""
     _, plan_only = pack_both(prepack_bin, [inputs / "mu16"],
                         ["--max-seq-len", "256", "--overlong", "split", "--rows-per-frame", "1000000"], tmp_path)
-    frame = ShardSet(plan_only, backend="python")._frame(0, 0)
+    frame = first_frame(plan_only)
     for field, value, message in (("ref_offset", 2**40, "outside"),
                                   ("ref_source", 7, "outside the manifest's sources")):
         bad = [dict(r) for r in frame]
@@ -352,6 +354,11 @@ def assert_refused_everywhere(prepack_bin, plan_only, message):
     assert re.search(message, p.stdout + p.stderr), p.stdout + p.stderr
 
 
+def first_frame(plan_only):
+    """Shard 0's frame 0 as msgpack decodes it (the Python reader's)."""
+    return PyReader(Manifest(plan_only)).frame(0, 0)
+
+
 def edit_manifest(plan_only, fn):
     m = json.loads((plan_only / "manifest.json").read_text())
     fn(m)
@@ -361,7 +368,7 @@ def edit_manifest(plan_only, fn):
 def edit_first_reference(plan_only, field, change):
     """Row 0's first reference rewritten by change(value), through the
     writer's own format, so only the reference is wrong."""
-    frame = ShardSet(plan_only, backend="python")._frame(0, 0)
+    frame = first_frame(plan_only)
     rows = [dict(r) for r in frame]
     dtype = "<u8" if field == "ref_offset" else "<u4"
     vals = np.frombuffer(rows[0][field], dtype=dtype).copy()
@@ -502,7 +509,7 @@ def test_input_truncated_while_the_set_is_open(prepack_bin, wide_inputs,
 
 
 class CountingXXH:
-    """prepack._shards' xxhash, counting the hashes made, and calling
+    """prepack._sources' xxhash, counting the hashes made, and calling
     `after` once the first digest is taken (after a reader's check)."""
 
     def __init__(self, real, after=None):
@@ -535,7 +542,7 @@ def test_source_swapped_after_its_check(prepack_bin, wide_inputs, tmp_path,
     """The path is a symlink swapped to another file of the same size once
     the identity check has hashed it: the reader must read the file it
     checked (one open, checked and read through its descriptor)."""
-    import prepack._shards as shards
+    import prepack._sources as sources
     d = tmp_path / "in"
     d.mkdir()
     real = d / "real.bin"
@@ -554,7 +561,7 @@ def test_source_swapped_after_its_check(prepack_bin, wide_inputs, tmp_path,
         os.symlink(other, d / "tmp-link")
         os.replace(d / "tmp-link", link)
 
-    monkeypatch.setattr(shards, "xxhash", CountingXXH(shards.xxhash, swap))
+    monkeypatch.setattr(sources, "xxhash", CountingXXH(sources.xxhash, swap))
     got = read_all(plan_only, "python")
     for a, b in zip(want, got):
         assert np.array_equal(a["input_ids"], b["input_ids"])
@@ -565,13 +572,13 @@ def test_one_file_listed_many_times(prepack_bin, wide_inputs, tmp_path,
     """The same input given three times: one file, hashed once. A manifest
     listing it 20,000 times (more sources than inputs) is refused before
     any is opened."""
-    import prepack._shards as shards
+    import prepack._sources as sources
     path = wide_inputs / "l.bin"
     plan_only = pack_plan_only(prepack_bin, [path, path, path], tmp_path / "r")
     assert len(json.loads((plan_only / "manifest.json").read_text())[
         "sources"]) == 3
-    counter = CountingXXH(shards.xxhash)
-    monkeypatch.setattr(shards, "xxhash", counter)
+    counter = CountingXXH(sources.xxhash)
+    monkeypatch.setattr(sources, "xxhash", counter)
     read_all(plan_only, "python")
     assert counter.made == 1
     monkeypatch.undo()

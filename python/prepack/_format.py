@@ -1,0 +1,100 @@
+"""The shard set's on-disk format (docs/FORMAT.md), the Python twin of
+src/shards/shard_format.h: the seek table's magic numbers and structs, the
+bounds a frame's size must keep, the file names, each row field's dtype,
+and the token widths. tests/python/test_package_shape.py compares the
+numbers and bounds with the header."""
+
+import struct
+
+import numpy as np
+
+# The seek table: a skippable frame (magic, body size), an entry per frame
+# (compressed, decompressed, XXH64 low 32 bits), then frame count,
+# descriptor (bit 7: checksums) and the seekable magic.
+SKIPPABLE_MAGIC = 0x184D2A5E
+SEEKABLE_MAGIC = 0x8F92EAB1
+SEEK_HEADER = struct.Struct("<II")
+SEEK_ENTRY = struct.Struct("<III")
+SEEK_FOOTER = struct.Struct("<IBI")
+SEEK_CHECKSUMS = 0x80
+MIN_FRAME_BYTES = 9  # the smallest zstd frame: what each entry costs
+REF_BYTES = 12  # a plan-only reference per sequence: bounds a row as a
+# token width of 12 would
+
+
+def seek_table_bytes(frames):
+    """The seek table's size for this many frames, header included."""
+    return SEEK_HEADER.size + frames * SEEK_ENTRY.size + SEEK_FOOTER.size
+
+
+def row_bytes_bound(max_seq_len, width):
+    """The most bytes one row of at most max_seq_len tokens of `width`
+    bytes packs to: id, cu, seq id, start and mask per token, and the
+    map's keys and headers."""
+    return max_seq_len * (width + 4 + 8 + 4 + 1) + 4 + 128
+
+
+def frame_bytes_bound(rows, max_seq_len, width):
+    """The most bytes a frame of `rows` rows can decompress to (the C
+    reader's bound): a seek table claiming more is damaged, and is refused
+    before anything is allocated for it."""
+    return rows * row_bytes_bound(max_seq_len, width) + 16
+
+
+def zstd_expansion_bound(compressed):
+    """The most bytes `compressed` bytes of zstd frame decompress to: a
+    block yields at most 128 KiB and costs at least 4 bytes."""
+    return compressed * (128 * 1024 // 4)
+
+
+# ---- file names ----------------------------------------------------------
+
+MANIFEST_NAME = "manifest.json"
+TMP_SUFFIX = ".tmp"  # written under name + this, then renamed
+SHARD_NAME_MAX = 32  # with C's NUL
+
+
+def shard_name(i):
+    """Shard i's file name: the only name entry i of a manifest may give."""
+    return f"shard-{i:05d}.zst"
+
+
+def is_shard_name(name):
+    """Whether name is a shard's: "shard-", digits, ".zst", shorter than
+    SHARD_NAME_MAX."""
+    return (name.startswith("shard-") and name.endswith(".zst")
+            and name[6:-4].isdigit() and name[6:-4].isascii()
+            and len(name) < SHARD_NAME_MAX)
+
+
+def is_tmp_set_file(name):
+    """Whether name is the temporary name of a manifest or a shard (what
+    an interrupted writer leaves)."""
+    base = name[:-len(TMP_SUFFIX)]
+    return name.endswith(TMP_SUFFIX) and (base == MANIFEST_NAME
+                                          or is_shard_name(base))
+
+
+# ---- rows' fields and token widths ----------------------------------------
+
+TOKEN_DTYPES = ("uint16", "uint32")  # a manifest's token_dtype
+
+
+def token_width(token_dtype):
+    """Bytes per token of a token_dtype name: uint16 is 2, else 4 (the
+    one place Python says so)."""
+    return 2 if token_dtype == "uint16" else 4
+
+
+def token_numpy_dtype(token_dtype):
+    """A token_dtype name's numpy dtype: little-endian unsigned."""
+    return np.dtype(f"<u{token_width(token_dtype)}")
+
+
+# a row's fields and their dtypes; input_ids' is the set's token_dtype
+FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
+          "seq_ids": np.dtype("<u8"), "loss_mask": np.dtype("u1"),
+          "seq_starts": np.dtype("<u4")}
+# a plan-only set's rows (version 2, "storage": "references"): where each
+# sequence's tokens are instead of input_ids
+REF_FIELDS = {"ref_source": np.dtype("<u4"), "ref_offset": np.dtype("<u8")}

@@ -1,0 +1,272 @@
+"""The pure-Python row reader (docs/FORMAT.md alone: numpy, zstandard,
+msgpack, xxhash), independent of the C one: each shard's seek table, row i
+by decompressing the one zstd frame that holds it, each row's fields
+checked, and a plan-only set's tokens read from its sources. The tests
+read every fixture through both readers and require the same rows."""
+
+import os
+
+import msgpack
+import numpy as np
+import zstandard
+
+from ._errors import CorruptShardError, ShardSetError
+from ._files import open_shard, pread_all
+from ._format import (FIELDS, REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
+                      SEEK_FOOTER, SEEK_HEADER, SEEKABLE_MAGIC,
+                      SKIPPABLE_MAGIC, TOKEN_DTYPES, seek_table_bytes,
+                      token_width, zstd_expansion_bound)
+from ._sources import Sources
+
+try:  # checks each frame's XXH64 (low 32 bits) when present
+    import xxhash
+except ImportError:  # pragma: no cover - Debian's python3-xxhash is optional
+    xxhash = None
+
+
+class _Shard:
+    """A shard's seek table, read and checked against the manifest's
+    claims and the frame bound: `frames`, each one's (offset, compressed,
+    decompressed, checksum)."""
+
+    def __init__(self, path, rows, size, rows_per_frame, frame_bound):
+        self.path = path
+        self.rows = rows
+        self.frames = []  # (offset, compressed, decompressed, checksum)
+        with open_shard(path) as f:
+            f.seek(0, os.SEEK_END)
+            actual = f.tell()
+            if actual != size:
+                raise CorruptShardError(
+                    f"{path}: {actual} bytes, the manifest says {size}")
+            if size < seek_table_bytes(0):
+                raise CorruptShardError(f"{path}: too short for a seek table")
+            f.seek(size - SEEK_FOOTER.size)
+            n, desc, magic = SEEK_FOOTER.unpack(f.read(SEEK_FOOTER.size))
+            if magic != SEEKABLE_MAGIC or desc != SEEK_CHECKSUMS:
+                raise CorruptShardError(f"{path}: no seek table at the end")
+            table = seek_table_bytes(n)
+            want = -(-rows // rows_per_frame)
+            if table > size or n != want:
+                raise CorruptShardError(
+                    f"{path}: seek table lists {n} frames, {rows} rows need "
+                    f"{want}")
+            f.seek(size - table)
+            head = f.read(SEEK_HEADER.size)
+            body = f.read(SEEK_ENTRY.size * n)
+        skip_magic, frame_size = SEEK_HEADER.unpack(head)
+        if skip_magic != SKIPPABLE_MAGIC or frame_size != table - SEEK_HEADER.size:
+            raise CorruptShardError(f"{path}: bad seek table frame header")
+        offset = 0
+        for i in range(n):
+            c, d, s = SEEK_ENTRY.unpack_from(body, SEEK_ENTRY.size * i)
+            if d > frame_bound:
+                raise CorruptShardError(
+                    f"{path}: frame {i} claims {d} bytes, more than "
+                    f"{rows_per_frame} rows can hold")
+            if d > zstd_expansion_bound(c):  # a block: >= 4 bytes, <= 128 KiB
+                raise CorruptShardError(
+                    f"{path}: frame {i} claims {d} bytes from {c} "
+                    f"compressed, more than zstd can expand to")
+            self.frames.append((offset, c, d, s))
+            offset += c
+        if offset != size - table:
+            raise CorruptShardError(
+                f"{path}: frames cover {offset} bytes, the file holds "
+                f"{size - table} before its seek table")
+
+
+class PyReader:
+    """Rows of a checked Manifest (_manifest.py): row(i), and frame(s, f)
+    (shard s's frame f as msgpack decoded it). The last frame read is
+    cached, so reading rows in order decompresses each frame once."""
+
+    def __init__(self, manifest):
+        m = manifest
+        if m.references and xxhash is None:  # pragma: no cover
+            raise ShardSetError(f"{m.manifest_path}: a plan-only set's "
+                                f"inputs are checked with xxhash: "
+                                f"install it")
+        self.references, self.sources = m.references, m.sources
+        self.max_seq_len, self.pad_multiple = m.max_seq_len, m.pad_multiple
+        self.rows_per_frame, self.token_dtype = m.rows_per_frame, \
+            m.token_dtype
+        self._first = m.first
+        self._paths = [path for path, *_ in m.shards]
+        self._files = Sources(m.sources, m.source_spans())
+        self._shards = [_Shard(path, n, size, m.rows_per_frame,
+                               m.frame_bound)
+                        for path, n, _, size in m.shards]
+        self._dctx = zstandard.ZstdDecompressor()
+        self._cache_key = None
+        self._cache = None
+
+    def row(self, i):
+        """Row i (0 <= i < rows): a dict of numpy arrays."""
+        lo, hi = 0, len(self._first)
+        while hi - lo > 1:  # the shard holding row i
+            mid = (lo + hi) // 2
+            if self._first[mid] <= i:
+                lo = mid
+            else:
+                hi = mid
+        local = i - self._first[lo]
+        frame = local // self.rows_per_frame
+        rows = self.frame(lo, frame)
+        return self._row(rows[local % self.rows_per_frame], lo, frame)
+
+    def frame(self, s, f):
+        """Shard s's frame f: its rows as msgpack decodes them, checked
+        against the seek table."""
+        if self._cache_key == (s, f):
+            return self._cache
+        shard = self._shards[s]
+        offset, comp, decomp, checksum = shard.frames[f]
+        where = f"{shard.path}: frame {f}"
+        with open_shard(shard.path) as fh:
+            fh.seek(offset)
+            data = fh.read(comp)
+        try:
+            # decompress() sizes its output from the frame header's content
+            # size when there is one, whatever max_output_size says: a
+            # damaged header must not choose the allocation.
+            declared = zstandard.frame_content_size(data)
+            if declared not in (-1, decomp):
+                raise CorruptShardError(
+                    f"{where}: the zstd frame says {declared} bytes, its seek "
+                    f"table entry {decomp}")
+            # python-zstandard 0.20's decompress() reads one frame and needs
+            # its size: both come from the seek table.
+            raw = self._dctx.decompress(data, max_output_size=decomp)
+        except zstandard.ZstdError as e:
+            raise CorruptShardError(f"{where}: {e}") from None
+        if len(raw) != decomp or (
+                xxhash and xxhash.xxh64_intdigest(raw) & 0xFFFFFFFF != checksum):
+            raise CorruptShardError(
+                f"{where}: content does not match its seek table entry")
+        try:
+            rows = msgpack.unpackb(raw, raw=False, use_list=True)
+        except Exception as e:
+            raise CorruptShardError(f"{where}: not msgpack: {e}") from None
+        expect = min(self.rows_per_frame,
+                     shard.rows - f * self.rows_per_frame)
+        if not isinstance(rows, list) or len(rows) != expect:
+            raise CorruptShardError(f"{where}: not an array of {expect} rows")
+        self._cache_key, self._cache = (s, f), rows
+        return rows
+
+    def _row(self, obj, s, f):
+        where = f"{self._paths[s]}: frame {f}"
+        if not isinstance(obj, dict):
+            raise CorruptShardError(f"{where}: a row is not a map")
+        row = {}
+        fields = dict(FIELDS, **REF_FIELDS) if self.references else FIELDS
+        for key, dtype in fields.items():
+            value = obj.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, bytes):
+                raise CorruptShardError(f"{where}: {key} is not a bin")
+            dtype = dtype or self.token_dtype
+            if len(value) % dtype.itemsize:
+                raise CorruptShardError(f"{where}: {key} has a partial value")
+            row[key] = np.frombuffer(value, dtype=dtype)
+        if self.references:
+            row.pop("input_ids", None)
+            self._fetch_tokens(row, where)
+        for key in ("input_ids", "cu_seqlens", "seq_ids"):
+            if key not in row:
+                raise CorruptShardError(f"{where}: a row lacks {key}")
+        cu, t = row["cu_seqlens"], len(row["input_ids"])
+        mine = self.token_dtype.name
+        other = next(d for d in TOKEN_DTYPES if d != mine)
+        nbytes = t * token_width(mine)
+        count = len(row["loss_mask"]) if "loss_mask" in row else (
+            int(cu[-1]) if len(cu) else 0)
+        if count != t and count > 0 and count * token_width(other) == nbytes:
+            raise CorruptShardError(
+                f"{where}: input_ids holds {nbytes} bytes, which agrees with "
+                f"the row's other fields as {other} tokens, not "
+                f"{mine}: the manifest's token_dtype does not match "
+                f"the shards")
+        k = len(cu) - 1
+        if (k < 1 or cu[0] != 0 or cu[-1] != t or (cu[1:] <= cu[:-1]).any()
+                or t > self.max_seq_len or len(row["seq_ids"]) != k
+                or ("loss_mask" in row and len(row["loss_mask"]) != t)
+                or ("seq_starts" in row and len(row["seq_starts"]) != k)):
+            raise CorruptShardError(f"{where}: a row's fields disagree")
+        m = self.pad_multiple
+        if m > 1:
+            lengths = np.diff(cu.astype(np.int64))
+            padded = int(((lengths + m - 1) // m).sum()) * m
+            if padded > self.max_seq_len:
+                raise CorruptShardError(
+                    f"{where}: its sequences padded to multiples of {m} take "
+                    f"{padded} tokens, more than max_seq_len "
+                    f"{self.max_seq_len}")
+        return row
+
+    def _fetch_tokens(self, row, where):
+        """A plan-only row's input_ids, read from the referenced files;
+        ref_source and ref_offset are taken out of the row."""
+        src, off = row.pop("ref_source", None), row.pop("ref_offset", None)
+        cu = row.get("cu_seqlens")
+        if src is None or off is None or cu is None:
+            raise CorruptShardError(f"{where}: a row lacks ref_source, "
+                                    f"ref_offset or cu_seqlens")
+        k = len(cu) - 1
+        if k < 1 or len(src) != k or len(off) != k or cu[0] != 0 \
+                or (cu[1:] <= cu[:-1]).any() or cu[-1] > self.max_seq_len:
+            raise CorruptShardError(f"{where}: a row's fields disagree")
+        out = np.empty(int(cu[-1]), self.token_dtype)
+        ids, starts = row.get("seq_ids"), row.get("seq_starts")
+        if ids is None or len(ids) != k or (starts is not None
+                                            and len(starts) != k):
+            raise CorruptShardError(f"{where}: a row's fields disagree")
+        for j in range(k):
+            s, at, n = int(src[j]), int(off[j]), int(cu[j + 1] - cu[j])
+            start = int(starts[j]) if starts is not None else 0
+            out[cu[j]:cu[j + 1]] = self._fetch(s, at, n, where, j,
+                                               int(ids[j]), start)
+        row["input_ids"] = out
+
+    def _fetch(self, s, at, n, where, j, seq_id, start):
+        """Sequence j's n tokens at byte `at` of source s: the reference
+        checked to name a source and lie inside its file on a token
+        boundary, each id checked to fit token_dtype (the C reader's
+        rules and classes of error)."""
+        if s >= len(self._files.fds):
+            raise CorruptShardError(f"{where}: sequence {j} refers to source "
+                                    f"{s}, outside the manifest's sources")
+        size, dtype = self._files.files[s]
+        path = self.sources[s]["path"]
+        if at % dtype.itemsize:
+            raise CorruptShardError(
+                f"{where}: sequence {j} starts at byte {at} of {path}, not a "
+                f"multiple of its {dtype.itemsize}-byte tokens")
+        if at > size or (size - at) // dtype.itemsize < n:
+            raise CorruptShardError(
+                f"{where}: sequence {j} refers to {n} tokens at byte {at} of "
+                f"source {s}, outside {path}")
+        why = self._files.check_entry(s, seq_id, at, start, n) \
+            if self._files.indexes[s] else None
+        if why:
+            raise CorruptShardError(f"{where}: sequence {j} (id {seq_id}, "
+                                    f"byte {at} of {path}): {why}")
+        data = pread_all(self._files.fds[s], n * dtype.itemsize, at)
+        if len(data) != n * dtype.itemsize:
+            raise ShardSetError(f"{path}: cannot read {n} tokens at byte "
+                                f"{at} (for {where}): the file ends first: "
+                                f"cut short since the set was opened?")
+        ids = np.frombuffer(data, dtype=dtype)
+        if n and (dtype.kind == "i" or dtype.itemsize >
+                  self.token_dtype.itemsize):
+            lo, hi = int(ids.min()), int(ids.max())
+            most = np.iinfo(self.token_dtype).max
+            if lo < 0 or hi > most:
+                k = int(np.argmax((ids < 0) | (ids > most)))
+                raise CorruptShardError(
+                    f"{where}: sequence {j}'s token {k} is {int(ids[k])} at "
+                    f"byte {at + k * dtype.itemsize} of {path}, which does "
+                    f"not fit token_dtype {self.token_dtype.name}")
+        return ids.astype(self.token_dtype)
