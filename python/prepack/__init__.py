@@ -11,7 +11,8 @@ zstandard, msgpack), backend="python"; both give the same rows.
     batch = prepack.collate([shards[i] for i in range(8)], form="varlen")
 """
 
-from ._shards import CorruptShardError, ShardSet, ShardSetError
+from ._errors import CorruptShardError, ShardSetError
+from ._shards import ShardSet
 from ._collate import FORMS, collate, cp_split, flex_mask_mod
 from ._native import pack
 from .balancing import (CostModel, balance, balance_epoch, cost_model,
