@@ -41,7 +41,7 @@ def _add_job_options(c, pack):
                    help="row capacity in tokens (required, 1..16777216)")
     c.add_argument("--algo", choices=list(_native.ALGOS), default="ffd",
                    help="ffd | bfd | nextfit (default: ffd)")
-    c.add_argument("--overlong", choices=list(_native._OVERLONG),
+    c.add_argument("--overlong", choices=list(_native.OVERLONGS),
                    default="error", help="error | truncate | split | drop "
                                          "(default: error)")
     c.add_argument("--max-seqs-per-row", type=_int_in(0, 2**32 - 1),
@@ -54,7 +54,7 @@ def _add_job_options(c, pack):
                         "multiple of M)")
     c.add_argument("--field", default="input_ids",
                    help="the token column (default: input_ids)")
-    c.add_argument("--token-dtype", choices=["auto", "uint16", "uint32"],
+    c.add_argument("--token-dtype", choices=list(_native.DTYPES),
                    default="auto", help="auto | uint16 | uint32 (default: "
                                         "auto, uint16 while every id fits)")
     c.add_argument("--tmp-dir", help="where the token store lives while "

@@ -17,13 +17,12 @@ from ._collate import FORMS, IGNORE_INDEX, finish, shape_flat
 from ._errors import CorruptShardError, ShardSetError
 from ._format import token_numpy_dtype
 
-_ECORRUPT = -5  # PREPACK_ECORRUPT
-_DTYPE_NAMES = {1: "uint16", 2: "uint32"}  # prepack_dtype
 
 
 def _raise(rc, diag):
     message = diag.message.decode(errors="replace") or f"prepack error {rc}"
-    raise (CorruptShardError if rc == _ECORRUPT else ShardSetError)(message)
+    error = CorruptShardError if rc == _native.ECORRUPT else ShardSetError
+    raise error(message)
 
 
 def _copy(ptr, n, dtype):
@@ -50,8 +49,8 @@ class CReader(_native.Handle):
             _raise(rc, diag)
         self.rows = self._lib.prepack_reader_row_count(self._h)
         self.max_seq_len = self._lib.prepack_reader_max_seq_len(self._h)
-        self.token_dtype = token_numpy_dtype(
-            _DTYPE_NAMES[self._lib.prepack_reader_token_dtype(self._h)])
+        self.token_dtype = token_numpy_dtype(_native.dtype_name(
+            self._lib.prepack_reader_token_dtype(self._h)))
         self._index = None
 
     def row_costs(self, per_token, per_pair):

@@ -1,7 +1,8 @@
 """libprepack under Python, over its public API with ctypes: the one
 module that declares the C structs and function signatures (prepack.h),
 and packing sequences in memory through it. prefill.py uses the same
-declarations."""
+declarations. tests/python/test_seam.py holds every declaration here to
+the header and to the compiler's layout (tests/seam/layout.c)."""
 
 import ctypes
 import ctypes.util
@@ -9,9 +10,21 @@ import os
 
 import numpy as np
 
-# prepack_algo and prepack_overlong, as prepack.h numbers them.
-ALGOS = {"ffd": 0, "bfd": 1, "nextfit": 2}
-_OVERLONG = {"error": 0, "truncate": 1, "split": 2, "drop": 3}
+# The names Python accepts for prepack.h's enums, as the library spells
+# them (prepack_algo_name, ...). Their numbers are the library's own,
+# asked of its parsers when it loads (enum_value); tests/python/test_seam.py
+# holds each list to the library's names.
+ALGOS = ("ffd", "bfd", "nextfit")
+OVERLONGS = ("error", "truncate", "split", "drop")
+DTYPES = ("auto", "uint16", "uint32")
+_FORMATS = ("arrow",)  # the one input format Python names (dataset.py)
+
+# prepack.h's error codes and limits that Python compares with without
+# calling the library; test_seam.py checks each against the header's
+# (PREPACK_<name>), as the C compiler sees it.
+OK, EINVAL, ENOMEM, EIO, EFORMAT, ECORRUPT, EOVERLONG, ERANGE = \
+    0, -1, -2, -3, -4, -5, -6, -7
+MAX_SEQ_LEN_LIMIT = 1 << 24
 _INSTALL = ("libprepack not found: `pip install .` from a clone ships it "
             "inside the package; or build it (`make build`) and set "
             "PREPACK_LIBRARY to build/libprepack.so, or install it "
@@ -116,11 +129,13 @@ class BatchArrays(ctypes.Structure):
 
 
 class StoreOptions(ctypes.Structure):
+    """prepack_store_options"""
     _fields_ = [("tmp_dir", ctypes.c_char_p), ("dtype", ctypes.c_int),
                 ("lengths_only", ctypes.c_int), ("allocator", ctypes.c_void_p)]
 
 
 class PlanOptions(ctypes.Structure):
+    """prepack_plan_options"""
     _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
                 ("overlong", ctypes.c_int),
                 ("max_seqs_per_row", ctypes.c_uint32),
@@ -131,6 +146,7 @@ class PlanOptions(ctypes.Structure):
 
 
 class WriterOptions(ctypes.Structure):
+    """prepack_writer_options"""
     _fields_ = [("rows_per_frame", ctypes.c_uint32),
                 ("shard_rows", ctypes.c_uint64),
                 ("shard_bytes", ctypes.c_uint64), ("level", ctypes.c_int),
@@ -153,11 +169,6 @@ class StreamStats(ctypes.Structure):
         "open_rows", "buffered")]
 
 
-class ManifestInfo(ctypes.Structure):
-    _fields_ = [("plan", ctypes.POINTER(PlanOptions)),
-                ("store", ctypes.c_void_p), ("report", ctypes.c_void_p)]
-
-
 class PlanStats(ctypes.Structure):
     """prepack_plan_stats (prepack_report begins with it)"""
     _fields_ = [("max_seq_len", ctypes.c_uint32), ("sequences", ctypes.c_uint64),
@@ -173,11 +184,43 @@ class PlanStats(ctypes.Structure):
                 ("dropped_tokens", ctypes.c_uint64)]
 
 
+class LengthSummary(ctypes.Structure):
+    """prepack_length_summary"""
+    _fields_ = [(name, ctypes.c_uint32) for name in (
+        "min", "median", "p90", "p99", "max")] + \
+        [("over_max_seq_len", ctypes.c_uint64)]
+
+
+class Layout(ctypes.Structure):
+    """prepack_layout (one way of laying items out in rows)"""
+    _fields_ = [("rows", ctypes.c_uint64), ("slots", ctypes.c_uint64),
+                ("pad_tokens", ctypes.c_uint64),
+                ("pad_fraction", ctypes.c_double),
+                ("attention_cost", ctypes.c_double)]
+
+
+class Report(ctypes.Structure):
+    """prepack_report"""
+    _fields_ = [("plan", PlanStats), ("lengths", LengthSummary),
+                ("batch_size", ctypes.c_uint32), ("naive_batch", Layout),
+                ("padded_to_max", Layout), ("packed", Layout),
+                ("packed_dense_attention_cost", ctypes.c_double)]
+
+
+class ManifestInfo(ctypes.Structure):
+    """prepack_manifest_info"""
+    _fields_ = [("plan", ctypes.POINTER(PlanOptions)),
+                ("store", ctypes.c_void_p),
+                ("report", ctypes.POINTER(Report))]
+
+
 class CostModelStruct(ctypes.Structure):
+    """prepack_cost_model"""
     _fields_ = [("per_token", ctypes.c_double), ("per_pair", ctypes.c_double)]
 
 
 class ModelDims(ctypes.Structure):
+    """prepack_model_dims"""
     _fields_ = [("hidden_size", ctypes.c_uint32),
                 ("intermediate_size", ctypes.c_uint32),
                 ("num_heads", ctypes.c_uint32), ("num_kv_heads", ctypes.c_uint32),
@@ -190,6 +233,12 @@ def _signatures():
     diag, out = ctypes.POINTER(Diag), ctypes.POINTER(ctypes.c_void_p)
     return {
         "prepack_version": ([], ctypes.c_char_p),
+        # enum names and numbers (enum_value, enum_name)
+        "prepack_algo_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
+        "prepack_overlong_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
+        "prepack_dtype_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
+        "prepack_format_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
+        "prepack_dtype_name": ([i], ctypes.c_char_p),
         "prepack_pack_sequences": ([ctypes.POINTER(ctypes.POINTER(_Packed)),
                                     _TOKENS, ctypes.POINTER(ctypes.c_uint32),
                                     size, ctypes.POINTER(_Options), diag], i),
@@ -250,8 +299,9 @@ def _signatures():
                                  diag], i),
         "prepack_plan_free": ([p], None),
         "prepack_plan_row_count": ([p], size),
-        "prepack_report_compute": ([p, p, size, ctypes.c_uint32, p], i),
-        "prepack_report_write_svg": ([p, p, p, size, p], i),
+        "prepack_report_compute": ([p, p, size, ctypes.c_uint32,
+                                    ctypes.POINTER(Report)], i),
+        "prepack_report_write_svg": ([ctypes.POINTER(Report), p, p, size, p], i),
         "prepack_row_builder_create": ([out, p, p, diag], i),
         "prepack_row_builder_get": ([p, size, ctypes.POINTER(Row)], i),
         "prepack_row_builder_free": ([p], None),
@@ -264,6 +314,7 @@ def _signatures():
 
 
 _lib = None
+_numbers = None  # kind -> {name: number}, from the library (_enum_numbers)
 
 
 def _bundled():
@@ -288,8 +339,45 @@ def library():
         for name, (args, result) in _signatures().items():
             f = getattr(lib, name)
             f.argtypes, f.restype = args, result
+        global _numbers
+        _numbers = _enum_numbers(lib, path)
         _lib = lib
     return _lib
+
+
+def _enum_numbers(lib, path):
+    """kind -> {name: number} for every enum name Python uses, numbered by
+    the library's own parser (prepack_<kind>_parse): no number is copied
+    from prepack.h."""
+    numbers = {}
+    value = ctypes.c_int()
+    for kind, names in (("algo", ALGOS), ("overlong", OVERLONGS),
+                        ("dtype", DTYPES), ("format", _FORMATS)):
+        parse = getattr(lib, f"prepack_{kind}_parse")
+        numbers[kind] = {}
+        for name in names:
+            if parse(name.encode(), ctypes.byref(value)) != OK:
+                raise RuntimeError(f"{path}: prepack_{kind}_parse does not "
+                                   f"know {name!r}: a libprepack of another "
+                                   f"version than this package")
+            numbers[kind][name] = value.value
+    return numbers
+
+
+def enum_value(kind, name):
+    """The library's number for an enum name Python uses: kind "algo",
+    "overlong", "dtype" or "format"; name from ALGOS, OVERLONGS, DTYPES
+    or "arrow" (callers check names first, for their own message)."""
+    library()
+    return _numbers[kind][name]
+
+
+def dtype_name(value):
+    """A prepack_dtype the library returned, by name ("uint16", ...)."""
+    name = library().prepack_dtype_name(value)
+    if name is None:
+        raise ValueError(f"prepack_dtype {value} has no name")
+    return name.decode()
 
 
 class Handle:
@@ -431,10 +519,11 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
     (the library's message)."""
     arrays, ptrs, lengths, n = sequence_args(sequences)
     lib = library()
-    if algo not in ALGOS or overlong not in _OVERLONG:
+    if algo not in ALGOS or overlong not in OVERLONGS:
         raise ValueError(f"algo must be one of {list(ALGOS)} and overlong one of "
-                         f"{list(_OVERLONG)}")
-    opts = _Options(max_seq_len, ALGOS[algo], _OVERLONG[overlong], max_seqs_per_row)
+                         f"{list(OVERLONGS)}")
+    opts = _Options(max_seq_len, enum_value("algo", algo),
+                    enum_value("overlong", overlong), max_seqs_per_row)
     out = ctypes.POINTER(_Packed)()
     diag = Diag()
     rc = lib.prepack_pack_sequences(ctypes.byref(out), ptrs, lengths, n,

@@ -21,9 +21,6 @@ import numpy as np
 from . import _native
 from ._report_svg import write_report_svg
 
-_ARROW = 5  # PREPACK_FORMAT_ARROW
-_DTYPES = {"auto": 0, "uint16": 1, "uint32": 2}
-_REPORT_BYTES = 4096  # sizeof(prepack_report) is 296; room to grow
 
 
 class DatasetError(ValueError):
@@ -187,11 +184,11 @@ def _mask(batch, ids, offsets, where, loss_mask, labels):
 # ---- packing ---------------------------------------------------------------
 
 def _check_options(algo, overlong, token_dtype, shard_rows=0, shard_bytes=0):
-    if algo not in _native.ALGOS or overlong not in _native._OVERLONG:
+    if algo not in _native.ALGOS or overlong not in _native.OVERLONGS:
         raise ValueError(f"algo must be one of {list(_native.ALGOS)} and "
-                         f"overlong one of {list(_native._OVERLONG)}")
-    if token_dtype not in _DTYPES:
-        raise ValueError(f"token_dtype must be one of {list(_DTYPES)}")
+                         f"overlong one of {list(_native.OVERLONGS)}")
+    if token_dtype not in _native.DTYPES:
+        raise ValueError(f"token_dtype must be one of {list(_native.DTYPES)}")
     if shard_rows and shard_bytes:
         raise ValueError("shard_rows or shard_bytes, not both")
 
@@ -208,7 +205,8 @@ class _Planned:
         diag = _native.Diag()
         self.store, self.plan = ctypes.c_void_p(), ctypes.c_void_p()
         so = _native.StoreOptions(os.fsencode(tmp_dir) if tmp_dir else None,
-                           _DTYPES[token_dtype], 0, None)
+                           _native.enum_value("dtype", token_dtype), 0,
+                           None)
         _check(lib.prepack_store_create(ctypes.byref(self.store),
                                         ctypes.byref(so), ctypes.byref(diag)),
                diag)
@@ -217,8 +215,9 @@ class _Planned:
                        read_rows, group)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
-            self.options = _native.PlanOptions(max_seq_len, _native.ALGOS[algo],
-                                        _native._OVERLONG[overlong],
+            self.options = _native.PlanOptions(
+                max_seq_len, _native.enum_value("algo", algo),
+                _native.enum_value("overlong", overlong),
                                         max_seqs_per_row, int(shuffle), seed,
                                         None, pad_multiple)
             n = lib.prepack_store_sequence_count(self.store)
@@ -234,9 +233,9 @@ class _Planned:
                                              ctypes.byref(self.options),
                                              ctypes.byref(diag))
             _check(rc, diag)
-            self.report = ctypes.create_string_buffer(_REPORT_BYTES)
+            self.report = _native.Report()
             rc = lib.prepack_report_compute(self.plan, lengths, n, batch_size,
-                                            self.report)
+                                            ctypes.byref(self.report))
             if rc != 0:
                 raise ValueError(f"prepack error {rc} computing the report")
         except BaseException:
@@ -244,8 +243,7 @@ class _Planned:
             raise
 
     def stats(self):
-        raw = self.report.raw[:ctypes.sizeof(_native.PlanStats)]
-        stats = _native.PlanStats.from_buffer_copy(raw)
+        stats = self.report.plan
         return {k: getattr(stats, k) for k, _ in _native.PlanStats._fields_}
 
     def close(self):
@@ -339,7 +337,9 @@ def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
             source, column, loss_mask, labels, read_rows, group):
         if key != current:  # the input's place, not its name: a file
             # given twice is two inputs, as for `prepack pack`
-            lib.prepack_store_begin_input(store, os.fsencode(name), _ARROW)
+            lib.prepack_store_begin_input(store, os.fsencode(name),
+                                          _native.enum_value("format",
+                                                             "arrow"))
             current = key
             previous = [None]  # a group never spans inputs
         base = lib.prepack_store_sequence_count(store)
@@ -449,7 +449,7 @@ def _write(lib, plan, store, out_dir, po, wo, report):
             _check(lib.prepack_writer_add(writer, ctypes.byref(row),
                                           ctypes.byref(diag)), diag)
         info = _native.ManifestInfo(ctypes.pointer(po), store,
-                             ctypes.cast(report, ctypes.c_void_p))
+                                    ctypes.pointer(report))
         _check(lib.prepack_writer_finish(writer, ctypes.byref(info),
                                          ctypes.byref(diag)), diag)
     finally:

@@ -112,7 +112,8 @@ def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
     lib = _native.library()
     if algo not in _native.ALGOS:
         raise ValueError(f"algo must be one of {list(_native.ALGOS)}")
-    opts = _native.PrefillOptions(capacity or 0, _native.ALGOS[algo], pad_id)
+    opts = _native.PrefillOptions(capacity or 0,
+                                  _native.enum_value("algo", algo), pad_id)
     out = ctypes.POINTER(_native.Prefill)()
     diag = _native.Diag()
     rc = lib.prepack_prefill_create(ctypes.byref(out), ptrs, lengths, n,

@@ -25,7 +25,6 @@ except ImportError:  # pragma: no cover - torch is optional
     def _worker_info():
         return None
 
-_ENOMEM, _ECORRUPT = -2, -5
 
 # The most DataLoader workers a StreamingPackedDataset state may name: a
 # state is untrusted, and each worker is a process holding a packer.
@@ -41,7 +40,7 @@ class StreamError(ValueError):
 def _check(rc, diag):
     if rc != 0:
         message = diag.message.decode(errors="replace") or f"prepack error {rc}"
-        if rc == _ENOMEM:
+        if rc == _native.ENOMEM:
             raise MemoryError(message)
         raise StreamError(message)
 
@@ -86,14 +85,15 @@ class Packer(_native.Handle):
 
     def __init__(self, max_seq_len, window=256, lookahead=0,
                  overlong="error", max_seqs_per_row=0, *, _state=None):
-        if not isinstance(overlong, str) or overlong not in _native._OVERLONG:
-            raise ValueError(f"overlong must be one of {list(_native._OVERLONG)}")
+        if not isinstance(overlong, str) or overlong not in _native.OVERLONGS:
+            raise ValueError(f"overlong must be one of "
+                             f"{list(_native.OVERLONGS)}")
         self._lib = _native.library()
         self._opts = _native.StreamOptions(
-            _count("max_seq_len", max_seq_len, 1, 1 << 24),
+            _count("max_seq_len", max_seq_len, 1, _native.MAX_SEQ_LEN_LIMIT),
             _count("window", window, 0, 1 << 20),
             _count("lookahead", lookahead, 0, 1 << 26),
-            _native._OVERLONG[overlong],
+            _native.enum_value("overlong", overlong),
             _count("max_seqs_per_row", max_seqs_per_row, 0, 2 ** 32 - 1),
             None)
         self.max_seq_len = int(max_seq_len)
