@@ -274,7 +274,7 @@ def _matches(py, c, mirrored, enums):
     if c.base in mirrored:
         return py is mirrored[c.base]
     want = _SCALARS.get(c.base)
-    return want is not None and py._type_ == want._type_
+    return want is not None and getattr(py, "_type_", None) == want._type_
 
 
 def _untyped(py, c, declared):
