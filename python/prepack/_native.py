@@ -233,7 +233,7 @@ def _signatures():
     diag, out = ctypes.POINTER(Diag), ctypes.POINTER(ctypes.c_void_p)
     return {
         "prepack_version": ([], ctypes.c_char_p),
-        # enum names and numbers (enum_value, enum_name)
+        # enum names and numbers (enum_value, dtype_name)
         "prepack_algo_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
         "prepack_overlong_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
         "prepack_dtype_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),

@@ -22,7 +22,6 @@ from . import _native
 from ._report_svg import write_report_svg
 
 
-
 class DatasetError(ValueError):
     """Bad input data: the message names the input, the row group or batch,
     the row and what is wrong."""
