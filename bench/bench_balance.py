@@ -65,7 +65,9 @@ def row_costs(lengths, L, model):
     row's cost, through the C planner."""
     lib = _native.library()
     lens = np.ascontiguousarray(lengths, dtype=np.uint32)
-    opts = _native.PlanOptions(L, 0, 2, 0, 0, 0, None)  # ffd, split
+    opts = _native.PlanOptions(L, _native.enum_value("algo", "ffd"),
+                               _native.enum_value("overlong", "split"),
+                               0, 0, 0, None)
     plan = ctypes.c_void_p()
     diag = _native.Diag()
     rc = lib.prepack_plan_create(ctypes.byref(plan), lens.ctypes.data, len(lens),
