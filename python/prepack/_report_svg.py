@@ -45,7 +45,7 @@ def write_report_svg(lib, report, plan, store, path):
     if not f:
         os.close(fd)
         raise ValueError(f"cannot create {path}")
-    rc = lib.prepack_report_write_svg(report, plan,
+    rc = lib.prepack_report_write_svg(ctypes.byref(report), plan,
                                       lib.prepack_store_lengths(store),
                                       lib.prepack_store_sequence_count(store),
                                       f)

@@ -31,10 +31,10 @@ UNMIRRORED = {
     "prepack_item": "Python reads no plan items (rows come built)",
     "prepack_input_info": "Python reads no per-input figures",
     "prepack_ingest_options": "Python adds sequences itself, no ingest",
-    "prepack_row_refs": "plan-only sets are written by the command",
-    "prepack_job_options": "the steps run through the command "
+    "prepack_row_references": "plan-only sets are written by the command",
+    "prepack_step_options": "the steps run through the command "
                            "(prepack.distributed)",
-    "prepack_job_result": "the steps run through the command",
+    "prepack_step_result": "the steps run through the command",
     "prepack_reader_options": "Python opens readers with NULL options",
 }
 

@@ -79,7 +79,7 @@ static void structs(void)
     STRUCT(prepack_row, F(num_tokens), F(num_seqs), F(token_dtype),
            F(input_ids), F(cu_seqlens), F(seq_ids), F(loss_mask),
            F(seq_starts));
-    STRUCT(prepack_row_refs, F(source), F(offset));
+    STRUCT(prepack_row_references, F(source), F(offset));
     STRUCT(prepack_stream_options, F(max_seq_len), F(window), F(lookahead),
            F(overlong), F(max_seqs_per_row), F(allocator));
     STRUCT(prepack_stream_stats, F(sequences), F(items), F(tokens), F(rows),
@@ -91,9 +91,9 @@ static void structs(void)
     STRUCT(prepack_cost_model, F(per_token), F(per_pair));
     STRUCT(prepack_model_dims, F(hidden_size), F(intermediate_size),
            F(num_heads), F(num_kv_heads), F(num_layers), F(bidirectional));
-    STRUCT(prepack_job_options, F(inputs), F(ninputs), F(ingest), F(store),
+    STRUCT(prepack_step_options, F(inputs), F(ninputs), F(ingest), F(store),
            F(plan), F(writer), F(batch_size));
-    STRUCT(prepack_job_result, F(already_done), F(sequences), F(tokens),
+    STRUCT(prepack_step_result, F(already_done), F(sequences), F(tokens),
            F(rows), F(shards), F(bytes_written), F(bytes_mapped));
     STRUCT(prepack_reader_options, F(allocator), F(open_damaged));
     STRUCT(prepack_batch_options, F(padded), F(pad_id), F(dense_mask));
