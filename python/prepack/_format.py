@@ -50,6 +50,8 @@ def zstd_expansion_bound(compressed):
 # ---- file names ----------------------------------------------------------
 
 MANIFEST_NAME = "manifest.json"
+# The deepest a manifest nests (a set's is 4): both readers refuse more.
+MANIFEST_MAX_DEPTH = 64
 TMP_SUFFIX = ".tmp"  # written under name + this, then renamed
 SHARD_NAME_MAX = 32  # with C's NUL
 

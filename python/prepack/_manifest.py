@@ -11,9 +11,10 @@ import stat
 
 from ._errors import ShardSetError
 from ._files import pread_all
-from ._format import (MANIFEST_NAME, MIN_FRAME_BYTES, REF_BYTES, SEEK_ENTRY,
-                      TOKEN_DTYPES, frame_bytes_bound, is_shard_name,
-                      seek_table_bytes, shard_name, token_numpy_dtype)
+from ._format import (MANIFEST_MAX_DEPTH, MANIFEST_NAME, MIN_FRAME_BYTES,
+                      REF_BYTES, SEEK_ENTRY, TOKEN_DTYPES, frame_bytes_bound,
+                      is_shard_name, seek_table_bytes, shard_name,
+                      token_numpy_dtype)
 
 _STATS_KEYS = ("sequences", "input_tokens", "items", "tokens", "rows",
                "lower_bound", "max_seqs_in_row")
@@ -191,13 +192,56 @@ def _read_manifest(path):
         os.close(fd)
 
 
+def _no_constant(name):
+    """NaN and Infinity are not JSON (RFC 8259); simdjson refuses them."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs):
+    """An object whose keys are all distinct: JSON leaves a duplicated key
+    to the reader (Python's json takes its last value, simdjson its
+    first), so both readers refuse one rather than check different
+    manifests."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                shown = "".join(c if " " <= c <= "~" else "?" for c in k[:64])
+                raise ValueError(f'key "{shown}" given twice')
+            seen.add(k)
+    return out
+
+
 def _parse(manifest_path):
     """manifest.json's JSON, as the C reader's parser takes it."""
+    deep = False
     try:
-        return json.loads(_read_manifest(manifest_path), parse_int=_json_int,
-                          parse_float=_json_float)
+        m = json.loads(_read_manifest(manifest_path), parse_int=_json_int,
+                       parse_float=_json_float, parse_constant=_no_constant,
+                       object_pairs_hook=_unique_keys)
     except ValueError as e:
         raise ShardSetError(f"{manifest_path}: invalid JSON: {e}")
+    except RecursionError:  # far past the limit below
+        deep = True
+    if deep or _deeper_than(m, MANIFEST_MAX_DEPTH):
+        raise ShardSetError(f"{manifest_path}: invalid JSON: nested deeper "
+                            f"than {MANIFEST_MAX_DEPTH} levels")
+    return m
+
+
+def _deeper_than(doc, limit):
+    """Whether doc's objects and arrays nest more than limit levels (the
+    C reader's parser stops at that depth)."""
+    stack = [(doc, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        inner = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in inner
+                     if isinstance(c, (dict, list)))
+    return False
 
 
 def _storage(manifest_path, m):

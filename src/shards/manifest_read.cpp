@@ -16,6 +16,8 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 
 extern "C" {
 #include "common/alloc.h"
@@ -436,6 +438,44 @@ int load_manifest(const char *path, simdjson::padded_string *json,
     return rc;
 }
 
+// A key as one line of a message: bytes outside printable ASCII as '?'.
+std::string printable(std::string_view key)
+{
+    std::string out(key.substr(0, 64));
+    for (char &c : out)
+        if (c < 0x20 || c > 0x7e)
+            c = '?';
+    return out;
+}
+
+// A key given twice in any object, or "" when none is. JSON leaves
+// duplicates to the reader; simdjson's lookup takes the first and Python's
+// json the last, so the two readers would check different manifests: both
+// refuse them instead. The walk's depth is bounded by the parser's
+// (PP_MANIFEST_MAX_DEPTH).
+std::string duplicate_key(simdjson::dom::element e)
+{
+    simdjson::dom::object o;
+    simdjson::dom::array arr;
+    if (!e.get_object().get(o)) {
+        std::unordered_set<std::string_view> seen;
+        for (auto field : o) {
+            if (!seen.insert(field.key).second)
+                return printable(field.key);
+            std::string inner = duplicate_key(field.value);
+            if (!inner.empty())
+                return inner;
+        }
+    } else if (!e.get_array().get(arr)) {
+        for (simdjson::dom::element v : arr) {
+            std::string inner = duplicate_key(v);
+            if (!inner.empty())
+                return inner;
+        }
+    }
+    return "";
+}
+
 int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
 {
     simdjson::padded_string json;
@@ -443,12 +483,21 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     if (rc != PREPACK_OK)
         return rc;
     simdjson::dom::parser parser;
+    simdjson::dom::element doc;
     simdjson::dom::object root;
-    auto err = parser.parse(json).get_object().get(root);
+    auto err = parser.allocate(json.size(), PP_MANIFEST_MAX_DEPTH);
+    if (!err)
+        err = parser.parse(json).get(doc);
+    if (!err)
+        err = doc.get_object().get(root);
     if (err)
         return bad(diag, path,
                    std::string("invalid JSON: ") +
                        simdjson::error_message(err));
+    std::string twice = duplicate_key(doc);
+    if (!twice.empty())
+        return bad(diag, path,
+                   "invalid JSON: key \"" + twice + "\" given twice");
     std::string_view format, dtype;
     uint64_t version = 0, L = 0, rpf = 0;
     if (root["format"].get_string().get(format) || format != "prepack-shards")

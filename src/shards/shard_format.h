@@ -70,6 +70,9 @@ static inline uint64_t pp_zstd_expansion_bound(uint64_t compressed)
 /* ---- file names ------------------------------------------------------ */
 
 #define PP_MANIFEST_NAME "manifest.json"
+/* The deepest a manifest nests (a set's is 4): both readers refuse more,
+ * at the same depth, whatever their parsers' own limits. */
+#define PP_MANIFEST_MAX_DEPTH 64
 #define PP_TMP_SUFFIX ".tmp"     /* written under name + this, then renamed */
 enum { PP_SHARD_NAME_MAX = 32 }; /* with its NUL */
 

@@ -2,8 +2,9 @@
 itself: both readers (the C one behind `prepack verify`, and Python's
 ShardSet) must refuse each one, naming what is wrong. One table drives
 both, so the two readers cannot drift apart: CASES, then CHECKS with a
-row for every other check either reader makes of a manifest, ACCEPTED
-for what both let through, and DISAGREE for where they differ today.
+row for every other check either reader makes of a manifest (JSON that
+either parser would read its own way included), and ACCEPTED for what
+both let through.
 
 The set is the golden one (fixtures/expected/set): 2 shards, 20 rows, 317
 tokens, L 16, with stats and inputs."""
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import ROOT
 from prepack import ShardSet, ShardSetError
+from prepack._format import MANIFEST_MAX_DEPTH
 
 GOLDEN = os.path.join(ROOT, "fixtures", "expected", "set")
 # ShardSet's own reader, and the C one behind it when the library loads
@@ -560,19 +562,41 @@ ACCEPTED = [
         d, "shard-00001.zst", "shard-00001.zst.bak")),
 ]
 
-# where the two readers disagree today (xfail below): a duplicated key, a
-# NaN, deep nesting, each of which both should refuse
-DISAGREE = [
+def nested(levels):
+    """A "comment" key nesting the document `levels` deep (its root
+    object counts one)."""
+    return text(lambda b: b.replace(
+        b"{", b'{"comment": ' + b"[" * (levels - 1) + b"]" * (levels - 1)
+        + b",", 1))
+
+
+# JSON that one parser or the other would take its own way (a duplicated
+# key: simdjson reads the first value, Python's json the last; NaN; depth
+# past either parser's limit): both refuse, at the same bounds
+CHECKS += [
     ("a key given twice", text(lambda b: b.replace(
         b'"max_seq_len": 16,', b'"max_seq_len": 16, "max_seq_len": 32,')),
-     "C accepts, reading a key's first value; Python's json takes its "
-     "last"),
+     'key "max_seq_len" given twice', 'key "max_seq_len" given twice', True),
+    ("a key given twice in a shard's entry", text(lambda b: b.replace(
+        b'"rows": 12,', b'"rows": 10, "rows": 12,', 1)),
+     'key "rows" given twice', 'key "rows" given twice', True),
+    ("a key given twice in an unread object",
+     text(lambda b: b.replace(b"{", b'{"comment": {"a": 1, "a": 2}, ', 1)),
+     'key "a" given twice', 'key "a" given twice', True),
     ("NaN in a figure no reader checks", text(lambda b: b.replace(
         b'"efficiency": 0.990625', b'"efficiency": NaN')),
-     "Python's json takes NaN; C (simdjson) refuses it"),
-    ("nested past a parser's depth", text(lambda b: b.replace(
-        b"{", b'{"comment": ' + b"[" * 3000 + b"]" * 3000 + b",", 1)),
-     "C refuses; Python's json raises RecursionError, not ShardSetError"),
+     "invalid JSON", "NaN is not a JSON number", True),
+    ("Infinity in a figure no reader checks", text(lambda b: b.replace(
+        b'"efficiency": 0.990625', b'"efficiency": -Infinity')),
+     "invalid JSON", "Infinity is not a JSON number", True),
+    ("nested one level past the limit", nested(MANIFEST_MAX_DEPTH + 1),
+     "too deep", f"nested deeper than {MANIFEST_MAX_DEPTH} levels", True),
+    ("nested past Python's recursion limit", nested(3000),
+     "too deep", f"nested deeper than {MANIFEST_MAX_DEPTH} levels", True),
+]
+ACCEPTED += [
+    ("nested to the limit", nested(MANIFEST_MAX_DEPTH)),
+    ("one key in two objects", put("comment", {"max_seq_len": 1})),
 ]
 
 
@@ -698,17 +722,3 @@ def test_accepted_by_both(golden, prepack_bin, name, change):
     assert rc == 0, out
     for backend in BACKENDS:
         assert python_verdict(golden, backend) is None, backend
-
-
-@pytest.mark.parametrize("name,change", [
-    pytest.param(name, change, marks=pytest.mark.xfail(strict=True,
-                                                       reason=why))
-    for name, change, why in DISAGREE], ids=[c[0] for c in DISAGREE])
-def test_disagreements_known(golden, prepack_bin, name, change):
-    """What both readers should do, and do not yet (each row xfails: when
-    a reader is fixed, it passes, strict xfail fails it, and the row
-    moves to CHECKS): refuse, with ShardSetError in Python."""
-    change(golden)
-    rc, out = refused_by_c(golden, prepack_bin)
-    assert rc == 1, out
-    assert python_verdict(golden) is not None

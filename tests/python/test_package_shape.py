@@ -203,6 +203,7 @@ def test_format_constants_are_the_headers():
         "MIN_FRAME_BYTES": f.MIN_FRAME_BYTES,
         "REF_BYTES": f.REF_BYTES,
         "MANIFEST_NAME": f.MANIFEST_NAME,
+        "MANIFEST_MAX_DEPTH": f.MANIFEST_MAX_DEPTH,
         "TMP_SUFFIX": f.TMP_SUFFIX,
         "SHARD_NAME_MAX": f.SHARD_NAME_MAX,
     }
