@@ -210,6 +210,20 @@ PREPACK_API int prepack_plan_create_groups(prepack_plan **out,
                                            const prepack_plan_options *opts,
                                            prepack_diag *diag);
 
+/* The one place that decides whether a plan has groups. joins: the
+ * sequences that join the group of the one before them (rising, each in
+ * 1..n - 1, as prepack_store_join_sequences takes them). None (njoins 0,
+ * joins may be NULL): prepack_plan_create; else prepack_plan_create_groups
+ * with the groups the joins make (n - njoins of them). Errors: theirs, and
+ * PREPACK_EINVAL for joins out of range or order (diag->record: the
+ * join's index). The plan step plans with it; prepack_plan_store plans a
+ * store the same way. */
+PREPACK_API int prepack_plan_joined(prepack_plan **out, const uint32_t *lengths,
+                                    size_t n, const uint64_t *joins,
+                                    size_t njoins,
+                                    const prepack_plan_options *opts,
+                                    prepack_diag *diag);
+
 /* Frees a plan. NULL is fine. */
 PREPACK_API void prepack_plan_free(prepack_plan *plan);
 
@@ -569,6 +583,20 @@ PREPACK_API const uint8_t *prepack_store_loss_mask(const prepack_store *s,
  * then the sequence count). */
 PREPACK_API const uint64_t *prepack_store_group_first(const prepack_store *s,
                                                       size_t *groups);
+
+/* Plans a finished store (its lengths; its groups when any sequence joins
+ * another), as prepack_plan_joined plans lengths and joins: what
+ * `prepack pack`, `prepack stats` and the Python dataset packer call. An
+ * overlong sequence or group (PREPACK_EOVERLONG) keeps diag->record, its
+ * sequence id over all inputs, and names its input in diag->message:
+ * "PATH: sequence K has N tokens, more than max_seq_len L" (K counted
+ * within the input), or "PATH: the group of sequences A..B has N tokens,
+ * more than max_seq_len L (sequence ids over all inputs; this input starts
+ * at F; groups are placed whole: --overlong drop leaves them out)". */
+PREPACK_API int prepack_plan_store(prepack_plan **out,
+                                   const prepack_store *store,
+                                   const prepack_plan_options *opts,
+                                   prepack_diag *diag);
 /* Documents recorded by prepack_store_begin_document, and the first
  * sequence of document d. */
 PREPACK_API size_t prepack_store_document_count(const prepack_store *s);

@@ -2,11 +2,14 @@
  * reference FFD/BFD/next-fit (tests/support/ref_plan.c) over the groups' summed
  * lengths, each group item replaced by its members in order; the figures
  * count sequences; overlong groups follow error and drop whole; split,
- * truncate and bad group arrays are refused. */
+ * truncate and bad group arrays are refused. prepack_plan_joined and
+ * prepack_plan_store plan as prepack_plan_create (no joins) and
+ * prepack_plan_create_groups (joins) do, and name an overlong input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,11 +146,188 @@ static void test_refused(void **state)
     prepack_plan_free(p);
 }
 
+static void assert_same_plan(const prepack_plan *a, const prepack_plan *b)
+{
+    assert_int_equal(prepack_plan_row_count(a), prepack_plan_row_count(b));
+    for (size_t r = 0; r < prepack_plan_row_count(a); r++) {
+        assert_int_equal(prepack_plan_row_size(a, r),
+                         prepack_plan_row_size(b, r));
+        for (size_t k = 0; k < prepack_plan_row_size(a, r); k++) {
+            prepack_item x = prepack_plan_item(a, r, k);
+            prepack_item y = prepack_plan_item(b, r, k);
+            assert_int_equal(x.seq_id, y.seq_id);
+            assert_int_equal(x.offset, y.offset);
+            assert_int_equal(x.length, y.length);
+        }
+    }
+}
+
+/* A store of two inputs (n sequences of 1-90 tokens; input 1 from
+ * sequence n / 2), each sequence joining the one before it with odds
+ * 1 in `join` (0: never), never across inputs. */
+static prepack_store *random_store(uint64_t *x, size_t n, unsigned join)
+{
+    prepack_store *s = NULL;
+    prepack_diag d = {0};
+    uint32_t tok[90];
+    for (size_t t = 0; t < 90; t++)
+        tok[t] = (uint32_t)t + 1;
+    assert_int_equal(prepack_store_create(&s, NULL, &d), PREPACK_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || i == n / 2)
+            prepack_store_begin_input(s, i ? "b.jsonl" : "a.jsonl",
+                                      PREPACK_FORMAT_JSONL);
+        assert_int_equal(prepack_store_add(s, tok, 1 + next(x) % 90, NULL, &d),
+                         PREPACK_OK);
+        assert_int_equal(prepack_store_end_sequence(s, &d), PREPACK_OK);
+        uint64_t id = i;
+        if (join && i != 0 && i != n / 2 && next(x) % join == 0)
+            assert_int_equal(prepack_store_join_sequences(s, &id, 1, &d),
+                             PREPACK_OK);
+    }
+    assert_int_equal(prepack_store_finish(s, &d), PREPACK_OK);
+    return s;
+}
+
+/* The joins group_first leaves out: every sequence not starting a group. */
+static size_t joins_of(const uint64_t *first, size_t groups, size_t n,
+                       uint64_t *joins)
+{
+    size_t k = 0, g = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (g < groups && first[g] == i)
+            g++;
+        else
+            joins[k++] = i;
+    }
+    return k;
+}
+
+static void check_plan_store(prepack_algo algo, unsigned join, uint32_t pad,
+                             uint64_t seed)
+{
+    enum { N = 1500 };
+    uint64_t x = seed, joins[N];
+    prepack_store *s = random_store(&x, N, join);
+    const uint32_t *len = prepack_store_lengths(s);
+    size_t groups = 0;
+    const uint64_t *first = prepack_store_group_first(s, &groups);
+    assert_true(join ? first != NULL : first == NULL);
+    prepack_plan_options o = {0};
+    o.max_seq_len = 200;
+    o.algo = algo;
+    o.pad_multiple = pad;
+    o.overlong = PREPACK_OVERLONG_DROP;
+    prepack_plan *want = NULL, *got = NULL, *joined = NULL;
+    prepack_diag d = {0};
+    int rc =
+        first ? prepack_plan_create_groups(&want, len, N, first, groups, &o, &d)
+              : prepack_plan_create(&want, len, N, &o, &d);
+    assert_int_equal(rc, PREPACK_OK);
+    assert_int_equal(prepack_plan_store(&got, s, &o, &d), PREPACK_OK);
+    size_t njoins = first ? joins_of(first, groups, N, joins) : 0;
+    assert_int_equal(
+        prepack_plan_joined(&joined, len, N, joins, njoins, &o, &d),
+        PREPACK_OK);
+    assert_same_plan(got, want);
+    assert_same_plan(joined, want);
+    prepack_plan_free(want);
+    prepack_plan_free(got);
+    prepack_plan_free(joined);
+    prepack_store_free(s);
+}
+
+static void test_plan_store_decides_groups(void **state)
+{
+    (void)state;
+    for (int algo = 0; algo < 3; algo++)
+        for (unsigned join = 0; join <= 3; join += 3) {
+            check_plan_store((prepack_algo)algo, join, 1, 7u + (uint64_t)algo);
+            check_plan_store((prepack_algo)algo, join, 8, 3);
+        }
+}
+
+static void test_plan_store_names_input(void **state)
+{
+    (void)state;
+    uint64_t x = 9;
+    prepack_store *s = random_store(&x, 40, 0);
+    const uint32_t *len = prepack_store_lengths(s);
+    size_t over = 0; /* the first longest: the one overlong sequence */
+    for (size_t i = 1; i < 40; i++)
+        over = len[i] > len[over] ? i : over;
+    prepack_plan_options o = {0};
+    o.max_seq_len = len[over] - 1;
+    o.overlong = PREPACK_OVERLONG_ERROR;
+    prepack_plan *p = NULL;
+    prepack_diag d = {0};
+    char want[256];
+    snprintf(want, sizeof want,
+             "%s: sequence %zu has %u tokens, more than max_seq_len %u",
+             over < 20 ? "a.jsonl" : "b.jsonl", over < 20 ? over : over - 20,
+             len[over], len[over] - 1);
+    assert_int_equal(prepack_plan_store(&p, s, &o, &d), PREPACK_EOVERLONG);
+    assert_null(p);
+    assert_string_equal(d.message, want);
+    assert_int_equal(d.record, over);
+    prepack_store_free(s);
+
+    s = random_store(&x, 40, 1); /* each input one group */
+    o.max_seq_len = 200;
+    assert_int_equal(prepack_plan_store(&p, s, &o, &d), PREPACK_EOVERLONG);
+    assert_int_equal(d.record, 0);
+    assert_non_null(strstr(d.message, "a.jsonl: the group of sequences 0..19 "
+                                      "has "));
+    assert_non_null(strstr(d.message, "(sequence ids over all inputs; this "
+                                      "input starts at 0; groups are placed "
+                                      "whole: --overlong drop leaves them "
+                                      "out)"));
+    prepack_store_free(s);
+}
+
+static void test_plan_joined_refuses_bad_joins(void **state)
+{
+    (void)state;
+    uint32_t len[4] = {3, 4, 5, 6};
+    prepack_plan_options o = {0};
+    o.max_seq_len = 16;
+    o.overlong = PREPACK_OVERLONG_ERROR;
+    prepack_plan *p = NULL;
+    prepack_diag d = {0};
+    uint64_t zero[1] = {0}, past[1] = {4}, falling[2] = {3, 2},
+             twice[2] = {2, 2}, fine[2] = {1, 3};
+    assert_int_equal(prepack_plan_joined(&p, len, 4, zero, 1, &o, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_joined(&p, len, 4, past, 1, &o, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_joined(&p, len, 4, falling, 2, &o, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(d.record, 1);
+    assert_int_equal(prepack_plan_joined(&p, len, 4, twice, 2, &o, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_joined(&p, len, 4, NULL, 1, &o, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_joined(&p, len, 4, fine, 2, &o, &d),
+                     PREPACK_OK);
+    assert_int_equal(prepack_plan_row_count(p), 2); /* {3, 4} and {5, 6} */
+    assert_int_equal(prepack_plan_row_size(p, 0), 2);
+    prepack_plan_free(p);
+    o.overlong = PREPACK_OVERLONG_SPLIT; /* groups refuse it; none plan */
+    assert_int_equal(prepack_plan_joined(&p, len, 4, fine, 2, &o, &d),
+                     PREPACK_EINVAL);
+    assert_int_equal(prepack_plan_joined(&p, len, 4, NULL, 0, &o, &d),
+                     PREPACK_OK);
+    prepack_plan_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equals_reference),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_plan_store_decides_groups),
+        cmocka_unit_test(test_plan_store_names_input),
+        cmocka_unit_test(test_plan_joined_refuses_bad_joins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

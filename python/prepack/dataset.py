@@ -221,17 +221,11 @@ class _Planned:
                                         None, pad_multiple)
             n = lib.prepack_store_sequence_count(self.store)
             lengths = lib.prepack_store_lengths(self.store)
-            groups = ctypes.c_size_t()
-            first = lib.prepack_store_group_first(self.store, ctypes.byref(groups))
-            if first:  # a group column joined some rows
-                rc = lib.prepack_plan_create_groups(
-                    ctypes.byref(self.plan), lengths, n, first, groups.value,
-                    ctypes.byref(self.options), ctypes.byref(diag))
-            else:
-                rc = lib.prepack_plan_create(ctypes.byref(self.plan), lengths, n,
-                                             ctypes.byref(self.options),
-                                             ctypes.byref(diag))
-            _check(rc, diag)
+            # with the group column's groups when it joined rows: the
+            # library decides, as for `prepack pack`
+            _check(lib.prepack_plan_store(ctypes.byref(self.plan), self.store,
+                                          ctypes.byref(self.options),
+                                          ctypes.byref(diag)), diag)
             self.report = _native.Report()
             rc = lib.prepack_report_compute(self.plan, lengths, n, batch_size,
                                             ctypes.byref(self.report))

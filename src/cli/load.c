@@ -11,59 +11,32 @@
 #include "cli.h"
 
 /* A planner failure, told in terms of the input: for a lengths file the
- * line is the sequence + 1; for inputs, the input and its record. */
+ * line is the sequence + 1; for inputs, prepack_plan_store names the input
+ * and its record (the hint only where sequences plan alone: a group is
+ * never split or truncated). */
 static int plan_error(const cmd_args *a, const lengths_source *src, int rc,
                       const prepack_diag *d)
 {
     const char *hint = "(choose --overlong truncate, split or drop)";
+    size_t groups;
     if (rc == PREPACK_EOVERLONG && a->lengths_path)
         return data_error("%s:%llu: %s %s", a->lengths_path,
                           (unsigned long long)d->record + 1, d->message, hint);
-    if (rc == PREPACK_EOVERLONG) {
-        for (size_t i = prepack_store_input_count(src->store); i-- > 0;) {
-            prepack_input_info in;
-            prepack_store_input(src->store, i, &in);
-            if (d->record >= in.first_sequence)
-                return data_error(
-                    "%s: sequence %llu has %u tokens, more "
-                    "than max_seq_len %u %s",
-                    in.path,
-                    (unsigned long long)(d->record - in.first_sequence),
-                    src->lengths[d->record], a->plan.max_seq_len, hint);
-        }
-    }
+    if (rc == PREPACK_EOVERLONG &&
+        prepack_store_group_first(src->store, &groups))
+        return data_error("%s", d->message);
+    if (rc == PREPACK_EOVERLONG)
+        return data_error("%s %s", d->message, hint);
     return library_error(rc, d);
-}
-
-/* An overlong group: its input and the diag's sequence range. */
-static int group_error(const lengths_source *src, const prepack_diag *d)
-{
-    for (size_t i = prepack_store_input_count(src->store); i-- > 0;) {
-        prepack_input_info in;
-        prepack_store_input(src->store, i, &in);
-        if (d->record >= in.first_sequence)
-            return data_error("%s: %s (sequence ids over all inputs; this "
-                              "input starts at %llu; groups are placed "
-                              "whole: --overlong drop leaves them out)",
-                              in.path, d->message,
-                              (unsigned long long)in.first_sequence);
-    }
-    return library_error(PREPACK_EOVERLONG, d);
 }
 
 int plan_and_report(cmd_args *a, const lengths_source *src, prepack_plan **plan,
                     prepack_report *report)
 {
     prepack_diag diag = {0};
-    size_t groups = 0;
-    const uint64_t *first =
-        src->store ? prepack_store_group_first(src->store, &groups) : NULL;
-    int rc = first ? prepack_plan_create_groups(plan, src->lengths, src->n,
-                                                first, groups, &a->plan, &diag)
-                   : prepack_plan_create(plan, src->lengths, src->n, &a->plan,
-                                         &diag);
-    if (rc == PREPACK_EOVERLONG && first)
-        return group_error(src, &diag);
+    int rc = src->store ? prepack_plan_store(plan, src->store, &a->plan, &diag)
+                        : prepack_plan_create(plan, src->lengths, src->n,
+                                              &a->plan, &diag);
     if (rc == PREPACK_OK)
         rc = prepack_report_compute(*plan, src->lengths, src->n, a->batch_size,
                                     report);

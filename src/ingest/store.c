@@ -772,6 +772,12 @@ void prepack_store_input(const prepack_store *s, size_t i,
     *out = s->inputs[i];
 }
 
+const prepack_input_info *pp_store_inputs(const prepack_store *s, size_t *n)
+{
+    *n = s->ninputs;
+    return s->inputs;
+}
+
 size_t prepack_store_sequence_count(const prepack_store *s)
 {
     return s->count;

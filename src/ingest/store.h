@@ -33,6 +33,8 @@ int pp_store_source_index(prepack_store *s, size_t src, const char *path,
 /* The sequences that join the one before them (prepack_store_join_
  * sequences), rising. */
 const uint64_t *pp_store_joins(const prepack_store *s, size_t *n);
+/* The inputs (prepack_store_input's, first_sequence rising), *n of them. */
+const prepack_input_info *pp_store_inputs(const prepack_store *s, size_t *n);
 /* The allocator a store was made with (NULL = libc). */
 const prepack_allocator *pp_store_allocator(const prepack_store *s);
 

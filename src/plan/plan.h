@@ -14,5 +14,11 @@ int pp_plan_has_offsets(const prepack_plan *plan);
 /* Groups under DROP: the sequences left out with their group whatever
  * their own length (one byte a sequence), or NULL. */
 const uint8_t *pp_plan_skipped(const prepack_plan *plan);
+/* An overlong diag from prepack_plan_joined (record: a sequence id over
+ * all inputs) retold naming the input that holds it (inputs: first_sequence
+ * rising), as prepack_plan_store tells it; grouped: the plan had groups. */
+void pp_plan_name_input(prepack_diag *diag, const prepack_input_info *inputs,
+                        size_t ninputs, const uint32_t *lengths, size_t n,
+                        int grouped, uint32_t max_seq_len);
 
 #endif

@@ -234,29 +234,9 @@ static int read_scans(planning *p, prepack_diag *diag)
 /* An overlong sequence named as pack names it: its input and index. */
 static int plan_failed(const planning *p, int rc, prepack_diag *diag)
 {
-    if (rc != PREPACK_EOVERLONG)
-        return rc;
-    uint64_t seq = diag->record;
-    for (uint32_t i = p->meta.ninputs; i-- > 0;) {
-        const prepack_input_info *in = &p->meta.inputs[i];
-        if (seq >= in->first_sequence && seq < p->n && p->njoins) {
-            char why[sizeof diag->message];
-            snprintf(why, sizeof why, "%s", diag->message);
-            return pp_fail(diag, rc, seq,
-                           "%s: %s (sequence ids over all inputs; this input "
-                           "starts at %llu; groups are placed whole: "
-                           "--overlong drop leaves them out)",
-                           in->path, why,
-                           (unsigned long long)in->first_sequence);
-        }
-        if (seq >= in->first_sequence && seq < p->n)
-            return pp_fail(diag, PREPACK_EOVERLONG, seq,
-                           "%s: sequence %llu has %u tokens, more than "
-                           "max_seq_len %u",
-                           in->path,
-                           (unsigned long long)(seq - in->first_sequence),
-                           p->lengths[seq], p->job.o->plan.max_seq_len);
-    }
+    if (rc == PREPACK_EOVERLONG)
+        pp_plan_name_input(diag, p->meta.inputs, p->meta.ninputs, p->lengths,
+                           p->n, p->njoins != 0, p->job.o->plan.max_seq_len);
     return rc;
 }
 
@@ -313,32 +293,19 @@ static int by_id(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The groups from the joins, as prepack pack plans them. */
-static int plan_groups(planning *p, prepack_plan **plan, prepack_diag *diag)
+/* The joins over all tasks, rising and each once (a scan's records may
+ * name one twice), planned as prepack pack plans a store. */
+static int plan_joins(planning *p, prepack_plan **plan, prepack_diag *diag)
 {
     qsort(p->joins, p->njoins, sizeof *p->joins, by_id);
-    size_t kept = 0; /* each once: groups = n - joins must hold */
+    size_t kept = 0;
     for (size_t i = 0; i < p->njoins; i++)
         if (p->joins[i] > 0 && p->joins[i] < p->n &&
             (kept == 0 || p->joins[i] != p->joins[kept - 1]))
             p->joins[kept++] = p->joins[i];
     p->njoins = kept;
-    size_t groups = p->n - p->njoins, g = 0, j = 0;
-    uint64_t *first = malloc((groups + 1) * sizeof *first);
-    if (!first)
-        return pp_out_of_memory(diag);
-    for (uint64_t i = 0; i < p->n; i++) {
-        if (j < p->njoins && p->joins[j] == i) {
-            j++;
-            continue;
-        }
-        first[g++] = i;
-    }
-    first[g] = p->n;
-    int rc = prepack_plan_create_groups(plan, p->lengths, p->n, first, groups,
-                                        &p->job.o->plan, diag);
-    free(first);
-    return rc;
+    return prepack_plan_joined(plan, p->lengths, p->n, p->joins, p->njoins,
+                               &p->job.o->plan, diag);
 }
 
 static int plan_and_save(planning *p, prepack_step_result *res,
@@ -347,9 +314,7 @@ static int plan_and_save(planning *p, prepack_step_result *res,
     const prepack_step_options *o = p->job.o;
     pp_plan_meta *m = &p->meta;
     prepack_plan *plan = NULL;
-    int rc = p->njoins
-                 ? plan_groups(p, &plan, diag)
-                 : prepack_plan_create(&plan, p->lengths, p->n, &o->plan, diag);
+    int rc = plan_joins(p, &plan, diag);
     if (rc != PREPACK_OK)
         return plan_failed(p, rc, diag);
     rc = prepack_report_compute(plan, p->lengths, p->n, o->batch_size,
