@@ -464,6 +464,9 @@ typedef enum prepack_dtype {
 /* "auto", "uint16", "uint32"; NULL when out of range. */
 PREPACK_API const char *prepack_dtype_name(prepack_dtype dtype);
 PREPACK_API int prepack_dtype_parse(const char *name, prepack_dtype *out);
+/* Bytes per token id: 2 for UINT16, 4 for UINT32, 0 for AUTO (not yet a
+ * width) or a value out of range. */
+PREPACK_API size_t prepack_dtype_width(prepack_dtype dtype);
 
 /* Input formats (names: "jsonl", "megatron", "llmc", "raw-u16"). */
 typedef enum prepack_format {

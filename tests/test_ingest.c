@@ -1245,6 +1245,17 @@ static void test_store_forced_dtype_and_errors(void **state)
     assert_int_equal(dt, PREPACK_DTYPE_UINT32);
     assert_int_equal(prepack_dtype_parse("int8", &dt), PREPACK_EINVAL);
     assert_null(prepack_dtype_name((prepack_dtype)5));
+    /* a width per named width: "uintN" holds N / 8 bytes; none else */
+    for (int v = -1; v < 6; v++) {
+        const char *name = prepack_dtype_name((prepack_dtype)v);
+        size_t bits = name && !strncmp(name, "uint", 4)
+                          ? (size_t)strtoul(name + 4, NULL, 10)
+                          : 0;
+        assert_int_equal(prepack_dtype_width((prepack_dtype)v), bits / 8);
+    }
+    assert_int_equal(prepack_dtype_width(PREPACK_DTYPE_UINT16), 2);
+    assert_int_equal(prepack_dtype_width(PREPACK_DTYPE_UINT32), 4);
+    assert_int_equal(prepack_dtype_width(PREPACK_DTYPE_AUTO), 0);
     prepack_format f;
     assert_int_equal(prepack_format_parse("raw-u16", &f), PREPACK_OK);
     assert_int_equal(f, PREPACK_FORMAT_RAW_U16);

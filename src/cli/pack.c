@@ -137,8 +137,7 @@ static int write_rows(const cmd_args *a, const lengths_source *src,
         out->dir = a->out_dir;
         out->rows = rows;
         out->bytes = prepack_writer_bytes(w);
-        out->token_bytes =
-            report->plan.tokens * (dtype == PREPACK_DTYPE_UINT16 ? 2u : 4u);
+        out->token_bytes = report->plan.tokens * prepack_dtype_width(dtype);
         out->plan_only = a->writer.references;
     }
     prepack_writer_free(w);

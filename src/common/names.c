@@ -75,6 +75,13 @@ int prepack_format_parse(const char *name, prepack_format *out)
     return PREPACK_OK;
 }
 
+size_t prepack_dtype_width(prepack_dtype dtype)
+{
+    return dtype == PREPACK_DTYPE_UINT16   ? 2
+           : dtype == PREPACK_DTYPE_UINT32 ? 4
+                                           : 0;
+}
+
 int prepack_dtype_parse(const char *name, prepack_dtype *out)
 {
     int v = value_of(dtype_names, COUNT_OF(dtype_names), name);

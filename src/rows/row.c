@@ -149,7 +149,7 @@ int prepack_row_builder_create(prepack_row_builder **out,
     b->plan = plan;
     b->store = store;
     b->alloc = a;
-    b->width = prepack_store_dtype(store) == PREPACK_DTYPE_UINT16 ? 2 : 4;
+    b->width = (unsigned)prepack_dtype_width(prepack_store_dtype(store));
     b->tokens = pp_alloc(a, L, b->width);
     b->cu = pp_alloc(a, L + 1, sizeof *b->cu);
     b->seq_ids = pp_alloc(a, L, sizeof *b->seq_ids);

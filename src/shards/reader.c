@@ -191,7 +191,7 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
     rc = pp_manifest_read(path, r->alloc, &r->m, diag);
     if (rc == PREPACK_OK) {
         const prepack_allocator *ra = r->alloc;
-        r->width = r->m.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
+        r->width = (unsigned)prepack_dtype_width(r->m.dtype);
         r->shards =
             pp_calloc(ra, r->m.nshards ? r->m.nshards : 1, sizeof *r->shards);
         size_t L = r->m.max_seq_len;

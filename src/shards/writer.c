@@ -279,11 +279,6 @@ static int swap_into_place(const char *staging, const char *target,
 
 /* ---- creating ------------------------------------------------------------- */
 
-static unsigned width_of(prepack_dtype d)
-{
-    return d == PREPACK_DTYPE_UINT16 ? 2 : 4;
-}
-
 /* The largest rows_per_frame <= want whose frames stay under 4 GiB
  * decompressed (a seek-table entry holds 32 bits). */
 static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
@@ -349,7 +344,7 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     int rc = pp_check_allocator(o->allocator, diag);
     if (rc != PREPACK_OK)
         return rc;
-    unsigned w = width_of(token_dtype);
+    unsigned w = (unsigned)prepack_dtype_width(token_dtype);
     if ((uint64_t)max_seq_len * w >= UINT64_C(0xFFFFFFFF))
         return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
                        "max_seq_len %u x %u-byte tokens does not fit a "
@@ -632,7 +627,7 @@ static int pack_row(prepack_writer *w, const prepack_row *row,
               pack_bin(pk, "ref_offset", references->offset, k * 8);
     else
         bad = bad || pack_bin(pk, "input_ids", row->input_ids,
-                              t * width_of(w->dtype));
+                              t * prepack_dtype_width(w->dtype));
     return bad ||
            pack_bin(pk, "cu_seqlens", row->cu_seqlens, (k + 1) * 4) ||
            pack_bin(pk, "seq_ids", row->seq_ids, k * 8) ||
@@ -825,7 +820,7 @@ uint32_t pp_writer_rows_per_frame(const prepack_writer *w)
 uint32_t pp_writer_frame_rows(uint32_t want, uint32_t max_seq_len,
                               prepack_dtype dtype)
 {
-    unsigned w = width_of(dtype);
+    unsigned w = (unsigned)prepack_dtype_width(dtype);
     return frame_rows_that_fit(want ? want : default_frame_rows(max_seq_len, w),
                                max_seq_len, w);
 }

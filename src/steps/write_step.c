@@ -282,7 +282,7 @@ static int write_shard(writing *w, prepack_writer *wr, const unsigned char *p,
 static int alloc_row(writing *w, prepack_diag *diag)
 {
     size_t L = w->plan.max_seq_len;
-    w->width = w->plan.dtype == PREPACK_DTYPE_UINT16 ? 2 : 4;
+    w->width = (unsigned)prepack_dtype_width((prepack_dtype)w->plan.dtype);
     w->tokens = malloc(L * w->width);
     w->cu = malloc((L + 1) * sizeof *w->cu);
     w->seq_ids = malloc(L * sizeof *w->seq_ids);
