@@ -1128,11 +1128,23 @@ PREPACK_API const char *prepack_reader_source(const prepack_reader *r,
  * sequences). Padded: [B, L] arrays, pad_id and attention_mask, document
  * ids per row (-1 on padding), and on request the [B, L, L] block-diagonal
  * causal mask. Labels are shifted next-token targets (-100 at sequence ends,
- * on untrained tokens and on padding). */
+ * on untrained tokens and on padding).
+ *
+ * Context parallelism (pad_multiple M > 1, as prepack.collate's
+ * pad_multiple, python/prepack/_collate.py, which the tests compare
+ * with): each sequence is followed by pad_id up to a multiple of M tokens,
+ * never trained (label -100), its positions and document id running on
+ * through the padding, so a row may grow past L (by at most M - 1 tokens
+ * a sequence). Flat: cu_seqlens holds the real lengths and
+ * cu_seqlens_padded the physical offsets (Transformer Engine's THD
+ * layout), max_seqlen is the longest padded sequence. Padded: a row that
+ * no longer fits L is PREPACK_ERANGE; attention_mask is 0 on the padding,
+ * dense_mask covers it as part of its sequence. */
 typedef struct prepack_batch_options {
     int padded;     /* non-zero: [B, L]; zero: flat */
-    int64_t pad_id; /* padded: the padding token (default 0) */
+    int64_t pad_id; /* padded, or pad_multiple: the padding token (0) */
     int dense_mask; /* padded: also fill dense_mask */
+    uint32_t pad_multiple; /* 0 or 1: none; M: sequences padded to M */
 } prepack_batch_options;
 
 typedef struct prepack_batch {
@@ -1148,6 +1160,9 @@ typedef struct prepack_batch {
     const uint64_t *seq_ids;       /* [num_seqs] */
     const uint8_t *attention_mask; /* padded: [B, L] 1 on tokens; flat NULL */
     const uint8_t *dense_mask;     /* padded with dense_mask: [B, L, L] */
+    const int32_t *cu_seqlens_padded; /* flat with pad_multiple > 1:
+                                         [num_seqs + 1] physical offsets;
+                                         else NULL */
 } prepack_batch;
 
 /* Reads rows[0..n) into one batch. The arrays belong to r and stay valid
@@ -1162,15 +1177,17 @@ PREPACK_API int prepack_reader_batch(prepack_reader *r, const size_t *rows,
  * arrays hold tokens_cap values, cu_seqlens seqs_cap + 1, seq_ids
  * seqs_cap; attention_mask (padded only, else may be NULL) tokens_cap;
  * dense_mask (padded with dense_mask only) rows x L x L. doc_ids may be
- * NULL: not computed (varlen and Hugging Face batches do without). A
- * batch of n rows
- * never needs more than n x L tokens and n x L sequences. */
+ * NULL: not computed (varlen and Hugging Face batches do without);
+ * cu_seqlens_padded (flat with pad_multiple > 1 only, else may be NULL)
+ * seqs_cap + 1. A batch of n rows never needs more than n x L sequences
+ * and n x L tokens (flat with pad_multiple M > 1: n x L x M). */
 typedef struct prepack_batch_arrays {
     int64_t *input_ids, *position_ids, *doc_ids, *labels;
     int32_t *cu_seqlens;
     uint64_t *seq_ids;
     uint8_t *attention_mask, *dense_mask;
     size_t tokens_cap, seqs_cap, dense_cap;
+    int32_t *cu_seqlens_padded;
 } prepack_batch_arrays;
 
 /* prepack_reader_batch, written into dst's arrays (out's pointers are

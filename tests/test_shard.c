@@ -280,8 +280,9 @@ static void test_batch_into_caller_arrays(void **state)
     int32_t *cu = calloc(cap + 1, sizeof *cu);
     uint64_t *seq = calloc(cap, sizeof *seq);
     uint8_t *attn = calloc(cap, 1), *dense = calloc(n * len * len, 1);
-    prepack_batch_arrays dst = {a[0], a[1], a[2], a[3], cu, seq, attn, dense,
-                                cap, cap, n * len * len};
+    prepack_batch_arrays dst = {a[0], a[1], a[2],          a[3],
+                                cu,   seq,  attn,          dense,
+                                cap,  cap,  n * len * len, NULL};
     for (int padded = 0; padded < 2; padded++) {
         prepack_batch_options o = {.padded = padded, .pad_id = 5,
                                    .dense_mask = padded};

@@ -98,7 +98,8 @@ class Row(ctypes.Structure):
 class BatchOptions(ctypes.Structure):
     """prepack_batch_options"""
     _fields_ = [("padded", ctypes.c_int), ("pad_id", ctypes.c_int64),
-                ("dense_mask", ctypes.c_int)]
+                ("dense_mask", ctypes.c_int),
+                ("pad_multiple", ctypes.c_uint32)]
 
 
 class Batch(ctypes.Structure):
@@ -112,7 +113,8 @@ class Batch(ctypes.Structure):
                 ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
                 ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
                 ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("dense_mask", ctypes.POINTER(ctypes.c_uint8))]
+                ("dense_mask", ctypes.POINTER(ctypes.c_uint8)),
+                ("cu_seqlens_padded", ctypes.POINTER(ctypes.c_int32))]
 
 
 class BatchArrays(ctypes.Structure):
@@ -125,7 +127,8 @@ class BatchArrays(ctypes.Structure):
                 ("attention_mask", ctypes.c_void_p),
                 ("dense_mask", ctypes.c_void_p),
                 ("tokens_cap", ctypes.c_size_t), ("seqs_cap", ctypes.c_size_t),
-                ("dense_cap", ctypes.c_size_t)]
+                ("dense_cap", ctypes.c_size_t),
+                ("cu_seqlens_padded", ctypes.c_void_p)]
 
 
 class StoreOptions(ctypes.Structure):

@@ -1,5 +1,6 @@
-/* Batches: rows laid out flat (varlen) or padded, with every derived
- * field a training step feeds. */
+/* Batches: rows laid out flat (varlen) or padded, each sequence padded to
+ * a multiple for context parallelism on request, with every derived field
+ * a training step feeds. */
 #include <string.h>
 
 #include "common/alloc.h"
@@ -14,16 +15,27 @@ struct pp_batch_buffers {
     uint8_t *attn, *dense;
     size_t tokens_cap, seqs_cap, dense_cap;
     int external; /* the caller's arrays: never grown or freed here */
+    int32_t *pcu; /* flat with pad_multiple: the physical cu_seqlens */
+    /* pad_multiple: the row padded, each row's fields derived from it
+     * (always the library's, growing) */
+    uint32_t *row_ids;
+    int32_t *row_cu;
+    uint8_t *row_mask;
+    size_t row_tokens_cap, row_seqs_cap;
 };
 
 void pp_batch_buffers_free(const prepack_allocator *a, pp_batch_buffers *b)
 {
     if (!b)
         return;
+    pp_free(a, b->row_ids);
+    pp_free(a, b->row_cu);
+    pp_free(a, b->row_mask);
     if (b->external) {
         pp_free(a, b);
         return;
     }
+    pp_free(a, b->pcu);
     pp_free(a, b->ids);
     pp_free(a, b->pos);
     pp_free(a, b->doc);
@@ -68,6 +80,7 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
     if (seqs + 1 > b->seqs_cap) {
         size_t cap = seqs + 1 > 2 * b->seqs_cap ? seqs + 1 : 2 * b->seqs_cap;
         if (grow_to(a, (void **)&b->cu, cap, sizeof *b->cu) ||
+            grow_to(a, (void **)&b->pcu, cap, sizeof *b->pcu) ||
             grow_to(a, (void **)&b->seq, cap, sizeof *b->seq))
             return -1;
         b->seqs_cap = cap;
@@ -80,7 +93,6 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
     return 0;
 }
 
-/* Appends one row at token slot `at` (width slots in the padded form). */
 /* The row's tokens as int64, one loop per width (the batch's hot path:
  * prepack_row_token per token costs a call each). */
 static void widen_tokens(const prepack_row *row, int64_t *out)
@@ -115,6 +127,7 @@ static void labels_from(const int64_t *ids, const prepack_row *row,
         out[i] = -100;
 }
 
+/* Appends one row at token slot `at` (width slots in the padded form). */
 static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
                     size_t width, size_t first_seq, int padded, int64_t pad_id)
 {
@@ -137,6 +150,89 @@ static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
     }
 }
 
+/* Room in the scratch row for `tokens` tokens and `seqs` sequences. */
+static int reserve_row(const prepack_allocator *a, pp_batch_buffers *b,
+                       size_t tokens, size_t seqs)
+{
+    if (tokens > b->row_tokens_cap) {
+        size_t cap =
+            tokens > 2 * b->row_tokens_cap ? tokens : 2 * b->row_tokens_cap;
+        if (grow_to(a, (void **)&b->row_ids, cap, sizeof *b->row_ids) ||
+            grow_to(a, (void **)&b->row_mask, cap, 1))
+            return -1;
+        b->row_tokens_cap = cap;
+    }
+    if (seqs + 1 > b->row_seqs_cap) {
+        if (grow_to(a, (void **)&b->row_cu, seqs + 1, sizeof *b->row_cu))
+            return -1;
+        b->row_seqs_cap = seqs + 1;
+    }
+    return 0;
+}
+
+static size_t round_up(size_t n, size_t m)
+{
+    return (n + m - 1) / m * m;
+}
+
+/* The row with each sequence followed by padding up to a multiple of m
+ * tokens, never trained, as _collate.py's _pad_rows lays it out: every
+ * field is derived from it (the padding's ids are set to pad_id after). */
+static int pad_row(const prepack_allocator *a, pp_batch_buffers *b,
+                   const prepack_row *row, size_t m, prepack_row *out)
+{
+    size_t k = row->num_seqs, T = 0;
+    for (size_t j = 0; j < k; j++)
+        T += round_up((size_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]), m);
+    if (reserve_row(a, b, T, k))
+        return -1;
+    memset(b->row_ids, 0, T * sizeof *b->row_ids);
+    memset(b->row_mask, 0, T);
+    b->row_cu[0] = 0;
+    for (size_t j = 0; j < k; j++) {
+        size_t from = (size_t)row->cu_seqlens[j], at = (size_t)b->row_cu[j];
+        size_t n = (size_t)row->cu_seqlens[j + 1] - from;
+        for (size_t i = 0; i < n; i++)
+            b->row_ids[at + i] = prepack_row_token(row, from + i);
+        if (row->loss_mask)
+            memcpy(b->row_mask + at, row->loss_mask + from, n);
+        else
+            memset(b->row_mask + at, 1, n);
+        b->row_cu[j + 1] = (int32_t)(at + round_up(n, m));
+    }
+    *out = *row;
+    out->num_tokens = T;
+    out->token_dtype = PREPACK_DTYPE_UINT32;
+    out->input_ids = b->row_ids;
+    out->cu_seqlens = b->row_cu;
+    out->loss_mask = b->row_mask;
+    return 0;
+}
+
+/* After put_row of a padded row (at token slot `at`): pad_id on the
+ * padding, attention_mask 0 there (padded form), and the flat form's
+ * cu_seqlens back to the real lengths with the physical ones beside. */
+static void mark_padding(pp_batcher *bt, const prepack_row *real,
+                         const prepack_row *padded, size_t at)
+{
+    pp_batch_buffers *b = bt->b;
+    for (size_t j = 0; j < real->num_seqs; j++) {
+        size_t n = (size_t)(real->cu_seqlens[j + 1] - real->cu_seqlens[j]);
+        size_t lo = at + (size_t)padded->cu_seqlens[j] + n;
+        size_t hi = at + (size_t)padded->cu_seqlens[j + 1];
+        for (size_t t = lo; t < hi; t++)
+            b->ids[t] = bt->o.pad_id;
+        if (bt->o.padded) {
+            memset(b->attn + lo, 0, hi - lo);
+            continue;
+        }
+        size_t s = bt->seqs + j + 1;
+        b->pcu[s] = b->cu[s];
+        b->cu[s] = (int32_t)(bt->real_tokens + (size_t)real->cu_seqlens[j + 1]);
+    }
+    bt->real_tokens += real->num_tokens;
+}
+
 int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
                    const prepack_allocator *a, size_t rows,
                    uint32_t max_seq_len, const prepack_batch_options *o,
@@ -154,7 +250,7 @@ int pp_batch_begin(pp_batcher *bt, pp_batch_buffers **bufs,
     /* cu_seqlens always holds its leading 0, a batch of no rows too */
     if (reserve(a, bt->b, 0, 0, 0))
         return pp_out_of_memory(diag);
-    bt->b->cu[0] = 0;
+    bt->b->cu[0] = bt->b->pcu[0] = 0;
     return PREPACK_OK;
 }
 
@@ -167,7 +263,8 @@ int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
     if (!dst->input_ids || !dst->position_ids || !dst->labels ||
         !dst->cu_seqlens || !dst->seq_ids ||
         (o && o->padded && !dst->attention_mask) ||
-        (o && o->padded && o->dense_mask && !dst->dense_mask))
+        (o && o->padded && o->dense_mask && !dst->dense_mask) ||
+        (o && !o->padded && o->pad_multiple > 1 && !dst->cu_seqlens_padded))
         return pp_invalid_argument(diag);
     if (!*ext && !(*ext = pp_calloc(a, 1, sizeof **ext)))
         return pp_out_of_memory(diag);
@@ -183,7 +280,13 @@ int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
                             dst->tokens_cap,
                             dst->seqs_cap,
                             dst->dense_cap,
-                            1};
+                            1,
+                            dst->cu_seqlens_padded,
+                            b->row_ids,
+                            b->row_cu,
+                            b->row_mask,
+                            b->row_tokens_cap,
+                            b->row_seqs_cap};
     memset(bt, 0, sizeof *bt);
     if (o)
         bt->o = *o;
@@ -192,13 +295,37 @@ int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
     bt->rows = rows;
     bt->max_seq_len = max_seq_len;
     b->cu[0] = 0;
+    if (b->pcu)
+        b->pcu[0] = 0;
     return PREPACK_OK;
 }
 
-int pp_batch_add_row(pp_batcher *bt, const prepack_row *row, prepack_diag *diag)
+/* A row of the padded form that padding made longer than L. */
+static int too_long(const pp_batcher *bt, const prepack_row *row,
+                    prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                   "row %zu of the batch has %zu tokens with its sequences "
+                   "padded to multiples of %u, more than max_seq_len %zu",
+                   bt->added, row->num_tokens, bt->o.pad_multiple,
+                   bt->max_seq_len);
+}
+
+int pp_batch_add_row(pp_batcher *bt, const prepack_row *real,
+                     prepack_diag *diag)
 {
     const prepack_batch_options *o = &bt->o;
     size_t L = bt->max_seq_len, n = bt->rows, i = bt->added;
+    prepack_row padded;
+    const prepack_row *row = real;
+    if (o->pad_multiple > 1) {
+        if (pad_row(bt->alloc, bt->b, real, o->pad_multiple, &padded))
+            return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                           "out of memory for a batch of %zu rows", n);
+        row = &padded;
+        if (o->padded && row->num_tokens > L)
+            return too_long(bt, row, diag);
+    }
     size_t width = o->padded ? L : row->num_tokens;
     size_t at = o->padded ? i * L : bt->tokens;
     size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
@@ -211,6 +338,8 @@ int pp_batch_add_row(pp_batcher *bt, const prepack_row *row, prepack_diag *diag)
                    : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                              "out of memory for a batch of %zu rows", n);
     put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
+    if (row != real)
+        mark_padding(bt, real, row, at);
     if (dense)
         prepack_row_dense_mask(row, bt->b->dense + i * L * L, L);
     uint32_t m = prepack_row_max_seqlen(row);
@@ -238,4 +367,5 @@ void pp_batch_finish(const pp_batcher *bt, prepack_batch *out)
     out->seq_ids = b->seq;
     out->attention_mask = o->padded ? b->attn : NULL;
     out->dense_mask = o->padded && o->dense_mask ? b->dense : NULL;
+    out->cu_seqlens_padded = !o->padded && o->pad_multiple > 1 ? b->pcu : NULL;
 }

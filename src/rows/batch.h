@@ -1,6 +1,7 @@
 /* Batches built from rows handed to them, one at a time: the reader reads
  * rows and gives them here (this file never reads). Flat (varlen) or
- * padded [B, L], with every derived field a training step feeds. */
+ * padded [B, L], sequences padded for context parallelism on request,
+ * with every derived field a training step feeds. */
 #ifndef PP_ROWS_BATCH_H
 #define PP_ROWS_BATCH_H
 
@@ -20,6 +21,7 @@ typedef struct pp_batcher {
     const prepack_allocator *alloc;
     prepack_batch_options o;
     size_t max_seq_len, rows, added, tokens, seqs;
+    size_t real_tokens; /* pad_multiple: the tokens before the padding */
     uint32_t longest;
 } pp_batcher;
 
@@ -36,7 +38,8 @@ int pp_batch_begin_into(pp_batcher *bt, pp_batch_buffers **ext,
                         const prepack_batch_arrays *dst, size_t rows,
                         uint32_t max_seq_len, const prepack_batch_options *o,
                         prepack_diag *diag);
-/* Appends the next row (at most max_seq_len tokens). */
+/* Appends the next row (at most max_seq_len tokens; the padded form with
+ * pad_multiple: PREPACK_ERANGE when padding takes it past). */
 int pp_batch_add_row(pp_batcher *bt, const prepack_row *row,
                      prepack_diag *diag);
 /* The batch, viewing the buffers: valid until the next batch. */
