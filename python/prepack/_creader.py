@@ -88,19 +88,27 @@ class CReader(_native.Handle):
         return out
 
     def batch(self, indices, padded=False, pad_id=0, dense_mask=False,
-              doc_ids=True):
+              doc_ids=True, pad_multiple=1):
         """prepack_reader_batch_into over the given rows, into numpy arrays
         made here and handed over as they are (no copy): the flat (varlen)
-        arrays, or [B, L] ones when padded; int64 where PyTorch wants it."""
+        arrays, or [B, L] ones when padded; int64 where PyTorch wants it.
+        pad_multiple M > 1 pads each sequence to a multiple of M tokens, as
+        collate(..., pad_multiple=M) does: flat batches then carry
+        cu_seqlens (real) and cu_seqlens_padded (physical); a padded-form
+        row that padding pushes past L raises ShardSetError."""
         idx = np.ascontiguousarray(indices, dtype=np.uintp)
         n, L = len(idx), self.max_seq_len
-        cap = max(n * L, 1)  # no row holds more than L tokens or sequences
+        m = max(int(pad_multiple), 1)
+        seqs = max(n * L, 1)  # no row holds more than L tokens or sequences
+        # padding adds at most M - 1 tokens to each sequence of >= 1 token
+        cap = seqs if padded else max(n * L * m, 1)
         names = ("input_ids", "position_ids", "labels") + \
             (("doc_ids",) if doc_ids else ())
         block = np.empty((len(names), cap), np.int64)  # one allocation
         arrays = dict(zip(names, block))
-        cu = np.empty(cap + 1, np.int32)
-        seq = np.empty(cap, np.uint64)
+        cu = np.empty(seqs + 1, np.int32)
+        pcu = np.empty(seqs + 1, np.int32) if m > 1 and not padded else None
+        seq = np.empty(seqs, np.uint64)
         attn = np.empty(cap, np.uint8) if padded else None
         want_dense = dense_mask and padded
         dense = np.empty(max(n * L * L, 1) if want_dense else 0, np.uint8)
@@ -112,8 +120,10 @@ class CReader(_native.Handle):
                                   seq.ctypes.data,
                                   attn.ctypes.data if padded else None,
                                   dense.ctypes.data if want_dense else None,
-                                  cap, cap, dense.size)
-        opts = _native.BatchOptions(int(padded), int(pad_id), int(dense_mask))
+                                  cap, seqs, dense.size,
+                                  pcu.ctypes.data if pcu is not None else None)
+        opts = _native.BatchOptions(int(padded), int(pad_id), int(dense_mask),
+                                    m)
         b = _native.Batch()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_batch_into(
@@ -135,6 +145,8 @@ class CReader(_native.Handle):
                     bool).reshape(b.rows, 1, b.width, b.width)
         else:
             out["cu_seqlens"] = cu[:b.num_seqs + 1]
+            if pcu is not None:
+                out["cu_seqlens_padded"] = pcu[:b.num_seqs + 1]
         return out
 
 
@@ -144,14 +156,15 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
                   **loss_options):
     """collate([reader.row(i) for i in indices], form, ...), built by the C
     batcher: the same keys, dtypes and values (the tests hold both to
-    it). ShardSet.batch decides when it applies: not for pad_multiple > 1,
-    nor for a padded width other than the reader's L."""
+    it). ShardSet.batch decides when it applies: not for a padded form
+    with pad_multiple > 1 (padding may push a row past L: collate says
+    so), nor for a padded width other than the reader's L."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
-    loss_options.pop("pad_multiple", None)  # 1 here: no padding to do
+    m = max(int(loss_options.pop("pad_multiple", 1) or 1), 1)
     if form == "padded":
         b = reader.batch(indices, padded=True, pad_id=pad_id,
-                         dense_mask=mask_4d)
+                         dense_mask=mask_4d, pad_multiple=m)
         batch = {k: b[k] for k in ("input_ids", "attention_mask",
                                    "position_ids", "labels", "doc_ids")}
         if mask_4d:
@@ -159,12 +172,18 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         return finish(batch, form, tensors, **loss_options)
     # document ids only where the form holds them (flex; hf's seq_idx)
     flat = reader.batch(indices, doc_ids=form == "flex" or (
-        form == "hf" and return_seq_idx))
+        form == "hf" and return_seq_idx), pad_id=pad_id, pad_multiple=m)
+    real_cu = flat["cu_seqlens"]
+    if m > 1:  # collate's flat arrays hold the physical offsets
+        flat["cu_seqlens"] = flat.pop("cu_seqlens_padded")
     if form == "hf":
         # Hugging Face's unshifted labels from the shifted ones: the label
         # of token t is the target after t - 1, -100 at each sequence start
         unshifted = np.roll(flat["labels"], 1)
         unshifted[flat["cu_seqlens"][:-1]] = IGNORE_INDEX
         flat["unshifted"] = unshifted
-    return finish(shape_flat(flat, form, return_flash_attn_kwargs,
-                             return_seq_idx), form, tensors, **loss_options)
+    batch = shape_flat(flat, form, return_flash_attn_kwargs, return_seq_idx)
+    if m > 1:  # as collate: the real lengths, the physical offsets beside
+        batch["cu_seqlens_padded"] = flat["cu_seqlens"]
+        batch["cu_seqlens"] = real_cu
+    return finish(batch, form, tensors, **loss_options)

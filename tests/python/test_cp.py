@@ -146,3 +146,93 @@ def test_steps_keep_pad_multiple(prepack_bin, tmp_path):
                "--write-tasks", 3).returncode == 0
     for name in os.listdir(ref):
         assert (ref / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def _random_set(prepack_bin, tmp_path, seed, plan_pad):
+    """Random sequences (ids over uint16 when seed is odd, random loss
+    masks) packed at L = 64, planned for pad_multiple plan_pad (1: not,
+    so padding may take a row past L)."""
+    rng = np.random.default_rng(seed)
+    src = tmp_path / f"in{seed}.jsonl"
+    top = 70000 if seed % 2 else 1000
+    with open(src, "w") as f:
+        for n in rng.integers(1, 70, 300):
+            ids = rng.integers(0, top, int(n)).tolist()
+            mask = (rng.random(int(n)) < 0.8).astype(int).tolist()
+            f.write(json.dumps({"input_ids": ids, "loss_mask": mask}) + "\n")
+    out = tmp_path / f"set{seed}-{plan_pad}"
+    p = run(prepack_bin, "pack", src, "-o", out, "--max-seq-len", "64",
+            "--overlong", "split", "--pad-multiple", plan_pad,
+            "--rows-per-frame", "8", "--quiet")
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def _same(got, want, where):
+    assert sorted(got) == sorted(want), where
+    for k in want:
+        if k == "mask_mod":
+            continue
+        x, y = got[k], want[k]
+        if isinstance(y, int):
+            assert type(x) is int and x == y, (where, k)
+            continue
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape, (where, k)
+        assert np.array_equal(x, y), (where, k)
+
+
+@pytest.mark.parametrize("plan_pad", [1, 8])
+def test_c_batch_pads_as_collate(prepack_bin, tmp_path, plan_pad):
+    """The C batcher's pad_multiple (prepack_batch_options.pad_multiple,
+    through collate_batch) equals collate(rows, pad_multiple=M), the
+    reference, over rows read by either reader, for every form."""
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("needs libprepack (PREPACK_LIBRARY)")
+    from prepack._creader import collate_batch
+    forms = [("varlen", {}), ("flex", {}), ("hf", {}),
+             ("hf", {"return_flash_attn_kwargs": True,
+                     "return_seq_idx": True, "num_items_in_batch": True}),
+             ("padded", {"max_seq_len": 64, "mask_4d": True}),
+             ("varlen", {"loss_weights": True, "position_offset": 3})]
+    refused = 0
+    for seed in (1, 2):
+        out = _random_set(prepack_bin, tmp_path, seed, plan_pad)
+        c = prepack.ShardSet(out, backend="c")
+        py = prepack.ShardSet(out, backend="python")
+        rng = np.random.default_rng(seed)
+        for m in (2, 4, 8):
+            for form, options in forms:
+                for pick in ([], [0], rng.permutation(len(c))[:7].tolist()):
+                    options = dict(options, pad_id=int(rng.integers(0, 9)))
+                    where = (seed, m, form, options, pick)
+                    for rows in ([py[i] for i in pick], [c[i] for i in pick]):
+                        try:
+                            want = prepack.collate(rows, form, pad_multiple=m,
+                                                   **options)
+                        except ValueError as e:  # a row padded past L
+                            assert form == "padded" and plan_pad == 1, where
+                            with pytest.raises(ValueError, match=str(e)):
+                                collate_batch(c._c, pick, form,
+                                              pad_multiple=m, **options)
+                            refused += 1
+                            continue
+                        got = collate_batch(c._c, pick, form, pad_multiple=m,
+                                            **options)
+                        _same(got, want, where)
+                    flat = c._c.batch(pick, pad_multiple=m)
+                    assert (np.diff(flat["cu_seqlens_padded"]) % m == 0).all()
+    assert refused > 0 or plan_pad > 1
+
+
+def test_c_batch_padded_past_l_is_refused(prepack_bin, tmp_path):
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("needs libprepack (PREPACK_LIBRARY)")
+    c = prepack.ShardSet(_random_set(prepack_bin, tmp_path, 3, 1),
+                         backend="c")
+    full = max(range(len(c)), key=lambda i: len(c[i]["seq_ids"]))
+    with pytest.raises(prepack.ShardSetError, match="padded to multiples of 16"):
+        c._c.batch([full], padded=True, pad_multiple=16)
+    flat = c._c.batch([full], pad_multiple=16)  # flat batches grow past L
+    assert int(flat["cu_seqlens_padded"][-1]) > 64
+    assert flat["cu_seqlens"].tolist() == c[full]["cu_seqlens"].tolist()
