@@ -172,3 +172,28 @@ def test_arrow_group_column_matches_jsonl(prepack_bin, tmp_path):
     for i in range(len(a)):
         assert a[i]["seq_ids"].tolist() == b[i]["seq_ids"].tolist()
         assert a[i]["input_ids"].tolist() == b[i]["input_ids"].tolist()
+
+
+def test_dataset_plans_groups_as_pack_and_names_the_input(tmp_path):
+    """pack_dataset plans through prepack_plan_store, as `prepack pack`:
+    with the group column's groups, an overlong group or sequence named
+    with its input."""
+    import os
+    pa = pytest.importorskip("pyarrow")
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("needs libprepack (PREPACK_LIBRARY)")
+    grouped = pa.table({"input_ids": [[1] * 6, [2] * 6, [3] * 3],
+                        "group": ["a", "a", None]})
+    with pytest.raises(ValueError, match=r"^table: the group of sequences "
+                       r"0\.\.1 has 12 tokens, more than max_seq_len 10 "
+                       r"\(sequence ids over all inputs; this input starts "
+                       r"at 0; groups are placed whole"):
+        prepack.pack_dataset(grouped, tmp_path / "g", 10)
+    plain = pa.table({"input_ids": [[1] * 6, [2] * 16, [3] * 3]})
+    with pytest.raises(ValueError, match=r"^table: sequence 1 has 16 tokens, "
+                       r"more than max_seq_len 10$"):
+        prepack.pack_dataset(plain, tmp_path / "p", 10)
+    prepack.pack_dataset(grouped, tmp_path / "ok", 12)  # the group fits
+    rows = prepack.ShardSet(tmp_path / "ok", backend="python")
+    assert [rows[i]["seq_ids"].tolist() for i in range(len(rows))] == [[0, 1],
+                                                                        [2]]
