@@ -297,7 +297,8 @@ static int by_id(const void *a, const void *b)
  * name one twice), planned as prepack pack plans a store. */
 static int plan_joins(planning *p, prepack_plan **plan, prepack_diag *diag)
 {
-    qsort(p->joins, p->njoins, sizeof *p->joins, by_id);
+    if (p->njoins) /* none: joins is NULL, which qsort may not take */
+        qsort(p->joins, p->njoins, sizeof *p->joins, by_id);
     size_t kept = 0;
     for (size_t i = 0; i < p->njoins; i++)
         if (p->joins[i] > 0 && p->joins[i] < p->n &&
