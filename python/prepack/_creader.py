@@ -13,7 +13,7 @@ import ctypes
 import numpy as np
 
 from . import _native
-from ._collate import FORMS, IGNORE_INDEX, finish, shape_flat
+from ._collate import FORMS, IGNORE_INDEX, collate, finish, shape_flat
 from ._errors import CorruptShardError, ShardSetError
 from ._format import token_numpy_dtype
 
@@ -156,15 +156,21 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
                   **loss_options):
     """collate([reader.row(i) for i in indices], form, ...), built by the C
     batcher: the same keys, dtypes and values (the tests hold both to
-    it). ShardSet.batch decides when it applies: not for a padded form
-    with pad_multiple > 1 (padding may push a row past L: collate says
-    so), nor for a padded width other than the reader's L."""
+    it). ShardSet.batch decides when it applies: not for a padded width
+    other than the reader's L."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     m = max(int(loss_options.pop("pad_multiple", 1) or 1), 1)
     if form == "padded":
-        b = reader.batch(indices, padded=True, pad_id=pad_id,
-                         dense_mask=mask_4d, pad_multiple=m)
+        try:
+            b = reader.batch(indices, padded=True, pad_id=pad_id,
+                             dense_mask=mask_4d, pad_multiple=m)
+        except ShardSetError:
+            if m > 1:  # padding pushed a row past L: collate's own error
+                collate([reader.row(int(i)) for i in indices], form,
+                        pad_id=pad_id, max_seq_len=max_seq_len,
+                        pad_multiple=m)
+            raise
         batch = {k: b[k] for k in ("input_ids", "attention_mask",
                                    "position_ids", "labels", "doc_ids")}
         if mask_4d:

@@ -93,14 +93,11 @@ class ShardSet:
     def _c_builds(self, form, options):
         """Which path builds a batch, decided here only: the C batch when
         the C reader is open (context-parallel pad_multiple included),
-        but not for a padded form of another width than L, nor a padded
-        form with pad_multiple (padding may push a row past L, which
-        collate's error names)."""
+        but not for a padded form of another width than L."""
         if not self._c:
             return False
-        return form != "padded" or (
-            options.get("max_seq_len") == self.max_seq_len and
-            (options.get("pad_multiple") or 1) <= 1)
+        return form != "padded" or options.get("max_seq_len") == \
+            self.max_seq_len
 
     def row_costs(self, cost):
         """Each row's cost (float64) under cost, a prepack.CostModel

@@ -68,9 +68,9 @@ def test_batches_are_the_same_through_both(shard_dir, form, options):
 
 def test_batch_takes_the_c_path_where_it_can(shard_dir, monkeypatch):
     """ShardSet.batch builds in C every batch the C batch lays out, and
-    only the rest (sequences padded to pad_multiple, a padded width other
-    than L) through Python's collate: equal results alone would not show
-    a batch that quietly left the fast path."""
+    only the rest (a padded width other than L) through Python's collate:
+    equal results alone would not show a batch that quietly left the fast
+    path."""
     lib_or_skip()
     import prepack._shards as front
     c = prepack.ShardSet(shard_dir, backend="c")
@@ -80,9 +80,12 @@ def test_batch_takes_the_c_path_where_it_can(shard_dir, monkeypatch):
     monkeypatch.setattr(front, "collate", python_collate)
     for form, options in (("varlen", {}), ("hf", {}), ("flex", {}),
                           ("padded", {"max_seq_len": c.max_seq_len}),
-                          ("varlen", {"pad_multiple": 1})):
+                          ("varlen", {"pad_multiple": 1}),
+                          ("varlen", {"pad_multiple": 2}),
+                          ("flex", {"pad_multiple": 4}),
+                          ("hf", {"pad_multiple": 2})):
         c.batch([0, 1], form, **options)
-    for form, options in (("varlen", {"pad_multiple": 2}), ("padded", {}),
+    for form, options in (("padded", {}),
                           ("padded", {"max_seq_len": c.max_seq_len + 1})):
         with pytest.raises(AssertionError, match="collated in Python"):
             c.batch([0, 1], form, **options)

@@ -96,13 +96,15 @@ static void structs(void)
     STRUCT(prepack_step_result, F(already_done), F(sequences), F(tokens),
            F(rows), F(shards), F(bytes_written), F(bytes_mapped));
     STRUCT(prepack_reader_options, F(allocator), F(open_damaged));
-    STRUCT(prepack_batch_options, F(padded), F(pad_id), F(dense_mask));
+    STRUCT(prepack_batch_options, F(padded), F(pad_id), F(dense_mask),
+           F(pad_multiple));
     STRUCT(prepack_batch, F(rows), F(width), F(num_seqs), F(max_seqlen),
            F(input_ids), F(position_ids), F(doc_ids), F(labels), F(cu_seqlens),
-           F(seq_ids), F(attention_mask), F(dense_mask));
+           F(seq_ids), F(attention_mask), F(dense_mask), F(cu_seqlens_padded));
     STRUCT(prepack_batch_arrays, F(input_ids), F(position_ids), F(doc_ids),
            F(labels), F(cu_seqlens), F(seq_ids), F(attention_mask),
-           F(dense_mask), F(tokens_cap), F(seqs_cap), F(dense_cap));
+           F(dense_mask), F(tokens_cap), F(seqs_cap), F(dense_cap),
+           F(cu_seqlens_padded));
 }
 
 static void put_signed(const char *name, long long v)
