@@ -242,6 +242,7 @@ def _signatures():
         "prepack_dtype_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
         "prepack_format_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
         "prepack_dtype_name": ([i], ctypes.c_char_p),
+        "prepack_dtype_width": ([i], size),
         "prepack_pack_sequences": ([ctypes.POINTER(ctypes.POINTER(_Packed)),
                                     _TOKENS, ctypes.POINTER(ctypes.c_uint32),
                                     size, ctypes.POINTER(_Options), diag], i),

@@ -414,3 +414,16 @@ def test_enum_numbers_come_from_the_library(layout):
                      name.upper().replace("-", "_")]
             assert _native.enum_value(kind, name) == want, (kind, name)
     assert _native.dtype_name(c["PREPACK_DTYPE_UINT16"]) == "uint16"
+
+
+def test_token_width_is_the_librarys():
+    """The pure-Python reader's bytes per token id (_format.token_width)
+    are prepack_dtype_width's, for every dtype the format names."""
+    if os.environ.get("PREPACK_SANITIZED"):
+        pytest.skip("no library in Python in the sanitizer build")
+    from prepack import _format, _native
+    lib = _native.library()
+    for name in _format.TOKEN_DTYPES:
+        assert _format.token_width(name) == \
+            lib.prepack_dtype_width(_native.enum_value("dtype", name)), name
+    assert lib.prepack_dtype_width(_native.enum_value("dtype", "auto")) == 0
