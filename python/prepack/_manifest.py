@@ -233,7 +233,7 @@ def _parse(manifest_path):
 def _deeper_than(doc, limit):
     """Whether doc's objects and arrays nest more than limit levels (the
     C reader's parser stops at that depth)."""
-    stack = [(doc, 1)]
+    stack = [(doc, 1)] if isinstance(doc, (dict, list)) else []
     while stack:
         v, depth = stack.pop()
         if depth > limit:

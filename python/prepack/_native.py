@@ -298,6 +298,8 @@ def _signatures():
         "prepack_store_dtype": ([p], i),
         "prepack_plan_store": ([out, p, ctypes.POINTER(PlanOptions), diag],
                                i),
+        "prepack_plan_create": ([out, p, size, ctypes.POINTER(PlanOptions),
+                                 diag], i),
         "prepack_plan_free": ([p], None),
         "prepack_plan_row_count": ([p], size),
         "prepack_report_compute": ([p, p, size, ctypes.c_uint32,
@@ -337,13 +339,23 @@ def library():
             lib = ctypes.CDLL(path)
         except OSError as e:
             raise RuntimeError(f"{_INSTALL} ({e})") from None
+        global _numbers
+        _lib = _Declared(lib)
+        _numbers = _enum_numbers(_lib, path)
+    return _lib
+
+
+class _Declared:
+    """libprepack's functions, each with its signature declared, and only
+    those: ctypes would call an undeclared one with guessed int arguments
+    (a numpy pointer cut to 32 bits), so using one is an AttributeError
+    here instead of a crash there."""
+
+    def __init__(self, lib):
         for name, (args, result) in _signatures().items():
             f = getattr(lib, name)
             f.argtypes, f.restype = args, result
-        global _numbers
-        _numbers = _enum_numbers(lib, path)
-        _lib = lib
-    return _lib
+            setattr(self, name, f)
 
 
 def _enum_numbers(lib, path):

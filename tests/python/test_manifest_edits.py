@@ -356,6 +356,10 @@ CHECKS = [
     ("a JSON array", text(lambda b: b"[" + b + b"]"), "invalid JSON",
      "not a prepack",
      True),
+    ("a JSON number", text(lambda b: b"2"), "invalid JSON", "not a prepack",
+     True),
+    ("a JSON null", text(lambda b: b"null"), "invalid JSON",
+     "not a prepack", True),
     ("an integer past 2^64", text(lambda b: b.replace(
         b'"seed": 7', b'"seed": 18446744073709551616')), "invalid JSON",
      "invalid JSON",

@@ -427,3 +427,29 @@ def test_token_width_is_the_librarys():
         assert _format.token_width(name) == \
             lib.prepack_dtype_width(_native.enum_value("dtype", name)), name
     assert lib.prepack_dtype_width(_native.enum_value("dtype", "auto")) == 0
+
+
+def test_every_function_python_calls_is_declared():
+    """Every libprepack function the package, the benchmarks and the
+    examples call (an attribute named prepack_*) has its signature in
+    _native._signatures(): the library object holds only those, and
+    ctypes would call any other with int-sized guesses."""
+    from prepack import _native
+    declared = set(_native._signatures())
+    used = {}
+    for folder in (PACKAGE, os.path.join(ROOT, "bench"),
+                   os.path.join(ROOT, "examples")):
+        for dirpath, _, files in os.walk(folder):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, f)
+                with open(path, encoding="utf-8") as src:
+                    tree = ast.parse(src.read(), path)
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Attribute) and \
+                            node.attr.startswith("prepack_"):
+                        used.setdefault(node.attr, f"{path}:{node.lineno}")
+    assert len(used) > 30, used  # the walk found the calls
+    missing = {n: where for n, where in used.items() if n not in declared}
+    assert not missing, missing
