@@ -352,6 +352,7 @@ class _Declared:
     here instead of a crash there."""
 
     def __init__(self, lib):
+        self._name = lib._name  # the file loaded, as ctypes.CDLL says it
         for name, (args, result) in _signatures().items():
             f = getattr(lib, name)
             f.argtypes, f.restype = args, result
