@@ -340,7 +340,7 @@ def library():
         except OSError as e:
             raise RuntimeError(f"{_INSTALL} ({e})") from None
         global _numbers
-        _lib = _Declared(lib)
+        _lib = _Declared(lib, path)
         _numbers = _enum_numbers(_lib, path)
     return _lib
 
@@ -351,8 +351,8 @@ class _Declared:
     (a numpy pointer cut to 32 bits), so using one is an AttributeError
     here instead of a crash there."""
 
-    def __init__(self, lib):
-        self._name = lib._name  # the file loaded, as ctypes.CDLL says it
+    def __init__(self, lib, path):
+        self._name = path  # the file loaded, named as ctypes.CDLL names it
         for name, (args, result) in _signatures().items():
             f = getattr(lib, name)
             f.argtypes, f.restype = args, result
