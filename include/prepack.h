@@ -1139,7 +1139,10 @@ PREPACK_API const char *prepack_reader_source(const prepack_reader *r,
  * cu_seqlens_padded the physical offsets (Transformer Engine's THD
  * layout), max_seqlen is the longest padded sequence. Padded: a row that
  * no longer fits L is PREPACK_ERANGE; attention_mask is 0 on the padding,
- * dense_mask covers it as part of its sequence. */
+ * dense_mask covers it as part of its sequence. A flat batch past
+ * INT32_MAX tokens (what its int32 cu_seqlens hold) is PREPACK_ERANGE
+ * too; either is refused before anything is allocated for the row, so a
+ * huge M costs nothing. */
 typedef struct prepack_batch_options {
     int padded;     /* non-zero: [B, L]; zero: flat */
     int64_t pad_id; /* padded, or pad_multiple: the padding token (0) */

@@ -403,6 +403,83 @@ static void test_batch_pad_errors(void **state)
     prepack_reader_free(r);
 }
 
+/* An allocator that refuses any request over 64 MiB and notes the largest
+ * asked for: a batch must refuse a huge pad_multiple by its arithmetic,
+ * not by trying to allocate what it implies. */
+typedef struct capped {
+    size_t largest;
+} capped;
+enum { CAP_BYTES = 64 << 20 };
+static void *capped_malloc(void *op, size_t n)
+{
+    capped *c = op;
+    c->largest = n > c->largest ? n : c->largest;
+    return n > CAP_BYTES ? NULL : malloc(n);
+}
+static void *capped_realloc(void *op, void *p, size_t n)
+{
+    capped *c = op;
+    c->largest = n > c->largest ? n : c->largest;
+    return n > CAP_BYTES ? NULL : realloc(p, n);
+}
+static void capped_free(void *op, void *p)
+{
+    (void)op;
+    free(p);
+}
+
+/* pad_multiple far past L (a caller's value: the manifest's is checked
+ * to divide L): padded batches are PREPACK_ERANGE (the row passes L),
+ * flat ones too (their cu_seqlens are int32, 2^31 padded tokens cannot
+ * be told), batch_into ones past the caller's arrays; none allocates for
+ * the padding it refuses. */
+static void test_batch_huge_pad_multiple(void **state)
+{
+    (void)state;
+    write_cp_set(path_of("huge"), 0, 13);
+    capped c = {0};
+    prepack_allocator a = {capped_malloc, capped_realloc, capped_free, &c};
+    prepack_reader_options ro = {.allocator = &a};
+    prepack_reader *r = NULL;
+    assert_int_equal(prepack_reader_open(&r, path_of("huge"), &ro, NULL),
+                     PREPACK_OK);
+    size_t pick[1] = {0};
+    prepack_batch b;
+    prepack_diag d = {0};
+    /* 2^28: a flat batch of a row of few sequences may take 2^28 tokens
+     * (ENOMEM here); padded rows and the caller's arrays refuse it */
+    const uint32_t huge[] = {UINT32_C(1) << 31, UINT32_MAX, 1u << 28};
+    for (size_t k = 0; k < sizeof huge / sizeof *huge; k++) {
+        prepack_batch_options padded = {.padded = 1, .pad_multiple = huge[k]};
+        assert_int_equal(prepack_reader_batch(r, pick, 1, &padded, &b, &d),
+                         PREPACK_ERANGE);
+        assert_non_null(strstr(d.message, "more than max_seq_len"));
+        prepack_batch_options flat = {.pad_multiple = huge[k]};
+        int rc = prepack_reader_batch(r, pick, 1, &flat, &b, &d);
+        assert_int_equal(rc, k < 2 ? PREPACK_ERANGE : PREPACK_ENOMEM);
+        if (k < 2)
+            assert_non_null(strstr(d.message, "int32 cu_seqlens"));
+        int64_t ids[4 * BL];
+        int32_t cu[BL + 1], pcu[BL + 1];
+        uint64_t seq[BL];
+        prepack_batch_arrays dst = {
+            ids, ids + BL, ids + 2 * BL, ids + 3 * BL, cu, seq, NULL, NULL,
+            BL,  BL,       0,            pcu};
+        assert_int_equal(
+            prepack_reader_batch_into(r, pick, 1, &flat, &dst, &b, &d),
+            PREPACK_ERANGE);
+        assert_non_null(strstr(d.message, "does not fit the arrays given"));
+        if (k < 2)
+            assert_true(c.largest <= CAP_BYTES);
+    }
+    /* the reader still batches after the refusals */
+    prepack_batch_options ok = {.pad_multiple = 4};
+    assert_int_equal(prepack_reader_batch(r, pick, 1, &ok, &b, NULL),
+                     PREPACK_OK);
+    assert_non_null(b.cu_seqlens_padded);
+    prepack_reader_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_batches_pad_sequences),
         cmocka_unit_test(test_batch_pad_errors),
+        cmocka_unit_test(test_batch_huge_pad_multiple),
     };
     return cmocka_run_group_tests_name("cp", tests, tmpdir_setup,
                                        tmpdir_teardown);

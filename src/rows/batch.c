@@ -175,15 +175,31 @@ static size_t round_up(size_t n, size_t m)
     return (n + m - 1) / m * m;
 }
 
-/* The row with each sequence followed by padding up to a multiple of m
- * tokens, never trained, as _collate.py's _pad_rows lays it out: every
- * field is derived from it (the padding's ids are set to pad_id after). */
-static int pad_row(const prepack_allocator *a, pp_batch_buffers *b,
-                   const prepack_row *row, size_t m, prepack_row *out)
+/* The tokens of the row with each sequence padded to a multiple of m, or
+ * SIZE_MAX past `limit`: summed with a bound at each step, since m is the
+ * caller's (any uint32) and k x m can pass any array, or size_t. */
+static size_t padded_length(const prepack_row *row, size_t m, size_t limit)
 {
-    size_t k = row->num_seqs, T = 0;
-    for (size_t j = 0; j < k; j++)
-        T += round_up((size_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]), m);
+    size_t T = 0;
+    for (size_t j = 0; j < row->num_seqs; j++) {
+        size_t n = (size_t)(row->cu_seqlens[j + 1] - row->cu_seqlens[j]);
+        size_t up = round_up(n, m);
+        if (up > limit - T)
+            return SIZE_MAX;
+        T += up;
+    }
+    return T;
+}
+
+/* The row with each sequence followed by padding up to a multiple of m
+ * tokens (T of them, padded_length's), never trained, as _collate.py's
+ * _pad_rows lays it out: every field is derived from it (the padding's
+ * ids are set to pad_id after). */
+static int pad_row(const prepack_allocator *a, pp_batch_buffers *b,
+                   const prepack_row *row, size_t m, size_t T,
+                   prepack_row *out)
+{
+    size_t k = row->num_seqs;
     if (reserve_row(a, b, T, k))
         return -1;
     memset(b->row_ids, 0, T * sizeof *b->row_ids);
@@ -311,6 +327,59 @@ static int too_long(const pp_batcher *bt, const prepack_row *row,
                    bt->max_seq_len);
 }
 
+/* A row the caller's arrays cannot take. */
+static int no_room(const pp_batcher *bt, prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                   "row %zu of the batch does not fit the arrays given "
+                   "(%zu tokens, %zu sequences)",
+                   bt->added, bt->b->tokens_cap, bt->b->seqs_cap);
+}
+
+/* The flat form's offsets are int32: a batch past 2^31 - 1 tokens. */
+static int past_int32(const pp_batcher *bt, prepack_diag *diag)
+{
+    return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
+                   "row %zu takes the flat batch past %d tokens (sequences "
+                   "padded to multiples of %u), more than its int32 "
+                   "cu_seqlens hold",
+                   bt->added, INT32_MAX,
+                   bt->o.pad_multiple > 1 ? bt->o.pad_multiple : 1);
+}
+
+/* The most tokens the next row may take: L padded, the room left in the
+ * caller's arrays, and the flat form's int32 offsets. */
+static size_t room_for_row(const pp_batcher *bt)
+{
+    if (bt->o.padded)
+        return bt->max_seq_len;
+    size_t room = (size_t)INT32_MAX - bt->tokens;
+    if (bt->b->external && bt->b->tokens_cap - bt->tokens < room)
+        room = bt->b->tokens_cap - bt->tokens;
+    return room;
+}
+
+/* The row padded for context parallelism into *padded, refused by its
+ * length before anything is allocated for it. */
+static int pad_for_cp(pp_batcher *bt, const prepack_row *real,
+                      prepack_row *padded, prepack_diag *diag)
+{
+    size_t m = bt->o.pad_multiple, room = room_for_row(bt);
+    size_t T = padded_length(real, m, room);
+    if (T == SIZE_MAX) {
+        prepack_row over = *real;
+        over.num_tokens = padded_length(real, m, SIZE_MAX);
+        return bt->o.padded        ? too_long(bt, &over, diag)
+               : bt->b->external && room < (size_t)INT32_MAX - bt->tokens
+                   ? no_room(bt, diag)
+                   : past_int32(bt, diag);
+    }
+    if (pad_row(bt->alloc, bt->b, real, m, T, padded))
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory for a batch of %zu rows", bt->rows);
+    return PREPACK_OK;
+}
+
 int pp_batch_add_row(pp_batcher *bt, const prepack_row *real,
                      prepack_diag *diag)
 {
@@ -319,22 +388,19 @@ int pp_batch_add_row(pp_batcher *bt, const prepack_row *real,
     prepack_row padded;
     const prepack_row *row = real;
     if (o->pad_multiple > 1) {
-        if (pad_row(bt->alloc, bt->b, real, o->pad_multiple, &padded))
-            return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                           "out of memory for a batch of %zu rows", n);
+        int rc = pad_for_cp(bt, real, &padded, diag);
+        if (rc != PREPACK_OK)
+            return rc;
         row = &padded;
-        if (o->padded && row->num_tokens > L)
-            return too_long(bt, row, diag);
     }
     size_t width = o->padded ? L : row->num_tokens;
     size_t at = o->padded ? i * L : bt->tokens;
     size_t dense = o->padded && o->dense_mask ? n * L * L : 0;
+    if (!o->padded && at + width > (size_t)INT32_MAX)
+        return past_int32(bt, diag);
     if (reserve(bt->alloc, bt->b, at + width, bt->seqs + row->num_seqs, dense))
         return bt->b->external
-                   ? pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
-                             "row %zu of the batch does not fit the arrays "
-                             "given (%zu tokens, %zu sequences)",
-                             i, bt->b->tokens_cap, bt->b->seqs_cap)
+                   ? no_room(bt, diag)
                    : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                              "out of memory for a batch of %zu rows", n);
     put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
