@@ -595,7 +595,9 @@ PREPACK_API const uint64_t *prepack_store_group_first(const prepack_store *s,
  * "PATH: sequence K has N tokens, more than max_seq_len L" (K counted
  * within the input), or "PATH: the group of sequences A..B has N tokens,
  * more than max_seq_len L (sequence ids over all inputs; this input starts
- * at F; groups are placed whole: --overlong drop leaves them out)". */
+ * at F; groups are placed whole: --overlong drop leaves them out)", where
+ * padding took the group past L "has N tokens (P with each sequence padded
+ * to a multiple of M), more than ...". */
 PREPACK_API int prepack_plan_store(prepack_plan **out,
                                    const prepack_store *store,
                                    const prepack_plan_options *opts,

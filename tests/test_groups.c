@@ -307,6 +307,14 @@ static void test_plan_joined_refuses_bad_joins(void **state)
                      PREPACK_EINVAL);
     assert_int_equal(prepack_plan_joined(&p, len, 4, NULL, 1, &o, &d),
                      PREPACK_EINVAL);
+    /* more joins than sequences 1..n-1: refused by the count, before the
+     * array is read (ASan: a read past fine[] would be caught) */
+    assert_int_equal(prepack_plan_joined(&p, len, 4, fine, 4, &o, &d),
+                     PREPACK_EINVAL);
+    assert_non_null(strstr(d.message, "4 joins for 4 sequences"));
+    assert_int_equal(prepack_plan_joined(&p, NULL, 0, fine, 1, &o, &d),
+                     PREPACK_EINVAL);
+    assert_null(p);
     assert_int_equal(prepack_plan_joined(&p, len, 4, fine, 2, &o, &d),
                      PREPACK_OK);
     assert_int_equal(prepack_plan_row_count(p), 2); /* {3, 4} and {5, 6} */
@@ -318,6 +326,20 @@ static void test_plan_joined_refuses_bad_joins(void **state)
     assert_int_equal(prepack_plan_joined(&p, len, 4, NULL, 0, &o, &d),
                      PREPACK_OK);
     prepack_plan_free(p);
+    /* a group past L only once padded says both sums: 5 + 5 real tokens,
+     * 8 + 8 padded, L 12 */
+    uint32_t five[2] = {5, 5};
+    uint64_t one[1] = {1};
+    o.overlong = PREPACK_OVERLONG_ERROR;
+    o.max_seq_len = 12;
+    o.pad_multiple = 4;
+    assert_int_equal(prepack_plan_joined(&p, five, 2, one, 1, &o, &d),
+                     PREPACK_EOVERLONG);
+    assert_string_equal(d.message,
+                        "the group of sequences 0..1 has 10 tokens (16 with "
+                        "each sequence padded to a multiple of 4), more than "
+                        "max_seq_len 12");
+    assert_int_equal(d.record, 0);
 }
 
 int main(void)

@@ -5,6 +5,7 @@
  * array of entries with row_start offsets (CSR), so a plan costs 8 bytes per
  * item (12 with split chunks) and 4 per row. */
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -738,6 +739,28 @@ static int expand_groups(prepack_plan *plan, const uint32_t *lengths, size_t n,
     return PREPACK_OK;
 }
 
+/* An overlong group named by its sequences and real tokens, and by the
+ * padded sum the planner weighed when padding is what took it past L. */
+static void group_overlong(prepack_diag *diag, const uint32_t *lengths,
+                           const uint64_t *first, size_t g, uint32_t padded,
+                           const prepack_plan_options *o)
+{
+    uint64_t real = 0;
+    for (uint64_t s = first[g]; s < first[g + 1]; s++)
+        real += lengths[s];
+    char how[96] = "";
+    if (real != padded)
+        snprintf(how, sizeof how,
+                 " (%u with each sequence padded to a multiple of %u)",
+                 padded, o->pad_multiple);
+    pp_fail(diag, PREPACK_EOVERLONG, first[g],
+            "the group of sequences %llu..%llu has %llu tokens%s, more than "
+            "max_seq_len %u",
+            (unsigned long long)first[g],
+            (unsigned long long)(first[g + 1] - 1), (unsigned long long)real,
+            how, o->max_seq_len);
+}
+
 int prepack_plan_create_groups(prepack_plan **out, const uint32_t *lengths,
                                size_t n, const uint64_t *group_first,
                                size_t groups, const prepack_plan_options *opts,
@@ -758,15 +781,9 @@ int prepack_plan_create_groups(prepack_plan **out, const uint32_t *lengths,
     prepack_plan_options o = *opts;
     o.pad_multiple = 0; /* the group lengths are rounded already */
     rc = plan_lengths(out, glen, groups, &o, diag);
-    if (rc == PREPACK_EOVERLONG && diag && diag->record < groups) {
-        size_t g = (size_t)diag->record;
-        pp_fail(diag, rc, group_first[g],
-                "the group of sequences %llu..%llu has %u tokens, more than "
-                "max_seq_len %u",
-                (unsigned long long)group_first[g],
-                (unsigned long long)(group_first[g + 1] - 1), glen[g],
-                opts->max_seq_len);
-    }
+    if (rc == PREPACK_EOVERLONG && diag && diag->record < groups)
+        group_overlong(diag, lengths, group_first, (size_t)diag->record,
+                       glen[diag->record], opts);
     if (rc == PREPACK_OK &&
         expand_groups(*out, lengths, n, group_first, groups, glen,
                       opts->max_seq_len) !=

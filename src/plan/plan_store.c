@@ -36,9 +36,15 @@ static uint64_t *groups_from_joins(size_t n, const uint64_t *joins,
     return first;
 }
 
+/* Joins are distinct sequences 1..n-1: a count past n - 1 is refused
+ * before the array is read (a caller's njoins may run past it). */
 static int check_joins(size_t n, const uint64_t *joins, size_t njoins,
                        prepack_diag *diag)
 {
+    if (njoins && njoins >= n)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%zu joins for %zu sequences: at most one fewer",
+                       njoins, n);
     for (size_t j = 0; j < njoins; j++)
         if (joins[j] == 0 || joins[j] >= n || (j && joins[j] <= joins[j - 1]))
             return pp_fail(diag, PREPACK_EINVAL, j,
