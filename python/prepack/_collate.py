@@ -4,6 +4,7 @@ the row contract; the derived fields match include/prepack.h)."""
 import numpy as np
 
 IGNORE_INDEX = -100  # PyTorch cross-entropy's ignore_index
+INT32_MAX = 2**31 - 1  # cu_seqlens are int32
 FORMS = ("varlen", "hf", "flex", "padded")
 
 
@@ -203,6 +204,17 @@ def cp_split(batch, cp_rank, cp_size):
     return out
 
 
+def pad_multiple_of(value):
+    """pad_multiple as an int, 1 for none (0, 1, None): at most 2^31 - 1,
+    since one sequence padded to M tokens must fit int32 cu_seqlens (the
+    C batch's options hold a uint32, which would wrap a larger M)."""
+    m = max(int(value or 1), 1)
+    if m > INT32_MAX:
+        raise ValueError(f"pad_multiple {m} is more than {INT32_MAX}: one "
+                         f"sequence padded to it passes int32 cu_seqlens")
+    return m
+
+
 def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
             mask_4d=False, return_flash_attn_kwargs=False,
             return_seq_idx=False, num_items_in_batch=False,
@@ -249,8 +261,9 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     tensors="pt" returns torch tensors instead of numpy arrays."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
-    if pad_multiple and pad_multiple > 1:
-        rows = _pad_rows(rows, int(pad_multiple), pad_id)
+    pad_multiple = pad_multiple_of(pad_multiple)
+    if pad_multiple > 1:
+        rows = _pad_rows(rows, pad_multiple, pad_id)
     if form == "padded":
         # no rows: an empty [0, max_seq_len] batch, as the C batcher's
         width = max_seq_len or max((len(r["input_ids"]) for r in rows),
@@ -260,14 +273,14 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
         flat = _flat(rows)
         batch = shape_flat(flat, form, return_flash_attn_kwargs,
                            return_seq_idx)
-        if pad_multiple and pad_multiple > 1:
+        if pad_multiple > 1:
             # the padded rows' cu_seqlens are the physical offsets
             padded_cu = flat["cu_seqlens"]
             batch["cu_seqlens_padded"] = padded_cu
             batch["cu_seqlens"] = _real_cu(rows)
             if form == "varlen":  # the longest padded sequence bounds both
                 batch["max_seqlen"] = int(np.diff(padded_cu).max(initial=0))
-    if pad_multiple and pad_multiple > 1 and form == "padded":
+    if pad_multiple > 1 and form == "padded":
         _mask_padding(batch, rows)
     return finish(batch, form, tensors, num_items_in_batch=num_items_in_batch,
                   loss_weights=loss_weights, position_offset=position_offset)

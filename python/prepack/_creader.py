@@ -13,7 +13,8 @@ import ctypes
 import numpy as np
 
 from . import _native
-from ._collate import FORMS, IGNORE_INDEX, collate, finish, shape_flat
+from ._collate import (FORMS, IGNORE_INDEX, INT32_MAX, collate, finish,
+                       pad_multiple_of, shape_flat)
 from ._errors import CorruptShardError, ShardSetError
 from ._format import token_numpy_dtype
 
@@ -98,10 +99,12 @@ class CReader(_native.Handle):
         row that padding pushes past L raises ShardSetError."""
         idx = np.ascontiguousarray(indices, dtype=np.uintp)
         n, L = len(idx), self.max_seq_len
-        m = max(int(pad_multiple), 1)
+        m = pad_multiple_of(pad_multiple)
         seqs = max(n * L, 1)  # no row holds more than L tokens or sequences
-        # padding adds at most M - 1 tokens to each sequence of >= 1 token
-        cap = seqs if padded else max(n * L * m, 1)
+        # padding adds at most M - 1 tokens to each sequence of >= 1 token;
+        # a flat batch past INT32_MAX tokens the C batch refuses (int32
+        # cu_seqlens)
+        cap = seqs if padded else min(max(n * L * m, 1), INT32_MAX)
         names = ("input_ids", "position_ids", "labels") + \
             (("doc_ids",) if doc_ids else ())
         block = np.empty((len(names), cap), np.int64)  # one allocation
@@ -160,7 +163,7 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
     other than the reader's L."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
-    m = max(int(loss_options.pop("pad_multiple", 1) or 1), 1)
+    m = pad_multiple_of(loss_options.pop("pad_multiple", 1))
     if form == "padded":
         try:
             b = reader.batch(indices, padded=True, pad_id=pad_id,

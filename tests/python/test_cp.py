@@ -236,3 +236,26 @@ def test_c_batch_padded_past_l_is_refused(prepack_bin, tmp_path):
     flat = c._c.batch([full], pad_multiple=16)  # flat batches grow past L
     assert int(flat["cu_seqlens_padded"][-1]) > 64
     assert flat["cu_seqlens"].tolist() == c[full]["cu_seqlens"].tolist()
+
+
+@pytest.mark.parametrize("m", [2**31, 2**32 + 4])
+def test_pad_multiple_past_int32_is_refused(prepack_bin, tmp_path, m):
+    """One sequence padded to M > 2^31 - 1 tokens cannot be told by int32
+    cu_seqlens: collate refuses M before padding anything (it allocated M
+    tokens a sequence and wrapped the offsets), and so does the C batch,
+    whose uint32 option wrapped 2^32 + 4 to 4 and padded to that."""
+    out = _random_set(prepack_bin, tmp_path, 4, 1)
+    py = prepack.ShardSet(out, backend="python")
+    for form in ("varlen", "padded"):
+        with pytest.raises(ValueError, match="more than 2147483647"):
+            prepack.collate([py[0]], form, pad_multiple=m, max_seq_len=64)
+        with pytest.raises(ValueError, match="more than 2147483647"):
+            py.batch([0], form, pad_multiple=m, max_seq_len=64)
+    if not os.environ.get("PREPACK_LIBRARY"):
+        return
+    c = prepack.ShardSet(out, backend="c")
+    for padded in (False, True):
+        with pytest.raises(ValueError, match="more than 2147483647"):
+            c._c.batch([0], padded=padded, pad_multiple=m)
+    with pytest.raises(ValueError, match="more than 2147483647"):
+        c.batch([0], "varlen", pad_multiple=m)
