@@ -417,12 +417,12 @@ def copy_array(ptr, n, dtype):
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)
 
 
-_MAX_ID = 2**32 - 1
+MAX_ID = 2**32 - 1
 
 
 def _bad_token(i, j, value, why):
     return ValueError(f"sequence {i}, position {j}: {value!r} {why} (token "
-                      f"ids are integers in 0..{_MAX_ID})")
+                      f"ids are integers in 0..{MAX_ID})")
 
 
 def _first_bad_element(i, seq):
@@ -432,7 +432,7 @@ def _first_bad_element(i, seq):
         if isinstance(v, (bool, np.bool_)) or not isinstance(
                 v, (int, np.integer)):
             return _bad_token(i, j, v, "is not an integer")
-        if not 0 <= int(v) <= _MAX_ID:
+        if not 0 <= int(v) <= MAX_ID:
             return _bad_token(i, j, int(v), "is out of range")
     return ValueError(f"sequence {i}: not a sequence of token ids")
 
@@ -462,7 +462,7 @@ def token_array(i, seq):
         if not isinstance(seq, np.ndarray) and any(
                 isinstance(v, (bool, np.bool_)) for v in seq):
             raise _first_bad_element(i, seq)  # numpy made True a 1
-        bad = np.flatnonzero((a < 0) | (a > _MAX_ID))
+        bad = np.flatnonzero((a < 0) | (a > MAX_ID))
         if bad.size:
             j = int(bad[0])
             raise _bad_token(i, j, int(a[j]), "is out of range")
@@ -475,7 +475,7 @@ def token_array(i, seq):
     if a.dtype == object:  # Python ints (maybe past int64) or anything
         values = a.tolist()
         if all(isinstance(v, (int, np.integer)) and not isinstance(
-                v, (bool, np.bool_)) and 0 <= int(v) <= _MAX_ID
+                v, (bool, np.bool_)) and 0 <= int(v) <= MAX_ID
                for v in values):
             return np.array(values, dtype=np.uint32)
         raise _first_bad_element(i, values)
@@ -506,9 +506,9 @@ def sequence_args(sequences):
     np.cumsum(sizes, out=offsets[1:])
     flat = np.concatenate(parts) if n else np.zeros(0, np.uint32)
     if flat.size and flat.dtype != np.uint32:
-        bad = (flat.min() < 0) or (flat.max() > _MAX_ID)
+        bad = (flat.min() < 0) or (flat.max() > MAX_ID)
         if bad:  # name the first bad one, as token_array would
-            j = int(np.flatnonzero((flat < 0) | (flat > _MAX_ID))[0])
+            j = int(np.flatnonzero((flat < 0) | (flat > MAX_ID))[0])
             i = int(np.searchsorted(offsets, j, side="right")) - 1
             raise _bad_token(i, j - int(offsets[i]), int(flat[j]),
                              "is out of range")

@@ -144,11 +144,11 @@ def _tokens(values, offsets, where, name):
             j = int(bad[0])
             raise _bad_value(where, name, offsets, j, int(values[j]),
                              "token ids must be non-negative")
-        bad = np.flatnonzero(values > _native._MAX_ID)
+        bad = np.flatnonzero(values > _native.MAX_ID)
         if len(bad):
             j = int(bad[0])
             raise _bad_value(where, name, offsets, j, int(values[j]),
-                             f"token ids must be at most {_native._MAX_ID}")
+                             f"token ids must be at most {_native.MAX_ID}")
     return values.astype(np.uint32)
 
 
