@@ -102,18 +102,18 @@ static int check_options(const char *dir, const prepack_step_options *o,
         return pp_invalid_argument(diag);
     if (o->ninputs == 0)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "a job needs at least one input");
+                       "the steps need at least one input");
     if (o->ninputs > UINT32_MAX - 1)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "a job takes at most %u inputs", UINT32_MAX - 1);
+                       "the steps take at most %u inputs", UINT32_MAX - 1);
     if (o->writer.shard_bytes)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "a job in steps splits shards by rows (shard_rows, "
+                       "the steps split shards by rows (shard_rows, "
                        "--shard-rows): where shard_bytes ends a shard "
                        "depends on every frame written before it");
     if (o->writer.overwrite)
         return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                       "a job in steps writes into an empty directory; "
+                       "the steps write into an empty directory; "
                        "overwrite is for a set written in one process");
     for (size_t i = 0; i < o->ninputs; i++)
         if (!o->inputs[i] || !strcmp(o->inputs[i], "-"))
@@ -126,7 +126,7 @@ static int check_options(const char *dir, const prepack_step_options *o,
 static int link_refused(const char *what, prepack_diag *diag)
 {
     return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                   "%s is a symbolic link or not a directory: a job's "
+                   "%s is a symbolic link or not a directory: the steps' "
                    "directories are never entered through a link (remove "
                    "it, or give the real directory)",
                    what);
@@ -161,9 +161,9 @@ static int open_dirs(pp_job *j, int create, prepack_diag *diag)
     if (j->job_fd < 0 && errno == ENOENT && create) {
         if (!dir_is_empty(j->dir_fd))
             return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                           "%s is not empty: a job in steps writes a new "
-                           "set into an empty directory (or one holding "
-                           "this job's %s)",
+                           "%s is not empty: the steps write a new set "
+                           "into an empty directory (or one holding "
+                           "their %s)",
                            j->dir, PP_JOB_DIR);
         if (mkdirat(j->dir_fd, PP_JOB_DIR, 0777) != 0 && errno != EEXIST)
             return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,

@@ -33,7 +33,7 @@ UNMIRRORED = {
     "prepack_ingest_options": "Python adds sequences itself, no ingest",
     "prepack_row_references": "plan-only sets are written by the command",
     "prepack_step_options": "the steps run through the command "
-                           "(prepack.distributed)",
+                           "(prepack.steps)",
     "prepack_step_result": "the steps run through the command",
     "prepack_reader_options": "Python opens readers with NULL options",
 }
