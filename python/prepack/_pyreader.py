@@ -156,7 +156,22 @@ class PyReader:
         return rows
 
     def _row(self, obj, s, f):
+        """Row obj of frame f of shard s, its fields as numpy arrays, each
+        checked as the C reader checks it (reader.c's copy_fields)."""
         where = f"{self._paths[s]}: frame {f}"
+        row = self._fields(obj, where)
+        if self.references:
+            row.pop("input_ids", None)
+            self._fetch_tokens(row, where)
+        for key in ("input_ids", "cu_seqlens", "seq_ids"):
+            if key not in row:
+                raise CorruptShardError(f"{where}: a row lacks {key}")
+        self._check_dtype(row, where)
+        self._check_shape(row, where)
+        return row
+
+    def _fields(self, obj, where):
+        """The msgpack map's known fields as arrays: bins of whole values."""
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
         row = {}
@@ -171,12 +186,12 @@ class PyReader:
             if len(value) % dtype.itemsize:
                 raise CorruptShardError(f"{where}: {key} has a partial value")
             row[key] = np.frombuffer(value, dtype=dtype)
-        if self.references:
-            row.pop("input_ids", None)
-            self._fetch_tokens(row, where)
-        for key in ("input_ids", "cu_seqlens", "seq_ids"):
-            if key not in row:
-                raise CorruptShardError(f"{where}: a row lacks {key}")
+        return row
+
+    def _check_dtype(self, row, where):
+        """Tokens whose byte count fits the other token dtype and not the
+        manifest's: a manifest edited to the wrong token_dtype, said so
+        rather than as fields that disagree."""
         cu, t = row["cu_seqlens"], len(row["input_ids"])
         mine = self.token_dtype.name
         other = next(d for d in TOKEN_DTYPES if d != mine)
@@ -189,6 +204,12 @@ class PyReader:
                 f"the row's other fields as {other} tokens, not "
                 f"{mine}: the manifest's token_dtype does not match "
                 f"the shards")
+
+    def _check_shape(self, row, where):
+        """cu_seqlens from 0 strictly up to the row's tokens (at most L,
+        and at most L with each sequence padded to pad_multiple), and
+        every other field the length it must be."""
+        cu, t = row["cu_seqlens"], len(row["input_ids"])
         k = len(cu) - 1
         if (k < 1 or cu[0] != 0 or cu[-1] != t or (cu[1:] <= cu[:-1]).any()
                 or t > self.max_seq_len or len(row["seq_ids"]) != k
@@ -204,7 +225,6 @@ class PyReader:
                     f"{where}: its sequences padded to multiples of {m} take "
                     f"{padded} tokens, more than max_seq_len "
                     f"{self.max_seq_len}")
-        return row
 
     def _fetch_tokens(self, row, where):
         """A plan-only row's input_ids, read from the referenced files;

@@ -1,4 +1,5 @@
-/* Job files: see record.h. */
+/* Records in the job directory, written through a hash and read back
+ * through a bounded cursor (the format and why: record.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>

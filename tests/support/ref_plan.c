@@ -1,3 +1,5 @@
+/* The reference planner of ref_plan.h: each algorithm's textbook rule as an
+ * O(N x rows) scan, which test_plan and test_groups hold the planner to. */
 #include "ref_plan.h"
 
 #include <stdlib.h>
