@@ -14,6 +14,7 @@ same sequences give the same shards whichever way they come in.
 """
 
 import ctypes
+import numbers
 import os
 
 import numpy as np
@@ -182,6 +183,25 @@ def _mask(batch, ids, offsets, where, loss_mask, labels):
 
 # ---- packing ---------------------------------------------------------------
 
+# Each integer option's range: the C field it fills (ctypes keeps a wider
+# value's low bits, so max_seq_len 2**32 + 16 planned rows of 16 tokens).
+_U32, _U64, _INT = (0, 2**32 - 1), (0, 2**64 - 1), (-2**31, 2**31 - 1)
+_INT_RANGES = {"max_seq_len": _U32, "max_seqs_per_row": _U32,
+               "pad_multiple": _U32, "seed": _U64, "batch_size": _U64,
+               "rows_per_frame": _U32, "shard_rows": _U64, "shard_bytes": _U64,
+               "level": _INT, "threads": _INT}
+
+
+def _check_ints(**values):
+    """Each integer option within its C field, else a ValueError naming it
+    (never a value wrapped to another)."""
+    for name, v in values.items():
+        lo, hi = _INT_RANGES[name]
+        if not isinstance(v, numbers.Integral) or not lo <= v <= hi:
+            raise ValueError(f"{name} must be an integer in {lo}..{hi}, "
+                             f"not {v!r}")
+
+
 def _check_options(algo, overlong, token_dtype, shard_rows=0, shard_bytes=0):
     if algo not in _native.ALGOS or overlong not in _native.OVERLONGS:
         raise ValueError(f"algo must be one of {list(_native.ALGOS)} and "
@@ -254,6 +274,8 @@ def stats_dataset(source, max_seq_len, column="input_ids",
     the plan's figures (a dict), nothing written but the report's picture
     to svg when given (`stats --svg`)."""
     _check_options(algo, overlong, token_dtype)
+    _check_ints(max_seq_len=max_seq_len, max_seqs_per_row=max_seqs_per_row,
+                batch_size=batch_size, pad_multiple=pad_multiple)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, False, 0, token_dtype,
                        tmp_dir, batch_size, read_rows, group, pad_multiple)
@@ -286,6 +308,11 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     data raises DatasetError naming the input, row group (or batch), row
     and value; a source with no rows, naming its files."""
     _check_options(algo, overlong, token_dtype, shard_rows, shard_bytes)
+    _check_ints(max_seq_len=max_seq_len, max_seqs_per_row=max_seqs_per_row,
+                seed=seed, rows_per_frame=rows_per_frame,
+                shard_rows=shard_rows, shard_bytes=shard_bytes, level=level,
+                threads=threads, batch_size=batch_size,
+                pad_multiple=pad_multiple)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                        tmp_dir, batch_size, read_rows, group, pad_multiple)

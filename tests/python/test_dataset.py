@@ -239,3 +239,23 @@ def test_datasets_in_their_own_row_order(tmp_path):
     with pytest.raises(DatasetError, match="pass one split"):
         prepack.pack_dataset(DatasetDict({"train": ds}), tmp_path / "d",
                              max_seq_len=16)
+
+
+@pytest.mark.parametrize("option,value", [
+    ("max_seq_len", 2**32 + 16), ("pad_multiple", 2**32 + 8),
+    ("max_seqs_per_row", 2**32 + 1), ("pad_multiple", -8),
+    ("batch_size", -1), ("max_seq_len", 16.5)])
+def test_integer_options_out_of_their_field_are_refused(option, value,
+                                                        tmp_path):
+    """An integer option past its C field is a ValueError naming it: ctypes
+    kept the low bits, so max_seq_len 2**32 + 16 planned rows of 16 tokens
+    and pad_multiple 2**32 + 8 padded to 8, without a word."""
+    table = pa.table({"input_ids": [[1] * 5, [2] * 7]})
+    options = dict(max_seq_len=16)
+    options[option] = value
+    from prepack.dataset import stats_dataset
+    with pytest.raises(ValueError, match=f"^{option} must be an integer"):
+        stats_dataset(table, **options)
+    with pytest.raises(ValueError, match=f"^{option} must be an integer"):
+        prepack.pack_dataset(table, tmp_path / "set", **options)
+    assert not (tmp_path / "set").exists()
