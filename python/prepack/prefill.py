@@ -112,6 +112,11 @@ def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
     lib = _native.library()
     if algo not in _native.ALGOS:
         raise ValueError(f"algo must be one of {list(_native.ALGOS)}")
+    for name, v in (("capacity", capacity or 0), ("pad_id", pad_id)):
+        # uint32 fields: ctypes would keep a wider value's low bits
+        if not isinstance(v, (int, np.integer)) or not 0 <= v <= 2**32 - 1:
+            raise ValueError(f"{name} must be an integer in 0..{2**32 - 1}, "
+                             f"not {v!r}")
     opts = _native.PrefillOptions(capacity or 0,
                                   _native.enum_value("algo", algo), pad_id)
     out = ctypes.POINTER(_native.Prefill)()

@@ -166,6 +166,12 @@ def test_errors():
         pack_prompts([[1, 2], []])
     with pytest.raises(ValueError, match="more than max_seq_len"):
         pack_prompts([[1] * 10], capacity=4)
+    # uint32 fields: 2**32 + 16 packed rows of 16, pad_id -1 padded with
+    # 2**32 - 1, until they were refused
+    for bad in (dict(capacity=2**32 + 16), dict(pad_id=-1),
+                dict(pad_id=2**32)):
+        with pytest.raises(ValueError, match="must be an integer in"):
+            pack_prompts([[1] * 10, [2] * 6], **bad)
 
 
 def test_docs_example_runs():
