@@ -482,7 +482,8 @@ size_t second_use(const std::vector<key_place> &keys,
                   const std::vector<std::string_view> &names, size_t lo,
                   size_t hi)
 {
-    std::vector<key_place> run(keys.begin() + long(lo), keys.begin() + long(hi));
+    std::vector<key_place> run(keys.begin() + long(lo),
+                               keys.begin() + long(hi));
     std::stable_sort(run.begin(), run.end(), [&](key_place a, key_place b) {
         return names[a.place] < names[b.place];
     }); // a crafted collision costs a sort, never a quadratic scan
