@@ -1,0 +1,205 @@
+"""prepack.text against the installed TRL: for the same examples and the
+same tokenizer, every record's input_ids and loss mask equal what TRL's
+SFTTrainer._prepare_dataset makes of them (its labels: the token where
+trained, -100 elsewhere), for the four shapes and both loss options. And
+each kind of bad record refused naming the record and the field.
+
+The tokenizer is made here, offline: a byte-level BPE trained with the
+`tokenizers` library on the Python documentation's licence text (shipped
+in fixtures/corpus), with a ChatML template that marks the assistant's
+turns with {% generation %}."""
+import os
+import types
+
+import pytest
+
+from conftest import ROOT
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
+datasets = pytest.importorskip("datasets")
+
+from prepack import text as ptext  # noqa: E402
+
+CHATML = (
+    "{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\n' }}"
+    "{% if m['role'] == 'assistant' %}{% generation %}"
+    "{{ m['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ m['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+PLAIN = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}"
+         "{% endfor %}")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import trainers
+    licence = os.path.join(ROOT, "fixtures", "corpus",
+                           "LICENSE-python-docs.txt")
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tk.train([licence], trainers.BpeTrainer(
+        vocab_size=600, special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", bos_token=None,
+        pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    d = tmp_path_factory.mktemp("tok")
+    fast.save_pretrained(d)
+    return str(d)
+
+
+TEXT = [{"text": "The Python Software Foundation is a non-profit."},
+        {"text": "Licence terms.<|im_end|>"}]
+PROMPT_COMPLETION = [
+    {"prompt": "Who holds the copyright?", "completion": " The PSF."},
+    {"prompt": "Is it free", "completion": "? Yes, under the licence."}]
+MESSAGES = [
+    {"messages": [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": "What is Python?"},
+                  {"role": "assistant", "content": "A language."},
+                  {"role": "user", "content": "Licence?"},
+                  {"role": "assistant", "content": "PSF licence."}]},
+    {"messages": [{"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello there."}]}]
+CONV_PROMPT_COMPLETION = [
+    {"prompt": [{"role": "user", "content": "What is Python?"}],
+     "completion": [{"role": "assistant", "content": "A language."}]},
+    {"prompt": [{"role": "system", "content": "Terse."},
+                {"role": "user", "content": "Licence?"}],
+     "completion": [{"role": "assistant", "content": "PSF."}]}]
+
+
+def trl_prepared(tok, examples, assistant_only_loss, completion_only_loss,
+                 tmp_path):
+    """TRL's own preparation of the examples: (input_ids, labels) each."""
+    args = trl_sft.SFTConfig(output_dir=str(tmp_path / "trl"),
+                             assistant_only_loss=assistant_only_loss,
+                             completion_only_loss=completion_only_loss,
+                             max_length=None, dataset_num_proc=None,
+                             report_to=[], bf16=False, use_cpu=True)
+    trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=None,
+                                    completion_only_loss=completion_only_loss)
+    ds = trl_sft.SFTTrainer._prepare_dataset(
+        trainer, datasets.Dataset.from_list(examples), tok, args,
+        packing=False, formatting_func=None, dataset_name="test")
+    return [(r["input_ids"], r["labels"]) for r in ds]
+
+
+def ours(tok, examples, **options):
+    encode = ptext.Tokenize(tok, **options)
+    out = []
+    for i, e in enumerate(examples):
+        ids, mask = encode(e, f"record {i}")
+        labels = ids if mask is None else \
+            [t if m else -100 for t, m in zip(ids, mask)]
+        out.append((ids, labels))
+    return out
+
+
+@pytest.mark.parametrize("examples", [TEXT, PROMPT_COMPLETION, MESSAGES,
+                                      CONV_PROMPT_COMPLETION],
+                         ids=["text", "prompt-completion", "messages",
+                              "conversational prompt-completion"])
+@pytest.mark.parametrize("assistant_only_loss", [False, True])
+@pytest.mark.parametrize("completion_only_loss", [False, True])
+def test_equal_to_trls_preparation(tokenizer_dir, tmp_path, examples,
+                                   assistant_only_loss, completion_only_loss):
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    conversational = "messages" in examples[0] or \
+        isinstance(examples[0].get("prompt"), list)
+    if assistant_only_loss and not conversational:
+        pytest.skip("assistant_only_loss is for conversations")
+    want = trl_prepared(tok, examples, assistant_only_loss,
+                        completion_only_loss, tmp_path)
+    got = ours(tok, examples, assistant_only_loss=assistant_only_loss,
+               completion_only_loss=completion_only_loss)
+    assert got == want
+    # the masks are not trivial where a rule applies
+    if assistant_only_loss or (completion_only_loss and
+                               "prompt" in examples[0]):
+        assert all(-100 in labels for _, labels in got)
+
+
+def test_assistant_mask_is_transformers(tokenizer_dir):
+    """Conversations: the same ids and mask as apply_chat_template's
+    return_assistant_tokens_mask."""
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    for e in MESSAGES:
+        want = tok.apply_chat_template(e["messages"], tokenize=True,
+                                       return_dict=True,
+                                       return_assistant_tokens_mask=True)
+        ids, mask = ptext.Tokenize(tok, assistant_only_loss=True)(e, "r")
+        assert ids == list(want["input_ids"])
+        assert mask == list(want["assistant_masks"])
+
+
+def test_chat_template_from_a_file(tokenizer_dir, tmp_path):
+    plain = tmp_path / "plain.jinja"
+    plain.write_text(PLAIN)
+    tok = ptext.load_tokenizer(tokenizer_dir, chat_template=plain)
+    ids, mask = ptext.Tokenize(tok)(MESSAGES[1], "r")
+    assert mask is None
+    assert tok.decode(ids) == "user: Hi\nassistant: Hello there.\n"
+    with pytest.raises(ptext.TextError, match=r"r: the tokenizer's chat "
+                       r"template has no \{% generation %\} block"):
+        ptext.Tokenize(tok, assistant_only_loss=True)(MESSAGES[1], "r")
+
+
+BAD = [
+    ({"txt": "x"}, "none of the fields 'text'"),
+    ({"text": 7}, "text is int, not a string"),
+    ({"prompt": "a"}, "a 'prompt' without a 'completion'"),
+    ({"prompt": "a", "completion": None}, "completion is NoneType"),
+    ({"messages": "hi"}, "messages is not a non-empty list"),
+    ({"messages": []}, "messages is not a non-empty list"),
+    ({"messages": ["hi"]}, r"messages\[0\] is not an object"),
+    ({"messages": [{"role": "wizard", "content": "x"}]},
+     r"messages\[0\].role is 'wizard'"),
+    ({"messages": [{"role": "user", "content": 3}]},
+     r"messages\[0\].content is not a string"),
+    ({"prompt": [{"role": "user", "content": "x"}], "completion": "y"},
+     "completion is not a non-empty list"),
+    ("a string", "not an object"),
+]
+
+
+@pytest.mark.parametrize("record,message", BAD,
+                         ids=[str(i) for i in range(len(BAD))])
+def test_bad_records_are_named(tokenizer_dir, record, message):
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    with pytest.raises(ptext.TextError, match=r"^data.jsonl:3: " + message):
+        ptext.Tokenize(tok)(record, "data.jsonl:3")
+
+
+def test_no_assistant_tokens_is_refused(tokenizer_dir):
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    with pytest.raises(ptext.TextError, match="record 4: messages has no "
+                       "assistant tokens"):
+        ptext.Tokenize(tok, assistant_only_loss=True)(
+            {"messages": [{"role": "user", "content": "x"}]}, "record 4")
+
+
+def test_a_template_that_fails_is_named(tokenizer_dir, tmp_path):
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{{ messages[0]['content'] | no_such_filter }}")
+    tok = ptext.load_tokenizer(tokenizer_dir, chat_template=broken)
+    with pytest.raises(ptext.TextError, match="r: the tokenizer's chat "
+                       "template fails to render messages"):
+        ptext.Tokenize(tok)(MESSAGES[1], "r")
+
+
+def test_missing_tokenizer_and_template_are_named(tokenizer_dir, tmp_path):
+    with pytest.raises(ptext.TextError, match="nowhere: no such tokenizer"):
+        ptext.load_tokenizer(tmp_path / "nowhere")
+    with pytest.raises(ptext.TextError, match="none.jinja: cannot read"):
+        ptext.load_tokenizer(tokenizer_dir, chat_template=tmp_path /
+                             "none.jinja")
