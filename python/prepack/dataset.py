@@ -59,6 +59,20 @@ def _table_batches(table, columns, batch_rows):
         first += b.num_rows
 
 
+def _wanted(names, column, optional, where):
+    """The columns to read: column (or, for text, those present of a tuple
+    of alternatives), then the optional ones present; DatasetError naming
+    what is missing (`where`: "PATH: " and "it", or "" and "the table")."""
+    required = column if isinstance(column, tuple) else (column,)
+    have = [c for c in required if c in names]
+    if not have:
+        prefix, it = where
+        raise DatasetError(f"{prefix}no column "
+                           f"{' or '.join(map(repr, required))} ({it} has "
+                           f"{names})")
+    return have + [c for c in optional if c and c in names and c not in have]
+
+
 def _file_batches(path, column, optional, batch_rows):
     """(path, unit, unit index, first row, RecordBatch) of a Parquet file
     (a row group at a time) or an Arrow IPC file or stream."""
@@ -71,11 +85,8 @@ def _file_batches(path, column, optional, batch_rows):
             f = pq.ParquetFile(path)
         except Exception as e:
             raise DatasetError(f"{path}: not a Parquet file ({e})") from None
-        names = f.schema_arrow.names
-        if column not in names:
-            raise DatasetError(f"{path}: no column {column!r} (it has "
-                               f"{names})")
-        columns = [column] + [c for c in optional if c and c in names]
+        columns = _wanted(f.schema_arrow.names, column, optional,
+                          (f"{path}: ", "it"))
         first = 0
         for g in range(f.num_row_groups):
             t = f.read_row_group(g, columns=columns)
@@ -95,11 +106,8 @@ def _file_batches(path, column, optional, batch_rows):
                                f"Arrow IPC file or stream ({e})") from None
     first = 0
     for i, b in enumerate(pieces):
-        names = b.schema.names
-        if column not in names:
-            raise DatasetError(f"{path}: no column {column!r} (it has "
-                               f"{names})")
-        columns = [column] + [c for c in optional if c and c in names]
+        columns = _wanted(b.schema.names, column, optional,
+                          (f"{path}: ", "it"))
         yield path, "batch", i, first, b.select(columns)
         first += b.num_rows
 
@@ -219,7 +227,7 @@ class _Planned:
     def __init__(self, source, max_seq_len, column, loss_mask, labels, algo,
                  overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                  tmp_dir, batch_size, read_rows, group="group",
-                 pad_multiple=0):
+                 pad_multiple=0, text=None):
         self.lib = lib = _native.library()
         diag = _native.Diag()
         self.store, self.plan = ctypes.c_void_p(), ctypes.c_void_p()
@@ -231,7 +239,7 @@ class _Planned:
                diag)
         try:
             _read_into(lib, self.store, source, column, loss_mask, labels,
-                       read_rows, group)
+                       read_rows, group, text)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
             self.options = _native.PlanOptions(
@@ -269,16 +277,17 @@ def stats_dataset(source, max_seq_len, column="input_ids",
                   loss_mask="loss_mask", labels="labels", algo="ffd",
                   overlong="error", max_seqs_per_row=0, token_dtype="auto",
                   tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                  pad_multiple=0, svg=None):
-    """What `prepack stats` reports, for the same sources as pack_dataset:
-    the plan's figures (a dict), nothing written but the report's picture
-    to svg when given (`stats --svg`)."""
+                  pad_multiple=0, svg=None, **text_options):
+    """What `prepack stats` reports, for the same sources as pack_dataset
+    (text with a tokenizer too): the plan's figures (a dict), nothing
+    written but the report's picture to svg when given (`stats --svg`)."""
     _check_options(algo, overlong, token_dtype)
     _check_ints(max_seq_len=max_seq_len, max_seqs_per_row=max_seqs_per_row,
                 batch_size=batch_size, pad_multiple=pad_multiple)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, False, 0, token_dtype,
-                       tmp_dir, batch_size, read_rows, group, pad_multiple)
+                       tmp_dir, batch_size, read_rows, group, pad_multiple,
+                       _text(**text_options))
     try:
         _draw(planned, svg)
         return planned.stats()
@@ -292,10 +301,19 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                  rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
                  threads=1, overwrite=False, token_dtype="auto",
                  tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                 pad_multiple=0, svg=None):
+                 pad_multiple=0, svg=None, **text_options):
     """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
     Arrow IPC files) into a shard set in out_dir, with every option of
-    `prepack pack` (the same names, underscores for dashes). `column` holds
+    `prepack pack` (the same names, underscores for dashes).
+
+    With `tokenizer` (a Hugging Face tokenizer directory, or a loaded
+    tokenizer) the rows hold text instead (`text`, `prompt` and
+    `completion`, or `messages`, as TRL names its formats), tokenized and
+    masked as prepack.text does; the other text options are
+    `chat_template` (a Jinja file), `assistant_only_loss` (False),
+    `completion_only_loss` (True), `add_eos` (True) and `text_field`.
+
+    Otherwise `column` holds
     the token ids (a list of integers per row); a `loss_mask` (0/1) or
     `labels` (the token or -100) column, when present, becomes the loss
     mask. A `group` column (any values; null = none) keeps consecutive rows
@@ -315,7 +333,8 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                 pad_multiple=pad_multiple)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, shuffle, seed, token_dtype,
-                       tmp_dir, batch_size, read_rows, group, pad_multiple)
+                       tmp_dir, batch_size, read_rows, group, pad_multiple,
+                       _text(**text_options))
     try:
         wo = _native.WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
                             int(overwrite), threads, None)
@@ -349,12 +368,86 @@ def _joins(batch, group, base, previous):
     return np.asarray(ids, dtype=np.uint64)
 
 
+def _text(tokenizer=None, chat_template=None, assistant_only_loss=False,
+          completion_only_loss=True, add_eos=True, text_field="text"):
+    """The text options as one _Text, or None without a tokenizer."""
+    if tokenizer is None:
+        if chat_template is not None:
+            raise ValueError("chat_template without a tokenizer")
+        return None
+    return _Text(tokenizer, chat_template, assistant_only_loss,
+                 completion_only_loss, add_eos, text_field)
+
+
+class _Text:
+    """Text columns tokenized as they are read (prepack.text): the columns
+    a record may hold, and each batch turned into input_ids and
+    loss_mask (the group column carried over)."""
+
+    def __init__(self, tokenizer, chat_template, assistant_only_loss,
+                 completion_only_loss, add_eos, text_field):
+        from . import text as ptext
+        try:
+            if isinstance(tokenizer, (str, os.PathLike)):
+                name = f"{os.fspath(tokenizer)}'s chat template"
+                tokenizer = ptext.load_tokenizer(tokenizer, chat_template)
+            elif chat_template is not None:
+                raise ValueError("chat_template with a loaded tokenizer: "
+                                 "set its chat_template instead")
+            else:
+                name = "the tokenizer's chat template"
+        except ptext.TextError as e:
+            raise DatasetError(str(e)) from None
+        if chat_template is not None:
+            name = f"the chat template {os.fspath(chat_template)}"
+        self.encode = ptext.Tokenize(
+            tokenizer, assistant_only_loss=assistant_only_loss,
+            completion_only_loss=completion_only_loss, add_eos=add_eos,
+            text_field=text_field, template_name=name)
+        self.error = ptext.TextError
+        self.columns = (text_field, "prompt", "messages")
+
+    def tokenized(self, batch, where, group):
+        import pyarrow as pa
+        ids, masks, offsets = [], [], [0]
+        for r, row in enumerate(batch.to_pylist()):
+            record = {k: v for k, v in row.items()
+                      if v is not None and k != group}
+            try:
+                i, m = self.encode(record, where.row(r))
+            except self.error as e:
+                raise DatasetError(str(e)) from None
+            ids.append(np.asarray(i, dtype=np.uint32))
+            masks.append(m)
+            offsets.append(offsets[-1] + len(i))
+        offs = pa.array(offsets, pa.int64())
+        values = np.concatenate(ids) if ids else np.zeros(0, np.uint32)
+        names = ["input_ids"]
+        arrays = [pa.LargeListArray.from_arrays(offs, values)]
+        if any(m is not None for m in masks):
+            flat = np.concatenate([
+                np.asarray(m, np.uint8) if m is not None else
+                np.ones(len(i), np.uint8) for i, m in zip(ids, masks)]) \
+                if ids else np.zeros(0, np.uint8)
+            names.append("loss_mask")
+            arrays.append(pa.LargeListArray.from_arrays(offs, flat))
+        if group in batch.schema.names:
+            names.append(group)
+            arrays.append(batch.column(group))
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
 def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
-               group="group"):
+               group="group", text=None):
     current = None
     previous = [None]
+    if text is not None:  # text columns in, ids and a loss mask out
+        reading = text.columns, ("completion", group)
+        column, loss_mask, labels = "input_ids", "loss_mask", None
+    else:
+        reading = column, (loss_mask, labels, group)
     for key, name, unit, index, first, batch in _batches_with_optional(
-            source, column, loss_mask, labels, read_rows, group):
+            source, *reading, read_rows):
         if key != current:  # the input's place, not its name: a file
             # given twice is two inputs, as for `prepack pack`
             lib.prepack_store_begin_input(store, os.fsencode(name),
@@ -364,6 +457,8 @@ def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
             previous = [None]  # a group never spans inputs
         base = lib.prepack_store_sequence_count(store)
         where = _Where(name, unit, index, first)
+        if text is not None:
+            batch = text.tokenized(batch, where, group)
         values, offsets = _list_column(batch, column, where)
         tokens = np.ascontiguousarray(_tokens(values, offsets, where, column))
         mask = _mask(batch, values, offsets, where, loss_mask, labels)
@@ -399,8 +494,7 @@ def _source_name(source, most=3):
     return ", ".join(names) + more if names else "the source (no files)"
 
 
-def _batches_with_optional(source, column, loss_mask, labels, read_rows,
-                           group="group"):
+def _batches_with_optional(source, column, optional, read_rows):
     """(input number, name, unit, unit index, first row, batch): the
     source's record batches, holding the token column and whichever of the
     mask columns the source (or each file) has."""
@@ -413,38 +507,30 @@ def _batches_with_optional(source, column, loss_mask, labels, read_rows,
         # a datasets.Dataset or IterableDataset: its rows in its order
         # (select, shuffle and filter keep an index over the table, so the
         # table alone would be the wrong rows), as Arrow tables
-        for piece in _hf_batches(source, column, loss_mask, labels,
-                                 read_rows, group):
+        for piece in _hf_batches(source, column, optional, read_rows):
             yield (0,) + piece
         return
     if isinstance(source, pa.Table):
-        names = source.column_names
-        if column not in names:
-            raise DatasetError(f"no column {column!r} (the table has {names})")
-        wanted = [column] + [c for c in (loss_mask, labels, group)
-                             if c in names]
+        wanted = _wanted(source.column_names, column, optional,
+                         ("", "the table"))
         for piece in _table_batches(source, wanted, read_rows):
             yield (0,) + piece
         return
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     for k, path in enumerate(map(os.fspath, paths)):
-        for piece in _file_batches(path, column, (loss_mask, labels, group),
-                                   read_rows):
+        for piece in _file_batches(path, column, optional, read_rows):
             yield (k,) + piece
 
 
-def _hf_batches(source, column, loss_mask, labels, read_rows, group="group"):
+def _hf_batches(source, column, optional, read_rows):
     names = source.column_names
-    if names is not None and column not in names:
-        raise DatasetError(f"no column {column!r} (the dataset has {names})")
+    if names is not None:
+        _wanted(names, column, optional, ("", "the dataset"))
     first = 0
     tables = source.with_format("arrow").iter(batch_size=read_rows)
     for i, table in enumerate(tables):
-        if column not in table.column_names:
-            raise DatasetError(f"no column {column!r} (the dataset has "
-                               f"{table.column_names})")
-        wanted = [column] + [c for c in (loss_mask, labels, group)
-                             if c in table.column_names]
+        wanted = _wanted(table.column_names, column, optional,
+                         ("", "the dataset"))
         for b in table.select(wanted).to_batches():
             yield "dataset", "batch", i, first, b
             first += b.num_rows

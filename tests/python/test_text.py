@@ -203,3 +203,81 @@ def test_missing_tokenizer_and_template_are_named(tokenizer_dir, tmp_path):
     with pytest.raises(ptext.TextError, match="none.jinja: cannot read"):
         ptext.load_tokenizer(tokenizer_dir, chat_template=tmp_path /
                              "none.jinja")
+
+
+# ---- pack_dataset(tokenizer=...): text in, a verified set out -------------
+
+def _rows_by_sequence(out):
+    """seq_id -> (input_ids, loss_mask) over a set's rows."""
+    import numpy as np
+    from prepack import ShardSet
+    got = {}
+    for row in ShardSet(out):
+        cu = row["cu_seqlens"]
+        for k, sid in enumerate(row["seq_ids"]):
+            a, b = int(cu[k]), int(cu[k + 1])
+            mask = row["loss_mask"][a:b] if "loss_mask" in row else \
+                np.ones(b - a, np.uint8)
+            got[int(sid)] = (row["input_ids"][a:b].tolist(), mask.tolist())
+    return got
+
+
+@pytest.mark.parametrize("examples,options", [
+    (TEXT, {}), (PROMPT_COMPLETION, {}),
+    (MESSAGES, {"assistant_only_loss": True}),
+    (CONV_PROMPT_COMPLETION, {"assistant_only_loss": True})],
+    ids=["text", "prompt-completion", "messages",
+         "conversational prompt-completion"])
+def test_pack_dataset_tokenizes_parquet(tokenizer_dir, tmp_path, examples,
+                                        options, prepack_bin):
+    import subprocess
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from prepack import pack_dataset
+    pa_path = tmp_path / "data.parquet"
+    pq.write_table(pa.Table.from_pylist(examples * 3), pa_path)
+    out = tmp_path / "set"
+    stats = pack_dataset([str(pa_path)], out, 128, tokenizer=tokenizer_dir,
+                         **options)
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    encode = ptext.Tokenize(tok, **options)
+    want = {}
+    for i, e in enumerate(examples * 3):
+        ids, mask = encode(e, "r")
+        want[i] = (ids, mask if mask is not None else [1] * len(ids))
+    assert _rows_by_sequence(out) == want
+    assert stats["sequences"] == len(want)
+    p = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_stats_and_datasets_source(tokenizer_dir):
+    from prepack.dataset import stats_dataset
+    ds = datasets.Dataset.from_list(MESSAGES * 4)
+    s = stats_dataset(ds, 256, tokenizer=tokenizer_dir)
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    tokens = sum(len(ptext.Tokenize(tok)(e, "r")[0]) for e in MESSAGES) * 4
+    assert s["sequences"] == 8 and s["input_tokens"] == tokens
+
+
+def test_pack_dataset_names_a_bad_record(tokenizer_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from prepack.dataset import DatasetError, pack_dataset
+    path = tmp_path / "chat.parquet"
+    rows = MESSAGES + [{"messages": [{"role": "wizard", "content": "x"}]}]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(DatasetError, match=r"chat.parquet: row group 0, "
+                       r"row 2: messages\[0\].role is 'wizard'"):
+        pack_dataset([str(path)], tmp_path / "set", 128,
+                     tokenizer=tokenizer_dir)
+    assert not (tmp_path / "set").exists()
+    with pytest.raises(DatasetError, match="nowhere: no such tokenizer"):
+        pack_dataset([str(path)], tmp_path / "set", 128,
+                     tokenizer=tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match=r"no column 'text' or 'prompt' "
+                       r"or 'messages'"):
+        pq.write_table(pa.Table.from_pylist([{"body": "x"}]), path)
+        pack_dataset([str(path)], tmp_path / "set", 128,
+                     tokenizer=tokenizer_dir)
