@@ -17,7 +17,7 @@ import numpy as np
 ALGOS = ("ffd", "bfd", "nextfit")
 OVERLONGS = ("error", "truncate", "split", "drop")
 DTYPES = ("auto", "uint16", "uint32")
-_FORMATS = ("arrow",)  # the one input format Python names (dataset.py)
+_FORMATS = ("arrow", "jsonl")  # the input formats Python names (dataset.py)
 
 # prepack.h's error codes and limits that Python compares with without
 # calling the library; test_seam.py checks each against the header's

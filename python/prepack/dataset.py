@@ -14,6 +14,7 @@ same sequences give the same shards whichever way they come in.
 """
 
 import ctypes
+import json
 import numbers
 import os
 
@@ -35,6 +36,9 @@ class _Where:
     def __init__(self, name, unit, index, first):
         self.text = f"{name}: {unit} {index}"
         self.first = first
+        if unit == "lines":  # JSON lines: first is each row's line number
+            self.text = f"{name}: lines {first[0]}..{first[-1]}"
+            self.row = lambda r: f"{name}:{first[r]}"
 
     def row(self, r):
         return f"{self.text}, row {self.first + r}"
@@ -450,9 +454,9 @@ def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
             source, *reading, read_rows):
         if key != current:  # the input's place, not its name: a file
             # given twice is two inputs, as for `prepack pack`
+            fmt = "jsonl" if unit == "lines" else "arrow"
             lib.prepack_store_begin_input(store, os.fsencode(name),
-                                          _native.enum_value("format",
-                                                             "arrow"))
+                                          _native.enum_value("format", fmt))
             current = key
             previous = [None]  # a group never spans inputs
         base = lib.prepack_store_sequence_count(store)
@@ -518,8 +522,100 @@ def _batches_with_optional(source, column, optional, read_rows):
         return
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     for k, path in enumerate(map(os.fspath, paths)):
-        for piece in _file_batches(path, column, optional, read_rows):
+        if path.endswith(_JSONL):
+            if not isinstance(column, tuple):
+                raise DatasetError(f"{path}: JSON lines of token ids are "
+                                   f"the prepack command's input (prepack "
+                                   f"pack); here JSON lines need a "
+                                   f"tokenizer")
+            pieces = _jsonl_batches(path, read_rows)
+        else:
+            pieces = _file_batches(path, column, optional, read_rows)
+        for piece in pieces:
             yield (k,) + piece
+
+
+_JSONL = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json", ".json.zst",
+          ".json.gz")
+
+
+class _Records:
+    """JSON lines' records as _Text reads a batch: to_pylist(), the keys
+    (schema.names) and a column by name."""
+
+    def __init__(self, records):
+        self.records = records
+        names = {k for r in records for k in r}
+        self.schema = type("schema", (), {"names": sorted(names)})
+
+    def to_pylist(self):
+        return self.records
+
+    def column(self, name):
+        import pyarrow as pa
+        return pa.array([r.get(name) for r in self.records])
+
+
+def _jsonl_batches(path, batch_rows):
+    """(path, "lines", 0, line numbers, _Records) of a JSON-lines file
+    (plain, .zst or .gz): one object a line, blank lines skipped as the
+    command skips them."""
+    if not os.path.exists(path):
+        raise DatasetError(f"cannot open {path}: no such file")
+    records, lines, n = [], [], 0
+    with _open_lines(path) as f:
+        for n, line in _numbered(f, path):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise DatasetError(f"{path}:{n}: invalid JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}:{n}: not a JSON object")
+            records.append(obj)
+            lines.append(n)
+            if len(records) == batch_rows:
+                yield path, "lines", 0, lines, _Records(records)
+                records, lines = [], []
+    if records:
+        yield path, "lines", 0, lines, _Records(records)
+
+
+def _numbered(f, path):
+    """(line number, line as text) of f's bytes; a line that is not UTF-8,
+    or a damaged compressed stream, a DatasetError naming the line."""
+    n = 0
+    try:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}:{n}: not UTF-8") from None
+            yield n, line
+    except Exception as e:  # zstandard.ZstdError, gzip's BadGzipFile
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"{path}:{n + 1}: cannot decompress ({e})") \
+            from None
+
+
+def _open_lines(path):
+    """A file's bytes, decompressed by its suffix (.zst, .gz), to read a
+    line at a time."""
+    import io
+    try:
+        if path.endswith(".zst"):
+            import zstandard
+            raw = zstandard.ZstdDecompressor().stream_reader(
+                open(path, "rb"), closefd=True)
+            return io.BufferedReader(raw)
+        if path.endswith(".gz"):
+            import gzip
+            return gzip.open(path, "rb")
+        return open(path, "rb")
+    except OSError as e:
+        raise DatasetError(f"cannot open {path}: {e.strerror}") from None
 
 
 def _hf_batches(source, column, optional, read_rows):

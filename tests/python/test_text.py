@@ -281,3 +281,67 @@ def test_pack_dataset_names_a_bad_record(tokenizer_dir, tmp_path):
         pq.write_table(pa.Table.from_pylist([{"body": "x"}]), path)
         pack_dataset([str(path)], tmp_path / "set", 128,
                      tokenizer=tokenizer_dir)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.zst", ".jsonl.gz"])
+def test_pack_dataset_reads_json_lines(tokenizer_dir, tmp_path, suffix):
+    """Conversations as JSON lines (plain, zstd, gzip; a blank line
+    skipped), packed as the same records from Parquet are."""
+    import gzip
+    import json
+    import zstandard
+    from prepack.dataset import pack_dataset
+    records = (MESSAGES + PROMPT_COMPLETION) * 2
+    text = "\n".join(json.dumps(r) for r in records[:3]) + "\n\n" + \
+        "\n".join(json.dumps(r) for r in records[3:]) + "\n"
+    path = tmp_path / f"chat{suffix}"
+    data = text.encode()
+    if suffix.endswith(".zst"):
+        data = zstandard.ZstdCompressor().compress(data)
+    elif suffix.endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    out = tmp_path / "set"
+    pack_dataset([str(path)], out, 128, tokenizer=tokenizer_dir,
+                 read_rows=3)
+    encode = ptext.Tokenize(ptext.load_tokenizer(tokenizer_dir))
+    want = {}
+    for i, e in enumerate(records):
+        ids, mask = encode(e, "r")
+        want[i] = (ids, mask if mask is not None else [1] * len(ids))
+    assert _rows_by_sequence(out) == want
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"text": "a"}', '{"text": '], r"chat.jsonl:2: invalid JSON"),
+    (['{"text": "a"}', '', '[1, 2]'], r"chat.jsonl:3: not a JSON object"),
+    (['{"text": "a"}', '{"messages": "x"}'],
+     r"chat.jsonl:2: messages is not a non-empty list"),
+    (['{"text": "a"}', '{"body": "x"}'],
+     r"chat.jsonl:2: none of the fields 'text'")])
+def test_json_lines_errors_name_the_line(tokenizer_dir, tmp_path, lines,
+                                         message):
+    from prepack.dataset import DatasetError, pack_dataset
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        pack_dataset([str(path)], tmp_path / "set", 64,
+                     tokenizer=tokenizer_dir)
+    assert not (tmp_path / "set").exists()
+
+
+def test_json_lines_not_utf8_or_damaged(tokenizer_dir, tmp_path):
+    from prepack.dataset import DatasetError, pack_dataset
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n')
+    with pytest.raises(DatasetError, match=r"chat.jsonl:2: not UTF-8"):
+        pack_dataset([str(path)], tmp_path / "set", 64,
+                     tokenizer=tokenizer_dir)
+    zst = tmp_path / "chat.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    with pytest.raises(DatasetError, match=r"chat.jsonl.zst:1: cannot "
+                       r"decompress"):
+        pack_dataset([str(zst)], tmp_path / "set", 64,
+                     tokenizer=tokenizer_dir)
+    with pytest.raises(DatasetError, match=r"JSON lines of token ids"):
+        pack_dataset([str(path)], tmp_path / "set", 64)
