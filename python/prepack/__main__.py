@@ -1,7 +1,8 @@
 """python -m prepack pack|stats|export: the command line's jobs that need
 Python's libraries: pack and stats for Parquet (.parquet) and Arrow IPC
-(.arrow, .feather) inputs, through prepack.pack_dataset (the options are
-`prepack pack`'s; errors name the file, row group and row), and export
+(.arrow, .feather) inputs, and text (JSONL too) with --tokenizer, through
+prepack.pack_dataset (the options are `prepack pack`'s; errors name the
+file, row group and row, or line), and export
 of a shard set to another trainer's packed format (prepack.export).
 Exit 1 on bad input, 2 on a usage error."""
 import argparse
@@ -32,7 +33,41 @@ def _parser():
 # The options of `prepack pack` and `prepack stats` (src/cli/pack.c,
 # stats.c), with the same names, meanings and defaults, in their words;
 # tests/python/test_front_ends.py holds one against the other.
+def _add_text_options(c):
+    """Text in (prepack.text): the options are python -m prepack's alone;
+    `prepack pack --tokenizer` says to run this."""
+    c.add_argument("--tokenizer", metavar="DIR",
+                   help="the inputs hold text, prompt-completion pairs or "
+                        "conversations (JSONL, Parquet, Arrow), tokenized "
+                        "with this Hugging Face tokenizer directory "
+                        "(tokenizer.json, tokenizer_config.json)")
+    c.add_argument("--chat-template", metavar="FILE",
+                   help="a Jinja chat template in place of the tokenizer's")
+    c.add_argument("--assistant-only-loss", action="store_true",
+                   help="conversations: train only the assistant's tokens "
+                        "(the template's {%% generation %%} blocks)")
+    c.add_argument("--all-tokens-loss", action="store_true",
+                   help="prompt-completion: train the prompt too (default: "
+                        "the completion only, as TRL)")
+    c.add_argument("--no-eos", action="store_true",
+                   help="do not append EOS to text and completions")
+    c.add_argument("--text-field", default="text",
+                   help="the language-modelling column (default: text)")
+
+
+def _text_options(a):
+    """The text options as pack_dataset takes them ({} without
+    --tokenizer; a text option without it is a usage error)."""
+    if a.tokenizer is None:
+        return {}
+    return dict(tokenizer=a.tokenizer, chat_template=a.chat_template,
+                assistant_only_loss=a.assistant_only_loss,
+                completion_only_loss=not a.all_tokens_loss,
+                add_eos=not a.no_eos, text_field=a.text_field)
+
+
 def _add_job_options(c, pack):
+    _add_text_options(c)
     c.add_argument("inputs", nargs="+", metavar="INPUT")
     if pack:
         c.add_argument("-o", "--output", required=True,
@@ -145,6 +180,10 @@ def main(argv=None):
             and a.max_seq_len % a.pad_multiple:
         p.error(f"--max-seq-len {a.max_seq_len} is not a multiple of "
                 f"--pad-multiple {a.pad_multiple}")
+    if a.command != "export" and a.tokenizer is None and (
+            a.chat_template or a.assistant_only_loss or a.all_tokens_loss
+            or a.no_eos or a.text_field != "text"):
+        p.error("the text options need --tokenizer")
     if a.command == "export":
         from ._shards import ShardSetError
         from .exporting import export
@@ -163,7 +202,7 @@ def main(argv=None):
                   overlong=a.overlong, max_seqs_per_row=a.max_seqs_per_row,
                   token_dtype=a.token_dtype, tmp_dir=a.tmp_dir,
                   batch_size=a.batch_size, pad_multiple=a.pad_multiple,
-                  svg=a.svg)
+                  svg=a.svg, **_text_options(a))
     try:
         if a.command == "pack":
             stats = pack_dataset(a.inputs, a.output, shuffle=a.shuffle,

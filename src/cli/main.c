@@ -46,6 +46,47 @@ static command_fn find_command(const char *name)
     return NULL;
 }
 
+/* One argument for a shell: as it is, or single-quoted when it holds
+ * anything but letters, digits and -_./=:,+@% . */
+static void print_shell_word(const char *arg)
+{
+    if (*arg && strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
+                            "TUVWXYZ0123456789-_./=:,+@%") == strlen(arg)) {
+        fputs(arg, stderr);
+        return;
+    }
+    fputc('\'', stderr);
+    for (const char *c = arg; *c; c++) {
+        if (*c == '\'')
+            fputs("'\\''", stderr); /* close, an escaped quote, reopen */
+        else
+            fputc(*c, stderr);
+    }
+    fputc('\'', stderr);
+}
+
+/* pack or stats with --tokenizer: text is tokenized by the Python package
+ * (prepack.text, Hugging Face tokenizers), so say exactly what to run. */
+static int text_runs_in_python(int argc, char **argv)
+{
+    if (strcmp(argv[1], "pack") && strcmp(argv[1], "stats"))
+        return 0;
+    int text = 0;
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+        text |= !strcmp(argv[i], "--tokenizer") ||
+                !strncmp(argv[i], "--tokenizer=", 12);
+    if (!text)
+        return 0;
+    fprintf(stderr, "prepack %s: text is tokenized by the Python package "
+                    "(prepack.text); run:\n  python3 -m prepack", argv[1]);
+    for (int i = 1; i < argc; i++) {
+        fputc(' ', stderr);
+        print_shell_word(argv[i]);
+    }
+    fputc('\n', stderr);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -73,6 +114,8 @@ int main(int argc, char **argv)
                prepack_dependency_version("xxhash"));
         return EXIT_OK;
     }
+    if (text_runs_in_python(argc, argv))
+        return EXIT_USAGE;
     if (find_command(cmd))
         return find_command(cmd)(argc - 1, argv + 1);
     fprintf(stderr, "prepack: unknown command '%s'\n%s", cmd, usage_text);

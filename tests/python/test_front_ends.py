@@ -47,7 +47,13 @@ COMMAND_ONLY = {
     },
 }
 # option -> why it is python -m prepack's alone
-MODULE_ONLY = {"pack": {}, "stats": {}}
+_TEXT = ("tokenizing runs in Python (prepack.text, Hugging Face "
+         "tokenizers); 'prepack pack --tokenizer' prints the python -m "
+         "prepack command to run")
+MODULE_ONLY = {cmd: {o: _TEXT for o in (
+    "--tokenizer", "--chat-template", "--assistant-only-loss",
+    "--all-tokens-loss", "--no-eos", "--text-field")}
+    for cmd in ("pack", "stats")}
 
 
 def options(help_text):

@@ -345,3 +345,48 @@ def test_json_lines_not_utf8_or_damaged(tokenizer_dir, tmp_path):
                      tokenizer=tokenizer_dir)
     with pytest.raises(DatasetError, match=r"JSON lines of token ids"):
         pack_dataset([str(path)], tmp_path / "set", 64)
+
+
+def test_the_command_says_what_to_run_and_it_packs(tokenizer_dir, tmp_path,
+                                                   prepack_bin):
+    """`prepack pack --tokenizer` exits 2 printing the python -m prepack
+    command; run as printed, it packs the conversations into a set that
+    `prepack verify` passes, with the assistant's tokens alone trained."""
+    import json
+    import shlex
+    import subprocess
+    import sys
+    chat = tmp_path / "chat's.jsonl"  # a quote to survive the quoting
+    chat.write_text("".join(json.dumps(r) + "\n" for r in MESSAGES * 5))
+    out = tmp_path / "set"
+    args = ["pack", str(chat), "-o", str(out), "--max-seq-len", "128",
+            "--tokenizer", tokenizer_dir, "--assistant-only-loss"]
+    p = subprocess.run([prepack_bin] + args, capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    printed = p.stderr.splitlines()[-1].strip()
+    argv = shlex.split(printed)
+    assert argv[:3] == ["python3", "-m", "prepack"] and argv[3:] == args
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    run = subprocess.run([sys.executable] + argv[1:], capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    v = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
+                       text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    encode = ptext.Tokenize(ptext.load_tokenizer(tokenizer_dir),
+                            assistant_only_loss=True)
+    want = {i: encode(e, "r") for i, e in enumerate(MESSAGES * 5)}
+    assert _rows_by_sequence(out) == {i: (ids, mask)
+                                      for i, (ids, mask) in want.items()}
+
+
+def test_text_options_need_a_tokenizer(tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    p = subprocess.run([sys.executable, "-m", "prepack", "pack", "x.jsonl",
+                        "-o", str(tmp_path / "s"), "--max-seq-len", "8",
+                        "--assistant-only-loss"], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 2 and "the text options need --tokenizer" in \
+        p.stderr, p.stderr
