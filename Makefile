@@ -10,7 +10,7 @@ VENV ?= .venv
 DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
 DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
-.PHONY: all deps deps-test venv build build-only demo test test-plain test-sanitize bench format clean
+.PHONY: chat-demo all deps deps-test venv build build-only demo test test-plain test-sanitize bench format clean
 
 all: build
 
@@ -40,6 +40,15 @@ demo: build
 	./build/prepack pack $(DEMO_CORPUS) -o out --overwrite $(DEMO_ARGS) --svg out/report.svg.tmp
 	./build/prepack verify out --input $(DEMO_CORPUS)
 	@mv out/report.svg.tmp out/report.svg && echo "report drawn in out/report.svg"
+
+# Conversations to a verified shard set: tokenized with the bundled
+# tokenizer's chat template, the assistant's tokens alone trained.
+chat-demo: build venv
+	PYTHONPATH=python PREPACK_LIBRARY=build/libprepack.so \
+	  $(VENV)/bin/python -m prepack pack fixtures/text/conversations.jsonl \
+	  --tokenizer fixtures/text/tokenizer --assistant-only-loss \
+	  --max-seq-len 1024 -o out-chat --overwrite
+	./build/prepack verify out-chat
 
 test: test-plain test-sanitize
 

@@ -390,3 +390,18 @@ def test_text_options_need_a_tokenizer(tmp_path):
                        text=True, env=env)
     assert p.returncode == 2 and "the text options need --tokenizer" in \
         p.stderr, p.stderr
+
+
+def test_the_bundled_conversations_and_tokenizer(tmp_path):
+    """fixtures/text (make chat-demo's data): the shipped tokenizer loads
+    from disk, its template marks the assistant's turns, and the first
+    conversations prepare as TRL prepares them."""
+    import json
+    here = os.path.join(ROOT, "fixtures", "text")
+    tok = ptext.load_tokenizer(os.path.join(here, "tokenizer"))
+    with open(os.path.join(here, "conversations.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == 200
+    want = trl_prepared(tok, records[:6], True, True, tmp_path)
+    assert ours(tok, records[:6], assistant_only_loss=True) == want
+    assert all(-100 in labels for _, labels in want)
