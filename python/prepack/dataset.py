@@ -413,14 +413,16 @@ class _Text:
 
     def tokenized(self, batch, where, group):
         import pyarrow as pa
+        records = [{k: v for k, v in row.items()
+                    if v is not None and k != group}
+                   for row in batch.to_pylist()]
+        try:
+            encoded = self.encode.many(
+                records, [where.row(r) for r in range(len(records))])
+        except self.error as e:
+            raise DatasetError(str(e)) from None
         ids, masks, offsets = [], [], [0]
-        for r, row in enumerate(batch.to_pylist()):
-            record = {k: v for k, v in row.items()
-                      if v is not None and k != group}
-            try:
-                i, m = self.encode(record, where.row(r))
-            except self.error as e:
-                raise DatasetError(str(e)) from None
+        for i, m in encoded:
             ids.append(np.asarray(i, dtype=np.uint32))
             masks.append(m)
             offsets.append(offsets[-1] + len(i))

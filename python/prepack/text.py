@@ -90,6 +90,25 @@ class Tokenize:
         raise TextError(f"{where}: none of the fields {self.text_field!r}, "
                         f"'prompt' and 'completion', or 'messages'")
 
+    def many(self, examples, wheres):
+        """[self(e, w) for e, w in zip(examples, wheres)], equal record by
+        record, with the plain-text records' tokenizing batched: a fast
+        tokenizer encodes a list on every core (Rust threads), which is
+        where the time of language-modelling data goes."""
+        out = [None] * len(examples)
+        texts, at = [], []
+        for i, (e, w) in enumerate(zip(examples, wheres)):
+            if isinstance(e, dict) and "prompt" not in e and \
+                    "messages" not in e and self.text_field in e:
+                texts.append(self._with_eos(_string(e, self.text_field, w)))
+                at.append(i)
+            else:
+                out[i] = self(e, w)
+        if texts:
+            for i, ids in zip(at, self.tok(text=texts)["input_ids"]):
+                out[i] = (list(ids), None)
+        return out
+
     def _with_eos(self, text):
         eos = self.tok.eos_token
         if self.add_eos and eos and not text.endswith(eos):

@@ -421,3 +421,17 @@ def test_the_bundled_conversations_and_tokenizer(tmp_path):
     want = trl_prepared(tok, records[:6], True, True, tmp_path)
     assert ours(tok, records[:6], assistant_only_loss=True) == want
     assert all(-100 in labels for _, labels in want)
+
+
+def test_many_is_record_by_record(tokenizer_dir):
+    """Tokenize.many (plain text batched on the tokenizer's threads) gives
+    each record what Tokenize gives it alone, in a mix of shapes; a bad
+    record among them is named as alone."""
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    encode = ptext.Tokenize(tok, assistant_only_loss=True)
+    mix = (TEXT + MESSAGES + PROMPT_COMPLETION + CONV_PROMPT_COMPLETION) * 3
+    wheres = [f"r{i}" for i in range(len(mix))]
+    assert encode.many(mix, wheres) == [encode(e, w)
+                                        for e, w in zip(mix, wheres)]
+    with pytest.raises(ptext.TextError, match="^r2: text is int"):
+        encode.many([TEXT[0], TEXT[1], {"text": 5}], ["r0", "r1", "r2"])
