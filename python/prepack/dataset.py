@@ -391,19 +391,19 @@ class _Text:
     def __init__(self, tokenizer, chat_template, assistant_only_loss,
                  completion_only_loss, add_eos, text_field):
         from . import text as ptext
-        try:
-            if isinstance(tokenizer, (str, os.PathLike)):
-                name = f"{os.fspath(tokenizer)}'s chat template"
+        on_disk = isinstance(tokenizer, (str, os.PathLike))
+        if chat_template is not None and not on_disk:
+            raise ValueError("chat_template with a loaded tokenizer: set "
+                             "its chat_template instead")
+        name = f"the chat template {os.fspath(chat_template)}" \
+            if chat_template is not None else \
+            f"{os.fspath(tokenizer)}'s chat template" if on_disk else \
+            "the tokenizer's chat template"
+        if on_disk:
+            try:
                 tokenizer = ptext.load_tokenizer(tokenizer, chat_template)
-            elif chat_template is not None:
-                raise ValueError("chat_template with a loaded tokenizer: "
-                                 "set its chat_template instead")
-            else:
-                name = "the tokenizer's chat template"
-        except ptext.TextError as e:
-            raise DatasetError(str(e)) from None
-        if chat_template is not None:
-            name = f"the chat template {os.fspath(chat_template)}"
+            except ptext.TextError as e:
+                raise DatasetError(str(e)) from None
         self.encode = ptext.Tokenize(
             tokenizer, assistant_only_loss=assistant_only_loss,
             completion_only_loss=completion_only_loss, add_eos=add_eos,
