@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Text to a shard set: prepack (python -m prepack's pack_dataset with a
-tokenizer) against the same tokenizer's own batch encoding of the same
-texts (a fast tokenizer encodes a list on every core), and against TRL's
+"""Text to a shard set: prepack (pack_dataset with a tokenizer, as
+python -m prepack pack --tokenizer runs it) against the same tokenizer's
+own batch encoding of the same data on every core, and against TRL's
 preparation (SFTTrainer._prepare_dataset) plus its pack_dataset (bfd) on
-the same data and tokenizer, with as many processes as cores. One run,
-medians of RUNS; MB/s of text, tokens/s, both ratios and the rows.
+the same data and tokenizer with as many processes as cores. For two
+shapes: plain text (language modelling) and conversations with
+assistant-only loss. One run, medians of RUNS; MB/s of text, tokens/s,
+the ratios and the rows; prepack with 1, 2, ... tokenizing processes up
+to the cores.
 
-    python bench/bench_text.py [--mb 8] [--runs 3] [--seq-len 2048]
+    python bench/bench_text.py [--mb 8] [--chat-mb 2] [--runs 3]
+                               [--seq-len 2048] [--shape text|chat|both]
 
-The text is generated (a fixed seed) from the words of the bundled
-licence text, the tokenizer fixtures/text/tokenizer (a 1,000-id BPE).
-Goals (issue 28): prepack >= 0.8x the batch encoding, >= 3x TRL."""
+The data is generated (a fixed seed) from the words of the bundled
+licence text; the tokenizer is fixtures/text/tokenizer (a 1,000-id BPE
+with a ChatML template that marks the assistant's turns). Goals (issue
+28): prepack >= 0.8x the batch encoding, >= 3x TRL."""
 import argparse
 import json
 import os
@@ -32,44 +37,84 @@ TOKENIZER = os.path.join(ROOT, "fixtures", "text", "tokenizer")
 LICENCE = os.path.join(ROOT, "fixtures", "corpus", "LICENSE-python-docs.txt")
 
 
+def _words():
+    with open(LICENCE, encoding="utf-8") as f:
+        return f.read().split()
+
+
 def make_texts(mb):
     """Documents of 50..900 words (under 2,048 tokens each, so that no
     packer drops or splits one) drawn from the licence's words."""
-    with open(LICENCE, encoding="utf-8") as f:
-        words = f.read().split()
-    rng = random.Random(28)
-    texts, size = [], 0
+    words, rng = _words(), random.Random(28)
+    records, size = [], 0
     while size < mb * 1e6:
         t = " ".join(rng.choices(words, k=rng.randint(50, 900)))
-        texts.append(t)
+        records.append({"text": t})
         size += len(t.encode())
-    return texts, size
+    return records, size
 
 
-def batch_encoding(tok, texts):
+def make_chats(mb):
+    """Conversations of 1..3 user/assistant exchanges of 10..150 words
+    each, half with a system message."""
+    words, rng = _words(), random.Random(29)
+    records, size = [], 0
+    while size < mb * 1e6:
+        m = [{"role": "system", "content": "You answer questions."}] \
+            if rng.random() < 0.5 else []
+        for _ in range(rng.randint(1, 3)):
+            for role in ("user", "assistant"):
+                c = " ".join(rng.choices(words, k=rng.randint(10, 150)))
+                m.append({"role": role, "content": c})
+                size += len(c.encode())
+        records.append({"messages": m})
+    return records, size
+
+
+def batch_encoding(tok, records, chat):
+    """The tokenizer's own batch call on every core: its __call__ on the
+    list of texts (EOS appended as TRL does), or apply_chat_template on
+    the list of conversations with the assistant mask."""
     t = time.perf_counter()
-    n = sum(len(ids) for ids in tok(text=[x + tok.eos_token for x in texts])
-            ["input_ids"])
+    if chat:
+        out = tok.apply_chat_template([r["messages"] for r in records],
+                                      tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+    else:
+        out = tok(text=[r["text"] + tok.eos_token for r in records])
+    n = sum(len(ids) for ids in out["input_ids"])
     return time.perf_counter() - t, n
 
 
-def prepack_run(path, out, seq_len):
+def rust_encoding(tok, records):
+    """The Rust tokenizer's batch call without offsets (what prepack calls
+    for plain text): the fastest this tokenizer encodes a list."""
+    t = time.perf_counter()
+    enc = tok.backend_tokenizer.encode_batch_fast(
+        [r["text"] + tok.eos_token for r in records])
+    n = sum(len(e.ids) for e in enc)
+    return time.perf_counter() - t, n
+
+
+def prepack_run(path, out, seq_len, chat, workers):
     t = time.perf_counter()
     stats = pack_dataset([path], out, seq_len, tokenizer=TOKENIZER,
-                         overwrite=True, overlong="split")
+                         overwrite=True, overlong="split",
+                         assistant_only_loss=chat, workers=workers)
     return time.perf_counter() - t, stats["rows"]
 
 
-def trl_run(tok, texts, seq_len, procs, tmp):
+def trl_run(tok, records, seq_len, procs, tmp, chat):
     import datasets
     from trl.data_utils import pack_dataset as trl_pack
     from trl.trainer import sft_trainer
     args = sft_trainer.SFTConfig(output_dir=os.path.join(tmp, "trl"),
                                  dataset_num_proc=procs, max_length=seq_len,
+                                 assistant_only_loss=chat,
                                  report_to=[], bf16=False, use_cpu=True)
     trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=None,
                                     completion_only_loss=None)
-    ds = datasets.Dataset.from_dict({"text": texts})
+    ds = datasets.Dataset.from_list(records)
     t = time.perf_counter()
     # packing=False: the preparation alone (TRL packs in SFTTrainer's
     # __init__ after it, as below), no truncation (max_length None)
@@ -77,54 +122,81 @@ def trl_run(tok, texts, seq_len, procs, tmp):
     ds = sft_trainer.SFTTrainer._prepare_dataset(
         trainer, ds, tok, args, packing=False, formatting_func=None,
         dataset_name="bench")
-    ds = ds.select_columns([c for c in ds.column_names if c != "text"])
+    ds = ds.select_columns([c for c in ds.column_names
+                            if c not in ("text", "messages")])
     packed = trl_pack(ds, seq_len, "bfd", {"num_proc": procs})
     rows = len(packed)
     return time.perf_counter() - t, rows
 
 
+def bench_shape(a, tok, tmp, chat, cores):
+    records, size = (make_chats if chat else make_texts)(
+        a.chat_mb if chat else a.mb)
+    path = os.path.join(tmp, "chat.jsonl" if chat else "text.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    counts = sorted({1, 2, cores} if cores > 1 else {1})
+    times = {k: [] for k in ["batch", "rust", "trl"] + counts}
+    for _ in range(a.runs):
+        t, tokens = batch_encoding(tok, records, chat)
+        times["batch"].append(t)
+        if not chat:
+            times["rust"].append(rust_encoding(tok, records)[0])
+        for w in counts:
+            t, rows = prepack_run(path, os.path.join(tmp, "set"),
+                                  a.seq_len, chat, w)
+            times[w].append(t)
+        if not a.no_trl:
+            t, trl_rows = trl_run(tok, records, a.seq_len, cores, tmp, chat)
+            times["trl"].append(t)
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    shape = "conversations, assistant-only loss" if chat else "plain text"
+    print(f"\n{shape}: {len(records):,} records, {size / 1e6:.1f} MB of "
+          f"text, {tokens:,} tokens, L {a.seq_len}, {cores} cores, "
+          f"medians of {a.runs}")
+    names = [("batch", "the tokenizer's batch call"),
+             ("rust", "its Rust batch call, no offsets")] + \
+        [(w, f"prepack, {w} process{'es' if w > 1 else ''}")
+         for w in counts] + [("trl", f"TRL prep + pack, {cores} procs")]
+    for key, name in names:
+        if key in med:
+            t = med[key]
+            print(f"  {name:<34} {t:7.3f} s  {size / t / 1e6:6.2f} MB/s  "
+                  f"{tokens / t / 1e6:6.2f} M tokens/s")
+    best = med[counts[-1]]
+    print(f"  prepack / batch call speed: {med['batch'] / best:.2f}x "
+          f"(goal >= 0.8)")
+    if "rust" in med:
+        print(f"  prepack / Rust batch call speed: {med['rust'] / best:.2f}x")
+    print(f"  prepack rows {rows:,}, lower bound "
+          f"{-(-tokens // a.seq_len):,}")
+    if "trl" in med:
+        print(f"  prepack / TRL speed: {med['trl'] / best:.2f}x (goal >= 3); "
+              f"TRL rows {trl_rows:,}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=8)
+    ap.add_argument("--mb", type=float, default=8,
+                    help="MB of plain text (default 8)")
+    ap.add_argument("--chat-mb", type=float, default=2,
+                    help="MB of conversations' text (default 2)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--shape", choices=("text", "chat", "both"),
+                    default="both")
     ap.add_argument("--no-trl", action="store_true")
     a = ap.parse_args()
     import datasets
     datasets.disable_progress_bars()
     cores = len(os.sched_getaffinity(0))
-    texts, size = make_texts(a.mb)
     tok = ptext.load_tokenizer(TOKENIZER)
     tmp = tempfile.mkdtemp(prefix="bench-text-")
     try:
-        path = os.path.join(tmp, "text.jsonl")
-        with open(path, "w", encoding="utf-8") as f:
-            for t in texts:
-                f.write(json.dumps({"text": t}) + "\n")
-        enc, ours, trl = [], [], []
-        for _ in range(a.runs):
-            t, tokens = batch_encoding(tok, texts)
-            enc.append(t)
-            t, rows = prepack_run(path, os.path.join(tmp, "set"), a.seq_len)
-            ours.append(t)
-            if not a.no_trl:
-                t, trl_rows = trl_run(tok, texts, a.seq_len, cores, tmp)
-                trl.append(t)
-        enc, ours = statistics.median(enc), statistics.median(ours)
-        print(f"{len(texts):,} documents, {size / 1e6:.1f} MB of text, "
-              f"{tokens:,} tokens, L {a.seq_len}, {cores} cores, medians "
-              f"of {a.runs}")
-        for name, t in (("batch encoding", enc), ("prepack", ours)):
-            print(f"{name:<15} {t:7.3f} s  {size / t / 1e6:6.2f} MB/s  "
-                  f"{tokens / t / 1e6:6.2f} M tokens/s")
-        print(f"prepack / batch encoding speed: {enc / ours:.2f}x "
-              f"(goal >= 0.8); prepack rows {rows:,}")
-        if trl:
-            trl = statistics.median(trl)
-            print(f"{'TRL prep+pack':<15} {trl:7.3f} s  "
-                  f"{size / trl / 1e6:6.2f} MB/s  "
-                  f"{tokens / trl / 1e6:6.2f} M tokens/s  rows {trl_rows:,}")
-            print(f"prepack / TRL speed: {trl / ours:.2f}x (goal >= 3)")
+        for chat in (False, True):
+            if a.shape in ("both", "chat" if chat else "text"):
+                bench_shape(a, tok, tmp, chat, cores)
     finally:
         shutil.rmtree(tmp)
 

@@ -53,6 +53,11 @@ def _add_text_options(c):
                    help="do not append EOS to text and completions")
     c.add_argument("--text-field", default="text",
                    help="the language-modelling column (default: text)")
+    c.add_argument("--workers", type=_int_in(1, 1024), default=None,
+                   metavar="N",
+                   help="tokenize in N processes (default: the cores this "
+                        "process may use; the output is the same for any "
+                        "N)")
 
 
 def _text_options(a):
@@ -63,7 +68,8 @@ def _text_options(a):
     return dict(tokenizer=a.tokenizer, chat_template=a.chat_template,
                 assistant_only_loss=a.assistant_only_loss,
                 completion_only_loss=not a.all_tokens_loss,
-                add_eos=not a.no_eos, text_field=a.text_field)
+                add_eos=not a.no_eos, text_field=a.text_field,
+                workers=a.workers)
 
 
 def _add_job_options(c, pack):
@@ -182,7 +188,7 @@ def main(argv=None):
                 f"--pad-multiple {a.pad_multiple}")
     if a.command != "export" and a.tokenizer is None and (
             a.chat_template or a.assistant_only_loss or a.all_tokens_loss
-            or a.no_eos or a.text_field != "text"):
+            or a.no_eos or a.text_field != "text" or a.workers):
         p.error("the text options need --tokenizer")
     if a.command == "export":
         from ._shards import ShardSetError

@@ -373,14 +373,19 @@ def _joins(batch, group, base, previous):
 
 
 def _text(tokenizer=None, chat_template=None, assistant_only_loss=False,
-          completion_only_loss=True, add_eos=True, text_field="text"):
+          completion_only_loss=True, add_eos=True, text_field="text",
+          workers=None):
     """The text options as one _Text, or None without a tokenizer."""
     if tokenizer is None:
         if chat_template is not None:
             raise ValueError("chat_template without a tokenizer")
         return None
+    if workers is not None and (not isinstance(workers, numbers.Integral)
+                                or not 1 <= workers <= 1024):
+        raise ValueError(f"workers must be an integer in 1..1024 (the "
+                         f"tokenizing processes), not {workers!r}")
     return _Text(tokenizer, chat_template, assistant_only_loss,
-                 completion_only_loss, add_eos, text_field)
+                 completion_only_loss, add_eos, text_field, workers)
 
 
 class _Text:
@@ -389,7 +394,7 @@ class _Text:
     loss_mask (the group column carried over)."""
 
     def __init__(self, tokenizer, chat_template, assistant_only_loss,
-                 completion_only_loss, add_eos, text_field):
+                 completion_only_loss, add_eos, text_field, workers):
         from . import text as ptext
         on_disk = isinstance(tokenizer, (str, os.PathLike))
         if chat_template is not None and not on_disk:
@@ -404,10 +409,10 @@ class _Text:
                 tokenizer = ptext.load_tokenizer(tokenizer, chat_template)
             except ptext.TextError as e:
                 raise DatasetError(str(e)) from None
-        self.encode = ptext.Tokenize(
+        self.pool = ptext.TokenizePool(ptext.Tokenize(
             tokenizer, assistant_only_loss=assistant_only_loss,
             completion_only_loss=completion_only_loss, add_eos=add_eos,
-            text_field=text_field, template_name=name)
+            text_field=text_field, template_name=name), workers)
         self.error = ptext.TextError
         self.columns = (text_field, "prompt", "messages")
 
@@ -417,34 +422,37 @@ class _Text:
                     if v is not None and k != group}
                    for row in batch.to_pylist()]
         try:
-            encoded = self.encode.many(
+            flat = self.pool.flat(
                 records, [where.row(r) for r in range(len(records))])
         except self.error as e:
             raise DatasetError(str(e)) from None
-        ids, masks, offsets = [], [], [0]
-        for i, m in encoded:
-            ids.append(np.asarray(i, dtype=np.uint32))
-            masks.append(m)
-            offsets.append(offsets[-1] + len(i))
-        offs = pa.array(offsets, pa.int64())
-        values = np.concatenate(ids) if ids else np.zeros(0, np.uint32)
+        offs = pa.array(flat.offsets, pa.int64())
         names = ["input_ids"]
-        arrays = [pa.LargeListArray.from_arrays(offs, values)]
-        if any(m is not None for m in masks):
-            flat = np.concatenate([
-                np.asarray(m, np.uint8) if m is not None else
-                np.ones(len(i), np.uint8) for i, m in zip(ids, masks)]) \
-                if ids else np.zeros(0, np.uint8)
+        arrays = [pa.LargeListArray.from_arrays(offs, flat.ids)]
+        if flat.mask is not None:
             names.append("loss_mask")
-            arrays.append(pa.LargeListArray.from_arrays(offs, flat))
+            arrays.append(pa.LargeListArray.from_arrays(offs, flat.mask))
         if group in batch.schema.names:
             names.append(group)
             arrays.append(batch.column(group))
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
+    def close(self):
+        self.pool.close()
+
 
 def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
                group="group", text=None):
+    try:
+        _read_batches(lib, store, source, column, loss_mask, labels,
+                      read_rows, group, text)
+    finally:
+        if text is not None:
+            text.close()  # the tokenizing processes
+
+
+def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
+                  group, text):
     current = None
     previous = [None]
     if text is not None:  # text columns in, ids and a loss mask out

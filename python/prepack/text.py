@@ -23,6 +23,8 @@ own preparation of the same examples with the same tokenizer.
 import os
 import re
 
+import numpy as np
+
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -76,63 +78,182 @@ class Tokenize:
         self.template_name = template_name
 
     def __call__(self, example, where):
-        if not isinstance(example, dict):
-            raise TextError(f"{where}: not an object")
-        if "prompt" in example:
-            return self._prompt_completion(example, where)
-        if "messages" in example:
-            ids, masks = self._chat(example["messages"], where, "messages")
-            return ids, masks
-        if self.text_field in example:
-            text = _string(example, self.text_field, where)
-            ids = self.tok(text=self._with_eos(text))["input_ids"]
-            return list(ids), None
-        raise TextError(f"{where}: none of the fields {self.text_field!r}, "
-                        f"'prompt' and 'completion', or 'messages'")
+        """(input_ids, loss_mask or None) of one record; where names it in
+        errors."""
+        return self.many([example], [where])[0]
 
     def many(self, examples, wheres):
         """[self(e, w) for e, w in zip(examples, wheres)], equal record by
-        record, with the plain-text records' tokenizing batched: a fast
-        tokenizer encodes a list on every core (Rust threads), which is
-        where the time of language-modelling data goes."""
-        out = [None] * len(examples)
-        texts, at = [], []
+        record (the first bad record in order is the error, as alone), in
+        batches: each shape's strings go to the tokenizer as one list,
+        which a fast tokenizer encodes on every core (Rust threads), and
+        conversations to apply_chat_template as one batch, which renders
+        them and then encodes them as one list."""
+        batch = _Batch(examples, wheres)
         for i, (e, w) in enumerate(zip(examples, wheres)):
-            if isinstance(e, dict) and "prompt" not in e and \
-                    "messages" not in e and self.text_field in e:
-                texts.append(self._with_eos(_string(e, self.text_field, w)))
-                at.append(i)
+            batch.kinds[i] = batch.guard(i, self._classify, e, w)
+        self._texts_many(batch)
+        self._prompt_completion_many(batch)
+        self._conversations_many(batch)
+        batch.raise_first()
+        return batch.out
+
+    def _classify(self, example, where):
+        """The record's shape ("text", "pair", "chat" or "chat pair"),
+        with its fields checked."""
+        if not isinstance(example, dict):
+            raise TextError(f"{where}: not an object")
+        if "prompt" in example:
+            if "completion" not in example:
+                raise TextError(f"{where}: a 'prompt' without a "
+                                f"'completion'")
+            if isinstance(example["prompt"], list) or \
+                    isinstance(example["completion"], list):
+                _messages(example["prompt"], where, "prompt")
+                _messages(example["completion"], where, "completion")
+                self._check_generation(where)
+                return "chat pair"
+            _string(example, "prompt", where)
+            _string(example, "completion", where)
+            return "pair"
+        if "messages" in example:
+            _messages(example["messages"], where, "messages")
+            self._check_generation(where)
+            return "chat"
+        if self.text_field in example:
+            _string(example, self.text_field, where)
+            return "text"
+        raise TextError(f"{where}: none of the fields {self.text_field!r}, "
+                        f"'prompt' and 'completion', or 'messages'")
+
+    def _texts_many(self, batch):
+        at = batch.shaped("text")
+        texts = [self._with_eos(batch.examples[i][self.text_field])
+                 for i in at]
+        for i, ids in zip(at, self._encode_many(texts)):
+            batch.out[i] = (ids, None)
+
+    def _prompt_completion_many(self, batch):
+        at = batch.shaped("pair")
+        prompts = [batch.examples[i]["prompt"] for i in at]
+        fulls = [batch.examples[i]["prompt"] +
+                 self._with_eos(batch.examples[i]["completion"]) for i in at]
+        for i, p, ids in zip(at, self._encode_many(prompts),
+                             self._encode_many(fulls)):
+            batch.out[i] = self._completion_only(p, ids, None)
+
+    def _conversations_many(self, batch):
+        """Conversations, and conversational pairs: the prompt rendered
+        with the generation prompt (where the completion starts), then
+        prompt + completion as one conversation."""
+        ex = batch.examples
+        chats, pairs = batch.shaped("chat"), batch.shaped("chat pair")
+        prompts = dict(zip(pairs, self._apply_many(
+            batch, pairs, [ex[i]["prompt"] for i in pairs], "prompt",
+            add_generation_prompt=True)))
+        pairs = [i for i in pairs if prompts[i] is not None]
+        convs = [ex[i]["messages"] for i in chats] + \
+            [ex[i]["prompt"] + ex[i]["completion"] for i in pairs]
+        fields = ["messages"] * len(chats) + \
+            ["prompt + completion"] * len(pairs)
+        done = self._chat_many(batch, chats + pairs, convs, fields)
+        for i, out in zip(chats + pairs, done):
+            if out is not None:
+                batch.out[i] = out if i not in prompts else \
+                    self._completion_only(prompts[i], *out)
+
+    def _chat_many(self, batch, at, convs, fields):
+        """(ids, assistant masks or None) of each conversation, None
+        where it failed."""
+        kwargs = {"return_assistant_tokens_mask": True} \
+            if self.assistant_only_loss else {}
+        outs = self._apply_many(batch, at, convs, fields, full=True,
+                                **kwargs)
+        done = []
+        for i, out, field in zip(at, outs, fields):
+            if out is not None and self.assistant_only_loss and \
+                    1 not in out[1]:
+                batch.fail(i, TextError(
+                    f"{batch.wheres[i]}: {field} has no assistant tokens "
+                    f"to train (its mask is all zeros)"))
+                out = None
+            done.append(out)
+        return done
+
+    def _apply_many(self, batch, at, convs, fields, full=False, **kwargs):
+        """apply_chat_template of convs as one batch: each one's ids (or
+        (ids, assistant masks) when full), None where it failed; when the
+        batch fails, each alone, to name the record that fails."""
+        if not at:
+            return []
+        if isinstance(fields, str):
+            fields = [fields] * len(at)
+        try:
+            out = self.tok.apply_chat_template(
+                convs, tokenize=True, return_dict=True, **kwargs)
+            ids = [list(x) for x in out["input_ids"]]
+            if not full:
+                return ids
+            masks = out.get("assistant_masks") or [None] * len(ids)
+            return [(x, list(m) if m is not None else None)
+                    for x, m in zip(ids, masks)]
+        except Exception:  # Jinja's errors: find the record
+            pass
+        alone = []
+        for i, conv, field in zip(at, convs, fields):
+            out = batch.guard(i, self._apply, conv, batch.wheres[i], field,
+                              **kwargs)
+            if out is None:
+                alone.append(None)
+            elif not full:
+                alone.append(list(out["input_ids"]))
             else:
-                out[i] = self(e, w)
-        if texts:
-            for i, ids in zip(at, self.tok(text=texts)["input_ids"]):
-                out[i] = (list(ids), None)
-        return out
+                m = out.get("assistant_masks")
+                alone.append((list(out["input_ids"]),
+                              list(m) if m is not None else None))
+        return alone
 
-    def _with_eos(self, text):
-        eos = self.tok.eos_token
-        if self.add_eos and eos and not text.endswith(eos):
-            return text + eos
-        return text
+    def _encode_many(self, texts):
+        """Each text's ids, as self.tok(text=texts) gives them; through
+        the Rust tokenizer's batch call without offsets when the
+        tokenizer is a fast one in its default state (1.5x faster: the
+        offsets are most of the batch call's cost), checked equal by
+        test_text's equality tests."""
+        if not texts:
+            return []
+        fast = self._fast_backend()
+        if fast is not None:
+            return [e.ids for e in fast.encode_batch_fast(
+                texts, add_special_tokens=True)]
+        return [list(ids) for ids in self.tok(text=texts)["input_ids"]]
 
-    def _prompt_completion(self, example, where):
-        if "completion" not in example:
-            raise TextError(f"{where}: a 'prompt' without a 'completion'")
-        prompt, completion = example["prompt"], example["completion"]
-        if isinstance(prompt, list) or isinstance(completion, list):
-            _messages(prompt, where, "prompt")
-            _messages(completion, where, "completion")
-            prompt_ids = self._render(prompt, where, "prompt",
-                                      add_generation_prompt=True)
-            ids, masks = self._chat(prompt + completion, where,
-                                    "prompt + completion")
-        else:
-            prompt = _string(example, "prompt", where)
-            completion = _string(example, "completion", where)
-            prompt_ids = list(self.tok(text=prompt)["input_ids"])
-            ids = list(self.tok(text=prompt + self._with_eos(
-                completion))["input_ids"])
-            masks = None
+    def _fast_backend(self):
+        """The Rust tokenizer when calling it directly is what
+        self.tok(text=...) does: no truncation or padding configured,
+        special tokens matched as the wrapper matches them."""
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is None or not hasattr(backend, "encode_batch_fast"):
+            return None
+        split = getattr(self.tok, "split_special_tokens", False)
+        if backend.truncation is not None or backend.padding is not None \
+                or backend.encode_special_tokens != bool(split):
+            return None
+        return backend
+
+    def _check_generation(self, where):
+        if not self.assistant_only_loss:
+            return
+        template = self.tok.chat_template
+        if not template or not _GENERATION.search(template):
+            raise TextError(f"{where}: {self.template_name} has no "
+                            f"{{% generation %}} block, so the assistant's "
+                            f"tokens cannot be told apart: give a template "
+                            f"that marks them, or train on every token")
+
+    def _completion_only(self, prompt_ids, ids, masks):
+        """(ids, loss mask) of a prompt-completion pair: the completion
+        trained from where prompt and prompt+completion diverge, and only
+        the assistant's tokens of it when masks are given."""
         if not self.completion_only_loss:
             return ids, masks
         start = _common_prefix(prompt_ids, ids)
@@ -141,27 +262,11 @@ class Tokenize:
             return ids, completion_mask
         return ids, [a & b for a, b in zip(masks, completion_mask)]
 
-    def _chat(self, messages, where, field):
-        _messages(messages, where, field)
-        if not self.assistant_only_loss:
-            return self._render(messages, where, field), None
-        template = self.tok.chat_template
-        if not template or not _GENERATION.search(template):
-            raise TextError(f"{where}: {self.template_name} has no "
-                            f"{{% generation %}} block, so the assistant's "
-                            f"tokens cannot be told apart: give a template "
-                            f"that marks them, or train on every token")
-        out = self._apply(messages, where, field,
-                          return_assistant_tokens_mask=True)
-        masks = list(out["assistant_masks"])
-        if 1 not in masks:
-            raise TextError(f"{where}: {field} has no assistant tokens to "
-                            f"train (its mask is all zeros)")
-        return list(out["input_ids"]), masks
-
-    def _render(self, messages, where, field, **kwargs):
-        return list(self._apply(messages, where, field, **kwargs)
-                    ["input_ids"])
+    def _with_eos(self, text):
+        eos = self.tok.eos_token
+        if self.add_eos and eos and not text.endswith(eos):
+            return text + eos
+        return text
 
     def _apply(self, messages, where, field, **kwargs):
         try:
@@ -170,6 +275,152 @@ class Tokenize:
         except Exception as e:  # Jinja's errors, a missing template
             raise TextError(f"{where}: {self.template_name} fails to "
                             f"render {field}: {e}") from None
+
+
+class Flat:
+    """Tokenized records as three arrays: ids (uint32) end to end,
+    offsets (int64, one more than records: record i is
+    ids[offsets[i]:offsets[i + 1]]) and loss mask (uint8 beside ids, or
+    None when no record has one): what crosses between processes and
+    what the store takes."""
+
+    def __init__(self, ids, offsets, mask):
+        self.ids, self.offsets, self.mask = ids, offsets, mask
+
+    @classmethod
+    def of(cls, encoded):
+        """Flat of Tokenize.many's [(ids, mask or None), ...]; a record
+        without a mask is trained on every token."""
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(i) for i, _ in encoded], out=offsets[1:])
+        ids = np.concatenate([np.asarray(i, np.uint32) for i, _ in encoded]) \
+            if encoded else np.zeros(0, np.uint32)
+        if all(m is None for _, m in encoded):
+            return cls(ids, offsets, None)
+        mask = np.concatenate([
+            np.asarray(m, np.uint8) if m is not None else
+            np.ones(len(i), np.uint8) for i, m in encoded])
+        return cls(ids, offsets, mask)
+
+    @classmethod
+    def joined(cls, parts):
+        """One Flat of parts in order."""
+        if len(parts) == 1:
+            return parts[0]
+        ids = np.concatenate([p.ids for p in parts])
+        offsets = [np.zeros(1, np.int64)]
+        for p in parts:
+            offsets.append(p.offsets[1:] + offsets[-1][-1])
+        mask = None
+        if any(p.mask is not None for p in parts):
+            mask = np.concatenate([
+                p.mask if p.mask is not None else
+                np.ones(len(p.ids), np.uint8) for p in parts])
+        return cls(ids, np.concatenate(offsets), mask)
+
+
+class TokenizePool:
+    """Tokenize.many on every core: records in chunks to worker processes
+    (forked, so the tokenizer is not loaded again), results in input
+    order, so that the output does not depend on the number of workers.
+    A batch tokenizer already spreads its encoding over cores, but the
+    chat template's rendering and transformers' assistant-mask loop are
+    Python, one core, and most of a conversation's time.
+
+    workers: processes (None: the cores this process may use; 1: none,
+    all in this process). The processes start on the first call with at
+    least `least` records, before this process has tokenized anything: a
+    Rust tokenizer that has run its threads cannot be forked safely, so
+    small inputs stay in this process throughout. close() stops them."""
+
+    def __init__(self, encode, workers=None, chunk=256, least=1024):
+        self.encode = encode
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.chunk, self.least = chunk, least
+        self.pool = None
+        self.inline = self.workers <= 1
+
+    def flat(self, examples, wheres):
+        """Flat of encode.many(examples, wheres); TextError naming the
+        first bad record in order."""
+        if not self.inline and self.pool is None:
+            if len(examples) < self.least:
+                self.inline = True
+            else:
+                self._start()
+        if self.inline:
+            return Flat.of(self.encode.many(examples, wheres))
+        chunks = [(examples[i:i + self.chunk], wheres[i:i + self.chunk])
+                  for i in range(0, len(examples), self.chunk)]
+        parts = []
+        for part in self.pool.map(_tokenize_chunk, chunks):
+            if isinstance(part, str):
+                raise TextError(part)
+            parts.append(part)
+        return Flat.joined(parts) if parts else Flat.of([])
+
+    def _start(self):
+        import concurrent.futures
+        import multiprocessing
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("fork"),
+            initializer=_child_start, initargs=(self.encode,))
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
+# A worker process's Tokenize, set once by its initializer: the state of a
+# child process, never of the caller's.
+_CHILD = {}
+
+
+def _child_start(encode):
+    # one Rust thread a worker: the workers are the parallelism
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    _CHILD["encode"] = encode
+
+
+def _tokenize_chunk(chunk):
+    """A worker's Flat of its chunk, or the first bad record's message."""
+    examples, wheres = chunk
+    try:
+        return Flat.of(_CHILD["encode"].many(examples, wheres))
+    except TextError as e:
+        return str(e)
+
+
+class _Batch:
+    """Records being tokenized together: their shapes, their results in
+    order, and the first error of each, so that the batch names the first
+    bad record in order, as record-by-record tokenizing would."""
+
+    def __init__(self, examples, wheres):
+        self.examples, self.wheres = examples, wheres
+        self.kinds = [None] * len(examples)
+        self.out = [None] * len(examples)
+        self.failed = {}
+
+    def guard(self, i, fn, *args, **kwargs):
+        """fn(...), or None with record i failed by its TextError."""
+        try:
+            return fn(*args, **kwargs)
+        except TextError as e:
+            self.fail(i, e)
+            return None
+
+    def fail(self, i, error):
+        self.failed.setdefault(i, error)
+
+    def shaped(self, kind):
+        return [i for i, k in enumerate(self.kinds)
+                if k == kind and i not in self.failed]
+
+    def raise_first(self):
+        if self.failed:
+            raise self.failed[min(self.failed)]
 
 
 def _string(example, field, where):

@@ -104,10 +104,12 @@ def trl_prepared(tok, examples, assistant_only_loss, completion_only_loss,
 
 
 def ours(tok, examples, **options):
+    """The examples as one batch (Tokenize.many, as packing reads them),
+    each record's (input_ids, labels)."""
     encode = ptext.Tokenize(tok, **options)
     out = []
-    for i, e in enumerate(examples):
-        ids, mask = encode(e, f"record {i}")
+    for ids, mask in encode.many(examples, [f"record {i}" for i in
+                                            range(len(examples))]):
         labels = ids if mask is None else \
             [t if m else -100 for t, m in zip(ids, mask)]
         out.append((ids, labels))
@@ -423,15 +425,111 @@ def test_the_bundled_conversations_and_tokenizer(tmp_path):
     assert all(-100 in labels for _, labels in want)
 
 
-def test_many_is_record_by_record(tokenizer_dir):
-    """Tokenize.many (plain text batched on the tokenizer's threads) gives
-    each record what Tokenize gives it alone, in a mix of shapes; a bad
-    record among them is named as alone."""
+def test_many_is_record_by_record(tokenizer_dir, tmp_path):
+    """Tokenize.many (each shape's strings encoded as one batch on the
+    tokenizer's threads, conversations through one batched
+    apply_chat_template) gives each record what Tokenize gives it alone,
+    in a mix of shapes, with both loss options; among bad records the
+    first in order is named, whichever stage finds it."""
     tok = ptext.load_tokenizer(tokenizer_dir)
-    encode = ptext.Tokenize(tok, assistant_only_loss=True)
     mix = (TEXT + MESSAGES + PROMPT_COMPLETION + CONV_PROMPT_COMPLETION) * 3
     wheres = [f"r{i}" for i in range(len(mix))]
-    assert encode.many(mix, wheres) == [encode(e, w)
-                                        for e, w in zip(mix, wheres)]
+    for options in ({"assistant_only_loss": True},
+                    {"completion_only_loss": False}):
+        encode = ptext.Tokenize(tok, **options)
+        assert encode.many(mix, wheres) == [encode(e, w)
+                                            for e, w in zip(mix, wheres)]
+    encode = ptext.Tokenize(tok, assistant_only_loss=True)
     with pytest.raises(ptext.TextError, match="^r2: text is int"):
         encode.many([TEXT[0], TEXT[1], {"text": 5}], ["r0", "r1", "r2"])
+    no_assistant = {"messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(ptext.TextError, match="^r1: messages has no "
+                       "assistant tokens"):  # found after the batch
+        encode.many([MESSAGES[0], no_assistant, {"text": 5}],
+                    ["r0", "r1", "r2"])
+    failing = tmp_path / "fails.jinja"
+    failing.write_text("{% for m in messages %}{% if m.content == 'boom' %}"
+                       "{{ raise_exception('no') }}{% endif %}"
+                       "{{ m.content }}{% endfor %}")
+    tok = ptext.load_tokenizer(tokenizer_dir, chat_template=failing)
+    boom = {"messages": [{"role": "user", "content": "boom"}]}
+    with pytest.raises(ptext.TextError, match="^r1: the tokenizer's chat "
+                       "template fails to render messages"):
+        ptext.Tokenize(tok).many([MESSAGES[0], boom, {"text": 5}, boom],
+                                 ["r0", "r1", "r2", "r3"])
+
+
+def _same_flat(a, b):
+    import numpy as np
+    assert np.array_equal(a.ids, b.ids)
+    assert np.array_equal(a.offsets, b.offsets)
+    assert (a.mask is None) == (b.mask is None)
+    if a.mask is not None:
+        assert np.array_equal(a.mask, b.mask)
+
+
+def test_pool_is_many_in_order(tokenizer_dir):
+    """TokenizePool: records in chunks over worker processes give what
+    Tokenize.many gives in this process, array for array; the first bad
+    record in order is named whichever worker finds it; a small first
+    call keeps it in this process."""
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    encode = ptext.Tokenize(tok, assistant_only_loss=True)
+    mix = (TEXT + MESSAGES + PROMPT_COMPLETION + CONV_PROMPT_COMPLETION) * 4
+    wheres = [f"r{i}" for i in range(len(mix))]
+    want = ptext.Flat.of(encode.many(mix, wheres))
+    pool = ptext.TokenizePool(encode, workers=2, chunk=3, least=1)
+    try:
+        _same_flat(pool.flat(mix, wheres), want)
+        assert pool.pool is not None  # it ran in workers
+        bad = list(mix)
+        bad[13] = {"text": 5}
+        bad[4] = {"messages": [{"role": "user", "content": "x"}]}
+        with pytest.raises(ptext.TextError, match="^r4: messages has no "
+                           "assistant tokens"):
+            pool.flat(bad, wheres)
+        _same_flat(pool.flat(mix[:5], wheres[:5]),
+                   ptext.Flat.of(encode.many(mix[:5], wheres[:5])))
+    finally:
+        pool.close()
+    small = ptext.TokenizePool(encode, workers=2, chunk=3, least=100)
+    _same_flat(small.flat(mix, wheres), want)
+    assert small.pool is None and small.inline
+
+
+def test_workers_give_the_same_set(tmp_path):
+    """pack_dataset with 1 and 2 tokenizing processes (1,200 bundled
+    conversations: past the size where processes start) writes
+    byte-identical sets; a bad record in the second half is named by its
+    line either way."""
+    lib_or_skip()
+    import json
+    from prepack.dataset import DatasetError
+    here = os.path.join(ROOT, "fixtures", "text")
+    with open(os.path.join(here, "conversations.jsonl")) as f:
+        lines = f.read().splitlines()
+    data = tmp_path / "c.jsonl"
+    data.write_text("\n".join(lines * 6) + "\n")
+    sets = []
+    for workers in (1, 2):
+        out = tmp_path / f"s{workers}"
+        prepack.pack_dataset([str(data)], str(out), 512,
+                             tokenizer=os.path.join(here, "tokenizer"),
+                             assistant_only_loss=True, overlong="split",
+                             workers=workers)
+        sets.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert sets[0] == sets[1]
+    bad = lines * 6
+    bad[1000] = json.dumps({"messages": [{"role": "user", "content": 1}]})
+    data.write_text("\n".join(bad) + "\n")
+    for workers in (1, 2):
+        with pytest.raises(DatasetError, match=r"c.jsonl:1001: "
+                           r"messages\[0\].content is not a string"):
+            prepack.pack_dataset([str(data)], str(tmp_path / "x"), 512,
+                                 tokenizer=os.path.join(here, "tokenizer"),
+                                 workers=workers)
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="workers must be an integer"):
+        prepack.pack_dataset([str(data)], str(tmp_path / "x"), 512,
+                             tokenizer=os.path.join(here, "tokenizer"),
+                             workers=0)
