@@ -53,6 +53,11 @@ def _add_text_options(c):
                    help="do not append EOS to text and completions")
     c.add_argument("--text-field", default="text",
                    help="the language-modelling column (default: text)")
+    c.add_argument("--untrained", choices=("error", "drop"),
+                   default="error",
+                   help="a record with no token to train (its loss mask "
+                        "all zeros): an error (the default), or drop it "
+                        "and count it")
     c.add_argument("--workers", type=_int_in(1, 1024), default=None,
                    metavar="N",
                    help="tokenize in N processes (default: the cores this "
@@ -69,7 +74,7 @@ def _text_options(a):
                 assistant_only_loss=a.assistant_only_loss,
                 completion_only_loss=not a.all_tokens_loss,
                 add_eos=not a.no_eos, text_field=a.text_field,
-                workers=a.workers)
+                untrained=a.untrained, workers=a.workers)
 
 
 def _add_job_options(c, pack):
@@ -188,7 +193,8 @@ def main(argv=None):
                 f"--pad-multiple {a.pad_multiple}")
     if a.command != "export" and a.tokenizer is None and (
             a.chat_template or a.assistant_only_loss or a.all_tokens_loss
-            or a.no_eos or a.text_field != "text" or a.workers):
+            or a.no_eos or a.text_field != "text" or a.workers
+            or a.untrained != "error"):
         p.error("the text options need --tokenizer")
     if a.command == "export":
         from ._shards import ShardSetError
@@ -233,6 +239,9 @@ def main(argv=None):
               f"{a.max_seq_len} (lower bound {stats['lower_bound']:,}), "
               f"efficiency {100 * stats['efficiency']:.3f}%"
               + (f"; written to {a.output}" if a.command == "pack" else ""))
+        if stats.get("untrained_dropped"):
+            print(f"{stats['untrained_dropped']:,} records dropped: no "
+                  f"token to train (--untrained drop)")
     return 0
 
 

@@ -233,6 +233,7 @@ class _Planned:
                  tmp_dir, batch_size, read_rows, group="group",
                  pad_multiple=0, text=None):
         self.lib = lib = _native.library()
+        self.text = text
         diag = _native.Diag()
         self.store, self.plan = ctypes.c_void_p(), ctypes.c_void_p()
         so = _native.StoreOptions(os.fsencode(tmp_dir) if tmp_dir else None,
@@ -268,8 +269,13 @@ class _Planned:
             raise
 
     def stats(self):
+        """The plan's figures; with text, also untrained_dropped: the
+        records left out with nothing to train (untrained="drop")."""
         stats = self.report.plan
-        return {k: getattr(stats, k) for k, _ in _native.PlanStats._fields_}
+        out = {k: getattr(stats, k) for k, _ in _native.PlanStats._fields_}
+        if self.text is not None:
+            out["untrained_dropped"] = self.text.dropped
+        return out
 
     def close(self):
         self.lib.prepack_plan_free(self.plan)
@@ -374,7 +380,7 @@ def _joins(batch, group, base, previous):
 
 def _text(tokenizer=None, chat_template=None, assistant_only_loss=False,
           completion_only_loss=True, add_eos=True, text_field="text",
-          workers=None):
+          untrained="error", workers=None):
     """The text options as one _Text, or None without a tokenizer."""
     if tokenizer is None:
         if chat_template is not None:
@@ -385,7 +391,8 @@ def _text(tokenizer=None, chat_template=None, assistant_only_loss=False,
         raise ValueError(f"workers must be an integer in 1..1024 (the "
                          f"tokenizing processes), not {workers!r}")
     return _Text(tokenizer, chat_template, assistant_only_loss,
-                 completion_only_loss, add_eos, text_field, workers)
+                 completion_only_loss, add_eos, text_field, untrained,
+                 workers)
 
 
 class _Text:
@@ -394,7 +401,8 @@ class _Text:
     loss_mask (the group column carried over)."""
 
     def __init__(self, tokenizer, chat_template, assistant_only_loss,
-                 completion_only_loss, add_eos, text_field, workers):
+                 completion_only_loss, add_eos, text_field, untrained,
+                 workers):
         from . import text as ptext
         on_disk = isinstance(tokenizer, (str, os.PathLike))
         if chat_template is not None and not on_disk:
@@ -412,8 +420,10 @@ class _Text:
         self.pool = ptext.TokenizePool(ptext.Tokenize(
             tokenizer, assistant_only_loss=assistant_only_loss,
             completion_only_loss=completion_only_loss, add_eos=add_eos,
-            text_field=text_field, template_name=name), workers)
+            text_field=text_field, untrained=untrained, template_name=name),
+            workers)
         self.error = ptext.TextError
+        self.dropped = 0  # records with nothing to train, left out
         self.columns = (text_field, "prompt", "messages")
 
     def tokenized(self, batch, where, group):
@@ -426,6 +436,7 @@ class _Text:
                 records, [where.row(r) for r in range(len(records))])
         except self.error as e:
             raise DatasetError(str(e)) from None
+        self.dropped += len(flat.dropped)
         offs = pa.array(flat.offsets, pa.int64())
         names = ["input_ids"]
         arrays = [pa.LargeListArray.from_arrays(offs, flat.ids)]
@@ -434,7 +445,8 @@ class _Text:
             arrays.append(pa.LargeListArray.from_arrays(offs, flat.mask))
         if group in batch.schema.names:
             names.append(group)
-            arrays.append(batch.column(group))
+            kept = np.setdiff1d(np.arange(batch.num_rows), flat.dropped)
+            arrays.append(batch.column(group).take(pa.array(kept)))
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     def close(self):

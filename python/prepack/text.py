@@ -22,16 +22,23 @@ own preparation of the same examples with the same tokenizer.
 """
 import os
 import re
+import warnings
 
 import numpy as np
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+UNTRAINED = ("error", "drop")
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class TextError(ValueError):
     """A record that cannot be tokenized: the message names it and the
     field at fault."""
+
+
+class TextWarning(UserWarning):
+    """A record tokenized as TRL tokenizes it, but not as its writer may
+    expect: shown once a run, naming the first such record."""
 
 
 def load_tokenizer(path, chat_template=None):
@@ -65,17 +72,25 @@ class Tokenize:
     conversations (needs `{% generation %}` in the template);
     completion_only_loss: train only the completion of prompt-completion
     pairs; add_eos: append EOS to text and string completions unless
-    there already; text_field: the language-modelling column."""
+    there already; text_field: the language-modelling column;
+    untrained: a record with no token to train (its loss mask all zeros)
+    is an error ("error") or dropped ("drop": None in its place)."""
 
     def __init__(self, tokenizer, *, assistant_only_loss=False,
                  completion_only_loss=True, add_eos=True, text_field="text",
+                 untrained="error",
                  template_name="the tokenizer's chat template"):
+        if untrained not in UNTRAINED:
+            raise ValueError(f"untrained is {untrained!r}: one of "
+                             f"{', '.join(UNTRAINED)}")
+        self.untrained = untrained
         self.tok = tokenizer
         self.assistant_only_loss = assistant_only_loss
         self.completion_only_loss = completion_only_loss
         self.add_eos = add_eos
         self.text_field = text_field
         self.template_name = template_name
+        self.warned = False
 
     def __call__(self, example, where):
         """(input_ids, loss_mask or None) of one record; where names it in
@@ -95,8 +110,23 @@ class Tokenize:
         self._texts_many(batch)
         self._prompt_completion_many(batch)
         self._conversations_many(batch)
+        for i, out in enumerate(batch.out):
+            if out is not None and out[1] is not None and 1 not in out[1]:
+                self._untrained(batch, i)
         batch.raise_first()
         return batch.out
+
+    def _untrained(self, batch, i):
+        """A record whose loss mask is all zeros: refused, or dropped."""
+        if self.untrained == "drop":
+            batch.out[i] = None
+            return
+        field = {"chat": "messages", "chat pair": "prompt + completion",
+                 "pair": "completion"}[batch.kinds[i]]
+        batch.fail(i, TextError(
+            f"{batch.wheres[i]}: {field} has no token to train (its loss "
+            f"mask is all zeros; untrained='drop', --untrained drop, "
+            f"drops such records)"))
 
     def _classify(self, example, where):
         """The record's shape ("text", "pair", "chat" or "chat pair"),
@@ -140,7 +170,8 @@ class Tokenize:
                  self._with_eos(batch.examples[i]["completion"]) for i in at]
         for i, p, ids in zip(at, self._encode_many(prompts),
                              self._encode_many(fulls)):
-            batch.out[i] = self._completion_only(p, ids, None)
+            batch.out[i] = self._completion_only(p, ids, None,
+                                                 batch.wheres[i])
 
     def _conversations_many(self, batch):
         """Conversations, and conversational pairs: the prompt rendered
@@ -160,25 +191,15 @@ class Tokenize:
         for i, out in zip(chats + pairs, done):
             if out is not None:
                 batch.out[i] = out if i not in prompts else \
-                    self._completion_only(prompts[i], *out)
+                    self._completion_only(prompts[i], *out, batch.wheres[i])
 
     def _chat_many(self, batch, at, convs, fields):
         """(ids, assistant masks or None) of each conversation, None
         where it failed."""
         kwargs = {"return_assistant_tokens_mask": True} \
             if self.assistant_only_loss else {}
-        outs = self._apply_many(batch, at, convs, fields, full=True,
+        return self._apply_many(batch, at, convs, fields, full=True,
                                 **kwargs)
-        done = []
-        for i, out, field in zip(at, outs, fields):
-            if out is not None and self.assistant_only_loss and \
-                    1 not in out[1]:
-                batch.fail(i, TextError(
-                    f"{batch.wheres[i]}: {field} has no assistant tokens "
-                    f"to train (its mask is all zeros)"))
-                out = None
-            done.append(out)
-        return done
 
     def _apply_many(self, batch, at, convs, fields, full=False, **kwargs):
         """apply_chat_template of convs as one batch: each one's ids (or
@@ -250,17 +271,32 @@ class Tokenize:
                             f"tokens cannot be told apart: give a template "
                             f"that marks them, or train on every token")
 
-    def _completion_only(self, prompt_ids, ids, masks):
+    def _completion_only(self, prompt_ids, ids, masks, where):
         """(ids, loss mask) of a prompt-completion pair: the completion
         trained from where prompt and prompt+completion diverge, and only
         the assistant's tokens of it when masks are given."""
         if not self.completion_only_loss:
             return ids, masks
         start = _common_prefix(prompt_ids, ids)
+        if start < len(prompt_ids):
+            self.warn(f"{where}: the tokenized prompt is not a prefix of "
+                      f"the tokenized prompt + completion (tokens merge "
+                      f"across the boundary, or the template renders the "
+                      f"prompt alone differently): the completion is "
+                      f"trained from where they diverge, and the prompt's "
+                      f"end {self.tok.decode(prompt_ids[start:])!r} is "
+                      f"not in the sequence, as TRL does. Shown once; "
+                      f"other records are likely the same")
         completion_mask = [0] * start + [1] * (len(ids) - start)
         if masks is None:
             return ids, completion_mask
         return ids, [a & b for a, b in zip(masks, completion_mask)]
+
+    def warn(self, message):
+        """A TextWarning, the first of this Tokenize only."""
+        if not self.warned:
+            self.warned = True
+            warnings.warn(message, TextWarning, stacklevel=2)
 
     def _with_eos(self, text):
         eos = self.tok.eos_token
@@ -284,39 +320,48 @@ class Flat:
     None when no record has one): what crosses between processes and
     what the store takes."""
 
-    def __init__(self, ids, offsets, mask):
+    def __init__(self, ids, offsets, mask, dropped=()):
         self.ids, self.offsets, self.mask = ids, offsets, mask
+        self.dropped = list(dropped)  # indices of records left out
 
     @classmethod
     def of(cls, encoded):
-        """Flat of Tokenize.many's [(ids, mask or None), ...]; a record
-        without a mask is trained on every token."""
+        """Flat of Tokenize.many's [(ids, mask or None) or None (a record
+        dropped), ...]; a record without a mask is trained on every
+        token."""
+        dropped = [i for i, e in enumerate(encoded) if e is None]
+        encoded = [e for e in encoded if e is not None]
         offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum([len(i) for i, _ in encoded], out=offsets[1:])
         ids = np.concatenate([np.asarray(i, np.uint32) for i, _ in encoded]) \
             if encoded else np.zeros(0, np.uint32)
         if all(m is None for _, m in encoded):
-            return cls(ids, offsets, None)
+            return cls(ids, offsets, None, dropped)
         mask = np.concatenate([
             np.asarray(m, np.uint8) if m is not None else
             np.ones(len(i), np.uint8) for i, m in encoded])
-        return cls(ids, offsets, mask)
+        return cls(ids, offsets, mask, dropped)
 
     @classmethod
-    def joined(cls, parts):
-        """One Flat of parts in order."""
+    def joined(cls, parts, sizes):
+        """One Flat of parts in order, part k made of sizes[k] records."""
         if len(parts) == 1:
             return parts[0]
+        dropped, base = [], 0
+        for p, n in zip(parts, sizes):
+            dropped += [base + i for i in p.dropped]
+            base += n
         ids = np.concatenate([p.ids for p in parts])
-        offsets = [np.zeros(1, np.int64)]
+        offsets, total = [np.zeros(1, np.int64)], 0
         for p in parts:
-            offsets.append(p.offsets[1:] + offsets[-1][-1])
+            offsets.append(p.offsets[1:] + total)
+            total += len(p.ids)
         mask = None
         if any(p.mask is not None for p in parts):
             mask = np.concatenate([
                 p.mask if p.mask is not None else
                 np.ones(len(p.ids), np.uint8) for p in parts])
-        return cls(ids, np.concatenate(offsets), mask)
+        return cls(ids, np.concatenate(offsets), mask, dropped)
 
 
 class TokenizePool:
@@ -333,7 +378,7 @@ class TokenizePool:
     Rust tokenizer that has run its threads cannot be forked safely, so
     small inputs stay in this process throughout. close() stops them."""
 
-    def __init__(self, encode, workers=None, chunk=256, least=1024):
+    def __init__(self, encode, workers=None, chunk=128, least=256):
         self.encode = encode
         self.workers = workers or len(os.sched_getaffinity(0))
         self.chunk, self.least = chunk, least
@@ -353,11 +398,14 @@ class TokenizePool:
         chunks = [(examples[i:i + self.chunk], wheres[i:i + self.chunk])
                   for i in range(0, len(examples), self.chunk)]
         parts = []
-        for part in self.pool.map(_tokenize_chunk, chunks):
-            if isinstance(part, str):
-                raise TextError(part)
+        for part, warned, error in self.pool.map(_tokenize_chunk, chunks):
+            for message in warned:
+                self.encode.warn(message)
+            if error is not None:
+                raise TextError(error)
             parts.append(part)
-        return Flat.joined(parts) if parts else Flat.of([])
+        return Flat.joined(parts, [len(e) for e, _ in chunks]) if parts \
+            else Flat.of([])
 
     def _start(self):
         import concurrent.futures
@@ -384,12 +432,18 @@ def _child_start(encode):
 
 
 def _tokenize_chunk(chunk):
-    """A worker's Flat of its chunk, or the first bad record's message."""
+    """A worker's (Flat of its chunk or None, its TextWarnings' messages,
+    the first bad record's message or None)."""
     examples, wheres = chunk
-    try:
-        return Flat.of(_CHILD["encode"].many(examples, wheres))
-    except TextError as e:
-        return str(e)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TextWarning)
+        try:
+            flat, error = Flat.of(_CHILD["encode"].many(examples, wheres)), \
+                None
+        except TextError as e:
+            flat, error = None, str(e)
+    return flat, [str(w.message) for w in caught
+                  if issubclass(w.category, TextWarning)], error
 
 
 class _Batch:

@@ -52,7 +52,8 @@ _TEXT = ("tokenizing runs in Python (prepack.text, Hugging Face "
          "prepack command to run")
 MODULE_ONLY = {cmd: {o: _TEXT for o in (
     "--tokenizer", "--chat-template", "--assistant-only-loss",
-    "--all-tokens-loss", "--no-eos", "--text-field", "--workers")}
+    "--all-tokens-loss", "--no-eos", "--text-field", "--untrained",
+    "--workers")}
     for cmd in ("pack", "stats")}
 
 

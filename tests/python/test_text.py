@@ -191,12 +191,75 @@ def test_bad_records_are_named(tokenizer_dir, record, message):
         ptext.Tokenize(tok)(record, "data.jsonl:3")
 
 
-def test_no_assistant_tokens_is_refused(tokenizer_dir):
+NOTHING_TO_TRAIN = [
+    ({"messages": [{"role": "user", "content": "x"}]},
+     {"assistant_only_loss": True}, "messages"),
+    ({"prompt": [{"role": "user", "content": "x"}],
+      "completion": [{"role": "user", "content": "y"}]},
+     {"assistant_only_loss": True}, r"prompt \+ completion"),
+    ({"prompt": "The licence", "completion": ""}, {"add_eos": False},
+     "completion")]
+
+
+@pytest.mark.parametrize("record,options,field", NOTHING_TO_TRAIN,
+                         ids=["messages", "conversational pair", "pair"])
+def test_nothing_to_train_is_refused_or_dropped(tokenizer_dir, record,
+                                                options, field):
+    """A record whose loss mask is all zeros, in each shape that can have
+    one: refused naming it by default; with untrained="drop", None in
+    its place, left out of Flat and counted, in and out of processes."""
     tok = ptext.load_tokenizer(tokenizer_dir)
-    with pytest.raises(ptext.TextError, match="record 4: messages has no "
-                       "assistant tokens"):
-        ptext.Tokenize(tok, assistant_only_loss=True)(
-            {"messages": [{"role": "user", "content": "x"}]}, "record 4")
+    with pytest.raises(ptext.TextError, match=f"^record 4: {field} has no "
+                       f"token to train"):
+        ptext.Tokenize(tok, **options)(record, "record 4")
+    encode = ptext.Tokenize(tok, untrained="drop", **options)
+    records = [TEXT[0], record, TEXT[1], record, TEXT[0]]
+    wheres = [f"r{i}" for i in range(5)]
+    got = encode.many(records, wheres)
+    assert got[1] is None and got[3] is None
+    assert got[0] == encode(TEXT[0], "r0") and got[2] is not None
+    flat = ptext.Flat.of(got)
+    assert flat.dropped == [1, 3] and len(flat.offsets) == 4
+    pool = ptext.TokenizePool(encode, workers=2, chunk=2, least=1)
+    try:
+        pooled = pool.flat(records, wheres)
+    finally:
+        pool.close()
+    _same_flat(pooled, flat)
+    assert pooled.dropped == [1, 3]
+    with pytest.raises(ValueError, match="untrained is 'skip'"):
+        ptext.Tokenize(tok, untrained="skip")
+
+
+def test_pack_dataset_drops_untrained_with_its_group(tmp_path):
+    """pack_dataset(untrained="drop"): the records left out are counted
+    in the figures, and the group column stays with the records kept."""
+    lib_or_skip()
+    import pyarrow as pa
+    here = os.path.join(ROOT, "fixtures", "text")
+    none = [{"role": "user", "content": "x"}]
+    some = [{"role": "user", "content": "x"},
+            {"role": "assistant", "content": "the licence"}]
+    table = pa.table({"messages": [some, none, some, some, none, some],
+                      "group": [1, 1, 2, 2, 3, 3]})
+    options = dict(tokenizer=os.path.join(here, "tokenizer"),
+                   assistant_only_loss=True)
+    from prepack.dataset import DatasetError
+    with pytest.raises(DatasetError, match="table: batch 0, row 1: "
+                       "messages has no token to train"):
+        prepack.pack_dataset(table, str(tmp_path / "x"), 256, **options)
+    stats = prepack.pack_dataset(table, str(tmp_path / "s"), 256,
+                                 untrained="drop", **options)
+    assert stats["untrained_dropped"] == 2 and stats["sequences"] == 4
+    # the same rows as the table without those records
+    kept = table.take([0, 2, 3, 5])
+    want = prepack.pack_dataset(kept, str(tmp_path / "w"), 256, **options)
+    assert want["untrained_dropped"] == 0 and want["rows"] == stats["rows"]
+    got, wanted = (prepack.ShardSet(str(tmp_path / d)) for d in "sw")
+    for a, b in zip(got, wanted):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert str(a[k]) == str(b[k]), k
 
 
 def test_a_template_that_fails_is_named(tokenizer_dir, tmp_path):
@@ -444,7 +507,7 @@ def test_many_is_record_by_record(tokenizer_dir, tmp_path):
         encode.many([TEXT[0], TEXT[1], {"text": 5}], ["r0", "r1", "r2"])
     no_assistant = {"messages": [{"role": "user", "content": "x"}]}
     with pytest.raises(ptext.TextError, match="^r1: messages has no "
-                       "assistant tokens"):  # found after the batch
+                       "token to train"):  # found after the batch
         encode.many([MESSAGES[0], no_assistant, {"text": 5}],
                     ["r0", "r1", "r2"])
     failing = tmp_path / "fails.jinja"
@@ -486,7 +549,7 @@ def test_pool_is_many_in_order(tokenizer_dir):
         bad[13] = {"text": 5}
         bad[4] = {"messages": [{"role": "user", "content": "x"}]}
         with pytest.raises(ptext.TextError, match="^r4: messages has no "
-                           "assistant tokens"):
+                           "token to train"):
             pool.flat(bad, wheres)
         _same_flat(pool.flat(mix[:5], wheres[:5]),
                    ptext.Flat.of(encode.many(mix[:5], wheres[:5])))
@@ -498,7 +561,7 @@ def test_pool_is_many_in_order(tokenizer_dir):
 
 
 def test_workers_give_the_same_set(tmp_path):
-    """pack_dataset with 1 and 2 tokenizing processes (1,200 bundled
+    """pack_dataset with 1 and 2 tokenizing processes (400 bundled
     conversations: past the size where processes start) writes
     byte-identical sets; a bad record in the second half is named by its
     line either way."""
@@ -509,7 +572,7 @@ def test_workers_give_the_same_set(tmp_path):
     with open(os.path.join(here, "conversations.jsonl")) as f:
         lines = f.read().splitlines()
     data = tmp_path / "c.jsonl"
-    data.write_text("\n".join(lines * 6) + "\n")
+    data.write_text("\n".join(lines * 2) + "\n")
     sets = []
     for workers in (1, 2):
         out = tmp_path / f"s{workers}"
@@ -519,11 +582,11 @@ def test_workers_give_the_same_set(tmp_path):
                              workers=workers)
         sets.append({p.name: p.read_bytes() for p in out.iterdir()})
     assert sets[0] == sets[1]
-    bad = lines * 6
-    bad[1000] = json.dumps({"messages": [{"role": "user", "content": 1}]})
+    bad = lines * 2
+    bad[300] = json.dumps({"messages": [{"role": "user", "content": 1}]})
     data.write_text("\n".join(bad) + "\n")
     for workers in (1, 2):
-        with pytest.raises(DatasetError, match=r"c.jsonl:1001: "
+        with pytest.raises(DatasetError, match=r"c.jsonl:301: "
                            r"messages\[0\].content is not a string"):
             prepack.pack_dataset([str(data)], str(tmp_path / "x"), 512,
                                  tokenizer=os.path.join(here, "tokenizer"),
@@ -533,3 +596,37 @@ def test_workers_give_the_same_set(tmp_path):
         prepack.pack_dataset([str(data)], str(tmp_path / "x"), 512,
                              tokenizer=os.path.join(here, "tokenizer"),
                              workers=0)
+
+
+def test_prompt_not_a_token_prefix_warns_once(tokenizer_dir, tmp_path):
+    """A prompt whose last token merges into the completion: trained from
+    where the two tokenizations diverge, as TRL trains it (its own
+    output), and one TextWarning naming the first such record, also when
+    worker processes find them."""
+    import warnings
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    merging = [{"prompt": "Python Softw", "completion": "are licence"},
+               {"prompt": "Read the ", "completion": "Python licence"}]
+    assert ours(tok, merging) == trl_prepared(tok, merging, False, True,
+                                              tmp_path)
+    prompt_ids = tok(text=merging[0]["prompt"])["input_ids"]
+    full = tok(text=merging[0]["prompt"] + merging[0]["completion"] +
+               tok.eos_token)["input_ids"]
+    assert full[:len(prompt_ids)] != prompt_ids  # the case at hand
+    records = PROMPT_COMPLETION + merging * 3
+    wheres = [f"r{i}" for i in range(len(records))]
+    first = f"r{len(PROMPT_COMPLETION)}"
+    for pool in (None, ptext.TokenizePool(ptext.Tokenize(tok), workers=2,
+                                          chunk=2, least=1)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if pool is None:
+                ptext.Tokenize(tok).many(records, wheres)
+            else:
+                pool.flat(records, wheres)
+                pool.close()
+        texts = [str(w.message) for w in caught
+                 if issubclass(w.category, ptext.TextWarning)]
+        assert len(texts) == 1, texts
+        assert texts[0].startswith(first + ": the tokenized prompt is not "
+                                   "a prefix")
