@@ -321,7 +321,9 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     `completion`, or `messages`, as TRL names its formats), tokenized and
     masked as prepack.text does; the other text options are
     `chat_template` (a Jinja file), `assistant_only_loss` (False),
-    `completion_only_loss` (True), `add_eos` (True) and `text_field`.
+    `completion_only_loss` (True), `add_eos` (True), `text_field`,
+    `untrained` ("error", or "drop" records with nothing to train) and
+    `workers` (tokenizing processes; None: every core) (docs/TEXT.md).
 
     Otherwise `column` holds
     the token ids (a list of integers per row); a `loss_mask` (0/1) or

@@ -630,3 +630,30 @@ def test_prompt_not_a_token_prefix_warns_once(tokenizer_dir, tmp_path):
         assert len(texts) == 1, texts
         assert texts[0].startswith(first + ": the tokenized prompt is not "
                                    "a prefix")
+
+
+class _WideTokenizer:
+    """A stand-in tokenizer whose ids pass 2^16 (as o200k's do)."""
+    eos_token = "</s>"
+    chat_template = None
+
+    def __call__(self, text):
+        return {"input_ids": [[5, 70000 + len(t)] for t in text]}
+
+
+def test_an_id_past_the_stores_width_is_named(tmp_path):
+    """Ids that do not fit the chosen token dtype: the record named, never
+    narrowed; a wider dtype (or auto) takes them."""
+    lib_or_skip()
+    import pyarrow as pa
+    from prepack.dataset import DatasetError
+    table = pa.table({"text": ["a", "bb", "ccc"]})
+    with pytest.raises(DatasetError, match=r"table: batch 0, row 0: .*70005"):
+        prepack.pack_dataset(table, str(tmp_path / "x"), 16,
+                             tokenizer=_WideTokenizer(), token_dtype="uint16")
+    assert not (tmp_path / "x").exists()
+    stats = prepack.pack_dataset(table, str(tmp_path / "s"), 16,
+                                 tokenizer=_WideTokenizer())
+    assert stats["input_tokens"] == 6
+    assert sorted(int(t) for r in prepack.ShardSet(str(tmp_path / "s"))
+                  for t in r["input_ids"] if t > 5) == [70005, 70006, 70007]
