@@ -335,6 +335,11 @@ def test_stats_and_datasets_source(tokenizer_dir):
     tok = ptext.load_tokenizer(tokenizer_dir)
     tokens = sum(len(ptext.Tokenize(tok)(e, "r")[0]) for e in MESSAGES) * 4
     assert s["sequences"] == 8 and s["input_tokens"] == tokens
+    assert s["untrained_dropped"] == 0
+    # an IterableDataset (streamed; its columns known only as it is read)
+    it = stats_dataset(ds.to_iterable_dataset(), 256,
+                       tokenizer=tokenizer_dir)
+    assert it == s
 
 
 def test_pack_dataset_names_a_bad_record(tokenizer_dir, tmp_path):
