@@ -113,7 +113,9 @@ def _add_job_options(c, pack):
     c.add_argument("--svg", metavar="FILE",
                    help="also draw the report as an SVG picture")
     c.add_argument("--quiet", action="store_true",
-                   help="no progress on stderr (this front end shows none)")
+                   help="no progress on stderr (shown only when it is a "
+                        "terminal: documents, MB of text and tokens read, "
+                        "rows written)")
     if pack:
         _add_output_options(c)
 
@@ -214,7 +216,8 @@ def main(argv=None):
                   overlong=a.overlong, max_seqs_per_row=a.max_seqs_per_row,
                   token_dtype=a.token_dtype, tmp_dir=a.tmp_dir,
                   batch_size=a.batch_size, pad_multiple=a.pad_multiple,
-                  svg=a.svg, **_text_options(a))
+                  svg=a.svg, progress=False if a.quiet else None,
+                  **_text_options(a))
     try:
         if a.command == "pack":
             stats = pack_dataset(a.inputs, a.output, shuffle=a.shuffle,

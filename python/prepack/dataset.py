@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from . import _native
+from ._progress import Progress
 from ._report_svg import write_report_svg
 
 
@@ -231,7 +232,8 @@ class _Planned:
     def __init__(self, source, max_seq_len, column, loss_mask, labels, algo,
                  overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                  tmp_dir, batch_size, read_rows, group="group",
-                 pad_multiple=0, text=None):
+                 pad_multiple=0, text=None, progress=None):
+        self.progress = progress or Progress(False)  # close() clears it
         self.lib = lib = _native.library()
         self.text = text
         diag = _native.Diag()
@@ -244,7 +246,7 @@ class _Planned:
                diag)
         try:
             _read_into(lib, self.store, source, column, loss_mask, labels,
-                       read_rows, group, text)
+                       read_rows, group, text, self.progress)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
             self.options = _native.PlanOptions(
@@ -281,28 +283,33 @@ class _Planned:
         self.lib.prepack_plan_free(self.plan)
         self.lib.prepack_store_free(self.store)
         self.plan, self.store = ctypes.c_void_p(), ctypes.c_void_p()
+        self.progress.clear()
 
 
 def stats_dataset(source, max_seq_len, column="input_ids",
                   loss_mask="loss_mask", labels="labels", algo="ffd",
                   overlong="error", max_seqs_per_row=0, token_dtype="auto",
                   tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                  pad_multiple=0, svg=None, **text_options):
+                  pad_multiple=0, svg=None, progress=None, **text_options):
     """What `prepack stats` reports, for the same sources as pack_dataset
     (text with a tokenizer too): the plan's figures (a dict), nothing
-    written but the report's picture to svg when given (`stats --svg`)."""
+    written but the report's picture to svg when given (`stats --svg`);
+    progress as pack_dataset's."""
     _check_options(algo, overlong, token_dtype)
     _check_ints(max_seq_len=max_seq_len, max_seqs_per_row=max_seqs_per_row,
                 batch_size=batch_size, pad_multiple=pad_multiple)
+    shown = Progress(progress)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, False, 0, token_dtype,
                        tmp_dir, batch_size, read_rows, group, pad_multiple,
-                       _text(**text_options))
+                       _text(**text_options), shown)
     try:
         _draw(planned, svg)
-        return planned.stats()
+        stats = planned.stats()
     finally:
         planned.close()
+    shown.done(f"prepack stats: {stats['tokens']:,} tokens planned")
+    return stats
 
 
 def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
@@ -311,7 +318,7 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                  rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
                  threads=1, overwrite=False, token_dtype="auto",
                  tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                 pad_multiple=0, svg=None, **text_options):
+                 pad_multiple=0, svg=None, progress=None, **text_options):
     """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
     Arrow IPC files) into a shard set in out_dir, with every option of
     `prepack pack` (the same names, underscores for dashes).
@@ -332,6 +339,10 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     with one value in one row, in order, as JSONL's "group" field does.
     pad_multiple plans for context parallelism as `pack --pad-multiple`.
     svg, a path, also draws the report there as `pack --svg`.
+    progress: None shows progress on stderr when it is a terminal, as the
+    command does (python -m prepack --quiet: False), True always, False
+    never: documents, tokens and MB of text read, rows written
+    (docs/TEXT.md).
     A file given twice is two inputs, as for `prepack pack` (a group never
     spans the two). Returns the plan's figures (a dict: sequences,
     input_tokens, items, tokens, rows, lower_bound, efficiency, ...). Bad
@@ -343,19 +354,23 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                 shard_rows=shard_rows, shard_bytes=shard_bytes, level=level,
                 threads=threads, batch_size=batch_size,
                 pad_multiple=pad_multiple)
+    shown = Progress(progress)
     planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
                        overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                        tmp_dir, batch_size, read_rows, group, pad_multiple,
-                       _text(**text_options))
+                       _text(**text_options), shown)
     try:
         wo = _native.WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
                             int(overwrite), threads, None)
         _write(planned.lib, planned.plan, planned.store, os.fspath(out_dir),
-               planned.options, wo, planned.report)
+               planned.options, wo, planned.report, shown)
         _draw(planned, svg)
-        return planned.stats()
+        stats = planned.stats()
     finally:
         planned.close()
+    shown.done(f"prepack pack: {stats['rows']:,} rows written to "
+               f"{os.fspath(out_dir)}")
+    return stats
 
 
 def _draw(planned, svg):
@@ -456,17 +471,18 @@ class _Text:
 
 
 def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
-               group="group", text=None):
+               group="group", text=None, progress=None):
     try:
         _read_batches(lib, store, source, column, loss_mask, labels,
-                      read_rows, group, text)
+                      read_rows, group, text, progress or Progress(False))
     finally:
         if text is not None:
             text.close()  # the tokenizing processes
 
 
 def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
-                  group, text):
+                  group, text, progress):
+    progress.stage_begins("read")
     current = None
     previous = [None]
     if text is not None:  # text columns in, ids and a loss mask out
@@ -486,6 +502,7 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
         base = lib.prepack_store_sequence_count(store)
         where = _Where(name, unit, index, first)
         if text is not None:
+            progress.text_read(batch, text.columns + ("completion",))
             batch = text.tokenized(batch, where, group)
         values, offsets = _list_column(batch, column, where)
         tokens = np.ascontiguousarray(_tokens(values, offsets, where, column))
@@ -498,6 +515,7 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
         if rc != 0:
             raise DatasetError(f"{where.row(diag.record)}: "
                                f"{diag.message.decode(errors='replace')}")
+        progress.read(len(offsets) - 1, len(tokens))
         joins = _joins(batch, group, base, previous)
         if len(joins):
             _check(lib.prepack_store_join_sequences(
@@ -656,7 +674,7 @@ def _hf_batches(source, column, optional, read_rows):
             first += b.num_rows
 
 
-def _write(lib, plan, store, out_dir, po, wo, report):
+def _write(lib, plan, store, out_dir, po, wo, report, progress):
     diag = _native.Diag()
     builder, writer = ctypes.c_void_p(), ctypes.c_void_p()
     try:
@@ -668,12 +686,14 @@ def _write(lib, plan, store, out_dir, po, wo, report):
                                          dtype, ctypes.byref(wo),
                                          ctypes.byref(diag)), diag)
         row = _native.Row()
-        for r in range(lib.prepack_plan_row_count(plan)):
+        rows = lib.prepack_plan_row_count(plan)
+        for r in range(rows):
             rc = lib.prepack_row_builder_get(builder, r, ctypes.byref(row))
             if rc != 0:
                 raise ValueError(f"prepack error {rc} building row {r}")
             _check(lib.prepack_writer_add(writer, ctypes.byref(row),
                                           ctypes.byref(diag)), diag)
+            progress.write(r + 1, rows)
         info = _native.ManifestInfo(ctypes.pointer(po), store,
                                     ctypes.pointer(report))
         _check(lib.prepack_writer_finish(writer, ctypes.byref(info),

@@ -196,3 +196,21 @@ def test_svg_and_pad_multiple_as_the_command(prepack_bin, tmp_path):
     assert both(32, "linked.svg", "linked.svg") == (1, 1)
     assert (tmp_path / "victim").read_text() == "kept"
     assert both(30, "x.svg", "y.svg") == (2, 2)
+
+
+@pytest.mark.parametrize("cmd", ["pack", "stats"])
+def test_quiet_is_progress_false(monkeypatch, cmd):
+    """--quiet, as the command's: pack_dataset's and stats_dataset's
+    progress=False; without it progress=None (shown on a terminal)."""
+    import prepack.__main__
+    import prepack.dataset
+    got = []
+    monkeypatch.setattr(prepack.dataset, f"{cmd}_dataset",
+                        lambda *a, **k: got.append(k["progress"]) or
+                        {"sequences": 0, "input_tokens": 0, "rows": 0,
+                         "lower_bound": 0, "efficiency": 1.0})
+    args = [cmd, "in.parquet", "--max-seq-len", "8"] + (
+        ["-o", "out"] if cmd == "pack" else [])
+    assert prepack.__main__.main(args) == 0
+    assert prepack.__main__.main(args + ["--quiet"]) == 0
+    assert got == [None, False]
