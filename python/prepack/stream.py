@@ -8,8 +8,13 @@ bounded memory and an exact resume, through libprepack's stream packer.
 `Packer` is the packer itself (push, flush, pop, state bytes);
 `StreamingPackedDataset` wraps an iterable (or a `datasets.IterableDataset`)
 for a PyTorch DataLoader, splitting its items over ranks and workers and
-resuming from `state_dict()`."""
+resuming from `state_dict()`.
+
+Both take text too: with `tokenizer=` (and pack_dataset's other text
+options) the items are records (`text`, `prompt` and `completion`, or
+`messages`), tokenized and masked by prepack.text, TEXT_CHUNK at a time."""
 import ctypes
+import os
 
 import numpy as np
 
@@ -30,6 +35,13 @@ except ImportError:  # pragma: no cover - torch is optional
 # state is untrusted, and each worker is a process holding a packer.
 MAX_WORKERS = 1024
 _INT64_MAX = 2 ** 63 - 1  # batches and the like, as a checkpoint holds them
+# Records tokenized in one Tokenize.many call: plain text is encoded on the
+# tokenizer's threads a list at a time; a sequence waits for its chunk.
+TEXT_CHUNK = 256
+# pack_dataset's text options, with its defaults (prepack.text)
+TEXT_OPTIONS = {"tokenizer": None, "chat_template": None,
+                "assistant_only_loss": False, "completion_only_loss": True,
+                "add_eos": True, "text_field": "text"}
 
 
 class StreamError(ValueError):
@@ -73,6 +85,76 @@ def _sequence(i, seq):
                               f"{len(ids)} tokens")
         return ids, mask
     return _native.token_array(i, seq), None
+
+
+def _text(kwargs):
+    """Takes the text options out of kwargs: (a prepack.text.Tokenize, the
+    options as a state records them), or (None, None) without a
+    tokenizer."""
+    options = {k: kwargs.pop(k, v) for k, v in TEXT_OPTIONS.items()}
+    tokenizer, template = options["tokenizer"], options["chat_template"]
+    if tokenizer is None:
+        if template is not None:
+            raise ValueError("chat_template without a tokenizer")
+        return None, None
+    from . import text as ptext
+    on_disk = isinstance(tokenizer, (str, os.PathLike))
+    if template is not None and not on_disk:
+        raise ValueError("chat_template with a loaded tokenizer: set its "
+                         "chat_template instead")
+    if on_disk:
+        try:
+            tokenizer = ptext.load_tokenizer(tokenizer, template)
+        except ptext.TextError as e:
+            raise StreamError(str(e)) from None
+        options["tokenizer"] = os.fspath(options["tokenizer"])
+    else:
+        options["tokenizer"] = str(getattr(tokenizer, "name_or_path", ""))
+    if template is not None:
+        options["chat_template"] = os.fspath(template)
+    name = f"the chat template {options['chat_template']}" \
+        if template is not None else f"{options['tokenizer']}'s chat " \
+        f"template" if on_disk else "the tokenizer's chat template"
+    encode = ptext.Tokenize(
+        tokenizer, assistant_only_loss=options["assistant_only_loss"],
+        completion_only_loss=options["completion_only_loss"],
+        add_eos=options["add_eos"], text_field=options["text_field"],
+        template_name=name)
+    return encode, options
+
+
+def _tokenized(items, encode):
+    """(i, {input_ids, loss_mask}) from (i, record) pairs, TEXT_CHUNK
+    records a Tokenize.many call; an error names the record by i."""
+    if encode is None:
+        yield from items
+        return
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == TEXT_CHUNK:
+            yield from _encoded(chunk, encode)
+            chunk = []
+    yield from _encoded(chunk, encode)
+
+
+def _encoded(chunk, encode):
+    from .text import TextError
+    records = [{k: v for k, v in r.items() if v is not None}
+               if isinstance(r, dict) else r for _, r in chunk]
+    try:
+        out = encode.many(records, [f"record {i}" for i, _ in chunk])
+    except TextError as e:
+        raise StreamError(str(e)) from None
+    for (i, _), (ids, mask) in zip(chunk, out):
+        yield i, {"input_ids": ids, "loss_mask": mask}
+
+
+def _same(a, b):
+    """Dicts with the same keys, each value equal and of the same type (a
+    state's options: True is not 1)."""
+    return isinstance(a, dict) and set(a) == set(b) and all(
+        type(a[k]) is type(v) and a[k] == v for k, v in b.items())
 
 
 class Packer(_native.Handle):
@@ -222,12 +304,21 @@ def pack(iterable, max_seq_len, window=256, lookahead=100, form="varlen",
     id (seq_ids) is its position in the iterable. The defaults (256 open
     rows, items placed 100 at a time longest first) came within 0.4% of
     offline FFD's rows on every real length set measured (docs/STREAM.md);
-    lookahead=0 places each sequence as it comes."""
+    lookahead=0 places each sequence as it comes.
+
+    With tokenizer= (a Hugging Face tokenizer directory or a loaded
+    tokenizer) and pack_dataset's other text options (chat_template,
+    assistant_only_loss, completion_only_loss, add_eos, text_field), the
+    items are records instead, tokenized and masked as prepack.text does
+    (the labels -100 where the mask is 0); a bad record is a StreamError
+    naming it by its position ("record 17: ...")."""
+    encode, _ = _text(collate_kwargs)
     packer = Packer(max_seq_len, window, lookahead, overlong, max_seqs_per_row)
     collate_kwargs.setdefault("max_seq_len", max_seq_len)
     try:
-        yield from _collated(_rows(packer, enumerate(iterable)), batch_rows,
-                             form, collate_kwargs)
+        yield from _collated(_rows(packer, _tokenized(enumerate(iterable),
+                                                      encode)),
+                             batch_rows, form, collate_kwargs)
     finally:
         packer.close()
 
@@ -248,7 +339,11 @@ class StreamingPackedDataset(_Base):
     is small; on resume each worker re-reads its share of the source from
     the start and re-packs (without collating) up to where it was, since a
     stream cannot seek. With W workers the DataLoader takes their batches
-    in turn; the count is exact while every worker still has batches."""
+    in turn; the count is exact while every worker still has batches.
+
+    Text: with tokenizer= and the other text options, as pack(); each
+    worker tokenizes its own share, and the state records the options
+    (a state taken with others is refused)."""
 
     def __init__(self, source, max_seq_len, window=256, lookahead=100,
                  form="varlen", batch_rows=1, overlong="error",
@@ -256,6 +351,7 @@ class StreamingPackedDataset(_Base):
         world_size = _count("world_size", world_size, 1)
         rank = _count("rank", rank, 0, world_size - 1)
         batch_rows = _count("batch_rows", batch_rows, 1)
+        self._encode, self.text_options = _text(collate_kwargs)
         self.source = source
         self.options = dict(max_seq_len=max_seq_len, window=window,
                             lookahead=lookahead, overlong=overlong,
@@ -314,7 +410,8 @@ class StreamingPackedDataset(_Base):
         return (done - w + workers - 1) // workers
 
     def _raw_batches(self, packer, share, shares, skip):
-        rows = _rows(packer, self._items(share, shares))
+        rows = _rows(packer, _tokenized(self._items(share, shares),
+                                        self._encode))
         for _ in range(skip * self.batch_rows):  # already consumed: replayed
             if next(rows, None) is None:
                 return
@@ -328,10 +425,13 @@ class StreamingPackedDataset(_Base):
         """Where this rank is: the batches its DataLoader consumed."""
         if batches_done is None:
             batches_done = self._yielded
-        return {"batches_done": _count("batches_done", batches_done),
-                "num_workers": self._workers_seen,
-                "rank": self.rank, "world_size": self.world_size,
-                "options": dict(self.options), "batch_rows": self.batch_rows}
+        state = {"batches_done": _count("batches_done", batches_done),
+                 "num_workers": self._workers_seen,
+                 "rank": self.rank, "world_size": self.world_size,
+                 "options": dict(self.options), "batch_rows": self.batch_rows}
+        if self.text_options is not None:  # text in: how it was tokenized
+            state["text"] = dict(self.text_options)
+        return state
 
     def _check_state(self, state):
         """The state's fields, each by type and range (a state is untrusted:
@@ -339,9 +439,11 @@ class StreamingPackedDataset(_Base):
         if not isinstance(state, dict):
             raise StreamError(f"state: a dict from state_dict() expected, "
                               f"not {type(state).__name__}")
-        if set(state) != set(self._STATE_FIELDS):
+        fields = self._STATE_FIELDS + (
+            ("text",) if self.text_options is not None else ())
+        if set(state) != set(fields):
             raise StreamError(f"state: fields {sorted(map(str, state))}, "
-                              f"expected {sorted(self._STATE_FIELDS)}")
+                              f"expected {sorted(fields)}")
         done = _count("batches_done", state["batches_done"])
         workers = _count("num_workers", state["num_workers"], 1, MAX_WORKERS)
         for key in ("rank", "world_size", "batch_rows"):
@@ -350,11 +452,13 @@ class StreamingPackedDataset(_Base):
                                   f"{state[key]}, this dataset has "
                                   f"{getattr(self, key)}")
         options = state["options"]
-        if not isinstance(options, dict) or set(options) != set(self.options) \
-                or any(type(options[k]) is not type(v) or options[k] != v
-                       for k, v in self.options.items()):
+        if not _same(options, self.options):
             raise StreamError(f"the state was taken with other options "
                               f"{options!r}, this dataset has {self.options}")
+        if "text" in fields and not _same(state["text"], self.text_options):
+            raise StreamError(f"the state was taken with other text options "
+                              f"{state['text']!r}, this dataset has "
+                              f"{self.text_options}")
         return done, workers
 
     def load_state_dict(self, state, num_workers=None):
