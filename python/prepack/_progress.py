@@ -148,9 +148,9 @@ class Progress:
 
 
 def text_bytes(batch, fields):
-    """UTF-8 bytes of the strings under `fields` (at any depth) of a
-    pyarrow RecordBatch (from Arrow's string lengths) or of the rows a
-    batch's to_pylist() gives."""
+    """UTF-8 bytes of the strings under `fields` of a pyarrow RecordBatch
+    (Arrow's string lengths, at any depth) or of the rows a batch's
+    to_pylist() gives (a string, a list of strings or of objects)."""
     import pyarrow as pa
     names = [f for f in fields if f in batch.schema.names]
     if isinstance(batch, pa.RecordBatch):
@@ -175,12 +175,13 @@ def _arrow_bytes(array):
 
 
 def _python_bytes(value):
+    """UTF-8 bytes of a string, or of a list's strings and of the strings
+    its objects hold (messages: [{role, content}, ...]). A comprehension,
+    not a walk to any depth: a tenth of the time."""
     if isinstance(value, str):
-        if value.isascii():
-            return len(value)
         return len(value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, (list, tuple)):
-        return sum(_python_bytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_python_bytes(v) for v in value.values())
-    return 0
+    if not isinstance(value, list):
+        return 0
+    return sum(len(s.encode("utf-8", "surrogatepass")) for v in value
+               for s in (v.values() if isinstance(v, dict) else (v,))
+               if isinstance(s, str))
