@@ -124,3 +124,21 @@ def test_streaming_dataset_with_text_resumes(records):
         plain.load_state_dict(state)
     with pytest.raises(StreamError, match="fields"):
         again.load_state_dict(plain.state_dict())
+
+
+def test_dataloader_workers_tokenize_their_shares(records):
+    """Two DataLoader workers, each tokenizing its own share: every record
+    once, its tokens the ones it has streamed alone."""
+    from torch.utils.data import DataLoader
+    some = records[:40]
+    ds = StreamingPackedDataset(some, 512, window=8, batch_rows=2,
+                                tensors="np", tokenizer=TOKENIZER)
+    got = {}
+    for b in DataLoader(ds, batch_size=None, num_workers=2):
+        ids, cu = np.asarray(b["input_ids"]), np.asarray(b["cu_seqlens"])
+        for j, sid in enumerate(np.asarray(b["seq_ids"]).tolist()):
+            got[sid] = ids[cu[j]:cu[j + 1]].tolist()
+    alone = {i: np.asarray(b["input_ids"]).tolist()
+             for i, r in enumerate(some)
+             for b in stream.pack([r], 512, tokenizer=TOKENIZER)}
+    assert got == alone
