@@ -395,53 +395,38 @@ def _joins(batch, group, base, previous):
     return np.asarray(ids, dtype=np.uint64)
 
 
-def _text(tokenizer=None, chat_template=None, assistant_only_loss=False,
-          completion_only_loss=True, add_eos=True, text_field="text",
-          untrained="error", workers=None):
+def _text(workers=None, **options):
     """The text options as one _Text, or None without a tokenizer."""
-    if tokenizer is None:
-        if chat_template is not None:
+    from . import text as ptext
+    unknown = set(options) - set(ptext.OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected options {sorted(unknown)}")
+    if options.get("tokenizer") is None:
+        if options.get("chat_template") is not None:
             raise ValueError("chat_template without a tokenizer")
         return None
     if workers is not None and (not isinstance(workers, numbers.Integral)
                                 or not 1 <= workers <= 1024):
         raise ValueError(f"workers must be an integer in 1..1024 (the "
                          f"tokenizing processes), not {workers!r}")
-    return _Text(tokenizer, chat_template, assistant_only_loss,
-                 completion_only_loss, add_eos, text_field, untrained,
-                 workers)
+    return _Text(options, workers)
 
 
 class _Text:
     """Text columns tokenized as they are read (prepack.text): the columns
     a record may hold, and each batch turned into input_ids and
-    loss_mask (the group column carried over)."""
+    loss_mask (the group column carried over), on `workers` processes."""
 
-    def __init__(self, tokenizer, chat_template, assistant_only_loss,
-                 completion_only_loss, add_eos, text_field, untrained,
-                 workers):
+    def __init__(self, options, workers):
         from . import text as ptext
-        on_disk = isinstance(tokenizer, (str, os.PathLike))
-        if chat_template is not None and not on_disk:
-            raise ValueError("chat_template with a loaded tokenizer: set "
-                             "its chat_template instead")
-        name = f"the chat template {os.fspath(chat_template)}" \
-            if chat_template is not None else \
-            f"{os.fspath(tokenizer)}'s chat template" if on_disk else \
-            "the tokenizer's chat template"
-        if on_disk:
-            try:
-                tokenizer = ptext.load_tokenizer(tokenizer, chat_template)
-            except ptext.TextError as e:
-                raise DatasetError(str(e)) from None
-        self.pool = ptext.TokenizePool(ptext.Tokenize(
-            tokenizer, assistant_only_loss=assistant_only_loss,
-            completion_only_loss=completion_only_loss, add_eos=add_eos,
-            text_field=text_field, untrained=untrained, template_name=name),
-            workers)
+        try:
+            encode = ptext.from_options(**options)
+        except ptext.TextError as e:
+            raise DatasetError(str(e)) from None
+        self.pool = ptext.TokenizePool(encode, workers)
         self.error = ptext.TextError
         self.dropped = 0  # records with nothing to train, left out
-        self.columns = (text_field, "prompt", "messages")
+        self.columns = (encode.text_field, "prompt", "messages")
 
     def tokenized(self, batch, where, group):
         import pyarrow as pa

@@ -39,9 +39,6 @@ _INT64_MAX = 2 ** 63 - 1  # batches and the like, as a checkpoint holds them
 # tokenizer's threads a list at a time; a sequence waits for its chunk.
 TEXT_CHUNK = 256
 # pack_dataset's text options, with its defaults (prepack.text)
-TEXT_OPTIONS = {"tokenizer": None, "chat_template": None,
-                "assistant_only_loss": False, "completion_only_loss": True,
-                "add_eos": True, "text_field": "text"}
 
 
 class StreamError(ValueError):
@@ -88,38 +85,25 @@ def _sequence(i, seq):
 
 
 def _text(kwargs):
-    """Takes the text options out of kwargs: (a prepack.text.Tokenize, the
-    options as a state records them), or (None, None) without a
-    tokenizer."""
-    options = {k: kwargs.pop(k, v) for k, v in TEXT_OPTIONS.items()}
+    """Takes the text options (prepack.text.OPTIONS) out of kwargs: (a
+    prepack.text.Tokenize, the options as a state records them), or
+    (None, None) without a tokenizer."""
+    from . import text as ptext
+    options = {k: kwargs.pop(k, v) for k, v in ptext.OPTIONS.items()}
     tokenizer, template = options["tokenizer"], options["chat_template"]
     if tokenizer is None:
         if template is not None:
             raise ValueError("chat_template without a tokenizer")
         return None, None
-    from . import text as ptext
+    try:
+        encode = ptext.from_options(**options)
+    except ptext.TextError as e:
+        raise StreamError(str(e)) from None
     on_disk = isinstance(tokenizer, (str, os.PathLike))
-    if template is not None and not on_disk:
-        raise ValueError("chat_template with a loaded tokenizer: set its "
-                         "chat_template instead")
-    if on_disk:
-        try:
-            tokenizer = ptext.load_tokenizer(tokenizer, template)
-        except ptext.TextError as e:
-            raise StreamError(str(e)) from None
-        options["tokenizer"] = os.fspath(options["tokenizer"])
-    else:
-        options["tokenizer"] = str(getattr(tokenizer, "name_or_path", ""))
+    options["tokenizer"] = os.fspath(tokenizer) if on_disk else \
+        str(getattr(tokenizer, "name_or_path", ""))
     if template is not None:
         options["chat_template"] = os.fspath(template)
-    name = f"the chat template {options['chat_template']}" \
-        if template is not None else f"{options['tokenizer']}'s chat " \
-        f"template" if on_disk else "the tokenizer's chat template"
-    encode = ptext.Tokenize(
-        tokenizer, assistant_only_loss=options["assistant_only_loss"],
-        completion_only_loss=options["completion_only_loss"],
-        add_eos=options["add_eos"], text_field=options["text_field"],
-        template_name=name)
     return encode, options
 
 
@@ -146,8 +130,9 @@ def _encoded(chunk, encode):
         out = encode.many(records, [f"record {i}" for i, _ in chunk])
     except TextError as e:
         raise StreamError(str(e)) from None
-    for (i, _), (ids, mask) in zip(chunk, out):
-        yield i, {"input_ids": ids, "loss_mask": mask}
+    for (i, _), done in zip(chunk, out):
+        if done is not None:  # None: dropped, nothing to train
+            yield i, {"input_ids": done[0], "loss_mask": done[1]}
 
 
 def _same(a, b):

@@ -65,6 +65,33 @@ def load_tokenizer(path, chat_template=None):
     return tok
 
 
+# The text options of pack_dataset, prepack.stream and python -m prepack,
+# with their defaults (workers, the tokenizing processes, is
+# pack_dataset's alone)
+OPTIONS = {"tokenizer": None, "chat_template": None,
+           "assistant_only_loss": False, "completion_only_loss": True,
+           "add_eos": True, "text_field": "text", "untrained": "error"}
+
+
+def from_options(tokenizer, chat_template=None, **rules):
+    """The Tokenize the text options ask for. tokenizer is a tokenizer
+    directory (loaded from disk, with chat_template in place of its own
+    when given) or a loaded tokenizer (whose chat_template is set on it,
+    not given here); rules are Tokenize's. TextError for a tokenizer or
+    template that cannot be read."""
+    on_disk = isinstance(tokenizer, (str, os.PathLike))
+    if chat_template is not None and not on_disk:
+        raise ValueError("chat_template with a loaded tokenizer: set its "
+                         "chat_template instead")
+    name = f"the chat template {os.fspath(chat_template)}" \
+        if chat_template is not None else \
+        f"{os.fspath(tokenizer)}'s chat template" if on_disk else \
+        "the tokenizer's chat template"
+    if on_disk:
+        tokenizer = load_tokenizer(tokenizer, chat_template)
+    return Tokenize(tokenizer, template_name=name, **rules)
+
+
 class Tokenize:
     """One record (a dict) to (input_ids, loss_mask) lists, TRL's way.
 

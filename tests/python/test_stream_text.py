@@ -109,7 +109,7 @@ def test_streaming_dataset_with_text_resumes(records):
     assert state["text"] == {
         "tokenizer": TOKENIZER, "chat_template": None,
         "assistant_only_loss": True, "completion_only_loss": True,
-        "add_eos": True, "text_field": "text"}
+        "add_eos": True, "text_field": "text", "untrained": "error"}
     again = StreamingPackedDataset(records, **opts)
     again.load_state_dict(state)
     equal(first + list(again), whole)
@@ -142,3 +142,20 @@ def test_dataloader_workers_tokenize_their_shares(records):
              for i, r in enumerate(some)
              for b in stream.pack([r], 512, tokenizer=TOKENIZER)}
     assert got == alone
+
+
+def test_records_with_nothing_to_train_are_dropped_on_request(records):
+    """untrained="drop": a conversation without an assistant turn leaves
+    the stream (the others as they were); by default it is named."""
+    none = {"messages": [{"role": "user", "content": "only a question"}]}
+    mixed = list(records[:5]) + [none] + list(records[5:10])
+    opts = dict(tokenizer=TOKENIZER, assistant_only_loss=True)
+    with pytest.raises(StreamError, match="record 5: messages has no "
+                       "token to train"):
+        list(stream.pack(mixed, 512, **opts))
+    got = list(stream.pack(mixed, 512, untrained="drop", **opts))
+    want = list(stream.pack(records[:10], 512, **opts))
+    for row in want:  # a sequence's id is its place in the stream
+        row["seq_ids"] = np.asarray([i + (i >= 5) for i in row["seq_ids"]],
+                                    dtype=np.asarray(row["seq_ids"]).dtype)
+    equal(got, want)
