@@ -63,6 +63,12 @@ def _add_text_options(c):
                    help="tokenize in N processes (default: the cores this "
                         "process may use; the output is the same for any "
                         "N)")
+    c.add_argument("--save-tokens", metavar="PATH",
+                   help="also keep the tokenized sequences, for 'prepack "
+                        "pack PATH' at another L: PATH.jsonl.zst (.jsonl, "
+                        ".jsonl.gz; loss masks too) or a Megatron pair "
+                        "PREFIX.bin + PREFIX.idx (no masks), written when "
+                        "the run succeeds (docs/TEXT.md)")
 
 
 def _text_options(a):
@@ -74,7 +80,8 @@ def _text_options(a):
                 assistant_only_loss=a.assistant_only_loss,
                 completion_only_loss=not a.all_tokens_loss,
                 add_eos=not a.no_eos, text_field=a.text_field,
-                untrained=a.untrained, workers=a.workers)
+                untrained=a.untrained, workers=a.workers,
+                save_tokens=a.save_tokens)
 
 
 def _add_job_options(c, pack):
@@ -196,7 +203,7 @@ def main(argv=None):
     if a.command != "export" and a.tokenizer is None and (
             a.chat_template or a.assistant_only_loss or a.all_tokens_loss
             or a.no_eos or a.text_field != "text" or a.workers
-            or a.untrained != "error"):
+            or a.untrained != "error" or a.save_tokens):
         p.error("the text options need --tokenizer")
     if a.command == "export":
         from ._shards import ShardSetError

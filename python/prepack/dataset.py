@@ -23,6 +23,7 @@ import numpy as np
 from . import _native
 from ._progress import Progress
 from ._report_svg import write_report_svg
+from ._saved_tokens import open_saved
 
 
 class DatasetError(ValueError):
@@ -232,7 +233,8 @@ class _Planned:
     def __init__(self, source, max_seq_len, column, loss_mask, labels, algo,
                  overlong, max_seqs_per_row, shuffle, seed, token_dtype,
                  tmp_dir, batch_size, read_rows, group="group",
-                 pad_multiple=0, text=None, progress=None):
+                 pad_multiple=0, text=None, progress=None,
+                 saved=None):
         self.progress = progress or Progress(False)  # close() clears it
         self.lib = lib = _native.library()
         self.text = text
@@ -246,7 +248,7 @@ class _Planned:
                diag)
         try:
             _read_into(lib, self.store, source, column, loss_mask, labels,
-                       read_rows, group, text, self.progress)
+                       read_rows, group, text, self.progress, saved)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
             self.options = _native.PlanOptions(
@@ -290,24 +292,29 @@ def stats_dataset(source, max_seq_len, column="input_ids",
                   loss_mask="loss_mask", labels="labels", algo="ffd",
                   overlong="error", max_seqs_per_row=0, token_dtype="auto",
                   tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                  pad_multiple=0, svg=None, progress=None, **text_options):
+                  pad_multiple=0, svg=None, progress=None, save_tokens=None,
+                  **text_options):
     """What `prepack stats` reports, for the same sources as pack_dataset
     (text with a tokenizer too): the plan's figures (a dict), nothing
-    written but the report's picture to svg when given (`stats --svg`);
+    written but the report's picture to svg when given (`stats --svg`)
+    and the tokenized sequences to save_tokens (as pack_dataset);
     progress as pack_dataset's."""
     _check_options(algo, overlong, token_dtype)
     _check_ints(max_seq_len=max_seq_len, max_seqs_per_row=max_seqs_per_row,
                 batch_size=batch_size, pad_multiple=pad_multiple)
     shown = Progress(progress)
-    planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
-                       overlong, max_seqs_per_row, False, 0, token_dtype,
-                       tmp_dir, batch_size, read_rows, group, pad_multiple,
-                       _text(**text_options), shown)
-    try:
-        _draw(planned, svg)
-        stats = planned.stats()
-    finally:
-        planned.close()
+    text = _text(**text_options)
+    with open_saved(save_tokens, text) as saved:
+        planned = _Planned(source, max_seq_len, column, loss_mask, labels,
+                           algo, overlong, max_seqs_per_row, False, 0,
+                           token_dtype, tmp_dir, batch_size, read_rows, group,
+                           pad_multiple, text, shown, saved)
+        try:
+            _draw(planned, svg)
+            saved.commit()
+            stats = planned.stats()
+        finally:
+            planned.close()
     shown.done(f"prepack stats: {stats['tokens']:,} tokens planned")
     return stats
 
@@ -318,7 +325,8 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                  rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
                  threads=1, overwrite=False, token_dtype="auto",
                  tmp_dir=None, batch_size=8, read_rows=65536, group="group",
-                 pad_multiple=0, svg=None, progress=None, **text_options):
+                 pad_multiple=0, svg=None, progress=None, save_tokens=None,
+                 **text_options):
     """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
     Arrow IPC files) into a shard set in out_dir, with every option of
     `prepack pack` (the same names, underscores for dashes).
@@ -330,7 +338,10 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     `chat_template` (a Jinja file), `assistant_only_loss` (False),
     `completion_only_loss` (True), `add_eos` (True), `text_field`,
     `untrained` ("error", or "drop" records with nothing to train) and
-    `workers` (tokenizing processes; None: every core) (docs/TEXT.md).
+    `workers` (tokenizing processes; None: every core) (docs/TEXT.md);
+    save_tokens, a path, keeps the tokenized sequences there (FILE.jsonl,
+    .jsonl.zst, .jsonl.gz, or a Megatron PREFIX.bin/PREFIX.idx pair) once
+    the set is written, for `prepack pack` to pack again (docs/TEXT.md).
 
     Otherwise `column` holds
     the token ids (a list of integers per row); a `loss_mask` (0/1) or
@@ -355,19 +366,24 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                 threads=threads, batch_size=batch_size,
                 pad_multiple=pad_multiple)
     shown = Progress(progress)
-    planned = _Planned(source, max_seq_len, column, loss_mask, labels, algo,
-                       overlong, max_seqs_per_row, shuffle, seed, token_dtype,
-                       tmp_dir, batch_size, read_rows, group, pad_multiple,
-                       _text(**text_options), shown)
-    try:
-        wo = _native.WriterOptions(rows_per_frame, shard_rows, shard_bytes, level,
-                            int(overwrite), threads, None)
-        _write(planned.lib, planned.plan, planned.store, os.fspath(out_dir),
-               planned.options, wo, planned.report, shown)
-        _draw(planned, svg)
-        stats = planned.stats()
-    finally:
-        planned.close()
+    text = _text(**text_options)
+    with open_saved(save_tokens, text) as saved:
+        planned = _Planned(source, max_seq_len, column, loss_mask, labels,
+                           algo, overlong, max_seqs_per_row, shuffle, seed,
+                           token_dtype, tmp_dir, batch_size, read_rows, group,
+                           pad_multiple, text, shown, saved)
+        try:
+            wo = _native.WriterOptions(rows_per_frame, shard_rows,
+                                       shard_bytes, level, int(overwrite),
+                                       threads, None)
+            _write(planned.lib, planned.plan, planned.store,
+                   os.fspath(out_dir), planned.options, wo, planned.report,
+                   shown)
+            _draw(planned, svg)
+            saved.commit()
+            stats = planned.stats()
+        finally:
+            planned.close()
     shown.done(f"prepack pack: {stats['rows']:,} rows written to "
                f"{os.fspath(out_dir)}")
     return stats
@@ -456,17 +472,18 @@ class _Text:
 
 
 def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
-               group="group", text=None, progress=None):
+               group="group", text=None, progress=None, saved=None):
     try:
         _read_batches(lib, store, source, column, loss_mask, labels,
-                      read_rows, group, text, progress or Progress(False))
+                      read_rows, group, text, progress or Progress(False),
+                      saved)
     finally:
         if text is not None:
             text.close()  # the tokenizing processes
 
 
 def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
-                  group, text, progress):
+                  group, text, progress, saved):
     progress.stage_begins("read")
     current = None
     previous = [None]
@@ -484,11 +501,15 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
                                           _native.enum_value("format", fmt))
             current = key
             previous = [None]  # a group never spans inputs
+            if saved is not None:
+                saved.begin_input()
         base = lib.prepack_store_sequence_count(store)
         where = _Where(name, unit, index, first)
         if text is not None:
             progress.text_read(batch, text.columns + ("completion",))
             batch = text.tokenized(batch, where, group)
+            if saved is not None:  # save_tokens: _saved_tokens.py
+                saved.add(batch, where)
         values, offsets = _list_column(batch, column, where)
         tokens = np.ascontiguousarray(_tokens(values, offsets, where, column))
         mask = _mask(batch, values, offsets, where, loss_mask, labels)
@@ -549,12 +570,13 @@ def _batches_with_optional(source, column, optional, read_rows):
         return
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     for k, path in enumerate(map(os.fspath, paths)):
+        tokens = path.endswith(_JSONL + (".bin", ".idx"))  # saved tokens
+        if tokens and not isinstance(column, tuple):
+            raise DatasetError(f"{path}: JSON lines of token ids and "
+                               f"Megatron or llm.c token files are the "
+                               f"prepack command's input (prepack pack); "
+                               f"here JSON lines need a tokenizer")
         if path.endswith(_JSONL):
-            if not isinstance(column, tuple):
-                raise DatasetError(f"{path}: JSON lines of token ids are "
-                                   f"the prepack command's input (prepack "
-                                   f"pack); here JSON lines need a "
-                                   f"tokenizer")
             pieces = _jsonl_batches(path, read_rows)
         else:
             pieces = _file_batches(path, column, optional, read_rows)

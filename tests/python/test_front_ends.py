@@ -53,7 +53,7 @@ _TEXT = ("tokenizing runs in Python (prepack.text, Hugging Face "
 MODULE_ONLY = {cmd: {o: _TEXT for o in (
     "--tokenizer", "--chat-template", "--assistant-only-loss",
     "--all-tokens-loss", "--no-eos", "--text-field", "--untrained",
-    "--workers")}
+    "--workers", "--save-tokens")}
     for cmd in ("pack", "stats")}
 
 
