@@ -21,7 +21,8 @@ pa = pytest.importorskip("pyarrow")
 
 import prepack  # noqa: E402
 from prepack import text as ptext  # noqa: E402
-from prepack.dataset import DatasetError, pack_dataset, stats_dataset  # noqa: E402,E501
+from prepack.dataset import (  # noqa: E402
+    DatasetError, pack_dataset, stats_dataset)
 
 TOKENIZER = os.path.join(ROOT, "fixtures", "text", "tokenizer")
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
@@ -200,7 +201,7 @@ def test_groups_are_saved(tmp_path, prepack_bin, tok):
                                             "words.jsonl"]
 
 
-# ---- Megatron ----------------------------------------------------------------
+# ---- Megatron --------------------------------------------------------------
 
 def test_megatron_is_megatrons_layout_and_widens(tmp_path, prepack_bin):
     """The .idx is MMIDIDX version 1 with one document a sequence; ids
@@ -261,7 +262,7 @@ def test_megatron_refuses_a_loss_mask(tmp_path, tok):
     assert sorted(os.listdir(tmp_path)) == ["chat.jsonl"]
 
 
-# ---- nothing half-written ------------------------------------------------------
+# ---- nothing half-written --------------------------------------------------
 
 @pytest.mark.parametrize("name", ["t.jsonl.zst", "t.idx"])
 def test_a_bad_record_leaves_nothing(tmp_path, tok, name):
@@ -278,6 +279,17 @@ def test_a_bad_record_leaves_nothing(tmp_path, tok, name):
         pack_dataset(src, tmp_path / "set", 1024, tokenizer=tok,
                      read_rows=2, save_tokens=old)
     assert sorted(os.listdir(tmp_path)) == ["in.jsonl", name]
+    assert old.read_bytes() == b"old"
+    # every record read and saved, then the plan or the writer fails
+    src = write_jsonl(tmp_path / "in.jsonl", TEXT)
+    with pytest.raises(ValueError, match="more than max_seq_len 8"):
+        stats_dataset(src, 8, tokenizer=tok, save_tokens=old)
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "x").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        pack_dataset(src, tmp_path / "set", 1024, tokenizer=tok,
+                     save_tokens=old)
+    assert sorted(os.listdir(tmp_path)) == sorted(["in.jsonl", name, "set"])
     assert old.read_bytes() == b"old"
 
 
