@@ -79,6 +79,15 @@ def same_shards(a, b):
             assert f.read() == g.read(), n
 
 
+def but_inputs(out):
+    """A set's manifest but for its inputs (the text files, or the saved
+    one)."""
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest.pop("inputs")
+    return manifest
+
+
 def command_pack(prepack_bin, saved, out, L, *extra):
     p = subprocess.run([prepack_bin, "pack", str(saved), "-o", str(out),
                         "--max-seq-len", str(L), "--quiet", *extra],
@@ -118,6 +127,7 @@ def test_saved_tokens_pack_as_the_text(tmp_path, prepack_bin, tok, name,
     command_pack(prepack_bin, saved, tmp_path / "again", 1024)
     same_rows(tmp_path / "text", tmp_path / "again")
     same_shards(tmp_path / "text", tmp_path / "again")
+    assert but_inputs(tmp_path / "text") == but_inputs(tmp_path / "again")
     assert ("loss_mask" in prepack.ShardSet(str(tmp_path / "text"))[0]) \
         == masked
     # another L: the text packed there, and the saved tokens
