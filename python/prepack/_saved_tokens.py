@@ -35,11 +35,12 @@ _MAGIC = b"MMIDIDX\x00\x00"
 _UINT16, _INT32 = 8, 4
 
 
-def open_saved(path, text):
+def open_saved(path, text, source=None):
     """What _read_into hands each tokenized batch to: a _Saved writing
     path, or a _NotSaved when path is None. ValueError before anything
     is read for a path without a tokenizer (`text` None), a suffix that
-    names no format, or a link or non-file at a name to be written."""
+    names no format, one of the source's files (it would be replaced), or
+    a link or non-file at a name to be written."""
     if path is None:
         return _NotSaved()
     path = os.fspath(path)
@@ -47,6 +48,13 @@ def open_saved(path, text):
         raise ValueError(f"save_tokens {path}: keeps the sequences a text "
                          f"pack tokenized, so it needs a tokenizer (token "
                          f"inputs are already tokens)")
+    inputs = [source] if isinstance(source, (str, os.PathLike)) else \
+        source if isinstance(source, (list, tuple)) else []
+    for p in inputs:
+        if isinstance(p, (str, os.PathLike)) and os.path.exists(p) and \
+                os.path.exists(path) and os.path.samefile(p, path):
+            raise ValueError(f"save_tokens {path} is an input: the saved "
+                             f"tokens would replace it")
     if path.endswith(_JSONL):
         return _SavedJsonl(path)
     if path.endswith(_MEGATRON):

@@ -304,7 +304,7 @@ def stats_dataset(source, max_seq_len, column="input_ids",
                 batch_size=batch_size, pad_multiple=pad_multiple)
     shown = Progress(progress)
     text = _text(**text_options)
-    with open_saved(save_tokens, text) as saved:
+    with open_saved(save_tokens, text, source) as saved:
         planned = _Planned(source, max_seq_len, column, loss_mask, labels,
                            algo, overlong, max_seqs_per_row, False, 0,
                            token_dtype, tmp_dir, batch_size, read_rows, group,
@@ -367,7 +367,7 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                 pad_multiple=pad_multiple)
     shown = Progress(progress)
     text = _text(**text_options)
-    with open_saved(save_tokens, text) as saved:
+    with open_saved(save_tokens, text, source) as saved:
         planned = _Planned(source, max_seq_len, column, loss_mask, labels,
                            algo, overlong, max_seqs_per_row, shuffle, seed,
                            token_dtype, tmp_dir, batch_size, read_rows, group,

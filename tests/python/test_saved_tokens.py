@@ -327,7 +327,16 @@ def test_an_existing_file_is_replaced_a_link_refused(tmp_path, tok):
     with pytest.raises(ValueError, match=r"d\.jsonl is not a regular file"):
         stats_dataset(src, 1024, tokenizer=tok, save_tokens=tmp_path /
                       "d.jsonl")
+    with pytest.raises(ValueError, match=r"cannot create .*nowhere/t\.jsonl: "
+                       r"No such file or directory"):
+        stats_dataset(src, 1024, tokenizer=tok, save_tokens=tmp_path /
+                      "nowhere" / "t.jsonl")
+    with pytest.raises(ValueError, match=r"in\.jsonl is an input"):
+        pack_dataset([src], tmp_path / "set", 1024, tokenizer=tok,
+                     save_tokens=src)
+    assert json.loads(open(src).readline()) == TEXT[0]
     assert target.read_text() == "keep" and leftovers(tmp_path) == []
+    assert not (tmp_path / "set").exists()
 
 
 def test_the_module_says_token_files_are_the_commands(tmp_path):
