@@ -33,6 +33,7 @@ _MEGATRON = (".bin", ".idx")
 # version 1, its dtype codes for the two token widths used here
 _MAGIC = b"MMIDIDX\x00\x00"
 _UINT16, _INT32 = 8, 4
+_PIECE = 1 << 22  # tokens formatted as JSON at a time
 
 
 def open_saved(path, text, source=None):
@@ -204,14 +205,16 @@ def _rows(batch):
     group values (or None)."""
     ids = batch.column("input_ids")
     offsets = np.asarray(ids.offsets, dtype=np.int64)
-    values = ids.values.to_numpy(zero_copy_only=False)
+    span = slice(offsets[0], offsets[-1])  # a sliced batch's own values
+    values = ids.values.to_numpy(zero_copy_only=False)[span]
     mask = None
     if "loss_mask" in batch.schema.names:
-        mask = batch.column("loss_mask").values.to_numpy(zero_copy_only=False)
+        mask = batch.column("loss_mask").values.to_numpy(
+            zero_copy_only=False)[span]
     names = [n for n in batch.schema.names
              if n not in ("input_ids", "loss_mask")]
     groups = batch.column(names[0]).to_pylist() if names else None
-    return values[offsets[0]:], offsets - offsets[0], mask, groups
+    return values, offsets - offsets[0], mask, groups
 
 
 class _SavedJsonl(_Saved):
@@ -237,14 +240,28 @@ class _SavedJsonl(_Saved):
         self.new_input = True
 
     def add(self, batch, where):
-        """The batch's lines, formatted by Arrow's kernels (a number a
-        token costs no Python call): the ids and the mask cast to text,
-        joined with commas a row, then each row's line assembled."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        """The batch's lines, a piece of about _PIECE tokens at a time
+        (the text of a piece is all that is held)."""
         values, offsets, mask, groups = _rows(batch)
         if groups is not None:
             self._check_groups(groups, where)
+        n, r = len(offsets) - 1, 0
+        while r < n:
+            end = int(np.searchsorted(offsets, offsets[r] + _PIECE,
+                                      side="right")) - 1
+            end = min(max(end, r + 1), n)
+            a, b = offsets[r], offsets[end]
+            self._write(values[a:b], offsets[r:end + 1] - a,
+                        None if mask is None else mask[a:b],
+                        None if groups is None else groups[r:end])
+            r = end
+
+    def _write(self, values, offsets, mask, groups):
+        """Rows' lines, formatted by Arrow's kernels (a number a token
+        costs no Python call): the ids and the mask cast to text, joined
+        with commas a row, then each row's line assembled."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         offs = pa.array(offsets, pa.int64())
 
         def constant(text):

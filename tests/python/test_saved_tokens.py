@@ -211,6 +211,36 @@ def test_groups_are_saved(tmp_path, prepack_bin, tok):
                                             "words.jsonl"]
 
 
+def test_json_lines_a_piece_at_a_time(tmp_path, monkeypatch):
+    """A batch is formatted a piece of rows at a time: pieces of a few
+    tokens give the lines one piece gives, and a sliced batch its own
+    rows' lines (ids, masks, groups)."""
+    from prepack import _saved_tokens
+    seqs = [[1, 2, 3], [], [65535, 0], [7] * 9, [9]]
+    masks = [[0, 1, 1], [], [1, 0], [1] * 9, [0]]
+    groups = ["a", None, "3", "3", 'q"']
+    offs = pa.array(np.cumsum([0] + [len(s) for s in seqs]), pa.int64())
+    batch = pa.RecordBatch.from_arrays([
+        pa.LargeListArray.from_arrays(
+            offs, np.array(sum(seqs, []), np.uint32)),
+        pa.LargeListArray.from_arrays(
+            offs, np.array(sum(masks, []), np.uint8)),
+        pa.array(groups)], names=["input_ids", "loss_mask", "group"])
+    want = [dict({"input_ids": s, "loss_mask": m},
+                 **({"group": g} if g is not None else {}))
+            for s, m, g in zip(seqs, masks, groups)]
+
+    def saved(name, b):
+        with _saved_tokens.open_saved(tmp_path / name, text=object()) as w:
+            w.add(b, "here")
+            w.commit()
+        return [json.loads(line) for line in open(tmp_path / name)]
+    assert saved("one.jsonl", batch) == want
+    monkeypatch.setattr(_saved_tokens, "_PIECE", 4)
+    assert saved("pieces.jsonl", batch) == want
+    assert saved("slice.jsonl", batch.slice(2, 2)) == want[2:4]
+
+
 # ---- Megatron --------------------------------------------------------------
 
 def test_megatron_is_megatrons_layout_and_widens(tmp_path, prepack_bin):
