@@ -463,7 +463,7 @@ class _Text:
             arrays.append(pa.LargeListArray.from_arrays(offs, flat.mask))
         if group in batch.schema.names:
             names.append(group)
-            kept = np.setdiff1d(np.arange(batch.num_rows), flat.dropped)
+            kept = np.setdiff1d(np.arange(len(records)), flat.dropped)
             arrays.append(batch.column(group).take(pa.array(kept)))
         return pa.RecordBatch.from_arrays(arrays, names=names)
 

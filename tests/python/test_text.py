@@ -235,6 +235,7 @@ def test_pack_dataset_drops_untrained_with_its_group(tmp_path):
     """pack_dataset(untrained="drop"): the records left out are counted
     in the figures, and the group column stays with the records kept."""
     lib_or_skip()
+    import json
     import pyarrow as pa
     here = os.path.join(ROOT, "fixtures", "text")
     none = [{"role": "user", "content": "x"}]
@@ -255,11 +256,17 @@ def test_pack_dataset_drops_untrained_with_its_group(tmp_path):
     kept = table.take([0, 2, 3, 5])
     want = prepack.pack_dataset(kept, str(tmp_path / "w"), 256, **options)
     assert want["untrained_dropped"] == 0 and want["rows"] == stats["rows"]
-    got, wanted = (prepack.ShardSet(str(tmp_path / d)) for d in "sw")
-    for a, b in zip(got, wanted):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert str(a[k]) == str(b[k]), k
+    lines = tmp_path / "t.jsonl"  # JSON lines: records, not an Arrow batch
+    lines.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+    from_lines = prepack.pack_dataset([str(lines)], str(tmp_path / "j"), 256,
+                                      untrained="drop", **options)
+    assert from_lines["untrained_dropped"] == 2
+    for d in "sj":
+        got, wanted = (prepack.ShardSet(str(tmp_path / x)) for x in (d, "w"))
+        for a, b in zip(got, wanted):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert str(a[k]) == str(b[k]), k
 
 
 def test_a_template_that_fails_is_named(tokenizer_dir, tmp_path):
