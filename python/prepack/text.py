@@ -43,18 +43,27 @@ class TextWarning(UserWarning):
 
 def load_tokenizer(path, chat_template=None):
     """A Hugging Face tokenizer directory (tokenizer.json and
-    tokenizer_config.json), read from disk only (no network), with
-    chat_template (a Jinja file's path) in place of its own when given."""
+    tokenizer_config.json) or a tiktoken encoding file (r50k_base.tiktoken:
+    _tiktoken.py), read from disk only (no network), with chat_template (a
+    Jinja file's path) in place of its own when given."""
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if os.path.isfile(path):
+        from . import _tiktoken
+        try:
+            tok = _tiktoken.load(path)
+        except _tiktoken.TiktokenError as e:
+            raise TextError(str(e)) from None
+    elif not os.path.isdir(path):
         raise TextError(f"{path}: no such tokenizer directory (a Hugging "
                         f"Face tokenizer: tokenizer.json and "
-                        f"tokenizer_config.json)")
-    from transformers import AutoTokenizer
-    try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise TextError(f"{path}: cannot load the tokenizer ({e})") from None
+                        f"tokenizer_config.json) or tiktoken file")
+    else:
+        from transformers import AutoTokenizer
+        try:
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise TextError(f"{path}: cannot load the tokenizer ({e})") \
+                from None
     if chat_template is not None:
         try:
             with open(chat_template, encoding="utf-8") as f:
