@@ -36,11 +36,13 @@ def _parser():
 def _add_text_options(c):
     """Text in (prepack.text): the options are python -m prepack's alone;
     `prepack pack --tokenizer` says to run this."""
-    c.add_argument("--tokenizer", metavar="DIR",
+    c.add_argument("--tokenizer", metavar="PATH",
                    help="the inputs hold text, prompt-completion pairs or "
                         "conversations (JSONL, Parquet, Arrow), tokenized "
                         "with this Hugging Face tokenizer directory "
-                        "(tokenizer.json, tokenizer_config.json)")
+                        "(tokenizer.json, tokenizer_config.json) or "
+                        "tiktoken encoding file (r50k_base.tiktoken, "
+                        "cl100k_base.tiktoken, ...: named for its encoding)")
     c.add_argument("--chat-template", metavar="FILE",
                    help="a Jinja chat template in place of the tokenizer's")
     c.add_argument("--assistant-only-loss", action="store_true",

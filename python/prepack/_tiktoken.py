@@ -27,7 +27,6 @@ import re
 import threading
 
 ENDOFTEXT = "<|endoftext|>"
-_RANK = re.compile(rb"[0-9]+")
 _MAX_RANK = 2**32 - 2  # ids are uint32, the largest left for a special
 _INTERVAL = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}(\+)?")
 _PROPERTY = re.compile(r"\\[pP]\{[^}]*\}")
@@ -66,7 +65,7 @@ def read_ranks(path):
         if not line:
             continue
         parts = line.split()
-        if len(parts) != 2 or not _RANK.fullmatch(parts[1]):
+        if len(parts) != 2 or not parts[1].isdigit():
             raise TiktokenError(
                 f"{path}, line {n}: not a tiktoken ranks line "
                 f"('base64(token) rank'): {_shown(line)}")
@@ -166,12 +165,14 @@ def _bpe(ranks, pattern, special):
     vocab = {t.decode("latin-1").translate(table): r
              for t, r in ranks.items()}
     text = {r: t for t, r in vocab.items()}
-    merges = []  # (merged rank, left rank, right rank)
+    merges, get = [], ranks.get  # (merged rank, left rank, right rank)
     for token, rank in ranks.items():
         for i in range(1, len(token)):
-            left, right = ranks.get(token[:i]), ranks.get(token[i:])
-            if left is not None and right is not None:
-                merges.append((rank, left, right))
+            left = get(token[:i])
+            if left is not None:
+                right = get(token[i:])
+                if right is not None:
+                    merges.append((rank, left, right))
     merges.sort()
     vocab.update(special)
     tok = Tokenizer(models.BPE(

@@ -331,8 +331,8 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     Arrow IPC files) into a shard set in out_dir, with every option of
     `prepack pack` (the same names, underscores for dashes).
 
-    With `tokenizer` (a Hugging Face tokenizer directory, or a loaded
-    tokenizer) the rows hold text instead (`text`, `prompt` and
+    With `tokenizer` (a Hugging Face tokenizer directory, a tiktoken file,
+    or a loaded tokenizer) the rows hold text instead (`text`, `prompt` and
     `completion`, or `messages`, as TRL names its formats), tokenized and
     masked as prepack.text does; the other text options are
     `chat_template` (a Jinja file), `assistant_only_loss` (False),

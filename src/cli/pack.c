@@ -41,7 +41,7 @@ static const char pack_help[] =
     "zstd-compressed msgpack shards with a seek table each, and\n"
     "manifest.json, written last. Then print the report.\n"
     "Text, prompt-completion pairs and conversations are tokenized by the\n"
-    "Python package: python -m prepack pack INPUT... --tokenizer DIR (given\n"
+    "Python package: python -m prepack pack INPUT... --tokenizer PATH (given\n"
     "--tokenizer, this command prints that command).\n"
     "\n"
     "Options:\n"
