@@ -90,30 +90,27 @@ def read_ranks(path):
 
 def encoding_spec(name, ranks):
     """tiktoken's definition of encoding `name` ({"pat_str",
-    "special_tokens", ...}) with these ranks, and the sha256 tiktoken
-    expects of the file it would fetch (None where it names none)."""
+    "special_tokens", ...}) with these ranks, None for a name it does not
+    know. Its constructor runs with its loaders answering these ranks; the
+    lock keeps two loads apart (a tiktoken.get_encoding in another thread
+    meanwhile would see them too)."""
     from tiktoken_ext import openai_public as op
     constructor = op.ENCODING_CONSTRUCTORS.get(name)
     if constructor is None:
-        return None, None
-    expected = []
+        return None
 
-    def ranks_file(_url, expected_hash=None):
-        expected.append(expected_hash)
-        return dict(ranks)
-
-    def data_gym(*_args, **_kwargs):  # gpt2: the same ranks as r50k_base
-        return dict(ranks)
+    def ranks_file(*_args, **_kwargs):
+        return dict(ranks)  # gpt2's data-gym files: r50k_base's ranks
 
     with _LOCK:
         saved = op.load_tiktoken_bpe, op.data_gym_to_mergeable_bpe_ranks
-        op.load_tiktoken_bpe, op.data_gym_to_mergeable_bpe_ranks = \
-            ranks_file, data_gym
+        op.load_tiktoken_bpe = op.data_gym_to_mergeable_bpe_ranks = \
+            ranks_file
         try:
             spec = constructor()
         finally:
             op.load_tiktoken_bpe, op.data_gym_to_mergeable_bpe_ranks = saved
-    return spec, (expected[0] if expected else None)
+    return spec
 
 
 def load(path):
@@ -138,7 +135,7 @@ def load(path):
         raise TiktokenError(f"{path}: byte {missing[0]:#04x} has no rank "
                             f"({len(missing)} bytes have none; tiktoken's "
                             f"encodings rank every byte)")
-    spec, _ = encoding_spec(name, ranks)
+    spec = encoding_spec(name, ranks)
     special = spec["special_tokens"]
     size = spec.get("explicit_n_vocab")
     if size is not None and len(ranks) + len(special) != size:

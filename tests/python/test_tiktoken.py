@@ -116,15 +116,19 @@ def test_equal_to_tiktoken_on_varied_text(r50k, tok, monkeypatch):
 def test_other_encodings_split_and_special_ids(r50k, tmp_path, monkeypatch,
                                                name, specials):
     """The file's name picks tiktoken's split pattern and special tokens:
-    r50k's first 8,000 ranks under cl100k_base's and o200k_base's names
-    encode as tiktoken does with that definition (cl100k_base's numbers
-    split in threes), special tokens at their own ids (cl100k_base's past
-    a hole in the ranks), and a piece that is a token is that token even
-    where no merge makes it, as tiktoken looks pieces up."""
+    r50k's first 8,000 ranks and its numbers under cl100k_base's and
+    o200k_base's names encode as tiktoken does with that definition
+    (cl100k_base's numbers split in threes), special tokens at their own
+    ids (cl100k_base's past a hole in the ranks), and a piece that is a
+    token is that token even where no merge makes it, as tiktoken looks
+    pieces up."""
     path = tmp_path / f"{name}.tiktoken"
-    with open(r50k, "rb") as f:  # and a token no merge of two tokens makes
-        path.write_bytes(b"".join(f.readlines()[:8000]) +
-                         base64.b64encode(b" prepackaging") + b" 8000\n")
+    with open(r50k, "rb") as f:
+        lines = f.readlines()
+    numbers = [line for line in lines[8001:]
+               if base64.b64decode(line.split()[0]).isdigit()]
+    path.write_bytes(b"".join(lines[:8000] + numbers) +  # and a token no
+                     base64.b64encode(b" prepackaging") + b" 8000\n")  # merge
     enc, _ = tiktoken_definition(name, str(path), monkeypatch)
     got = ptext.load_tokenizer(path)
     texts = VARIED + [f"x{s}y {s}" for s in specials] + [" prepackaging"]
@@ -135,6 +139,24 @@ def test_other_encodings_split_and_special_ids(r50k, tmp_path, monkeypatch,
         assert got.convert_tokens_to_ids(s) == i == enc.encode(
             s, allowed_special="all")[0]
     assert got.eos_token_id == specials["<|endoftext|>"]
+
+
+@pytest.mark.parametrize("pattern,text", [
+    (r"\p{N}{1,3}+|\D+", "1234567 89 0"),
+    (r"a{1,2}+a|[\s\S]", "aa aaa aaaa"),
+    (r"[]x]{1,2}+x|[\s\S]", "]x ]]x x]xx"),
+    (r"(?:ab){1,}+a|[\s\S]", "aba abab ababa"),
+    (r"\p{L}{2}+\p{L}|[\s\S]", "ab abc"),
+])
+def test_possessive_intervals_read_as_tiktoken_reads_them(pattern, text):
+    """onig(): X{m,n}+ splits in the tokenizers library's Oniguruma as the
+    possessive does in the regex module (Perl's reading, tiktoken's)."""
+    import regex
+    from tokenizers import Regex, pre_tokenizers
+    from prepack._tiktoken import onig
+    split = pre_tokenizers.Split(Regex(onig(pattern)), behavior="isolated")
+    assert [p for p, _ in split.pre_tokenize_str(text)] == \
+        regex.findall(pattern, text)
 
 
 def sections():
