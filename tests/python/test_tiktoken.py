@@ -333,3 +333,12 @@ def test_an_unknown_encoding_or_a_missing_file_is_named(r50k, tmp_path):
         with pytest.raises(DatasetError, match=message):
             pack_dataset([str(data)], tmp_path / "set", 64, tokenizer=bad)
         assert not (tmp_path / "set").exists()
+
+
+def test_without_tiktoken_the_error_says_what_to_install(r50k, monkeypatch):
+    for name in ("tiktoken_ext", "tiktoken_ext.openai_public"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(ptext.TextError, match=r"r50k_base\.tiktoken: a "
+                       r"tiktoken file needs the tiktoken package \(pip "
+                       r"install 'prepack\[text\]'\)"):
+        ptext.load_tokenizer(r50k)
