@@ -204,43 +204,6 @@ def _rows_by_sequence(out):
     return got
 
 
-def _module(argv):
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    return subprocess.run([sys.executable] + argv, capture_output=True,
-                          text=True, env=env)
-
-
-def test_the_command_packs_text_with_a_tiktoken_file(r50k, tmp_path,
-                                                     prepack_bin):
-    """`prepack pack --tokenizer FILE.tiktoken` prints the python -m prepack
-    command with the file's path; run as printed, it packs sections of the
-    corpus into a set `prepack verify` passes, each sequence the corpus's
-    ids and <|endoftext|>."""
-    lib_or_skip()
-    picked = [s for s in sections() if len(s["text"]) < 3000][:40]
-    data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"text": s["text"]}) + "\n"
-                            for s in picked))
-    out = tmp_path / "set"
-    args = ["pack", str(data), "-o", str(out), "--max-seq-len", "1024",
-            "--tokenizer", r50k]
-    p = subprocess.run([prepack_bin] + args, capture_output=True, text=True)
-    assert p.returncode == 2, p.stderr
-    argv = shlex.split(p.stderr.splitlines()[-1].strip())
-    assert argv[:3] == ["python3", "-m", "prepack"] and argv[3:] == args
-    run = _module(argv[1:])
-    assert run.returncode == 0, run.stderr
-    v = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
-                       text=True)
-    assert v.returncode == 0, v.stdout + v.stderr
-    with open(CORPUS, "rb") as f:
-        lines = zstandard.ZstdDecompressor().stream_reader(f).read() \
-            .splitlines()
-    want = {i: json.loads(lines[s["line"]])["input_ids"] + [EOT]
-            for i, s in enumerate(picked)}
-    assert {i: ids for i, (ids, _) in _rows_by_sequence(out).items()} == want
-
-
 CHATML = (
     "{% for m in messages %}"
     "{{ '<|im_start|>' + m['role'] + '\\n' }}"
@@ -250,36 +213,57 @@ CHATML = (
     "{{ '\\n' }}{% endfor %}")
 
 
-def test_conversations_with_a_chat_template_file(r50k, tok, tmp_path):
-    """A chat template file with a tiktoken file (pack_dataset's
-    chat_template, --chat-template's): conversations pack with the
-    assistant's tokens alone trained, as apply_chat_template's
-    assistant_masks say, and those tokens read back as the assistant's
-    turns and nothing else."""
+def test_the_command_packs_text_and_chats_with_a_tiktoken_file(
+        r50k, tok, tmp_path, prepack_bin):
+    """`prepack pack --tokenizer FILE.tiktoken --chat-template FILE` prints
+    the python -m prepack command with the paths; run as printed, it packs
+    sections of the corpus and conversations into a set `prepack verify`
+    passes: each section the corpus's ids and <|endoftext|>, all trained;
+    each conversation as apply_chat_template renders it, the assistant's
+    turns alone trained (assistant_masks), and those tokens read back as
+    the assistant's turns and nothing else."""
     lib_or_skip()
-    from prepack import pack_dataset
-    template = tmp_path / "chatml.jinja"
-    template.write_text(CHATML)
+    picked = [s for s in sections() if len(s["text"]) < 3000][:40]
     with open(os.path.join(HERE, "conversations.jsonl")) as f:
         chats = [json.loads(line) for line in f][:12]
-    data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps(c) + "\n" for c in chats))
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in
+                            [{"text": s["text"]} for s in picked] + chats))
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML)
     out = tmp_path / "set"
-    pack_dataset([str(data)], out, 512, tokenizer=r50k,
-                 chat_template=template, assistant_only_loss=True)
+    args = ["pack", str(data), "-o", str(out), "--max-seq-len", "1024",
+            "--tokenizer", r50k, "--chat-template", str(template),
+            "--assistant-only-loss"]
+    p = subprocess.run([prepack_bin] + args, capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    argv = shlex.split(p.stderr.splitlines()[-1].strip())
+    assert argv[:3] == ["python3", "-m", "prepack"] and argv[3:] == args
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    run = subprocess.run([sys.executable] + argv[1:], capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    v = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
+                       text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+    with open(CORPUS, "rb") as f:
+        lines = zstandard.ZstdDecompressor().stream_reader(f).read() \
+            .splitlines()
+    want = {}
+    for i, s in enumerate(picked):
+        ids = json.loads(lines[s["line"]])["input_ids"] + [EOT]
+        want[i] = (ids, [1] * len(ids))
     tok.chat_template = CHATML
-    rows = _rows_by_sequence(out)
-    assert len(rows) == len(chats)
-    for i, chat in enumerate(chats):
-        ids, mask = rows[i]
-        want = tok.apply_chat_template(chat["messages"], tokenize=True,
-                                       return_dict=True,
-                                       return_assistant_tokens_mask=True)
-        assert (ids, mask) == (want["input_ids"], want["assistant_masks"])
-        trained = tok.decode([t for t, m in zip(ids, mask) if m])
+    for i, chat in enumerate(chats, len(picked)):
+        r = tok.apply_chat_template(chat["messages"], tokenize=True,
+                                    return_dict=True,
+                                    return_assistant_tokens_mask=True)
+        want[i] = (r["input_ids"], r["assistant_masks"])
+        trained = tok.decode([t for t, m in zip(*want[i]) if m])
         assert trained == "".join(m["content"] + "<|im_end|>"
                                   for m in chat["messages"]
                                   if m["role"] == "assistant")
+    assert _rows_by_sequence(out) == want
 
 
 BYTES = b"".join(base64.b64encode(bytes([b])) + b" %d\n" % b
