@@ -291,7 +291,7 @@ class _Planned:
 def stats_dataset(source, max_seq_len, column="input_ids",
                   loss_mask="loss_mask", labels="labels", algo="ffd",
                   overlong="error", max_seqs_per_row=0, token_dtype="auto",
-                  tmp_dir=None, batch_size=8, read_rows=65536, group="group",
+                  tmp_dir=None, batch_size=8, read_rows=None, group="group",
                   pad_multiple=0, svg=None, progress=None, save_tokens=None,
                   **text_options):
     """What `prepack stats` reports, for the same sources as pack_dataset
@@ -324,7 +324,7 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
                  overlong="error", max_seqs_per_row=0, shuffle=False, seed=0,
                  rows_per_frame=0, shard_rows=0, shard_bytes=0, level=0,
                  threads=1, overwrite=False, token_dtype="auto",
-                 tmp_dir=None, batch_size=8, read_rows=65536, group="group",
+                 tmp_dir=None, batch_size=8, read_rows=None, group="group",
                  pad_multiple=0, svg=None, progress=None, save_tokens=None,
                  **text_options):
     """Packs `source` (a datasets.Dataset, a pyarrow.Table, or Parquet /
@@ -471,8 +471,17 @@ class _Text:
         self.pool.close()
 
 
+# Records read at a time (read_rows=None): token ids in large batches;
+# text in smaller ones, which cost no more (measured: 4,096 against 65,536
+# documents, 17.9 s and 17.75 s) and move the progress line every few
+# seconds rather than every few minutes
+READ_ROWS, TEXT_READ_ROWS = 65536, 4096
+
+
 def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
                group="group", text=None, progress=None, saved=None):
+    if read_rows is None:
+        read_rows = READ_ROWS if text is None else TEXT_READ_ROWS
     try:
         _read_batches(lib, store, source, column, loss_mask, labels,
                       read_rows, group, text, progress or Progress(False),
