@@ -5,16 +5,19 @@ own batch encoding of the same data on every core, and against TRL's
 preparation (SFTTrainer._prepare_dataset) plus its pack_dataset (bfd) on
 the same data and tokenizer with as many processes as cores. For two
 shapes: plain text (language modelling) and conversations with
-assistant-only loss. One run, medians of RUNS; MB/s of text, tokens/s,
+assistant-only loss; and the bundled real text with GPT-2's tokenizer. One run, medians of RUNS; MB/s of text, tokens/s,
 the ratios and the rows; prepack with 1, 2, ... tokenizing processes up
 to the cores.
 
-    python bench/bench_text.py [--mb 8] [--chat-mb 2] [--runs 3]
-                               [--seq-len 2048] [--shape text|chat|both]
+    python bench/bench_text.py [--mb 8] [--chat-mb 2] [--bundled-mb 4.8]
+                               [--runs 3] [--seq-len 2048]
+                               [--shape text|chat|bundled|all]
 
-The data is generated (a fixed seed) from the words of the bundled
-licence text; the tokenizer is fixtures/text/tokenizer (a 1,000-id BPE
-with a ChatML template that marks the assistant's turns). Goals (issue
+Plain text and conversations are generated (a fixed seed) from the words
+of the bundled licence text and tokenized with fixtures/text/tokenizer (a
+1,000-id BPE with a ChatML template that marks the assistant's turns);
+the bundled sections (real documentation text) with the GPT-2 r50k
+tiktoken file in fixtures/text. Goals (issue
 28): prepack >= 0.8x the batch encoding, >= 3x TRL."""
 import argparse
 import json
@@ -71,6 +74,28 @@ def make_chats(mb):
     return records, size
 
 
+def make_bundled(mb, tmp):
+    """The bundled sections' text (fixtures/text: 300 sections of the
+    Python documentation, 0.6 MB), repeated to mb, and the GPT-2 r50k
+    tiktoken file it was tokenized with, decompressed into tmp."""
+    import zstandard
+    here = os.path.join(ROOT, "fixtures", "text")
+    with open(os.path.join(here, "python-docs-sections.jsonl.zst"),
+              "rb") as f:
+        lines = zstandard.ZstdDecompressor().stream_reader(f).read()
+    texts = [json.loads(x)["text"] for x in lines.decode().splitlines()]
+    records, size = [], 0
+    while size < mb * 1e6:
+        for t in texts:
+            records.append({"text": t})
+            size += len(t.encode())
+    ranks = os.path.join(tmp, "r50k_base.tiktoken")
+    with open(os.path.join(here, "r50k_base.tiktoken.zst"), "rb") as f, \
+            open(ranks, "wb") as out:
+        out.write(zstandard.ZstdDecompressor().stream_reader(f).read())
+    return records, size, ranks
+
+
 def batch_encoding(tok, records, chat):
     """The tokenizer's own batch call on every core: its __call__ on the
     list of texts (EOS appended as TRL does), or apply_chat_template on
@@ -96,9 +121,11 @@ def rust_encoding(tok, records):
     return time.perf_counter() - t, n
 
 
-def prepack_run(path, out, seq_len, chat, workers):
+def prepack_run(path, out, seq_len, chat, workers, tokenizer):
+    """pack_dataset from the JSON lines file with a loaded tokenizer (its
+    loading is timed apart: a tiktoken file's takes seconds)."""
     t = time.perf_counter()
-    stats = pack_dataset([path], out, seq_len, tokenizer=TOKENIZER,
+    stats = pack_dataset([path], out, seq_len, tokenizer=tokenizer,
                          overwrite=True, overlong="split",
                          assistant_only_loss=chat, workers=workers)
     return time.perf_counter() - t, stats["rows"]
@@ -125,13 +152,24 @@ def trl_run(tok, records, seq_len, procs, tmp, chat):
     ds = ds.select_columns([c for c in ds.column_names
                             if c not in ("text", "messages")])
     packed = trl_pack(ds, seq_len, "bfd", {"num_proc": procs})
-    rows = len(packed)
-    return time.perf_counter() - t, rows
+    t = time.perf_counter() - t
+    kept = sum(packed.with_format("arrow")["seq_lengths"].combine_chunks()
+               .flatten().to_numpy()) if "seq_lengths" in \
+        packed.column_names else None
+    return t, (len(packed), kept)
 
 
-def bench_shape(a, tok, tmp, chat, cores):
-    records, size = (make_chats if chat else make_texts)(
-        a.chat_mb if chat else a.mb)
+def bench_shape(a, tmp, shape, cores):
+    chat = shape == "chat"
+    tokenizer = TOKENIZER
+    if shape == "bundled":
+        records, size, tokenizer = make_bundled(a.bundled_mb, tmp)
+    else:
+        records, size = (make_chats if chat else make_texts)(
+            a.chat_mb if chat else a.mb)
+    t = time.perf_counter()
+    tok = ptext.load_tokenizer(tokenizer)
+    load = time.perf_counter() - t
     path = os.path.join(tmp, "chat.jsonl" if chat else "text.jsonl")
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
@@ -145,13 +183,16 @@ def bench_shape(a, tok, tmp, chat, cores):
             times["rust"].append(rust_encoding(tok, records)[0])
         for w in counts:
             t, rows = prepack_run(path, os.path.join(tmp, "set"),
-                                  a.seq_len, chat, w)
+                                  a.seq_len, chat, w, tok)
             times[w].append(t)
         if not a.no_trl:
             t, trl_rows = trl_run(tok, records, a.seq_len, cores, tmp, chat)
             times["trl"].append(t)
     med = {k: statistics.median(v) for k, v in times.items() if v}
-    shape = "conversations, assistant-only loss" if chat else "plain text"
+    shape = {"chat": "conversations, assistant-only loss",
+             "text": "plain text",
+             "bundled": "the bundled sections' text, GPT-2 r50k "
+                        "(tiktoken file)"}[shape]
     print(f"\n{shape}: {len(records):,} records, {size / 1e6:.1f} MB of "
           f"text, {tokens:,} tokens, L {a.seq_len}, {cores} cores, "
           f"medians of {a.runs}")
@@ -169,11 +210,15 @@ def bench_shape(a, tok, tmp, chat, cores):
           f"(goal >= 0.8)")
     if "rust" in med:
         print(f"  prepack / Rust batch call speed: {med['rust'] / best:.2f}x")
-    print(f"  prepack rows {rows:,}, lower bound "
-          f"{-(-tokens // a.seq_len):,}")
+    print(f"  prepack rows {rows:,} holding every token, lower bound "
+          f"{-(-tokens // a.seq_len):,}; loading the tokenizer "
+          f"{load:.2f} s (once a run, not in the times above)")
     if "trl" in med:
+        trl_rows, kept = trl_rows
+        held = f" holding {kept:,} tokens (its bfd truncates sequences " \
+            f"past L)" if kept is not None and kept < tokens else ""
         print(f"  prepack / TRL speed: {med['trl'] / best:.2f}x (goal >= 3); "
-              f"TRL rows {trl_rows:,}")
+              f"TRL rows {trl_rows:,}{held}")
 
 
 def main():
@@ -184,19 +229,21 @@ def main():
                     help="MB of conversations' text (default 2)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--shape", choices=("text", "chat", "both"),
-                    default="both")
+    ap.add_argument("--bundled-mb", type=float, default=4.8,
+                    help="MB of the bundled sections' text, repeated "
+                         "(default 4.8: 8 times)")
+    ap.add_argument("--shape", choices=("text", "chat", "bundled", "all"),
+                    default="all")
     ap.add_argument("--no-trl", action="store_true")
     a = ap.parse_args()
     import datasets
     datasets.disable_progress_bars()
     cores = len(os.sched_getaffinity(0))
-    tok = ptext.load_tokenizer(TOKENIZER)
     tmp = tempfile.mkdtemp(prefix="bench-text-")
     try:
-        for chat in (False, True):
-            if a.shape in ("both", "chat" if chat else "text"):
-                bench_shape(a, tok, tmp, chat, cores)
+        for shape in ("text", "chat", "bundled"):
+            if a.shape in ("all", shape):
+                bench_shape(a, tmp, shape, cores)
     finally:
         shutil.rmtree(tmp)
 

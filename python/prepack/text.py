@@ -401,35 +401,35 @@ class Flat:
 
 
 class TokenizePool:
-    """Tokenize.many on every core: records in chunks to worker processes
-    (forked, so the tokenizer is not loaded again), results in input
-    order, so that the output does not depend on the number of workers.
-    A batch tokenizer already spreads its encoding over cores, but the
-    chat template's rendering and transformers' assistant-mask loop are
-    Python, one core, and most of a conversation's time.
+    """Tokenize.many on every core. Plain text and string pairs are
+    encoded here, as one list on the Rust tokenizer's threads. Batches
+    that hold conversations go in chunks to worker processes: a chat
+    template's rendering and transformers' assistant-mask loop are
+    Python, one core, and most of a conversation's time. The workers are
+    forked (the tokenizer is not loaded again) and results come back in
+    input order, so the output does not depend on their number.
 
     workers: processes (None: the cores this process may use; 1: none,
-    all in this process). The processes start on the first call with at
-    least `least` records, before this process has tokenized anything: a
-    Rust tokenizer that has run its threads cannot be forked safely, so
-    small inputs stay in this process throughout. close() stops them."""
+    all in this process). They start with the first batch of at least
+    `least` records that holds a conversation (smaller inputs stay in
+    this process), all at once and with the tokenizer's own threads off
+    in them (TOKENIZERS_PARALLELISM=false: a Rust thread pool does not
+    survive a fork; the workers are the parallelism). close() stops
+    them."""
 
     def __init__(self, encode, workers=None, chunk=128, least=256):
         self.encode = encode
         self.workers = workers or len(os.sched_getaffinity(0))
         self.chunk, self.least = chunk, least
         self.pool = None
-        self.inline = self.workers <= 1
 
     def flat(self, examples, wheres):
         """Flat of encode.many(examples, wheres); TextError naming the
         first bad record in order."""
-        if not self.inline and self.pool is None:
-            if len(examples) < self.least:
-                self.inline = True
-            else:
-                self._start()
-        if self.inline:
+        if self.pool is None and self.workers > 1 and \
+                len(examples) >= self.least and _rendered(examples):
+            self._start()
+        if self.pool is None or not _rendered(examples):
             return Flat.of(self.encode.many(examples, wheres))
         chunks = [(examples[i:i + self.chunk], wheres[i:i + self.chunk])
                   for i in range(0, len(examples), self.chunk)]
@@ -440,20 +440,40 @@ class TokenizePool:
             if error is not None:
                 raise TextError(error)
             parts.append(part)
-        return Flat.joined(parts, [len(e) for e, _ in chunks]) if parts \
-            else Flat.of([])
+        return Flat.joined(parts, [len(e) for e, _ in chunks])
 
     def _start(self):
         import concurrent.futures
         import multiprocessing
-        self.pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("fork"),
-            initializer=_child_start, initargs=(self.encode,))
+        saved = os.environ.get(_PARALLELISM)
+        os.environ[_PARALLELISM] = "false"  # what the forks inherit
+        try:
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_child_start, initargs=(self.encode,))
+            # every worker forked now, while the variable is set: with
+            # fork, the executor starts all of them at its first task
+            self.pool.submit(os.getpid).result()
+        finally:
+            if saved is None:
+                del os.environ[_PARALLELISM]
+            else:
+                os.environ[_PARALLELISM] = saved
 
     def close(self):
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
+
+
+_PARALLELISM = "TOKENIZERS_PARALLELISM"
+
+
+def _rendered(examples):
+    """Whether any record goes through the chat template."""
+    return any(isinstance(e, dict) and ("messages" in e or isinstance(
+        e.get("prompt"), list) or isinstance(e.get("completion"), list))
+        for e in examples)
 
 
 # A worker process's Tokenize, set once by its initializer: the state of a
@@ -462,8 +482,6 @@ _CHILD = {}
 
 
 def _child_start(encode):
-    # one Rust thread a worker: the workers are the parallelism
-    os.environ["RAYON_NUM_THREADS"] = "1"
     _CHILD["encode"] = encode
 
 

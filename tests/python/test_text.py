@@ -569,7 +569,36 @@ def test_pool_is_many_in_order(tokenizer_dir):
         pool.close()
     small = ptext.TokenizePool(encode, workers=2, chunk=3, least=100)
     _same_flat(small.flat(mix, wheres), want)
-    assert small.pool is None and small.inline
+    assert small.pool is None
+
+
+def test_pool_forks_for_conversations_only(tokenizer_dir, monkeypatch):
+    """Plain text stays in this process (the Rust tokenizer's own threads
+    encode the list); the first batch with a conversation forks every
+    worker at once, with the tokenizer's threads off in them and this
+    process's environment as it was."""
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    encode = ptext.Tokenize(tok)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    pool = ptext.TokenizePool(encode, workers=2, chunk=2, least=1)
+    try:
+        texts = TEXT * 4
+        pool.flat(texts, [f"r{i}" for i in range(len(texts))])
+        assert pool.pool is None
+        pool.flat(MESSAGES * 2, ["r"] * 4)
+        assert pool.pool is not None
+        assert len(pool.pool._processes) == 2
+        pids = set(pool.pool._processes)
+        got = {pool.pool.submit(_child_env).result() for _ in range(8)}
+        assert {pid for pid, _ in got} <= pids
+        assert {env for _, env in got} == {"false"}
+        assert "TOKENIZERS_PARALLELISM" not in os.environ
+    finally:
+        pool.close()
+
+
+def _child_env():
+    return os.getpid(), os.environ.get("TOKENIZERS_PARALLELISM")
 
 
 def test_workers_give_the_same_set(tmp_path):
