@@ -442,7 +442,9 @@ class _Text:
         self.pool = ptext.TokenizePool(encode, workers)
         self.error = ptext.TextError
         self.dropped = 0  # records with nothing to train, left out
-        self.columns = (encode.text_field, "prompt", "messages")
+        self.columns = (encode.text_field, "prompt", "messages",
+                        "conversations")
+        self.optional = ("completion", "tools", "chat_template_kwargs")
 
     def tokenized(self, batch, where, group):
         import pyarrow as pa
@@ -497,7 +499,7 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
     current = None
     previous = [None]
     if text is not None:  # text columns in, ids and a loss mask out
-        reading = text.columns, ("completion", group)
+        reading = text.columns, text.optional + (group,)
         column, loss_mask, labels = "input_ids", "loss_mask", None
     else:
         reading = column, (loss_mask, labels, group)

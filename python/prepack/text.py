@@ -20,6 +20,7 @@ Every error names the record (`where`) and the field at fault.
 tests/python/test_text.py holds each shape equal to the installed TRL's
 own preparation of the same examples with the same tokenizer.
 """
+import json
 import os
 import re
 import warnings
@@ -127,6 +128,33 @@ class Tokenize:
         self.text_field = text_field
         self.template_name = template_name
         self.warned = False
+        self.template = None  # None: the tokenizer's own
+        if assistant_only_loss:
+            self.template = self._training_template()
+
+    def _training_template(self):
+        """The template for assistant-only loss, as TRL's SFTTrainer picks
+        it: the tokenizer's own when it marks the assistant's turns
+        ({% generation %}), else TRL's training version of a known
+        model's template (Qwen, Llama 3, Gemma, Phi-3, DeepSeek, ...;
+        installed TRL's get_training_chat_template), else None (the
+        error then names the template, on the first conversation)."""
+        own = _template_text(self.tok)
+        if own is not None and _GENERATION.search(own):
+            return None
+        try:
+            from trl.chat_template_utils import get_training_chat_template
+        except ImportError:
+            return None
+        try:
+            patched = get_training_chat_template(self.tok)
+        except Exception:  # a template TRL does not know
+            return None
+        if patched and _GENERATION.search(patched):
+            self.template_name = f"TRL's training version of " \
+                f"{self.template_name}"
+            return patched
+        return None
 
     def __call__(self, example, where):
         """(input_ids, loss_mask or None) of one record; where names it in
@@ -134,12 +162,22 @@ class Tokenize:
         return self.many([example], [where])[0]
 
     def many(self, examples, wheres):
+        self.notes = []  # this batch's warnings, by record
+        try:
+            return self._many(examples, wheres)
+        finally:
+            if self.notes:  # the first in input order
+                self.warn(min(self.notes, key=lambda n: n[0])[1])
+
+    def _many(self, examples, wheres):
         """[self(e, w) for e, w in zip(examples, wheres)], equal record by
         record (the first bad record in order is the error, as alone), in
         batches: each shape's strings go to the tokenizer as one list,
         which a fast tokenizer encodes on every core (Rust threads), and
         conversations to apply_chat_template as one batch, which renders
         them and then encodes them as one list."""
+        examples = [_from_value(e) if isinstance(e, dict) else e
+                    for e in examples]
         batch = _Batch(examples, wheres)
         for i, (e, w) in enumerate(zip(examples, wheres)):
             batch.kinds[i] = batch.guard(i, self._classify, e, w)
@@ -178,6 +216,7 @@ class Tokenize:
                 _messages(example["prompt"], where, "prompt")
                 _messages(example["completion"], where, "completion")
                 self._check_generation(where)
+                _template_kwargs(example, where)
                 return "chat pair"
             _string(example, "prompt", where)
             _string(example, "completion", where)
@@ -185,6 +224,7 @@ class Tokenize:
         if "messages" in example:
             _messages(example["messages"], where, "messages")
             self._check_generation(where)
+            _template_kwargs(example, where)
             return "chat"
         if self.text_field in example:
             _string(example, self.text_field, where)
@@ -196,18 +236,40 @@ class Tokenize:
         at = batch.shaped("text")
         texts = [self._with_eos(batch.examples[i][self.text_field])
                  for i in at]
-        for i, ids in zip(at, self._encode_many(texts)):
-            batch.out[i] = (ids, None)
+        for i, ids in zip(at, self._encoded(batch, at, texts,
+                                            self.text_field)):
+            if ids is not None:
+                batch.out[i] = (ids, None)
+
+    def _encoded(self, batch, at, texts, field):
+        """_encode_many(texts), or when the tokenizer refuses the list
+        (a lone surrogate, say), each alone: None for those it refuses,
+        each named."""
+        try:
+            return self._encode_many(texts)
+        except (TypeError, ValueError, UnicodeError):
+            pass
+        out = []
+        for i, t in zip(at, texts):
+            try:
+                out.append(self._encode_many([t])[0])
+            except (TypeError, ValueError, UnicodeError) as e:
+                why = _not_utf8(t) or str(e)
+                batch.fail(i, TextError(f"{batch.wheres[i]}: the tokenizer "
+                                        f"refuses {field} ({why})"))
+                out.append(None)
+        return out
 
     def _prompt_completion_many(self, batch):
         at = batch.shaped("pair")
         prompts = [batch.examples[i]["prompt"] for i in at]
         fulls = [batch.examples[i]["prompt"] +
                  self._with_eos(batch.examples[i]["completion"]) for i in at]
-        for i, p, ids in zip(at, self._encode_many(prompts),
-                             self._encode_many(fulls)):
-            batch.out[i] = self._completion_only(p, ids, None,
-                                                 batch.wheres[i])
+        for i, p, ids in zip(at, self._encoded(batch, at, prompts, "prompt"),
+                             self._encoded(batch, at, fulls, "completion")):
+            if p is not None and ids is not None and i not in batch.failed:
+                batch.out[i] = self._completion_only(p, ids, None,
+                                                     batch.wheres[i], i)
 
     def _conversations_many(self, batch):
         """Conversations, and conversational pairs: the prompt rendered
@@ -227,7 +289,8 @@ class Tokenize:
         for i, out in zip(chats + pairs, done):
             if out is not None:
                 batch.out[i] = out if i not in prompts else \
-                    self._completion_only(prompts[i], *out, batch.wheres[i])
+                    self._completion_only(prompts[i], *out, batch.wheres[i],
+                                          i)
 
     def _chat_many(self, batch, at, convs, fields):
         """(ids, assistant masks or None) of each conversation, None
@@ -238,36 +301,41 @@ class Tokenize:
                                 **kwargs)
 
     def _apply_many(self, batch, at, convs, fields, full=False, **kwargs):
-        """apply_chat_template of convs as one batch: each one's ids (or
-        (ids, assistant masks) when full), None where it failed; when the
-        batch fails, each alone, to name the record that fails."""
-        if not at:
-            return []
+        """apply_chat_template of convs: each one's ids (or (ids, assistant
+        masks) when full), None where it failed. Records with the same
+        template arguments (their `tools` and `chat_template_kwargs`, as
+        TRL passes them) go as one batch; when a batch fails, each alone,
+        to name the record that fails."""
         if isinstance(fields, str):
             fields = [fields] * len(at)
+        groups = {}
+        for k, i in enumerate(at):
+            key = _template_kwargs(batch.examples[i], batch.wheres[i])
+            groups.setdefault(key, []).append(k)
+        done = [None] * len(at)
+        for key, ks in groups.items():
+            extra = dict(kwargs, **_kwargs_of(key))
+            if self.template is not None:
+                extra["chat_template"] = self.template
+            got = self._apply_group(batch, [at[k] for k in ks],
+                                    [convs[k] for k in ks],
+                                    [fields[k] for k in ks], full, extra)
+            for k, out in zip(ks, got):
+                done[k] = out
+        return done
+
+    def _apply_group(self, batch, at, convs, fields, full, kwargs):
         try:
             out = self.tok.apply_chat_template(
                 convs, tokenize=True, return_dict=True, **kwargs)
-            ids = [list(x) for x in out["input_ids"]]
-            if not full:
-                return ids
-            masks = out.get("assistant_masks") or [None] * len(ids)
-            return [(x, list(m) if m is not None else None)
-                    for x, m in zip(ids, masks)]
+            return [_result(out, j, full) for j in range(len(convs))]
         except Exception:  # Jinja's errors: find the record
             pass
         alone = []
         for i, conv, field in zip(at, convs, fields):
             out = batch.guard(i, self._apply, conv, batch.wheres[i], field,
                               **kwargs)
-            if out is None:
-                alone.append(None)
-            elif not full:
-                alone.append(list(out["input_ids"]))
-            else:
-                m = out.get("assistant_masks")
-                alone.append((list(out["input_ids"]),
-                              list(m) if m is not None else None))
+            alone.append(None if out is None else _result(out, None, full))
         return alone
 
     def _encode_many(self, texts):
@@ -300,29 +368,30 @@ class Tokenize:
     def _check_generation(self, where):
         if not self.assistant_only_loss:
             return
-        template = self.tok.chat_template
+        template = self.template or _template_text(self.tok)
         if not template or not _GENERATION.search(template):
             raise TextError(f"{where}: {self.template_name} has no "
                             f"{{% generation %}} block, so the assistant's "
                             f"tokens cannot be told apart: give a template "
                             f"that marks them, or train on every token")
 
-    def _completion_only(self, prompt_ids, ids, masks, where):
+    def _completion_only(self, prompt_ids, ids, masks, where, i):
         """(ids, loss mask) of a prompt-completion pair: the completion
         trained from where prompt and prompt+completion diverge, and only
         the assistant's tokens of it when masks are given."""
         if not self.completion_only_loss:
             return ids, masks
         start = _common_prefix(prompt_ids, ids)
-        if start < len(prompt_ids):
-            self.warn(f"{where}: the tokenized prompt is not a prefix of "
-                      f"the tokenized prompt + completion (tokens merge "
-                      f"across the boundary, or the template renders the "
-                      f"prompt alone differently): the completion is "
-                      f"trained from where they diverge, and the prompt's "
-                      f"end {self.tok.decode(prompt_ids[start:])!r} is "
-                      f"not in the sequence, as TRL does. Shown once; "
-                      f"other records are likely the same")
+        if start < len(prompt_ids) and not self.warned:
+            self.notes.append((i, (
+                f"{where}: the tokenized prompt is not a prefix of the "
+                f"tokenized prompt + completion (tokens merge across the "
+                f"boundary, or the template renders the prompt alone "
+                f"differently): the completion is trained from where they "
+                f"diverge, and the prompt's end "
+                f"{self.tok.decode(prompt_ids[start:])!r} is not in the "
+                f"sequence, as TRL does. Shown once; other records are "
+                f"likely the same")))
         completion_mask = [0] * start + [1] * (len(ids) - start)
         if masks is None:
             return ids, completion_mask
@@ -540,7 +609,9 @@ def _string(example, field, where):
 
 
 def _messages(messages, where, field):
-    """A list of {role, content} with a known role and string content."""
+    """A list of messages as chat templates take them: {role, content}
+    with a known role; content a string, a list of parts, or absent (or
+    null) where the message holds tool_calls."""
     if not isinstance(messages, list) or not messages:
         raise TextError(f"{where}: {field} is not a non-empty list of "
                         f"messages")
@@ -551,9 +622,94 @@ def _messages(messages, where, field):
         if role not in ROLES:
             raise TextError(f"{where}: {field}[{i}].role is {role!r}, not "
                             f"one of {', '.join(ROLES)}")
-        if not isinstance(m.get("content"), str):
+        content = m.get("content")
+        if not (isinstance(content, str) or _parts(content) or
+                (content is None and m.get("tool_calls"))):
             raise TextError(f"{where}: {field}[{i}].content is not a "
-                            f"string")
+                            f"string or a list of parts")
+
+
+def _not_utf8(text):
+    """Why text cannot be UTF-8 (a lone surrogate, from JSON's \\ud800
+    escapes), or None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate {text[e.start]!r} at character {e.start}"
+
+
+def _parts(content):
+    """Whether content is a list of parts ({"type": ...} objects)."""
+    return isinstance(content, list) and all(
+        isinstance(p, dict) and isinstance(p.get("type"), str)
+        for p in content)
+
+
+def _from_value(example):
+    """A ShareGPT record (`conversations` of {from, value}) as TRL's
+    maybe_convert_to_chatml converts it: `messages` of {role, content};
+    other records as they are."""
+    if "conversations" not in example or "messages" in example or \
+            not isinstance(example["conversations"], list):
+        return example
+    out = {k: v for k, v in example.items() if k != "conversations"}
+    out["messages"] = [
+        {("role" if k == "from" else "content" if k == "value" else k): v
+         for k, v in m.items()} if isinstance(m, dict) else m
+        for m in example["conversations"]]
+    return out
+
+
+def _template_text(tok):
+    """The tokenizer's default chat template as text (a tokenizer with
+    named templates has a dict), or None."""
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    return template if isinstance(template, str) else None
+
+
+def _template_kwargs(example, where):
+    """A record's own template arguments as TRL passes them: `tools` (a
+    list, or JSON text of one) and `chat_template_kwargs` (an object), as
+    a hashable key (JSON text) to batch records that share them."""
+    tools = example.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except ValueError as e:
+            raise TextError(f"{where}: tools is not JSON ({e})") from None
+    if tools is not None and not isinstance(tools, list):
+        raise TextError(f"{where}: tools is {type(tools).__name__}, not a "
+                        f"list")
+    extra = example.get("chat_template_kwargs")
+    if extra is not None and not isinstance(extra, dict):
+        raise TextError(f"{where}: chat_template_kwargs is "
+                        f"{type(extra).__name__}, not an object")
+    if tools is None and not extra:
+        return ""
+    try:
+        # key order kept: a template's tojson renders it
+        return json.dumps({"tools": tools, **(extra or {})})
+    except TypeError as e:
+        raise TextError(f"{where}: tools or chat_template_kwargs hold a "
+                        f"value that is not JSON ({e})") from None
+
+
+def _kwargs_of(key):
+    return json.loads(key) if key else {}
+
+
+def _result(out, j, full):
+    """Record j of an apply_chat_template output (None: unbatched): ids,
+    or (ids, assistant mask or None) when full."""
+    ids = out["input_ids"] if j is None else out["input_ids"][j]
+    if not full:
+        return list(ids)
+    masks = out.get("assistant_masks")
+    mask = None if masks is None else masks if j is None else masks[j]
+    return list(ids), (list(mask) if mask is not None else None)
 
 
 def _common_prefix(a, b):

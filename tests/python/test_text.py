@@ -698,3 +698,116 @@ def test_an_id_past_the_stores_width_is_named(tmp_path):
     assert stats["input_tokens"] == 6
     assert sorted(int(t) for r in prepack.ShardSet(str(tmp_path / "s"))
                   for t in r["input_ids"] if t > 5) == [70005, 70006, 70007]
+
+
+# A template that reads what TRL passes beside the messages: tools, parts
+# of content, tool calls with no content, and chat_template_kwargs
+RICH = (
+    "{% if tools %}{{ '<|im_start|>system\nTools: ' + (tools | "
+    "map(attribute='function') | map(attribute='name') | join(',')) + "
+    "'<|im_end|>\n' }}{% endif %}"
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}"
+    "{% if m['content'] is string %}{% set c = m['content'] %}"
+    "{% elif m['content'] is none %}{% set c = '' %}"
+    "{% else %}{% set c = m['content'] | map(attribute='text') | join('') %}"
+    "{% endif %}"
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ c }}"
+    "{% if m['tool_calls'] %}{{ 'CALL ' + m['tool_calls'][0]['function']"
+    "['name'] }}{% endif %}{{ '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ c + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if enable_thinking is defined and not enable_thinking %}"
+    "{{ 'NOTHINK' }}{% endif %}")
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "w",
+    "parameters": {"type": "object", "properties": {}}}}]
+RICH_RECORDS = [
+    {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Python?"}]},
+        {"role": "assistant", "content": [{"type": "text",
+                                           "text": "A language."}]}]},
+    {"messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather",
+                                              "arguments": {}}}]},
+        {"role": "tool", "content": "sunny"},
+        {"role": "assistant", "content": "Sunny."}]},
+    {"messages": [{"role": "user", "content": "Weather?"},
+                  {"role": "assistant", "content": "Sunny."}],
+     "tools": WEATHER},
+    {"messages": [{"role": "user", "content": "Weather?"},
+                  {"role": "assistant", "content": "Sunny."}],
+     "tools": __import__("json").dumps(WEATHER)},
+    {"messages": [{"role": "user", "content": "Weather?"},
+                  {"role": "assistant", "content": "Sunny."}],
+     "chat_template_kwargs": {"enable_thinking": False}},
+    {"conversations": [{"from": "user", "value": "Weather?"},
+                       {"from": "assistant", "value": "Sunny."}]}]
+
+
+@pytest.mark.parametrize("i", range(len(RICH_RECORDS)),
+                         ids=["content parts", "tool calls, no content",
+                              "tools", "tools as JSON text",
+                              "chat_template_kwargs", "ShareGPT from/value"])
+def test_what_trl_passes_to_the_template(tokenizer_dir, tmp_path, i):
+    """Each record as TRL prepares it, alone and in a batch with records
+    of other template arguments: `tools` (a list or its JSON text) and
+    `chat_template_kwargs` reach the template, content may be a list of
+    parts or absent beside tool calls, ShareGPT's from/value is
+    converted."""
+    rich = tmp_path / "rich.jinja"
+    rich.write_text(RICH)
+    tok = ptext.load_tokenizer(tokenizer_dir, chat_template=rich)
+    record = RICH_RECORDS[i]
+    want = trl_prepared(tok, [record], True, True, tmp_path)
+    assert ours(tok, [record], assistant_only_loss=True) == want
+    batch = ours(tok, RICH_RECORDS, assistant_only_loss=True)
+    assert batch[i] == want[0]
+
+
+def test_trls_training_template_for_a_known_model(tokenizer_dir, tmp_path):
+    """A known model's template without {% generation %} (Qwen2.5's, as
+    TRL ships it): with assistant-only loss, TRL's training version of it,
+    as SFTTrainer swaps it in; the same ids and mask as TRL."""
+    import trl
+    from trl.chat_template_utils import get_training_chat_template
+    qwen = os.path.join(os.path.dirname(trl.__file__), "chat_templates",
+                        "qwen2_5.jinja")
+    tok = ptext.load_tokenizer(tokenizer_dir, chat_template=qwen)
+    training = get_training_chat_template(tok)
+    assert training and "{% generation %}" not in tok.chat_template
+    records = [MESSAGES[0], MESSAGES[1]]
+    args = trl_sft.SFTConfig(output_dir=str(tmp_path / "trl"),
+                             assistant_only_loss=True, max_length=None,
+                             report_to=[], bf16=False, use_cpu=True)
+    trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=training,
+                                    completion_only_loss=None)
+    ds = trl_sft.SFTTrainer._prepare_dataset(
+        trainer, datasets.Dataset.from_list(records), tok, args,
+        packing=False, formatting_func=None, dataset_name="test")
+    want = [(r["input_ids"], r["labels"]) for r in ds]
+    assert ours(tok, records, assistant_only_loss=True) == want
+    assert all(-100 in labels and set(labels) != {-100}
+               for _, labels in want)
+
+
+def test_named_templates_and_refused_text_are_named(tokenizer_dir):
+    """A tokenizer holding named templates (a dict): its default is used;
+    a text the tokenizer refuses (a lone surrogate) is named by record
+    and field, in a batch as alone."""
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    own = tok.chat_template
+    tok.chat_template = {"default": own, "tool_use": own}
+    encode = ptext.Tokenize(tok, assistant_only_loss=True)
+    assert encode.many(MESSAGES, ["a", "b"]) == \
+        ptext.Tokenize(ptext.load_tokenizer(tokenizer_dir),
+                       assistant_only_loss=True).many(MESSAGES, ["a", "b"])
+    bad = [TEXT[0], {"text": "a \ud800 b"}, TEXT[1]]
+    with pytest.raises(ptext.TextError, match=r"^r1: the tokenizer refuses "
+                       r"text .*surrogate"):
+        ptext.Tokenize(tok).many(bad, ["r0", "r1", "r2"])
+    pair = [{"prompt": "x \udfff", "completion": "y"}]
+    with pytest.raises(ptext.TextError, match=r"^r0: the tokenizer refuses "
+                       r"prompt"):
+        ptext.Tokenize(tok).many(pair, ["r0"])
