@@ -395,17 +395,20 @@ def _draw(planned, svg):
                          planned.store, svg)
 
 
-def _joins(batch, group, base, previous):
+def _joins(batch, group, base, previous, breaks=None):
     """Sequence ids (base + row) that join the row before them: equal,
     non-null values of the group column (`previous`: the last value of the
-    input's batch before, a list of one, updated)."""
+    input's batch before, a list of one, updated), but not a row whose
+    `breaks` is set (text: a dropped record between them ended the
+    group)."""
     if group not in batch.schema.names:
         previous[0] = None
         return np.zeros(0, np.uint64)
     values = batch.column(group).to_pylist()
     ids = []
     for r, v in enumerate(values):
-        if v is not None and v == previous[0]:
+        if v is not None and v == previous[0] and \
+                not (breaks and breaks[r]):
             ids.append(base + r)
         previous[0] = v
     return np.asarray(ids, dtype=np.uint64)
@@ -442,11 +445,19 @@ class _Text:
         self.pool = ptext.TokenizePool(encode, workers)
         self.error = ptext.TextError
         self.dropped = 0  # records with nothing to train, left out
+        self.kept = self.breaks = self.last_group = None
         self.columns = (encode.text_field, "prompt", "messages",
                         "conversations")
         self.optional = ("completion", "tools", "chat_template_kwargs")
 
+    def begin_input(self):
+        self.last_group = None  # the input's last record's group value
+
     def tokenized(self, batch, where, group):
+        """The batch as input_ids, loss_mask and the group column of the
+        records kept. Also self.kept (the rows kept, None when all are)
+        and self.breaks (per row kept, whether it may not join the row
+        kept before it: a dropped record between them broke the group)."""
         import pyarrow as pa
         records = [{k: v for k, v in row.items()
                     if v is not None and k != group}
@@ -457,17 +468,40 @@ class _Text:
         except self.error as e:
             raise DatasetError(str(e)) from None
         self.dropped += len(flat.dropped)
+        kept = np.setdiff1d(np.arange(len(records)), flat.dropped)
+        self.kept = kept if len(flat.dropped) else None
         offs = pa.array(flat.offsets, pa.int64())
         names = ["input_ids"]
         arrays = [pa.LargeListArray.from_arrays(offs, flat.ids)]
         if flat.mask is not None:
             names.append("loss_mask")
             arrays.append(pa.LargeListArray.from_arrays(offs, flat.mask))
+        self.breaks = None
         if group in batch.schema.names:
             names.append(group)
-            kept = np.setdiff1d(np.arange(len(records)), flat.dropped)
-            arrays.append(batch.column(group).take(pa.array(kept)))
+            column = batch.column(group)
+            self.breaks = self._breaks(column.to_pylist(), kept)
+            arrays.append(column.take(pa.array(kept)))
         return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def row(self, i):
+        """The batch's row of the i-th record kept."""
+        return int(self.kept[i]) if self.kept is not None else i
+
+    def _breaks(self, values, kept):
+        """Per record kept: whether some record since the last one kept
+        (itself included) does not continue the group before it, as the
+        input had them (so dropping a record never joins two groups)."""
+        breaks, whole, previous = [], True, self.last_group
+        kept = set(kept.tolist())
+        for r, v in enumerate(values):
+            whole = whole and v is not None and v == previous
+            if r in kept:
+                breaks.append(not whole)
+                whole = True
+            previous = v
+        self.last_group = previous
+        return breaks
 
     def close(self):
         self.pool.close()
@@ -514,6 +548,8 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
             previous = [None]  # a group never spans inputs
             if saved is not None:
                 saved.begin_input()
+            if text is not None:
+                text.begin_input()
         base = lib.prepack_store_sequence_count(store)
         where = _Where(name, unit, index, first)
         if text is not None:
@@ -530,10 +566,12 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
             store, tokens.ctypes.data, offs.ctypes.data, len(offsets) - 1,
             mask.ctypes.data if mask is not None else None, ctypes.byref(diag))
         if rc != 0:
-            raise DatasetError(f"{where.row(diag.record)}: "
+            row = text.row(diag.record) if text is not None else diag.record
+            raise DatasetError(f"{where.row(row)}: "
                                f"{diag.message.decode(errors='replace')}")
         progress.read(len(offsets) - 1, len(tokens))
-        joins = _joins(batch, group, base, previous)
+        joins = _joins(batch, group, base, previous,
+                       text.breaks if text is not None else None)
         if len(joins):
             _check(lib.prepack_store_join_sequences(
                 store, joins.ctypes.data, len(joins), ctypes.byref(diag)),
@@ -541,6 +579,10 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
     if current is None:
         raise DatasetError(f"{_source_name(source)}: no rows (an empty "
                            f"table)")
+    if text is not None and lib.prepack_store_sequence_count(store) == 0:
+        raise DatasetError(f"{_source_name(source)}: no sequences: every "
+                           f"one of its {text.dropped:,} records was "
+                           f"dropped with nothing to train")
 
 
 def _source_name(source, most=3):

@@ -674,12 +674,14 @@ def test_prompt_not_a_token_prefix_warns_once(tokenizer_dir, tmp_path):
 
 
 class _WideTokenizer:
-    """A stand-in tokenizer whose ids pass 2^16 (as o200k's do)."""
+    """A stand-in tokenizer whose ids pass 2^16 (as o200k's do), but for
+    texts that start with "n"."""
     eos_token = "</s>"
     chat_template = None
 
     def __call__(self, text):
-        return {"input_ids": [[5, 70000 + len(t)] for t in text]}
+        return {"input_ids": [[5, len(t) + (0 if t.startswith("n") else
+                                            70000)] for t in text]}
 
 
 def test_an_id_past_the_stores_width_is_named(tmp_path):
@@ -811,3 +813,61 @@ def test_named_templates_and_refused_text_are_named(tokenizer_dir):
     with pytest.raises(ptext.TextError, match=r"^r0: the tokenizer refuses "
                        r"prompt"):
         ptext.Tokenize(tok).many(pair, ["r0"])
+
+
+def test_a_record_after_a_dropped_one_is_named_by_its_line(tmp_path):
+    """The store's error for a record that comes after dropped ones names
+    the record's own line, not the line of the n-th record kept."""
+    lib_or_skip()
+    import json
+    from prepack.dataset import DatasetError
+    data = tmp_path / "d.jsonl"
+    records = [{"text": "nx"},
+               {"prompt": "nab", "completion": ""},  # nothing to train
+               {"prompt": "nab", "completion": ""},
+               {"text": "wide"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DatasetError, match=r"d.jsonl:4: .*70004"):
+        prepack.pack_dataset([str(data)], str(tmp_path / "x"), 16,
+                             tokenizer=_WideTokenizer(), token_dtype="uint16",
+                             untrained="drop", add_eos=False)
+
+
+@pytest.mark.parametrize("read_rows", [None, 1])
+def test_dropping_a_record_never_joins_two_groups(tmp_path, read_rows):
+    """Groups 7, 8, 7 with the 8 dropped stay two groups (7 and 7 apart),
+    and 7, 7, 7 with the middle dropped one group: the rows equal those of
+    the records kept with their groups made explicit, one record a batch
+    or all in one. Dropping every record is an error, not an empty set."""
+    lib_or_skip()
+    import pyarrow as pa
+    from prepack.dataset import DatasetError
+    here = os.path.join(ROOT, "fixtures", "text")
+    none = [{"role": "user", "content": "x"}]
+
+    def some(n):  # longest first, so that a join changes the order
+        return [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": "the licence " * n}]
+    options = dict(tokenizer=os.path.join(here, "tokenizer"),
+                   assistant_only_loss=True, read_rows=read_rows)
+    for groups, same in (([7, 8, 7, 3], [7, 9, 3]), ([7, 7, 7, 3], [7, 7, 3])):
+        table = pa.table({"messages": [some(10), none, some(1), some(5)],
+                          "group": groups})
+        got = prepack.pack_dataset(table, str(tmp_path / "g"), 256,
+                                   untrained="drop", overwrite=True,
+                                   **options)
+        want = prepack.pack_dataset(
+            pa.table({"messages": [some(10), some(1), some(5)],
+                      "group": same}),
+            str(tmp_path / "w"), 256, overwrite=True, **options)
+        assert got["rows"] == want["rows"], groups
+        for a, b in zip(prepack.ShardSet(str(tmp_path / "g")),
+                        prepack.ShardSet(str(tmp_path / "w"))):
+            for k in a:
+                assert str(a[k]) == str(b[k]), (groups, k)
+    with pytest.raises(DatasetError, match="every one of its 2 records was "
+                       "dropped"):
+        prepack.pack_dataset(pa.table({"messages": [none, none]}),
+                             str(tmp_path / "x"), 256, untrained="drop",
+                             **options)
+    assert not (tmp_path / "x").exists()
