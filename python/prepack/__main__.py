@@ -196,6 +196,32 @@ def _size(text):
 
 
 def main(argv=None):
+    """The command; a TextWarning printed as one line, Ctrl-C as exit 130
+    without a traceback."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning(warnings.showwarning)
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            print("prepack: interrupted", file=sys.stderr)
+            return 130
+
+
+def _show_warning(default):
+    """warnings.showwarning printing prepack's TextWarning as
+    "prepack: warning: ..." (its message names the record), others as
+    Python does."""
+    def show(message, category, *args, **kwargs):
+        from .text import TextWarning
+        if issubclass(category, TextWarning):
+            print(f"prepack: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, *args, **kwargs)
+    return show
+
+
+def _main(argv):
     p = _parser()
     a = p.parse_args(argv)
     if a.command != "export" and a.pad_multiple > 1 \

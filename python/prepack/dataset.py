@@ -425,6 +425,7 @@ def _text(workers=None, **options):
             raise ValueError("chat_template without a tokenizer")
         return None
     if workers is not None and (not isinstance(workers, numbers.Integral)
+                                or isinstance(workers, bool)
                                 or not 1 <= workers <= 1024):
         raise ValueError(f"workers must be an integer in 1..1024 (the "
                          f"tokenizing processes), not {workers!r}")

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -487,29 +488,50 @@ class TokenizePool:
     them."""
 
     def __init__(self, encode, workers=None, chunk=128, least=256):
+        if workers is not None and (isinstance(workers, bool) or
+                                    not isinstance(workers, int) or
+                                    workers < 1):
+            raise ValueError(f"workers must be a positive integer, not "
+                             f"{workers!r}")
         self.encode = encode
         self.workers = workers or len(os.sched_getaffinity(0))
         self.chunk, self.least = chunk, least
         self.pool = None
+        self.seen = 0  # conversations so far: the processes start at least
 
     def flat(self, examples, wheres):
         """Flat of encode.many(examples, wheres); TextError naming the
-        first bad record in order."""
+        first bad record in order. Here, the records go to encode.many in
+        pieces of INLINE records, so that memory does not grow with the
+        batch (measured: 577 MiB more for 30 MiB of conversations at
+        once, 10 MiB in pieces of 128)."""
+        rendered = _rendered(examples)
+        if rendered:
+            self.seen += len(examples)
         if self.pool is None and self.workers > 1 and \
-                len(examples) >= self.least and _rendered(examples):
+                self.seen >= self.least and rendered:
             self._start()
-        if self.pool is None or not _rendered(examples):
-            return Flat.of(self.encode.many(examples, wheres))
-        chunks = [(examples[i:i + self.chunk], wheres[i:i + self.chunk])
-                  for i in range(0, len(examples), self.chunk)]
+        chunk = self.chunk if self.pool is not None and rendered else INLINE
+        chunks = [(examples[i:i + chunk], wheres[i:i + chunk])
+                  for i in range(0, len(examples), chunk)]
+        if self.pool is None or not rendered:
+            results = ((Flat.of(self.encode.many(e, w)), (), None)
+                       for e, w in chunks)
+        else:
+            results = self.pool.map(_tokenize_chunk, chunks)
         parts = []
-        for part, warned, error in self.pool.map(_tokenize_chunk, chunks):
-            for message in warned:
-                self.encode.warn(message)
-            if error is not None:
-                raise TextError(error)
-            parts.append(part)
-        return Flat.joined(parts, [len(e) for e, _ in chunks])
+        try:
+            for part, warned, error in results:
+                for message in warned:
+                    self.encode.warn(message)
+                if error is not None:
+                    raise TextError(error)
+                parts.append(part)
+        except BrokenProcessPool:
+            raise TextError(f"{wheres[0]} and on: a tokenizing process "
+                            f"died (killed, or out of memory?)") from None
+        return Flat.joined(parts, [len(e) for e, _ in chunks]) if parts \
+            else Flat.of([])
 
     def _start(self):
         import concurrent.futures
@@ -536,6 +558,7 @@ class TokenizePool:
 
 
 _PARALLELISM = "TOKENIZERS_PARALLELISM"
+INLINE = 1024  # records a Tokenize.many call in this process
 
 
 def _rendered(examples):

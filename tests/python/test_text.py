@@ -871,3 +871,62 @@ def test_dropping_a_record_never_joins_two_groups(tmp_path, read_rows):
                              str(tmp_path / "x"), 256, untrained="drop",
                              **options)
     assert not (tmp_path / "x").exists()
+
+
+def test_pool_starts_on_conversations_seen_and_pieces_here(tokenizer_dir):
+    """Small batches add up: the processes start once `least`
+    conversations have been seen, whatever the batches' sizes. In this
+    process, records go to Tokenize.many INLINE at a time (memory does
+    not grow with the batch). workers=True is refused."""
+    import signal
+    tok = ptext.load_tokenizer(tokenizer_dir)
+    encode = ptext.Tokenize(tok)
+    sizes = []
+    many = encode.many
+    encode.many = lambda e, w: (sizes.append(len(e)), many(e, w))[1]
+    pool = ptext.TokenizePool(encode, workers=2, chunk=4, least=10)
+    try:
+        batch = MESSAGES * 2
+        pool.flat(batch, ["r"] * 4)
+        pool.flat(batch, ["r"] * 4)
+        assert pool.pool is None and sizes == [4, 4]
+        texts = [TEXT[0]] * (ptext.INLINE + 3)
+        pool.flat(texts, ["t"] * len(texts))
+        assert sizes[2:] == [ptext.INLINE, 3]
+        pool.flat(batch, ["r"] * 4)  # 12 conversations seen
+        assert pool.pool is not None
+        victim = next(iter(pool.pool._processes))
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(ptext.TextError, match="^r and on: a tokenizing "
+                           "process died"):
+            for _ in range(50):  # until the executor sees it
+                pool.flat(batch * 8, ["r"] * 32)
+    finally:
+        pool.close()
+    for bad in (True, 0, 2.0):
+        with pytest.raises(ValueError, match="workers must be"):
+            ptext.TokenizePool(encode, workers=bad)
+
+
+def test_the_module_prints_the_warning_as_one_line(tokenizer_dir, tmp_path):
+    """python -m prepack: the prefix warning on stderr as one
+    "prepack: warning:" line naming the first such record, once."""
+    lib_or_skip()
+    import json
+    import subprocess
+    import sys
+    data = tmp_path / "p.jsonl"
+    pairs = [{"prompt": "A licence", "completion": " text."},
+             {"prompt": "Python Softw", "completion": "are licence"},
+             {"prompt": "Read the ", "completion": "Python licence"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    p = subprocess.run([sys.executable, "-m", "prepack", "pack", str(data),
+                        "-o", str(tmp_path / "s"), "--max-seq-len", "64",
+                        "--tokenizer", str(tokenizer_dir)],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    lines = [x for x in p.stderr.splitlines() if "warning" in x.lower()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"prepack: warning: {data}:2: the tokenized "
+                               f"prompt is not a prefix"), p.stderr
