@@ -342,9 +342,10 @@ class Tokenize:
     def _encode_many(self, texts):
         """Each text's ids, as self.tok(text=texts) gives them; through
         the Rust tokenizer's batch call without offsets when the
-        tokenizer is a fast one in its default state (1.5x faster: the
-        offsets are most of the batch call's cost), checked equal by
-        test_text's equality tests."""
+        tokenizer is a fast one in its default state: no offsets or
+        per-token strings are made and kept (the time is the same within
+        noise: 4.19 s against 4.53 s for 8 MB, medians of 3), checked
+        equal by test_text's equality tests."""
         if not texts:
             return []
         fast = self._fast_backend()
