@@ -16,6 +16,12 @@ The four shapes, named as TRL names its dataset formats:
 - conversational prompt-completion: `prompt` and `completion` as message
   lists; both rules.
 
+As TRL: a record's `tools` and `chat_template_kwargs` go to the template,
+ShareGPT's `conversations` ({from, value}) become `messages`, and a known
+model's template without `{% generation %}` is replaced by TRL's training
+version when assistant-only loss needs one. Tokenize.many takes records
+in batches; TokenizePool spreads them over processes.
+
 Every error names the record (`where`) and the field at fault.
 tests/python/test_text.py holds each shape equal to the installed TRL's
 own preparation of the same examples with the same tokenizer.
