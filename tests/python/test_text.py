@@ -14,6 +14,7 @@ import types
 import pytest
 
 from conftest import ROOT
+from text_support import CHATML, rows_by_sequence
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -31,14 +32,7 @@ def lib_or_skip():
             not prepack._native._bundled():
         pytest.skip("no libprepack (sanitizer builds cannot load it)")
 
-CHATML = (
-    "{% for m in messages %}"
-    "{{ '<|im_start|>' + m['role'] + '\n' }}"
-    "{% if m['role'] == 'assistant' %}{% generation %}"
-    "{{ m['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{% else %}{{ m['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
 PLAIN = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}"
          "{% endfor %}")
 
@@ -88,14 +82,16 @@ CONV_PROMPT_COMPLETION = [
 
 
 def trl_prepared(tok, examples, assistant_only_loss, completion_only_loss,
-                 tmp_path):
-    """TRL's own preparation of the examples: (input_ids, labels) each."""
+                 tmp_path, chat_template=None):
+    """TRL's own preparation of the examples: (input_ids, labels) each;
+    chat_template the training template SFTTrainer swaps in, if any."""
     args = trl_sft.SFTConfig(output_dir=str(tmp_path / "trl"),
                              assistant_only_loss=assistant_only_loss,
                              completion_only_loss=completion_only_loss,
                              max_length=None, dataset_num_proc=None,
                              report_to=[], bf16=False, use_cpu=True)
-    trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=None,
+    trainer = types.SimpleNamespace(_tokenizer=tok,
+                                    chat_template=chat_template,
                                     completion_only_loss=completion_only_loss)
     ds = trl_sft.SFTTrainer._prepare_dataset(
         trainer, datasets.Dataset.from_list(examples), tok, args,
@@ -288,20 +284,6 @@ def test_missing_tokenizer_and_template_are_named(tokenizer_dir, tmp_path):
 
 # ---- pack_dataset(tokenizer=...): text in, a verified set out -------------
 
-def _rows_by_sequence(out):
-    """seq_id -> (input_ids, loss_mask) over a set's rows."""
-    import numpy as np
-    from prepack import ShardSet
-    got = {}
-    for row in ShardSet(out):
-        cu = row["cu_seqlens"]
-        for k, sid in enumerate(row["seq_ids"]):
-            a, b = int(cu[k]), int(cu[k + 1])
-            mask = row["loss_mask"][a:b] if "loss_mask" in row else \
-                np.ones(b - a, np.uint8)
-            got[int(sid)] = (row["input_ids"][a:b].tolist(), mask.tolist())
-    return got
-
 
 @pytest.mark.parametrize("examples,options", [
     (TEXT, {}), (PROMPT_COMPLETION, {}),
@@ -327,7 +309,7 @@ def test_pack_dataset_tokenizes_parquet(tokenizer_dir, tmp_path, examples,
     for i, e in enumerate(examples * 3):
         ids, mask = encode(e, "r")
         want[i] = (ids, mask if mask is not None else [1] * len(ids))
-    assert _rows_by_sequence(out) == want
+    assert rows_by_sequence(out) == want
     assert stats["sequences"] == len(want)
     p = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
                        text=True)
@@ -399,7 +381,7 @@ def test_pack_dataset_reads_json_lines(tokenizer_dir, tmp_path, suffix):
     for i, e in enumerate(records):
         ids, mask = encode(e, "r")
         want[i] = (ids, mask if mask is not None else [1] * len(ids))
-    assert _rows_by_sequence(out) == want
+    assert rows_by_sequence(out) == want
 
 
 @pytest.mark.parametrize("lines,message", [
@@ -469,7 +451,7 @@ def test_the_command_says_what_to_run_and_it_packs(tokenizer_dir, tmp_path,
     encode = ptext.Tokenize(ptext.load_tokenizer(tokenizer_dir),
                             assistant_only_loss=True)
     want = {i: encode(e, "r") for i, e in enumerate(MESSAGES * 5)}
-    assert _rows_by_sequence(out) == {i: (ids, mask)
+    assert rows_by_sequence(out) == {i: (ids, mask)
                                       for i, (ids, mask) in want.items()}
 
 
@@ -780,15 +762,7 @@ def test_trls_training_template_for_a_known_model(tokenizer_dir, tmp_path):
     training = get_training_chat_template(tok)
     assert training and "{% generation %}" not in tok.chat_template
     records = [MESSAGES[0], MESSAGES[1]]
-    args = trl_sft.SFTConfig(output_dir=str(tmp_path / "trl"),
-                             assistant_only_loss=True, max_length=None,
-                             report_to=[], bf16=False, use_cpu=True)
-    trainer = types.SimpleNamespace(_tokenizer=tok, chat_template=training,
-                                    completion_only_loss=None)
-    ds = trl_sft.SFTTrainer._prepare_dataset(
-        trainer, datasets.Dataset.from_list(records), tok, args,
-        packing=False, formatting_func=None, dataset_name="test")
-    want = [(r["input_ids"], r["labels"]) for r in ds]
+    want = trl_prepared(tok, records, True, True, tmp_path, training)
     assert ours(tok, records, assistant_only_loss=True) == want
     assert all(-100 in labels and set(labels) != {-100}
                for _, labels in want)

@@ -21,6 +21,7 @@ import pytest
 import zstandard
 
 from conftest import CORPUS, ROOT
+from text_support import CHATML, rows_by_sequence
 
 transformers = pytest.importorskip("transformers")
 tiktoken = pytest.importorskip("tiktoken")
@@ -189,28 +190,6 @@ def test_the_bundled_corpus_tokenized_again(tok):
     assert [ids for ids, _ in got] == [w + [EOT] for w in wanted[:20]]
 
 
-def _rows_by_sequence(out):
-    """seq_id -> (input_ids, loss_mask) over a set's rows."""
-    import numpy as np
-    from prepack import ShardSet
-    got = {}
-    for row in ShardSet(out):
-        cu = row["cu_seqlens"]
-        for k, sid in enumerate(row["seq_ids"]):
-            a, b = int(cu[k]), int(cu[k + 1])
-            mask = row["loss_mask"][a:b] if "loss_mask" in row else \
-                np.ones(b - a, np.uint8)
-            got[int(sid)] = (row["input_ids"][a:b].tolist(), mask.tolist())
-    return got
-
-
-CHATML = (
-    "{% for m in messages %}"
-    "{{ '<|im_start|>' + m['role'] + '\\n' }}"
-    "{% if m['role'] == 'assistant' %}{% generation %}"
-    "{{ m['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{% else %}{{ m['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\\n' }}{% endfor %}")
 
 
 def test_the_command_packs_text_and_chats_with_a_tiktoken_file(
@@ -263,7 +242,7 @@ def test_the_command_packs_text_and_chats_with_a_tiktoken_file(
         assert trained == "".join(m["content"] + "<|im_end|>"
                                   for m in chat["messages"]
                                   if m["role"] == "assistant")
-    assert _rows_by_sequence(out) == want
+    assert rows_by_sequence(out) == want
 
 
 BYTES = b"".join(base64.b64encode(bytes([b])) + b" %d\n" % b
