@@ -446,7 +446,7 @@ class _Text:
         self.pool = ptext.TokenizePool(encode, workers)
         self.error = ptext.TextError
         self.dropped = 0  # records with nothing to train, left out
-        self.kept = self.breaks = self.last_group = None
+        self.kept = self.breaks = self.last_group = self.pending = None
         self.columns = (encode.text_field, "prompt", "messages",
                         "conversations")
         self.optional = ("completion", "tools", "chat_template_kwargs")
@@ -463,11 +463,19 @@ class _Text:
         records = [{k: v for k, v in row.items()
                     if v is not None and k != group}
                    for row in batch.to_pylist()]
+        wheres = [where.row(r) for r in range(len(records))]
+        self.pending = None
         try:
-            flat = self.pool.flat(
-                records, [where.row(r) for r in range(len(records))])
+            flat = self.pool.flat(records, wheres)
         except self.error as e:
-            raise DatasetError(str(e)) from None
+            if not e.record:
+                raise DatasetError(str(e)) from None
+            # the records before it first: the store may find an earlier
+            # error in them (an id too wide), which comes first in order
+            self.pending = DatasetError(str(e))
+            records, wheres = records[:e.record], wheres[:e.record]
+            batch = batch.slice(0, e.record)
+            flat = self.pool.flat(records, wheres)
         self.dropped += len(flat.dropped)
         kept = np.setdiff1d(np.arange(len(records)), flat.dropped)
         self.kept = kept if len(flat.dropped) else None
@@ -577,6 +585,8 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
             _check(lib.prepack_store_join_sequences(
                 store, joins.ctypes.data, len(joins), ctypes.byref(diag)),
                 diag, DatasetError)
+        if text is not None and text.pending is not None:
+            raise text.pending  # a record after those added
     if current is None:
         raise DatasetError(f"{_source_name(source)}: no rows (an empty "
                            f"table)")
@@ -658,31 +668,45 @@ class _Records:
         import pyarrow as pa
         return pa.array([r.get(name) for r in self.records])
 
+    def slice(self, offset, length):
+        return _Records(self.records[offset:offset + length])
+
 
 def _jsonl_batches(path, batch_rows):
     """(path, "lines", 0, line numbers, _Records) of a JSON-lines file
     (plain, .zst or .gz): one object a line, blank lines skipped as the
-    command skips them."""
+    command skips them. A line that is not a JSON object (or not UTF-8,
+    or past a damaged stream) is an error after the records before it
+    are given, so that an earlier record's error is the one named."""
     if not os.path.exists(path):
         raise DatasetError(f"cannot open {path}: no such file")
-    records, lines, n = [], [], 0
+    records, lines = [], []
     with _open_lines(path) as f:
-        for n, line in _numbered(f, path):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise DatasetError(f"{path}:{n}: invalid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{path}:{n}: not a JSON object")
-            records.append(obj)
-            lines.append(n)
-            if len(records) == batch_rows:
+        try:
+            for n, line in _numbered(f, path):
+                if not line.strip():
+                    continue
+                records.append(_json_object(line, path, n))
+                lines.append(n)
+                if len(records) == batch_rows:
+                    yield path, "lines", 0, lines, _Records(records)
+                    records, lines = [], []
+        except DatasetError:
+            if records:
                 yield path, "lines", 0, lines, _Records(records)
-                records, lines = [], []
+            raise
     if records:
         yield path, "lines", 0, lines, _Records(records)
+
+
+def _json_object(line, path, n):
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        raise DatasetError(f"{path}:{n}: invalid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}:{n}: not a JSON object")
+    return obj
 
 
 def _numbered(f, path):

@@ -41,7 +41,9 @@ _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 class TextError(ValueError):
     """A record that cannot be tokenized: the message names it and the
-    field at fault."""
+    field at fault; .record is its index in the records given (0 where
+    not known)."""
+    record = 0
 
 
 class TextWarning(UserWarning):
@@ -522,17 +524,18 @@ class TokenizePool:
         chunks = [(examples[i:i + chunk], wheres[i:i + chunk])
                   for i in range(0, len(examples), chunk)]
         if self.pool is None or not rendered:
-            results = ((Flat.of(self.encode.many(e, w)), (), None)
-                       for e, w in chunks)
+            results = (_tokenize_here(self.encode, c) for c in chunks)
         else:
             results = self.pool.map(_tokenize_chunk, chunks)
         parts = []
         try:
-            for part, warned, error in results:
+            for k, (part, warned, error) in enumerate(results):
                 for message in warned:
                     self.encode.warn(message)
                 if error is not None:
-                    raise TextError(error)
+                    failed = TextError(error[0])
+                    failed.record = k * chunk + error[1]
+                    raise failed
                 parts.append(part)
         except BrokenProcessPool:
             raise TextError(f"{wheres[0]} and on: a tokenizing process "
@@ -584,9 +587,17 @@ def _child_start(encode):
     _CHILD["encode"] = encode
 
 
+def _tokenize_here(encode, chunk):
+    """_tokenize_chunk's result, in this process (warnings shown here)."""
+    try:
+        return Flat.of(encode.many(*chunk)), (), None
+    except TextError as e:
+        return None, (), (str(e), e.record)
+
+
 def _tokenize_chunk(chunk):
     """A worker's (Flat of its chunk or None, its TextWarnings' messages,
-    the first bad record's message or None)."""
+    the first bad record's (message, index in the chunk) or None)."""
     examples, wheres = chunk
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TextWarning)
@@ -594,7 +605,7 @@ def _tokenize_chunk(chunk):
             flat, error = Flat.of(_CHILD["encode"].many(examples, wheres)), \
                 None
         except TextError as e:
-            flat, error = None, str(e)
+            flat, error = None, (str(e), e.record)
     return flat, [str(w.message) for w in caught
                   if issubclass(w.category, TextWarning)], error
 
@@ -626,8 +637,12 @@ class _Batch:
                 if k == kind and i not in self.failed]
 
     def raise_first(self):
+        """The first record's error, its index in the batch as .record."""
         if self.failed:
-            raise self.failed[min(self.failed)]
+            first = min(self.failed)
+            error = self.failed[first]
+            error.record = first
+            raise error
 
 
 def _string(example, field, where):

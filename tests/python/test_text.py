@@ -904,3 +904,25 @@ def test_the_module_prints_the_warning_as_one_line(tokenizer_dir, tmp_path):
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith(f"prepack: warning: {data}:2: the tokenized "
                                f"prompt is not a prefix"), p.stderr
+
+
+@pytest.mark.parametrize("late", ["{not json", '{"text": 5}',
+                                  '{"text": "nope"}'],
+                         ids=["invalid JSON", "bad field", "a wide id"])
+def test_the_first_bad_record_in_order_across_stages(tmp_path, late):
+    """Two bad records in one batch, found by different stages (reading
+    JSON, tokenizing, the store's width check): the earlier line is named,
+    whichever stage finds the later one first."""
+    lib_or_skip()
+    from prepack.dataset import DatasetError
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "nx"}\n{"text": "wide"}\n' + late + "\n")
+    with pytest.raises(DatasetError, match=r"d.jsonl:2: .*70004"):
+        prepack.pack_dataset([str(data)], str(tmp_path / "x"), 16,
+                             tokenizer=_WideTokenizer(), token_dtype="uint16",
+                             add_eos=False)
+    data.write_text('{"text": "nx"}\n{"text": 7}\n' + late + "\n")
+    with pytest.raises(DatasetError, match=r"d.jsonl:2: text is int"):
+        prepack.pack_dataset([str(data)], str(tmp_path / "x"), 16,
+                             tokenizer=_WideTokenizer(), token_dtype="uint16",
+                             add_eos=False)
