@@ -1045,6 +1045,12 @@ typedef struct prepack_step_options {
                                       overwrite are refused), rows_per_frame,
                                       level; threads for write tasks */
     uint32_t batch_size;           /* the report's; 0 = 8 */
+    /* Text inputs: how they were tokenized (the Python package's key of
+     * the tokenizer's files, the template and the text options), part of
+     * every step's key, so that scan output from another tokenizer or
+     * other text options is refused; prepack_step_scan refuses it (text
+     * is scanned by prepack_step_scan_open's caller). NULL: token ids. */
+    const char *text_key;
 } prepack_step_options;
 
 typedef struct prepack_step_result {
@@ -1079,6 +1085,44 @@ PREPACK_API int prepack_step_finalize(const char *dir,
                                       uint32_t write_tasks, int verify_hashes,
                                       prepack_step_result *res,
                                       prepack_diag *diag);
+
+/* A scan task whose caller fills the store itself (the Python package's
+ * text scan: python -m prepack scan --tokenizer). prepack_step_scan_open
+ * checks the task as prepack_step_scan does, takes its lock and sets
+ * ranges[0..*nranges) (room for o->ninputs) to the task's part of each
+ * input, cut as prepack_step_scan cuts: whole inputs by where they fall
+ * among the inputs' bytes, a plain JSONL file in bytes [begin, end), of
+ * which the task reads the lines that start there (a line starts at 0 or
+ * after a newline; begin and end are moved to the next line start). The
+ * caller adds each range's sequences to *store, in range order, each
+ * range one prepack_store_begin_input named o->inputs[range.input], then
+ * calls prepack_step_scan_save with each range's first and last records'
+ * group values (NUL-terminated, compared byte for byte with the next
+ * range's; NULL: none), which saves the task's output exactly as
+ * prepack_step_scan does (finish, joins, sequences, the meta record
+ * last). When the task's output is already there and verifies (or the set
+ * is finished), res->already_done is set and *out and *store are NULL.
+ * prepack_step_scan_free releases the lock and the store (removing what
+ * a task not saved wrote); NULL is a no-op. */
+typedef struct prepack_step_range {
+    uint32_t input; /* its index in o->inputs */
+    int whole;      /* the whole input (begin 0, end its size) */
+    uint64_t begin, end;
+} prepack_step_range;
+
+typedef struct prepack_step_scanner prepack_step_scanner;
+
+PREPACK_API int prepack_step_scan_open(
+    prepack_step_scanner **out, const char *dir, const prepack_step_options *o,
+    uint32_t task, uint32_t ntasks, prepack_step_range *ranges,
+    size_t *nranges, prepack_store **store, prepack_step_result *res,
+    prepack_diag *diag);
+PREPACK_API int prepack_step_scan_save(prepack_step_scanner *sc,
+                                       const char *const *first_groups,
+                                       const char *const *last_groups,
+                                       prepack_step_result *res,
+                                       prepack_diag *diag);
+PREPACK_API void prepack_step_scan_free(prepack_step_scanner *sc);
 
 /* ------------------------------------------------------------------------ */
 /* Reading a shard set: rows, batches, verification (docs/FORMAT.md)         */

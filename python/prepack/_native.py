@@ -137,6 +137,22 @@ class StoreOptions(ctypes.Structure):
                 ("lengths_only", ctypes.c_int), ("allocator", ctypes.c_void_p)]
 
 
+# prepack_progress_fn: Python passes none (NULL)
+_PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p,
+                                ctypes.c_uint64, ctypes.c_uint64)
+
+
+class IngestOptions(ctypes.Structure):
+    """prepack_ingest_options"""
+    _fields_ = [("format", ctypes.c_int), ("field", ctypes.c_char_p),
+                ("has_doc_sep", ctypes.c_int), ("doc_sep", ctypes.c_uint32),
+                ("sep_position", ctypes.c_int),
+                ("allow_trailing_bytes", ctypes.c_int),
+                ("progress", _PROGRESS_FN),
+                ("progress_opaque", ctypes.c_void_p),
+                ("threads", ctypes.c_int)]
+
+
 class PlanOptions(ctypes.Structure):
     """prepack_plan_options"""
     _fields_ = [("max_seq_len", ctypes.c_uint32), ("algo", ctypes.c_int),
@@ -155,6 +171,29 @@ class WriterOptions(ctypes.Structure):
                 ("shard_bytes", ctypes.c_uint64), ("level", ctypes.c_int),
                 ("overwrite", ctypes.c_int), ("threads", ctypes.c_int),
                 ("allocator", ctypes.c_void_p), ("references", ctypes.c_int)]
+
+
+class StepOptions(ctypes.Structure):
+    """prepack_step_options"""
+    _fields_ = [("inputs", ctypes.POINTER(ctypes.c_char_p)),
+                ("ninputs", ctypes.c_size_t), ("ingest", IngestOptions),
+                ("store", StoreOptions), ("plan", PlanOptions),
+                ("writer", WriterOptions), ("batch_size", ctypes.c_uint32),
+                ("text_key", ctypes.c_char_p)]
+
+
+class StepResult(ctypes.Structure):
+    """prepack_step_result"""
+    _fields_ = [("already_done", ctypes.c_int)] + [
+        (name, ctypes.c_uint64) for name in (
+            "sequences", "tokens", "rows", "shards", "bytes_written",
+            "bytes_mapped")]
+
+
+class StepRange(ctypes.Structure):
+    """prepack_step_range"""
+    _fields_ = [("input", ctypes.c_uint32), ("whole", ctypes.c_int),
+                ("begin", ctypes.c_uint64), ("end", ctypes.c_uint64)]
 
 
 class StreamOptions(ctypes.Structure):
@@ -286,6 +325,17 @@ def _signatures():
         "prepack_stream_save": ([p, p, size, ctypes.POINTER(size), diag], i),
         "prepack_stream_restore": ([out, p, size, ctypes.POINTER(StreamOptions),
                                     diag], i),
+        # a text scan task (steps.py)
+        "prepack_step_scan_open": ([out, ctypes.c_char_p,
+                                    ctypes.POINTER(StepOptions),
+                                    ctypes.c_uint32, ctypes.c_uint32,
+                                    ctypes.POINTER(StepRange),
+                                    ctypes.POINTER(size), out,
+                                    ctypes.POINTER(StepResult), diag], i),
+        "prepack_step_scan_save": ([p, ctypes.POINTER(ctypes.c_char_p),
+                                    ctypes.POINTER(ctypes.c_char_p),
+                                    ctypes.POINTER(StepResult), diag], i),
+        "prepack_step_scan_free": ([p], None),
         # store, plan, rows and writer (dataset.py)
         "prepack_store_create": ([out, ctypes.POINTER(StoreOptions), diag], i),
         "prepack_store_free": ([p], None),

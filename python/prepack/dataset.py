@@ -36,6 +36,7 @@ class _Where:
     group (Parquet) or batch, and its first row's number in the input."""
 
     def __init__(self, name, unit, index, first):
+        self.name = name
         self.text = f"{name}: {unit} {index}"
         self.first = first
         if unit == "lines":  # JSON lines: first is each row's line number
@@ -524,20 +525,21 @@ READ_ROWS, TEXT_READ_ROWS = 65536, 4096
 
 
 def _read_into(lib, store, source, column, loss_mask, labels, read_rows,
-               group="group", text=None, progress=None, saved=None):
+               group="group", text=None, progress=None, saved=None,
+               empty_ok=False):
     if read_rows is None:
         read_rows = READ_ROWS if text is None else TEXT_READ_ROWS
     try:
         _read_batches(lib, store, source, column, loss_mask, labels,
                       read_rows, group, text, progress or Progress(False),
-                      saved)
+                      saved, empty_ok)
     finally:
         if text is not None:
             text.close()  # the tokenizing processes
 
 
 def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
-                  group, text, progress, saved):
+                  group, text, progress, saved, empty_ok=False):
     progress.stage_begins("read")
     current = None
     previous = [None]
@@ -587,6 +589,8 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
                 diag, DatasetError)
         if text is not None and text.pending is not None:
             raise text.pending  # a record after those added
+    if empty_ok:  # a scan task's parts: the plan checks whole inputs
+        return
     if current is None:
         raise DatasetError(f"{_source_name(source)}: no rows (an empty "
                            f"table)")
@@ -633,7 +637,8 @@ def _batches_with_optional(source, column, optional, read_rows):
             yield (0,) + piece
         return
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    for k, path in enumerate(map(os.fspath, paths)):
+    for k, item in enumerate(paths):
+        path = os.fspath(item)
         tokens = path.endswith(_JSONL + (".bin", ".idx"))  # saved tokens
         if tokens and not isinstance(column, tuple):
             raise DatasetError(f"{path}: JSON lines of token ids and "
@@ -641,7 +646,8 @@ def _batches_with_optional(source, column, optional, read_rows):
                                f"prepack command's input (prepack pack); "
                                f"here JSON lines need a tokenizer")
         if path.endswith(_JSONL):
-            pieces = _jsonl_batches(path, read_rows)
+            pieces = _jsonl_batches(path, read_rows,
+                                    getattr(item, "span", None))
         else:
             pieces = _file_batches(path, column, optional, read_rows)
         for piece in pieces:
@@ -672,18 +678,93 @@ class _Records:
         return _Records(self.records[offset:offset + length])
 
 
-def _jsonl_batches(path, batch_rows):
+class TextPart(os.PathLike):
+    """A scan task's part of a plain JSON-lines file (prepack.steps): the
+    lines that start in bytes [begin, end) (a line starts at 0 or after a
+    newline), read as pack_dataset reads the whole file."""
+
+    def __init__(self, path, begin, end):
+        self.path, self.span = os.fspath(path), (begin, end)
+
+    def __fspath__(self):
+        return self.path
+
+
+def read_text_parts(store, parts, group="group", read_rows=None,
+                    watch=None, **text_options):
+    """Steps' hook (prepack.steps.scan_text): `parts` (paths or TextPart)
+    tokenized into `store` (a prepack_store pointer) exactly as
+    pack_dataset reads them; watch.begin_input() and watch.add(batch,
+    where) see each part's start and each tokenized batch (the group
+    column kept). A part without a record adds no input."""
+    text = _text(**text_options)
+    if text is None:
+        raise ValueError("read_text_parts needs a tokenizer")
+    _read_into(_native.library(), store, list(parts), ("input_ids",),
+               "loss_mask", None, read_rows, group, text, None, watch,
+               empty_ok=True)
+
+
+def _line_start(f, at, size):
+    """The first line start at or after byte `at` (as the command's
+    JSONL reader cuts a file among scan tasks)."""
+    if at == 0 or at >= size:
+        return min(at, size)
+    f.seek(at - 1)
+    pos = at - 1
+    while True:
+        chunk = f.read(1 << 16)
+        if not chunk:
+            return size
+        k = chunk.find(b"\n")
+        if k >= 0:
+            return pos + k + 1
+        pos += len(chunk)
+
+
+def _span_lines(f, path, span):
+    """The lines of plain file f that start in span (begin, end), as
+    _numbered gives them, numbered from the file's first line."""
+    size = os.fstat(f.fileno()).st_size
+    p0, p1 = _line_start(f, span[0], size), _line_start(f, span[1], size)
+    f.seek(0)
+    before, left = 0, p0
+    while left:
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        before += chunk.count(b"\n")
+        left -= len(chunk)
+    f.seek(p0)
+
+    def part():
+        at = p0
+        while at < p1:
+            raw = f.readline()
+            if not raw:
+                return
+            at += len(raw)
+            yield raw
+    for n, line in _numbered(part(), path):
+        yield before + n, line
+
+
+def _jsonl_batches(path, batch_rows, span=None):
     """(path, "lines", 0, line numbers, _Records) of a JSON-lines file
     (plain, .zst or .gz): one object a line, blank lines skipped as the
-    command skips them. A line that is not a JSON object (or not UTF-8,
-    or past a damaged stream) is an error after the records before it
-    are given, so that an earlier record's error is the one named."""
+    command skips them. span: the lines starting in bytes (begin, end) of
+    a plain file (a scan task's part, TextPart). A line that is not a JSON
+    object (or not UTF-8, or past a damaged stream) is an error after the
+    records before it are given, so that an earlier record's error is the
+    one named."""
     if not os.path.exists(path):
         raise DatasetError(f"cannot open {path}: no such file")
     records, lines = [], []
     with _open_lines(path) as f:
+        numbered = _numbered(f, path) if span is None else \
+            _span_lines(f, path, span)
         try:
-            for n, line in _numbered(f, path):
+            for n, line in numbered:
                 if not line.strip():
                     continue
                 records.append(_json_object(line, path, n))

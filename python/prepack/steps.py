@@ -16,13 +16,15 @@ workers; or give `prepack_bin`).
     report = prepack.steps.pack(["a.jsonl", "b.bin"], "shards/",
                                       max_seq_len=4096, tasks=64)
 """
+import ctypes
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 
-__all__ = ["pack", "StepError"]
+__all__ = ["pack", "scan_text", "text_key", "StepError"]
 
 
 class StepError(Exception):
@@ -138,3 +140,175 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
                                   args + ["--write-tasks", str(write_tasks)]))
     final["steps"] = {"scan": scans, "plan": plan, "write": writes}
     return final
+
+
+# ---- text: scan tasks that tokenize their part ---------------------------
+
+# The text options a text job's key covers (text.OPTIONS but the loaded
+# tokenizer: a path here, which each task loads), and the group column.
+_TEXT_KEYED = ("chat_template", "assistant_only_loss", "completion_only_loss",
+               "add_eos", "text_field", "untrained")
+
+
+def _file_digest(h, path):
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def text_key(tokenizer, group="group", **text_options):
+    """The key of how a text job tokenizes: the tokenizer's files (a
+    directory's every file, by name and content; a tiktoken file's name,
+    which names its encoding, and content), the chat template's text, the
+    other text options and the group column. Every step of a text job
+    takes it (the command's --text-key), so that a scan made with another
+    tokenizer or other options is refused by the plan, never mixed in."""
+    if not isinstance(tokenizer, (str, os.PathLike)):
+        raise ValueError("the steps load the tokenizer in every task: give "
+                         "its path, not a loaded tokenizer")
+    from . import text as ptext
+    options = dict(ptext.OPTIONS, **text_options)
+    unknown = set(text_options) - set(ptext.OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected text options {sorted(unknown)}")
+    h = hashlib.sha256(b"prepack-text-steps-1\0")
+    path = os.fspath(tokenizer)
+    if os.path.isdir(path):
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            if os.path.isfile(full):
+                h.update(name.encode() + b"\0")
+                _file_digest(h, full)
+                h.update(b"\0")
+    elif os.path.isfile(path):
+        h.update(os.path.basename(path).encode() + b"\0")
+        _file_digest(h, path)
+    else:
+        raise ValueError(f"{path}: no such tokenizer directory or tiktoken "
+                         f"file")
+    template = options.get("chat_template")
+    if template is not None:
+        h.update(b"template\0")
+        _file_digest(h, os.fspath(template))
+    keyed = {k: options.get(k) for k in _TEXT_KEYED if k != "chat_template"}
+    keyed["group"] = group
+    h.update(json.dumps(keyed, sort_keys=True).encode())
+    return "text:" + h.hexdigest()
+
+
+def _group_bytes(v):
+    return None if v is None else json.dumps(
+        v, sort_keys=True, separators=(",", ":")).encode()
+
+
+class _Ends:
+    """Each part's first and last records' group values (the tokenized
+    batches the reader hands its save_tokens hook), for the plan to join a
+    group cut between two tasks."""
+
+    def __init__(self, group):
+        self.group, self.names, self.first, self.last = group, [], [], []
+
+    def begin_input(self):
+        self.names.append(None)
+        self.first.append(None)
+        self.last.append(None)
+        self.started = False
+
+    def add(self, batch, where):
+        self.names[-1] = where.name
+        if batch.num_rows == 0:
+            return
+        if self.group in batch.schema.names:
+            values = batch.column(self.group).to_pylist()
+        else:
+            values = [None] * batch.num_rows
+        if not self.started:
+            self.first[-1] = _group_bytes(values[0])
+            self.started = True
+        self.last[-1] = _group_bytes(values[-1])
+
+    def per_range(self, paths):
+        """(first, last) per range: the inputs the reader began matched to
+        the ranges in order by name, as prepack_step_scan_save matches the
+        store's (a range without a record began none)."""
+        first, last, k = [None] * len(paths), [None] * len(paths), 0
+        for i, path in enumerate(paths):
+            if k < len(self.names) and self.names[k] == path:
+                first[i], last[i] = self.first[k], self.last[k]
+                k += 1
+        return first, last
+
+
+def _step_options(inputs, token_dtype, key):
+    from . import _native
+    paths = [os.fsencode(os.fspath(p)) for p in inputs]
+    array = (ctypes.c_char_p * max(1, len(paths)))(*paths)
+    o = _native.StepOptions()
+    o.inputs = ctypes.cast(array, ctypes.POINTER(ctypes.c_char_p))
+    o.ninputs = len(paths)
+    o.store.dtype = _native.enum_value("dtype", token_dtype)
+    o.text_key = key.encode()
+    return o, array
+
+
+def scan_text(inputs, out_dir, task, task_count, *, token_dtype="auto",
+              group="group", read_rows=None, **text_options):
+    """Scan task `task` of `task_count` of a text job: tokenizes its part
+    of `inputs` (JSON lines: a plain file cut at line starts among the
+    tasks as `prepack scan` cuts token files, a compressed one whole) as
+    pack_dataset does (prepack.text: the same ids, masks, groups and
+    errors) and saves what `prepack plan` needs in out_dir/.prepack-job.
+    Plan, write and finalize are the command's, given the same inputs and
+    options and --text-key text_key(...) (python -m prepack plan|write|
+    finalize --tokenizer ... passes it). Returns the task's result (a
+    dict: already_done, sequences, tokens, bytes_written); a task whose
+    output is there and verifies does nothing. untrained="drop" is
+    refused (a dropped record at a task's cut would decide a join)."""
+    from . import _native
+    from .dataset import DatasetError, TextPart, read_text_parts
+    if text_options.get("untrained", "error") != "error":
+        raise ValueError("untrained='drop' is not taken by the steps yet: "
+                         "pack in one process (pack_dataset)")
+    key = text_key(group=group, **{k: v for k, v in text_options.items()
+                                   if k != "workers"})
+    lib = _native.library()
+    o, keep = _step_options(inputs, token_dtype, key)
+    ranges = (_native.StepRange * max(1, len(inputs)))()
+    n = ctypes.c_size_t()
+    scanner, store = ctypes.c_void_p(), ctypes.c_void_p()
+    res, diag = _native.StepResult(), _native.Diag()
+    rc = lib.prepack_step_scan_open(
+        ctypes.byref(scanner), os.fsencode(os.fspath(out_dir)),
+        ctypes.byref(o), task, task_count, ranges, ctypes.byref(n),
+        ctypes.byref(store), ctypes.byref(res), ctypes.byref(diag))
+    if rc != 0:
+        raise StepError(diag.message.decode(errors="replace"))
+    try:
+        if not res.already_done:
+            parts = []
+            for r in ranges[:n.value]:
+                path = os.fspath(inputs[r.input])
+                parts.append(path if r.whole else
+                             TextPart(path, r.begin, r.end))
+            ends = _Ends(group)
+            try:
+                read_text_parts(store, parts, group, read_rows, ends,
+                                **text_options)
+            except DatasetError as e:
+                raise StepError(str(e)) from None
+            firsts, lasts = ends.per_range([os.fspath(p) for p in parts])
+            first = (ctypes.c_char_p * max(1, len(parts)))(*firsts)
+            last = (ctypes.c_char_p * max(1, len(parts)))(*lasts)
+            rc = lib.prepack_step_scan_save(scanner, first, last,
+                                            ctypes.byref(res),
+                                            ctypes.byref(diag))
+            if rc != 0:
+                raise StepError(diag.message.decode(errors="replace"))
+    finally:
+        lib.prepack_step_scan_free(scanner)
+    del keep
+    return {"step": "scan", "task": task, "tasks": task_count,
+            "already_done": bool(res.already_done),
+            "sequences": res.sequences, "tokens": res.tokens,
+            "bytes_written": res.bytes_written}

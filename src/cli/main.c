@@ -65,11 +65,15 @@ static void print_shell_word(const char *arg)
     fputc('\'', stderr);
 }
 
-/* pack or stats with --tokenizer: text is tokenized by the Python package
+/* pack, stats or a step with --tokenizer: text is tokenized by the Python package
  * (prepack.text, Hugging Face tokenizers), so say exactly what to run. */
 static int text_runs_in_python(int argc, char **argv)
 {
-    if (strcmp(argv[1], "pack") && strcmp(argv[1], "stats"))
+    const char *runs[] = {"pack", "stats", "scan", "plan", "write", "finalize"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++)
+        known |= !strcmp(argv[1], runs[i]);
+    if (!known)
         return 0;
     int text = 0;
     for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)

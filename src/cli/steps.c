@@ -51,6 +51,7 @@ static const char steps_help[] =
 typedef struct step_args {
     long task, count, scan_tasks, write_tasks;
     int sizes_only;
+    const char *text_key; /* python -m prepack's, for text inputs */
 } step_args;
 
 /* Takes the step's own options out of argv (compacting it); the rest is
@@ -79,6 +80,10 @@ static int take_step_options(const char *cmd, int *argc, char **argv,
                 return usage_error(cmd, "%s needs a count or index, not '%s'",
                                    names[k], val ? val : "");
             *slots[k] = (long)v;
+            taken = 1;
+        }
+        if (!taken && !strcmp(argv[i], "--text-key") && i + 1 < *argc) {
+            s->text_key = argv[++i];
             taken = 1;
         }
         if (!taken && !strcmp(argv[i], "--sizes-only")) {
@@ -207,6 +212,7 @@ int cmd_step(int argc, char **argv)
     }
     prepack_step_options o;
     options_of(&a, &o);
+    o.text_key = s.text_key;
     prepack_step_result r;
     prepack_diag d = {0};
     double t0 = now_seconds();

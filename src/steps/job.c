@@ -52,6 +52,8 @@ static uint64_t scan_key(const prepack_step_options *o)
     h = mix_u64(h, g->has_doc_sep ? g->doc_sep : 0);
     h = mix_u64(h, (uint64_t)g->sep_position);
     h = mix_u64(h, (uint64_t) !!g->allow_trailing_bytes);
+    if (o->text_key) /* NULL: the key token inputs always had */
+        h = mix(h, o->text_key, strlen(o->text_key) + 1);
     return mix_u64(h, (uint64_t)o->store.dtype);
 }
 

@@ -268,47 +268,33 @@ static int already_done(const pp_job *j, uint32_t t, uint32_t n)
     return ok;
 }
 
-/* The task's files, from its part of the inputs; the record last. */
-static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
+/* The task's files from its store (filled: its parts read, m->parts
+ * recorded), the record last; on failure nothing of the task stays. */
+static int save_task(pp_job *j, prepack_store *s, uint32_t task,
+                     uint32_t ntasks, pp_scan_meta *m,
                      prepack_step_result *res, prepack_diag *diag)
 {
-    const prepack_step_options *o = j->o;
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "scan-%05u.", task);
-    pp_job_remove(j, prefix); /* a killed run's files */
-    prepack_store_options so = o->store;
-    so.tmp_dir = j->job_dir;
-    so.lengths_only = 0;
-    prepack_store *s = NULL;
-    pp_scan_meta m;
-    memset(&m, 0, sizeof m);
-    char keep[64]; /* named after the task: its rerun removes them */
-    snprintf(keep, sizeof keep, "scan-%05u.tmp-", task);
-    int rc = pp_store_create_kept(&s, &so, keep, j->job_fd, diag);
+    int rc = prepack_store_finish(s, diag);
     if (rc == PREPACK_OK)
-        rc = read_parts(j, s, task, ntasks, &m, diag);
+        rc = save_joins(s, m, diag);
     if (rc == PREPACK_OK)
-        rc = prepack_store_finish(s, diag);
+        rc = save_sequences(j, s, task, m, diag);
     if (rc == PREPACK_OK)
-        rc = save_joins(s, &m, diag);
-    if (rc == PREPACK_OK)
-        rc = save_sequences(j, s, task, &m, diag);
-    if (rc == PREPACK_OK)
-        rc = save_sources(j, s, task, &m, diag);
+        rc = save_sources(j, s, task, m, diag);
     if (rc == PREPACK_OK) {
-        m.key = j->scan_key;
-        m.task = task;
-        m.ntasks = ntasks;
-        m.sequences = prepack_store_sequence_count(s);
-        m.tokens = prepack_store_token_count(s);
-        m.max_id = pp_store_max_id(s);
-        m.has_mask = (uint32_t)prepack_store_has_loss_mask(s);
+        m->key = j->scan_key;
+        m->task = task;
+        m->ntasks = ntasks;
+        m->sequences = prepack_store_sequence_count(s);
+        m->tokens = prepack_store_token_count(s);
+        m->max_id = pp_store_max_id(s);
+        m->has_mask = (uint32_t)prepack_store_has_loss_mask(s);
         char name[64];
         pp_scan_name(name, sizeof name, task, "meta");
         pp_rec r;
         rc = pp_rec_create(&r, j->job_fd, j->job_dir, name, diag);
         if (rc == PREPACK_OK) {
-            pp_scan_meta_visit(&r, &m);
+            pp_scan_meta_visit(&r, m);
             rc = pp_rec_save(&r, diag);
         }
         if (rc == PREPACK_OK && fsync(j->job_fd) != 0)
@@ -316,15 +302,82 @@ static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
                          "fsync of %s failed", j->job_dir);
     }
     if (rc == PREPACK_OK) {
-        res->sequences = m.sequences;
-        res->tokens = m.tokens;
-        res->bytes_written = m.sequences * (4 + PP_LOC_BYTES) +
-                             (m.nsources ? m.sources[0].size : 0) + m.mask_size;
-    } else {
-        pp_job_remove(j, prefix); /* nothing half-written stays */
+        res->sequences = m->sequences;
+        res->tokens = m->tokens;
+        res->bytes_written = m->sequences * (4 + PP_LOC_BYTES) +
+                             (m->nsources ? m->sources[0].size : 0) +
+                             m->mask_size;
     }
+    return rc;
+}
+
+/* A new store for task's files, its kept files in the job directory
+ * (named after the task: its rerun removes them), a killed run's files
+ * removed first. */
+static int task_store(pp_job *j, uint32_t task, prepack_store **s,
+                      prepack_diag *diag)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "scan-%05u.", task);
+    pp_job_remove(j, prefix);
+    prepack_store_options so = j->o->store;
+    so.tmp_dir = j->job_dir;
+    so.lengths_only = 0;
+    char keep[64];
+    snprintf(keep, sizeof keep, "scan-%05u.tmp-", task);
+    return pp_store_create_kept(s, &so, keep, j->job_fd, diag);
+}
+
+static void remove_task(const pp_job *j, uint32_t task)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "scan-%05u.", task);
+    pp_job_remove(j, prefix); /* nothing half-written stays */
+}
+
+/* The task's files, from its part of the inputs; the record last. */
+static int scan_task(pp_job *j, uint32_t task, uint32_t ntasks,
+                     prepack_step_result *res, prepack_diag *diag)
+{
+    prepack_store *s = NULL;
+    pp_scan_meta m;
+    memset(&m, 0, sizeof m);
+    int rc = task_store(j, task, &s, diag);
+    if (rc == PREPACK_OK)
+        rc = read_parts(j, s, task, ntasks, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = save_task(j, s, task, ntasks, &m, res, diag);
+    if (rc != PREPACK_OK)
+        remove_task(j, task);
     pp_scan_meta_free(&m);
     prepack_store_free(s);
+    return rc;
+}
+
+/* The step's start for both kinds of scan: the task checked, the job
+ * opened (created) and the task's lock held; *done when its output is
+ * there and verifies. */
+static int begin_scan(pp_job *j, const char *dir,
+                      const prepack_step_options *o, uint32_t task,
+                      uint32_t ntasks, pp_step *step, prepack_step_result *res,
+                      prepack_diag *diag, int *done)
+{
+    *done = 0;
+    int rc = pp_step_begin(step, j, dir, o, res, diag, NULL, task, ntasks);
+    if (rc != PREPACK_OK || step->res->already_done) {
+        pp_job_close(j);
+        *done = rc == PREPACK_OK;
+        return rc;
+    }
+    pp_job_close(j);
+    if ((rc = pp_job_open(j, dir, o, 1, step->diag)) != PREPACK_OK)
+        return rc;
+    char lock[64], who[64];
+    pp_scan_name(lock, sizeof lock, task, "lock");
+    snprintf(who, sizeof who, "scan task %u", task);
+    rc = pp_job_lock(j, lock, who, step->diag);
+    if (rc == PREPACK_OK && already_done(j, task, ntasks))
+        *done = step->res->already_done = 1;
     return rc;
 }
 
@@ -332,26 +385,207 @@ int prepack_step_scan(const char *dir, const prepack_step_options *o,
                       uint32_t task, uint32_t ntasks, prepack_step_result *res,
                       prepack_diag *diag)
 {
+    if (o && o->text_key) {
+        prepack_diag *d = diag;
+        prepack_diag own;
+        if (!d)
+            d = &own;
+        memset(d, 0, sizeof *d);
+        if (res)
+            memset(res, 0, sizeof *res);
+        return pp_fail(d, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "text inputs are scanned by the Python package "
+                       "(python -m prepack scan --tokenizer ...)");
+    }
     pp_step step;
     pp_job j;
-    int rc = pp_step_begin(&step, &j, dir, o, res, diag, NULL, task, ntasks);
-    if (rc != PREPACK_OK || step.res->already_done) {
-        pp_job_close(&j);
-        return rc;
-    }
-    pp_job_close(&j);
-    res = step.res;
-    diag = step.diag;
-    if ((rc = pp_job_open(&j, dir, o, 1, diag)) != PREPACK_OK)
-        return rc;
-    char lock[64], who[64];
-    pp_scan_name(lock, sizeof lock, task, "lock");
-    snprintf(who, sizeof who, "scan task %u", task);
-    rc = pp_job_lock(&j, lock, who, diag);
-    if (rc == PREPACK_OK && already_done(&j, task, ntasks))
-        res->already_done = 1;
-    else if (rc == PREPACK_OK)
-        rc = scan_task(&j, task, ntasks, res, diag);
+    int done;
+    int rc = begin_scan(&j, dir, o, task, ntasks, &step, res, diag, &done);
+    if (rc == PREPACK_OK && !done)
+        rc = scan_task(&j, task, ntasks, step.res, step.diag);
     pp_job_close(&j);
     return rc;
+}
+
+/* ---- a scan task whose caller fills the store (text) ----------------------- */
+
+struct prepack_step_scanner {
+    pp_job job;
+    pp_step step;
+    uint32_t task, ntasks;
+    prepack_store *store;
+    prepack_step_range *ranges;
+    size_t nranges;
+};
+
+int prepack_step_scan_open(prepack_step_scanner **out, const char *dir,
+                           const prepack_step_options *o, uint32_t task,
+                           uint32_t ntasks, prepack_step_range *ranges,
+                           size_t *nranges, prepack_store **store,
+                           prepack_step_result *res, prepack_diag *diag)
+{
+    prepack_diag own;
+    if (!diag)
+        diag = &own;
+    if (!out || !ranges || !nranges || !store || !o)
+        return pp_invalid_argument(diag);
+    *out = NULL;
+    *store = NULL;
+    *nranges = 0;
+    prepack_step_scanner *sc = calloc(1, sizeof *sc);
+    if (!sc)
+        return pp_out_of_memory(diag);
+    int done;
+    int rc = begin_scan(&sc->job, dir, o, task, ntasks, &sc->step, res, diag,
+                        &done);
+    pp_unit *units = NULL;
+    uint64_t total = 0;
+    if (rc == PREPACK_OK && !done) {
+        units = calloc(o->ninputs, sizeof *units);
+        sc->ranges = calloc(o->ninputs, sizeof *sc->ranges);
+        rc = units && sc->ranges ? pp_step_units(&sc->job, units, &total,
+                                                 sc->step.diag)
+                                 : pp_out_of_memory(sc->step.diag);
+    }
+    for (size_t i = 0; rc == PREPACK_OK && !done && i < o->ninputs; i++) {
+        pp_input_part part;
+        if (!pp_step_part(&units[i], total, task, ntasks, &part))
+            continue;
+        if (!part.whole && units[i].split != 1)
+            rc = pp_fail(sc->step.diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                         "%s: only JSON lines are cut among text scan tasks",
+                         o->inputs[i]);
+        prepack_step_range *r = &sc->ranges[sc->nranges++];
+        r->input = (uint32_t)i;
+        r->whole = part.whole;
+        r->begin = part.whole ? 0 : part.begin;
+        r->end = part.whole ? units[i].weight : part.end;
+    }
+    free(units);
+    if (rc == PREPACK_OK && !done)
+        rc = task_store(&sc->job, task, &sc->store, sc->step.diag);
+    if (rc != PREPACK_OK || done) {
+        prepack_step_scan_free(sc);
+        return rc;
+    }
+    sc->task = task;
+    sc->ntasks = ntasks;
+    memcpy(ranges, sc->ranges, sc->nranges * sizeof *ranges);
+    *nranges = sc->nranges;
+    *store = sc->store;
+    *out = sc;
+    return PREPACK_OK;
+}
+
+static const char *in_path(const prepack_store *s, size_t k)
+{
+    prepack_input_info in;
+    prepack_store_input(s, k, &in);
+    return in.path ? in.path : "unnamed";
+}
+
+static char *copy_text(const char *p, size_t *len)
+{
+    *len = p ? strlen(p) : 0;
+    return p ? strdup(p) : NULL;
+}
+
+/* One part: range r, read into the store's input k (NULL: none, an
+ * empty part). */
+static int add_part(prepack_step_scanner *sc, const prepack_step_range *r,
+                    const prepack_input_info *in, const char *first,
+                    const char *last, pp_scan_meta *m, prepack_diag *diag)
+{
+    const char *path = sc->job.o->inputs[r->input];
+    if (r->whole && (!in || in->sequences == 0))
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s: empty input: no sequences", path);
+    pp_scan_part *p = &m->parts[m->nparts++];
+    p->input = r->input;
+    p->format = in ? (uint32_t)in->format : (uint32_t)PREPACK_FORMAT_JSONL;
+    if (in) {
+        p->sequences = in->sequences;
+        p->tokens = in->tokens;
+        p->documents = in->documents;
+        p->partial = in->partial_sequences;
+        p->first_group = copy_text(first, &p->first_group_len);
+        p->last_group = copy_text(last, &p->last_group_len);
+        if ((first && !p->first_group) || (last && !p->last_group))
+            return pp_out_of_memory(diag);
+    }
+    return PREPACK_OK;
+}
+
+/* m->parts from the store's inputs: one a range, in range order, named
+ * as the range's input; a range cut from a file (not whole) whose lines
+ * held no record may have none. */
+static int parts_of_store(prepack_step_scanner *sc,
+                          const char *const *first_groups,
+                          const char *const *last_groups, pp_scan_meta *m,
+                          prepack_diag *diag)
+{
+    const prepack_step_options *o = sc->job.o;
+    size_t n = prepack_store_input_count(sc->store), k = 0;
+    m->parts = calloc(sc->nranges ? sc->nranges : 1, sizeof *m->parts);
+    if (!m->parts)
+        return pp_out_of_memory(diag);
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < sc->nranges; i++) {
+        const prepack_step_range *r = &sc->ranges[i];
+        prepack_input_info in;
+        if (k < n)
+            prepack_store_input(sc->store, k, &in);
+        int named = k < n && in.path && !strcmp(in.path, o->inputs[r->input]);
+        if (named)
+            k++;
+        rc = add_part(sc, r, named ? &in : NULL,
+                      first_groups ? first_groups[i] : NULL,
+                      last_groups ? last_groups[i] : NULL, m, diag);
+    }
+    if (rc == PREPACK_OK && k != n)
+        rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                     "scan task %u: the store's input %zu (%s) is none of "
+                     "the task's parts, in order",
+                     sc->task, k, in_path(sc->store, k));
+    return rc;
+}
+
+int prepack_step_scan_save(prepack_step_scanner *sc,
+                           const char *const *first_groups,
+                           const char *const *last_groups,
+                           prepack_step_result *res, prepack_diag *diag)
+{
+    prepack_step_result own_res;
+    prepack_diag own;
+    res = res ? res : &own_res;
+    diag = diag ? diag : &own;
+    memset(res, 0, sizeof *res);
+    memset(diag, 0, sizeof *diag);
+    if (!sc || !sc->store)
+        return pp_invalid_argument(diag);
+    pp_scan_meta m;
+    memset(&m, 0, sizeof m);
+    int rc = parts_of_store(sc, first_groups, last_groups, &m, diag);
+    if (rc == PREPACK_OK)
+        rc = save_task(&sc->job, sc->store, sc->task, sc->ntasks, &m, res,
+                       diag);
+    if (rc != PREPACK_OK)
+        remove_task(&sc->job, sc->task);
+    pp_scan_meta_free(&m);
+    prepack_store_free(sc->store); /* saved or not, it is spent */
+    sc->store = NULL;
+    return rc;
+}
+
+void prepack_step_scan_free(prepack_step_scanner *sc)
+{
+    if (!sc)
+        return;
+    if (sc->store) { /* opened, never saved: its files go */
+        prepack_store_free(sc->store);
+        remove_task(&sc->job, sc->task);
+    }
+    pp_job_close(&sc->job);
+    free(sc->ranges);
+    free(sc);
 }

@@ -30,11 +30,7 @@ UNMIRRORED = {
     "prepack_allocator": "Python passes NULL: the C library's malloc",
     "prepack_item": "Python reads no plan items (rows come built)",
     "prepack_input_info": "Python reads no per-input figures",
-    "prepack_ingest_options": "Python adds sequences itself, no ingest",
     "prepack_row_references": "plan-only sets are written by the command",
-    "prepack_step_options": "the steps run through the command "
-                           "(prepack.steps)",
-    "prepack_step_result": "the steps run through the command",
     "prepack_reader_options": "Python opens readers with NULL options",
 }
 
@@ -269,12 +265,20 @@ def _matches(py, c, mirrored, enums):
             return True
         return issubclass(py, ctypes._Pointer) and \
             _matches(py._type_, c.pointee(), mirrored, enums)
+    if c.base in _fn_typedefs() and not c.depth:  # a function pointer type
+        return issubclass(py, ctypes._CFuncPtr)
     if c.base in enums:  # ctypes has no enum: an int of the enum's size
         return py in (ctypes.c_int, ctypes.c_uint)
     if c.base in mirrored:
         return py is mirrored[c.base]
     want = _SCALARS.get(c.base)
     return want is not None and getattr(py, "_type_", None) == want._type_
+
+
+def _fn_typedefs():
+    """The function pointer types prepack.h names (typedef R (*NAME)(...))."""
+    return set(re.findall(r"typedef[^;{}]*\(\s*\*\s*(\w+)\s*\)\s*\(",
+                          _header()))
 
 
 def _untyped(py, c, declared):

@@ -92,7 +92,8 @@ static void structs(void)
     STRUCT(prepack_model_dims, F(hidden_size), F(intermediate_size),
            F(num_heads), F(num_kv_heads), F(num_layers), F(bidirectional));
     STRUCT(prepack_step_options, F(inputs), F(ninputs), F(ingest), F(store),
-           F(plan), F(writer), F(batch_size));
+           F(plan), F(writer), F(batch_size), F(text_key));
+    STRUCT(prepack_step_range, F(input), F(whole), F(begin), F(end));
     STRUCT(prepack_step_result, F(already_done), F(sequences), F(tokens),
            F(rows), F(shards), F(bytes_written), F(bytes_mapped));
     STRUCT(prepack_reader_options, F(allocator), F(open_damaged));
