@@ -1,4 +1,5 @@
-"""python -m prepack pack|stats|export: the command line's jobs that need
+"""python -m prepack pack|stats|export (and scan|plan|write|finalize of
+text, prepack.steps): the command line's jobs that need
 Python's libraries: pack and stats for Parquet (.parquet) and Arrow IPC
 (.arrow, .feather) inputs, and text (JSONL too) with --tokenizer, through
 prepack.pack_dataset (the options are `prepack pack`'s; errors name the
@@ -222,6 +223,10 @@ def _show_warning(default):
 
 
 def _main(argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("scan", "plan", "write", "finalize"):
+        from .steps import main as step  # a text job's steps
+        return step(argv)
     p = _parser()
     a = p.parse_args(argv)
     if a.command != "export" and a.pad_multiple > 1 \

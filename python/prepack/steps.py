@@ -107,6 +107,18 @@ def _maybe_die_for_test(step, task):
         os.kill(os.getpid(), 9)
 
 
+_TEXT_ARGS = ("tokenizer", "chat_template", "assistant_only_loss",
+              "completion_only_loss", "add_eos", "text_field", "untrained",
+              "workers")
+
+
+def _scan_text_task(inputs, out_dir, task, tasks, token_dtype, text):
+    """A Ray task: scan_text in the worker (StepError is not retried)."""
+    _maybe_die_for_test("scan", task)
+    return scan_text(inputs, out_dir, task, tasks, token_dtype=token_dtype,
+                     **text)
+
+
 def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=1,
          max_retries=3, prepack_bin=None, ray_remote_args=None, **options):
     """Packs `inputs` into the shard set `out_dir` with pack's options
@@ -116,8 +128,18 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
     (default: the cluster's CPUs) and `write_tasks` write tasks (default:
     tasks). Each write task compresses on `threads` threads. Returns the
     finalize step's result (rows, shards, bytes) with every step's under
-    "steps". Needs Ray (pip install ray) and a running or local cluster."""
+    "steps". Needs Ray (pip install ray) and a running or local cluster.
+
+    Text: with `tokenizer` (a path every node reads) and the other text
+    options of pack_dataset (chat_template, assistant_only_loss,
+    completion_only_loss, add_eos, text_field, workers), each scan task
+    tokenizes its part of the JSON-lines inputs in the Ray worker
+    (scan_text); the set is byte-identical to pack_dataset's."""
+    text = {k: options.pop(k) for k in list(options) if k in _TEXT_ARGS}
     args = _command_args(inputs, out_dir, max_seq_len, options)
+    if text.get("tokenizer") is not None:
+        args += ["--text-key", text_key(**{k: v for k, v in text.items()
+                                           if k != "workers"})]
     bin_ = find_command(prepack_bin)
     import ray
 
@@ -130,8 +152,17 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
         raise ValueError("tasks and write_tasks must be at least 1")
     remote = ray.remote(max_retries=max_retries, retry_exceptions=[RuntimeError],
                         **(ray_remote_args or {}))(run_step)
-    scans = ray.get([remote.remote(bin_, "scan", args + ["--task-count", str(tasks)], t)
-                     for t in range(tasks)])
+    if text.get("tokenizer") is not None:
+        scan = ray.remote(max_retries=max_retries,
+                          retry_exceptions=[RuntimeError],
+                          **(ray_remote_args or {}))(_scan_text_task)
+        scans = ray.get([scan.remote(inputs, out_dir, t, tasks,
+                                     options.get("token_dtype") or "auto", text)
+                         for t in range(tasks)])
+    else:
+        scans = ray.get([remote.remote(bin_, "scan",
+                                       args + ["--task-count", str(tasks)], t)
+                         for t in range(tasks)])
     plan = ray.get(remote.remote(bin_, "plan", args + ["--scan-tasks", str(tasks)]))
     write_args = args + ["--task-count", str(write_tasks), "--threads", str(threads)]
     writes = ray.get([remote.remote(bin_, "write", write_args, t)
@@ -312,3 +343,100 @@ def scan_text(inputs, out_dir, task, task_count, *, token_dtype="auto",
             "already_done": bool(res.already_done),
             "sequences": res.sequences, "tokens": res.tokens,
             "bytes_written": res.bytes_written}
+
+
+# ---- python -m prepack scan|plan|write|finalize --tokenizer --------------
+
+def _text_parser(full):
+    """The text options (and, full: what a text scan task takes besides)."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m prepack STEP", add_help=full,
+                                allow_abbrev=False)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--chat-template")
+    p.add_argument("--assistant-only-loss", action="store_true")
+    p.add_argument("--all-tokens-loss", action="store_true")
+    p.add_argument("--no-eos", action="store_true")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--untrained", choices=("error", "drop"), default="error")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--save-tokens")
+    if full:
+        p.add_argument("inputs", nargs="+")
+        p.add_argument("-o", "--output", required=True)
+        p.add_argument("--max-seq-len", required=True)
+        p.add_argument("--token-dtype", default="auto")
+        p.add_argument("--task-index", type=int)
+        p.add_argument("--task-count", type=int)
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--quiet", action="store_true")
+        for name, flag in _OPTIONS.items():  # the plan's: checked there
+            if name != "token_dtype":
+                p.add_argument(flag, dest=name)
+        for name, flag in _SWITCHES.items():
+            p.add_argument(flag, dest=name, action="store_true")
+        p.add_argument("--pad-multiple")
+        p.add_argument("--threads")
+    return p
+
+
+def _text_of(a):
+    return dict(tokenizer=a.tokenizer, chat_template=a.chat_template,
+                assistant_only_loss=a.assistant_only_loss,
+                completion_only_loss=not a.all_tokens_loss,
+                add_eos=not a.no_eos, text_field=a.text_field,
+                untrained=a.untrained)
+
+
+def main(argv, prepack_bin=None):
+    """python -m prepack scan|plan|write|finalize ... --tokenizer T: a text
+    job's steps. scan tokenizes the task's part here (scan_text); plan,
+    write and finalize run the prepack command with the same arguments but
+    the text options, and --text-key. Returns the exit status."""
+    step = argv[0]
+    a, rest = _text_parser(False).parse_known_args(argv[1:])
+    if a.save_tokens:
+        print(f"python -m prepack {step}: --save-tokens is pack's in one "
+              f"process", file=sys.stderr)
+        return 2
+    text = _text_of(a)
+    try:
+        key = text_key(**text)
+    except ValueError as e:
+        print(f"prepack {step}: {e}", file=sys.stderr)
+        return 1
+    if step != "scan":
+        cmd = [find_command(prepack_bin), step, *rest, "--text-key", key]
+        return subprocess.run(cmd).returncode
+    a = _text_parser(True).parse_args(argv[1:])
+    for name in ("format", "field", "doc_sep", "sep_position",
+                 "allow_trailing_bytes"):
+        if getattr(a, name):
+            print(f"python -m prepack scan: --{name.replace('_', '-')} is "
+                  f"for token inputs, not text", file=sys.stderr)
+            return 2
+    task = a.task_index
+    if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
+        task = int(os.environ["SLURM_ARRAY_TASK_ID"])
+    if task is None or a.task_count is None or a.task_count < 1 \
+            or not 0 <= task < a.task_count:
+        print("python -m prepack scan: --task-index I (or a Slurm array's "
+              "SLURM_ARRAY_TASK_ID) below --task-count N is required",
+              file=sys.stderr)
+        return 2
+    try:
+        out = scan_text(a.inputs, a.output, task, a.task_count,
+                        token_dtype=a.token_dtype, workers=a.workers, **text)
+    except (StepError, ValueError) as e:
+        print(f"prepack scan: {e}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(out))
+    elif out["already_done"]:
+        print(f"prepack scan task {task} of {a.task_count}: already done in "
+              f"{a.output}", file=sys.stderr)
+    else:
+        print(f"prepack scan task {task} of {a.task_count}: "
+              f"{out['sequences']:,} sequences, {out['tokens']:,} tokens",
+              file=sys.stderr)
+    return 0
