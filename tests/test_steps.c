@@ -391,6 +391,106 @@ static void test_a_crafted_plan_with_a_correct_hash_is_refused(void **state)
     free(b);
 }
 
+/* A scan task whose caller fills the store (the Python package's text
+ * scan), here with the whole inputs of one task: the set equals pack's;
+ * a rerun does nothing; an index out of range, a store whose inputs are
+ * not the task's parts, and a scan freed unsaved leave nothing. */
+static void caller_scan(const char *dir, const prepack_step_options *o,
+                        int wrong_input)
+{
+    prepack_step_scanner *sc = NULL;
+    prepack_step_range ranges[NFILES];
+    size_t n = 0;
+    prepack_store *s = NULL;
+    prepack_step_result r;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_step_scan_open(&sc, dir, o, 0, 1, ranges, &n, &s,
+                                            &r, &d),
+                     PREPACK_OK);
+    assert_non_null(sc);
+    assert_int_equal(n, NFILES);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ranges[i].input, i);
+        assert_int_equal(ranges[i].begin, 0);
+        size_t k = wrong_input && i == 1 ? 2 : i;
+        assert_int_equal(prepack_ingest_file(s, inputs[k], &o->ingest, &d),
+                         PREPACK_OK);
+    }
+    int rc = prepack_step_scan_save(sc, NULL, NULL, &r, &d);
+    if (wrong_input) {
+        assert_int_equal(rc, PREPACK_EINVAL);
+        assert_non_null(strstr(d.message, "none of the task's parts"));
+    } else {
+        assert_int_equal(rc, PREPACK_OK);
+        assert_int_equal(r.sequences, NFILES * NSEQ);
+    }
+    prepack_step_scan_free(sc);
+}
+
+static int scan_files(const char *dir)
+{
+    char job[1024];
+    snprintf(job, sizeof job, "%s/.prepack-job", dir);
+    DIR *d = opendir(job);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += !strncmp(e->d_name, "scan-00000.", 11) &&
+             strcmp(e->d_name, "scan-00000.lock");
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void test_a_scan_the_caller_fills(void **state)
+{
+    (void)state;
+    pack_whole(path_of("whole-caller"));
+    prepack_step_options o = options();
+    o.text_key = "text:test";
+    const char *dir = path_of("caller");
+    prepack_step_scanner *sc = NULL;
+    prepack_step_range ranges[NFILES];
+    size_t n = 0;
+    prepack_store *s = NULL;
+    prepack_step_result r;
+    prepack_diag d = {0};
+    assert_int_equal(prepack_step_scan_open(&sc, dir, &o, 1, 1, ranges, &n,
+                                            &s, &r, &d),
+                     PREPACK_EINVAL);
+    assert_null(sc);
+    assert_null(s);
+    /* opened, filled, freed unsaved: no file of the task stays */
+    assert_int_equal(prepack_step_scan_open(&sc, dir, &o, 0, 1, ranges, &n,
+                                            &s, &r, &d),
+                     PREPACK_OK);
+    assert_int_equal(prepack_ingest_file(s, inputs[0], &o.ingest, &d),
+                     PREPACK_OK);
+    prepack_step_scan_free(sc);
+    assert_int_equal(scan_files(dir), 0);
+    caller_scan(dir, &o, 1);
+    assert_int_equal(scan_files(dir), 0);
+    caller_scan(dir, &o, 0);
+    assert_true(scan_files(dir) > 0);
+    sc = NULL;
+    assert_int_equal(prepack_step_scan_open(&sc, dir, &o, 0, 1, ranges, &n,
+                                            &s, &r, &d),
+                     PREPACK_OK);
+    assert_true(r.already_done);
+    assert_null(sc);
+    assert_null(s);
+    /* the command's scan refuses a text job; plan takes the caller's */
+    assert_int_equal(prepack_step_scan(dir, &o, 0, 1, &r, &d), PREPACK_EINVAL);
+    prepack_step_options token_ids = options();
+    assert_int_equal(prepack_step_plan(dir, &token_ids, 1, &r, &d),
+                     PREPACK_EINVAL); /* another key: refused */
+    assert_non_null(strstr(d.message, "scan task 0"));
+    assert_int_equal(prepack_step_plan(dir, &o, 1, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_write(dir, &o, 0, 1, &r, &d), PREPACK_OK);
+    assert_int_equal(prepack_step_finalize(dir, &o, 1, 1, &r, &d), PREPACK_OK);
+    assert_same_dirs(path_of("whole-caller"), dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_one_run_per_task),
         cmocka_unit_test(test_a_flipped_token_byte_is_refused),
         cmocka_unit_test(test_a_crafted_plan_with_a_correct_hash_is_refused),
+        cmocka_unit_test(test_a_scan_the_caller_fills),
     };
     return cmocka_run_group_tests(tests, write_inputs, tmpdir_teardown);
 }
