@@ -59,3 +59,18 @@ def test_bad_input_is_an_error_not_a_retry(local_ray, tmp_path):
 def test_unknown_option_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="max_len"):
         steps.pack([CORPUS], tmp_path / "out", 64, tasks=1, max_len=3)
+
+
+def test_ray_text_pack_is_pack_datasets(local_ray, tmp_path):
+    """Text: the scan tasks tokenize their part in the Ray workers; the set
+    is pack_dataset's in one process, byte for byte."""
+    pytest.importorskip("transformers")
+    from prepack.dataset import pack_dataset
+    tok = os.path.join(ROOT, "fixtures", "text", "tokenizer")
+    conv = os.path.join(ROOT, "fixtures", "text", "conversations.jsonl")
+    text = dict(tokenizer=tok, assistant_only_loss=True)
+    result = steps.pack([conv], tmp_path / "out", 2048, tasks=2, write_tasks=1,
+                        **text)
+    pack_dataset([conv], tmp_path / "ref", 2048, **text)
+    assert files(tmp_path / "ref") == files(tmp_path / "out")
+    assert sum(s["sequences"] for s in result["steps"]["scan"]) == 200
