@@ -15,6 +15,11 @@ workers; or give `prepack_bin`).
     ray.init()
     report = prepack.steps.pack(["a.jsonl", "b.bin"], "shards/",
                                       max_seq_len=4096, tasks=64)
+
+Text (tokenizer=..., docs/SCALE.md "Text in steps"): each scan task
+tokenizes its part in the Ray worker (scan_text, also `python -m prepack
+scan --tokenizer`); plan, write and finalize are the command's, given the
+key of the tokenizer and text options (text_key, --text-key).
 """
 import ctypes
 import hashlib
@@ -406,7 +411,11 @@ def main(argv, prepack_bin=None):
         print(f"prepack {step}: {e}", file=sys.stderr)
         return 1
     if step != "scan":
-        cmd = [find_command(prepack_bin), step, *rest, "--text-key", key]
+        try:
+            cmd = [find_command(prepack_bin), step, *rest, "--text-key", key]
+        except FileNotFoundError as e:
+            print(f"prepack {step}: {e}", file=sys.stderr)
+            return 1
         return subprocess.run(cmd).returncode
     a = _text_parser(True).parse_args(argv[1:])
     for name in ("format", "field", "doc_sep", "sep_position",
