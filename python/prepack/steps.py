@@ -232,6 +232,10 @@ def text_key(tokenizer, group="group", **text_options):
     return "text:" + h.hexdigest()
 
 
+_TEXT_FILES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json", ".json.zst",
+               ".json.gz")
+
+
 def _group_bytes(v):
     return None if v is None else json.dumps(
         v, sort_keys=True, separators=(",", ":")).encode()
@@ -306,6 +310,11 @@ def scan_text(inputs, out_dir, task, task_count, *, token_dtype="auto",
     if text_options.get("untrained", "error") != "error":
         raise ValueError("untrained='drop' is not taken by the steps yet: "
                          "pack in one process (pack_dataset)")
+    for path in map(os.fspath, inputs):
+        if not path.endswith(_TEXT_FILES):
+            raise StepError(f"{path}: the steps take text as JSON lines "
+                            f"({', '.join(_TEXT_FILES)}); pack Parquet and "
+                            f"Arrow in one process (pack_dataset)")
     key = text_key(group=group, **{k: v for k, v in text_options.items()
                                    if k != "workers"})
     lib = _native.library()

@@ -209,3 +209,17 @@ def test_the_command_refuses_a_text_job_scan(prepack_bin, inputs, tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 1
     assert "scanned by the Python package" in p.stderr
+
+
+def test_what_the_text_steps_do_not_take(inputs, tmp_path):
+    """Parquet (read whole by pack_dataset, not cut) and untrained="drop"
+    (a record dropped at a cut would decide a join) are refused, naming
+    what to do instead."""
+    table = tmp_path / "t.parquet"
+    table.write_bytes(b"PAR1")
+    with pytest.raises(steps.StepError, match="t.parquet: the steps take "
+                                              "text as JSON lines"):
+        steps.scan_text([str(table)], tmp_path / "s", 0, 1, **TEXT)
+    with pytest.raises(ValueError, match="untrained='drop' is not taken"):
+        steps.scan_text(inputs, tmp_path / "s", 0, 1, untrained="drop",
+                        **TEXT)
