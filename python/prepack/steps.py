@@ -161,8 +161,8 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
         scan = ray.remote(max_retries=max_retries,
                           retry_exceptions=[RuntimeError],
                           **(ray_remote_args or {}))(_scan_text_task)
-        scans = ray.get([scan.remote(inputs, out_dir, t, tasks,
-                                     options.get("token_dtype") or "auto", text)
+        dtype = options.get("token_dtype") or "auto"
+        scans = ray.get([scan.remote(inputs, out_dir, t, tasks, dtype, text)
                          for t in range(tasks)])
     else:
         scans = ray.get([remote.remote(bin_, "scan",

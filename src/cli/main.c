@@ -65,11 +65,13 @@ static void print_shell_word(const char *arg)
     fputc('\'', stderr);
 }
 
-/* pack, stats or a step with --tokenizer: text is tokenized by the Python package
+/* pack, stats or a step with --tokenizer: text is tokenized by the Python
+ * package
  * (prepack.text, Hugging Face tokenizers), so say exactly what to run. */
 static int text_runs_in_python(int argc, char **argv)
 {
-    const char *runs[] = {"pack", "stats", "scan", "plan", "write", "finalize"};
+    const char *runs[] = {"pack",  "stats", "scan",
+                          "plan",  "write", "finalize"};
     int known = 0;
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++)
         known |= !strcmp(argv[1], runs[i]);

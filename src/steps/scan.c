@@ -407,7 +407,7 @@ int prepack_step_scan(const char *dir, const prepack_step_options *o,
     return rc;
 }
 
-/* ---- a scan task whose caller fills the store (text) ----------------------- */
+/* ---- a scan task whose caller fills the store (text) ------------------ */
 
 struct prepack_step_scanner {
     pp_job job;
