@@ -115,7 +115,8 @@ def encoding_spec(name, ranks):
 
 def load(path):
     """A transformers PreTrainedTokenizerFast from a tiktoken file, its
-    EOS `<|endoftext|>`."""
+    EOS `<|endoftext|>`, with the tiktoken.Encoding of the same file as
+    its `prepack_tiktoken`."""
     path = os.fspath(path)
     name = encoding_name(path)
     try:
@@ -147,9 +148,16 @@ def load(path):
         raise TiktokenError(f"{path}: rank {min(clash)} is {name}'s special "
                             f"token id too (another encoding's file?)")
     from transformers import PreTrainedTokenizerFast
-    return PreTrainedTokenizerFast(
+    tok = PreTrainedTokenizerFast(
         tokenizer_object=_bpe(ranks, spec["pat_str"], special),
         eos_token=ENDOFTEXT if ENDOFTEXT in special else None)
+    # tiktoken's own encoder beside it: the same ids for text (tested),
+    # several times faster; prepack.text encodes plain text with it
+    import tiktoken
+    tok.prepack_tiktoken = tiktoken.Encoding(
+        name, pat_str=spec["pat_str"], mergeable_ranks=ranks,
+        special_tokens=special)
+    return tok
 
 
 def _bpe(ranks, pattern, special):

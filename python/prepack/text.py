@@ -356,11 +356,28 @@ class Tokenize:
         equal by test_text's equality tests."""
         if not texts:
             return []
+        native = self._tiktoken()
+        if native is not None:
+            return native.encode_batch(texts, allowed_special="all",
+                                       num_threads=len(
+                                           os.sched_getaffinity(0)))
         fast = self._fast_backend()
         if fast is not None:
             return [e.ids for e in fast.encode_batch_fast(
                 texts, add_special_tokens=True)]
         return [list(ids) for ids in self.tok(text=texts)["input_ids"]]
+
+    def _tiktoken(self):
+        """tiktoken's encoder for a tokenizer load_tokenizer made from a
+        tiktoken file, when it still encodes as that file does (no
+        tokens added since, special tokens matched in text): the same ids
+        as the tokenizer (test_tiktoken), 2.5x faster (bench_text)."""
+        native = getattr(self.tok, "prepack_tiktoken", None)
+        if native is None or getattr(self.tok, "split_special_tokens",
+                                     False) or len(self.tok) != \
+                native.n_vocab:
+            return None
+        return native
 
     def _fast_backend(self):
         """The Rust tokenizer when calling it directly is what

@@ -188,6 +188,26 @@ def test_the_bundled_corpus_tokenized_again(tok):
     assert [ids for ids, _ in got] == wanted
     got = ptext.Tokenize(tok).many(records[:20], wheres[:20])
     assert [ids for ids, _ in got] == [w + [EOT] for w in wanted[:20]]
+    # the Hugging Face tokenizer made of the file (conversations, and the
+    # text path when tiktoken's own encoder is not used) gives them too
+    assert tok(text=[s["text"] for s in picked])["input_ids"] == wanted
+
+
+def test_plain_text_through_tiktokens_own_encoder(r50k, tok):
+    """Tokenize encodes plain text with tiktoken's encoder (what
+    load_tokenizer keeps beside the Hugging Face tokenizer): the ids of
+    the Hugging Face tokenizer on varied text, special tokens in the text
+    included; once the tokenizer has another token, not that encoder."""
+    assert tok.prepack_tiktoken.n_vocab == len(tok)
+    encode = ptext.Tokenize(tok, add_eos=False)
+    assert encode._tiktoken() is tok.prepack_tiktoken
+    texts = VARIED + ["a <|endoftext|> b"]
+    got = encode.many([{"text": t} for t in texts], ["r"] * len(texts))
+    assert [ids for ids, _ in got] == tok(text=texts)["input_ids"]
+    assert EOT in got[-1][0]
+    grown = ptext.load_tokenizer(r50k)
+    grown.add_tokens(["prepack-only-token"])
+    assert ptext.Tokenize(grown)._tiktoken() is None
 
 
 
