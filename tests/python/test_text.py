@@ -14,7 +14,7 @@ import types
 import pytest
 
 from conftest import ROOT
-from text_support import CHATML, rows_by_sequence
+from text_support import CHATML, rows_by_sequence, run_as_printed
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -428,26 +428,12 @@ def test_the_command_says_what_to_run_and_it_packs(tokenizer_dir, tmp_path,
     `prepack verify` passes, with the assistant's tokens alone trained."""
     lib_or_skip()
     import json
-    import shlex
-    import subprocess
-    import sys
     chat = tmp_path / "chat's.jsonl"  # a quote to survive the quoting
     chat.write_text("".join(json.dumps(r) + "\n" for r in MESSAGES * 5))
     out = tmp_path / "set"
     args = ["pack", str(chat), "-o", str(out), "--max-seq-len", "128",
             "--tokenizer", tokenizer_dir, "--assistant-only-loss"]
-    p = subprocess.run([prepack_bin] + args, capture_output=True, text=True)
-    assert p.returncode == 2, p.stderr
-    printed = p.stderr.splitlines()[-1].strip()
-    argv = shlex.split(printed)
-    assert argv[:3] == ["python3", "-m", "prepack"] and argv[3:] == args
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    run = subprocess.run([sys.executable] + argv[1:], capture_output=True,
-                         text=True, env=env)
-    assert run.returncode == 0, run.stderr
-    v = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
-                       text=True)
-    assert v.returncode == 0, v.stdout + v.stderr
+    run_as_printed(prepack_bin, args, out)
     encode = ptext.Tokenize(ptext.load_tokenizer(tokenizer_dir),
                             assistant_only_loss=True)
     want = {i: encode(e, "r") for i, e in enumerate(MESSAGES * 5)}

@@ -13,15 +13,13 @@ import base64
 import hashlib
 import json
 import os
-import shlex
-import subprocess
 import sys
 
 import pytest
 import zstandard
 
 from conftest import CORPUS, ROOT
-from text_support import CHATML, rows_by_sequence
+from text_support import CHATML, rows_by_sequence, run_as_printed
 
 transformers = pytest.importorskip("transformers")
 tiktoken = pytest.importorskip("tiktoken")
@@ -234,17 +232,7 @@ def test_the_command_packs_text_and_chats_with_a_tiktoken_file(
     args = ["pack", str(data), "-o", str(out), "--max-seq-len", "1024",
             "--tokenizer", r50k, "--chat-template", str(template),
             "--assistant-only-loss"]
-    p = subprocess.run([prepack_bin] + args, capture_output=True, text=True)
-    assert p.returncode == 2, p.stderr
-    argv = shlex.split(p.stderr.splitlines()[-1].strip())
-    assert argv[:3] == ["python3", "-m", "prepack"] and argv[3:] == args
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    run = subprocess.run([sys.executable] + argv[1:], capture_output=True,
-                         text=True, env=env)
-    assert run.returncode == 0, run.stderr
-    v = subprocess.run([prepack_bin, "verify", str(out)], capture_output=True,
-                       text=True)
-    assert v.returncode == 0, v.stdout + v.stderr
+    run_as_printed(prepack_bin, args, out)
     with open(CORPUS, "rb") as f:
         lines = zstandard.ZstdDecompressor().stream_reader(f).read() \
             .splitlines()
