@@ -116,7 +116,7 @@ def encoding_spec(name, ranks):
 def load(path):
     """A transformers PreTrainedTokenizerFast from a tiktoken file, its
     EOS `<|endoftext|>`, with the tiktoken.Encoding of the same file as
-    its `prepack_tiktoken`."""
+    its `tiktoken_encoding`."""
     path = os.fspath(path)
     name = encoding_name(path)
     try:
@@ -154,7 +154,7 @@ def load(path):
     # tiktoken's own encoder beside it: the same ids for text (tested),
     # several times faster; prepack.text encodes plain text with it
     import tiktoken
-    tok.prepack_tiktoken = tiktoken.Encoding(
+    tok.tiktoken_encoding = tiktoken.Encoding(
         name, pat_str=spec["pat_str"], mergeable_ranks=ranks,
         special_tokens=special)
     return tok

@@ -372,7 +372,7 @@ class Tokenize:
         tiktoken file, when it still encodes as that file does (no
         tokens added since, special tokens matched in text): the same ids
         as the tokenizer (test_tiktoken), 2.5x faster (bench_text)."""
-        native = getattr(self.tok, "prepack_tiktoken", None)
+        native = getattr(self.tok, "tiktoken_encoding", None)
         if native is None or getattr(self.tok, "split_special_tokens",
                                      False) or len(self.tok) != \
                 native.n_vocab:

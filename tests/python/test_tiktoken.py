@@ -196,9 +196,9 @@ def test_plain_text_through_tiktokens_own_encoder(r50k, tok):
     load_tokenizer keeps beside the Hugging Face tokenizer): the ids of
     the Hugging Face tokenizer on varied text, special tokens in the text
     included; once the tokenizer has another token, not that encoder."""
-    assert tok.prepack_tiktoken.n_vocab == len(tok)
+    assert tok.tiktoken_encoding.n_vocab == len(tok)
     encode = ptext.Tokenize(tok, add_eos=False)
-    assert encode._tiktoken() is tok.prepack_tiktoken
+    assert encode._tiktoken() is tok.tiktoken_encoding
     texts = VARIED + ["a <|endoftext|> b"]
     got = encode.many([{"text": t} for t in texts], ["r"] * len(texts))
     assert [ids for ids, _ in got] == tok(text=texts)["input_ids"]
