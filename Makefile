@@ -23,10 +23,12 @@ deps-test:
 # Remade when a requirements file changes; torch==2.13.0 goes in before
 # anything that could pull another torch.
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements/torch.txt requirements/test.txt | deps-test
+$(VENV)/.installed: requirements/torch.txt requirements/test.txt \
+		requirements/nodeps.txt | deps-test
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements/torch.txt
 	$(VENV)/bin/pip install -q -r requirements/test.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements/nodeps.txt
 	touch $@
 
 build: deps build-only

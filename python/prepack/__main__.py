@@ -28,6 +28,11 @@ def _parser():
     e.add_argument("--to", required=True,
                    choices=["hf", "hf-parquet", "nemo-npy", "nemo-parquet"])
     e.add_argument("-o", "--output", required=True)
+    e.add_argument("--pad-id", type=int, metavar="EOS",
+                   help="nemo-npy, nemo-parquet of a set packed with "
+                        "--pad-multiple (required there): the tokenizer's "
+                        "EOS id, with which each sequence is padded to the "
+                        "multiple as NeMo's packer pads it")
     return p
 
 
@@ -242,7 +247,7 @@ def _main(argv):
         from ._shards import ShardSetError
         from .exporting import export
         try:
-            n = export(a.set, a.to, a.output)
+            n = export(a.set, a.to, a.output, pad_id=a.pad_id)
         except ImportError as e:  # pyarrow, datasets: imported on use
             print(missing_package(e), file=sys.stderr)
             return 1

@@ -5,7 +5,7 @@ import numpy as np
 
 IGNORE_INDEX = -100  # PyTorch cross-entropy's ignore_index
 INT32_MAX = 2**31 - 1  # cu_seqlens are int32
-FORMS = ("varlen", "hf", "flex", "padded")
+FORMS = ("varlen", "hf", "flex", "padded", "megatron")
 
 
 def _seq_index(cu, t):
@@ -218,7 +218,8 @@ def pad_multiple_of(value):
 def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
             mask_4d=False, return_flash_attn_kwargs=False,
             return_seq_idx=False, num_items_in_batch=False,
-            loss_weights=False, position_offset=0, pad_multiple=1):
+            loss_weights=False, position_offset=0, pad_multiple=1,
+            separator_id=IGNORE_INDEX):
     """Turns a list of rows (ShardSet items) into one batch.
 
     form="varlen": input_ids [T], cu_seqlens int32 [N+1], max_seqlen (int),
@@ -236,6 +237,13 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     form="padded": [B, L] input_ids (pad_id), attention_mask, position_ids,
         labels (shifted, -100 on padding), doc_ids (per row, -1 on
         padding); with mask_4d, the [B, 1, L, L] block-diagonal causal mask.
+    form="megatron": Megatron-Core's THD batch (see megatron_batch):
+        tokens, labels (the next token, never -100), loss_mask (float32),
+        position_ids, all [1, T]; cu_seqlens and cu_seqlens_padded (int32
+        [N+1]) and max_seqlen (an int32 tensor [1]).
+
+    separator_id (hf form): the label at each sequence's first token, as
+    DataCollatorWithFlattening(separator_id=...) sets it; default -100.
 
     Loss normalisation (docs/FORMAT.md, "Loss over a packed step"): the
     varlen, flex and padded forms carry num_loss_tokens, the labels that
@@ -278,12 +286,13 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
             padded_cu = flat["cu_seqlens"]
             batch["cu_seqlens_padded"] = padded_cu
             batch["cu_seqlens"] = _real_cu(rows)
-            if form == "varlen":  # the longest padded sequence bounds both
+            if form in ("varlen", "megatron"):  # the longest padded one
                 batch["max_seqlen"] = int(np.diff(padded_cu).max(initial=0))
     if pad_multiple > 1 and form == "padded":
         _mask_padding(batch, rows)
     return finish(batch, form, tensors, num_items_in_batch=num_items_in_batch,
-                  loss_weights=loss_weights, position_offset=position_offset)
+                  loss_weights=loss_weights, position_offset=position_offset,
+                  pad_id=pad_id, separator_id=separator_id)
 
 
 def shape_flat(flat, form, return_flash_attn_kwargs=False,
@@ -305,6 +314,9 @@ def shape_flat(flat, form, return_flash_attn_kwargs=False,
         if return_seq_idx:
             batch["seq_idx"] = flat["doc_ids"].astype(np.int32)[None]
         return batch
+    if form == "megatron":  # finish() makes Megatron's fields of these
+        return {k: flat[k] for k in ("input_ids", "cu_seqlens", "max_seqlen",
+                                     "position_ids", "labels")}
     return {k: flat[k] for k in ("input_ids", "position_ids", "labels",
                                  "doc_ids")}
 
@@ -321,9 +333,10 @@ def _mask_padding(batch, rows):
 def _label_sequences(batch, form):
     """For each label position, a batch-wide index of its sequence (-1 on
     padding)."""
-    if form == "varlen":
+    if form in ("varlen", "megatron"):
         cu = batch.get("cu_seqlens_padded", batch["cu_seqlens"]).astype(np.int64)
-        return np.repeat(np.arange(len(cu) - 1), np.diff(cu))
+        return np.repeat(np.arange(len(cu) - 1), np.diff(cu)).reshape(
+            batch["labels"].shape)
     if form == "flex":
         return batch["doc_ids"]
     if form == "hf":  # a sequence starts where its position is 0
@@ -337,7 +350,8 @@ def _label_sequences(batch, form):
 
 
 def _loss_fields(batch, form, num_items_in_batch, loss_weights):
-    trained = batch["labels"] != IGNORE_INDEX
+    trained = batch["loss_mask"] == 1 if form == "megatron" else \
+        batch["labels"] != IGNORE_INDEX
     count = int(trained.sum())
     if form != "hf":
         batch["num_loss_tokens"] = count
@@ -355,10 +369,48 @@ def _loss_fields(batch, form, num_items_in_batch, loss_weights):
     batch["num_loss_sequences"] = int((per_seq > 0).sum())
 
 
+def megatron_batch(batch, pad_id=0):
+    """The varlen batch (shifted labels, -100 where nothing is trained) as
+    the THD batch Megatron-Core takes, field for field:
+    megatron/core/utils.py, get_thd_batch_on_this_cp_rank(batch,
+    cu_seqlens, cu_seqlens_padded, max_seqlen) slices batch['tokens'] and
+    every per-token field along dim 1 (so [1, T]) and reads
+    int(max_seqlen[0].item()) (a tensor) into PackedSeqParams (thd); the
+    loss is the token losses times loss_mask (float, as Megatron-Core's
+    GPTDataset makes it), so labels hold a token everywhere: the next
+    token of the same sequence, pad_id where there is none. cu_seqlens
+    are the real lengths, cu_seqlens_padded the physical offsets (equal
+    without pad_multiple), as Transformer Engine's THD layout takes them."""
+    ids = batch.pop("input_ids")
+    shifted = batch.pop("labels")
+    pcu = batch.get("cu_seqlens_padded", batch["cu_seqlens"])
+    labels = np.full(len(ids), pad_id, np.int64)
+    labels[:-1] = ids[1:]
+    labels[pcu[1:].astype(np.int64) - 1] = pad_id  # nothing after a sequence
+    out = {"tokens": ids[None], "labels": labels[None],
+           "loss_mask": (shifted != IGNORE_INDEX).astype(np.float32)[None],
+           "position_ids": batch.pop("position_ids")[None],
+           "cu_seqlens": batch["cu_seqlens"].astype(np.int32),
+           "cu_seqlens_padded": pcu.astype(np.int32),
+           "max_seqlen": np.asarray([batch["max_seqlen"]], np.int32)}
+    return out
+
+
 def finish(batch, form, tensors, *, num_items_in_batch=False,
-           loss_weights=False, position_offset=0):
+           loss_weights=False, position_offset=0, pad_id=0,
+           separator_id=IGNORE_INDEX):
     """The loss fields, position_offset, numpy or torch, and the flex
-    form's mask_mod."""
+    form's mask_mod; the megatron form's fields from the varlen ones;
+    separator_id at each sequence's first label (hf)."""
+    if separator_id != IGNORE_INDEX:
+        if form != "hf":
+            raise ValueError(f"separator_id is the hf form's (transformers' "
+                             f"DataCollatorWithFlattening), not {form!r}'s")
+        # a sequence starts where its position is 0 (CP padding runs on)
+        batch["labels"] = np.where(batch["position_ids"] == 0,
+                                   np.int64(separator_id), batch["labels"])
+    if form == "megatron":
+        batch = megatron_batch(batch, pad_id)
     _loss_fields(batch, form, num_items_in_batch, loss_weights)
     if position_offset:
         pos = batch["position_ids"]

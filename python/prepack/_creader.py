@@ -178,7 +178,8 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
                                    "position_ids", "labels", "doc_ids")}
         if mask_4d:
             batch["mask_4d"] = b["dense_mask"]
-        return finish(batch, form, tensors, **loss_options)
+        return finish(batch, form, tensors, pad_id=pad_id,
+                      **loss_options)
     # document ids only where the form holds them (flex; hf's seq_idx)
     flat = reader.batch(indices, doc_ids=form == "flex" or (
         form == "hf" and return_seq_idx), pad_id=pad_id, pad_multiple=m)
@@ -195,4 +196,4 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
     if m > 1:  # as collate: the real lengths, the physical offsets beside
         batch["cu_seqlens_padded"] = flat["cu_seqlens"]
         batch["cu_seqlens"] = real_cu
-    return finish(batch, form, tensors, **loss_options)
+    return finish(batch, form, tensors, pad_id=pad_id, **loss_options)

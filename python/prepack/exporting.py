@@ -57,12 +57,23 @@ def _table(ids, lengths, labels):
     return pa.table(columns)
 
 
-def _nemo_rows(shards, rows):
+def _nemo_rows(shards, rows, pad_id=None):
     """Packs as NeMo's and Megatron-Bridge's packers fill them
     (iter_packing_strategy): input_ids concatenated; loss_mask shifted,
     loss_mask[i] saying whether token i + 1 of the same sequence is a
     target (False at each sequence's last token); seq_start_id the starts
-    without the end."""
+    without the end.
+
+    A set packed with --pad-multiple M (context parallelism): each
+    sequence of n tokens is followed by ceil(n / M) x M - n + 1 pad_id
+    tokens, never trained, as Megatron-Bridge's
+    src/megatron/bridge/data/datasets/packed_sequence.py, tokenize_dataset
+    (pre_pad_dataset: "input_ids are truncated by 1 for labels; add 1
+    extra pad token") pads under pad_seq_to_mult, with the tokenizer's EOS:
+    GPTSFTPackedDataset.collate_fn then takes ceil(n / M) x M inputs of the
+    sequence, so every cu_seqlens_padded boundary is a multiple of M, and
+    finds the real length by stripping the untrained EOS at its end."""
+    m = shards.pad_multiple
     out = []
     for i in rows:
         r = shards[i]
@@ -73,17 +84,44 @@ def _nemo_rows(shards, rows):
         shifted = np.zeros(len(ids), bool)
         shifted[:-1] = trained[1:]
         shifted[cu[1:] - 1] = False  # nothing after a sequence's last token
+        if m > 1:
+            ids, shifted, cu = _nemo_pad(ids, shifted, cu, m, pad_id)
         out.append({"input_ids": ids.tolist(), "loss_mask": shifted.tolist(),
                     "seq_start_id": cu[:-1].tolist()})
     return out
 
 
+def _nemo_pad(ids, shifted, cu, m, pad_id):
+    """A row's sequences each padded with pad_id to a multiple of m, plus
+    the one token their inputs lose to the shift (loss mask 0 there)."""
+    real = np.diff(cu)
+    stored = -(-real // m) * m + 1
+    pcu = np.concatenate([[0], np.cumsum(stored)])
+    out_ids = np.full(int(pcu[-1]), pad_id, np.int64)
+    out_mask = np.zeros(int(pcu[-1]), bool)
+    for j, n in enumerate(real):
+        lo, src = int(pcu[j]), int(cu[j])
+        out_ids[lo:lo + n] = ids[src:src + n]
+        out_mask[lo:lo + n] = shifted[src:src + n]
+    return out_ids, out_mask, pcu
+
+
 def _nemo_metadata(packs, max_seq_len):
     """create_packing_strategy's packing_metadata, for
-    pack_metadata_file_path, from the packs themselves."""
-    lengths = [np.diff(p["seq_start_id"] + [len(p["input_ids"])]) for p in packs]
+    pack_metadata_file_path, from the packs themselves, in their units: a
+    sequence of n stored tokens counts n - 1 (Megatron-Bridge's
+    src/megatron/bridge/data/datasets/packing_utils.py, create_hist:
+    "seq_len = len(item_dict['input_ids']) - 1", the shifted input/label
+    pair), a pack the sum of those (packed_seq_lens). Their reader relies
+    on it: GPTSFTPackedDataset.collate_fn with pad_cu_seqlens takes
+    max_seqlen = max(dataset_max_seqlen, max_length - min_packed_seqlen)
+    as the bound on every cu_seqlens span, the padding at the end of the
+    emptiest row included; raw token counts made it short of that
+    padding."""
+    lengths = [np.diff(p["seq_start_id"] + [len(p["input_ids"])]) - 1
+               for p in packs]
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    packed = [len(p["input_ids"]) for p in packs]
+    packed = [int(l.sum()) for l in lengths]
     n = max(len(packs), 1)
     return {"dataset_max_seqlen": int(all_lengths.max(initial=0)),
             "max_samples_per_bin": int(max((len(l) for l in lengths), default=0)),
@@ -93,10 +131,10 @@ def _nemo_metadata(packs, max_seq_len):
             "min_packed_seqlen": int(min(packed, default=0))}
 
 
-def _write_nemo(shards, to, tmp):
+def _write_nemo(shards, to, tmp, pad_id=None):
     import json
     n, L = len(shards), shards.max_seq_len
-    packs = _nemo_rows(shards, range(n))
+    packs = _nemo_rows(shards, range(n), pad_id)
     if to == "nemo-npy":
         # an object array of dicts: np.load(..., allow_pickle=True) reads it
         array = np.empty(len(packs), dtype=object)
@@ -196,10 +234,10 @@ def _exists(name, dir_fd):
         return False
 
 
-def _write(shards, to, tmp, rows_per_file):
+def _write(shards, to, tmp, rows_per_file, pad_id=None):
     n = len(shards)
     if to.startswith("nemo"):
-        _write_nemo(shards, to, tmp)
+        _write_nemo(shards, to, tmp, pad_id)
     elif to == "hf":
         from datasets import Dataset, concatenate_datasets
         parts = [Dataset(_table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file)))))
@@ -216,17 +254,43 @@ def _write(shards, to, tmp, rows_per_file):
                 tmp, f"train-{f:05d}-of-{files:05d}.parquet"))
 
 
-def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):
+def _check_pad_id(shards, path, to, pad_id):
+    """pad_id: the token NeMo's exports pad a --pad-multiple set's
+    sequences with (their tokenizer's EOS, by which their reader finds
+    the padding); needed there, an error anywhere else."""
+    if pad_id is not None and not (to.startswith("nemo")
+                                   and shards.pad_multiple > 1):
+        raise ValueError(f"pad_id applies to the nemo formats of a set "
+                         f"packed with --pad-multiple; {path} is "
+                         f"{'' if shards.pad_multiple > 1 else 'not '}"
+                         f"such a set and the format is {to}")
+    if pad_id is None and to.startswith("nemo") and shards.pad_multiple > 1:
+        raise ValueError(
+            f"{path} was packed with --pad-multiple {shards.pad_multiple}: "
+            f"the {to} export pads each sequence to it as NeMo's packer "
+            f"does, with the tokenizer's EOS id (their reader finds the "
+            f"padding by it): give it with --pad-id EOS (prepack.export"
+            f"(..., pad_id=EOS))")
+    if pad_id is not None and not 0 <= int(pad_id) < 2**31:
+        raise ValueError(f"pad_id {pad_id} is not a token id (0..2^31-1)")
+
+
+def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS,
+           pad_id=None):
     """Writes the shard set at `path` to `out` in format `to` (FORMATS).
     Returns the number of packs written. `out` must not exist or be an
     empty directory (not a symbolic link); it is written in a new
     directory beside it (.NAME.prepack-XXXXXX) and renamed into place when
-    complete, with DONE_NAME, the list of its files, written last."""
+    complete, with DONE_NAME, the list of its files, written last.
+    pad_id: for nemo-npy and nemo-parquet of a set packed with
+    --pad-multiple (and only then; required there), the tokenizer's EOS
+    id, with which each sequence is padded to the multiple."""
     if to not in FORMATS:
         raise ValueError(f"to must be one of {FORMATS}, not {to!r}")
     out = os.fspath(out)
     parent, name = _check_out(out)
     shards = ShardSet(path, backend=backend)
+    _check_pad_id(shards, path, to, pad_id)
     n = len(shards)
     import shutil
     import tempfile
@@ -235,7 +299,7 @@ def export(path, to, out, *, backend="auto", rows_per_file=_PARQUET_ROWS):
     tmp = tempfile.mkdtemp(prefix=f".{name}.prepack-", dir=parent)
     try:
         _umask_mode(tmp)
-        _write(shards, to, tmp, rows_per_file)
+        _write(shards, to, tmp, rows_per_file, pad_id)
         _write_done(tmp, to, n)
         _place(tmp, parent, name, out)
     except BaseException:

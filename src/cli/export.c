@@ -51,6 +51,10 @@ static const char export_help[] =
     "Options:\n"
     "  --to FORMAT      hf | hf-parquet | nemo-npy | nemo-parquet\n"
     "  -o, --output OUT the export's directory (must not hold anything)\n"
+    "  --pad-id EOS     nemo-npy, nemo-parquet of a set packed with\n"
+    "                   --pad-multiple (required there): the tokenizer's EOS\n"
+    "                   id, with which each sequence is padded to the multiple\n"
+    "                   as NeMo's packer pads it\n"
     "  -h, --help       show this help\n"
     "\n"
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";
@@ -80,16 +84,17 @@ static const char child_program[] =
     "sys.exit(main())\n";
 
 typedef struct export_args {
-    const char *set, *to, *out;
+    const char *set, *to, *out, *pad_id; /* pad_id: NULL when not given */
 } export_args;
 
-enum { OPT_TO = 256 };
+enum { OPT_TO = 256, OPT_PAD_ID };
 
 static int parse_export_args(int argc, char **argv, export_args *a)
 {
     static const struct option opts[] = {
         {"to", required_argument, NULL, OPT_TO},
         {"output", required_argument, NULL, 'o'},
+        {"pad-id", required_argument, NULL, OPT_PAD_ID},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     opterr = 0;
@@ -108,6 +113,8 @@ static int parse_export_args(int argc, char **argv, export_args *a)
                                argv[optind - 1]);
         if (opt == OPT_TO)
             a->to = optarg;
+        else if (opt == OPT_PAD_ID)
+            a->pad_id = optarg; /* python -m prepack checks the number */
         else
             a->out = optarg;
     }
@@ -125,7 +132,8 @@ static int run_child(const char *python, const export_args *a)
     const char *path = getenv("PYTHONPATH");
     char *args[] = {(char *)python, "-I", "-c", (char *)child_program,
                     (char *)(path ? path : ""), "export", (char *)a->set,
-                    "--to", (char *)a->to, "-o", (char *)a->out, NULL};
+                    "--to", (char *)a->to, "-o", (char *)a->out,
+                    a->pad_id ? "--pad-id" : NULL, (char *)a->pad_id, NULL};
     fflush(NULL);
     pid_t pid;
     int err = posix_spawnp(&pid, python, NULL, NULL, args, environ);

@@ -194,7 +194,10 @@ def test_c_batch_pads_as_collate(prepack_bin, tmp_path, plan_pad):
              ("hf", {"return_flash_attn_kwargs": True,
                      "return_seq_idx": True, "num_items_in_batch": True}),
              ("padded", {"max_seq_len": 64, "mask_4d": True}),
-             ("varlen", {"loss_weights": True, "position_offset": 3})]
+             ("varlen", {"loss_weights": True, "position_offset": 3}),
+             ("megatron", {}),
+             ("megatron", {"loss_weights": True, "position_offset": 2}),
+             ("hf", {"separator_id": 7, "num_items_in_batch": True})]
     refused = 0
     for seed in (1, 2):
         out = _random_set(prepack_bin, tmp_path, seed, plan_pad)
