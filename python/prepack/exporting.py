@@ -17,7 +17,9 @@ GPTSFTPackedDataset read, `{input_ids, loss_mask, seq_start_id}` with the
 loss mask shifted as their packer writes it, in `training_{L}.npy` (an
 object array of dicts: np.load needs allow_pickle=True) or
 `training_{L}.idx.parquet`, and the packing metadata in
-`{L}_metadata.jsonl`.
+`{L}_metadata.jsonl`, in their units (a sequence of n tokens counts
+n - 1). A set packed with --pad-multiple M has each sequence padded with
+pad_id (the tokenizer's EOS) as their packer pads under pad_seq_to_mult.
 """
 import os
 import stat
@@ -112,7 +114,8 @@ def _nemo_metadata(packs, max_seq_len):
     sequence of n stored tokens counts n - 1 (Megatron-Bridge's
     src/megatron/bridge/data/datasets/packing_utils.py, create_hist:
     "seq_len = len(item_dict['input_ids']) - 1", the shifted input/label
-    pair), a pack the sum of those (packed_seq_lens). Their reader relies
+    pair; NeMo's nemo/utils/sequence_packing_utils.py, create_hist, the
+    same), a pack the sum of those (packed_seq_lens). Their reader relies
     on it: GPTSFTPackedDataset.collate_fn with pad_cu_seqlens takes
     max_seqlen = max(dataset_max_seqlen, max_length - min_packed_seqlen)
     as the bound on every cu_seqlens span, the padding at the end of the

@@ -52,9 +52,9 @@ static const char export_help[] =
     "  --to FORMAT      hf | hf-parquet | nemo-npy | nemo-parquet\n"
     "  -o, --output OUT the export's directory (must not hold anything)\n"
     "  --pad-id EOS     nemo-npy, nemo-parquet of a set packed with\n"
-    "                   --pad-multiple (required there): the tokenizer's EOS\n"
-    "                   id, with which each sequence is padded to the multiple\n"
-    "                   as NeMo's packer pads it\n"
+    "                   --pad-multiple (required there): the tokenizer's\n"
+    "                   EOS id, with which each sequence is padded to the\n"
+    "                   multiple as NeMo's packer pads it\n"
     "  -h, --help       show this help\n"
     "\n"
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";

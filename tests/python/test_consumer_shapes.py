@@ -111,7 +111,8 @@ def test_nemo_metadata_in_their_units(prepack_bin, tmp_path, to):
     items, meta = read_packs(out, to, L)
     assert meta == [{"dataset_max_seqlen": 19, "max_samples_per_bin": 12,
                      "packing_factor": round(100 / 9, 2),
-                     "packing_efficiency": round((8 * 228 + 76) / 9 / L * 100, 2),
+                     "packing_efficiency":
+                         round((8 * 228 + 76) / 9 / L * 100, 2),
                      "pack_size": L, "min_packed_seqlen": 76}]
     gaps = []
     for batch in bridge_collate(items, meta, L, eos_id=-1):
@@ -153,7 +154,8 @@ def test_nemo_pad_multiple_boundaries(prepack_bin, tmp_path, to):
     shards = prepack.ShardSet(s)
     assert len(batches) == len(shards)
     for r, (row, b) in enumerate(zip(shards, batches)):
-        pcu, cu = np.asarray(b["cu_seqlens_padded"]), np.asarray(b["cu_seqlens"])
+        pcu = np.asarray(b["cu_seqlens_padded"])
+        cu = np.asarray(b["cu_seqlens"])
         assert (pcu % M == 0).all(), (r, pcu)
         assert max(np.diff(pcu)) <= b["max_seqlen"]
         real = np.diff(row["cu_seqlens"])

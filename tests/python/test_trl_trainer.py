@@ -64,7 +64,8 @@ def export_dir(prepack_bin, tmp_path_factory):
 def trainer(out_dir, dataset, **config):
     from trl import SFTConfig, SFTTrainer
     args = SFTConfig(output_dir=str(out_dir), per_device_train_batch_size=2,
-                     max_steps=2, report_to=[], use_cpu=True, save_strategy="no",
+                     max_steps=2, report_to=[], use_cpu=True,
+                     save_strategy="no",
                      logging_strategy="no", learning_rate=1e-3,
                      dataloader_num_workers=0, **config)
     return SFTTrainer(model=tiny_llama(), args=args, train_dataset=dataset,
@@ -107,7 +108,8 @@ def test_sft_trainer_two_steps_on_an_hf_export(export_dir, tmp_path):
                 a, b = at + cu[j], at + cu[j + 1]
                 assert pos[a:b] == list(range(b - a)), (at, j)
                 assert labels[a] == -100  # each sequence's first position
-                assert labels[a:b] == want["labels"][0][cu[j]:cu[j + 1]].tolist()
+                assert labels[a:b] == \
+                    want["labels"][0][cu[j]:cu[j + 1]].tolist()
             at += n
             used += 1
     assert used == 4
