@@ -214,3 +214,14 @@ def test_quiet_is_progress_false(monkeypatch, cmd):
     assert prepack.__main__.main(args) == 0
     assert prepack.__main__.main(args + ["--quiet"]) == 0
     assert got == [None, False]
+
+
+def test_export_options_in_both_front_ends(prepack_bin):
+    """`prepack export` and `python -m prepack export` (which the command
+    runs): the same options, --pad-id included."""
+    p = subprocess.run([prepack_bin, "export", "--help"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    c, py = options(p.stdout), module_options("export")
+    assert "--pad-id" in c and "--to" in c
+    assert sorted(c) == sorted(py)
