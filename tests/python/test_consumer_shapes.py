@@ -228,6 +228,12 @@ def test_separator_id_equals_data_collator_with_flattening(shard_set,
                             separator_id=separator)):
             assert torch.equal(got["labels"], want["labels"])
             assert torch.equal(got["input_ids"], want["input_ids"])
+    from prepack.torch import PackedDataset
+    ds = PackedDataset(shard_set, batch_rows=3, form="hf", shuffle=False,
+                       separator_id=separator)
+    want = prepack.collate([s[i] for i in range(3)], "hf", tensors="pt",
+                           separator_id=separator)
+    assert torch.equal(next(iter(ds))["labels"], want["labels"])
     with pytest.raises(ValueError, match="separator_id"):
         prepack.collate(rows, "varlen", separator_id=0)
 
