@@ -48,3 +48,34 @@ def open_shard(path):
     blocking: a FIFO named like a shard is refused, not waited on)."""
     fd, _ = open_regular(path, "shard")
     return os.fdopen(fd, "rb")
+
+
+def dir_path(path):
+    """A user's directory path in the one spelling every name derived
+    from it uses (the C library's pp_dir_path, src/common/io.h): empty
+    and "." parts dropped ("out/", "out//", "./out", "a/./out" and
+    "out/." give "out"; "." and "./" give "."), ".." parts kept for the
+    kernel to resolve ("a/../out" goes through a as it is, link or not).
+    ValueError when the last part is "..", which names what is beyond
+    the part before it."""
+    path = os.fspath(path)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    out = ("/" if path.startswith("/") else "") + "/".join(parts)
+    if parts and parts[-1] == "..":
+        raise ValueError(f"{path} ends in '..': give the directory by a "
+                         f"path that names it")
+    return out or "."
+
+
+def beside(path):
+    """The parent and name of a directory that is written beside itself
+    (staged as .NAME.prepack-XXXXXX in the parent, renamed into place):
+    dir_path's spelling, split. ValueError for "." and "/", which have
+    no name to stage beside."""
+    path = dir_path(path)
+    parent, name = os.path.split(path)
+    if name in ("", "."):
+        raise ValueError(f"{path}: the output is written beside it and "
+                         f"renamed into place, so give the directory by "
+                         f"its name (e.g. ../NAME), not as '{path}'")
+    return parent or ".", name

@@ -26,6 +26,7 @@ import stat
 
 import numpy as np
 
+from ._files import beside
 from ._shards import ShardSet
 
 FORMATS = ("hf", "hf-parquet", "nemo-npy", "nemo-parquet")
@@ -180,12 +181,11 @@ def _write_done(tmp, to, n):
 def _check_out(out):
     """OUT's parent and name, with OUT refused before any work when it is
     a symbolic link, not a directory, or a directory holding anything.
-    The path is normalised first (`packed/`, `./a/..//packed`) so the
-    staging directory goes beside OUT, not inside it."""
-    path = os.path.abspath(out)  # also drops trailing slashes and `..`
-    parent, name = os.path.split(path)
-    if name in ("", ".", ".."):
-        raise ValueError(f"{out}: give the export a directory name")
+    The path is spelled as _files.dir_path spells it (`packed/`,
+    `./packed`, `a/./packed` name packed) so the staging directory goes
+    beside OUT, not inside it."""
+    parent, name = beside(out)
+    path = os.path.join(parent, name)
     try:
         st = os.lstat(path)
     except FileNotFoundError:

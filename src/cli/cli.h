@@ -118,6 +118,13 @@ int data_error(const char *fmt, ...)
  * code's name when the library gave none. Returns EXIT_DATA. */
 int library_error(int rc, const prepack_diag *d);
 
+/* A user's directory path in the one spelling the command derives names
+ * from (the library's rule, src/common/io.h pp_dir_path, which the
+ * command cannot reach): empty and "." parts dropped ("out/", "./out",
+ * "a/./out" give "out"; "." and "./" give "."), ".." parts kept for the
+ * kernel. NULL when it does not fit buf or its last part is "..". */
+const char *dir_path(const char *dir, char *buf, size_t cap);
+
 /* Parses a whole decimal string into [min, max]; 0 on success. */
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 

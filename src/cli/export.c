@@ -236,14 +236,7 @@ static int listing_holds(int dir, char *text, const char *to,
  * complete export; otherwise one line naming the Python that was run. */
 static int check_export(const char *python, const export_args *a)
 {
-    char path[4096];
-    size_t n = strlen(a->out);
-    while (n > 1 && a->out[n - 1] == '/') /* "x/" would follow a link x */
-        n--;
-    if (n >= sizeof path)
-        n = sizeof path - 1;
-    memcpy(path, a->out, n);
-    path[n] = 0;
+    const char *path = a->out; /* dir_path's spelling (cmd_export) */
     const char *why = "it is missing, a symbolic link or not a directory";
     int dir = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     char *text = dir >= 0 ? read_listing(dir, &why) : NULL;
@@ -269,6 +262,14 @@ int cmd_export(int argc, char **argv)
     const char *python = getenv("PREPACK_PYTHON");
     if (!python || !*python)
         python = "python3";
+    /* one spelling of OUT for the child and the check: "packed/" and
+     * "./packed" name packed, beside which the export is staged */
+    char out[4096];
+    if (!dir_path(a.out, out, sizeof out))
+        return usage_error("export", "-o %s: give the directory by a path "
+                                     "that names it (not ending in '..')",
+                           a.out);
+    a.out = out;
     rc = run_child(python, &a);
     return rc == EXIT_OK ? check_export(python, &a) : rc;
 }

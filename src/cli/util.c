@@ -37,6 +37,36 @@ int library_error(int rc, const prepack_diag *d)
                       d && d->message[0] ? d->message : prepack_strerror(rc));
 }
 
+const char *dir_path(const char *dir, char *buf, size_t cap)
+{
+    size_t n = 0, last = 0;
+    const char *p = dir;
+    if (*p == '/' && cap > 1)
+        buf[n++] = '/';
+    while (*p) {
+        while (*p == '/')
+            p++;
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.')) {
+            p += len;
+            continue;
+        }
+        size_t sep = n > 0 && buf[n - 1] != '/';
+        if (n + sep + len + 1 >= cap)
+            return NULL;
+        if (sep)
+            buf[n++] = '/';
+        last = n;
+        memcpy(buf + n, p, len);
+        n += len;
+        p += len;
+    }
+    if (n == 0)
+        buf[n++] = '.';
+    buf[n] = 0;
+    return strcmp(buf + last, "..") ? buf : NULL;
+}
+
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || *s < '0' || *s > '9')

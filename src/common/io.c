@@ -105,23 +105,40 @@ int pp_sync_dir(const char *dir)
 
 const char *pp_dir_path(const char *dir, char *buf, size_t cap)
 {
-    size_t n = strlen(dir);
-    for (;;) {
-        if (n > 1 && dir[n - 1] == '/')
-            n--;
-        else if (n > 2 && dir[n - 1] == '.' && dir[n - 2] == '/')
-            n -= 2;
-        else
-            break;
+    /* one pass over the parts between slashes: empty and "." parts
+     * dropped, the rest kept as given (".." too: the kernel resolves it
+     * through what the part before it is, link or not) */
+    size_t n = 0, last = 0;
+    const char *p = dir;
+    if (*p == '/')
+        buf[n++] = '/';
+    while (*p) {
+        while (*p == '/')
+            p++;
+        size_t len = strcspn(p, "/");
+        if (len == 0 || (len == 1 && p[0] == '.')) {
+            p += len;
+            continue;
+        }
+        size_t sep = n > 0 && buf[n - 1] != '/';
+        if (n + sep + len >= cap) {
+            errno = ENAMETOOLONG;
+            return NULL;
+        }
+        if (sep)
+            buf[n++] = '/';
+        last = n;
+        memcpy(buf + n, p, len);
+        n += len;
+        p += len;
     }
-    int dotdot = (n == 2 || (n > 2 && dir[n - 3] == '/')) && n >= 2 &&
-                 dir[n - 1] == '.' && dir[n - 2] == '.';
-    if (dotdot || n >= cap) {
-        errno = dotdot ? ELOOP : ENAMETOOLONG;
+    if (n == 0) /* "." and "./": the working directory */
+        buf[n++] = '.';
+    buf[n] = 0;
+    if (!strcmp(buf + last, "..")) {
+        errno = ELOOP;
         return NULL;
     }
-    memcpy(buf, dir, n);
-    buf[n] = 0;
     return buf;
 }
 

@@ -18,11 +18,16 @@ int pp_read_at(int fd, void *buf, size_t n, uint64_t at);
  * or /sys file whose size is not its contents). Returns buf. */
 const char *pp_read_why(int fd, uint64_t at, uint64_t n, char *buf,
                         size_t cap);
-/* A directory's path as one to open with O_NOFOLLOW, in buf: trailing
- * "/" and "/." removed ("link/" and "link/." would resolve the link, so
- * O_NOFOLLOW would not see it). NULL (errno ENAMETOOLONG) when it does
- * not fit, or (errno ELOOP) when its last part is "..", which names
- * what is beyond the part before it: no link check could hold there. */
+/* A directory's path as one to open with O_NOFOLLOW and to name things
+ * beside, in buf: the one spelling of a user's path that everything
+ * derived from it uses. Empty and "." parts are dropped ("out/",
+ * "out//", "./out", "a/./out", "out/." give "out", "." and "./" give
+ * "."); ".." parts stay, for the kernel to resolve ("a/../out": through
+ * a as it is). "link/" and "link/." would resolve the link, so
+ * O_NOFOLLOW would not see it: the result never ends in "/" or "/.".
+ * NULL (errno ENAMETOOLONG) when it does not fit, or (errno ELOOP) when
+ * its last part is "..", which names what is beyond the part before it:
+ * no link check could hold there. */
 const char *pp_dir_path(const char *dir, char *buf, size_t cap);
 /* fsync of a directory, which makes the renames in it durable; 0 or -1. */
 int pp_sync_dir(const char *dir);

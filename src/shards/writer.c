@@ -148,6 +148,29 @@ static int dir_open_fail(prepack_diag *diag, const char *dir)
     return io_fail(diag, "cannot open", dir);
 }
 
+/* Why a directory in use is refused (none: PREPACK_OK): anything but a
+ * shard set's files always, with how many and one of them named, since
+ * overwrite replaces only a set; a set without overwrite. "--overwrite"
+ * is the command's word; the Python package says overwrite=True
+ * (_native.py's python_words). */
+static int in_use_fail(const char *dir, int overwrite, size_t others,
+                       const char *other, prepack_diag *diag)
+{
+    if (others)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s is not empty: it holds %zu %s not of a shard "
+                       "set, e.g. '%s': choose another output directory or "
+                       "empty it (--overwrite replaces only a shard set)",
+                       dir, others, others == 1 ? "entry" : "entries",
+                       other);
+    if (!overwrite)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s is not empty: it holds a shard set (--overwrite "
+                       "replaces it)",
+                       dir);
+    return PREPACK_OK;
+}
+
 /* Whether dir holds anything. With overwrite, whatever it holds must be
  * a shard set's files (the manifest, shards, temporaries): prepack never
  * replaces what it did not write. */
@@ -164,26 +187,21 @@ static int dir_in_use(const char *dir, int overwrite, int *in_use,
             close(fd);
         return rc;
     }
-    int rc = PREPACK_OK;
+    /* every entry counted, so that the refusal says what dir holds */
     struct dirent *e;
-    *in_use = 0;
-    while (rc == PREPACK_OK && (e = readdir(d)) != NULL) {
+    size_t entries = 0, others = 0;
+    char other[256] = "";
+    while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        *in_use = 1;
-        if (!overwrite)
-            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                         "%s is not empty (to replace the shard set in it: "
-                         "--overwrite, or prepack_writer_options.overwrite)",
-                         dir);
-        else if (!pp_is_set_file(e->d_name))
-            rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
-                         "%s holds %s, not a shard set's file: not "
-                         "overwriting",
-                         dir, e->d_name);
+        entries++;
+        if (!pp_is_set_file(e->d_name) && others++ == 0)
+            snprintf(other, sizeof other, "%s", e->d_name);
     }
     closedir(d);
-    return rc;
+    *in_use = entries > 0;
+    return entries ? in_use_fail(dir, overwrite, others, other, diag)
+                   : PREPACK_OK;
 }
 
 /* Overwriting: the new set is written in a fresh directory beside dir
@@ -194,9 +212,13 @@ static int dir_in_use(const char *dir, int overwrite, int *in_use,
 static int make_staging_dir(const char *dir, char *out, size_t cap,
                             prepack_diag *diag)
 {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
+    size_t n = strlen(dir); /* pp_dir_path's: no trailing "/" or "/." */
+    if (!strcmp(dir, ".") || !strcmp(dir, "/"))
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "%s: a set is replaced by writing the new one beside "
+                       "it and renaming it into place, so give the "
+                       "directory by its name (e.g. ../NAME), not as '%s'",
+                       dir, dir);
     size_t slash = n;
     while (slash > 0 && dir[slash - 1] != '/')
         slash--;
