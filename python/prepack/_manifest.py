@@ -168,15 +168,27 @@ def _json_float(text):
     return v
 
 
+def _no_manifest(path, err):
+    """Why DIR/manifest.json is not there, said of DIR where DIR is the
+    cause (the C reader's words, manifest_read.cpp)."""
+    folder = os.path.dirname(path) or "."
+    if isinstance(err, NotADirectoryError):
+        return (f"{folder} is not a directory (a shard set is a directory "
+                f"holding manifest.json)")
+    if not os.path.lexists(folder):
+        return f"{folder}: no such directory"
+    return (f"{folder} is not a shard set (no manifest.json; or its "
+            f"writing was interrupted)")
+
+
 def _read_manifest(path):
     """manifest.json's bytes: opened once (O_NONBLOCK: a FIFO cannot
     block), checked to be a regular file of a manifest's size through
     that descriptor, and read from it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ShardSetError(f"{path}: no manifest (not a shard set, or its "
-                            f"writing was interrupted)") from None
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise ShardSetError(_no_manifest(path, err)) from None
     except OSError as err:
         raise ShardSetError(f"cannot read {path}: {err.strerror}") from None
     try:

@@ -422,13 +422,38 @@ int load_fd(int fd, const char *path, simdjson::padded_string *json,
     return PREPACK_OK;
 }
 
+// Why DIR/manifest.json could not be opened, said of DIR where DIR is
+// the cause: missing, not a directory, or a directory with no manifest.
+int manifest_open_fail(const char *path, prepack_diag *diag)
+{
+    int err = errno;
+    std::string dir(path);
+    size_t slash = dir.rfind('/');
+    dir = slash == std::string::npos ? "." : dir.substr(0, slash);
+    struct stat st;
+    if (err == ENOENT && stat(dir.c_str(), &st) != 0 && errno == ENOENT)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s: no such directory", dir.c_str());
+    if (err == ENOTDIR)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s is not a directory (a shard set is a directory "
+                       "holding manifest.json)",
+                       dir.c_str());
+    if (err == ENOENT)
+        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
+                       "%s is not a shard set (no manifest.json; or its "
+                       "writing was interrupted)",
+                       dir.c_str());
+    return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD, "cannot read %s: %s",
+                   path, std::strerror(err));
+}
+
 int load_manifest(const char *path, simdjson::padded_string *json,
                   prepack_diag *diag)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
-                       "cannot read %s: %s", path, std::strerror(errno));
+        return manifest_open_fail(path, diag);
     int rc;
     try {
         errno = 0;
