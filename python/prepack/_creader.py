@@ -21,7 +21,7 @@ from ._format import token_numpy_dtype
 
 
 def _raise(rc, diag):
-    message = diag.message.decode(errors="replace") or f"prepack error {rc}"
+    message = _native.diag_message(diag, rc)
     error = CorruptShardError if rc == _native.ECORRUPT else ShardSetError
     raise error(message)
 
@@ -63,7 +63,7 @@ class CReader(_native.Handle):
         rc = self._lib.prepack_reader_row_costs(
             self._h, ctypes.byref(model), out.ctypes.data, ctypes.byref(diag))
         if rc != 0:
-            raise ValueError(diag.message.decode() or f"prepack error {rc}")
+            raise ValueError(_native.diag_message(diag, rc))
         return out
 
     def row(self, i):

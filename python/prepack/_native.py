@@ -58,6 +58,34 @@ class Diag(ctypes.Structure):
                 ("message", ctypes.c_char * 256)]
 
 
+# The library's messages name the command's flags and, rarely, its
+# option structs' fields; in Python they read as the keyword that sets
+# the same option (pack_dataset, prepack.pack, the streams and steps):
+# the one map from one to the other.
+_PYTHON_WORDS = (
+    ("--overwrite, or prepack_writer_options.overwrite", "overwrite=True"),
+    ("--overwrite", "overwrite=True"),
+    ("--token-dtype uint32 or auto", "token_dtype='uint32' or 'auto'"),
+    ("--overlong drop", "overlong='drop'"),
+    ("shard_rows, --shard-rows", "shard_rows"),
+    ("prepack_writer_options.references", "references"),
+)
+
+
+def python_words(message):
+    """A library message with the command's option names (flags, struct
+    fields) as the Python keywords of the same options."""
+    for c_words, keyword in _PYTHON_WORDS:
+        message = message.replace(c_words, keyword)
+    return message
+
+
+def diag_message(diag, rc):
+    """What a failed call with this Diag says, in Python's words."""
+    text = diag.message.decode(errors="replace")
+    return python_words(text) if text else f"prepack error {rc}"
+
+
 class PrefillOptions(ctypes.Structure):
     """prepack_prefill_options"""
     _fields_ = [("capacity", ctypes.c_uint32), ("algo", ctypes.c_int),
@@ -593,7 +621,7 @@ def pack(sequences, max_seq_len=0, algo="ffd", overlong="error",
     rc = lib.prepack_pack_sequences(ctypes.byref(out), ptrs, lengths, n,
                                     ctypes.byref(opts), ctypes.byref(diag))
     if rc != 0:
-        raise ValueError(diag.message.decode() or f"prepack error {rc}")
+        raise ValueError(diag_message(diag, rc))
     try:
         p = out.contents
         ids = copy_array(p.input_ids, p.num_tokens, np.uint32)

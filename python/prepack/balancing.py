@@ -106,7 +106,7 @@ def set_costs(path, cost=None, backend="auto"):
 
 def _check(rc, diag):
     if rc != 0:
-        raise ValueError(diag.message.decode() or f"prepack error {rc}")
+        raise ValueError(_native.diag_message(diag, rc))
 
 
 def balance(rows_or_lengths, world_size, *, cost=None, item_costs=None):

@@ -52,8 +52,7 @@ class _Where:
 
 def _check(rc, diag, error=ValueError):
     if rc != 0:
-        raise error(diag.message.decode(errors="replace") or
-                    f"prepack error {rc}")
+        raise error(_native.diag_message(diag, rc))
 
 
 # ---- reading Arrow ---------------------------------------------------------
@@ -579,7 +578,7 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
         if rc != 0:
             row = text.row(diag.record) if text is not None else diag.record
             raise DatasetError(f"{where.row(row)}: "
-                               f"{diag.message.decode(errors='replace')}")
+                               f"{_native.diag_message(diag, rc)}")
         progress.read(len(offsets) - 1, len(tokens))
         joins = _joins(batch, group, base, previous,
                        text.breaks if text is not None else None)
@@ -614,6 +613,20 @@ def _source_name(source, most=3):
     return ", ".join(names) + more if names else "the source (no files)"
 
 
+def _untokenized(path):
+    """Why a token file or JSON lines without a tokenizer are refused,
+    and what to run instead."""
+    tokens = (f"JSON lines of token ids and Megatron or llm.c token "
+              f"files are the prepack command's input (prepack pack "
+              f"{path})")
+    if not path.endswith(_JSONL):
+        return f"{path}: {tokens}"
+    return (f"{path}: JSON lines without a tokenizer: text or "
+            f"conversations are tokenized here with one (python -m "
+            f"prepack pack {path} --tokenizer PATH, or tokenizer=PATH; "
+            f"docs/TEXT.md); {tokens}")
+
+
 def _batches_with_optional(source, column, optional, read_rows):
     """(input number, name, unit, unit index, first row, batch): the
     source's record batches, holding the token column and whichever of the
@@ -641,10 +654,7 @@ def _batches_with_optional(source, column, optional, read_rows):
         path = os.fspath(item)
         tokens = path.endswith(_JSONL + (".bin", ".idx"))  # saved tokens
         if tokens and not isinstance(column, tuple):
-            raise DatasetError(f"{path}: JSON lines of token ids and "
-                               f"Megatron or llm.c token files are the "
-                               f"prepack command's input (prepack pack); "
-                               f"here JSON lines need a tokenizer")
+            raise DatasetError(_untokenized(path))
         if path.endswith(_JSONL):
             pieces = _jsonl_batches(path, read_rows,
                                     getattr(item, "span", None))

@@ -124,7 +124,7 @@ def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
     rc = lib.prepack_prefill_create(ctypes.byref(out), ptrs, lengths, n,
                                     ctypes.byref(opts), ctypes.byref(diag))
     if rc != 0:
-        raise ValueError(diag.message.decode() or f"prepack error {rc}")
+        raise ValueError(_native.diag_message(diag, rc))
     try:
         return PackedPrompts(out.contents)
     finally:

@@ -328,7 +328,7 @@ def scan_text(inputs, out_dir, task, task_count, *, token_dtype="auto",
         ctypes.byref(o), task, task_count, ranges, ctypes.byref(n),
         ctypes.byref(store), ctypes.byref(res), ctypes.byref(diag))
     if rc != 0:
-        raise StepError(diag.message.decode(errors="replace"))
+        raise StepError(_native.diag_message(diag, rc))
     try:
         if not res.already_done:
             parts = []
@@ -349,7 +349,7 @@ def scan_text(inputs, out_dir, task, task_count, *, token_dtype="auto",
                                             ctypes.byref(res),
                                             ctypes.byref(diag))
             if rc != 0:
-                raise StepError(diag.message.decode(errors="replace"))
+                raise StepError(_native.diag_message(diag, rc))
     finally:
         lib.prepack_step_scan_free(scanner)
     del keep

@@ -48,7 +48,7 @@ class StreamError(ValueError):
 
 def _check(rc, diag):
     if rc != 0:
-        message = diag.message.decode(errors="replace") or f"prepack error {rc}"
+        message = _native.diag_message(diag, rc)
         if rc == _native.ENOMEM:
             raise MemoryError(message)
         raise StreamError(message)
