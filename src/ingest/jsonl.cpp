@@ -243,6 +243,18 @@ int ChunkParser::read_mask(simdjson::dom::array arr, bool labels, size_t at,
     return PREPACK_OK;
 }
 
+// What a key says of a record that has text where tokens were expected
+// (docs/TEXT.md's shapes, ShareGPT's "conversations" among them): what
+// the message calls it, or null for any other key.
+const char *text_record_kind(std::string_view key)
+{
+    if (key == "messages" || key == "conversations")
+        return "conversations";
+    if (key == "text" || key == "prompt" || key == "completion")
+        return "text";
+    return nullptr;
+}
+
 int ChunkParser::take_document(simdjson::dom::element doc, size_t at)
 {
     const std::string &f = field;
@@ -253,8 +265,11 @@ int ChunkParser::take_document(simdjson::dom::element doc, size_t at)
     simdjson::dom::array ids, mask_arr, labels_arr;
     bool has_ids = false, has_mask = false, has_labels = false;
     bool has_group = false;
+    const char *text_kind = nullptr; // a record of text, not of tokens
     size_t group_at = out->groups.size();
     for (simdjson::dom::key_value_pair kv : obj) {
+        if (!text_kind)
+            text_kind = text_record_kind(kv.key);
         if (kv.key == "group") {
             if (has_group)
                 return err(PREPACK_EFORMAT, at,
@@ -294,6 +309,12 @@ int ChunkParser::take_document(simdjson::dom::element doc, size_t at)
             return err(PREPACK_EFORMAT, at, "\"%s\" is %s, not an array", name,
                        type_name(kv.value.type()));
     }
+    if (!has_ids && text_kind)
+        return err(PREPACK_EFORMAT, at,
+                   "no \"%s\" field; it looks like %s to tokenize: "
+                   "python -m prepack pack FILE --tokenizer PATH "
+                   "(docs/TEXT.md)",
+                   f.c_str(), text_kind);
     if (!has_ids)
         return err(PREPACK_EFORMAT, at, "no \"%s\" field", f.c_str());
     if (has_mask && has_labels)
