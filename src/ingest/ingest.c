@@ -72,6 +72,32 @@ static int format_from_content(const char *path, prepack_format *out)
     return 0;
 }
 
+/* What Arrow's formats begin with, which the Python package reads
+ * (pyarrow) and the C library does not: Parquet's "PAR1", an Arrow IPC
+ * file's "ARROW1" (Feather v2 is one), Feather v1's "FEA1", and an IPC
+ * stream's first message: the 0xFFFFFFFF continuation marker, then its
+ * metadata's length. The name to give, or NULL. */
+static const char *arrow_kind(const char *path)
+{
+    unsigned char b[8];
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 && S_ISREG(st.st_mode)
+                      ? pread(fd, b, sizeof b, 0)
+                      : -1;
+    close(fd);
+    if (got >= 4 && !memcmp(b, "PAR1", 4))
+        return "a Parquet file";
+    if ((got >= 6 && !memcmp(b, "ARROW1", 6)) ||
+        (got >= 4 && !memcmp(b, "FEA1", 4)))
+        return "an Arrow (Feather) file";
+    if (got >= 8 && pp_load_le32(b) == 0xFFFFFFFFu && pp_load_le32(b + 4) > 0)
+        return "an Arrow IPC stream";
+    return NULL;
+}
+
 int prepack_format_detect(const char *path, prepack_format *out,
                           prepack_diag *diag)
 {
@@ -100,6 +126,13 @@ int prepack_format_detect(const char *path, prepack_format *out,
                        "%s: not a regular file", path);
     if (format_from_content(path, out))
         return PREPACK_OK;
+    /* last: a token file's first ids could spell a stream's marker */
+    const char *arrow = arrow_kind(path);
+    if (arrow)
+        return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
+                       "%s is %s: read it with python -m prepack pack %s "
+                       "(or python -m prepack stats)",
+                       path, arrow, path);
     return pp_fail(diag, PREPACK_EFORMAT, PREPACK_NO_RECORD,
                    "%s: cannot tell its format (not .jsonl, no JSON object, "
                    "zstd or gzip stream or llm.c magic at its start, no .idx "
