@@ -6,18 +6,51 @@
 
 /* ---- output ------------------------------------------------------------ */
 
-static double pct(double part, double whole)
+/* A ratio as the report prints it: "n/a" where there is nothing to
+ * divide by (no rows, slots, attention or bytes: an input of empty
+ * sequences), never 0x or a percentage of nothing. --json keeps 0 there
+ * (docs/CLI.md). */
+static const char *ratio_text(char *buf, size_t cap, double part,
+                              double whole, const char *unit)
 {
-    return whole > 0 ? 100.0 * part / whole : 0.0;
+    if (whole > 0)
+        snprintf(buf, cap, "%.3f%s", part / whole * (*unit == '%' ? 100 : 1),
+                 unit);
+    else
+        snprintf(buf, cap, "n/a");
+    return buf;
+}
+
+/* What packing does to the naive batches' padding: removes some (with
+ * the share removed), removes none of it (packing can add padding: a
+ * tiny input whose naive batches fit exactly), or there was none. */
+static void print_pad_change(const prepack_layout *n, const prepack_layout *p)
+{
+    char b1[32], b2[32], b3[32], pc[32];
+    if (n->pad_tokens > p->pad_tokens)
+        printf("\n  packing removes %s of %s naive pad tokens (%s)",
+               fmt_count(b1, n->pad_tokens - p->pad_tokens),
+               fmt_count(b2, n->pad_tokens),
+               ratio_text(pc, sizeof pc,
+                          (double)(n->pad_tokens - p->pad_tokens),
+                          (double)n->pad_tokens, "%"));
+    else if (p->pad_tokens > 0)
+        printf("\n  packing removes none of %s naive pad tokens (packed "
+               "rows hold %s, %s more)",
+               fmt_count(b1, n->pad_tokens), fmt_count(b2, p->pad_tokens),
+               fmt_count(b3, p->pad_tokens - n->pad_tokens));
+    else
+        printf("\n  packing removes nothing: no pad tokens either way");
 }
 
 static void print_layout_row(const char *label, const prepack_layout *l)
 {
-    char rows[32], slots[32], pad[32];
-    printf("  %-34s %14s %16s %16s %6.2f%% %11.4g\n", label,
+    char rows[32], slots[32], pad[32], share[32] = "n/a";
+    if (l->slots) /* a share of no slots is none to print */
+        snprintf(share, sizeof share, "%.2f%%", 100.0 * l->pad_fraction);
+    printf("  %-34s %14s %16s %16s %7s %11.4g\n", label,
            fmt_count(rows, l->rows), fmt_count(slots, l->slots),
-           fmt_count(pad, l->pad_tokens), 100.0 * l->pad_fraction,
-           l->attention_cost);
+           fmt_count(pad, l->pad_tokens), share, l->attention_cost);
 }
 
 static void print_overlong(const prepack_plan_stats *s,
@@ -87,13 +120,17 @@ void print_report_text(const cmd_args *a, const prepack_store *store,
     print_overlong(s, &a->plan);
     printf("  tokens packed        %s in %s items\n", fmt_count(b1, s->tokens),
            fmt_count(b2, s->items));
-    printf("  rows                 %s (lower bound %s, +%.3f%%)\n",
+    char x4[32];
+    printf("  rows                 %s (lower bound %s%s%s)\n",
            fmt_count(b1, s->rows), fmt_count(b3, s->lower_bound),
+           s->lower_bound ? ", +" : "",
            s->lower_bound
-               ? pct((double)(s->rows - s->lower_bound), (double)s->lower_bound)
-               : 0.0);
-    printf("  efficiency           %.3f%% of row capacity holds tokens\n",
-           100.0 * s->efficiency);
+               ? ratio_text(x4, sizeof x4, (double)(s->rows - s->lower_bound),
+                            (double)s->lower_bound, "%")
+               : "");
+    printf("  efficiency           %s of row capacity holds tokens\n",
+           ratio_text(x4, sizeof x4, s->efficiency * (double)s->rows,
+                      (double)s->rows, "%"));
     printf("  sequences per row    %.2f mean, %u max\n\n",
            s->mean_items_per_row, s->max_items_per_row);
 
@@ -109,27 +146,24 @@ void print_report_text(const cmd_args *a, const prepack_store *store,
     print_layout_row("packed rows (varlen attention)", &r->packed);
 
     const prepack_layout *n = &r->naive_batch, *p = &r->packed;
-    printf("\n  packing removes %s of %s naive pad tokens (%.3f%%); "
-           "computes %.3fx the token slots\n",
-           fmt_count(b1, n->pad_tokens > p->pad_tokens
-                             ? n->pad_tokens - p->pad_tokens
-                             : 0),
-           fmt_count(b2, n->pad_tokens),
-           pct((double)n->pad_tokens - (double)p->pad_tokens,
-               (double)n->pad_tokens),
-           n->slots ? (double)p->slots / (double)n->slots : 0.0);
-    printf("  attention: varlen packed is %.3fx naive batches "
-           "(dense L x L packed would be %.3fx)\n",
-           n->attention_cost > 0 ? p->attention_cost / n->attention_cost : 0,
-           n->attention_cost > 0
-               ? r->packed_dense_attention_cost / n->attention_cost
-               : 0);
+    char x1[32], x2[32];
+    print_pad_change(n, p);
+    printf("; computes %s the token slots\n",
+           ratio_text(x1, sizeof x1, (double)p->slots, (double)n->slots,
+                      "x"));
+    printf("  attention: varlen packed is %s naive batches "
+           "(dense L x L packed would be %s)\n",
+           ratio_text(x1, sizeof x1, p->attention_cost, n->attention_cost,
+                      "x"),
+           ratio_text(x2, sizeof x2, r->packed_dense_attention_cost,
+                      n->attention_cost, "x"));
     if (out) {
-        printf("  written              %s: %s rows, %s bytes (%.3fx the raw "
+        char x3[32];
+        printf("  written              %s: %s rows, %s bytes (%s the raw "
                "tokens' %s bytes%s)\n",
                out->dir, fmt_count(b1, out->rows), fmt_count(b2, out->bytes),
-               out->token_bytes ? (double)out->bytes / (double)out->token_bytes
-                                : 0.0,
+               ratio_text(x3, sizeof x3, (double)out->bytes,
+                          (double)out->token_bytes, "x"),
                fmt_count(b3, out->token_bytes),
                out->plan_only ? "; plan only: tokens stay in the inputs" : "");
         double all = t.read_s + t.plan_s + t.write_s;
