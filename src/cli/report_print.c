@@ -34,6 +34,10 @@ static void print_pad_change(const prepack_layout *n, const prepack_layout *p)
                ratio_text(pc, sizeof pc,
                           (double)(n->pad_tokens - p->pad_tokens),
                           (double)n->pad_tokens, "%"));
+    else if (n->pad_tokens == 0 && p->pad_tokens > 0)
+        printf("\n  packing removes nothing: naive batches have no pad "
+               "tokens, packed rows hold %s",
+               fmt_count(b1, p->pad_tokens));
     else if (p->pad_tokens > 0)
         printf("\n  packing removes none of %s naive pad tokens (packed "
                "rows hold %s, %s more)",
