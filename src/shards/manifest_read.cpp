@@ -430,6 +430,8 @@ int manifest_open_fail(const char *path, prepack_diag *diag)
     std::string dir(path);
     size_t slash = dir.rfind('/');
     dir = slash == std::string::npos ? "." : dir.substr(0, slash);
+    while (dir.size() > 1 && dir.back() == '/') // "set/" + "/manifest.json"
+        dir.pop_back();
     struct stat st;
     if (err == ENOENT && stat(dir.c_str(), &st) != 0 && errno == ENOENT)
         return pp_fail(diag, PREPACK_EIO, PREPACK_NO_RECORD,
