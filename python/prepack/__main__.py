@@ -274,7 +274,7 @@ def _main(argv):
         else:
             stats = stats_dataset(a.inputs, **common)
     except ValueError as e:  # DatasetError and the library's messages
-        print(f"prepack: {e}", file=sys.stderr)
+        print(f"prepack: {_native.command_words(str(e))}", file=sys.stderr)
         return 1
     except RuntimeError as e:  # no libprepack
         print(f"prepack: {e}", file=sys.stderr)

@@ -60,23 +60,35 @@ class Diag(ctypes.Structure):
 
 # The library's messages name the command's flags and, rarely, its
 # option structs' fields; in Python they read as the keyword that sets
-# the same option (pack_dataset, prepack.pack, the streams and steps):
-# the one map from one to the other.
+# the same option (pack_dataset, prepack.pack, the streams and steps),
+# and python -m prepack turns the keyword back into its flag: the one
+# map, (the library's words, the keyword, python -m prepack's flag).
 _PYTHON_WORDS = (
-    ("--overwrite, or prepack_writer_options.overwrite", "overwrite=True"),
-    ("--overwrite", "overwrite=True"),
-    ("--token-dtype uint32 or auto", "token_dtype='uint32' or 'auto'"),
-    ("--overlong drop", "overlong='drop'"),
-    ("shard_rows, --shard-rows", "shard_rows"),
-    ("prepack_writer_options.references", "references"),
+    ("--overwrite, or prepack_writer_options.overwrite", "overwrite=True",
+     "--overwrite"),
+    ("--overwrite", "overwrite=True", "--overwrite"),
+    ("--token-dtype uint32 or auto", "token_dtype='uint32' or 'auto'",
+     "--token-dtype uint32 or auto"),
+    ("--overlong drop", "overlong='drop'", "--overlong drop"),
+    ("shard_rows, --shard-rows", "shard_rows", None),
+    ("prepack_writer_options.references", "references", None),
 )
 
 
 def python_words(message):
     """A library message with the command's option names (flags, struct
     fields) as the Python keywords of the same options."""
-    for c_words, keyword in _PYTHON_WORDS:
+    for c_words, keyword, _ in _PYTHON_WORDS:
         message = message.replace(c_words, keyword)
+    return message
+
+
+def command_words(message):
+    """A message in Python's words as python -m prepack says it: the
+    keywords of python_words as the flags that set them."""
+    for _, keyword, flag in _PYTHON_WORDS:
+        if flag is not None:
+            message = message.replace(keyword, flag)
     return message
 
 

@@ -98,6 +98,7 @@ ROWS = [[1, 2, 3], [4, 5]]
 
 @pytest.fixture
 def tokens(tmp_path):
+    pq.write_table(pa.table({"input_ids": ROWS}), tmp_path / "rows.parquet")
     return _jsonl(tmp_path / "rows.jsonl", [{"input_ids": r} for r in ROWS])
 
 
@@ -130,6 +131,13 @@ def test_a_directory_not_a_set_says_what_it_holds(prepack_bin, tmp_path,
     assert f"holds {n} {said[2]} not of a shard set" in text
     assert "(overwrite=True replaces only a shard set)" in text
     assert "--" not in text and "prepack_writer_options" not in text
+    # python -m prepack: the flag again
+    q = _run([sys.executable, "-m", "prepack", "pack",
+              str(tmp_path / "rows.parquet"), "-o", str(out),
+              "--max-seq-len", "8"] + flags, 1)
+    assert f"holds {n} {said[2]} not of a shard set" in q.stderr, q.stderr
+    assert "(--overwrite replaces only a shard set)" in q.stderr
+    assert "overwrite=True" not in q.stderr
     assert sorted(os.listdir(out)) == sorted(others + ["manifest.json.tmp"])
 
 
@@ -161,10 +169,12 @@ def test_python_messages_name_keywords(tmp_path):
                                        "group": [7, 7]}), tmp_path / "b", 8)
     assert "overlong='drop' leaves them out" in str(e.value), str(e.value)
     assert "--" not in str(e.value)
-    from prepack._native import python_words
-    for c_words, keyword in __import__(
-            "prepack._native", fromlist=["_"])._PYTHON_WORDS:
-        assert python_words(f"x ({c_words}) y") == f"x ({keyword}) y"
+    from prepack import _native
+    for c_words, keyword, flag in _native._PYTHON_WORDS:
+        said = _native.python_words(f"x ({c_words}) y")
+        assert said == f"x ({keyword}) y"
+        if flag is not None:
+            assert _native.command_words(said) == f"x ({flag}) y"
 
 
 # ---- a set that is not there -----------------------------------------------
