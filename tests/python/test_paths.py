@@ -10,8 +10,9 @@ The spellings: trailing slashes (out/, out//, out/.), "." parts (./out,
 sub/./out) and ".." parts (sub/../out), each relative to a fresh
 working directory. The commands: prepack pack -o (new and --overwrite),
 verify, inspect, export -o (four formats), scan/plan/write/finalize -o;
-python -m prepack pack -o; prepack.pack_dataset, prepack.export and
-ShardSet."""
+python -m prepack pack -o; prepack.pack_dataset, prepack.export,
+ShardSet and PackedDataset. (prepack.stream and prepack.pack take no
+directory; save_tokens takes a file.)"""
 import os
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def test_pack_verify_inspect_by_every_spelling(prepack_bin, work, spelling):
     _run([prepack_bin, "verify", spelling, "--input", str(src)], cwd)
     _run([prepack_bin, "inspect", spelling, "--row", "0"], cwd)
     assert len(prepack.ShardSet(os.path.join(cwd, spelling))) == 2
+    from prepack.torch import PackedDataset
+    assert len(list(PackedDataset(os.path.join(cwd, spelling),
+                                  shuffle=False))) == 2
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
