@@ -265,6 +265,8 @@ int cmd_export(int argc, char **argv)
     /* one spelling of OUT for the child and the check: "packed/" and
      * "./packed" name packed, beside which the export is staged */
     char out[4096];
+    if (strlen(a.out) >= sizeof out)
+        return usage_error("export", "-o: path too long");
     if (!dir_path(a.out, out, sizeof out))
         return usage_error("export", "-o %s: give the directory by a path "
                                      "that names it (not ending in '..')",
