@@ -237,6 +237,8 @@ static void tokens_panel(FILE *f, double y0, const prepack_report *r)
         double pct = 100.0 * l[i]->pad_fraction;
         snprintf(t, sizeof t, pct < 1 ? "%.2f%% padding" : "%.1f%% padding",
                  pct);
+        if (!l[i]->slots) /* a share of nothing, as the text report says */
+            snprintf(t, sizeof t, "n/a: no token slots");
         text(f, x0 + real + pad + 8, y + bar_h / 2 + 4, "start", 12, t);
     }
     double ly = y0 + TOP + 3 * (bar_h + gap) + 16;

@@ -264,6 +264,11 @@ def test_the_report_prints_no_negative_ratio(prepack_bin, tmp_path, lengths,
         assert "varlen packed is n/a naive batches" in out
         assert "efficiency           n/a" in out
         assert " 0.000x" not in out and "0.00%" not in out
+        _run([prepack_bin, "stats", src, "--max-seq-len", str(L), "--svg",
+              str(tmp_path / "r.svg")], 0)
+        svg = (tmp_path / "r.svg").read_text()
+        assert svg.count("n/a: no token slots") == 3
+        assert "% padding" not in svg and "nan" not in svg.lower()
     j = json.loads(_run([prepack_bin, "stats", src, "--max-seq-len", str(L),
                          "--json"], 0).stdout)
     for layout in j["padding"].values():  # --json: 0 where nothing
