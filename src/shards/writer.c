@@ -198,6 +198,9 @@ static int dir_in_use(const char *dir, int overwrite, int *in_use,
         if (!pp_is_set_file(e->d_name) && others++ == 0)
             snprintf(other, sizeof other, "%s", e->d_name);
     }
+    for (char *c = other; *c; c++) /* one line, whatever the name holds */
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     closedir(d);
     *in_use = entries > 0;
     return entries ? in_use_fail(dir, overwrite, others, other, diag)

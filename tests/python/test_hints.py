@@ -102,7 +102,8 @@ def tokens(tmp_path):
     return _jsonl(tmp_path / "rows.jsonl", [{"input_ids": r} for r in ROWS])
 
 
-@pytest.mark.parametrize("others", [["notes.txt"], ["a.txt", "b", "c"]])
+@pytest.mark.parametrize("others", [["notes.txt"], ["a.txt", "b", "c"],
+                                    ["line\nbreak"]])
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_directory_not_a_set_says_what_it_holds(prepack_bin, tmp_path,
                                                   tokens, others, overwrite):
@@ -122,7 +123,8 @@ def test_a_directory_not_a_set_says_what_it_holds(prepack_bin, tmp_path,
     assert said, p.stderr
     assert int(said[1]) == n and said[2] == ("entry" if n == 1 else
                                              "entries")
-    assert said[3] in others
+    assert said[3] in [o.replace("\n", "?") for o in others]
+    assert len(p.stderr.strip().splitlines()) == 1
     # Python: the same, with the keyword, no flag nor C struct
     with pytest.raises(ValueError) as e:
         prepack.pack_dataset(pa.table({"input_ids": ROWS}), out, 8,
