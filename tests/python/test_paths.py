@@ -53,7 +53,8 @@ def work(tmp_path):
     (tmp_path / "in").mkdir()
     src = tmp_path / "in" / "rows.jsonl"
     src.write_text("".join('{"input_ids": %s}\n' % r for r in ROWS))
-    pq.write_table(pa.table({"input_ids": ROWS}), tmp_path / "in" / "rows.parquet")
+    pq.write_table(pa.table({"input_ids": ROWS}),
+                   tmp_path / "in" / "rows.parquet")
     cwd = tmp_path / "cwd"
     (cwd / "sub").mkdir(parents=True)
     return cwd, src
