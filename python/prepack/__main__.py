@@ -1,22 +1,29 @@
-"""python -m prepack pack|stats|export (and scan|plan|write|finalize of
-text, prepack.steps): the command line's jobs that need
-Python's libraries: pack and stats for Parquet (.parquet) and Arrow IPC
-(.arrow, .feather) inputs, and text (JSONL too) with --tokenizer, through
-prepack.pack_dataset (the options are `prepack pack`'s; errors name the
-file, row group and row, or line), and export
-of a shard set to another trainer's packed format (prepack.export).
-Exit 1 on bad input, 2 on a usage error."""
+"""python -m prepack: the prepack command's jobs that need Python's
+libraries, with its options. pack and stats read Parquet (.parquet) and
+Arrow IPC (.arrow, .feather) datasets, and text (JSONL too) with
+--tokenizer, through prepack.pack_dataset; given only JSON lines of token
+ids or Megatron token files, they run the prepack command on them, which
+reads those. export writes a shard set in another trainer's packed format
+(prepack.export); scan, plan, write and finalize are a text job's steps
+(prepack.steps).
+
+Errors name the file, row group and row, or line. Exit 1 on bad input or
+a missing optional package (one line naming the pip extra to install), 2
+on a usage error."""
 import argparse
 import json
 import os
 import sys
 
-from . import _native
+from . import _native, _optional
 
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m prepack",
-                                description=__doc__.splitlines()[0])
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("-V", "--version", action="version",
+                   version=_Version(), help="show the version (as 'prepack "
+                                            "--version')")
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("pack", "stats"):
         c = sub.add_parser(name, help=f"as 'prepack {name}', for Parquet and "
@@ -161,6 +168,41 @@ def _add_output_options(c):
                         "(the old set stays until then)")
 
 
+class _Version:
+    """`prepack --version`'s line, read from libprepack only when
+    --version is given (argparse formats it then)."""
+
+    def __str__(self):
+        try:
+            return _native.version_line()
+        except RuntimeError as e:  # no libprepack: the package's version
+            from . import __version__
+            return f"prepack {__version__} (libprepack not loaded: {e})"
+
+
+# Inputs the prepack command reads and pack_dataset does not (without
+# --tokenizer): JSON lines of token ids, Megatron .bin/.idx token files
+_COMMAND_INPUTS = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json", ".json.zst",
+                   ".json.gz", ".bin", ".idx")
+
+
+def _run_command(argv):
+    """pack or stats of token files: the prepack command on the same
+    arguments (its options are these, tests/python/test_front_ends.py);
+    its exit status."""
+    import subprocess
+    from .steps import find_command
+    try:
+        command = find_command()
+    except FileNotFoundError:
+        print("prepack: JSON lines of token ids and Megatron token files "
+              "are read by the prepack command, and none was found "
+              "($PREPACK_BIN, beside this Python or on PATH)",
+              file=sys.stderr)
+        return 1
+    return subprocess.run([command, *argv]).returncode
+
+
 def _int_in(lo, hi):
     """An argparse type: an integer in lo..hi, as the command checks."""
     def parse(text):
@@ -209,6 +251,9 @@ def main(argv=None):
         warnings.showwarning = _show_warning(warnings.showwarning)
         try:
             return _main(argv)
+        except _optional.MissingPackage as e:  # one line, the extra
+            print(f"prepack: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print("prepack: interrupted", file=sys.stderr)
             return 130
@@ -243,12 +288,17 @@ def _main(argv):
             or a.no_eos or a.text_field != "text" or a.workers
             or a.untrained != "error" or a.save_tokens):
         p.error("the text options need --tokenizer")
+    if a.command != "export" and a.tokenizer is None and all(
+            i.endswith(_COMMAND_INPUTS) for i in a.inputs):
+        return _run_command(argv)
     if a.command == "export":
         from ._shards import ShardSetError
         from .exporting import export
         try:
             n = export(a.set, a.to, a.output, pad_id=a.pad_id)
-        except ImportError as e:  # pyarrow, datasets: imported on use
+        except _optional.MissingPackage:
+            raise  # main's one line
+        except ImportError as e:  # a package's own broken import
             print(missing_package(e), file=sys.stderr)
             return 1
         except (ShardSetError, ValueError, OSError) as e:

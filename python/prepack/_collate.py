@@ -3,6 +3,8 @@ the row contract; the derived fields match include/prepack.h)."""
 
 import numpy as np
 
+from . import _optional
+
 IGNORE_INDEX = -100  # PyTorch cross-entropy's ignore_index
 INT32_MAX = 2**31 - 1  # cu_seqlens are int32
 FORMS = ("varlen", "hf", "flex", "padded", "megatron")
@@ -121,7 +123,7 @@ def flex_mask_mod(doc_ids):
 
 
 def _to_torch(batch):
-    import torch
+    torch = _optional.require("torch", "torch", "tensors='pt'")
 
     def tensor(v):
         if v.dtype in (np.uint16, np.uint32, np.uint64):
@@ -195,7 +197,8 @@ def cp_split(batch, cp_rank, cp_size):
         if key not in ("cu_seqlens", "cu_seqlens_padded", "cu_seq_lens_q",
                        "cu_seq_lens_k") and len(shape) and shape[-1] == total:
             if hasattr(value, "index_select"):  # torch
-                import torch
+                torch = _optional.require("torch", "torch",
+                                          "a torch batch")
                 out[key] = value.index_select(-1, torch.from_numpy(index))
             else:
                 out[key] = value[..., index]

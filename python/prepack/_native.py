@@ -315,6 +315,7 @@ def _signatures():
     diag, out = ctypes.POINTER(Diag), ctypes.POINTER(ctypes.c_void_p)
     return {
         "prepack_version": ([], ctypes.c_char_p),
+        "prepack_dependency_version": ([ctypes.c_char_p], ctypes.c_char_p),
         # enum names and numbers (enum_value, dtype_name)
         "prepack_algo_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
         "prepack_overlong_parse": ([ctypes.c_char_p, ctypes.POINTER(i)], i),
@@ -415,6 +416,18 @@ def _bundled():
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "libprepack.so")
     return path if os.path.exists(path) else None
+
+
+def version_line():
+    """`prepack --version`'s line, from the library: its version and the
+    versions of the libraries it uses."""
+    lib = library()
+
+    def dep(name):
+        return (lib.prepack_dependency_version(name.encode()) or b"?").decode()
+    deps = ", ".join(f"{name} {dep(name)}"
+                     for name in ("zstd", "msgpack-c", "simdjson", "xxhash"))
+    return f"prepack {lib.prepack_version().decode()} ({deps})"
 
 
 def library():

@@ -11,6 +11,8 @@ rate. Writing: rows written of the plan's, rows/s and the time left."""
 import sys
 import time
 
+from . import _optional
+
 EVERY = 0.2  # seconds between two updates, as the command's
 CLEAR = "\r\033[K"  # to the line's start, erase it
 
@@ -151,7 +153,7 @@ def text_bytes(batch, fields):
     """UTF-8 bytes of the strings under `fields` of a pyarrow RecordBatch
     (Arrow's string lengths, at any depth) or of the rows a batch's
     to_pylist() gives (a string, a list of strings or of objects)."""
-    import pyarrow as pa
+    pa = _optional.require("pyarrow", "text", "text in")
     names = [f for f in fields if f in batch.schema.names]
     if isinstance(batch, pa.RecordBatch):
         return sum(_arrow_bytes(batch.column(n)) for n in names)
@@ -160,8 +162,8 @@ def text_bytes(batch, fields):
 
 
 def _arrow_bytes(array):
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    pa = _optional.require("pyarrow", "text", "text in")
+    pc = _optional.require("pyarrow.compute", "text", "text in")
     t = array.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         total = pc.sum(pc.binary_length(array)).as_py()

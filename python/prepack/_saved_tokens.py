@@ -27,6 +27,8 @@ import struct
 
 import numpy as np
 
+from . import _optional
+
 _JSONL = (".jsonl", ".jsonl.zst", ".jsonl.gz")
 _MEGATRON = (".bin", ".idx")
 # Megatron's index (megatron/core/datasets/indexed_dataset.py): magic,
@@ -260,8 +262,8 @@ class _SavedJsonl(_Saved):
         """Rows' lines, formatted by Arrow's kernels (a number a token
         costs no Python call): the ids and the mask cast to text, joined
         with commas a row, then each row's line assembled."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        pa = _optional.require("pyarrow", "text", "save_tokens")
+        pc = _optional.require("pyarrow.compute", "text", "save_tokens")
         offs = pa.array(offsets, pa.int64())
 
         def constant(text):

@@ -26,6 +26,8 @@ import os
 import re
 import threading
 
+from . import _optional
+
 ENDOFTEXT = "<|endoftext|>"
 _MAX_RANK = 2**32 - 2  # ids are uint32, the largest left for a special
 _INTERVAL = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}(\+)?")
@@ -46,7 +48,8 @@ def encoding_name(path):
 
 def names():
     """The encodings the installed tiktoken defines."""
-    from tiktoken_ext import openai_public
+    openai_public = _optional.require("tiktoken_ext.openai_public",
+                                      "text", "a tiktoken file")
     return sorted(openai_public.ENCODING_CONSTRUCTORS)
 
 
@@ -94,7 +97,8 @@ def encoding_spec(name, ranks):
     know. Its constructor runs with its loaders answering these ranks; the
     lock keeps two loads apart (a tiktoken.get_encoding in another thread
     meanwhile would see them too)."""
-    from tiktoken_ext import openai_public as op
+    op = _optional.require("tiktoken_ext.openai_public", "text",
+                           "a tiktoken file")
     constructor = op.ENCODING_CONSTRUCTORS.get(name)
     if constructor is None:
         return None
@@ -119,12 +123,7 @@ def load(path):
     its `tiktoken_encoding`."""
     path = os.fspath(path)
     name = encoding_name(path)
-    try:
-        known = names()
-    except ImportError:
-        raise TiktokenError(f"{path}: a tiktoken file needs the tiktoken "
-                            f"package (pip install 'prepack[text]')") \
-            from None
+    known = names()  # without tiktoken: MissingPackage, naming [text]
     if name not in known:
         raise TiktokenError(
             f"{path}: a tiktoken file is named for its encoding, and "
@@ -147,13 +146,13 @@ def load(path):
     if clash:
         raise TiktokenError(f"{path}: rank {min(clash)} is {name}'s special "
                             f"token id too (another encoding's file?)")
-    from transformers import PreTrainedTokenizerFast
-    tok = PreTrainedTokenizerFast(
+    fast = _optional.require("transformers", "text", "a tiktoken file")
+    tok = fast.PreTrainedTokenizerFast(
         tokenizer_object=_bpe(ranks, spec["pat_str"], special),
         eos_token=ENDOFTEXT if ENDOFTEXT in special else None)
     # tiktoken's own encoder beside it: the same ids for text (tested),
     # several times faster; prepack.text encodes plain text with it
-    import tiktoken
+    tiktoken = _optional.require("tiktoken", "text", "a tiktoken file")
     tok.tiktoken_encoding = tiktoken.Encoding(
         name, pat_str=spec["pat_str"], mergeable_ranks=ranks,
         special_tokens=special)
@@ -162,9 +161,13 @@ def load(path):
 
 def _bpe(ranks, pattern, special):
     """The byte-level BPE tokenizers.Tokenizer that encodes as tiktoken."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models
-    from tokenizers import pre_tokenizers
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    tk = _optional.require("tokenizers", "text", "a tiktoken file")
+    AddedToken, Regex, Tokenizer = tk.AddedToken, tk.Regex, tk.Tokenizer
+    decoders, models = tk.decoders, tk.models
+    pre_tokenizers = tk.pre_tokenizers
+    bytes_to_unicode = _optional.require(
+        "transformers.convert_slow_tokenizer", "text",
+        "a tiktoken file").bytes_to_unicode
     byte = bytes_to_unicode()  # GPT-2's printable stand-ins for bytes
     table = {b: byte[b] for b in range(256)}
     vocab = {t.decode("latin-1").translate(table): r

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import _native
+from . import _native, _optional
 from ._progress import Progress
 from ._report_svg import write_report_svg
 from ._saved_tokens import open_saved
@@ -79,11 +79,19 @@ def _wanted(names, column, optional, where):
     return have + [c for c in optional if c and c in names and c not in have]
 
 
+_ARROW_INPUTS = "Parquet, Arrow and Hugging Face datasets"
+
+
+def _arrow():
+    """pyarrow, or MissingPackage naming the extra that installs it."""
+    return _optional.require("pyarrow", "arrow", _ARROW_INPUTS)
+
+
 def _file_batches(path, column, optional, batch_rows):
     """(path, unit, unit index, first row, RecordBatch) of a Parquet file
     (a row group at a time) or an Arrow IPC file or stream."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = _arrow()
+    pq = _optional.require("pyarrow.parquet", "arrow", _ARROW_INPUTS)
     if not os.path.exists(path):
         raise DatasetError(f"cannot open {path}: no such file")
     if path.endswith(".parquet"):
@@ -121,7 +129,7 @@ def _file_batches(path, column, optional, batch_rows):
 def _list_column(batch, name, where):
     """A list<integer> column as (values ndarray, offsets int64 ndarray
     from 0), or DatasetError naming what is wrong."""
-    import pyarrow as pa
+    pa = _arrow()
     arr = batch.column(name)
     t = arr.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or \
@@ -459,7 +467,7 @@ class _Text:
         records kept. Also self.kept (the rows kept, None when all are)
         and self.breaks (per row kept, whether it may not join the row
         kept before it: a dropped record between them broke the group)."""
-        import pyarrow as pa
+        pa = _arrow()
         records = [{k: v for k, v in row.items()
                     if v is not None and k != group}
                    for row in batch.to_pylist()]
@@ -602,7 +610,7 @@ def _read_batches(lib, store, source, column, loss_mask, labels, read_rows,
 def _source_name(source, most=3):
     """The source for a message: its files (the first few), or "the
     table" / "the dataset"."""
-    import pyarrow as pa
+    pa = _arrow()
     if isinstance(source, pa.Table):
         return "the table"
     if hasattr(source, "with_format") and hasattr(source, "iter"):
@@ -631,7 +639,7 @@ def _batches_with_optional(source, column, optional, read_rows):
     """(input number, name, unit, unit index, first row, batch): the
     source's record batches, holding the token column and whichever of the
     mask columns the source (or each file) has."""
-    import pyarrow as pa
+    pa = _arrow()
     if isinstance(source, dict) or type(source).__name__ in (
             "DatasetDict", "IterableDatasetDict"):
         raise DatasetError("a dict of splits: pass one split, e.g. "
@@ -681,7 +689,7 @@ class _Records:
         return self.records
 
     def column(self, name):
-        import pyarrow as pa
+        pa = _arrow()
         return pa.array([r.get(name) for r in self.records])
 
     def slice(self, offset, length):

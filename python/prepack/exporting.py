@@ -26,6 +26,7 @@ import stat
 
 import numpy as np
 
+from . import _optional
 from ._files import beside
 from ._shards import ShardSet
 
@@ -49,7 +50,7 @@ def _hf_columns(shards, rows):
 
 
 def _table(ids, lengths, labels):
-    import pyarrow as pa
+    pa = _optional.require("pyarrow", "arrow", "export --to hf")
     columns = {"input_ids": pa.array([a.tolist() for a in ids],
                                      type=pa.list_(pa.int64())),
                "seq_lengths": pa.array([a.tolist() for a in lengths],
@@ -145,8 +146,10 @@ def _write_nemo(shards, to, tmp, pad_id=None):
         array[:] = packs
         np.save(os.path.join(tmp, f"training_{L}.npy"), array, allow_pickle=True)
     else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        pa = _optional.require("pyarrow", "arrow",
+                               "export --to nemo-parquet")
+        pq = _optional.require("pyarrow.parquet", "arrow",
+                               "export --to nemo-parquet")
         table = pa.table({
             "input_ids": pa.array([p["input_ids"] for p in packs], type=pa.list_(pa.int32())),
             "loss_mask": pa.array([[int(x) for x in p["loss_mask"]] for p in packs],
@@ -242,13 +245,15 @@ def _write(shards, to, tmp, rows_per_file, pad_id=None):
     if to.startswith("nemo"):
         _write_nemo(shards, to, tmp, pad_id)
     elif to == "hf":
-        from datasets import Dataset, concatenate_datasets
+        hf = _optional.require("datasets", "hf", "export --to hf")
+        Dataset, concatenate_datasets = hf.Dataset, hf.concatenate_datasets
         parts = [Dataset(_table(*_hf_columns(shards, range(lo, min(n, lo + rows_per_file)))))
                  for lo in range(0, max(n, 1), rows_per_file)]
         ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
         ds.save_to_disk(tmp)
     else:
-        import pyarrow.parquet as pq
+        pq = _optional.require("pyarrow.parquet", "arrow",
+                               "export --to hf-parquet")
         files = max(1, -(-n // rows_per_file))
         for f in range(files):
             lo = f * rows_per_file

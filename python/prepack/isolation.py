@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _optional
 from ._collate import collate
 
 
@@ -80,7 +81,7 @@ def check_isolation(model, sequences, form="hf", rtol=1e-5,
 
     Returns an IsolationReport; report.leaks is True when some token's
     output differs by more than rtol times the largest output."""
-    import torch
+    torch = _optional.require("torch", "torch", "check_isolation")
 
     if form not in ("hf", "padded"):
         raise ValueError(f"form must be 'hf' or 'padded', not {form!r}")

@@ -17,7 +17,7 @@ import ctypes
 
 import numpy as np
 
-from . import _native
+from . import _native, _optional
 
 
 _copy = _native.copy_array
@@ -49,7 +49,7 @@ class PackedPrompts:
         self.attention_mask_4d = (same & np.tri(C, dtype=bool))[:, None]
 
     def to_torch(self):
-        import torch
+        torch = _optional.require("torch", "torch", "prefill tensors")
         for name in ("input_ids", "position_ids", "prompt_index", "cu_seqlens",
                      "attention_mask_4d"):
             setattr(self, name, torch.from_numpy(getattr(self, name)))
@@ -60,7 +60,7 @@ class PackedPrompts:
         flat = logits.reshape(self.rows * self.capacity, logits.shape[-1])
         idx = self.last_index
         if _is_torch(logits):
-            import torch
+            torch = _optional.require("torch", "torch", "prefill tensors")
             return flat.index_select(0, torch.as_tensor(idx, device=flat.device))
         return flat[idx]
 
@@ -91,14 +91,14 @@ class PackedPrompts:
             shape = list(t.shape)
             shape[dim] = longest - n
             if _is_torch(t):
-                import torch
+                torch = _optional.require("torch", "torch", "prefill tensors")
                 pad = torch.full(shape, pad_value, dtype=t.dtype, device=t.device)
                 items.append(torch.cat([pad, t], dim=dim))
             else:
                 items.append(np.concatenate([np.full(shape, pad_value, t.dtype), t],
                                             axis=dim))
         if items and _is_torch(items[0]):
-            import torch
+            torch = _optional.require("torch", "torch", "prefill tensors")
             return torch.stack(items), torch.from_numpy(mask)
         return np.stack(items), mask
 

@@ -8,8 +8,8 @@ indices and retries: a task whose worker dies (a node lost, a process
 killed) is rerun by Ray (`max_retries`), and a rerun of a task whose output
 is already there and verifies does nothing. Paths must be the same on
 every node (a shared file system), and the `prepack` command must be on
-the nodes (pip install prepack puts it beside the Python that runs Ray's
-workers; or give `prepack_bin`).
+the nodes (pip install prepack-tokens puts it beside the Python that runs
+Ray's workers; or give `prepack_bin`).
 
     import ray, prepack.steps
     ray.init()
@@ -28,6 +28,8 @@ import os
 import shutil
 import subprocess
 import sys
+
+from . import _optional
 
 __all__ = ["pack", "scan_text", "text_key", "StepError"]
 
@@ -79,8 +81,8 @@ def find_command(prepack_bin=None):
                       shutil.which("prepack")):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise FileNotFoundError("no prepack command: pip install prepack on every node, "
-                            "or pass prepack_bin=")
+    raise FileNotFoundError("no prepack command: pip install prepack-tokens "
+                            "on every node, or pass prepack_bin=")
 
 
 def run_step(prepack_bin, step, args, task=None):
@@ -146,7 +148,7 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
         args += ["--text-key", text_key(**{k: v for k, v in text.items()
                                            if k != "workers"})]
     bin_ = find_command(prepack_bin)
-    import ray
+    ray = _optional.require("ray", "ray", "prepack.steps.pack")
 
     if not ray.is_initialized():
         ray.init()
@@ -317,6 +319,11 @@ def scan_text(inputs, out_dir, task, task_count, *, token_dtype="auto",
                             f"Arrow in one process (pack_dataset)")
     key = text_key(group=group, **{k: v for k, v in text_options.items()
                                    if k != "workers"})
+    # a missing package before the job's directory is made
+    _optional.require("pyarrow", "text", "text in steps")
+    _optional.require("transformers", "text", "text in steps")
+    if not os.path.isdir(os.fspath(text_options.get("tokenizer", ""))):
+        _optional.require("tiktoken", "text", "a tiktoken file")
     lib = _native.library()
     o, keep = _step_options(inputs, token_dtype, key)
     ranges = (_native.StepRange * max(1, len(inputs)))()

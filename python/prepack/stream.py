@@ -18,13 +18,16 @@ import os
 
 import numpy as np
 
-from . import _native
+from . import _native, _optional
 from ._collate import collate
+from ._loader import PackedBatch, guard
 
-try:  # a DataLoader-ready class when torch is there
-    from torch.utils.data import IterableDataset as _Base
-    from torch.utils.data import get_worker_info as _worker_info
-except ImportError:  # pragma: no cover - torch is optional
+_data = _optional.find("torch.utils.data")
+if _data is not None:  # a DataLoader-ready class when torch is there
+    _Base, _worker_info = _data.IterableDataset, _data.get_worker_info
+    # DataLoader(dataset) without batch_size=None: an error saying so
+    guard(_optional.find("torch.utils.data._utils.collate"))
+else:  # pragma: no cover - torch is optional
     _Base = object
 
     def _worker_info():
@@ -382,7 +385,7 @@ class StreamingPackedDataset(_Base):
                 n += 1
                 if info is None:
                     self._yielded = n
-                yield batch
+                yield PackedBatch(batch)
         finally:
             packer.close()
 

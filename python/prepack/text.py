@@ -34,6 +34,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from . import _optional
+
 ROLES = ("system", "developer", "user", "assistant", "tool")
 UNTRAINED = ("error", "drop")
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -68,9 +70,10 @@ def load_tokenizer(path, chat_template=None):
                         f"Face tokenizer: tokenizer.json and "
                         f"tokenizer_config.json) or tiktoken file")
     else:
-        from transformers import AutoTokenizer
+        auto = _optional.require("transformers", "text",
+                                 "a Hugging Face tokenizer")
         try:
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tok = auto.AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as e:
             raise TextError(f"{path}: cannot load the tokenizer ({e})") \
                 from None
@@ -151,10 +154,10 @@ class Tokenize:
         own = _template_text(self.tok)
         if own is not None and _GENERATION.search(own):
             return None
-        try:
-            from trl.chat_template_utils import get_training_chat_template
-        except ImportError:
+        trl = _optional.find("trl.chat_template_utils")
+        if trl is None:
             return None
+        get_training_chat_template = trl.get_training_chat_template
         try:
             patched = get_training_chat_template(self.tok)
         except Exception:  # a template TRL does not know

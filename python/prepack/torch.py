@@ -16,10 +16,17 @@ rank's share each epoch.
 """
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from . import _optional
+from ._loader import PackedBatch, guard
 from ._shards import ShardSet
+
+torch = _optional.require("torch", "torch", "prepack.torch")
+_data = _optional.require("torch.utils.data", "torch", "prepack.torch")
+Dataset, IterableDataset = _data.Dataset, _data.IterableDataset
+get_worker_info = _data.get_worker_info
+# DataLoader(dataset) without batch_size=None: an error saying so
+guard(_optional.find("torch.utils.data._utils.collate"))
 
 
 # A state_dict is untrusted (docs/DESIGN.md's threat model): its fields,
@@ -269,7 +276,7 @@ class PackedDataset(IterableDataset):
             batch = shards.batch(pick, self.form, tensors="pt",
                                  **self.collate_options)
             self._yielded += 1
-            yield batch
+            yield PackedBatch(batch)
 
 
 class PackedMapDataset(Dataset):

@@ -63,7 +63,8 @@ static const char export_help[] =
  * (argv[1]) and, outside a venv, the user's own site-packages (under the
  * home directory: PYTHONUSERBASE, which -I does not clear for site's
  * functions, could name the working directory) put back on sys.path,
- * then prepack's command line; a missing package is one line. */
+ * then prepack's command line; a missing package is one line (prepack's
+ * own, or an optional one: prepack._optional names the pip extra). */
 static const char child_program[] =
     "import os, site, sys\n"
     "sys.path[:0] = [p for p in sys.argv.pop(1).split(os.pathsep)\n"
@@ -79,8 +80,9 @@ static const char child_program[] =
     "    from prepack.__main__ import main\n"
     "except ImportError as e:\n"
     "    n = (e.name or 'prepack').split('.')[0]\n"
+    "    d = 'prepack-tokens' if n == 'prepack' else n\n"
     "    sys.exit(f'prepack export: {sys.executable} cannot import {n} '\n"
-    "             f'({e}): pip install {n}')\n"
+    "             f'({e}): pip install {d}')\n"
     "sys.exit(main())\n";
 
 typedef struct export_args {

@@ -24,7 +24,7 @@ want = sys.argv[1]
 lib = prepack._native.library()
 assert os.path.dirname(lib._name) == os.path.dirname(prepack.__file__), lib._name
 assert prepack.__version__ == want, (prepack.__version__, want)
-assert importlib.metadata.version("prepack") == want
+assert importlib.metadata.version("prepack-tokens") == want  # the distribution
 lib.prepack_version.restype = __import__("ctypes").c_char_p
 assert lib.prepack_version().decode() == want, lib.prepack_version()
 rows = prepack.pack([[1, 2, 3], [4, 5], [6]], max_seq_len=4)

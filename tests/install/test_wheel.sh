@@ -16,10 +16,11 @@ wheel=$(PYTHON="$python" bash "$src/scripts/wheel.sh" "$tmp/dist" 2>/dev/null | 
 "$tmp/venv/bin/pip" install -q "$wheel" 2>&1 | grep -v "WARNING: Location" || true
 site=$("$tmp/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 allowed='linux-vdso|ld-linux|libc\.so|libm\.so|libgcc_s|libstdc\+\+|libz\.so|libpthread|libdl'
-# the command: an ELF in bin/, or (auditwheel moves it) in prepack.scripts/
-# behind a launcher script
+# the command: an ELF in bin/, or (auditwheel moves it) in
+# DISTRIBUTION.scripts/ (prepack_tokens.scripts) behind a launcher script
 cli=$tmp/venv/bin/prepack
-[ "$(head -c 2 "$cli")" = "#!" ] && cli=$site/prepack.scripts/prepack
+[ "$(head -c 2 "$cli")" = "#!" ] &&
+    cli=$(ls "$site"/*.scripts/prepack 2>/dev/null | head -n 1)
 for elf in "$site/prepack/libprepack.so" "$cli"; do
     [ -f "$elf" ] || { echo "FAIL: $elf missing from the wheel"; exit 1; }
     outside=$(ldd "$elf" | grep -vE "$allowed" | grep -v "$site" || true)
