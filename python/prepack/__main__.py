@@ -21,13 +21,19 @@ from . import _native, _optional
 def _parser():
     p = argparse.ArgumentParser(prog="python -m prepack",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("-V", "--version", action="version",
-                   version=_Version(), help="show the version (as 'prepack "
-                                            "--version')")
+    p.add_argument("-V", "--version", action=_Version, nargs=0,
+                   help="show the version (as 'prepack --version')")
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("pack", "stats"):
-        c = sub.add_parser(name, help=f"as 'prepack {name}', for Parquet and "
-                                      f"Arrow inputs")
+        c = sub.add_parser(
+            name, help=f"as 'prepack {name}': Parquet, Arrow and text "
+                       f"(--tokenizer); token files through the command",
+            description=f"'prepack {name}' of Parquet (.parquet) and Arrow "
+                        f"IPC (.arrow, .feather) datasets, and of text "
+                        f"(JSONL, Parquet, Arrow) with --tokenizer, with "
+                        f"the command's options; JSON lines of token ids "
+                        f"and Megatron token files are read by the "
+                        f"prepack command, which this runs on them.")
         _add_job_options(c, pack=name == "pack")
     e = sub.add_parser("export", help="a shard set into another trainer's "
                                       "packed format (docs/EXPORT.md)")
@@ -168,16 +174,18 @@ def _add_output_options(c):
                         "(the old set stays until then)")
 
 
-class _Version:
-    """`prepack --version`'s line, read from libprepack only when
-    --version is given (argparse formats it then)."""
+class _Version(argparse.Action):
+    """--version: `prepack --version`'s line, read from libprepack (only
+    when asked), then exit 0."""
 
-    def __str__(self):
+    def __call__(self, parser, namespace, values, option_string=None):
         try:
-            return _native.version_line()
+            line = _native.version_line()
         except RuntimeError as e:  # no libprepack: the package's version
             from . import __version__
-            return f"prepack {__version__} (libprepack not loaded: {e})"
+            line = f"prepack {__version__} (libprepack not loaded: {e})"
+        print(line)
+        parser.exit()
 
 
 # Inputs the prepack command reads and pack_dataset does not (without

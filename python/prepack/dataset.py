@@ -626,7 +626,8 @@ def _untokenized(path):
     and what to run instead."""
     tokens = (f"JSON lines of token ids and Megatron or llm.c token "
               f"files are the prepack command's input (prepack pack "
-              f"{path})")
+              f"{path}, or prepack stats; python -m prepack runs it when "
+              f"every input is one)")
     if not path.endswith(_JSONL):
         return f"{path}: {tokens}"
     return (f"{path}: JSON lines without a tokenizer: text or "

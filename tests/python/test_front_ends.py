@@ -225,3 +225,92 @@ def test_export_options_in_both_front_ends(prepack_bin):
     c, py = options(p.stdout), module_options("export")
     assert "--pad-id" in c and "--to" in c
     assert sorted(c) == sorted(py)
+
+
+# ---- python -m prepack's own surface (issue 29) -------------------------
+
+def test_version_is_the_commands(prepack_bin):
+    """python -m prepack --version prints `prepack --version`'s line."""
+    c = subprocess.run([prepack_bin, "--version"], capture_output=True,
+                       text=True, timeout=30)
+    py = subprocess.run([sys.executable, "-m", "prepack", "--version"],
+                        capture_output=True, text=True, timeout=60, env=ENV)
+    if "libprepack not loaded" in py.stdout:
+        pytest.skip("no libprepack (sanitizer builds cannot load it)")
+    assert c.returncode == py.returncode == 0, py.stderr
+    assert py.stdout == c.stdout and c.stdout.startswith("prepack ")
+
+
+@pytest.mark.parametrize("cmd", [[], ["pack"], ["stats"]])
+def test_help_descriptions_are_whole_sentences(cmd):
+    """Each --help's description is whole: it ends a sentence, and names
+    what the module reads."""
+    p = subprocess.run([sys.executable, "-m", "prepack", *cmd, "--help"],
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert p.returncode == 0, p.stderr
+    text = p.stdout.split("\n\n")[1]  # after the usage
+    assert text.rstrip().endswith("."), text
+    assert "Parquet" in text and "token" in text, text
+
+
+def _jsonl(path, seqs):
+    path.write_text("".join(json.dumps({"input_ids": s}) + "\n"
+                            for s in seqs))
+    return path
+
+
+def test_token_files_are_read_as_the_command_reads_them(prepack_bin,
+                                                        tmp_path):
+    """python -m prepack stats|pack of JSON lines of token ids (no
+    --tokenizer): the command's output, exit status and shard set, as
+    `prepack stats|pack` on the same arguments, errors included."""
+    seqs = [list(range(1, n + 1)) for n in (5, 17, 3, 30, 12, 9, 1, 26)]
+    good = _jsonl(tmp_path / "corpus.jsonl", seqs)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input_ids": [1, 2]}\n{"text": "words"}\n')
+    env = dict(ENV, PREPACK_BIN=prepack_bin)
+
+    def both(*args):
+        c = subprocess.run([prepack_bin, *args], capture_output=True,
+                           text=True, timeout=60)
+        py = subprocess.run([sys.executable, "-m", "prepack", *args],
+                            capture_output=True, text=True, timeout=60,
+                            env=env)
+        return c, py
+    c, py = both("stats", str(good), "--max-seq-len", "32", "--json")
+    assert c.returncode == py.returncode == 0, py.stderr
+    figures = [json.loads(p.stdout) for p in (c, py)]
+    for f in figures:
+        del f["timings"]  # seconds, measured
+    assert figures[0] == figures[1]
+    assert figures[1]["inputs"][0]["sequences"] == len(seqs)
+    for args in (["stats", str(good), "--max-seq-len", "32",
+                  "--pad-multiple", "4", "--quiet"],
+                 ["stats", str(bad), "--max-seq-len", "32"],
+                 ["stats", str(good), "--max-seq-len", "8"]):
+        c, py = both(*args)
+
+        def untimed(text):
+            return [ln for ln in text.splitlines()
+                    if not ln.lstrip().startswith("time ")]
+        assert (py.returncode, untimed(py.stdout), py.stderr) == \
+            (c.returncode, untimed(c.stdout), c.stderr), args
+    assert both("stats", str(bad), "--max-seq-len", "32")[1].returncode == 1
+    # a dataset beside them stays pack_dataset's: it refuses token files
+    mixed = both("stats", str(good), str(tmp_path / "x.parquet"),
+                 "--max-seq-len", "32")[1]
+    assert mixed.returncode == 1 and "prepack stats" in mixed.stderr
+    c = subprocess.run([prepack_bin, "pack", str(good), "-o",
+                        str(tmp_path / "a"), "--max-seq-len", "32",
+                        "--quiet"], capture_output=True, timeout=60)
+    py = subprocess.run([sys.executable, "-m", "prepack", "pack", str(good),
+                         "-o", str(tmp_path / "b"), "--max-seq-len", "32",
+                         "--quiet"], capture_output=True, text=True,
+                        timeout=60, env=env)
+    assert c.returncode == 0 and py.returncode == 0, py.stderr
+    assert sorted(os.listdir(tmp_path / "a")) == \
+        sorted(os.listdir(tmp_path / "b"))
+    for name in os.listdir(tmp_path / "a"):
+        if name != "manifest.json":
+            assert (tmp_path / "a" / name).read_bytes() == \
+                (tmp_path / "b" / name).read_bytes(), name
