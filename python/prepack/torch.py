@@ -12,7 +12,9 @@ The dataset yields whole batches (batch_rows rows collated) so that a
 DataLoader with batch_size=None hands them out in the same order whatever
 num_workers is: worker w of W builds batches w, w + W, ... and the
 DataLoader takes them round robin. Across ranks every row is in exactly one
-rank's share each epoch.
+rank's share each epoch. A DataLoader with another batch_size (its default
+is 1) would stack batches into one with an extra dimension: it is refused
+with a message saying batch_size=None (_loader.py).
 """
 
 import numpy as np
