@@ -123,7 +123,10 @@ def load(path):
     its `tiktoken_encoding`."""
     path = os.fspath(path)
     name = encoding_name(path)
-    known = names()  # without tiktoken: MissingPackage, naming [text]
+    try:
+        known = names()
+    except _optional.MissingPackage as e:  # the file named, and [text]
+        raise TiktokenError(f"{path}: {e}") from None
     if name not in known:
         raise TiktokenError(
             f"{path}: a tiktoken file is named for its encoding, and "

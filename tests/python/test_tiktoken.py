@@ -310,6 +310,6 @@ def test_without_tiktoken_the_error_says_what_to_install(r50k, monkeypatch):
     for name in ("tiktoken_ext", "tiktoken_ext.openai_public"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     with pytest.raises(ptext.TextError, match=r"r50k_base\.tiktoken: a "
-                       r"tiktoken file needs the tiktoken package \(pip "
-                       r"install 'prepack\[text\]'\)"):
+                       r"tiktoken file needs the Python package 'tiktoken' "
+                       r"\(.*\): pip install 'prepack-tokens\[text\]'$"):
         ptext.load_tokenizer(r50k)
