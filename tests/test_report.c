@@ -151,6 +151,53 @@ static void test_svg(void **state)
     prepack_plan_free(p);
 }
 
+/* The length histogram's count axis is logarithmic: a few sequences far
+ * past L, beside thousands of short ones, still draw a bar one can see
+ * (on a linear axis 3 of 5,003 is a tenth of a pixel). */
+static void test_svg_long_tail_visible(void **state)
+{
+    (void)state;
+    enum { N = 5003 };
+    static uint32_t len[N];
+    for (size_t i = 0; i < N; i++)
+        len[i] = i < 5000 ? 50 : 5000; /* 3 sequences 39x past L */
+    prepack_plan_options o = {.max_seq_len = 128,
+                              .overlong = PREPACK_OVERLONG_SPLIT};
+    prepack_plan *p = NULL;
+    assert_int_equal(prepack_plan_create(&p, len, N, &o, NULL), PREPACK_OK);
+    prepack_report r;
+    assert_int_equal(prepack_report_compute(p, len, N, 8, &r), PREPACK_OK);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    assert_int_equal(prepack_report_write_svg(&r, p, len, N, f), PREPACK_OK);
+    fclose(f);
+    /* the lengths panel (the first 300 px) holds only its bars: the one
+     * furthest right is the last bin, where the tail goes */
+    double last_x = -1, last_h = 0, tallest = 0;
+    for (const char *q = buf; (q = strstr(q, "<rect x=")); q++) {
+        double x, y, w, h;
+        char fill[16];
+        if (sscanf(q, "<rect x=\"%lf\" y=\"%lf\" width=\"%lf\" "
+                      "height=\"%lf\" fill=\"%15[^\"]\"",
+                   &x, &y, &w, &h, fill) != 5 ||
+            y >= 300)
+            continue;
+        tallest = h > tallest ? h : tallest;
+        if (x > last_x) {
+            last_x = x;
+            last_h = h;
+        }
+    }
+    assert_true(last_x > 800);  /* the last of 48 bins */
+    assert_true(last_h >= 10);  /* visible: 16% of the 5,000-count bar */
+    assert_true(tallest > 150); /* the 5,000 short ones near the top */
+    assert_true(last_h < tallest);
+    assert_non_null(strstr(buf, "sequences (log scale)"));
+    free(buf);
+    prepack_plan_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_rejects_other_lengths),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_svg),
+        cmocka_unit_test(test_svg_long_tail_visible),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

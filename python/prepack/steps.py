@@ -11,10 +11,13 @@ every node (a shared file system), and the `prepack` command must be on
 the nodes (pip install prepack-tokens puts it beside the Python that runs
 Ray's workers; or give `prepack_bin`).
 
-    import ray, prepack.steps
-    ray.init()
+    import prepack.steps
     report = prepack.steps.pack(["a.jsonl", "b.bin"], "shards/",
-                                      max_seq_len=4096, tasks=64)
+                                max_seq_len=4096, tasks=64)
+
+starts a local Ray when none is initialized (ray.init(address=address):
+RAY_ADDRESS or a cluster `ray start` began on this machine, else a new
+local one), or runs on the one the caller initialized.
 
 Text (tokenizer=..., docs/SCALE.md "Text in steps"): each scan task
 tokenizes its part in the Ray worker (scan_text, also `python -m prepack
@@ -127,7 +130,8 @@ def _scan_text_task(inputs, out_dir, task, tasks, token_dtype, text):
 
 
 def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=1,
-         max_retries=3, prepack_bin=None, ray_remote_args=None, **options):
+         max_retries=3, prepack_bin=None, ray_remote_args=None, address=None,
+         **options):
     """Packs `inputs` into the shard set `out_dir` with pack's options
     (algo, overlong, max_seqs_per_row, shuffle, seed, rows_per_frame,
     shard_rows, level, token_dtype, format, field, doc_sep, sep_position,
@@ -135,7 +139,11 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
     (default: the cluster's CPUs) and `write_tasks` write tasks (default:
     tasks). Each write task compresses on `threads` threads. Returns the
     finalize step's result (rows, shards, bytes) with every step's under
-    "steps". Needs Ray (pip install ray) and a running or local cluster.
+    "steps". Needs Ray (pip install ray). When Ray is not initialized,
+    ray.init(address=address): address None joins the cluster RAY_ADDRESS
+    names or one `ray start --head` began on this machine, else starts a
+    local Ray, as Ray's own examples do; "auto" or "HOST:6379" joins that
+    cluster or fails (docs/SCALE.md).
 
     Text: with `tokenizer` (a path every node reads) and the other text
     options of pack_dataset (chat_template, assistant_only_loss,
@@ -151,7 +159,7 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
     ray = _optional.require("ray", "ray", "prepack.steps.pack")
 
     if not ray.is_initialized():
-        ray.init()
+        ray.init(address=address)
     if tasks is None:
         tasks = max(1, int(ray.cluster_resources().get("CPU", 1)))
     write_tasks = tasks if write_tasks is None else write_tasks

@@ -81,6 +81,15 @@ int plan_and_report(cmd_args *a, const lengths_source *src, prepack_plan **plan,
 
 /* ---- report_print.c ------------------------------------------------------------ */
 
+/* The report's words a new user may not know, one line each: printed
+ * beneath the padding table and in `stats --help` and `pack --help`. */
+#define REPORT_WORDS                                                        \
+    "  slots        token positions computed: rows x their width\n"        \
+    "  pad tokens   slots that hold padding, no token\n"                   \
+    "  attention    query x key token pairs scored: l^2 per sequence with\n" \
+    "               varlen attention, width^2 per padded row\n"            \
+    "  lower bound  the fewest rows any packing of these lengths can have\n"
+
 typedef struct timings {
     double read_s, plan_s, write_s;
 } timings;

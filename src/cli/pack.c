@@ -87,6 +87,7 @@ static const char pack_help[] =
     "                           how to read INPUTs, as for 'prepack stats'\n"
     "  -h, --help               show this help\n"
     "\n"
+    "The report's words:\n" REPORT_WORDS "\n"
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";
 
 /* One row of the plan to the writer: its tokens, or with --plan-only

@@ -52,7 +52,7 @@ static void print_layout_row(const char *label, const prepack_layout *l)
     char rows[32], slots[32], pad[32], share[32] = "n/a";
     if (l->slots) /* a share of no slots is none to print */
         snprintf(share, sizeof share, "%.2f%%", 100.0 * l->pad_fraction);
-    printf("  %-34s %14s %16s %16s %7s %11.4g\n", label,
+    printf("  %-34s %14s %16s %16s %7s %23.4g\n", label,
            fmt_count(rows, l->rows), fmt_count(slots, l->slots),
            fmt_count(pad, l->pad_tokens), share, l->attention_cost);
 }
@@ -138,8 +138,8 @@ void print_report_text(const cmd_args *a, const prepack_store *store,
     printf("  sequences per row    %.2f mean, %u max\n\n",
            s->mean_items_per_row, s->max_items_per_row);
 
-    printf("  %-34s %14s %16s %16s %7s %11s\n", "layout", "rows", "slots",
-           "pad tokens", "pad", "attention");
+    printf("  %-34s %14s %16s %16s %7s %23s\n", "layout", "rows", "slots",
+           "pad tokens", "pad", "attention (token pairs)");
     char label[64];
     snprintf(label, sizeof label, "naive batches of %u, input order",
              r->batch_size);
@@ -148,6 +148,7 @@ void print_report_text(const cmd_args *a, const prepack_store *store,
              s->max_seq_len);
     print_layout_row(label, &r->padded_to_max);
     print_layout_row("packed rows (varlen attention)", &r->packed);
+    fputs("\n" REPORT_WORDS, stdout);
 
     const prepack_layout *n = &r->naive_batch, *p = &r->packed;
     char x1[32], x2[32];

@@ -55,6 +55,7 @@ static const char stats_help[] =
     "                           (default: $TMPDIR or /tmp); always removed\n"
     "  -h, --help               show this help\n"
     "\n"
+    "The report's words:\n" REPORT_WORDS "\n"
     "Exit status: 0 success, 1 bad input, 2 usage error.\n";
 
 int cmd_stats(int argc, char **argv)

@@ -59,8 +59,31 @@ static double nice_step(double range, int ticks)
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
 }
 
-/* Axes of a panel whose top is y0: x from 0 to xmax, y from 0 to ymax. */
-static void axes(FILE *f, double y0, double xmax, double ymax,
+/* Height of a count on the length panel's log axis, 0..1 of the plot:
+ * log10(count + 1) against log10(ymax + 1), so 0 sits on the axis and a
+ * single sequence still draws a bar (the long tail past L stays visible
+ * beside bins of thousands). */
+static double log_height(double count, double ymax)
+{
+    return log10(count + 1) / log10(ymax + 1);
+}
+
+/* The y axis as log_height draws it: ticks at 0, 1, 10, 100, ... */
+static void log_ticks(FILE *f, double bottom, double ymax)
+{
+    char buf[32];
+    for (double v = 0; v <= ymax; v = v ? v * 10 : 1) {
+        double y = bottom - log_height(v, ymax) * plot_h;
+        line(f, LEFT - 5, y, LEFT, y, "#333", NULL);
+        line(f, LEFT, y, LEFT + plot_w, y, "#eee", NULL);
+        snprintf(buf, sizeof buf, "%g", v);
+        text(f, LEFT - 8, y + 4, "end", 12, buf);
+    }
+}
+
+/* Axes of a panel whose top is y0: x from 0 to xmax, y from 0 to ymax
+ * (on log_height's scale when logy). */
+static void axes(FILE *f, double y0, double xmax, double ymax, int logy,
                  const char *xlabel, const char *ylabel, const char *xfmt,
                  double xscale)
 {
@@ -75,8 +98,10 @@ static void axes(FILE *f, double y0, double xmax, double ymax,
         snprintf(buf, sizeof buf, xfmt, v * xscale);
         text(f, x, bottom + 20, "middle", 12, buf);
     }
+    if (logy)
+        log_ticks(f, bottom, ymax);
     double ys = nice_step(ymax, 5);
-    for (double v = 0; v <= ymax * 1.0001; v += ys) {
+    for (double v = 0; !logy && v <= ymax * 1.0001; v += ys) {
         double y = bottom - v / ymax * plot_h;
         line(f, LEFT - 5, y, LEFT, y, "#333", NULL);
         line(f, LEFT, y, LEFT + plot_w, y, "#eee", NULL);
@@ -130,11 +155,13 @@ static void lengths_panel(FILE *f, double y0, const uint32_t *len, size_t n,
              n, s->median, s->p99, s->max);
     title(f, y0, t);
     double ymax = (double)top * 1.1;
-    axes(f, y0, xmax, ymax, "tokens per sequence", "sequences", "%.0f", 1);
+    axes(f, y0, xmax, ymax, 1, "tokens per sequence",
+         "sequences (log scale)", "%.0f", 1);
     double bottom = y0 + TOP + plot_h, bw = plot_w / LEN_BINS;
-    for (int b = 0; b < LEN_BINS; b++)
-        rect(f, LEFT + b * bw + 1, bottom - (double)counts[b] / ymax * plot_h,
-             bw - 2, (double)counts[b] / ymax * plot_h, BLUE);
+    for (int b = 0; b < LEN_BINS; b++) {
+        double h = log_height((double)counts[b], ymax) * plot_h;
+        rect(f, LEFT + b * bw + 1, bottom - h, bw - 2, h, BLUE);
+    }
     double xl = LEFT + fmin(L / xmax, 1.0) * plot_w;
     line(f, xl, y0 + TOP, xl, bottom, "#c0392b", "6,4");
     snprintf(t, sizeof t, "L = %u (%llu longer)", L,
@@ -195,7 +222,7 @@ static void fill_panel(FILE *f, double y0, const fills *fl, uint32_t batch)
              batch);
     title(f, y0, t);
     double ymax = top * 1.15;
-    axes(f, y0, 1.0, ymax, "fill", "% of rows", "%.0f%%", 100);
+    axes(f, y0, 1.0, ymax, 0, "fill", "% of rows", "%.0f%%", 100);
     double bottom = y0 + TOP + plot_h, bw = plot_w / FILL_BINS;
     for (int b = 0; b < FILL_BINS; b++) {
         double hn =

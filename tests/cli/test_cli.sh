@@ -114,6 +114,20 @@ expect_in "$tmp/err" "stdin:2: not a non-negative integer: 'x'"
 expect_exit 0 "$prepack" stats --lengths "$lengths" --max-seq-len 2048
 expect_in "$tmp/out" "sequences            6,144"
 expect_in "$tmp/out" "packed rows (varlen attention)"
+# the report's words explained beneath the table and in --help, attention
+# in a unit: 7, 9, 6 and 10 tokens packed score 49+81+36+100 token pairs
+printf '7\n9\n6\n10\n' | "$prepack" stats --lengths - --max-seq-len 16 >"$tmp/out"
+grep -qE '^  packed rows \(varlen attention\) .* 266$' "$tmp/out" && ok || bad "attention 266"
+for cmd in "stats --lengths $lengths --max-seq-len 2048" "stats --help" "pack --help"; do
+    expect_exit 0 "$prepack" $cmd
+    for word in "attention (token pairs)" "  slots        token positions computed" \
+                "  pad tokens   slots that hold padding" \
+                "  attention    query x key token pairs scored: l^2 per sequence" \
+                "  lower bound  the fewest rows any packing"; do
+        case "$cmd:$word" in *help:attention\ \(*) continue ;; esac
+        expect_in "$tmp/out" "$word"
+    done
+done
 printf '7\n9\n6\n10\n' | "$prepack" stats --lengths - --max-seq-len 16 --json >"$tmp/out"
 [ $? -eq 0 ] && ok || bad "stdin --json exit"
 py=${PREPACK_TEST_PYTHON-/usr/bin/python3}
