@@ -88,15 +88,18 @@ def find_command(prepack_bin=None):
                             "on every node, or pass prepack_bin=")
 
 
-def run_step(prepack_bin, step, args, task=None):
+def run_step(prepack_bin, step, args, task=None, cwd=None):
     """Runs one step; returns its --json result. Exit 1 and 2 (bad input,
     usage) raise StepError; anything else (a signal, a lost node) raises
-    RuntimeError, which Ray retries."""
+    RuntimeError, which Ray retries. cwd: the caller's directory, where
+    relative paths are (a Ray worker starts elsewhere), when this node
+    has it."""
     _maybe_die_for_test(step, task)
     cmd = [prepack_bin, step, *args, "--json"]
     if task is not None:
         cmd += ["--task-index", str(task)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True,
+                       cwd=cwd if cwd and os.path.isdir(cwd) else None)
     if p.returncode in (1, 2):
         raise StepError(p.stderr.strip())
     if p.returncode != 0:
@@ -165,6 +168,7 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
     write_tasks = tasks if write_tasks is None else write_tasks
     if tasks < 1 or write_tasks < 1:
         raise ValueError("tasks and write_tasks must be at least 1")
+    here = os.getcwd()  # relative paths are the caller's
     remote = ray.remote(max_retries=max_retries, retry_exceptions=[RuntimeError],
                         **(ray_remote_args or {}))(run_step)
     if text.get("tokenizer") is not None:
@@ -176,14 +180,17 @@ def pack(inputs, out_dir, max_seq_len, *, tasks=None, write_tasks=None, threads=
                          for t in range(tasks)])
     else:
         scans = ray.get([remote.remote(bin_, "scan",
-                                       args + ["--task-count", str(tasks)], t)
+                                       args + ["--task-count", str(tasks)], t,
+                                       here)
                          for t in range(tasks)])
-    plan = ray.get(remote.remote(bin_, "plan", args + ["--scan-tasks", str(tasks)]))
+    plan = ray.get(remote.remote(bin_, "plan",
+                                 args + ["--scan-tasks", str(tasks)], None, here))
     write_args = args + ["--task-count", str(write_tasks), "--threads", str(threads)]
-    writes = ray.get([remote.remote(bin_, "write", write_args, t)
+    writes = ray.get([remote.remote(bin_, "write", write_args, t, here)
                       for t in range(write_tasks)])
     final = ray.get(remote.remote(bin_, "finalize",
-                                  args + ["--write-tasks", str(write_tasks)]))
+                                  args + ["--write-tasks", str(write_tasks)],
+                                  None, here))
     final["steps"] = {"scan": scans, "plan": plan, "write": writes}
     return final
 

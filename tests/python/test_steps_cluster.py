@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import doc_blocks
 import step_inputs as si
 from conftest import CORPUS, ROOT
 from test_steps import files, pack as cli_pack
@@ -74,3 +75,53 @@ def test_ray_text_pack_is_pack_datasets(local_ray, tmp_path):
     pack_dataset([conv], tmp_path / "ref", 2048, **text)
     assert files(tmp_path / "ref") == files(tmp_path / "out")
     assert sum(s["sequences"] for s in result["steps"]["scan"]) == 200
+
+
+def test_the_docs_ray_example_runs_as_written(local_ray, tmp_path,
+                                              monkeypatch):
+    """docs/SCALE.md's Ray example, exactly as printed, from a directory
+    holding the bundled corpus where the clone's root has it (on the Ray
+    this module started: pack uses an initialized Ray)."""
+    (example,) = doc_blocks.runnable("docs/SCALE.md", "python")
+    assert "ray.init" not in example.code  # pack starts Ray itself
+    (tmp_path / "fixtures" / "corpus").mkdir(parents=True)
+    os.link(CORPUS, tmp_path / "fixtures" / "corpus" / os.path.basename(CORPUS))
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(example.code, str(example), "exec"), scope)
+    assert scope["result"]["rows"] > 1000
+    assert (tmp_path / "shards-ray" / "manifest.json").exists()
+
+
+class _Ray:
+    """The part of Ray pack calls first, recording ray.init's address."""
+
+    def __init__(self):
+        self.inits = []
+
+    def is_initialized(self):
+        return bool(self.inits)
+
+    def init(self, address=None):
+        self.inits.append(address)
+        raise _Started
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize("address", [None, "auto", "10.0.0.1:6379"])
+def test_pack_starts_ray_when_none_is_running(address, tmp_path, monkeypatch,
+                                              prepack_bin):
+    """With no Ray initialized pack calls ray.init(address=address): None
+    starts a local one (or joins RAY_ADDRESS), as Ray's examples do; the
+    docs' old ray.init(address="auto") raised ConnectionError without a
+    cluster."""
+    fake = _Ray()
+    monkeypatch.setitem(__import__("sys").modules, "ray", fake)
+    kw = {} if address is None else {"address": address}
+    with pytest.raises(_Started):
+        steps.pack([CORPUS], tmp_path / "out", 64, tasks=1,
+                   prepack_bin=prepack_bin, **kw)
+    assert fake.inits == [address]
