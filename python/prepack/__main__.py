@@ -340,11 +340,7 @@ def _main(argv):
     if a.json:
         print(json.dumps(stats))
     else:
-        print(f"sequences {stats['sequences']:,}, tokens "
-              f"{stats['input_tokens']:,}: {stats['rows']:,} rows of "
-              f"{a.max_seq_len} (lower bound {stats['lower_bound']:,}), "
-              f"efficiency {100 * stats['efficiency']:.3f}%"
-              + (f"; written to {a.output}" if a.command == "pack" else ""))
+        print(stats)  # the report's table, as `prepack pack` prints it
         if stats.get("untrained_dropped"):
             print(f"{stats['untrained_dropped']:,} records dropped: no "
                   f"token to train (--untrained drop)")

@@ -404,6 +404,7 @@ def _signatures():
         "prepack_writer_add": ([p, ctypes.POINTER(Row), diag], i),
         "prepack_writer_finish": ([p, ctypes.POINTER(ManifestInfo), diag], i),
         "prepack_writer_free": ([p], None),
+        "prepack_writer_bytes": ([p], ctypes.c_uint64),
     }
 
 

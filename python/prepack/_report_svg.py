@@ -51,3 +51,42 @@ def write_report_svg(lib, report, plan, store, path):
                                       f)
     if libc.fclose(f) != 0 or rc != 0:
         raise ValueError(f"writing {path} failed")
+
+
+def report_svg_bytes(lib, report, plan, store):
+    """The picture write_report_svg draws, as bytes (kept by the report
+    pack_dataset returns, for its svg(path))."""
+    libc = _libc()
+    libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p),
+                                    ctypes.POINTER(ctypes.c_size_t)]
+    libc.open_memstream.restype = ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
+    buf, size = ctypes.c_void_p(), ctypes.c_size_t()
+    f = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+    if not f:
+        raise MemoryError("open_memstream failed")
+    rc = lib.prepack_report_write_svg(ctypes.byref(report), plan,
+                                      lib.prepack_store_lengths(store),
+                                      lib.prepack_store_sequence_count(store),
+                                      f)
+    closed = libc.fclose(f)
+    try:
+        if rc != 0 or closed != 0:
+            raise ValueError(f"prepack error {rc} drawing the report")
+        return ctypes.string_at(buf, size.value)
+    finally:
+        libc.free(buf)
+
+
+def write_svg_bytes(path, data):
+    """Writes a drawn picture to path, opened as write_report_svg opens
+    it (never through a link, never waiting on a FIFO)."""
+    fd = _open(os.fspath(path))
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise ValueError(f"writing {path} failed: {e.strerror}") from None
+    finally:
+        os.close(fd)

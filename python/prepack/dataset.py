@@ -17,12 +17,14 @@ import ctypes
 import json
 import numbers
 import os
+import time
 
 import numpy as np
 
 from . import _native, _optional
 from ._progress import Progress
-from ._report_svg import write_report_svg
+from ._report import PackReport, source_name
+from ._report_svg import report_svg_bytes, write_report_svg
 from ._saved_tokens import open_saved
 
 
@@ -244,6 +246,8 @@ class _Planned:
                  pad_multiple=0, text=None, progress=None,
                  saved=None):
         self.progress = progress or Progress(False)  # close() clears it
+        self.algo, self.overlong, self.source = algo, overlong, source
+        t0 = time.monotonic()
         self.lib = lib = _native.library()
         self.text = text
         diag = _native.Diag()
@@ -259,6 +263,7 @@ class _Planned:
                        read_rows, group, text, self.progress, saved)
             _check(lib.prepack_store_finish(self.store, ctypes.byref(diag)),
                    diag, DatasetError)
+            t1 = time.monotonic()
             self.options = _native.PlanOptions(
                 max_seq_len, _native.enum_value("algo", algo),
                 _native.enum_value("overlong", overlong),
@@ -276,6 +281,8 @@ class _Planned:
                                             ctypes.byref(self.report))
             if rc != 0:
                 raise ValueError(f"prepack error {rc} computing the report")
+            self.timings = dict(read_s=t1 - t0, plan_s=time.monotonic() - t1,
+                                write_s=0.0)
         except BaseException:
             self.close()
             raise
@@ -288,6 +295,25 @@ class _Planned:
         if self.text is not None:
             out["untrained_dropped"] = self.text.dropped
         return out
+
+    def padding_report(self, command, output=None):
+        """stats() as the printable PackReport, the picture drawn."""
+        r, lib = self.report, self.lib
+
+        def fields(struct):
+            return {k: getattr(struct, k) for k, _ in struct._fields_}
+        return PackReport(
+            self.stats(), command=command, source=source_name(self.source),
+            algo=self.algo, overlong=self.overlong,
+            token_dtype=_native.dtype_name(
+                lib.prepack_store_dtype(self.store)),
+            lengths=fields(r.lengths),
+            layouts={k: fields(getattr(r, k))
+                     for k in ("naive_batch", "padded_to_max", "packed")},
+            packed_dense_attention_cost=r.packed_dense_attention_cost,
+            batch_size=r.batch_size, timings=dict(self.timings),
+            output=output,
+            svg_bytes=report_svg_bytes(lib, r, self.plan, self.store))
 
     def close(self):
         self.lib.prepack_plan_free(self.plan)
@@ -303,7 +329,8 @@ def stats_dataset(source, max_seq_len, column="input_ids",
                   pad_multiple=0, svg=None, progress=None, save_tokens=None,
                   **text_options):
     """What `prepack stats` reports, for the same sources as pack_dataset
-    (text with a tokenizer too): the plan's figures (a dict), nothing
+    (text with a tokenizer too): the padding report (a PackReport, a dict
+    of the plan's figures that prints as `prepack stats`), nothing
     written but the report's picture to svg when given (`stats --svg`)
     and the tokenized sequences to save_tokens (as pack_dataset);
     progress as pack_dataset's."""
@@ -320,7 +347,7 @@ def stats_dataset(source, max_seq_len, column="input_ids",
         try:
             _draw(planned, svg)
             saved.commit()
-            stats = planned.stats()
+            stats = planned.padding_report("stats")
         finally:
             planned.close()
     shown.done(f"prepack stats: {stats['tokens']:,} tokens planned")
@@ -363,8 +390,10 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
     never: documents, tokens and MB of text read, rows written
     (docs/TEXT.md).
     A file given twice is two inputs, as for `prepack pack` (a group never
-    spans the two). Returns the plan's figures (a dict: sequences,
-    input_tokens, items, tokens, rows, lower_bound, efficiency, ...). Bad
+    spans the two). Returns the padding report (a PackReport: the plan's
+    figures as a dict, sequences, input_tokens, items, tokens, rows,
+    lower_bound, efficiency, ...; print(report) shows the table `prepack
+    pack` prints, report.svg(path) draws its picture). Bad
     data raises DatasetError naming the input, row group (or batch), row
     and value; a source with no rows, naming its files."""
     _check_options(algo, overlong, token_dtype, shard_rows, shard_bytes)
@@ -384,12 +413,15 @@ def pack_dataset(source, out_dir, max_seq_len, column="input_ids",
             wo = _native.WriterOptions(rows_per_frame, shard_rows,
                                        shard_bytes, level, int(overwrite),
                                        threads, None)
-            _write(planned.lib, planned.plan, planned.store,
-                   os.fspath(out_dir), planned.options, wo, planned.report,
-                   shown)
+            t0 = time.monotonic()
+            written = _write(planned.lib, planned.plan, planned.store,
+                             os.fspath(out_dir), planned.options, wo,
+                             planned.report, shown)
+            planned.timings["write_s"] = time.monotonic() - t0
             _draw(planned, svg)
             saved.commit()
-            stats = planned.stats()
+            stats = planned.padding_report("pack", dict(
+                dir=os.fspath(out_dir), **written))
         finally:
             planned.close()
     shown.done(f"prepack pack: {stats['rows']:,} rows written to "
@@ -883,6 +915,9 @@ def _write(lib, plan, store, out_dir, po, wo, report, progress):
                                     ctypes.pointer(report))
         _check(lib.prepack_writer_finish(writer, ctypes.byref(info),
                                          ctypes.byref(diag)), diag)
+        return dict(rows=rows, bytes=lib.prepack_writer_bytes(writer),
+                    token_bytes=report.plan.tokens
+                    * lib.prepack_dtype_width(dtype))
     finally:
         lib.prepack_writer_free(writer)
         lib.prepack_row_builder_free(builder)
