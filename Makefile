@@ -10,7 +10,7 @@ VENV ?= .venv
 DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
 DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
-.PHONY: chat-demo all deps deps-test venv build build-only demo test test-plain test-sanitize bench format clean
+.PHONY: chat-demo all deps deps-test venv build build-only demo demo-report test test-plain test-sanitize bench format clean
 
 all: build
 
@@ -38,9 +38,15 @@ build-only:
 	cmake --build build -j $(JOBS)
 
 demo: build
+	@$(MAKE) -s --no-print-directory demo-report
+
+# The demo's report alone, with the prepack command PREPACK: what the
+# README shows (scripts/sample_outputs.py runs it to regenerate that).
+PREPACK ?= ./build/prepack
+demo-report:
 	@rm -f out/report.svg
-	./build/prepack pack $(DEMO_CORPUS) -o out --overwrite $(DEMO_ARGS) --svg out/report.svg.tmp
-	./build/prepack verify out --input $(DEMO_CORPUS)
+	$(PREPACK) pack $(DEMO_CORPUS) -o out --overwrite $(DEMO_ARGS) --svg out/report.svg.tmp
+	$(PREPACK) verify out --input $(DEMO_CORPUS)
 	@mv out/report.svg.tmp out/report.svg && echo "report drawn in out/report.svg"
 
 # Conversations to a verified shard set: tokenized with the bundled
