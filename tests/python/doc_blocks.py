@@ -1,7 +1,8 @@
 """The code blocks of the docs as tests run them: a fenced block preceded
 by `<!-- runnable -->` (or `<!-- runnable: why, where -->`) runs as
 written; `<!-- not runnable: why -->` says why one cannot (a cluster, a
-GPU, a placeholder path). Used by test_readme.py (the README's commands in
+GPU, a placeholder path); `<!-- sample: COMMAND -->` marks what a
+command prints (scripts/sample_outputs.py). Used by test_readme.py (the README's commands in
 a fresh clone) and test_steps_cluster.py (docs/SCALE.md's Ray example)."""
 import os
 import re
@@ -9,7 +10,8 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
-_MARK = re.compile(r"^<!-- (runnable|not runnable)(?::\s*(.*?))? -->$")
+# a sample output (scripts/sample_outputs.py) is marked as not a command
+_MARK = re.compile(r"^<!-- (runnable|not runnable|sample)(?::\s*(.*?))? -->$")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 
 
@@ -24,10 +26,10 @@ class Block:
         return f"{self.doc}:{self.line} ({self.lang})"
 
 
-def blocks(doc):
-    """Every fenced block of ROOT/doc, in order, with the mark just above
+def blocks(doc, root=ROOT):
+    """Every fenced block of root/doc, in order, with the mark just above
     its opening fence (None when unmarked)."""
-    lines = open(os.path.join(ROOT, doc), encoding="utf-8").read().split("\n")
+    lines = open(os.path.join(root, doc), encoding="utf-8").read().split("\n")
     out, i = [], 0
     while i < len(lines):
         m = _FENCE.match(lines[i])
