@@ -64,6 +64,7 @@ def main():
                if not k.startswith(("PREPACK_", "PYTHON", "VIRTUAL_ENV",
                                     "MAKE", "CMAKE_", "CTEST"))}
         env["HOME"] = home
+        env["PIP_NO_COMPILE"] = "1"  # no .pyc for torch's files: a minute less
         if len(sys.argv) > 2:  # this Python's python3 first
             env["PATH"] = os.path.dirname(os.path.abspath(sys.argv[2])) + \
                 os.pathsep + env.get("PATH", "")
