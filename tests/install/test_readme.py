@@ -55,6 +55,9 @@ def script(clone):
 
 def main():
     src = os.path.abspath(sys.argv[1])
+    if not os.path.exists(os.path.join(src, ".git")):
+        print(f"test_readme: skipped, {src} is not a git clone")
+        return 77
     tmp = tempfile.mkdtemp(prefix="prepack-readme-")
     try:
         clone, home = os.path.join(tmp, "clone"), os.path.join(tmp, "home")
