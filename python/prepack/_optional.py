@@ -13,7 +13,7 @@ DISTRIBUTION = "prepack-tokens"
 
 
 # a module whose pip package has another name
-_PACKAGES = {"tiktoken_ext": "tiktoken"}
+_PACKAGES = {"tiktoken_ext": "tiktoken", "lm_eval": "lm-eval"}
 
 
 class MissingPackage(ImportError):

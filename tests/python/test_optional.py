@@ -50,7 +50,8 @@ def _pins():
 
 # the pip package that installs a module, where the names differ
 # (tokenizers comes with transformers, which requires it)
-DISTRIBUTION_OF = {"tiktoken_ext": "tiktoken", "tokenizers": "transformers"}
+DISTRIBUTION_OF = {"tiktoken_ext": "tiktoken", "tokenizers": "transformers",
+                   "lm_eval": "lm-eval"}
 
 
 def _sources():
