@@ -64,7 +64,16 @@ test-plain: deps-test venv
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPREPACK_WERROR=ON \
 	  -DPREPACK_PYTHON=$(abspath $(VENV))/bin/python
 	cmake --build build -j $(JOBS)
-	cd build && ctest --output-on-failure -j $(JOBS)
+	cd build && ctest --output-on-failure -j $(JOBS) -LE readme
+
+# The README's runnable blocks in a fresh clone and a fresh venv
+# (tests/install/test_readme.py: about 11 minutes on 2 cores, so apart
+# from make test, which CI runs).
+test-readme: deps-test venv
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPREPACK_WERROR=ON \
+	  -DPREPACK_PYTHON=$(abspath $(VENV))/bin/python
+	cmake --build build -j $(JOBS)
+	cd build && ctest --output-on-failure -L readme
 
 test-sanitize: deps-test venv
 	cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -16,14 +16,33 @@ WORDS = (
     "  lower bound  the fewest rows any packing of these lengths can have\n")
 
 
-def _pct(part, whole):
-    return 100.0 * part / whole if whole > 0 else 0.0
+def _ratio(part, whole, unit):
+    """src/cli/report_print.c's ratio_text: "n/a" with nothing to divide
+    by, never a ratio of nothing."""
+    if whole > 0:
+        return "%.3f%s" % (part / whole * (100 if unit == "%" else 1), unit)
+    return "n/a"
 
 
 def _layout_row(label, layout):
+    share = "%.2f%%" % (100.0 * layout["pad_fraction"]) if layout["slots"] else "n/a"
     return (f"  {label:<34} {layout['rows']:>14,} {layout['slots']:>16,} "
-            f"{layout['pad_tokens']:>16,} {100.0 * layout['pad_fraction']:6.2f}% "
+            f"{layout['pad_tokens']:>16,} {share:>7} "
             f"{'%.4g' % layout['attention_cost']:>23}")
+
+
+def _pad_change(n, p):
+    """src/cli/report_print.c's print_pad_change, line for line."""
+    if n > p:
+        return (f"  packing removes {n - p:,} of {n:,} naive pad tokens "
+                f"({_ratio(n - p, n, '%')})")
+    if n == 0 and p > 0:
+        return (f"  packing removes nothing: naive batches have no pad "
+                f"tokens, packed rows hold {p:,}")
+    if p > 0:
+        return (f"  packing removes none of {n:,} naive pad tokens (packed "
+                f"rows hold {p:,}, {p - n:,} more)")
+    return "  packing removes nothing: no pad tokens either way"
 
 
 class PackReport(dict):
@@ -72,11 +91,13 @@ class PackReport(dict):
                f"  tokens packed        {s['tokens']:,} in {s['items']:,} "
                f"items",
                f"  rows                 {s['rows']:,} (lower bound "
-               f"{s['lower_bound']:,}, +%.3f%%)" % (
-                   _pct(s["rows"] - s["lower_bound"], s["lower_bound"])
-                   if s["lower_bound"] else 0.0),
-               f"  efficiency           %.3f%% of row capacity holds tokens"
-               % (100.0 * s["efficiency"]),
+               f"{s['lower_bound']:,}" + (
+                   ", +" + _ratio(s["rows"] - s["lower_bound"],
+                                  s["lower_bound"], "%")
+                   if s["lower_bound"] else "") + ")",
+               f"  efficiency           "
+               f"{_ratio(s['efficiency'] * s['rows'], s['rows'], '%')} of row "
+               f"capacity holds tokens",
                f"  sequences per row    %.2f mean, {s['max_items_per_row']} "
                f"max" % s["mean_items_per_row"], ""]
         out += self._table(L)
@@ -116,26 +137,21 @@ class PackReport(dict):
         n, p = self.layouts["naive_batch"], self.layouts["packed"]
         removed = n["pad_tokens"] - p["pad_tokens"]
         out = ["",
-               f"  packing removes {max(removed, 0):,} of "
-               f"{n['pad_tokens']:,} naive pad tokens (%.3f%%); computes "
-               f"%.3fx the token slots" % (
-                   _pct(removed, n["pad_tokens"]),
-                   p["slots"] / n["slots"] if n["slots"] else 0.0),
-               "  attention: varlen packed is %.3fx naive batches (dense L x "
-               "L packed would be %.3fx)" % (
-                   (p["attention_cost"] / n["attention_cost"],
-                    self.packed_dense_attention_cost / n["attention_cost"])
-                   if n["attention_cost"] > 0 else (0, 0))]
+               _pad_change(n["pad_tokens"], p["pad_tokens"])
+               + f"; computes {_ratio(p['slots'], n['slots'], 'x')} the token slots",
+               f"  attention: varlen packed is "
+               f"{_ratio(p['attention_cost'], n['attention_cost'], 'x')} naive "
+               f"batches (dense L x L packed would be "
+               f"{_ratio(self.packed_dense_attention_cost, n['attention_cost'], 'x')})"]
         t, o = self.timings, self.output
         if o is None:
             return out + ["  time                 read %.3f s, plan %.3f s"
                           % (t["read_s"], t["plan_s"])]
-        ratio = o["bytes"] / o["token_bytes"] if o["token_bytes"] else 0.0
         total = t["read_s"] + t["plan_s"] + t["write_s"]
         return out + [
             f"  written              {o['dir']}: {o['rows']:,} rows, "
-            f"{o['bytes']:,} bytes (%.3fx the raw tokens' "
-            f"{o['token_bytes']:,} bytes)" % ratio,
+            f"{o['bytes']:,} bytes ({_ratio(o['bytes'], o['token_bytes'], 'x')} "
+            f"the raw tokens' {o['token_bytes']:,} bytes)",
             "  time                 %.3f s: read %.3f s, plan %.3f s, write "
             "%.3f s (%.1f M tokens/s)" % (
                 total, t["read_s"], t["plan_s"], t["write_s"],
