@@ -10,7 +10,7 @@ VENV ?= .venv
 DEMO_CORPUS ?= fixtures/corpus/python-docs.jsonl.zst
 DEMO_ARGS ?= --max-seq-len 2048 --overlong split
 
-.PHONY: chat-demo all deps deps-test venv build build-only demo demo-report test test-plain test-sanitize bench format clean
+.PHONY: chat-demo all deps deps-test venv build build-only demo demo-report test test-plain test-sanitize test-readme bench format clean
 
 all: build
 
