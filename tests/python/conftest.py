@@ -39,3 +39,11 @@ def shard_set(prepack_bin, tmp_path_factory):
                     "--shuffle", "--seed", "5", "--quiet"],
                    check=True, stdout=subprocess.DEVNULL)
     return str(out)
+
+
+@pytest.fixture
+def library():
+    """Skips a test that loads libprepack in Python where it cannot be
+    loaded (the sanitizer build: an ASan library in a plain Python)."""
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("PREPACK_LIBRARY not set (sanitizer builds cannot be loaded)")

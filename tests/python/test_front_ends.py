@@ -259,6 +259,7 @@ def _jsonl(path, seqs):
     return path
 
 
+@pytest.mark.usefixtures("library")
 def test_token_files_are_read_as_the_command_reads_them(prepack_bin,
                                                         tmp_path):
     """python -m prepack stats|pack of JSON lines of token ids (no

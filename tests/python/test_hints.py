@@ -77,6 +77,7 @@ def test_a_record_of_neither_gets_no_text_hint(prepack_bin, tmp_path):
     assert p.stderr.strip() == 'prepack: ' + src + ':1: no "input_ids" field'
 
 
+@pytest.mark.usefixtures("library")
 @pytest.mark.parametrize("record", [r for r, _ in TEXT_RECORDS[:2]] +
                          [TEXT_RECORDS[3][0]])
 def test_text_jsonl_in_python_without_a_tokenizer(tmp_path, record):
@@ -105,6 +106,7 @@ def tokens(tmp_path):
     return _jsonl(tmp_path / "rows.jsonl", [{"input_ids": r} for r in ROWS])
 
 
+@pytest.mark.usefixtures("library")
 @pytest.mark.parametrize("others", [["notes.txt"], ["a.txt", "b", "c"],
                                     ["line\nbreak"]])
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -146,6 +148,7 @@ def test_a_directory_not_a_set_says_what_it_holds(prepack_bin, tmp_path,
     assert sorted(os.listdir(out)) == sorted(others + ["manifest.json.tmp"])
 
 
+@pytest.mark.usefixtures("library")
 def test_a_set_without_overwrite_says_how_to_replace_it(prepack_bin, tmp_path,
                                                         tokens):
     out = tmp_path / "out"
@@ -162,6 +165,7 @@ def test_a_set_without_overwrite_says_how_to_replace_it(prepack_bin, tmp_path,
                          overwrite=True)  # as the message says
 
 
+@pytest.mark.usefixtures("library")
 def test_python_messages_name_keywords(tmp_path):
     """The library's other flag names, as pack_dataset surfaces them."""
     with pytest.raises(ValueError) as e:
@@ -221,6 +225,7 @@ def _arrow_files(tmp_path):
             "d.arrows": "an Arrow IPC stream"}
 
 
+@pytest.mark.usefixtures("library")
 def test_parquet_and_arrow_are_named_and_pointed_to_python(prepack_bin,
                                                            tmp_path):
     for name, kind in _arrow_files(tmp_path).items():

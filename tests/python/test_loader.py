@@ -35,6 +35,7 @@ def make(request, shard_set):
     return datasets(shard_set)[request.param]
 
 
+@pytest.mark.usefixtures("library")
 @pytest.mark.parametrize("batch_size,workers", [(1, 0), (2, 0), (2, 1)])
 def test_a_batch_size_is_refused_saying_batch_size_none(make, batch_size,
                                                         workers):
@@ -45,6 +46,7 @@ def test_a_batch_size_is_refused_saying_batch_size_none(make, batch_size,
     assert "whole batches" in str(e.value)
 
 
+@pytest.mark.usefixtures("library")
 def test_batch_size_none_gives_the_datasets_batches(make):
     """The right use: each item is one batch of batch_rows rows, as the
     dataset yields it (no added dimension), with or without workers."""
@@ -70,6 +72,7 @@ def test_a_collate_fn_of_ones_own_still_sees_the_batches(shard_set):
     assert torch.equal(got["input_ids"], first["input_ids"])
 
 
+@pytest.mark.usefixtures("library")
 def test_the_stream_without_torch_tensors_is_unchanged():
     """prepack.collate's own batches (not the datasets') stay plain
     dicts: only the datasets' are guarded."""

@@ -269,6 +269,7 @@ except MissingPackage as e:
                          "sys.argv[2] + '/ids.parquet', sys.argv[2] + "
                          "'/out', max_seq_len=8)"),
 ])
+@pytest.mark.usefixtures("library")
 def test_the_library_raises_missing_package(prepack_bin, inputs, hide,
                                             package, extra, code):
     """Library calls raise MissingPackage (an ImportError) whose message

@@ -141,6 +141,7 @@ def test_the_readme_export_in_every_format(prepack_bin, work, to):
         assert ".prepack-export" in os.listdir(cwd / d)
 
 
+@pytest.mark.usefixtures("library")
 @pytest.mark.parametrize("spelling", SPELLINGS)
 def test_python_pack_by_every_spelling(work, spelling):
     cwd, src = work
@@ -158,6 +159,7 @@ def test_python_pack_by_every_spelling(work, spelling):
     assert len(os.listdir(cwd / SPELLINGS[spelling])) == 3  # 2 shards
 
 
+@pytest.mark.usefixtures("library")
 @pytest.mark.parametrize("bare", [".", "./", "sub/.."])
 def test_a_set_replaced_in_place_is_refused_by_name(prepack_bin, work, bare):
     """A set at "." (or "sub/..") replaced: the new set would be staged
