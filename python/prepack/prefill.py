@@ -394,7 +394,7 @@ def _decode_cache(model):
     return cache
 
 
-def _left_padded_cache(model, packed_cache, batch, heads, members):
+def _left_padded_cache(model, packed_cache, batch, members):
     """The packed rows' keys and values moved into a DynamicCache of one
     row per member prompt, left-padded to the longest head, as generate
     lays out a left-padded batch. members: (local index or None, head)."""
@@ -482,7 +482,7 @@ def generate(model, prompts, max_new_tokens=32, tokenizer=None,
             if not _is_torch(batch.packed.input_ids):
                 batch.packed.to_torch()
             _, packed_cache = _forward(model, batch.packed, batch.rows, use_cache=True)
-            cache = _left_padded_cache(model, packed_cache, batch, heads, members)
+            cache = _left_padded_cache(model, packed_cache, batch, members)
         width = max(len(ids[i]) for _, i in group)
         input_ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
