@@ -154,7 +154,9 @@ def pack_prompts(prompts, capacity=None, pad_id=0, algo="bfd"):
 # BlockMask. transformers passes a 4-D mask through untouched
 # (masking_utils._preprocess_mask_arguments).
 
-_MASK_FORMS = ("sdpa", "eager", "flex_attention")
+_MASK_FORMS = ("sdpa", "eager", "flex_attention", "flash_attention_2",
+               "flash_attention_3")
+_VARLEN_FORMS = ("flash_attention_2", "flash_attention_3")
 
 
 class PrefillError(ValueError):
@@ -238,17 +240,56 @@ def _block_mask(mask):
                              _compile=False)
 
 
+def _varlen_bounds(doc):
+    """flash-attention's varlen arguments for rows whose prompt index is
+    `doc` [B, C] (-1 padding), the rows read as one stream: a segment
+    starts wherever the prompt index changes, so each prompt, and each
+    row's tail of padding, is a segment of its own (a prompt never spans
+    rows, and a row starts with a prompt, so every row start is a cut)."""
+    torch = _optional.require("torch", "torch", "prepack.prefill")
+    flat = doc.reshape(-1)
+    n = flat.numel()
+    at = torch.arange(1, n, device=doc.device)
+    cut = at[flat[1:] != flat[:-1]]
+    zero, end = at.new_zeros(1), at.new_full((1,), n)
+    cu = torch.cat([zero, cut, end]).to(torch.int32)
+    longest = int(cu.diff().max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+            "max_length_q": longest, "max_length_k": longest}
+
+
+def forward_inputs(model, batch):
+    """The keyword arguments of one packed forward of `batch` (a
+    PrefillBatch of plan_batches, its PackedPrompts holding torch
+    tensors) for `model`, on the model's device: `input_ids` and
+    `position_ids` of the batch's rows, and the boundaries in the form
+    the model's attention implementation reads: `attention_mask` (sdpa a
+    boolean [B, 1, C, C] mask, eager an additive float one, flex a
+    BlockMask; per layer type where some layers slide), or for flash
+    attention no mask but `cu_seq_lens_q/k` and `max_length_q/k` over
+    the rows read as one stream (flash-attn's varlen form)."""
+    torch = _optional.require("torch", "torch", "prepack.prefill")
+    pp, dev = batch.packed, model.device
+    if not _is_torch(pp.input_ids):
+        pp.to_torch()
+    rows = torch.as_tensor([int(r) for r in batch.rows], dtype=torch.long)
+    doc = pp.prompt_index[rows].to(dev)
+    kwargs = {"input_ids": pp.input_ids[rows].to(dev),
+              "position_ids": pp.position_ids[rows].to(dev)}
+    if _attn_implementation(model) in _VARLEN_FORMS:
+        kwargs.update(_varlen_bounds(doc))
+    else:
+        kwargs["attention_mask"] = _mask_for(model, doc)
+    return kwargs
+
+
 def _forward(model, pp, rows, use_cache):
     """One packed forward over `rows` of a PackedPrompts (torch tensors):
     returns (logits [B, C, V], cache or None)."""
     torch = _optional.require("torch", "torch", "prepack.prefill")
     DynamicCache = _optional.require("transformers", "hf", "prepack.prefill").DynamicCache
-    dev = model.device
-    doc = pp.prompt_index[rows].to(dev)
-    kwargs = {"input_ids": pp.input_ids[rows].to(dev),
-              "position_ids": pp.position_ids[rows].to(dev),
-              "attention_mask": _mask_for(model, doc),
-              "use_cache": use_cache}
+    kwargs = forward_inputs(model, PrefillBatch(pp, rows, [], []))
+    kwargs["use_cache"] = use_cache
     if use_cache:
         # a plain DynamicCache keeps every position: one made from the
         # config would cut sliding-window layers to the packed rows' tail
@@ -298,7 +339,7 @@ def _probe_isolation(model):
     gen = torch.Generator().manual_seed(0)
     probe = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in (6, 4)]
     pp = pack_prompts(probe, capacity=10).to_torch()
-    logits, _ = _forward(model, pp, torch.arange(pp.rows), use_cache=False)
+    logits, _ = _forward(model, pp, range(pp.rows), use_cache=False)
     packed = pp.unpack(logits, dim=1)
     worst, scale = 0.0, 0.0
     with torch.no_grad():
@@ -437,6 +478,37 @@ def _trim_at_eos(tokens, eos):
         if t in eos:
             return tokens[:k + 1]
     return tokens
+
+
+def last_logits(model, prompts, tokenizer=None, max_tokens=None,
+                overlong="error", check=True):
+    """Each prompt's next-token logits, [N, vocab] in input order, from
+    one prepacked forward per batch (plan_batches: at most `max_tokens`
+    token slots a forward): what classification, reranking and the
+    first token of generation need. The forward computes the output
+    layer at the prompts' last positions only (logits_to_keep)."""
+    torch = _optional.require("torch", "torch", "prepack.prefill")
+    ids = _tokenized(prompts, tokenizer, "prompt")
+    _check_tokenizer(model, tokenizer)
+    _check_prompts(model, ids, "prompt")
+    if check:
+        _probe_isolation(model)
+    out = None
+    for batch in plan_batches(ids, max_tokens, overlong):
+        pp, r0 = batch.packed, batch.rows[0]
+        kwargs = forward_inputs(model, batch)
+        ends = [int(pp.start[j] + pp.length[j] - 1) for j in batch.local]
+        keep = sorted(set(ends))
+        with torch.no_grad():
+            logits = model(**kwargs, use_cache=False, logits_to_keep=torch.tensor(
+                keep, device=model.device)).logits        # [B, len(keep), V]
+        if out is None:
+            out = logits.new_empty((len(ids), logits.shape[-1]))
+        at = {e: k for k, e in enumerate(keep)}
+        rows = torch.tensor([int(pp.row[j]) - r0 for j in batch.local], device=logits.device)
+        cols = torch.tensor([at[e] for e in ends], device=logits.device)
+        out[torch.tensor(batch.indices, device=logits.device)] = logits[rows, cols]
+    return out
 
 
 def generate(model, prompts, max_new_tokens=32, tokenizer=None,

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from conftest import ROOT  # noqa: E402
+from flash_reference import use_reference_flash  # noqa: E402
 from prepack import prefill  # noqa: E402
 from prepack.prefill import PrefillError, plan_batches  # noqa: E402
 
@@ -98,6 +99,69 @@ def test_greedy_tokens_equal_generate_alone_and_left_padded(arch, impl):
         assert got[i] == alone(model, p, 8), (arch, impl, i)
         assert got[i] == until_eos(padded[i]), (arch, impl, i)
     assert len({tuple(g) for g in got}) > 3  # not one degenerate answer
+
+
+def flash(model, monkeypatch):
+    """The model under transformers' flash_attention_2 path, flash-attn's
+    kernels replaced by torch ones (flash_reference.py): flash-attn
+    itself needs a GPU."""
+    use_reference_flash(monkeypatch)
+    model.config._attn_implementation = "flash_attention_2"
+    return model
+
+
+# not GPT-2: transformers' flash path picks a float32 model's target dtype
+# from its first nn.Linear, and GPT-2 has Conv1D layers only (flash-attn
+# runs in half precision, where no target dtype is looked up)
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_flash_attention_prefill_is_varlen_and_exact(arch, monkeypatch):
+    """Under flash_attention_2 the packed rows go in without a mask, with
+    cu_seq_lens over the rows read as one stream: greedy tokens equal
+    generate alone and left-padded (both also through the flash path)
+    and the sdpa model's."""
+    prompts = prompts_of(LENGTHS)
+    want = prefill.generate(tiny(arch), prompts, max_new_tokens=8, max_tokens=24)
+    model = flash(tiny(arch), monkeypatch)
+    got = prefill.generate(model, prompts, max_new_tokens=8, max_tokens=24)
+    padded = left_padded(model, prompts, 8)
+    for i, p in enumerate(prompts):
+        assert got[i] == alone(model, p, 8), (arch, i)
+        assert got[i] == until_eos(padded[i]), (arch, i)
+    assert got == want
+
+
+def test_flash_bounds_cut_at_every_prompt_and_row(monkeypatch):
+    model = flash(tiny("llama"), monkeypatch)
+    batch = plan_batches(prompts_of([5, 3, 4, 2, 1]))[0]
+    kw = prefill.forward_inputs(model, batch)
+    assert "attention_mask" not in kw
+    pp, C = batch.packed, batch.packed.capacity
+    want = {0, len(batch.rows) * C}
+    for j in range(pp.num_prompts):
+        r, s, n = int(pp.row[j]), int(pp.start[j]), int(pp.length[j])
+        want |= {r * C + s, r * C + s + n}
+    want |= {r * C for r in range(len(batch.rows))}
+    assert kw["cu_seq_lens_q"].tolist() == sorted(want)
+    assert kw["max_length_q"] == max(b - a for a, b in zip(sorted(want), sorted(want)[1:]))
+    # one stream without the cuts gives other tokens: the equality above holds for a reason
+    real = prefill._varlen_bounds
+    monkeypatch.setattr(prefill, "_varlen_bounds", lambda doc: real(torch.zeros_like(doc)))
+    prompts = prompts_of(LENGTHS)
+    leaky = prefill.generate(model, prompts, max_new_tokens=6, check=False)
+    monkeypatch.setattr(prefill, "_varlen_bounds", real)
+    assert leaky != prefill.generate(model, prompts, max_new_tokens=6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_last_logits_equal_each_prompt_alone(arch):
+    model = tiny(arch)
+    prompts = prompts_of(LENGTHS)
+    got = prefill.last_logits(model, prompts, max_tokens=30)
+    assert got.shape == (len(prompts), V)
+    for i, p in enumerate(prompts):
+        with torch.no_grad():
+            want = model(input_ids=torch.tensor([p])).logits[0, -1]
+        torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-4)
 
 
 def test_generate_changes_when_the_mask_or_positions_are_wrong():
@@ -213,8 +277,8 @@ def test_caches_and_attention_it_cannot_fill_are_refused():
     with pytest.raises(PrefillError, match="'static' cache; packed prefill fills a DynamicCache"):
         prefill.generate(model, prompts_of([4]))
     model = tiny("llama")
-    model.config._attn_implementation = "flash_attention_2"
-    with pytest.raises(PrefillError, match="runs attention 'flash_attention_2'"):
+    model.config._attn_implementation = "paged|sdpa"
+    with pytest.raises(PrefillError, match="runs attention 'paged|sdpa'"):
         prefill.generate(model, prompts_of([4]))
 
 
