@@ -186,12 +186,17 @@ def slots_of(method, batches, b):
         batches[0], max_tokens=b * max(map(len, batches[0]))))
 
 
-def peak_mib(args, method, name, b):
-    """Peak RSS (MiB) a method's largest batch adds: a fresh process runs
+def peak_mib(args, model, method, name, b):
+    """Peak memory (MiB) a method's largest batch adds. GPU: allocated
+    memory over that prefill. CPU: peak RSS of a fresh process running
     that one prefill, against one that only loads the model and prompts
     (a fork would share torch's thread pool, and hang)."""
     if args.device != "cpu":
-        return float("nan")
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run_largest(model, method, prompts_for(args, name, b), b)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
 
     def child(m):
         cmd = ["/usr/bin/time", "-f", "%M", sys.executable, __file__, "--child", m,
@@ -207,8 +212,12 @@ def child_main(args):
     prompts = prompts_for(args, args.set, args.child_batch)
     if args.child == "none":
         return
-    batches, fn = method_batches(args.child, prompts, args.child_batch)
-    if args.child == "dataset":
+    run_largest(model, args.child, prompts, args.child_batch)
+
+
+def run_largest(model, method, prompts, b):
+    batches, fn = method_batches(method, prompts, b)
+    if method == "dataset":
         fn(model, prompts)  # its batches are each at most b x longest slots
     else:
         fn(model, max(batches, key=lambda x: len(x) * max(map(len, x))))
@@ -256,7 +265,7 @@ def prefill_table(model, args):
                 print("%-9s %5d %-8s %9.4f %9.3f %9.4f %6.2f%% %7.2f%% %6.1f%% %9.1f %7.2fx" % (
                     name, b, method, per, tot, ttft, 100 * sum(P) / sum(C),
                     100 * sum(A) / sum(C), 100 * (slots - real) / slots,
-                    peak_mib(args, method, name, b), full / tot))
+                    peak_mib(args, model, method, name, b), full / tot))
                 sys.stdout.flush()
 
 

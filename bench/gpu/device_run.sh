@@ -15,6 +15,9 @@
 # writes $OUT (or bench/gpu/results) /ingest-scaling.txt: bench_ingest at
 # 1, 2, 4, 8 and 16 threads on a generated 512 MB corpus of each format,
 # and train-h200.json: bench_train.py on both shard sets.
+#   bench/gpu/device_run.sh prefill-hf (on the device; about 7 minutes)
+# writes prefill-hf-h200.txt: bench_prefill_hf.py in bf16, sdpa and
+# flash_attention_2 (issue 30).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 data=bench/gpu/data
@@ -46,8 +49,28 @@ run)
     echo "bench_train: exit $?"
     cat "$out/ingest-scaling.txt"
     ;;
+prefill-hf)
+    # issue 30: bench_prefill_hf.py in bf16 on the GPU, a 1.2B Llama shape
+    # (16 layers, hidden 2048), sdpa and (where flash-attn is installed)
+    # flash_attention_2; libprepack from bench/gpu/data/bin (prepare)
+    out=${OUT:-bench/gpu/results}
+    mkdir -p "$out"
+    for attn in sdpa flash_attention_2; do
+        if [ "$attn" = flash_attention_2 ] && ! python3 -c 'import flash_attn' 2>/dev/null; then
+            echo "flash_attention_2: flash_attn is not installed here" >>"$out/prefill-hf-h200.txt"
+            continue
+        fi
+        LD_LIBRARY_PATH=$data/bin PREPACK_LIBRARY=$PWD/$data/bin/libprepack.so.0 \
+            PYTHONPATH=python timeout 200 python3 bench/bench_prefill_hf.py \
+            --device cuda --dtype bf16 --attn "$attn" --layers 16 --hidden 2048 \
+            --cap 2048 --runs 5 --nbatches 2 --batches 16,32,64 \
+            >>"$out/prefill-hf-h200.txt" 2>&1
+        echo "bench_prefill_hf $attn: exit $?" >>"$out/prefill-hf-h200.txt"
+    done
+    cat "$out/prefill-hf-h200.txt"
+    ;;
 *)
-    echo "usage: $0 prepare|run" >&2
+    echo "usage: $0 prepare|run|prefill-hf" >&2
     exit 2
     ;;
 esac
