@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from . import _native, _optional
+from . import _native, _option_values, _optional, _options
 
 
 def _parser():
@@ -49,9 +49,10 @@ def _parser():
     return p
 
 
-# The options of `prepack pack` and `prepack stats` (src/cli/pack.c,
-# stats.c), with the same names, meanings and defaults, in their words;
-# tests/python/test_front_ends.py holds one against the other.
+# The options of `prepack pack` and `prepack stats` come from their one
+# definition, src/cli/options.def (as _options.py, which
+# scripts/gen_options.py writes from it); tests/python/test_front_ends.py
+# holds the two front ends to it. Python's own options are these:
 def _add_text_options(c):
     """Text in (prepack.text): the options are python -m prepack's alone;
     `prepack pack --tokenizer` says to run this."""
@@ -108,70 +109,39 @@ def _text_options(a):
 def _add_job_options(c, pack):
     _add_text_options(c)
     c.add_argument("inputs", nargs="+", metavar="INPUT")
-    if pack:
-        c.add_argument("-o", "--output", required=True,
-                       help="the shard set's directory (required)")
-    c.add_argument("--max-seq-len", type=_int_in(1, 1 << 24), required=True,
-                   help="row capacity in tokens (required, 1..16777216)")
-    c.add_argument("--algo", choices=list(_native.ALGOS), default="ffd",
-                   help="ffd | bfd | nextfit (default: ffd)")
-    c.add_argument("--overlong", choices=list(_native.OVERLONGS),
-                   default="error", help="error | truncate | split | drop "
-                                         "(default: error)")
-    c.add_argument("--max-seqs-per-row", type=_int_in(0, 2**32 - 1),
-                   default=0, help="at most K sequences in a row (default: "
-                                   "0, unlimited)")
-    c.add_argument("--pad-multiple", type=_int_in(1, 1 << 24), default=0,
-                   help="context parallelism: plan each sequence as its "
-                        "length rounded up to a multiple of M, so padded "
-                        "to M it still fits L (readers pad; L must be a "
-                        "multiple of M)")
-    c.add_argument("--field", default="input_ids",
-                   help="the token column (default: input_ids)")
-    c.add_argument("--token-dtype", choices=list(_native.DTYPES),
-                   default="auto", help="auto | uint16 | uint32 (default: "
-                                        "auto, uint16 while every id fits)")
-    c.add_argument("--tmp-dir", help="where the token store lives while "
-                                     "running (default: $TMPDIR or /tmp); "
-                                     "always removed")
-    c.add_argument("--batch-size", type=_int_in(1, 2**32 - 1), default=8,
-                   help="naive batch size for the report (default: 8)")
-    c.add_argument("--json", action="store_true",
-                   help="print the plan's figures as one JSON object")
-    c.add_argument("--svg", metavar="FILE",
-                   help="also draw the report as an SVG picture")
-    c.add_argument("--quiet", action="store_true",
-                   help="no progress on stderr (shown only when it is a "
-                        "terminal: documents, MB of text and tokens read, "
-                        "rows written)")
-    if pack:
-        _add_output_options(c)
+    cmd = "pack" if pack else "stats"
+    for o in _options.OPTIONS:  # the command's, src/cli/options.def
+        if cmd in o["module"]:
+            _add_option(c, o, cmd)
 
 
-def _add_output_options(c):
-    c.add_argument("--shuffle", action="store_true",
-                   help="shuffle the finished rows")
-    c.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
-                   help="the shuffle's seed (default: 0)")
-    c.add_argument("--rows-per-frame", type=_int_in(1, 2**32 - 1), default=0,
-                   help="rows in each zstd frame (default: as many rows of "
-                        "L tokens as make 1 MiB)")
-    size = c.add_mutually_exclusive_group()
-    size.add_argument("--shard-rows", type=_int_in(1, 2**64 - 1), default=0,
-                      help="rows in each shard file, exactly (the last may "
-                           "hold fewer; default: 16384)")
-    size.add_argument("--shard-bytes", type=_size, default=0,
-                      help="instead: end each shard after the frame that "
-                           "brings it to SIZE bytes (512M, 2G)")
-    c.add_argument("--level", type=_int_in(1, 22), default=0,
-                   help="zstd level, 1..22 (default: 3)")
-    c.add_argument("--threads", type=_int_in(1, 256), default=_cores(),
-                   help="compress frames on N threads (default: the cores "
-                        "available); the output is the same for any N")
-    c.add_argument("--overwrite", action="store_true",
-                   help="replace the shard set already in DIR: the new set "
-                        "is written beside it and swapped in when complete "
-                        "(the old set stays until then)")
+def _add_option(c, o, cmd):
+    """One option of src/cli/options.def (through _options.py), as the
+    command takes it: its names, metavar, help (the command's words,
+    argparse rewraps them), default and the command's check of a value
+    and usage error ("--level must be 1..22, not '23'")."""
+    names = ([f"-{o['short']}"] if o["short"] else []) + [f"--{o['name']}"]
+    text = " ".join(o["help"][cmd].split()).replace("%", "%%")
+    if o["kind"] == "flag":
+        c.add_argument(*names, action="store_true", help=text)
+        return
+    default = o["default"]
+    if o["name"] == "threads":  # the command's: the cores available
+        default = _cores()
+    c.add_argument(*names, type=_value_of(o), default=default,
+                   required=o["required"], metavar=o["metavar"], help=text)
+
+
+def _value_of(o):
+    """An argparse type: a value read as the command reads it
+    (_option_values), refused in its words."""
+    def parse(text):
+        try:
+            return _option_values.parse(o, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    parse.__name__ = o["name"]  # argparse names a type in some errors
+    return parse
 
 
 class _Version(argparse.Action):
@@ -242,15 +212,6 @@ def missing_package(e):
             f"({e}): pip install {name}")
 
 
-def _size(text):
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    scale = units.get(text[-1:].lower(), 1)
-    digits = text[:-1] if scale > 1 else text
-    if not digits.isdigit() or int(digits) == 0:
-        raise argparse.ArgumentTypeError(f"a size such as 512M, not {text!r}")
-    return int(digits) * scale
-
-
 def main(argv=None):
     """The command; a TextWarning printed as one line, Ctrl-C as exit 130
     without a traceback."""
@@ -287,6 +248,8 @@ def _main(argv):
         return step(argv)
     p = _parser()
     a = p.parse_args(argv)
+    if a.command == "pack" and a.shard_rows and a.shard_bytes:
+        p.error("--shard-rows or --shard-bytes, not both")  # the command's
     if a.command != "export" and a.pad_multiple > 1 \
             and a.max_seq_len % a.pad_multiple:
         p.error(f"--max-seq-len {a.max_seq_len} is not a multiple of "

@@ -8,67 +8,94 @@
 
 #include "cli.h"
 
+/* The options, defined once in options.def (docs/CLI.md: adding one). */
 enum {
-    OPT_LENGTHS = 256,
-    OPT_MAXLEN,
-    OPT_ALGO,
-    OPT_OVERLONG,
-    OPT_PERROW,
-    OPT_BATCH,
-    OPT_JSON,
-    OPT_FORMAT,
-    OPT_FIELD,
-    OPT_DOCSEP,
-    OPT_SEPPOS,
-    OPT_DTYPE,
-    OPT_TMPDIR,
-    OPT_OUT,
-    OPT_RPF,
-    OPT_LEVEL,
-    OPT_SHARD_ROWS,
-    OPT_SHARD_BYTES,
-    OPT_OVERWRITE,
-    OPT_SHUFFLE,
-    OPT_SEED,
-    OPT_THREADS,
-    OPT_SVG,
-    OPT_QUIET,
-    OPT_TRAILING,
-    OPT_PAD_MULTIPLE,
-    OPT_PLAN_ONLY
+    OPT_NONE_ = 256,
+#define PP_OPT(id, ...) OPT_##id,
+#include "options.def"
+#undef PP_OPT
+    OPT_COUNT_
 };
 
-/* One table for both commands; each refuses the other's own options. */
-static const struct option cmd_options[] = {
-    {"lengths", required_argument, NULL, OPT_LENGTHS},
-    {"max-seq-len", required_argument, NULL, OPT_MAXLEN},
-    {"algo", required_argument, NULL, OPT_ALGO},
-    {"overlong", required_argument, NULL, OPT_OVERLONG},
-    {"max-seqs-per-row", required_argument, NULL, OPT_PERROW},
-    {"pad-multiple", required_argument, NULL, OPT_PAD_MULTIPLE},
-    {"batch-size", required_argument, NULL, OPT_BATCH},
-    {"json", no_argument, NULL, OPT_JSON},
-    {"format", required_argument, NULL, OPT_FORMAT},
-    {"field", required_argument, NULL, OPT_FIELD},
-    {"doc-sep", required_argument, NULL, OPT_DOCSEP},
-    {"sep-position", required_argument, NULL, OPT_SEPPOS},
-    {"allow-trailing-bytes", no_argument, NULL, OPT_TRAILING},
-    {"token-dtype", required_argument, NULL, OPT_DTYPE},
-    {"tmp-dir", required_argument, NULL, OPT_TMPDIR},
-    {"output", required_argument, NULL, OPT_OUT},
-    {"rows-per-frame", required_argument, NULL, OPT_RPF},
-    {"level", required_argument, NULL, OPT_LEVEL},
-    {"shard-rows", required_argument, NULL, OPT_SHARD_ROWS},
-    {"shard-bytes", required_argument, NULL, OPT_SHARD_BYTES},
-    {"overwrite", no_argument, NULL, OPT_OVERWRITE},
-    {"plan-only", no_argument, NULL, OPT_PLAN_ONLY},
-    {"shuffle", no_argument, NULL, OPT_SHUFFLE},
-    {"seed", required_argument, NULL, OPT_SEED},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"svg", required_argument, NULL, OPT_SVG},
-    {"quiet", no_argument, NULL, OPT_QUIET},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0}};
+/* options.def's KIND and WHERE words */
+enum { KIND_FLAG, KIND_INT, KIND_SIZE, KIND_CHOICE, KIND_NAME, KIND_STRING };
+enum {
+    CMD_PACK = 1,
+    CMD_STATS = 2,
+    MOD_PACK = 4,
+    MOD_STATS = 8,
+    REQUIRED = 16,
+    INPUT = 32
+};
+
+typedef struct option_def {
+    int id;
+    const char *name;
+    int short_name;
+    int kind;
+    const char *metavar;
+    uint64_t lo, hi;
+    const char *choices; /* '|'-separated */
+    const char *dflt;    /* "" for none */
+    unsigned where;
+    const char *must;
+    const char *help, *stats_help;
+} option_def;
+
+static const option_def option_defs[] = {
+#define PP_OPT(id, name, sh, kind, metavar, lo, hi, choices, dflt, where,     \
+               must, help, stats_help)                                        \
+    {OPT_##id, name,  sh,    KIND_##kind, metavar, UINT64_C(lo), UINT64_C(hi), \
+     choices,  dflt,  where, must,        help,    stats_help},
+#include "options.def"
+#undef PP_OPT
+};
+
+enum { NOPTIONS = sizeof option_defs / sizeof option_defs[0] };
+_Static_assert(NOPTIONS == OPT_COUNT_ - OPT_NONE_ - 1,
+               "one option_defs entry per option");
+
+static const option_def *option_by_id(int opt)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (option_defs[i].id == opt)
+            return &option_defs[i];
+    return NULL;
+}
+
+static const option_def *option_by_name(const char *name)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(option_defs[i].name, name) == 0)
+            return &option_defs[i];
+    return NULL;
+}
+
+/* The getopt table and short options of the C command (both commands:
+ * each refuses the other's own options), built from option_defs once. */
+static struct option cmd_options[NOPTIONS + 2];
+static char short_options[2 * NOPTIONS + 4];
+
+static void build_getopt_table(void)
+{
+    size_t s = 0;
+    short_options[s++] = ':';
+    short_options[s++] = 'h';
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option_def *d = &option_defs[i];
+        cmd_options[i] = (struct option){
+            d->name, d->kind == KIND_FLAG ? no_argument : required_argument,
+            NULL, d->id};
+        if (d->short_name) {
+            short_options[s++] = (char)d->short_name;
+            if (d->kind != KIND_FLAG)
+                short_options[s++] = ':';
+        }
+    }
+    short_options[s] = 0;
+    cmd_options[NOPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
+    cmd_options[NOPTIONS + 1] = (struct option){NULL, 0, NULL, 0};
+}
 
 /* A byte count: digits, optionally K, M or G (powers of 1024). */
 static int parse_size(const char *s, uint64_t *out)
@@ -103,44 +130,93 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-/* The options of `pack` that say how to write shards. */
-static int apply_output_option(cmd_args *a, int opt, const char *val)
+/* Whether val is one of the '|'-separated choices. */
+static int is_choice(const char *choices, const char *val)
 {
-    uint64_t v;
+    size_t n = strlen(val);
+    for (const char *c = choices; *c;) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (n && len == n && memcmp(c, val, n) == 0)
+            return 1;
+        c += len + (bar != NULL);
+    }
+    return 0;
+}
+
+/* "a, b or c" from "a|b|c". */
+static const char *choice_words(const char *choices, char *buf, size_t cap)
+{
+    size_t n = 0, count = 1;
+    for (const char *c = choices; *c; c++)
+        count += *c == '|';
+    buf[0] = 0;
+    for (const char *c = choices; *c && n + 1 < cap; count--) {
+        const char *bar = strchr(c, '|');
+        int len = bar ? (int)(bar - c) : (int)strlen(c);
+        int w = snprintf(buf + n, cap - n, "%s%.*s",
+                         c == choices ? "" : count == 1 ? " or " : ", ", len,
+                         c);
+        n = w < 0 || (size_t)w >= cap - n ? cap - 1 : n + (size_t)w;
+        c += len + (bar != NULL);
+    }
+    return buf;
+}
+
+/* Checks an option's value against its definition: EXIT_OK (*v set for
+ * INT and SIZE), or the usage error, reported. */
+static int check_value(const char *cmd, const option_def *d, const char *val,
+                       uint64_t *v)
+{
+    char words[256];
+    *v = 0;
+    switch (d->kind) {
+    case KIND_INT:
+        if (parse_u64(val, d->lo, d->hi, v))
+            break;
+        return EXIT_OK;
+    case KIND_SIZE:
+        if (parse_size(val, v) || *v < d->lo || *v > d->hi)
+            break;
+        return EXIT_OK;
+    case KIND_CHOICE:
+        if (is_choice(d->choices, val))
+            return EXIT_OK;
+        return usage_error(cmd, "--%s must be %s, not '%s'", d->name,
+                           choice_words(d->choices, words, sizeof words),
+                           val);
+    case KIND_NAME:
+        if (*val)
+            return EXIT_OK;
+        return usage_error(cmd, "--%s needs a name", d->name);
+    default:
+        return EXIT_OK;
+    }
+    return usage_error(cmd, "--%s must be %s, not '%s'", d->name, d->must,
+                       val);
+}
+
+/* The options of `pack` that say how to write shards (values checked). */
+static int apply_output_option(cmd_args *a, int opt, const char *val,
+                               uint64_t v)
+{
     switch (opt) {
     case OPT_OUT:
         a->out_dir = val;
         return EXIT_OK;
     case OPT_RPF:
-        if (parse_u64(val, 1, UINT32_MAX, &v))
-            return usage_error(a->cmd,
-                               "--rows-per-frame must be a positive integer, "
-                               "not '%s'",
-                               val);
         a->writer.rows_per_frame = (uint32_t)v;
         return EXIT_OK;
     case OPT_LEVEL:
-        if (parse_u64(val, 1, 22, &v))
-            return usage_error(a->cmd, "--level must be 1..22, not '%s'", val);
         a->writer.level = (int)v;
         return EXIT_OK;
     case OPT_SHARD_ROWS:
-        if (parse_u64(val, 1, UINT64_MAX, &v))
-            return usage_error(a->cmd,
-                               "--shard-rows must be a positive integer, not "
-                               "'%s'",
-                               val);
         if (a->writer.shard_bytes)
             return usage_error(a->cmd,
                                "--shard-rows or --shard-bytes, not both");
         a->writer.shard_rows = v;
         return EXIT_OK;
     case OPT_SHARD_BYTES:
-        if (parse_size(val, &v) || v == 0)
-            return usage_error(a->cmd,
-                               "--shard-bytes must be a size such as "
-                               "500000000, 512M or 2G, not '%s'",
-                               val);
         if (a->writer.shard_rows)
             return usage_error(a->cmd,
                                "--shard-rows or --shard-bytes, not both");
@@ -153,18 +229,12 @@ static int apply_output_option(cmd_args *a, int opt, const char *val)
         a->writer.references = 1;
         return EXIT_OK;
     case OPT_THREADS:
-        if (parse_u64(val, 1, 256, &v))
-            return usage_error(a->cmd, "--threads must be 1..256, not '%s'",
-                               val);
         a->writer.threads = a->ingest.threads = (int)v;
         return EXIT_OK;
     case OPT_SHUFFLE:
         a->plan.shuffle_rows = 1;
         return EXIT_OK;
     case OPT_SEED:
-        if (parse_u64(val, 0, UINT64_MAX, &v))
-            return usage_error(a->cmd, "--seed must be an integer, not '%s'",
-                               val);
         a->plan.shuffle_seed = v;
         return EXIT_OK;
     default:
@@ -172,53 +242,55 @@ static int apply_output_option(cmd_args *a, int opt, const char *val)
     }
 }
 
+/* A value options.def allows and the library's parser refuses: the two
+ * disagree (test_front_ends holds each choice against the command). */
+static int refused_choice(const char *cmd, const option_def *d,
+                          const char *val)
+{
+    char words[256];
+    return usage_error(cmd, "--%s must be %s, not '%s'", d->name,
+                       choice_words(d->choices, words, sizeof words), val);
+}
+
 int apply_ingest_option(const char *cmd, const char *name, const char *val,
                         prepack_ingest_options *o)
 {
+    const option_def *d = option_by_name(name);
+    if (!d || !(d->where & INPUT) || d->id == OPT_DTYPE ||
+        d->id == OPT_TMPDIR)
+        return -1;
     uint64_t v;
-    if (strcmp(name, "format") == 0) {
+    int rc = check_value(cmd, d, val, &v);
+    if (rc != EXIT_OK)
+        return rc;
+    switch (d->id) {
+    case OPT_FORMAT:
         if (prepack_format_parse(val, &o->format))
-            return usage_error(cmd,
-                               "--format must be auto, jsonl, megatron, "
-                               "llmc or raw-u16, not '%s'",
-                               val);
-    } else if (strcmp(name, "field") == 0) {
-        if (!*val)
-            return usage_error(cmd, "--field needs a name");
+            return refused_choice(cmd, d, val);
+        break;
+    case OPT_FIELD:
         o->field = val;
-    } else if (strcmp(name, "doc-sep") == 0) {
-        if (parse_u64(val, 0, UINT32_MAX, &v))
-            return usage_error(cmd, "--doc-sep must be a token id, not '%s'",
-                               val);
+        break;
+    case OPT_DOCSEP:
         o->has_doc_sep = 1;
         o->doc_sep = (uint32_t)v;
-    } else if (strcmp(name, "sep-position") == 0) {
-        if (strcmp(val, "before") && strcmp(val, "after"))
-            return usage_error(cmd,
-                               "--sep-position must be before or after, not "
-                               "'%s'",
-                               val);
+        break;
+    case OPT_SEPPOS:
         o->sep_position =
             strcmp(val, "before") == 0 ? PREPACK_SEP_BEFORE : PREPACK_SEP_AFTER;
-    } else if (strcmp(name, "allow-trailing-bytes") == 0) {
+        break;
+    case OPT_TRAILING:
         o->allow_trailing_bytes = 1;
-    } else {
+        break;
+    default:
         return -1;
     }
     return EXIT_OK;
 }
 
-/* An option's long name, from the table. */
-static const char *option_name(int opt)
-{
-    for (const struct option *o = cmd_options; o->name; o++)
-        if (o->val == opt)
-            return o->name;
-    return "";
-}
-
 /* The options that say how to read INPUTs and where tokens wait. */
-static int apply_input_option(cmd_args *a, int opt, const char *val)
+static int apply_input_option(cmd_args *a, int opt, const char *val,
+                              uint64_t v)
 {
     switch (opt) {
     case OPT_FORMAT:
@@ -226,72 +298,53 @@ static int apply_input_option(cmd_args *a, int opt, const char *val)
     case OPT_DOCSEP:
     case OPT_SEPPOS:
     case OPT_TRAILING:
-        return apply_ingest_option(a->cmd, option_name(opt), val, &a->ingest);
+        return apply_ingest_option(a->cmd, option_by_id(opt)->name, val,
+                                   &a->ingest);
     case OPT_DTYPE:
         if (prepack_dtype_parse(val, &a->store.dtype))
-            return usage_error(a->cmd,
-                               "--token-dtype must be auto, uint16 or "
-                               "uint32, not '%s'",
-                               val);
+            return refused_choice(a->cmd, option_by_id(opt), val);
         return EXIT_OK;
     case OPT_TMPDIR:
         a->store.tmp_dir = val;
         return EXIT_OK;
     default:
-        return apply_output_option(a, opt, val);
+        return apply_output_option(a, opt, val, v);
     }
 }
 
-/* Applies one option; returns EXIT_OK or a usage error. */
+/* Applies one option: its value checked against options.def, then set;
+ * returns EXIT_OK or a usage error. */
 static int apply_option(cmd_args *a, int opt, const char *val)
 {
+    const option_def *d = option_by_id(opt);
     uint64_t v;
+    if (!d)
+        return usage_error(a->cmd, "unknown option");
+    int rc = check_value(a->cmd, d, val ? val : "", &v);
+    if (rc != EXIT_OK)
+        return rc;
     switch (opt) {
     case OPT_LENGTHS:
         a->lengths_path = val;
         return EXIT_OK;
     case OPT_MAXLEN:
-        if (parse_u64(val, 1, PREPACK_MAX_SEQ_LEN_LIMIT, &v))
-            return usage_error(a->cmd,
-                               "--max-seq-len must be an integer in 1..%u, "
-                               "not '%s'",
-                               PREPACK_MAX_SEQ_LEN_LIMIT, val);
         a->plan.max_seq_len = (uint32_t)v;
         return EXIT_OK;
     case OPT_ALGO:
         if (prepack_algo_parse(val, &a->plan.algo))
-            return usage_error(
-                a->cmd, "--algo must be ffd, bfd or nextfit, not '%s'", val);
+            return refused_choice(a->cmd, d, val);
         return EXIT_OK;
     case OPT_OVERLONG:
         if (prepack_overlong_parse(val, &a->plan.overlong))
-            return usage_error(a->cmd,
-                               "--overlong must be error, truncate, split or "
-                               "drop, not '%s'",
-                               val);
+            return refused_choice(a->cmd, d, val);
         return EXIT_OK;
     case OPT_PERROW:
-        if (parse_u64(val, 0, UINT32_MAX, &v))
-            return usage_error(a->cmd,
-                               "--max-seqs-per-row must be a non-negative "
-                               "integer, not '%s'",
-                               val);
         a->plan.max_seqs_per_row = (uint32_t)v;
         return EXIT_OK;
     case OPT_PAD_MULTIPLE:
-        if (parse_u64(val, 1, PREPACK_MAX_SEQ_LEN_LIMIT, &v))
-            return usage_error(a->cmd,
-                               "--pad-multiple must be a positive integer, "
-                               "not '%s'",
-                               val);
         a->plan.pad_multiple = (uint32_t)v;
         return EXIT_OK;
     case OPT_BATCH:
-        if (parse_u64(val, 1, UINT32_MAX, &v))
-            return usage_error(a->cmd,
-                               "--batch-size must be a positive integer, "
-                               "not '%s'",
-                               val);
         a->batch_size = (uint32_t)v;
         return EXIT_OK;
     case OPT_JSON:
@@ -304,18 +357,15 @@ static int apply_option(cmd_args *a, int opt, const char *val)
         a->quiet = 1;
         return EXIT_OK;
     default:
-        return apply_input_option(a, opt, val);
+        return apply_input_option(a, opt, val, v);
     }
 }
 
 /* Whether an option belongs to the other command. */
 static int foreign(const cmd_args *a, int opt)
 {
-    int pack_only = opt == OPT_OUT || opt == OPT_RPF || opt == OPT_LEVEL ||
-                    opt == OPT_SHARD_ROWS || opt == OPT_OVERWRITE ||
-                    opt == OPT_PLAN_ONLY || opt == OPT_SHUFFLE ||
-                    opt == OPT_SEED;
-    return a->is_pack ? opt == OPT_LENGTHS : pack_only;
+    const option_def *d = option_by_id(opt);
+    return !d || !(d->where & (a->is_pack ? CMD_PACK : CMD_STATS));
 }
 
 /* The cores this process may run on (its affinity mask), at most 256:
@@ -329,28 +379,99 @@ static int available_cores(void)
     return n < 1 ? 1 : n > 256 ? 256 : n;
 }
 
-int parse_cmd_args(int argc, char **argv, const char *cmd, const char *help,
-                   cmd_args *a)
+/* One option's entry in --help: names at 2, the help at column 27, each
+ * "\n" of its help a new line there. */
+static void print_option(FILE *f, const option_def *d, int is_pack)
+{
+    char names[64];
+    const char *help = !is_pack && d->stats_help[0] ? d->stats_help : d->help;
+    snprintf(names, sizeof names, "%s%c%s--%s%s%s", d->short_name ? "-" : "",
+             d->short_name ? d->short_name : ' ', d->short_name ? ", " : "",
+             d->name, d->metavar[0] ? " " : "", d->metavar);
+    const char *shown = d->short_name ? names : names + 1;
+    for (int first = 1; *help; first = 0) {
+        const char *nl = strchr(help, '\n');
+        int len = nl ? (int)(nl - help) : (int)strlen(help);
+        fprintf(f, "  %-24s %.*s\n", first ? shown : "", len, help);
+        help += len + (nl != NULL);
+    }
+}
+
+void print_cmd_options(FILE *f, int is_pack)
+{
+    unsigned cmd = is_pack ? CMD_PACK : CMD_STATS;
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if ((option_defs[i].where & cmd) && !(option_defs[i].where & INPUT))
+            print_option(f, &option_defs[i], is_pack);
+    if (is_pack) { /* the input options by name: stats documents them */
+        size_t col = 0, last = 0;
+        for (size_t i = 0; i < NOPTIONS; i++)
+            if ((option_defs[i].where & cmd) && (option_defs[i].where & INPUT))
+                last = i;
+        for (size_t i = 0; i <= last; i++) {
+            const option_def *d = &option_defs[i];
+            if (!(d->where & cmd) || !(d->where & INPUT))
+                continue;
+            size_t len = strlen(d->name) + 4; /* "--" and ", " */
+            if (col && col + len > 72) {
+                fputs("\n", f);
+                col = 0;
+            }
+            col += (size_t)fprintf(f, "%s--%s%s", col ? " " : "  ", d->name,
+                                   i < last ? "," : "");
+        }
+        fputs("\n", f);
+        fprintf(f, "  %-24s %s\n", "", "how to read INPUTs, as for "
+                                        "'prepack stats'");
+    } else {
+        fputs("\nInput options:\n", f);
+        for (size_t i = 0; i < NOPTIONS; i++)
+            if ((option_defs[i].where & cmd) &&
+                (option_defs[i].where & INPUT))
+                print_option(f, &option_defs[i], is_pack);
+    }
+    fprintf(f, "  %-24s %s\n", "-h, --help", "show this help");
+}
+
+int parse_cmd_args(int argc, char **argv, const char *cmd,
+                   const char *help_head, const char *help_tail, cmd_args *a)
 {
     memset(a, 0, sizeof *a);
     a->cmd = cmd;
     /* pack and its steps (scan, plan, write, finalize) take one set */
     a->is_pack = strcmp(cmd, "stats") != 0;
-    a->batch_size = PREPACK_DEFAULT_BATCH_SIZE;
+    if (!cmd_options[0].name)
+        build_getopt_table();
+    /* the defaults options.def gives, applied as if given */
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option_def *d = &option_defs[i];
+        if (d->dflt[0] && !foreign(a, d->id)) {
+            int rc = apply_option(a, d->id, d->dflt);
+            if (rc != EXIT_OK)
+                return rc;
+        }
+    }
     a->writer.threads = a->ingest.threads = available_cores();
     opterr = 0;
     optind = 1;
     int opt;
-    while ((opt = getopt_long(argc, argv, ":ho:", cmd_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_options, cmd_options,
+                              NULL)) != -1) {
         if (opt == 'h') {
-            fputs(help, stdout);
+            fputs(help_head, stdout);
+            if (help_tail) {
+                print_cmd_options(stdout, a->is_pack);
+                fputs(help_tail, stdout);
+            }
             return -1;
         }
-        if (opt == 'o')
-            opt = OPT_OUT;
+        for (size_t i = 0; opt < OPT_NONE_ && i < NOPTIONS; i++)
+            if (option_defs[i].short_name == opt) /* -o: --output */
+                opt = option_defs[i].id;
+        /* named by its name (argv[optind - 1] may be its value) */
         if (opt != '?' && opt != ':' && foreign(a, opt))
-            return usage_error(cmd, "'%s' is not an option of %s",
-                               argv[optind - 1], cmd);
+            return usage_error(cmd, "'--%s' is not an option of %s",
+                               option_by_id(opt)->name, cmd);
         if (opt == '?')
             return usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
         if (opt == ':')

@@ -44,10 +44,15 @@ typedef struct cmd_args {
     progress *progress; /* set up by the command */
 } cmd_args;
 
-/* Parses argv (argv[0] = cmd). Returns -1 when --help was printed, else
+/* Parses argv (argv[0] = cmd) by the options of options.def. --help
+ * prints help_head, then (given a help_tail) the options of pack or stats
+ * from options.def and help_tail. Returns -1 when --help was printed, else
  * EXIT_OK or a usage error (already reported). */
-int parse_cmd_args(int argc, char **argv, const char *cmd, const char *help,
-                   cmd_args *a);
+int parse_cmd_args(int argc, char **argv, const char *cmd,
+                   const char *help_head, const char *help_tail, cmd_args *a);
+/* The options part of pack's (is_pack) or stats' --help, from options.def,
+ * through the "-h, --help" line. */
+void print_cmd_options(FILE *f, int is_pack);
 
 /* The options that say how to read INPUTs (--format, --field, --doc-sep,
  * --sep-position), shared by stats, pack and verify: `name` without its

@@ -32,7 +32,7 @@ static void set_interrupt_handler(void (*handler)(int))
     sigaction(SIGTERM, &sa, NULL);
 }
 
-static const char pack_help[] =
+static const char pack_help_head[] =
     "usage: prepack pack INPUT... -o DIR --max-seq-len L [OPTIONS]\n"
     "\n"
     "Pack tokenized INPUTs (JSONL, Megatron .bin/.idx, llm.c .bin, raw\n"
@@ -44,48 +44,10 @@ static const char pack_help[] =
     "Python package: python -m prepack pack INPUT... --tokenizer PATH (given\n"
     "--tokenizer, this command prints that command).\n"
     "\n"
-    "Options:\n"
-    "  -o, --output DIR         the shard set's directory (required)\n"
-    "  --max-seq-len L          row capacity in tokens (required, 1..16777216)\n"
-    "  --algo ALGO              ffd | bfd | nextfit (default: ffd)\n"
-    "  --overlong POLICY        error | truncate | split | drop (default:\n"
-    "                           error)\n"
-    "  --max-seqs-per-row K     at most K sequences in a row (default: 0,\n"
-    "                           unlimited)\n"
-    "  --pad-multiple M         context parallelism: plan each sequence as\n"
-    "                           its length rounded up to a multiple of M,\n"
-    "                           so padded to M it still fits L (readers\n"
-    "                           pad; L must be a multiple of M)\n"
-    "  --shuffle                shuffle the finished rows\n"
-    "  --seed S                 the shuffle's seed (default: 0)\n"
-    "  --rows-per-frame R       rows in each zstd frame (default: as many\n"
-    "                           rows of L tokens as make 1 MiB)\n"
-    "  --shard-rows N           rows in each shard file, exactly (the last\n"
-    "                           may hold fewer; default: 16384)\n"
-    "  --shard-bytes SIZE       instead: end each shard after the frame\n"
-    "                           that brings it to SIZE bytes (512M, 2G)\n"
-    "  --level N                zstd level, 1..22 (default: 3)\n"
-    "  --threads N              read inputs and compress frames on N\n"
-    "                           threads (default: the cores available);\n"
-    "                           the output is the same for any N\n"
-    "  --overwrite              replace the shard set already in DIR: the\n"
-    "                           new set is written beside it and swapped in\n"
-    "                           when complete (the old set stays until then)\n"
-    "  --plan-only              rows hold where their tokens are (input\n"
-    "                           file, byte offset), not the tokens: for\n"
-    "                           Megatron, llm.c and raw inputs, read in\n"
-    "                           place by every reader; the manifest records\n"
-    "                           each input's identity and readers refuse a\n"
-    "                           changed one (docs/FORMAT.md, version 2)\n"
-    "  --batch-size B           naive batch size for the report (default: 8)\n"
-    "  --json                   print the report as one JSON object\n"
-    "  --svg FILE               also draw the report as an SVG picture\n"
-    "  --quiet                  no progress on stderr (shown only when it\n"
-    "                           is a terminal)\n"
-    "  --format, --field, --doc-sep, --sep-position, --token-dtype,\n"
-    "  --allow-trailing-bytes, --tmp-dir\n"
-    "                           how to read INPUTs, as for 'prepack stats'\n"
-    "  -h, --help               show this help\n"
+    "Options:\n";
+
+/* after the options (options.def) */
+static const char pack_help_tail[] =
     "\n"
     "The report's words:\n" REPORT_WORDS "\n"
     "Exit status: 0 success, 1 bad input or I/O error, 2 usage error.\n";
@@ -177,7 +139,8 @@ static int check_plan_only_inputs(const cmd_args *a)
 int cmd_pack(int argc, char **argv)
 {
     cmd_args a;
-    int rc = parse_cmd_args(argc, argv, "pack", pack_help, &a);
+    int rc = parse_cmd_args(argc, argv, "pack", pack_help_head,
+                            pack_help_tail, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
     if ((rc = check_plan_only_inputs(&a)) != EXIT_OK)

@@ -3,7 +3,7 @@
  * tokens are checked, never kept. */
 #include "cli.h"
 
-static const char stats_help[] =
+static const char stats_help_head[] =
     "usage: prepack stats INPUT... --max-seq-len L [OPTIONS]\n"
     "       prepack stats --lengths FILE --max-seq-len L [OPTIONS]\n"
     "\n"
@@ -15,45 +15,10 @@ static const char stats_help[] =
     "attention cost that packing removes compared with naive padded\n"
     "batches.\n"
     "\n"
-    "Options:\n"
-    "  --lengths FILE           a lengths file instead of INPUTs\n"
-    "  --max-seq-len L          row capacity in tokens (required, 1..16777216)\n"
-    "  --algo ALGO              ffd | bfd | nextfit (default: ffd)\n"
-    "  --overlong POLICY        sequences longer than L: error | truncate |\n"
-    "                           split | drop (default: error)\n"
-    "  --max-seqs-per-row K     at most K sequences in a row (default: 0,\n"
-    "                           unlimited)\n"
-    "  --pad-multiple M         context parallelism: plan each sequence as\n"
-    "                           its length rounded up to a multiple of M,\n"
-    "                           so padded to M it still fits L (readers\n"
-    "                           pad; L must be a multiple of M)\n"
-    "  --batch-size B           batch size of the naive padded batching it\n"
-    "                           compares against (default: 8)\n"
-    "  --json                   print one JSON object (keys in docs/CLI.md)\n"
-    "  --threads N              read inputs on N threads (default: the\n"
-    "                           cores available); the report is the same\n"
-    "                           for any N\n"
-    "  --svg FILE               also draw the report as an SVG picture\n"
-    "  --quiet                  no progress on stderr (shown only when it\n"
-    "                           is a terminal)\n"
-    "\n"
-    "Input options:\n"
-    "  --format FMT             auto | jsonl | megatron | llmc | raw-u16\n"
-    "                           (default: auto, by name and magic)\n"
-    "  --field NAME             JSONL token field (default: input_ids)\n"
-    "  --doc-sep ID             document delimiter of llm.c and raw files\n"
-    "                           (default: from the llm.c header, 50256 for\n"
-    "                           GPT-2, 128000 for LLaMA-3; required for raw)\n"
-    "  --sep-position POS       before | after: the delimiter opens or\n"
-    "                           closes a document (default: before for\n"
-    "                           llm.c, after for raw)\n"
-    "  --allow-trailing-bytes   Megatron: accept a .bin longer than its\n"
-    "                           .idx's sequences reach (default: an error)\n"
-    "  --token-dtype DT         auto | uint16 | uint32 (default: auto,\n"
-    "                           uint16 while every id fits)\n"
-    "  --tmp-dir DIR            where the token store lives while running\n"
-    "                           (default: $TMPDIR or /tmp); always removed\n"
-    "  -h, --help               show this help\n"
+    "Options:\n";
+
+/* after the options (options.def) */
+static const char stats_help_tail[] =
     "\n"
     "The report's words:\n" REPORT_WORDS "\n"
     "Exit status: 0 success, 1 bad input, 2 usage error.\n";
@@ -61,7 +26,8 @@ static const char stats_help[] =
 int cmd_stats(int argc, char **argv)
 {
     cmd_args a;
-    int rc = parse_cmd_args(argc, argv, "stats", stats_help, &a);
+    int rc = parse_cmd_args(argc, argv, "stats", stats_help_head,
+                            stats_help_tail, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
 

@@ -190,7 +190,7 @@ int cmd_step(int argc, char **argv)
     int rc = take_step_options(cmd, &argc, argv, &s);
     cmd_args a;
     if (rc == EXIT_OK)
-        rc = parse_cmd_args(argc, argv, cmd, steps_help, &a);
+        rc = parse_cmd_args(argc, argv, cmd, steps_help, NULL, &a);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
     if (a.writer.shard_bytes || a.writer.overwrite || a.svg_path ||
