@@ -1,5 +1,8 @@
 /* Options shared by `prepack stats` and `prepack pack`: how to read
- * inputs, how to plan, how to write shards. */
+ * inputs, how to plan, how to write shards. Each is a line of options.def
+ * (python -m prepack's too, through scripts/gen_options.py); this file
+ * builds the getopt table, the check of each value and the options part
+ * of --help from those lines, and sets each option's field. */
 #define _GNU_SOURCE /* getopt_long */
 #include <getopt.h>
 #include <sched.h>
@@ -385,14 +388,16 @@ static void print_option(FILE *f, const option_def *d, int is_pack)
 {
     char names[64];
     const char *help = !is_pack && d->stats_help[0] ? d->stats_help : d->help;
-    snprintf(names, sizeof names, "%s%c%s--%s%s%s", d->short_name ? "-" : "",
-             d->short_name ? d->short_name : ' ', d->short_name ? ", " : "",
-             d->name, d->metavar[0] ? " " : "", d->metavar);
-    const char *shown = d->short_name ? names : names + 1;
+    if (d->short_name)
+        snprintf(names, sizeof names, "-%c, --%s%s%s", d->short_name, d->name,
+                 d->metavar[0] ? " " : "", d->metavar);
+    else
+        snprintf(names, sizeof names, "--%s%s%s", d->name,
+                 d->metavar[0] ? " " : "", d->metavar);
     for (int first = 1; *help; first = 0) {
         const char *nl = strchr(help, '\n');
         int len = nl ? (int)(nl - help) : (int)strlen(help);
-        fprintf(f, "  %-24s %.*s\n", first ? shown : "", len, help);
+        fprintf(f, "  %-24s %.*s\n", first ? names : "", len, help);
         help += len + (nl != NULL);
     }
 }

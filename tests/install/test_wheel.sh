@@ -3,7 +3,8 @@
 # the build tree: libprepack.so and the prepack command find zstd,
 # simdjson, msgpack-c and xxhash inside the wheel (ldd names nothing else
 # but the C/C++ runtime, libm, libgcc_s and zlib), and the package packs,
-# prefill-packs and reads with no variable set.
+# prefill-packs and reads with no variable set; python -m prepack's
+# generated options (_options.py) are in it.
 # Usage: test_wheel.sh SOURCE_DIR PYTHON
 set -euo pipefail
 src=$1
@@ -40,6 +41,12 @@ assert prepack.prefill.pack_prompts([[1, 2], [3]]).num_prompts == 2
 s = prepack.ShardSet(os.path.join(sys.argv[1], "expected", "set"))
 assert s.backend == "c" and len(s) == 20
 s.verify()
+# python -m prepack's options, generated from src/cli/options.def
+from prepack import _options
+from prepack.__main__ import _parser
+assert any(o["name"] == "max-seq-len" for o in _options.OPTIONS)
+a = _parser().parse_args(["stats", "x.parquet", "--max-seq-len", "8"])
+assert a.algo == "ffd" and a.batch_size == 8
 PY
 "$tmp/venv/bin/prepack" verify "$src/fixtures/expected/set" >/dev/null 2>&1 ||
     { echo "FAIL: the wheel's prepack command"; exit 1; }

@@ -149,6 +149,19 @@ def test_another_commands_option_is_refused_by_name(prepack_bin, cmd):
         assert "shard-bytes" in [o["name"] for o in others]
 
 
+def test_ranges_and_choices_are_the_librarys():
+    """--max-seq-len and --pad-multiple reach the library's limit
+    (PREPACK_MAX_SEQ_LEN_LIMIT, which test_seam holds _native's to); the
+    choices pack_dataset takes are the table's (the command's are tried
+    above)."""
+    from prepack import _native
+    for name in ("max-seq-len", "pad-multiple"):
+        assert OPTIONS[name]["range"] == (1, _native.MAX_SEQ_LEN_LIMIT)
+    assert OPTIONS["algo"]["choices"] == _native.ALGOS
+    assert OPTIONS["overlong"]["choices"] == _native.OVERLONGS
+    assert OPTIONS["token-dtype"]["choices"] == _native.DTYPES
+
+
 def test_exceptions_are_the_tables():
     """test_front_ends' lists of one front end's own options are the
     table's (the C command's) and Python's own (not in the table)."""
