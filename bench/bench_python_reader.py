@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Python reader throughput: rows/s and tokens/s through the PyTorch
-DataLoader (PackedDataset, varlen batches), with the C reader (libprepack
-through ctypes, the default) and the pure-Python one, against `zstd -dc >
-/dev/null` on the same shards, in one run, medians of 3 (goal: >= 0.5x
-zstd's speed). Then the C reader in the epoch's shuffled order: rows
-shuffled one by one (each row decompresses its frame) against
-shuffle="frames" (frames shuffled, rows within each: a frame once).
+DataLoader (PackedDataset, varlen batches, in order), with the C reader
+(libprepack through ctypes, the default) and the pure-Python one, and
+ShardSet[i] row by row collated 64 rows at a time (prepack.collate, torch
+tensors), each against `zstd -dc > /dev/null` on the same shards in the
+same run (the runs interleaved), medians of RUNS (default 5). It prints
+issue 31's two ratios: PackedDataset in order at >= 1x zstd -dc, and
+ShardSet[i] + collate of 64 rows at >= 0.5x. Then (SHUFFLED=0 skips it)
+the C reader in the epoch's shuffled order: rows shuffled one by one
+(each row decompresses its frame) against shuffle="frames" (frames
+shuffled, rows within each: a frame once).
 
     python bench/bench_python_reader.py SHARD_DIR [WORKERS]
 """
@@ -48,19 +52,41 @@ def reader_run(backend, batch_rows=int(os.environ.get("BATCH_ROWS", "16")),
     return time.perf_counter() - t
 
 
-z, c, p = [], [], []
-for _ in range(3):
+def rows_run(per_batch=64):
+    """ShardSet[i] for every row, collated per_batch rows at a time."""
+    s = prepack.ShardSet(path)
+    t = time.perf_counter()
+    n = 0
+    for first in range(0, rows, per_batch):
+        batch = prepack.collate([s[i] for i in
+                                 range(first, min(first + per_batch, rows))],
+                                "varlen", tensors="pt")
+        n += len(batch["input_ids"])
+    assert n == tokens
+    return time.perf_counter() - t
+
+
+runs = int(os.environ.get("RUNS", "5"))
+z, c, p, r = [], [], [], []
+for _ in range(runs):
     z.append(zstd_run())
     c.append(reader_run("c"))
     p.append(reader_run("python"))
-z, c, p = (statistics.median(v) for v in (z, c, p))
-print(f"{rows} rows, {tokens} tokens, {len(shards)} shards, workers={workers}")
+    r.append(rows_run())
+z, c, p, r = (statistics.median(v) for v in (z, c, p, r))
+print(f"{rows} rows, {tokens} tokens, {len(shards)} shards, workers={workers}, "
+      f"medians of {runs}")
 print(f"zstd -dc       : {z:.3f} s  {tokens / z / 1e6:.1f} M tokens/s")
 for name, t in (("C reader", c), ("Python reader", p)):
     print(f"{name:<15}: {t:.3f} s  {rows / t:.0f} rows/s  "
-          f"{tokens / t / 1e6:.1f} M tokens/s  ({z / t:.2f}x zstd's speed; "
-          f"goal >= 0.5)")
+          f"{tokens / t / 1e6:.1f} M tokens/s  ({z / t:.2f}x zstd's speed)")
 print(f"C reader / Python reader: {p / c:.2f}x")
+print(f"ShardSet[i] + collate of 64 rows: {r:.3f} s  {rows / r:.0f} rows/s  "
+      f"{tokens / r / 1e6:.1f} M tokens/s")
+print(f"PackedDataset in order / zstd -dc: {z / c:.2f}x (goal >= 1)")
+print(f"ShardSet[i] + collate(64 rows) / zstd -dc: {z / r:.2f}x (goal >= 0.5)")
+if os.environ.get("SHUFFLED", "1") == "0":
+    sys.exit(0)
 
 shuffled, frames = [], []
 for _ in range(3):
