@@ -188,18 +188,16 @@ def _sliding(config):
 
 def _row_mask(doc, window=None):
     """bool [B, 1, C, C] from the rows' prompt index [B, C] (-1 padding):
-    same prompt, causal, within the window. A padding position sees
-    itself, so no query row is all masked (sdpa gives NaN for one)."""
+    same prompt, causal, within the window. Padding positions share the
+    index -1, so each sees itself and the padding before it: no query row
+    is all masked (sdpa gives NaN for one), and no prompt sees padding."""
     torch = _optional.require("torch", "torch", "prepack.prefill")
     C = doc.shape[1]
     pos = torch.arange(C, device=doc.device)
-    causal = pos[:, None] >= pos[None, :]
-    same = (doc[:, :, None] == doc[:, None, :]) & (doc[:, :, None] >= 0)
-    mask = same & causal
+    allowed = pos[:, None] >= pos[None, :]
     if window is not None:
-        mask &= (pos[:, None] - pos[None, :]) < window
-    pad = (doc < 0)[:, :, None] & torch.eye(C, dtype=torch.bool, device=doc.device)
-    return (mask | pad)[:, None]
+        allowed &= (pos[:, None] - pos[None, :]) < window
+    return ((doc[:, :, None] == doc[:, None, :]) & allowed)[:, None]
 
 
 def _mask_for(model, doc):
