@@ -93,6 +93,24 @@ def token_numpy_dtype(token_dtype):
     return np.dtype(f"<u{token_width(token_dtype)}")
 
 
+def decode_ids(value, token_dtype, tokens, version):
+    """A row's input_ids bin as `tokens` ids of token_dtype (numpy's), or
+    None when its length fits no width the set allows: the one decoding
+    of token bytes in Python, shard_format.c's pp_decode_ids's twin.
+    Version 3 stores a uint32 row in 3 bytes a token when its ids are below
+    2^24 (the bin's 3 x tokens bytes say so); otherwise the bin holds
+    token_dtype's width."""
+    w = token_dtype.itemsize
+    if version >= 3 and w == 4 and tokens > 0 and len(value) == 3 * tokens:
+        out = np.zeros(tokens, token_dtype)
+        out.view(np.uint8).reshape(tokens, 4)[:, :3] = np.frombuffer(
+            value, np.uint8).reshape(tokens, 3)
+        return out
+    if len(value) % w:
+        return None
+    return np.frombuffer(value, dtype=token_dtype)
+
+
 # a row's fields and their dtypes; input_ids' is the set's token_dtype
 FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
           "seq_ids": np.dtype("<u8"), "loss_mask": np.dtype("u1"),

@@ -260,10 +260,10 @@ def _storage(manifest_path, m):
     """"tokens" or "references" (a plan-only set), after the format and
     version."""
     if not isinstance(m, dict) or m.get("format") != "prepack-shards" \
-            or m.get("version") not in (1, 2) \
+            or m.get("version") not in (1, 2, 3) \
             or type(m.get("version")) is not int:
         raise ShardSetError(f"{manifest_path}: not a prepack shard set "
-                            f"manifest (versions 1 and 2)")
+                            f"manifest (versions 1 to 3)")
     storage = m.get("storage", "tokens") if m["version"] >= 2 \
         else "tokens"
     if storage not in ("tokens", "references"):
@@ -326,6 +326,7 @@ class Manifest:
             raise ShardSetError(f"{where}: token_dtype must be uint16 "
                                 f"or uint32, not {m.get('token_dtype')!r}")
         self.token_dtype = token_numpy_dtype(m["token_dtype"])
+        self.version = m["version"]  # 3: rows may hold 3-byte ids
         overlong = m.get("overlong", "error")
         if overlong not in _OVERLONG:
             raise ShardSetError(f"{where}: overlong must be error, "

@@ -14,7 +14,8 @@ from ._errors import CorruptShardError, ShardSetError
 from ._files import open_shard, pread_all
 from ._format import (FIELDS, REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
                       SEEK_FOOTER, SEEK_HEADER, SEEKABLE_MAGIC,
-                      SKIPPABLE_MAGIC, TOKEN_DTYPES, seek_table_bytes,
+                      SKIPPABLE_MAGIC, TOKEN_DTYPES, decode_ids,
+                      seek_table_bytes,
                       token_width, zstd_expansion_bound)
 from ._sources import Sources
 
@@ -91,6 +92,7 @@ class PyReader:
         self.max_seq_len, self.pad_multiple = m.max_seq_len, m.pad_multiple
         self.rows_per_frame, self.token_dtype = m.rows_per_frame, \
             m.token_dtype
+        self.version = m.version
         self._first = m.first
         self._paths = [path for path, *_ in m.shards]
         self._files = Sources(m.sources, m.source_spans())
@@ -182,10 +184,22 @@ class PyReader:
                 continue
             if not isinstance(value, bytes):
                 raise CorruptShardError(f"{where}: {key} is not a bin")
-            dtype = dtype or self.token_dtype
+            if dtype is None:  # input_ids: decoded once cu_seqlens is read
+                continue
             if len(value) % dtype.itemsize:
                 raise CorruptShardError(f"{where}: {key} has a partial value")
             row[key] = np.frombuffer(value, dtype=dtype)
+        value = obj.get("input_ids")
+        if value is not None and not self.references:
+            cu = row.get("cu_seqlens")
+            tokens = int(cu[-1]) if cu is not None and len(cu) else 0
+            ids = decode_ids(value, self.token_dtype,
+                             tokens if 0 < tokens <= self.max_seq_len else 0,
+                             self.version)
+            if ids is None:
+                raise CorruptShardError(f"{where}: input_ids has a partial "
+                                        f"value")
+            row["input_ids"] = ids
         return row
 
     def _check_dtype(self, row, where):

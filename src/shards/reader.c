@@ -632,6 +632,14 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                                  "frame %zu row %zu: needs input_ids, "
                                  "cu_seqlens and seq_ids as bins",
                                  f, j);
+    /* version 3: uint32 ids in 3 bytes a token, the length says */
+    int32_t last = 0;
+    if (nc >= 4)
+        memcpy(&last, (const unsigned char *)c + nc - 4, 4);
+    unsigned stored = pp_stored_id_bytes(r->m.version, r->width, nt,
+                                         last > 0 ? (size_t)last : 0);
+    if (stored != r->width)
+        nt = nt / stored * r->width; /* the bytes at the set's width */
     if (token_width_mismatch(r, nt, c, nc, m, nm))
         return pp_reader_corrupt(
             diag, path,
@@ -644,7 +652,7 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     if (wrong)
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s", f, j,
                                  wrong);
-    memcpy(r->tokens, t, nt);
+    pp_decode_ids(r->tokens, r->width, t, stored, nt / r->width);
     return copy_fields(r, row, nt / r->width, c, nc, sq, ns, m, nm, st, nst,
                        path, f, j, diag);
 }

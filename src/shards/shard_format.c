@@ -1,4 +1,5 @@
-/* Shard set file names (shard_format.h). */
+/* Shard set file names and the encoding of token ids in rows
+ * (shard_format.h). */
 #include <stdio.h>
 #include <string.h>
 
@@ -30,4 +31,45 @@ int pp_is_set_file(const char *name)
     return (n == sizeof PP_MANIFEST_NAME - 1 &&
             memcmp(name, PP_MANIFEST_NAME, n) == 0) ||
            pp_is_shard_name(name, n);
+}
+
+/* ---- token ids in rows --------------------------------------------------- */
+
+unsigned pp_id_bytes_for(const uint32_t *ids, size_t n)
+{
+    uint32_t any = 0;
+    for (size_t i = 0; i < n; i++)
+        any |= ids[i];
+    return any >> 24 ? 4 : 3;
+}
+
+void pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++, out += 3) {
+        out[0] = (unsigned char)ids[i];
+        out[1] = (unsigned char)(ids[i] >> 8);
+        out[2] = (unsigned char)(ids[i] >> 16);
+    }
+}
+
+unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,
+                            size_t tokens)
+{
+    if (version >= 3 && width == 4 && tokens > 0 && nbytes % 3 == 0 &&
+        nbytes / 3 == tokens)
+        return 3;
+    return width;
+}
+
+void pp_decode_ids(void *out, unsigned width, const void *in, unsigned stored,
+                   size_t n)
+{
+    if (stored == width) {
+        memcpy(out, in, n * width);
+        return;
+    }
+    const unsigned char *p = in; /* 3 bytes into uint32 */
+    uint32_t *o = out;
+    for (size_t i = 0; i < n; i++, p += 3)
+        o[i] = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
 }

@@ -67,6 +67,34 @@ static inline uint64_t pp_zstd_expansion_bound(uint64_t compressed)
     return compressed * (128 * 1024 / 4);
 }
 
+/* ---- token ids in rows (format version 3) ------------------------------ */
+
+/* Every uint32 set that holds its tokens is version 3: it stores a
+ * row's input_ids in 3 bytes a token when all its ids are below 2^24 (vocabularies of up to 16 M ids: a
+ * quarter of the bytes gone before zstd sees them), else in 4; the bin's
+ * length says which (3 T or 4 T bytes, T the end of cu_seqlens).
+ * uint16 sets and versions 1 and 2 store the token_dtype's width. */
+enum { PP_FIRST_ID3_VERSION = 3 };
+
+/* 3 when every one of the n ids fits 24 bits, else 4. */
+unsigned pp_id_bytes_for(const uint32_t *ids, size_t n);
+/* The n ids in 3 little-endian bytes each (each below 2^24). */
+void pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n);
+/* The bytes a token of a row's input_ids bin of `nbytes` takes on disk,
+ * for a row of `tokens` tokens (the end of its cu_seqlens) in a set of
+ * `version` and token width `width`: 3 only where version 3 allows it and
+ * the length says so, else `width` (the caller's checks of the length
+ * against it then refuse any other). */
+unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,
+                            size_t tokens);
+/* The one decoding of a row's token bytes to the native width: n tokens
+ * of `stored` bytes (2, 3 or 4, at most `width`) at `in` into `out` as
+ * `width`-byte (2 or 4) little-endian values. Both the row reader and the
+ * batch path call it; python/prepack/_format.py's decode_ids is its
+ * twin. */
+void pp_decode_ids(void *out, unsigned width, const void *in, unsigned stored,
+                   size_t n);
+
 /* ---- file names ------------------------------------------------------ */
 
 #define PP_MANIFEST_NAME "manifest.json"

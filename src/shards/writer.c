@@ -95,6 +95,9 @@ struct prepack_writer {
     uint64_t rows, tokens, bytes, raw_bytes;
     uint64_t first_shard; /* a part of a set: the first shard's number */
     int references;       /* plan-only: rows hold references, not tokens */
+    /* a uint32 row's ids in 3 bytes (3 L bytes): every uint32 set that
+     * holds its tokens is version 3 */
+    unsigned char *ids3;
     int finished;
 };
 
@@ -412,6 +415,11 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
                                      : PREPACK_DEFAULT_SHARD_ROWS;
     wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
     wr->fd = -1;
+    if (token_dtype == PREPACK_DTYPE_UINT32 && !o->references &&
+        !(wr->ids3 = pp_alloc(wr->alloc, max_seq_len, 3))) {
+        prepack_writer_free(wr);
+        return pp_out_of_memory(diag);
+    }
     wr->frame.alloc = wr->alloc;
     msgpack_packer_init(&wr->pk, &wr->frame, frame_append);
     if (pp_pool_create(&wr->pool, o->threads, wr->level, wr->alloc)) {
@@ -444,6 +452,7 @@ void prepack_writer_free(prepack_writer *w)
     pp_free(w->alloc, w->seek);
     pp_free(w->alloc, w->shards);
     pp_free(w->alloc, w->pending);
+    pp_free(w->alloc, w->ids3);
     prepack_allocator copy = w->alloc_copy; /* w itself goes with it */
     pp_free(w->alloc ? &copy : NULL, w);
 }
@@ -650,7 +659,11 @@ static int pack_row(prepack_writer *w, const prepack_row *row,
     if (references)
         bad = bad || pack_bin(pk, "ref_source", references->source, k * 4) ||
               pack_bin(pk, "ref_offset", references->offset, k * 8);
-    else
+    else if (w->ids3 && pp_id_bytes_for(row->input_ids, t) == 3) {
+        /* uint32 ids below 2^24 (format version 3) */
+        pp_encode_ids3(w->ids3, row->input_ids, t);
+        bad = bad || pack_bin(pk, "input_ids", w->ids3, t * 3);
+    } else
         bad = bad || pack_bin(pk, "input_ids", row->input_ids,
                               t * prepack_dtype_width(w->dtype));
     return bad ||
@@ -755,8 +768,8 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
     pp_manifest_fields m = {w->max_seq_len, prepack_dtype_name(w->dtype),
                             w->rows_per_frame, w->level, w->shards, w->nshards,
                             info ? info->plan : NULL, inputs, ninputs,
-                            info ? info->report : NULL, w->references, NULL,
-                            0};
+                            info ? info->report : NULL, w->references,
+                            w->ids3 != NULL, NULL, 0};
     pp_set_source *sources = NULL;
     if (w->references && !(info && info->store))
         rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,

@@ -131,6 +131,8 @@ static int finalize_job(pp_job *j, uint32_t write_tasks, int verify_hashes,
                                 plan.ninputs,
                                 &plan.report,
                                 0,
+                                /* version 3, as the writer (writer.c) */
+                                plan.dtype == PREPACK_DTYPE_UINT32,
                                 NULL,
                                 0};
         rc = save_manifest(j, &m, diag);

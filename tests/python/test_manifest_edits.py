@@ -372,7 +372,7 @@ CHECKS = [
      "not a prepack shard set", True),
     ("format another", put("format", "prepack-shard"),
      "not a prepack shard set", "not a prepack shard set", True),
-    ("version 3", put("version", 3), "version", "version", True),
+    ("version 4", put("version", 4), "version", "version", True),
     ("version 0", put("version", 0), "version", "version", True),
     ("version 1.0", put("version", 1.0), "version", "version", True),
     ("version as text", put("version", "1"), "version", "version", True),
