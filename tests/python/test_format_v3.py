@@ -1,0 +1,251 @@
+"""Format version 3 (docs/FORMAT.md): a uint32 set stores a row's ids in
+3 bytes a token when they are all below 2^24. Both readers (the C
+library's, through ctypes, and the pure-Python one) read the new sets and
+the old: fixtures/sets/v1-uint32 is a version 1 set written before the
+change, committed with the JSON lines it was packed from. Rows whose
+input_ids length fits no width the set allows are refused by both."""
+import json
+import os
+import struct
+import subprocess
+
+import msgpack
+import numpy as np
+import pytest
+import xxhash
+import zstandard
+
+from prepack import CorruptShardError, ShardSet, ShardSetError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+OLD = os.path.join(ROOT, "fixtures", "sets", "v1-uint32")
+OLD_SOURCE = OLD + ".jsonl"
+
+
+def backends():
+    return ["python"] + (["c"] if os.environ.get("PREPACK_LIBRARY") else [])
+
+
+def sequences(rows):
+    """{sequence id: its tokens} over every row."""
+    out = {}
+    for r in rows:
+        cu = r["cu_seqlens"]
+        for j, q in enumerate(r["seq_ids"]):
+            out[int(q)] = r["input_ids"][cu[j]:cu[j + 1]].tolist()
+    return out
+
+
+def source(path):
+    with open(path) as f:
+        return {i: json.loads(line)["input_ids"] for i, line in enumerate(f)}
+
+
+def write_source(path, docs):
+    with open(path, "w") as f:
+        for d in docs:
+            f.write(json.dumps({"input_ids": d}) + "\n")
+
+
+def pack(prepack_bin, src, out, *extra):
+    subprocess.run([prepack_bin, "pack", str(src), "-o", str(out),
+                    "--max-seq-len", "64", "--rows-per-frame", "2", "--quiet",
+                    *extra], check=True, stdout=subprocess.DEVNULL)
+
+
+def raw_rows(set_dir, shard="shard-00000.zst"):
+    """The shard's rows as msgpack decoded them, frame by frame."""
+    with open(os.path.join(set_dir, shard), "rb") as f:
+        data = f.read()
+    n = struct.unpack_from("<I", data, len(data) - 9)[0]
+    table = data[len(data) - 9 - 12 * n:len(data) - 9]
+    frames, at = [], 0
+    for i in range(n):
+        comp, _, _ = struct.unpack_from("<III", table, 12 * i)
+        frames.append(msgpack.unpackb(
+            zstandard.ZstdDecompressor().decompress(data[at:at + comp])))
+        at += comp
+    return frames
+
+
+def rewrite(set_dir, frames, shard="shard-00000.zst"):
+    """Writes frames (lists of row maps) as the shard, its seek table and
+    the manifest's bytes and xxh64 made to agree: only the rows lie."""
+    cctx = zstandard.ZstdCompressor(level=3, write_checksum=True,
+                                    write_content_size=True)
+    body, table = b"", b""
+    for rows in frames:
+        raw = b"\xdd" + struct.pack(">I", len(rows)) + b"".join(
+            msgpack.packb(r) for r in rows)
+        z = cctx.compress(raw)
+        body += z
+        table += struct.pack("<III", len(z), len(raw),
+                             xxhash.xxh64_intdigest(raw) & 0xFFFFFFFF)
+    n = len(frames)
+    data = body + struct.pack("<II", 0x184D2A5E, 12 * n + 9) + table + \
+        struct.pack("<IBI", n, 0x80, 0x8F92EAB1)
+    with open(os.path.join(set_dir, shard), "wb") as f:
+        f.write(data)
+    mp = os.path.join(set_dir, "manifest.json")
+    m = json.load(open(mp))
+    for e in m["shards"]:
+        if e["file"] == shard:
+            e["bytes"], e["xxh64"] = len(data), xxhash.xxh64_hexdigest(data)
+    with open(mp, "w") as f:
+        json.dump(m, f)
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_old_version_1_set_reads_as_packed(backend):
+    m = json.load(open(os.path.join(OLD, "manifest.json")))
+    assert (m["version"], m["token_dtype"]) == (1, "uint32")
+    s = ShardSet(OLD, backend=backend)
+    rows = [s[i] for i in range(len(s))]
+    assert all(r["input_ids"].dtype == np.uint32 for r in rows)
+    assert sequences(rows) == source(OLD_SOURCE)
+    assert any(len(r["loss_mask"]) for r in rows)
+    s.verify()
+
+
+def test_old_version_1_set_verifies_against_its_input(prepack_bin):
+    out = subprocess.run([prepack_bin, "verify", OLD, "--input", OLD_SOURCE],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def wide(tmp_path, prepack_bin):
+    """A uint32 set of ids below 2^24 (3 bytes each), but for the rows of
+    sequence 5, whose last id needs 4 bytes."""
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 2**24, rng.integers(3, 40)).tolist()
+            for _ in range(30)]
+    docs[5][-1] = 2**24 + 7
+    docs[7][0] = 2**24 - 1
+    src = tmp_path / "wide.jsonl"
+    write_source(src, docs)
+    pack(prepack_bin, src, tmp_path / "set")
+    return tmp_path / "set", src
+
+
+def stored_widths(set_dir):
+    widths = set()
+    for name in sorted(os.listdir(set_dir)):
+        if name.startswith("shard-"):
+            for rows in raw_rows(set_dir, name):
+                for r in rows:
+                    t = struct.unpack("<i", r["cu_seqlens"][-4:])[0]
+                    widths.add(len(r["input_ids"]) // t)
+                    assert len(r["input_ids"]) % t == 0
+    return widths
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_version_3_set_stores_3_bytes_and_reads_back(wide, backend):
+    set_dir, src = wide
+    m = json.load(open(set_dir / "manifest.json"))
+    assert (m["version"], m["token_dtype"]) == (3, "uint32")
+    assert stored_widths(set_dir) == {3, 4}  # the row of 2^24 + 7 in 4
+    s = ShardSet(str(set_dir), backend=backend)
+    assert sequences([s[i] for i in range(len(s))]) == source(src)
+    s.verify()
+
+
+def test_version_3_verifies_against_its_input(wide, prepack_bin):
+    set_dir, src = wide
+    out = subprocess.run([prepack_bin, "verify", str(set_dir), "--input",
+                          str(src)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_uint16_sets_stay_version_1(tmp_path, prepack_bin):
+    write_source(tmp_path / "a.jsonl", [[1, 2, 3], [65535, 4]])
+    pack(prepack_bin, tmp_path / "a.jsonl", tmp_path / "set")
+    m = json.load(open(tmp_path / "set" / "manifest.json"))
+    assert (m["version"], m["token_dtype"]) == (1, "uint16")
+
+
+def test_version_3_bytes_identical_at_any_thread_count(tmp_path, prepack_bin,
+                                                       wide):
+    _, src = wide
+    sets = []
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"t{threads}"
+        pack(prepack_bin, src, out, "--threads", threads)
+        sets.append({n: (out / n).read_bytes() for n in os.listdir(out)})
+    assert sets[0] == sets[1] == sets[2]
+
+
+def refused(set_dir, prepack_bin, backend, pattern):
+    """Both the command's verify and ShardSet refuse, naming the shard."""
+    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "shard-00000.zst" in out.stderr + \
+        out.stdout, out
+    with pytest.raises((CorruptShardError, ShardSetError), match=pattern):
+        s = ShardSet(str(set_dir), backend=backend)
+        for i in range(len(s)):
+            s[i]
+
+
+def ids_as(row, width):
+    """The row's ids (3-byte or 4-byte on disk) re-encoded `width` bytes
+    each, little-endian (low bytes kept)."""
+    t = struct.unpack("<i", row["cu_seqlens"][-4:])[0]
+    w = len(row["input_ids"]) // t
+    ids = [int.from_bytes(row["input_ids"][i * w:(i + 1) * w], "little")
+           for i in range(t)]
+    return b"".join(x.to_bytes(8, "little")[:width] for x in ids)
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("width", [1, 2, 5, 8])
+def test_an_id_width_that_is_not_3_or_4_is_refused(wide, prepack_bin,
+                                                   backend, width):
+    set_dir, _ = wide
+    frames = raw_rows(set_dir)
+    frames[0][0]["input_ids"] = ids_as(frames[0][0], width)
+    rewrite(set_dir, frames)
+    refused(set_dir, prepack_bin, backend, "frame 0")
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("version", [1, 2])
+def test_3_byte_ids_under_an_older_version_are_refused(wide, prepack_bin,
+                                                       backend, version):
+    """A version 3 set's manifest edited to say 1 (or 2): its rows of
+    3-byte ids are not whole uint32 values, whatever their length."""
+    set_dir, _ = wide
+    frames = raw_rows(set_dir)
+    for r in frames[0]:  # every row of frame 0: 4 ids in 3 bytes each
+        r["input_ids"] = ids_as(r, 3)[:12]
+        r["cu_seqlens"] = struct.pack("<ii", 0, 4)
+        r["seq_ids"] = r["seq_ids"][:8]
+    rewrite(set_dir, frames)
+    s = ShardSet(str(set_dir), backend=backend)  # as version 3: 4 tokens
+    assert all(len(s[i]["input_ids"]) == 4 for i in range(len(frames[0])))
+    mp = set_dir / "manifest.json"
+    m = json.load(open(mp))
+    m["version"] = version
+    mp.write_text(json.dumps(m))
+    refused(set_dir, prepack_bin, backend, "frame 0")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_uint16_set_never_reads_3_byte_ids(tmp_path, prepack_bin, backend):
+    """token_dtype uint16 in a version 3 manifest: 3 bytes a token is no
+    width of uint16 ids."""
+    write_source(tmp_path / "a.jsonl", [[1, 2, 3, 4], [5, 6]])
+    pack(prepack_bin, tmp_path / "a.jsonl", tmp_path / "set")
+    set_dir = tmp_path / "set"
+    frames = raw_rows(set_dir)
+    r = frames[0][0]
+    r["input_ids"] = b"".join(int(x).to_bytes(3, "little") for x in
+                              np.frombuffer(r["input_ids"], "<u2"))
+    rewrite(set_dir, frames)
+    mp = set_dir / "manifest.json"
+    m = json.load(open(mp))
+    m["version"] = 3
+    mp.write_text(json.dumps(m))
+    refused(set_dir, prepack_bin, backend, "frame 0")
