@@ -93,6 +93,9 @@ def token_numpy_dtype(token_dtype):
     return np.dtype(f"<u{token_width(token_dtype)}")
 
 
+FIRST_ID3_VERSION = 3  # the first format version whose rows hold 3-byte ids
+
+
 def decode_ids(value, token_dtype, tokens, version):
     """A row's input_ids bin as `tokens` ids of token_dtype (numpy's), or
     None when its length fits no width the set allows: the one decoding
@@ -101,7 +104,8 @@ def decode_ids(value, token_dtype, tokens, version):
     2^24 (the bin's 3 x tokens bytes say so); otherwise the bin holds
     token_dtype's width."""
     w = token_dtype.itemsize
-    if version >= 3 and w == 4 and tokens > 0 and len(value) == 3 * tokens:
+    if version >= FIRST_ID3_VERSION and w == 4 and tokens > 0 \
+            and len(value) == 3 * tokens:
         out = np.zeros(tokens, token_dtype)
         out.view(np.uint8).reshape(tokens, 4)[:, :3] = np.frombuffer(
             value, np.uint8).reshape(tokens, 3)

@@ -143,7 +143,8 @@ void pp_manifest_write(FILE *f, const pp_manifest_fields *m)
             "  \"shuffle\": %s,\n  \"seed\": %" PRIu64 ",\n"
             "  \"rows_per_frame\": %u,\n  \"zstd_level\": %d,\n"
             "  \"rows\": %" PRIu64 ",\n  \"tokens\": %" PRIu64 ",\n",
-            m->references ? 2 : m->ids3 ? 3 : 1, PREPACK_VERSION_STRING, m->max_seq_len,
+            m->references ? 2 : m->ids3 ? 3 : 1, PREPACK_VERSION_STRING,
+            m->max_seq_len,
             m->dtype,
             prepack_algo_name(o ? o->algo : PREPACK_ALGO_FFD),
             prepack_overlong_name(o ? o->overlong : PREPACK_OVERLONG_ERROR),

@@ -55,8 +55,8 @@ void pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n)
 unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,
                             size_t tokens)
 {
-    if (version >= 3 && width == 4 && tokens > 0 && nbytes % 3 == 0 &&
-        nbytes / 3 == tokens)
+    if (version >= PP_FIRST_ID3_VERSION && width == 4 && tokens > 0 &&
+        nbytes % 3 == 0 && nbytes / 3 == tokens)
         return 3;
     return width;
 }

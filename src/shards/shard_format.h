@@ -70,10 +70,11 @@ static inline uint64_t pp_zstd_expansion_bound(uint64_t compressed)
 /* ---- token ids in rows (format version 3) ------------------------------ */
 
 /* Every uint32 set that holds its tokens is version 3: it stores a
- * row's input_ids in 3 bytes a token when all its ids are below 2^24 (vocabularies of up to 16 M ids: a
- * quarter of the bytes gone before zstd sees them), else in 4; the bin's
- * length says which (3 T or 4 T bytes, T the end of cu_seqlens).
- * uint16 sets and versions 1 and 2 store the token_dtype's width. */
+ * row's input_ids in 3 bytes a token when all its ids are below 2^24
+ * (vocabularies of up to 16 M ids: a quarter of the bytes gone before
+ * zstd sees them), else in 4; the bin's length says which (3 T or 4 T
+ * bytes, T the end of cu_seqlens). uint16 sets and versions 1 and 2
+ * store the token_dtype's width. */
 enum { PP_FIRST_ID3_VERSION = 3 };
 
 /* 3 when every one of the n ids fits 24 bits, else 4. */

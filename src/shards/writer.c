@@ -316,11 +316,15 @@ static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
     return fit < want ? (uint32_t)(fit ? fit : 1) : want;
 }
 
-/* rows_per_frame 0: rows of L tokens of width w that make about
- * PREPACK_DEFAULT_FRAME_BYTES (at least one). */
+/* rows_per_frame 0: rows of L tokens that make about
+ * PREPACK_DEFAULT_FRAME_BYTES as uint16 (2^19 tokens, at least one row),
+ * whatever the width: a uint32 frame stores them in 1.5 MiB of 3-byte ids
+ * (format version 3), the size at which independent frames of repetitive
+ * text come within 1.05x of one zstd stream (docs/BENCHMARKS.md). */
 static uint32_t default_frame_rows(uint32_t L, unsigned w)
 {
-    uint64_t rows = PREPACK_DEFAULT_FRAME_BYTES / ((uint64_t)L * w);
+    (void)w;
+    uint64_t rows = PREPACK_DEFAULT_FRAME_BYTES / 2 / L;
     return rows ? (uint32_t)rows : 1;
 }
 

@@ -211,6 +211,7 @@ def test_format_constants_are_the_headers():
         "MANIFEST_MAX_DEPTH": f.MANIFEST_MAX_DEPTH,
         "TMP_SUFFIX": f.TMP_SUFFIX,
         "SHARD_NAME_MAX": f.SHARD_NAME_MAX,
+        "FIRST_ID3_VERSION": f.FIRST_ID3_VERSION,
     }
 
 
