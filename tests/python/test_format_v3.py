@@ -249,3 +249,19 @@ def test_a_uint16_set_never_reads_3_byte_ids(tmp_path, prepack_bin, backend):
     m["version"] = 3
     mp.write_text(json.dumps(m))
     refused(set_dir, prepack_bin, backend, "frame 0")
+
+
+@pytest.mark.parametrize("L", [1024, 4096, 2**20])
+def test_default_frames_hold_2_19_tokens_at_either_width(tmp_path, prepack_bin,
+                                                          L):
+    """rows_per_frame 0: as many rows of L as hold 2^19 tokens (at least
+    one), uint16 or uint32: a uint32 frame is 1.5 MiB of 3-byte ids."""
+    for name, ids in (("u16", [1, 2, 3]), ("u32", [70000, 2, 3])):
+        write_source(tmp_path / f"{name}.jsonl", [ids])
+        out = tmp_path / name
+        subprocess.run([prepack_bin, "pack", str(tmp_path / f"{name}.jsonl"),
+                        "-o", str(out), "--max-seq-len", str(L), "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL)
+        m = json.load(open(out / "manifest.json"))
+        assert m["token_dtype"] == ("uint16" if name == "u16" else "uint32")
+        assert m["rows_per_frame"] == max(1, 2**19 // L), (name, L)
