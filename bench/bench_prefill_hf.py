@@ -125,14 +125,12 @@ def run_packed(model, prompts):
 
 def _packed_forward(model, pp, batch):
     """(seconds building the forward's inputs, seconds of the forward) of
-    one PrefillBatch whose PackedPrompts `pp` holds tensors; the forward
-    keeps only the logits at the prompts' last tokens."""
+    one PrefillBatch whose PackedPrompts `pp` holds tensors; the output
+    layer runs at the prompts' last tokens only (batch_last_logits)."""
     t0 = time.perf_counter()
     kwargs = prefill.forward_inputs(model, batch)
-    ends = torch.unique(torch.as_tensor(
-        [int(pp.start[j] + pp.length[j] - 1) for j in batch.local]))
     t1 = time.perf_counter()
-    model(**kwargs, logits_to_keep=ends.to(model.device), use_cache=False)
+    prefill.batch_last_logits(model, batch, inputs=kwargs)
     sync(model)
     return t1 - t0, time.perf_counter() - t1
 

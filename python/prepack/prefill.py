@@ -483,8 +483,7 @@ def last_logits(model, prompts, tokenizer=None, max_tokens=None,
     """Each prompt's next-token logits, [N, vocab] in input order, from
     one prepacked forward per batch (plan_batches: at most `max_tokens`
     token slots a forward): what classification, reranking and the
-    first token of generation need. The forward computes the output
-    layer at the prompts' last positions only (logits_to_keep)."""
+    first token of generation need."""
     torch = _optional.require("torch", "torch", "prepack.prefill")
     ids = _tokenized(prompts, tokenizer, "prompt")
     _check_tokenizer(model, tokenizer)
@@ -493,20 +492,42 @@ def last_logits(model, prompts, tokenizer=None, max_tokens=None,
         _probe_isolation(model)
     out = None
     for batch in plan_batches(ids, max_tokens, overlong):
-        pp, r0 = batch.packed, batch.rows[0]
-        kwargs = forward_inputs(model, batch)
-        ends = [int(pp.start[j] + pp.length[j] - 1) for j in batch.local]
-        keep = sorted(set(ends))
-        with torch.no_grad():
-            logits = model(**kwargs, use_cache=False, logits_to_keep=torch.tensor(
-                keep, device=model.device)).logits        # [B, len(keep), V]
+        logits = batch_last_logits(model, batch)
         if out is None:
             out = logits.new_empty((len(ids), logits.shape[-1]))
-        at = {e: k for k, e in enumerate(keep)}
-        rows = torch.tensor([int(pp.row[j]) - r0 for j in batch.local], device=logits.device)
-        cols = torch.tensor([at[e] for e in ends], device=logits.device)
-        out[torch.tensor(batch.indices, device=logits.device)] = logits[rows, cols]
+        out[torch.tensor(batch.indices, device=logits.device)] = logits
     return out
+
+
+def batch_last_logits(model, batch, inputs=None):
+    """The next-token logits of one PrefillBatch's prompts, [prompts,
+    vocab] in the order of batch.indices, from one packed forward whose
+    output layer runs at those positions only: a hook gathers them from
+    the rows' hidden states before it, so no logits are computed for
+    the positions between (a per-row logits_to_keep would compute every
+    row at every prompt's end). `inputs`: forward_inputs(model, batch),
+    when the caller built them already."""
+    torch = _optional.require("torch", "torch", "prepack.prefill")
+    head = model.get_output_embeddings()
+    if head is None:
+        raise PrefillError(f"prepack.prefill: {type(model).__name__} has no "
+                           f"output embeddings to take logits from")
+    pp, r0, dev = batch.packed, batch.rows[0], model.device
+    if inputs is None:
+        inputs = forward_inputs(model, batch)
+    rows = torch.tensor([int(pp.row[j]) - r0 for j in batch.local], device=dev)
+    cols = torch.tensor([int(pp.start[j] + pp.length[j] - 1) for j in batch.local],
+                        device=dev)
+
+    def at_the_ends(module, args):
+        return (args[0][rows, cols][None],) + tuple(args[1:])
+    hook = head.register_forward_pre_hook(at_the_ends)
+    try:
+        with torch.no_grad():
+            logits = model(**inputs, use_cache=False, logits_to_keep=0).logits
+    finally:
+        hook.remove()
+    return logits[0]
 
 
 def generate(model, prompts, max_new_tokens=32, tokenizer=None,

@@ -158,6 +158,7 @@ def test_last_logits_equal_each_prompt_alone(arch):
     prompts = prompts_of(LENGTHS)
     got = prefill.last_logits(model, prompts, max_tokens=30)
     assert got.shape == (len(prompts), V)
+    assert not model.get_output_embeddings()._forward_pre_hooks  # the gather is gone
     for i, p in enumerate(prompts):
         with torch.no_grad():
             want = model(input_ids=torch.tensor([p])).logits[0, -1]
