@@ -19,13 +19,11 @@ perfect) and the worst single step's max/mean, for
 """
 import argparse
 import ctypes
-import json
 import os
 import sys
 import time
 
 import numpy as np
-import zstandard
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -33,30 +31,16 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 from prepack import _native  # noqa: E402
 from prepack import balancing as B  # noqa: E402
 
-LENGTHS = os.path.join(ROOT, "fixtures", "lengths")
+sys.path.insert(0, HERE)
+from length_sets import SETS as LENGTH_SETS  # noqa: E402
 
-
-def histogram(path):
-    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64)
-    return np.repeat(data[:, 0], data[:, 1])
-
-
-def corpus_lengths():
-    path = os.path.join(ROOT, "fixtures", "corpus", "python-docs.jsonl.zst")
-    with open(path, "rb") as f:
-        text = zstandard.ZstdDecompressor().stream_reader(f).read()
-    return np.array([len(json.loads(l)["input_ids"]) for l in text.splitlines() if l])
-
-
-SETS = {
-    "openchat": (lambda: np.loadtxt(os.path.join(
-        LENGTHS, "openchat_v1_multipack_testdata_lengths.txt"), dtype=np.int64), 4096),
-    "sharegpt": (lambda: np.loadtxt(os.path.join(
-        LENGTHS, "sharegpt_opt_first_turn_total_lengths.txt"), dtype=np.int64), 4096),
-    "squad": (lambda: histogram(os.path.join(LENGTHS, "squad_1_1_seq384_histogram.csv")), 2048),
-    "wikipedia": (lambda: histogram(os.path.join(LENGTHS, "wikipedia_seq512_histogram.csv")), 2048),
-    "corpus@8k": (corpus_lengths, 8192),
-    "corpus@32k": (corpus_lengths, 32768),
+SETS = {  # name: (lengths, L)
+    "openchat": (LENGTH_SETS["openchat"], 4096),
+    "sharegpt": (LENGTH_SETS["sharegpt"], 4096),
+    "squad": (LENGTH_SETS["squad"], 2048),
+    "wikipedia": (LENGTH_SETS["wikipedia"], 2048),
+    "corpus@8k": (LENGTH_SETS["corpus"], 8192),
+    "corpus@32k": (LENGTH_SETS["corpus"], 32768),
 }
 
 

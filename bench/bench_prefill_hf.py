@@ -31,7 +31,6 @@ free; GPU: torch.cuda.max_memory_allocated over the prefill).
 """
 import argparse
 import ctypes
-import json
 import os
 import resource
 import subprocess
@@ -47,30 +46,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "python"))
 from prepack import prefill  # noqa: E402
 
-LENGTHS = os.path.join(ROOT, "fixtures", "lengths")
+sys.path.insert(0, HERE)
+from length_sets import SETS as ALL_SETS  # noqa: E402
 
-
-def histogram(path):
-    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64)
-    return np.repeat(data[:, 0], data[:, 1])
-
-
-def corpus_lengths():
-    import zstandard
-    path = os.path.join(ROOT, "fixtures", "corpus", "python-docs.jsonl.zst")
-    with open(path, "rb") as f:
-        text = zstandard.ZstdDecompressor().stream_reader(f).read()
-    return np.array([len(json.loads(l)["input_ids"]) for l in text.splitlines() if l])
-
-
-SETS = {
-    "sharegpt": lambda: np.loadtxt(os.path.join(
-        LENGTHS, "sharegpt_opt_first_turn_total_lengths.txt"), dtype=np.int64),
-    "openchat": lambda: np.loadtxt(os.path.join(
-        LENGTHS, "openchat_v1_multipack_testdata_lengths.txt"), dtype=np.int64),
-    "squad": lambda: histogram(os.path.join(LENGTHS, "squad_1_1_seq384_histogram.csv")),
-    "corpus": corpus_lengths,
-}
+SETS = {k: ALL_SETS[k] for k in ("sharegpt", "openchat", "squad", "corpus")}
 
 
 def model_for(args):

@@ -265,7 +265,9 @@ def forward_inputs(model, batch):
     boolean [B, 1, C, C] mask, eager an additive float one, flex a
     BlockMask; per layer type where some layers slide), or for flash
     attention no mask but `cu_seq_lens_q/k` and `max_length_q/k` over
-    the rows read as one stream (flash-attn's varlen form)."""
+    the rows read as one stream (flash-attn's varlen form). Where every
+    row holds one prompt there is no mask: the model's causal one is
+    exact."""
     torch = _optional.require("torch", "torch", "prepack.prefill")
     pp, dev = batch.packed, model.device
     if not _is_torch(pp.input_ids):
@@ -276,9 +278,18 @@ def forward_inputs(model, batch):
               "position_ids": pp.position_ids[rows].to(dev)}
     if _attn_implementation(model) in _VARLEN_FORMS:
         kwargs.update(_varlen_bounds(doc))
-    else:
+    elif _two_prompts_in_a_row(doc):
         kwargs["attention_mask"] = _mask_for(model, doc)
+    # else each row is one prompt then padding: the model's own causal
+    # mask (its fast path) is exact for every prompt token, and padding
+    # comes after them
     return kwargs
+
+
+def _two_prompts_in_a_row(doc):
+    """Whether a row of the prompt index [B, C] holds a second prompt: the
+    index changes to a prompt's (not to padding's -1) past position 0."""
+    return bool(((doc[:, 1:] != doc[:, :-1]) & (doc[:, 1:] >= 0)).any())
 
 
 def _forward(model, pp, rows, use_cache):

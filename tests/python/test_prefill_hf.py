@@ -165,6 +165,19 @@ def test_last_logits_equal_each_prompt_alone(arch):
         torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_rows_of_one_prompt_take_the_models_causal_mask(arch):
+    """Prompts too long to share a row: no mask is built (the model's
+    causal fast path), and the tokens still equal generate alone; rows
+    holding two prompts do get the mask."""
+    model = tiny(arch)
+    prompts = prompts_of([12, 11, 10, 12])
+    assert "attention_mask" not in prefill.forward_inputs(model, plan_batches(prompts)[0])
+    got = prefill.generate(model, prompts, max_new_tokens=6)
+    assert got == [alone(model, p, 6) for p in prompts]
+    assert "attention_mask" in prefill.forward_inputs(model, plan_batches(prompts_of([6, 3, 3]))[0])
+
+
 def test_generate_changes_when_the_mask_or_positions_are_wrong():
     """The equality above is not vacuous: prefilling the packed rows with
     a plain causal mask, or without restarting positions, changes the
