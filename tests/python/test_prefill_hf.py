@@ -393,3 +393,46 @@ def test_score_bad_requests_are_named():
         prefill.score(model, [([1], [])])
     with pytest.raises(PrefillError, match="request 0 is not a"):
         prefill.score(model, [([1], [2], [3])])
+
+
+def test_simple_evaluate_runs_a_task_through_prepack_hf(lm_setup, tmp_path):
+    """lm-eval end to end: a multiple-choice task defined here (a local
+    JSON file: lm-eval's own tasks download data) through
+    simple_evaluate, HFLM and PrepackHFLM on the same model: the same
+    per-choice loglikelihoods, so the same accuracies."""
+    import json
+    from lm_eval import evaluator
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    import prepack.lmeval
+    tok, model = lm_setup
+    rnd = random.Random(3)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        words = f.read().split()
+    with open(tmp_path / "mc.jsonl", "w") as f:
+        for _ in range(12):
+            f.write(json.dumps({
+                "question": " ".join(rnd.choice(words) for _ in range(rnd.randint(3, 30))),
+                "choices": [" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 4)))
+                            for _ in range(4)],
+                "answer": rnd.randrange(4)}) + "\n")
+    (tmp_path / "mc.yaml").write_text(
+        "task: prepack_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'mc.jsonl'}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    tasks = TaskManager(include_path=str(tmp_path))
+    runs = {}
+    for name, lm in (("hf", HFLM(pretrained=model, tokenizer=tok, batch_size=4)),
+                     ("prepack", prepack.lmeval.PrepackHFLM(pretrained=model, tokenizer=tok,
+                                                            batch_size=4))):
+        runs[name] = evaluator.simple_evaluate(model=lm, tasks=["prepack_mc"], task_manager=tasks,
+                                               bootstrap_iters=0, log_samples=True)
+    got, want = ([s["resps"] for s in runs[k]["samples"]["prepack_mc"]] for k in ("prepack", "hf"))
+    assert len(got) == 12 and all(len(r) == 4 for r in got)
+    np.testing.assert_allclose([c[0][0] for r in got for c in r],
+                               [c[0][0] for r in want for c in r], rtol=1e-5)
+    for metric in ("acc,none", "acc_norm,none"):
+        assert runs["prepack"]["results"]["prepack_mc"][metric] == \
+            runs["hf"]["results"]["prepack_mc"][metric]
