@@ -6,6 +6,7 @@ frame 1 of the golden set's first shard so, with the entry's hash right
 (the rows read as before) or wrong (CorruptShardError naming the frame,
 never rows)."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -96,7 +97,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["c", "python"])
+# the C reader through ctypes needs libprepack loadable (not the sanitizer build)
+BACKENDS = [pytest.param("c", marks=pytest.mark.skipif(
+    not os.environ.get("PREPACK_LIBRARY"),
+    reason="PREPACK_LIBRARY not set (sanitizer builds cannot be loaded)")), "python"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_frame_with_the_right_entry_hash_reads(tmp_path, case, backend):
     d = rewrite_frame(tmp_path, CASES[case])
@@ -122,7 +129,7 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("backend", ["c", "python"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", sorted(WRONG))
 def test_a_frame_with_a_wrong_entry_hash_is_refused(tmp_path, case, backend):
     make, entry_hash = WRONG[case]
