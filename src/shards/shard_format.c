@@ -35,21 +35,16 @@ int pp_is_set_file(const char *name)
 
 /* ---- token ids in rows --------------------------------------------------- */
 
-unsigned pp_id_bytes_for(const uint32_t *ids, size_t n)
+int pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n)
 {
     uint32_t any = 0;
-    for (size_t i = 0; i < n; i++)
-        any |= ids[i];
-    return any >> 24 ? 4 : 3;
-}
-
-void pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n)
-{
     for (size_t i = 0; i < n; i++, out += 3) {
+        any |= ids[i];
         out[0] = (unsigned char)ids[i];
         out[1] = (unsigned char)(ids[i] >> 8);
         out[2] = (unsigned char)(ids[i] >> 16);
     }
+    return any >> 24 != 0;
 }
 
 unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,

@@ -77,10 +77,18 @@ static inline uint64_t pp_zstd_expansion_bound(uint64_t compressed)
  * store the token_dtype's width. */
 enum { PP_FIRST_ID3_VERSION = 3 };
 
-/* 3 when every one of the n ids fits 24 bits, else 4. */
-unsigned pp_id_bytes_for(const uint32_t *ids, size_t n);
-/* The n ids in 3 little-endian bytes each (each below 2^24). */
-void pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n);
+/* Whether a set of token width `width` bytes stores 3-byte ids (version
+ * 3): a uint32 set that holds its tokens. The writer and the steps'
+ * finalize both ask here, so a set's version has one rule. */
+static inline int pp_set_stores_ids3(unsigned width, int references)
+{
+    return width == 4 && !references;
+}
+
+/* The n ids in 3 little-endian bytes each, in one pass: 0 when every id
+ * fits 24 bits, else nonzero (out is then not a row's encoding: store
+ * the ids at 4 bytes). */
+int pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n);
 /* The bytes a token of a row's input_ids bin of `nbytes` takes on disk,
  * for a row of `tokens` tokens (the end of its cu_seqlens) in a set of
  * `version` and token width `width`: 3 only where version 3 allows it and
@@ -90,9 +98,9 @@ unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,
                             size_t tokens);
 /* The one decoding of a row's token bytes to the native width: n tokens
  * of `stored` bytes (2, 3 or 4, at most `width`) at `in` into `out` as
- * `width`-byte (2 or 4) little-endian values. Both the row reader and the
- * batch path call it; python/prepack/_format.py's decode_ids is its
- * twin. */
+ * `width`-byte (2 or 4) little-endian values. The row reader calls it
+ * (batches are built from its rows); python/prepack/_format.py's
+ * decode_ids is its twin. */
 void pp_decode_ids(void *out, unsigned width, const void *in, unsigned stored,
                    size_t n);
 

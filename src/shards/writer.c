@@ -321,9 +321,8 @@ static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
  * whatever the width: a uint32 frame stores them in 1.5 MiB of 3-byte ids
  * (format version 3), the size at which independent frames of repetitive
  * text come within 1.05x of one zstd stream (docs/BENCHMARKS.md). */
-static uint32_t default_frame_rows(uint32_t L, unsigned w)
+static uint32_t default_frame_rows(uint32_t L)
 {
-    (void)w;
     uint64_t rows = PREPACK_DEFAULT_FRAME_BYTES / 2 / L;
     return rows ? (uint32_t)rows : 1;
 }
@@ -409,7 +408,7 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     wr->references = o->references;
     wr->rows_per_frame = frame_rows_that_fit(
         o->rows_per_frame ? o->rows_per_frame
-                          : default_frame_rows(max_seq_len, w),
+                          : default_frame_rows(max_seq_len),
         max_seq_len, o->references ? PP_REF_BYTES : w);
     /* exactly shard_rows rows a shard (the last frame of each may be
      * short), or, with shard_bytes, as many frames as reach that size */
@@ -419,7 +418,7 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
                                      : PREPACK_DEFAULT_SHARD_ROWS;
     wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
     wr->fd = -1;
-    if (token_dtype == PREPACK_DTYPE_UINT32 && !o->references &&
+    if (pp_set_stores_ids3(w, o->references) &&
         !(wr->ids3 = pp_alloc(wr->alloc, max_seq_len, 3))) {
         prepack_writer_free(wr);
         return pp_out_of_memory(diag);
@@ -663,11 +662,10 @@ static int pack_row(prepack_writer *w, const prepack_row *row,
     if (references)
         bad = bad || pack_bin(pk, "ref_source", references->source, k * 4) ||
               pack_bin(pk, "ref_offset", references->offset, k * 8);
-    else if (w->ids3 && pp_id_bytes_for(row->input_ids, t) == 3) {
+    else if (w->ids3 && pp_encode_ids3(w->ids3, row->input_ids, t) == 0)
         /* uint32 ids below 2^24 (format version 3) */
-        pp_encode_ids3(w->ids3, row->input_ids, t);
         bad = bad || pack_bin(pk, "input_ids", w->ids3, t * 3);
-    } else
+    else
         bad = bad || pack_bin(pk, "input_ids", row->input_ids,
                               t * prepack_dtype_width(w->dtype));
     return bad ||
@@ -863,6 +861,6 @@ uint32_t pp_writer_frame_rows(uint32_t want, uint32_t max_seq_len,
                               prepack_dtype dtype)
 {
     unsigned w = (unsigned)prepack_dtype_width(dtype);
-    return frame_rows_that_fit(want ? want : default_frame_rows(max_seq_len, w),
+    return frame_rows_that_fit(want ? want : default_frame_rows(max_seq_len),
                                max_seq_len, w);
 }

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/io.h"
+#include "shards/shard_format.h"
 #include "steps/job.h"
 
 /* Write task t's record, checked against the plan. */
@@ -131,8 +132,10 @@ static int finalize_job(pp_job *j, uint32_t write_tasks, int verify_hashes,
                                 plan.ninputs,
                                 &plan.report,
                                 0,
-                                /* version 3, as the writer (writer.c) */
-                                plan.dtype == PREPACK_DTYPE_UINT32,
+                                pp_set_stores_ids3(
+                                    (unsigned)prepack_dtype_width(
+                                        (prepack_dtype)plan.dtype),
+                                    0),
                                 NULL,
                                 0};
         rc = save_manifest(j, &m, diag);
