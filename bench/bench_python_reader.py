@@ -6,7 +6,11 @@ ShardSet[i] row by row collated 64 rows at a time (prepack.collate, torch
 tensors), each against `zstd -dc > /dev/null` on the same shards in the
 same run (the runs interleaved), medians of RUNS (default 5). It prints
 issue 31's two ratios: PackedDataset in order at >= 1x zstd -dc, and
-ShardSet[i] + collate of 64 rows at >= 0.5x. Then (SHUFFLED=0 skips it)
+ShardSet[i] + collate of 64 rows at >= 0.5x. Then (STEP_MS=0 skips it)
+PackedDataset's read_ahead under a training step: each batch followed by
+a step of STEP_MS (default 2) that releases the GIL, as a GPU step
+waiting on the device does, the epoch with read_ahead 0 and 1. Then
+(SHUFFLED=0 skips it)
 the C reader in the epoch's shuffled order: rows shuffled one by one
 (each row decompresses its frame) against shuffle="frames" (frames
 shuffled, rows within each: a frame once).
@@ -40,14 +44,16 @@ def zstd_run():
 
 
 def reader_run(backend, batch_rows=int(os.environ.get("BATCH_ROWS", "16")),
-               shuffle=False):
+               shuffle=False, read_ahead=1, step=0.0):
     ds = PackedDataset(path, batch_rows=batch_rows, form="varlen", shuffle=shuffle,
-                       backend=backend)
+                       backend=backend, read_ahead=read_ahead)
     t = time.perf_counter()
     n = 0
     for batch in torch.utils.data.DataLoader(ds, batch_size=None,
                                              num_workers=workers):
         n += len(batch["input_ids"])
+        if step:
+            time.sleep(step)  # releases the GIL, as a device wait does
     assert n == tokens
     return time.perf_counter() - t
 
@@ -85,6 +91,20 @@ print(f"ShardSet[i] + collate of 64 rows: {r:.3f} s  {rows / r:.0f} rows/s  "
       f"{tokens / r / 1e6:.1f} M tokens/s")
 print(f"PackedDataset in order / zstd -dc: {z / c:.2f}x (goal >= 1)")
 print(f"ShardSet[i] + collate(64 rows) / zstd -dc: {z / r:.2f}x (goal >= 0.5)")
+step_ms = float(os.environ.get("STEP_MS", "2"))
+if step_ms > 0:
+    off, on = [], []
+    for _ in range(3):
+        off.append(reader_run("c", read_ahead=0, step=step_ms / 1e3))
+        on.append(reader_run("c", read_ahead=1, step=step_ms / 1e3))
+    off, on = statistics.median(off), statistics.median(on)
+    batches = len(PackedDataset(path, batch_rows=int(os.environ.get(
+        "BATCH_ROWS", "16")), shuffle=False))
+    alone = batches * step_ms / 1e3
+    print(f"with a {step_ms:g} ms step a batch ({batches} batches, "
+          f"{alone:.3f} s of steps): read_ahead=0 {off:.3f} s, "
+          f"read_ahead=1 {on:.3f} s; reading exposed {off - alone:.3f} s "
+          f"and {on - alone:.3f} s")
 if os.environ.get("SHUFFLED", "1") == "0":
     sys.exit(0)
 

@@ -47,41 +47,58 @@ def _unshifted_labels(row):
     return labels
 
 
-def _flat(rows):
-    """Rows concatenated: ids, cu_seqlens over the batch, positions, shifted
-    and unshifted labels, batch-wide document ids, the longest sequence.
-    Computed for the whole batch at once, not row by row."""
+def _flat_needs(form, return_seq_idx=False):
+    """Which derived arrays a flat form holds (shape_flat's keys): hf the
+    unshifted labels, flex (and hf's seq_idx) the document ids, the rest
+    the shifted labels."""
+    needs = {"unshifted"} if form == "hf" else {"labels"}
+    if form == "flex" or (form == "hf" and return_seq_idx):
+        needs.add("doc_ids")
+    return needs
+
+
+def _flat(rows, needs=("labels", "unshifted", "doc_ids")):
+    """Rows concatenated: ids, cu_seqlens over the batch, positions, the
+    longest sequence, and those of shifted and unshifted labels and
+    batch-wide document ids that `needs` names (_flat_needs). Computed for
+    the whole batch at once, not row by row."""
     if not rows:
         z = np.zeros(0, np.int64)
         return {"input_ids": z, "cu_seqlens": np.zeros(1, np.int32),
                 "max_seqlen": 0, "position_ids": z, "labels": z,
                 "unshifted": z, "doc_ids": z, "seq_ids": np.zeros(0, np.uint64)}
     ids = np.concatenate([r["input_ids"] for r in rows]).astype(np.int64)
-    sizes = [len(r["input_ids"]) for r in rows]
-    offsets = np.cumsum([0] + sizes[:-1])
-    cu = np.concatenate([[0]] + [r["cu_seqlens"][1:].astype(np.int64) + o
-                                 for r, o in zip(rows, offsets)])
+    offset, cus = 0, [np.zeros(1, np.int64)]
+    for r in rows:
+        cus.append(np.asarray(r["cu_seqlens"][1:], np.int64) + offset)
+        offset += len(r["input_ids"])
+    cu = np.concatenate(cus)
     lengths = np.diff(cu)
-    starts = np.repeat(cu[:-1], lengths)
-    if any("loss_mask" in r for r in rows):
-        trained = np.concatenate([_trained(r) for r in rows])
-    else:
-        trained = np.ones(len(ids), bool)
-    shifted = np.full(len(ids), IGNORE_INDEX, np.int64)
-    shifted[:-1] = np.where(trained[1:], ids[1:], IGNORE_INDEX)
-    shifted[cu[1:] - 1] = IGNORE_INDEX  # never across a boundary
-    unshifted = np.where(trained, ids, IGNORE_INDEX)
-    unshifted[cu[:-1]] = IGNORE_INDEX
-    return {
-        "input_ids": ids,
-        "cu_seqlens": cu.astype(np.int32),
-        "max_seqlen": int(lengths.max()),
-        "position_ids": np.arange(len(ids), dtype=np.int64) - starts,
-        "labels": shifted,
-        "unshifted": unshifted,
-        "doc_ids": np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
-        "seq_ids": np.concatenate([r["seq_ids"] for r in rows]),
-    }
+    out = {"input_ids": ids, "cu_seqlens": cu.astype(np.int32),
+           "max_seqlen": int(lengths.max()),
+           "position_ids": np.arange(len(ids), dtype=np.int64) -
+           np.repeat(cu[:-1], lengths),
+           "seq_ids": np.concatenate([r["seq_ids"] for r in rows])}
+    masked = any("loss_mask" in r for r in rows)
+    untrained = ~np.concatenate([_trained(r) for r in rows]) if masked \
+        else None
+    if "labels" in needs:
+        shifted = np.empty(len(ids), np.int64)
+        shifted[:-1] = ids[1:]
+        if masked:
+            shifted[:-1][untrained[1:]] = IGNORE_INDEX
+        shifted[cu[1:] - 1] = IGNORE_INDEX  # never across a boundary
+        out["labels"] = shifted
+    if "unshifted" in needs:
+        unshifted = ids.copy()
+        if masked:
+            unshifted[untrained] = IGNORE_INDEX
+        unshifted[cu[:-1]] = IGNORE_INDEX
+        out["unshifted"] = unshifted
+    if "doc_ids" in needs:
+        out["doc_ids"] = np.repeat(np.arange(len(lengths), dtype=np.int64),
+                                   lengths)
+    return out
 
 
 def _padded(rows, max_seq_len, pad_id, mask_4d):
@@ -126,7 +143,9 @@ def _to_torch(batch):
     torch = _optional.require("torch", "torch", "tensors='pt'")
 
     def tensor(v):
-        if v.dtype in (np.uint16, np.uint32, np.uint64):
+        if v.dtype == np.uint64:  # the same bits as int64 (a view, no copy)
+            v = v.view(np.int64)
+        elif v.dtype in (np.uint16, np.uint32):
             v = v.astype(np.int64)  # torch has no wide unsigned types
         return torch.from_numpy(np.ascontiguousarray(v))
     return {k: tensor(v) if isinstance(v, np.ndarray) else v
@@ -281,7 +300,7 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
                                    default=0)
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
-        flat = _flat(rows)
+        flat = _flat(rows, _flat_needs(form, return_seq_idx))
         batch = shape_flat(flat, form, return_flash_attn_kwargs,
                            return_seq_idx)
         if pad_multiple > 1:

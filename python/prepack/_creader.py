@@ -20,17 +20,15 @@ from ._format import token_numpy_dtype
 
 
 
+_U8, _I32, _U32, _U64 = (np.dtype(t) for t in (np.uint8, np.int32, np.uint32,
+                                                np.uint64))
+_ROW_KEYS = ("input_ids", "cu_seqlens", "seq_ids", "loss_mask", "seq_starts")
+
+
 def _raise(rc, diag):
     message = _native.diag_message(diag, rc)
     error = CorruptShardError if rc == _native.ECORRUPT else ShardSetError
     raise error(message)
-
-
-def _copy(ptr, n, dtype):
-    """n elements the reader owns (valid until its next call), copied."""
-    if n == 0 or not ptr:
-        return np.zeros(n, dtype)
-    return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype, copy=True)
 
 
 class CReader(_native.Handle):
@@ -67,7 +65,9 @@ class CReader(_native.Handle):
         return out
 
     def row(self, i):
-        """Row i as ShardSet gives it: a dict of numpy arrays (copies)."""
+        """Row i as ShardSet gives it: a dict of numpy arrays, copied out of
+        the reader's buffers into one new buffer (each field a view of
+        it, widest first so each is aligned): one allocation a row."""
         r = _native.Row()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_row(self._h, i, ctypes.byref(r),
@@ -75,18 +75,24 @@ class CReader(_native.Handle):
         if rc != 0:
             _raise(rc, diag)
         t, k = r.num_tokens, r.num_seqs
-        ids = np.frombuffer(ctypes.string_at(r.input_ids,
-                                             t * self.token_dtype.itemsize),
-                            dtype=self.token_dtype) if t else \
-            np.zeros(0, self.token_dtype)
-        out = {"input_ids": ids,
-               "cu_seqlens": _copy(r.cu_seqlens, k + 1, np.int32),
-               "seq_ids": _copy(r.seq_ids, k, np.uint64)}
-        if r.loss_mask:
-            out["loss_mask"] = _copy(r.loss_mask, t, np.uint8)
+        fields = [("seq_ids", r.seq_ids, k, _U64),
+                  ("cu_seqlens", r.cu_seqlens, k + 1, _I32)]
         if r.seq_starts:
-            out["seq_starts"] = _copy(r.seq_starts, k, np.uint32)
-        return out
+            fields.append(("seq_starts", r.seq_starts, k, _U32))
+        fields.append(("input_ids", r.input_ids, t, self.token_dtype))
+        if r.loss_mask:
+            fields.append(("loss_mask", r.loss_mask, t, _U8))
+        size = sum(n * dtype.itemsize for _, _, n, dtype in fields)
+        buf = bytearray(size)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf)) if size else 0
+        views, at = {}, 0
+        for name, ptr, n, dtype in fields:
+            nbytes = n * dtype.itemsize
+            if nbytes:
+                ctypes.memmove(base + at, ptr, nbytes)
+            views[name] = np.frombuffer(buf, dtype, n, at)
+            at += nbytes
+        return {name: views[name] for name in _ROW_KEYS if name in views}
 
     def batch(self, indices, padded=False, pad_id=0, dense_mask=False,
               doc_ids=True, pad_multiple=1):

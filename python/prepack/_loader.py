@@ -35,3 +35,56 @@ def guard(torch_collate):
     table = getattr(torch_collate, "default_collate_fn_map", None)
     if table is not None:
         table[PackedBatch] = refuse_collate
+
+
+def read_ahead(make, items, depth):
+    """make(item) for each item, in order, computed up to `depth` items
+    ahead in one thread while the caller consumes: the C reader's calls
+    release the GIL (ctypes), so decompressing and building the next
+    batch overlaps the training loop's Python and the DataLoader's. depth
+    0 computes each in the caller's thread. An exception from make is
+    raised here, at its item; closing the generator early stops the
+    thread before it returns, so nothing reads on behind the caller."""
+    if depth <= 0:
+        for item in items:
+            yield make(item)
+        return
+    import queue
+    import threading
+    done = object()
+    ready = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(value):  # False once the consumer has gone
+        while not stop.is_set():
+            try:
+                ready.put(value, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not offer((True, make(item))):
+                    return
+        except BaseException as e:  # raised in the consumer, at its item
+            offer((False, e))
+            return
+        offer((True, done))
+
+    worker = threading.Thread(target=produce, name="prepack-read-ahead",
+                              daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, value = ready.get()
+            if not ok:
+                raise value
+            if value is done:
+                return
+            yield value
+    finally:
+        stop.set()
+        worker.join()

@@ -20,7 +20,7 @@ with a message saying batch_size=None (_loader.py).
 import numpy as np
 
 from . import _optional
-from ._loader import PackedBatch, guard
+from ._loader import PackedBatch, guard, read_ahead
 from ._shards import ShardSet
 
 torch = _optional.require("torch", "torch", "prepack.torch")
@@ -102,6 +102,12 @@ class PackedDataset(IterableDataset):
     each epoch, as with DistributedSampler; without it every pass repeats
     the same order.
 
+    Read-ahead: with the C reader, read_ahead batches (default 1) are
+    decompressed and built in a thread while the loop consumes the one
+    before (the C calls release the GIL), so the reading overlaps the
+    training step and the DataLoader's own work; 0 builds each batch when
+    it is asked for. It changes no batch and no order.
+
     Resuming: state_dict(batches_done) after the training loop consumed
     batches_done batches of this epoch (with num_workers=0 it may be left
     out: the batches this object yielded), load_state_dict(state) in the
@@ -122,13 +128,19 @@ class PackedDataset(IterableDataset):
     def __init__(self, path, batch_rows=1, form="varlen", shuffle=True,
                  seed=0, rank=0, world_size=1, backend="auto", balance=None,
                  micro_batches=1, cost=None, balance_window=1, row_costs=None,
-                 **collate_options):
+                 read_ahead=1, **collate_options):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         if balance not in (None, "compute"):
             raise ValueError(f"balance must be None or 'compute', not {balance!r}")
         if micro_batches < 1 or balance_window < 1:
             raise ValueError("micro_batches and balance_window must be at least 1")
+        if isinstance(read_ahead, bool) or \
+                not isinstance(read_ahead, (int, np.integer)) or \
+                not 0 <= read_ahead <= 64:
+            raise ValueError(f"read_ahead must be an integer in 0..64 "
+                             f"(batches built ahead), not {read_ahead!r}")
+        self.read_ahead = int(read_ahead)
         self.path = path
         self.batch_rows = batch_rows
         self.form = form
@@ -271,12 +283,16 @@ class PackedDataset(IterableDataset):
         shards = ShardSet(self.path, backend=self.backend)
         rows = self.rank_rows()
         self._yielded = 0
-        for b in range(self.start_batch, len(self)):
-            if (b - self.start_batch) % workers != worker:
-                continue
+        mine = range(self.start_batch + worker, len(self), workers)
+
+        def make(b):
             pick = rows[b * self.batch_rows:(b + 1) * self.batch_rows]
-            batch = shards.batch(pick, self.form, tensors="pt",
-                                 **self.collate_options)
+            return shards.batch(pick, self.form, tensors="pt",
+                                **self.collate_options)
+        # the whole batch in the thread: a training step's device waits
+        # release the GIL, and the C reader's call does too
+        depth = self.read_ahead if shards.backend == "c" else 0
+        for batch in read_ahead(make, mine, depth):
             self._yielded += 1
             yield PackedBatch(batch)
 

@@ -295,3 +295,103 @@ def test_frame_shuffle_keeps_frames_together(shard_set):
         PackedDataset(shard_set, seed=5).load_state_dict(state)
     with pytest.raises(ValueError, match="shuffle must be"):
         PackedDataset(shard_set, shuffle="rows")
+
+
+def batches_of(ds):
+    return [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()}
+            for b in ds]
+
+
+def same_batches(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            if torch.is_tensor(x[k]):
+                assert torch.equal(x[k], y[k]), k
+            else:
+                assert x[k] == y[k], k
+
+
+def test_read_ahead_changes_no_batch(shard_set, library):
+    """read_ahead builds batches in a thread: the same batches in the same
+    order as without it, at any depth, for each form, and resuming from a
+    state counts the batches the loop consumed, not those built ahead."""
+    for form in ("varlen", "hf", "padded"):
+        extra = {"max_seq_len": 2048} if form == "padded" else {}
+        runs = [batches_of(PackedDataset(shard_set, batch_rows=37, form=form,
+                                         seed=1, read_ahead=d, **extra))
+                for d in (0, 1, 4)]
+        same_batches(runs[0], runs[1])
+        same_batches(runs[0], runs[2])
+    ds = PackedDataset(shard_set, batch_rows=37, seed=1, read_ahead=3)
+    it = iter(ds)
+    next(it), next(it)
+    state = ds.state_dict()
+    assert state["batch"] == 2
+    it.close()
+    again = PackedDataset(shard_set, batch_rows=37, seed=1, read_ahead=0)
+    again.load_state_dict(state)
+    same_batches(batches_of(again), batches_of(
+        PackedDataset(shard_set, batch_rows=37, seed=1, read_ahead=0))[2:])
+
+
+def test_read_ahead_stops_when_the_loop_does(shard_set, library):
+    """Leaving the loop early (break, an exception) stops the thread
+    before iteration returns: no thread reads on behind the caller."""
+    import threading
+
+    def alive():
+        return [t for t in threading.enumerate()
+                if t.name == "prepack-read-ahead"]
+    ds = PackedDataset(shard_set, batch_rows=8, seed=1, read_ahead=2)
+    for b in ds:
+        break
+    assert not alive()
+    it = iter(ds)
+    next(it)
+    it.close()
+    assert not alive()
+
+
+def test_read_ahead_raises_at_the_damaged_batch(shard_set, library, tmp_path):
+    """Damage met by the thread is raised to the loop at the batch that
+    holds it, after every batch before it, as without read-ahead."""
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(shard_set, bad)
+    shards = sorted(p for p in os.listdir(bad) if p.startswith("shard-"))
+    last = bad / shards[-1]
+    data = bytearray(last.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # a frame of the last shard
+    last.write_bytes(bytes(data))
+    got = {}
+    for depth in (0, 2):
+        ds = PackedDataset(bad, batch_rows=16, shuffle=False,
+                           read_ahead=depth)
+        n = 0
+        with pytest.raises(prepack.CorruptShardError):
+            for _ in ds:
+                n += 1
+        got[depth] = n
+    assert got[0] == got[2] > 0
+
+
+@pytest.mark.parametrize("value", [-1, 65, 1.0, True, "1", None])
+def test_read_ahead_refuses_what_is_not_a_depth(shard_set, value):
+    with pytest.raises(ValueError, match="read_ahead"):
+        PackedDataset(shard_set, read_ahead=value)
+
+
+def test_rows_are_independent_copies(shard_set):
+    """ShardSet rows own their arrays: writing into one row (the C reader
+    hands each row one buffer, its fields views of it) changes no other
+    field, no other row, and not the row read again."""
+    s = prepack.ShardSet(shard_set)
+    a, b = s[3], s[3]
+    for k in a:
+        a[k][...] = 0 if k != "cu_seqlens" else a[k]
+    fresh = s[3]
+    for k in b:
+        assert np.array_equal(b[k], fresh[k]), k
+    assert fresh["input_ids"].any()
