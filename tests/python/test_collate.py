@@ -81,3 +81,60 @@ def test_no_rows_is_an_empty_batch(form):
     if form == "padded":
         assert batch["input_ids"].shape == (0, 8)
         assert prepack.collate([], "padded")["input_ids"].shape == (0, 0)
+
+
+def reference_flat(rows):
+    """Every flat field, token by token from the definitions: an
+    independent reference for collate's vectorised one."""
+    ids, pos, shifted, unshifted, doc = [], [], [], [], []
+    d = 0
+    for r in rows:
+        cu = r["cu_seqlens"].tolist()
+        mask = r.get("loss_mask")
+        for j in range(len(cu) - 1):
+            for t in range(cu[j], cu[j + 1]):
+                trained = lambda u: mask is None or mask[u] == 1  # noqa: E731
+                ids.append(int(r["input_ids"][t]))
+                pos.append(t - cu[j])
+                last = t + 1 == cu[j + 1]
+                shifted.append(-100 if last or not trained(t + 1)
+                               else int(r["input_ids"][t + 1]))
+                unshifted.append(-100 if t == cu[j] or not trained(t)
+                                 else int(r["input_ids"][t]))
+                doc.append(d)
+            d += 1
+    return ids, pos, shifted, unshifted, doc
+
+
+def test_flat_forms_match_a_per_token_reference():
+    """Random rows (some with loss masks, one-token sequences, uint16 and
+    uint32 ids): each flat form holds exactly the reference's fields."""
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        rows = []
+        for _ in range(rng.integers(1, 6)):
+            seqs = [rng.integers(0, 60000, rng.integers(1, 9)).tolist()
+                    for _ in range(rng.integers(1, 5))]
+            n = sum(map(len, seqs))
+            r = row(seqs, mask=rng.integers(0, 2, n).tolist()
+                    if rng.random() < 0.5 else None)
+            if trial % 2:  # uint32 ids past uint16's range
+                r["input_ids"] = r["input_ids"].astype(np.uint32) + 10000
+            rows.append(r)
+        ids, pos, shifted, unshifted, doc = reference_flat(rows)
+        v = prepack.collate(rows, "varlen")
+        assert v["input_ids"].tolist() == ids
+        assert v["position_ids"].tolist() == pos
+        assert v["labels"].tolist() == shifted
+        assert v["max_seqlen"] == max(
+            int(np.diff(r["cu_seqlens"]).max()) for r in rows)
+        h = prepack.collate(rows, "hf", return_seq_idx=True)
+        assert h["labels"][0].tolist() == unshifted
+        assert h["position_ids"][0].tolist() == pos
+        assert h["seq_idx"][0].tolist() == doc
+        f = prepack.collate(rows, "flex")
+        assert f["labels"].tolist() == shifted
+        assert f["doc_ids"].tolist() == doc
+        m = prepack.collate(rows, "megatron")
+        assert m["loss_mask"][0].tolist() == [float(x != -100)
+                                              for x in shifted]
