@@ -1215,6 +1215,8 @@ typedef struct prepack_batch {
     const int32_t *cu_seqlens_padded; /* flat with pad_multiple > 1:
                                          [num_seqs + 1] physical offsets;
                                          else NULL */
+    uint64_t num_loss_tokens; /* labels that are not -100: the targets the
+                                 batch trains (the loss's denominator) */
 } prepack_batch;
 
 /* Reads rows[0..n) into one batch. The arrays belong to r and stay valid

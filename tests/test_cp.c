@@ -208,6 +208,7 @@ static void check_flat(const prepack_batch *b, padded_row *e, size_t rows,
                        uint32_t m)
 {
     size_t at = 0, s = 0, real = 0;
+    uint64_t trained = 0;
     uint32_t longest = 0;
     const int32_t *pcu = m > 1 ? b->cu_seqlens_padded : b->cu_seqlens;
     if (m <= 1)
@@ -219,6 +220,7 @@ static void check_flat(const prepack_batch *b, padded_row *e, size_t rows,
             assert_int_equal(b->input_ids[at + t], e[i].ids[t]);
             assert_int_equal(b->position_ids[at + t], e[i].pos[t]);
             assert_int_equal(b->labels[at + t], e[i].lab[t]);
+            trained += e[i].lab[t] != -100;
             if (b->doc_ids)
                 assert_int_equal(b->doc_ids[at + t], (int64_t)s + e[i].doc[t]);
         }
@@ -237,6 +239,7 @@ static void check_flat(const prepack_batch *b, padded_row *e, size_t rows,
     assert_int_equal(b->width, at);
     assert_int_equal(b->num_seqs, s);
     assert_int_equal(b->max_seqlen, longest);
+    assert_int_equal(b->num_loss_tokens, trained);
     assert_null(b->attention_mask);
 }
 
@@ -246,6 +249,7 @@ static void check_padded(const prepack_batch *b, padded_row *e, size_t rows,
     assert_int_equal(b->width, BL);
     assert_null(b->cu_seqlens);
     assert_null(b->cu_seqlens_padded);
+    uint64_t trained = 0;
     for (size_t i = 0; i < rows; i++) {
         const int64_t *ids = b->input_ids + i * BL;
         for (size_t t = 0; t < BL; t++) {
@@ -253,6 +257,7 @@ static void check_padded(const prepack_batch *b, padded_row *e, size_t rows,
             assert_int_equal(ids[t], in ? e[i].ids[t] : pad_id);
             assert_int_equal(b->position_ids[i * BL + t], in ? e[i].pos[t] : 0);
             assert_int_equal(b->labels[i * BL + t], in ? e[i].lab[t] : -100);
+            trained += in && e[i].lab[t] != -100;
             assert_int_equal(b->doc_ids[i * BL + t], in ? e[i].doc[t] : -1);
             assert_int_equal(b->attention_mask[i * BL + t],
                              in ? e[i].real[t] : 0);
@@ -263,6 +268,7 @@ static void check_padded(const prepack_batch *b, padded_row *e, size_t rows,
             }
         }
     }
+    assert_int_equal(b->num_loss_tokens, trained);
 }
 
 /* Every form of a batch of `rows` random rows, M = m, through both the

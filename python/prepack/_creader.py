@@ -144,6 +144,7 @@ class CReader(_native.Handle):
         out = {k: a[:size] for k, a in arrays.items()}
         out["seq_ids"] = seq[:b.num_seqs]
         out["max_seqlen"] = int(b.max_seqlen)
+        out["num_loss_tokens"] = int(b.num_loss_tokens)
         if padded:
             shape = (b.rows, b.width)
             out = {k: v.reshape(shape) if isinstance(v, np.ndarray) and
@@ -185,7 +186,7 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         if mask_4d:
             batch["mask_4d"] = b["dense_mask"]
         return finish(batch, form, tensors, pad_id=pad_id,
-                      **loss_options)
+                      trained=b["num_loss_tokens"], **loss_options)
     # document ids only where the form holds them (flex; hf's seq_idx)
     flat = reader.batch(indices, doc_ids=form == "flex" or (
         form == "hf" and return_seq_idx), pad_id=pad_id, pad_multiple=m)
@@ -202,4 +203,5 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
     if m > 1:  # as collate: the real lengths, the physical offsets beside
         batch["cu_seqlens_padded"] = flat["cu_seqlens"]
         batch["cu_seqlens"] = real_cu
-    return finish(batch, form, tensors, pad_id=pad_id, **loss_options)
+    return finish(batch, form, tensors, pad_id=pad_id,
+                  trained=flat["num_loss_tokens"], **loss_options)

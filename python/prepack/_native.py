@@ -154,7 +154,8 @@ class Batch(ctypes.Structure):
                 ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
                 ("attention_mask", ctypes.POINTER(ctypes.c_uint8)),
                 ("dense_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("cu_seqlens_padded", ctypes.POINTER(ctypes.c_int32))]
+                ("cu_seqlens_padded", ctypes.POINTER(ctypes.c_int32)),
+                ("num_loss_tokens", ctypes.c_uint64)]
 
 
 class BatchArrays(ctypes.Structure):

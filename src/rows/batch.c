@@ -127,6 +127,16 @@ static void labels_from(const int64_t *ids, const prepack_row *row,
         out[i] = -100;
 }
 
+/* The labels of a row just written that are not -100 (read back while
+ * they are in cache: cheaper for the caller than another pass later). */
+static uint64_t count_trained(const int64_t *labels, size_t n)
+{
+    uint64_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += labels[i] != -100;
+    return k;
+}
+
 /* Appends one row at token slot `at` (width slots in the padded form). */
 static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
                     size_t width, size_t first_seq, int padded, int64_t pad_id)
@@ -404,6 +414,7 @@ int pp_batch_add_row(pp_batcher *bt, const prepack_row *real,
                    : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                              "out of memory for a batch of %zu rows", n);
     put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
+    bt->loss_tokens += count_trained(bt->b->lab + at, row->num_tokens);
     if (row != real)
         mark_padding(bt, real, row, at);
     if (dense)
@@ -434,4 +445,5 @@ void pp_batch_finish(const pp_batcher *bt, prepack_batch *out)
     out->attention_mask = o->padded ? b->attn : NULL;
     out->dense_mask = o->padded && o->dense_mask ? b->dense : NULL;
     out->cu_seqlens_padded = !o->padded && o->pad_multiple > 1 ? b->pcu : NULL;
+    out->num_loss_tokens = bt->loss_tokens;
 }

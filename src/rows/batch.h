@@ -22,6 +22,7 @@ typedef struct pp_batcher {
     prepack_batch_options o;
     size_t max_seq_len, rows, added, tokens, seqs;
     size_t real_tokens; /* pad_multiple: the tokens before the padding */
+    uint64_t loss_tokens; /* labels not -100 so far */
     uint32_t longest;
 } pp_batcher;
 

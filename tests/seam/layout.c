@@ -101,7 +101,8 @@ static void structs(void)
            F(pad_multiple));
     STRUCT(prepack_batch, F(rows), F(width), F(num_seqs), F(max_seqlen),
            F(input_ids), F(position_ids), F(doc_ids), F(labels), F(cu_seqlens),
-           F(seq_ids), F(attention_mask), F(dense_mask), F(cu_seqlens_padded));
+           F(seq_ids), F(attention_mask), F(dense_mask), F(cu_seqlens_padded),
+           F(num_loss_tokens));
     STRUCT(prepack_batch_arrays, F(input_ids), F(position_ids), F(doc_ids),
            F(labels), F(cu_seqlens), F(seq_ids), F(attention_mask),
            F(dense_mask), F(tokens_cap), F(seqs_cap), F(dense_cap),
