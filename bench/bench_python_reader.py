@@ -44,9 +44,11 @@ def zstd_run():
 
 
 def reader_run(backend, batch_rows=int(os.environ.get("BATCH_ROWS", "16")),
-               shuffle=False, read_ahead=1, step=0.0):
+               shuffle=False, read_ahead=None, step=0.0):
+    # read_ahead None: the dataset's default
+    more = {} if read_ahead is None else {"read_ahead": read_ahead}
     ds = PackedDataset(path, batch_rows=batch_rows, form="varlen", shuffle=shuffle,
-                       backend=backend, read_ahead=read_ahead)
+                       backend=backend, **more)
     t = time.perf_counter()
     n = 0
     for batch in torch.utils.data.DataLoader(ds, batch_size=None,

@@ -106,7 +106,10 @@ class PackedDataset(IterableDataset):
     decompressed and built in a thread while the loop consumes the one
     before (the C calls release the GIL), so the reading overlaps the
     training step and the DataLoader's own work; 0 builds each batch when
-    it is asked for. It changes no batch and no order.
+    it is asked for (a loop with nothing between batches runs 5-10% faster
+    without the thread). It changes no batch and no order; damage is
+    raised at the batch that holds it, and leaving the loop stops the
+    thread.
 
     Resuming: state_dict(batches_done) after the training loop consumed
     batches_done batches of this epoch (with num_workers=0 it may be left
