@@ -22,7 +22,6 @@ from ._format import token_numpy_dtype
 
 _U8, _I32, _U32, _U64 = (np.dtype(t) for t in (np.uint8, np.int32, np.uint32,
                                                 np.uint64))
-_ROW_KEYS = ("input_ids", "cu_seqlens", "seq_ids", "loss_mask", "seq_starts")
 
 
 def _raise(rc, diag):
@@ -66,33 +65,40 @@ class CReader(_native.Handle):
 
     def row(self, i):
         """Row i as ShardSet gives it: a dict of numpy arrays, copied out of
-        the reader's buffers into one new buffer (each field a view of
-        it, widest first so each is aligned): one allocation a row."""
+        the reader's buffers into one new buffer a row, each field a view
+        of it (widest first, so each is aligned): one allocation and no
+        per-field numpy copy, which cost most of a row's time before."""
         r = _native.Row()
         diag = _native.Diag()
         rc = self._lib.prepack_reader_row(self._h, i, ctypes.byref(r),
                                           ctypes.byref(diag))
         if rc != 0:
             _raise(rc, diag)
-        t, k = r.num_tokens, r.num_seqs
-        fields = [("seq_ids", r.seq_ids, k, _U64),
-                  ("cu_seqlens", r.cu_seqlens, k + 1, _I32)]
-        if r.seq_starts:
-            fields.append(("seq_starts", r.seq_starts, k, _U32))
-        fields.append(("input_ids", r.input_ids, t, self.token_dtype))
+        t, k, w = r.num_tokens, r.num_seqs, self.token_dtype.itemsize
+        cu_at = 8 * k
+        starts_at = cu_at + 4 * (k + 1)
+        ids_at = starts_at + (4 * k if r.seq_starts else 0)
+        mask_at = ids_at + w * t
+        buf = bytearray(mask_at + (t if r.loss_mask else 0))
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        move = ctypes.memmove
+        if k:
+            move(base, r.seq_ids, 8 * k)
+            if r.seq_starts:
+                move(base + starts_at, r.seq_starts, 4 * k)
+        move(base + cu_at, r.cu_seqlens, 4 * (k + 1))
+        if t:
+            move(base + ids_at, r.input_ids, w * t)
+            if r.loss_mask:
+                move(base + mask_at, r.loss_mask, t)
+        out = {"input_ids": np.frombuffer(buf, self.token_dtype, t, ids_at),
+               "cu_seqlens": np.frombuffer(buf, _I32, k + 1, cu_at),
+               "seq_ids": np.frombuffer(buf, _U64, k, 0)}
         if r.loss_mask:
-            fields.append(("loss_mask", r.loss_mask, t, _U8))
-        size = sum(n * dtype.itemsize for _, _, n, dtype in fields)
-        buf = bytearray(size)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(buf)) if size else 0
-        views, at = {}, 0
-        for name, ptr, n, dtype in fields:
-            nbytes = n * dtype.itemsize
-            if nbytes:
-                ctypes.memmove(base + at, ptr, nbytes)
-            views[name] = np.frombuffer(buf, dtype, n, at)
-            at += nbytes
-        return {name: views[name] for name in _ROW_KEYS if name in views}
+            out["loss_mask"] = np.frombuffer(buf, _U8, t, mask_at)
+        if r.seq_starts:
+            out["seq_starts"] = np.frombuffer(buf, _U32, k, starts_at)
+        return out
 
     def batch(self, indices, padded=False, pad_id=0, dense_mask=False,
               doc_ids=True, pad_multiple=1):
