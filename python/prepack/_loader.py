@@ -52,27 +52,29 @@ def read_ahead(make, items, depth):
     import queue
     import threading
     done = object()
-    ready = queue.Queue(maxsize=depth)
+    ready = queue.Queue()
+    # a slot taken before each make and given back as the caller takes its
+    # item: at most `depth` built and not consumed (a Queue(maxsize=depth)
+    # alone lets one more be built while the queue is full)
+    slots = threading.Semaphore(depth)
     stop = threading.Event()
 
-    def offer(value):  # False once the consumer has gone
+    def claim():  # False once the consumer has gone
         while not stop.is_set():
-            try:
-                ready.put(value, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
+            if slots.acquire(timeout=0.05):
+                return not stop.is_set()
         return False
 
     def produce():
         try:
             for item in items:
-                if not offer((True, make(item))):
+                if not claim():
                     return
+                ready.put((True, make(item)))
         except BaseException as e:  # raised in the consumer, at its item
-            offer((False, e))
+            ready.put((False, e))
             return
-        offer((True, done))
+        ready.put((True, done))
 
     worker = threading.Thread(target=produce, name="prepack-read-ahead",
                               daemon=True)
@@ -80,6 +82,7 @@ def read_ahead(make, items, depth):
     try:
         while True:
             ok, value = ready.get()
+            slots.release()
             if not ok:
                 raise value
             if value is done:
@@ -87,4 +90,7 @@ def read_ahead(make, items, depth):
             yield value
     finally:
         stop.set()
-        worker.join()
+        # closed by the garbage collector in the thread itself (make
+        # allocates): the thread stops on its own at its next claim
+        if worker is not threading.current_thread():
+            worker.join()

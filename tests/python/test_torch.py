@@ -395,3 +395,50 @@ def test_rows_are_independent_copies(shard_set):
     for k in b:
         assert np.array_equal(b[k], fresh[k]), k
     assert fresh["input_ids"].any()
+
+
+def test_read_ahead_builds_no_more_than_its_depth():
+    """read_ahead=d holds at most d items built and not yet consumed: the
+    memory of d batches, not d + 1 (one in the queue and one more built
+    and waiting for room)."""
+    import time
+    from prepack._loader import read_ahead
+    for depth in (1, 3):
+        made = []
+        it = read_ahead(lambda i: made.append(i) or i, range(50), depth)
+        assert next(it) == 0
+        time.sleep(0.3)  # time for the thread to run as far as it may
+        assert len(made) == 1 + depth
+        it.close()
+
+
+def test_read_ahead_collected_in_its_own_thread_says_nothing():
+    """A generator abandoned in a reference cycle may be collected by the
+    garbage collector in its own thread (make allocates): closing it
+    there stops the thread without joining itself (RuntimeError)."""
+    import gc
+    import sys
+    import threading
+    import time
+    from prepack._loader import read_ahead
+    held, raised = {}, []
+
+    def make(i):
+        if i == 1:  # built while the caller holds item 0
+            held.clear()
+            gc.collect()
+        return i
+    hook, sys.unraisablehook = sys.unraisablehook, raised.append
+    try:
+        it = read_ahead(make, range(50), 1)
+        next(it)
+        cycle = [it]
+        cycle.append(cycle)
+        held["cycle"] = cycle
+        del it, cycle
+        time.sleep(0.5)
+    finally:
+        sys.unraisablehook = hook
+    assert not raised, [r.exc_value for r in raised]
+    assert not [t for t in threading.enumerate()
+                if t.name == "prepack-read-ahead"]
