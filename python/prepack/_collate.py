@@ -371,9 +371,11 @@ def _label_sequences(batch, form):
     return np.where(doc >= 0, doc + base[:, None], -1)
 
 
-def _loss_fields(batch, form, num_items_in_batch, loss_weights, count=None):
+def _loss_fields(batch, form, num_items_in_batch, loss_weights,
+                 num_loss_tokens=None):
     """num_loss_tokens (hf: num_items_in_batch), counted here unless the
-    C batcher counted it (count), and the per-sequence loss weights."""
+    C batcher counted it, and the per-sequence loss weights."""
+    count = num_loss_tokens
     if count is None or loss_weights:
         trained = batch["loss_mask"] == 1 if form == "megatron" else \
             batch["labels"] != IGNORE_INDEX
@@ -423,12 +425,12 @@ def megatron_batch(batch, pad_id=0):
 
 def finish(batch, form, tensors, *, num_items_in_batch=False,
            loss_weights=False, position_offset=0, pad_id=0,
-           separator_id=IGNORE_INDEX, trained=None):
+           separator_id=IGNORE_INDEX, num_loss_tokens=None):
     """The loss fields, position_offset, numpy or torch, and the flex
     form's mask_mod; the megatron form's fields from the varlen ones;
-    separator_id at each sequence's first label (hf). trained: the labels
-    not -100 where the C batcher counted them (every form trains the same
-    targets, each its own way), else counted here."""
+    separator_id at each sequence's first label (hf). num_loss_tokens: the
+    labels not -100 where the C batcher counted them (every form trains
+    the same targets, each its own way), else counted here."""
     if separator_id != IGNORE_INDEX:
         if form != "hf":
             raise ValueError(f"separator_id is the hf form's (transformers' "
@@ -439,8 +441,9 @@ def finish(batch, form, tensors, *, num_items_in_batch=False,
     if form == "megatron":
         batch = megatron_batch(batch, pad_id)
     if separator_id != IGNORE_INDEX:
-        trained = None  # the separators are labels now: counted as such
-    _loss_fields(batch, form, num_items_in_batch, loss_weights, trained)
+        num_loss_tokens = None  # the separators are labels now: counted
+    _loss_fields(batch, form, num_items_in_batch, loss_weights,
+                 num_loss_tokens)
     if position_offset:
         pos = batch["position_ids"]
         real = batch["attention_mask"] == 1 if form == "padded" else True

@@ -192,7 +192,8 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         if mask_4d:
             batch["mask_4d"] = b["dense_mask"]
         return finish(batch, form, tensors, pad_id=pad_id,
-                      trained=b["num_loss_tokens"], **loss_options)
+                      num_loss_tokens=b["num_loss_tokens"],
+                      **loss_options)
     # document ids only where the form holds them (flex; hf's seq_idx)
     flat = reader.batch(indices, doc_ids=form == "flex" or (
         form == "hf" and return_seq_idx), pad_id=pad_id, pad_multiple=m)
@@ -210,4 +211,4 @@ def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,
         batch["cu_seqlens_padded"] = flat["cu_seqlens"]
         batch["cu_seqlens"] = real_cu
     return finish(batch, form, tensors, pad_id=pad_id,
-                  trained=flat["num_loss_tokens"], **loss_options)
+                  num_loss_tokens=flat["num_loss_tokens"], **loss_options)
