@@ -341,9 +341,10 @@ def test_read_ahead_stops_when_the_loop_does(shard_set, library):
     before iteration returns: no thread reads on behind the caller."""
     import threading
 
-    def alive():
+    def alive():  # not other tests' loops awaiting the collector
         return [t for t in threading.enumerate()
-                if t.name == "prepack-read-ahead"]
+                if t.name == "prepack-read-ahead" and t not in before]
+    before = set(threading.enumerate())
     ds = PackedDataset(shard_set, batch_rows=8, seed=1, read_ahead=2)
     for b in ds:
         break
@@ -422,12 +423,19 @@ def test_read_ahead_collected_in_its_own_thread_says_nothing():
     import time
     from prepack._loader import read_ahead
     held, raised = {}, []
+    armed = threading.Event()
 
     def make(i):
         if i == 1:  # built while the caller holds item 0
+            armed.wait(30)  # once only the cycle holds the generator
             held.clear()
             gc.collect()
         return i
+
+    def ours():  # other tests' loops may still await the collector
+        return {t for t in threading.enumerate()
+                if t.name == "prepack-read-ahead"} - before
+    before = set(threading.enumerate())
     hook, sys.unraisablehook = sys.unraisablehook, raised.append
     try:
         it = read_ahead(make, range(50), 1)
@@ -436,9 +444,11 @@ def test_read_ahead_collected_in_its_own_thread_says_nothing():
         cycle.append(cycle)
         held["cycle"] = cycle
         del it, cycle
-        time.sleep(0.5)
+        armed.set()
+        deadline = time.monotonic() + 30  # a loaded machine: poll, not sleep
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         sys.unraisablehook = hook
     assert not raised, [r.exc_value for r in raised]
-    assert not [t for t in threading.enumerate()
-                if t.name == "prepack-read-ahead"]
+    assert not ours()
