@@ -170,7 +170,9 @@ class PyReader:
                 raise CorruptShardError(f"{where}: a row lacks {key}")
         self._check_dtype(row, where)
         self._check_shape(row, where)
-        return row
+        # the arrays view the cached frame's bytes (read-only, shared by
+        # its rows): the row owns writable copies, as the C reader's do
+        return {k: v if v.flags.owndata else v.copy() for k, v in row.items()}
 
     def _fields(self, obj, where):
         """The msgpack map's known fields as arrays: bins of whole values."""
