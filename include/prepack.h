@@ -693,6 +693,11 @@ PREPACK_API uint32_t prepack_row_token(const prepack_row *row, size_t i);
 /* The longest sequence in the row: flash-attn's max_seqlen. */
 PREPACK_API uint32_t prepack_row_max_seqlen(const prepack_row *row);
 
+/* input_ids as int64 (what PyTorch's embeddings take); out[T..width) =
+ * pad_id. width >= T. O(width). */
+PREPACK_API void prepack_row_input_ids(const prepack_row *row, int64_t pad_id,
+                                       int64_t *out, size_t width);
+
 /* position_ids: 0..l-1 for each sequence, as Hugging Face's
  * DataCollatorWithFlattening emits; out[T..width) = 0 (padding).
  * width >= T. O(width). */

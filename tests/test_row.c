@@ -62,6 +62,70 @@ static void test_derived_fields(void **state)
     prepack_row_labels(&row, out, W);
     int64_t all[W] = {6, 7, -100, 9, -100, -100, -100};
     assert_memory_equal(out, all, sizeof all);
+
+    prepack_row_input_ids(&row, -3, out, W);
+    int64_t wide[W] = {5, 6, 7, 8, 9, -3, -3};
+    assert_memory_equal(out, wide, sizeof wide);
+}
+
+/* Each token's label by the definition: the next token of the same
+ * sequence where trained (shift 1), or the token itself but at a
+ * sequence's start (shift 0); -100 otherwise and on padding. */
+static int64_t reference_label(const prepack_row *row, size_t i, int shift)
+{
+    if (i >= row->num_tokens)
+        return -100;
+    size_t j = 0;
+    while ((size_t)row->cu_seqlens[j + 1] <= i)
+        j++;
+    size_t t = i + (size_t)shift;
+    int inside = shift ? t < (size_t)row->cu_seqlens[j + 1]
+                       : i > (size_t)row->cu_seqlens[j];
+    if (!inside || (row->loss_mask && !row->loss_mask[t]))
+        return -100;
+    return prepack_row_token(row, t);
+}
+
+/* Random rows of both widths, masks with values past 1, one-token
+ * sequences and padding: the per-width loops of input_ids and both
+ * labels against the per-token definitions. */
+static void test_derived_fields_match_their_definitions(void **state)
+{
+    (void)state;
+    srand(11);
+    enum { CAP = 64 };
+    uint32_t ids32[CAP];
+    uint16_t ids16[CAP];
+    int32_t cu[CAP + 1];
+    uint8_t mask[CAP];
+    int64_t out[CAP + 8];
+    for (int trial = 0; trial < 400; trial++) {
+        size_t T = 1 + (size_t)rand() % CAP, k = 0, width = T + (size_t)rand() % 8;
+        cu[0] = 0;
+        while ((size_t)cu[k] < T) {
+            size_t l = 1 + (size_t)rand() % 9;
+            cu[k + 1] = (int32_t)((size_t)cu[k] + l < T ? (size_t)cu[k] + l : T);
+            k++;
+        }
+        for (size_t i = 0; i < T; i++) {
+            ids32[i] = (uint32_t)rand() * 7u;
+            ids16[i] = (uint16_t)ids32[i];
+            mask[i] = (uint8_t)(rand() % 3); /* 2: trained, as 1 */
+        }
+        int wide = trial % 2;
+        prepack_row row = {T, k, wide ? PREPACK_DTYPE_UINT32 : PREPACK_DTYPE_UINT16,
+                           wide ? (void *)ids32 : (void *)ids16, cu, NULL,
+                           trial % 3 ? mask : NULL, NULL};
+        prepack_row_input_ids(&row, 99, out, width);
+        for (size_t i = 0; i < width; i++)
+            assert_int_equal(out[i], i < T ? (int64_t)prepack_row_token(&row, i) : 99);
+        prepack_row_labels(&row, out, width);
+        for (size_t i = 0; i < width; i++)
+            assert_int_equal(out[i], reference_label(&row, i, 1));
+        prepack_row_labels_unshifted(&row, out, width);
+        for (size_t i = 0; i < width; i++)
+            assert_int_equal(out[i], reference_label(&row, i, 0));
+    }
 }
 
 /* ---- attention, three ways --------------------------------------------------- */
@@ -484,6 +548,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefill_follows_the_planner),
         cmocka_unit_test(test_derived_fields),
+        cmocka_unit_test(test_derived_fields_match_their_definitions),
         cmocka_unit_test(test_rows_attention_and_labels),
         cmocka_unit_test(test_builder_errors),
         cmocka_unit_test(test_pack_in_memory),

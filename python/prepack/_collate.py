@@ -1,9 +1,11 @@
 """Rows into batches, in the forms training code feeds (docs/FORMAT.md gives
 the row contract; the derived fields match include/prepack.h)."""
 
+import ctypes
+
 import numpy as np
 
-from . import _optional
+from . import _native, _optional
 
 IGNORE_INDEX = -100  # PyTorch cross-entropy's ignore_index
 INT32_MAX = 2**31 - 1  # cu_seqlens are int32
@@ -60,8 +62,114 @@ def _flat_needs(form, return_seq_idx=False):
 def _flat(rows, needs=("labels", "unshifted", "doc_ids")):
     """Rows concatenated: ids, cu_seqlens over the batch, positions, the
     longest sequence, and those of shifted and unshifted labels and
-    batch-wide document ids that `needs` names (_flat_needs). Computed for
-    the whole batch at once, not row by row."""
+    batch-wide document ids that `needs` names (_flat_needs): by
+    libprepack's row functions where they apply (_flat_c), else in numpy
+    (_flat_numpy, the reference the tests hold the other to)."""
+    flat = _flat_c(rows, needs)
+    return flat if flat is not None else _flat_numpy(rows, needs)
+
+
+_ROW_DTYPES = {np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32"}
+
+
+def _joined(rows):
+    """The rows as one row of all their sequences (a flat batch derives
+    the same fields from it: positions restart, labels stop and document
+    ids count at every sequence boundary, and a row boundary is one):
+    (ids, cu_seqlens int32, seq_ids, loss_mask uint8 or None), or None
+    where a row breaks the row contract (1-d numpy arrays; ids uint16 or
+    uint32, one width; cu_seqlens from 0 to the row's length, strictly
+    rising; seq_ids uint64, one a sequence; a loss_mask a token) or the
+    batch passes INT32_MAX tokens. The C functions index by cu_seqlens, so
+    it is checked whole here, in a few passes over all rows at once (a
+    row's own numpy calls cost more than its C work)."""
+    try:
+        ids = [r["input_ids"] for r in rows]
+        cus = [r["cu_seqlens"] for r in rows]
+        seqs = [r["seq_ids"] for r in rows]
+    except (KeyError, TypeError):
+        return None
+    if {type(a) for a in ids + cus + seqs} != {np.ndarray} or \
+            len({a.dtype for a in ids}) != 1 or \
+            ids[0].dtype not in _ROW_DTYPES or \
+            {a.dtype for a in seqs} != {np.dtype(np.uint64)} or \
+            any(a.ndim != 1 for a in ids + cus + seqs):
+        return None
+    tokens = np.fromiter(map(len, ids), np.int64, len(rows))
+    bounds = np.fromiter(map(len, cus), np.int64, len(rows))
+    counts = np.fromiter(map(len, seqs), np.int64, len(rows))
+    cu = np.concatenate(cus)
+    if cu.dtype.kind not in "iu" or (bounds < 2).any() or \
+            (counts != bounds - 1).any():
+        return None
+    cu = cu.astype(np.int64)
+    ends = np.cumsum(bounds)
+    firsts = ends - bounds
+    if (cu[firsts] != 0).any() or (cu[ends - 1] != tokens).any():
+        return None
+    cu += np.repeat(np.cumsum(tokens) - tokens, bounds)  # row offsets
+    keep = np.ones(len(cu), bool)
+    keep[firsts[1:]] = False  # a row's 0: the end of the row before
+    cu = cu[keep]
+    if cu[-1] > INT32_MAX or not (cu[1:] > cu[:-1]).all():
+        return None
+    masks = [r.get("loss_mask") for r in rows]
+    mask = None
+    if any(m is not None for m in masks):
+        if any(np.ndim(m) != 1 for m in masks if m is not None):
+            return None
+        mask = np.concatenate([
+            np.ones(len(t), np.uint8) if m is None else
+            np.asarray(m).astype(bool).view(np.uint8)
+            for t, m in zip(ids, masks)])
+        if len(mask) != cu[-1]:
+            return None
+    return np.concatenate(ids), cu.astype(np.int32), np.concatenate(seqs), mask
+
+
+def _flat_c(rows, needs):
+    """_flat's arrays from libprepack's row functions (prepack.h: positions,
+    labels, document ids) over the rows joined into one: a pass each in C
+    where numpy takes several. None without the library or for rows
+    _joined refuses."""
+    lib = _native.loaded()
+    joined = _joined(rows) if lib is not None and rows else None
+    if joined is None:
+        return None
+    ids, cu, seq_ids, mask = joined
+    t, k = len(ids), len(cu) - 1
+    row = _native.Row(t, k, _native.enum_value("dtype", _ROW_DTYPES[ids.dtype]),
+                      ids.ctypes.data,
+                      cu.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+                      seq_ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)),
+                      None if mask is None else
+                      mask.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
+                      None)
+    ref = ctypes.byref(row)
+    derive = {"input_ids": lambda a: lib.prepack_row_input_ids(ref, 0, a, t),
+              "position_ids": lambda a: lib.prepack_row_position_ids(ref, a, t),
+              "labels": lambda a: lib.prepack_row_labels(ref, a, t),
+              "unshifted": lambda a: lib.prepack_row_labels_unshifted(ref, a, t),
+              "doc_ids": lambda a: lib.prepack_row_doc_ids(ref, 0, a, t)}
+    names = ["input_ids", "position_ids"] + sorted(set(needs) & set(derive))
+    # one block for all: fresh pages cost more than filling them, and
+    # numpy asks for huge pages from 4 MiB (a 64-row batch of 4096: 3 to
+    # 4x faster than an array each)
+    block = np.empty((len(names), t), np.int64)
+    out = dict(zip(names, block))
+    for name, array in out.items():
+        derive[name](array.ctypes.data)
+    # the shifted labels that are not -100: every trained token but a
+    # sequence's first (nothing before it in its sequence predicts it)
+    trained = t - k if mask is None else \
+        int(np.count_nonzero(mask)) - int(np.count_nonzero(mask[cu[:-1]]))
+    out.update(cu_seqlens=cu, max_seqlen=int(np.diff(cu).max()),
+               seq_ids=seq_ids, num_loss_tokens=trained)
+    return out
+
+
+def _flat_numpy(rows, needs=("labels", "unshifted", "doc_ids")):
+    """_flat in numpy, for the whole batch at once, not row by row."""
     if not rows:
         z = np.zeros(0, np.int64)
         return {"input_ids": z, "cu_seqlens": np.zeros(1, np.int32),
@@ -294,6 +402,7 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     pad_multiple = pad_multiple_of(pad_multiple)
     if pad_multiple > 1:
         rows = _pad_rows(rows, pad_multiple, pad_id)
+    counted = None  # the labels' count, where C derived them
     if form == "padded":
         # no rows: an empty [0, max_seq_len] batch, as the C batcher's
         width = max_seq_len or max((len(r["input_ids"]) for r in rows),
@@ -301,6 +410,7 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
         flat = _flat(rows, _flat_needs(form, return_seq_idx))
+        counted = flat.get("num_loss_tokens")
         batch = shape_flat(flat, form, return_flash_attn_kwargs,
                            return_seq_idx)
         if pad_multiple > 1:
@@ -314,7 +424,8 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
         _mask_padding(batch, rows)
     return finish(batch, form, tensors, num_items_in_batch=num_items_in_batch,
                   loss_weights=loss_weights, position_offset=position_offset,
-                  pad_id=pad_id, separator_id=separator_id)
+                  pad_id=pad_id, separator_id=separator_id,
+                  num_loss_tokens=counted)
 
 
 def shape_flat(flat, form, return_flash_attn_kwargs=False,

@@ -400,6 +400,15 @@ def _signatures():
         "prepack_row_builder_create": ([out, p, p, diag], i),
         "prepack_row_builder_get": ([p, size, ctypes.POINTER(Row)], i),
         "prepack_row_builder_free": ([p], None),
+        # a flat batch of rows already in memory (collate)
+        "prepack_row_input_ids": ([ctypes.POINTER(Row), ctypes.c_int64, p,
+                                   size], None),
+        "prepack_row_position_ids": ([ctypes.POINTER(Row), p, size], None),
+        "prepack_row_doc_ids": ([ctypes.POINTER(Row), ctypes.c_int64, p,
+                                 size], None),
+        "prepack_row_labels": ([ctypes.POINTER(Row), p, size], None),
+        "prepack_row_labels_unshifted": ([ctypes.POINTER(Row), p, size],
+                                         None),
         "prepack_writer_create": ([out, ctypes.c_char_p, ctypes.c_uint32, i,
                                    ctypes.POINTER(WriterOptions), diag], i),
         "prepack_writer_add": ([p, ctypes.POINTER(Row), diag], i),
@@ -411,6 +420,7 @@ def _signatures():
 
 _lib = None
 _numbers = None  # kind -> {name: number}, from the library (_enum_numbers)
+_missing = False  # library() failed once (loaded)
 
 
 def _bundled():
@@ -447,6 +457,19 @@ def library():
         global _numbers
         _lib = _Declared(lib, path)
         _numbers = _enum_numbers(_lib, path)
+    return _lib
+
+
+def loaded():
+    """libprepack, or None where it does not load: for callers with a
+    Python path beside the C one. The miss is remembered, since looking
+    for the library (ctypes.util.find_library) runs a subprocess."""
+    global _missing
+    if _lib is None and not _missing:
+        try:
+            library()
+        except RuntimeError:
+            _missing = True
     return _lib
 
 

@@ -93,40 +93,6 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
     return 0;
 }
 
-/* The row's tokens as int64, one loop per width (the batch's hot path:
- * prepack_row_token per token costs a call each). */
-static void widen_tokens(const prepack_row *row, int64_t *out)
-{
-    size_t T = row->num_tokens;
-    if (row->token_dtype == PREPACK_DTYPE_UINT16) {
-        const uint16_t *t = row->input_ids;
-        for (size_t i = 0; i < T; i++)
-            out[i] = t[i];
-    } else {
-        const uint32_t *t = row->input_ids;
-        for (size_t i = 0; i < T; i++)
-            out[i] = t[i];
-    }
-}
-
-/* prepack_row_labels from the widened tokens: the next token where it is
- * trained, -100 at each sequence's last token and on padding. */
-static void labels_from(const int64_t *ids, const prepack_row *row,
-                        int64_t *out, size_t width)
-{
-    size_t T = row->num_tokens;
-    for (size_t i = 0; i + 1 < T; i++)
-        out[i] = ids[i + 1];
-    if (row->loss_mask)
-        for (size_t i = 0; i + 1 < T; i++)
-            if (!row->loss_mask[i + 1])
-                out[i] = -100;
-    for (size_t j = 0; j < row->num_seqs; j++)
-        out[row->cu_seqlens[j + 1] - 1] = -100;
-    for (size_t i = T; i < width; i++)
-        out[i] = -100;
-}
-
 /* The labels of a row just written that are not -100 (read back while
  * they are in cache: cheaper for the caller than another pass later). */
 static uint64_t count_trained(const int64_t *labels, size_t n)
@@ -141,14 +107,12 @@ static uint64_t count_trained(const int64_t *labels, size_t n)
 static void put_row(pp_batch_buffers *b, const prepack_row *row, size_t at,
                     size_t width, size_t first_seq, int padded, int64_t pad_id)
 {
-    widen_tokens(row, b->ids + at);
-    for (size_t t = row->num_tokens; t < width; t++)
-        b->ids[at + t] = pad_id;
+    prepack_row_input_ids(row, pad_id, b->ids + at, width);
     prepack_row_position_ids(row, b->pos + at, width);
     if (b->doc) /* the caller's arrays may go without */
         prepack_row_doc_ids(row, padded ? 0 : (int64_t)first_seq, b->doc + at,
                             width);
-    labels_from(b->ids + at, row, b->lab + at, width);
+    prepack_row_labels(row, b->lab + at, width);
     if (b->attn) { /* the caller's flat batches may go without */
         memset(b->attn + at, 1, row->num_tokens);
         memset(b->attn + at + row->num_tokens, 0, width - row->num_tokens);

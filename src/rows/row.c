@@ -50,37 +50,62 @@ void prepack_row_doc_ids(const prepack_row *row, int64_t first_doc,
         out[i] = -1;
 }
 
-static int trained(const prepack_row *row, size_t i)
+/* n of the row's tokens from token `first` on, as int64: one loop a
+ * width (prepack_row_token per token costs a call and a test each, most
+ * of a batch's time when the labels used it). */
+static void tokens_int64(const prepack_row *row, size_t first, size_t n,
+                         int64_t *out)
 {
-    return !row->loss_mask || row->loss_mask[i];
+    if (row->token_dtype == PREPACK_DTYPE_UINT16) {
+        const uint16_t *t = (const uint16_t *)row->input_ids + first;
+        for (size_t i = 0; i < n; i++)
+            out[i] = t[i];
+    } else {
+        const uint32_t *t = (const uint32_t *)row->input_ids + first;
+        for (size_t i = 0; i < n; i++)
+            out[i] = t[i];
+    }
+}
+
+void prepack_row_input_ids(const prepack_row *row, int64_t pad_id,
+                           int64_t *out, size_t width)
+{
+    tokens_int64(row, 0, row->num_tokens, out);
+    for (size_t i = row->num_tokens; i < width; i++)
+        out[i] = pad_id;
+}
+
+/* out[i] = -100 where token i + shift is not trained (loss mask 0). */
+static void mask_untrained(const prepack_row *row, size_t shift, int64_t *out)
+{
+    if (!row->loss_mask)
+        return;
+    for (size_t i = 0; i + shift < row->num_tokens; i++)
+        if (!row->loss_mask[i + shift])
+            out[i] = IGNORE_INDEX;
 }
 
 void prepack_row_labels(const prepack_row *row, int64_t *out, size_t width)
 {
-    for (size_t j = 0; j < row->num_seqs; j++) {
-        size_t first = (size_t)row->cu_seqlens[j];
-        size_t end = (size_t)row->cu_seqlens[j + 1];
-        for (size_t i = first; i + 1 < end; i++)
-            out[i] = trained(row, i + 1)
-                         ? (int64_t)prepack_row_token(row, i + 1)
-                         : IGNORE_INDEX;
-        out[end - 1] = IGNORE_INDEX; /* nothing after it in its sequence */
-    }
-    for (size_t i = row->num_tokens; i < width; i++)
+    size_t T = row->num_tokens;
+    if (T > 1)
+        tokens_int64(row, 1, T - 1, out); /* out[i] = token i + 1 */
+    mask_untrained(row, 1, out);
+    for (size_t j = 0; j < row->num_seqs; j++) /* nothing after it in its
+                                                  sequence */
+        out[row->cu_seqlens[j + 1] - 1] = IGNORE_INDEX;
+    for (size_t i = T; i < width; i++)
         out[i] = IGNORE_INDEX;
 }
 
 void prepack_row_labels_unshifted(const prepack_row *row, int64_t *out,
                                   size_t width)
 {
-    for (size_t j = 0; j < row->num_seqs; j++) {
-        size_t first = (size_t)row->cu_seqlens[j];
-        size_t end = (size_t)row->cu_seqlens[j + 1];
-        out[first] = IGNORE_INDEX; /* nothing before it predicts it */
-        for (size_t i = first + 1; i < end; i++)
-            out[i] = trained(row, i) ? (int64_t)prepack_row_token(row, i)
-                                     : IGNORE_INDEX;
-    }
+    tokens_int64(row, 0, row->num_tokens, out);
+    mask_untrained(row, 0, out);
+    for (size_t j = 0; j < row->num_seqs; j++) /* nothing before it
+                                                  predicts it */
+        out[row->cu_seqlens[j]] = IGNORE_INDEX;
     for (size_t i = row->num_tokens; i < width; i++)
         out[i] = IGNORE_INDEX;
 }
