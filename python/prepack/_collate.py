@@ -139,12 +139,8 @@ def _flat_c(rows, needs):
     ids, cu, seq_ids, mask = joined
     t, k = len(ids), len(cu) - 1
     row = _native.Row(t, k, _native.enum_value("dtype", _ROW_DTYPES[ids.dtype]),
-                      ids.ctypes.data,
-                      cu.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
-                      seq_ids.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)),
-                      None if mask is None else
-                      mask.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
-                      None)
+                      ids.ctypes.data, cu.ctypes.data, seq_ids.ctypes.data,
+                      None if mask is None else mask.ctypes.data, None)
     ref = ctypes.byref(row)
     derive = {"input_ids": lambda a: lib.prepack_row_input_ids(ref, 0, a, t),
               "position_ids": lambda a: lib.prepack_row_position_ids(ref, a, t),

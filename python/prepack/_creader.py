@@ -75,28 +75,29 @@ class CReader(_native.Handle):
         if rc != 0:
             _raise(rc, diag)
         t, k, w = r.num_tokens, r.num_seqs, self.token_dtype.itemsize
+        starts, mask = r.seq_starts, r.loss_mask  # addresses, or None
         cu_at = 8 * k
         starts_at = cu_at + 4 * (k + 1)
-        ids_at = starts_at + (4 * k if r.seq_starts else 0)
+        ids_at = starts_at + (4 * k if starts else 0)
         mask_at = ids_at + w * t
-        buf = bytearray(mask_at + (t if r.loss_mask else 0))
+        buf = bytearray(mask_at + (t if mask else 0))
         base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         move = ctypes.memmove
         if k:
             move(base, r.seq_ids, 8 * k)
-            if r.seq_starts:
-                move(base + starts_at, r.seq_starts, 4 * k)
+            if starts:
+                move(base + starts_at, starts, 4 * k)
         move(base + cu_at, r.cu_seqlens, 4 * (k + 1))
         if t:
             move(base + ids_at, r.input_ids, w * t)
-            if r.loss_mask:
-                move(base + mask_at, r.loss_mask, t)
+            if mask:
+                move(base + mask_at, mask, t)
         out = {"input_ids": np.frombuffer(buf, self.token_dtype, t, ids_at),
                "cu_seqlens": np.frombuffer(buf, _I32, k + 1, cu_at),
                "seq_ids": np.frombuffer(buf, _U64, k, 0)}
-        if r.loss_mask:
+        if mask:
             out["loss_mask"] = np.frombuffer(buf, _U8, t, mask_at)
-        if r.seq_starts:
+        if starts:
             out["seq_starts"] = np.frombuffer(buf, _U32, k, starts_at)
         return out
 

@@ -126,13 +126,14 @@ _TOKENS = ctypes.POINTER(ctypes.c_void_p)
 
 
 class Row(ctypes.Structure):
-    """prepack_row"""
+    """prepack_row (the arrays as addresses, ints to Python: a typed
+    pointer field builds a pointer object on every read, and ShardSet[i]
+    reads four a row)"""
     _fields_ = [("num_tokens", ctypes.c_size_t), ("num_seqs", ctypes.c_size_t),
                 ("token_dtype", ctypes.c_int), ("input_ids", ctypes.c_void_p),
-                ("cu_seqlens", ctypes.POINTER(ctypes.c_int32)),
-                ("seq_ids", ctypes.POINTER(ctypes.c_uint64)),
-                ("loss_mask", ctypes.POINTER(ctypes.c_uint8)),
-                ("seq_starts", ctypes.POINTER(ctypes.c_uint32))]
+                ("cu_seqlens", ctypes.c_void_p), ("seq_ids", ctypes.c_void_p),
+                ("loss_mask", ctypes.c_void_p),
+                ("seq_starts", ctypes.c_void_p)]
 
 
 class BatchOptions(ctypes.Structure):
@@ -543,6 +544,16 @@ class Handle:
 def copy_array(ptr, n, dtype):
     """Copies n elements the library owns into a new numpy array."""
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)
+
+
+def copy_at(address, n, dtype):
+    """Copies n elements of dtype at an address the library owns (a
+    c_void_p field) into a new numpy array."""
+    dtype = np.dtype(dtype)
+    if not n:
+        return np.zeros(0, dtype)
+    return np.frombuffer((ctypes.c_char * (n * dtype.itemsize)).from_address(
+        address), dtype).copy()
 
 
 MAX_ID = 2**32 - 1

@@ -225,16 +225,15 @@ class Packer(_native.Handle):
         r = _native.Row()
         if not self._lib.prepack_stream_pop(self._h, ctypes.byref(r)):
             return None
-        t, k = r.num_tokens, r.num_seqs
-        ids = ctypes.cast(r.input_ids, ctypes.POINTER(ctypes.c_uint32))
-        row = {"input_ids": (_native.copy_array(ids, t, np.uint32)
+        t, k, copy = r.num_tokens, r.num_seqs, _native.copy_at
+        row = {"input_ids": (copy(r.input_ids, t, np.uint32)
                              if r.input_ids else None),
-               "cu_seqlens": _native.copy_array(r.cu_seqlens, k + 1, np.int32),
-               "seq_ids": _native.copy_array(r.seq_ids, k, np.uint64)}
+               "cu_seqlens": copy(r.cu_seqlens, k + 1, np.int32),
+               "seq_ids": copy(r.seq_ids, k, np.uint64)}
         if r.loss_mask:
-            row["loss_mask"] = _native.copy_array(r.loss_mask, t, np.uint8)
+            row["loss_mask"] = copy(r.loss_mask, t, np.uint8)
         if r.seq_starts:
-            row["seq_starts"] = _native.copy_array(r.seq_starts, k, np.uint32)
+            row["seq_starts"] = copy(r.seq_starts, k, np.uint32)
         return row
 
     def stats(self):
