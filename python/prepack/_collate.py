@@ -59,82 +59,130 @@ def _flat_needs(form, return_seq_idx=False):
     return needs
 
 
-def _flat(rows, needs=("labels", "unshifted", "doc_ids")):
+def _flat(rows, needs=("labels", "unshifted", "doc_ids"), joined=None):
     """Rows concatenated: ids, cu_seqlens over the batch, positions, the
     longest sequence, and those of shifted and unshifted labels and
     batch-wide document ids that `needs` names (_flat_needs): by
-    libprepack's row functions where they apply (_flat_c), else in numpy
-    (_flat_numpy, the reference the tests hold the other to)."""
-    flat = _flat_c(rows, needs)
+    libprepack's row functions from the rows joined (_joined, _flat_c)
+    where they apply, else in numpy (_flat_numpy, the reference the tests
+    hold the other to)."""
+    flat = _flat_c(joined, needs) if joined is not None else None
     return flat if flat is not None else _flat_numpy(rows, needs)
 
 
 _ROW_DTYPES = {np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32"}
 
 
+def _row_problem(r):
+    """What breaks the row contract in row r (docs/FORMAT.md, "Rows"), or
+    None: the row-by-row statement of what _joined checks for all rows
+    at once, run to name the row when that check fails."""
+    if not isinstance(r, dict):
+        return f"is a {type(r).__name__}, not a dict of arrays"
+    for key in ("input_ids", "cu_seqlens", "seq_ids"):
+        if key not in r:
+            return f"lacks {key}"
+    ids, cu, seq = (np.asarray(r[k]) for k in
+                    ("input_ids", "cu_seqlens", "seq_ids"))
+    mask = r.get("loss_mask")
+    arrays = {"input_ids": ids, "cu_seqlens": cu, "seq_ids": seq}
+    if mask is not None:
+        arrays["loss_mask"] = np.asarray(mask)
+    for key, a in arrays.items():
+        if a.ndim != 1:
+            return f"{key} has {a.ndim} dimensions, not 1"
+    for key in ("input_ids", "cu_seqlens", "seq_ids"):
+        if arrays[key].dtype.kind not in "iu" and len(arrays[key]):
+            return f"{key} holds {arrays[key].dtype}, not integers"
+    if len(cu) < 2:
+        return "cu_seqlens holds no sequence (a row holds at least one)"
+    if cu[0] != 0 or cu[-1] != len(ids):
+        return (f"cu_seqlens runs from {cu[0]} to {cu[-1]}, not from 0 to "
+                f"the row's {len(ids)} tokens")
+    if not (np.diff(cu.astype(np.int64)) > 0).all():
+        return "cu_seqlens does not rise strictly (a sequence of no tokens)"
+    if len(seq) != len(cu) - 1:
+        return f"{len(seq)} seq_ids for {len(cu) - 1} sequences"
+    if mask is not None and len(arrays["loss_mask"]) != len(ids):
+        return (f"loss_mask holds {len(arrays['loss_mask'])} values for "
+                f"{len(ids)} tokens")
+    return None
+
+
+def _refuse_broken(rows):
+    """ValueError naming the first row that breaks the row contract;
+    None when every row keeps it."""
+    for i, r in enumerate(rows):
+        problem = _row_problem(r)
+        if problem:
+            raise ValueError(f"collate: row {i} of the batch {problem}")
+    return None
+
+
 def _joined(rows):
-    """The rows as one row of all their sequences (a flat batch derives
-    the same fields from it: positions restart, labels stop and document
-    ids count at every sequence boundary, and a row boundary is one):
-    (ids, cu_seqlens int32, seq_ids, loss_mask uint8 or None), or None
-    where a row breaks the row contract (1-d numpy arrays; ids uint16 or
-    uint32, one width; cu_seqlens from 0 to the row's length, strictly
-    rising; seq_ids uint64, one a sequence; a loss_mask a token) or the
-    batch passes INT32_MAX tokens. The C functions index by cu_seqlens, so
-    it is checked whole here, in a few passes over all rows at once (a
-    row's own numpy calls cost more than its C work)."""
+    """The rows checked against the row contract (ValueError naming the
+    first that breaks it: numpy would give labels from memory never
+    written, C write past its arrays) and joined into one row of all
+    their sequences, as the C path takes them: a flat batch derives the
+    same fields from it (positions restart, labels stop and document ids
+    count at every sequence boundary, and a row boundary is one).
+    (ids, cu_seqlens int32, seq_ids, loss_mask uint8 or None), or None for
+    sound rows C does not take: ids not uint16 or uint32 of one width,
+    seq_ids not uint64, arrays not numpy's, a batch past INT32_MAX tokens.
+    The checks run over all rows at once (a row's own numpy calls cost
+    more than its C work); _row_problem names the row when they fail."""
+    if not rows:
+        return None
     try:
         ids = [r["input_ids"] for r in rows]
         cus = [r["cu_seqlens"] for r in rows]
         seqs = [r["seq_ids"] for r in rows]
-    except (KeyError, TypeError):
-        return None
-    if {type(a) for a in ids + cus + seqs} != {np.ndarray} or \
-            len({a.dtype for a in ids}) != 1 or \
-            ids[0].dtype not in _ROW_DTYPES or \
-            {a.dtype for a in seqs} != {np.dtype(np.uint64)} or \
-            any(a.ndim != 1 for a in ids + cus + seqs):
-        return None
+        masks = [r.get("loss_mask") for r in rows]
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return _refuse_broken(rows)
+    present = [m for m in masks if m is not None]
+    if {type(a) for a in ids + cus + seqs + present} != {np.ndarray} or \
+            any(a.ndim != 1 for a in ids + cus + seqs + present):
+        return _refuse_broken(rows)
     tokens = np.fromiter(map(len, ids), np.int64, len(rows))
     bounds = np.fromiter(map(len, cus), np.int64, len(rows))
     counts = np.fromiter(map(len, seqs), np.int64, len(rows))
     cu = np.concatenate(cus)
     if cu.dtype.kind not in "iu" or (bounds < 2).any() or \
-            (counts != bounds - 1).any():
-        return None
+            (counts != bounds - 1).any() or \
+            any(len(m) != len(t) for t, m in zip(ids, masks) if m is not None) \
+            or {a.dtype.kind for a in ids + seqs if len(a)} - set("iu"):
+        return _refuse_broken(rows)
     cu = cu.astype(np.int64)
     ends = np.cumsum(bounds)
     firsts = ends - bounds
-    if (cu[firsts] != 0).any() or (cu[ends - 1] != tokens).any():
+    rises = cu[1:] > cu[:-1]
+    rises[ends[:-1] - 1] = True  # from a row's end to the next row's 0
+    if (cu[firsts] != 0).any() or (cu[ends - 1] != tokens).any() or \
+            not rises.all():
+        return _refuse_broken(rows)
+    if len({a.dtype for a in ids}) != 1 or ids[0].dtype not in _ROW_DTYPES \
+            or {a.dtype for a in seqs} != {np.dtype(np.uint64)} or \
+            int(tokens.sum()) > INT32_MAX:
         return None
     cu += np.repeat(np.cumsum(tokens) - tokens, bounds)  # row offsets
     keep = np.ones(len(cu), bool)
     keep[firsts[1:]] = False  # a row's 0: the end of the row before
     cu = cu[keep]
-    if cu[-1] > INT32_MAX or not (cu[1:] > cu[:-1]).all():
-        return None
-    masks = [r.get("loss_mask") for r in rows]
     mask = None
-    if any(m is not None for m in masks):
-        if any(np.ndim(m) != 1 for m in masks if m is not None):
-            return None
+    if present:
         mask = np.concatenate([
             np.ones(len(t), np.uint8) if m is None else
-            np.asarray(m).astype(bool).view(np.uint8)
-            for t, m in zip(ids, masks)])
-        if len(mask) != cu[-1]:
-            return None
+            m.astype(bool).view(np.uint8) for t, m in zip(ids, masks)])
     return np.concatenate(ids), cu.astype(np.int32), np.concatenate(seqs), mask
 
 
-def _flat_c(rows, needs):
+def _flat_c(joined, needs):
     """_flat's arrays from libprepack's row functions (prepack.h: positions,
-    labels, document ids) over the rows joined into one: a pass each in C
-    where numpy takes several. None without the library or for rows
-    _joined refuses."""
+    labels, document ids) over the rows joined into one (_joined): a
+    pass each in C where numpy takes several. None without the library."""
     lib = _native.loaded()
-    joined = _joined(rows) if lib is not None and rows else None
-    if joined is None:
+    if lib is None:
         return None
     ids, cu, seq_ids, mask = joined
     t, k = len(ids), len(cu) - 1
@@ -396,8 +444,10 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     pad_multiple = pad_multiple_of(pad_multiple)
+    joined = _joined(rows)  # ValueError naming a row that breaks the contract
     if pad_multiple > 1:
         rows = _pad_rows(rows, pad_multiple, pad_id)
+        joined = _joined(rows)
     counted = None  # the labels' count, where C derived them
     if form == "padded":
         # no rows: an empty [0, max_seq_len] batch, as the C batcher's
@@ -405,7 +455,7 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
                                    default=0)
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
-        flat = _flat(rows, _flat_needs(form, return_seq_idx))
+        flat = _flat(rows, _flat_needs(form, return_seq_idx), joined)
         counted = flat.get("num_loss_tokens")
         batch = shape_flat(flat, form, return_flash_attn_kwargs,
                            return_seq_idx)

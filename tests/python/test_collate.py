@@ -118,9 +118,9 @@ def flat_path(request, monkeypatch):
         pytest.skip("libprepack does not load here")
     real = _collate._flat_c
 
-    def must_apply(rows, needs):
-        flat = real(rows, needs)
-        assert flat is not None or not rows, "the C path was not taken"
+    def must_apply(joined, needs):
+        flat = real(joined, needs)
+        assert flat is not None, "the C path was not taken"
         return flat
     monkeypatch.setattr(_collate, "_flat_c", must_apply)
     return request.param
@@ -188,45 +188,139 @@ def _outcome(rows, form):
 
 
 BROKEN_ROWS = {
-    # cu_seqlens past the tokens: C would index past the ids
-    "cu past the tokens": [dict(row([[1, 2, 3]]),
-                                cu_seqlens=np.array([0, 3, 9], np.int32),
+    # cu_seqlens past the tokens: C would index past the ids, numpy read
+    # labels it never wrote
+    "cu past the tokens": ([dict(row([[1, 2, 3]]),
+                                 cu_seqlens=np.array([0, 3, 9], np.int32),
+                                 seq_ids=np.arange(2, dtype=np.uint64))],
+                           "not from 0 to the row's 3 tokens"),
+    "cu short of the tokens": ([dict(row([[1, 2, 3]]),
+                                     cu_seqlens=np.array([0, 2], np.int32))],
+                               "not from 0 to the row's 3 tokens"),
+    "cu not from 0": ([dict(row([[1, 2, 3]]),
+                            cu_seqlens=np.array([1, 3], np.int32))],
+                      "runs from 1 to 3"),
+    "cu falling": ([dict(row([[1, 2, 3], [4]]),
+                         cu_seqlens=np.array([0, 3, 2, 4], np.int32),
+                         seq_ids=np.arange(3, dtype=np.uint64))],
+                   "does not rise strictly"),
+    "an empty sequence": ([dict(row([[1, 2, 3]]),
+                                cu_seqlens=np.array([0, 0, 3], np.int32),
                                 seq_ids=np.arange(2, dtype=np.uint64))],
-    "cu short of the tokens": [dict(row([[1, 2, 3]]),
-                                    cu_seqlens=np.array([0, 2], np.int32))],
-    "cu not from 0": [dict(row([[1, 2, 3]]),
-                           cu_seqlens=np.array([1, 3], np.int32))],
-    "cu falling": [dict(row([[1, 2, 3], [4]]),
-                        cu_seqlens=np.array([0, 3, 2, 4], np.int32),
-                        seq_ids=np.arange(3, dtype=np.uint64))],
-    "an empty sequence": [dict(row([[1, 2, 3]]),
-                               cu_seqlens=np.array([0, 0, 3], np.int32),
-                               seq_ids=np.arange(2, dtype=np.uint64))],
-    "too few seq_ids": [dict(row([[1, 2], [3]]),
-                             seq_ids=np.zeros(1, np.uint64))],
-    "a short loss_mask": [dict(row([[1, 2, 3]]),
-                               loss_mask=np.ones(2, np.uint8))],
-    "a 2-d loss_mask": [dict(row([[1, 2]]),
-                             loss_mask=np.ones((1, 2), np.uint8))],
+                          "does not rise strictly"),
+    "no sequence": ([dict(row([[1]]), input_ids=np.zeros(0, np.uint16),
+                          cu_seqlens=np.zeros(1, np.int32),
+                          seq_ids=np.zeros(0, np.uint64))],
+                    "holds no sequence"),
+    "too few seq_ids": ([dict(row([[1, 2], [3]]),
+                              seq_ids=np.zeros(1, np.uint64))],
+                        "1 seq_ids for 2 sequences"),
+    "a short loss_mask": ([dict(row([[1, 2, 3]]),
+                                loss_mask=np.ones(2, np.uint8))],
+                          "loss_mask holds 2 values for 3 tokens"),
+    "a 2-d loss_mask": ([dict(row([[1, 2]]),
+                              loss_mask=np.ones((1, 2), np.uint8))],
+                        "loss_mask has 2 dimensions"),
+    "2-d ids": ([dict(row([[1, 2]]), input_ids=np.array([[1, 2]], np.uint16))],
+                "input_ids has 2 dimensions"),
+    "float cu_seqlens": ([dict(row([[1, 2]]),
+                               cu_seqlens=np.array([0., 2.]))],
+                         "cu_seqlens holds float64"),
+    "no seq_ids": ([{"input_ids": np.ones(2, np.uint16),
+                     "cu_seqlens": np.array([0, 2], np.int32)}],
+                   "lacks seq_ids"),
+    "the second row": ([row([[1, 2]]),
+                        dict(row([[1, 2, 3]]),
+                             cu_seqlens=np.array([0, 4], np.int32))],
+                       "row 1 of the batch"),
+}
+
+# sound rows that only the numpy path takes
+NUMPY_ROWS = {
     "widths mixed": [row([[1, 2]]),
                      dict(row([[3]]), input_ids=np.array([3], np.uint32))],
     "int64 ids": [dict(row([[1, 2, 3]]),
                        input_ids=np.array([1, 2, 3], np.int64))],
     "int64 seq_ids": [dict(row([[1, 2, 3]]),
                            seq_ids=np.zeros(1, np.int64))],
-    "2-d ids": [dict(row([[1, 2]]), input_ids=np.array([[1, 2]], np.uint16))],
 }
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_ROWS))
+@pytest.mark.parametrize("form", ["varlen", "hf", "flex", "padded"])
+def test_rows_that_break_the_contract_are_refused(case, form, flat_path):
+    """A row that breaks the row contract is a ValueError naming the row
+    and what is wrong, in every form, through either path: never labels
+    read from memory numpy did not write, never C indexing past an array
+    by a cu_seqlens it was not checked against."""
+    rows, words = BROKEN_ROWS[case]
+    with pytest.raises(ValueError, match="row [01] of the batch") as e:
+        prepack.collate(rows, form, max_seq_len=8 if form == "padded" else None)
+    assert words in str(e.value)
+
+
+@pytest.mark.parametrize("case", sorted(NUMPY_ROWS))
 @pytest.mark.parametrize("form", ["varlen", "hf", "flex"])
-def test_rows_the_c_path_refuses_go_through_numpy(case, form, monkeypatch):
-    """Rows that break the row contract never reach libprepack (which
-    indexes by cu_seqlens): collate does with them exactly what its numpy
-    path does, result or error, and does not crash."""
+def test_sound_rows_c_does_not_take_go_through_numpy(case, form):
+    """Sound rows of other dtypes are batched by numpy, as they were, and
+    give what the same rows as ShardSet's dtypes give."""
     from prepack import _collate
-    rows = BROKEN_ROWS[case]
+    rows = NUMPY_ROWS[case]
     assert _collate._joined(rows) is None
-    with_c = _outcome(rows, form)
-    monkeypatch.setattr(_collate, "_flat_c", lambda rows, needs: None)
-    assert with_c == _outcome(rows, form)
+    typed = [row([r["input_ids"][a:b] for a, b in
+                  zip(r["cu_seqlens"][:-1], r["cu_seqlens"][1:])],
+                 mask=r.get("loss_mask")) for r in rows]
+    for t, r in zip(typed, rows):
+        t["seq_ids"] = np.asarray(r["seq_ids"], np.uint64)
+    got, want = _outcome(rows, form), _outcome(typed, form)
+    assert got.keys() == want.keys()
+    for k in got:
+        assert np.array_equal(np.asarray(got[k], dtype=object).astype(float),
+                              np.asarray(want[k], dtype=object).astype(float)), k
+
+
+def _mutated(rng, rows):
+    """rows with one field of one row broken at random: lengths, values,
+    dtypes and shapes a caller's rows could have."""
+    rows = [dict(r) for r in rows]
+    r = rows[rng.integers(len(rows))]
+    key = ("input_ids", "cu_seqlens", "seq_ids", "loss_mask")[rng.integers(4)]
+    a = np.asarray(r.get(key, np.ones(len(r["input_ids"]), np.uint8)))
+    kind = rng.integers(6)
+    if kind == 0 and len(a):  # one value changed, perhaps out of range
+        a = a.copy()
+        a[rng.integers(len(a))] = a.dtype.type(rng.integers(0, 2**15))
+    elif kind == 1:  # one element more or fewer
+        a = np.append(a, a[-1:]) if rng.random() < 0.5 else a[:-1]
+    elif kind == 2:  # another dtype
+        a = a.astype((np.int64, np.uint32, np.int16, np.float32,
+                      np.dtype(">u2"))[rng.integers(5)])
+    elif kind == 3:  # not contiguous
+        a = np.repeat(a, 2)[::2]
+    elif kind == 4:  # 2-d
+        a = a[None]
+    else:  # absent
+        r.pop(key, None)
+        return rows
+    r[key] = a
+    return rows
+
+
+def test_randomly_broken_rows_match_the_numpy_path(monkeypatch):
+    """Rows broken at random take the same course through collate with
+    libprepack as through numpy alone: the same batch or the same error,
+    and never a crash (the C functions would write past their arrays on
+    a cu_seqlens that _joined let through)."""
+    from prepack import _collate
+    real = _collate._flat_c
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        rows = [row([rng.integers(0, 60000, rng.integers(1, 6)).tolist()
+                     for _ in range(rng.integers(1, 4))])
+                for _ in range(rng.integers(1, 4))]
+        rows = _mutated(rng, rows)
+        for form in ("varlen", "hf"):
+            monkeypatch.setattr(_collate, "_flat_c", real)
+            with_c = _outcome(rows, form)
+            monkeypatch.setattr(_collate, "_flat_c", lambda r, n: None)
+            assert with_c == _outcome(rows, form), (rows, form)
