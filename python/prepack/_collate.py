@@ -440,7 +440,14 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     layout takes them (flex and hf address the physical tokens); split a
     batch among CP ranks with prepack.cp_split.
 
-    tensors="pt" returns torch tensors instead of numpy arrays."""
+    tensors="pt" returns torch tensors instead of numpy arrays.
+
+    rows keep the row contract (docs/FORMAT.md, "Rows"): 1-d arrays,
+    cu_seqlens from 0 to the row's tokens and strictly rising, a seq_id a
+    sequence, a loss_mask value a token; a row that breaks it is a
+    ValueError naming it. Flat forms of uint16 or uint32 rows are built
+    by libprepack's row functions where it loads, else in numpy: the
+    same batch either way."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     pad_multiple = pad_multiple_of(pad_multiple)
