@@ -2,6 +2,7 @@
 the row contract; the derived fields match include/prepack.h)."""
 
 import ctypes
+import operator
 
 import numpy as np
 
@@ -381,8 +382,20 @@ def cp_split(batch, cp_rank, cp_size):
 def pad_multiple_of(value):
     """pad_multiple as an int, 1 for none (0, 1, None): at most 2^31 - 1,
     since one sequence padded to M tokens must fit int32 cu_seqlens (the
-    C batch's options hold a uint32, which would wrap a larger M)."""
-    m = max(int(value or 1), 1)
+    C batch's options hold a uint32, which would wrap a larger M). A
+    negative, fractional or non-integer value is a ValueError (int() let
+    -5 and 5.5 through as 1 and 5)."""
+    if value is None:
+        return 1
+    try:
+        m = operator.index(value)
+    except TypeError:
+        raise ValueError(f"pad_multiple must be an integer, not "
+                         f"{value!r}") from None
+    if m < 0:
+        raise ValueError(f"pad_multiple {m} is negative (0 or 1: no "
+                         f"padding)")
+    m = max(m, 1)
     if m > INT32_MAX:
         raise ValueError(f"pad_multiple {m} is more than {INT32_MAX}: one "
                          f"sequence padded to it passes int32 cu_seqlens")

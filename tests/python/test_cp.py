@@ -262,3 +262,24 @@ def test_pad_multiple_past_int32_is_refused(prepack_bin, tmp_path, m):
             c._c.batch([0], padded=padded, pad_multiple=m)
     with pytest.raises(ValueError, match="more than 2147483647"):
         c.batch([0], "varlen", pad_multiple=m)
+
+
+@pytest.mark.parametrize("bad", [-5, -1, 5.5, 2.0, "8", [2]])
+def test_pad_multiple_must_be_a_whole_number(bad):
+    """-5 and 5.5 were taken as 1 and 5 (int() and max()): a negative or
+    fractional multiple, or one of another type, is a ValueError that
+    names pad_multiple."""
+    row = {"input_ids": np.arange(1, 9, dtype=np.uint32),
+           "cu_seqlens": np.array([0, 8], np.int32),
+           "seq_ids": np.array([0], np.uint64)}
+    with pytest.raises(ValueError, match="pad_multiple"):
+        prepack.collate([row], "varlen", pad_multiple=bad)
+
+
+@pytest.mark.parametrize("none", [None, 0, 1, np.int64(1)])
+def test_pad_multiple_none(none):
+    row = {"input_ids": np.arange(1, 9, dtype=np.uint32),
+           "cu_seqlens": np.array([0, 8], np.int32),
+           "seq_ids": np.array([0], np.uint64)}
+    assert "cu_seqlens_padded" not in prepack.collate([row], "varlen",
+                                                      pad_multiple=none)
