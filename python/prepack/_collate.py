@@ -1,6 +1,7 @@
 """Rows into batches, in the forms training code feeds (docs/FORMAT.md gives
 the row contract; the derived fields match include/prepack.h)."""
 
+import collections.abc
 import ctypes
 import operator
 
@@ -26,7 +27,7 @@ def _positions(cu):
 def _trained(row):
     mask = row.get("loss_mask")
     t = len(row["input_ids"])
-    return np.ones(t, bool) if mask is None else mask.astype(bool)
+    return np.ones(t, bool) if mask is None else np.asarray(mask, bool)
 
 
 def _shifted_labels(row):
@@ -78,8 +79,8 @@ def _row_problem(r):
     """What breaks the row contract in row r (docs/FORMAT.md, "Rows"), or
     None: the row-by-row statement of what _joined checks for all rows
     at once, run to name the row when that check fails."""
-    if not isinstance(r, dict):
-        return f"is a {type(r).__name__}, not a dict of arrays"
+    if not isinstance(r, collections.abc.Mapping):
+        return f"is a {type(r).__name__}, not a mapping of arrays"
     for key in ("input_ids", "cu_seqlens", "seq_ids"):
         if key not in r:
             return f"lacks {key}"
@@ -274,7 +275,7 @@ def _padded(rows, max_seq_len, pad_id, mask_4d):
         out["attention_mask"][i, :t] = 1
         out["position_ids"][i, :t] = _positions(cu.astype(np.int64))
         out["labels"][i, :t] = _shifted_labels(r)
-        out["doc_ids"][i, :t] = _seq_index(cu, t)
+        out["doc_ids"][i, :t] = _seq_index(cu.astype(np.int64), t)
         if mask_4d:
             doc = out["doc_ids"][i]
             same = (doc[:, None] == doc[None, :]) & (doc[:, None] >= 0)
@@ -460,7 +461,8 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     sequence, a loss_mask value a token; a row that breaks it is a
     ValueError naming it. Flat forms of uint16 or uint32 rows are built
     by libprepack's row functions where it loads, else in numpy: the
-    same batch either way."""
+    same batch either way (but for ownership: in C the int64 arrays are
+    views of one block, as ShardSet.batch's are)."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     pad_multiple = pad_multiple_of(pad_multiple)

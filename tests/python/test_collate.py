@@ -324,3 +324,24 @@ def test_randomly_broken_rows_match_the_numpy_path(monkeypatch):
             with_c = _outcome(rows, form)
             monkeypatch.setattr(_collate, "_flat_c", lambda r, n: None)
             assert with_c == _outcome(rows, form), (rows, form)
+
+
+@pytest.mark.parametrize("form", ["varlen", "hf", "flex", "padded"])
+def test_sound_rows_of_other_shapes_are_batched(form):
+    """Rows the contract allows though C does not take them: a read-only
+    mapping rather than a dict, a loss_mask given as a list, uint64
+    cu_seqlens; each gives the batch its plain twin gives."""
+    import types
+    plain = row([[5, 6, 7], [8, 9]], mask=[1, 1, 0, 0, 1])
+    twins = [types.MappingProxyType(plain),
+             dict(plain, loss_mask=[1, 1, 0, 0, 1]),
+             dict(plain, cu_seqlens=plain["cu_seqlens"].astype(np.uint64)),
+             types.MappingProxyType(dict(plain, seq_ids=[0, 1]))]
+    want = _outcome([plain], form)
+    assert isinstance(want, dict)
+    for twin in twins:
+        got = _outcome([twin], form)
+        assert isinstance(got, dict), (twin, got)
+        assert got.keys() == want.keys()
+        for k in got:
+            assert np.array_equal(got[k], want[k]), k
