@@ -77,7 +77,7 @@ _ROW_DTYPES = {np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32"}
 
 def _row_problem(r):
     """What breaks the row contract in row r (docs/FORMAT.md, "Rows"), or
-    None: the row-by-row statement of what _joined checks for all rows
+    None: the row-by-row statement of what _checked checks for all rows
     at once, run to name the row when that check fails."""
     if not isinstance(r, collections.abc.Mapping):
         return f"is a {type(r).__name__}, not a mapping of arrays"
@@ -121,20 +121,13 @@ def _refuse_broken(rows):
     return None
 
 
-def _joined(rows):
-    """The rows checked against the row contract (ValueError naming the
-    first that breaks it: numpy would give labels from memory never
-    written, C write past its arrays) and joined into one row of all
-    their sequences, as the C path takes them: a flat batch derives the
-    same fields from it (positions restart, labels stop and document ids
-    count at every sequence boundary, and a row boundary is one).
-    (ids, cu_seqlens int32, seq_ids, loss_mask uint8 or None), or None for
-    sound rows C does not take: ids not uint16 or uint32 of one width,
-    seq_ids not uint64, arrays not numpy's, a batch past INT32_MAX tokens.
-    The checks run over all rows at once (a row's own numpy calls cost
-    more than its C work); _row_problem names the row when they fail."""
-    if not rows:
-        return None
+def _checked(rows):
+    """The rows checked against the row contract, all at once (a row's
+    own numpy calls cost more than its C work): ValueError naming the
+    first that breaks it (numpy would give labels from memory never
+    written, C write past its arrays; _row_problem names it), else their
+    fields as lists and per-row counts (ids, cu_seqlens, seq_ids, masks,
+    tokens, bounds), or None for sound rows not held as 1-d numpy arrays."""
     try:
         ids = [r["input_ids"] for r in rows]
         cus = [r["cu_seqlens"] for r in rows]
@@ -157,22 +150,36 @@ def _joined(rows):
         return _refuse_broken(rows)
     cu = cu.astype(np.int64)
     ends = np.cumsum(bounds)
-    firsts = ends - bounds
     rises = cu[1:] > cu[:-1]
     rises[ends[:-1] - 1] = True  # from a row's end to the next row's 0
-    if (cu[firsts] != 0).any() or (cu[ends - 1] != tokens).any() or \
+    if (cu[ends - bounds] != 0).any() or (cu[ends - 1] != tokens).any() or \
             not rises.all():
         return _refuse_broken(rows)
+    return ids, cu, seqs, masks, tokens, bounds
+
+
+def _joined(rows):
+    """The rows checked (_checked) and joined into one row of all their
+    sequences, as the C path takes them: a flat batch derives the same
+    fields from it (positions restart, labels stop and document ids count
+    at every sequence boundary, and a row boundary is one). (ids,
+    cu_seqlens int32, seq_ids, loss_mask uint8 or None), or None for sound
+    rows C does not take: ids not uint16 or uint32 of one width, seq_ids
+    not uint64, arrays not numpy's, a batch past INT32_MAX tokens."""
+    fields = _checked(rows) if rows else None
+    if fields is None:
+        return None
+    ids, cu, seqs, masks, tokens, bounds = fields
     if len({a.dtype for a in ids}) != 1 or ids[0].dtype not in _ROW_DTYPES \
             or {a.dtype for a in seqs} != {np.dtype(np.uint64)} or \
             int(tokens.sum()) > INT32_MAX:
         return None
     cu += np.repeat(np.cumsum(tokens) - tokens, bounds)  # row offsets
     keep = np.ones(len(cu), bool)
-    keep[firsts[1:]] = False  # a row's 0: the end of the row before
-    cu = cu[keep]
+    keep[(np.cumsum(bounds) - bounds)[1:]] = False  # a row's 0: the end
+    cu = cu[keep]                                   # of the row before
     mask = None
-    if present:
+    if any(m is not None for m in masks):
         mask = np.concatenate([
             np.ones(len(t), np.uint8) if m is None else
             m.astype(bool).view(np.uint8) for t, m in zip(ids, masks)])
@@ -466,10 +473,10 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     pad_multiple = pad_multiple_of(pad_multiple)
-    joined = _joined(rows)  # ValueError naming a row that breaks the contract
+    if rows and (form == "padded" or pad_multiple > 1):
+        _checked(rows)  # the caller's rows; a flat form's _joined checks
     if pad_multiple > 1:
         rows = _pad_rows(rows, pad_multiple, pad_id)
-        joined = _joined(rows)
     counted = None  # the labels' count, where C derived them
     if form == "padded":
         # no rows: an empty [0, max_seq_len] batch, as the C batcher's
@@ -477,7 +484,7 @@ def collate(rows, form="varlen", *, tensors="np", pad_id=0, max_seq_len=None,
                                    default=0)
         batch = _padded(rows, width, pad_id, mask_4d)
     else:
-        flat = _flat(rows, _flat_needs(form, return_seq_idx), joined)
+        flat = _flat(rows, _flat_needs(form, return_seq_idx), _joined(rows))
         counted = flat.get("num_loss_tokens")
         batch = shape_flat(flat, form, return_flash_attn_kwargs,
                            return_seq_idx)

@@ -542,18 +542,12 @@ class Handle:
 
 
 def copy_array(ptr, n, dtype):
-    """Copies n elements the library owns into a new numpy array."""
+    """Copies n elements the library owns into a new numpy array: ptr a
+    typed pointer, or an address (a c_void_p field) read as dtype."""
+    if isinstance(ptr, int):
+        ptr = ctypes.cast(ptr, ctypes.POINTER(np.ctypeslib.as_ctypes_type(
+            np.dtype(dtype))))
     return np.ctypeslib.as_array(ptr, shape=(n,)).astype(dtype) if n else np.zeros(0, dtype)
-
-
-def copy_at(address, n, dtype):
-    """Copies n elements of dtype at an address the library owns (a
-    c_void_p field) into a new numpy array."""
-    dtype = np.dtype(dtype)
-    if not n:
-        return np.zeros(0, dtype)
-    return np.frombuffer((ctypes.c_char * (n * dtype.itemsize)).from_address(
-        address), dtype).copy()
 
 
 MAX_ID = 2**32 - 1

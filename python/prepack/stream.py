@@ -225,7 +225,7 @@ class Packer(_native.Handle):
         r = _native.Row()
         if not self._lib.prepack_stream_pop(self._h, ctypes.byref(r)):
             return None
-        t, k, copy = r.num_tokens, r.num_seqs, _native.copy_at
+        t, k, copy = r.num_tokens, r.num_seqs, _native.copy_array
         row = {"input_ids": (copy(r.input_ids, t, np.uint32)
                              if r.input_ids else None),
                "cu_seqlens": copy(r.cu_seqlens, k + 1, np.int32),
