@@ -856,21 +856,19 @@ PREPACK_API int prepack_stream_restore(prepack_stream **out, const void *buf,
  * frames of msgpack rows, a seek table at the end) and manifest.json,
  * written last. See docs/FORMAT.md for the exact layout. */
 
-/* A frame holds about this many bytes of uint16 tokens by default:
- * rows_per_frame 0 means as many rows of L tokens as make 1 MiB as uint16
- * (2^19 tokens, at least one row; a uint32 set's frames hold as many
- * tokens, in 1.5 MiB of 3-byte ids where they fit). Smaller
- * frames lose compression (independent frames share no window: 64 rows of
- * 2048 uint16 measured 1.06x one zstd stream of the same rows), larger ones
- * make a random row read decompress more (docs/BENCHMARKS.md). */
-#define PREPACK_DEFAULT_FRAME_BYTES (1u << 20)
+/* A frame holds about this many tokens by default: rows_per_frame 0
+ * means as many rows of L tokens as hold 2^20 tokens (at least one row),
+ * about 1.3-1.5 MiB of id codes (format version 4: a frequent token in one
+ * byte). Smaller frames lose compression on text that repeats itself
+ * further apart (independent frames share no window), larger ones make a
+ * random row read decompress more (docs/BENCHMARKS.md). */
+#define PREPACK_DEFAULT_FRAME_TOKENS (1u << 20)
 #define PREPACK_DEFAULT_SHARD_ROWS 16384u
 #define PREPACK_DEFAULT_ZSTD_LEVEL 3
 
 typedef struct prepack_writer_options {
-    uint32_t rows_per_frame; /* 0 = PREPACK_DEFAULT_FRAME_BYTES / 2
-                                 tokens at L (128 rows of 4096, uint16
-                                 or uint32);
+    uint32_t rows_per_frame; /* 0 = PREPACK_DEFAULT_FRAME_TOKENS
+                                 at L (256 rows of 4096);
                                  lowered so no frame can exceed
                                  4 GiB decompressed */
     uint64_t shard_rows;     /* rows per shard file, exactly (the last

@@ -776,9 +776,29 @@ static void test_damage_names_the_region(void **state)
     copy_dir(good, bad); /* seek table: frame 2's checksum entry */
     flip_byte(shard, table + 8 + 12 * 2 + 8);
     expect_problem(bad, "frame 2: content does not match its seek table", NULL);
-    copy_dir(good, bad); /* seek table: frame 0's compressed size */
+    copy_dir(good, bad); /* seek table: frame 0's compressed size: the
+                          * frames no longer end where the index starts */
     flip_byte(shard, table + 8);
-    expect_problem(bad, "shard-00001.zst", "frames cover");
+    problems p;
+    assert_true(verify_dir(bad, &p) > 0);
+    if (!strstr(p.text, "frames cover") &&
+        !strstr(p.text, "no index before the seek table"))
+        fail_msg("frames that do not tile the shard, in:\n%s", p.text);
+    /* the index (format version 4), between the frames and the seek
+     * table: its magic, its frame count, one of its ids, a frame's hash */
+    long index = off[nf - 1] + size[nf - 1];
+    copy_dir(good, bad);
+    flip_byte(shard, index);
+    expect_problem(bad, "shard-00001.zst", "no index before the seek table");
+    copy_dir(good, bad);
+    flip_byte(shard, index + 12);
+    expect_problem(bad, "shard-00001.zst", "bad index frame header");
+    copy_dir(good, bad);
+    flip_byte(shard, index + 24);
+    expect_problem(bad, "shard-00001.zst", "its index does not match its hash");
+    copy_dir(good, bad);
+    flip_byte(shard, table - 8 * (long)(nf - 1));
+    expect_problem(bad, "shard-00001.zst", "its index does not match its hash");
     copy_dir(good, bad); /* seek table footer: the frame count */
     flip_byte(shard, table + 12 * (long)nf + 8);
     expect_problem(bad, "shard-00001.zst", "seek table lists");
@@ -802,7 +822,6 @@ static void test_damage_names_the_region(void **state)
              "'%s/shard-00002.zst.tmp' '%s/notes.txt'",
              shard, bad, bad, bad);
     assert_int_equal(system(cmd), 0);
-    problems p;
     assert_int_equal(verify_dir(bad, &p), 2);
     assert_non_null(strstr(p.text, "shard-00009.zst: not listed"));
     assert_non_null(strstr(p.text, "shard-00002.zst.tmp: not listed"));

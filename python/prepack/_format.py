@@ -47,6 +47,75 @@ def zstd_expansion_bound(compressed):
     return compressed * (128 * 1024 // 4)
 
 
+# ---- format versions and id codes (version 4) -----------------------------
+
+FIRST_ID3_VERSION = 3  # the first format version whose rows hold 3-byte ids
+FIRST_ID_CODE_VERSION = 4  # rows hold id codes through the shard's id table
+ID_ONE_BYTE = 192  # ranks below: one byte
+ID_ESCAPE = 255  # then the id itself, token_dtype's width
+ID_TABLE_MAX = ID_ONE_BYTE + (ID_ESCAPE - ID_ONE_BYTE) * 256
+ID_TABLE_ID_LIMIT = 1 << 22  # the writer ranks no id at or past this
+# A version 4 shard's index: a skippable frame between the last zstd
+# frame and the seek table (magic, body size), its body: id count, frame
+# count, XXH64 of the rest; the ids; each frame's compressed bytes' XXH64.
+INDEX_MAGIC = 0x184D2A5D
+INDEX_FRAME_HEAD = struct.Struct("<II")
+INDEX_HEAD = struct.Struct("<IIQ")
+
+
+def stored_token_bound(version, width):
+    """The most bytes a token takes on disk: an id code (an escape byte
+    and the id) from version 4, else the width."""
+    return width + 1 if version >= FIRST_ID_CODE_VERSION else width
+
+
+def index_frame_bytes(n, width, frames):
+    """A version 4 shard's index frame's size: n ids of `width` bytes and
+    a hash for each of `frames` frames."""
+    return INDEX_FRAME_HEAD.size + INDEX_HEAD.size + n * width + 8 * frames
+
+
+def decode_id_codes(value, token_dtype, tokens, table):
+    """A version 4 row's input_ids bin as exactly `tokens` ids of
+    token_dtype through the shard's id table (a numpy array), or None when
+    its bytes are not that many codes: shard_format.c's
+    pp_decode_id_codes's twin. Only bytes at or above ID_ONE_BYTE start a
+    code longer than one byte, so Python walks those alone."""
+    b = np.frombuffer(value, np.uint8)
+    w = token_dtype.itemsize
+    lead = np.ones(len(b), bool)
+    longer = np.flatnonzero(b >= ID_ONE_BYTE)
+    covered, starts = 0, []
+    for p in longer.tolist():  # in order: each is a lead or inside one
+        if p < covered:
+            continue
+        n = 2 if b[p] < ID_ESCAPE else 1 + w
+        if p + n > len(b):
+            return None
+        lead[p + 1:p + n] = False
+        covered = p + n
+        starts.append(p)
+    at = np.flatnonzero(lead)
+    if len(at) != tokens or tokens == 0:
+        return None
+    first = b[at].astype(np.int64)
+    rank = first.copy()
+    two = (first >= ID_ONE_BYTE) & (first < ID_ESCAPE)
+    rank[two] = ID_ONE_BYTE + ((first[two] - ID_ONE_BYTE) << 8) \
+        + b[at[two] + 1]
+    esc = first == ID_ESCAPE
+    if (rank[~esc] >= len(table)).any():
+        return None
+    out = np.empty(tokens, token_dtype)
+    out[~esc] = table[rank[~esc]]
+    if esc.any():
+        raw = np.zeros((int(esc.sum()), 8), np.uint8)
+        for k in range(w):
+            raw[:, k] = b[at[esc] + 1 + k]
+        out[esc] = raw.view("<u8").ravel()
+    return out
+
+
 # ---- file names ----------------------------------------------------------
 
 MANIFEST_NAME = "manifest.json"
@@ -91,9 +160,6 @@ def token_width(token_dtype):
 def token_numpy_dtype(token_dtype):
     """A token_dtype name's numpy dtype: little-endian unsigned."""
     return np.dtype(f"<u{token_width(token_dtype)}")
-
-
-FIRST_ID3_VERSION = 3  # the first format version whose rows hold 3-byte ids
 
 
 def decode_ids(value, token_dtype, tokens, version):

@@ -13,6 +13,7 @@ from ._errors import ShardSetError
 from ._files import pread_all
 from ._format import (MANIFEST_MAX_DEPTH, MANIFEST_NAME, MIN_FRAME_BYTES,
                       REF_BYTES, SEEK_ENTRY, TOKEN_DTYPES, frame_bytes_bound,
+                      stored_token_bound,
                       is_shard_name, seek_table_bytes, shard_name,
                       token_numpy_dtype)
 
@@ -260,10 +261,10 @@ def _storage(manifest_path, m):
     """"tokens" or "references" (a plan-only set), after the format and
     version."""
     if not isinstance(m, dict) or m.get("format") != "prepack-shards" \
-            or m.get("version") not in (1, 2, 3) \
+            or m.get("version") not in (1, 2, 3, 4) \
             or type(m.get("version")) is not int:
         raise ShardSetError(f"{manifest_path}: not a prepack shard set "
-                            f"manifest (versions 1 to 3)")
+                            f"manifest (versions 1 to 4)")
     storage = m.get("storage", "tokens") if m["version"] >= 2 \
         else "tokens"
     if storage not in ("tokens", "references"):
@@ -326,7 +327,7 @@ class Manifest:
             raise ShardSetError(f"{where}: token_dtype must be uint16 "
                                 f"or uint32, not {m.get('token_dtype')!r}")
         self.token_dtype = token_numpy_dtype(m["token_dtype"])
-        self.version = m["version"]  # 3: rows may hold 3-byte ids
+        self.version = m["version"]  # _format.py: what each holds
         overlong = m.get("overlong", "error")
         if overlong not in _OVERLONG:
             raise ShardSetError(f"{where}: overlong must be error, "
@@ -353,7 +354,8 @@ class Manifest:
             raise ShardSetError(f"{where}: shards must be a list")
         self.frame_bound = frame_bytes_bound(
             self.rows_per_frame, self.max_seq_len,
-            REF_BYTES if self.references else self.token_dtype.itemsize)
+            REF_BYTES if self.references else stored_token_bound(
+                self.version, self.token_dtype.itemsize))
         claims = [_check_shard_entry(f"{where}: shard entry {i}", i, e,
                                      self.max_seq_len, self.rows_per_frame)
                   for i, e in enumerate(entries)]

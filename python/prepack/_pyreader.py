@@ -12,10 +12,12 @@ import zstandard
 
 from ._errors import CorruptShardError, ShardSetError
 from ._files import open_shard, pread_all
-from ._format import (FIELDS, REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
+from ._format import (FIELDS, FIRST_ID_CODE_VERSION, ID_TABLE_MAX,
+                      INDEX_FRAME_HEAD, INDEX_HEAD, INDEX_MAGIC,
+                      REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
                       SEEK_FOOTER, SEEK_HEADER, SEEKABLE_MAGIC,
-                      SKIPPABLE_MAGIC, TOKEN_DTYPES, decode_ids,
-                      seek_table_bytes,
+                      SKIPPABLE_MAGIC, TOKEN_DTYPES, decode_id_codes,
+                      decode_ids, index_frame_bytes, seek_table_bytes,
                       token_width, zstd_expansion_bound)
 from ._sources import Sources
 
@@ -30,7 +32,10 @@ class _Shard:
     claims and the frame bound: `frames`, each one's (offset, compressed,
     decompressed, checksum)."""
 
-    def __init__(self, path, rows, size, rows_per_frame, frame_bound):
+    def __init__(self, path, rows, size, rows_per_frame, frame_bound,
+                 table_width=0):
+        """table_width: the token width of a version 4 set's id table
+        (0: a set without an index)."""
         self.path = path
         self.rows = rows
         self.frames = []  # (offset, compressed, decompressed, checksum)
@@ -71,10 +76,46 @@ class _Shard:
                     f"compressed, more than zstd can expand to")
             self.frames.append((offset, c, d, s))
             offset += c
-        if offset != size - table:
+        # version 4: the index frame between the frames and the seek table,
+        # its size a whole number of ids (read with the shard's first frame)
+        self.index_at, gap = offset, size - table - offset
+        least = index_frame_bytes(0, table_width or 1, n)
+        if not (gap == 0 if not table_width else
+                gap >= least and (gap - least) % table_width == 0
+                and (gap - least) // table_width <= ID_TABLE_MAX):
             raise CorruptShardError(
                 f"{path}: frames cover {offset} bytes, the file holds "
-                f"{size - table} before its seek table")
+                f"{size - table} before its seek table"
+                + (", which must be the frames and the shard's index"
+                   if table_width else ""))
+        self.index_bytes, self.table_width = gap, table_width
+        self.table = self.hashes = None  # the index's, once read
+
+    def read_index(self):
+        """A version 4 shard's index, read and checked against its hash on
+        first use: the id table (a numpy array), and each frame's hash."""
+        if self.table is not None:
+            return
+        w, frames = self.table_width, len(self.frames)
+        with open_shard(self.path) as f:
+            f.seek(self.index_at)
+            data = f.read(self.index_bytes)
+        if len(data) != self.index_bytes:
+            raise CorruptShardError(f"{self.path}: cannot read its index")
+        magic, body = INDEX_FRAME_HEAD.unpack_from(data)
+        n, nframes, digest = INDEX_HEAD.unpack_from(data,
+                                                    INDEX_FRAME_HEAD.size)
+        rest = data[INDEX_FRAME_HEAD.size + INDEX_HEAD.size:]
+        if magic != INDEX_MAGIC or body != len(data) - INDEX_FRAME_HEAD.size \
+                or nframes != frames or n * w + 8 * frames != len(rest):
+            raise CorruptShardError(
+                f"{self.path}: no index before the seek table, or a bad "
+                f"index frame header")
+        if xxhash and xxhash.xxh64_intdigest(rest) != digest:
+            raise CorruptShardError(
+                f"{self.path}: its index does not match its hash")
+        self.hashes = np.frombuffer(rest, "<u8", frames, n * w).tolist()
+        self.table = np.frombuffer(rest, f"<u{w}", n).astype(np.uint32)
 
 
 class PyReader:
@@ -96,8 +137,10 @@ class PyReader:
         self._first = m.first
         self._paths = [path for path, *_ in m.shards]
         self._files = Sources(m.sources, m.source_spans())
+        coded = m.version >= FIRST_ID_CODE_VERSION and not m.references
         self._shards = [_Shard(path, n, size, m.rows_per_frame,
-                               m.frame_bound)
+                               m.frame_bound,
+                               m.token_dtype.itemsize if coded else 0)
                         for path, n, _, size in m.shards]
         self._dctx = zstandard.ZstdDecompressor()
         self._cache_key = None
@@ -125,9 +168,15 @@ class PyReader:
         shard = self._shards[s]
         offset, comp, decomp, checksum = shard.frames[f]
         where = f"{shard.path}: frame {f}"
+        if shard.table_width:
+            shard.read_index()
         with open_shard(shard.path) as fh:
             fh.seek(offset)
             data = fh.read(comp)
+        if shard.table_width and xxhash and \
+                xxhash.xxh64_intdigest(data) != shard.hashes[f]:
+            raise CorruptShardError(f"{where}: its bytes do not match the "
+                                    f"shard's index")
         try:
             # decompress() sizes its output from the frame header's content
             # size when there is one, whatever max_output_size says: a
@@ -161,7 +210,7 @@ class PyReader:
         """Row obj of frame f of shard s, its fields as numpy arrays, each
         checked as the C reader checks it (reader.c's copy_fields)."""
         where = f"{self._paths[s]}: frame {f}"
-        row = self._fields(obj, where)
+        row = self._fields(obj, where, s)
         if self.references:
             row.pop("input_ids", None)
             self._fetch_tokens(row, where)
@@ -174,7 +223,7 @@ class PyReader:
         # its rows): the row owns writable copies, as the C reader's do
         return {k: v if v.flags.owndata else v.copy() for k, v in row.items()}
 
-    def _fields(self, obj, where):
+    def _fields(self, obj, where, s):
         """The msgpack map's known fields as arrays: bins of whole values."""
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
@@ -195,9 +244,17 @@ class PyReader:
         if value is not None and not self.references:
             cu = row.get("cu_seqlens")
             tokens = int(cu[-1]) if cu is not None and len(cu) else 0
-            ids = decode_ids(value, self.token_dtype,
-                             tokens if 0 < tokens <= self.max_seq_len else 0,
-                             self.version)
+            tokens = tokens if 0 < tokens <= self.max_seq_len else 0
+            if self.version >= FIRST_ID_CODE_VERSION:
+                ids = decode_id_codes(value, self.token_dtype, tokens,
+                                      self._shards[s].table)
+                if ids is None:
+                    raise CorruptShardError(
+                        f"{where}: input_ids is not the id codes of the "
+                        f"row's tokens")
+            else:
+                ids = decode_ids(value, self.token_dtype, tokens,
+                                 self.version)
             if ids is None:
                 raise CorruptShardError(f"{where}: input_ids has a partial "
                                         f"value")

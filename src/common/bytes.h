@@ -36,6 +36,12 @@ static inline void pp_store_le32(unsigned char *p, uint32_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
+static inline void pp_store_le64(unsigned char *p, uint64_t v)
+{
+    for (unsigned i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
 static inline void pp_store_be32(unsigned char *p, uint32_t v)
 {
     for (unsigned i = 0; i < 4; i++)

@@ -33,7 +33,7 @@ typedef struct pp_manifest_fields {
     size_t ninputs;
     const prepack_report *report; /* NULL: "stats": null */
     int references;               /* a plan-only set (version 2) */
-    int ids3;                     /* a row's ids in 3 bytes (version 3) */
+    uint32_t version;             /* pp_set_version's (shard_format.h) */
     const pp_set_source *sources; /* the files its rows reference */
     size_t nsources;
 } pp_manifest_fields;
@@ -69,7 +69,7 @@ typedef struct pp_manifest {
     int has_inputs;              /* "inputs" lists at least one input */
     uint64_t input_sequences;    /* their sum */
     int references;              /* version 2, "storage": "references" */
-    uint32_t version;            /* 1, 2 or 3 (rows may hold 3-byte ids) */
+    uint32_t version;            /* 1 to 4 (shard_format.h says what each holds) */
     pp_set_source *sources;      /* through alloc */
     size_t nsources;
 } pp_manifest;

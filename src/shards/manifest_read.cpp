@@ -592,9 +592,9 @@ int read_manifest(const char *path, pp_manifest *m, prepack_diag *diag)
     uint64_t version = 0, L = 0, rpf = 0;
     if (root["format"].get_string().get(format) || format != "prepack-shards")
         return bad(diag, path, "not a prepack shard set manifest");
-    if (!get_u64(root, "version", &version) || version < 1 || version > 3)
+    if (!get_u64(root, "version", &version) || version < 1 || version > 4)
         return bad(diag, path,
-                   "unknown manifest version (this reader knows 1 to 3)");
+                   "unknown manifest version (this reader knows 1 to 4)");
     if (!get_u64(root, "max_seq_len", &L) || L == 0 ||
         L > PREPACK_MAX_SEQ_LEN_LIMIT)
         return bad(diag, path, "bad max_seq_len");

@@ -136,14 +136,14 @@ void pp_manifest_write(FILE *f, const pp_manifest_fields *m)
         tokens += shards[i].tokens;
     }
     fprintf(f,
-            "{\n  \"format\": \"prepack-shards\",\n  \"version\": %d,\n"
+            "{\n  \"format\": \"prepack-shards\",\n  \"version\": %u,\n"
             "  \"prepack_version\": \"%s\",\n  \"max_seq_len\": %u,\n"
             "  \"token_dtype\": \"%s\",\n  \"algorithm\": \"%s\",\n"
             "  \"overlong\": \"%s\",\n  \"max_seqs_per_row\": %u,\n"
             "  \"shuffle\": %s,\n  \"seed\": %" PRIu64 ",\n"
             "  \"rows_per_frame\": %u,\n  \"zstd_level\": %d,\n"
             "  \"rows\": %" PRIu64 ",\n  \"tokens\": %" PRIu64 ",\n",
-            m->references ? 2 : m->ids3 ? 3 : 1, PREPACK_VERSION_STRING,
+            (unsigned)m->version, PREPACK_VERSION_STRING,
             m->max_seq_len,
             m->dtype,
             prepack_algo_name(o ? o->algo : PREPACK_ALGO_FFD),

@@ -16,6 +16,14 @@ int pp_writer_create_part(prepack_writer **out, const char *dir,
                           uint32_t max_seq_len, prepack_dtype token_dtype,
                           const prepack_writer_options *o, uint64_t first_shard,
                           prepack_diag *diag);
+/* A set's rows code their ids with its id table (format version 4),
+ * made from the tokens of the set's first frame: its first
+ * min(rows_per_frame, shard_rows) rows. A writer that is given those rows
+ * first makes it itself; a part's writer is shown them instead: every
+ * one's ids through pp_writer_sample, then pp_writer_sampled, before its
+ * first row. A references writer ignores both. */
+void pp_writer_sample(prepack_writer *w, const void *ids, size_t n);
+int pp_writer_sampled(prepack_writer *w, prepack_diag *diag);
 /* Closes the last shard (no manifest); the shards stay. */
 int pp_writer_finish_part(prepack_writer *w, prepack_diag *diag);
 /* The shards written so far, as the manifest lists them. */

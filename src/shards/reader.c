@@ -43,6 +43,21 @@ int pp_reader_corrupt(prepack_diag *diag, const char *path, const char *fmt,
 
 /* ---- opening ----------------------------------------------------------------- */
 
+/* Whether what lies between the frames' end (`at`) and the seek table
+ * (`end`) is what the version puts there: nothing, or (version 4) room
+ * for an index of `frames` frames and whole ids, no more than
+ * PP_ID_TABLE_MAX (its content is checked when the shard is first read). */
+static int index_fits(const prepack_reader *r, uint64_t at, uint64_t end,
+                      uint64_t frames)
+{
+    if (r->m.version < PP_FIRST_ID_CODE_VERSION || r->m.references)
+        return at == end;
+    uint64_t least = pp_index_frame_bytes(0, r->width, frames);
+    return at <= end && end - at >= least &&
+           (end - at - least) % r->width == 0 &&
+           (end - at - least) / r->width <= PP_ID_TABLE_MAX;
+}
+
 /* Reads and checks a shard's seek table: frames that tile the file up to
  * the table, one per rows_per_frame rows. */
 static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
@@ -78,9 +93,10 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
     /* No frame may promise more than rows_per_frame rows of L tokens:
      * a hostile seek table cannot make the reader allocate beyond that. */
     uint64_t L = r->m.max_seq_len;
-    uint64_t most = pp_frame_bytes_bound(r->m.rows_per_frame, L,
-                                         r->m.references ? PP_REF_BYTES
-                                                         : r->width);
+    uint64_t most = pp_frame_bytes_bound(
+        r->m.rows_per_frame, L,
+        r->m.references ? PP_REF_BYTES
+                        : pp_stored_token_bound(r->m.version, r->width));
     uint64_t at = 0;
     for (uint32_t i = 0; rc == PREPACK_OK && i < n; i++) {
         const unsigned char *e =
@@ -104,12 +120,19 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
                                    "compressed, more than zstd can expand to",
                                    i, f->decompressed, f->compressed);
     }
-    if (rc == PREPACK_OK && at != size - table)
+    s->index_offset = at;
+    s->index_bytes = rc == PREPACK_OK && at <= size - table
+                         ? size - table - at
+                         : 0;
+    if (rc == PREPACK_OK && !index_fits(r, at, size - table, n))
         rc = pp_reader_corrupt(
             diag, s->path,
             "frames cover %llu bytes, the file holds %llu before "
-            "its seek table",
-            (unsigned long long)at, (unsigned long long)(size - table));
+            "its seek table%s",
+            (unsigned long long)at, (unsigned long long)(size - table),
+            r->m.version >= PP_FIRST_ID_CODE_VERSION
+                ? ", which must be the frames and the shard's index"
+                : "");
     s->nframes = n;
     pp_free(r->alloc, t);
     return rc;
@@ -185,7 +208,7 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
     r->alloc = pp_allocator_keep(&r->alloc_copy, a);
     snprintf(r->dir, sizeof r->dir, "%s", dir);
     r->fd = -1;
-    r->cached_shard = r->fd_shard = SIZE_MAX;
+    r->cached_shard = r->fd_shard = r->table_shard = SIZE_MAX;
     char path[4400];
     snprintf(path, sizeof path, "%s/" PP_MANIFEST_NAME, dir);
     rc = pp_manifest_read(path, r->alloc, &r->m, diag);
@@ -201,8 +224,9 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
         r->mask = pp_alloc(ra, L, 1);
         r->starts = pp_alloc(ra, L, sizeof *r->starts);
         r->dctx = create_dctx(ra);
+        r->table = pp_alloc(ra, PP_ID_TABLE_MAX, sizeof *r->table);
         if (!r->shards || !r->tokens || !r->cu || !r->seq_ids || !r->mask ||
-            !r->starts || !r->dctx)
+            !r->starts || !r->dctx || !r->table)
             rc = pp_out_of_memory(diag);
     }
     if (rc == PREPACK_OK && r->m.references) {
@@ -259,6 +283,7 @@ void prepack_reader_free(prepack_reader *r)
     pp_free(a, r->seq_ids);
     pp_free(a, r->mask);
     pp_free(a, r->starts);
+    pp_free(a, r->table);
     pp_batch_buffers_free(a, r->batch);
     pp_batch_buffers_free(a, r->batch_into);
     prepack_allocator copy = r->alloc_copy; /* r itself goes with it */
@@ -355,6 +380,46 @@ const char *prepack_reader_source(const prepack_reader *r, size_t i)
 
 /* ---- frames ------------------------------------------------------------------- */
 
+/* Shard si's index (version 4), read through the open descriptor and
+ * checked (its frame's magic and sizes, then its hash): the id table
+ * into r->table, each frame's hash into its entry. */
+static int load_index(prepack_reader *r, size_t si, prepack_diag *diag)
+{
+    shard *s = &r->shards[si];
+    size_t bytes = (size_t)s->index_bytes; /* bounded by index_fits */
+    size_t n = (size_t)(bytes - pp_index_frame_bytes(0, r->width,
+                                                     s->nframes)) /
+               r->width;
+    unsigned char *f = pp_alloc(r->alloc, bytes, 1);
+    if (!f)
+        return pp_out_of_memory(diag);
+    r->table_shard = SIZE_MAX;
+    int rc = PREPACK_OK;
+    const unsigned char *rest = f + PP_INDEX_FRAME_HEAD + PP_INDEX_HEAD;
+    size_t nrest = bytes - PP_INDEX_FRAME_HEAD - PP_INDEX_HEAD;
+    if (pp_read_at(r->fd, f, bytes, s->index_offset) != 0)
+        rc = pp_reader_corrupt(diag, s->path, "cannot read its index");
+    else if (pp_load_le32(f) != PP_INDEX_MAGIC ||
+             pp_load_le32(f + 4) != bytes - PP_INDEX_FRAME_HEAD ||
+             pp_load_le32(f + 8) != n || pp_load_le32(f + 12) != s->nframes)
+        rc = pp_reader_corrupt(diag, s->path,
+                               "no index before the seek table, or a bad "
+                               "index frame header");
+    else if (XXH64(rest, nrest, 0) != pp_load_le(f + 16, 8))
+        rc = pp_reader_corrupt(diag, s->path,
+                               "its index does not match its hash");
+    for (size_t i = 0; rc == PREPACK_OK && i < n; i++)
+        r->table[i] = (uint32_t)pp_load_le(rest + i * r->width, r->width);
+    for (size_t i = 0; rc == PREPACK_OK && i < s->nframes; i++)
+        s->frames[i].hash = pp_load_le(rest + n * r->width + 8 * i, 8);
+    if (rc == PREPACK_OK) {
+        r->ntable = n;
+        r->table_shard = si;
+    }
+    pp_free(r->alloc, f);
+    return rc;
+}
+
 /* Decompresses, checks and parses frame f of shard s into r->unp. */
 int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
                          prepack_diag *diag)
@@ -381,12 +446,24 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
                            errno == EINVAL ? "not a regular file"
                                            : strerror(errno));
     }
+    int indexed = r->m.version >= PP_FIRST_ID_CODE_VERSION &&
+                  !r->m.references; /* version 4: the shard's index */
+    if (indexed && r->table_shard != si) {
+        int rc = load_index(r, si, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+    }
     if (pp_grow(r->alloc, (void **)&r->cbuf, &r->cbuf_cap, e->compressed, 1) ||
         pp_grow(r->alloc, (void **)&r->dbuf, &r->dbuf_cap,
                 (size_t)e->decompressed + 1, 1))
         return pp_out_of_memory(diag);
     if (pp_read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
         return pp_reader_corrupt(diag, s->path, "frame %zu: cannot read", f);
+    if (indexed && XXH64(r->cbuf, e->compressed, 0) != e->hash)
+        return pp_reader_corrupt(diag, s->path,
+                                 "frame %zu: its bytes do not match the "
+                                 "shard's index",
+                                 f);
     size_t n = ZSTD_decompressDCtx(
         r->dctx, r->dbuf, (size_t)e->decompressed + 1, r->cbuf, e->compressed);
     if (ZSTD_isError(n))
@@ -611,6 +688,27 @@ static int fill_plan_only_row(prepack_reader *r, const msgpack_object *map,
     return rc;
 }
 
+/* A version 4 row: its T tokens (the end of cu_seqlens) decoded from
+ * input_ids's id codes through the shard's table. */
+static int fill_coded_row(prepack_reader *r, prepack_row *row,
+                          const void *t, size_t nt, size_t T, const void *c,
+                          size_t nc, const void *sq, size_t ns, const void *m,
+                          size_t nm, const void *st, size_t nst,
+                          const char *path, size_t f, size_t j,
+                          prepack_diag *diag)
+{
+    const char *wrong = bad_field(r, T * r->width, nc, ns, m, nm, st, nst);
+    if (!wrong && pp_decode_id_codes(r->tokens, r->width, t, nt, T, r->table,
+                                     r->ntable) != 0)
+        wrong = "input_ids is not the id codes of the row's tokens (cut "
+                "short, bytes left over, or a rank past the id table)";
+    if (wrong)
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s", f, j,
+                                 wrong);
+    return copy_fields(r, row, T, c, nc, sq, ns, m, nm, st, nst, path, f, j,
+                       diag);
+}
+
 int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                        prepack_row *row, const char *path, size_t f, size_t j,
                        prepack_diag *diag)
@@ -632,10 +730,13 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
                                  "frame %zu row %zu: needs input_ids, "
                                  "cu_seqlens and seq_ids as bins",
                                  f, j);
-    /* version 3: uint32 ids in 3 bytes a token, the length says */
     int32_t last = 0;
     if (nc >= 4)
         memcpy(&last, (const unsigned char *)c + nc - 4, 4);
+    if (r->m.version >= PP_FIRST_ID_CODE_VERSION)
+        return fill_coded_row(r, row, t, nt, last > 0 ? (size_t)last : 0, c,
+                              nc, sq, ns, m, nm, st, nst, path, f, j, diag);
+    /* version 3: uint32 ids in 3 bytes a token, the length says */
     unsigned stored = pp_stored_id_bytes(r->m.version, r->width, nt,
                                          last > 0 ? (size_t)last : 0);
     if (stored != r->width)

@@ -18,6 +18,7 @@
 typedef struct frame_entry {
     uint64_t offset;
     uint32_t compressed, decompressed, checksum;
+    uint64_t hash; /* version 4: of its compressed bytes, from the index */
 } frame_entry;
 
 typedef struct shard {
@@ -25,6 +26,7 @@ typedef struct shard {
     uint64_t first_row, rows;
     frame_entry *frames;
     size_t nframes;
+    uint64_t index_offset, index_bytes; /* version 4's index frame */
     prepack_diag *damage; /* open_damaged: why it failed its open, or NULL */
 } shard;
 
@@ -45,6 +47,10 @@ struct prepack_reader {
     ZSTD_DCtx *dctx;
     msgpack_unpacked unp;
     int unp_live;
+    /* version 4: the id table of shard table_shard (SIZE_MAX: none), read
+     * with its index */
+    uint32_t *table;
+    size_t ntable, table_shard;
     /* aligned copies of the row handed out */
     void *tokens;
     int32_t *cu;

@@ -67,40 +67,91 @@ static inline uint64_t pp_zstd_expansion_bound(uint64_t compressed)
     return compressed * (128 * 1024 / 4);
 }
 
-/* ---- token ids in rows (format version 3) ------------------------------ */
+/* ---- token ids in rows -------------------------------------------------- */
 
-/* Every uint32 set that holds its tokens is version 3: it stores a
- * row's input_ids in 3 bytes a token when all its ids are below 2^24
- * (vocabularies of up to 16 M ids: a quarter of the bytes gone before
- * zstd sees them), else in 4; the bin's length says which (3 T or 4 T
- * bytes, T the end of cu_seqlens). uint16 sets and versions 1 and 2
- * store the token_dtype's width. */
-enum { PP_FIRST_ID3_VERSION = 3 };
+/* Versions and what their rows' input_ids hold (docs/FORMAT.md):
+ *   1: token_dtype's width a token; 2: a plan-only set (references);
+ *   3: a uint32 row's ids in 3 bytes where all fit, else 4 (the bin's
+ *      length says which);
+ *   4: id codes (below): every set that holds its tokens, since the
+ *      writer of this version. */
+enum { PP_FIRST_ID3_VERSION = 3, PP_FIRST_ID_CODE_VERSION = 4 };
 
-/* Whether a set of token width `width` bytes stores 3-byte ids (version
- * 3): a uint32 set that holds its tokens. The writer and the steps'
- * finalize both ask here, so a set's version has one rule. */
-static inline int pp_set_stores_ids3(unsigned width, int references)
+/* The version a set is written as: the writer and the steps' finalize
+ * both ask here, so a set's version has one rule. */
+static inline uint32_t pp_set_version(int references)
 {
-    return width == 4 && !references;
+    return references ? 2 : PP_FIRST_ID_CODE_VERSION;
 }
 
-/* The n ids in 3 little-endian bytes each, in one pass: 0 when every id
- * fits 24 bits, else nonzero (out is then not a row's encoding: store
- * the ids at 4 bytes). */
-int pp_encode_ids3(unsigned char *out, const uint32_t *ids, size_t n);
+/* Id codes (version 4). Each shard's index (below) holds the set's id
+ * table: up to PP_ID_TABLE_MAX ids, the most frequent first. A token is coded
+ *   rank r < 192 in the table:       1 byte, r;
+ *   rank r < PP_ID_TABLE_MAX:        2 bytes, 192 + (r - 192) / 256 and
+ *                                    (r - 192) % 256;
+ *   any id (in the table or not):    PP_ID_ESCAPE, then the id in
+ *                                    token_dtype's width, little-endian.
+ * Frequent tokens take one byte, so zstd sees fewer bytes for the same
+ * text and its frames reach further (docs/BENCHMARKS.md). */
+enum {
+    PP_ID_ONE_BYTE = 192,
+    PP_ID_ESCAPE = 255,
+    PP_ID_TABLE_MAX = 16320, /* ranks a code of one or two bytes holds */
+    /* ids at or past this (2^22) are never in a table: the writer looks
+     * ranks up in an array of this many entries */
+    PP_ID_TABLE_ID_LIMIT = 0x400000
+};
+
+/* The most bytes a token takes on disk in a set of `version` and token
+ * width `width`: what bounds a row's and a frame's bytes. */
+static inline unsigned pp_stored_token_bound(uint32_t version, unsigned width)
+{
+    return version >= PP_FIRST_ID_CODE_VERSION ? width + 1 : width;
+}
+
+/* A version 4 shard's index: a skippable frame between its last zstd
+ * frame and its seek table, holding the set's id table and a hash of
+ * each frame's compressed bytes (checked before zstd reads them):
+ *   u32 PP_INDEX_MAGIC, u32 body size = PP_INDEX_HEAD + n * width + 8 F
+ *   body: u32 n, u32 F (the seek table's frames),
+ *         u64 XXH64 (seed 0) of the rest of the body,
+ *         n ids of `width` bytes (the table, rank order),
+ *         F u64: XXH64 (seed 0) of each frame's compressed bytes */
+#define PP_INDEX_MAGIC 0x184D2A5Du
+enum { PP_INDEX_HEAD = 16, PP_INDEX_FRAME_HEAD = 8 };
+
+static inline uint64_t pp_index_frame_bytes(uint64_t n, unsigned width,
+                                            uint64_t frames)
+{
+    return PP_INDEX_FRAME_HEAD + PP_INDEX_HEAD + n * width + 8 * frames;
+}
+
+/* The n ids (`width`-byte host integers) in codes (version 4) at out
+ * (room for n * (width + 1) bytes), ranked by `rank` (rank[id] + 1, or 0 for an id not in the
+ * table; ids at or past `ranked` have none): the bytes written. */
+size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
+                          unsigned width, const uint16_t *rank,
+                          uint32_t ranked);
+/* Decodes exactly n tokens from the nbytes of codes at in into out
+ * (`width`-byte host integers) through table (ntable ids): 0, or -1 when
+ * the bytes are not n codes (cut short, left over, a rank past the
+ * table). */
+int pp_decode_id_codes(void *out, unsigned width, const unsigned char *in,
+                       size_t nbytes, size_t n, const uint32_t *table,
+                       size_t ntable);
+
 /* The bytes a token of a row's input_ids bin of `nbytes` takes on disk,
  * for a row of `tokens` tokens (the end of its cu_seqlens) in a set of
- * `version` and token width `width`: 3 only where version 3 allows it and
- * the length says so, else `width` (the caller's checks of the length
- * against it then refuse any other). */
+ * `version` (1 to 3) and token width `width`: 3 only where version 3
+ * allows it and the length says so, else `width` (the caller's checks of
+ * the length against it then refuse any other). */
 unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,
                             size_t tokens);
-/* The one decoding of a row's token bytes to the native width: n tokens
- * of `stored` bytes (2, 3 or 4, at most `width`) at `in` into `out` as
- * `width`-byte (2 or 4) little-endian values. The row reader calls it
- * (batches are built from its rows); python/prepack/_format.py's
- * decode_ids is its twin. */
+/* The one decoding of a row's token bytes to the native width (versions
+ * 1 to 3): n tokens of `stored` bytes (2, 3 or 4, at most `width`) at `in`
+ * into `out` as `width`-byte (2 or 4) little-endian values. The row
+ * reader calls it (batches are built from its rows);
+ * python/prepack/_format.py's decode_ids is its twin. */
 void pp_decode_ids(void *out, unsigned width, const void *in, unsigned stored,
                    size_t n);
 

@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/io.h"
 #include "shards/compress_pool.h"
+#include "shards/id_table.h"
 #include "shards/manifest.h"
 #include "shards/part.h"
 #include "shards/shard_format.h"
@@ -40,6 +41,7 @@ typedef struct frame_meta {
 
 typedef struct seek_entry {
     uint32_t compressed, decompressed, checksum;
+    uint64_t hash; /* XXH64 of the compressed bytes (version 4's index) */
 } seek_entry;
 
 /* A growing byte buffer msgpack packs into, through the writer's
@@ -60,6 +62,20 @@ static int frame_append(void *opaque, const char *p, size_t n)
     f->size += n;
     return 0;
 }
+
+/* The rows of a set's first frame, copied and held back until they have
+ * made the id table that codes them (version 4). */
+typedef struct held_row {
+    prepack_row row;              /* pointers unset: offsets below */
+    size_t ids, cu, seq_ids, mask, starts; /* into bytes; SIZE_MAX: none */
+} held_row;
+
+typedef struct held_rows {
+    unsigned char *bytes;
+    size_t size, cap;
+    held_row *rows;
+    size_t n, cap_rows;
+} held_rows;
 
 struct prepack_writer {
     char dir[4096];
@@ -95,9 +111,11 @@ struct prepack_writer {
     uint64_t rows, tokens, bytes, raw_bytes;
     uint64_t first_shard; /* a part of a set: the first shard's number */
     int references;       /* plan-only: rows hold references, not tokens */
-    /* a uint32 row's ids in 3 bytes (3 L bytes): every uint32 set that
-     * holds its tokens is version 3 */
-    unsigned char *ids3;
+    /* a set that holds its tokens (version 4): its id table, one row's
+     * id codes, and the first frame's rows until the table is made */
+    pp_id_table *ids;
+    unsigned char *codes;
+    held_rows held;
     int finished;
 };
 
@@ -316,15 +334,24 @@ static uint32_t frame_rows_that_fit(uint32_t want, uint32_t L, unsigned w)
     return fit < want ? (uint32_t)(fit ? fit : 1) : want;
 }
 
-/* rows_per_frame 0: rows of L tokens that make about
- * PREPACK_DEFAULT_FRAME_BYTES as uint16 (2^19 tokens, at least one row),
- * whatever the width: a uint32 frame stores them in 1.5 MiB of 3-byte ids
- * (format version 3), the size at which independent frames of repetitive
- * text come within 1.05x of one zstd stream (docs/BENCHMARKS.md). */
+/* rows_per_frame 0: rows of L tokens that hold about
+ * PREPACK_DEFAULT_FRAME_TOKENS (2^20, at least one row), whatever the
+ * width: 1.3-1.5 MiB of id codes on real text (format version 4), the
+ * size at which independent frames of repetitive text come within 1.05x
+ * of one zstd stream of the same ids (docs/BENCHMARKS.md). */
 static uint32_t default_frame_rows(uint32_t L)
 {
-    uint64_t rows = PREPACK_DEFAULT_FRAME_BYTES / 2 / L;
+    uint64_t rows = PREPACK_DEFAULT_FRAME_TOKENS / L;
     return rows ? (uint32_t)rows : 1;
+}
+
+/* The most bytes a token takes in a row of this writer's sets: an id
+ * code (at most the width and an escape byte), or a plan-only row's
+ * reference. */
+static unsigned stored_token_bytes(unsigned width, int references)
+{
+    return references ? PP_REF_BYTES
+                      : pp_stored_token_bound(pp_set_version(0), width);
 }
 
 static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
@@ -376,11 +403,12 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     if (rc != PREPACK_OK)
         return rc;
     unsigned w = (unsigned)prepack_dtype_width(token_dtype);
-    if ((uint64_t)max_seq_len * w >= UINT64_C(0xFFFFFFFF))
+    unsigned most = o->references ? w : stored_token_bytes(w, 0);
+    if ((uint64_t)max_seq_len * most >= UINT64_C(0xFFFFFFFF))
         return pp_fail(diag, PREPACK_ERANGE, PREPACK_NO_RECORD,
-                       "max_seq_len %u x %u-byte tokens does not fit a "
+                       "max_seq_len %u x %u bytes a token does not fit a "
                        "msgpack bin (under 2^32 bytes)",
-                       max_seq_len, w);
+                       max_seq_len, most);
     int in_use = 0;
     char staging[4096] = "";
     if (part && o->shard_bytes)
@@ -409,7 +437,7 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
     wr->rows_per_frame = frame_rows_that_fit(
         o->rows_per_frame ? o->rows_per_frame
                           : default_frame_rows(max_seq_len),
-        max_seq_len, o->references ? PP_REF_BYTES : w);
+        max_seq_len, stored_token_bytes(w, o->references));
     /* exactly shard_rows rows a shard (the last frame of each may be
      * short), or, with shard_bytes, as many frames as reach that size */
     wr->shard_bytes = o->shard_bytes;
@@ -418,8 +446,9 @@ static int create(prepack_writer **out, const char *dir, uint32_t max_seq_len,
                                      : PREPACK_DEFAULT_SHARD_ROWS;
     wr->level = o->level ? o->level : PREPACK_DEFAULT_ZSTD_LEVEL;
     wr->fd = -1;
-    if (pp_set_stores_ids3(w, o->references) &&
-        !(wr->ids3 = pp_alloc(wr->alloc, max_seq_len, 3))) {
+    if (!o->references &&
+        (!(wr->ids = pp_id_table_create(w, wr->alloc)) ||
+         !(wr->codes = pp_alloc(wr->alloc, max_seq_len, w + 1)))) {
         prepack_writer_free(wr);
         return pp_out_of_memory(diag);
     }
@@ -455,7 +484,10 @@ void prepack_writer_free(prepack_writer *w)
     pp_free(w->alloc, w->seek);
     pp_free(w->alloc, w->shards);
     pp_free(w->alloc, w->pending);
-    pp_free(w->alloc, w->ids3);
+    pp_id_table_free(w->ids);
+    pp_free(w->alloc, w->codes);
+    pp_free(w->alloc, w->held.bytes);
+    pp_free(w->alloc, w->held.rows);
     prepack_allocator copy = w->alloc_copy; /* w itself goes with it */
     pp_free(w->alloc ? &copy : NULL, w);
 }
@@ -493,6 +525,7 @@ static int open_shard(prepack_writer *w, prepack_diag *diag)
 }
 
 static int end_shard(prepack_writer *w, prepack_diag *diag);
+static int release_held(prepack_writer *w, prepack_diag *diag);
 
 /* Appends a compressed frame to the current shard (opening one if none
  * is), in submission order, and ends the shard after it when the frame
@@ -519,6 +552,7 @@ static int write_result(prepack_writer *w, const pp_frame_result *f,
     e->compressed = (uint32_t)f->size;
     e->decompressed = (uint32_t)f->raw_size;
     e->checksum = f->checksum;
+    e->hash = XXH64(f->data, f->size, 0);
     w->raw_bytes += f->raw_size;
     rc = shard_write(w, f->data, f->size, diag);
     if (rc != PREPACK_OK)
@@ -548,6 +582,11 @@ static int flush_frame(prepack_writer *w, int ends_shard, prepack_diag *diag)
 {
     if (w->frame_rows == 0)
         return PREPACK_OK;
+    if (w->ids && !pp_id_table_made(w->ids)) { /* the set's first frame */
+        int rc = release_held(w, diag);
+        if (rc != PREPACK_OK)
+            return rc;
+    }
     if (w->pending_head > 0 && w->pending_head >= w->pending_cap / 2) {
         memmove(w->pending, w->pending + w->pending_head,
                 w->pending_count * sizeof *w->pending);
@@ -600,11 +639,37 @@ static int write_seek_table(prepack_writer *w, prepack_diag *diag)
     return rc;
 }
 
+/* A version 4 shard's index (shard_format.h): the set's id table and
+ * each frame's hash, in a skippable frame before the seek table. */
+static int write_index(prepack_writer *w, prepack_diag *diag)
+{
+    size_t n, width = prepack_dtype_width(w->dtype);
+    const unsigned char *ids = pp_id_table_ids(w->ids, &n);
+    size_t bytes = (size_t)pp_index_frame_bytes(n, (unsigned)width, w->nseek);
+    unsigned char *t = pp_alloc(w->alloc, bytes, 1);
+    if (!t)
+        return pp_out_of_memory(diag);
+    unsigned char *rest = t + PP_INDEX_FRAME_HEAD + PP_INDEX_HEAD;
+    memcpy(rest, ids, n * width);
+    for (size_t i = 0; i < w->nseek; i++)
+        pp_store_le64(rest + n * width + 8 * i, w->seek[i].hash);
+    pp_store_le32(t, PP_INDEX_MAGIC);
+    pp_store_le32(t + 4, (uint32_t)(bytes - PP_INDEX_FRAME_HEAD));
+    pp_store_le32(t + 8, (uint32_t)n);
+    pp_store_le32(t + 12, (uint32_t)w->nseek);
+    pp_store_le64(t + 16, XXH64(rest, bytes - (size_t)(rest - t), 0));
+    int rc = shard_write(w, t, bytes, diag);
+    pp_free(w->alloc, t);
+    return rc;
+}
+
 /* Closes the current shard after its last frame: the seek table, fsync,
  * the rename to its final name. */
 static int end_shard(prepack_writer *w, prepack_diag *diag)
 {
-    int rc = write_seek_table(w, diag);
+    int rc = w->ids ? write_index(w, diag) : PREPACK_OK;
+    if (rc == PREPACK_OK)
+        rc = write_seek_table(w, diag);
     if (rc == PREPACK_OK && fsync(w->fd) != 0)
         rc = io_fail(diag, "fsync", w->tmp_path);
     if (rc == PREPACK_OK &&
@@ -662,12 +727,10 @@ static int pack_row(prepack_writer *w, const prepack_row *row,
     if (references)
         bad = bad || pack_bin(pk, "ref_source", references->source, k * 4) ||
               pack_bin(pk, "ref_offset", references->offset, k * 8);
-    else if (w->ids3 && pp_encode_ids3(w->ids3, row->input_ids, t) == 0)
-        /* uint32 ids below 2^24 (format version 3) */
-        bad = bad || pack_bin(pk, "input_ids", w->ids3, t * 3);
-    else
-        bad = bad || pack_bin(pk, "input_ids", row->input_ids,
-                              t * prepack_dtype_width(w->dtype));
+    else /* id codes (format version 4) */
+        bad = bad ||
+              pack_bin(pk, "input_ids", w->codes,
+                       pp_id_table_encode(w->ids, w->codes, row->input_ids, t));
     return bad ||
            pack_bin(pk, "cu_seqlens", row->cu_seqlens, (k + 1) * 4) ||
            pack_bin(pk, "seq_ids", row->seq_ids, k * 8) ||
@@ -701,6 +764,91 @@ int prepack_writer_add_references(prepack_writer *w, const prepack_row *row,
     return add_row(w, row, references, diag);
 }
 
+/* Packs a row (number `at` of the set) into the frame being filled. */
+static int frame_row(prepack_writer *w, const prepack_row *row,
+                     const prepack_row_references *references, uint64_t at,
+                     prepack_diag *diag)
+{
+    static const unsigned char array32[5] = {0xdd, 0, 0, 0, 0};
+    if (w->frame.size == 0 &&
+        frame_append(&w->frame, (const char *)array32, 5) != 0)
+        return pp_out_of_memory(diag);
+    if (pack_row(w, row, references))
+        return pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
+                       "out of memory packing row %llu",
+                       (unsigned long long)at);
+    return PREPACK_OK;
+}
+
+/* Appends n bytes at p to the held bytes, 8-byte aligned; *at: where
+ * (SIZE_MAX for none: p NULL). */
+static int hold_bytes(prepack_writer *w, const void *p, size_t n, size_t *at)
+{
+    held_rows *h = &w->held;
+    *at = SIZE_MAX;
+    if (!p)
+        return PREPACK_OK;
+    size_t start = (h->size + 7) & ~(size_t)7;
+    if (pp_grow(w->alloc, (void **)&h->bytes, &h->cap, start + n + 1, 1))
+        return PREPACK_ENOMEM;
+    memcpy(h->bytes + start, p, n);
+    h->size = start + n;
+    *at = start;
+    return PREPACK_OK;
+}
+
+/* A row of the set's first frame: counted into the id table and copied,
+ * to be packed once the table is made (release_held). */
+static int hold_row(prepack_writer *w, const prepack_row *row,
+                    prepack_diag *diag)
+{
+    held_rows *h = &w->held;
+    size_t t = row->num_tokens, k = row->num_seqs;
+    if (pp_grow(w->alloc, (void **)&h->rows, &h->cap_rows, h->n + 1,
+                sizeof *h->rows))
+        return pp_out_of_memory(diag);
+    held_row *r = &h->rows[h->n];
+    r->row = *row;
+    if (hold_bytes(w, row->input_ids, t * prepack_dtype_width(w->dtype),
+                   &r->ids) ||
+        hold_bytes(w, row->cu_seqlens, (k + 1) * 4, &r->cu) ||
+        hold_bytes(w, row->seq_ids, k * 8, &r->seq_ids) ||
+        hold_bytes(w, row->loss_mask, t, &r->mask) ||
+        hold_bytes(w, row->seq_starts, k * 4, &r->starts))
+        return pp_out_of_memory(diag);
+    pp_id_table_count(w->ids, row->input_ids, t);
+    h->n++;
+    return PREPACK_OK;
+}
+
+static void *held_array(const held_rows *h, size_t at)
+{
+    return at == SIZE_MAX ? NULL : h->bytes + at;
+}
+
+/* Makes the id table from the held rows, then packs them. */
+static int release_held(prepack_writer *w, prepack_diag *diag)
+{
+    held_rows *h = &w->held;
+    if (pp_id_table_make(w->ids) != PREPACK_OK)
+        return pp_out_of_memory(diag);
+    int rc = PREPACK_OK;
+    for (size_t i = 0; rc == PREPACK_OK && i < h->n; i++) {
+        held_row *r = &h->rows[i];
+        prepack_row row = r->row;
+        row.input_ids = held_array(h, r->ids);
+        row.cu_seqlens = held_array(h, r->cu);
+        row.seq_ids = held_array(h, r->seq_ids);
+        row.loss_mask = held_array(h, r->mask);
+        row.seq_starts = held_array(h, r->starts);
+        rc = frame_row(w, &row, NULL, w->rows - h->n + i, diag);
+    }
+    pp_free(w->alloc, h->bytes);
+    pp_free(w->alloc, h->rows);
+    memset(h, 0, sizeof *h);
+    return rc;
+}
+
 static int add_row(prepack_writer *w, const prepack_row *row,
                    const prepack_row_references *references, prepack_diag *diag)
 {
@@ -709,15 +857,9 @@ static int add_row(prepack_writer *w, const prepack_row *row,
         return pp_fail(diag, PREPACK_EINVAL, w->rows,
                        "row %llu does not fit this shard set",
                        (unsigned long long)w->rows);
-    int rc = PREPACK_OK;
-    static const unsigned char array32[5] = {0xdd, 0, 0, 0, 0};
-    if (rc == PREPACK_OK && w->frame.size == 0 &&
-        frame_append(&w->frame, (const char *)array32, 5) != 0)
-        rc = pp_out_of_memory(diag);
-    if (rc == PREPACK_OK && pack_row(w, row, references))
-        rc = pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
-                     "out of memory packing row %llu",
-                     (unsigned long long)w->rows);
+    int rc = w->ids && !pp_id_table_made(w->ids)
+                 ? hold_row(w, row, diag)
+                 : frame_row(w, row, references, w->rows, diag);
     if (rc != PREPACK_OK)
         return rc;
     w->rows++;
@@ -771,7 +913,7 @@ int prepack_writer_finish(prepack_writer *w, const prepack_manifest_info *info,
                             w->rows_per_frame, w->level, w->shards, w->nshards,
                             info ? info->plan : NULL, inputs, ninputs,
                             info ? info->report : NULL, w->references,
-                            w->ids3 != NULL, NULL, 0};
+                            pp_set_version(w->references), NULL, 0};
     pp_set_source *sources = NULL;
     if (w->references && !(info && info->store))
         rc = pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
@@ -846,6 +988,23 @@ int pp_writer_finish_part(prepack_writer *w, prepack_diag *diag)
     return PREPACK_OK;
 }
 
+void pp_writer_sample(prepack_writer *w, const void *ids, size_t n)
+{
+    if (w->ids && !pp_id_table_made(w->ids))
+        pp_id_table_count(w->ids, ids, n);
+}
+
+int pp_writer_sampled(prepack_writer *w, prepack_diag *diag)
+{
+    if (!w->ids || pp_id_table_made(w->ids))
+        return PREPACK_OK;
+    if (w->rows)
+        return pp_fail(diag, PREPACK_EINVAL, PREPACK_NO_RECORD,
+                       "the id table is sampled before the first row");
+    return pp_id_table_make(w->ids) == PREPACK_OK ? PREPACK_OK
+                                                  : pp_out_of_memory(diag);
+}
+
 const pp_shard_info *pp_writer_shards(const prepack_writer *w, size_t *n)
 {
     *n = w->nshards;
@@ -862,5 +1021,5 @@ uint32_t pp_writer_frame_rows(uint32_t want, uint32_t max_seq_len,
 {
     unsigned w = (unsigned)prepack_dtype_width(dtype);
     return frame_rows_that_fit(want ? want : default_frame_rows(max_seq_len),
-                               max_seq_len, w);
+                               max_seq_len, stored_token_bytes(w, 0));
 }

@@ -132,10 +132,7 @@ static int finalize_job(pp_job *j, uint32_t write_tasks, int verify_hashes,
                                 plan.ninputs,
                                 &plan.report,
                                 0,
-                                pp_set_stores_ids3(
-                                    (unsigned)prepack_dtype_width(
-                                        (prepack_dtype)plan.dtype),
-                                    0),
+                                pp_set_version(0),
                                 NULL,
                                 0};
         rc = save_manifest(j, &m, diag);

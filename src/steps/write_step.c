@@ -240,13 +240,15 @@ static int add_item(writing *w, uint64_t seq, uint32_t first, uint32_t len,
     return PREPACK_OK;
 }
 
-/* Row by row from one shard's bytes of plan.rows into the writer. */
+/* Row by row from one shard's bytes of plan.rows into the writer; or,
+ * `sample` > 0, only the ids of its first `sample` rows shown to the
+ * writer for the set's id table (part.h). */
 static int write_shard(writing *w, prepack_writer *wr, const unsigned char *p,
-                       size_t n, prepack_diag *diag)
+                       size_t n, uint32_t sample, prepack_diag *diag)
 {
     const unsigned char *end = p + n;
     uint32_t L = w->plan.max_seq_len;
-    while (p < end) {
+    for (uint32_t r = 0; p < end && (!sample || r < sample); r++) {
         if (end - p < 4)
             return PREPACK_ECORRUPT;
         uint32_t k = pp_load_le32(p);
@@ -268,6 +270,10 @@ static int write_shard(writing *w, prepack_writer *wr, const unsigned char *p,
                 w->starts[i] = first;
             t += len;
             w->cu[i + 1] = (int32_t)t;
+        }
+        if (sample) {
+            pp_writer_sample(wr, w->tokens, t);
+            continue;
         }
         prepack_row row = {t,         k,        (prepack_dtype)w->plan.dtype,
                            w->tokens, w->cu,    w->seq_ids,
@@ -322,6 +328,26 @@ static int read_plan_rows(const writing *w, uint64_t s0, uint64_t s1,
     return PREPACK_OK;
 }
 
+/* The set's first frame (the first rows of shard 0) shown to the writer
+ * for the id table, so every task codes ids as prepack pack does. */
+static int sample_first_frame(writing *w, prepack_writer *wr,
+                              prepack_diag *diag)
+{
+    const pp_plan_meta *m = &w->plan;
+    unsigned char *rows = NULL;
+    int rc = read_plan_rows(w, 0, 1, &rows, diag);
+    if (rc == PREPACK_OK)
+        rc = write_shard(w, wr, rows, m->shard_offset[1] - m->shard_offset[0],
+                         pp_writer_rows_per_frame(wr), diag);
+    if (rc == PREPACK_ECORRUPT && !diag->message[0])
+        rc = pp_fail(diag, rc, PREPACK_NO_RECORD,
+                     "plan.rows is damaged: rerun prepack plan");
+    if (rc == PREPACK_OK)
+        rc = pp_writer_sampled(wr, diag);
+    free(rows);
+    return rc;
+}
+
 static int write_shards(writing *w, uint32_t task, uint32_t ntasks, uint64_t s0,
                         uint64_t s1, pp_write_meta *out, prepack_diag *diag)
 {
@@ -340,10 +366,12 @@ static int write_shards(writing *w, uint32_t task, uint32_t ntasks, uint64_t s0,
     if (rc == PREPACK_OK && s1 > s0)
         rc = pp_writer_create_part(&wr, w->job.dir, m->max_seq_len,
                                    (prepack_dtype)m->dtype, &wo, s0, diag);
+    if (rc == PREPACK_OK && wr)
+        rc = sample_first_frame(w, wr, diag);
     for (uint64_t s = s0; rc == PREPACK_OK && s < s1; s++) {
         rc = write_shard(w, wr,
                          rows + (m->shard_offset[s] - m->shard_offset[s0]),
-                         m->shard_offset[s + 1] - m->shard_offset[s], diag);
+                         m->shard_offset[s + 1] - m->shard_offset[s], 0, diag);
         if (rc == PREPACK_ECORRUPT && !diag->message[0])
             rc = pp_fail(diag, rc, PREPACK_NO_RECORD,
                          "plan.rows is damaged: rerun prepack plan");

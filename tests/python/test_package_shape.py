@@ -212,6 +212,14 @@ def test_format_constants_are_the_headers():
         "TMP_SUFFIX": f.TMP_SUFFIX,
         "SHARD_NAME_MAX": f.SHARD_NAME_MAX,
         "FIRST_ID3_VERSION": f.FIRST_ID3_VERSION,
+        "FIRST_ID_CODE_VERSION": f.FIRST_ID_CODE_VERSION,
+        "ID_ONE_BYTE": f.ID_ONE_BYTE,
+        "ID_ESCAPE": f.ID_ESCAPE,
+        "ID_TABLE_MAX": f.ID_TABLE_MAX,
+        "ID_TABLE_ID_LIMIT": f.ID_TABLE_ID_LIMIT,
+        "INDEX_MAGIC": f.INDEX_MAGIC,
+        "INDEX_HEAD": f.INDEX_HEAD.size,
+        "INDEX_FRAME_HEAD": f.INDEX_FRAME_HEAD.size,
     }
 
 
@@ -220,7 +228,13 @@ def test_format_bounds_are_the_headers():
     with open(HEADER) as h:
         c = header_bounds(h.read())
     assert set(c) == {"seek_table_bytes", "row_bytes_bound",
-                      "frame_bytes_bound", "zstd_expansion_bound"}
+                      "frame_bytes_bound", "zstd_expansion_bound",
+                      "index_frame_bytes"}
+    for n in (0, 1, 16320):
+        for width in (2, 4):
+            for frames in (0, 1, 300):
+                assert f.index_frame_bytes(n, width, frames) == \
+                    c["index_frame_bytes"](n, width, frames)
     for n in (0, 1, 7, 4096, 1 << 24):
         assert f.seek_table_bytes(n) == c["seek_table_bytes"](n)
         assert f.zstd_expansion_bound(n) == c["zstd_expansion_bound"](n)

@@ -1,0 +1,362 @@
+"""Format version 4 (docs/FORMAT.md): rows hold id codes (a frequent
+token in one byte) through the set's id table, which every shard's index
+holds with a hash of each frame's compressed bytes. Every set that holds
+its tokens is written as version 4, uint16 or uint32; both readers (the C
+library's and the pure-Python one) read it and every older version, and
+refuse an index or codes that do not add up, naming the shard (and the
+frame, for a row)."""
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from prepack import CorruptShardError, ShardSet, ShardSetError
+from prepack._format import decode_id_codes
+from shard_edit import decode_codes, encode_codes, read_shard, rewrite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+OLD = {name: os.path.join(ROOT, "fixtures", "sets", name)
+       for name in ("v1-uint16", "v1-uint32", "v3-uint32")}
+
+
+def backends():
+    return ["python"] + (["c"] if os.environ.get("PREPACK_LIBRARY") else [])
+
+
+def write_source(path, docs, masks=None):
+    with open(path, "w") as f:
+        for i, d in enumerate(docs):
+            rec = {"input_ids": [int(x) for x in d]}
+            if masks:
+                rec["loss_mask"] = masks[i]
+            f.write(json.dumps(rec) + "\n")
+
+
+def source(path):
+    with open(path) as f:
+        return {i: json.loads(line)["input_ids"] for i, line in enumerate(f)}
+
+
+def sequences(s):
+    out = {}
+    for i in range(len(s)):
+        r = s[i]
+        cu = r["cu_seqlens"]
+        for j, q in enumerate(r["seq_ids"]):
+            out.setdefault(int(q), []).extend(
+                r["input_ids"][cu[j]:cu[j + 1]].tolist())
+    return out
+
+
+def pack(prepack_bin, src, out, *extra):
+    subprocess.run([prepack_bin, "pack", str(src), "-o", str(out),
+                    "--max-seq-len", "64", "--rows-per-frame", "3",
+                    "--shard-rows", "7", "--quiet", *extra], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def zipf_docs(rng, n, vocab, big=()):
+    """Documents of ids drawn Zipf-like below vocab (so ranks matter),
+    with the ids in `big` sprinkled in (past any table: escapes)."""
+    docs = []
+    for _ in range(n):
+        d = np.minimum(rng.zipf(1.3, rng.integers(1, 60)), vocab) - 1
+        d = [int(x) for x in d]
+        if big:
+            d[rng.integers(len(d))] = int(rng.choice(big))
+        docs.append(d)
+    return docs
+
+
+@pytest.fixture(params=["uint16", "uint32"])
+def v4set(request, tmp_path, prepack_bin):
+    """A version 4 set of each dtype (7 shards of up to 7 rows, frames of
+    3): uint16 over the whole 16-bit range, uint32 with ids past 2^24."""
+    rng = np.random.default_rng(11)
+    if request.param == "uint16":
+        docs = zipf_docs(rng, 80, 65536, big=(65535, 40000, 300))
+    else:
+        docs = zipf_docs(rng, 80, 300000, big=(2**24 + 7, 2**32 - 1,
+                                                2**22, 2**22 - 1))
+    masks = [[int(x) for x in rng.integers(0, 2, len(d))] for d in docs]
+    src = tmp_path / "src.jsonl"
+    write_source(src, docs, masks)
+    pack(prepack_bin, src, tmp_path / "set")
+    return tmp_path / "set", src, request.param
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_new_sets_are_version_4_and_read_back(v4set, backend, prepack_bin):
+    set_dir, src, dtype = v4set
+    m = json.load(open(set_dir / "manifest.json"))
+    assert (m["version"], m["token_dtype"]) == (4, dtype)
+    s = ShardSet(str(set_dir), backend=backend)
+    assert sequences(s) == source(src)
+    s.verify()
+    out = subprocess.run([prepack_bin, "verify", str(set_dir), "--input",
+                          str(src)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("name", sorted(OLD))
+def test_old_versions_still_read(name, backend, prepack_bin):
+    """Sets the writers of versions 1 and 3 made, committed: the same
+    tokens as their JSON lines, through either reader and verify."""
+    s = ShardSet(OLD[name], backend=backend)
+    assert s.manifest["version"] == int(name[1])
+    assert sequences(s) == source(OLD[name] + ".jsonl")
+    s.verify()
+    out = subprocess.run([prepack_bin, "verify", OLD[name], "--input",
+                          OLD[name] + ".jsonl"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_codes_and_table_are_what_the_format_says(v4set):
+    """Every shard holds the same table: the ids of the set's first frame
+    by count, most first, ties by the smaller id; each row's codes, read
+    by the format's text (shard_edit), are its tokens; frequent ids take
+    one byte, an id past the table or 2^22 an escape."""
+    set_dir, src, dtype = v4set
+    width = 2 if dtype == "uint16" else 4
+    m = json.load(open(set_dir / "manifest.json"))
+    s = ShardSet(str(set_dir))
+    first = [s[i]["input_ids"] for i in range(m["rows_per_frame"])]
+    counts = Counter(int(x) for r in first for x in r if x < 2**22)
+    want = sorted(counts, key=lambda i: (-counts[i], i))[:16320]
+    row = 0
+    for e in m["shards"]:
+        frames, table, w = read_shard(set_dir / e["file"])
+        assert (table, w) == (want, width)
+        for rows in frames:
+            for r in rows:
+                ids = decode_codes(r["input_ids"], table, width)
+                assert ids == s[row]["input_ids"].tolist()
+                assert r["input_ids"] == encode_codes(ids, table, width)
+                row += 1
+    assert row == len(s)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_bytes_identical_at_any_thread_count(tmp_path, prepack_bin, dtype):
+    rng = np.random.default_rng(5)
+    docs = zipf_docs(rng, 200, 65536 if dtype == "uint16" else 300000)
+    src = tmp_path / "src.jsonl"
+    write_source(src, docs)
+    sets = []
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"t{threads}"
+        pack(prepack_bin, src, out, "--threads", threads,
+             *(["--token-dtype", "uint32"] if dtype == "uint32" else []))
+        sets.append({n: (out / n).read_bytes() for n in os.listdir(out)})
+    assert sets[0] == sets[1] == sets[2]
+
+
+@pytest.mark.parametrize("L", [1024, 4096, 2**20])
+def test_default_frames_hold_2_20_tokens(tmp_path, prepack_bin, L):
+    """rows_per_frame 0: as many rows of L as hold 2^20 tokens (at least
+    one), uint16 or uint32."""
+    for name, ids in (("u16", [1, 2, 3]), ("u32", [70000, 2, 3])):
+        write_source(tmp_path / f"{name}.jsonl", [ids])
+        out = tmp_path / name
+        subprocess.run([prepack_bin, "pack", str(tmp_path / f"{name}.jsonl"),
+                        "-o", str(out), "--max-seq-len", str(L), "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL)
+        m = json.load(open(out / "manifest.json"))
+        assert m["rows_per_frame"] == max(1, 2**20 // L), (name, L)
+
+
+def test_python_decoding_matches_the_format(v4set):
+    """_format.decode_id_codes against the format's text on every row,
+    and on every cut, extended or mangled copy of one row's codes: the
+    same ids or both refuse (None; the text's walk raises or disagrees on
+    the count)."""
+    set_dir, _, dtype = v4set
+    width = 2 if dtype == "uint16" else 4
+    frames, table, _ = read_shard(set_dir / "shard-00000.zst")
+    np_table = np.array(table, np.uint32)
+    npdtype = np.dtype(f"<u{width}")
+    rng = np.random.default_rng(2)
+    codes = [r["input_ids"] for rows in frames for r in rows]
+    cases = list(codes)
+    for c in codes[:6]:
+        cases += [c[:-1], c + b"\x00", c[1:], bytes([255]) + c,
+                  bytes(rng.integers(0, 256, len(c), dtype=np.uint8))]
+    for c in cases:
+        try:
+            want = decode_codes(c, table, width)
+        except IndexError:
+            want = None
+        for n in {len(want) if want else 1, 5}:
+            got = decode_id_codes(c, npdtype, n, np_table)
+            if want is None or len(want) != n:
+                assert got is None
+            else:
+                assert got.tolist() == want
+
+
+# ---- hostile sets: both readers and verify refuse, naming the shard ------
+
+def refused(set_dir, prepack_bin, backend, *patterns):
+    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
+                         capture_output=True, text=True)
+    said = out.stdout + out.stderr
+    assert out.returncode == 1 and "shard-00000.zst" in said, said
+    assert all(p in said for p in patterns), said
+    with pytest.raises((CorruptShardError, ShardSetError)) as e:
+        s = ShardSet(str(set_dir), backend=backend)
+        for i in range(len(s)):
+            s[i]
+    assert "shard-00000.zst" in str(e.value)
+    assert all(p in str(e.value) for p in patterns), str(e.value)
+
+
+def mangled(v4set, how):
+    """The set with shard 0 rewritten by how(frames, table, width) ->
+    (frames, table or None), the rest made to agree."""
+    set_dir = v4set[0]
+    frames, table, width = read_shard(set_dir / "shard-00000.zst")
+    frames, table = how(frames, table, width)
+    rewrite(str(set_dir), frames, table=table, width=width)
+    return set_dir
+
+
+def with_codes(change):
+    def how(frames, table, width):
+        r = frames[1][0]
+        r["input_ids"] = change(r["input_ids"], table, width)
+        return frames, table
+    return how
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("change", [
+    lambda c, t, w: c[:-1],                      # cut short
+    lambda c, t, w: c + b"\x00",                 # a code left over
+    lambda c, t, w: c[:-1] + b"\xff",            # an escape cut short
+    lambda c, t, w: c[:-1] + bytes([254]),       # a two-byte code cut short
+    lambda c, t, w: b"",                         # no codes at all
+    lambda c, t, w: c + bytes([255]) + bytes(w),  # one escape too many
+])
+def test_codes_that_are_not_the_rows_tokens(v4set, prepack_bin, backend,
+                                            change):
+    set_dir = mangled(v4set, with_codes(change))
+    refused(set_dir, prepack_bin, backend, "frame 1", "id codes")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_rank_past_the_table(v4set, prepack_bin, backend):
+    """The table cut to its first 3 ids; rows still use the ranks past
+    them."""
+    set_dir = mangled(v4set, lambda f, t, w: (f, t[:3]))
+    refused(set_dir, prepack_bin, backend, "id codes")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_version_4_shard_without_its_index(v4set, prepack_bin, backend):
+    set_dir = mangled(v4set, lambda f, t, w: (f, None))
+    refused(set_dir, prepack_bin, backend, "frames cover", "index")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_an_index_in_an_older_set(tmp_path, prepack_bin, backend):
+    """fixtures/sets/v1-uint16 with an index added to shard 0: a version
+    1 set holds nothing between its frames and its seek table."""
+    set_dir = tmp_path / "set"
+    shutil.copytree(OLD["v1-uint16"], set_dir)
+    frames, _, _ = read_shard(set_dir / "shard-00000.zst")
+    rewrite(str(set_dir), frames, table=[1, 2, 3], width=2)
+    refused(set_dir, prepack_bin, backend, "frames cover")
+
+
+def flip_in_shard(set_dir, at, keep_manifest=False):
+    """Flips byte `at` (from the end when negative) of shard 0, and makes
+    the manifest's size and hash agree."""
+    p = set_dir / "shard-00000.zst"
+    data = bytearray(p.read_bytes())
+    data[at] ^= 0x40
+    p.write_bytes(bytes(data))
+    mp = set_dir / "manifest.json"
+    m = json.load(open(mp))
+    import xxhash
+    m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(bytes(data))
+    mp.write_text(json.dumps(m))
+
+
+def index_at(set_dir):
+    data = (set_dir / "shard-00000.zst").read_bytes()
+    return data.rfind(b"\x5d\x2a\x4d\x18")
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("where,says", [
+    (0, "no index before the seek table"),      # its magic
+    (8, "bad index frame header"),              # its id count
+    (12, "bad index frame header"),             # its frame count
+    (16, "its index does not match its hash"),  # the hash itself
+    (25, "its index does not match its hash"),  # an id
+])
+def test_a_damaged_index(v4set, prepack_bin, backend, where, says):
+    set_dir = v4set[0]
+    flip_in_shard(set_dir, index_at(set_dir) + where)
+    refused(set_dir, prepack_bin, backend, says)
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_frame_whose_bytes_the_index_does_not_know(v4set, prepack_bin,
+                                                     backend):
+    """Frame 0's bytes changed and its seek table entry made to agree:
+    only the index's hash of the compressed bytes sees it, before zstd
+    reads them."""
+    set_dir = v4set[0]
+    frames, table, width = read_shard(set_dir / "shard-00000.zst")
+    rewrite(str(set_dir), frames, table=table, width=width)
+    data = bytearray((set_dir / "shard-00000.zst").read_bytes())
+    at = index_at(set_dir) + 24 + len(table) * width  # frame 0's hash
+    data[at] ^= 1
+    import struct
+    import xxhash
+    rest_at = index_at(set_dir) + 24
+    end = len(data) - 9 - 12 * len(frames) - 8
+    data[index_at(set_dir) + 16:index_at(set_dir) + 24] = struct.pack(
+        "<Q", xxhash.xxh64_intdigest(bytes(data[rest_at:end])))
+    (set_dir / "shard-00000.zst").write_bytes(bytes(data))
+    mp = set_dir / "manifest.json"
+    m = json.load(open(mp))
+    m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(bytes(data))
+    mp.write_text(json.dumps(m))
+    refused(set_dir, prepack_bin, backend, "frame 0",
+            "do not match the shard's index")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_an_index_claiming_too_many_ids(v4set, prepack_bin, backend):
+    """An index longer than 16320 ids (whatever it says) is refused when
+    the set opens, before anything is sized from it."""
+    set_dir = v4set[0]
+    frames, table, width = read_shard(set_dir / "shard-00000.zst")
+    rewrite(str(set_dir), frames, table=list(range(16321)), width=width)
+    refused(set_dir, prepack_bin, backend, "frames cover")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_token_dtype_edited_on_a_version_4_set(v4set, prepack_bin,
+                                                 backend):
+    set_dir, _, dtype = v4set
+    mp = set_dir / "manifest.json"
+    m = json.load(open(mp))
+    m["token_dtype"] = "uint32" if dtype == "uint16" else "uint16"
+    mp.write_text(json.dumps(m))
+    with pytest.raises((CorruptShardError, ShardSetError)):
+        s = ShardSet(str(set_dir), backend=backend)
+        for i in range(len(s)):
+            s[i]
+    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
