@@ -886,6 +886,100 @@ static int read_raw_frame(const char *name, const unsigned char *raw, size_t n,
     return read_all(dir, d);
 }
 
+/* ---- id codes (format version 4) ------------------------------------------------ */
+
+/* One id's code as docs/FORMAT.md words it, looked up the slow way: the
+ * reference pp_encode_id_codes is held to. */
+static size_t reference_code(uint32_t id, const uint32_t *table, size_t n,
+                             unsigned width, unsigned char *out)
+{
+    for (size_t r = 0; r < n && id < PP_ID_TABLE_ID_LIMIT; r++) {
+        if (table[r] != id)
+            continue;
+        if (r < 192) {
+            out[0] = (unsigned char)r;
+            return 1;
+        }
+        out[0] = (unsigned char)(192 + (r - 192) / 256);
+        out[1] = (unsigned char)((r - 192) % 256);
+        return 2;
+    }
+    out[0] = 255;
+    for (unsigned b = 0; b < width; b++)
+        out[1 + b] = (unsigned char)(id >> (8 * b));
+    return 1 + width;
+}
+
+/* Random tables (0 to PP_ID_TABLE_MAX distinct ids) and rows (ids in the
+ * table, past it, past 2^22): the codes are the reference's byte for
+ * byte and decode back; a cut, an extra byte or a table one id short
+ * (when the row uses the last rank) is refused. */
+static void test_id_codes_round_trip(void **state)
+{
+    (void)state;
+    enum { T = 3000 };
+    static uint32_t table[PP_ID_TABLE_MAX], ids[T], back[T];
+    static uint16_t rank[1u << 16];
+    static unsigned char codes[T * 5 + 8], want[T * 5 + 8];
+    srand(42);
+    for (int round = 0; round < 60; round++) {
+        unsigned width = round % 2 ? 4 : 2;
+        size_t n = (size_t)rand() % (round % 3 ? 400 : PP_ID_TABLE_MAX + 1);
+        uint32_t ranked = 1u << 16; /* the rank array's span */
+        memset(rank, 0, sizeof rank);
+        for (size_t r = 0; r < n; r++) { /* distinct ids below 2^16 */
+            uint32_t id;
+            do
+                id = (uint32_t)rand() & 0xFFFF;
+            while (rank[id]);
+            table[r] = id;
+            rank[id] = (uint16_t)(r + 1);
+        }
+        size_t len = 0;
+        for (size_t i = 0; i < T; i++) {
+            int pick = rand() % 10;
+            uint32_t id = n && pick < 7 ? table[(size_t)rand() % n]
+                                        : (uint32_t)rand() & 0xFFFF;
+            if (width == 4 && pick == 9)
+                id = (uint32_t)rand() << 8 | (uint32_t)(rand() & 0xFF);
+            ids[i] = id;
+            len += reference_code(id, table, n, width, want + len);
+        }
+        uint16_t small[T];
+        for (size_t i = 0; i < T; i++)
+            small[i] = (uint16_t)ids[i];
+        if (width == 2) /* uint16 rows: every id fits */
+            for (size_t i = 0; i < T; i++)
+                ids[i] = small[i];
+        const void *row = width == 2 ? (const void *)small : (const void *)ids;
+        size_t got = pp_encode_id_codes(codes, row, T, width, rank, ranked);
+        assert_int_equal(got, len);
+        assert_memory_equal(codes, want, len);
+        memset(back, 0, sizeof back);
+        assert_int_equal(
+            pp_decode_id_codes(back, width, codes, len, T, table, n), 0);
+        if (width == 2)
+            assert_memory_equal(back, small, T * 2);
+        else
+            assert_memory_equal(back, ids, T * 4);
+        assert_int_equal(
+            pp_decode_id_codes(back, width, codes, len - 1, T, table, n), -1);
+        codes[len] = 0;
+        assert_int_equal(
+            pp_decode_id_codes(back, width, codes, len + 1, T, table, n), -1);
+        assert_int_equal(
+            pp_decode_id_codes(back, width, codes, len, T - 1, table, n), -1);
+        int uses_last = 0;
+        for (size_t i = 0; n && i < T; i++)
+            uses_last |= (uint32_t)(width == 2 ? small[i] : ids[i]) ==
+                         table[n - 1];
+        if (uses_last)
+            assert_int_equal(pp_decode_id_codes(back, width, codes, len, T,
+                                                table, n - 1),
+                             -1);
+    }
+}
+
 static void test_hostile_rows(void **state)
 {
     (void)state;
@@ -956,6 +1050,7 @@ int main(void)
         cmocka_unit_test(test_overwrite_keeps_the_mode),
         cmocka_unit_test(test_damage_names_the_region),
         cmocka_unit_test(test_hostile_rows),
+        cmocka_unit_test(test_id_codes_round_trip),
     };
     return cmocka_run_group_tests_name("shard", tests, tmpdir_setup,
                                        tmpdir_teardown);

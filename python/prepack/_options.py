@@ -159,7 +159,7 @@ OPTIONS = (
         required=False,
         input=False,
         must='a positive integer',
-        help={'pack': 'rows in each zstd frame (default: as many\nrows of L tokens as hold 2^19 tokens)'},
+        help={'pack': 'rows in each zstd frame (default: as many\nrows of L tokens as hold 2^20 tokens)'},
     ),
     dict(
         name='shard-rows',

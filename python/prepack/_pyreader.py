@@ -27,6 +27,11 @@ except ImportError:  # pragma: no cover - Debian's python3-xxhash is optional
     xxhash = None
 
 
+# an index that is whole only at the other token width (reader.c's words)
+DTYPE_EDITED = ("the manifest's token_dtype does not match the shards (their "
+                "index holds ids of the other width)")
+
+
 class _Shard:
     """A shard's seek table, read and checked against the manifest's
     claims and the frame bound: `frames`, each one's (offset, compressed,
@@ -79,10 +84,13 @@ class _Shard:
         # version 4: the index frame between the frames and the seek table,
         # its size a whole number of ids (read with the shard's first frame)
         self.index_at, gap = offset, size - table - offset
-        least = index_frame_bytes(0, table_width or 1, n)
-        if not (gap == 0 if not table_width else
-                gap >= least and (gap - least) % table_width == 0
-                and (gap - least) // table_width <= ID_TABLE_MAX):
+        def fits(width):
+            least = index_frame_bytes(0, width, n)
+            return gap >= least and (gap - least) % width == 0 and \
+                (gap - least) // width <= ID_TABLE_MAX
+        if table_width and not fits(table_width) and fits(6 - table_width):
+            raise CorruptShardError(f"{path}: {DTYPE_EDITED}")
+        if not (gap == 0 if not table_width else fits(table_width)):
             raise CorruptShardError(
                 f"{path}: frames cover {offset} bytes, the file holds "
                 f"{size - table} before its seek table"
@@ -106,6 +114,9 @@ class _Shard:
         n, nframes, digest = INDEX_HEAD.unpack_from(data,
                                                     INDEX_FRAME_HEAD.size)
         rest = data[INDEX_FRAME_HEAD.size + INDEX_HEAD.size:]
+        if magic == INDEX_MAGIC and n * w + 8 * frames != len(rest) and \
+                n * (6 - w) + 8 * frames == len(rest):
+            raise CorruptShardError(f"{self.path}: {DTYPE_EDITED}")
         if magic != INDEX_MAGIC or body != len(data) - INDEX_FRAME_HEAD.size \
                 or nframes != frames or n * w + 8 * frames != len(rest):
             raise CorruptShardError(

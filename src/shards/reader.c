@@ -47,16 +47,28 @@ int pp_reader_corrupt(prepack_diag *diag, const char *path, const char *fmt,
  * (`end`) is what the version puts there: nothing, or (version 4) room
  * for an index of `frames` frames and whole ids, no more than
  * PP_ID_TABLE_MAX (its content is checked when the shard is first read). */
+static int index_fits_width(uint64_t at, uint64_t end, uint64_t frames,
+                            unsigned width)
+{
+    uint64_t least = pp_index_frame_bytes(0, width, frames);
+    return at <= end && end - at >= least &&
+           (end - at - least) % width == 0 &&
+           (end - at - least) / width <= PP_ID_TABLE_MAX;
+}
+
 static int index_fits(const prepack_reader *r, uint64_t at, uint64_t end,
                       uint64_t frames)
 {
     if (r->m.version < PP_FIRST_ID_CODE_VERSION || r->m.references)
         return at == end;
-    uint64_t least = pp_index_frame_bytes(0, r->width, frames);
-    return at <= end && end - at >= least &&
-           (end - at - least) % r->width == 0 &&
-           (end - at - least) / r->width <= PP_ID_TABLE_MAX;
+    return index_fits_width(at, end, frames, r->width);
 }
+
+/* An index that is whole only at the other token width: an edited
+ * token_dtype, said so rather than as a damaged index. */
+static const char *const dtype_edited =
+    "the manifest's token_dtype does not match the shards (their index "
+    "holds ids of the other width)";
 
 /* Reads and checks a shard's seek table: frames that tile the file up to
  * the table, one per rows_per_frame rows. */
@@ -124,6 +136,10 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
     s->index_bytes = rc == PREPACK_OK && at <= size - table
                          ? size - table - at
                          : 0;
+    if (rc == PREPACK_OK && !index_fits(r, at, size - table, n) &&
+        r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references &&
+        index_fits_width(at, size - table, n, r->width == 2 ? 4 : 2))
+        rc = pp_reader_corrupt(diag, s->path, "%s", dtype_edited);
     if (rc == PREPACK_OK && !index_fits(r, at, size - table, n))
         rc = pp_reader_corrupt(
             diag, s->path,
@@ -208,7 +224,8 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
     r->alloc = pp_allocator_keep(&r->alloc_copy, a);
     snprintf(r->dir, sizeof r->dir, "%s", dir);
     r->fd = -1;
-    r->cached_shard = r->fd_shard = r->table_shard = SIZE_MAX;
+    r->cached_shard = r->fd_shard = r->table_shard = r->stream.shard =
+        SIZE_MAX;
     char path[4400];
     snprintf(path, sizeof path, "%s/" PP_MANIFEST_NAME, dir);
     rc = pp_manifest_read(path, r->alloc, &r->m, diag);
@@ -284,6 +301,7 @@ void prepack_reader_free(prepack_reader *r)
     pp_free(a, r->mask);
     pp_free(a, r->starts);
     pp_free(a, r->table);
+    pp_free(a, r->stream.ends);
     pp_batch_buffers_free(a, r->batch);
     pp_batch_buffers_free(a, r->batch_into);
     prepack_allocator copy = r->alloc_copy; /* r itself goes with it */
@@ -399,6 +417,11 @@ static int load_index(prepack_reader *r, size_t si, prepack_diag *diag)
     size_t nrest = bytes - PP_INDEX_FRAME_HEAD - PP_INDEX_HEAD;
     if (pp_read_at(r->fd, f, bytes, s->index_offset) != 0)
         rc = pp_reader_corrupt(diag, s->path, "cannot read its index");
+    else if (pp_load_le32(f) == PP_INDEX_MAGIC &&
+             pp_load_le32(f + 8) != n &&
+             bytes == pp_index_frame_bytes(pp_load_le32(f + 8),
+                                           r->width == 2 ? 4 : 2, s->nframes))
+        rc = pp_reader_corrupt(diag, s->path, "%s", dtype_edited);
     else if (pp_load_le32(f) != PP_INDEX_MAGIC ||
              pp_load_le32(f + 4) != bytes - PP_INDEX_FRAME_HEAD ||
              pp_load_le32(f + 8) != n || pp_load_le32(f + 12) != s->nframes)
@@ -420,15 +443,16 @@ static int load_index(prepack_reader *r, size_t si, prepack_diag *diag)
     return rc;
 }
 
-/* Decompresses, checks and parses frame f of shard s into r->unp. */
-int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
-                         prepack_diag *diag)
+/* Frame f of shard si's compressed bytes into r->cbuf (r->dbuf sized
+ * for its content), through the shard's descriptor, opened on first use;
+ * version 4: the shard's index read first and the bytes checked against
+ * it. Drops both caches, which share the buffers. */
+static int read_frame_bytes(prepack_reader *r, size_t si, size_t f,
+                            prepack_diag *diag)
 {
-    if (r->cached_shard == si && r->cached_frame == f)
-        return PREPACK_OK;
     shard *s = &r->shards[si];
     frame_entry *e = &s->frames[f];
-    r->cached_shard = SIZE_MAX;
+    r->cached_shard = r->stream.shard = SIZE_MAX;
     if (r->fd_shard != si) {
         if (r->fd >= 0)
             close(r->fd);
@@ -464,6 +488,20 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
                                  "frame %zu: its bytes do not match the "
                                  "shard's index",
                                  f);
+    return PREPACK_OK;
+}
+
+/* Decompresses, checks and parses frame f of shard s into r->unp. */
+int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
+                         prepack_diag *diag)
+{
+    if (r->cached_shard == si && r->cached_frame == f)
+        return PREPACK_OK;
+    shard *s = &r->shards[si];
+    frame_entry *e = &s->frames[f];
+    int rc = read_frame_bytes(r, si, f, diag);
+    if (rc != PREPACK_OK)
+        return rc;
     size_t n = ZSTD_decompressDCtx(
         r->dctx, r->dbuf, (size_t)e->decompressed + 1, r->cbuf, e->compressed);
     if (ZSTD_isError(n))
@@ -817,6 +855,167 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
     return PREPACK_OK;
 }
 
+/* ---- a frame read only as far as a row (version 4) ----------------------------- */
+
+/* Rows of frame f of shard si. */
+static size_t rows_in_frame(const prepack_reader *r, size_t si, size_t f)
+{
+    uint64_t rows = r->shards[si].rows - (uint64_t)f * r->m.rows_per_frame;
+    return (size_t)(rows < r->m.rows_per_frame ? rows : r->m.rows_per_frame);
+}
+
+/* The frame's msgpack array header at the start of what is decompressed:
+ * where its first row starts (0: more bytes needed), or SIZE_MAX when it
+ * is not an array of `rows` rows. */
+static size_t array_header(const unsigned char *p, size_t n, size_t rows)
+{
+    if (n == 0)
+        return 0;
+    if ((p[0] & 0xf0) == 0x90)
+        return (size_t)(p[0] & 0x0f) == rows ? 1 : SIZE_MAX;
+    size_t len = p[0] == 0xdc ? 3 : p[0] == 0xdd ? 5 : 0;
+    if (len == 0)
+        return SIZE_MAX;
+    if (n < len)
+        return 0;
+    uint64_t count = 0;
+    for (size_t i = 1; i < len; i++)
+        count = count << 8 | p[i];
+    return count == rows ? len : SIZE_MAX;
+}
+
+/* Decompresses up to one more step of the streamed frame (the input fed
+ * PP_STREAM_STEP bytes at a time, zstd writing straight into r->dbuf),
+ * and when the frame ends checks it whole: its size, its seek table
+ * checksum and that no input is left. */
+enum { PP_STREAM_STEP = 16 * 1024 };
+
+static int stream_more(prepack_reader *r, prepack_diag *diag)
+{
+    frame_stream *st = &r->stream;
+    const shard *s = &r->shards[st->shard];
+    const frame_entry *e = &s->frames[st->frame];
+    size_t before = st->out.pos;
+    ZSTD_inBuffer in = {r->cbuf, st->in_pos + PP_STREAM_STEP < e->compressed
+                                     ? st->in_pos + PP_STREAM_STEP
+                                     : e->compressed,
+                        st->in_pos};
+    size_t ret = ZSTD_decompressStream(r->dctx, &st->out, &in);
+    st->in_pos = in.pos;
+    if (ZSTD_isError(ret))
+        return pp_reader_corrupt(diag, s->path, "frame %zu: %s", st->frame,
+                                 ZSTD_getErrorName(ret));
+    if (ret == 0) {
+        st->ended = 1;
+        if (st->out.pos != e->decompressed || in.pos != e->compressed ||
+            (uint32_t)XXH64(r->dbuf, st->out.pos, 0) != e->checksum)
+            return pp_reader_corrupt(diag, s->path,
+                                     "frame %zu: content does not match its "
+                                     "seek table entry",
+                                     st->frame);
+    } else if (in.pos == e->compressed && st->out.pos == before) {
+        return pp_reader_corrupt(diag, s->path, "frame %zu: cut short",
+                                 st->frame);
+    }
+    return PREPACK_OK;
+}
+
+/* Starts streaming frame f of shard si: its bytes read and checked
+ * against the index, nothing decompressed yet. */
+static int stream_start(prepack_reader *r, size_t si, size_t f,
+                        prepack_diag *diag)
+{
+    int rc = read_frame_bytes(r, si, f, diag);
+    if (rc != PREPACK_OK)
+        return rc;
+    frame_stream *st = &r->stream;
+    size_t rows = rows_in_frame(r, si, f);
+    if (pp_grow(r->alloc, (void **)&st->ends, &st->ends_cap, rows + 1,
+                sizeof *st->ends))
+        return pp_out_of_memory(diag);
+    ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
+    st->out = (ZSTD_outBuffer){r->dbuf,
+                               (size_t)r->shards[si].frames[f].decompressed + 1,
+                               0};
+    st->in_pos = 0;
+    st->known = 0;
+    st->ended = 0;
+    st->shard = si;
+    st->frame = f;
+    return PREPACK_OK;
+}
+
+/* Row j of frame f of shard si in r->unp (a msgpack map), the frame
+ * decompressed only as far as that row's end: a version 4 frame's bytes
+ * are checked against the shard's index before zstd sees them, so a
+ * random row read decompresses half a frame on average; reading on in
+ * the same frame continues where it stopped, and the frame is checked
+ * whole against its seek table entry once it has all been read. Each row
+ * is bounded (pp_msgpack_span) before msgpack-c allocates for it. */
+static int stream_row(prepack_reader *r, size_t si, size_t f, size_t j,
+                      prepack_diag *diag)
+{
+    frame_stream *st = &r->stream;
+    int rc = st->shard == si && st->frame == f ? PREPACK_OK
+                                               : stream_start(r, si, f, diag);
+    size_t rows = rows_in_frame(r, si, f);
+    const char *path = r->shards[si].path;
+    while (rc == PREPACK_OK && st->known <= j) {
+        const unsigned char *d = r->dbuf;
+        size_t have = st->out.pos, at = 0, got = 0;
+        if (st->known == 0) { /* the array header, then row 0's start */
+            at = array_header(d, have, rows);
+            if (at == SIZE_MAX)
+                return pp_reader_corrupt(diag, path,
+                                         "frame %zu: not a msgpack array of "
+                                         "%zu rows",
+                                         f, rows);
+            if (at)
+                st->ends[0] = at;
+        }
+        if (st->known || at)
+            got = pp_msgpack_span(d + st->ends[st->known],
+                                  have - st->ends[st->known]);
+        if (got) {
+            st->ends[st->known + 1] = st->ends[st->known] + got;
+            st->known++;
+        } else if (st->ended) {
+            return pp_reader_corrupt(diag, path,
+                                     "frame %zu: not a msgpack array of %zu "
+                                     "rows",
+                                     f, rows);
+        } else {
+            rc = stream_more(r, diag);
+        }
+        if (rc == PREPACK_OK && st->known == rows && !st->ended)
+            rc = stream_more(r, diag); /* the end: check it whole */
+        if (rc == PREPACK_OK && st->known == rows && st->ended &&
+            st->ends[rows] != st->out.pos)
+            return pp_reader_corrupt(diag, path,
+                                     "frame %zu: not a msgpack array of %zu "
+                                     "rows",
+                                     f, rows);
+    }
+    if (rc != PREPACK_OK) {
+        st->shard = SIZE_MAX;
+        return rc;
+    }
+    if (r->unp_live)
+        msgpack_unpacked_destroy(&r->unp);
+    msgpack_unpacked_init(&r->unp);
+    r->unp_live = 1;
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack_next(
+        &r->unp, (const char *)r->dbuf + st->ends[j],
+        st->ends[j + 1] - st->ends[j], &off);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
+        return pp_out_of_memory(diag);
+    if (ur != MSGPACK_UNPACK_SUCCESS)
+        return pp_reader_corrupt(diag, path, "frame %zu row %zu: not msgpack",
+                                 f, j);
+    return PREPACK_OK;
+}
+
 int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
                        prepack_diag *diag)
 {
@@ -839,6 +1038,12 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
     size_t in_shard = (size_t)(i - s->first_row);
     size_t f = in_shard / r->m.rows_per_frame;
     size_t j = in_shard % r->m.rows_per_frame;
+    if (r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references) {
+        int rc = stream_row(r, lo, f, j, diag);
+        return rc == PREPACK_OK ? pp_reader_fill_row(r, &r->unp.data, row,
+                                                     s->path, f, j, diag)
+                                : rc;
+    }
     int rc = pp_reader_load_frame(r, lo, f, diag);
     if (rc != PREPACK_OK)
         return rc;

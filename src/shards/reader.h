@@ -30,6 +30,18 @@ typedef struct shard {
     prepack_diag *damage; /* open_damaged: why it failed its open, or NULL */
 } shard;
 
+/* A version 4 frame being read only as far as the rows asked for
+ * (reader.c's stream_row): into the reader's dbuf, from its cbuf. */
+typedef struct frame_stream {
+    size_t shard, frame; /* SIZE_MAX: none */
+    ZSTD_outBuffer out;  /* r->dbuf; pos: the bytes decompressed so far */
+    size_t in_pos;       /* compressed bytes zstd has taken */
+    size_t known;        /* rows whose bytes are all decompressed */
+    size_t *ends;        /* ends[0]: row 0's start; ends[k + 1]: row k's end */
+    size_t ends_cap;
+    int ended;           /* the frame is decompressed and checked whole */
+} frame_stream;
+
 struct prepack_reader {
     char dir[4096];
     prepack_allocator alloc_copy;   /* the caller's, when one was given */
@@ -45,8 +57,9 @@ struct prepack_reader {
     unsigned char *cbuf, *dbuf;
     size_t cbuf_cap, dbuf_cap;
     ZSTD_DCtx *dctx;
-    msgpack_unpacked unp;
+    msgpack_unpacked unp; /* the cached frame, or the streamed row */
     int unp_live;
+    frame_stream stream;
     /* version 4: the id table of shard table_shard (SIZE_MAX: none), read
      * with its index */
     uint32_t *table;

@@ -20,6 +20,7 @@ from prepack import ShardSet, ShardSetError
 from prepack._format import MANIFEST_MAX_DEPTH
 
 GOLDEN = os.path.join(ROOT, "fixtures", "expected", "set")
+V1_SET = os.path.join(ROOT, "fixtures", "sets", "v1-uint16")
 # ShardSet's own reader, and the C one behind it when the library loads
 # (the manifest's checks are Python's in both)
 BACKENDS = ["python", "c"] if os.environ.get("PREPACK_LIBRARY") \
@@ -372,7 +373,7 @@ CHECKS = [
      "not a prepack shard set", True),
     ("format another", put("format", "prepack-shard"),
      "not a prepack shard set", "not a prepack shard set", True),
-    ("version 4", put("version", 4), "version", "version", True),
+    ("version 5", put("version", 5), "version", "version", True),
     ("version 0", put("version", 0), "version", "version", True),
     ("version 1.0", put("version", 1.0), "version", "version", True),
     ("version as text", put("version", "1"), "version", "version", True),
@@ -554,10 +555,7 @@ ACCEPTED = [
     ("stats null", put("stats", None)),
     ("overlong absent", put("overlong", DROP)),
     ("max_seqs_per_row absent", put("max_seqs_per_row", DROP)),
-    ("storage in version 1, ignored", put("storage", "whatever")),
-    ("version 2, storage tokens", edit(lambda m: m.update(
-        version=2, storage="tokens"))),
-    ("version 2, no storage", put("version", 2)),
+    ("version 4, storage tokens", put("storage", "tokens")),
     ("keys a reader does not know", put("comment", {"any": [1, "thing"]})),
     ("another shuffle seed", put("seed", 8)),
     ("reindented", text(lambda b: json.dumps(json.loads(b),
@@ -730,6 +728,29 @@ def test_accepted_by_both(golden, prepack_bin, name, change):
     assert rc == 0, out
     for backend in BACKENDS:
         assert python_verdict(golden, backend) is None, backend
+
+
+# what a version 1 set (fixtures/sets/v1-uint16, an earlier writer's)
+# says of its storage: nothing a reader of tokens needs
+ACCEPTED_V1 = [
+    ("storage in version 1, ignored", put("storage", "whatever")),
+    ("version 2, storage tokens", edit(lambda m: m.update(
+        version=2, storage="tokens"))),
+    ("version 2, no storage", put("version", 2)),
+]
+
+
+@pytest.mark.parametrize("name,change", ACCEPTED_V1,
+                         ids=[c[0] for c in ACCEPTED_V1])
+def test_accepted_by_both_in_a_version_1_set(tmp_path, prepack_bin, name,
+                                             change):
+    d = str(tmp_path / "set")
+    shutil.copytree(V1_SET, d)
+    change(d)
+    rc, out = refused_by_c(d, prepack_bin)
+    assert rc == 0, out
+    for backend in BACKENDS:
+        assert python_verdict(d, backend) is None, backend
 
 
 def _peak_kib(cmd):

@@ -99,9 +99,8 @@ def assert_same_rows(full, plan_only):
 def assert_same_manifest(full, plan_only):
     a = json.loads((full / "manifest.json").read_text())
     b = json.loads((plan_only / "manifest.json").read_text())
-    # a full set of uint32 ids is version 3 (3-byte ids), of uint16 1
-    assert (a["version"], b["version"]) == (
-        3 if a["token_dtype"] == "uint32" else 1, 2)
+    # a full set is version 4 (id codes), a plan-only one 2
+    assert (a["version"], b["version"]) == (4, 2)
     assert b["storage"] == "references" and "storage" not in a
     for m in (a, b):
         for key in ("version", "storage", "sources", "prepack_version"):
