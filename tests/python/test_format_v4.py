@@ -360,3 +360,34 @@ def test_a_token_dtype_edited_on_a_version_4_set(v4set, prepack_bin,
     out = subprocess.run([prepack_bin, "verify", str(set_dir)],
                          capture_output=True, text=True)
     assert out.returncode == 1
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_seek_table_checksum_wrong_under_a_right_index(v4set, prepack_bin,
+                                                       backend):
+    """Frame 1's seek table checksum flipped, its bytes still the index's:
+    the C reader hands out rows of the frame as far as it has read it
+    (their bytes are the ones the index holds) and refuses the frame, by
+    name, once it reads it to its end; the Python reader, which
+    decompresses a frame whole, refuses at its first row; verify refuses."""
+    set_dir = v4set[0]
+    data = bytearray((set_dir / "shard-00000.zst").read_bytes())
+    n = int.from_bytes(data[-9:-5], "little")
+    entry = len(data) - 9 - 12 * n + 12 * 1  # frame 1's entry
+    data[entry + 8] ^= 1
+    (set_dir / "shard-00000.zst").write_bytes(bytes(data))
+    mp = set_dir / "manifest.json"
+    m = json.load(open(mp))
+    import xxhash
+    m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(bytes(data))
+    mp.write_text(json.dumps(m))
+    s = ShardSet(str(set_dir), backend=backend)
+    r = s.rows_per_frame
+    with pytest.raises(CorruptShardError,
+                       match="frame 1: content does not match its seek"):
+        for i in range(r, 2 * r):
+            s[i]
+    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "frame 1: content does not match" in \
+        out.stdout + out.stderr

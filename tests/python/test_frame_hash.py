@@ -2,9 +2,11 @@
 whatever a frame's zstd framing: without zstd's content checksum, two zstd
 frames under one entry, or zstd's checksum present (which a reader could
 be tempted to trust in place of the entry). Each case below rewrites
-frame 1 of the golden set's first shard so, with the entry's hash right
-(the rows read as before) or wrong (CorruptShardError naming the frame,
-never rows)."""
+frame 1 of a version 1 set's first shard (fixtures/sets/v1-uint16: the
+path that decompresses a frame whole before any row) so, with the
+entry's hash right (the rows read as before) or wrong (CorruptShardError
+naming the frame, never rows). A version 4 set checks a frame's
+compressed bytes against its index first: test_format_v4.py."""
 import json
 import os
 import shutil
@@ -17,7 +19,7 @@ import zstandard
 from prepack import CorruptShardError, ShardSet
 from conftest import ROOT
 
-GOLDEN = f"{ROOT}/fixtures/expected/set"
+GOLDEN = f"{ROOT}/fixtures/sets/v1-uint16"
 SHARD = "shard-00000.zst"
 
 
@@ -37,7 +39,7 @@ def _low32(content):
 
 
 def rewrite_frame(tmp_path, make, entry_hash=None):
-    """A copy of the golden set with frame 1 of its first shard replaced by
+    """A copy of the version 1 set with frame 1 of its first shard replaced by
     make(content) (compressed bytes) and its entry's hash by
     entry_hash(content, new bytes) (default: the content's, right); the
     seek table and the manifest's bytes and xxh64 follow."""
