@@ -83,18 +83,23 @@ def decode_id_codes(value, token_dtype, tokens, table):
     code longer than one byte, so Python walks those alone."""
     b = np.frombuffer(value, np.uint8)
     w = token_dtype.itemsize
-    lead = np.ones(len(b), bool)
-    longer = np.flatnonzero(b >= ID_ONE_BYTE)
-    covered, starts = 0, []
-    for p in longer.tolist():  # in order: each is a lead or inside one
-        if p < covered:
+    covered, two, escapes = 0, [], []
+    for p in np.flatnonzero(b >= ID_ONE_BYTE).tolist():
+        if p < covered:  # inside the code before it
             continue
-        n = 2 if b[p] < ID_ESCAPE else 1 + w
-        if p + n > len(b):
-            return None
-        lead[p + 1:p + n] = False
-        covered = p + n
-        starts.append(p)
+        if value[p] != ID_ESCAPE:
+            covered = p + 2
+            two.append(p)
+        else:
+            covered = p + 1 + w
+            escapes.append(p)
+    if covered > len(b):
+        return None
+    lead = np.ones(len(b), bool)
+    lead[np.array(two, np.int64) + 1] = False
+    escapes = np.array(escapes, np.int64)
+    for k in range(1, w + 1):
+        lead[escapes + k] = False
     at = np.flatnonzero(lead)
     if len(at) != tokens or tokens == 0:
         return None

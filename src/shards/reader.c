@@ -185,12 +185,24 @@ static int open_shard(prepack_reader *r, const char *dir, size_t i,
     return rc;
 }
 
+/* The reader's decompression context. A streamed frame (stream_row) is
+ * decompressed straight into the frame buffer, which holds the whole
+ * frame and stays put: zstd's stable output buffer (an experimental
+ * parameter, whose number the stable header names), so zstd keeps no
+ * window of its own and copies nothing. A libzstd that refuses it
+ * streams through its own buffer instead, the same bytes. */
 static ZSTD_DCtx *create_dctx(const prepack_allocator *a)
 {
-    if (!a)
-        return ZSTD_createDCtx();
-    ZSTD_customMem mem = {pp_zstd_alloc, pp_zstd_free, (void *)a};
-    return ZSTD_createDCtx_advanced(mem);
+    ZSTD_DCtx *d = NULL;
+    if (!a) {
+        d = ZSTD_createDCtx();
+    } else {
+        ZSTD_customMem mem = {pp_zstd_alloc, pp_zstd_free, (void *)a};
+        d = ZSTD_createDCtx_advanced(mem);
+    }
+    if (d)
+        (void)ZSTD_DCtx_setParameter(d, ZSTD_d_experimentalParam2, 1);
+    return d;
 }
 
 /* open_damaged: keeps why shard s failed its open in place of its
@@ -885,9 +897,9 @@ static size_t array_header(const unsigned char *p, size_t n, size_t rows)
 }
 
 /* Decompresses up to one more step of the streamed frame (the input fed
- * PP_STREAM_STEP bytes at a time, zstd writing straight into r->dbuf),
- * and when the frame ends checks it whole: its size, its seek table
- * checksum and that no input is left. */
+ * st->step bytes at a time, zstd writing straight into r->dbuf), and
+ * when the frame ends checks it whole: its size, its seek table checksum
+ * and that no input is left. */
 enum { PP_STREAM_STEP = 16 * 1024 };
 
 static int stream_more(prepack_reader *r, prepack_diag *diag)
@@ -896,8 +908,8 @@ static int stream_more(prepack_reader *r, prepack_diag *diag)
     const shard *s = &r->shards[st->shard];
     const frame_entry *e = &s->frames[st->frame];
     size_t before = st->out.pos;
-    ZSTD_inBuffer in = {r->cbuf, st->in_pos + PP_STREAM_STEP < e->compressed
-                                     ? st->in_pos + PP_STREAM_STEP
+    ZSTD_inBuffer in = {r->cbuf, st->in_pos + st->step < e->compressed
+                                     ? st->in_pos + st->step
                                      : e->compressed,
                         st->in_pos};
     size_t ret = ZSTD_decompressStream(r->dctx, &st->out, &in);
@@ -920,9 +932,12 @@ static int stream_more(prepack_reader *r, prepack_diag *diag)
     return PREPACK_OK;
 }
 
-/* Starts streaming frame f of shard si: its bytes read and checked
- * against the index, nothing decompressed yet. */
-static int stream_start(prepack_reader *r, size_t si, size_t f,
+/* Starts streaming frame f of shard si for row j: its bytes read and
+ * checked against the index, nothing decompressed yet. A read that starts
+ * at row 0 is most likely reading the frame in order: it takes the whole
+ * frame in one step (zstd's fastest); any other, PP_STREAM_STEP bytes of
+ * input at a time, to stop soon after row j. */
+static int stream_start(prepack_reader *r, size_t si, size_t f, size_t j,
                         prepack_diag *diag)
 {
     int rc = read_frame_bytes(r, si, f, diag);
@@ -938,6 +953,7 @@ static int stream_start(prepack_reader *r, size_t si, size_t f,
                                (size_t)r->shards[si].frames[f].decompressed + 1,
                                0};
     st->in_pos = 0;
+    st->step = j == 0 ? SIZE_MAX / 2 : PP_STREAM_STEP;
     st->known = 0;
     st->ended = 0;
     st->shard = si;
@@ -957,7 +973,8 @@ static int stream_row(prepack_reader *r, size_t si, size_t f, size_t j,
 {
     frame_stream *st = &r->stream;
     int rc = st->shard == si && st->frame == f ? PREPACK_OK
-                                               : stream_start(r, si, f, diag);
+                                               : stream_start(r, si, f, j,
+                                                              diag);
     size_t rows = rows_in_frame(r, si, f);
     const char *path = r->shards[si].path;
     while (rc == PREPACK_OK && st->known <= j) {

@@ -36,6 +36,7 @@ typedef struct frame_stream {
     size_t shard, frame; /* SIZE_MAX: none */
     ZSTD_outBuffer out;  /* r->dbuf; pos: the bytes decompressed so far */
     size_t in_pos;       /* compressed bytes zstd has taken */
+    size_t step;         /* compressed bytes fed a call */
     size_t known;        /* rows whose bytes are all decompressed */
     size_t *ends;        /* ends[0]: row 0's start; ends[k + 1]: row k's end */
     size_t ends_cap;

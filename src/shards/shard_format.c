@@ -39,72 +39,112 @@ _Static_assert(PP_ID_TABLE_MAX ==
                    PP_ID_ONE_BYTE + (PP_ID_ESCAPE - PP_ID_ONE_BYTE) * 256,
                "two-byte codes: 63 lead bytes of 256 ranks each");
 
+/* One id's code at p: its rank + 1 r from the table (0: none). */
+static inline unsigned char *put_code(unsigned char *p, uint32_t id,
+                                      uint32_t r, unsigned width)
+{
+    if (r - 1 < PP_ID_ONE_BYTE) { /* r = 0 wraps past it */
+        *p++ = (unsigned char)(r - 1);
+    } else if (r) {
+        uint32_t v = r - 1 - PP_ID_ONE_BYTE;
+        p[0] = (unsigned char)(PP_ID_ONE_BYTE + (v >> 8));
+        p[1] = (unsigned char)v;
+        p += 2;
+    } else {
+        *p++ = PP_ID_ESCAPE;
+        for (unsigned b = 0; b < width; b++)
+            *p++ = (unsigned char)(id >> (8 * b));
+    }
+    return p;
+}
+
 size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
                           unsigned width, const uint16_t *rank,
                           uint32_t ranked)
 {
     unsigned char *p = out;
+    if (width == 2 && ranked >= 1u << 16) { /* every uint16 id has a slot */
+        const uint16_t *in = ids;
+        for (size_t i = 0; i < n; i++)
+            p = put_code(p, in[i], rank[in[i]], 2);
+        return (size_t)(p - out);
+    }
     for (size_t i = 0; i < n; i++) {
         uint32_t id = width == 2 ? ((const uint16_t *)ids)[i]
                                  : ((const uint32_t *)ids)[i];
-        uint32_t r = id < ranked ? rank[id] : 0; /* rank + 1, 0: none */
-        if (r && r <= PP_ID_ONE_BYTE) {
-            *p++ = (unsigned char)(r - 1);
-        } else if (r) {
-            uint32_t v = r - 1 - PP_ID_ONE_BYTE;
-            p[0] = (unsigned char)(PP_ID_ONE_BYTE + (v >> 8));
-            p[1] = (unsigned char)v;
-            p += 2;
-        } else {
-            *p++ = PP_ID_ESCAPE;
-            for (unsigned b = 0; b < width; b++)
-                *p++ = (unsigned char)(id >> (8 * b));
-        }
+        p = put_code(p, id, id < ranked ? rank[id] : 0, width);
     }
     return (size_t)(p - out);
 }
 
-/* One decoded token into out[i] at the set's width. */
-static inline void put_token(void *out, unsigned width, size_t i, uint32_t id)
+/* Whether none of the 8 bytes at p is 192 or more (its top two bits set):
+ * 8 one-byte codes. */
+static inline int eight_one_byte_codes(const unsigned char *p)
 {
-    if (width == 2)
-        ((uint16_t *)out)[i] = (uint16_t)id;
-    else
-        ((uint32_t *)out)[i] = id;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return ((x & (x << 1)) & UINT64_C(0x8080808080808080)) == 0;
 }
+
+/* pp_decode_id_codes at one width (T: uint16_t or uint32_t), so the
+ * loop holds no test of it; runs of one-byte codes 8 at a time when every
+ * one-byte rank is in the table. (A branch-free decoder that computes
+ * every reading of a code and keeps one measured slower: the step from
+ * one code to the next is the chain either way, and most codes are one
+ * byte, which the branches predict.) */
+#define DECODE_AT_WIDTH(NAME, T, W)                                          \
+    static int NAME(T *out, const unsigned char *p, const unsigned char *end, \
+                    size_t n, const uint32_t *table, size_t ntable)          \
+    {                                                                        \
+        int runs = ntable >= PP_ID_ONE_BYTE;                                 \
+        size_t i = 0;                                                        \
+        while (i < n) {                                                      \
+            if (runs && n - i >= 8 && end - p >= 8 &&                        \
+                eight_one_byte_codes(p)) {                                   \
+                for (size_t k = 0; k < 8; k++)                               \
+                    out[i + k] = (T)table[p[k]];                             \
+                p += 8;                                                      \
+                i += 8;                                                      \
+                continue;                                                    \
+            }                                                                \
+            if (p == end)                                                    \
+                return -1;                                                   \
+            uint32_t b = *p, r;                                              \
+            if (b < PP_ID_ONE_BYTE) {                                        \
+                r = b;                                                       \
+                p++;                                                         \
+            } else if (b < PP_ID_ESCAPE) {                                   \
+                if (end - p < 2)                                             \
+                    return -1;                                               \
+                r = PP_ID_ONE_BYTE + ((b - PP_ID_ONE_BYTE) << 8 | p[1]);     \
+                p += 2;                                                      \
+            } else {                                                         \
+                if (end - p < 1 + (W))                                       \
+                    return -1;                                               \
+                uint32_t id = 0;                                             \
+                for (unsigned k = 0; k < (W); k++)                           \
+                    id |= (uint32_t)p[1 + k] << (8 * k);                     \
+                out[i++] = (T)id;                                            \
+                p += 1 + (W);                                                \
+                continue;                                                    \
+            }                                                                \
+            if (r >= ntable)                                                 \
+                return -1;                                                   \
+            out[i++] = (T)table[r];                                          \
+        }                                                                    \
+        return p == end ? 0 : -1;                                            \
+    }
+
+DECODE_AT_WIDTH(decode_codes16, uint16_t, 2)
+DECODE_AT_WIDTH(decode_codes32, uint32_t, 4)
 
 int pp_decode_id_codes(void *out, unsigned width, const unsigned char *in,
                        size_t nbytes, size_t n, const uint32_t *table,
                        size_t ntable)
 {
-    const unsigned char *p = in, *end = in + nbytes;
-    for (size_t i = 0; i < n; i++) {
-        if (p == end)
-            return -1;
-        uint32_t b = *p, r;
-        if (b < PP_ID_ONE_BYTE) {
-            r = b;
-            p++;
-        } else if (b < PP_ID_ESCAPE) {
-            if (end - p < 2)
-                return -1;
-            r = PP_ID_ONE_BYTE + ((b - PP_ID_ONE_BYTE) << 8 | p[1]);
-            p += 2;
-        } else {
-            if ((size_t)(end - p) < 1 + (size_t)width)
-                return -1;
-            uint32_t id = 0;
-            for (unsigned k = 0; k < width; k++)
-                id |= (uint32_t)p[1 + k] << (8 * k);
-            put_token(out, width, i, id);
-            p += 1 + width;
-            continue;
-        }
-        if (r >= ntable)
-            return -1;
-        put_token(out, width, i, table[r]);
-    }
-    return p == end ? 0 : -1;
+    return width == 2
+               ? decode_codes16(out, in, in + nbytes, n, table, ntable)
+               : decode_codes32(out, in, in + nbytes, n, table, ntable);
 }
 
 unsigned pp_stored_id_bytes(uint32_t version, unsigned width, size_t nbytes,
