@@ -79,27 +79,31 @@ def decode_id_codes(value, token_dtype, tokens, table):
     """A version 4 row's input_ids bin as exactly `tokens` ids of
     token_dtype through the shard's id table (a numpy array), or None when
     its bytes are not that many codes: shard_format.c's
-    pp_decode_id_codes's twin. Only bytes at or above ID_ONE_BYTE start a
-    code longer than one byte, so Python walks those alone."""
+    pp_decode_id_codes's twin, in whole-array numpy steps."""
     b = np.frombuffer(value, np.uint8)
     w = token_dtype.itemsize
-    covered, two, escapes = 0, [], []
-    for p in np.flatnonzero(b >= ID_ONE_BYTE).tolist():
-        if p < covered:  # inside the code before it
-            continue
-        if value[p] != ID_ESCAPE:
-            covered = p + 2
-            two.append(p)
-        else:
-            covered = p + 1 + w
-            escapes.append(p)
-    if covered > len(b):
-        return None
     lead = np.ones(len(b), bool)
-    lead[np.array(two, np.int64) + 1] = False
-    escapes = np.array(escapes, np.int64)
-    for k in range(1, w + 1):
-        lead[escapes + k] = False
+    c = np.flatnonzero(b >= ID_ONE_BYTE)  # candidate starts of longer codes
+    if len(c):
+        size = np.where(b[c] == ID_ESCAPE, 1 + w, 2)
+        # A longer code's lead is followed by one-byte codes up to the first
+        # candidate past its end, which is the next lead: the leads are the
+        # first candidate's orbit under `after`, found by doubling the jump
+        # (log2 rounds of whole-array steps, no loop over bytes).
+        m = len(c)
+        jump = np.append(np.searchsorted(c, c + size), m)  # m: past the end
+        on = np.zeros(m + 1, bool)
+        on[0] = True
+        reach = 1
+        while reach <= m:
+            on[jump[np.flatnonzero(on)]] = True
+            jump = jump[jump]
+            reach *= 2
+        starts, size = c[on[:m]], size[on[:m]]
+        if starts[-1] + size[-1] > len(b):
+            return None
+        for k in range(1, 1 + w):
+            lead[starts[size > k] + k] = False
     at = np.flatnonzero(lead)
     if len(at) != tokens or tokens == 0:
         return None
