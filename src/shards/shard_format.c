@@ -77,18 +77,19 @@ size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
     return (size_t)(p - out);
 }
 
-/* Whether none of the 8 bytes at p is 192 or more (its top two bits set):
- * 8 one-byte codes. */
-static inline int eight_one_byte_codes(const unsigned char *p)
+/* How many of the 8 bytes at p, from the first, are below 192 (their top
+ * two bits not both set): one-byte codes, up to the first longer code. */
+static inline size_t one_byte_codes_of_8(const unsigned char *p)
 {
     uint64_t x;
     memcpy(&x, p, 8);
-    return ((x & (x << 1)) & UINT64_C(0x8080808080808080)) == 0;
+    uint64_t longer = (x & (x << 1)) & UINT64_C(0x8080808080808080);
+    return longer ? (size_t)__builtin_ctzll(longer) / 8 : 8;
 }
 
 /* pp_decode_id_codes at one width (T: uint16_t or uint32_t), so the
- * loop holds no test of it; runs of one-byte codes 8 at a time when every
- * one-byte rank is in the table. (A branch-free decoder that computes
+ * loop holds no test of it; the one-byte codes before the next longer
+ * one, up to 8, in one step when every one-byte rank is in the table. (A branch-free decoder that computes
  * every reading of a code and keeps one measured slower: the step from
  * one code to the next is the chain either way, and most codes are one
  * byte, which the branches predict.) */
@@ -99,13 +100,14 @@ static inline int eight_one_byte_codes(const unsigned char *p)
         int runs = ntable >= PP_ID_ONE_BYTE;                                 \
         size_t i = 0;                                                        \
         while (i < n) {                                                      \
-            if (runs && n - i >= 8 && end - p >= 8 &&                        \
-                eight_one_byte_codes(p)) {                                   \
-                for (size_t k = 0; k < 8; k++)                               \
+            if (runs && n - i >= 8 && end - p >= 8) {                        \
+                size_t ones = one_byte_codes_of_8(p);                        \
+                for (size_t k = 0; k < ones; k++)                            \
                     out[i + k] = (T)table[p[k]];                             \
-                p += 8;                                                      \
-                i += 8;                                                      \
-                continue;                                                    \
+                p += ones;                                                   \
+                i += ones;                                                   \
+                if (ones == 8)                                               \
+                    continue;                                                \
             }                                                                \
             if (p == end)                                                    \
                 return -1;                                                   \
