@@ -12,13 +12,11 @@ import struct
 import shutil
 import subprocess
 
-import msgpack
 import numpy as np
 import pytest
-import xxhash
-import zstandard
 
 from prepack import CorruptShardError, ShardSet, ShardSetError
+from shard_edit import read_shard, rewrite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -46,58 +44,9 @@ def source(path):
         return {i: json.loads(line)["input_ids"] for i, line in enumerate(f)}
 
 
-def write_source(path, docs):
-    with open(path, "w") as f:
-        for d in docs:
-            f.write(json.dumps({"input_ids": d}) + "\n")
-
-
-def pack(prepack_bin, src, out, *extra):
-    subprocess.run([prepack_bin, "pack", str(src), "-o", str(out),
-                    "--max-seq-len", "64", "--rows-per-frame", "2", "--quiet",
-                    *extra], check=True, stdout=subprocess.DEVNULL)
-
-
 def raw_rows(set_dir, shard="shard-00000.zst"):
     """The shard's rows as msgpack decoded them, frame by frame."""
-    with open(os.path.join(set_dir, shard), "rb") as f:
-        data = f.read()
-    n = struct.unpack_from("<I", data, len(data) - 9)[0]
-    table = data[len(data) - 9 - 12 * n:len(data) - 9]
-    frames, at = [], 0
-    for i in range(n):
-        comp, _, _ = struct.unpack_from("<III", table, 12 * i)
-        frames.append(msgpack.unpackb(
-            zstandard.ZstdDecompressor().decompress(data[at:at + comp])))
-        at += comp
-    return frames
-
-
-def rewrite(set_dir, frames, shard="shard-00000.zst"):
-    """Writes frames (lists of row maps) as the shard, its seek table and
-    the manifest's bytes and xxh64 made to agree: only the rows lie."""
-    cctx = zstandard.ZstdCompressor(level=3, write_checksum=True,
-                                    write_content_size=True)
-    body, table = b"", b""
-    for rows in frames:
-        raw = b"\xdd" + struct.pack(">I", len(rows)) + b"".join(
-            msgpack.packb(r) for r in rows)
-        z = cctx.compress(raw)
-        body += z
-        table += struct.pack("<III", len(z), len(raw),
-                             xxhash.xxh64_intdigest(raw) & 0xFFFFFFFF)
-    n = len(frames)
-    data = body + struct.pack("<II", 0x184D2A5E, 12 * n + 9) + table + \
-        struct.pack("<IBI", n, 0x80, 0x8F92EAB1)
-    with open(os.path.join(set_dir, shard), "wb") as f:
-        f.write(data)
-    mp = os.path.join(set_dir, "manifest.json")
-    m = json.load(open(mp))
-    for e in m["shards"]:
-        if e["file"] == shard:
-            e["bytes"], e["xxh64"] = len(data), xxhash.xxh64_hexdigest(data)
-    with open(mp, "w") as f:
-        json.dump(m, f)
+    return read_shard(os.path.join(set_dir, shard))[0]
 
 
 @pytest.mark.parametrize("backend", backends())

@@ -8,11 +8,13 @@ frame, for a row)."""
 import json
 import os
 import shutil
+import struct
 import subprocess
 from collections import Counter
 
 import numpy as np
 import pytest
+import xxhash
 
 from prepack import CorruptShardError, ShardSet, ShardSetError
 from prepack._format import decode_id_codes
@@ -275,7 +277,7 @@ def test_an_index_in_an_older_set(tmp_path, prepack_bin, backend):
     refused(set_dir, prepack_bin, backend, "frames cover")
 
 
-def flip_in_shard(set_dir, at, keep_manifest=False):
+def flip_in_shard(set_dir, at):
     """Flips byte `at` (from the end when negative) of shard 0, and makes
     the manifest's size and hash agree."""
     p = set_dir / "shard-00000.zst"
@@ -284,7 +286,6 @@ def flip_in_shard(set_dir, at, keep_manifest=False):
     p.write_bytes(bytes(data))
     mp = set_dir / "manifest.json"
     m = json.load(open(mp))
-    import xxhash
     m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(bytes(data))
     mp.write_text(json.dumps(m))
 
@@ -320,8 +321,6 @@ def test_a_frame_whose_bytes_the_index_does_not_know(v4set, prepack_bin,
     data = bytearray((set_dir / "shard-00000.zst").read_bytes())
     at = index_at(set_dir) + 24 + len(table) * width  # frame 0's hash
     data[at] ^= 1
-    import struct
-    import xxhash
     rest_at = index_at(set_dir) + 24
     end = len(data) - 9 - 12 * len(frames) - 8
     data[index_at(set_dir) + 16:index_at(set_dir) + 24] = struct.pack(
@@ -378,7 +377,6 @@ def test_a_seek_table_checksum_wrong_under_a_right_index(v4set, prepack_bin,
     (set_dir / "shard-00000.zst").write_bytes(bytes(data))
     mp = set_dir / "manifest.json"
     m = json.load(open(mp))
-    import xxhash
     m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(bytes(data))
     mp.write_text(json.dumps(m))
     s = ShardSet(str(set_dir), backend=backend)
