@@ -1,9 +1,8 @@
 /* A set's id table (format version 4, shard_format.h): counted from the
  * tokens of the set's first frame, the most frequent ids ranked first,
  * then used to code every row's ids and written into every shard's
- * index. The
- * writer is its one user; pp_writer_sample (part.h) feeds it for a write
- * task that does not hold the set's first frame. */
+ * index. The writer is its one user; pp_writer_sample (part.h) feeds it
+ * for a write task that does not hold the set's first frame. */
 #ifndef PP_SHARDS_ID_TABLE_H
 #define PP_SHARDS_ID_TABLE_H
 

@@ -200,8 +200,15 @@ static ZSTD_DCtx *create_dctx(const prepack_allocator *a)
         ZSTD_customMem mem = {pp_zstd_alloc, pp_zstd_free, (void *)a};
         d = ZSTD_createDCtx_advanced(mem);
     }
-    if (d)
+    if (d) {
         (void)ZSTD_DCtx_setParameter(d, ZSTD_d_experimentalParam2, 1);
+        /* a frame's window is bounded by its content, which the seek
+         * table bounds: streamed, as decompressed whole, any window a
+         * frame header asks for is read (zstd's default limit would
+         * refuse a large one only when streaming) */
+        (void)ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax,
+                                     sizeof(size_t) == 4 ? 30 : 31);
+    }
     return d;
 }
 
@@ -867,7 +874,7 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
     return PREPACK_OK;
 }
 
-/* ---- a frame read only as far as a row (version 4) ----------------------------- */
+/* ---- a frame read only as far as a row (version 4) ------------------------ */
 
 /* Rows of frame f of shard si. */
 static size_t rows_in_frame(const prepack_reader *r, size_t si, size_t f)
@@ -961,59 +968,87 @@ static int stream_start(prepack_reader *r, size_t si, size_t f, size_t j,
     return PREPACK_OK;
 }
 
+/* Finds the bytes of the next row of the streamed frame (st->known), or
+ * decompresses more when they are not all there yet. */
+static int stream_next_row(prepack_reader *r, size_t rows, prepack_diag *diag)
+{
+    frame_stream *st = &r->stream;
+    const unsigned char *d = r->dbuf;
+    size_t have = st->out.pos, got = 0;
+    if (st->known == 0) { /* the array header, then row 0's start */
+        size_t at = array_header(d, have, rows);
+        if (at == SIZE_MAX || (at == 0 && st->ended))
+            return pp_reader_corrupt(diag, r->shards[st->shard].path,
+                                     "frame %zu: not a msgpack array of %zu "
+                                     "rows",
+                                     st->frame, rows);
+        if (at == 0)
+            return stream_more(r, diag);
+        st->ends[0] = at;
+    }
+    got = pp_msgpack_span(d + st->ends[st->known], have - st->ends[st->known]);
+    if (got) {
+        st->ends[st->known + 1] = st->ends[st->known] + got;
+        st->known++;
+        return PREPACK_OK;
+    }
+    if (st->ended)
+        return pp_reader_corrupt(diag, r->shards[st->shard].path,
+                                 "frame %zu: not a msgpack array of %zu rows",
+                                 st->frame, rows);
+    return stream_more(r, diag);
+}
+
+/* The streamed frame read on to its end and checked whole before any
+ * more of its rows is handed out: stream_more checks its size and its
+ * seek table checksum, then every row must be found and the last must
+ * end where the frame does. */
+static int stream_whole(prepack_reader *r, size_t rows, prepack_diag *diag)
+{
+    frame_stream *st = &r->stream;
+    int rc = PREPACK_OK;
+    while (rc == PREPACK_OK && !st->ended)
+        rc = stream_more(r, diag);
+    while (rc == PREPACK_OK && st->known < rows)
+        rc = stream_next_row(r, rows, diag);
+    if (rc == PREPACK_OK && st->ends[rows] != st->out.pos)
+        rc = pp_reader_corrupt(diag, r->shards[st->shard].path,
+                               "frame %zu: not a msgpack array of %zu rows",
+                               st->frame, rows);
+    return rc;
+}
+
 /* Row j of frame f of shard si in r->unp (a msgpack map), the frame
  * decompressed only as far as that row's end: a version 4 frame's bytes
  * are checked against the shard's index before zstd sees them, so a
  * random row read decompresses half a frame on average; reading on in
- * the same frame continues where it stopped, and the frame is checked
- * whole against its seek table entry once it has all been read. Each row
- * is bounded (pp_msgpack_span) before msgpack-c allocates for it. */
+ * the same frame continues where it stopped. A read that starts at row
+ * 0 (reading in order), or that reaches the last row or the frame's end,
+ * reads the frame to its end and checks it whole (stream_whole) before it
+ * hands out a row, as the whole-frame path does. Each row is bounded
+ * (pp_msgpack_span) before msgpack-c allocates for it. A frame found
+ * damaged is marked so: every later read of it takes the whole-frame
+ * path, which refuses it before any row. (A random read may have served
+ * rows of such a frame before the damage further on was reached: their
+ * bytes were the ones the index holds, which only a writer of hostile
+ * sets, with every hash made to agree, can make damaged.) */
 static int stream_row(prepack_reader *r, size_t si, size_t f, size_t j,
                       prepack_diag *diag)
 {
     frame_stream *st = &r->stream;
-    int rc = st->shard == si && st->frame == f ? PREPACK_OK
-                                               : stream_start(r, si, f, j,
-                                                              diag);
+    int fresh = st->shard != si || st->frame != f;
+    int rc = fresh ? stream_start(r, si, f, j, diag) : PREPACK_OK;
     size_t rows = rows_in_frame(r, si, f);
-    const char *path = r->shards[si].path;
+    if (rc == PREPACK_OK && fresh && j == 0) /* in order: all of it */
+        rc = stream_whole(r, rows, diag);
     while (rc == PREPACK_OK && st->known <= j) {
-        const unsigned char *d = r->dbuf;
-        size_t have = st->out.pos, at = 0, got = 0;
-        if (st->known == 0) { /* the array header, then row 0's start */
-            at = array_header(d, have, rows);
-            if (at == SIZE_MAX)
-                return pp_reader_corrupt(diag, path,
-                                         "frame %zu: not a msgpack array of "
-                                         "%zu rows",
-                                         f, rows);
-            if (at)
-                st->ends[0] = at;
-        }
-        if (st->known || at)
-            got = pp_msgpack_span(d + st->ends[st->known],
-                                  have - st->ends[st->known]);
-        if (got) {
-            st->ends[st->known + 1] = st->ends[st->known] + got;
-            st->known++;
-        } else if (st->ended) {
-            return pp_reader_corrupt(diag, path,
-                                     "frame %zu: not a msgpack array of %zu "
-                                     "rows",
-                                     f, rows);
-        } else {
-            rc = stream_more(r, diag);
-        }
-        if (rc == PREPACK_OK && st->known == rows && !st->ended)
-            rc = stream_more(r, diag); /* the end: check it whole */
-        if (rc == PREPACK_OK && st->known == rows && st->ended &&
-            st->ends[rows] != st->out.pos)
-            return pp_reader_corrupt(diag, path,
-                                     "frame %zu: not a msgpack array of %zu "
-                                     "rows",
-                                     f, rows);
+        rc = stream_next_row(r, rows, diag);
+        if (rc == PREPACK_OK && (st->known == rows || st->ended))
+            rc = stream_whole(r, rows, diag);
     }
     if (rc != PREPACK_OK) {
+        if (rc == PREPACK_ECORRUPT)
+            r->shards[si].frames[f].damaged = 1;
         st->shard = SIZE_MAX;
         return rc;
     }
@@ -1028,8 +1063,8 @@ static int stream_row(prepack_reader *r, size_t si, size_t f, size_t j,
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
         return pp_out_of_memory(diag);
     if (ur != MSGPACK_UNPACK_SUCCESS)
-        return pp_reader_corrupt(diag, path, "frame %zu row %zu: not msgpack",
-                                 f, j);
+        return pp_reader_corrupt(diag, r->shards[si].path,
+                                 "frame %zu row %zu: not msgpack", f, j);
     return PREPACK_OK;
 }
 
@@ -1055,7 +1090,8 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
     size_t in_shard = (size_t)(i - s->first_row);
     size_t f = in_shard / r->m.rows_per_frame;
     size_t j = in_shard % r->m.rows_per_frame;
-    if (r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references) {
+    if (r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references &&
+        !s->frames[f].damaged) {
         int rc = stream_row(r, lo, f, j, diag);
         return rc == PREPACK_OK ? pp_reader_fill_row(r, &r->unp.data, row,
                                                      s->path, f, j, diag)

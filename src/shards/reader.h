@@ -19,6 +19,7 @@ typedef struct frame_entry {
     uint64_t offset;
     uint32_t compressed, decompressed, checksum;
     uint64_t hash; /* version 4: of its compressed bytes, from the index */
+    int damaged;   /* version 4: found damaged by a streamed read */
 } frame_entry;
 
 typedef struct shard {

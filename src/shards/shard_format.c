@@ -89,10 +89,10 @@ static inline size_t one_byte_codes_of_8(const unsigned char *p)
 
 /* pp_decode_id_codes at one width (T: uint16_t or uint32_t), so the
  * loop holds no test of it; the one-byte codes before the next longer
- * one, up to 8, in one step when every one-byte rank is in the table. (A branch-free decoder that computes
- * every reading of a code and keeps one measured slower: the step from
- * one code to the next is the chain either way, and most codes are one
- * byte, which the branches predict.) */
+ * one, up to 8, in one step when every one-byte rank is in the table.
+ * (A branch-free decoder that computes every reading of a code and keeps
+ * one measured slower: the step from one code to the next is the chain
+ * either way, and most codes are one byte, which the branches predict.) */
 #define DECODE_AT_WIDTH(NAME, T, W)                                          \
     static int NAME(T *out, const unsigned char *p, const unsigned char *end, \
                     size_t n, const uint32_t *table, size_t ntable)          \

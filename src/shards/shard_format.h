@@ -127,8 +127,9 @@ static inline uint64_t pp_index_frame_bytes(uint64_t n, unsigned width,
 }
 
 /* The n ids (`width`-byte host integers) in codes (version 4) at out
- * (room for n * (width + 1) bytes), ranked by `rank` (rank[id] + 1, or 0 for an id not in the
- * table; ids at or past `ranked` have none): the bytes written. */
+ * (room for n * (width + 1) bytes), ranked by `rank` (rank[id] + 1, or
+ * 0 for an id not in the table; ids at or past `ranked` have none): the
+ * bytes written. */
 size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
                           unsigned width, const uint16_t *rank,
                           uint32_t ranked);

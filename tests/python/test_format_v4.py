@@ -361,34 +361,56 @@ def test_a_token_dtype_edited_on_a_version_4_set(v4set, prepack_bin,
     assert out.returncode == 1
 
 
-@pytest.mark.parametrize("backend", backends())
-def test_a_seek_table_checksum_wrong_under_a_right_index(v4set, prepack_bin,
-                                                       backend):
-    """Frame 1's seek table checksum flipped, its bytes still the index's:
-    the C reader hands out rows of the frame as far as it has read it
-    (their bytes are the ones the index holds) and refuses the frame, by
-    name, once it reads it to its end; the Python reader, which
-    decompresses a frame whole, refuses at its first row; verify refuses."""
-    set_dir = v4set[0]
+def break_frame_1_checksum(set_dir):
+    """Frame 1's seek table checksum flipped, its bytes still the index's,
+    the manifest's hash made to agree."""
     data = bytearray((set_dir / "shard-00000.zst").read_bytes())
     n = int.from_bytes(data[-9:-5], "little")
-    entry = len(data) - 9 - 12 * n + 12 * 1  # frame 1's entry
-    data[entry + 8] ^= 1
+    data[len(data) - 9 - 12 * n + 12 + 8] ^= 1
     (set_dir / "shard-00000.zst").write_bytes(bytes(data))
     mp = set_dir / "manifest.json"
     m = json.load(open(mp))
     m["shards"][0]["xxh64"] = xxhash.xxh64_hexdigest(bytes(data))
     mp.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_a_frame_read_in_order_is_checked_whole_first(v4set, prepack_bin,
+                                                      backend):
+    """A frame whose content fails its seek table checksum under a right
+    index: read from its first row (in order), refused by both readers at
+    that row, and at every row after; verify refuses."""
+    set_dir = v4set[0]
+    break_frame_1_checksum(set_dir)
     s = ShardSet(str(set_dir), backend=backend)
     r = s.rows_per_frame
-    with pytest.raises(CorruptShardError,
-                       match="frame 1: content does not match its seek"):
-        for i in range(r, 2 * r):
+    for i in range(r, 2 * r):
+        with pytest.raises(CorruptShardError,
+                           match="frame 1: content does not match its seek"):
             s[i]
+    s[0]  # frame 0 is intact
     out = subprocess.run([prepack_bin, "verify", str(set_dir)],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "frame 1: content does not match" in \
         out.stdout + out.stderr
+
+
+def test_a_damaged_frame_read_at_random_is_refused_once_found(v4set):
+    """The same frame read from its last row first (a random read that
+    stops at that row): the C reader has then read the frame to its end,
+    refuses it, and from then on refuses every row of it, whatever the
+    order (the whole-frame path)."""
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("needs the C reader")
+    set_dir = v4set[0]
+    break_frame_1_checksum(set_dir)
+    s = ShardSet(str(set_dir), backend="c")
+    r = s.rows_per_frame
+    with pytest.raises(CorruptShardError, match="frame 1: content does not"):
+        s[2 * r - 1]
+    for i in (r + 1, r, 2 * r - 1):
+        with pytest.raises(CorruptShardError, match="frame 1: content"):
+            s[i]
 
 
 def test_random_damage_both_readers_agree(v4set, tmp_path):
