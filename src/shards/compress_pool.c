@@ -25,6 +25,7 @@ typedef struct job {
     void *out; /* compressed */
     size_t out_cap, out_size;
     uint32_t checksum; /* XXH64 low 32 bits of `in` */
+    uint64_t hash;     /* XXH64 of `out` */
     size_t error;      /* a zstd error code, or 0 */
 } job;
 
@@ -66,6 +67,7 @@ static void compress_job(const prepack_allocator *a, job *j, ZSTD_CCtx *c)
     }
     j->out_size = ZSTD_compress2(c, j->out, j->out_cap, j->in, j->in_size);
     j->error = ZSTD_isError(j->out_size) ? j->out_size : 0;
+    j->hash = j->error ? 0 : XXH64(j->out, j->out_size, 0);
 }
 
 static void run_job(void *ctx, void *task, size_t worker)
@@ -150,6 +152,7 @@ int pp_pool_take(pp_pool *p, int wait, pp_frame_result *out)
     out->size = j->out_size;
     out->raw_size = j->in_size;
     out->checksum = j->checksum;
+    out->hash = j->hash;
     out->error = j->error;
     return 1;
 }

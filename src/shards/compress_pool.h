@@ -14,6 +14,8 @@ typedef struct pp_frame_result {
     const void *data; /* compressed bytes, valid until the next submit */
     size_t size, raw_size;
     uint32_t checksum; /* XXH64 low 32 bits of the raw bytes */
+    uint64_t hash;     /* XXH64 of the compressed bytes (a version 4
+                          shard's index) */
     size_t error;      /* a zstd error code, or 0 */
 } pp_frame_result;
 

@@ -56,10 +56,17 @@ static int index_fits_width(uint64_t at, uint64_t end, uint64_t frames,
            (end - at - least) / width <= PP_ID_TABLE_MAX;
 }
 
+/* Whether the set's shards have an index (version 4, not plan-only): its
+ * id table decodes the rows, its hashes check the frames. */
+static int indexed(const prepack_reader *r)
+{
+    return r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references;
+}
+
 static int index_fits(const prepack_reader *r, uint64_t at, uint64_t end,
                       uint64_t frames)
 {
-    if (r->m.version < PP_FIRST_ID_CODE_VERSION || r->m.references)
+    if (!indexed(r))
         return at == end;
     return index_fits_width(at, end, frames, r->width);
 }
@@ -136,19 +143,19 @@ static int read_seek_table(prepack_reader *r, shard *s, uint64_t size, int fd,
     s->index_bytes = rc == PREPACK_OK && at <= size - table
                          ? size - table - at
                          : 0;
-    if (rc == PREPACK_OK && !index_fits(r, at, size - table, n) &&
-        r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references &&
-        index_fits_width(at, size - table, n, r->width == 2 ? 4 : 2))
-        rc = pp_reader_corrupt(diag, s->path, "%s", dtype_edited);
     if (rc == PREPACK_OK && !index_fits(r, at, size - table, n))
-        rc = pp_reader_corrupt(
-            diag, s->path,
-            "frames cover %llu bytes, the file holds %llu before "
-            "its seek table%s",
-            (unsigned long long)at, (unsigned long long)(size - table),
-            r->m.version >= PP_FIRST_ID_CODE_VERSION
-                ? ", which must be the frames and the shard's index"
-                : "");
+        rc = indexed(r) && index_fits_width(at, size - table, n,
+                                            r->width == 2 ? 4 : 2)
+                 ? pp_reader_corrupt(diag, s->path, "%s", dtype_edited)
+                 : pp_reader_corrupt(
+                       diag, s->path,
+                       "frames cover %llu bytes, the file holds %llu "
+                       "before its seek table%s",
+                       (unsigned long long)at,
+                       (unsigned long long)(size - table),
+                       indexed(r) ? ", which must be the frames and the "
+                                    "shard's index"
+                                  : "");
     s->nframes = n;
     pp_free(r->alloc, t);
     return rc;
@@ -260,9 +267,10 @@ int prepack_reader_open(prepack_reader **out, const char *dir,
         r->mask = pp_alloc(ra, L, 1);
         r->starts = pp_alloc(ra, L, sizeof *r->starts);
         r->dctx = create_dctx(ra);
-        r->table = pp_alloc(ra, PP_ID_TABLE_MAX, sizeof *r->table);
+        if (indexed(r))
+            r->table = pp_alloc(ra, PP_ID_TABLE_MAX, sizeof *r->table);
         if (!r->shards || !r->tokens || !r->cu || !r->seq_ids || !r->mask ||
-            !r->starts || !r->dctx || !r->table)
+            !r->starts || !r->dctx || (indexed(r) && !r->table))
             rc = pp_out_of_memory(diag);
     }
     if (rc == PREPACK_OK && r->m.references) {
@@ -489,9 +497,7 @@ static int read_frame_bytes(prepack_reader *r, size_t si, size_t f,
                            errno == EINVAL ? "not a regular file"
                                            : strerror(errno));
     }
-    int indexed = r->m.version >= PP_FIRST_ID_CODE_VERSION &&
-                  !r->m.references; /* version 4: the shard's index */
-    if (indexed && r->table_shard != si) {
+    if (indexed(r) && r->table_shard != si) {
         int rc = load_index(r, si, diag);
         if (rc != PREPACK_OK)
             return rc;
@@ -502,12 +508,19 @@ static int read_frame_bytes(prepack_reader *r, size_t si, size_t f,
         return pp_out_of_memory(diag);
     if (pp_read_at(r->fd, r->cbuf, e->compressed, e->offset) != 0)
         return pp_reader_corrupt(diag, s->path, "frame %zu: cannot read", f);
-    if (indexed && XXH64(r->cbuf, e->compressed, 0) != e->hash)
+    if (indexed(r) && XXH64(r->cbuf, e->compressed, 0) != e->hash)
         return pp_reader_corrupt(diag, s->path,
                                  "frame %zu: its bytes do not match the "
                                  "shard's index",
                                  f);
     return PREPACK_OK;
+}
+
+/* Rows of frame f of shard si. */
+static size_t rows_in_frame(const prepack_reader *r, size_t si, size_t f)
+{
+    uint64_t rows = r->shards[si].rows - (uint64_t)f * r->m.rows_per_frame;
+    return (size_t)(rows < r->m.rows_per_frame ? rows : r->m.rows_per_frame);
 }
 
 /* Decompresses, checks and parses frame f of shard s into r->unp. */
@@ -537,9 +550,7 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
     msgpack_unpacked_init(&r->unp);
     r->unp_live = 1;
     size_t off = 0;
-    uint64_t rows = s->rows - (uint64_t)f * r->m.rows_per_frame;
-    if (rows > r->m.rows_per_frame)
-        rows = r->m.rows_per_frame;
+    size_t rows = rows_in_frame(r, si, f);
     /* counts checked against the bytes first: msgpack-c allocates from
      * them as they are */
     msgpack_unpack_return ur =
@@ -552,8 +563,8 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
         r->unp.data.type != MSGPACK_OBJECT_ARRAY ||
         r->unp.data.via.array.size != rows)
         return pp_reader_corrupt(diag, s->path,
-                                 "frame %zu: not a msgpack array of %llu rows",
-                                 f, (unsigned long long)rows);
+                                 "frame %zu: not a msgpack array of %zu rows",
+                                 f, rows);
     r->cached_shard = si;
     r->cached_frame = f;
     return PREPACK_OK;
@@ -790,7 +801,7 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     int32_t last = 0;
     if (nc >= 4)
         memcpy(&last, (const unsigned char *)c + nc - 4, 4);
-    if (r->m.version >= PP_FIRST_ID_CODE_VERSION)
+    if (indexed(r))
         return fill_coded_row(r, row, t, nt, last > 0 ? (size_t)last : 0, c,
                               nc, sq, ns, m, nm, st, nst, path, f, j, diag);
     /* version 3: uint32 ids in 3 bytes a token, the length says */
@@ -875,13 +886,6 @@ static int copy_fields(prepack_reader *r, prepack_row *row, size_t T,
 }
 
 /* ---- a frame read only as far as a row (version 4) ------------------------ */
-
-/* Rows of frame f of shard si. */
-static size_t rows_in_frame(const prepack_reader *r, size_t si, size_t f)
-{
-    uint64_t rows = r->shards[si].rows - (uint64_t)f * r->m.rows_per_frame;
-    return (size_t)(rows < r->m.rows_per_frame ? rows : r->m.rows_per_frame);
-}
 
 /* The frame's msgpack array header at the start of what is decompressed:
  * where its first row starts (0: more bytes needed), or SIZE_MAX when it
@@ -1090,8 +1094,7 @@ int prepack_reader_row(prepack_reader *r, size_t i, prepack_row *row,
     size_t in_shard = (size_t)(i - s->first_row);
     size_t f = in_shard / r->m.rows_per_frame;
     size_t j = in_shard % r->m.rows_per_frame;
-    if (r->m.version >= PP_FIRST_ID_CODE_VERSION && !r->m.references &&
-        !s->frames[f].damaged) {
+    if (indexed(r) && !s->frames[f].damaged) {
         int rc = stream_row(r, lo, f, j, diag);
         return rc == PREPACK_OK ? pp_reader_fill_row(r, &r->unp.data, row,
                                                      s->path, f, j, diag)

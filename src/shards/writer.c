@@ -552,7 +552,7 @@ static int write_result(prepack_writer *w, const pp_frame_result *f,
     e->compressed = (uint32_t)f->size;
     e->decompressed = (uint32_t)f->raw_size;
     e->checksum = f->checksum;
-    e->hash = XXH64(f->data, f->size, 0);
+    e->hash = f->hash;
     w->raw_bytes += f->raw_size;
     rc = shard_write(w, f->data, f->size, diag);
     if (rc != PREPACK_OK)
