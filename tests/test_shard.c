@@ -919,6 +919,7 @@ static void test_id_codes_round_trip(void **state)
     (void)state;
     enum { T = 3000 };
     static uint32_t table[PP_ID_TABLE_MAX], ids[T], back[T];
+    static uint16_t table16[PP_ID_TABLE_MAX]; /* the decoder's, at width 2 */
     static uint16_t rank[1u << 16];
     static unsigned char codes[T * 5 + 8], want[T * 5 + 8];
     srand(42);
@@ -933,8 +934,10 @@ static void test_id_codes_round_trip(void **state)
                 id = (uint32_t)rand() & 0xFFFF;
             while (rank[id]);
             table[r] = id;
+            table16[r] = (uint16_t)id;
             rank[id] = (uint16_t)(r + 1);
         }
+        const void *at_width = width == 2 ? (const void *)table16 : table;
         size_t len = 0;
         for (size_t i = 0; i < T; i++) {
             int pick = rand() % 10;
@@ -957,26 +960,147 @@ static void test_id_codes_round_trip(void **state)
         assert_memory_equal(codes, want, len);
         memset(back, 0, sizeof back);
         assert_int_equal(
-            pp_decode_id_codes(back, width, codes, len, T, table, n), 0);
+            pp_decode_id_codes(back, width, codes, len, T, at_width, n), 0);
         if (width == 2)
             assert_memory_equal(back, small, T * 2);
         else
             assert_memory_equal(back, ids, T * 4);
         assert_int_equal(
-            pp_decode_id_codes(back, width, codes, len - 1, T, table, n), -1);
+            pp_decode_id_codes(back, width, codes, len - 1, T, at_width, n), -1);
         codes[len] = 0;
         assert_int_equal(
-            pp_decode_id_codes(back, width, codes, len + 1, T, table, n), -1);
+            pp_decode_id_codes(back, width, codes, len + 1, T, at_width, n), -1);
         assert_int_equal(
-            pp_decode_id_codes(back, width, codes, len, T - 1, table, n), -1);
+            pp_decode_id_codes(back, width, codes, len, T - 1, at_width, n), -1);
         int uses_last = 0;
         for (size_t i = 0; n && i < T; i++)
             uses_last |= (uint32_t)(width == 2 ? small[i] : ids[i]) ==
                          table[n - 1];
         if (uses_last)
             assert_int_equal(pp_decode_id_codes(back, width, codes, len, T,
-                                                table, n - 1),
+                                                at_width, n - 1),
                              -1);
+    }
+}
+
+/* docs/FORMAT.md's decoding, code by code: the n ids of the nbytes at
+ * in, or -1 (cut short, bytes left over, a rank past the table). */
+static int reference_decode(uint32_t *out, unsigned width,
+                            const unsigned char *in, size_t nbytes, size_t n,
+                            const uint32_t *table, size_t ntable)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (at >= nbytes)
+            return -1;
+        unsigned b = in[at];
+        size_t rank;
+        if (b < 192) {
+            rank = b;
+            at += 1;
+        } else if (b < 255) {
+            if (nbytes - at < 2)
+                return -1;
+            rank = 192 + (size_t)(b - 192) * 256 + in[at + 1];
+            at += 2;
+        } else {
+            if (nbytes - at < 1 + width)
+                return -1;
+            uint32_t id = 0;
+            for (unsigned k = 0; k < width; k++)
+                id |= (uint32_t)in[at + 1 + k] << (8 * k);
+            out[i] = id;
+            at += 1 + width;
+            continue;
+        }
+        if (rank >= ntable)
+            return -1;
+        out[i] = table[rank];
+    }
+    return at == nbytes ? 0 : -1;
+}
+
+/* Any bytes, not only codes the writer makes: runs of lead bytes of
+ * every length across the decoder's 64-byte blocks, escapes anywhere
+ * (the second byte of a two-byte code included), ranks past tables of 0
+ * to PP_ID_TABLE_MAX ids, token counts one off. The decoder agrees with
+ * reference_decode on whether the bytes are n codes and on the ids. */
+static void test_id_codes_any_bytes(void **state)
+{
+    (void)state;
+    enum { MAXB = 700 };
+    static uint32_t table[PP_ID_TABLE_MAX], want[MAXB];
+    static uint16_t table16[PP_ID_TABLE_MAX];
+    static unsigned char in[MAXB];
+    uint32_t got[MAXB];
+    srand(7);
+    /* first the edges of a block: 63 one-byte codes, then a two-byte
+     * code or an escape at its last byte, whole or cut short */
+    for (size_t r = 0; r < PP_ID_TABLE_MAX; r++)
+        table[r] = table16[r] = (uint16_t)r;
+    for (unsigned width = 2; width <= 4; width += 2)
+        for (int last = 0; last < 2; last++)
+            for (size_t cut = 0; cut < 3; cut++) {
+                size_t whole = 64 + (last ? width : 1);
+                memset(in, 7, 63);
+                in[63] = last ? 255 : 200;
+                memset(in + 64, 1, width);
+                size_t nbytes = whole - cut;
+                unsigned char *exact = malloc(nbytes);
+                assert_non_null(exact);
+                memcpy(exact, in, nbytes);
+                int rc = pp_decode_id_codes(got, width, exact, nbytes, 64,
+                                            width == 2 ? (const void *)table16
+                                                       : (const void *)table,
+                                            PP_ID_TABLE_MAX);
+                free(exact);
+                assert_int_equal(rc, reference_decode(want, width, in, nbytes,
+                                                      64, table,
+                                                      PP_ID_TABLE_MAX));
+            }
+    for (int round = 0; round < 20000; round++) {
+        unsigned width = round % 2 ? 4 : 2;
+        size_t ntable = round % 5 == 0   ? (size_t)rand() % 200
+                        : round % 5 == 1 ? PP_ID_TABLE_MAX
+                                         : (size_t)rand() % PP_ID_TABLE_MAX;
+        for (size_t r = 0; r < ntable; r++) {
+            table[r] = (uint32_t)rand() & (width == 2 ? 0xFFFF : 0xFFFFFF);
+            table16[r] = (uint16_t)table[r];
+        }
+        size_t nbytes = (size_t)rand() % MAXB;
+        int leads = rand() % 100; /* percent of bytes >= 192 */
+        int escapes = rand() % 4; /* percent of bytes 255 */
+        for (size_t k = 0; k < nbytes; k++) {
+            int pick = rand() % 100;
+            in[k] = (unsigned char)(pick < escapes ? 255
+                                    : pick < leads ? 192 + rand() % 63
+                                                   : rand() % 192);
+        }
+        /* n: the count the reference finds when it reads every byte as
+         * codes, or one off it */
+        size_t n = 0, at = 0;
+        while (at < nbytes) {
+            at += in[at] < 192 ? 1 : in[at] < 255 ? 2 : 1 + width;
+            n++;
+        }
+        n = n + (size_t)(rand() % 3) - (n ? 1 : 0);
+        if (n > MAXB)
+            n = MAXB;
+        int ref = reference_decode(want, width, in, nbytes, n, table, ntable);
+        /* the bytes alone in a block of their own size: a read past them
+         * is AddressSanitizer's to report */
+        unsigned char *exact = malloc(nbytes ? nbytes : 1);
+        assert_non_null(exact);
+        memcpy(exact, in, nbytes);
+        int rc = pp_decode_id_codes(got, width, exact, nbytes, n,
+                                    width == 2 ? (const void *)table16
+                                               : (const void *)table,
+                                    ntable);
+        free(exact);
+        assert_int_equal(rc, ref);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            assert_int_equal(width == 2 ? ((uint16_t *)got)[i] : got[i],
+                             want[i]);
     }
 }
 
@@ -1051,6 +1175,7 @@ int main(void)
         cmocka_unit_test(test_damage_names_the_region),
         cmocka_unit_test(test_hostile_rows),
         cmocka_unit_test(test_id_codes_round_trip),
+        cmocka_unit_test(test_id_codes_any_bytes),
     };
     return cmocka_run_group_tests_name("shard", tests, tmpdir_setup,
                                        tmpdir_teardown);

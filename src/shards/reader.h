@@ -63,8 +63,8 @@ struct prepack_reader {
     int unp_live;
     frame_stream stream;
     /* version 4: the id table of shard table_shard (SIZE_MAX: none), read
-     * with its index */
-    uint32_t *table;
+     * with its index, ids at the token width */
+    void *table;
     size_t ntable, table_shard;
     /* aligned copies of the row handed out */
     void *tokens;

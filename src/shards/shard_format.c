@@ -3,6 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "common/bytes.h"
 #include "shards/shard_format.h"
 
 void pp_shard_name(char out[PP_SHARD_NAME_MAX], size_t i)
@@ -77,38 +82,109 @@ size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
     return (size_t)(p - out);
 }
 
-/* How many of the 8 bytes at p, from the first, are below 192 (their top
- * two bits not both set): one-byte codes, up to the first longer code. */
-static inline size_t one_byte_codes_of_8(const unsigned char *p)
+/* The 64 bytes at p as two masks, bit k for byte k: *leads where it has
+ * its top two bits set (>= 192: the lead of a longer code), and the
+ * return where it is PP_ID_ESCAPE. */
+static inline uint64_t escapes_of_64(const unsigned char *p, uint64_t *leads)
 {
-    uint64_t x;
-    memcpy(&x, p, 8);
-    uint64_t longer = (x & (x << 1)) & UINT64_C(0x8080808080808080);
-    return longer ? (size_t)__builtin_ctzll(longer) / 8 : 8;
+    uint64_t lead = 0, esc = 0;
+#if defined(__SSE2__)
+    const __m128i top = _mm_set1_epi8((char)0xC0);
+    const __m128i all = _mm_set1_epi8((char)0xFF);
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * k));
+        uint32_t l = (uint32_t)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_and_si128(v, top), top));
+        uint32_t e = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, all));
+        lead |= (uint64_t)l << (16 * k);
+        esc |= (uint64_t)e << (16 * k);
+    }
+#else
+    for (int k = 0; k < 64; k++) {
+        lead |= (uint64_t)(p[k] >= PP_ID_ONE_BYTE) << k;
+        esc |= (uint64_t)(p[k] == PP_ID_ESCAPE) << k;
+    }
+#endif
+    *leads = lead;
+    return esc;
 }
 
+/* Of 64 bytes whose lead bits are `leads`, the first beginning a code
+ * and every lead taken for a two-byte code's: the bytes that begin a
+ * code, and in *carry whether the last code runs on into the next byte.
+ * A byte is a code's second when the byte before it is a lead that begins
+ * a code. A run of leads begins with a code, so from the run's first
+ * every other byte does, and the seconds are the bytes after the run's
+ * first, third, ...: the odd bits of the run and the one past it when it
+ * starts on an even bit, the even ones when on an odd bit. Adding the
+ * start bit of each run that starts on an odd bit to the leads carries
+ * through that run (as simdjson finds the characters escaped by runs of
+ * backslashes), which tells the two kinds apart without a loop. */
+static inline uint64_t code_starts_of_64(uint64_t leads, int *carry)
+{
+    const uint64_t even = UINT64_C(0x5555555555555555);
+    uint64_t odd_run_starts = leads & ~even & ~(leads << 1);
+    uint64_t sum = odd_run_starts + leads;
+    *carry = sum < leads; /* a run starting on an odd bit reaches bit 63 */
+    uint64_t seconds = (even ^ (sum << 1)) & (leads << 1);
+    return ~seconds;
+}
+
+/* A code's first byte c as the rank it starts and the mask its second
+ * byte is added under: c itself for a one-byte code; 192 + (c - 192) *
+ * 256 and 0xFF for a lead (the escape's entry is never used). */
+#define LEAD(c)                                                              \
+    ((c) < PP_ID_ONE_BYTE                                                    \
+         ? (uint32_t)(c)                                                     \
+         : (uint32_t)(PP_ID_ONE_BYTE + (((c) - PP_ID_ONE_BYTE) << 8)) |      \
+               UINT32_C(0xFF0000))
+#define LEAD4(c) LEAD(c), LEAD((c) + 1), LEAD((c) + 2), LEAD((c) + 3)
+#define LEAD16(c) LEAD4(c), LEAD4((c) + 4), LEAD4((c) + 8), LEAD4((c) + 12)
+#define LEAD64(c) LEAD16(c), LEAD16((c) + 16), LEAD16((c) + 32), LEAD16((c) + 48)
+static const uint32_t rank_of_first_byte[256] = {LEAD64(0), LEAD64(64),
+                                                 LEAD64(128), LEAD64(192)};
+
 /* pp_decode_id_codes at one width (T: uint16_t or uint32_t), so the
- * loop holds no test of it; the one-byte codes before the next longer
- * one, up to 8, in one step when every one-byte rank is in the table.
- * (A branch-free decoder that computes every reading of a code and keeps
- * one measured slower: the step from one code to the next is the chain
- * either way, and most codes are one byte, which the branches predict.) */
+ * loop holds no test of it. Blocks of 64 bytes first: a mask of the
+ * bytes that begin a code, then a table lookup a code, its rank from its
+ * first byte's entry in rank_of_first_byte and its second byte, with no
+ * branch on its length: a code-by-code loop waits on each code's length
+ * before the next (4.7 ns a token on real text against 2.9). An escape
+ * ends its block; the row's tail goes code by code. Ranks past the
+ * table are found by the block's largest (the lookups stay within
+ * PP_ID_TABLE_MAX slots, which the table has). */
 #define DECODE_AT_WIDTH(NAME, T, W)                                          \
     static int NAME(T *out, const unsigned char *p, const unsigned char *end, \
-                    size_t n, const uint32_t *table, size_t ntable)          \
+                    size_t n, const T *table, size_t ntable)                 \
     {                                                                        \
-        int runs = ntable >= PP_ID_ONE_BYTE;                                 \
         size_t i = 0;                                                        \
-        while (i < n) {                                                      \
-            if (runs && n - i >= 8 && end - p >= 8) {                        \
-                size_t ones = one_byte_codes_of_8(p);                        \
-                for (size_t k = 0; k < ones; k++)                            \
-                    out[i + k] = (T)table[p[k]];                             \
-                p += ones;                                                   \
-                i += ones;                                                   \
-                if (ones == 8)                                               \
-                    continue;                                                \
+        /* a block reads up to byte 63 + W: an escape's id at its last */   \
+        while (n - i >= 64 && end - p >= 64 + (W)) {                         \
+            int carry;                                                       \
+            uint64_t leads;                                                  \
+            uint64_t esc = escapes_of_64(p, &leads);                         \
+            uint64_t starts = code_starts_of_64(leads, &carry);              \
+            uint64_t first_esc = esc & starts & (0 - (esc & starts));        \
+            uint64_t take = first_esc ? starts & (first_esc - 1) : starts;   \
+            uint32_t top = 0, looked = take != 0;                            \
+            for (; take; take &= take - 1) {                                 \
+                unsigned at = (unsigned)__builtin_ctzll(take);               \
+                uint32_t e = rank_of_first_byte[p[at]];                      \
+                uint32_t r = (e & 0xFFFFu) + (p[at + 1] & (e >> 16));        \
+                top = r > top ? r : top;                                     \
+                out[i++] = table[r];                                         \
             }                                                                \
+            if (looked && top >= ntable)                                     \
+                return -1;                                                   \
+            if (first_esc) {                                                 \
+                p += __builtin_ctzll(first_esc);                             \
+                out[i++] = (T)pp_load_le(p + 1, (W));                        \
+                p += 1 + (W);                                                \
+            } else {                                                         \
+                p += 64 + carry;                                             \
+            }                                                                \
+        }                                                                    \
+        while (i < n) {                                                      \
             if (p == end)                                                    \
                 return -1;                                                   \
             uint32_t b = *p, r;                                              \
@@ -141,7 +217,7 @@ DECODE_AT_WIDTH(decode_codes16, uint16_t, 2)
 DECODE_AT_WIDTH(decode_codes32, uint32_t, 4)
 
 int pp_decode_id_codes(void *out, unsigned width, const unsigned char *in,
-                       size_t nbytes, size_t n, const uint32_t *table,
+                       size_t nbytes, size_t n, const void *table,
                        size_t ntable)
 {
     return width == 2

@@ -134,11 +134,12 @@ size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
                           unsigned width, const uint16_t *rank,
                           uint32_t ranked);
 /* Decodes exactly n tokens from the nbytes of codes at in into out
- * (`width`-byte host integers) through table (ntable ids): 0, or -1 when
- * the bytes are not n codes (cut short, left over, a rank past the
- * table). */
+ * (`width`-byte host integers) through table (ntable ids, host integers
+ * of `width` bytes too, in an array of PP_ID_TABLE_MAX: the decoder may
+ * read any slot before it refuses a rank): 0, or -1 when the bytes are
+ * not n codes (cut short, left over, a rank past the table). */
 int pp_decode_id_codes(void *out, unsigned width, const unsigned char *in,
-                       size_t nbytes, size_t n, const uint32_t *table,
+                       size_t nbytes, size_t n, const void *table,
                        size_t ntable);
 
 /* The bytes a token of a row's input_ids bin of `nbytes` takes on disk,
