@@ -50,6 +50,14 @@ class CReader(_native.Handle):
         self.token_dtype = token_numpy_dtype(_native.dtype_name(
             self._lib.prepack_reader_token_dtype(self._h)))
         self._index = None
+        # one set of call structures a reader (a reader is used from one
+        # thread at a time, as its C handle): made once, not per batch
+        self._arrays, self._options = _native.BatchArrays(), \
+            _native.BatchOptions()
+        self._batch, self._diag = _native.Batch(), _native.Diag()
+        self._arrays_ref, self._options_ref, self._batch_ref, \
+            self._diag_ref = (ctypes.byref(x) for x in (
+                self._arrays, self._options, self._batch, self._diag))
 
     def row_costs(self, per_token, per_pair):
         """prepack_reader_row_costs: every row's cost (float64) in one
@@ -118,53 +126,82 @@ class CReader(_native.Handle):
         # a flat batch past INT32_MAX tokens the C batch refuses (int32
         # cu_seqlens)
         cap = seqs if padded else min(max(n * L * m, 1), INT32_MAX)
-        names = ("input_ids", "position_ids", "labels") + \
-            (("doc_ids",) if doc_ids else ())
-        block = np.empty((len(names), cap), np.int64)  # one allocation
-        arrays = dict(zip(names, block))
-        cu = np.empty(seqs + 1, np.int32)
-        pcu = np.empty(seqs + 1, np.int32) if m > 1 and not padded else None
-        seq = np.empty(seqs, np.uint64)
-        attn = np.empty(cap, np.uint8) if padded else None
+        names = _WITH_DOC_IDS if doc_ids else _TOKEN_ARRAYS
         want_dense = dense_mask and padded
-        dense = np.empty(max(n * L * L, 1) if want_dense else 0, np.uint8)
+        layout = _Layout(len(names) * cap * 8, seqs * 8, (seqs + 1) * 4,
+                         (seqs + 1) * 4 if m > 1 and not padded else 0,
+                         cap if padded else 0,
+                         n * L * L if want_dense else 0)
+        # one allocation and one address for every array of the batch
+        buf = np.empty(max(layout.end, 1), np.uint8)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        at = layout.at
+        dst = self._arrays
         step = cap * 8
-        base = block.ctypes.data
-        dst = _native.BatchArrays(base, base + step,
-                                  base + 3 * step if doc_ids else None,
-                                  base + 2 * step, cu.ctypes.data,
-                                  seq.ctypes.data,
-                                  attn.ctypes.data if padded else None,
-                                  dense.ctypes.data if want_dense else None,
-                                  cap, seqs, dense.size,
-                                  pcu.ctypes.data if pcu is not None else None)
-        opts = _native.BatchOptions(int(padded), int(pad_id), int(dense_mask),
-                                    m)
-        b = _native.Batch()
-        diag = _native.Diag()
+        dst.input_ids, dst.position_ids = base, base + step
+        dst.doc_ids = base + 3 * step if doc_ids else None
+        dst.labels = base + 2 * step
+        dst.cu_seqlens, dst.seq_ids = base + at[2], base + at[1]
+        dst.attention_mask = base + at[4] if padded else None
+        dst.dense_mask = base + at[5] if want_dense else None
+        dst.cu_seqlens_padded = base + at[3] if layout.sizes[3] else None
+        dst.tokens_cap, dst.seqs_cap, dst.dense_cap = cap, seqs, layout.sizes[5]
+        opts = self._options
+        opts.padded, opts.pad_id = int(padded), int(pad_id)
+        opts.dense_mask, opts.pad_multiple = int(dense_mask), m
+        b = self._batch
         rc = self._lib.prepack_reader_batch_into(
-            self._h, idx.ctypes.data, n, ctypes.byref(opts),
-            ctypes.byref(dst), ctypes.byref(b), ctypes.byref(diag))
+            self._h, idx.ctypes.data, n, self._options_ref, self._arrays_ref,
+            self._batch_ref, self._diag_ref)
         if rc != 0:
-            _raise(rc, diag)
+            _raise(rc, self._diag)
         size = b.rows * b.width if padded else b.width  # flat: [T]
-        out = {k: a[:size] for k, a in arrays.items()}
-        out["seq_ids"] = seq[:b.num_seqs]
+        tokens = buf[:layout.sizes[0]].view(np.int64).reshape(len(names), cap)
+        out = {k: a[:size] for k, a in zip(names, tokens)}
+        num_seqs = b.num_seqs
+        out["seq_ids"] = layout.view(buf, 1, _U64, num_seqs)
         out["max_seqlen"] = int(b.max_seqlen)
         out["num_loss_tokens"] = int(b.num_loss_tokens)
         if padded:
             shape = (b.rows, b.width)
             out = {k: v.reshape(shape) if isinstance(v, np.ndarray) and
                    k != "seq_ids" else v for k, v in out.items()}
-            out["attention_mask"] = attn[:size].astype(np.int64).reshape(shape)
+            out["attention_mask"] = layout.view(buf, 4, _U8, size).astype(
+                np.int64).reshape(shape)
             if dense_mask:
-                out["dense_mask"] = dense[:b.rows * b.width * b.width].view(
+                out["dense_mask"] = layout.view(
+                    buf, 5, _U8, b.rows * b.width * b.width).view(
                     bool).reshape(b.rows, 1, b.width, b.width)
         else:
-            out["cu_seqlens"] = cu[:b.num_seqs + 1]
-            if pcu is not None:
-                out["cu_seqlens_padded"] = pcu[:b.num_seqs + 1]
+            out["cu_seqlens"] = layout.view(buf, 2, _I32, num_seqs + 1)
+            if layout.sizes[3]:
+                out["cu_seqlens_padded"] = layout.view(buf, 3, _I32,
+                                                       num_seqs + 1)
         return out
+
+
+_TOKEN_ARRAYS = ("input_ids", "position_ids", "labels")
+_WITH_DOC_IDS = _TOKEN_ARRAYS + ("doc_ids",)
+
+
+class _Layout:
+    """Where each of a batch's arrays lies in its one buffer, in bytes:
+    the int64 token arrays (input_ids, position_ids, labels, doc_ids, in
+    that order), seq_ids, cu_seqlens, cu_seqlens_padded, attention_mask,
+    dense_mask; each at a multiple of 8 bytes, so every view is aligned."""
+
+    __slots__ = ("sizes", "at", "end")
+
+    def __init__(self, *sizes):
+        self.sizes, self.at, end = sizes, [], 0
+        for size in sizes:
+            self.at.append(end)
+            end += -(-size // 8) * 8
+        self.end = end
+
+    def view(self, buf, k, dtype, count):
+        """The first count values of array k as dtype."""
+        return buf[self.at[k]:self.at[k] + count * dtype.itemsize].view(dtype)
 
 
 def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,

@@ -13,6 +13,11 @@ class PackedBatch(dict):
     """One whole batch from PackedDataset or StreamingPackedDataset: a
     dict of the collated form's fields."""
 
+    def __copy__(self):
+        # the DataLoader's default_convert copies each batch: the generic
+        # copy.copy of a dict subclass costs several times this
+        return PackedBatch(self)
+
 
 def refuse_collate(batch, *, collate_fn_map=None):
     """default_collate's handler for PackedBatch: a ValueError saying to

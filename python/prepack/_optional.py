@@ -6,6 +6,7 @@ without it. Every import of a package outside pyproject.toml's
 dependencies goes through here (tests/python/test_optional.py reads the
 package's source to hold it)."""
 import importlib
+import sys
 
 # pyproject.toml's [project] name: what pip installs; the import name is
 # prepack (the name prepack on PyPI is another project's)
@@ -31,6 +32,9 @@ def require(module, extra, feature):
     MissingPackage: "FEATURE needs the Python package P (No module named
     ...): pip install 'prepack-tokens[EXTRA]'". A package that is there
     but fails to import one of its own dependencies is named too."""
+    loaded = sys.modules.get(module)  # per batch: the import system's
+    if loaded is not None:           # lookup costs more than the batch's
+        return loaded                # other Python work
     try:
         return importlib.import_module(module)
     except ImportError as e:

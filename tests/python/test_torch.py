@@ -131,6 +131,41 @@ def test_dataloader_covers_every_row_once_in_a_fixed_order(shard_set):
         assert sorted(seen) == list(range(total))
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("form", ["varlen", "hf", "padded", "megatron",
+                                  "flex"])
+def test_a_workers_batch_arrives_in_one_shared_block(shard_set, form):
+    """Made in a DataLoader worker, a batch's tensors cross to the main
+    process in one block of shared memory (one storage, not one an
+    array), with the keys, dtypes, shapes and values of the batches made
+    in the main process; flex's mask_mod crosses too, and masks alike."""
+    more = {"max_seq_len": 2048} if form == "padded" else {}
+    ds = PackedDataset(shard_set, batch_rows=8, form=form, seed=1, **more)
+    here = list(torch.utils.data.DataLoader(ds, batch_size=None,
+                                            num_workers=0))
+    # a batch that cannot cross waits forever without a timeout
+    there = list(torch.utils.data.DataLoader(ds, batch_size=None,
+                                             num_workers=2, timeout=120))
+    assert len(here) == len(there) == len(ds)
+    for a, b in zip(here, there):
+        assert a.keys() == b.keys()
+        storages = set()
+        for k, v in a.items():
+            if k == "mask_mod":
+                q = torch.arange(len(a["doc_ids"]))
+                assert torch.equal(b[k](0, 0, q[:, None], q[None, :]),
+                                   v(0, 0, q[:, None], q[None, :]))
+                continue
+            if not isinstance(v, torch.Tensor):
+                assert b[k] == v, k
+                continue
+            assert (b[k].dtype, b[k].shape) == (v.dtype, v.shape), k
+            assert torch.equal(b[k], v), k
+            assert b[k].is_shared(), k
+            storages.add(b[k].untyped_storage().data_ptr())
+        assert len(storages) == 1, (form, sorted(a))
+
+
 def row_key(input_ids, position_ids):
     """A row by its content: its tokens and where each sequence restarts."""
     return (tuple(input_ids), tuple(position_ids))
