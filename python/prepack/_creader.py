@@ -55,9 +55,11 @@ class CReader(_native.Handle):
         self._arrays, self._options = _native.BatchArrays(), \
             _native.BatchOptions()
         self._batch, self._diag = _native.Batch(), _native.Diag()
+        self._row = _native.Row()
         self._arrays_ref, self._options_ref, self._batch_ref, \
-            self._diag_ref = (ctypes.byref(x) for x in (
-                self._arrays, self._options, self._batch, self._diag))
+            self._diag_ref, self._row_ref = (ctypes.byref(x) for x in (
+                self._arrays, self._options, self._batch, self._diag,
+                self._row))
 
     def row_costs(self, per_token, per_pair):
         """prepack_reader_row_costs: every row's cost (float64) in one
@@ -76,12 +78,11 @@ class CReader(_native.Handle):
         the reader's buffers into one new buffer a row, each field a view
         of it (widest first, so each is aligned): one allocation and no
         per-field numpy copy, which cost most of a row's time before."""
-        r = _native.Row()
-        diag = _native.Diag()
-        rc = self._lib.prepack_reader_row(self._h, i, ctypes.byref(r),
-                                          ctypes.byref(diag))
+        r = self._row
+        rc = self._lib.prepack_reader_row(self._h, i, self._row_ref,
+                                          self._diag_ref)
         if rc != 0:
-            _raise(rc, diag)
+            _raise(rc, self._diag)
         t, k, w = r.num_tokens, r.num_seqs, self.token_dtype.itemsize
         starts, mask = r.seq_starts, r.loss_mask  # addresses, or None
         cu_at = 8 * k
