@@ -136,6 +136,43 @@ def shard_rows_seeds():
                 bytes([0x80 | (rows - 1), rows - 1]) + raw)
 
 
+def shard_v4_seeds():
+    """The shard target's version 4 rows mode: 0x80 | (rows - 1), 0x80
+    (uint16) or 0xC0 (uint32), the table's id count (u16), the table,
+    then one frame's msgpack rows (id codes), from the bundled corpus
+    packed at L = 512, 8 rows a frame (rows long enough for the decoder's
+    blocks of 64 bytes). Needs build/prepack."""
+    import subprocess
+    import tempfile
+    import zstandard
+    for name, width in (('python-docs', 2), ('python-docs-o200k', 4)):
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run([os.path.join(ROOT, 'build', 'prepack'), 'pack',
+                            os.path.join(ROOT, 'fixtures', 'corpus',
+                                         name + '.jsonl.zst'),
+                            '-o', out, '--overwrite', '--max-seq-len', '512',
+                            '--overlong', 'split', '--rows-per-frame', '8',
+                            '--threads', '1'],
+                           check=True, capture_output=True)
+            data = open(os.path.join(out, 'shard-00000.zst'), 'rb').read()
+        n = struct.unpack_from('<I', data, len(data) - 9)[0]
+        seek = len(data) - (12 * n + 17)
+        sizes = [struct.unpack_from('<I', data, seek + 8 + 12 * i)[0]
+                 for i in range(n)]
+        index = sum(sizes)
+        count = struct.unpack_from('<I', data, index + 8)[0]
+        table = data[index + 24:index + 24 + count * width]
+        at = 0
+        for i, size in enumerate(sizes[:3]):
+            raw = zstandard.ZstdDecompressor().decompress(data[at:at + size])
+            at += size
+            rows = struct.unpack_from('>I', raw, 1)[0] if raw[0] == 0xDD \
+                else raw[0] & 0x0F
+            put('shard', 'v4-%s-frame%d' % (name, i),
+                bytes([0x80 | (rows - 1), 0xC0 if width == 4 else 0x80]) +
+                struct.pack('<H', count) + table + raw)
+
+
 def roundtrip_seeds():
     rng = random.Random(9)
     for i in range(12):
@@ -185,5 +222,6 @@ llmc_seeds()
 manifest_seeds()
 plan_only_seeds()
 shard_rows_seeds()
+shard_v4_seeds()
 roundtrip_seeds()
 stream_seeds()

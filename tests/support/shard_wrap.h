@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <xxhash.h>
 #include <zstd.h>
@@ -43,6 +44,36 @@ static inline size_t wrap_as_shard(const uint8_t *raw, size_t n,
     foot[4] = PP_SEEK_CHECKSUMS;
     pp_store_le32(foot + 5, PP_SEEKABLE_MAGIC);
     return z + table;
+}
+
+/* wrap_as_shard for a version 4 set: the frame, then the index (the id
+ * table of ntable ids of `width` bytes at ids, little-endian, and the
+ * frame's hash), then the seek table; every hash agrees, so whatever the
+ * rows and the table say reaches the id-code decoder. 0 on failure. */
+static inline size_t wrap_as_v4_shard(const uint8_t *raw, size_t n,
+                                      const uint8_t *ids, size_t ntable,
+                                      unsigned width, unsigned char *out,
+                                      size_t cap)
+{
+    size_t index = (size_t)pp_index_frame_bytes(ntable, width, 1);
+    if (cap < index)
+        return 0;
+    size_t whole = wrap_as_shard(raw, n, out, cap - index);
+    if (!whole)
+        return 0;
+    size_t table = (size_t)pp_seek_table_bytes(1);
+    size_t z = whole - table;
+    memmove(out + z + index, out + z, table); /* the seek table after it */
+    unsigned char *f = out + z;
+    pp_store_le32(f, PP_INDEX_MAGIC);
+    pp_store_le32(f + 4, (uint32_t)(index - PP_INDEX_FRAME_HEAD));
+    pp_store_le32(f + 8, (uint32_t)ntable);
+    pp_store_le32(f + 12, 1);
+    unsigned char *rest = f + PP_INDEX_FRAME_HEAD + PP_INDEX_HEAD;
+    memcpy(rest, ids, ntable * width);
+    pp_store_le64(rest + ntable * width, XXH64(out, z, 0));
+    pp_store_le64(f + 16, XXH64(rest, ntable * width + 8, 0));
+    return whole + index;
 }
 
 #endif
