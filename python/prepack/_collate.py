@@ -349,7 +349,9 @@ def _shared_block(arrays, torch):
     memory there by copying it into a new segment: one segment a batch
     instead of one an array (2.3x faster through a DataLoader with 2
     workers, bench/bench_python_reader.py), as default_collate does for
-    the tensors it stacks. Each part starts at a multiple of 8 bytes."""
+    the tensors it stacks. Each part starts at a multiple of 8 bytes; a
+    tensor kept from the batch keeps the whole block (the batch's own
+    arrays at their size, nothing of the reader's capacity)."""
     parts = [-(-a.nbytes // 8) * 8 for a in arrays.values()]
     storage = torch.UntypedStorage._new_shared(max(sum(parts), 8))
     block = torch.empty(0, dtype=torch.uint8).set_(storage)
@@ -357,7 +359,7 @@ def _shared_block(arrays, torch):
     out, at = {}, 0
     for (k, a), size in zip(arrays.items(), parts):
         flat[at:at + a.nbytes].view(a.dtype)[...] = a.reshape(-1)
-        dtype = torch.from_numpy(a[:0].reshape(-1)).dtype
+        dtype = torch.from_numpy(np.empty(0, a.dtype)).dtype
         out[k] = block[at:at + a.nbytes].view(dtype).view(a.shape)
         at += size
     return out

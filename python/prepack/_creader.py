@@ -56,6 +56,7 @@ class CReader(_native.Handle):
             _native.BatchOptions()
         self._batch, self._diag = _native.Batch(), _native.Diag()
         self._row = _native.Row()
+        self._scratch = self._scratch_sizes = None  # _scratch_for
         self._arrays_ref, self._options_ref, self._batch_ref, \
             self._diag_ref, self._row_ref = (ctypes.byref(x) for x in (
                 self._arrays, self._options, self._batch, self._diag,
@@ -129,24 +130,25 @@ class CReader(_native.Handle):
         cap = seqs if padded else min(max(n * L * m, 1), INT32_MAX)
         names = _WITH_DOC_IDS if doc_ids else _TOKEN_ARRAYS
         want_dense = dense_mask and padded
-        layout = _Layout(len(names) * cap * 8, seqs * 8, (seqs + 1) * 4,
-                         (seqs + 1) * 4 if m > 1 and not padded else 0,
-                         cap if padded else 0,
-                         n * L * L if want_dense else 0)
-        # one allocation and one address for every array of the batch
-        buf = np.empty(max(layout.end, 1), np.uint8)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-        at = layout.at
+        # the token arrays in one block (handed over as views of it); the
+        # per-sequence arrays and the attention mask in the reader's
+        # scratch, copied out at their size (a batch's capacity for them
+        # is n x L sequences, which a kept seq_ids would otherwise hold);
+        # the dense mask alone
+        tokens = np.empty((len(names), cap), np.int64)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(tokens))
+        at = self._scratch_for(seqs, cap if padded else 0)
+        dense = np.empty(n * L * L if want_dense else 0, np.uint8)
         dst = self._arrays
         step = cap * 8
         dst.input_ids, dst.position_ids = base, base + step
-        dst.doc_ids = base + 3 * step if doc_ids else None
         dst.labels = base + 2 * step
-        dst.cu_seqlens, dst.seq_ids = base + at[2], base + at[1]
-        dst.attention_mask = base + at[4] if padded else None
-        dst.dense_mask = base + at[5] if want_dense else None
-        dst.cu_seqlens_padded = base + at[3] if layout.sizes[3] else None
-        dst.tokens_cap, dst.seqs_cap, dst.dense_cap = cap, seqs, layout.sizes[5]
+        dst.doc_ids = base + 3 * step if doc_ids else None
+        dst.seq_ids, dst.cu_seqlens = at[0], at[1]
+        dst.cu_seqlens_padded = at[2] if m > 1 and not padded else None
+        dst.attention_mask = at[3] if padded else None
+        dst.dense_mask = dense.ctypes.data if want_dense else None
+        dst.tokens_cap, dst.seqs_cap, dst.dense_cap = cap, seqs, dense.size
         opts = self._options
         opts.padded, opts.pad_id = int(padded), int(pad_id)
         opts.dense_mask, opts.pad_multiple = int(dense_mask), m
@@ -157,52 +159,60 @@ class CReader(_native.Handle):
         if rc != 0:
             _raise(rc, self._diag)
         size = b.rows * b.width if padded else b.width  # flat: [T]
-        tokens = buf[:layout.sizes[0]].view(np.int64).reshape(len(names), cap)
         out = {k: a[:size] for k, a in zip(names, tokens)}
         num_seqs = b.num_seqs
-        out["seq_ids"] = layout.view(buf, 1, _U64, num_seqs)
+        out["seq_ids"] = self._scratch_copy(0, _U64, num_seqs)
         out["max_seqlen"] = int(b.max_seqlen)
         out["num_loss_tokens"] = int(b.num_loss_tokens)
         if padded:
             shape = (b.rows, b.width)
             out = {k: v.reshape(shape) if isinstance(v, np.ndarray) and
                    k != "seq_ids" else v for k, v in out.items()}
-            out["attention_mask"] = layout.view(buf, 4, _U8, size).astype(
+            out["attention_mask"] = self._scratch_view(3, _U8, size).astype(
                 np.int64).reshape(shape)
             if dense_mask:
-                out["dense_mask"] = layout.view(
-                    buf, 5, _U8, b.rows * b.width * b.width).view(
+                out["dense_mask"] = dense[:b.rows * b.width * b.width].view(
                     bool).reshape(b.rows, 1, b.width, b.width)
         else:
-            out["cu_seqlens"] = layout.view(buf, 2, _I32, num_seqs + 1)
-            if layout.sizes[3]:
-                out["cu_seqlens_padded"] = layout.view(buf, 3, _I32,
-                                                       num_seqs + 1)
+            out["cu_seqlens"] = self._scratch_copy(1, _I32, num_seqs + 1)
+            if m > 1:
+                out["cu_seqlens_padded"] = self._scratch_copy(2, _I32,
+                                                              num_seqs + 1)
         return out
+
+    def _scratch_for(self, seqs, tokens):
+        """The addresses of the reader's scratch arrays for a batch of up
+        to `seqs` sequences and (padded) `tokens` tokens: seq_ids,
+        cu_seqlens, cu_seqlens_padded, attention_mask; grown when too
+        small, else the same buffer as the last batch's."""
+        sizes = (seqs * 8, (seqs + 1) * 4, (seqs + 1) * 4, tokens)
+        if self._scratch is None or any(
+                s > have for s, have in zip(sizes, self._scratch_sizes)):
+            self._scratch_sizes = tuple(max(s, have) for s, have in zip(
+                sizes, self._scratch_sizes or sizes))
+            at, offsets = 0, []
+            for size in self._scratch_sizes:
+                offsets.append(at)
+                at += -(-size // 8) * 8  # each at a multiple of 8 bytes
+            self._scratch = np.empty(max(at, 1), np.uint8)
+            base = ctypes.addressof(ctypes.c_char.from_buffer(self._scratch))
+            self._scratch_at = offsets
+            self._scratch_addresses = [base + o for o in offsets]
+        return self._scratch_addresses
+
+    def _scratch_view(self, k, dtype, count):
+        """The first count values of scratch array k as dtype (a view:
+        the next batch writes over it)."""
+        at = self._scratch_at[k]
+        return self._scratch[at:at + count * dtype.itemsize].view(dtype)
+
+    def _scratch_copy(self, k, dtype, count):
+        """_scratch_view, copied: the batch's own array."""
+        return self._scratch_view(k, dtype, count).copy()
 
 
 _TOKEN_ARRAYS = ("input_ids", "position_ids", "labels")
 _WITH_DOC_IDS = _TOKEN_ARRAYS + ("doc_ids",)
-
-
-class _Layout:
-    """Where each of a batch's arrays lies in its one buffer, in bytes:
-    the int64 token arrays (input_ids, position_ids, labels, doc_ids, in
-    that order), seq_ids, cu_seqlens, cu_seqlens_padded, attention_mask,
-    dense_mask; each at a multiple of 8 bytes, so every view is aligned."""
-
-    __slots__ = ("sizes", "at", "end")
-
-    def __init__(self, *sizes):
-        self.sizes, self.at, end = sizes, [], 0
-        for size in sizes:
-            self.at.append(end)
-            end += -(-size // 8) * 8
-        self.end = end
-
-    def view(self, buf, k, dtype, count):
-        """The first count values of array k as dtype."""
-        return buf[self.at[k]:self.at[k] + count * dtype.itemsize].view(dtype)
 
 
 def collate_batch(reader, indices, form="varlen", *, tensors="np", pad_id=0,

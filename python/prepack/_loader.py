@@ -16,7 +16,9 @@ class PackedBatch(dict):
     def __copy__(self):
         # the DataLoader's default_convert copies each batch: the generic
         # copy.copy of a dict subclass costs several times this
-        return PackedBatch(self)
+        clone = type(self)(self)
+        clone.__dict__.update(self.__dict__)
+        return clone
 
 
 def refuse_collate(batch, *, collate_fn_map=None):

@@ -34,7 +34,11 @@ class ShardSet:
     library loads (backend="c" requires it), else through the package's
     own reader (backend="python", an independent implementation of
     docs/FORMAT.md); both check everything and give the same rows. The
-    manifest is checked here in both cases."""
+    manifest is checked here in both cases.
+
+    A ShardSet is used from one thread at a time (its reader keeps the
+    frame it decompressed and its call buffers): open one a thread, as
+    PackedDataset does in each DataLoader worker."""
 
     def __init__(self, path, backend="auto"):
         if backend not in ("auto", "c", "python"):

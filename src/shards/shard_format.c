@@ -83,9 +83,11 @@ size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
 }
 
 /* The 64 bytes at p as two masks, bit k for byte k: *leads where it has
- * its top two bits set (>= 192: the lead of a longer code), and the
- * return where it is PP_ID_ESCAPE. */
-static inline uint64_t escapes_of_64(const unsigned char *p, uint64_t *leads)
+ * its top two bits set (>= 192: the lead of a longer code), *escapes
+ * where it is PP_ID_ESCAPE. */
+static inline void lead_and_escape_bytes_of_64(const unsigned char *p,
+                                               uint64_t *leads,
+                                               uint64_t *escapes)
 {
     uint64_t lead = 0, esc = 0;
 #if defined(__SSE2__)
@@ -106,7 +108,7 @@ static inline uint64_t escapes_of_64(const unsigned char *p, uint64_t *leads)
     }
 #endif
     *leads = lead;
-    return esc;
+    *escapes = esc;
 }
 
 /* Of 64 bytes whose lead bits are `leads`, the first beginning a code
@@ -144,73 +146,105 @@ static inline uint64_t code_starts_of_64(uint64_t leads, int *carry)
 static const uint32_t rank_of_first_byte[256] = {LEAD64(0), LEAD64(64),
                                                  LEAD64(128), LEAD64(192)};
 
+/* After a block that an escape cut short before EARLY_ESCAPE codes, the
+ * next CODES_AFTER_AN_EARLY_ESCAPE codes go one at a time: rows dense in
+ * escapes (ids past the table) would otherwise scan 64 bytes for each
+ * (18 ns a token at one escape a code, 4.2 with this; random codes with
+ * 1-5% escapes the same either way). */
+enum { EARLY_ESCAPE = 8, CODES_AFTER_AN_EARLY_ESCAPE = 32 };
+
 /* pp_decode_id_codes at one width (T: uint16_t or uint32_t), so the
- * loop holds no test of it. Blocks of 64 bytes first: a mask of the
- * bytes that begin a code, then a table lookup a code, its rank from its
- * first byte's entry in rank_of_first_byte and its second byte, with no
- * branch on its length: a code-by-code loop waits on each code's length
- * before the next (4.7 ns a token on real text against 2.9). An escape
- * ends its block; the row's tail goes code by code. Ranks past the
- * table are found by the block's largest (the lookups stay within
- * PP_ID_TABLE_MAX slots, which the table has). */
+ * loops hold no test of it: NAME_code takes the next code alone; NAME
+ * takes 64 bytes at a time while 64 tokens and 64 + W bytes remain,
+ * then code by code.
+ *
+ * A block finds the bytes that begin a code from a mask
+ * (code_starts_of_64), then does one table lookup a code, its rank from
+ * its first byte's entry in rank_of_first_byte and its second byte, with
+ * no branch on its length: a code-by-code loop waits on each code's
+ * length before the next (4.7 ns a token on real text against 2.9). An
+ * escape that begins a code ends its block. A block reads up to byte
+ * 63 + W (an escape's id at its last byte); its lookups stay within
+ * PP_ID_TABLE_MAX slots, which the table has, and a rank past the table
+ * is refused by the block's largest. NAME_code returns the codes it took
+ * (1), or -1 for bytes that are not a code. */
 #define DECODE_AT_WIDTH(NAME, T, W)                                          \
+    static inline int NAME##_code(T *out, const unsigned char **at,          \
+                                  const unsigned char *end, const T *table,  \
+                                  size_t ntable)                             \
+    {                                                                        \
+        const unsigned char *p = *at;                                        \
+        if (p == end)                                                        \
+            return -1;                                                       \
+        uint32_t b = *p, r;                                                  \
+        if (b == PP_ID_ESCAPE) {                                             \
+            if (end - p < 1 + (W))                                           \
+                return -1;                                                   \
+            *out = (T)pp_load_le(p + 1, (W));                                \
+            *at = p + 1 + (W);                                               \
+            return 1;                                                        \
+        }                                                                    \
+        if (b < PP_ID_ONE_BYTE) {                                            \
+            r = b;                                                           \
+            *at = p + 1;                                                     \
+        } else {                                                             \
+            if (end - p < 2)                                                 \
+                return -1;                                                   \
+            r = PP_ID_ONE_BYTE + ((b - PP_ID_ONE_BYTE) << 8 | p[1]);         \
+            *at = p + 2;                                                     \
+        }                                                                    \
+        if (r >= ntable)                                                     \
+            return -1;                                                       \
+        *out = table[r];                                                     \
+        return 1;                                                            \
+    }                                                                        \
+                                                                             \
     static int NAME(T *out, const unsigned char *p, const unsigned char *end, \
                     size_t n, const T *table, size_t ntable)                 \
     {                                                                        \
         size_t i = 0;                                                        \
-        /* a block reads up to byte 63 + W: an escape's id at its last */   \
-        while (n - i >= 64 && end - p >= 64 + (W)) {                         \
-            int carry;                                                       \
-            uint64_t leads;                                                  \
-            uint64_t esc = escapes_of_64(p, &leads);                         \
-            uint64_t starts = code_starts_of_64(leads, &carry);              \
-            uint64_t first_esc = esc & starts & (0 - (esc & starts));        \
-            uint64_t take = first_esc ? starts & (first_esc - 1) : starts;   \
-            uint32_t top = 0, looked = take != 0;                            \
-            for (; take; take &= take - 1) {                                 \
-                unsigned at = (unsigned)__builtin_ctzll(take);               \
-                uint32_t e = rank_of_first_byte[p[at]];                      \
-                uint32_t r = (e & 0xFFFFu) + (p[at + 1] & (e >> 16));        \
-                top = r > top ? r : top;                                     \
-                out[i++] = table[r];                                         \
-            }                                                                \
-            if (looked && top >= ntable)                                     \
-                return -1;                                                   \
-            if (first_esc) {                                                 \
-                p += __builtin_ctzll(first_esc);                             \
-                out[i++] = (T)pp_load_le(p + 1, (W));                        \
-                p += 1 + (W);                                                \
-            } else {                                                         \
-                p += 64 + carry;                                             \
-            }                                                                \
-        }                                                                    \
-        while (i < n) {                                                      \
-            if (p == end)                                                    \
-                return -1;                                                   \
-            uint32_t b = *p, r;                                              \
-            if (b < PP_ID_ONE_BYTE) {                                        \
-                r = b;                                                       \
-                p++;                                                         \
-            } else if (b < PP_ID_ESCAPE) {                                   \
-                if (end - p < 2)                                             \
+        for (;;) {                                                           \
+            int early = 0; /* a block an escape cut short */                 \
+            while (!early && n - i >= 64 && end - p >= 64 + (W)) {           \
+                int carry;                                                   \
+                uint64_t leads, escapes;                                     \
+                lead_and_escape_bytes_of_64(p, &leads, &escapes);            \
+                uint64_t starts = code_starts_of_64(leads, &carry);          \
+                uint64_t esc = escapes & starts & (0 - (escapes & starts));  \
+                uint64_t take = esc ? starts & (esc - 1) : starts;           \
+                uint32_t top = 0;                                            \
+                size_t first = i;                                            \
+                for (; take; take &= take - 1) {                             \
+                    unsigned b = (unsigned)__builtin_ctzll(take);            \
+                    uint32_t e = rank_of_first_byte[p[b]];                   \
+                    uint32_t r = (e & 0xFFFFu) + (p[b + 1] & (e >> 16));     \
+                    top = r > top ? r : top;                                 \
+                    out[i++] = table[r];                                     \
+                }                                                            \
+                if (i > first && top >= ntable)                              \
                     return -1;                                               \
-                r = PP_ID_ONE_BYTE + ((b - PP_ID_ONE_BYTE) << 8 | p[1]);     \
-                p += 2;                                                      \
-            } else {                                                         \
-                if (end - p < 1 + (W))                                       \
-                    return -1;                                               \
-                uint32_t id = 0;                                             \
-                for (unsigned k = 0; k < (W); k++)                           \
-                    id |= (uint32_t)p[1 + k] << (8 * k);                     \
-                out[i++] = (T)id;                                            \
-                p += 1 + (W);                                                \
-                continue;                                                    \
+                if (esc) {                                                   \
+                    p += __builtin_ctzll(esc);                               \
+                    out[i++] = (T)pp_load_le(p + 1, (W));                    \
+                    p += 1 + (W);                                            \
+                    early = i - first <= EARLY_ESCAPE;                       \
+                } else {                                                     \
+                    p += 64 + carry;                                         \
+                }                                                            \
             }                                                                \
-            if (r >= ntable)                                                 \
-                return -1;                                                   \
-            out[i++] = (T)table[r];                                          \
+            /* after an early escape, a stretch of codes one at a time;     \
+             * else the row's tail */                                        \
+            size_t stop = early && n - i > CODES_AFTER_AN_EARLY_ESCAPE       \
+                              ? i + CODES_AFTER_AN_EARLY_ESCAPE              \
+                              : n;                                           \
+            while (i < stop) {                                               \
+                if (NAME##_code(out + i, &p, end, table, ntable) < 0)        \
+                    return -1;                                               \
+                i++;                                                         \
+            }                                                                \
+            if (i == n)                                                      \
+                return p == end ? 0 : -1;                                    \
         }                                                                    \
-        return p == end ? 0 : -1;                                            \
     }
 
 DECODE_AT_WIDTH(decode_codes16, uint16_t, 2)

@@ -91,6 +91,27 @@ def test_batch_takes_the_c_path_where_it_can(shard_dir, monkeypatch):
             c.batch([0, 1], form, **options)
 
 
+def test_a_c_batch_keeps_no_more_than_its_tokens(shard_set):
+    """What a kept array of a C batch holds on to: the per-sequence arrays
+    their own (not a view of the n x L sequences a batch has room for),
+    the token arrays one block of n x L tokens each, and the dense mask
+    apart from them; and the next batch writes over none of it."""
+    lib_or_skip()
+    s = prepack.ShardSet(shard_set, backend="c")
+    L = s.max_seq_len
+    b = s.batch(np.arange(4), "varlen")
+    for k in ("seq_ids", "cu_seqlens"):
+        assert b[k].base is None and b[k].nbytes < 4 * L, k
+    assert b["labels"].base.nbytes == 3 * 4 * L * 8  # ids, positions, labels
+    kept = {k: b[k].copy() for k in ("seq_ids", "cu_seqlens", "labels")}
+    s.batch(np.arange(4, 8), "varlen")
+    for k, v in kept.items():
+        assert np.array_equal(b[k], v), k
+    p = s.batch(np.arange(2), "padded", max_seq_len=L, mask_4d=True)
+    assert p["labels"].base.nbytes == 4 * 2 * L * 8  # doc ids too
+    assert not np.shares_memory(p["labels"], p["mask_4d"])
+
+
 def test_packed_dataset_batches_are_the_same_through_both(shard_set):
     lib_or_skip()
     torch = pytest.importorskip("torch")
