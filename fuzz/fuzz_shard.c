@@ -86,13 +86,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     put(path, manifest, (size_t)n);
     prepack_reader *r = NULL;
     prepack_diag d;
+    int debug = getenv("FUZZ_SHARD_DEBUG") != NULL;
     int opened = prepack_reader_open(&r, dir, NULL, &d);
-    if (opened != PREPACK_OK && getenv("FUZZ_SHARD_DEBUG"))
+    if (opened != PREPACK_OK && debug)
         fprintf(stderr, "%s\n", d.message);
     if (opened == PREPACK_OK) {
-        size_t bad = prepack_reader_verify(
-            r, getenv("FUZZ_SHARD_DEBUG") ? say : NULL, NULL);
-        if (getenv("FUZZ_SHARD_DEBUG"))
+        size_t bad = prepack_reader_verify(r, debug ? say : NULL, NULL);
+        if (debug)
             fprintf(stderr, "opened, %zu problems\n", bad);
         size_t pick[3] = {0, 1, 2};
         prepack_batch b;

@@ -117,21 +117,35 @@ def plan_only_seeds():
         put('plan_only', name, json.dumps(v).encode())
 
 
+def shard_frames(data):
+    """A shard file's frames, decompressed, and where its frames end (a
+    version 4 shard's index starts there), from its seek table. A frame
+    opens with a 5-byte msgpack array 32 header: its rows."""
+    import zstandard
+    n = struct.unpack_from('<I', data, len(data) - 9)[0]
+    seek = len(data) - (12 * n + 17)
+    frames, at = [], 0
+    for i in range(n):
+        size = struct.unpack_from('<I', data, seek + 8 + 12 * i)[0]
+        frames.append(zstandard.ZstdDecompressor().decompress(
+            data[at:at + size]))
+        at += size
+    return frames, at
+
+
+def frame_rows(raw):
+    """The rows a frame holds: its array 32 header's count."""
+    return struct.unpack_from('>I', raw, 1)[0]
+
+
 def shard_rows_seeds():
     """Rows mode of the shard target: 0x80 | (rows - 1), rows_per_frame - 1,
     then one frame's msgpack rows, from the golden set's frames."""
-    import zstandard
     d = os.path.join(ROOT, 'fixtures', 'expected', 'set')
     for name in ('shard-00000.zst', 'shard-00001.zst'):
-        data = open(os.path.join(d, name), 'rb').read()
-        n = struct.unpack_from('<I', data, len(data) - 9)[0]
-        table = len(data) - (12 * n + 17)
-        at = 0
-        for i in range(n):
-            size = struct.unpack_from('<I', data, table + 8 + 12 * i)[0]
-            raw = zstandard.ZstdDecompressor().decompress(data[at:at + size])
-            at += size
-            rows = struct.unpack_from('>I', raw, 1)[0]
+        frames, _ = shard_frames(open(os.path.join(d, name), 'rb').read())
+        for i, raw in enumerate(frames):
+            rows = frame_rows(raw)
             put('shard', 'rows-%s-frame%d' % (name[:11], i),
                 bytes([0x80 | (rows - 1), rows - 1]) + raw)
 
@@ -144,7 +158,6 @@ def shard_v4_seeds():
     blocks of 64 bytes). Needs build/prepack."""
     import subprocess
     import tempfile
-    import zstandard
     for name, width in (('python-docs', 2), ('python-docs-o200k', 4)):
         with tempfile.TemporaryDirectory() as out:
             subprocess.run([os.path.join(ROOT, 'build', 'prepack'), 'pack',
@@ -155,21 +168,13 @@ def shard_v4_seeds():
                             '--threads', '1'],
                            check=True, capture_output=True)
             data = open(os.path.join(out, 'shard-00000.zst'), 'rb').read()
-        n = struct.unpack_from('<I', data, len(data) - 9)[0]
-        seek = len(data) - (12 * n + 17)
-        sizes = [struct.unpack_from('<I', data, seek + 8 + 12 * i)[0]
-                 for i in range(n)]
-        index = sum(sizes)
+        frames, index = shard_frames(data)
         count = struct.unpack_from('<I', data, index + 8)[0]
         table = data[index + 24:index + 24 + count * width]
-        at = 0
-        for i, size in enumerate(sizes[:3]):
-            raw = zstandard.ZstdDecompressor().decompress(data[at:at + size])
-            at += size
-            rows = struct.unpack_from('>I', raw, 1)[0] if raw[0] == 0xDD \
-                else raw[0] & 0x0F
+        for i, raw in enumerate(frames[:3]):
             put('shard', 'v4-%s-frame%d' % (name, i),
-                bytes([0x80 | (rows - 1), 0xC0 if width == 4 else 0x80]) +
+                bytes([0x80 | (frame_rows(raw) - 1),
+                       0xC0 if width == 4 else 0x80]) +
                 struct.pack('<H', count) + table + raw)
 
 

@@ -315,8 +315,7 @@ class FlexMaskMod:
 
 # torch has no wide unsigned types: uint64 is viewed as int64 (the same
 # bits, no copy), uint16 and uint32 widened to it
-_TORCH_AS = {np.dtype(np.uint64): "view", np.dtype(np.uint16): "widen",
-             np.dtype(np.uint32): "widen"}
+_WIDENED = {np.dtype(np.uint16), np.dtype(np.uint32)}
 
 
 def _to_torch(batch):
@@ -327,10 +326,9 @@ def _to_torch(batch):
     arrays = {}
     for k, v in batch.items():
         if isinstance(v, np.ndarray):
-            how = _TORCH_AS.get(v.dtype)
-            if how == "view":
+            if v.dtype == np.uint64:
                 v = v.view(np.int64)
-            elif how == "widen":
+            elif v.dtype in _WIDENED:
                 v = v.astype(np.int64)
             arrays[k] = v
     if torch.utils.data.get_worker_info() is not None:
@@ -349,9 +347,9 @@ def _shared_block(arrays, torch):
     memory there by copying it into a new segment: one segment a batch
     instead of one an array (an epoch through a DataLoader with 2 workers
     1.5-1.7x faster, bench/bench_python_reader.py), as default_collate
-    does for the tensors it stacks. Each part starts at a multiple of 8 bytes; a
-    tensor kept from the batch keeps the whole block (the batch's own
-    arrays at their size, nothing of the reader's capacity)."""
+    does for the tensors it stacks. Each part starts at a multiple of 8
+    bytes; a tensor kept from the batch keeps the whole block (the batch's
+    own arrays at their size, nothing of the reader's capacity)."""
     parts = [-(-a.nbytes // 8) * 8 for a in arrays.values()]
     block = torch.empty(max(sum(parts), 8), dtype=torch.uint8)
     block.share_memory_()  # moved to a segment now, not when sent

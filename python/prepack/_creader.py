@@ -56,7 +56,7 @@ class CReader(_native.Handle):
             _native.BatchOptions()
         self._batch, self._diag = _native.Batch(), _native.Diag()
         self._row = _native.Row()
-        self._scratch = self._scratch_sizes = None  # _scratch_for
+        self._scratch = self._scratch_base = None  # _scratch_for
         self._arrays_ref, self._options_ref, self._batch_ref, \
             self._diag_ref, self._row_ref = (ctypes.byref(x) for x in (
                 self._arrays, self._options, self._batch, self._diag,
@@ -138,15 +138,17 @@ class CReader(_native.Handle):
         tokens = np.empty((len(names), cap), np.int64)
         base = ctypes.addressof(ctypes.c_char.from_buffer(tokens))
         at = self._scratch_for(seqs, cap if padded else 0)
+        scratch = self._scratch_base
         dense = np.empty(n * L * L if want_dense else 0, np.uint8)
         dst = self._arrays
         step = cap * 8
         dst.input_ids, dst.position_ids = base, base + step
         dst.labels = base + 2 * step
         dst.doc_ids = base + 3 * step if doc_ids else None
-        dst.seq_ids, dst.cu_seqlens = at[0], at[1]
-        dst.cu_seqlens_padded = at[2] if m > 1 and not padded else None
-        dst.attention_mask = at[3] if padded else None
+        dst.seq_ids, dst.cu_seqlens = scratch + at[0], scratch + at[1]
+        dst.cu_seqlens_padded = scratch + at[2] if m > 1 and not padded \
+            else None
+        dst.attention_mask = scratch + at[3] if padded else None
         dst.dense_mask = dense.ctypes.data if want_dense else None
         dst.tokens_cap, dst.seqs_cap, dst.dense_cap = cap, seqs, dense.size
         opts = self._options
@@ -161,54 +163,46 @@ class CReader(_native.Handle):
         size = b.rows * b.width if padded else b.width  # flat: [T]
         out = {k: a[:size] for k, a in zip(names, tokens)}
         num_seqs = b.num_seqs
-        out["seq_ids"] = self._scratch_copy(0, _U64, num_seqs)
+        out["seq_ids"] = self._scratch_view(at[0], _U64, num_seqs).copy()
         out["max_seqlen"] = int(b.max_seqlen)
         out["num_loss_tokens"] = int(b.num_loss_tokens)
         if padded:
             shape = (b.rows, b.width)
             out = {k: v.reshape(shape) if isinstance(v, np.ndarray) and
                    k != "seq_ids" else v for k, v in out.items()}
-            out["attention_mask"] = self._scratch_view(3, _U8, size).astype(
-                np.int64).reshape(shape)
+            out["attention_mask"] = self._scratch_view(
+                at[3], _U8, size).astype(np.int64).reshape(shape)
             if dense_mask:
                 out["dense_mask"] = dense[:b.rows * b.width * b.width].view(
                     bool).reshape(b.rows, 1, b.width, b.width)
         else:
-            out["cu_seqlens"] = self._scratch_copy(1, _I32, num_seqs + 1)
+            out["cu_seqlens"] = self._scratch_view(
+                at[1], _I32, num_seqs + 1).copy()
             if m > 1:
-                out["cu_seqlens_padded"] = self._scratch_copy(2, _I32,
-                                                              num_seqs + 1)
+                out["cu_seqlens_padded"] = self._scratch_view(
+                    at[2], _I32, num_seqs + 1).copy()
         return out
 
     def _scratch_for(self, seqs, tokens):
-        """The addresses of the reader's scratch arrays for a batch of up
-        to `seqs` sequences and (padded) `tokens` tokens: seq_ids,
-        cu_seqlens, cu_seqlens_padded, attention_mask; grown when too
-        small, else the same buffer as the last batch's."""
-        sizes = (seqs * 8, (seqs + 1) * 4, (seqs + 1) * 4, tokens)
-        if self._scratch is None or any(
-                s > have for s, have in zip(sizes, self._scratch_sizes)):
-            self._scratch_sizes = tuple(max(s, have) for s, have in zip(
-                sizes, self._scratch_sizes or sizes))
-            at, offsets = 0, []
-            for size in self._scratch_sizes:
-                offsets.append(at)
-                at += -(-size // 8) * 8  # each at a multiple of 8 bytes
-            self._scratch = np.empty(max(at, 1), np.uint8)
-            base = ctypes.addressof(ctypes.c_char.from_buffer(self._scratch))
-            self._scratch_at = offsets
-            self._scratch_addresses = [base + o for o in offsets]
-        return self._scratch_addresses
+        """Where seq_ids, cu_seqlens, cu_seqlens_padded and the attention
+        mask of a batch of up to `seqs` sequences and (padded) `tokens`
+        tokens lie in the reader's scratch, in bytes from its start (each
+        at a multiple of 8); the scratch grown when it is too small, else
+        the last batch's, written over."""
+        offsets, end = [], 0
+        for size in (seqs * 8, (seqs + 1) * 4, (seqs + 1) * 4, tokens):
+            offsets.append(end)
+            end += -(-size // 8) * 8
+        if self._scratch is None or len(self._scratch) < end:
+            self._scratch = np.empty(max(end, 1), np.uint8)
+            self._scratch_base = ctypes.addressof(
+                ctypes.c_char.from_buffer(self._scratch))
+        return offsets
 
-    def _scratch_view(self, k, dtype, count):
-        """The first count values of scratch array k as dtype (a view:
-        the next batch writes over it)."""
-        at = self._scratch_at[k]
+    def _scratch_view(self, at, dtype, count):
+        """count values of dtype at byte `at` of the scratch (a view: the
+        next batch writes over it)."""
         return self._scratch[at:at + count * dtype.itemsize].view(dtype)
-
-    def _scratch_copy(self, k, dtype, count):
-        """_scratch_view, copied: the batch's own array."""
-        return self._scratch_view(k, dtype, count).copy()
 
 
 _TOKEN_ARRAYS = ("input_ids", "position_ids", "labels")
