@@ -82,6 +82,86 @@ def decode_id_codes(value, token_dtype, tokens, table):
     pp_decode_id_codes's twin, in whole-array numpy steps."""
     b = np.frombuffer(value, np.uint8)
     w = token_dtype.itemsize
+    escapes = np.flatnonzero(b == ID_ESCAPE)  # escape bytes, or not
+    if len(escapes) <= FEW_ESCAPES:
+        lead = _code_starts_by_parity(b, w, escapes)
+    else:
+        lead = _code_starts_by_jumps(b, w)
+    if lead is None:
+        return None
+    at = np.flatnonzero(lead)
+    if len(at) != tokens or tokens == 0:
+        return None
+    first = b[at]
+    # a two-byte code's rank from both bytes (a zero past the end: a last
+    # code cut short was refused above); an escape's comes out past any
+    # table, so it is the one code allowed there, and its id replaces the
+    # table's below
+    second = np.append(b, np.uint8(0))[at + 1]
+    rank = np.where(first >= ID_ONE_BYTE,
+                    (first.astype(np.int32) << 8) + second
+                    - ((ID_ONE_BYTE << 8) - ID_ONE_BYTE), first)
+    esc = np.flatnonzero(first == ID_ESCAPE)
+    if np.count_nonzero(rank >= len(table)) != len(esc):
+        return None
+    if len(esc) == tokens:
+        out = np.empty(tokens, token_dtype)
+    else:
+        rank[esc] = 0
+        out = np.take(table, rank).astype(token_dtype, copy=False)
+    if len(esc):
+        raw = np.zeros((len(esc), 8), np.uint8)
+        for k in range(w):
+            raw[:, k] = b[at[esc] + 1 + k]
+        out[esc] = raw.view("<u8").ravel()
+    return out
+
+
+# Rows with more escape bytes than this find their codes by jumps, the
+# rest by parity with a step for each escape (real rows hold a few).
+FEW_ESCAPES = 64
+
+
+def _code_starts_by_parity(b, w, escapes):
+    """Which bytes begin a code (a bool array), or None when the last code
+    runs past the end. Without escapes, a run of bytes >= ID_ONE_BYTE
+    begins with a code (the byte before it ends one, being a one-byte code
+    or a second byte), and holds leads at every other byte: a byte begins
+    a code when the run just before it is even. An escape's id bytes are
+    no codes, and the parity restarts after them for the run of lead bytes
+    they end in: one step for each escape that begins a code."""
+    n = len(b)
+    if n == 0:
+        return np.zeros(0, bool)
+    at = np.arange(n)
+    other = b < ID_ONE_BYTE
+    last_other = np.maximum.accumulate(np.where(other, at, -1))
+    run_before = np.empty(n, np.int64)
+    run_before[0] = 0
+    run_before[1:] = at[:-1] - last_other[:-1]
+    lead = (run_before & 1) == 0
+    if len(escapes):
+        next_other = np.minimum.accumulate(
+            np.where(other, at, n)[::-1])[::-1]
+        for e in escapes.tolist():
+            if not lead[e]:
+                continue
+            resume = e + 1 + w
+            if resume > n:
+                return None
+            lead[e + 1:resume] = False
+            end = int(next_other[resume - 1]) + 1 if resume < n else resume
+            lead[resume:end:2] = True
+            lead[resume + 1:end:2] = False
+    last = int(np.flatnonzero(lead)[-1])
+    size = 1 if b[last] < ID_ONE_BYTE else (2 if b[last] < ID_ESCAPE
+                                             else 1 + w)
+    return lead if last + size == n else None
+
+
+def _code_starts_by_jumps(b, w):
+    """_code_starts_by_parity's answer for any number of escapes: the
+    longer codes' leads are the first candidate's orbit under `after`."""
     lead = np.ones(len(b), bool)
     c = np.flatnonzero(b >= ID_ONE_BYTE)  # candidate starts of longer codes
     if len(c):
@@ -104,25 +184,7 @@ def decode_id_codes(value, token_dtype, tokens, table):
             return None
         for k in range(1, 1 + w):
             lead[starts[size > k] + k] = False
-    at = np.flatnonzero(lead)
-    if len(at) != tokens or tokens == 0:
-        return None
-    first = b[at].astype(np.int64)
-    rank = first.copy()
-    two = (first >= ID_ONE_BYTE) & (first < ID_ESCAPE)
-    rank[two] = ID_ONE_BYTE + ((first[two] - ID_ONE_BYTE) << 8) \
-        + b[at[two] + 1]
-    esc = first == ID_ESCAPE
-    if (rank[~esc] >= len(table)).any():
-        return None
-    out = np.empty(tokens, token_dtype)
-    out[~esc] = table[rank[~esc]]
-    if esc.any():
-        raw = np.zeros((int(esc.sum()), 8), np.uint8)
-        for k in range(w):
-            raw[:, k] = b[at[esc] + 1 + k]
-        out[esc] = raw.view("<u8").ravel()
-    return out
+    return lead
 
 
 # ---- file names ----------------------------------------------------------

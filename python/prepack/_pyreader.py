@@ -129,6 +129,97 @@ class _Shard:
         self.table = np.frombuffer(rest, f"<u{w}", n).astype(np.uint32)
 
 
+class _FrameStream:
+    """One frame's rows, decompressed and unpacked as far as asked
+    (rows_through), its whole content checked against the seek table
+    entry (size and XXH64) once read to its end. zstd and msgpack are fed
+    CHUNK bytes at a time, so no damaged header sizes an allocation."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, dctx, data, entry, expect, where):
+        _, _, self.decomp, self.checksum = entry
+        self.expect, self.where = expect, where
+        self.rows = []
+        self._source = dctx.stream_reader(data, read_across_frames=False)
+        # its counts bounded by the content's size, as unpackb's by its input
+        self._unpacker = msgpack.Unpacker(raw=False, use_list=True,
+                                          max_buffer_size=max(self.decomp, 1))
+        self._hash = xxhash.xxh64() if xxhash else None
+        self._read = 0  # decompressed bytes so far
+        self._rows_said = None  # the frame's array header, once read
+
+    def rows_through(self, local):
+        """The rows, at least as far as row `local` (< expect)."""
+        while len(self.rows) <= local:
+            try:
+                if self._rows_said is None:
+                    self._rows_said = self._array_header()
+                else:
+                    self.rows.append(self._unpacker.unpack())
+            except msgpack.OutOfData:
+                if not self._feed():
+                    raise CorruptShardError(
+                        f"{self.where}: content ends inside row "
+                        f"{len(self.rows)}") from None
+            except CorruptShardError:
+                raise
+            except Exception as e:
+                raise CorruptShardError(
+                    f"{self.where}: not msgpack: {e}") from None
+        if len(self.rows) == self.expect:
+            self.read_all_bytes()
+            if self._unpacker.tell() != self._read:
+                raise CorruptShardError(f"{self.where}: not msgpack: bytes "
+                                        f"after its {self.expect} rows")
+        return self.rows
+
+    def _array_header(self):
+        """The frame's row count, which must be `expect`."""
+        try:
+            n = self._unpacker.read_array_header()
+        except msgpack.OutOfData:
+            raise
+        except Exception:
+            n = None
+        if n != self.expect:
+            raise CorruptShardError(f"{self.where}: not an array of "
+                                    f"{self.expect} rows")
+        return n
+
+    def read_all_bytes(self):
+        """Decompress to the frame's end, unpacking nothing more, and check
+        its size and checksum against the seek table entry."""
+        while self._feed():
+            pass
+
+    def _feed(self):
+        """The next chunk of content into the unpacker: False at the end
+        (checked then)."""
+        if self._source is None:
+            return False
+        try:  # asks for one byte more than the entry allows, to see it
+            chunk = self._source.read(min(self.CHUNK,
+                                          self.decomp - self._read + 1))
+        except zstandard.ZstdError as e:
+            raise CorruptShardError(f"{self.where}: {e}") from None
+        self._read += len(chunk)
+        if self._read > self.decomp or not chunk:
+            self._source = None
+            if self._read != self.decomp or (
+                    self._hash and self._hash.intdigest() & 0xFFFFFFFF
+                    != self.checksum):
+                raise CorruptShardError(f"{self.where}: content does not "
+                                        f"match its seek table entry")
+            return False
+        if self._hash:
+            self._hash.update(chunk)
+        self._unpacker.feed(chunk)
+        if self._read == self.decomp:  # all there: checked now, as C does
+            self._feed()
+        return True
+
+
 class PyReader:
     """Rows of a checked Manifest (_manifest.py): row(i), and frame(s, f)
     (shard s's frame f as msgpack decoded it). The last frame read is
@@ -156,6 +247,7 @@ class PyReader:
         self._dctx = zstandard.ZstdDecompressor()
         self._cache_key = None
         self._cache = None
+        self._damaged = set()  # (shard, frame)s found damaged: read whole
 
     def row(self, i):
         """Row i (0 <= i < rows): a dict of numpy arrays."""
@@ -167,17 +259,51 @@ class PyReader:
             else:
                 hi = mid
         local = i - self._first[lo]
-        frame = local // self.rows_per_frame
-        rows = self.frame(lo, frame)
-        return self._row(rows[local % self.rows_per_frame], lo, frame)
+        frame, local = divmod(local, self.rows_per_frame)
+        rows = self._rows_of(lo, frame, local)
+        return self._row(rows[local], lo, frame)
 
     def frame(self, s, f):
         """Shard s's frame f: its rows as msgpack decodes them, checked
         against the seek table."""
-        if self._cache_key == (s, f):
-            return self._cache
+        return self._rows_of(s, f, None)
+
+    def _rows_of(self, s, f, local):
+        """Shard s's frame f's rows, at least as far as row `local` (None:
+        all of them), as reader.c's stream_row reads them. A version 4
+        frame, whose compressed bytes the shard's index vouches for, is
+        decompressed and unpacked only as far as the rows asked for, and
+        picks up there for later rows: half a frame a random row on
+        average. A read from row 0 (in order), of an older frame or of one
+        found damaged before reads the frame to its end and checks it
+        whole first; so does a read that reaches the last row."""
+        try:
+            if self._cache_key != (s, f):
+                self._cache_key, self._cache = None, None
+                self._start_frame(s, f, local)
+            return self._cache.rows_through(
+                self._cache.expect - 1 if local is None else local)
+        except CorruptShardError:
+            self._damaged.add((s, f))
+            self._cache_key, self._cache = None, None  # not left half read
+            raise
+
+    def _start_frame(self, s, f, local):
+        """Frame f of shard s as the frame being read (_rows_of's rules)."""
         shard = self._shards[s]
-        offset, comp, decomp, checksum = shard.frames[f]
+        data = self._frame_bytes(shard, f)
+        expect = min(self.rows_per_frame,
+                     shard.rows - f * self.rows_per_frame)
+        stream = _FrameStream(self._dctx, data, shard.frames[f], expect,
+                              f"{shard.path}: frame {f}")
+        if not shard.table_width or not local or (s, f) in self._damaged:
+            stream.read_all_bytes()
+        self._cache_key, self._cache = (s, f), stream
+
+    def _frame_bytes(self, shard, f):
+        """Frame f's compressed bytes, checked against the shard's index
+        (version 4) and against what its seek table entry says they hold."""
+        offset, comp, decomp, _ = shard.frames[f]
         where = f"{shard.path}: frame {f}"
         if shard.table_width:
             shard.read_index()
@@ -189,33 +315,14 @@ class PyReader:
             raise CorruptShardError(f"{where}: its bytes do not match the "
                                     f"shard's index")
         try:
-            # decompress() sizes its output from the frame header's content
-            # size when there is one, whatever max_output_size says: a
-            # damaged header must not choose the allocation.
             declared = zstandard.frame_content_size(data)
-            if declared not in (-1, decomp):
-                raise CorruptShardError(
-                    f"{where}: the zstd frame says {declared} bytes, its seek "
-                    f"table entry {decomp}")
-            # python-zstandard 0.20's decompress() reads one frame and needs
-            # its size: both come from the seek table.
-            raw = self._dctx.decompress(data, max_output_size=decomp)
         except zstandard.ZstdError as e:
             raise CorruptShardError(f"{where}: {e}") from None
-        if len(raw) != decomp or (
-                xxhash and xxhash.xxh64_intdigest(raw) & 0xFFFFFFFF != checksum):
+        if declared not in (-1, decomp):
             raise CorruptShardError(
-                f"{where}: content does not match its seek table entry")
-        try:
-            rows = msgpack.unpackb(raw, raw=False, use_list=True)
-        except Exception as e:
-            raise CorruptShardError(f"{where}: not msgpack: {e}") from None
-        expect = min(self.rows_per_frame,
-                     shard.rows - f * self.rows_per_frame)
-        if not isinstance(rows, list) or len(rows) != expect:
-            raise CorruptShardError(f"{where}: not an array of {expect} rows")
-        self._cache_key, self._cache = (s, f), rows
-        return rows
+                f"{where}: the zstd frame says {declared} bytes, its seek "
+                f"table entry {decomp}")
+        return data
 
     def _row(self, obj, s, f):
         """Row obj of frame f of shard s, its fields as numpy arrays, each

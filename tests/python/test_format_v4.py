@@ -203,6 +203,61 @@ def test_python_decoding_matches_the_format(v4set):
                 assert got.tolist() == want
 
 
+def random_codes(rng, width, n, escapes, leads):
+    """n codes drawn at random: an escape (and any id bytes) with chance
+    `escapes`, a two-byte code with chance `leads`, else a one-byte code;
+    the id bytes and second bytes take any value, 255 included."""
+    out = bytearray()
+    for kind in rng.random(n):
+        if kind < escapes:
+            out += bytes([255]) + rng.bytes(width)
+        elif kind < escapes + leads:
+            out += bytes([int(rng.integers(192, 255)),
+                          int(rng.integers(0, 256))])
+        else:
+            out.append(int(rng.integers(0, 192)))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("width", [2, 4])
+def test_python_decoding_any_bytes(width):
+    """decode_id_codes on random codes and random bytes, few escapes
+    (found by parity) and many (found by jumps), against the format's
+    text walked a code at a time: the same ids, or both refuse. Long runs
+    of leads, escapes after them, ids holding 255 and rows cut one byte
+    short or long are among the cases."""
+    rng = np.random.default_rng(31)
+    npdtype = np.dtype(f"<u{width}")
+    checked = {"parity": 0, "jumps": 0}
+    for case in range(600):
+        escapes = [0.0, 0.001, 0.02, 0.2, 0.6][case % 5]
+        leads = [0.0, 0.3, 0.6, 0.97][case // 5 % 4]
+        codes = random_codes(rng, width, int(rng.integers(1, 1500)),
+                             escapes, leads)
+        if case % 7 == 0:
+            codes = rng.bytes(len(codes))
+        elif case % 7 == 1:
+            codes = codes[:-1]
+        elif case % 7 == 2:
+            codes += bytes([int(rng.integers(192, 256))])
+        size = int(rng.choice([0, 1, 192, 193, 16320, 16320]))
+        table = rng.integers(0, 2**(8 * width), size, dtype=np.uint64)
+        np_table = table.astype(np.uint32 if width == 4 else np.uint16)
+        try:
+            want = decode_codes(codes, np_table.tolist(), width)
+        except IndexError:
+            want = None
+        path = "parity" if codes.count(255) <= 64 else "jumps"
+        for n in {len(want) if want else 1, len(want) + 1 if want else 2}:
+            got = decode_id_codes(codes, npdtype, n, np_table)
+            if want is None or len(want) != n:
+                assert got is None, (case, n)
+            else:
+                assert got is not None and got.tolist() == want, case
+                checked[path] += 1
+    assert min(checked.values()) > 40, checked
+
+
 # ---- hostile sets: both readers and verify refuse, naming the shard ------
 
 def refused(set_dir, prepack_bin, backend, *patterns):
@@ -361,6 +416,37 @@ def test_a_token_dtype_edited_on_a_version_4_set(v4set, prepack_bin,
     assert out.returncode == 1
 
 
+def test_rows_read_at_random_are_the_rows_read_in_order(tmp_path,
+                                                        prepack_bin):
+    """Frames of many chunks (the pure-Python reader decompresses and
+    unpacks them a chunk at a time, only as far as the row asked for):
+    rows read in a random order, hopping between frames and back, are the
+    rows read in order, through either reader."""
+    rng = np.random.default_rng(12)
+    docs = [[int(x) for x in np.minimum(rng.zipf(1.2, int(n)), 60000) - 1]
+            for n in rng.integers(50, 1100, 600)]
+    src = tmp_path / "src.jsonl"
+    write_source(src, docs)
+    subprocess.run([prepack_bin, "pack", str(src), "-o", str(tmp_path / "s"),
+                    "--max-seq-len", "1024", "--overlong", "split",
+                    "--rows-per-frame", "200", "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    m = json.load(open(tmp_path / "s" / "manifest.json"))
+    entry = m["shards"][0]
+    assert entry["rows"] > 200  # two frames at least
+    first = ShardSet(str(tmp_path / "s"), backend="python")
+    want = [first[i] for i in range(len(first))]
+    for backend in backends():
+        s = ShardSet(str(tmp_path / "s"), backend=backend)
+        for i in rng.permutation(len(s)).tolist() + [150, 20, 199, 201]:
+            got = s[i]
+            assert got.keys() == want[i].keys()
+            for k in got:
+                assert np.array_equal(got[k], want[i][k]), (backend, i, k)
+    assert sum(len(d) for d in docs) == sum(len(r["input_ids"])
+                                            for r in want)
+
+
 def break_frame_1_checksum(set_dir):
     """Frame 1's seek table checksum flipped, its bytes still the index's,
     the manifest's hash made to agree."""
@@ -395,16 +481,16 @@ def test_a_frame_read_in_order_is_checked_whole_first(v4set, prepack_bin,
         out.stdout + out.stderr
 
 
-def test_a_damaged_frame_read_at_random_is_refused_once_found(v4set):
+@pytest.mark.parametrize("backend", backends())
+def test_a_damaged_frame_read_at_random_is_refused_once_found(v4set,
+                                                              backend):
     """The same frame read from its last row first (a random read that
-    stops at that row): the C reader has then read the frame to its end,
+    stops at that row): either reader has then read the frame to its end,
     refuses it, and from then on refuses every row of it, whatever the
     order (the whole-frame path)."""
-    if not os.environ.get("PREPACK_LIBRARY"):
-        pytest.skip("needs the C reader")
     set_dir = v4set[0]
     break_frame_1_checksum(set_dir)
-    s = ShardSet(str(set_dir), backend="c")
+    s = ShardSet(str(set_dir), backend=backend)
     r = s.rows_per_frame
     with pytest.raises(CorruptShardError, match="frame 1: content does not"):
         s[2 * r - 1]
