@@ -13,6 +13,7 @@ import zstandard
 from ._errors import CorruptShardError, ShardSetError
 from ._files import open_shard, pread_all
 from ._format import (FIELDS, FIRST_ID_CODE_VERSION, ID_TABLE_MAX,
+                      decode_id_code_rows,
                       INDEX_FRAME_HEAD, INDEX_HEAD, INDEX_MAGIC,
                       REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
                       SEEK_FOOTER, SEEK_HEADER, SEEKABLE_MAGIC,
@@ -141,6 +142,9 @@ class _FrameStream:
         _, _, self.decomp, self.checksum = entry
         self.expect, self.where = expect, where
         self.rows = []
+        # its rows' ids decoded together when read in order (PyReader's:
+        # None not yet)
+        self.in_order, self.ids = False, None
         self._source = dctx.stream_reader(data, read_across_frames=False)
         # its counts bounded by the content's size, as unpackb's by its input
         self._unpacker = msgpack.Unpacker(raw=False, use_list=True,
@@ -261,7 +265,8 @@ class PyReader:
         local = i - self._first[lo]
         frame, local = divmod(local, self.rows_per_frame)
         rows = self._rows_of(lo, frame, local)
-        return self._row(rows[local], lo, frame)
+        return self._row(rows[local], lo, frame,
+                         self._ids_in_order(lo, local))
 
     def frame(self, s, f):
         """Shard s's frame f: its rows as msgpack decodes them, checked
@@ -297,8 +302,58 @@ class PyReader:
         stream = _FrameStream(self._dctx, data, shard.frames[f], expect,
                               f"{shard.path}: frame {f}")
         if not shard.table_width or not local or (s, f) in self._damaged:
-            stream.read_all_bytes()
+            stream.read_all_bytes()  # checked whole, every row found,
+            stream.rows_through(expect - 1)  # before any is handed out
+            stream.in_order = bool(shard.table_width) and not local
         self._cache_key, self._cache = (s, f), stream
+
+    def _ids_in_order(self, s, local):
+        """Row `local`'s ids of the frame being read, when it is read in
+        order: its codes decoded with its neighbours' on the frame's first
+        row, or None (the row decodes its own, and says what is wrong)."""
+        stream = self._cache
+        if not stream.in_order:
+            return None
+        if stream.ids is None:
+            stream.ids = self._decode_in_groups(stream.rows, s)
+        return stream.ids[local]
+
+    # Rows decoded together up to this many bytes of codes: numpy's cost a
+    # call is paid once for the lot, and its arrays stay in the cache
+    # (0.55x the time of a row at a time on debian-doc, 0.75x a whole
+    # frame at once).
+    GROUP_BYTES = 1 << 16
+
+    def _decode_in_groups(self, rows, s):
+        """Every row's ids (None for a row to decode alone: a row that is
+        not a map with an input_ids bin, or in a group that did not
+        decode), rows decoded GROUP_BYTES at a time."""
+        values = [r.get("input_ids") if isinstance(r, dict) else None
+                  for r in rows]
+        ids, i = [None] * len(rows), 0
+        while i < len(rows):
+            j, size = i, 0
+            while j < len(rows) and isinstance(values[j], bytes) and \
+                    (j == i or size + len(values[j]) <= self.GROUP_BYTES):
+                size += len(values[j])
+                j += 1
+            if j > i:
+                got = decode_id_code_rows(
+                    values[i:j], self.token_dtype,
+                    [self._row_tokens(r) for r in rows[i:j]],
+                    self._shards[s].table)
+                ids[i:j] = got or [None] * (j - i)
+            i = max(j, i + 1)
+        return ids
+
+    def _row_tokens(self, obj):
+        """A row's token count as its cu_seqlens says (0: none it can
+        hold), which its input_ids must decode to."""
+        cu = obj.get("cu_seqlens") if isinstance(obj, dict) else None
+        if not isinstance(cu, bytes) or not cu or len(cu) % 4:
+            return 0
+        tokens = int(np.frombuffer(cu, FIELDS["cu_seqlens"])[-1])
+        return tokens if 0 < tokens <= self.max_seq_len else 0
 
     def _frame_bytes(self, shard, f):
         """Frame f's compressed bytes, checked against the shard's index
@@ -324,11 +379,12 @@ class PyReader:
                 f"table entry {decomp}")
         return data
 
-    def _row(self, obj, s, f):
+    def _row(self, obj, s, f, ids=None):
         """Row obj of frame f of shard s, its fields as numpy arrays, each
-        checked as the C reader checks it (reader.c's copy_fields)."""
+        checked as the C reader checks it (reader.c's copy_fields); ids:
+        its input_ids already decoded with its frame's."""
         where = f"{self._paths[s]}: frame {f}"
-        row = self._fields(obj, where, s)
+        row = self._fields(obj, where, s, ids)
         if self.references:
             row.pop("input_ids", None)
             self._fetch_tokens(row, where)
@@ -341,8 +397,9 @@ class PyReader:
         # its rows): the row owns writable copies, as the C reader's do
         return {k: v if v.flags.owndata else v.copy() for k, v in row.items()}
 
-    def _fields(self, obj, where, s):
-        """The msgpack map's known fields as arrays: bins of whole values."""
+    def _fields(self, obj, where, s, ids=None):
+        """The msgpack map's known fields as arrays: bins of whole values
+        (input_ids as `ids` when given)."""
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
         row = {}
@@ -359,10 +416,10 @@ class PyReader:
                 raise CorruptShardError(f"{where}: {key} has a partial value")
             row[key] = np.frombuffer(value, dtype=dtype)
         value = obj.get("input_ids")
-        if value is not None and not self.references:
-            cu = row.get("cu_seqlens")
-            tokens = int(cu[-1]) if cu is not None and len(cu) else 0
-            tokens = tokens if 0 < tokens <= self.max_seq_len else 0
+        if ids is not None:
+            row["input_ids"] = ids
+        elif value is not None and not self.references:
+            tokens = self._row_tokens(obj)
             if self.version >= FIRST_ID_CODE_VERSION:
                 ids = decode_id_codes(value, self.token_dtype, tokens,
                                       self._shards[s].table)
