@@ -11,6 +11,7 @@ import numpy as np
 # The seek table: a skippable frame (magic, body size), an entry per frame
 # (compressed, decompressed, XXH64 low 32 bits), then frame count,
 # descriptor (bit 7: checksums) and the seekable magic.
+ZSTD_MAGIC = 0xFD2FB528  # a zstd frame's first four bytes
 SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
 SEEK_HEADER = struct.Struct("<II")
@@ -73,6 +74,14 @@ def index_frame_bytes(n, width, frames):
     """A version 4 shard's index frame's size: n ids of `width` bytes and
     a hash for each of `frames` frames."""
     return INDEX_FRAME_HEAD.size + INDEX_HEAD.size + n * width + 8 * frames
+
+
+# Bytes with more escape bytes than this find their codes by jumps, the
+# rest by parity with a step for each escape: a row holds a few, where
+# parity's fewer numpy calls win; a frame read in order holds thousands,
+# and jumps, whose steps touch only the lead bytes, take 0.6-0.8x
+# parity's time on it even without escapes.
+FEW_ESCAPES = 64
 
 
 def decode_id_codes(value, token_dtype, tokens, table):
@@ -141,14 +150,6 @@ def _ids_of_codes(b, at, w, token_dtype, table):
             raw[:, k] = b[at[esc] + 1 + k]
         out[esc] = raw.view("<u8").ravel()
     return out
-
-
-# Bytes with more escape bytes than this find their codes by jumps, the
-# rest by parity with a step for each escape: a row holds a few, where
-# parity's fewer numpy calls win; a frame read in order holds thousands,
-# and jumps, whose steps touch only the lead bytes, take 0.6-0.8x
-# parity's time on it even without escapes.
-FEW_ESCAPES = 64
 
 
 def _code_starts_by_parity(b, w, escapes):

@@ -13,13 +13,13 @@ import zstandard
 from ._errors import CorruptShardError, ShardSetError
 from ._files import open_shard, pread_all
 from ._format import (FIELDS, FIRST_ID_CODE_VERSION, ID_TABLE_MAX,
-                      decode_id_code_rows,
                       INDEX_FRAME_HEAD, INDEX_HEAD, INDEX_MAGIC,
                       REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
                       SEEK_FOOTER, SEEK_HEADER, SEEKABLE_MAGIC,
-                      SKIPPABLE_MAGIC, TOKEN_DTYPES, decode_id_codes,
-                      decode_ids, index_frame_bytes, seek_table_bytes,
-                      token_width, zstd_expansion_bound)
+                      SKIPPABLE_MAGIC, TOKEN_DTYPES, ZSTD_MAGIC,
+                      decode_id_code_rows, decode_id_codes, decode_ids,
+                      index_frame_bytes, seek_table_bytes, token_width,
+                      zstd_expansion_bound)
 from ._sources import Sources
 
 try:  # checks each frame's XXH64 (low 32 bits) when present
@@ -130,11 +130,37 @@ class _Shard:
         self.table = np.frombuffer(rest, f"<u{w}", n).astype(np.uint32)
 
 
+def _zstd_frame_size(data):
+    """The size of the one zstd frame `data` must be (its header, blocks
+    and checksum, walked by the block headers), or None when data does not
+    begin with a whole zstd frame. A shard's frame is exactly one: zstd
+    would read on into a second frame or over a skippable one."""
+    if len(data) < 4 or int.from_bytes(data[:4], "little") != ZSTD_MAGIC:
+        return None
+    try:
+        at = zstandard.frame_header_size(data)
+        checksum = zstandard.get_frame_parameters(data).has_checksum
+    except zstandard.ZstdError:
+        return None
+    last = False
+    while not last:
+        if at + 3 > len(data):
+            return None
+        head = int.from_bytes(data[at:at + 3], "little")
+        last, kind, size = head & 1, (head >> 1) & 3, head >> 3
+        if kind == 3:  # reserved
+            return None
+        at += 3 + (1 if kind == 1 else size)  # an RLE block holds a byte
+    at += 4 if checksum else 0
+    return at if at <= len(data) else None
+
+
 class _FrameStream:
     """One frame's rows, decompressed and unpacked as far as asked
     (rows_through), its whole content checked against the seek table
-    entry (size and XXH64) once read to its end. zstd and msgpack are fed
-    CHUNK bytes at a time, so no damaged header sizes an allocation."""
+    entry (size and XXH64) once decompressed to its end, and every row
+    found before a row is handed out then. zstd and msgpack are fed CHUNK
+    bytes at a time, so no damaged header sizes an allocation."""
 
     CHUNK = 1 << 16
 
@@ -144,8 +170,8 @@ class _FrameStream:
         _, _, self.decomp, self.checksum = entry
         self.expect, self.where, self.skip = expect, where, skip
         self.rows = []
-        # its rows' ids decoded together when read in order (PyReader's:
-        # None not yet)
+        # Set and used by PyReader: whether the frame is read in order, and
+        # then its rows' ids decoded together (None until its first row).
         self.in_order, self.ids = False, None
         self._source = dctx.stream_reader(data, read_across_frames=False)
         # its counts bounded by the content's size, as unpackb's by its input
@@ -153,48 +179,49 @@ class _FrameStream:
                                           max_buffer_size=max(self.decomp, 1))
         self._hash = xxhash.xxh64() if xxhash else None
         self._read = 0  # decompressed bytes so far
-        self._rows_said = None  # the frame's array header, once read
+        self._header_read = False  # the frame's array header
 
     def rows_through(self, local):
-        """The rows, at least as far as row `local` (< expect)."""
+        """The rows, at least as far as row `local` (< expect); all of
+        them, checked, once the content has been decompressed to its end
+        (as reader.c's stream_row: a row is not handed out from a frame
+        known whole but not yet checked)."""
         while len(self.rows) <= local:
-            try:
-                if self._rows_said is None:
-                    self._rows_said = self._array_header()
-                elif len(self.rows) < self.skip:
-                    self._unpacker.skip()  # a quarter of unpack's time
-                    self.rows.append(None)
-                else:
-                    self.rows.append(self._unpacker.unpack())
-            except msgpack.OutOfData:
-                if not self._feed():
-                    raise CorruptShardError(
-                        f"{self.where}: content ends inside row "
-                        f"{len(self.rows)}") from None
-            except CorruptShardError:
-                raise
-            except Exception as e:
+            if not self._next_object() and not self._feed():
                 raise CorruptShardError(
-                    f"{self.where}: not msgpack: {e}") from None
+                    f"{self.where}: not a msgpack array of {self.expect} "
+                    f"rows: its content ends inside row {len(self.rows)}")
+        if self._source is None and len(self.rows) < self.expect:
+            return self.rows_through(self.expect - 1)
         if len(self.rows) == self.expect:
             self.read_all_bytes()
             if self._unpacker.tell() != self._read:
-                raise CorruptShardError(f"{self.where}: not msgpack: bytes "
-                                        f"after its {self.expect} rows")
+                raise CorruptShardError(
+                    f"{self.where}: not a msgpack array of {self.expect} "
+                    f"rows: bytes follow its last row")
         return self.rows
 
-    def _array_header(self):
-        """The frame's row count, which must be `expect`."""
+    def _next_object(self):
+        """The array header or the next row out of the unpacker: False
+        when it needs more bytes."""
         try:
-            n = self._unpacker.read_array_header()
+            if not self._header_read:
+                n = self._unpacker.read_array_header()
+                if n != self.expect:
+                    raise ValueError(f"an array of {n}")
+                self._header_read = True
+            elif len(self.rows) < self.skip:
+                self._unpacker.skip()  # a quarter of unpack's time
+                self.rows.append(None)
+            else:
+                self.rows.append(self._unpacker.unpack())
+            return True
         except msgpack.OutOfData:
-            raise
-        except Exception:
-            n = None
-        if n != self.expect:
-            raise CorruptShardError(f"{self.where}: not an array of "
-                                    f"{self.expect} rows")
-        return n
+            return False
+        except Exception as e:
+            raise CorruptShardError(
+                f"{self.where}: not a msgpack array of {self.expect} rows "
+                f"(row {len(self.rows)}: {str(e) or type(e).__name__})") from None
 
     def read_all_bytes(self):
         """Decompress to the frame's end, unpacking nothing more, and check
@@ -214,19 +241,29 @@ class _FrameStream:
             raise CorruptShardError(f"{self.where}: {e}") from None
         self._read += len(chunk)
         if self._read > self.decomp or not chunk:
-            self._source = None
-            if self._read != self.decomp or (
-                    self._hash and self._hash.intdigest() & 0xFFFFFFFF
-                    != self.checksum):
-                raise CorruptShardError(f"{self.where}: content does not "
-                                        f"match its seek table entry")
+            self._finish()
             return False
         if self._hash:
             self._hash.update(chunk)
         self._unpacker.feed(chunk)
-        if self._read == self.decomp:  # all there: checked now, as C does
-            self._feed()
+        if self._read == self.decomp:
+            self._finish()  # all there: checked now, not on the next call
         return True
+
+    def _finish(self):
+        """The content's end: its size and checksum against the seek table
+        entry (a byte past the entry's size, asked for, must not come)."""
+        try:
+            more = self._source.read(1) if self._read == self.decomp else b""
+        except zstandard.ZstdError as e:
+            raise CorruptShardError(f"{self.where}: {e}") from None
+        finally:
+            self._source = None
+        if more or self._read != self.decomp or (
+                self._hash and self._hash.intdigest() & 0xFFFFFFFF
+                != self.checksum):
+            raise CorruptShardError(f"{self.where}: content does not match "
+                                    f"its seek table entry")
 
 
 class PyReader:
@@ -290,10 +327,13 @@ class PyReader:
         damaged before reads the frame to its end and checks it whole
         first; so does a read that reaches the last row."""
         try:
-            if self._cache_key != (s, f) or (
-                    self._cache.skip and (local or 0) < self._cache.skip):
-                self._cache_key, self._cache = None, None
-                self._start_frame(s, f, local)
+            if self._cache_key != (s, f):
+                self._start_frame(s, f, local, skip=local or 0)
+            elif self._cache.skip and (local is None or
+                                       local < self._cache.skip):
+                # a row passed over: the frame again, keeping every row
+                # this time (read backwards, it starts once, not each row)
+                self._start_frame(s, f, local, skip=0)
             return self._cache.rows_through(
                 self._cache.expect - 1 if local is None else local)
         except CorruptShardError:
@@ -301,20 +341,24 @@ class PyReader:
             self._cache_key, self._cache = None, None  # not left half read
             raise
 
-    def _start_frame(self, s, f, local):
-        """Frame f of shard s as the frame being read (_rows_of's rules)."""
+    def _start_frame(self, s, f, local, skip):
+        """Frame f of shard s as the frame being read from row `local`
+        (None: all of it), passing over the rows before `skip` (_rows_of's
+        rules)."""
+        self._cache_key, self._cache = None, None
         shard = self._shards[s]
         data = self._frame_bytes(shard, f)
         expect = min(self.rows_per_frame,
                      shard.rows - f * self.rows_per_frame)
-        whole = not shard.table_width or not local or (s, f) in self._damaged
+        in_order = local == 0 or local is None
+        whole = in_order or not shard.table_width or (s, f) in self._damaged
         stream = _FrameStream(self._dctx, data, shard.frames[f], expect,
                               f"{shard.path}: frame {f}",
-                              skip=0 if whole else local)
+                              skip=0 if whole else skip)
         if whole:
             stream.read_all_bytes()  # checked whole, every row found,
             stream.rows_through(expect - 1)  # before any is handed out
-            stream.in_order = bool(shard.table_width) and not local
+            stream.in_order = in_order and bool(shard.table_width)
         self._cache_key, self._cache = (s, f), stream
 
     def _ids_in_order(self, s, local):
@@ -379,6 +423,9 @@ class PyReader:
                 xxhash.xxh64_intdigest(data) != shard.hashes[f]:
             raise CorruptShardError(f"{where}: its bytes do not match the "
                                     f"shard's index")
+        if _zstd_frame_size(data) != len(data):
+            raise CorruptShardError(f"{where}: not one zstd frame, as its "
+                                    f"seek table entry says")
         try:
             declared = zstandard.frame_content_size(data)
         except zstandard.ZstdError as e:

@@ -525,6 +525,15 @@ static int read_frame_bytes(prepack_reader *r, size_t si, size_t f,
                                  "frame %zu: its bytes do not match the "
                                  "shard's index",
                                  f);
+    /* exactly one zstd frame: ZSTD_decompressDCtx would read on into a
+     * second one, or over a skippable one, and serve what they hold */
+    size_t one = ZSTD_findFrameCompressedSize(r->cbuf, e->compressed);
+    if (ZSTD_isError(one) || one != e->compressed ||
+        pp_load_le32(r->cbuf) != ZSTD_MAGICNUMBER)
+        return pp_reader_corrupt(diag, s->path,
+                                 "frame %zu: not one zstd frame, as its "
+                                 "seek table entry says",
+                                 f);
     return PREPACK_OK;
 }
 

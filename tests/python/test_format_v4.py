@@ -12,9 +12,11 @@ import struct
 import subprocess
 from collections import Counter
 
+import msgpack
 import numpy as np
 import pytest
 import xxhash
+import zstandard
 
 from prepack import CorruptShardError, ShardSet, ShardSetError
 from prepack._format import FEW_ESCAPES, decode_id_code_rows, decode_id_codes
@@ -483,6 +485,107 @@ def test_rows_read_at_random_are_the_rows_read_in_order(tmp_path,
                 assert np.array_equal(got[k], want[i][k]), (backend, i, k)
     assert sum(len(d) for d in docs) == sum(len(r["input_ids"])
                                             for r in want)
+
+
+def zstd_frame(content, content_size=True):
+    return zstandard.ZstdCompressor(
+        level=3, write_checksum=True,
+        write_content_size=content_size).compress(content)
+
+
+# Frame 1's content stored as more than one zstd frame, its hashes made
+# to agree: zstd alone would read on and serve what follows.
+NOT_ONE_FRAME = {
+    "two frames": lambda c: zstd_frame(c[:len(c) // 2], False)
+    + zstd_frame(c[len(c) // 2:], False),
+    "a skippable frame after": lambda c: zstd_frame(c)
+    + struct.pack("<II", 0x184D2A50, 4) + b"junk",
+    "a byte after": lambda c: zstd_frame(c) + b"\x28",
+    "a cut magic after": lambda c: zstd_frame(c) + b"\x28\xb5\x2f",
+    "a skippable frame": lambda c: struct.pack("<II", 0x184D2A50, len(c))
+    + c,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_ONE_FRAME))
+@pytest.mark.parametrize("backend", backends())
+def test_a_frame_that_is_not_one_zstd_frame_is_refused(v4set, prepack_bin,
+                                                       backend, kind):
+    """Every read of such a frame is refused, in any order and on every
+    path (streamed, whole, once found damaged), by both readers and
+    verify; the frames around it read."""
+    set_dir = v4set[0]
+    frames, table, width = read_shard(set_dir / "shard-00000.zst")
+    rewrite(set_dir, frames, table=table, width=width,
+            store=lambda i, c: NOT_ONE_FRAME[kind](c) if i == 1
+            else zstd_frame(c))
+    r = len(frames[0])
+    for order in ([r + 1, r + 2, r, r + 1], list(range(2 * r + 1))):
+        s = ShardSet(str(set_dir), backend=backend)
+        for i in order:
+            if r <= i < 2 * r:
+                with pytest.raises(CorruptShardError,
+                                   match="frame 1: not one zstd frame"):
+                    s[i]
+            else:
+                s[i]
+    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "frame 1: not one zstd frame" in \
+        out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_an_old_frame_that_is_not_one_zstd_frame_is_refused(tmp_path,
+                                                            backend):
+    """The same rule on a version 1 set (no index: read whole)."""
+    old = tmp_path / "v1"
+    shutil.copytree(os.path.join(ROOT, "fixtures", "sets", "v1-uint16"),
+                    old)
+    frames, _, _ = read_shard(old / "shard-00000.zst")
+    rewrite(old, frames, store=lambda i, c: NOT_ONE_FRAME["two frames"](c)
+            if i == 1 else zstd_frame(c))
+    s = ShardSet(str(old), backend=backend)
+    r = len(frames[0])
+    s[0]
+    for i in (r, r, r + 1):
+        with pytest.raises(CorruptShardError,
+                           match="frame 1: not one zstd frame"):
+            s[i]
+
+
+# Frame 1's content (what its seek table entry and the index vouch for)
+# not the array of rows its header says, past the row a random read asks
+# for.
+SHORT_OF_ITS_ROWS = {
+    "fewer rows": lambda head, rows: head + b"".join(rows[:-1]),
+    "more rows": lambda head, rows: head + b"".join(rows + rows[:1]),
+    "not msgpack after": lambda head, rows: head + b"".join(rows[:-1])
+    + b"\xc1",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SHORT_OF_ITS_ROWS))
+@pytest.mark.parametrize("backend", backends())
+def test_a_frame_all_there_is_checked_before_a_random_row(v4set, backend,
+                                                         kind):
+    """A random read that has decompressed the frame to its end (a small
+    frame: the first chunk) checks every row before it hands one out, as
+    a read to the last row does: refused, then and on every later read."""
+    set_dir = v4set[0]
+    frames, table, width = read_shard(set_dir / "shard-00000.zst")
+    r = len(frames[1])
+    assert r >= 3
+    packed = [msgpack.packb(row, use_bin_type=True) for row in frames[1]]
+    head = b"\xdd" + struct.pack(">I", r)
+    frames[1] = SHORT_OF_ITS_ROWS[kind](head, packed)
+    rewrite(set_dir, frames, table=table, width=width)
+    s = ShardSet(str(set_dir), backend=backend)
+    for i in (r + 1, r + 2, r + 1, r):
+        with pytest.raises(CorruptShardError,
+                           match="frame 1: not a msgpack array of"):
+            s[i]
+    s[0]
 
 
 def break_frame_1_checksum(set_dir):
