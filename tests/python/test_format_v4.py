@@ -300,12 +300,17 @@ def test_rows_decoded_together_are_rows_decoded_alone(width):
 
 # ---- hostile sets: both readers and verify refuse, naming the shard ------
 
-def refused(set_dir, prepack_bin, backend, *patterns):
+def verify_refuses(set_dir, prepack_bin, *patterns):
+    """`prepack verify` exits 1 naming shard 0 and every pattern."""
     out = subprocess.run([prepack_bin, "verify", str(set_dir)],
                          capture_output=True, text=True)
     said = out.stdout + out.stderr
     assert out.returncode == 1 and "shard-00000.zst" in said, said
     assert all(p in said for p in patterns), said
+
+
+def refused(set_dir, prepack_bin, backend, *patterns):
+    verify_refuses(set_dir, prepack_bin, *patterns)
     with pytest.raises((CorruptShardError, ShardSetError)) as e:
         s = ShardSet(str(set_dir), backend=backend)
         for i in range(len(s)):
@@ -529,10 +534,7 @@ def test_a_frame_that_is_not_one_zstd_frame_is_refused(v4set, prepack_bin,
                     s[i]
             else:
                 s[i]
-    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
-                         capture_output=True, text=True)
-    assert out.returncode == 1 and "frame 1: not one zstd frame" in \
-        out.stdout + out.stderr
+    verify_refuses(set_dir, prepack_bin, "frame 1: not one zstd frame")
 
 
 @pytest.mark.parametrize("backend", backends())
@@ -616,10 +618,7 @@ def test_a_frame_read_in_order_is_checked_whole_first(v4set, prepack_bin,
                            match="frame 1: content does not match its seek"):
             s[i]
     s[0]  # frame 0 is intact
-    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
-                         capture_output=True, text=True)
-    assert out.returncode == 1 and "frame 1: content does not match" in \
-        out.stdout + out.stderr
+    verify_refuses(set_dir, prepack_bin, "frame 1: content does not match")
 
 
 @pytest.mark.parametrize("backend", backends())
