@@ -98,15 +98,16 @@ def decode_id_code_rows(values, token_dtype, tokens, table):
     in one pass, as a frame read in order is: numpy's cost a call is paid
     once, not once a row. A list of id arrays, or None when any row is not
     exactly its count of codes (decode_id_codes on each says which)."""
-    b = np.frombuffer(values[0] if len(values) == 1 else b"".join(values),
-                      np.uint8)
+    if 0 in tokens:
+        return None
+    b = np.frombuffer(b"".join(values), np.uint8)  # one value: no copy
     w = token_dtype.itemsize
     escapes = np.flatnonzero(b == ID_ESCAPE)  # escape bytes, or not
     if len(escapes) <= FEW_ESCAPES:
         lead = _code_starts_by_parity(b, w, escapes)
     else:
         lead = _code_starts_by_jumps(b, w)
-    if lead is None or 0 in tokens:
+    if lead is None:
         return None
     at = np.flatnonzero(lead)
     # each row begins with a code (so none ran into the next) and holds

@@ -170,9 +170,9 @@ class _FrameStream:
         _, _, self.decomp, self.checksum = entry
         self.expect, self.where, self.skip = expect, where, skip
         self.rows = []
-        # Set and used by PyReader: whether the frame is read in order, and
-        # then its rows' ids decoded together (None until its first row).
-        self.in_order, self.ids = False, None
+        # PyReader's, for a frame read in order: its rows' ids, decoded
+        # together
+        self.ids = None
         self._source = dctx.stream_reader(data, read_across_frames=False)
         # its counts bounded by the content's size, as unpackb's by its input
         self._unpacker = msgpack.Unpacker(raw=False, use_list=True,
@@ -307,8 +307,7 @@ class PyReader:
         local = i - self._first[lo]
         frame, local = divmod(local, self.rows_per_frame)
         rows = self._rows_of(lo, frame, local)
-        return self._row(rows[local], lo, frame,
-                         self._ids_in_order(lo, local))
+        return self._row(rows[local], lo, frame, self._ids_in_order(local))
 
     def frame(self, s, f):
         """Shard s's frame f: its rows as msgpack decodes them, checked
@@ -350,27 +349,25 @@ class PyReader:
         data = self._frame_bytes(shard, f)
         expect = min(self.rows_per_frame,
                      shard.rows - f * self.rows_per_frame)
-        in_order = local == 0 or local is None
-        whole = in_order or not shard.table_width or (s, f) in self._damaged
+        whole = local in (0, None) or not shard.table_width or \
+            (s, f) in self._damaged
         stream = _FrameStream(self._dctx, data, shard.frames[f], expect,
                               f"{shard.path}: frame {f}",
                               skip=0 if whole else skip)
         if whole:
             stream.read_all_bytes()  # checked whole, every row found,
             stream.rows_through(expect - 1)  # before any is handed out
-            stream.in_order = in_order and bool(shard.table_width)
+        if local == 0 and shard.table_width:
+            stream.ids = self._decode_in_groups(stream.rows, s)
         self._cache_key, self._cache = (s, f), stream
 
-    def _ids_in_order(self, s, local):
+    def _ids_in_order(self, local):
         """Row `local`'s ids of the frame being read, when it is read in
-        order: its codes decoded with its neighbours' on the frame's first
-        row, or None (the row decodes its own, and says what is wrong)."""
-        stream = self._cache
-        if not stream.in_order:
-            return None
-        if stream.ids is None:
-            stream.ids = self._decode_in_groups(stream.rows, s)
-        return stream.ids[local]
+        order: its codes decoded with its neighbours' when the frame was
+        started, or None (the row decodes its own, and says what is
+        wrong)."""
+        ids = self._cache.ids
+        return ids[local] if ids else None
 
     # Rows decoded together up to this many bytes of codes: numpy's cost a
     # call is paid once for the lot, and its arrays stay in the cache

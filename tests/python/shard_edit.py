@@ -41,6 +41,13 @@ def read_shard(path):
     return frames, table, width
 
 
+def zstd_frame(content, content_size=True):
+    """content as one zstd frame, with its checksum, as prepack writes."""
+    return zstandard.ZstdCompressor(
+        level=3, write_checksum=True,
+        write_content_size=content_size).compress(content)
+
+
 def rewrite(set_dir, frames, shard="shard-00000.zst", table=None, width=0,
             store=None):
     """Writes frames (lists of row maps, or a frame's content as bytes) as
@@ -48,14 +55,12 @@ def rewrite(set_dir, frames, shard="shard-00000.zst", table=None, width=0,
     (version 4), and the manifest's bytes and xxh64 made to agree.
     store(i, content): the bytes stored for frame i (default: one zstd
     frame of the content)."""
-    cctx = zstandard.ZstdCompressor(level=3, write_checksum=True,
-                                    write_content_size=True)
     body, seek, hashes = b"", b"", b""
     for i, rows in enumerate(frames):
         raw = rows if isinstance(rows, bytes) else b"\xdd" + struct.pack(
             ">I", len(rows)) + b"".join(msgpack.packb(r, use_bin_type=True)
                                         for r in rows)
-        z = store(i, raw) if store else cctx.compress(raw)
+        z = store(i, raw) if store else zstd_frame(raw)
         body += z
         hashes += struct.pack("<Q", xxhash.xxh64_intdigest(z))
         seek += struct.pack("<III", len(z), len(raw),

@@ -16,11 +16,11 @@ import msgpack
 import numpy as np
 import pytest
 import xxhash
-import zstandard
 
 from prepack import CorruptShardError, ShardSet, ShardSetError
 from prepack._format import FEW_ESCAPES, decode_id_code_rows, decode_id_codes
-from shard_edit import decode_codes, encode_codes, read_shard, rewrite
+from shard_edit import (decode_codes, encode_codes, read_shard, rewrite,
+                        zstd_frame)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -490,12 +490,6 @@ def test_rows_read_at_random_are_the_rows_read_in_order(tmp_path,
                 assert np.array_equal(got[k], want[i][k]), (backend, i, k)
     assert sum(len(d) for d in docs) == sum(len(r["input_ids"])
                                             for r in want)
-
-
-def zstd_frame(content, content_size=True):
-    return zstandard.ZstdCompressor(
-        level=3, write_checksum=True,
-        write_content_size=content_size).compress(content)
 
 
 # Frame 1's content stored as more than one zstd frame, its hashes made
