@@ -93,13 +93,19 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
     return 0;
 }
 
-/* The labels of a row just written that are not -100 (read back while
- * they are in cache: cheaper for the caller than another pass later). */
-static uint64_t count_trained(const int64_t *labels, size_t n)
+/* The row's labels that are not -100 (prepack_row_labels'), from the
+ * row alone: every token but its sequence's first is some label's target,
+ * trained unless the loss mask says not. Reading the mask's byte a token
+ * costs a third of reading back the int64 labels just written. */
+static uint64_t trained_labels(const prepack_row *row)
 {
+    if (!row->loss_mask)
+        return row->num_tokens - row->num_seqs;
     uint64_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += labels[i] != -100;
+    for (size_t i = 0; i < row->num_tokens; i++)
+        k += row->loss_mask[i] != 0;
+    for (size_t j = 0; j < row->num_seqs; j++)
+        k -= row->loss_mask[row->cu_seqlens[j]] != 0;
     return k;
 }
 
@@ -378,7 +384,7 @@ int pp_batch_add_row(pp_batcher *bt, const prepack_row *real,
                    : pp_fail(diag, PREPACK_ENOMEM, PREPACK_NO_RECORD,
                              "out of memory for a batch of %zu rows", n);
     put_row(bt->b, row, at, width, bt->seqs, o->padded, o->pad_id);
-    bt->loss_tokens += count_trained(bt->b->lab + at, row->num_tokens);
+    bt->loss_tokens += trained_labels(row);
     if (row != real)
         mark_padding(bt, real, row, at);
     if (dense)

@@ -141,6 +141,11 @@ size_t pp_encode_id_codes(unsigned char *out, const void *ids, size_t n,
 int pp_decode_id_codes(void *out, unsigned width, const unsigned char *in,
                        size_t nbytes, size_t n, const void *table,
                        size_t ntable);
+/* pp_decode_id_codes without the SSSE3 path it takes where the CPU has
+ * it: what other machines run, which the tests hold to the same answers. */
+int pp_decode_id_codes_portable(void *out, unsigned width,
+                                const unsigned char *in, size_t nbytes,
+                                size_t n, const void *table, size_t ntable);
 
 /* The bytes a token of a row's input_ids bin of `nbytes` takes on disk,
  * for a row of `tokens` tokens (the end of its cu_seqlens) in a set of
