@@ -6,14 +6,15 @@ ShardSet[i] row by row collated 64 rows at a time (prepack.collate, torch
 tensors), each against `zstd -dc > /dev/null` on the same shards in the
 same run (the runs interleaved), medians of RUNS (default 5). It prints
 issue 31's two ratios: PackedDataset in order at >= 1x zstd -dc, and
-ShardSet[i] + collate of 64 rows at >= 0.5x. Then (STEP_MS=0 skips it)
-PackedDataset's read_ahead under a training step: each batch followed by
-a step of STEP_MS (default 2) that releases the GIL, as a GPU step
-waiting on the device does, the epoch with read_ahead 0 and 1. Then
-(SHUFFLED=0 skips it)
-the C reader in the epoch's shuffled order: rows shuffled one by one
-(each row decompresses its frame) against shuffle="frames" (frames
-shuffled, rows within each: a frame once).
+ShardSet[i] + collate of 64 rows at >= 0.5x, and the floor under the
+first: the DataLoader alone over the same batches built beforehand.
+Then (STEP_MS=0 skips it) PackedDataset's read_ahead under a training
+step: each batch followed by a step of STEP_MS (default 2) that releases
+the GIL, as a GPU step waiting on the device does, the epoch with
+read_ahead 0 and the default. Then (SHUFFLED=0 skips it) the C reader in
+the epoch's shuffled order: rows shuffled one by one (each row
+decompresses its frame) against shuffle="frames" (frames shuffled, rows
+within each: a frame once).
 
     python bench/bench_python_reader.py SHARD_DIR [WORKERS]
 """
@@ -134,15 +135,16 @@ if step_ms > 0:
     off, on = [], []
     for _ in range(3):
         off.append(reader_run("c", read_ahead=0, step=step_ms / 1e3))
-        on.append(reader_run("c", read_ahead=1, step=step_ms / 1e3))
+        on.append(reader_run("c", step=step_ms / 1e3))
     off, on = statistics.median(off), statistics.median(on)
     batches = len(PackedDataset(path, batch_rows=int(os.environ.get(
         "BATCH_ROWS", "16")), shuffle=False))
     alone = batches * step_ms / 1e3
+    depth = PackedDataset(path).read_ahead
     print(f"with a {step_ms:g} ms step a batch ({batches} batches, "
           f"{alone:.3f} s of steps): read_ahead=0 {off:.3f} s, "
-          f"read_ahead=1 {on:.3f} s; reading exposed {off - alone:.3f} s "
-          f"and {on - alone:.3f} s")
+          f"read_ahead={depth} {on:.3f} s; reading exposed "
+          f"{off - alone:.3f} s and {on - alone:.3f} s")
 if os.environ.get("SHUFFLED", "1") == "0":
     sys.exit(0)
 

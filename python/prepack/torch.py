@@ -102,14 +102,15 @@ class PackedDataset(IterableDataset):
     each epoch, as with DistributedSampler; without it every pass repeats
     the same order.
 
-    Read-ahead: with the C reader, read_ahead batches (default 1) are
-    decompressed and built in a thread while the loop consumes the one
-    before (the C calls release the GIL), so the reading overlaps the
+    Read-ahead: with the C reader, up to read_ahead batches (default 2)
+    are decompressed and built in a thread while the loop consumes the
+    ones before (the C calls release the GIL), so the reading overlaps the
     training step and the DataLoader's own work; 0 builds each batch when
-    it is asked for (a loop with nothing between batches runs 5-10% faster
-    without the thread). It changes no batch and no order; damage is
-    raised at the batch that holds it, and leaving the loop stops the
-    thread.
+    it is asked for. Two ahead rather than one spares the thread a wait
+    for the loop after every batch (docs/BENCHMARKS.md: as fast or faster
+    with a step that waits on its device, one that holds the GIL, and
+    none). It changes no batch and no order; damage is raised at the
+    batch that holds it, and leaving the loop stops the thread.
 
     Resuming: state_dict(batches_done) after the training loop consumed
     batches_done batches of this epoch (with num_workers=0 it may be left
@@ -131,7 +132,7 @@ class PackedDataset(IterableDataset):
     def __init__(self, path, batch_rows=1, form="varlen", shuffle=True,
                  seed=0, rank=0, world_size=1, backend="auto", balance=None,
                  micro_batches=1, cost=None, balance_window=1, row_costs=None,
-                 read_ahead=1, **collate_options):
+                 read_ahead=2, **collate_options):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         if balance not in (None, "compute"):
