@@ -7,7 +7,7 @@
 import sys, torch, prepack.torch
 from transformers import LlamaConfig, LlamaForCausalLM
 ds = prepack.torch.PackedDataset(sys.argv[1], batch_rows=1, form="hf", seed=0)
-loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+loader = torch.utils.data.DataLoader(ds, batch_size=None)  # no workers: README.md says why
 config = LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
 model = LlamaForCausalLM(config)  # attn_implementation: sdpa here; eager and flex_attention too
