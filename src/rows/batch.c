@@ -95,8 +95,11 @@ static int reserve(const prepack_allocator *a, pp_batch_buffers *b,
 
 /* The row's labels that are not -100 (prepack_row_labels'), from the
  * row alone: every token but its sequence's first is some label's target,
- * trained unless the loss mask says not. Reading the mask's byte a token
- * costs a third of reading back the int64 labels just written. */
+ * trained unless the loss mask says not (cu_seqlens strictly rising, as
+ * the reader and pad_row keep it, so each sequence's first token is in
+ * the row). A byte a token, or nothing, instead of reading back the int64
+ * labels just written: 16-row batches on a real set 6.3 -> 5.4 ns a
+ * token. */
 static uint64_t trained_labels(const prepack_row *row)
 {
     if (!row->loss_mask)
