@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "common/utf8.h"
 #include "prepack.h"
 #include "shard_wrap.h"
 #include "test_corpus.h"
@@ -1117,6 +1118,77 @@ static void test_id_codes_any_bytes(void **state)
     id_codes_any_bytes(pp_decode_id_codes_portable);
 }
 
+/* One code point's bytes by the standard's definition, to hold
+ * pp_is_utf8 to: the bit pattern of a 1- to 4-byte sequence, then its
+ * value at least the least that length needs, not a surrogate, at most
+ * U+10FFFF. */
+static int reference_utf8_one(const unsigned char *s, size_t n)
+{
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+    uint32_t v;
+    if (n == 1)
+        return s[0] < 0x80;
+    if (n == 2 && (s[0] & 0xE0) == 0xC0)
+        v = s[0] & 0x1F;
+    else if (n == 3 && (s[0] & 0xF0) == 0xE0)
+        v = s[0] & 0x0F;
+    else if (n == 4 && (s[0] & 0xF8) == 0xF0)
+        v = s[0] & 0x07;
+    else
+        return 0;
+    for (size_t k = 1; k < n; k++) {
+        if ((s[k] & 0xC0) != 0x80)
+            return 0;
+        v = v << 6 | (s[k] & 0x3F);
+    }
+    return v >= least[n] && (v < 0xD800 || v > 0xDFFF) && v <= 0x10FFFF;
+}
+
+/* Row map keys must be UTF-8 (docs/FORMAT.md, "Rows"): pp_is_utf8
+ * against the definition on every sequence of 1 to 3 bytes, 4-byte ones
+ * led by every byte from 0xF0, and strings of several code points, valid
+ * or with one byte changed. */
+static void test_utf8_is_what_the_standard_says(void **state)
+{
+    (void)state;
+    unsigned char s[16];
+    for (uint32_t x = 0; x < (1u << 24); x++) {
+        s[0] = (unsigned char)x, s[1] = (unsigned char)(x >> 8);
+        s[2] = (unsigned char)(x >> 16);
+        if (x < 256)
+            assert_int_equal(pp_is_utf8(s, 1), reference_utf8_one(s, 1));
+        if (x < 65536)
+            assert_int_equal(pp_is_utf8(s, 2),
+                             reference_utf8_one(s, 2) ||
+                                 (reference_utf8_one(s, 1) &&
+                                  reference_utf8_one(s + 1, 1)));
+        if (s[0] >= 0xE0) /* one code point or none: no 3-byte split */
+            assert_int_equal(pp_is_utf8(s, 3), reference_utf8_one(s, 3));
+    }
+    srand(3);
+    for (int round = 0; round < 200000; round++) {
+        s[0] = (unsigned char)(0xF0 + round % 16);
+        for (int k = 1; k < 4; k++)
+            s[k] = (unsigned char)(round % 3 ? 0x80 + rand() % 64 : rand());
+        assert_int_equal(pp_is_utf8(s, 4), reference_utf8_one(s, 4));
+    }
+    static const char *const good[] = {"", "input_ids", "\xc3\xa9t\xc3\xa9",
+                                       "\xe2\x82\xac\xf0\x9f\x98\x80",
+                                       "\xed\x9f\xbf\xee\x80\x80",
+                                       "\xf4\x8f\xbf\xbf"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        size_t n = strlen(good[i]);
+        assert_true(pp_is_utf8((const unsigned char *)good[i], n));
+        for (size_t k = 0; k < n; k++) { /* cut short inside a code point */
+            int whole = ((unsigned char)good[i][k] & 0xC0) != 0x80;
+            if (whole)
+                assert_true(pp_is_utf8((const unsigned char *)good[i], k));
+        }
+        if (n && (unsigned char)good[i][n - 1] >= 0x80)
+            assert_false(pp_is_utf8((const unsigned char *)good[i], n - 1));
+    }
+}
+
 static void test_hostile_rows(void **state)
 {
     (void)state;
@@ -1189,6 +1261,7 @@ int main(void)
         cmocka_unit_test(test_hostile_rows),
         cmocka_unit_test(test_id_codes_round_trip),
         cmocka_unit_test(test_id_codes_any_bytes),
+        cmocka_unit_test(test_utf8_is_what_the_standard_says),
     };
     return cmocka_run_group_tests_name("shard", tests, tmpdir_setup,
                                        tmpdir_teardown);

@@ -290,3 +290,49 @@ FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
 # a plan-only set's rows (version 2, "storage": "references"): where each
 # sequence's tokens are instead of input_ids
 REF_FIELDS = {"ref_source": np.dtype("<u4"), "ref_offset": np.dtype("<u8")}
+# the format's field names, in either kind of set: each at most once in a
+# row, and a bin (reader.c's row_field_names)
+ROW_FIELD_NAMES = tuple(FIELDS) + tuple(REF_FIELDS)
+
+
+class MalformedMap:
+    """A msgpack map that cannot be a row (row_map's verdict), left in
+    its place so that only a row that is one is refused: `why` says
+    what is wrong with it."""
+    __slots__ = ("why",)
+
+    def __init__(self, why):
+        self.why = why
+
+
+def _is_utf8(key):
+    """Whether a key decoded with errors="surrogateescape" was UTF-8 (a
+    byte that was not comes back as a lone surrogate, which UTF-8 cannot
+    encode)."""
+    if key.isascii():
+        return True
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def row_map(pairs):
+    """A frame's msgpack map as a dict (msgpack's object_pairs_hook), or
+    a MalformedMap when its keys are not UTF-8 strings or it holds one of
+    the format's field names twice: a dict would keep the last, the C
+    reader reads the first, so both refuse the row (reader.c's
+    check_row_keys). Maps nested in other values pass through the same
+    hook and are ignored with them."""
+    for key, _ in pairs:
+        if type(key) is not str or not _is_utf8(key):
+            return MalformedMap("a key that is not a UTF-8 string")
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen and key in ROW_FIELD_NAMES:
+                return MalformedMap(f"{key} twice")
+            seen.add(key)
+    return out

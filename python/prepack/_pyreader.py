@@ -14,12 +14,13 @@ from ._errors import CorruptShardError, ShardSetError
 from ._files import open_shard, pread_all
 from ._format import (FIELDS, FIRST_ID_CODE_VERSION, ID_TABLE_MAX,
                       INDEX_FRAME_HEAD, INDEX_HEAD, INDEX_MAGIC,
-                      REF_FIELDS, SEEK_CHECKSUMS, SEEK_ENTRY,
-                      SEEK_FOOTER, SEEK_HEADER, SEEKABLE_MAGIC,
-                      SKIPPABLE_MAGIC, TOKEN_DTYPES, ZSTD_MAGIC,
+                      MalformedMap, REF_FIELDS, ROW_FIELD_NAMES,
+                      SEEK_CHECKSUMS, SEEK_ENTRY, SEEK_FOOTER, SEEK_HEADER,
+                      SEEKABLE_MAGIC, SKIPPABLE_MAGIC, TOKEN_DTYPES,
+                      ZSTD_MAGIC,
                       decode_id_code_rows, decode_id_codes, decode_ids,
-                      index_frame_bytes, seek_table_bytes, token_width,
-                      zstd_expansion_bound)
+                      index_frame_bytes, row_map, seek_table_bytes,
+                      token_width, zstd_expansion_bound)
 from ._sources import Sources
 
 try:  # checks each frame's XXH64 (low 32 bits) when present
@@ -175,8 +176,14 @@ class _FrameStream:
         self.ids = None
         self._source = dctx.stream_reader(data, read_across_frames=False)
         # its counts bounded by the content's size, as unpackb's by its input
+        # row_map refuses keys that are not UTF-8 strings, and keys twice,
+        # as reader.c does; a string elsewhere need not be UTF-8 (C never
+        # reads one), so its bytes are kept, not refused
         self._unpacker = msgpack.Unpacker(raw=False, use_list=True,
-                                          max_buffer_size=max(self.decomp, 1))
+                                          max_buffer_size=max(self.decomp, 1),
+                                          strict_map_key=False,
+                                          unicode_errors="surrogateescape",
+                                          object_pairs_hook=row_map)
         self._hash = xxhash.xxh64() if xxhash else None
         self._read = 0  # decompressed bytes so far
         self._header_read = False  # the frame's array header
@@ -454,8 +461,13 @@ class PyReader:
     def _fields(self, obj, where, s, ids=None):
         """The msgpack map's known fields as arrays: bins of whole values
         (input_ids as `ids` when given)."""
+        if isinstance(obj, MalformedMap):
+            raise CorruptShardError(f"{where}: {obj.why}")
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
+        for key in ROW_FIELD_NAMES:  # in either kind of set, as C checks
+            if key in obj and not isinstance(obj[key], bytes):
+                raise CorruptShardError(f"{where}: {key} is not a bin")
         row = {}
         fields = dict(FIELDS, **REF_FIELDS) if self.references else FIELDS
         for key, dtype in fields.items():

@@ -21,6 +21,7 @@
 #include "common/bytes.h"
 #include "common/error.h"
 #include "common/io.h"
+#include "common/utf8.h"
 #include "rows/batch.h"
 #include "shards/manifest.h"
 #include "shards/msgpack_check.h"
@@ -593,7 +594,8 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
 
 /* ---- rows ---------------------------------------------------------------------- */
 
-/* The bin under `key` in a row map, or NULL (size in *n). */
+/* The bin under `key` in a row map (check_row_keys passed: at most one),
+ * or NULL (size in *n). */
 static const void *field(const msgpack_object *map, const char *key, size_t *n)
 {
     size_t klen = strlen(key);
@@ -609,6 +611,50 @@ static const void *field(const msgpack_object *map, const char *key, size_t *n)
         }
     }
     return NULL;
+}
+
+/* The format's field names (docs/FORMAT.md, "Rows"), in either kind of
+ * set: each may appear once in a row, and as a bin. */
+static const char *const row_field_names[] = {
+    "input_ids", "cu_seqlens", "seq_ids",   "loss_mask",
+    "seq_starts", "ref_source", "ref_offset"};
+enum { ROW_FIELD_NAMES = sizeof row_field_names / sizeof *row_field_names };
+
+/* A row map's keys: UTF-8 strings, each of the format's field names at
+ * most once and a bin. A key twice would be read as its first by this
+ * reader and its last by a dict (the pure-Python reader's), and a field
+ * that is not a bin would read as absent (a loss mask dropped, every
+ * token trained): both are damage, refused alike by both readers. */
+static int check_row_keys(const msgpack_object *map, const char *path,
+                          size_t f, size_t j, prepack_diag *diag)
+{
+    int seen[ROW_FIELD_NAMES] = {0};
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR ||
+            !pp_is_utf8((const unsigned char *)kv->key.via.str.ptr,
+                        kv->key.via.str.size))
+            return pp_reader_corrupt(diag, path,
+                                     "frame %zu row %zu: a key that is not "
+                                     "a UTF-8 string",
+                                     f, j);
+        for (int k = 0; k < ROW_FIELD_NAMES; k++) {
+            const char *name = row_field_names[k];
+            if (kv->key.via.str.size != strlen(name) ||
+                memcmp(kv->key.via.str.ptr, name, strlen(name)) != 0)
+                continue;
+            if (seen[k]++)
+                return pp_reader_corrupt(diag, path,
+                                         "frame %zu row %zu: %s twice", f, j,
+                                         name);
+            if (kv->val.type != MSGPACK_OBJECT_BIN)
+                return pp_reader_corrupt(diag, path,
+                                         "frame %zu row %zu: %s is not a "
+                                         "bin",
+                                         f, j, name);
+        }
+    }
+    return PREPACK_OK;
 }
 
 /* Which of a row's fields disagree, named for the message (NULL: none).
@@ -807,6 +853,9 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     if (map->type != MSGPACK_OBJECT_MAP)
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: not a map",
                                  f, j);
+    int bad = check_row_keys(map, path, f, j, diag);
+    if (bad != PREPACK_OK)
+        return bad;
     if (r->m.references)
         return fill_plan_only_row(r, map, row, path, f, j, diag);
     c = field(map, "cu_seqlens", &nc);

@@ -666,3 +666,136 @@ def test_random_damage_both_readers_agree(v4set, tmp_path):
                 got[backend] = "refused"
                 assert "shard-00000.zst" in str(e)
         assert got["c"] == got["python"], trial
+
+
+# ---- row maps (docs/FORMAT.md, "Rows"): keys UTF-8 strings, each field
+# once and a bin; both readers and verify refuse alike, read alike ----------
+
+class Packed(bytes):
+    """A value already packed (msgpack.packb cannot make a str that is
+    not UTF-8)."""
+
+
+def packed_map(pairs):
+    """A msgpack map of (packed key, value) pairs as given: keys of any
+    type and twice, which msgpack.packb of a dict cannot make."""
+    n = len(pairs)
+    head = bytes([0x80 | n]) if n < 16 else b"\xde" + struct.pack(">H", n)
+    return head + b"".join(
+        k + (v if isinstance(v, Packed) else msgpack.packb(v, use_bin_type=True))
+        for k, v in pairs)
+
+
+def str_key(raw):
+    """raw bytes packed as a msgpack str (UTF-8 or not)."""
+    return bytes([0xa0 | len(raw)]) + raw
+
+
+def with_row_pairs(set_dir, change, frame=1):
+    """Shard 0 with row 0 of `frame` rewritten as the map of
+    change(pairs): its (packed key, value) pairs, in order."""
+    frames, table, width = read_shard(set_dir / "shard-00000.zst")
+    rows = [msgpack.packb(r, use_bin_type=True) for r in frames[frame]]
+    rows[0] = packed_map(change([(msgpack.packb(k), v)
+                                 for k, v in frames[frame][0].items()]))
+    frames[frame] = b"\xdd" + struct.pack(">I", len(rows)) + b"".join(rows)
+    rewrite(str(set_dir), frames, table=table, width=width)
+    return set_dir
+
+
+def replaced(name, value):
+    return lambda pairs: [(k, value if k == msgpack.packb(name) else v)
+                          for k, v in pairs]
+
+
+def added(*extra):
+    return lambda pairs: pairs + list(extra)
+
+
+def added_twice(name, value=None):
+    """name's pair again at the end (with `value` when given)."""
+    key = msgpack.packb(name)
+    return lambda pairs: pairs + [(key, dict(pairs)[key] if value is None
+                                   else value(dict(pairs)[key]))]
+
+
+NOT_A_KEY = "a key that is not a UTF-8 string"
+BAD_ROW_MAPS = {
+    "loss_mask a str": (replaced("loss_mask", "xx"), "loss_mask is not a bin"),
+    "loss_mask an int": (replaced("loss_mask", 7), "loss_mask is not a bin"),
+    "loss_mask nil": (replaced("loss_mask", None), "loss_mask is not a bin"),
+    "seq_ids an array": (replaced("seq_ids", [1, 2]), "seq_ids is not a bin"),
+    "seq_starts nil": (added((msgpack.packb("seq_starts"), None)),
+                       "seq_starts is not a bin"),
+    "ref_source an int": (added((msgpack.packb("ref_source"), 3)),
+                          "ref_source is not a bin"),
+    "input_ids twice": (added_twice("input_ids"), "input_ids twice"),
+    "cu_seqlens twice": (added_twice("cu_seqlens"), "cu_seqlens twice"),
+    "loss_mask twice, zeros last": (
+        added_twice("loss_mask", lambda m: bytes(len(m))), "loss_mask twice"),
+    "an int key": (added((msgpack.packb(5), b"x")), NOT_A_KEY),
+    "a nil key": (added((b"\xc0", b"x")), NOT_A_KEY),
+    "a bin key": (added((b"\xc4\x02ab", b"x")), NOT_A_KEY),
+    "an array key": (added((b"\x91\x01", b"x")), NOT_A_KEY),
+    "a byte past ASCII": (added((str_key(b"\xff"), b"x")), NOT_A_KEY),
+    "a lone continuation": (added((str_key(b"a\x80"), b"x")), NOT_A_KEY),
+    "an overlong NUL": (added((str_key(b"\xc0\x80"), b"x")), NOT_A_KEY),
+    "an overlong three bytes": (added((str_key(b"\xe0\x9f\xbf"), b"x")),
+                                NOT_A_KEY),
+    "a surrogate": (added((str_key(b"\xed\xa0\x80"), b"x")), NOT_A_KEY),
+    "past U+10FFFF": (added((str_key(b"\xf4\x90\x80\x80"), b"x")),
+                      NOT_A_KEY),
+    "a code point cut short": (added((str_key(b"\xe2\x82"), b"x")),
+                               NOT_A_KEY),
+}
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("case", sorted(BAD_ROW_MAPS))
+def test_a_row_map_the_format_refuses(v4set, prepack_bin, backend, case):
+    """Each kind of malformed row map, refused by verify and the reader
+    at frame 1 with what is wrong: a malformed loss_mask read as absent
+    would train every token, and a field twice is read as its first by
+    the C reader and its last by a dict."""
+    change, says = BAD_ROW_MAPS[case]
+    set_dir = with_row_pairs(v4set[0], change)
+    refused(set_dir, prepack_bin, backend, "frame 1", says)
+
+
+GOOD_ROW_MAPS = {
+    "an unknown key twice": added((msgpack.packb("zz"), b"1"),
+                                  (msgpack.packb("zz"), 2)),
+    "an unknown key's str not UTF-8": added(
+        (msgpack.packb("zz"), Packed(b"\xa3\xff\xfe\x80"))),
+    "keys of UTF-8 past ASCII": added(
+        (str_key("é".encode()), b"1"), (str_key("😀".encode()), 2),
+        (str_key("\U0010ffff".encode()), [3]),
+        (str_key("\ud7ff".encode()), None)),
+    "nested maps of any keys": added(
+        (msgpack.packb("zz"), Packed(b"\x82\x01\xc4\x01x\xc0\x02"))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOOD_ROW_MAPS))
+def test_row_maps_the_format_allows_read_alike(v4set, prepack_bin, case):
+    """Unknown keys, whatever their values (twice, a nested map with keys
+    of any type, a str that is not UTF-8) and keys of UTF-8 past ASCII:
+    both readers ignore them and read the rows they read before; verify
+    passes."""
+    if not os.environ.get("PREPACK_LIBRARY"):
+        pytest.skip("needs the C reader")
+    set_dir = v4set[0]
+    before = ShardSet(str(set_dir), backend="python")
+    want = [before[i] for i in range(len(before))]
+    with_row_pairs(set_dir, GOOD_ROW_MAPS[case])
+    for backend in ("c", "python"):
+        s = ShardSet(str(set_dir), backend=backend)
+        got = [s[i] for i in range(len(s))]
+        assert len(got) == len(want), backend
+        for a, b in zip(got, want):
+            assert a.keys() == b.keys(), backend
+            for k in a:
+                assert np.array_equal(a[k], b[k]), (backend, k)
+    out = subprocess.run([prepack_bin, "verify", str(set_dir)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
