@@ -291,7 +291,7 @@ FIELDS = {"input_ids": None, "cu_seqlens": np.dtype("<i4"),
 # sequence's tokens are instead of input_ids
 REF_FIELDS = {"ref_source": np.dtype("<u4"), "ref_offset": np.dtype("<u8")}
 # the format's field names, in either kind of set: each at most once in a
-# row, and a bin (reader.c's row_field_names)
+# row, and a bin (reader.c's row_fields)
 ROW_FIELD_NAMES = tuple(FIELDS) + tuple(REF_FIELDS)
 
 
@@ -319,20 +319,21 @@ def _is_utf8(key):
 
 
 def row_map(pairs):
-    """A frame's msgpack map as a dict (msgpack's object_pairs_hook), or
-    a MalformedMap when its keys are not UTF-8 strings or it holds one of
-    the format's field names twice: a dict would keep the last, the C
-    reader reads the first, so both refuse the row (reader.c's
-    check_row_keys). Maps nested in other values pass through the same
-    hook and are ignored with them."""
-    for key, _ in pairs:
+    """A frame's msgpack map as a dict (msgpack's object_pairs_hook), or a
+    MalformedMap for the first fault in map order, in reader.c's words
+    (check_row_keys): a key that is not a UTF-8 string, one of the
+    format's field names twice (a dict would keep the last, the C reader
+    reads the first) or not a bin (the C reader would read it as absent).
+    Maps nested in other values pass through the same hook and are
+    ignored with them."""
+    seen = set()
+    for key, value in pairs:
         if type(key) is not str or not _is_utf8(key):
             return MalformedMap("a key that is not a UTF-8 string")
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen and key in ROW_FIELD_NAMES:
+        if key in ROW_FIELD_NAMES:
+            if key in seen:
                 return MalformedMap(f"{key} twice")
+            if not isinstance(value, bytes):
+                return MalformedMap(f"{key} is not a bin")
             seen.add(key)
-    return out
+    return dict(pairs)

@@ -14,7 +14,7 @@ from ._errors import CorruptShardError, ShardSetError
 from ._files import open_shard, pread_all
 from ._format import (FIELDS, FIRST_ID_CODE_VERSION, ID_TABLE_MAX,
                       INDEX_FRAME_HEAD, INDEX_HEAD, INDEX_MAGIC,
-                      MalformedMap, REF_FIELDS, ROW_FIELD_NAMES,
+                      MalformedMap, REF_FIELDS,
                       SEEK_CHECKSUMS, SEEK_ENTRY, SEEK_FOOTER, SEEK_HEADER,
                       SEEKABLE_MAGIC, SKIPPABLE_MAGIC, TOKEN_DTYPES,
                       ZSTD_MAGIC,
@@ -465,17 +465,12 @@ class PyReader:
             raise CorruptShardError(f"{where}: {obj.why}")
         if not isinstance(obj, dict):
             raise CorruptShardError(f"{where}: a row is not a map")
-        for key in ROW_FIELD_NAMES:  # in either kind of set, as C checks
-            if key in obj and not isinstance(obj[key], bytes):
-                raise CorruptShardError(f"{where}: {key} is not a bin")
         row = {}
         fields = dict(FIELDS, **REF_FIELDS) if self.references else FIELDS
         for key, dtype in fields.items():
-            value = obj.get(key)
+            value = obj.get(key)  # a bin or absent (row_map's check)
             if value is None:
                 continue
-            if not isinstance(value, bytes):
-                raise CorruptShardError(f"{where}: {key} is not a bin")
             if dtype is None:  # input_ids: decoded once cu_seqlens is read
                 continue
             if len(value) % dtype.itemsize:

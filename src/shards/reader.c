@@ -615,44 +615,57 @@ static const void *field(const msgpack_object *map, const char *key, size_t *n)
 
 /* The format's field names (docs/FORMAT.md, "Rows"), in either kind of
  * set: each may appear once in a row, and as a bin. */
-static const char *const row_field_names[] = {
-    "input_ids", "cu_seqlens", "seq_ids",   "loss_mask",
-    "seq_starts", "ref_source", "ref_offset"};
-enum { ROW_FIELD_NAMES = sizeof row_field_names / sizeof *row_field_names };
+static const struct {
+    const char *name;
+    size_t length;
+} row_fields[] = {{"input_ids", 9},  {"cu_seqlens", 10}, {"seq_ids", 7},
+                  {"loss_mask", 9},  {"seq_starts", 10}, {"ref_source", 10},
+                  {"ref_offset", 10}};
+enum { ROW_FIELDS = sizeof row_fields / sizeof *row_fields };
 
-/* A row map's keys: UTF-8 strings, each of the format's field names at
- * most once and a bin. A key twice would be read as its first by this
- * reader and its last by a dict (the pure-Python reader's), and a field
- * that is not a bin would read as absent (a loss mask dropped, every
- * token trained): both are damage, refused alike by both readers. */
+/* Which of row_fields a key names, or -1. */
+static int row_field_of(const msgpack_object_str *key)
+{
+    for (int k = 0; k < ROW_FIELDS; k++)
+        if (key->size == row_fields[k].length &&
+            memcmp(key->ptr, row_fields[k].name, key->size) == 0)
+            return k;
+    return -1;
+}
+
+/* A row map's keys, in map order: UTF-8 strings, each of the format's
+ * field names at most once and a bin. A key twice would be read as its
+ * first by this reader and its last by a dict (the pure-Python reader's,
+ * whose row_map checks the same, in the same order, with the same
+ * words), and a field that is not a bin would read as absent (a loss
+ * mask dropped, every token trained). A field name is known UTF-8, so
+ * only the other keys are checked for it. */
 static int check_row_keys(const msgpack_object *map, const char *path,
                           size_t f, size_t j, prepack_diag *diag)
 {
-    int seen[ROW_FIELD_NAMES] = {0};
+    int seen[ROW_FIELDS] = {0};
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR ||
-            !pp_is_utf8((const unsigned char *)kv->key.via.str.ptr,
-                        kv->key.via.str.size))
-            return pp_reader_corrupt(diag, path,
-                                     "frame %zu row %zu: a key that is not "
-                                     "a UTF-8 string",
-                                     f, j);
-        for (int k = 0; k < ROW_FIELD_NAMES; k++) {
-            const char *name = row_field_names[k];
-            if (kv->key.via.str.size != strlen(name) ||
-                memcmp(kv->key.via.str.ptr, name, strlen(name)) != 0)
-                continue;
-            if (seen[k]++)
+        int k = kv->key.type == MSGPACK_OBJECT_STR
+                    ? row_field_of(&kv->key.via.str)
+                    : -1;
+        if (k < 0) {
+            if (kv->key.type != MSGPACK_OBJECT_STR ||
+                !pp_is_utf8((const unsigned char *)kv->key.via.str.ptr,
+                            kv->key.via.str.size))
                 return pp_reader_corrupt(diag, path,
-                                         "frame %zu row %zu: %s twice", f, j,
-                                         name);
-            if (kv->val.type != MSGPACK_OBJECT_BIN)
-                return pp_reader_corrupt(diag, path,
-                                         "frame %zu row %zu: %s is not a "
-                                         "bin",
-                                         f, j, name);
+                                         "frame %zu row %zu: a key that is "
+                                         "not a UTF-8 string",
+                                         f, j);
+            continue;
         }
+        if (seen[k]++)
+            return pp_reader_corrupt(diag, path, "frame %zu row %zu: %s twice",
+                                     f, j, row_fields[k].name);
+        if (kv->val.type != MSGPACK_OBJECT_BIN)
+            return pp_reader_corrupt(diag, path,
+                                     "frame %zu row %zu: %s is not a bin", f,
+                                     j, row_fields[k].name);
     }
     return PREPACK_OK;
 }
