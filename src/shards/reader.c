@@ -594,34 +594,27 @@ int pp_reader_load_frame(prepack_reader *r, size_t si, size_t f,
 
 /* ---- rows ---------------------------------------------------------------------- */
 
-/* The bin under `key` in a row map (check_row_keys passed: at most one),
- * or NULL (size in *n). */
-static const void *field(const msgpack_object *map, const char *key, size_t *n)
-{
-    size_t klen = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR &&
-            kv->key.via.str.size == klen &&
-            memcmp(kv->key.via.str.ptr, key, klen) == 0) {
-            if (kv->val.type != MSGPACK_OBJECT_BIN)
-                return NULL;
-            *n = kv->val.via.bin.size;
-            return kv->val.via.bin.ptr;
-        }
-    }
-    return NULL;
-}
-
 /* The format's field names (docs/FORMAT.md, "Rows"), in either kind of
  * set: each may appear once in a row, and as a bin. */
+enum row_field {
+    INPUT_IDS, CU_SEQLENS, SEQ_IDS, LOSS_MASK, SEQ_STARTS, REF_SOURCE,
+    REF_OFFSET, ROW_FIELDS
+};
 static const struct {
     const char *name;
     size_t length;
-} row_fields[] = {{"input_ids", 9},  {"cu_seqlens", 10}, {"seq_ids", 7},
-                  {"loss_mask", 9},  {"seq_starts", 10}, {"ref_source", 10},
-                  {"ref_offset", 10}};
-enum { ROW_FIELDS = sizeof row_fields / sizeof *row_fields };
+} row_fields[ROW_FIELDS] = {
+    [INPUT_IDS] = {"input_ids", 9},   [CU_SEQLENS] = {"cu_seqlens", 10},
+    [SEQ_IDS] = {"seq_ids", 7},       [LOSS_MASK] = {"loss_mask", 9},
+    [SEQ_STARTS] = {"seq_starts", 10}, [REF_SOURCE] = {"ref_source", 10},
+    [REF_OFFSET] = {"ref_offset", 10}};
+
+/* A row's fields as check_row_keys found them: each bin's bytes, NULL
+ * where the row has none (as the map's lookups by name gave them). */
+typedef struct {
+    const unsigned char *at[ROW_FIELDS];
+    size_t size[ROW_FIELDS];
+} row_bins;
 
 /* Which of row_fields a key names, or -1. */
 static int row_field_of(const msgpack_object_str *key)
@@ -634,16 +627,19 @@ static int row_field_of(const msgpack_object_str *key)
 }
 
 /* A row map's keys, in map order: UTF-8 strings, each of the format's
- * field names at most once and a bin. A key twice would be read as its
+ * field names at most once and a bin, whose bytes go to *bins (one pass
+ * over the map for every field a row reads). A key twice would be read as its
  * first by this reader and its last by a dict (the pure-Python reader's,
  * whose row_map checks the same, in the same order, with the same
  * words), and a field that is not a bin would read as absent (a loss
  * mask dropped, every token trained). A field name is known UTF-8, so
  * only the other keys are checked for it. */
-static int check_row_keys(const msgpack_object *map, const char *path,
-                          size_t f, size_t j, prepack_diag *diag)
+static int check_row_keys(const msgpack_object *map, row_bins *bins,
+                          const char *path, size_t f, size_t j,
+                          prepack_diag *diag)
 {
     int seen[ROW_FIELDS] = {0};
+    memset(bins, 0, sizeof *bins);
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object_kv *kv = &map->via.map.ptr[i];
         int k = kv->key.type == MSGPACK_OBJECT_STR
@@ -666,6 +662,8 @@ static int check_row_keys(const msgpack_object *map, const char *path,
             return pp_reader_corrupt(diag, path,
                                      "frame %zu row %zu: %s is not a bin", f,
                                      j, row_fields[k].name);
+        bins->at[k] = (const unsigned char *)kv->val.via.bin.ptr;
+        bins->size[k] = kv->val.via.bin.size;
     }
     return PREPACK_OK;
 }
@@ -799,17 +797,16 @@ static int fetch_sequence(prepack_reader *r, uint32_t s, uint64_t at,
 
 /* A plan-only row: its tokens read from its sources, each
  * sequence's run checked to lie inside its file. */
-static int fill_plan_only_row(prepack_reader *r, const msgpack_object *map,
+static int fill_plan_only_row(prepack_reader *r, const row_bins *b,
                               prepack_row *row, const char *path, size_t f,
                               size_t j, prepack_diag *diag)
 {
-    size_t nc = 0, ns = 0, nm = 0, nst = 0, nsrc = 0, noff = 0;
-    const void *c = field(map, "cu_seqlens", &nc);
-    const void *sq = field(map, "seq_ids", &ns);
-    const void *m = field(map, "loss_mask", &nm);
-    const void *st = field(map, "seq_starts", &nst);
-    const unsigned char *src = field(map, "ref_source", &nsrc);
-    const unsigned char *off = field(map, "ref_offset", &noff);
+    size_t nc = b->size[CU_SEQLENS], ns = b->size[SEQ_IDS];
+    size_t nm = b->size[LOSS_MASK], nst = b->size[SEQ_STARTS];
+    size_t nsrc = b->size[REF_SOURCE], noff = b->size[REF_OFFSET];
+    const void *c = b->at[CU_SEQLENS], *sq = b->at[SEQ_IDS];
+    const void *m = b->at[LOSS_MASK], *st = b->at[SEQ_STARTS];
+    const unsigned char *src = b->at[REF_SOURCE], *off = b->at[REF_OFFSET];
     if (!src || !off || !c || !sq)
         return pp_reader_corrupt(diag, path,
                                  "frame %zu row %zu: needs ref_source, "
@@ -866,16 +863,17 @@ int pp_reader_fill_row(prepack_reader *r, const msgpack_object *map,
     if (map->type != MSGPACK_OBJECT_MAP)
         return pp_reader_corrupt(diag, path, "frame %zu row %zu: not a map",
                                  f, j);
-    int bad = check_row_keys(map, path, f, j, diag);
+    row_bins b;
+    int bad = check_row_keys(map, &b, path, f, j, diag);
     if (bad != PREPACK_OK)
         return bad;
     if (r->m.references)
-        return fill_plan_only_row(r, map, row, path, f, j, diag);
-    c = field(map, "cu_seqlens", &nc);
-    sq = field(map, "seq_ids", &ns);
-    m = field(map, "loss_mask", &nm);
-    st = field(map, "seq_starts", &nst);
-    t = field(map, "input_ids", &nt);
+        return fill_plan_only_row(r, &b, row, path, f, j, diag);
+    c = b.at[CU_SEQLENS], nc = b.size[CU_SEQLENS];
+    sq = b.at[SEQ_IDS], ns = b.size[SEQ_IDS];
+    m = b.at[LOSS_MASK], nm = b.size[LOSS_MASK];
+    st = b.at[SEQ_STARTS], nst = b.size[SEQ_STARTS];
+    t = b.at[INPUT_IDS], nt = b.size[INPUT_IDS];
     if (!t || !c || !sq)
         return pp_reader_corrupt(diag, path,
                                  "frame %zu row %zu: needs input_ids, "
